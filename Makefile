@@ -1,0 +1,108 @@
+# bitsec -- `make test` and `make demo` work on a fresh machine: they install what they need.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+export PATH := /opt/swift/usr/bin:$(PATH)
+
+ROOT      := $(abspath .)
+SWIFT     ?= swift
+PYTHON    ?= python3
+VENV      := $(ROOT)/.venv
+VPY       := $(VENV)/bin/python
+BUILD     := $(ROOT)/.build/release
+LIBDIR    := $(ROOT)/build/lib
+LIB       := $(LIBDIR)/libbitsec.so.1
+VERSION   := $(shell sed -n 's/^#define BITSEC_VERSION_STRING "\(.*\)"/\1/p' include/bitsec.h)
+ABI       := $(shell sed -n 's/^#define BITSEC_ABI_VERSION \([0-9]*\)/\1/p' include/bitsec.h)
+PREFIX    ?= /usr/local
+APT_PKGS  := libssl-dev libhiredis-dev redis-server pkg-config
+FIXTURE   := $(PYTHON) $(ROOT)/tools/redis_fixture.py run --
+SWIFT_HDR_FLAGS := -parse-as-library -swift-version 6 -enable-upcoming-feature InternalImportsByDefault \
+	-module-name Bitsec -I $(BUILD)/Modules -I Sources/COpenSSL -I Sources/CHiredis \
+	$(addprefix -Xcc ,$(shell pkg-config --cflags-only-I hiredis openssl 2>/dev/null))
+
+.PHONY: all deps apt venv build lib header header-check test test-swift test-c test-python \
+	demo install bench clean serve
+
+all: build
+
+## ---- dependencies (idempotent) --------------------------------------------------------
+deps: apt venv
+
+apt:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+VENV_STAMP := $(VENV)/.stamp-$(shell cat requirements-dev.txt bindings/python/pyproject.toml 2>/dev/null | sha1sum | cut -c1-12)
+venv: $(VENV_STAMP)
+$(VENV_STAMP): requirements-dev.txt bindings/python/pyproject.toml
+	@[ -x $(VPY) ] || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	$(VPY) -m pip install -q --disable-pip-version-check --no-deps -e bindings/python
+	rm -f $(VENV)/.stamp-*; touch $@
+
+## ---- build -----------------------------------------------------------------------------
+build: apt
+	$(SWIFT) build -c release
+	@$(MAKE) --no-print-directory lib
+
+# The loader looks for the SONAME (libbitsec.so.1); build/lib holds it and the link-time name.
+lib:
+	@mkdir -p $(LIBDIR)
+	@cp -f $(BUILD)/libbitsec.so $(LIB).tmp && mv -f $(LIB).tmp $(LIB)
+	@ln -sf libbitsec.so.1 $(LIBDIR)/libbitsec.so
+	@mkdir -p bindings/python/src/bitsec/_lib && cp -f $(LIB) bindings/python/src/bitsec/_lib/libbitsec.so.1
+
+# The public header: the Swift compiler prints the @c declarations, gen_header.py cleans them.
+header: build
+	swiftc -typecheck $(SWIFT_HDR_FLAGS) Sources/Bitsec/*.swift -emit-clang-header-path $(ROOT)/build/bitsec-swift.h
+	$(PYTHON) tools/gen_header.py build/bitsec-swift.h include/bitsec_api.h
+
+header-check: build
+	@swiftc -typecheck $(SWIFT_HDR_FLAGS) Sources/Bitsec/*.swift -emit-clang-header-path $(ROOT)/build/bitsec-swift-check.h 2>/dev/null
+	@$(PYTHON) tools/gen_header.py build/bitsec-swift-check.h build/bitsec_api.check.h
+	@diff -u include/bitsec_api.h build/bitsec_api.check.h || { echo "include/bitsec_api.h is stale: run 'make header' and commit it"; exit 1; }
+	@echo "header-check: include/bitsec_api.h matches Sources/Bitsec"
+
+## ---- tests -----------------------------------------------------------------------------
+test: deps build header-check test-swift test-c test-python
+	@sw=$$(sed -n 's/.*Test run with \([0-9]*\) tests\{0,1\} .*passed.*/\1/p' build/swift-test.log | tail -1); \
+	c=$$(sed -n 's/^c tests: \([0-9]*\) passed.*/\1/p' build/c-test.log | tail -1); \
+	py=$$(sed -n 's/^\([0-9]*\) passed.*/\1/p' build/python-test.log | tail -1); \
+	echo "make test: swift $$sw, c $$c, python $$py"; \
+	echo "$$(( sw + c + py )) passed, 0 failed"
+
+# Swift suites (core and ABI), with a real redis-server from the shared fixture.
+test-swift: build
+	$(FIXTURE) $(SWIFT) test -c release --disable-testable-imports 2>&1 | tee build/swift-test.log
+	@grep -Eq "Test run with [1-9][0-9]* tests? .*passed" build/swift-test.log || { echo "swift test ran no test"; exit 1; }
+
+# The header compiles as C11 and C++17 with gcc and clang at -Wall -Wextra -Werror, links
+# and runs; the installed library, header and bitsec.pc build the C example.
+test-c: build
+	@bash tests/c/run.sh 2>&1 | tee build/c-test.log
+
+test-python: deps build
+	cd bindings/python && BITSEC_LIBRARY=$(LIB) $(VPY) -m pytest -q -p no:cacheprovider tests 2>&1 | tee $(ROOT)/build/python-test.log
+
+## ---- install (C users) -----------------------------------------------------------------
+install: build
+	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 0755 $(LIB) $(DESTDIR)$(PREFIX)/lib/libbitsec.so.$(VERSION)
+	ln -sf libbitsec.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libbitsec.so.$(ABI)
+	ln -sf libbitsec.so.$(ABI) $(DESTDIR)$(PREFIX)/lib/libbitsec.so
+	install -m 0644 include/bitsec.h include/bitsec_api.h $(DESTDIR)$(PREFIX)/include/
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' tools/bitsec.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/bitsec.pc
+
+## ---- demo ------------------------------------------------------------------------------
+demo: deps build
+	@bash examples/demo.sh
+
+bench: deps build
+	@echo "no benchmarks yet"
+
+clean:
+	rm -rf build .build bindings/python/src/bitsec/_lib

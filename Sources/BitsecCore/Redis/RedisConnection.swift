@@ -1,0 +1,134 @@
+internal import CHiredis
+internal import Glibc
+
+/// One synchronous hiredis connection. Not thread-safe: the pool hands it to one thread at a
+/// time. After any I/O error or timeout hiredis' context is unusable, so the connection is
+/// marked broken and the pool discards it.
+public final class RedisConnection {
+    private let ctx: UnsafeMutablePointer<redisContext>
+    public private(set) var broken = false
+    let endpointText: String
+    let commandTimeoutMs: Int
+
+    private init(ctx: UnsafeMutablePointer<redisContext>, endpointText: String, commandTimeoutMs: Int) {
+        self.ctx = ctx
+        self.endpointText = endpointText
+        self.commandTimeoutMs = commandTimeoutMs
+    }
+
+    deinit { redisFree(ctx) }
+
+    private static func timeval(ms: Int) -> Glibc.timeval {
+        Glibc.timeval(tv_sec: ms / 1000, tv_usec: (ms % 1000) * 1000)
+    }
+
+    private static func errorText(_ ctx: UnsafeMutablePointer<redisContext>) -> String {
+        withUnsafeBytes(of: ctx.pointee.errstr) { raw in
+            String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+        }
+    }
+
+    /// Connects, sets the command timeout, authenticates and selects the database.
+    public static func connect(_ config: RedisConfig) throws(BitsecError) -> RedisConnection {
+        let tv = timeval(ms: config.connectTimeoutMs)
+        let raw: UnsafeMutablePointer<redisContext>?
+        switch config.endpoint {
+        case .tcp(let host, let port): raw = redisConnectWithTimeout(host, port, tv)
+        case .unix(let path): raw = redisConnectUnixWithTimeout(path, tv)
+        }
+        guard let raw else { throw .backend("redis \(config.endpointText): cannot allocate a connection") }
+        if raw.pointee.err != 0 {
+            let text = errorText(raw)
+            redisFree(raw)
+            throw .backend("redis \(config.endpointText): connect failed: \(text)")
+        }
+        let conn = RedisConnection(ctx: raw, endpointText: config.endpointText, commandTimeoutMs: config.commandTimeoutMs)
+        guard redisSetTimeout(raw, timeval(ms: config.commandTimeoutMs)) == bitsec_redis_ok() else {
+            throw .backend("redis \(config.endpointText): cannot set the command timeout")
+        }
+        if let password = config.password {
+            var args: [[UInt8]] = [Array("AUTH".utf8)]
+            if let user = config.username { args.append(Array(user.utf8)) }
+            var pw = password.withBytes { Array($0) }
+            args.append(pw)
+            defer { wipe(&pw); for k in args.indices { wipe(&args[k]) } }
+            let reply = try conn.command(args)
+            if reply.errorMessage != nil {
+                // Never echo the server's text: it could quote the credentials.
+                throw .backend("redis \(config.endpointText): authentication failed")
+            }
+        }
+        if config.db != 0 {
+            let reply = try conn.command([Array("SELECT".utf8), Array(String(config.db).utf8)])
+            if let e = reply.errorMessage { throw .backend("redis \(config.endpointText): SELECT \(config.db) failed: \(e)") }
+        }
+        return conn
+    }
+
+    /// Sends one command and waits for its reply (bounded by the command timeout).
+    /// A Redis error reply is returned as `.error`, not thrown; I/O failures throw.
+    public func command(_ args: [[UInt8]]) throws(BitsecError) -> RedisReply {
+        guard !broken else { throw .backend("redis \(endpointText): connection is broken") }
+        guard !args.isEmpty, args.count <= Int(Int32.max) else { throw .invalid("redis command needs arguments") }
+        var flat: [UInt8] = []
+        flat.reserveCapacity(args.reduce(0) { $0 + $1.count })
+        var lengths: [Int] = []
+        lengths.reserveCapacity(args.count)
+        for a in args { flat.append(contentsOf: a); lengths.append(a.count) }
+        flat.append(0)  // never empty, so the buffer always has an address
+        let reply: UnsafeMutableRawPointer? = flat.withUnsafeBufferPointer { fb in
+            guard let start = fb.baseAddress else { return nil }
+            let base = UnsafeRawPointer(start)
+            var argv: [UnsafePointer<CChar>?] = []
+            argv.reserveCapacity(args.count)
+            var offset = 0
+            for n in lengths {
+                argv.append((base + offset).assumingMemoryBound(to: CChar.self))
+                offset += n
+            }
+            return argv.withUnsafeMutableBufferPointer { av in
+                lengths.withUnsafeBufferPointer { lp in
+                    redisCommandArgv(ctx, Int32(args.count), av.baseAddress, lp.baseAddress)
+                }
+            }
+        }
+        guard let reply else {
+            broken = true
+            let code = ctx.pointee.err
+            let text = Self.errorText(ctx)
+            if code == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK || text.contains("temporarily unavailable")) {
+                throw .backend("redis \(endpointText): no reply within \(commandTimeoutMs) ms")
+            }
+            throw .backend("redis \(endpointText): \(text.isEmpty ? "connection lost" : text)")
+        }
+        defer { freeReplyObject(reply) }
+        return Self.convert(reply.assumingMemoryBound(to: redisReply.self), depth: 0)
+    }
+
+    private static func convert(_ r: UnsafeMutablePointer<redisReply>, depth: Int) -> RedisReply {
+        let t = r.pointee.type
+        if t == bitsec_redis_reply_integer() { return .integer(Int64(r.pointee.integer)) }
+        if t == bitsec_redis_reply_nil() { return .null }
+        if t == bitsec_redis_reply_string() || t == bitsec_redis_reply_status() || t == bitsec_redis_reply_error() {
+            let bytes: [UInt8]
+            if let s = r.pointee.str, r.pointee.len > 0 {
+                bytes = Array(UnsafeRawBufferPointer(start: s, count: r.pointee.len))
+            } else {
+                bytes = []
+            }
+            if t == bitsec_redis_reply_string() { return .string(bytes) }
+            let text = String(decoding: bytes, as: UTF8.self)
+            return t == bitsec_redis_reply_status() ? .status(text) : .error(text)
+        }
+        if t == bitsec_redis_reply_array() {
+            guard depth < 16, let elements = r.pointee.element else { return .array([]) }
+            var out: [RedisReply] = []
+            out.reserveCapacity(r.pointee.elements)
+            for k in 0..<r.pointee.elements {
+                if let e = elements[k] { out.append(convert(e, depth: depth + 1)) } else { out.append(.null) }
+            }
+            return .array(out)
+        }
+        return .error("unexpected reply type \(t)")
+    }
+}

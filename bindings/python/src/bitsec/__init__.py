@@ -1,0 +1,43 @@
+"""bitsec: the Python binding of the bitsec security runtime (libbitsec.so via ctypes)."""
+from __future__ import annotations
+
+from . import _native
+from .errors import (
+    BackendUnavailableError,
+    BitsecError,
+    BitsecIOError,
+    BitsecTimeoutError,
+    BufferTooSmallError,
+    ClosedError,
+    ConfigError,
+    CryptoError,
+    InternalError,
+    InvalidArgumentError,
+    MalformedError,
+    NotConfiguredError,
+    NotFoundError,
+    TooLargeError,
+    UnsupportedError,
+)
+from .runtime import Runtime, random_bytes
+
+__version__ = "0.1.0"
+ABI_VERSION = _native.ABI_VERSION
+
+
+def library_version() -> str:
+    """The loaded library's version string."""
+    return (_native.version_string() or b"").decode()
+
+
+def library_path() -> str:
+    """The path of the loaded library."""
+    return str(_native.lib._name)
+
+
+__all__ = [
+    "ABI_VERSION", "Runtime", "random_bytes", "library_version", "library_path",
+    "BitsecError", "InvalidArgumentError", "ConfigError", "NotConfiguredError", "BufferTooSmallError",
+    "BackendUnavailableError", "CryptoError", "ClosedError", "TooLargeError", "MalformedError",
+    "BitsecIOError", "BitsecTimeoutError", "InternalError", "UnsupportedError", "NotFoundError",
+]

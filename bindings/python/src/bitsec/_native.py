@@ -1,0 +1,126 @@
+"""Loading libbitsec and declaring its C functions.
+
+The library is looked for, in order: the path in ``BITSEC_LIBRARY``; the copy bundled in
+this package (``bitsec/_lib/``); the system's search path (``libbitsec.so.1``). The
+ImportError lists every path tried and why it failed. A library whose ABI version differs
+from ``ABI_VERSION`` is refused.
+
+Every C function has its ctypes prototype declared exactly once, with ``declare``; the
+capability modules declare their own. ``tests/test_prototypes.py`` checks every declaration
+against include/bitsec_api.h.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import threading
+from ctypes import POINTER, c_char_p, c_int32, c_int64, c_size_t, c_uint32, c_void_p
+from typing import Any, Callable
+
+from .errors import error_for
+
+#: The ABI this package was written for (BITSEC_ABI_VERSION).
+ABI_VERSION = 1
+
+_lock = threading.Lock()
+
+
+def _candidates() -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    env = os.environ.get("BITSEC_LIBRARY")
+    if env:
+        out.append(("BITSEC_LIBRARY", env))
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_lib")
+    for name in ("libbitsec.so.1", "libbitsec.so"):
+        out.append(("bundled", os.path.join(here, name)))
+    found = ctypes.util.find_library("bitsec")
+    out.append(("system", found or "libbitsec.so.1"))
+    return out
+
+
+def load_library(candidates: list[tuple[str, str]] | None = None) -> ctypes.CDLL:
+    """Loads the first library that opens and has the right ABI; ImportError otherwise."""
+    tried: list[str] = []
+    for origin, path in candidates if candidates is not None else _candidates():
+        if origin == "bundled" and not os.path.exists(path):
+            tried.append(f"{path} ({origin}): not present")
+            continue
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError as e:
+            tried.append(f"{path} ({origin}): {e}")
+            continue
+        try:
+            fn = lib.bitsec_abi_version
+        except AttributeError:
+            tried.append(f"{path} ({origin}): not a bitsec library (no bitsec_abi_version)")
+            continue
+        fn.argtypes = []
+        fn.restype = c_int32
+        abi = fn()
+        if abi != ABI_VERSION:
+            tried.append(f"{path} ({origin}): ABI version {abi}, this package needs {ABI_VERSION}")
+            continue
+        return lib
+    raise ImportError("cannot load libbitsec; tried:\n  " + "\n  ".join(tried)
+                      + "\nSet BITSEC_LIBRARY to the path of libbitsec.so.1.")
+
+
+with _lock:
+    lib = load_library()
+
+#: name -> (restype, argtypes), every prototype this package declares.
+PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {}
+
+
+def declare(name: str, restype: Any, argtypes: list[Any]) -> Callable[..., Any]:
+    """Declares a C function once and returns it."""
+    if name in PROTOTYPES:
+        raise RuntimeError(f"{name} is declared twice")
+    fn = getattr(lib, name)
+    fn.restype = restype
+    fn.argtypes = argtypes
+    PROTOTYPES[name] = (restype, list(argtypes))
+    return fn
+
+
+# ---- the foundation's functions --------------------------------------------------------
+status = c_int32
+handle = c_void_p
+
+version_string = declare("bitsec_version_string", c_char_p, [])
+version_number = declare("bitsec_version_number", c_uint32, [])
+abi_version = declare("bitsec_abi_version", c_int32, [])
+strerror = declare("bitsec_strerror", c_char_p, [c_int32])
+last_error = declare("bitsec_last_error", c_char_p, [])
+free = declare("bitsec_free", None, [c_void_p])
+runtime_open = declare("bitsec_runtime_open", status, [c_char_p, c_size_t, POINTER(c_void_p)])
+runtime_open_file = declare("bitsec_runtime_open_file", status, [c_char_p, POINTER(c_void_p)])
+runtime_close = declare("bitsec_runtime_close", None, [handle])
+runtime_describe = declare("bitsec_runtime_describe", status, [handle, c_char_p, c_size_t, POINTER(c_size_t)])
+runtime_describe_alloc = declare("bitsec_runtime_describe_alloc", status, [handle, POINTER(c_void_p), POINTER(c_size_t)])
+random_bytes = declare("bitsec_random_bytes", status, [c_char_p, c_size_t])
+redis_ping = declare("bitsec_redis_ping", status, [handle, POINTER(c_int64)])
+
+
+def check(rc: int) -> None:
+    """Raises the exception of a non-OK status, with this thread's detail message."""
+    if rc != 0:
+        raise error_for(rc, (last_error() or b"").decode("utf-8", "replace"))
+
+
+def call_with_output(fn: Callable[..., int], *args: Any, initial: int = 1024) -> bytes:
+    """Calls a function of the (out_buf, out_cap, *out_len) convention, growing the buffer
+    once if the library reports that it needs more."""
+    cap = initial
+    for _ in range(3):
+        buf = ctypes.create_string_buffer(cap)
+        n = c_size_t(0)
+        rc = fn(*args, buf, cap, ctypes.byref(n))
+        if rc == 4 and n.value > cap:  # BITSEC_E_BUFFER_TOO_SMALL
+            cap = n.value + 1
+            continue
+        check(rc)
+        return buf.raw[: n.value]
+    raise RuntimeError("output size kept changing")

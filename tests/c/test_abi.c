@@ -1,0 +1,58 @@
+/* Compiled as C11 and as C++17, with gcc and clang, at -Wall -Wextra -Werror; linked against
+ * libbitsec.so and run. Exercises the header's declarations and the library's contract. */
+#include <bitsec.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int failures = 0;
+#define CHECK(cond) do { if (!(cond)) { fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); failures++; } } while (0)
+
+int main(void) {
+    CHECK(bitsec_version_number() == BITSEC_VERSION_NUMBER);
+    CHECK(bitsec_abi_version() == BITSEC_ABI_VERSION);
+    CHECK(strcmp(bitsec_version_string(), BITSEC_VERSION_STRING) == 0);
+    CHECK(strcmp(bitsec_strerror(BITSEC_E_BUFFER_TOO_SMALL), "output buffer too small") == 0);
+    CHECK(strcmp(bitsec_strerror(9999), "unknown status") == 0);
+
+    bitsec_runtime *rt = NULL;
+    const char *bad = "{\"redis\": {\"hots\": 1}}";
+    CHECK(bitsec_runtime_open(bad, strlen(bad), &rt) == BITSEC_E_CONFIG);
+    CHECK(rt == NULL);
+    CHECK(strcmp(bitsec_last_error(), "unknown field redis.hots") == 0);
+    CHECK(bitsec_runtime_open(NULL, 5, &rt) == BITSEC_E_INVALID_ARGUMENT);
+    CHECK(bitsec_runtime_open("{}", (size_t)-1, &rt) == BITSEC_E_TOO_LARGE);
+
+    const char *cfg = "{\"redis\": {\"port\": 6399}}";
+    CHECK(bitsec_runtime_open(cfg, strlen(cfg), &rt) == BITSEC_OK);
+    CHECK(rt != NULL);
+
+    size_t need = 0;
+    CHECK(bitsec_runtime_describe(rt, NULL, 0, &need) == BITSEC_E_BUFFER_TOO_SMALL);
+    CHECK(need > 0);
+    char *buf = (char *)malloc(need + 1);
+    size_t len = 0;
+    CHECK(bitsec_runtime_describe(rt, buf, need + 1, &len) == BITSEC_OK);
+    CHECK(len == need && buf[len] == '\0');
+    CHECK(strstr(buf, "127.0.0.1:6399") != NULL);
+    free(buf);
+
+    char *json = NULL;
+    CHECK(bitsec_runtime_describe_alloc(rt, &json, &len) == BITSEC_OK);
+    CHECK(json != NULL && strlen(json) == len);
+    bitsec_free(json);
+
+    unsigned char rnd[32];
+    memset(rnd, 0, sizeof rnd);
+    CHECK(bitsec_random_bytes(rnd, sizeof rnd) == BITSEC_OK);
+    int nonzero = 0;
+    for (size_t i = 0; i < sizeof rnd; i++) nonzero |= rnd[i];
+    CHECK(nonzero != 0);
+
+    bitsec_runtime_close(rt);
+    bitsec_runtime_close(NULL);
+    CHECK(bitsec_runtime_describe(rt, NULL, 0, &need) == BITSEC_E_CLOSED);
+
+    if (failures == 0) printf("c abi test: all checks passed\n");
+    return failures == 0 ? 0 : 1;
+}
