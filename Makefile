@@ -102,7 +102,7 @@ demo: deps build
 	@bash examples/demo.sh
 
 bench: deps build
-	@echo "no benchmarks yet"
+	@bash bench/run.sh
 
 clean:
 	rm -rf build .build bindings/python/src/bitsec/_lib

@@ -11,14 +11,46 @@
 public final class Runtime: Sendable {
     public let redis: RedisPool?
     public let allowInlineSecrets: Bool
+    public let audit: AuditService?
+    public let rateLimits: RateLimitService?
+    public let fields: FieldService?
+    public let tokens: TokenService?
+    public let permissions: PermissionService?
+    public let totp: TOTPService?
 
-    /// Section names in the order they are read; a capability adds its own here.
-    public static let sections = ["redis"]
-
-    private init(redis: RedisPool?, allowInlineSecrets: Bool) {
+    private init(redis: RedisPool?, allowInlineSecrets: Bool, audit: AuditService?, rateLimits: RateLimitService?,
+                 fields: FieldService?, tokens: TokenService?, permissions: PermissionService?, totp: TOTPService?) {
         self.redis = redis
         self.allowInlineSecrets = allowInlineSecrets
+        self.audit = audit
+        self.rateLimits = rateLimits
+        self.fields = fields
+        self.tokens = tokens
+        self.permissions = permissions
+        self.totp = totp
     }
+
+    /// Reads one capability's section when present.
+    private static func section<C: Capability>(_ root: ConfigObject, _ type: C.Type, _ ctx: CapabilityContext) throws(BitsecError) -> C? {
+        guard let o = try root.object(C.sectionName) else { return nil }
+        return try C.read(o, context: ctx)
+    }
+
+    /// The capabilities that are configured, in construction order.
+    public var capabilities: [any Capability] {
+        var out: [any Capability] = []
+        if let audit { out.append(audit) }
+        if let rateLimits { out.append(rateLimits) }
+        if let fields { out.append(fields) }
+        if let tokens { out.append(tokens) }
+        if let permissions { out.append(permissions) }
+        if let totp { out.append(totp) }
+        return out
+    }
+
+    /// Section names, in construction order (audit first: the others emit into it).
+    public static let sectionNames = ["redis", AuditService.sectionName, RateLimitService.sectionName, FieldService.sectionName,
+                                      TokenService.sectionName, PermissionService.sectionName, TOTPService.sectionName]
 
     /// Builds a runtime from a JSON configuration document.
     public static func open(config bytes: UnsafeRawBufferPointer) throws(BitsecError) -> Runtime {
@@ -35,8 +67,19 @@ public final class Runtime: Sendable {
         if let o = try root.object("redis") {
             redis = RedisPool(config: try RedisConfig.read(o, context: ctx))
         }
+        var cc = CapabilityContext(config: ctx, redis: redis, audit: nil)
+        let audit = try section(root, AuditService.self, cc)
+        cc = CapabilityContext(config: ctx, redis: redis, audit: audit.map { $0 as any AuditHook })
+        let rateLimits = try section(root, RateLimitService.self, cc)
+        cc = CapabilityContext(config: ctx, redis: redis, audit: cc.audit, rateLimits: rateLimits)
+        let fields = try section(root, FieldService.self, cc)
+        cc = CapabilityContext(config: ctx, redis: redis, audit: cc.audit, rateLimits: rateLimits, fields: fields)
+        let tokens = try section(root, TokenService.self, cc)
+        let permissions = try section(root, PermissionService.self, cc)
+        let totp = try section(root, TOTPService.self, cc)
         try root.finish()
-        return Runtime(redis: redis, allowInlineSecrets: ctx.allowInlineSecrets)
+        return Runtime(redis: redis, allowInlineSecrets: ctx.allowInlineSecrets, audit: audit, rateLimits: rateLimits,
+                       fields: fields, tokens: tokens, permissions: permissions, totp: totp)
     }
 
     public static func open(config text: String) throws(BitsecError) -> Runtime {
@@ -58,6 +101,8 @@ public final class Runtime: Sendable {
     /// Stops background work and releases connections. Called once, by the ABI's close, after
     /// in-flight calls have drained.
     public func shutdown() {
+        // Reverse construction order: audit last, so it records everything before it stops.
+        for c in capabilities.reversed() { c.shutdown() }
         redis?.shutdown()
     }
 
@@ -79,12 +124,24 @@ public final class Runtime: Sendable {
         } else {
             sections.append(("redis", .null))
         }
+        let configured = capabilities
+        for name in Self.sectionNames.dropFirst() {
+            let c = configured.first { type(of: $0).sectionName == name }
+            sections.append((name, c?.describe() ?? .null))
+        }
         return .object(JSONObject([
             ("version", .string(BitsecVersion.string.description)),
             ("abi", .number(JSONNumber(int64: Int64(BitsecVersion.abi)))),
             ("openssl", .string(OpenSSL.versionText)),
             ("sections", .object(JSONObject(sections))),
         ]))
+    }
+
+    /// A configured capability, or `notConfigured` naming its section.
+    @inline(__always)
+    public func require<C: Capability>(_ c: C?) throws(BitsecError) -> C {
+        guard let c else { throw BitsecError(.notConfigured, "the \(C.sectionName) section is not configured") }
+        return c
     }
 
     /// The Redis pool, or `notConfigured`.

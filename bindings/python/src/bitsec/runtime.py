@@ -8,7 +8,13 @@ import weakref
 from typing import Any, Mapping, Union
 
 from . import _native as N
+from .audit import AuditMixin
 from .errors import ClosedError, InvalidArgumentError
+from .fields import FieldsMixin
+from .permissions import PermissionsMixin
+from .ratelimit import RateLimitMixin
+from .tokens import TokensMixin
+from .totp import TOTPMixin
 
 ConfigSource = Union[Mapping[str, Any], str, bytes, "os.PathLike[str]"]
 
@@ -17,7 +23,7 @@ def _close_handle(h: int) -> None:
     N.runtime_close(h)
 
 
-class Runtime:
+class Runtime(TokensMixin, PermissionsMixin, RateLimitMixin, TOTPMixin, FieldsMixin, AuditMixin):
     """A bitsec runtime: safe to share between threads (calls release the GIL).
 
     ``config`` is a dict, a JSON document (``str`` starting with ``{``, or ``bytes``), or

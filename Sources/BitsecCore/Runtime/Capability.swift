@@ -1,0 +1,36 @@
+/// What every capability (tokens, permissions, rate limits, TOTP, fields, audit) provides to
+/// the runtime: how to read its configuration section, describe itself and shut down.
+public protocol Capability: AnyObject, Sendable {
+    /// The configuration section's name (`tokens`, `permissions`, ...).
+    static var sectionName: String { get }
+    /// Reads and validates the section (call `o.finish()` to refuse unknown fields).
+    static func read(_ o: ConfigObject, context: CapabilityContext) throws(BitsecError) -> Self
+    /// What is configured, without any secret (for `bitsec_runtime_describe`).
+    func describe() -> JSONValue
+    /// Stops background work and releases resources; called once, after calls have drained.
+    func shutdown()
+}
+
+extension Capability {
+    public func shutdown() {}
+}
+
+/// What a capability can use while it is built: the configuration context, the shared Redis
+/// pool (nil when the document has no `redis` section), the audit hook (nil without an
+/// `audit` section) and the capabilities built before it.
+public struct CapabilityContext: Sendable {
+    public let config: ConfigContext
+    public let redis: RedisPool?
+    public let audit: (any AuditHook)?
+    public let rateLimits: RateLimitService?
+    public let fields: FieldService?
+
+    public init(config: ConfigContext, redis: RedisPool?, audit: (any AuditHook)?,
+                rateLimits: RateLimitService? = nil, fields: FieldService? = nil) {
+        self.config = config
+        self.redis = redis
+        self.audit = audit
+        self.rateLimits = rateLimits
+        self.fields = fields
+    }
+}
