@@ -16,7 +16,8 @@ ABI       := $(shell sed -n 's/^#define BITSEC_ABI_VERSION \([0-9]*\)/\1/p' incl
 PREFIX    ?= /usr/local
 APT_PKGS  := libssl-dev libhiredis-dev redis-server pkg-config
 FIXTURE   := $(PYTHON) $(ROOT)/tools/redis_fixture.py run --
-SWIFT_HDR_FLAGS := -parse-as-library -swift-version 6 -enable-upcoming-feature InternalImportsByDefault \
+# Recursive (=): pkg-config is only installed by the apt step, so evaluate at use.
+SWIFT_HDR_FLAGS = -parse-as-library -swift-version 6 -enable-upcoming-feature InternalImportsByDefault \
 	-module-name Bitsec -I $(BUILD)/Modules -I Sources/COpenSSL -I Sources/CHiredis \
 	$(addprefix -Xcc ,$(shell pkg-config --cflags-only-I hiredis openssl 2>/dev/null))
 

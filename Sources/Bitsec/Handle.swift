@@ -15,14 +15,17 @@ final class RuntimeHandle: @unchecked Sendable {
 
     let magic: UInt64 = RuntimeHandle.liveMagic
     private let state = Atomic<Int>(0)
-    // Written only by `close`, after every caller has left and no new one can enter.
-    private nonisolated(unsafe) var runtime: Runtime?
+    /// +1 reference owned by the handle, released by `close` after every caller has left.
+    /// Callers borrow it without retaining (they are counted in `state` instead), so a
+    /// call costs two atomic adds and no reference counting.
+    private let runtime: Unmanaged<Runtime>
 
-    init(_ runtime: Runtime) { self.runtime = runtime }
+    init(_ runtime: Runtime) { self.runtime = Unmanaged.passRetained(runtime) }
 
-    /// Returns the runtime and counts the caller in, or nil when closed.
+    /// Counts the caller in and returns the runtime, or nil when closed. A non-nil result
+    /// must be balanced by `leave()`; the runtime stays alive until then.
     @inline(__always)
-    func enter() -> Runtime? {
+    func enter() -> Unmanaged<Runtime>? {
         let s = state.add(1, ordering: .acquiring).newValue
         if s & Self.closedBit != 0 {
             state.subtract(1, ordering: .releasing)
@@ -43,7 +46,7 @@ final class RuntimeHandle: @unchecked Sendable {
             spins += 1
             if spins < 100 { sched_yield() } else { usleep(200) }
         }
-        runtime?.shutdown()
-        runtime = nil
+        runtime.takeUnretainedValue().shutdown()
+        runtime.release()
     }
 }

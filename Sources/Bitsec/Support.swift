@@ -60,17 +60,21 @@ func withRuntime(_ rt: OpaquePointer?, _ body: (Runtime) throws(BitsecError) -> 
         setLastError("runtime handle is NULL")
         return Status.invalidArgument.rawValue
     }
-    let handle = Unmanaged<RuntimeHandle>.fromOpaque(UnsafeRawPointer(rt)).takeUnretainedValue()
-    guard handle.magic == RuntimeHandle.liveMagic else {
-        setLastError("not a bitsec runtime handle")
-        return Status.invalidArgument.rawValue
+    // Handles are never freed (see RuntimeHandle), so borrowing without a retain is safe.
+    return Unmanaged<RuntimeHandle>.fromOpaque(UnsafeRawPointer(rt))._withUnsafeGuaranteedRef { handle in
+        guard handle.magic == RuntimeHandle.liveMagic else {
+            setLastError("not a bitsec runtime handle")
+            return Status.invalidArgument.rawValue
+        }
+        guard let runtime = handle.enter() else {
+            setLastError("runtime handle is closed")
+            return Status.closed.rawValue
+        }
+        defer { handle.leave() }
+        return runtime._withUnsafeGuaranteedRef { r in
+            abiCall { () throws(BitsecError) in try body(r) }
+        }
     }
-    guard let runtime = handle.enter() else {
-        setLastError("runtime handle is closed")
-        return Status.closed.rawValue
-    }
-    defer { handle.leave() }
-    return abiCall { () throws(BitsecError) in try body(runtime) }
 }
 
 // MARK: - Arguments
