@@ -1,8 +1,336 @@
-"""The fields capability's methods of ``bitsec.Runtime``: encrypt_field, decrypt_field, rewrap_field, Fernet (issue 7)."""
+"""Field encryption (issue 7): ``rt.encrypt_field`` / ``rt.decrypt_field``, ``rt.rewrap_field``,
+keyring reload, and Fernet compatibility. See docs/fields.md for the token format.
+
+A token that does not decrypt raises a :class:`FieldDecryptError` subclass whose ``reason``
+is the library's stable reason (``tampered``, ``wrong_context``, ``unknown_key``,
+``retired_key``, ``malformed``, ``expired``, ``not_yet_valid``); messages never contain the
+plaintext or a key. Every operation is one C call; the output buffers are per thread.
+"""
 from __future__ import annotations
+
+import ctypes
+import json
+import threading
+from ctypes import POINTER, c_char_p, c_int32, c_int64, c_size_t, c_uint32, create_string_buffer, string_at
+from typing import Any, Mapping, Union
+
+from . import _native as N
+from .errors import BitsecError
+
+Bytesish = Union[bytes, bytearray, memoryview, str]
+
+#: Flags of bitsec_encrypt_field (include/bitsec.h).
+FIELD_BINARY = 1
+FIELD_DETERMINISTIC = 2
+#: Limits (include/bitsec.h).
+FIELD_MAX_PLAINTEXT = 1024 * 1024
+FIELD_MAX_CONTEXT = 4096
+FIELD_MAX_KEY_ID = 32
+FIELD_MAX_TOKEN = 1398190
+FERNET_MAX_TOKEN = 1398200
+
+_sz = POINTER(c_size_t)
+_i32 = POINTER(c_int32)
+_encrypt = N.declare("bitsec_encrypt_field", N.status,
+                     [N.handle, c_char_p, c_size_t, c_char_p, c_size_t, c_uint32, c_char_p, c_size_t, _sz])
+_decrypt = N.declare("bitsec_decrypt_field", N.status,
+                     [N.handle, c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t, _sz, _i32])
+_rewrap = N.declare("bitsec_rewrap_field", N.status,
+                    [N.handle, c_char_p, c_size_t, c_char_p, c_size_t, c_uint32, c_char_p, c_size_t, _sz, _i32, _i32])
+_bound = N.declare("bitsec_field_bound", c_size_t, [c_size_t, c_uint32])
+_reason_name = N.declare("bitsec_field_reason_name", c_char_p, [c_int32])
+_reload = N.declare("bitsec_fields_reload", N.status, [N.handle, c_char_p, c_size_t])
+_fernet_encrypt = N.declare("bitsec_fernet_encrypt", N.status,
+                            [N.handle, c_char_p, c_size_t, c_int64, c_char_p, c_size_t, _sz])
+_fernet_decrypt = N.declare("bitsec_fernet_decrypt", N.status,
+                            [N.handle, c_char_p, c_size_t, c_int64, c_int64, c_char_p, c_size_t, _sz, _i32])
+_fernet_rotate = N.declare("bitsec_fernet_rotate", N.status,
+                           [N.handle, c_char_p, c_size_t, c_char_p, c_size_t, _sz, _i32])
+_fernet_migrate = N.declare("bitsec_fernet_migrate", N.status,
+                            [N.handle, c_char_p, c_size_t, c_int64, c_int64, c_char_p, c_size_t, c_uint32,
+                             c_char_p, c_size_t, _sz, _i32])
+_fernet_bound = N.declare("bitsec_fernet_bound", c_size_t, [c_size_t])
+
+
+# ---- decisions as exceptions ------------------------------------------------------------
+
+class FieldDecryptError(BitsecError, ValueError):
+    """A token did not decrypt. ``reason`` is the stable reason name, ``reason_code`` the
+    BITSEC_FIELD_REASON_* value. Never contains plaintext, keys or the context."""
+
+    reason: str = "unknown"
+    reason_code: int = -1
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail or f"field token rejected: {self.reason}")
+
+
+class FieldMalformedError(FieldDecryptError):
+    reason, reason_code = "malformed", 1
+
+
+class FieldTamperedError(FieldDecryptError):
+    reason, reason_code = "tampered", 2
+
+
+class FieldWrongContextError(FieldDecryptError):
+    reason, reason_code = "wrong_context", 3
+
+
+class FieldUnknownKeyError(FieldDecryptError):
+    reason, reason_code = "unknown_key", 4
+
+
+class FieldRetiredKeyError(FieldDecryptError):
+    reason, reason_code = "retired_key", 5
+
+
+class FieldExpiredError(FieldDecryptError):
+    reason, reason_code = "expired", 6
+
+
+class FieldNotYetValidError(FieldDecryptError):
+    reason, reason_code = "not_yet_valid", 7
+
+
+_BY_REASON: dict[int, type[FieldDecryptError]] = {
+    c.reason_code: c for c in (FieldMalformedError, FieldTamperedError, FieldWrongContextError, FieldUnknownKeyError,
+                               FieldRetiredKeyError, FieldExpiredError, FieldNotYetValidError)
+}
+
+
+def _reject(code: int) -> FieldDecryptError:
+    cls = _BY_REASON.get(code)
+    if cls is None:
+        e = FieldDecryptError(f"field token rejected: reason {code}")
+        e.reason_code = code
+        return e
+    return cls()
+
+
+# ---- helpers ------------------------------------------------------------------------------
+
+def _b(v: Bytesish, name: str) -> bytes:
+    if type(v) is bytes:
+        return v  # type: ignore[return-value]
+    if isinstance(v, str):
+        return v.encode("utf-8")
+    if isinstance(v, (bytearray, memoryview)):
+        return bytes(v)
+    raise TypeError(f"{name} must be bytes or str, not {type(v).__name__}")
+
+
+def _flags(deterministic: bool, binary: bool) -> int:
+    return (FIELD_DETERMINISTIC if deterministic else 0) | (FIELD_BINARY if binary else 0)
+
+
+def field_bound(plaintext_len: int, *, deterministic: bool = False, binary: bool = False) -> int:
+    """The largest token ``encrypt_field`` produces for ``plaintext_len`` bytes (0 if over the limit)."""
+    return int(_bound(plaintext_len, _flags(deterministic, binary)))
+
+
+def fernet_bound(plaintext_len: int) -> int:
+    """The length of the Fernet token for ``plaintext_len`` bytes."""
+    return int(_fernet_bound(plaintext_len))
+
+
+def reason_name(code: int) -> str:
+    """The name of a BITSEC_FIELD_REASON_* code."""
+    return (_reason_name(code) or b"unknown").decode()
+
+
+def field_context(*parts: object) -> str:
+    """Builds a context from components (``table.column``, primary key, tenant, ...), joined
+    with ``|``; ``\\`` and ``|`` inside a component are escaped, so distinct component lists
+    never give the same context. ``None`` becomes the empty component."""
+    out = []
+    for p in parts:
+        s = "" if p is None else (p.decode("utf-8") if isinstance(p, bytes) else str(p))
+        out.append(s.replace("\\", "\\\\").replace("|", "\\|"))
+    return "|".join(out)
+
+
+def field_key_id(token: Bytesish) -> str:
+    """The key id a token names (no decryption, no authentication): to find rows still under
+    an old key during a migration."""
+    import base64
+    raw = _b(token, "token")
+    if raw[:1] not in (b"\x01", b"\x02"):
+        try:
+            raw = base64.urlsafe_b64decode(raw[:48] + b"=" * (-len(raw[:48]) % 4))
+        except Exception as e:  # noqa: BLE001
+            raise FieldMalformedError() from e
+    if len(raw) < 2 or raw[0] not in (1, 2) or not 1 <= raw[1] <= FIELD_MAX_KEY_ID or len(raw) < 2 + raw[1]:
+        raise FieldMalformedError()
+    return raw[2:2 + raw[1]].decode("ascii", "replace")
+
+
+class _Scratch(threading.local):
+    """Per-thread output buffer and out-parameters, reused by every call on the thread."""
+
+    def __init__(self) -> None:
+        self.cap = 4096
+        self.buf = create_string_buffer(self.cap)
+        self.n = c_size_t(0)
+        self.pn = ctypes.byref(self.n)
+        self.r = c_int32(0)
+        self.pr = ctypes.byref(self.r)
+        self.w = c_int32(0)
+        self.pw = ctypes.byref(self.w)
+
+    def buffer(self, need: int) -> Any:
+        if need <= self.cap:
+            return self.buf
+        cap = max(need, self.cap * 2)
+        self.buf = create_string_buffer(cap)
+        self.cap = cap
+        return self.buf
+
+
+_tls = _Scratch()
+
+
+def _section_bytes(section: Mapping[str, Any] | str | bytes) -> bytes:
+    if isinstance(section, Mapping):
+        return json.dumps(section).encode("utf-8")
+    if isinstance(section, str):
+        return section.encode("utf-8")
+    if isinstance(section, bytes):
+        return section
+    raise TypeError("section must be a mapping, JSON text or bytes")
+
+
+def _at(at: int | float | None) -> int:
+    return 0 if at is None else int(at)
 
 
 class FieldsMixin:
     """Mixed into ``bitsec.Runtime``; uses its ``handle``."""
 
     handle: int
+
+    def encrypt_field(self, plaintext: Bytesish, context: Bytesish, *, deterministic: bool = False,
+                      binary: bool = False) -> Any:
+        """Encrypts ``plaintext`` under the primary key, bound to ``context``. Returns the text
+        token (``str``), or ``bytes`` with ``binary=True``. ``deterministic=True`` (AES-SIV)
+        only for contexts listed in ``fields.deterministic_contexts``."""
+        pt = plaintext if type(plaintext) is bytes else _b(plaintext, "plaintext")
+        ctx = context if type(context) is bytes else _b(context, "context")
+        flags = (FIELD_DETERMINISTIC if deterministic else 0) | (FIELD_BINARY if binary else 0)
+        n = len(pt)
+        # bitsec_field_bound, inlined: header 2 + 32 + 4, body 28 (GCM) or 17 (SIV); +1 for the NUL.
+        raw = 38 + n + (17 if deterministic else 28)
+        need = (raw if binary else raw // 3 * 4 + 3) + 1
+        s = _tls
+        buf = s.buf if need <= s.cap else s.buffer(need)
+        rc = _encrypt(self.handle, pt, n, ctx, len(ctx), flags, buf, need, s.pn)
+        if rc:
+            N.check(rc)
+        if binary:
+            return string_at(buf, s.n.value)
+        return buf.value.decode("ascii")
+
+    def decrypt_field(self, token: Bytesish, context: Bytesish) -> bytes:
+        """Decrypts a token (text or binary) bound to ``context``; raises a
+        :class:`FieldDecryptError` subclass (``.reason``) when it does not decrypt."""
+        if type(token) is str:
+            try:
+                tok = token.encode("ascii")  # type: ignore[union-attr]
+            except UnicodeEncodeError:
+                raise FieldMalformedError() from None
+        else:
+            tok = _b(token, "token")
+        ctx = context if type(context) is bytes else _b(context, "context")
+        s = _tls
+        need = len(tok) + 1
+        buf = s.buf if need <= s.cap else s.buffer(need)
+        rc = _decrypt(self.handle, tok, len(tok), ctx, len(ctx), buf, need, s.pn, s.pr)
+        if rc:
+            N.check(rc)
+        if s.r.value:
+            raise _reject(s.r.value)
+        n = s.n.value
+        out = string_at(buf, n)
+        ctypes.memset(buf, 0, n)  # do not leave plaintext in the reused buffer
+        return out
+
+    def rewrap_field(self, token: Bytesish, context: Bytesish, *, binary: bool = False) -> Any:
+        """Re-encrypts a token under the current primary key (same context and mode). A token
+        already under the primary (in the same form) is verified and returned unchanged."""
+        tok = _b(token, "token")
+        ctx = _b(context, "context")
+        s = _tls
+        need = len(tok) * 4 // 3 + 64
+        buf = s.buffer(need)
+        rc = _rewrap(self.handle, tok, len(tok), ctx, len(ctx), FIELD_BINARY if binary else 0, buf, need, s.pn, s.pr, s.pw)
+        if rc:
+            N.check(rc)
+        if s.r.value:
+            raise _reject(s.r.value)
+        out = string_at(buf, s.n.value)
+        return out if binary else out.decode("ascii")
+
+    def fields_reload(self, section: Mapping[str, Any] | str | bytes) -> None:
+        """Replaces the field keyring atomically with a new ``fields`` section (rotation)."""
+        data = _section_bytes(section)
+        N.check(_reload(self.handle, data, len(data)))
+
+    # ---- Fernet ------------------------------------------------------------------------
+
+    def fernet_encrypt(self, data: Bytesish, *, at: int | float | None = None) -> bytes:
+        """A Fernet token (as ``cryptography.fernet.Fernet.encrypt``) under the first Fernet key."""
+        pt = _b(data, "data")
+        cap = int(_fernet_bound(len(pt))) + 1
+        buf = create_string_buffer(cap)
+        n = c_size_t(0)
+        N.check(_fernet_encrypt(self.handle, pt, len(pt), _at(at), buf, cap, ctypes.byref(n)))
+        return buf.raw[: n.value]
+
+    def fernet_decrypt(self, token: Bytesish, *, ttl: int | None = None, at: int | float | None = None) -> bytes:
+        """Decrypts a Fernet token with any configured Fernet key (MultiFernet); ``ttl`` in
+        seconds as cryptography's (None = no limit)."""
+        tok = _b(token, "token")
+        if ttl is not None and ttl <= 0:
+            raise ValueError("ttl must be positive (or None)")
+        cap = len(tok) + 1
+        buf = create_string_buffer(cap)
+        n = c_size_t(0)
+        r = c_int32(0)
+        N.check(_fernet_decrypt(self.handle, tok, len(tok), ttl or 0, _at(at), buf, cap, ctypes.byref(n), ctypes.byref(r)))
+        if r.value:
+            raise _reject(r.value)
+        out = buf.raw[: n.value]
+        ctypes.memset(buf, 0, cap)
+        return out
+
+    def fernet_rotate(self, token: Bytesish) -> bytes:
+        """MultiFernet.rotate: the token under the first Fernet key, same timestamp."""
+        tok = _b(token, "token")
+        cap = len(tok) + 64
+        buf = create_string_buffer(cap)
+        n = c_size_t(0)
+        r = c_int32(0)
+        N.check(_fernet_rotate(self.handle, tok, len(tok), buf, cap, ctypes.byref(n), ctypes.byref(r)))
+        if r.value:
+            raise _reject(r.value)
+        return buf.raw[: n.value]
+
+    def fernet_migrate(self, token: Bytesish, context: Bytesish, *, ttl: int | None = None,
+                       at: int | float | None = None, deterministic: bool = False, binary: bool = False) -> Any:
+        """Decrypts a Fernet token and re-encrypts its plaintext in the bitsec format bound to
+        ``context`` (the plaintext never reaches Python)."""
+        tok = _b(token, "token")
+        ctx = _b(context, "context")
+        if ttl is not None and ttl <= 0:
+            raise ValueError("ttl must be positive (or None)")
+        flags = _flags(deterministic, binary)
+        cap = int(_bound(len(tok), flags)) + 1 if len(tok) <= FIELD_MAX_PLAINTEXT else FIELD_MAX_TOKEN + 1
+        buf = create_string_buffer(cap)
+        n = c_size_t(0)
+        r = c_int32(0)
+        N.check(_fernet_migrate(self.handle, tok, len(tok), ttl or 0, _at(at), ctx, len(ctx), flags, buf, cap,
+                                ctypes.byref(n), ctypes.byref(r)))
+        if r.value:
+            raise _reject(r.value)
+        out = buf.raw[: n.value]
+        return out if binary else out.decode("ascii")
