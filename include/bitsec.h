@@ -78,8 +78,9 @@ typedef struct bitsec_runtime bitsec_runtime;
  *   [0]        format version: 0x01 randomised (AES-256-GCM), 0x02 deterministic (AES-256-SIV)
  *   [1]        L (1..BITSEC_FIELD_MAX_KEY_ID)
  *   [2, 2+L)   key id, ASCII [A-Za-z0-9._-]
- *   [2+L, 6+L) context check: first 4 bytes of HMAC-SHA256(check subkey, context); it only
- *              tells BITSEC_FIELD_REASON_WRONG_CONTEXT from BITSEC_FIELD_REASON_TAMPERED
+ *   [2+L, 6+L) context check: first 4 bytes of AES-256-ECB(check subkey, first 16 bytes of
+ *              SHA-256(context)); it only tells BITSEC_FIELD_REASON_WRONG_CONTEXT from
+ *              BITSEC_FIELD_REASON_TAMPERED
  *   version 0x01: nonce (12, random) | ciphertext (n) | GCM tag (16);
  *                 AAD = bytes [0, 6+L) followed by the context
  *   version 0x02: SIV (16) | ciphertext of 0x00 || plaintext (n + 1);

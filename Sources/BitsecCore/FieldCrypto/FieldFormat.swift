@@ -7,7 +7,7 @@
 /// 0           1     format version: 0x01 randomised (AES-256-GCM), 0x02 deterministic (AES-256-SIV)
 /// 1           1     L, the key id length (1...32)
 /// 2           L     key id, ASCII [A-Za-z0-9._-]
-/// 2+L         4     context check: HMAC-SHA256(check subkey, context)[0..<4]
+/// 2+L         4     context check: AES-256-ECB(check subkey, SHA-256(context)[0..<16])[0..<4]
 ///                   (only tells wrong_context from tampered on failure; it is covered by the tag)
 /// -- version 1 (randomised) --
 /// 6+L         12    nonce (random per encryption, RAND_bytes)
@@ -28,7 +28,7 @@
 /// Keys: every key's material (at least 32 bytes) is only an HKDF input. The subkeys are
 /// HKDF-SHA256(ikm = material, salt = "bitsec-fields-v1", info = purpose || 0x00 || key id)
 /// with purpose `aead` (32 bytes, AES-256-GCM), `siv` (64 bytes, AES-256-SIV) and
-/// `context-check` (32 bytes, HMAC-SHA256).
+/// `context-check` (32 bytes, AES-256 over SHA-256 of the context).
 public enum FieldFormat {
     public static let versionGCM: UInt8 = 0x01
     public static let versionSIV: UInt8 = 0x02

@@ -1,72 +1,118 @@
 internal import COpenSSL
 internal import Synchronization
+internal import Glibc
 
 /// OpenSSL objects fetched once per process (EVP_CIPHER_fetch / EVP_MAC_fetch are costly
 /// and thread-safe; the fetched objects are immutable and shared).
 enum FieldAlgorithms {
     nonisolated(unsafe) static let gcm: OpaquePointer? = EVP_CIPHER_fetch(nil, "AES-256-GCM", nil)
     nonisolated(unsafe) static let siv: OpaquePointer? = EVP_CIPHER_fetch(nil, "AES-256-SIV", nil)
-    nonisolated(unsafe) static let hmac: OpaquePointer? = EVP_MAC_fetch(nil, "HMAC", nil)
+    nonisolated(unsafe) static let ecb: OpaquePointer? = EVP_CIPHER_fetch(nil, "AES-256-ECB", nil)
+    nonisolated(unsafe) static let sha256: OpaquePointer? = EVP_MD_fetch(nil, "SHA256", nil)
 }
 
+/// Bumped in the child after fork(): buffered nonces of the parent must never be used by
+/// the child too (a repeated GCM nonce under one key is catastrophic).
+let fieldForkGeneration = Atomic<Int>(0)
+private let fieldAtforkRegistered: Bool = {
+    pthread_atfork(nil, nil, { fieldForkGeneration.add(1, ordering: .relaxed) })
+    return true
+}()
+
 /// The per-operation OpenSSL state of one key: a GCM context keyed for encryption, one keyed
-/// for decryption and an HMAC context keyed with the context-check subkey. Each operation
-/// only resets the nonce (EVP_*Init_ex2 with NULL key keeps the key schedule) or re-inits
-/// the HMAC with the same key, so no key schedule and no allocation happen per call.
-/// A worker is used by one thread at a time (taken from the key's pool).
+/// for decryption, an AES-256-ECB context and a SHA-256 context for the context check, and a
+/// buffer of nonces drawn from RAND_bytes in batches. Each operation only resets the nonce
+/// (EVP_*Init_ex2 with a NULL key keeps the key schedule), so no key schedule and no
+/// allocation happen per call. A worker is used by one thread at a time (the key's pool).
+///
+/// Why batches: OpenSSL 3.0's RAND_bytes costs about 2 µs per call whatever the size (CTR-DRBG
+/// update and locking), more than the whole AEAD; one call per 64 nonces keeps the nonces
+/// just as random. The buffer is discarded after fork() and when the worker is freed.
+///
+/// The context check is AES-256-ECB(check subkey, SHA-256(context)[0..<16])[0..<4]: a PRF of
+/// the context (a collision-resistant hash, then a block cipher), at a third of the cost of
+/// an EVP HMAC.
 final class FieldWorker: @unchecked Sendable {
     let enc: OpaquePointer
     let dec: OpaquePointer
-    let mac: OpaquePointer
+    let ecb: OpaquePointer
+    let md: OpaquePointer
+    private static let nonceBatch = 64 * FieldFormat.nonceBytes
+    private let nonces = UnsafeMutableRawBufferPointer.allocate(byteCount: FieldWorker.nonceBatch, alignment: 16)
+    private var nonceOffset = FieldWorker.nonceBatch
+    private var nonceGeneration = -1
 
     init(aeadKey: SecretBytes, checkKey: SecretBytes) throws(BitsecError) {
+        _ = fieldAtforkRegistered
         ERR_clear_error()
-        guard let gcm = FieldAlgorithms.gcm, let hmac = FieldAlgorithms.hmac else {
-            throw OpenSSL.lastError("EVP_CIPHER_fetch(AES-256-GCM)/EVP_MAC_fetch(HMAC)")
+        guard let gcm = FieldAlgorithms.gcm, let aesECB = FieldAlgorithms.ecb, let sha = FieldAlgorithms.sha256 else {
+            nonces.deallocate()
+            throw OpenSSL.lastError("EVP_CIPHER_fetch(AES-256-GCM/AES-256-ECB)/EVP_MD_fetch(SHA256)")
         }
-        guard let e = EVP_CIPHER_CTX_new() else { throw OpenSSL.lastError("EVP_CIPHER_CTX_new") }
-        guard let d = EVP_CIPHER_CTX_new() else { EVP_CIPHER_CTX_free(e); throw OpenSSL.lastError("EVP_CIPHER_CTX_new") }
-        guard let m = EVP_MAC_CTX_new(hmac) else {
-            EVP_CIPHER_CTX_free(e); EVP_CIPHER_CTX_free(d)
-            throw OpenSSL.lastError("EVP_MAC_CTX_new")
+        let e = EVP_CIPHER_CTX_new(), d = EVP_CIPHER_CTX_new(), x = EVP_CIPHER_CTX_new(), m = EVP_MD_CTX_new()
+        guard let e, let d, let x, let m else {
+            EVP_CIPHER_CTX_free(e); EVP_CIPHER_CTX_free(d); EVP_CIPHER_CTX_free(x); EVP_MD_CTX_free(m)
+            nonces.deallocate()
+            throw OpenSSL.lastError("EVP_CIPHER_CTX_new")
         }
-        enc = e; dec = d; mac = m
+        enc = e; dec = d; ecb = x; md = m
         let keyed: Bool = aeadKey.withBytes { k in
             let p = k.baseAddress?.assumingMemoryBound(to: UInt8.self)
             return EVP_EncryptInit_ex2(e, gcm, p, nil, nil) == 1 && EVP_DecryptInit_ex2(d, gcm, p, nil, nil) == 1
         }
         guard keyed else { throw OpenSSL.lastError("EVP_EncryptInit_ex2(AES-256-GCM)") }
-        var digest = Array("SHA256".utf8CString)
-        let macKeyed: Bool = checkKey.withBytes { k in
-            digest.withUnsafeMutableBufferPointer { dg in
-                var params: [OSSL_PARAM] = [OSSL_PARAM_construct_utf8_string(staticCString("digest"), dg.baseAddress, 0), OSSL_PARAM_construct_end()]
-                return EVP_MAC_init(m, k.baseAddress?.assumingMemoryBound(to: UInt8.self), k.count, &params) == 1
-            }
+        let checkKeyed: Bool = checkKey.withBytes { k in
+            EVP_EncryptInit_ex2(x, aesECB, k.baseAddress?.assumingMemoryBound(to: UInt8.self), nil, nil) == 1
+                && EVP_CIPHER_CTX_set_padding(x, 0) == 1
         }
-        guard macKeyed else { throw OpenSSL.lastError("EVP_MAC_init(HMAC)") }
+        guard checkKeyed, EVP_DigestInit_ex2(m, sha, nil) == 1 else { throw OpenSSL.lastError("context check init") }
     }
 
     deinit {
-        // EVP_CIPHER_CTX_free / EVP_MAC_CTX_free cleanse the key schedules they hold.
+        // EVP_CIPHER_CTX_free cleanses the key schedules it holds.
         EVP_CIPHER_CTX_free(enc)
         EVP_CIPHER_CTX_free(dec)
-        EVP_MAC_CTX_free(mac)
+        EVP_CIPHER_CTX_free(ecb)
+        EVP_MD_CTX_free(md)
+        OPENSSL_cleanse(nonces.baseAddress, nonces.count)
+        nonces.deallocate()
+    }
+
+    /// Writes a fresh random nonce at `out`.
+    @inline(__always)
+    func nextNonce(into out: UnsafeMutableRawPointer) throws(BitsecError) {
+        let gen = fieldForkGeneration.load(ordering: .relaxed)
+        if nonceOffset + FieldFormat.nonceBytes > nonces.count || gen != nonceGeneration {
+            try OpenSSL.randomBytes(nonces)
+            nonceOffset = 0
+            nonceGeneration = gen
+        }
+        guard let base = nonces.baseAddress else { throw .internalError("nonce buffer") }
+        out.copyMemory(from: base + nonceOffset, byteCount: FieldFormat.nonceBytes)
+        // Consumed: never handed out twice.
+        (base + nonceOffset).initializeMemory(as: UInt8.self, repeating: 0, count: FieldFormat.nonceBytes)
+        nonceOffset += FieldFormat.nonceBytes
     }
 
     /// The 4-byte context check into `out`.
     @inline(__always)
     func contextCheck(_ context: UnsafeRawBufferPointer, into out: UnsafeMutableRawPointer) -> Bool {
-        var full = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
-        var n = 0
-        let ok = withUnsafeMutableBytes(of: &full) { f -> Bool in
-            let fp = f.baseAddress?.assumingMemoryBound(to: UInt8.self)
-            guard EVP_MAC_init(mac, nil, 0, nil) == 1 else { return false }
-            if context.count > 0, EVP_MAC_update(mac, context.baseAddress?.assumingMemoryBound(to: UInt8.self), context.count) != 1 { return false }
-            guard EVP_MAC_final(mac, fp, &n, 32) == 1, n == 32, let src = f.baseAddress else { return false }
-            out.copyMemory(from: src, byteCount: FieldFormat.checkBytes)
-            return true
+        var digest = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+        var block = (UInt64(0), UInt64(0))
+        let ok = withUnsafeMutableBytes(of: &digest) { dg -> Bool in
+            withUnsafeMutableBytes(of: &block) { bl -> Bool in
+                guard let dp = dg.baseAddress?.assumingMemoryBound(to: UInt8.self),
+                      let bp = bl.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return false }
+                var dl: UInt32 = 0
+                guard EVP_DigestInit_ex2(md, nil, nil) == 1 else { return false }
+                if context.count > 0, EVP_DigestUpdate(md, context.baseAddress, context.count) != 1 { return false }
+                guard EVP_DigestFinal_ex(md, dp, &dl) == 1, dl == 32 else { return false }
+                var n: Int32 = 0
+                guard EVP_EncryptUpdate(ecb, bp, &n, dp, 16) == 1, n == 16 else { return false }
+                out.copyMemory(from: bp, byteCount: FieldFormat.checkBytes)
+                return true
+            }
         }
-        withUnsafeMutableBytes(of: &full) { OPENSSL_cleanse($0.baseAddress, $0.count) }
         return ok
     }
 

@@ -109,12 +109,12 @@ public final class FieldKeyring: Sendable {
         key.idBytes.withUnsafeBytes { id in if let b = id.baseAddress { (dst + 2).copyMemory(from: b, byteCount: l) } }
         let header = UnsafeRawBufferPointer(start: dst, count: headerLen)
         try key.withWorker { (w) throws(BitsecError) in
-            guard w.contextCheck(context, into: dst + 2 + l) else { throw OpenSSL.lastError("HMAC-SHA256") }
+            guard w.contextCheck(context, into: dst + 2 + l) else { throw OpenSSL.lastError("context check") }
             if deterministic {
                 try key.sivSeal(aad1: header, aad2: context, plaintext: plaintext, out: dst + headerLen)
             } else {
                 let nonce = dst + headerLen
-                try OpenSSL.randomBytes(UnsafeMutableRawBufferPointer(start: nonce, count: FieldFormat.nonceBytes))
+                try w.nextNonce(into: nonce)
                 guard w.seal(nonce: nonce, aad1: header, aad2: context, plaintext: plaintext, out: nonce + FieldFormat.nonceBytes) else {
                     throw OpenSSL.lastError("AES-256-GCM encrypt")
                 }
@@ -231,7 +231,7 @@ public final class FieldKeyring: Sendable {
                 guard let mp = m.baseAddress else { return false }
                 return w.contextCheck(context, into: mp)
             }
-            guard computed else { throw OpenSSL.lastError("HMAC-SHA256") }
+            guard computed else { throw OpenSSL.lastError("context check") }
             let same = withUnsafeBytes(of: &mine) { m in CRYPTO_memcmp(m.baseAddress, check, FieldFormat.checkBytes) == 0 }
             return .failed(same ? .tampered : .wrongContext)
         }

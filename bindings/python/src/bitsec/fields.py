@@ -52,6 +52,31 @@ _fernet_migrate = N.declare("bitsec_fernet_migrate", N.status,
 _fernet_bound = N.declare("bitsec_fernet_bound", c_size_t, [c_size_t])
 
 
+def _unconverted(fn: Any) -> Any:
+    """The same C function without ctypes' per-argument conversion, for the two hot paths.
+
+    With argtypes, ctypes calls each type's from_param and allocates a converted object for
+    every argument: about 1.5 µs for nine arguments, more than the encryption itself. The
+    fast path passes only objects whose C type is already exact (per-thread ``c_size_t`` /
+    ``c_uint32`` / ``c_void_p`` instances and ``bytes``), so the declared prototype (checked
+    against the header by tests/test_prototypes.py) still describes the call; tests/test_fields.py
+    checks that the fast path's argument types equal the declared argtypes.
+    """
+    raw = type(fn)((fn.__name__, N.lib))
+    raw.restype = fn.restype
+    return raw
+
+
+_encrypt_fast = _unconverted(_encrypt)
+_decrypt_fast = _unconverted(_decrypt)
+#: The C type of each argument the fast paths pass (bytes stand for c_char_p).
+FAST_ARGTYPES = {
+    "bitsec_encrypt_field": [ctypes.c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_uint32, ctypes.c_void_p, c_size_t, "pointer"],
+    "bitsec_decrypt_field": [ctypes.c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, ctypes.c_void_p, c_size_t, "pointer", "pointer"],
+}
+_FLAG_OBJS = tuple(c_uint32(i) for i in range(4))
+
+
 # ---- decisions as exceptions ------------------------------------------------------------
 
 class FieldDecryptError(BitsecError, ValueError):
@@ -165,29 +190,48 @@ def field_key_id(token: Bytesish) -> str:
     return raw[2:2 + raw[1]].decode("ascii", "replace")
 
 
-class _Scratch(threading.local):
-    """Per-thread output buffer and out-parameters, reused by every call on the thread."""
+class _Scratch:
+    """Per-thread output buffer and out-parameters, reused by every call on the thread. The
+    buffer's capacity is passed as a ready ``c_size_t`` (it only changes when it grows)."""
+
+    __slots__ = ("cap", "buf", "bufp", "mv", "zeros", "capv", "l1", "l2", "n", "pn", "r", "pr", "w", "pw")
 
     def __init__(self) -> None:
-        self.cap = 4096
-        self.buf = create_string_buffer(self.cap)
+        self.l1 = c_size_t(0)
+        self.l2 = c_size_t(0)
         self.n = c_size_t(0)
         self.pn = ctypes.byref(self.n)
         self.r = c_int32(0)
         self.pr = ctypes.byref(self.r)
         self.w = c_int32(0)
         self.pw = ctypes.byref(self.w)
+        self.cap = 0
+        self.grow(4096)
+
+    def grow(self, cap: int) -> None:
+        self.buf = create_string_buffer(cap)
+        self.bufp = ctypes.c_void_p(ctypes.addressof(self.buf))
+        self.mv = memoryview(self.buf).cast("B")
+        self.zeros = memoryview(bytes(cap))
+        self.capv = c_size_t(cap)
+        self.cap = cap
 
     def buffer(self, need: int) -> Any:
-        if need <= self.cap:
-            return self.buf
-        cap = max(need, self.cap * 2)
-        self.buf = create_string_buffer(cap)
-        self.cap = cap
+        if need > self.cap:
+            self.grow(max(need, self.cap * 2))
         return self.buf
 
 
-_tls = _Scratch()
+_local = threading.local()
+
+
+def _scratch() -> _Scratch:
+    s = _Scratch()
+    _local.s = s
+    return s
+
+
+
 
 
 def _section_bytes(section: Mapping[str, Any] | str | bytes) -> bytes:
@@ -208,6 +252,17 @@ class FieldsMixin:
     """Mixed into ``bitsec.Runtime``; uses its ``handle``."""
 
     handle: int
+    _h: int | None
+    _fields_hp_cache: ctypes.c_void_p | None = None
+
+    def _fields_hp(self) -> ctypes.c_void_p:
+        """The handle as a c_void_p, cached (ClosedError after close())."""
+        h = self.handle
+        hp = self._fields_hp_cache
+        if hp is None or hp.value != h:
+            hp = ctypes.c_void_p(h)
+            self._fields_hp_cache = hp
+        return hp
 
     def encrypt_field(self, plaintext: Bytesish, context: Bytesish, *, deterministic: bool = False,
                       binary: bool = False) -> Any:
@@ -215,20 +270,30 @@ class FieldsMixin:
         token (``str``), or ``bytes`` with ``binary=True``. ``deterministic=True`` (AES-SIV)
         only for contexts listed in ``fields.deterministic_contexts``."""
         pt = plaintext if type(plaintext) is bytes else _b(plaintext, "plaintext")
-        ctx = context if type(context) is bytes else _b(context, "context")
-        flags = (FIELD_DETERMINISTIC if deterministic else 0) | (FIELD_BINARY if binary else 0)
+        ctx = context.encode() if type(context) is str else (context if type(context) is bytes else _b(context, "context"))
         n = len(pt)
-        # bitsec_field_bound, inlined: header 2 + 32 + 4, body 28 (GCM) or 17 (SIV); +1 for the NUL.
-        raw = 38 + n + (17 if deterministic else 28)
-        need = (raw if binary else raw // 3 * 4 + 3) + 1
-        s = _tls
-        buf = s.buf if need <= s.cap else s.buffer(need)
-        rc = _encrypt(self.handle, pt, n, ctx, len(ctx), flags, buf, need, s.pn)
+        try:
+            s = _local.s
+        except AttributeError:
+            s = _scratch()
+        if n > 2900:
+            # bitsec_field_bound, inlined: header 2 + 32 + 4, body 28 (GCM) or 17 (SIV); + NUL.
+            raw = 38 + n + (17 if deterministic else 28)
+            need = (raw if binary else raw // 3 * 4 + 3) + 1
+            if need > s.cap and n <= FIELD_MAX_PLAINTEXT:
+                s.grow(max(need, s.cap * 2))
+        s.l1.value = n
+        s.l2.value = len(ctx)
+        hp = self._fields_hp_cache
+        if hp is None or self._h is None:
+            hp = self._fields_hp()
+        rc = _encrypt_fast(hp, pt, s.l1, ctx, s.l2, _FLAG_OBJS[(2 if deterministic else 0) | (1 if binary else 0)],
+                           s.bufp, s.capv, s.pn)
         if rc:
             N.check(rc)
         if binary:
-            return string_at(buf, s.n.value)
-        return buf.value.decode("ascii")
+            return s.mv[: s.n.value].tobytes()
+        return s.buf.value.decode("ascii")
 
     def decrypt_field(self, token: Bytesish, context: Bytesish) -> bytes:
         """Decrypts a token (text or binary) bound to ``context``; raises a
@@ -240,18 +305,28 @@ class FieldsMixin:
                 raise FieldMalformedError() from None
         else:
             tok = _b(token, "token")
-        ctx = context if type(context) is bytes else _b(context, "context")
-        s = _tls
-        need = len(tok) + 1
-        buf = s.buf if need <= s.cap else s.buffer(need)
-        rc = _decrypt(self.handle, tok, len(tok), ctx, len(ctx), buf, need, s.pn, s.pr)
+        ctx = context.encode() if type(context) is str else (context if type(context) is bytes else _b(context, "context"))
+        try:
+            s = _local.s
+        except AttributeError:
+            s = _scratch()
+        n = len(tok)
+        if n >= s.cap and n <= FIELD_MAX_TOKEN:
+            s.grow(max(n + 1, s.cap * 2))
+        s.l1.value = n
+        s.l2.value = len(ctx)
+        hp = self._fields_hp_cache
+        if hp is None or self._h is None:
+            hp = self._fields_hp()
+        rc = _decrypt_fast(hp, tok, s.l1, ctx, s.l2, s.bufp, s.capv, s.pn, s.pr)
         if rc:
             N.check(rc)
         if s.r.value:
             raise _reject(s.r.value)
         n = s.n.value
-        out = string_at(buf, n)
-        ctypes.memset(buf, 0, n)  # do not leave plaintext in the reused buffer
+        mv = s.mv
+        out = mv[:n].tobytes()
+        mv[:n] = s.zeros[:n]  # do not leave plaintext in the reused buffer
         return out
 
     def rewrap_field(self, token: Bytesish, context: Bytesish, *, binary: bool = False) -> Any:
@@ -259,10 +334,12 @@ class FieldsMixin:
         already under the primary (in the same form) is verified and returned unchanged."""
         tok = _b(token, "token")
         ctx = _b(context, "context")
-        s = _tls
-        need = len(tok) * 4 // 3 + 64
-        buf = s.buffer(need)
-        rc = _rewrap(self.handle, tok, len(tok), ctx, len(ctx), FIELD_BINARY if binary else 0, buf, need, s.pn, s.pr, s.pw)
+        try:
+            s = _local.s
+        except AttributeError:
+            s = _scratch()
+        buf = s.buffer(len(tok) * 4 // 3 + 64)
+        rc = _rewrap(self.handle, tok, len(tok), ctx, len(ctx), FIELD_BINARY if binary else 0, buf, s.cap, s.pn, s.pr, s.pw)
         if rc:
             N.check(rc)
         if s.r.value:
