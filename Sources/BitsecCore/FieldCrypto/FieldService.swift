@@ -102,8 +102,8 @@ public final class FieldService: Capability {
             }
             fernet = try FernetKeyring(secrets: secrets)
         }
+        try o.finish()  // unknown fields (typos) first: they explain a missing section best
         guard !keys.isEmpty || fernet != nil else { throw .config("\(o.path) needs keys (or fernet.keys)") }
-        try o.finish()
         return FieldKeyring(keys: keys, primary: primary, deterministicContexts: det, maxPlaintextBytes: Int(maxPlain), fernet: fernet)
     }
 
