@@ -1,6 +1,9 @@
 /* fields_bench: bitsec_encrypt_field / bitsec_decrypt_field from C against the raw OpenSSL
- * AES-256-GCM AEAD (EVP, a fresh EVP_CIPHER_CTX per message: what a C caller writes by hand;
- * and a reused, pre-keyed context: the floor). Prints a markdown table (ns/op and ratios). */
+ * AES-256-GCM AEAD through EVP, as a C caller writes it by hand: a fresh EVP_CIPHER_CTX per
+ * message, the same 43-byte AAD. The raw encrypt is measured without drawing a nonce (the
+ * strict baseline) and with RAND_bytes for the nonce (what it must do in practice); bitsec
+ * always draws a random nonce. Each figure is the fastest of 15 runs (the machine is shared).
+ * Prints a markdown table (ns/op and ratios bitsec / raw AEAD without RNG). */
 #define _POSIX_C_SOURCE 199309L
 #include <bitsec.h>
 #include <openssl/evp.h>
@@ -21,10 +24,10 @@ static const char ctx[] = "equipment_records.serial_number|42|tenant-7";
 static volatile int sink;
 
 /* The raw AEAD as a C caller writes it: new context, key, nonce, AAD, data, tag. */
-static void raw_seal(const EVP_CIPHER *c, size_t n) {
+static void raw_seal(const EVP_CIPHER *c, size_t n, int draw_nonce) {
     EVP_CIPHER_CTX *x = EVP_CIPHER_CTX_new();
     int l = 0;
-    RAND_bytes(nonce, 12);
+    if (draw_nonce) RAND_bytes(nonce, 12);
     EVP_EncryptInit_ex2(x, c, key, nonce, NULL);
     EVP_EncryptUpdate(x, NULL, &l, (const unsigned char *)ctx, (int)strlen(ctx));
     EVP_EncryptUpdate(x, out, &l, pt, (int)n);
@@ -44,22 +47,14 @@ static void raw_open(const EVP_CIPHER *c, size_t n, const unsigned char *ct, con
     EVP_CIPHER_CTX_free(x);
 }
 
-/* The floor: one pre-keyed context, only the nonce reset per message. */
-static void reused_seal(EVP_CIPHER_CTX *x, size_t n) {
-    int l = 0;
-    RAND_bytes(nonce, 12);
-    EVP_EncryptInit_ex2(x, NULL, NULL, nonce, NULL);
-    EVP_EncryptUpdate(x, NULL, &l, (const unsigned char *)ctx, (int)strlen(ctx));
-    EVP_EncryptUpdate(x, out, &l, pt, (int)n);
-    EVP_EncryptFinal_ex(x, out + l, &l);
-    EVP_CIPHER_CTX_ctrl(x, EVP_CTRL_GCM_GET_TAG, 16, tag);
-}
-
 #define BENCH(var, iters, stmt) do { \
     for (int w_ = 0; w_ < (iters) / 10; w_++) { stmt; } \
-    double t0_ = now_ns(); \
-    for (int i_ = 0; i_ < (iters); i_++) { stmt; } \
-    var = (now_ns() - t0_) / (iters); } while (0)
+    var = 1e30; \
+    for (int r_ = 0; r_ < 15; r_++) { \
+        double t0_ = now_ns(); \
+        for (int i_ = 0; i_ < (iters); i_++) { stmt; } \
+        double d_ = (now_ns() - t0_) / (iters); \
+        if (d_ < var) var = d_; } } while (0)
 
 int main(void) {
     const char *cfg = "{\"allow_inline_secrets\": true, \"fields\": {\"keys\": [{\"id\": \"2026-01\", "
@@ -70,29 +65,28 @@ int main(void) {
         return 1;
     }
     EVP_CIPHER *gcm = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
-    EVP_CIPHER_CTX *reused = EVP_CIPHER_CTX_new();
     RAND_bytes(key, 32);
     RAND_bytes(pt, sizeof pt);
-    EVP_EncryptInit_ex2(reused, gcm, key, NULL, NULL);
+    RAND_bytes(nonce, 12);
     const size_t sizes[] = {32, 1024};
-    const int iters = 200000;
+    const int iters = 20000;
     printf("## fields (C): bitsec vs the raw OpenSSL AES-256-GCM AEAD\n\n");
-    printf("%d iterations each; context of %zu bytes; ns/op; ratio = bitsec / raw AEAD (new EVP_CIPHER_CTX per message)\n\n", iters, strlen(ctx));
-    printf("| size | operation | raw AEAD | raw AEAD, reused ctx | bitsec binary | bitsec text | binary / raw | text / raw |\n");
+    printf("ns/op, fastest of 15 runs of %d; context of %zu bytes; ratio = bitsec / raw AEAD (fresh EVP_CIPHER_CTX, no RNG)\n\n", iters, strlen(ctx));
+    printf("| size | operation | raw AEAD | raw AEAD + RAND_bytes nonce | bitsec binary | bitsec text | binary / raw | text / raw |\n");
     printf("|---|---|---|---|---|---|---|---|\n");
     for (size_t s = 0; s < 2; s++) {
         size_t n = sizes[s];
         char tok[4096], tokb[4096];
         size_t tl = 0, tbl = 0, ol = 0;
         int32_t reason = -1;
-        double raw_e, reuse_e, bin_e, txt_e, raw_d, bin_d, txt_d;
-        BENCH(raw_e, iters, raw_seal(gcm, n));
-        BENCH(reuse_e, iters, reused_seal(reused, n));
+        double raw_e, rnd_e, bin_e, txt_e, raw_d, bin_d, txt_d;
+        BENCH(raw_e, iters, raw_seal(gcm, n, 0));
+        BENCH(rnd_e, iters, raw_seal(gcm, n, 1));
         BENCH(bin_e, iters, sink = bitsec_encrypt_field(rt, pt, n, ctx, strlen(ctx), BITSEC_FIELD_BINARY, tokb, sizeof tokb, &tbl));
         BENCH(txt_e, iters, sink = bitsec_encrypt_field(rt, pt, n, ctx, strlen(ctx), 0, tok, sizeof tok, &tl));
-        printf("| %zu B | encrypt | %.0f | %.0f | %.0f | %.0f | %.2f | %.2f |\n", n, raw_e, reuse_e, bin_e, txt_e, bin_e / raw_e, txt_e / raw_e);
+        printf("| %zu B | encrypt | %.0f | %.0f | %.0f | %.0f | %.2f | %.2f |\n", n, raw_e, rnd_e, bin_e, txt_e, bin_e / raw_e, txt_e / raw_e);
         unsigned char ct[1024], t[16];
-        raw_seal(gcm, n);
+        raw_seal(gcm, n, 1);
         memcpy(ct, out, n);
         memcpy(t, tag, 16);
         BENCH(raw_d, iters, raw_open(gcm, n, ct, t));
@@ -102,7 +96,6 @@ int main(void) {
         if (reason != BITSEC_FIELD_REASON_OK || ol != n) { fprintf(stderr, "decrypt failed\n"); return 1; }
         printf("| %zu B | decrypt | %.0f | | %.0f | %.0f | %.2f | %.2f |\n", n, raw_d, bin_d, txt_d, bin_d / raw_d, txt_d / raw_d);
     }
-    EVP_CIPHER_CTX_free(reused);
     EVP_CIPHER_free(gcm);
     bitsec_runtime_close(rt);
     return 0;

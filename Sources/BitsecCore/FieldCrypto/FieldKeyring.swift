@@ -79,7 +79,7 @@ public final class FieldKeyring: Sendable {
         }
         let outLen = encryptedLength(plaintext: plaintext.count, flags: flags, key: key)
         guard let out, let dst = out.baseAddress, out.count >= outLen else { return outLen }
-        ERR_clear_error()
+        clearOpenSSLErrors()
         if flags.contains(.binary) {
             try seal(key: key, plaintext, context: context, deterministic: deterministic, into: dst)
             return outLen
@@ -208,7 +208,7 @@ public final class FieldKeyring: Sendable {
             return FieldOutcome(.ok, p.plaintextLength)
         }
         guard let base = bin.baseAddress else { return .failed(.malformed) }
-        ERR_clear_error()
+        clearOpenSSLErrors()
         let header = UnsafeRawBufferPointer(start: base, count: p.headerLength)
         let check = base + 2 + p.key.idBytes.count
         return try p.key.withWorker { (w) throws(BitsecError) -> FieldOutcome in
@@ -224,7 +224,7 @@ public final class FieldKeyring: Sendable {
             }
             if ok { return FieldOutcome(.ok, p.plaintextLength) }
             OPENSSL_cleanse(dst, p.plaintextLength)
-            ERR_clear_error()
+            clearOpenSSLErrors()
             // Tell a token of another context from altered bytes with the context check.
             var mine: UInt32 = 0
             let computed = withUnsafeMutableBytes(of: &mine) { m -> Bool in

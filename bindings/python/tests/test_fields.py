@@ -344,3 +344,45 @@ def test_eight_threads_during_key_reloads() -> None:
         stop.set()
         rl.join()
         assert not errors, errors[:3]
+
+
+def test_fast_paths_pass_exactly_the_declared_types() -> None:
+    # encrypt_field/decrypt_field call the C functions without ctypes' conversion; the objects
+    # they pass must be of exactly the declared argtypes (bytes standing for c_char_p).
+    import ctypes
+
+    from bitsec import _native
+    from bitsec.fields import FAST_ARGTYPES
+    for name, fast in FAST_ARGTYPES.items():
+        restype, declared = _native.PROTOTYPES[name]
+        assert len(fast) == len(declared)
+        for f, d in zip(fast, declared):
+            if f == "byref":
+                assert d._type_ in (ctypes.c_size_t, ctypes.c_int32)  # POINTER(...), passed as byref
+            elif f == "buffer":
+                assert d is ctypes.c_char_p  # an output buffer: its address, as a c_void_p
+            elif d is ctypes.c_void_p:
+                assert f is ctypes.c_void_p
+            else:
+                assert f is d, (name, f, d)
+
+
+def test_reason_names_and_key_ids(rt: bitsec.Runtime) -> None:
+    from bitsec.fields import reason_name
+    assert [reason_name(i) for i in range(8)] == ["ok", "malformed", "tampered", "wrong_context", "unknown_key",
+                                                   "retired_key", "expired", "not_yet_valid"]
+    assert reason_name(42) == "unknown"
+    for cls in (FieldMalformedError, FieldTamperedError, FieldWrongContextError, FieldUnknownKeyError, FieldRetiredKeyError):
+        assert issubclass(cls, FieldDecryptError) and issubclass(cls, bitsec.BitsecError) and issubclass(cls, ValueError)
+        assert reason_name(cls.reason_code) == cls.reason
+    with pytest.raises(FieldMalformedError):
+        bitsec.field_key_id("!!!")
+    assert bitsec.field_context("a|b", "c\\d", None) == "a\\|b|c\\\\d|"
+    # A closed runtime answers ClosedError, not a crash.
+    r = bitsec.Runtime(config([key("k1", K1)]))
+    tok = r.encrypt_field(b"x", "c")
+    r.close()
+    with pytest.raises(bitsec.ClosedError):
+        r.decrypt_field(tok, "c")
+    with pytest.raises(bitsec.ClosedError):
+        r.encrypt_field(b"x", "c")

@@ -69,10 +69,12 @@ def _unconverted(fn: Any) -> Any:
 
 _encrypt_fast = _unconverted(_encrypt)
 _decrypt_fast = _unconverted(_decrypt)
-#: The C type of each argument the fast paths pass (bytes stand for c_char_p).
+#: What the fast paths pass for each parameter: bytes for c_char_p inputs, ready instances of
+#: the declared simple types, "buffer" (a c_void_p holding the address of the per-thread
+#: output buffer, for a declared ``char *``/``uint8_t *``) and "byref" (for a POINTER(...)).
 FAST_ARGTYPES = {
-    "bitsec_encrypt_field": [ctypes.c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_uint32, ctypes.c_void_p, c_size_t, "pointer"],
-    "bitsec_decrypt_field": [ctypes.c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, ctypes.c_void_p, c_size_t, "pointer", "pointer"],
+    "bitsec_encrypt_field": [ctypes.c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_uint32, "buffer", c_size_t, "byref"],
+    "bitsec_decrypt_field": [ctypes.c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, "buffer", c_size_t, "byref", "byref"],
 }
 _FLAG_OBJS = tuple(c_uint32(i) for i in range(4))
 
