@@ -386,3 +386,36 @@ def test_reason_names_and_key_ids(rt: bitsec.Runtime) -> None:
         r.decrypt_field(tok, "c")
     with pytest.raises(bitsec.ClosedError):
         r.encrypt_field(b"x", "c")
+
+
+# ---- nothing a caller passes crashes the process --------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_FUZZ_RT = bitsec.Runtime(config([key("k1", K1)], deterministic_contexts=["d"],
+                                 fernet={"keys": [{"value": base64.urlsafe_b64encode(K2).decode(), "encoding": "base64url"}]}))
+_GOOD = _FUZZ_RT.encrypt_field(b"fuzz", "c", binary=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200), st.binary(max_size=64))
+def test_random_tokens_are_decisions(token: bytes, ctx: bytes) -> None:
+    for t in (token, b"\x01" + token, b"\x02\x02k1" + token, _GOOD[: len(token) % (len(_GOOD) + 1)] + token[:3]):
+        try:
+            _FUZZ_RT.decrypt_field(t, ctx)
+        except FieldDecryptError:
+            pass
+        try:
+            _FUZZ_RT.fernet_decrypt(t)
+        except FieldDecryptError:
+            pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=0, max_value=len(_GOOD) * 8 - 1), st.binary(max_size=8))
+def test_mutated_tokens_never_decrypt(bit: int, tail: bytes) -> None:
+    bad = bytearray(_GOOD)
+    bad[bit // 8] ^= 1 << (bit % 8)
+    with pytest.raises(FieldDecryptError):
+        _FUZZ_RT.decrypt_field(bytes(bad) + tail, "c")

@@ -77,6 +77,7 @@ FAST_ARGTYPES = {
     "bitsec_decrypt_field": [ctypes.c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, "buffer", c_size_t, "byref", "byref"],
 }
 _FLAG_OBJS = tuple(c_uint32(i) for i in range(4))
+_FLAG0 = _FLAG_OBJS[0]
 
 
 # ---- decisions as exceptions ------------------------------------------------------------
@@ -271,13 +272,16 @@ class FieldsMixin:
         """Encrypts ``plaintext`` under the primary key, bound to ``context``. Returns the text
         token (``str``), or ``bytes`` with ``binary=True``. ``deterministic=True`` (AES-SIV)
         only for contexts listed in ``fields.deterministic_contexts``."""
-        pt = plaintext if type(plaintext) is bytes else _b(plaintext, "plaintext")
-        ctx = context.encode() if type(context) is str else (context if type(context) is bytes else _b(context, "context"))
-        n = len(pt)
         try:
             s = _local.s
         except AttributeError:
             s = _scratch()
+        pt = plaintext if type(plaintext) is bytes else _b(plaintext, "plaintext")
+        if type(context) is str:
+            context = context.encode()
+        elif type(context) is not bytes:
+            context = _b(context, "context")
+        n = len(pt)
         if n > 2900:
             # bitsec_field_bound, inlined: header 2 + 32 + 4, body 28 (GCM) or 17 (SIV); + NUL.
             raw = 38 + n + (17 if deterministic else 28)
@@ -285,11 +289,12 @@ class FieldsMixin:
             if need > s.cap and n <= FIELD_MAX_PLAINTEXT:
                 s.grow(max(need, s.cap * 2))
         s.l1.value = n
-        s.l2.value = len(ctx)
+        s.l2.value = len(context)
         hp = self._fields_hp_cache
         if hp is None or self._h is None:
             hp = self._fields_hp()
-        rc = _encrypt_fast(hp, pt, s.l1, ctx, s.l2, _FLAG_OBJS[(2 if deterministic else 0) | (1 if binary else 0)],
+        rc = _encrypt_fast(hp, pt, s.l1, context, s.l2,
+                           _FLAG_OBJS[(2 if deterministic else 0) | (1 if binary else 0)] if deterministic or binary else _FLAG0,
                            s.bufp, s.capv, s.pn)
         if rc:
             N.check(rc)
