@@ -419,3 +419,18 @@ def test_mutated_tokens_never_decrypt(bit: int, tail: bytes) -> None:
     bad[bit // 8] ^= 1 << (bit % 8)
     with pytest.raises(FieldDecryptError):
         _FUZZ_RT.decrypt_field(bytes(bad) + tail, "c")
+
+
+def test_constants_match_the_header(repo_root) -> None:
+    text = (repo_root / "include" / "bitsec.h").read_text()
+    defs = {m[1]: m[2].strip() for m in re.finditer(r"#define (BITSEC_(?:FIELD|FERNET)_\w+) ([^/\n]+)", text)}
+    from bitsec import fields as F
+    assert int(defs["BITSEC_FIELD_BINARY"].rstrip("u")) == F.FIELD_BINARY
+    assert int(defs["BITSEC_FIELD_DETERMINISTIC"].rstrip("u")) == F.FIELD_DETERMINISTIC
+    assert eval(defs["BITSEC_FIELD_MAX_PLAINTEXT"]) == F.FIELD_MAX_PLAINTEXT
+    assert int(defs["BITSEC_FIELD_MAX_CONTEXT"]) == F.FIELD_MAX_CONTEXT
+    assert int(defs["BITSEC_FIELD_MAX_KEY_ID"]) == F.FIELD_MAX_KEY_ID
+    assert int(defs["BITSEC_FIELD_MAX_TOKEN"]) == F.FIELD_MAX_TOKEN == bitsec.field_bound(F.FIELD_MAX_PLAINTEXT)
+    assert int(defs["BITSEC_FERNET_MAX_TOKEN"]) == F.FERNET_MAX_TOKEN == bitsec.fernet_bound(F.FIELD_MAX_PLAINTEXT)
+    for cls in F._BY_REASON.values():
+        assert int(defs[f"BITSEC_FIELD_REASON_{cls.reason.upper()}"]) == cls.reason_code
