@@ -71,6 +71,49 @@ typedef struct bitsec_runtime bitsec_runtime;
 #define BITSEC_NODISCARD
 #endif
 
+/* ---- fields ---- */
+/* Field encryption (bitsec_encrypt_field / bitsec_decrypt_field, docs/fields.md).
+ *
+ * Token layout, binary form (L = key id length, n = plaintext length):
+ *   [0]        format version: 0x01 randomised (AES-256-GCM), 0x02 deterministic (AES-256-SIV)
+ *   [1]        L (1..BITSEC_FIELD_MAX_KEY_ID)
+ *   [2, 2+L)   key id, ASCII [A-Za-z0-9._-]
+ *   [2+L, 6+L) context check: first 4 bytes of AES-256-ECB(check subkey, first 16 bytes of
+ *              SHA-256(context)); it only tells BITSEC_FIELD_REASON_WRONG_CONTEXT from
+ *              BITSEC_FIELD_REASON_TAMPERED
+ *   version 0x01: nonce (12, random) | ciphertext (n) | GCM tag (16);
+ *                 AAD = bytes [0, 6+L) followed by the context
+ *   version 0x02: SIV (16) | ciphertext of 0x00 || plaintext (n + 1);
+ *                 AAD components = [bytes [0, 6+L), context]
+ * Text form (the default): the binary form in URL-safe base64 without padding. Decryption
+ * accepts both forms. Subkeys: HKDF-SHA256(key material, salt "bitsec-fields-v1",
+ * info = purpose || 0x00 || key id), purposes "aead" (32 bytes), "siv" (64), "context-check" (32).
+ *
+ * Contexts: bind every value to where it lives, e.g.
+ *   "equipment_records.serial_number|<primary key>|<tenant id>"
+ * (table.column first, then the row's primary key, then the tenant, "|"-separated; escape "|"
+ * and "\" inside components). A token copied to another row, column or tenant then fails
+ * with BITSEC_FIELD_REASON_WRONG_CONTEXT. Deterministic columns use a context without the row
+ * (e.g. "equipment_records.serial_number|<tenant id>") so equal values compare equal; this
+ * leaks which rows hold equal values (and nothing else), and is allowed only for the contexts
+ * listed in fields.deterministic_contexts. */
+#define BITSEC_FIELD_BINARY 1u        /* flag: binary output instead of text */
+#define BITSEC_FIELD_DETERMINISTIC 2u /* flag: AES-SIV, equal inputs give equal tokens */
+#define BITSEC_FIELD_MAX_PLAINTEXT (1024 * 1024) /* bytes of a plaintext */
+#define BITSEC_FIELD_MAX_CONTEXT 4096            /* bytes of a context */
+#define BITSEC_FIELD_MAX_KEY_ID 32               /* bytes of a key id */
+#define BITSEC_FIELD_MAX_TOKEN 1398190           /* bytes of a token (text form, largest plaintext) */
+#define BITSEC_FERNET_MAX_TOKEN 1398200          /* bytes of a Fernet token (largest plaintext) */
+/* Decisions of bitsec_decrypt_field, bitsec_rewrap_field and the Fernet functions (*out_reason). */
+#define BITSEC_FIELD_REASON_OK 0
+#define BITSEC_FIELD_REASON_MALFORMED 1     /* not a token: encoding, truncation, version */
+#define BITSEC_FIELD_REASON_TAMPERED 2      /* the tag/MAC does not verify: bytes were altered */
+#define BITSEC_FIELD_REASON_WRONG_CONTEXT 3 /* the token belongs to another context */
+#define BITSEC_FIELD_REASON_UNKNOWN_KEY 4   /* its key id is not in the keyring */
+#define BITSEC_FIELD_REASON_RETIRED_KEY 5   /* its key is retired: rewrap before retiring */
+#define BITSEC_FIELD_REASON_EXPIRED 6       /* Fernet: older than the TTL */
+#define BITSEC_FIELD_REASON_NOT_YET_VALID 7 /* Fernet: timestamp too far in the future */
+
 #include "bitsec_api.h"
 
 #endif /* BITSEC_H */

@@ -19,6 +19,24 @@ from .errors import (
     TooLargeError,
     UnsupportedError,
 )
+from .fields import (
+    FIELD_BINARY,
+    FIELD_DETERMINISTIC,
+    FIELD_MAX_CONTEXT,
+    FIELD_MAX_PLAINTEXT,
+    FieldDecryptError,
+    FieldExpiredError,
+    FieldMalformedError,
+    FieldNotYetValidError,
+    FieldRetiredKeyError,
+    FieldTamperedError,
+    FieldUnknownKeyError,
+    FieldWrongContextError,
+    fernet_bound,
+    field_bound,
+    field_context,
+    field_key_id,
+)
 from .runtime import Runtime, random_bytes
 
 __version__ = "0.1.0"
@@ -40,4 +58,9 @@ __all__ = [
     "BitsecError", "InvalidArgumentError", "ConfigError", "NotConfiguredError", "BufferTooSmallError",
     "BackendUnavailableError", "CryptoError", "ClosedError", "TooLargeError", "MalformedError",
     "BitsecIOError", "BitsecTimeoutError", "InternalError", "UnsupportedError", "NotFoundError",
+    # fields
+    "FIELD_BINARY", "FIELD_DETERMINISTIC", "FIELD_MAX_CONTEXT", "FIELD_MAX_PLAINTEXT",
+    "FieldDecryptError", "FieldMalformedError", "FieldTamperedError", "FieldWrongContextError",
+    "FieldUnknownKeyError", "FieldRetiredKeyError", "FieldExpiredError", "FieldNotYetValidError",
+    "field_bound", "fernet_bound", "field_context", "field_key_id",
 ]
