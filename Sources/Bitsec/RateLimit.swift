@@ -20,14 +20,15 @@ private func utf8Arg(_ p: UnsafePointer<CChar>?, _ len: UInt, _ name: StaticStri
     return String(decoding: bytes, as: UTF8.self)
 }
 
-/// Decodes a category argument: NULL or empty means "default".
+/// Looks a category up straight from the caller's bytes: NULL or empty means "default"; a
+/// name longer than any category can be, or bytes matching none, is `notFound`.
 @inline(__always)
-private func categoryArg(_ p: UnsafePointer<CChar>?, _ len: UInt) throws(BitsecError) -> String {
-    if p == nil || len == 0 { return defaultCategory }
+private func categoryArg(_ s: RateLimitService, _ p: UnsafePointer<CChar>?, _ len: UInt) throws(BitsecError) -> RateLimitCategory {
+    if p == nil || len == 0 { return try s.category(defaultCategory) }
     guard len <= UInt(RateLimitLimits.maxCategoryBytes) else {
         throw .init(.notFound, "category: \(len) bytes exceeds the limit of \(RateLimitLimits.maxCategoryBytes)")
     }
-    return try utf8Arg(p, len, "category", max: RateLimitLimits.maxCategoryBytes)
+    return try s.category(utf8: UnsafeRawBufferPointer(start: UnsafeRawPointer(p), count: Int(len)))
 }
 
 @inline(__always)
@@ -79,7 +80,7 @@ public func bitsec_rate_limit_take(_ rt: OpaquePointer?, _ category: UnsafePoint
     withRuntime(rt) { (r) throws(BitsecError) in
         guard let out_decision else { throw .invalid("out_decision is NULL") }
         let service = try r.require(r.rateLimits)
-        let d = try service.take(category: try categoryArg(category, category_len), key: try keyArg(key, key_len), cost: cost, at: at)
+        let d = try service.take(in: try categoryArg(service, category, category_len), key: try keyArg(key, key_len), cost: cost, at: at)
         write(d, out_decision)
     }
 }
@@ -97,7 +98,8 @@ public func bitsec_rate_limit_take(_ rt: OpaquePointer?, _ category: UnsafePoint
 public func bitsec_rate_limit_reset(_ rt: OpaquePointer?, _ category: UnsafePointer<CChar>?, _ category_len: UInt,
                                     _ key: UnsafePointer<CChar>?, _ key_len: UInt) -> Int32 {
     withRuntime(rt) { (r) throws(BitsecError) in
-        try r.require(r.rateLimits).reset(category: try categoryArg(category, category_len), key: try keyArg(key, key_len))
+        let service = try r.require(r.rateLimits)
+        try service.reset(in: try categoryArg(service, category, category_len), key: try keyArg(key, key_len))
     }
 }
 

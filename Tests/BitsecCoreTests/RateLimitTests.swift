@@ -341,3 +341,44 @@ private let t0: Int64 = 1_800_000_000
         #expect(try !a.bruteForce.check(key: u, at: t0).blocked)
     }
 }
+
+@Suite struct RESPEncoderTests {
+    @Test func encodesLikeRedisExpects() {
+        var e = RESPEncoder(count: 3)
+        e.bulk(Array("SET".utf8))
+        e.bulk(Array("k".utf8), "é".utf8, UInt8(ascii: "}"))
+        e.bulk(int: -1_234_567_890_123)
+        #expect(String(decoding: e.bytes, as: UTF8.self) == "*3\r\n$3\r\nSET\r\n$4\r\nké}\r\n$14\r\n-1234567890123\r\n")
+        var z = RESPEncoder(count: 1)
+        z.bulk(int: 0)
+        #expect(String(decoding: z.bytes, as: UTF8.self) == "*1\r\n$1\r\n0\r\n")
+        #expect(String(decoding: RESPEncoder.arguments([[], Array("ab".utf8)]), as: UTF8.self) == "$0\r\n\r\n$2\r\nab\r\n")
+        var m = RESPEncoder(count: 1)
+        m.bulk(int: Int64.min)
+        #expect(String(decoding: m.bytes, as: UTF8.self) == "*1\r\n$20\r\n-9223372036854775808\r\n")
+    }
+
+    @Test func preEncodedCommandsGoThroughThePool() throws {
+        guard let redisCfg = redisSection() else { return }
+        let pool = try Runtime.open(config: #"{"redis": \#(redisCfg)}"#).requireRedis()
+        let key = uniqueKey("resp")
+        let r = try pool.withConnection { (c) throws(BitsecError) -> RedisReply in
+            var set = RESPEncoder(count: 3)
+            set.bulk(Array("SET".utf8)); set.bulk(Array(key.utf8)); set.bulk(int: 42)
+            #expect(try c.command(resp: set.bytes) == .status("OK"))
+            var get = RESPEncoder(count: 2)
+            get.bulk(Array("GET".utf8)); get.bulk(Array(key.utf8))
+            return try c.command(resp: get.bytes)
+        }
+        #expect(r == .string(Array("42".utf8)))
+        #expect(try pool.command("DEL", key) == .integer(1))
+        // A silent server: the same timeout as command(_:), and the connection is discarded.
+        let (fd, port) = silentServer()
+        defer { close(fd) }
+        let silent = try Runtime.open(config: #"{"redis": {"port": \#(port), "command_timeout_ms": 100}}"#).requireRedis()
+        expectError(.backendUnavailable, "no reply within 100 ms") {
+            _ = try silent.withConnection { (c) throws(BitsecError) -> RedisReply in try c.command(resp: Array("*1\r\n$4\r\nPING\r\n".utf8)) }
+        }
+        #expect(silent.openConnections == 0)
+    }
+}

@@ -27,6 +27,11 @@ public final class RateLimitCategory: Sendable {
     let fallback: LocalBuckets
     /// `<key_prefix>rl:{<name>:` as bytes: the Redis key is this, the caller's key, `}`.
     let redisKeyHead: [UInt8]
+    /// The script's constant arguments (full, rate) and `need` for a cost of 1, RESP-encoded.
+    let redisShapeArgs: [UInt8]
+    let redisNeedOneArg: [UInt8]
+    /// The name's bytes, for lookups straight from the ABI's buffer.
+    let nameBytes: [UInt8]
 
     init(name: String, shape: BucketShape, failurePolicy: BackendFailurePolicy, localSharePercent: Int64, maxKeys: Int, keyPrefix: String) {
         self.name = name
@@ -36,6 +41,9 @@ public final class RateLimitCategory: Sendable {
         buckets = LocalBuckets(shape: shape, maxKeys: maxKeys)
         fallback = LocalBuckets(shape: shape.share(percent: localSharePercent), maxKeys: maxKeys)
         redisKeyHead = Array("\(keyPrefix)rl:{\(name):".utf8)
+        redisShapeArgs = RESPEncoder.arguments([Array(String(shape.full).utf8), Array(String(shape.rate).utf8)])
+        redisNeedOneArg = RESPEncoder.arguments([Array(String(shape.unit).utf8)])
+        nameBytes = Array(name.utf8)
     }
 
     /// ADR-007's categories: the section's default when `categories` is absent.

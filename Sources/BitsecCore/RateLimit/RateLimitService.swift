@@ -96,6 +96,21 @@ public final class RateLimitService: Capability {
         throw BitsecError(.notFound, "no rate-limit category named \"\(String(name.prefix(RateLimitLimits.maxCategoryBytes)))\"")
     }
 
+    /// The category whose name is these bytes (the ABI passes the caller's buffer: no String
+    /// is made on the hot path), or `notFound`.
+    @inline(__always)
+    public func category(utf8 name: UnsafeRawBufferPointer) throws(BitsecError) -> RateLimitCategory {
+        for c in categories where c.nameBytes.count == name.count {
+            let same = c.nameBytes.withUnsafeBytes { mine -> Bool in
+                for i in 0..<mine.count where mine[i] != name[i] { return false }
+                return true
+            }
+            if same { return c }
+        }
+        let shown = String(decoding: name.prefix(RateLimitLimits.maxCategoryBytes), as: UTF8.self)
+        throw BitsecError(.notFound, "no rate-limit category named \"\(shown)\"")
+    }
+
     /// Takes `cost` tokens from `key`'s bucket in `category` at `at` (Unix seconds; 0 = now).
     ///
     /// Throws only for bad input: unknown category (`notFound`), empty key
@@ -103,7 +118,11 @@ public final class RateLimitService: Capability {
     /// (`invalidArgument`: such a take could never be allowed). A Redis outage is never an
     /// error: the category's failure policy decides and the decision says `degraded`.
     public func take(category name: String, key: String, cost: Int64 = 1, at: Int64 = 0) throws(BitsecError) -> RateLimitDecision {
-        let c = try category(name)
+        try take(in: try category(name), key: key, cost: cost, at: at)
+    }
+
+    /// As `take(category:...)`, with the category already looked up.
+    public func take(in c: RateLimitCategory, key: String, cost: Int64 = 1, at: Int64 = 0) throws(BitsecError) -> RateLimitDecision {
         try RateLimitLimits.checkKey(key)
         guard cost >= 1 else { throw .invalid("cost must be at least 1") }
         guard cost <= c.shape.capacity else {
@@ -130,7 +149,10 @@ public final class RateLimitService: Capability {
 
     /// Forgets `key`'s bucket in `category` (administrators, tests): the next take finds it full.
     public func reset(category name: String, key: String) throws(BitsecError) {
-        let c = try category(name)
+        try reset(in: try category(name), key: key)
+    }
+
+    public func reset(in c: RateLimitCategory, key: String) throws(BitsecError) {
         try RateLimitLimits.checkKey(key)
         c.buckets.reset(key)
         c.fallback.reset(key)
@@ -148,12 +170,17 @@ public final class RateLimitService: Capability {
         return k
     }
 
+    private static let nowArg = RESPEncoder.arguments([Array("0".utf8)])
+
     private func redisTake(_ redis: RedisPool, _ c: RateLimitCategory, key: String, cost: Int64, atMs: Int64?) throws(BitsecError) -> (RateLimitDecision, Bool) {
         let shape = c.shape
-        let r = try RateLimitScripts.take.run(redis, keys: [redisKey(c, key)], args: [
-            Array(String(shape.full).utf8), Array(String(shape.rate).utf8), Array(String(cost * shape.unit).utf8),
-            Array(String(atMs ?? 0).utf8),
-        ])
+        // KEYS[1] the bucket; ARGV full, rate (kept encoded per category), need, now.
+        let r = try RateLimitScripts.take.run(redis, numKeys: 1, argCount: 5, capacity: c.redisKeyHead.count + key.utf8.count + 96) { e in
+            e.bulk(c.redisKeyHead, key.utf8, UInt8(ascii: "}"))
+            e.raw(c.redisShapeArgs)
+            if cost == 1 { e.raw(c.redisNeedOneArg) } else { e.bulk(int: cost * shape.unit) }
+            if let atMs { e.bulk(int: atMs) } else { e.raw(Self.nowArg) }
+        }
         guard let a = r.array, a.count == 5, let allowed = a[0].integer, let level = a[1].integer, let toFull = a[2].integer,
               let toRetry = a[3].integer, let first = a[4].integer else {
             throw .backend("redis: unexpected reply to the rate-limit script: \(r.errorMessage ?? "wrong shape")")

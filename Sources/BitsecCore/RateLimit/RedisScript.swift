@@ -28,22 +28,38 @@ public struct RedisScript: Sendable {
     private static let evalsha = Array("EVALSHA".utf8)
     private static let eval = Array("EVAL".utf8)
 
-    /// Runs the script on a pooled connection. A Redis error reply (other than NOSCRIPT) is
-    /// returned as `.error`; I/O failures and timeouts throw `backendUnavailable`.
-    public func run(_ pool: RedisPool, keys: [[UInt8]], args: [[UInt8]]) throws(BitsecError) -> RedisReply {
-        var argv: [[UInt8]] = [Self.evalsha, sha, Array(String(keys.count).utf8)]
-        argv.reserveCapacity(3 + keys.count + args.count)
-        argv.append(contentsOf: keys)
-        argv.append(contentsOf: args)
+    /// Runs the script on a pooled connection: `body` appends the RESP encoding of the
+    /// `numKeys` keys then the arguments, `argCount` in all (it may be called twice: for
+    /// `EVALSHA`, then for `EVAL` after `NOSCRIPT`). A Redis error reply (other than NOSCRIPT)
+    /// is returned as `.error`; I/O failures and timeouts throw `backendUnavailable`.
+    @inline(__always)
+    public func run(_ pool: RedisPool, numKeys: Int, argCount: Int, capacity: Int,
+                    body: (inout RESPEncoder) -> Void) throws(BitsecError) -> RedisReply {
+        var cmd = RESPEncoder(count: 3 + argCount, capacity: capacity + 96)
+        cmd.bulk(Self.evalsha)
+        cmd.bulk(sha)
+        cmd.bulk(int: Int64(numKeys))
+        body(&cmd)
         return try pool.withConnection { (c) throws(BitsecError) -> RedisReply in
-            let r = try c.command(argv)
+            let r = try c.command(resp: cmd.bytes)
             guard case .error(let e) = r, e.hasPrefix("NOSCRIPT") else { return r }
-            // EVAL with the source runs it and caches it again in one step, so a SCRIPT FLUSH
-            // racing with this retry cannot make it fail (SCRIPT LOAD then EVALSHA could).
-            var again = argv
-            again[0] = Self.eval
-            again[1] = source
-            return try c.command(again)
+            // EVAL with the source runs the script and caches it again in one step, so a
+            // SCRIPT FLUSH racing with this retry cannot make it fail (SCRIPT LOAD then
+            // EVALSHA could).
+            var again = RESPEncoder(count: 3 + argCount, capacity: source.count + capacity + 96)
+            again.bulk(Self.eval)
+            again.bulk(source)
+            again.bulk(int: Int64(numKeys))
+            body(&again)
+            return try c.command(resp: again.bytes)
+        }
+    }
+
+    /// As above, with the keys and arguments as byte arrays.
+    public func run(_ pool: RedisPool, keys: [[UInt8]], args: [[UInt8]]) throws(BitsecError) -> RedisReply {
+        try run(pool, numKeys: keys.count, argCount: keys.count + args.count, capacity: 128) { e in
+            for k in keys { e.bulk(k) }
+            for a in args { e.bulk(a) }
         }
     }
 }
