@@ -171,3 +171,13 @@ def test_redis_store_uses_server_time_and_prefix(redis_config: dict, redis_serve
         r.rate_limit_reset(k, "c")
         assert client.exists(f"pyt:rl:{{c:{k}}}") == 0
         client.close()
+
+
+def test_decision_objects_can_be_built_and_compared() -> None:
+    d = RateLimitDecision(False, 10, 0, 60, 6, degraded=True, reason="backend_deny")
+    assert not d and d.degraded and d.reason == "backend_deny" and d.limit == 10 and d.reset_after == 60
+    assert d.headers() == {"X-RateLimit-Limit": "10", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "60",
+                           "Retry-After": "6"}
+    assert d == RateLimitDecision(False, 10, 0, 60, 6, True, "backend_deny")
+    assert d != RateLimitDecision(True, 10, 0, 60, 0)
+    assert isinstance(bitsec.BruteForceStatus, type)
