@@ -114,6 +114,36 @@ typedef struct bitsec_runtime bitsec_runtime;
 #define BITSEC_FIELD_REASON_EXPIRED 6       /* Fernet: older than the TTL */
 #define BITSEC_FIELD_REASON_NOT_YET_VALID 7 /* Fernet: timestamp too far in the future */
 
+/* ---- rate_limits ---- */
+/* bitsec_rate_limit_take: limits and the layout of out_decision (int64_t[7]). */
+#define BITSEC_RATE_LIMIT_MAX_KEY_BYTES 512     /* a caller's key (user id, IP, API key) */
+#define BITSEC_RATE_LIMIT_MAX_CATEGORY_BYTES 64 /* a category name */
+#define BITSEC_RATE_LIMIT_DECISION_LEN 7
+#define BITSEC_RATE_LIMIT_D_ALLOWED 0           /* 1 allowed, 0 denied */
+#define BITSEC_RATE_LIMIT_D_LIMIT 1             /* X-RateLimit-Limit: the bucket's capacity */
+#define BITSEC_RATE_LIMIT_D_REMAINING 2         /* X-RateLimit-Remaining: whole tokens left */
+#define BITSEC_RATE_LIMIT_D_RESET_AFTER 3       /* X-RateLimit-Reset: seconds until full */
+#define BITSEC_RATE_LIMIT_D_RETRY_AFTER 4       /* Retry-After: >= 1 when denied, else 0 */
+#define BITSEC_RATE_LIMIT_D_FLAGS 5             /* BITSEC_RATE_LIMIT_FLAG_* bits */
+#define BITSEC_RATE_LIMIT_D_REASON 6            /* a BITSEC_RATE_LIMIT_REASON_* code */
+#define BITSEC_RATE_LIMIT_FLAG_DEGRADED 1       /* Redis unavailable: the failure policy decided */
+#define BITSEC_RATE_LIMIT_REASON_OK 0             /* tokens were available */
+#define BITSEC_RATE_LIMIT_REASON_LIMITED 1        /* the bucket did not hold cost tokens */
+#define BITSEC_RATE_LIMIT_REASON_KEY_TABLE_FULL 2 /* in-process table at max_keys: new key refused */
+#define BITSEC_RATE_LIMIT_REASON_BACKEND_DENY 3   /* Redis unavailable, failure_policy "deny" */
+#define BITSEC_RATE_LIMIT_REASON_BACKEND_ALLOW 4  /* Redis unavailable, failure_policy "allow" */
+/* bitsec_bruteforce_*: the layout of out_status (int64_t[6]). */
+#define BITSEC_BRUTEFORCE_STATUS_LEN 6
+#define BITSEC_BRUTEFORCE_S_BLOCKED 0           /* 1 blocked, 0 not */
+#define BITSEC_BRUTEFORCE_S_FAILURES 1          /* failures within the window */
+#define BITSEC_BRUTEFORCE_S_REMAINING 2         /* failures left before a block */
+#define BITSEC_BRUTEFORCE_S_BLOCKED_UNTIL 3     /* Unix seconds; 0 when not blocked */
+#define BITSEC_BRUTEFORCE_S_RETRY_AFTER 4       /* seconds until unblocked; 0 when not blocked */
+#define BITSEC_BRUTEFORCE_S_FLAGS 5             /* BITSEC_BRUTEFORCE_FLAG_* bits */
+#define BITSEC_BRUTEFORCE_FLAG_DEGRADED 1       /* Redis unavailable: the failure policy decided */
+#define BITSEC_BRUTEFORCE_FLAG_NEWLY_BLOCKED 2  /* this call started the block */
+#define BITSEC_BRUTEFORCE_FLAG_TABLE_FULL 4     /* in-process table full: new key reported blocked */
+
 #include "bitsec_api.h"
 
 #endif /* BITSEC_H */

@@ -37,6 +37,7 @@ from .fields import (
     field_context,
     field_key_id,
 )
+from .ratelimit import BruteForceStatus, RateLimitDecision
 from .runtime import Runtime, random_bytes
 
 __version__ = "0.1.0"
@@ -55,6 +56,7 @@ def library_path() -> str:
 
 __all__ = [
     "ABI_VERSION", "Runtime", "random_bytes", "library_version", "library_path",
+    "RateLimitDecision", "BruteForceStatus",
     "BitsecError", "InvalidArgumentError", "ConfigError", "NotConfiguredError", "BufferTooSmallError",
     "BackendUnavailableError", "CryptoError", "ClosedError", "TooLargeError", "MalformedError",
     "BitsecIOError", "BitsecTimeoutError", "InternalError", "UnsupportedError", "NotFoundError",

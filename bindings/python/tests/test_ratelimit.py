@@ -1,0 +1,183 @@
+"""Rate limits and brute-force blocking through the Python binding (in process and Redis)."""
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+import bitsec
+from bitsec import RateLimitDecision
+
+T0 = 1_800_000_000
+
+CATEGORIES = {
+    "default": {"capacity": 3, "period_seconds": 30},
+    "odd": {"capacity": 7, "refill": 3, "period_seconds": 11},
+    "auth": {"capacity": 10, "period_seconds": 60, "failure_policy": "deny"},
+}
+
+
+def key(name: str) -> str:
+    return f"{name}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture()
+def rt():
+    with bitsec.Runtime({"rate_limits": {"categories": CATEGORIES}}) as r:
+        yield r
+
+
+@pytest.fixture()
+def rrt(redis_config):
+    with bitsec.Runtime({**redis_config, "rate_limits": {"categories": CATEGORIES}}) as r:
+        yield r
+
+
+def bucket_model(capacity: int, refill: int, period: int, schedule: list[tuple[int, int]]) -> list[tuple[bool, int, int, int]]:
+    """An independent model with Python's exact fractions: (allowed, remaining, reset, retry)."""
+    from fractions import Fraction
+    from math import ceil, floor
+    tokens, last = Fraction(capacity), None
+    out = []
+    for at, cost in schedule:
+        if last is not None and at > last:
+            tokens = min(Fraction(capacity), tokens + Fraction(refill, period) * (at - last))
+        if last is None or at > last:
+            last = at
+        per_sec = Fraction(refill, period)
+        if tokens >= cost:
+            tokens -= cost
+            out.append((True, floor(tokens), ceil((capacity - tokens) / per_sec), 0))
+        else:
+            out.append((False, floor(tokens), ceil((capacity - tokens) / per_sec), max(1, ceil((cost - tokens) / per_sec))))
+    return out
+
+
+def run_schedule(r: bitsec.Runtime, k: str, schedule: list[tuple[int, int]]) -> list[tuple[bool, int, int, int]]:
+    out = []
+    for at, cost in schedule:
+        d = r.rate_limit_take(k, "odd", cost=cost, at=at)
+        assert not d.degraded and d.limit == 7
+        out.append((d.allowed, d.remaining, d.reset_after, d.retry_after))
+    return out
+
+
+SCHEDULE = [(T0 + s, c) for s, c in [(0, 1), (0, 3), (0, 3), (0, 1), (1, 1), (3, 1), (4, 2), (4, 1), (15, 4), (15, 4),
+                                     (16, 1), (19, 2), (22, 7), (40, 7), (40, 1), (50, 1), (51, 1), (52, 5), (200, 7)]]
+
+
+def test_exact_schedule_in_process(rt: bitsec.Runtime) -> None:
+    # 3 tokens per 11 s: no integral number of seconds per token, still exact.
+    assert run_schedule(rt, "k", SCHEDULE) == bucket_model(7, 3, 11, SCHEDULE)
+
+
+def test_exact_schedule_through_redis(rrt: bitsec.Runtime) -> None:
+    assert run_schedule(rrt, key("sched"), SCHEDULE) == bucket_model(7, 3, 11, SCHEDULE)
+
+
+def test_headers_at_the_boundaries(rt: bitsec.Runtime) -> None:
+    # 3 per 30 s: one token every 10 s.
+    d = rt.rate_limit_take("ip", at=T0)
+    assert isinstance(d, RateLimitDecision) and d and d.reason == "ok"
+    assert d.headers() == {"X-RateLimit-Limit": "3", "X-RateLimit-Remaining": "2", "X-RateLimit-Reset": "10"}
+    rt.rate_limit_take("ip", at=T0)
+    last = rt.rate_limit_take("ip", at=T0)
+    assert last.allowed and last.headers() == {"X-RateLimit-Limit": "3", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "30"}
+    denied = rt.rate_limit_take("ip", at=T0)
+    assert not denied and denied.reason == "limited"
+    assert denied.headers() == {"X-RateLimit-Limit": "3", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "30",
+                                "Retry-After": "10"}
+    assert rt.rate_limit_take("ip", at=T0 + 9).headers()["Retry-After"] == "1"
+    again = rt.rate_limit_take("ip", at=T0 + 10)
+    assert again.allowed and again.retry_after == 0 and "Retry-After" not in again.headers()
+    assert repr(again).startswith("RateLimitDecision(allowed=True")
+
+
+def test_bad_input(rt: bitsec.Runtime) -> None:
+    with pytest.raises(bitsec.NotFoundError):
+        rt.rate_limit_take("k", category="nope")
+    with pytest.raises(bitsec.InvalidArgumentError, match="key is empty"):
+        rt.rate_limit_take("")
+    with pytest.raises(bitsec.TooLargeError):
+        rt.rate_limit_take("x" * 513)
+    assert rt.rate_limit_take("é" * 256).allowed  # 512 bytes of UTF-8
+    with pytest.raises(bitsec.InvalidArgumentError, match="at least 1"):
+        rt.rate_limit_take("k", cost=0)
+    with pytest.raises(bitsec.InvalidArgumentError, match="exceeds the capacity"):
+        rt.rate_limit_take("k", cost=4)
+    with pytest.raises(bitsec.InvalidArgumentError):
+        rt.rate_limit_take("k", at=-1)
+    with pytest.raises(TypeError):
+        rt.rate_limit_take(12)  # type: ignore[arg-type]
+    assert rt.rate_limit_take(b"bytes-key").allowed
+    with pytest.raises(bitsec.NotConfiguredError):
+        with bitsec.Runtime({}) as bare:
+            bare.rate_limit_take("k")
+
+
+def test_reset_and_describe(rt: bitsec.Runtime) -> None:
+    for _ in range(3):
+        rt.rate_limit_take("r", at=T0)
+    assert not rt.rate_limit_take("r", at=T0)
+    rt.rate_limit_reset("r")
+    assert rt.rate_limit_take("r", at=T0).remaining == 2
+    sec = rt.describe()["sections"]["rate_limits"]
+    assert sec["store"] == "local" and sec["categories"]["odd"] == {
+        "capacity": 7, "refill": 3, "period_seconds": 11, "failure_policy": "local", "local_share_percent": 100}
+
+
+@pytest.mark.parametrize("redis", [False, True])
+def test_bruteforce(redis: bool, redis_config: dict) -> None:
+    cfg = {"rate_limits": {"brute_force": {"max_failures": 5, "window_seconds": 3600, "block_seconds": 3600}}}
+    if redis:
+        cfg.update(redis_config)
+    with bitsec.Runtime(cfg) as r:
+        ip = key("10.1.1.1")
+        for n in range(1, 5):
+            s = r.bruteforce_record_failure(ip, at=T0 + n * 60)
+            assert not s and s.failures == n and s.remaining_attempts == 5 - n
+        s = r.bruteforce_record_failure(ip, at=T0 + 300)
+        assert s.blocked and s.newly_blocked and s.blocked_until == T0 + 300 + 3600 and s.retry_after == 3600
+        assert not s.degraded
+        c = r.bruteforce_check(ip, at=T0 + 1000)
+        assert c.blocked and not c.newly_blocked and c.retry_after == 2900
+        assert r.bruteforce_record_success(ip, at=T0 + 1000).blocked  # a success does not lift a block
+        assert not r.bruteforce_check(ip, at=T0 + 3900)
+        r.bruteforce_reset(ip)
+        u = key("user")
+        for _ in range(4):
+            r.bruteforce_record_failure(u, at=T0)
+        assert r.bruteforce_record_success(u, at=T0).failures == 0
+        assert r.bruteforce_record_failure(u, at=T0).failures == 1
+        assert "BruteForceStatus(blocked=False" in repr(r.bruteforce_check(u, at=T0))
+        with pytest.raises(bitsec.InvalidArgumentError):
+            r.bruteforce_check("")
+
+
+def test_redis_store_uses_server_time_and_prefix(redis_config: dict, redis_server) -> None:
+    import redis as redispy
+    cfg = {"redis": {**redis_config["redis"], "key_prefix": "pyt:"},
+           "rate_limits": {"categories": {"c": {"capacity": 2, "period_seconds": 3600}}}}
+    k = key("now")
+    with bitsec.Runtime(cfg) as r:
+        assert r.describe()["sections"]["rate_limits"]["store"] == "redis"
+        assert r.rate_limit_take(k, "c").remaining == 1
+        client = redispy.Redis(port=redis_server.port)
+        assert client.exists(f"pyt:rl:{{c:{k}}}") == 1
+        r.rate_limit_take(k, "c")
+        d = r.rate_limit_take(k, "c")
+        assert not d.allowed and 1790 <= d.retry_after <= 1800
+        r.rate_limit_reset(k, "c")
+        assert client.exists(f"pyt:rl:{{c:{k}}}") == 0
+        client.close()
+
+
+def test_decision_objects_can_be_built_and_compared() -> None:
+    d = RateLimitDecision(False, 10, 0, 60, 6, degraded=True, reason="backend_deny")
+    assert not d and d.degraded and d.reason == "backend_deny" and d.limit == 10 and d.reset_after == 60
+    assert d.headers() == {"X-RateLimit-Limit": "10", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "60",
+                           "Retry-After": "6"}
+    assert d == RateLimitDecision(False, 10, 0, 60, 6, True, "backend_deny")
+    assert d != RateLimitDecision(True, 10, 0, 60, 0)
+    assert isinstance(bitsec.BruteForceStatus, type)
