@@ -20,14 +20,14 @@ public struct ByteSlice: @unchecked Sendable {
     public func equals(_ other: ByteSlice) -> Bool {
         guard count == other.count else { return false }
         guard count > 0, let a = base, let b = other.base else { return true }
-        return memcmp(a, b, count) == 0
+        return bytesEqual(a, b, count)
     }
 
     @inline(__always)
     public func equals(_ p: UnsafePointer<UInt8>, _ n: Int) -> Bool {
         guard count == n else { return false }
         guard n > 0, let a = base else { return true }
-        return memcmp(a, p, n) == 0
+        return bytesEqual(a, p, n)
     }
 
     /// True for the one-byte slice "*".
@@ -46,8 +46,13 @@ public struct ByteSlice: @unchecked Sendable {
     /// The index of the first `byte`, or nil.
     @inline(__always)
     public func firstIndex(of byte: UInt8) -> Int? {
-        guard count > 0, let b = base, let hit = memchr(b, Int32(byte), count) else { return nil }
-        return UnsafeRawPointer(hit) - UnsafeRawPointer(b)
+        guard let b = base else { return nil }
+        var i = 0
+        while i < count {
+            if b[i] == byte { return i }
+            i += 1
+        }
+        return nil
     }
 
     /// For messages and audit events only (never on the hot path of an allowed decision).
@@ -73,36 +78,64 @@ public struct ByteSlice: @unchecked Sendable {
     static func isSeparator(_ c: UInt8) -> Bool { c == 0x20 || c == 0x2C || c == 0x09 || c == 0x0A }
 }
 
-/// Splits a NUL-separated packed buffer into fields; nil when the count is outside `range`.
-/// A NUL inside a value therefore changes the field count and is refused, never reinterpreted.
+/// Names and ids are short: an inline comparison beats a call to memcmp.
 @inline(__always)
-func splitPacked(_ raw: UnsafeRawBufferPointer, into fields: inout (ByteSlice, ByteSlice, ByteSlice, ByteSlice, ByteSlice), max: Int) -> Int? {
+func bytesEqual(_ a: UnsafePointer<UInt8>, _ b: UnsafePointer<UInt8>, _ n: Int) -> Bool {
+    var i = 0
+    let ra = UnsafeRawPointer(a), rb = UnsafeRawPointer(b)
+    while i + 8 <= n {
+        if ra.loadUnaligned(fromByteOffset: i, as: UInt64.self) != rb.loadUnaligned(fromByteOffset: i, as: UInt64.self) { return false }
+        i += 8
+    }
+    while i < n {
+        if a[i] != b[i] { return false }
+        i += 1
+    }
+    return true
+}
+
+/// Splits a NUL-separated packed buffer into at most `max` (<= 5) fields; returns the
+/// field count, or nil when there are more. A NUL inside a value therefore changes the
+/// field count and is refused, never reinterpreted.
+@inline(__always)
+func splitPacked(_ raw: UnsafeRawBufferPointer, _ f: inout (ByteSlice, ByteSlice, ByteSlice, ByteSlice, ByteSlice), max: Int) -> Int? {
     guard let base = raw.baseAddress?.assumingMemoryBound(to: UInt8.self), raw.count > 0 else {
-        fields.0 = .empty
+        f.0 = .empty
         return 1
     }
-    var n = 0
-    var start = 0
     let count = raw.count
+    // Positions of the NULs (at most 4 are ever needed).
+    var cuts = (count, count, count, count)
+    var nuls = 0
+    var i = 0
+    let raw8 = UnsafeRawPointer(base)
     while true {
-        let rest = count - start
-        let hit = rest > 0 ? memchr(base + start, 0, rest) : nil
-        let end = hit.map { UnsafeRawPointer($0) - UnsafeRawPointer(base) } ?? count
-        let s = ByteSlice(base + start, end - start)
-        switch n {
-        case 0: fields.0 = s
-        case 1: fields.1 = s
-        case 2: fields.2 = s
-        case 3: fields.3 = s
-        case 4: fields.4 = s
-        default: return nil
+        // Skip 8 bytes at a time while they hold no NUL.
+        while i + 8 <= count {
+            let v = raw8.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+            if (v &- 0x0101_0101_0101_0101) & ~v & 0x8080_8080_8080_8080 != 0 { break }
+            i += 8
         }
-        n += 1
-        if n > max { return nil }
-        if hit == nil { break }
-        start = end + 1
+        if i >= count { break }
+        if base[i] == 0 {
+            switch nuls {
+            case 0: cuts.0 = i
+            case 1: cuts.1 = i
+            case 2: cuts.2 = i
+            case 3: cuts.3 = i
+            default: return nil
+            }
+            nuls += 1
+        }
+        i += 1
     }
-    return n
+    guard nuls < max else { return nil }
+    f.0 = ByteSlice(base, cuts.0)
+    if nuls >= 1 { f.1 = ByteSlice(base + cuts.0 + 1, cuts.1 - cuts.0 - 1) }
+    if nuls >= 2 { f.2 = ByteSlice(base + cuts.1 + 1, cuts.2 - cuts.1 - 1) }
+    if nuls >= 3 { f.3 = ByteSlice(base + cuts.2 + 1, cuts.3 - cuts.2 - 1) }
+    if nuls >= 4 { f.4 = ByteSlice(base + cuts.3 + 1, count - cuts.3 - 1) }
+    return nuls + 1
 }
 
 /// The principal of a decision: the fields of a verified token's claims (or given
@@ -124,7 +157,7 @@ public struct PrincipalView: @unchecked Sendable {
 
     public static func parse(_ raw: UnsafeRawBufferPointer) throws(BitsecError) -> PrincipalView {
         var f: (ByteSlice, ByteSlice, ByteSlice, ByteSlice, ByteSlice) = (.empty, .empty, .empty, .empty, .empty)
-        guard let n = splitPacked(raw, into: &f, max: 5), n == 4 || n == 5 else {
+        guard let n = splitPacked(raw, &f, max: 5), n == 4 || n == 5 else {
             throw .invalid("principal must be 4 or 5 NUL-separated fields (id, roles, tenant, department[, scopes])")
         }
         var p = PrincipalView()
@@ -148,7 +181,7 @@ public struct ResourceContext: @unchecked Sendable {
         var c = ResourceContext()
         guard raw.count > 0 else { return c }
         var f: (ByteSlice, ByteSlice, ByteSlice, ByteSlice, ByteSlice) = (.empty, .empty, .empty, .empty, .empty)
-        guard let n = splitPacked(raw, into: &f, max: 3), n == 3 else {
+        guard let n = splitPacked(raw, &f, max: 3), n == 3 else {
             throw .invalid("context must be 3 NUL-separated fields (owner_id, tenant, department) or empty")
         }
         c.owner = f.0; c.tenant = f.1; c.department = f.2

@@ -10,11 +10,14 @@ final class CompiledPolicy: @unchecked Sendable {
     /// Cells in the matrix (roles x resources x actions) at most: 16 Mi (64 MiB).
     static let maxCells = 1 << 24
 
+    /// Plain data (no reference counting on the hot path); a department value lives in
+    /// `departmentBytes` at `departmentOffset` (length -1: no department condition).
     struct Condition {
-        let ownerOnly: Bool
-        let sameDepartment: Bool
-        let department: [UInt8]?
-        let tenantIsolation: Bool
+        var ownerOnly: Bool
+        var sameDepartment: Bool
+        var tenantIsolation: Bool
+        var departmentOffset: Int
+        var departmentLength: Int
     }
 
     let generation: UInt64
@@ -32,7 +35,8 @@ final class CompiledPolicy: @unchecked Sendable {
     private let cellStart: UnsafeMutablePointer<Int32>  // cellCount + 1
     private let grantRule: UnsafeMutablePointer<Int32>
     private let grantCondition: UnsafeMutablePointer<Int32>
-    private let conditions: [Condition]
+    private let conditions: UnsafeMutablePointer<Condition>
+    private let departmentBytes: UnsafeMutablePointer<UInt8>
     private let scopeVerbAllows: UnsafeMutablePointer<Bool>  // verbs x actions
     let cellCount: Int
     let grantCount: Int
@@ -51,7 +55,9 @@ final class CompiledPolicy: @unchecked Sendable {
 
         // Conditions, interned; id 0 is "no condition" (tenant isolation per the policy).
         var condIds: [PolicyDocument.Conditions: Int32] = [PolicyDocument.Conditions(): 0]
-        var conds: [Condition] = [Condition(ownerOnly: false, sameDepartment: false, department: nil, tenantIsolation: doc.tenantIsolation)]
+        var conds: [Condition] = [Condition(ownerOnly: false, sameDepartment: false, tenantIsolation: doc.tenantIsolation,
+                                            departmentOffset: 0, departmentLength: -1)]
+        var depts: [UInt8] = []
         var ruleCond: [Int32] = []
         ruleCond.reserveCapacity(doc.rules.count)
         for rule in doc.rules {
@@ -59,9 +65,13 @@ final class CompiledPolicy: @unchecked Sendable {
             let id = Int32(conds.count)
             condIds[rule.conditions] = id
             let c = rule.conditions
-            conds.append(Condition(ownerOnly: c.ownerOnly, sameDepartment: c.sameDepartment,
-                                   department: c.department.map { Array($0.utf8) },
-                                   tenantIsolation: doc.tenantIsolation && !c.crossTenant))
+            var cond = Condition(ownerOnly: c.ownerOnly, sameDepartment: c.sameDepartment,
+                                 tenantIsolation: doc.tenantIsolation && !c.crossTenant, departmentOffset: depts.count, departmentLength: -1)
+            if let d = c.department {
+                cond.departmentLength = d.utf8.count
+                depts += Array(d.utf8)
+            }
+            conds.append(cond)
             ruleCond.append(id)
         }
 
@@ -141,7 +151,10 @@ final class CompiledPolicy: @unchecked Sendable {
         scopeVerbAllows.initialize(repeating: false, count: max(verbs * A, 1))
         for (v, ids) in doc.scopeVerbActions.enumerated() { for a in ids { scopeVerbAllows[v * A + a] = true } }
         ruleTexts = doc.rules.map(\.text)
-        conditions = conds
+        conditions = .allocate(capacity: conds.count)
+        conditions.initialize(from: conds, count: conds.count)
+        departmentBytes = .allocate(capacity: max(depts.count, 1))
+        departmentBytes.initialize(from: depts, count: depts.count)
         tenantIsolation = doc.tenantIsolation
         resourceCount = R
         actionCount = A
@@ -155,6 +168,8 @@ final class CompiledPolicy: @unchecked Sendable {
         grantRule.deallocate()
         grantCondition.deallocate()
         scopeVerbAllows.deallocate()
+        conditions.deallocate()
+        departmentBytes.deallocate()
     }
 
     /// Decides `permission` (`resource:action`, already split by the caller) for `p`.
@@ -218,9 +233,8 @@ final class CompiledPolicy: @unchecked Sendable {
         // Tenant isolation applies whenever the resource carries a tenant.
         if c.tenantIsolation, !ctx.tenant.isEmpty, !ctx.tenant.equals(p.tenant) { return .tenantMismatch }
         if c.ownerOnly, ctx.owner.isEmpty || !ctx.owner.equals(p.id) { return .ownerOnly }
-        if let d = c.department {
-            let ok = d.withUnsafeBufferPointer { b in b.baseAddress.map { p.department.equals($0, b.count) } ?? false }
-            if !ok { return .department }
+        if c.departmentLength >= 0, !p.department.equals(UnsafePointer(departmentBytes + c.departmentOffset), c.departmentLength) {
+            return .department
         }
         if c.sameDepartment, ctx.department.isEmpty || !ctx.department.equals(p.department) { return .department }
         return nil

@@ -43,16 +43,32 @@ final class NameTable: @unchecked Sendable {
         bytes.deallocate()
     }
 
-    /// FNV-1a, 64 bits: names are short; the table is private to one policy.
+    /// A word-at-a-time multiplicative hash (names are short; the table is private to one
+    /// policy and rebuilt on reload, so flooding it needs the policy author's cooperation).
     @inline(__always)
     static func hash(_ p: UnsafePointer<UInt8>, _ n: Int) -> UInt64 {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        let raw = UnsafeRawPointer(p)
+        var h = UInt64(truncatingIfNeeded: n) &* 0x9E37_79B9_7F4A_7C15
         var i = 0
-        while i < n {
-            h = (h ^ UInt64(p[i])) &* 0x0000_0100_0000_01B3
-            i += 1
+        while i + 8 <= n {
+            h = (h ^ raw.loadUnaligned(fromByteOffset: i, as: UInt64.self)) &* 0xBF58_476D_1CE4_E5B9
+            h ^= h >> 31
+            i += 8
         }
-        return h ^ (h >> 29)
+        if i < n {
+            var t: UInt64
+            if n >= 8 {
+                // The last 8 bytes, overlapping the ones already mixed.
+                t = raw.loadUnaligned(fromByteOffset: n - 8, as: UInt64.self)
+            } else {
+                t = 0
+                var shift: UInt64 = 0
+                while i < n { t |= UInt64(p[i]) << shift; shift += 8; i += 1 }
+            }
+            h = (h ^ t) &* 0x94D0_49BB_1331_11EB
+            h ^= h >> 29
+        }
+        return h
     }
 
     /// The index of `s`, or -1.
@@ -67,7 +83,7 @@ final class NameTable: @unchecked Sendable {
             if k < 0 { return -1 }
             if hashes[k] == h {
                 let o = offsets[k]
-                if offsets[k + 1] - o == n && memcmp(bytes + o, p, n) == 0 { return k }
+                if offsets[k + 1] - o == n && bytesEqual(bytes + o, p, n) { return k }
             }
             i = (i + 1) & mask
         }

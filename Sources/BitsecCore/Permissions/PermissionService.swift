@@ -36,7 +36,7 @@ public final class PermissionService: Capability {
 
     private init(active: PolicyDocument, shadow: PolicyDocument?, audit: (any AuditHook)?, auditDenials: Bool) throws(BitsecError) {
         self.audit = audit
-        self.auditDenials = auditDenials
+        self.auditDenials = auditDenials && audit != nil
         let a = try CompiledPolicy(active, generation: generations.add(1, ordering: .relaxed).newValue)
         let s = try shadow.map { (d) throws(BitsecError) in try CompiledPolicy(d, generation: 0) }
         state = Mutex(State(active: a, shadow: s))
@@ -83,7 +83,7 @@ public final class PermissionService: Capability {
         let d = s.active.decide(p, resource: resource, action: action, ctx, unknownRoles: &unknown)
         if unknown > 0 { unknownRoles.add(unknown, ordering: .relaxed) }
         if let shadow = s.shadow { compare(d, shadow, p, resource, action, ctx, s.active) }
-        if !d.allowed, auditDenials, let audit, audit.automaticEventsEnabled {
+        if !d.allowed, auditDenials, let audit, audit.automaticEventsEnabled {  // auditDenials is false without a hook
             audit.emitAutomatic(denialEvent(d, p, resource, action, s.active))
         }
         return d
