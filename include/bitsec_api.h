@@ -47,6 +47,19 @@ int32_t bitsec_abi_version(void) BITSEC_NODISCARD;
 /// Since: 0.1.0
 int32_t bitsec_check_permission(bitsec_runtime *rt, char const *principal, size_t principal_len, char const *permission, size_t permission_len, char const *context, size_t context_len, uint64_t *out_decision) BITSEC_NODISCARD;
 
+/// As bitsec_check_permission, with the whole request in one buffer: for language
+/// bindings, where every argument of a foreign call costs (the Python binding uses it).
+/// request, request_len: NUL-separated fields "permission\0" + the packed principal
+/// (4 or 5 fields, as bitsec_check_permission) + optionally "\0" and the packed context
+/// (3 fields). The count tells the parts apart: 5 or 6 fields without a context, 8 or 9
+/// with one; any other count is BITSEC_E_INVALID_ARGUMENT. At most
+/// BITSEC_MAX_PRINCIPAL_BYTES; caller-owned, only read during the call.
+/// out_decision: receives the decision, as bitsec_check_permission.
+/// Returns as bitsec_check_permission.
+/// Thread safety: safe from any thread.
+/// Since: 0.1.0
+int32_t bitsec_check_permission_packed(bitsec_runtime *rt, char const *request, size_t request_len, uint64_t *out_decision) BITSEC_NODISCARD;
+
 /// Decides many permissions for one principal in one call (menus, UIs).
 /// principal, context: as bitsec_check_permission.
 /// permissions, permissions_len: "resource:action" entries separated by spaces, commas,

@@ -58,6 +58,33 @@ public func bitsec_check_permission(_ rt: OpaquePointer?, _ principal: UnsafePoi
     }
 }
 
+/// As bitsec_check_permission, with the whole request in one buffer: for language
+/// bindings, where every argument of a foreign call costs (the Python binding uses it).
+///
+/// request, request_len: NUL-separated fields "permission\0" + the packed principal
+/// (4 or 5 fields, as bitsec_check_permission) + optionally "\0" and the packed context
+/// (3 fields). The count tells the parts apart: 5 or 6 fields without a context, 8 or 9
+/// with one; any other count is BITSEC_E_INVALID_ARGUMENT. At most
+/// BITSEC_MAX_PRINCIPAL_BYTES; caller-owned, only read during the call.
+/// out_decision: receives the decision, as bitsec_check_permission.
+/// Returns as bitsec_check_permission.
+/// Thread safety: safe from any thread.
+/// Since: 0.1.0
+@c(bitsec_check_permission_packed)
+public func bitsec_check_permission_packed(_ rt: OpaquePointer?, _ request: UnsafePointer<CChar>?, _ request_len: UInt,
+                                           _ out_decision: UnsafeMutablePointer<UInt64>?) -> Int32 {
+    withRuntime(rt) { (r) throws(BitsecError) in
+        guard let out_decision else { throw .invalid("out_decision is NULL") }
+        out_decision.pointee = 0
+        let svc = try r.require(r.permissions)
+        let q = try PackedRequest.parse(try slice(request, request_len, "request", max: PermissionService.maxPrincipalBytes))
+        guard q.permission.count <= PermissionService.maxPermissionBytes else {
+            throw .tooLarge("permission exceeds the limit of \(PermissionService.maxPermissionBytes)")
+        }
+        out_decision.pointee = try svc.check(q.principal, permission: q.permission, q.context).raw
+    }
+}
+
 /// Decides many permissions for one principal in one call (menus, UIs).
 ///
 /// principal, context: as bitsec_check_permission.

@@ -188,3 +188,67 @@ public struct ResourceContext: @unchecked Sendable {
         return c
     }
 }
+
+/// A whole request in one buffer, for bindings where each argument of a foreign call costs
+/// (ctypes: ~0.1 us per argument): `permission NUL principal-fields [NUL context-fields]`.
+/// The field count says which parts are present: 5 (principal without scopes), 6 (with
+/// scopes), 8 and 9 (the same plus the three context fields). Other counts are refused.
+public struct PackedRequest {
+    public var permission: ByteSlice = .empty
+    public var principal = PrincipalView()
+    public var context = ResourceContext()
+
+    public static func parse(_ raw: UnsafeRawBufferPointer) throws(BitsecError) -> PackedRequest {
+        guard let base = raw.baseAddress?.assumingMemoryBound(to: UInt8.self), raw.count > 0 else {
+            throw .invalid("request is empty")
+        }
+        let count = raw.count
+        // Start offsets and lengths of up to 9 fields.
+        var starts = (0, 0, 0, 0, 0, 0, 0, 0, 0)
+        var ends = (count, count, count, count, count, count, count, count, count)
+        var n = 1
+        var i = 0
+        let raw8 = UnsafeRawPointer(base)
+        while true {
+            while i + 8 <= count {
+                let v = raw8.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+                if (v &- 0x0101_0101_0101_0101) & ~v & 0x8080_8080_8080_8080 != 0 { break }
+                i += 8
+            }
+            if i >= count { break }
+            if base[i] == 0 {
+                guard n < 9 else { throw .invalid("request has more than 9 NUL-separated fields") }
+                withUnsafeMutableBytes(of: &ends) { $0.storeBytes(of: i, toByteOffset: (n - 1) * MemoryLayout<Int>.stride, as: Int.self) }
+                withUnsafeMutableBytes(of: &starts) { $0.storeBytes(of: i + 1, toByteOffset: n * MemoryLayout<Int>.stride, as: Int.self) }
+                n += 1
+            }
+            i += 1
+        }
+        guard n == 5 || n == 6 || n == 8 || n == 9 else {
+            throw .invalid("request must have 5, 6, 8 or 9 NUL-separated fields (permission, principal, [context])")
+        }
+        func field(_ k: Int) -> ByteSlice {
+            let s = withUnsafeBytes(of: starts) { $0.load(fromByteOffset: k * MemoryLayout<Int>.stride, as: Int.self) }
+            let e = withUnsafeBytes(of: ends) { $0.load(fromByteOffset: k * MemoryLayout<Int>.stride, as: Int.self) }
+            return ByteSlice(base + s, e - s)
+        }
+        var r = PackedRequest()
+        r.permission = field(0)
+        r.principal.id = field(1)
+        r.principal.roles = field(2)
+        r.principal.tenant = field(3)
+        r.principal.department = field(4)
+        let hasScopes = n == 6 || n == 9
+        if hasScopes {
+            r.principal.scopes = field(5)
+            r.principal.hasScopes = true
+        }
+        if n >= 8 {
+            let c = hasScopes ? 6 : 5
+            r.context.owner = field(c)
+            r.context.tenant = field(c + 1)
+            r.context.department = field(c + 2)
+        }
+        return r
+    }
+}
