@@ -53,7 +53,8 @@ public func bitsec_check_permission(_ rt: OpaquePointer?, _ principal: UnsafePoi
         let svc = try r.require(r.permissions)
         let p = try PrincipalView.parse(try slice(principal, principal_len, "principal", max: PermissionService.maxPrincipalBytes))
         let perm = try slice(permission, permission_len, "permission", max: PermissionService.maxPermissionBytes)
-        let ctx = try ResourceContext.parse(try slice(context, context_len, "context", max: PermissionService.maxPrincipalBytes))
+        let ctx = context_len == 0 ? ResourceContext()
+            : try ResourceContext.parse(try slice(context, context_len, "context", max: PermissionService.maxPrincipalBytes))
         out_decision.pointee = try svc.check(p, permission: byteSlice(perm), ctx).raw
     }
 }

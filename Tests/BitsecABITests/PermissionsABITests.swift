@@ -213,3 +213,39 @@ final class ConditionCounter: @unchecked Sendable {
     func add() { pthread_mutex_lock(&m); n += 1; pthread_mutex_unlock(&m) }
     var value: Int { pthread_mutex_lock(&m); defer { pthread_mutex_unlock(&m) }; return n }
 }
+
+@Suite struct PermissionsPackedABITests {
+    private func packedCheck(_ rt: OpaquePointer?, _ fields: [String]) -> (Int32, UInt64) {
+        let bytes = Array(fields.joined(separator: "\0").utf8)
+        var d: UInt64 = 0
+        let rc = bytes.withUnsafeBufferPointer { b in
+            bitsec_check_permission_packed(rt, UnsafeRawPointer(b.baseAddress)?.assumingMemoryBound(to: CChar.self), UInt(b.count), &d)
+        }
+        return (rc, d)
+    }
+
+    @Test func packedAgreesWithTheExplicitForm() {
+        let (orc, rt) = open(#"{"permissions": {"policy": {"resources": ["docs"], "actions": ["read", "write"], "roles": {"w": {"allow": ["docs:read", {"permission": "docs:write", "owner_only": true}]}}}}}"#)
+        #expect(orc == OK)
+        defer { bitsec_runtime_close(rt) }
+        var (rc, d) = packedCheck(rt, ["docs:read", "alice", "w", "", ""])
+        #expect(rc == OK && d & 1 == 1)
+        (rc, d) = packedCheck(rt, ["docs:write", "alice", "w", "", ""])
+        #expect(rc == OK && (d >> 8) & 0xFF == 4)  // owner_only
+        (rc, d) = packedCheck(rt, ["docs:write", "alice", "w", "", "", "alice", "", ""])
+        #expect(rc == OK && d & 1 == 1)
+        (rc, d) = packedCheck(rt, ["docs:write", "alice", "w", "", "", "docs:read", "alice", "", ""])
+        #expect(rc == OK && (d >> 8) & 0xFF == 7)  // scope_missing
+        (rc, d) = packedCheck(rt, ["docs:read", "alice", "w", "", "", "docs:read"])
+        #expect(rc == OK && d & 1 == 1)
+        // A NUL smuggled into a field changes the count: refused, never reinterpreted.
+        #expect(packedCheck(rt, ["docs:read", "alice", "w", ""]).0 == E_INVALID)
+        #expect(packedCheck(rt, ["docs:read", "a", "w", "", "", "x", "y"]).0 == E_INVALID)
+        #expect(packedCheck(rt, Array(repeating: "x", count: 10)).0 == E_INVALID)
+        var out: UInt64 = 0
+        #expect(bitsec_check_permission_packed(rt, nil, 3, &out) == E_INVALID)
+        #expect(bitsec_check_permission_packed(rt, "docs:read\0a\0w\0\0", 15, nil) == E_INVALID)
+        #expect(bitsec_check_permission_packed(rt, "docs:read\0a\0w\0\0", UInt.max, &out) == E_TOO_LARGE)
+        #expect(bitsec_check_permission_packed(rt, "docs:read\0a\0w\0\0", 0, &out) == E_INVALID)
+    }
+}

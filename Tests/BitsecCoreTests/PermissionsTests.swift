@@ -404,3 +404,49 @@ struct SplitMix {
         return z ^ (z >> 31)
     }
 }
+
+@Suite struct PackedFormatTests {
+    /// Random fields of every length around the 8-byte scanning steps split exactly.
+    @Test func principalAndRequestSplitExactly() throws {
+        var rng = SplitMix(seed: 7)
+        func field() -> [UInt8] { (0..<Int(rng.next() % 20)).map { _ in UInt8(1 + rng.next() % 255) } }
+        for _ in 0..<2000 {
+            let n = 4 + Int(rng.next() % 2)
+            let fields = (0..<n).map { _ in field() }
+            var packed: [UInt8] = []
+            for (i, f) in fields.enumerated() { if i > 0 { packed.append(0) }; packed += f }
+            let p = try packed.withRawBytes { (raw) throws(BitsecError) in try PrincipalView.parse(raw) }
+            let got = [p.id, p.roles, p.tenant, p.department] + (p.hasScopes ? [p.scopes] : [])
+            #expect(got.map { Array($0.string.utf8) }.count == n)
+            for (g, f) in zip(got, fields) { #expect(g.count == f.count) }
+            #expect(p.hasScopes == (n == 5))
+            // The same principal inside a packed request, with and without a context.
+            let ctx = [field(), field(), field()]
+            for withContext in [false, true] {
+                var req = Array("docs:read".utf8) + [0] + packed
+                if withContext { for c in ctx { req.append(0); req += c } }
+                let q = try req.withRawBytes { (raw) throws(BitsecError) in try PackedRequest.parse(raw) }
+                #expect(q.permission.count == 9)
+                #expect(q.principal.department.count == fields[3].count)
+                #expect(q.principal.hasScopes == (n == 5))
+                #expect(q.context.owner.count == (withContext ? ctx[0].count : 0))
+                #expect(q.context.department.count == (withContext ? ctx[2].count : 0))
+            }
+        }
+    }
+
+    @Test func wrongFieldCountsAreRefused() {
+        for count in [1, 2, 3, 6, 7] {
+            let packed = Array(Array(repeating: "x", count: count).joined(separator: "\0").utf8)
+            expectError(.invalidArgument, "4 or 5") { _ = try packed.withRawBytes { (r) throws(BitsecError) in try PrincipalView.parse(r) } }
+        }
+        for count in [1, 2, 3, 4, 7, 10, 12] {
+            let packed = Array(Array(repeating: "x", count: count).joined(separator: "\0").utf8)
+            expectError(.invalidArgument) { _ = try packed.withRawBytes { (r) throws(BitsecError) in try PackedRequest.parse(r) } }
+        }
+        for count in [1, 2, 4] {
+            let packed = Array(Array(repeating: "x", count: count).joined(separator: "\0").utf8)
+            expectError(.invalidArgument, "3 NUL-separated") { _ = try packed.withRawBytes { (r) throws(BitsecError) in try ResourceContext.parse(r) } }
+        }
+    }
+}

@@ -94,6 +94,25 @@ func bytesEqual(_ a: UnsafePointer<UInt8>, _ b: UnsafePointer<UInt8>, _ n: Int) 
     return true
 }
 
+/// The index of the first NUL at or after `from`, or `count`: 8 bytes per step (the
+/// classic has-zero-byte test; its lowest flagged byte is always a real NUL).
+@inline(__always)
+func nextNul(_ base: UnsafePointer<UInt8>, _ from: Int, _ count: Int) -> Int {
+    var i = from
+    let raw = UnsafeRawPointer(base)
+    while i + 8 <= count {
+        let v = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: i, as: UInt64.self))
+        let m = (v &- 0x0101_0101_0101_0101) & ~v & 0x8080_8080_8080_8080
+        if m != 0 { return i + m.trailingZeroBitCount >> 3 }
+        i += 8
+    }
+    while i < count {
+        if base[i] == 0 { return i }
+        i += 1
+    }
+    return count
+}
+
 /// Splits a NUL-separated packed buffer into at most `max` (<= 5) fields; returns the
 /// field count, or nil when there are more. A NUL inside a value therefore changes the
 /// field count and is refused, never reinterpreted.
@@ -104,38 +123,22 @@ func splitPacked(_ raw: UnsafeRawBufferPointer, _ f: inout (ByteSlice, ByteSlice
         return 1
     }
     let count = raw.count
-    // Positions of the NULs (at most 4 are ever needed).
-    var cuts = (count, count, count, count)
-    var nuls = 0
-    var i = 0
-    let raw8 = UnsafeRawPointer(base)
-    while true {
-        // Skip 8 bytes at a time while they hold no NUL.
-        while i + 8 <= count {
-            let v = raw8.loadUnaligned(fromByteOffset: i, as: UInt64.self)
-            if (v &- 0x0101_0101_0101_0101) & ~v & 0x8080_8080_8080_8080 != 0 { break }
-            i += 8
-        }
-        if i >= count { break }
-        if base[i] == 0 {
-            switch nuls {
-            case 0: cuts.0 = i
-            case 1: cuts.1 = i
-            case 2: cuts.2 = i
-            case 3: cuts.3 = i
-            default: return nil
-            }
-            nuls += 1
-        }
-        i += 1
-    }
-    guard nuls < max else { return nil }
-    f.0 = ByteSlice(base, cuts.0)
-    if nuls >= 1 { f.1 = ByteSlice(base + cuts.0 + 1, cuts.1 - cuts.0 - 1) }
-    if nuls >= 2 { f.2 = ByteSlice(base + cuts.1 + 1, cuts.2 - cuts.1 - 1) }
-    if nuls >= 3 { f.3 = ByteSlice(base + cuts.2 + 1, cuts.3 - cuts.2 - 1) }
-    if nuls >= 4 { f.4 = ByteSlice(base + cuts.3 + 1, count - cuts.3 - 1) }
-    return nuls + 1
+    let c0 = nextNul(base, 0, count)
+    f.0 = ByteSlice(base, c0)
+    if c0 == count { return 1 }
+    let c1 = nextNul(base, c0 + 1, count)
+    f.1 = ByteSlice(base + c0 + 1, c1 - c0 - 1)
+    if c1 == count { return 2 }
+    let c2 = nextNul(base, c1 + 1, count)
+    f.2 = ByteSlice(base + c1 + 1, c2 - c1 - 1)
+    if c2 == count { return max >= 3 ? 3 : nil }
+    let c3 = nextNul(base, c2 + 1, count)
+    f.3 = ByteSlice(base + c2 + 1, c3 - c2 - 1)
+    if c3 == count { return max >= 4 ? 4 : nil }
+    let c4 = nextNul(base, c3 + 1, count)
+    f.4 = ByteSlice(base + c3 + 1, c4 - c3 - 1)
+    if c4 == count { return max >= 5 ? 5 : nil }
+    return nil
 }
 
 /// The principal of a decision: the fields of a verified token's claims (or given
@@ -155,6 +158,7 @@ public struct PrincipalView: @unchecked Sendable {
 
     public init() {}
 
+    @inline(__always)
     public static func parse(_ raw: UnsafeRawBufferPointer) throws(BitsecError) -> PrincipalView {
         var f: (ByteSlice, ByteSlice, ByteSlice, ByteSlice, ByteSlice) = (.empty, .empty, .empty, .empty, .empty)
         guard let n = splitPacked(raw, &f, max: 5), n == 4 || n == 5 else {
@@ -177,6 +181,7 @@ public struct ResourceContext: @unchecked Sendable {
 
     public init() {}
 
+    @inline(__always)
     public static func parse(_ raw: UnsafeRawBufferPointer) throws(BitsecError) -> ResourceContext {
         var c = ResourceContext()
         guard raw.count > 0 else { return c }
@@ -198,6 +203,7 @@ public struct PackedRequest {
     public var principal = PrincipalView()
     public var context = ResourceContext()
 
+    @inline(__always)
     public static func parse(_ raw: UnsafeRawBufferPointer) throws(BitsecError) -> PackedRequest {
         guard let base = raw.baseAddress?.assumingMemoryBound(to: UInt8.self), raw.count > 0 else {
             throw .invalid("request is empty")
@@ -207,22 +213,13 @@ public struct PackedRequest {
         var starts = (0, 0, 0, 0, 0, 0, 0, 0, 0)
         var ends = (count, count, count, count, count, count, count, count, count)
         var n = 1
-        var i = 0
-        let raw8 = UnsafeRawPointer(base)
-        while true {
-            while i + 8 <= count {
-                let v = raw8.loadUnaligned(fromByteOffset: i, as: UInt64.self)
-                if (v &- 0x0101_0101_0101_0101) & ~v & 0x8080_8080_8080_8080 != 0 { break }
-                i += 8
-            }
-            if i >= count { break }
-            if base[i] == 0 {
-                guard n < 9 else { throw .invalid("request has more than 9 NUL-separated fields") }
-                withUnsafeMutableBytes(of: &ends) { $0.storeBytes(of: i, toByteOffset: (n - 1) * MemoryLayout<Int>.stride, as: Int.self) }
-                withUnsafeMutableBytes(of: &starts) { $0.storeBytes(of: i + 1, toByteOffset: n * MemoryLayout<Int>.stride, as: Int.self) }
-                n += 1
-            }
-            i += 1
+        var i = nextNul(base, 0, count)
+        while i < count {
+            guard n < 9 else { throw .invalid("request has more than 9 NUL-separated fields") }
+            withUnsafeMutableBytes(of: &ends) { $0.storeBytes(of: i, toByteOffset: (n - 1) * MemoryLayout<Int>.stride, as: Int.self) }
+            withUnsafeMutableBytes(of: &starts) { $0.storeBytes(of: i + 1, toByteOffset: n * MemoryLayout<Int>.stride, as: Int.self) }
+            n += 1
+            i = nextNul(base, i + 1, count)
         }
         guard n == 5 || n == 6 || n == 8 || n == 9 else {
             throw .invalid("request must have 5, 6, 8 or 9 NUL-separated fields (permission, principal, [context])")
