@@ -254,6 +254,13 @@ class PermissionsMixin:
             self._perm_tls = threading.local()
             return self._perm_tls
 
+    def _perm_slot(self) -> tuple[Any, Any]:
+        """This thread's output cell for decisions (ctypes releases the GIL during calls)."""
+        tls = self._perm_state()
+        out = c_uint64(0)
+        tls.slot = (out, ctypes.byref(out))
+        return tls.slot
+
     def _decision(self, raw: int) -> Decision:
         d = self._perm_cache.get(raw)
         if d is None:
@@ -296,28 +303,22 @@ class PermissionsMixin:
                 raise TypeError("action must be a str")
             context, action = action, None  # check_permission(p, "r:a", {...})
         try:
-            tls = self._perm_tls
+            out, ref = self._perm_tls.slot
         except AttributeError:
-            tls = self._perm_state()
-        try:
-            ref = tls.ref
-        except AttributeError:
-            tls.out = c_uint64(0)
-            ref = tls.ref = ctypes.byref(tls.out)
+            out, ref = self._perm_slot()
         tail = principal._tail if type(principal) is Principal else _principal_tail(principal)
         perm = self._perm_names.get(resource if action is None else (resource, action)) or self._permission_bytes(resource, action)
         req = perm + tail
         if context:
             req += b"\0" + _packed_context(context)  # type: ignore[operator]
-        if self._h is None:  # type: ignore[attr-defined]
-            self.handle  # raises ClosedError
         n = len(req)
         if n > MAX_REQUEST:
             raise bitsec_errors.TooLargeError(f"request of {n} bytes exceeds {MAX_REQUEST}")
+        # A closed runtime answers BITSEC_E_CLOSED (its handle object is never freed).
         rc = _check_packed_fast(self._perm_handle, req, n, ref)
         if rc:
             N.check(rc)
-        raw = tls.out.value
+        raw = out.value
         d = self._perm_cache.get(raw)
         return d if d is not None else self._decision(raw)
 
