@@ -47,6 +47,20 @@ int32_t bitsec_abi_version(void) BITSEC_NODISCARD;
 /// Since: 0.1.0
 int32_t bitsec_check_permission(bitsec_runtime *rt, char const *principal, size_t principal_len, char const *permission, size_t permission_len, char const *context, size_t context_len, uint64_t *out_decision) BITSEC_NODISCARD;
 
+/// As bitsec_check_permission, with the principal taken from a verified token's claims as
+/// JSON (for example what the tokens functions return): sub (or user_id), roles / role,
+/// scope / scopes / scp (present: the principal carries scopes), tenant_id (or tenant),
+/// department; other claims are ignored, as are role values containing separators.
+/// Parsing the JSON costs more than the packed principal of bitsec_check_permission: use
+/// that one on hot paths.
+/// claims, claims_len: the claims JSON object, at most BITSEC_MAX_PRINCIPAL_BYTES;
+/// caller-owned. Only verified claims must be passed: this function does not verify anything.
+/// permission, context, out_decision: as bitsec_check_permission.
+/// Returns as bitsec_check_permission, and BITSEC_E_MALFORMED (not a JSON object).
+/// Thread safety: safe from any thread.
+/// Since: 0.1.0
+int32_t bitsec_check_permission_claims(bitsec_runtime *rt, char const *claims, size_t claims_len, char const *permission, size_t permission_len, char const *context, size_t context_len, uint64_t *out_decision) BITSEC_NODISCARD;
+
 /// As bitsec_check_permission, with the whole request in one buffer: for language
 /// bindings, where every argument of a foreign call costs (the Python binding uses it).
 /// request, request_len: NUL-separated fields "permission\0" + the packed principal

@@ -86,6 +86,38 @@ public func bitsec_check_permission_packed(_ rt: OpaquePointer?, _ request: Unsa
     }
 }
 
+/// As bitsec_check_permission, with the principal taken from a verified token's claims as
+/// JSON (for example what the tokens functions return): sub (or user_id), roles / role,
+/// scope / scopes / scp (present: the principal carries scopes), tenant_id (or tenant),
+/// department; other claims are ignored, as are role values containing separators.
+/// Parsing the JSON costs more than the packed principal of bitsec_check_permission: use
+/// that one on hot paths.
+///
+/// claims, claims_len: the claims JSON object, at most BITSEC_MAX_PRINCIPAL_BYTES;
+/// caller-owned. Only verified claims must be passed: this function does not verify anything.
+/// permission, context, out_decision: as bitsec_check_permission.
+/// Returns as bitsec_check_permission, and BITSEC_E_MALFORMED (not a JSON object).
+/// Thread safety: safe from any thread.
+/// Since: 0.1.0
+@c(bitsec_check_permission_claims)
+public func bitsec_check_permission_claims(_ rt: OpaquePointer?, _ claims: UnsafePointer<CChar>?, _ claims_len: UInt,
+                                           _ permission: UnsafePointer<CChar>?, _ permission_len: UInt,
+                                           _ context: UnsafePointer<CChar>?, _ context_len: UInt,
+                                           _ out_decision: UnsafeMutablePointer<UInt64>?) -> Int32 {
+    withRuntime(rt) { (r) throws(BitsecError) in
+        guard let out_decision else { throw .invalid("out_decision is NULL") }
+        out_decision.pointee = 0
+        let svc = try r.require(r.permissions)
+        let packed = try ClaimsPrincipal.pack(try slice(claims, claims_len, "claims", max: PermissionService.maxPrincipalBytes))
+        let perm = try slice(permission, permission_len, "permission", max: PermissionService.maxPermissionBytes)
+        let ctx = context_len == 0 ? ResourceContext()
+            : try ResourceContext.parse(try slice(context, context_len, "context", max: PermissionService.maxPrincipalBytes))
+        out_decision.pointee = try packed.withRawBytes { (raw) throws(BitsecError) -> UInt64 in
+            try svc.check(try PrincipalView.parse(raw), permission: byteSlice(perm), ctx).raw
+        }
+    }
+}
+
 /// Decides many permissions for one principal in one call (menus, UIs).
 ///
 /// principal, context: as bitsec_check_permission.

@@ -249,3 +249,35 @@ final class ConditionCounter: @unchecked Sendable {
         #expect(bitsec_check_permission_packed(rt, "docs:read\0a\0w\0\0", 0, &out) == E_INVALID)
     }
 }
+
+@Suite struct PermissionsClaimsABITests {
+    private func claimsCheck(_ rt: OpaquePointer?, _ claims: String, _ perm: String, _ ctx: String? = nil) -> (Int32, UInt64) {
+        var d: UInt64 = 0
+        let c = Array((ctx ?? "").utf8)
+        let rc = c.withUnsafeBufferPointer { cb in
+            bitsec_check_permission_claims(rt, claims, UInt(claims.utf8.count), perm, UInt(perm.utf8.count),
+                                           ctx == nil ? nil : UnsafeRawPointer(cb.baseAddress)?.assumingMemoryBound(to: CChar.self), UInt(c.count), &d)
+        }
+        return (rc, d)
+    }
+
+    @Test func adr007ClaimsDecide() {
+        let (orc, rt) = open(#"{"permissions": {"policy": {"resources": ["inspections", "reports"], "actions": ["create", "read"], "scope_actions": {"write": ["create"]}, "roles": {"quality_engineer": {"allow": ["*:*"]}}}}}"#)
+        #expect(orc == OK)
+        defer { bitsec_runtime_close(rt) }
+        let claims = #"{"sub": "user_12345", "scope": "inspections:read inspections:write", "tenant_id": "acme", "role": "quality_engineer", "permissions": ["x"], "exp": 1}"#
+        var (rc, d) = claimsCheck(rt, claims, "inspections:create")
+        #expect(rc == OK && d & 1 == 1)
+        (rc, d) = claimsCheck(rt, claims, "reports:read")
+        #expect(rc == OK && (d >> 8) & 0xFF == 7)  // scope_missing
+        (rc, d) = claimsCheck(rt, claims, "inspections:read", "\0globex\0")
+        #expect(rc == OK && (d >> 8) & 0xFF == 6)  // tenant_mismatch
+        (rc, d) = claimsCheck(rt, #"{"user_id": 42, "roles": ["quality_engineer", "bad role"]}"#, "reports:read")
+        #expect(rc == OK && d & 1 == 1)  // no scope claim: roles decide
+        (rc, d) = claimsCheck(rt, #"{"sub": "a", "role": "quality_engineer", "scp": []}"#, "reports:read")
+        #expect(rc == OK && (d >> 8) & 0xFF == 7)  // an empty scope list allows nothing
+        #expect(claimsCheck(rt, "[1]", "reports:read").0 == 9)  // malformed
+        #expect(claimsCheck(rt, "{", "reports:read").0 == 9)
+        #expect(claimsCheck(rt, #"{"sub": "a\u0000b", "role": "x"}"#, "reports:read").0 == E_INVALID)
+    }
+}

@@ -235,3 +235,15 @@ def test_reason_codes_match_header_and_library(repo_root: Path) -> None:
         assert bitsec.permission_reason(code) == name
     assert bitsec.permission_reason(0) == "unknown"
     assert Decision(0x0101, None).reason == "granted"
+
+
+def test_claims_as_json_bytes(adr: bitsec.Runtime) -> None:
+    claims = json.dumps({"sub": "u", "role": "quality_engineer", "scope": "inspections:write", "tenant_id": "acme"}).encode()
+    assert adr.check_permission(claims, "inspections", "create")
+    assert adr.check_permission(claims, "inspections:read").reason == "scope_missing"
+    assert adr.check_permission(claims, "inspections:create", {"tenant_id": "globex"}).reason == "tenant_mismatch"
+    with pytest.raises(bitsec.MalformedError):
+        adr.check_permission(b"[1]", "inspections:read")
+    # The same reading as Principal.from_claims.
+    d = {"user_id": "7", "roles": ["manager", "x y"], "scp": ["users:read"], "tenant": "t"}
+    assert adr.check_permission(json.dumps(d).encode(), "users:read") is adr.check_permission(d, "users:read")

@@ -30,6 +30,8 @@ _check_packed = N.declare("bitsec_check_permission_packed", c_int32, [c_void_p, 
 # the request is at most 64 KiB, larger ones are refused before the call.
 _check_packed_fast = N.lib["bitsec_check_permission_packed"]
 _check_packed_fast.restype = c_int32
+_check_claims = N.declare("bitsec_check_permission_claims", c_int32,
+                          [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t, POINTER(c_uint64)])
 _check_batch = N.declare("bitsec_check_permissions", c_int32,
                          [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t,
                           POINTER(c_uint64), c_size_t, POINTER(c_size_t)])
@@ -150,7 +152,7 @@ class Principal:
                 f"tenant={self.tenant!r}, department={self.department!r})")
 
 
-PrincipalLike = Union[Principal, Mapping[str, Any]]
+PrincipalLike = Union[Principal, Mapping[str, Any], bytes]
 _SEPARATOR_RE = re.compile(r"[ ,\t\n]")
 
 
@@ -254,6 +256,14 @@ class PermissionsMixin:
             self._perm_tls = threading.local()
             return self._perm_tls
 
+    def _check_claims_json(self, claims: bytes, perm: bytes, context: Mapping[str, Any] | None, out: Any, ref: Any) -> Decision:
+        """The claims as raw JSON bytes (as a token verifier returns them): parsed in C."""
+        c = _packed_context(context)
+        N.check(_check_claims(self.handle, claims, len(claims), perm, len(perm), c, len(c) if c else 0, ref))
+        raw = out.value
+        d = self._perm_cache.get(raw)
+        return d if d is not None else self._decision(raw)
+
     def _perm_slot(self) -> tuple[Any, Any]:
         """This thread's output cell for decisions (ctypes releases the GIL during calls)."""
         tls = self._perm_state()
@@ -295,7 +305,7 @@ class PermissionsMixin:
     def check_permission(self, principal: PrincipalLike, resource: str, action: str | Mapping[str, Any] | None = None,
                          context: Mapping[str, Any] | None = None) -> Decision:
         """Decides ``resource:action`` (or ``resource``, ``action``) for ``principal`` (a
-        ``Principal`` or the claims dict of ``verify_token``). ``context``: the resource's
+        ``Principal``, the claims dict of ``verify_token``, or verified claims as JSON bytes). ``context``: the resource's
         ``owner_id``, ``tenant_id`` and ``department``. Returns a ``Decision`` (truthy when
         allowed); never raises for a denial, unknown resource or unknown action."""
         if action is not None and type(action) is not str:
@@ -306,8 +316,13 @@ class PermissionsMixin:
             out, ref = self._perm_tls.slot
         except AttributeError:
             out, ref = self._perm_slot()
-        tail = principal._tail if type(principal) is Principal else _principal_tail(principal)
         perm = self._perm_names.get(resource if action is None else (resource, action)) or self._permission_bytes(resource, action)
+        if type(principal) is Principal:
+            tail = principal._tail
+        elif isinstance(principal, (bytes, bytearray)):
+            return self._check_claims_json(bytes(principal), perm, context, out, ref)
+        else:
+            tail = _principal_tail(principal)
         req = perm + tail
         if context:
             req += b"\0" + _packed_context(context)  # type: ignore[operator]
