@@ -450,3 +450,14 @@ struct SplitMix {
         }
     }
 }
+
+@Suite struct PermissionLimitTests {
+    /// A deep inheritance chain compiles (each role holds its ancestors) and decides right.
+    @Test func longInheritanceChain() throws {
+        let n = 2000
+        let roles = (0..<n).map { i in i == 0 ? #""r0": {"allow": ["d:a"]}"# : #""r\#(i)": {"inherits": ["r\#(i - 1)"]}"# }
+        let svc = try service(#"{"resources": ["d"], "actions": ["a", "b"], "roles": {\#(roles.joined(separator: ","))}}"#)
+        #expect(try svc.check(Principal(id: "u", roles: ["r\(n - 1)"]), "d:a").allowed)
+        #expect(try svc.check(Principal(id: "u", roles: ["r\(n - 1)"]), "d:b").reason == .noGrant)
+    }
+}

@@ -9,6 +9,10 @@
 final class CompiledPolicy: @unchecked Sendable {
     /// Cells in the matrix (roles x resources x actions) at most: 16 Mi (64 MiB).
     static let maxCells = 1 << 24
+    /// Compilation work at most: (role, rule, cell) expansions, and grants kept in distinct
+    /// cells. A policy beyond these is refused instead of compiling for minutes.
+    static let maxExpansions = 1 << 25
+    static let maxGrants = 1 << 25
 
     /// Plain data (no reference counting on the hot path); a department value lives in
     /// `departmentBytes` at `departmentOffset` (length -1: no department condition).
@@ -86,6 +90,8 @@ final class CompiledPolicy: @unchecked Sendable {
         var grants = [[Int64]](repeating: [], count: ra)
         var touched: [Int] = []
         var isTouched = [Bool](repeating: false, count: ra)
+        var expansions = 0
+        var grantTotal = 0
         for role in 0..<N {
             var ruleIds: [Int] = []
             for a in closures[role] { ruleIds.append(contentsOf: doc.roleRules[a]) }
@@ -94,6 +100,11 @@ final class CompiledPolicy: @unchecked Sendable {
                 let rule = doc.rules[ri]
                 let rs = rule.resource < 0 ? 0..<R : rule.resource..<(rule.resource + 1)
                 let acts = rule.action < 0 ? 0..<A : rule.action..<(rule.action + 1)
+                expansions += rs.count * acts.count
+                guard expansions <= Self.maxExpansions else {
+                    m.deallocate()
+                    throw .config("policy: expanding roles, inheritance and wildcards exceeds \(Self.maxExpansions) grants; simplify the policy")
+                }
                 for r in rs {
                     for a in acts {
                         let k = r * A + a
@@ -111,6 +122,11 @@ final class CompiledPolicy: @unchecked Sendable {
                 let key = CellKey(deny: deny[k], grants: deny[k] >= 0 ? [] : grants[k])
                 let id: UInt32
                 if let existing = cellIds[key] { id = existing } else {
+                    grantTotal += key.grants.count
+                    guard grantTotal <= Self.maxGrants else {
+                        m.deallocate()
+                        throw .config("policy: more than \(Self.maxGrants) grants in distinct cells; simplify the policy")
+                    }
                     id = UInt32(cells.count)
                     cellIds[key] = id
                     cells.append(key)

@@ -246,11 +246,16 @@ struct PolicyDocument {
         for r in 0..<roles.count { try visit(r) }
         // `order` lists parents before children: each closure is built from finished ones.
         var closure: [[Int]] = Array(repeating: [], count: roles.count)
+        var total = 0
         for r in order {
             var seen = Set<Int>([r])
             var list = [r]
             for p in inherits[r] {
                 for a in closure[p] where seen.insert(a).inserted { list.append(a) }
+            }
+            total += list.count
+            guard total <= CompiledPolicy.maxExpansions else {
+                throw .config("policy: the role inheritance closure exceeds \(CompiledPolicy.maxExpansions) (role, ancestor) pairs")
             }
             closure[r] = list
         }
