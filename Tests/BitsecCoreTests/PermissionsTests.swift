@@ -461,3 +461,22 @@ struct SplitMix {
         #expect(try svc.check(Principal(id: "u", roles: ["r\(n - 1)"]), "d:b").reason == .noGrant)
     }
 }
+
+@Suite struct PermissionLookupPathTests {
+    /// Above 65,536 resource:action pairs the permission is looked up in two parts: same answers.
+    @Test func splitLookupForLargeNameSpaces() throws {
+        let resources = (0..<300).map { "\"r\($0)\"" }.joined(separator: ",")
+        let actions = (0..<250).map { "\"a\($0)\"" }.joined(separator: ",")
+        let svc = try service(#"{"resources": [\#(resources)], "actions": [\#(actions)], "roles": {"x": {"allow": ["r7:*", "*:a3", {"permission": "r9:a9", "owner_only": true}], "deny": ["r7:a3"]}}}"#)
+        let p = Principal(id: "u", roles: ["x"])
+        #expect(try svc.check(p, "r7:a100").allowed)
+        #expect(try svc.check(p, "r299:a3").allowed)
+        #expect(try svc.check(p, "r7:a3").reason == .deniedByRule)
+        #expect(try svc.check(p, "r8:a4").reason == .noGrant)
+        #expect(try svc.check(p, "r9:a9").reason == .ownerOnly)
+        #expect(try svc.check(p, "r300:a1").reason == .unknownResource)
+        #expect(try svc.check(p, "r1:a250").reason == .unknownAction)
+        #expect(try svc.checkBatch(p, ["r7:a1", "r1:a1"]).map(\.reason) == [.granted, .noGrant])
+        expectError(.invalidArgument) { _ = try svc.check(p, "r1") }
+    }
+}

@@ -99,7 +99,7 @@ static void run(const char *label, const char *config, int roles, int rules) {
     double single = (now_ns() - t0) / (double)iters;
     double single_wall = (wall_ns() - w0) / (double)iters;
 
-    /* The floor: an undeclared resource is refused after the ABI entry (handle check, two
+    /* An undeclared resource is refused after the ABI entry (handle check, two
      * atomics), argument parsing and the policy fetch, before any role is looked at. */
     t0 = now_ns();
     for (long i = 0; i < iters; i++) {
@@ -151,7 +151,7 @@ int main(int argc, char **argv) {
     printf("## permissions: C, ns per decision (bitsec_check_permission, one thread)\n\n");
     printf("ns of thread CPU time per decision (wall clock for the first case too); 1,024 distinct\n");
     printf("principals and permissions in rotation; no context unless stated.\n\n");
-    printf("| policy | rules | roles | distinct cells | check | check, wall | check with context | floor (unknown resource) | batch of 32, per decision |\n");
+    printf("| policy | rules | roles | distinct cells | check | check, wall | check with context | unknown resource | batch of 32, per decision |\n");
     printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     char adrcfg[512];
     snprintf(adrcfg, sizeof adrcfg, "{\"permissions\": {\"policy_file\": \"%s\"}}", adr);

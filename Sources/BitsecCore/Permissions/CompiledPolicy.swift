@@ -29,6 +29,10 @@ final class CompiledPolicy: @unchecked Sendable {
     let actions: NameTable
     let roles: NameTable
     let scopeVerbs: NameTable
+    /// Every `resource:action` interned whole (index = resource * actions + action), when
+    /// there are at most `maxPermissionNames`: one lookup instead of two on the hot path.
+    let permissions: NameTable?
+    static let maxPermissionNames = 1 << 16
     let ruleTexts: [String]
     let tenantIsolation: Bool
     private let resourceCount: Int
@@ -162,6 +166,14 @@ final class CompiledPolicy: @unchecked Sendable {
         actions = NameTable(doc.actions)
         roles = NameTable(doc.roles)
         scopeVerbs = NameTable(doc.scopeVerbs)
+        if ra <= Self.maxPermissionNames {
+            var all: [String] = []
+            all.reserveCapacity(ra)
+            for r in doc.resources { for a in doc.actions { all.append("\(r):\(a)") } }
+            permissions = NameTable(all)
+        } else {
+            permissions = nil
+        }
         let verbs = doc.scopeVerbs.count
         scopeVerbAllows = .allocate(capacity: max(verbs * A, 1))
         scopeVerbAllows.initialize(repeating: false, count: max(verbs * A, 1))
@@ -188,6 +200,17 @@ final class CompiledPolicy: @unchecked Sendable {
         departmentBytes.deallocate()
     }
 
+    /// Decides `permission` (`resource:action`) for `p`; nil when it has no `:`.
+    @inline(__always)
+    func decide(_ p: PrincipalView, permission: ByteSlice, _ ctx: ResourceContext, unknownRoles: inout Int) -> PermissionDecision? {
+        if let table = permissions {
+            let k = table.lookup(permission)
+            if k >= 0 { return decide(p, cell: k, ctx, unknownRoles: &unknownRoles) }
+        }
+        guard let colon = permission.firstIndex(of: 0x3A) else { return nil }
+        return decide(p, resource: permission.prefix(colon), action: permission.suffix(after: colon), ctx, unknownRoles: &unknownRoles)
+    }
+
     /// Decides `permission` (`resource:action`, already split by the caller) for `p`.
     /// `unknownRoles` is increased by the number of the principal's roles this policy does
     /// not know (they are ignored).
@@ -198,11 +221,11 @@ final class CompiledPolicy: @unchecked Sendable {
         if rid < 0 { return PermissionDecision(.unknownResource, rule: -1, generation: generation) }
         let aid = actions.lookup(action)
         if aid < 0 { return PermissionDecision(.unknownAction, rule: -1, generation: generation) }
-        return decide(p, rid: rid, aid: aid, ctx, unknownRoles: &unknownRoles)
+        return decide(p, cell: rid * actionCount + aid, ctx, unknownRoles: &unknownRoles)
     }
 
-    func decide(_ p: PrincipalView, rid: Int, aid: Int, _ ctx: ResourceContext, unknownRoles: inout Int) -> PermissionDecision {
-        let cell = rid * actionCount + aid
+    /// `cell` is resource * actions + action.
+    func decide(_ p: PrincipalView, cell: Int, _ ctx: ResourceContext, unknownRoles: inout Int) -> PermissionDecision {
         var granted: Int32 = -1
         var failure: PermissionReason? = nil
         var failureRule: Int32 = -1
@@ -233,7 +256,7 @@ final class CompiledPolicy: @unchecked Sendable {
             }
         }
         if granted >= 0 {
-            if p.hasScopes && !scopesAllow(p.scopes, rid: rid, aid: aid) {
+            if p.hasScopes && !scopesAllow(p.scopes, rid: cell / actionCount, aid: cell % actionCount) {
                 return PermissionDecision(.scopeMissing, rule: granted, generation: generation)
             }
             return PermissionDecision(.granted, rule: granted, generation: generation)

@@ -76,15 +76,20 @@ public final class PermissionService: Capability {
     /// (when configured); with a shadow policy, disagreements are counted and audited.
     @inline(__always)
     public func check(_ p: PrincipalView, permission: ByteSlice, _ ctx: ResourceContext) throws(BitsecError) -> PermissionDecision {
-        guard let colon = permission.firstIndex(of: 0x3A) else { throw .invalid("permission must be resource:action") }
-        let resource = permission.prefix(colon), action = permission.suffix(after: colon)
         let s = current
         var unknown = 0
-        let d = s.active.decide(p, resource: resource, action: action, ctx, unknownRoles: &unknown)
+        guard let d = s.active.decide(p, permission: permission, ctx, unknownRoles: &unknown) else {
+            throw .invalid("permission must be resource:action")
+        }
         if unknown > 0 { unknownRoles.add(unknown, ordering: .relaxed) }
-        if let shadow = s.shadow { compare(d, shadow, p, resource, action, ctx, s.active) }
-        if !d.allowed, auditDenials, let audit, audit.automaticEventsEnabled {  // auditDenials is false without a hook
-            audit.emitAutomatic(denialEvent(d, p, resource, action, s.active))
+        if s.shadow != nil || (!d.allowed && auditDenials) {
+            // Off the fast path: split for the shadow policy and the audit event.
+            let colon = permission.firstIndex(of: 0x3A) ?? 0
+            let resource = permission.prefix(colon), action = permission.suffix(after: colon)
+            if let shadow = s.shadow { compare(d, shadow, p, resource, action, ctx, s.active) }
+            if !d.allowed, auditDenials, let audit, audit.automaticEventsEnabled {
+                audit.emitAutomatic(denialEvent(d, p, resource, action, s.active))
+            }
         }
         return d
     }
@@ -103,10 +108,11 @@ public final class PermissionService: Capability {
         var unknown = 0
         var i = 0
         permissions.forEachToken { t in
-            guard let colon = t.firstIndex(of: 0x3A) else { bad = true; return false }
-            let resource = t.prefix(colon), action = t.suffix(after: colon)
-            let d = s.active.decide(p, resource: resource, action: action, ctx, unknownRoles: &unknown)
-            if let shadow = s.shadow { compare(d, shadow, p, resource, action, ctx, s.active) }
+            guard let d = s.active.decide(p, permission: t, ctx, unknownRoles: &unknown) else { bad = true; return false }
+            if let shadow = s.shadow {
+                let colon = t.firstIndex(of: 0x3A) ?? 0
+                compare(d, shadow, p, t.prefix(colon), t.suffix(after: colon), ctx, s.active)
+            }
             out[i] = d.raw
             i += 1
             return true
