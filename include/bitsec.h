@@ -143,6 +143,26 @@ typedef struct bitsec_runtime bitsec_runtime;
 #define BITSEC_BRUTEFORCE_FLAG_DEGRADED 1       /* Redis unavailable: the failure policy decided */
 #define BITSEC_BRUTEFORCE_FLAG_NEWLY_BLOCKED 2  /* this call started the block */
 #define BITSEC_BRUTEFORCE_FLAG_TABLE_FULL 4     /* in-process table full: new key reported blocked */
+/* ---- permissions ---- */
+/* A decision of bitsec_check_permission (uint64_t): allowed bit, reason code, policy
+ * generation (mod 65536) and the deciding rule's index. */
+#define BITSEC_PERM_ALLOWED(d) ((int)((d) & 1u))
+#define BITSEC_PERM_REASON(d) ((int32_t)(((d) >> 8) & 0xFFu))
+#define BITSEC_PERM_RULE(d) ((int64_t)((d) >> 32) - 1)
+/* Reason codes (stable; texts from bitsec_permission_reason). */
+#define BITSEC_PERM_GRANTED 1          /* "granted" */
+#define BITSEC_PERM_NO_GRANT 2         /* "no_grant": no role of the principal grants it */
+#define BITSEC_PERM_DENIED_BY_RULE 3   /* "denied_by_rule": a deny rule applies */
+#define BITSEC_PERM_OWNER_ONLY 4       /* "condition_failed:owner_only" */
+#define BITSEC_PERM_DEPARTMENT 5       /* "condition_failed:department" */
+#define BITSEC_PERM_TENANT_MISMATCH 6  /* "tenant_mismatch" */
+#define BITSEC_PERM_SCOPE_MISSING 7    /* "scope_missing": roles grant it, scopes do not */
+#define BITSEC_PERM_UNKNOWN_RESOURCE 8 /* "unknown_resource" */
+#define BITSEC_PERM_UNKNOWN_ACTION 9   /* "unknown_action" */
+/* Limits. */
+#define BITSEC_MAX_PERMISSION_BYTES 1024          /* "resource:action" */
+#define BITSEC_MAX_PRINCIPAL_BYTES (64 * 1024)    /* packed principal, context, batch list */
+#define BITSEC_MAX_PERMISSION_BATCH 4096          /* entries per bitsec_check_permissions */
 
 #include "bitsec_api.h"
 

@@ -66,6 +66,79 @@ int32_t bitsec_bruteforce_record_success(bitsec_runtime *rt, char const *key, si
 /// Since: 0.1.0
 int32_t bitsec_bruteforce_reset(bitsec_runtime *rt, char const *key, size_t key_len) BITSEC_NODISCARD;
 
+/// Decides whether a principal may perform an action on a resource.
+/// principal, principal_len: the packed principal, NUL-separated fields
+/// "id\0roles\0tenant\0department" or "id\0roles\0tenant\0department\0scopes" (the
+/// fields of a verified token's claims: sub, role/roles, tenant_id, department, scope).
+/// Roles and scopes are separated by spaces, tabs or commas; empty fields are absent.
+/// With four fields the principal carries no scopes and its roles alone decide; with five
+/// it carries scopes (possibly none) and the result is what its roles grant AND what its
+/// scopes allow. At most BITSEC_MAX_PRINCIPAL_BYTES. Roles the policy does not know are
+/// ignored (and counted, see bitsec_permission_stats).
+/// permission, permission_len: "resource:action", at most BITSEC_MAX_PERMISSION_BYTES.
+/// context, context_len: the resource's attributes, "owner_id\0tenant\0department"
+/// (exactly three fields, empty ones absent), or NULL/0 for none. A tenant here turns on
+/// tenant isolation (unless the policy or the grant waives it).
+/// out_decision: receives the decision: BITSEC_PERM_ALLOWED(d), BITSEC_PERM_REASON(d)
+/// (a BITSEC_PERM_* reason code), BITSEC_PERM_RULE(d) (the deciding rule's index or -1;
+/// its text with bitsec_permission_rule). An unknown resource or action is a denial
+/// (BITSEC_PERM_UNKNOWN_RESOURCE / _ACTION), not an error.
+/// Denials are emitted as authorization/permission_denied audit events when the runtime
+/// has an audit section (and the policy's audit_denials is on). With a shadow policy, both
+/// decide and disagreements are counted; the returned decision is always the active one's.
+/// Returns BITSEC_OK (whatever the decision); BITSEC_E_INVALID_ARGUMENT (NULL, a principal
+/// or context with the wrong number of fields, a permission without ':');
+/// BITSEC_E_TOO_LARGE; BITSEC_E_NOT_CONFIGURED (no permissions section); BITSEC_E_CLOSED.
+/// Buffers are caller-owned and only read during the call.
+/// Thread safety: safe from any thread; a concurrent policy reload is atomic (a decision
+/// uses either the old or the new policy, never a mix).
+/// Since: 0.1.0
+int32_t bitsec_check_permission(bitsec_runtime *rt, char const *principal, size_t principal_len, char const *permission, size_t permission_len, char const *context, size_t context_len, uint64_t *out_decision) BITSEC_NODISCARD;
+
+/// As bitsec_check_permission, with the principal taken from a verified token's claims as
+/// JSON (for example what the tokens functions return): sub (or user_id), roles / role,
+/// scope / scopes / scp (present: the principal carries scopes), tenant_id (or tenant),
+/// department; other claims are ignored, as are role values containing separators.
+/// Parsing the JSON costs more than the packed principal of bitsec_check_permission: use
+/// that one on hot paths.
+/// claims, claims_len: the claims JSON object, at most BITSEC_MAX_PRINCIPAL_BYTES;
+/// caller-owned. Only verified claims must be passed: this function does not verify anything.
+/// permission, context, out_decision: as bitsec_check_permission.
+/// Returns as bitsec_check_permission, and BITSEC_E_MALFORMED (not a JSON object).
+/// Thread safety: safe from any thread.
+/// Since: 0.1.0
+int32_t bitsec_check_permission_claims(bitsec_runtime *rt, char const *claims, size_t claims_len, char const *permission, size_t permission_len, char const *context, size_t context_len, uint64_t *out_decision) BITSEC_NODISCARD;
+
+/// As bitsec_check_permission, with the whole request in one buffer: for language
+/// bindings, where every argument of a foreign call costs (the Python binding uses it).
+/// request, request_len: NUL-separated fields "permission\0" + the packed principal
+/// (4 or 5 fields, as bitsec_check_permission) + optionally "\0" and the packed context
+/// (3 fields). The count tells the parts apart: 5 or 6 fields without a context, 8 or 9
+/// with one; any other count is BITSEC_E_INVALID_ARGUMENT. At most
+/// BITSEC_MAX_PRINCIPAL_BYTES; caller-owned, only read during the call.
+/// out_decision: receives the decision, as bitsec_check_permission.
+/// Returns as bitsec_check_permission.
+/// Thread safety: safe from any thread.
+/// Since: 0.1.0
+int32_t bitsec_check_permission_packed(bitsec_runtime *rt, char const *request, size_t request_len, uint64_t *out_decision) BITSEC_NODISCARD;
+
+/// Decides many permissions for one principal in one call (menus, UIs).
+/// principal, context: as bitsec_check_permission.
+/// permissions, permissions_len: "resource:action" entries separated by spaces, commas,
+/// tabs or newlines; at most BITSEC_MAX_PERMISSION_BATCH entries and
+/// BITSEC_MAX_PRINCIPAL_BYTES bytes.
+/// out_decisions: caller-owned array of decisions_cap entries; receives one decision per
+/// entry, in order (as bitsec_check_permission's out_decision).
+/// out_count: receives the number of entries, also when decisions_cap is too small.
+/// Denials of a batch are not audited one by one (a menu would flood the trail); shadow
+/// disagreements are counted as for single checks.
+/// Returns BITSEC_OK; BITSEC_E_BUFFER_TOO_SMALL (*out_count holds the entries needed);
+/// BITSEC_E_INVALID_ARGUMENT (an entry without ':', NULL); BITSEC_E_TOO_LARGE;
+/// BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread; the whole batch is decided by one policy.
+/// Since: 0.1.0
+int32_t bitsec_check_permissions(bitsec_runtime *rt, char const *principal, size_t principal_len, char const *permissions, size_t permissions_len, char const *context, size_t context_len, uint64_t *out_decisions, size_t decisions_cap, size_t *out_count) BITSEC_NODISCARD;
+
 /// Decrypts a field token (text or binary form, detected from its first byte) bound to
 /// <code>context</code>. A token that does not decrypt is a decision, not an error: the call returns
 /// BITSEC_OK with <em>out_reason set to the reason (BITSEC_FIELD_REASON_</em>), and nothing is
@@ -219,6 +292,60 @@ void bitsec_free(void *p);
 /// Thread safety: per thread; safe from any thread.
 /// Since: 0.1.0
 char const *bitsec_last_error(void) BITSEC_NODISCARD;
+
+/// Replaces the active policy (a policy document as in docs/configuration.md).
+/// policy, policy_len: the policy JSON, at most BITSEC_MAX_CONFIG_BYTES; caller-owned.
+/// The policy is validated and compiled first; on any error the active policy stays.
+/// The shadow policy, if any, stays. Emits a key_management/policy_reloaded audit event.
+/// Returns BITSEC_OK; BITSEC_E_CONFIG (the detail names the field, the unknown name or the
+/// inheritance cycle); BITSEC_E_TOO_LARGE; BITSEC_E_INVALID_ARGUMENT;
+/// BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread; atomic for concurrent decisions.
+/// Since: 0.1.0
+int32_t bitsec_permission_policy_load(bitsec_runtime *rt, char const *policy, size_t policy_len) BITSEC_NODISCARD;
+
+/// The stable text of a reason code: "granted", "no_grant", "denied_by_rule",
+/// "condition_failed:owner_only", "condition_failed:department", "tenant_mismatch",
+/// "scope_missing", "unknown_resource", "unknown_action"; "unknown" for other values.
+/// reason: a BITSEC_PERM_* reason code (BITSEC_PERM_REASON(decision)).
+/// Returns a static NUL-terminated string; never free it.
+/// Thread safety: safe from any thread.
+/// Since: 0.1.0
+char const *bitsec_permission_reason(int32_t reason) BITSEC_NODISCARD;
+
+/// The text of the rule that made a decision, e.g. "operator: allow inspections:update if
+/// owner_only" or "deny system:delete for every role": for 403 details, logs and audits.
+/// decision: a decision returned by bitsec_check_permission(s) on this runtime.
+/// out_buf, out_cap, out_len: caller-owned output (NUL written after the text when there
+/// is room); *out_len receives the length, also when the buffer is too small.
+/// Returns BITSEC_OK; BITSEC_E_NOT_FOUND (no rule decided - an unknown resource or action,
+/// or no grant - or the policy was replaced since the decision);
+/// BITSEC_E_BUFFER_TOO_SMALL; BITSEC_E_INVALID_ARGUMENT; BITSEC_E_NOT_CONFIGURED;
+/// BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread.
+/// Since: 0.1.0
+int32_t bitsec_permission_rule(bitsec_runtime *rt, uint64_t decision, char *out_buf, size_t out_cap, size_t *out_len) BITSEC_NODISCARD;
+
+/// Sets the shadow policy: a candidate decided beside the active one on every check,
+/// whose disagreements (allowed vs denied) are counted (bitsec_permission_stats) and
+/// audited as authorization/shadow_disagreement, without changing any decision.
+/// policy, policy_len: the candidate policy JSON; NULL/0 removes the shadow policy.
+/// Loading or removing restarts the shadow counters.
+/// Returns BITSEC_OK; BITSEC_E_CONFIG; BITSEC_E_TOO_LARGE; BITSEC_E_INVALID_ARGUMENT;
+/// BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread; atomic for concurrent decisions.
+/// Since: 0.1.0
+int32_t bitsec_permission_shadow_load(bitsec_runtime *rt, char const *policy, size_t policy_len) BITSEC_NODISCARD;
+
+/// The permission engine's counters and compiled sizes, as JSON: {"policy": {generation,
+/// roles, resources, actions, rules, cells, tenant_isolation}, "shadow": {...} or null,
+/// "unknown_roles", "shadow_decisions", "shadow_disagreements", "reloads"}.
+/// out_buf, out_cap, out_len: caller-owned output, as bitsec_runtime_describe.
+/// Returns BITSEC_OK; BITSEC_E_BUFFER_TOO_SMALL (*out_len holds the size needed);
+/// BITSEC_E_INVALID_ARGUMENT; BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread (counters are read without stopping callers).
+/// Since: 0.1.0
+int32_t bitsec_permission_stats(bitsec_runtime *rt, char *out_buf, size_t out_cap, size_t *out_len) BITSEC_NODISCARD;
 
 /// Fills a buffer with cryptographically secure random bytes from OpenSSL (RAND_bytes).
 /// out_buf: caller-owned buffer of len bytes (NULL only when len is 0).

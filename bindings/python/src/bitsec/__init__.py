@@ -38,6 +38,7 @@ from .fields import (
     field_key_id,
 )
 from .ratelimit import BruteForceStatus, RateLimitDecision
+from .permissions import Decision, PermissionDeniedError, Principal, permission_reason
 from .runtime import Runtime, random_bytes
 
 __version__ = "0.1.0"
@@ -65,4 +66,5 @@ __all__ = [
     "FieldDecryptError", "FieldMalformedError", "FieldTamperedError", "FieldWrongContextError",
     "FieldUnknownKeyError", "FieldRetiredKeyError", "FieldExpiredError", "FieldNotYetValidError",
     "field_bound", "fernet_bound", "field_context", "field_key_id",
+    "Decision", "Principal", "PermissionDeniedError", "permission_reason",
 ]
