@@ -7,7 +7,7 @@ import BitsecCore
 import Synchronization
 
 /// Collects automatic audit events (the audit capability's role in production).
-final class RecordingHook: AuditHook, @unchecked Sendable {
+private final class RecordingHook: AuditHook, @unchecked Sendable {
     private var lock = pthread_mutex_t()
     private var _events: [AutomaticAuditEvent] = []
     init() { pthread_mutex_init(&lock, nil) }

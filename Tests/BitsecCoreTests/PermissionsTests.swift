@@ -280,7 +280,7 @@ private let adrActions = ["create", "read", "update", "delete", "execute"]
 }
 
 /// Records audit events.
-final class RecordingHook: AuditHook, @unchecked Sendable {
+private final class RecordingHook: AuditHook, @unchecked Sendable {
     private let lock = ConditionLock()
     private var _events: [AutomaticAuditEvent] = []
     var automaticEventsEnabled: Bool { true }
