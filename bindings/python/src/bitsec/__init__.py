@@ -19,6 +19,7 @@ from .errors import (
     TooLargeError,
     UnsupportedError,
 )
+from .audit import AuditHandler, AuditProblem, AuditVerifyReport, audit_verify
 from .runtime import Runtime, random_bytes
 
 __version__ = "0.1.0"
@@ -40,4 +41,5 @@ __all__ = [
     "BitsecError", "InvalidArgumentError", "ConfigError", "NotConfiguredError", "BufferTooSmallError",
     "BackendUnavailableError", "CryptoError", "ClosedError", "TooLargeError", "MalformedError",
     "BitsecIOError", "BitsecTimeoutError", "InternalError", "UnsupportedError", "NotFoundError",
+    "AuditHandler", "AuditProblem", "AuditVerifyReport", "audit_verify",
 ]
