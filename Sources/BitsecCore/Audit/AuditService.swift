@@ -44,6 +44,10 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
     private var firstUnsyncedAt: Int64 = 0
     private var thread = pthread_t()
 
+    /// Queued records that wake the writer early; its longest linger otherwise (ms).
+    static let wakeBatch = 512
+    static let lingerMs = 2
+
     struct QueuedEvent {
         var seq: UInt64
         var event: PreparedEvent
@@ -231,7 +235,9 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
         let seq = nextSeq
         nextSeq &+= 1
         pending.append(QueuedEvent(seq: seq, event: p))
-        if writerWaiting { sync.signal(.work) }
+        // Wake the writer for the first record after it went idle, for a durable wait, or
+        // when a batch's worth is waiting; otherwise it wakes by itself after lingering.
+        if writerWaiting && (waitDurable || pending.count == 1 || pending.count == Self.wakeBatch) { sync.signal(.work) }
         if waitDurable {
             let deadline = Clock.monotonicMillis() + Int64(config.durableTimeoutMs)
             while durableSeq < seq && !stopped {
@@ -358,6 +364,16 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
                     sync.wait(.work, untilMillis: firstUnsyncedAt + Int64(config.batchMaxMs))
                 } else {
                     sync.wait(.work)
+                }
+                writerWaiting = false
+            }
+            // Outside every_event mode nobody waits for this batch: linger a moment so a
+            // stream of emits makes one batch (and one wake-up) instead of one each.
+            if config.durability != .everyEvent && !stopping && !paused && flushTarget <= durableSeq && pending.count < Self.wakeBatch {
+                let until = Clock.monotonicMillis() + Int64(min(config.batchMaxMs, Self.lingerMs))
+                writerWaiting = true
+                while !stopping && flushTarget <= durableSeq && pending.count < Self.wakeBatch {
+                    if !sync.wait(.work, untilMillis: until) { break }
                 }
                 writerWaiting = false
             }

@@ -1,0 +1,128 @@
+"""Audit: bitsec_audit_emit vs Python logging + json.dumps to a FileHandler (the incumbent).
+
+Same event, same machine, one run. Prints a markdown table: µs per event (emit latency as
+the caller sees it, averaged) and sustained events/s (emits then a flush, so the writer's
+work is included). Ratio = logging time / bitsec time.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+
+import bitsec
+
+EVENT = {
+    "type": "authentication", "subtype": "failed_login", "result": "failure",
+    "user_id": "user-4711", "ip_address": "203.0.113.7", "user_agent": "Mozilla/5.0 (X11; Linux x86_64)",
+    "reason": "invalid_password", "details": {"attempt": 3, "method": "password"},
+}
+N = int(os.environ.get("AUDIT_BENCH_N", "100000"))
+N_FSYNC = int(os.environ.get("AUDIT_BENCH_N_FSYNC", "2000"))
+
+
+class FsyncFileHandler(logging.FileHandler):
+    def emit(self, record: logging.LogRecord) -> None:
+        super().emit(record)
+        self.flush()
+        os.fsync(self.stream.fileno())
+
+
+def logging_run(path: str, n: int, fsync: bool) -> float:
+    logger = logging.getLogger(f"bench-{path}")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    h: logging.Handler = FsyncFileHandler(path) if fsync else logging.FileHandler(path)
+    h.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(h)
+    ev = EVENT
+    t0 = time.perf_counter()
+    for _ in range(n):
+        logger.info(json.dumps(ev))
+    dt = time.perf_counter() - t0
+    logger.removeHandler(h)
+    h.close()
+    return dt / n * 1e6
+
+
+def bitsec_rt(path: str, durability: str) -> bitsec.Runtime:
+    return bitsec.Runtime({"audit": {"sinks": [{"type": "file", "path": path}], "durability": durability,
+                                     "queue_capacity": 1 << 20, "full_policy": "block", "block_timeout_ms": 10000}})
+
+
+def bitsec_run(path: str, n: int, durability: str, pre: bool = False) -> tuple[float, float]:
+    """Returns (µs per emit, sustained events/s including the final flush)."""
+    rt = bitsec_rt(path, durability)
+    ev: object = json.dumps(EVENT, separators=(",", ":")).encode() if pre else EVENT
+    emit = rt.audit_emit
+    emit(ev)
+    rt.audit_flush()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        emit(ev)
+    t1 = time.perf_counter()
+    rt.audit_flush()
+    t2 = time.perf_counter()
+    rt.close()
+    return (t1 - t0) / n * 1e6, n / (t2 - t0)
+
+
+def bitsec_threads(path: str, threads: int, per: int, durability: str) -> float:
+    rt = bitsec_rt(path, durability)
+    rt.audit_emit(EVENT)
+    rt.audit_flush()
+    barrier = threading.Barrier(threads + 1)
+
+    def work() -> None:
+        barrier.wait()
+        for _ in range(per):
+            rt.audit_emit(EVENT)
+
+    ts = [threading.Thread(target=work) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    for t in ts:
+        t.join()
+    rt.audit_flush()
+    dt = time.perf_counter() - t0
+    rt.close()
+    return threads * per / dt
+
+
+def main() -> None:
+    d = tempfile.mkdtemp(prefix="bitsec-audit-bench-")
+    try:
+        p = lambda name: os.path.join(d, name)  # noqa: E731
+        log_us = logging_run(p("logging.log"), N, False)
+        logf_us = logging_run(p("logging-fsync.log"), N_FSYNC, True)
+        b_none, s_none = bitsec_run(p("none.log"), N, "none")
+        b_batch, s_batch = bitsec_run(p("batched.log"), N, "batched")
+        b_pre, s_pre = bitsec_run(p("pre.log"), N, "batched", pre=True)
+        b_every, s_every = bitsec_run(p("every.log"), N_FSYNC, "every_event")
+        t8 = bitsec_threads(p("every8.log"), 8, N_FSYNC, "every_event")
+        for f in ("batched.log", "every.log", "every8.log"):
+            r = bitsec.audit_verify([p(f)])
+            assert r.intact, r
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    print(f"## audit (Python {sys.version.split()[0]}, {N} events; fsync rows {N_FSYNC})\n")
+    print("| operation | µs/event | events/s | vs logging |")
+    print("|---|---:|---:|---:|")
+    print(f"| logging + json.dumps → FileHandler | {log_us:.2f} | {1e6 / log_us:,.0f} | 1.0× |")
+    print(f"| bitsec audit_emit(dict), durability none | {b_none:.2f} | {s_none:,.0f} | {log_us / b_none:.1f}× |")
+    print(f"| bitsec audit_emit(dict), batched | {b_batch:.2f} | {s_batch:,.0f} | {log_us / b_batch:.1f}× |")
+    print(f"| bitsec audit_emit(bytes), batched | {b_pre:.2f} | {s_pre:,.0f} | {log_us / b_pre:.1f}× |")
+    print(f"| logging + json.dumps → FileHandler + fsync per event | {logf_us:.2f} | {1e6 / logf_us:,.0f} | 1.0× |")
+    print(f"| bitsec audit_emit(dict), every_event, 1 thread | {b_every:.2f} | {s_every:,.0f} | {logf_us / b_every:.1f}× |")
+    print(f"| bitsec audit_emit(dict), every_event, 8 threads | {1e6 / t8:.2f} (aggregate) | {t8:,.0f} | {logf_us / (1e6 / t8):.1f}× |")
+
+
+if __name__ == "__main__":
+    main()
