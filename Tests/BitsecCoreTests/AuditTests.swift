@@ -510,3 +510,42 @@ extension String {
         return out + rest
     }
 }
+
+@Suite struct AuditFastPathTests {
+    @Test func fastScannerTakesTheCommonCase() {
+        #expect(AuditScannerProbe.takes(Array(#"{"type":"authentication","subtype":"failed_login","user_id":"u","ip_address":"10.0.0.1","success":false,"details":{"a":[1,{"b":"\"x\""}]}}"#.utf8)))
+        #expect(!AuditScannerProbe.takes(Array(#"{"type":"auth\u0065ntication"}"#.utf8)))  // escapes: strict path
+        #expect(!AuditScannerProbe.takes(Array(#"{"type":"session","type":"mfa"}"#.utf8)))
+    }
+
+    @Test func fastScannerAndStrictPathAgree() {
+        var cases: [String] = [
+            #"{"type":"login_failure","user_id":"alice","ip_address":"2001:db8::1"}"#,
+            #"{"type":"authentication","event_subtype":"login","success":true}"#,
+            #"{"type":"authentication","success":true,"result":"failure"}"#,
+            #"{"type":"data_access","operation":"read","sensitive_data_accessed":true}"#,
+            #"{"type":"session","ip":"1.2.3"}"#,
+            #"{"type":"session","result":"meh"}"#,
+            #"{"type":"session","severity":"high","subtype":"bad\u0001"}"#,
+            #"{"type":"nope"}"#,
+            #"{"type":"audit"}"#,
+            #"{"subtype":"x"}"#,
+            #"{"type":"session","details":{"a":{"b":{"c":{"d":{"e":{"f":{"g":{"h":1}}}}}}}}}"#,
+            #"{"type":"session","details":{"k":1,"k":2}}"#,
+            #"{"type":"session","details":[1]}"#,
+            #"{"type":"session","actor":"\#(String(repeating: "a", count: 300))"}"#,
+            #"{"type":"session","subtype":"with space"}"#,
+            #"{"type":"session","resource":"x\#u{7F}y"}"#,
+            #" { "type" : "session" , "actor" : "ünï" } "#,
+            #"{"type":"session"} x"#,
+        ]
+        // Every field, in a shuffled order.
+        let members = [#""type":"authorization""#, #""result":"denied""#, #""reason":"r""#, #""actor":"a""#, #""tenant_id":"t""#,
+                       #""ip":"::1""#, #""user_agent":"ua""#, #""session_id":"s""#, #""resource":"res""#, #""resource_id":"7""#,
+                       #""action":"delete""#, #""data_classification":"internal""#, #""severity":"low""#, #""details":{"x":[true,null,1.5]}"#]
+        for _ in 0..<50 { cases.append("{" + members.shuffled().joined(separator: ",") + "}") }
+        for c in cases {
+            #expect(AuditScannerProbe.agree(Array(c.utf8)), "\(c)")
+        }
+    }
+}

@@ -107,39 +107,70 @@ struct EventBuilder {
     var automatic = false
 
     func encode(timeMicros: Int64, service: String?) -> PreparedEvent {
-        var w = JSONWriter(reserving: 256)
-        w.raw("\"time\":\"")
+        var w: [UInt8] = []
+        w.reserveCapacity(320)
+        Self.lit("\"time\":\"", &w)
         RFC3339.append(micros: timeMicros, to: &w)
-        w.raw("\",\"type\":")
-        w.writeString(type)
+        Self.lit("\",\"type\":", &w)
+        Self.string(type, &w)
         let st = subtype ?? "none"
-        w.raw(",\"subtype\":")
-        w.writeString(st)
+        Self.lit(",\"subtype\":", &w)
+        Self.string(st, &w)
         let res = result ?? "unknown"
-        w.raw(",\"result\":")
-        w.writeString(res)
-        func opt(_ name: StaticString, _ v: String?) {
-            guard let v else { return }
-            w.raw(","); w.raw(name); w.raw(":"); w.writeString(v)
+        Self.lit(",\"result\":", &w)
+        Self.string(res, &w)
+        Self.opt(",\"reason\":", reason, &w)
+        Self.opt(",\"severity\":", severity, &w)
+        Self.opt(",\"actor\":", actor, &w)
+        Self.opt(",\"tenant\":", tenant, &w)
+        Self.opt(",\"ip\":", ip, &w)
+        Self.opt(",\"user_agent\":", userAgent, &w)
+        Self.opt(",\"session_id\":", sessionID, &w)
+        Self.opt(",\"resource\":", resource, &w)
+        Self.opt(",\"resource_id\":", resourceID, &w)
+        Self.opt(",\"action\":", action, &w)
+        if let sensitive { Self.lit(sensitive ? ",\"sensitive_data_accessed\":true" : ",\"sensitive_data_accessed\":false", &w) }
+        Self.opt(",\"data_classification\":", classification, &w)
+        Self.opt(",\"service\":", service, &w)
+        if automatic { Self.lit(",\"automatic\":true", &w) }
+        if let details {
+            Self.lit(",\"details\":", &w)
+            w.append(contentsOf: JSONWriter.serialize(details))
         }
-        opt("\"reason\"", reason)
-        opt("\"severity\"", severity)
-        opt("\"actor\"", actor)
-        opt("\"tenant\"", tenant)
-        opt("\"ip\"", ip)
-        opt("\"user_agent\"", userAgent)
-        opt("\"session_id\"", sessionID)
-        opt("\"resource\"", resource)
-        opt("\"resource_id\"", resourceID)
-        opt("\"action\"", action)
-        if let sensitive { w.raw(",\"sensitive_data_accessed\":"); w.raw(sensitive ? "true" : "false") }
-        opt("\"data_classification\"", classification)
-        opt("\"service\"", service)
-        if automatic { w.raw(",\"automatic\":true") }
-        if let details { w.raw(",\"details\":"); w.write(details) }
         let key = MetricKey(type: type, subtype: st, result: res,
                             sensitive: type == "data_access" ? (sensitive ?? false) : nil)
-        return PreparedEvent(body: w.bytes, key: key)
+        return PreparedEvent(body: w, key: key)
+    }
+
+    @inline(__always)
+    static func lit(_ s: StaticString, _ out: inout [UInt8]) {
+        out.append(contentsOf: UnsafeBufferPointer(start: s.utf8Start, count: s.utf8CodeUnitCount))
+    }
+
+    @inline(__always)
+    static func opt(_ name: StaticString, _ v: String?, _ out: inout [UInt8]) {
+        guard let v else { return }
+        lit(name, &out)
+        string(v, &out)
+    }
+
+    /// A JSON string, escaped exactly like JSONWriter, with a bulk copy when nothing needs
+    /// escaping (the common case).
+    static func string(_ s: String, _ out: inout [UInt8]) {
+        var s = s
+        out.append(0x22)
+        s.withUTF8 { u in
+            var clean = true
+            for c in u where c < 0x20 || c == 0x22 || c == 0x5C || c == 0x7F { clean = false; break }
+            if clean {
+                out.append(contentsOf: u)
+            } else {
+                var w = JSONWriter(reserving: u.count + 8)
+                w.writeString(String(decoding: u, as: UTF8.self))
+                out.append(contentsOf: w.bytes.dropFirst().dropLast())
+            }
+        }
+        out.append(0x22)
     }
 }
 
@@ -166,6 +197,15 @@ struct EventValidator {
         guard bytes.count <= maxBytes else {
             throw .tooLarge("event of \(bytes.count) bytes exceeds max_event_bytes (\(maxBytes))")
         }
+        var scanner = FastEventScanner(bytes: bytes.bindMemory(to: UInt8.self), maxDepth: maxDepth)
+        if let fast = scanner.scan() {
+            return try finish(fast.builder, fast.type, fast.success)
+        }
+        return try validateSlow(bytes)
+    }
+
+    /// The authoritative path: the strict reader, then member by member with precise errors.
+    func validateSlow(_ bytes: UnsafeRawBufferPointer) throws(BitsecError) -> EventBuilder {
         let doc: JSONValue
         do {
             doc = try JSONReader.parse(bytes, options: .init(maxBytes: maxBytes, maxDepth: maxDepth))
@@ -179,6 +219,11 @@ struct EventValidator {
         var b = EventBuilder()
         var type: String?
         var success: Bool?
+        try members(o, &b, &type, &success)
+        return try finish(b, type, success)
+    }
+
+    private func members(_ o: JSONObject, _ b: inout EventBuilder, _ type: inout String?, _ success: inout Bool?) throws(BitsecError) {
         for (k, v) in o.members {
             if v.isNull { continue }
             switch k {
@@ -212,6 +257,11 @@ struct EventValidator {
                 throw .invalid("event: unknown member \(shown); put extra data in details")
             }
         }
+    }
+
+    /// The checks that do not depend on how the members were read.
+    func finish(_ b0: EventBuilder, _ type: String?, _ success: Bool?) throws(BitsecError) -> EventBuilder {
+        var b = b0
         guard let type else { throw .invalid("event.type is required") }
         if let legacy = AuditSchema.legacyTypes[type] {
             b.type = legacy.0
@@ -247,19 +297,19 @@ struct EventValidator {
 
 /// RFC 3339 UTC timestamps with microseconds (`2026-11-22T15:24:03.123456Z`), no Foundation.
 enum RFC3339 {
-    static func append(micros: Int64, to w: inout JSONWriter) {
-        var buf = [UInt8](repeating: 0, count: 27)
-        format(micros: micros, into: &buf)
-        w.rawString(String(decoding: buf, as: UTF8.self))
+    static func append(micros: Int64, to w: inout [UInt8]) {
+        let at = w.count
+        w.append(contentsOf: repeatElement(0, count: 27))
+        format(micros: micros, into: &w, at: at)
     }
 
     static func string(micros: Int64) -> String {
         var buf = [UInt8](repeating: 0, count: 27)
-        format(micros: micros, into: &buf)
+        format(micros: micros, into: &buf, at: 0)
         return String(decoding: buf, as: UTF8.self)
     }
 
-    static func format(micros: Int64, into b: inout [UInt8]) {
+    static func format(micros: Int64, into b: inout [UInt8], at o: Int) {
         let us = ((micros % 1_000_000) + 1_000_000) % 1_000_000
         let secs = (micros - us) / 1_000_000
         let sod = ((secs % 86400) + 86400) % 86400
@@ -276,10 +326,10 @@ enum RFC3339 {
         let y = min(max(yoe + era * 400 + (m <= 2 ? 1 : 0), 0), 9999)
         func put(_ v: Int64, _ at: Int, _ n: Int) {
             var v = v
-            for k in stride(from: at + n - 1, through: at, by: -1) { b[k] = UInt8(48 + v % 10); v /= 10 }
+            for k in stride(from: o + at + n - 1, through: o + at, by: -1) { b[k] = UInt8(48 + v % 10); v /= 10 }
         }
-        put(y, 0, 4); b[4] = 0x2D; put(m, 5, 2); b[7] = 0x2D; put(d, 8, 2); b[10] = 0x54
-        put(sod / 3600, 11, 2); b[13] = 0x3A; put(sod / 60 % 60, 14, 2); b[16] = 0x3A; put(sod % 60, 17, 2)
-        b[19] = 0x2E; put(us, 20, 6); b[26] = 0x5A
+        put(y, 0, 4); b[o + 4] = 0x2D; put(m, 5, 2); b[o + 7] = 0x2D; put(d, 8, 2); b[o + 10] = 0x54
+        put(sod / 3600, 11, 2); b[o + 13] = 0x3A; put(sod / 60 % 60, 14, 2); b[o + 16] = 0x3A; put(sod % 60, 17, 2)
+        b[o + 19] = 0x2E; put(us, 20, 6); b[o + 26] = 0x5A
     }
 }

@@ -30,12 +30,18 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
     private var stopped = false
     private var paused = false
     private var writerWaiting = false
+    /// Someone (the writer thread or a leading emitter) is writing a batch.
+    private var writerBusy = false
+    /// The role holder left chained records unwritten after a file error (read under the lock).
+    private var retryPending = false
     private var blockedEmitters = 0
 
     // ---- writer thread only ----
     private let file: FileSink?
     private var secondaries: [SecondarySink] = []
     private var sinkTrouble: [String: (errors: Int, lost: Int)] = [:]
+    private var unwritten: [OutRecord] = []
+    private var fileFailureCount = 0
     private let hasher: ChainHasher
     private var lastHash: [UInt8]
     private let instance: [UInt8]
@@ -237,13 +243,27 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
         pending.append(QueuedEvent(seq: seq, event: p))
         // Wake the writer for the first record after it went idle, for a durable wait, or
         // when a batch's worth is waiting; otherwise it wakes by itself after lingering.
-        if writerWaiting && (waitDurable || pending.count == 1 || pending.count == Self.wakeBatch) { sync.signal(.work) }
+        if writerWaiting && !waitDurable && (pending.count == 1 || pending.count == Self.wakeBatch) { sync.signal(.work) }
         if waitDurable {
             let deadline = Clock.monotonicMillis() + Int64(config.durableTimeoutMs)
+            var yielded = false
             while durableSeq < seq && !stopped {
                 if let f = fileFailure {
                     sync.unlock()
                     throw BitsecError(.io, "audit: record \(seq) queued but not durable: \(f)")
+                }
+                if !writerBusy && !paused && !stopping && writtenSeq < seq {
+                    // Let emitters that were just woken queue their records first, so the
+                    // fsync is shared by more of them.
+                    if !yielded {
+                        yielded = true
+                        sync.unlock()
+                        sched_yield()
+                        sync.lock()
+                        continue
+                    }
+                    writeBatchLocked(retry: false)
+                    continue
                 }
                 if !sync.wait(.durable, untilMillis: deadline) { break }
             }
@@ -358,7 +378,7 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
     private func writerLoop() {
         sync.lock()
         while true {
-            while !stopping && (paused || (pending.isEmpty && flushTarget <= durableSeq && !batchSyncDue())) {
+            while !stopping && (paused || writerBusy || (pending.isEmpty && !retryPending && flushTarget <= durableSeq && !batchSyncDue())) {
                 writerWaiting = true
                 if !paused, file?.unsynced == true, config.durability == .batched {
                     sync.wait(.work, untilMillis: firstUnsyncedAt + Int64(config.batchMaxMs))
@@ -377,29 +397,14 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
                 }
                 writerWaiting = false
             }
-            if dropsUnreported > 0 {
-                appendInternalLocked("events_dropped", result: "failure",
-                                     details: [("count", .number(JSONNumber(int64: Int64(truncatingIfNeeded: dropsUnreported)))),
-                                               ("policy", .string(config.fullPolicy.rawValue))])
-                dropsUnreported = 0
+            while writerBusy { writerWaiting = true; sync.wait(.work); writerWaiting = false }
+            if retryPending && pending.isEmpty && !stopping {
+                // A leader left records unwritten after a file error: retry after a pause.
+                sync.wait(.work, untilMillis: Clock.monotonicMillis() + 50)
+                if writerBusy { continue }
             }
-            var batch = pending
-            pending = spare
-            pending.removeAll(keepingCapacity: true)
-            if blockedEmitters > 0 { sync.broadcast(.room) }
-            let forceSync = flushTarget > durableSeq || stopping
-            sync.unlock()
-
-            let last = process(batch)
-            let synced = syncIfDue(force: forceSync, wroteAny: !batch.isEmpty)
-            batch.removeAll(keepingCapacity: true)
-
-            sync.lock()
-            spare = batch
-            if let last { writtenSeq = max(writtenSeq, last) }
-            if synced { durableSeq = writtenSeq }
-            sync.broadcast(.durable)
-            if stopping && pending.isEmpty && dropsUnreported == 0 {
+            writeBatchLocked(retry: true)
+            if stopping && pending.isEmpty && dropsUnreported == 0 && !writerBusy {
                 break
             }
         }
@@ -416,16 +421,54 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
         sync.unlock()
     }
 
+    /// Takes the whole queue and writes it (chain, sinks, sync per the mode). Called with the
+    /// lock held by whoever holds the writer role: the writer thread, or in every_event mode
+    /// an emitter waiting for its own record (leader-based group commit: no hand-off to
+    /// another thread and back, and the others queue behind the leader's fsync). Returns with
+    /// the lock held.
+    private func writeBatchLocked(retry: Bool) {
+        writerBusy = true
+        if dropsUnreported > 0 {
+            appendInternalLocked("events_dropped", result: "failure",
+                                 details: [("count", .number(JSONNumber(int64: Int64(truncatingIfNeeded: dropsUnreported)))),
+                                           ("policy", .string(config.fullPolicy.rawValue))])
+            dropsUnreported = 0
+        }
+        var batch = pending
+        pending = spare
+        pending.removeAll(keepingCapacity: true)
+        if blockedEmitters > 0 { sync.broadcast(.room) }
+        let forceSync = flushTarget > durableSeq || stopping
+        sync.unlock()
+
+        let last = process(batch, retry: retry)
+        let stillUnwritten = !unwritten.isEmpty
+        let synced = syncIfDue(force: forceSync, wroteAny: !batch.isEmpty)
+        batch.removeAll(keepingCapacity: true)
+
+        sync.lock()
+        spare = batch
+        if let last { writtenSeq = max(writtenSeq, last) }
+        if synced && !stillUnwritten { durableSeq = writtenSeq }
+        retryPending = stillUnwritten
+        writerBusy = false
+        sync.broadcast(.durable)
+        if writerWaiting { sync.signal(.work) }
+    }
+
     private func batchSyncDue() -> Bool {
         guard config.durability == .batched, file?.unsynced == true else { return false }
         return Clock.monotonicMillis() - firstUnsyncedAt >= Int64(config.batchMaxMs)
     }
 
-    /// Chains and writes a batch; returns the last sequence written.
-    private func process(_ batch: [QueuedEvent]) -> UInt64? {
-        guard !batch.isEmpty else { return nil }
-        var out: [OutRecord] = []
-        out.reserveCapacity(batch.count)
+    /// Chains and writes a batch; returns the last sequence written. A failed file write
+    /// keeps the chained records (`unwritten`) to be written first next time, so nothing is
+    /// lost or reordered; the writer thread retries with backoff (`retry`), a leading
+    /// emitter does not (it reports the failure to its caller instead of hanging).
+    private func process(_ batch: [QueuedEvent], retry: Bool) -> UInt64? {
+        var out = unwritten
+        unwritten = []
+        out.reserveCapacity(out.count + batch.count)
         for q in batch {
             do {
                 let (line, hash) = try AuditRecord.make(seq: q.seq, instance: instance, body: q.event.body, prev: lastHash, hasher: hasher)
@@ -435,6 +478,7 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
                 metrics.sinkError("chain", lost: 1)
             }
         }
+        guard !out.isEmpty else { return nil }
         if let file {
             var backoffMs: UInt32 = 50
             var failures = 0
@@ -444,6 +488,7 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
                     break
                 } catch {
                     failures += 1
+                    fileFailureCount += 1
                     metrics.sinkError("file", lost: 0)
                     sync.lock()
                     fileFailure = error.detail
@@ -454,17 +499,22 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
                         metrics.sinkError("file", lost: out.count)
                         return nil
                     }
+                    if !retry {
+                        unwritten = out
+                        return nil
+                    }
                     usleep(backoffMs * 1000)
                     backoffMs = min(backoffMs * 2, 2000)
                 }
             }
-            if failures > 0 {
+            if fileFailureCount > 0 {
                 sync.lock()
                 fileFailure = nil
                 appendInternalLocked("sink_recovered", result: "success",
-                                     details: [("sink", .string("file")), ("errors", .number(JSONNumber(int64: Int64(failures)))),
+                                     details: [("sink", .string("file")), ("errors", .number(JSONNumber(int64: Int64(fileFailureCount)))),
                                                ("records_lost", .number(JSONNumber(int64: 0)))])
                 sync.unlock()
+                fileFailureCount = 0
             }
             if unsyncedEvents == 0 { firstUnsyncedAt = Clock.monotonicMillis() }
             unsyncedEvents += out.count
@@ -487,7 +537,7 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
             }
         }
         metrics.count(out.map(\.key))
-        return out.last?.seq ?? batch.last?.seq
+        return out.last?.seq
     }
 
     /// Syncs the file per the durability mode; true when everything written is durable.
