@@ -323,3 +323,46 @@ def test_redis_outage_is_counted_and_recovery_reported(tmp_path: Path, fresh_red
     rec = [r for r in records(p) if r["subtype"] == "sink_recovered"]
     assert rec and rec[0]["details"]["sink"] == "redis" and rec[0]["details"]["records_lost"] == 3
     assert audit_verify([p]).intact
+
+
+FAILING_CHILD = textwrap.dedent("""
+    import json, os, resource, signal, sys, time, bitsec
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # a write past the limit fails with EFBIG
+    p = sys.argv[1]
+    rt = bitsec.Runtime({"audit": {"sinks": [{"type": "file", "path": p}], "durability": "every_event"}})
+    rt.audit_emit({"type": "session", "subtype": "before"})
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize(p) + 100, hard))
+    err = None
+    try:
+        rt.audit_emit({"type": "session", "subtype": "during", "details": {"pad": "x" * 300}})
+    except bitsec.BitsecIOError as e:
+        err = str(e)
+    failing = rt.audit_stats()["file_failure"]
+    resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))
+    deadline = time.monotonic() + 10
+    while rt.audit_stats()["file_failure"] is not None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    seq = rt.audit_emit({"type": "session", "subtype": "after"})
+    text = rt.metrics_text()
+    rt.close()
+    print(json.dumps({"err": err, "failing": failing, "seq": seq, "metrics": text}))
+""")
+
+
+def test_file_sink_failure_keeps_records_and_reports_recovery(tmp_path: Path) -> None:
+    p = tmp_path / "audit.log"
+    out = subprocess.run([sys.executable, "-c", FAILING_CHILD, str(p)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    assert res["err"] and "not durable" in res["err"]
+    assert res["failing"] and "write failed" in res["failing"]
+    assert 'bitsec_audit_sink_errors_total{sink="file"} 0' not in res["metrics"]
+    r = audit_verify([p])
+    assert r.intact, r.problem
+    subs = [rec["subtype"] for rec in records(p)]
+    # The record that failed was kept and written once the file accepted writes again.
+    assert subs[:3] == ["started", "before", "during"]
+    assert subs.count("during") == 1
+    assert "sink_recovered" in subs and subs.index("sink_recovered") < subs.index("after")
+    assert subs[-1] == "stopped"
