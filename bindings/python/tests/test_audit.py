@@ -366,3 +366,20 @@ def test_file_sink_failure_keeps_records_and_reports_recovery(tmp_path: Path) ->
     assert subs.count("during") == 1
     assert "sink_recovered" in subs and subs.index("sink_recovered") < subs.index("after")
     assert subs[-1] == "stopped"
+
+
+def test_rotation_by_time_continues_the_chain(tmp_path: Path) -> None:
+    p = tmp_path / "audit.log"
+    with bitsec.Runtime({"audit": {"sinks": [{"type": "file", "path": str(p), "rotate_seconds": 1}]}}) as rt:
+        rt.audit_emit({"type": "session", "subtype": "first"})
+        rt.audit_flush()
+        time.sleep(1.2)  # the period is over: the next record starts a new file
+        rt.audit_emit({"type": "session", "subtype": "second"})
+    files = sorted(tmp_path.glob("audit.log*"))
+    assert len(files) == 2
+    rotated = [f for f in files if f != p][0]
+    assert rotated.name == "audit.log." + "0" * 15 + "2"
+    assert [r["subtype"] for r in records(rotated)] == ["started", "first"]
+    assert [r["subtype"] for r in records(p)] == ["second", "stopped"]
+    assert records(p)[0]["prev"] == records(rotated)[-1]["hash"]
+    assert audit_verify([p, rotated]).intact
