@@ -252,6 +252,15 @@ enum RFC3339Probe {
         expectError(.config, "fails its hash check") { _ = try Runtime.open(config: #"{"audit": \#(fileSection("\(dir)/a.log"))}"#) }
     }
 
+    @Test func aFileHasOneWriter() throws {
+        let dir = auditTempDir()
+        let (rt, _) = try auditRuntime(fileSection("\(dir)/a.log"))
+        expectError(.config, "in use by another runtime") { _ = try Runtime.open(config: #"{"audit": \#(fileSection("\(dir)/a.log"))}"#) }
+        rt.shutdown()
+        let (rt2, _) = try auditRuntime(fileSection("\(dir)/a.log"))
+        rt2.shutdown()
+    }
+
     @Test func filePermissionsAre0600() throws {
         let dir = auditTempDir()
         _ = try trail(dir, 1)

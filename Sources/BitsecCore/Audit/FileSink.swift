@@ -41,6 +41,11 @@ final class FileSink {
         let f = Glibc.open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
         guard f >= 0 else { throw .config("audit file sink: cannot open \(path): \(Self.errnoText())") }
         fd = f
+        // One writer per file: a second runtime (in this process or another) appending its
+        // own chain to the same file would fork the chain.
+        guard flock(f, LOCK_EX | LOCK_NB) == 0 else {
+            throw .config("audit file sink: \(path) is in use by another runtime (a file has one writer)")
+        }
         var st = stat()
         guard fstat(f, &st) == 0 else { throw .config("audit file sink: cannot stat \(path): \(Self.errnoText())") }
         guard (st.st_mode & S_IFMT) == S_IFREG else { throw .config("audit file sink: \(path) is not a regular file") }
@@ -204,6 +209,7 @@ final class FileSink {
         guard rename(path, target) == 0 else { throw .init(.io, "audit file \(path): rotation rename failed: \(Self.errnoText())") }
         let f = Glibc.open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC | O_EXCL, 0o600)
         guard f >= 0 else { throw .init(.io, "audit file \(path): cannot create after rotation: \(Self.errnoText())") }
+        _ = flock(f, LOCK_EX | LOCK_NB)
         Glibc.close(fd)
         fd = f
         size = 0
