@@ -261,6 +261,27 @@ enum RFC3339Probe {
         rt2.shutdown()
     }
 
+    @Test func aRuntimeDroppedWithoutShutdownReleasesItsWriter() throws {
+        let dir = auditTempDir()
+        do {
+            let (_, a) = try auditRuntime(fileSection("\(dir)/a.log"))
+            a.emitAutomatic(AutomaticAuditEvent(type: "key_management", subtype: "keys_reloaded", result: "success"))
+        }
+        // The writer thread notices it holds the last reference (it checks when idle) and
+        // closes the file, so the file can be opened again.
+        var reopened: Runtime? = nil
+        for _ in 0..<100 where reopened == nil {
+            reopened = try? Runtime.open(config: #"{"audit": \#(fileSection("\(dir)/a.log"))}"#)
+            if reopened == nil { usleep(50_000) }
+        }
+        #expect(reopened != nil)
+        reopened?.shutdown()
+        let lines = fileLines("\(dir)/a.log")
+        #expect(lines.count == 2)
+        #expect(lines.last?.contains(#""subtype":"keys_reloaded""#) == true)
+        #expect(try verify(["\(dir)/a.log"]).intact)
+    }
+
     @Test func filePermissionsAre0600() throws {
         let dir = auditTempDir()
         _ = try trail(dir, 1)

@@ -169,8 +169,17 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
         let ctx = Unmanaged.passRetained(self).toOpaque()
         let rc = pthread_create(&thread, nil, { arg in
             guard let arg else { return nil }
-            let s = Unmanaged<AuditService>.fromOpaque(arg).takeRetainedValue()
-            s.writerLoop()
+            var s = Unmanaged<AuditService>.fromOpaque(arg).takeRetainedValue()
+            // The loop comes back when idle for a second: if this thread holds the last
+            // reference (the runtime was dropped without shutdown, e.g. a later section of
+            // the configuration failed after an automatic event started the writer), it
+            // closes the sinks and ends instead of keeping the service alive forever.
+            while s.writerLoop() {
+                if isKnownUniquelyReferenced(&s) {
+                    s.abandonedByOwner()
+                    break
+                }
+            }
             return nil
         }, ctx)
         guard rc == 0 else {
@@ -375,15 +384,20 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
 
     // MARK: - The writer thread
 
-    private func writerLoop() {
+    /// Returns true after a second with nothing to do (the caller checks ownership and calls
+    /// again), false once stopped.
+    private func writerLoop() -> Bool {
         sync.lock()
         while true {
             while !stopping && (paused || writerBusy || (pending.isEmpty && !retryPending && flushTarget <= durableSeq && !batchSyncDue())) {
                 writerWaiting = true
                 if !paused, file?.unsynced == true, config.durability == .batched {
                     sync.wait(.work, untilMillis: firstUnsyncedAt + Int64(config.batchMaxMs))
-                } else {
-                    sync.wait(.work)
+                } else if !sync.wait(.work, untilMillis: Clock.monotonicMillis() + 1000),
+                          !stopping, !paused, !writerBusy, pending.isEmpty, !retryPending, flushTarget <= durableSeq, file?.unsynced != true {
+                    writerWaiting = false
+                    sync.unlock()
+                    return true
                 }
                 writerWaiting = false
             }
@@ -419,6 +433,18 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
         stopped = true
         sync.broadcast(.durable)
         sync.unlock()
+        return false
+    }
+
+    /// Nobody but the writer thread references the service any more: close quietly (the
+    /// thread is not joined by anyone; the service is released when it returns).
+    private func abandonedByOwner() {
+        sync.lock()
+        stopping = true
+        sync.unlock()
+        file?.close()
+        for s in secondaries { s.close() }
+        pthread_detach(pthread_self())
     }
 
     /// Takes the whole queue and writes it (chain, sinks, sync per the mode). Called with the
