@@ -91,8 +91,10 @@ class AuditMixin:
             data = event
         elif isinstance(event, str):
             data = event.encode("utf-8")
-        else:
+        elif type(event) is dict:
             data = _encode(event).encode("ascii")
+        else:  # another Mapping (or anything else: the library says what is wrong with it)
+            data = _encode(dict(event) if isinstance(event, Mapping) else event).encode("ascii")
         seq = c_uint64()
         rc = _emit(self.handle, data, len(data), _byref(seq))
         if rc:
