@@ -34,6 +34,9 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
     private var writerBusy = false
     /// The role holder left chained records unwritten after a file error (read under the lock).
     private var retryPending = false
+    /// Copies of the file sink's sync state for readers holding only the lock.
+    private var unsyncedSeen = false
+    private var unsyncedSinceSeen: Int64 = 0
     private var blockedEmitters = 0
 
     // ---- writer thread only ----
@@ -391,10 +394,10 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
         while true {
             while !stopping && (paused || writerBusy || (pending.isEmpty && !retryPending && flushTarget <= durableSeq && !batchSyncDue())) {
                 writerWaiting = true
-                if !paused, file?.unsynced == true, config.durability == .batched {
-                    sync.wait(.work, untilMillis: firstUnsyncedAt + Int64(config.batchMaxMs))
+                if !paused, unsyncedSeen, config.durability == .batched {
+                    sync.wait(.work, untilMillis: unsyncedSinceSeen + Int64(config.batchMaxMs))
                 } else if !sync.wait(.work, untilMillis: Clock.monotonicMillis() + 1000),
-                          !stopping, !paused, !writerBusy, pending.isEmpty, !retryPending, flushTarget <= durableSeq, file?.unsynced != true {
+                          !stopping, !paused, !writerBusy, pending.isEmpty, !retryPending, flushTarget <= durableSeq, !unsyncedSeen {
                     writerWaiting = false
                     sync.unlock()
                     return true
@@ -476,6 +479,8 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
         spare = batch
         if let last { writtenSeq = max(writtenSeq, last) }
         if synced && !stillUnwritten { durableSeq = writtenSeq }
+        unsyncedSeen = file?.unsynced == true
+        unsyncedSinceSeen = firstUnsyncedAt
         retryPending = stillUnwritten
         writerBusy = false
         sync.broadcast(.durable)
@@ -483,8 +488,8 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
     }
 
     private func batchSyncDue() -> Bool {
-        guard config.durability == .batched, file?.unsynced == true else { return false }
-        return Clock.monotonicMillis() - firstUnsyncedAt >= Int64(config.batchMaxMs)
+        guard config.durability == .batched, unsyncedSeen else { return false }
+        return Clock.monotonicMillis() - unsyncedSinceSeen >= Int64(config.batchMaxMs)
     }
 
     /// Chains and writes a batch; returns the last sequence written. A failed file write
