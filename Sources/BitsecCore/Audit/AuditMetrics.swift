@@ -22,13 +22,19 @@ public final class AuditMetrics: @unchecked Sendable {
     private var fsyncs: UInt64 = 0
 
     func count(_ keys: [MetricKey]) {
+        // Runs of equal keys (a burst of the same event) are counted with one lookup.
+        var runs: [(MetricKey, UInt64)] = []
+        for k in keys {
+            if let last = runs.last, last.0 == k { runs[runs.count - 1].1 &+= 1 } else { runs.append((k, 1)) }
+        }
         lock.withLock {
             written &+= UInt64(keys.count)
-            for var k in keys {
+            for (key, n) in runs {
+                var k = key
                 if events[k] == nil && events.count >= Self.maxSeries {
                     k.subtype = "_other"
                 }
-                if let v = events[k] { events[k] = v &+ 1 } else { events[k] = 1; order.append(k) }
+                if let v = events[k] { events[k] = v &+ n } else { events[k] = n; order.append(k) }
             }
         }
     }

@@ -33,7 +33,7 @@ public enum AuditRecord {
         var r: [UInt8] = []
         r.reserveCapacity(body.count + 256)
         r.append(contentsOf: "{\"seq\":".utf8)
-        r.append(contentsOf: String(seq).utf8)
+        HexCodec.appendDecimal(seq, to: &r)
         r.append(contentsOf: ",\"id\":\"".utf8)
         appendID(instance: instance, seq: seq, to: &r)
         r.append(contentsOf: "\",".utf8)

@@ -263,7 +263,9 @@ struct EventValidator {
     func finish(_ b0: EventBuilder, _ type: String?, _ success: Bool?) throws(BitsecError) -> EventBuilder {
         var b = b0
         guard let type else { throw .invalid("event.type is required") }
-        if let legacy = AuditSchema.legacyTypes[type] {
+        if AuditSchema.knownTypes.contains(type) {
+            b.type = type  // the common case first: no dictionary lookup
+        } else if let legacy = AuditSchema.legacyTypes[type] {
             b.type = legacy.0
             if b.subtype == nil { b.subtype = legacy.1 }
             if b.result == nil && success == nil { b.result = legacy.2 }

@@ -89,7 +89,33 @@ enum HexCodec {
     static let digits: [UInt8] = Array("0123456789abcdef".utf8)
 
     static func append(_ bytes: [UInt8], to out: inout [UInt8]) {
-        for b in bytes { out.append(digits[Int(b >> 4)]); out.append(digits[Int(b & 0xF)]) }
+        let start = out.count
+        out.append(contentsOf: repeatElement(0, count: bytes.count * 2))
+        out.withUnsafeMutableBufferPointer { o in
+            bytes.withUnsafeBufferPointer { b in
+                digits.withUnsafeBufferPointer { d in
+                    for k in 0..<b.count {
+                        o[start + 2 * k] = d[Int(b[k] >> 4)]
+                        o[start + 2 * k + 1] = d[Int(b[k] & 0xF)]
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decimal digits of `v` appended without an intermediate String.
+    static func appendDecimal(_ v: UInt64, to out: inout [UInt8]) {
+        var tmp: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: enough for 20 digits
+        var n = 0
+        var x = v
+        withUnsafeMutableBytes(of: &tmp) { t in
+            repeat {
+                t[23 - n] = UInt8(48 + x % 10)
+                x /= 10
+                n += 1
+            } while x > 0
+            out.append(contentsOf: t[(24 - n)...])
+        }
     }
 
     static func string(_ bytes: [UInt8]) -> String {
