@@ -9,6 +9,18 @@ func auditTempDir() -> String {
     return p.map { String(cString: $0) } ?? "/tmp"
 }
 
+/// Removes a test directory (flat: files only).
+func removeTree(_ dir: String) {
+    if let d = opendir(dir) {
+        while let e = readdir(d) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name != "." && name != ".." { unlink("\(dir)/\(name)") }
+        }
+        closedir(d)
+    }
+    rmdir(dir)
+}
+
 func fileLines(_ path: String) -> [String] {
     guard let bytes = try? readFile(path, limit: 1 << 30) else { return [] }
     return String(decoding: bytes, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: true).map(String.init)
@@ -45,6 +57,7 @@ func verify(_ paths: [String], key: SecretBytes? = nil) throws -> AuditVerifier.
 
     @Test func badEventsAreRejectedWithReasons() throws {
         let dir = auditTempDir()
+        defer { removeTree(dir) }
         let (rt, a) = try auditRuntime(fileSection("\(dir)/a.log", #", "max_event_bytes": 1024, "max_depth": 4"#))
         defer { rt.shutdown() }
         expectError(.malformed, "invalid JSON") { _ = try a.emit("{\"type\": ") }
@@ -75,6 +88,7 @@ func verify(_ paths: [String], key: SecretBytes? = nil) throws -> AuditVerifier.
 
     @Test func documentsNamesAreMappedToTheSchema() throws {
         let dir = auditTempDir()
+        defer { removeTree(dir) }
         let (rt, a) = try auditRuntime(fileSection("\(dir)/a.log", #", "service": "erp-api""#))
         _ = try a.emit(#"{"type": "login_failure", "user_id": "alice", "ip_address": "2001:db8::1", "user_agent": "curl/8"}"#)
         _ = try a.emit(#"{"type": "authentication", "event_subtype": "login", "success": true, "user_id": "bob"}"#)
@@ -121,6 +135,7 @@ func verify(_ paths: [String], key: SecretBytes? = nil) throws -> AuditVerifier.
 
     @Test func extraTypesAreAccepted() throws {
         let dir = auditTempDir()
+        defer { removeTree(dir) }
         let (rt, a) = try auditRuntime(fileSection("\(dir)/a.log", #", "extra_types": ["billing"]"#))
         defer { rt.shutdown() }
         #expect(try a.emit(#"{"type": "billing", "subtype": "refund", "result": "success"}"#) == 2)
@@ -131,6 +146,7 @@ func verify(_ paths: [String], key: SecretBytes? = nil) throws -> AuditVerifier.
 enum RFC3339Probe {
     static func format(_ micros: Int64) -> String {
         let dir = auditTempDir()
+        defer { removeTree(dir) }
         guard let rt = try? Runtime.open(config: #"{"audit": \#(fileSection("\(dir)/t.log"))}"#), let a = rt.audit else { return "" }
         let ok = Array(#"{"type": "session"}"#.utf8).withUnsafeBytes { raw in (try? a.emit(raw, at: micros)) != nil }
         rt.shutdown()
@@ -152,6 +168,7 @@ enum RFC3339Probe {
 
     @Test func intactTrailVerifies() throws {
         let dir = auditTempDir()
+        defer { removeTree(dir) }
         let lines = try trail(dir, 10)
         #expect(lines.count == 12)
         let r = try verify(["\(dir)/a.log"])
@@ -161,6 +178,7 @@ enum RFC3339Probe {
 
     @Test func editIsDetectedAtTheRecord() throws {
         let dir = auditTempDir()
+        defer { removeTree(dir) }
         var lines = try trail(dir, 10)
         lines[4] = lines[4].replacingOccurrences("\"actor\":\"u3\"", "\"actor\":\"u9\"")
         writeLines("\(dir)/a.log", lines)
@@ -173,6 +191,7 @@ enum RFC3339Probe {
 
     @Test func deletionIsDetected() throws {
         let dir = auditTempDir()
+        defer { removeTree(dir) }
         var lines = try trail(dir, 10)
         lines.remove(at: 6)
         writeLines("\(dir)/a.log", lines)
@@ -184,6 +203,7 @@ enum RFC3339Probe {
 
     @Test func insertionIsDetected() throws {
         let dir = auditTempDir()
+        defer { removeTree(dir) }
         var lines = try trail(dir, 10)
         // A forged line, and separately a replayed copy of an earlier record.
         var forged = lines
@@ -202,6 +222,7 @@ enum RFC3339Probe {
 
     @Test func swapIsDetectedAsReordering() throws {
         let dir = auditTempDir()
+        defer { removeTree(dir) }
         var lines = try trail(dir, 10)
         lines.swapAt(3, 4)
         writeLines("\(dir)/a.log", lines)
@@ -213,6 +234,7 @@ enum RFC3339Probe {
 
     @Test func rehashedEditIsCaughtByTheNextLinkOrTheKey() throws {
         let dir = auditTempDir()
+        defer { removeTree(dir) }
         let lines = try trail(dir, 5, key: "0123456789abcdef0123456789abcdef")
         let key = SecretBytes(Array("0123456789abcdef0123456789abcdef".utf8))
         #expect(try verify(["\(dir)/a.log"], key: key).intact)
@@ -226,6 +248,7 @@ enum RFC3339Probe {
 
     @Test func restartContinuesTheChainAndTruncatesATornTail() throws {
         let dir = auditTempDir()
+        defer { removeTree(dir) }
         _ = try trail(dir, 3)
         // A crash in the middle of a write leaves half a record.
         let fd = open("\(dir)/a.log", O_WRONLY | O_APPEND)
@@ -246,6 +269,7 @@ enum RFC3339Probe {
 
     @Test func aTamperedLastRecordRefusesToOpen() throws {
         let dir = auditTempDir()
+        defer { removeTree(dir) }
         var lines = try trail(dir, 2)
         lines[lines.count - 1] = lines[lines.count - 1].replacingOccurrences("stopped", "stoppef")
         writeLines("\(dir)/a.log", lines)
@@ -254,6 +278,7 @@ enum RFC3339Probe {
 
     @Test func aFileHasOneWriter() throws {
         let dir = auditTempDir()
+        defer { removeTree(dir) }
         let (rt, _) = try auditRuntime(fileSection("\(dir)/a.log"))
         expectError(.config, "in use by another runtime") { _ = try Runtime.open(config: #"{"audit": \#(fileSection("\(dir)/a.log"))}"#) }
         rt.shutdown()
@@ -263,6 +288,7 @@ enum RFC3339Probe {
 
     @Test func aRuntimeDroppedWithoutShutdownReleasesItsWriter() throws {
         let dir = auditTempDir()
+        defer { removeTree(dir) }
         do {
             let (_, a) = try auditRuntime(fileSection("\(dir)/a.log"))
             a.emitAutomatic(AutomaticAuditEvent(type: "key_management", subtype: "keys_reloaded", result: "success"))
@@ -284,6 +310,7 @@ enum RFC3339Probe {
 
     @Test func filePermissionsAre0600() throws {
         let dir = auditTempDir()
+        defer { removeTree(dir) }
         _ = try trail(dir, 1)
         var st = stat()
         stat("\(dir)/a.log", &st)
@@ -294,6 +321,7 @@ enum RFC3339Probe {
 @Suite struct AuditQueueTests {
     @Test func rotationUnderLoadLosesAndDuplicatesNothing() throws {
         let dir = auditTempDir()
+        defer { removeTree(dir) }
         let (rt, a) = try auditRuntime(fileSection("\(dir)/a.log", #", "batch_max_events": 64"#, sinkExtra: #", "rotate_bytes": 20000"#))
         let threads = 4, per = 1500
         let box = ThreadBox(count: threads) { t in
@@ -333,6 +361,7 @@ enum RFC3339Probe {
 
     @Test func fullQueueUnderDropCountsExactlyTheDrops() throws {
         let dir = auditTempDir()
+        defer { removeTree(dir) }
         let (rt, a) = try auditRuntime(fileSection("\(dir)/a.log", #", "queue_capacity": 100, "full_policy": "drop""#))
         _ = try a.emit(#"{"type": "session"}"#)
         try a.flush()
@@ -358,6 +387,7 @@ enum RFC3339Probe {
 
     @Test func fullQueueUnderBlockTimesOut() throws {
         let dir = auditTempDir()
+        defer { removeTree(dir) }
         let (rt, a) = try auditRuntime(fileSection("\(dir)/a.log", #", "queue_capacity": 2, "full_policy": "block", "block_timeout_ms": 20"#))
         _ = try a.emit(#"{"type": "session"}"#)
         try a.flush()
@@ -373,6 +403,7 @@ enum RFC3339Probe {
 
     @Test func everyEventModeIsDurableOnReturnAndSharesFsyncs() throws {
         let dir = auditTempDir()
+        defer { removeTree(dir) }
         let (rt, a) = try auditRuntime(fileSection("\(dir)/a.log", #", "durability": "every_event""#))
         let box = ThreadBox(count: 8) { t in
             for i in 0..<100 {
@@ -390,6 +421,7 @@ enum RFC3339Probe {
 
     @Test func automaticEventsGoThroughTheHook() throws {
         let dir = auditTempDir()
+        defer { removeTree(dir) }
         let (rt, a) = try auditRuntime(fileSection("\(dir)/a.log"))
         let hook: any AuditHook = a
         #expect(hook.automaticEventsEnabled)
@@ -403,6 +435,8 @@ enum RFC3339Probe {
         #expect(a.metricsText().contains(#"authorization_events_total{event_subtype="permission_denied",result="denied"} 1"#))
 
         let dir2 = auditTempDir()
+
+        defer { removeTree(dir2) }
         let (rt2, b) = try auditRuntime(fileSection("\(dir2)/a.log", #", "automatic_events": false"#))
         #expect(!b.automaticEventsEnabled)
         b.emitAutomatic(AutomaticAuditEvent(type: "mfa", subtype: "totp_failed", result: "failure"))
@@ -412,6 +446,7 @@ enum RFC3339Probe {
 
     @Test func emitAfterShutdownIsClosed() throws {
         let dir = auditTempDir()
+        defer { removeTree(dir) }
         let (rt, a) = try auditRuntime(fileSection("\(dir)/a.log"))
         _ = try a.emit(#"{"type": "session"}"#)
         rt.shutdown()
@@ -422,6 +457,7 @@ enum RFC3339Probe {
 @Suite struct AuditSinkTests {
     @Test func syslogSinkSendsRFC5424ToTheLocalSocket() throws {
         let dir = auditTempDir()
+        defer { removeTree(dir) }
         let path = "\(dir)/log.sock"
         let s = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
         defer { close(s) }
@@ -454,6 +490,7 @@ enum RFC3339Probe {
 
     @Test func syslogOutageIsCountedAndTheFileUnaffected() throws {
         let dir = auditTempDir()
+        defer { removeTree(dir) }
         let (rt, a) = try auditRuntime(#"{"sinks": [{"type": "file", "path": "\#(dir)/a.log"}, {"type": "syslog", "socket": "\#(dir)/nobody.sock"}]}"#)
         _ = try a.emit(#"{"type": "session"}"#)
         try a.flush()
@@ -468,6 +505,7 @@ enum RFC3339Probe {
     @Test func redisStreamSinkAgainstTheRealServer() throws {
         guard let port = TestRedis.port else { return }
         let dir = auditTempDir()
+        defer { removeTree(dir) }
         let stream = "audit-test-\(getpid())-\(Clock.nowMicros())"
         let (rt, a) = try auditRuntime(#"{"sinks": [{"type": "file", "path": "\#(dir)/a.log"}, {"type": "redis", "stream": "\#(stream)", "maxlen": 1000}]}"#,
                                        top: #""redis": {"host": "127.0.0.1", "port": \#(port), "command_timeout_ms": 1000}, "#)
@@ -489,6 +527,7 @@ enum RFC3339Probe {
 
     @Test func redisOutageIsCountedNotFatal() throws {
         let dir = auditTempDir()
+        defer { removeTree(dir) }
         let (rt, a) = try auditRuntime(#"{"sinks": [{"type": "file", "path": "\#(dir)/a.log"}, {"type": "redis"}]}"#,
                                        top: #""redis": {"host": "127.0.0.1", "port": \#(closedPort()), "connect_timeout_ms": 100}, "#)
         _ = try a.emit(#"{"type": "session"}"#)
