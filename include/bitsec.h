@@ -163,6 +163,16 @@ typedef struct bitsec_runtime bitsec_runtime;
 #define BITSEC_MAX_PERMISSION_BYTES 1024          /* "resource:action" */
 #define BITSEC_MAX_PRINCIPAL_BYTES (64 * 1024)    /* packed principal, context, batch list */
 #define BITSEC_MAX_PERMISSION_BATCH 4096          /* entries per bitsec_check_permissions */
+/* ---- audit ---- */
+/* bitsec_audit_emit: limits (the audit section's max_event_bytes / max_depth may be lower). */
+#define BITSEC_AUDIT_MAX_EVENT_BYTES (1024 * 1024) /* ceiling of max_event_bytes (default 16 KiB) */
+#define BITSEC_AUDIT_MAX_DEPTH 32                  /* ceiling of max_depth (default 8) */
+#define BITSEC_AUDIT_MAX_QUEUE_CAPACITY (4 * 1024 * 1024)
+/* Chain: hash_n = SHA-256(hash_{n-1} || canonical_n), or HMAC-SHA-256 with hmac_key. */
+#define BITSEC_AUDIT_HASH_BYTES 32
+/* out_seq of bitsec_audit_emit when the drop policy dropped the event. */
+#define BITSEC_AUDIT_DROPPED 0
+/* ---- end audit ---- */
 
 #include "bitsec_api.h"
 

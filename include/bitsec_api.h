@@ -18,6 +18,70 @@ extern "C" {
 /// Since: 0.1.0
 int32_t bitsec_abi_version(void) BITSEC_NODISCARD;
 
+/// Emits a security event into the runtime's audit trail (docs/audit.md has the schema).
+/// The event is validated (JSON object, at most the section's max_event_bytes and max_depth,
+/// a known type, known members only), stamped with time (RFC 3339 UTC, microseconds), id and
+/// sequence number, and queued; the writer thread chains it (SHA-256 or HMAC-SHA-256) and
+/// writes it to the sinks. The call never waits for disk or network, except in the
+/// every_event durability mode, where it returns once the record is durable (concurrent
+/// emitters share one fdatasync).
+/// rt: the runtime (its configuration must have an audit section).
+/// event, event_len: the event, UTF-8 JSON, not necessarily NUL-terminated; caller-owned,
+/// only read during the call. At most BITSEC_AUDIT_MAX_EVENT_BYTES (and max_event_bytes).
+/// out_seq: optional; receives the record's sequence number, or 0 when the queue was full
+/// and the drop policy dropped the event (counted in bitsec_audit_events_dropped_total and
+/// reported by an audit/events_dropped record).
+/// Returns BITSEC_OK (also when dropped under the drop policy); BITSEC_E_INVALID_ARGUMENT
+/// (not an object, unknown type or member, bad value: the detail says which);
+/// BITSEC_E_MALFORMED (invalid JSON, nesting deeper than max_depth); BITSEC_E_TOO_LARGE;
+/// BITSEC_E_TIMEOUT (block policy: the queue stayed full for block_timeout_ms and the event
+/// was dropped; every_event: queued but not confirmed durable within durable_timeout_ms);
+/// BITSEC_E_IO (every_event: queued but the file sink is failing); BITSEC_E_NOT_CONFIGURED;
+/// BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread; events from one thread keep their order.
+/// Since: 0.1.0
+int32_t bitsec_audit_emit(bitsec_runtime *rt, char const *event, size_t event_len, uint64_t *out_seq) BITSEC_NODISCARD;
+
+/// Waits until every event emitted before the call is durable: written to every sink and,
+/// with a file sink, fdatasync'ed, whatever the durability mode.
+/// rt: the runtime.
+/// Returns BITSEC_OK; BITSEC_E_IO (the file sink is failing; records stay queued and are
+/// retried); BITSEC_E_TIMEOUT (not durable within durable_timeout_ms);
+/// BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED; BITSEC_E_INVALID_ARGUMENT.
+/// Thread safety: safe from any thread. bitsec_runtime_close flushes too.
+/// Since: 0.1.0
+int32_t bitsec_audit_flush(bitsec_runtime *rt) BITSEC_NODISCARD;
+
+/// The audit trail's state as JSON: queued, capacity, last_seq, written_seq, durable_seq,
+/// written, dropped, rejected, fsyncs, sink_errors and sink_records_lost per sink,
+/// file_failure (the current file sink error, or null).
+/// rt: the runtime.
+/// out_buf, out_cap: caller-owned buffer. out_len: receives the JSON's length (excluding the
+/// NUL written after it when there is room), also when the buffer is too small.
+/// Returns BITSEC_OK; BITSEC_E_BUFFER_TOO_SMALL (*out_len holds the size needed);
+/// BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED; BITSEC_E_INVALID_ARGUMENT.
+/// Thread safety: safe from any thread.
+/// Since: 0.1.0
+int32_t bitsec_audit_stats(bitsec_runtime *rt, char *out_buf, size_t out_cap, size_t *out_len) BITSEC_NODISCARD;
+
+/// Verifies audit files: each record's hash, each link to the record before, and that
+/// sequence numbers follow without gap, duplicate or inversion across the files (rotated
+/// files and the current one, in any order). Needs no runtime.
+/// paths, paths_len: a JSON array of file paths (UTF-8), at most 4096 entries; caller-owned.
+/// key, key_len: the trail's hmac_key when it is keyed (NULL/0 for a SHA-256 chain);
+/// caller-owned, only read during the call.
+/// out_buf, out_cap, out_len: receive the report, JSON: intact (bool), records, files (in
+/// chain order), first_seq, last_seq, last_hash, chain, torn_tail (null or {file, bytes}: an
+/// unterminated last line left by a crash), problem (null or {kind: edited | deleted |
+/// inserted | reordered, file, line, seq, detail}), the first problem found.
+/// Returns BITSEC_OK whether or not the chain is intact (read intact); BITSEC_E_IO (a file
+/// cannot be read); BITSEC_E_MALFORMED (paths is not a JSON array of strings);
+/// BITSEC_E_BUFFER_TOO_SMALL (*out_len holds the size needed); BITSEC_E_INVALID_ARGUMENT;
+/// BITSEC_E_TOO_LARGE.
+/// Thread safety: safe from any thread.
+/// Since: 0.1.0
+int32_t bitsec_audit_verify(char const *paths, size_t paths_len, uint8_t const *key, size_t key_len, char *out_buf, size_t out_cap, size_t *out_len) BITSEC_NODISCARD;
+
 /// Says whether key is blocked, until when, and how many failures it has in the window.
 /// rt, key, key_len, at: as bitsec_bruteforce_record_failure.
 /// out_status: caller-owned array of BITSEC_BRUTEFORCE_STATUS_LEN int64_t (required).
@@ -292,6 +356,19 @@ void bitsec_free(void *p);
 /// Thread safety: per thread; safe from any thread.
 /// Since: 0.1.0
 char const *bitsec_last_error(void) BITSEC_NODISCARD;
+
+/// The runtime's metrics in the Prometheus text exposition format (version 0.0.4): audit
+/// event counters named <type>_events_total{event_subtype,result[,sensitive_data_accessed]}
+/// (so ADR-007's alert rules select them), drops, rejections, sink errors, queue gauges.
+/// Empty text when the runtime has no audit section.
+/// rt: the runtime.
+/// out_buf, out_cap: caller-owned buffer. out_len: receives the text's length (excluding the
+/// NUL written after it when there is room), also when the buffer is too small.
+/// Returns BITSEC_OK; BITSEC_E_BUFFER_TOO_SMALL (*out_len holds the size needed);
+/// BITSEC_E_CLOSED; BITSEC_E_INVALID_ARGUMENT.
+/// Thread safety: safe from any thread.
+/// Since: 0.1.0
+int32_t bitsec_metrics_text(bitsec_runtime *rt, char *out_buf, size_t out_cap, size_t *out_len) BITSEC_NODISCARD;
 
 /// Replaces the active policy (a policy document as in docs/configuration.md).
 /// policy, policy_len: the policy JSON, at most BITSEC_MAX_CONFIG_BYTES; caller-owned.

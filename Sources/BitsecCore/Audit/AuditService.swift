@@ -1,13 +1,599 @@
-/// The `audit` capability. Placeholder of the seam: its implementation is issue 8.
-public final class AuditService: Capability, AuditHook {
+internal import Glibc
+
+/// The `audit` capability: validates events, queues them without blocking the caller, and a
+/// writer thread sequences, chains and writes them to the sinks (docs/audit.md).
+///
+/// Threads: any number of emitters; one writer (a pthread, started at the first record).
+/// The queue is a bounded array under one mutex; an emitter holds it for an append. The
+/// writer takes the whole queue at once (a batch), formats and chains records outside the
+/// lock, writes them with one `write`, and syncs per the durability mode: group commit falls
+/// out of this design, since every emitter whose record is in the batch shares its fsync.
+public final class AuditService: Capability, AuditHook, @unchecked Sendable {
     public static let sectionName = "audit"
 
-    public static func read(_ o: ConfigObject, context: CapabilityContext) throws(BitsecError) -> AuditService {
-        throw BitsecError(.unsupported, "the audit section is not implemented in this version")
+    public let config: AuditConfig
+    public let metrics = AuditMetrics()
+    let validator: EventValidator
+    private let sync = AuditQueueSync()
+
+    // ---- guarded by `sync` ----
+    private var pending: [QueuedEvent] = []
+    private var spare: [QueuedEvent] = []
+    private var nextSeq: UInt64
+    private var writtenSeq: UInt64
+    private var durableSeq: UInt64
+    private var flushTarget: UInt64 = 0
+    private var dropsUnreported: UInt64 = 0
+    private var fileFailure: String? = nil
+    private var started = false
+    private var stopping = false
+    private var stopped = false
+    private var paused = false
+    private var writerWaiting = false
+    /// Someone (the writer thread or a leading emitter) is writing a batch.
+    private var writerBusy = false
+    /// The role holder left chained records unwritten after a file error (read under the lock).
+    private var retryPending = false
+    /// Copies of the file sink's sync state for readers holding only the lock.
+    private var unsyncedSeen = false
+    private var unsyncedSinceSeen: Int64 = 0
+    private var blockedEmitters = 0
+
+    // ---- writer thread only ----
+    private let file: FileSink?
+    private var secondaries: [SecondarySink] = []
+    private var sinkTrouble: [String: (errors: Int, lost: Int)] = [:]
+    private var unwritten: [OutRecord] = []
+    private var fileFailureCount = 0
+    private let hasher: ChainHasher
+    private var lastHash: [UInt8]
+    private let instance: [UInt8]
+    private var recovery: FileSink.Recovery
+    private var unsyncedEvents = 0
+    private var firstUnsyncedAt: Int64 = 0
+    private var thread = pthread_t()
+
+    /// Queued records that wake the writer early; its longest linger otherwise (ms).
+    static let wakeBatch = 512
+    static let lingerMs = 2
+
+    struct QueuedEvent {
+        var seq: UInt64
+        var event: PreparedEvent
     }
 
-    public func describe() -> JSONValue { .object(JSONObject()) }
+    init(config: AuditConfig, redis: RedisPool?) throws(BitsecError) {
+        self.config = config
+        validator = EventValidator(maxBytes: config.maxEventBytes, maxDepth: config.maxDepth, extraTypes: config.extraTypes)
+        hasher = try ChainHasher(key: config.hmacKey)
+        instance = try OpenSSL.randomBytes(count: 8)
+        if let f = config.file {
+            let fs = FileSink(f)
+            recovery = try fs.open(hasher: hasher)
+            file = fs
+        } else {
+            recovery = FileSink.Recovery()
+            file = nil
+        }
+        lastHash = recovery.lastHash
+        nextSeq = recovery.lastSeq + 1
+        writtenSeq = recovery.lastSeq
+        durableSeq = recovery.lastSeq
+        if config.stdout { secondaries.append(StdoutSink()) }
+        if let s = config.syslog { secondaries.append(SyslogSink(s)) }
+        if let r = config.redis, let redis { secondaries.append(RedisStreamSink(r, pool: redis)) }
+        pending.reserveCapacity(min(config.queueCapacity, 4096))
+    }
 
-    public var automaticEventsEnabled: Bool { false }
-    public func emitAutomatic(_ event: AutomaticAuditEvent) {}
+    public static func read(_ o: ConfigObject, context: CapabilityContext) throws(BitsecError) -> AuditService {
+        let c = try AuditConfig.read(o, context: context)
+        return try AuditService(config: c, redis: context.redis)
+    }
+
+    public var sinkNames: [String] {
+        (file != nil ? ["file"] : []) + secondaries.map(\.name)
+    }
+
+    public func describe() -> JSONValue {
+        func n(_ v: Int) -> JSONValue { .number(JSONNumber(int64: Int64(v))) }
+        var sinks: [JSONValue] = []
+        if let f = config.file {
+            sinks.append(.object(JSONObject([("type", .string("file")), ("path", .string(f.path)),
+                                             ("rotate_bytes", .number(JSONNumber(int64: f.rotateBytes))),
+                                             ("rotate_seconds", .number(JSONNumber(int64: f.rotateSeconds)))])))
+        }
+        if config.stdout { sinks.append(.object(JSONObject([("type", .string("stdout"))]))) }
+        if let s = config.syslog {
+            sinks.append(.object(JSONObject([("type", .string("syslog")), ("socket", .string(s.socketPath)),
+                                             ("facility", n(s.facility)), ("app_name", .string(s.appName))])))
+        }
+        if let r = config.redis {
+            sinks.append(.object(JSONObject([("type", .string("redis")), ("stream", .string(r.stream)),
+                                             ("maxlen", .number(JSONNumber(int64: r.maxLen)))])))
+        }
+        return .object(JSONObject([
+            ("sinks", .array(sinks)),
+            ("durability", .string(config.durability.rawValue)),
+            ("batch_max_events", n(config.batchMaxEvents)),
+            ("batch_max_ms", n(config.batchMaxMs)),
+            ("queue_capacity", n(config.queueCapacity)),
+            ("full_policy", .string(config.fullPolicy.rawValue)),
+            ("max_event_bytes", n(config.maxEventBytes)),
+            ("max_depth", n(config.maxDepth)),
+            ("automatic_events", .bool(config.automaticEvents)),
+            ("chain", .string(config.hmacKey != nil ? "hmac-sha256" : "sha256")),
+        ]))
+    }
+
+    // MARK: - Emitting
+
+    /// Validates, stamps and queues a caller's event (JSON). Returns its sequence number, or
+    /// 0 when the drop policy dropped it (counted, reported later by an `events_dropped`
+    /// record). In every-event mode, returns once the record is durable.
+    public func emit(_ bytes: UnsafeRawBufferPointer, at micros: Int64 = 0) throws(BitsecError) -> UInt64 {
+        let b: EventBuilder
+        do { b = try validator.validate(bytes) } catch { metrics.addRejected(); throw error }
+        let p = b.encode(timeMicros: micros > 0 ? micros : Clock.nowMicros(), service: config.service)
+        return try enqueue(p, waitDurable: config.durability == .everyEvent, policy: config.fullPolicy)
+    }
+
+    public func emit(_ text: String) throws(BitsecError) -> UInt64 {
+        try Array(text.utf8).withRawBytes { (raw) throws(BitsecError) -> UInt64 in try emit(raw) }
+    }
+
+    public var automaticEventsEnabled: Bool { config.automaticEvents }
+
+    /// Automatic events never wait: not for room (drop policy), not for durability.
+    public func emitAutomatic(_ e: AutomaticAuditEvent) {
+        guard config.automaticEvents else { return }
+        func clip(_ s: String?, _ n: Int) -> String? {
+            guard let s else { return nil }
+            if s.utf8.count <= n { return s }
+            var u = Array(s.utf8.prefix(n))
+            while !u.isEmpty && !UTF8Validation.isValid(u) { u.removeLast() }
+            return String(decoding: u, as: UTF8.self)
+        }
+        var b = EventBuilder()
+        b.type = AuditSchema.isName(e.type) ? e.type : "application"
+        b.subtype = AuditSchema.isSubtype(e.subtype) ? e.subtype : "unspecified"
+        b.result = AuditSchema.results.contains(e.result) ? e.result : "unknown"
+        b.reason = clip(e.reason, 256)
+        b.actor = clip(e.actor, 256)
+        b.tenant = clip(e.tenant, 256)
+        b.resource = clip(e.resource, 1024)
+        b.action = clip(e.action, 64)
+        if !e.details.isEmpty { b.details = .object(JSONObject(e.details)) }
+        b.automatic = true
+        let p = b.encode(timeMicros: Clock.nowMicros(), service: config.service)
+        _ = try? enqueue(p, waitDurable: false, policy: .drop)
+    }
+
+    private func startWriterLocked() throws(BitsecError) {
+        let ctx = Unmanaged.passRetained(self).toOpaque()
+        let rc = pthread_create(&thread, nil, { arg in
+            guard let arg else { return nil }
+            var s = Unmanaged<AuditService>.fromOpaque(arg).takeRetainedValue()
+            // The loop comes back when idle for a second: if this thread holds the last
+            // reference (the runtime was dropped without shutdown, e.g. a later section of
+            // the configuration failed after an automatic event started the writer), it
+            // closes the sinks and ends instead of keeping the service alive forever.
+            while s.writerLoop() {
+                if isKnownUniquelyReferenced(&s) {
+                    s.abandonedByOwner()
+                    break
+                }
+            }
+            return nil
+        }, ctx)
+        guard rc == 0 else {
+            Unmanaged<AuditService>.fromOpaque(ctx).release()
+            throw .internalError("audit: cannot start the writer thread (error \(rc))")
+        }
+        started = true
+        // The first record of every run says so, with what recovery found.
+        var d: [(key: String, value: JSONValue)] = [
+            ("pid", .number(JSONNumber(int64: Int64(getpid())))),
+            ("chain", .string(hasher.keyed ? "hmac-sha256" : "sha256")),
+            ("durability", .string(config.durability.rawValue)),
+        ]
+        if let from = recovery.from {
+            d.append(("recovered_from", .string(from)))
+            d.append(("recovered_seq", .number(JSONNumber(int64: Int64(recovery.lastSeq)))))
+        }
+        if recovery.truncatedBytes > 0 {
+            d.append(("torn_bytes_truncated", .number(JSONNumber(int64: recovery.truncatedBytes))))
+        }
+        appendInternalLocked("started", result: "success", details: d)
+    }
+
+    private func appendInternalLocked(_ subtype: String, result: String, details: [(key: String, value: JSONValue)]) {
+        var b = EventBuilder()
+        b.type = AuditSchema.internalType
+        b.subtype = subtype
+        b.result = result
+        b.details = .object(JSONObject(details))
+        let p = b.encode(timeMicros: Clock.nowMicros(), service: config.service)
+        pending.append(QueuedEvent(seq: nextSeq, event: p))
+        nextSeq &+= 1
+    }
+
+    private func enqueue(_ p: PreparedEvent, waitDurable: Bool, policy: AuditConfig.FullPolicy) throws(BitsecError) -> UInt64 {
+        sync.lock()
+        if stopping {
+            sync.unlock()
+            throw BitsecError(.closed, "audit: the runtime is closing")
+        }
+        if !started {
+            do { try startWriterLocked() } catch { sync.unlock(); throw error }
+        }
+        if pending.count >= config.queueCapacity {
+            if policy == .drop {
+                dropsUnreported &+= 1
+                sync.unlock()
+                metrics.addDropped(1, timeout: false)
+                return 0
+            }
+            let deadline = Clock.monotonicMillis() + Int64(config.blockTimeoutMs)
+            blockedEmitters += 1
+            while pending.count >= config.queueCapacity && !stopping {
+                if !sync.wait(.room, untilMillis: deadline) { break }
+            }
+            blockedEmitters -= 1
+            if stopping {
+                sync.unlock()
+                throw BitsecError(.closed, "audit: the runtime is closing")
+            }
+            if pending.count >= config.queueCapacity {
+                dropsUnreported &+= 1
+                sync.unlock()
+                metrics.addDropped(1, timeout: true)
+                throw BitsecError(.timeout, "audit: queue full for block_timeout_ms (\(config.blockTimeoutMs) ms); event dropped and counted")
+            }
+        }
+        let seq = nextSeq
+        nextSeq &+= 1
+        pending.append(QueuedEvent(seq: seq, event: p))
+        // Wake the writer for the first record after it went idle, for a durable wait, or
+        // when a batch's worth is waiting; otherwise it wakes by itself after lingering.
+        if writerWaiting && !waitDurable && (pending.count == 1 || pending.count == Self.wakeBatch) { sync.signal(.work) }
+        if waitDurable {
+            let deadline = Clock.monotonicMillis() + Int64(config.durableTimeoutMs)
+            var yielded = false
+            while durableSeq < seq && !stopped {
+                if let f = fileFailure {
+                    sync.unlock()
+                    throw BitsecError(.io, "audit: record \(seq) queued but not durable: \(f)")
+                }
+                if !writerBusy && !paused && !stopping && writtenSeq < seq {
+                    // Let emitters that were just woken queue their records first, so the
+                    // fsync is shared by more of them.
+                    if !yielded {
+                        yielded = true
+                        sync.unlock()
+                        sched_yield()
+                        sync.lock()
+                        continue
+                    }
+                    writeBatchLocked(retry: false)
+                    continue
+                }
+                if !sync.wait(.durable, untilMillis: deadline) { break }
+            }
+            if durableSeq < seq {
+                sync.unlock()
+                throw BitsecError(.timeout, "audit: record \(seq) queued but not confirmed durable within durable_timeout_ms (\(config.durableTimeoutMs) ms)")
+            }
+        }
+        sync.unlock()
+        return seq
+    }
+
+    /// Returns once every record emitted before the call is durable (written and, with a
+    /// file sink, fdatasync'ed), whatever the durability mode.
+    public func flush() throws(BitsecError) {
+        sync.lock()
+        defer { sync.unlock() }
+        let target = nextSeq &- 1
+        guard durableSeq < target, started else { return }
+        flushTarget = max(flushTarget, target)
+        sync.signal(.work)
+        let deadline = Clock.monotonicMillis() + Int64(config.durableTimeoutMs)
+        while durableSeq < target && !stopped {
+            if let f = fileFailure { throw BitsecError(.io, "audit flush: \(f)") }
+            if !sync.wait(.durable, untilMillis: deadline) { break }
+        }
+        if durableSeq < target {
+            throw BitsecError(.timeout, "audit flush: not durable within durable_timeout_ms (\(config.durableTimeoutMs) ms)")
+        }
+    }
+
+    /// Flushes, stops the writer thread and closes the sinks. Later emits fail with `closed`.
+    public func shutdown() {
+        sync.lock()
+        if stopping { sync.unlock(); return }
+        let wasStarted = started
+        if wasStarted {
+            appendInternalLocked("stopped", result: "success", details: [])
+        }
+        stopping = true
+        paused = false
+        sync.broadcast(.work)
+        sync.broadcast(.room)
+        sync.unlock()
+        if wasStarted {
+            pthread_join(thread, nil)
+        } else {
+            file?.close()
+            for s in secondaries { s.close() }
+        }
+    }
+
+    // MARK: - Test hooks
+
+    /// Holds the writer before its next batch (tests: a full queue, exactly). Not in the ABI.
+    public func pauseWriter() { sync.lock(); paused = true; sync.unlock() }
+    public func resumeWriter() { sync.lock(); paused = false; sync.broadcast(.work); sync.unlock() }
+
+    // MARK: - State
+
+    public struct Stats: Sendable {
+        public var queued: Int
+        public var capacity: Int
+        public var lastSeq: UInt64
+        public var writtenSeq: UInt64
+        public var durableSeq: UInt64
+        public var fileFailure: String?
+        public var metrics: AuditMetrics.Snapshot
+    }
+
+    public func stats() -> Stats {
+        sync.lock()
+        let s = (pending.count, nextSeq &- 1, writtenSeq, durableSeq, fileFailure)
+        sync.unlock()
+        return Stats(queued: s.0, capacity: config.queueCapacity, lastSeq: s.1, writtenSeq: s.2, durableSeq: s.3,
+                     fileFailure: s.4, metrics: metrics.snapshot())
+    }
+
+    public func statsJSON() -> JSONValue {
+        let s = stats()
+        func n(_ v: UInt64) -> JSONValue { .number(JSONNumber(int64: Int64(truncatingIfNeeded: v))) }
+        var errs: [(key: String, value: JSONValue)] = []
+        var lost: [(key: String, value: JSONValue)] = []
+        for name in sinkNames {
+            errs.append((name, n(s.metrics.sinkErrors[name] ?? 0)))
+            lost.append((name, n(s.metrics.sinkLost[name] ?? 0)))
+        }
+        return .object(JSONObject([
+            ("queued", n(UInt64(s.queued))), ("capacity", n(UInt64(s.capacity))),
+            ("last_seq", n(s.lastSeq)), ("written_seq", n(s.writtenSeq)), ("durable_seq", n(s.durableSeq)),
+            ("written", n(s.metrics.written)), ("dropped", n(s.metrics.dropped)), ("rejected", n(s.metrics.rejected)),
+            ("fsyncs", n(s.metrics.fsyncs)),
+            ("sink_errors", .object(JSONObject(errs))), ("sink_records_lost", .object(JSONObject(lost))),
+            ("file_failure", s.fileFailure.map { .string($0) } ?? .null),
+        ]))
+    }
+
+    /// Prometheus text exposition of the audit counters and queue gauges.
+    public func metricsText() -> String {
+        let s = stats()
+        return metrics.text(sinks: sinkNames, gauges: [
+            ("bitsec_audit_queue_depth", "Events waiting for the writer.", Int64(s.queued)),
+            ("bitsec_audit_queue_capacity", "Capacity of the audit queue.", Int64(s.capacity)),
+            ("bitsec_audit_last_sequence", "Sequence number of the last accepted record.", Int64(truncatingIfNeeded: s.lastSeq)),
+            ("bitsec_audit_durable_sequence", "Highest sequence number known durable.", Int64(truncatingIfNeeded: s.durableSeq)),
+            ("bitsec_audit_sink_failing", "1 while the file sink is failing.", s.fileFailure == nil ? 0 : 1),
+        ])
+    }
+
+    // MARK: - The writer thread
+
+    /// Returns true after a second with nothing to do (the caller checks ownership and calls
+    /// again), false once stopped.
+    private func writerLoop() -> Bool {
+        sync.lock()
+        while true {
+            while !stopping && (paused || writerBusy || (pending.isEmpty && !retryPending && flushTarget <= durableSeq && !batchSyncDue())) {
+                writerWaiting = true
+                if !paused, unsyncedSeen, config.durability == .batched {
+                    sync.wait(.work, untilMillis: unsyncedSinceSeen + Int64(config.batchMaxMs))
+                } else if !sync.wait(.work, untilMillis: Clock.monotonicMillis() + 1000),
+                          !stopping, !paused, !writerBusy, pending.isEmpty, !retryPending, flushTarget <= durableSeq, !unsyncedSeen {
+                    writerWaiting = false
+                    sync.unlock()
+                    return true
+                }
+                writerWaiting = false
+            }
+            // Outside every_event mode nobody waits for this batch: linger a moment so a
+            // stream of emits makes one batch (and one wake-up) instead of one each.
+            if config.durability != .everyEvent && !stopping && !paused && flushTarget <= durableSeq && pending.count < Self.wakeBatch {
+                let until = Clock.monotonicMillis() + Int64(min(config.batchMaxMs, Self.lingerMs))
+                writerWaiting = true
+                while !stopping && flushTarget <= durableSeq && pending.count < Self.wakeBatch {
+                    if !sync.wait(.work, untilMillis: until) { break }
+                }
+                writerWaiting = false
+            }
+            while writerBusy { writerWaiting = true; sync.wait(.work); writerWaiting = false }
+            if retryPending && pending.isEmpty && !stopping {
+                // A leader left records unwritten after a file error: retry after a pause.
+                sync.wait(.work, untilMillis: Clock.monotonicMillis() + 50)
+                if writerBusy { continue }
+            }
+            writeBatchLocked(retry: true)
+            if stopping && pending.isEmpty && dropsUnreported == 0 && !writerBusy {
+                break
+            }
+        }
+        sync.unlock()
+        if let file {
+            do { try file.sync(); metrics.addFsync() } catch { metrics.sinkError("file", lost: 0) }
+            file.close()
+        }
+        for s in secondaries { s.close() }
+        sync.lock()
+        if file?.unsynced != true { durableSeq = writtenSeq }
+        stopped = true
+        sync.broadcast(.durable)
+        sync.unlock()
+        return false
+    }
+
+    /// Nobody but the writer thread references the service any more: close quietly (the
+    /// thread is not joined by anyone; the service is released when it returns).
+    private func abandonedByOwner() {
+        sync.lock()
+        stopping = true
+        sync.unlock()
+        file?.close()
+        for s in secondaries { s.close() }
+        pthread_detach(pthread_self())
+    }
+
+    /// Takes the whole queue and writes it (chain, sinks, sync per the mode). Called with the
+    /// lock held by whoever holds the writer role: the writer thread, or in every_event mode
+    /// an emitter waiting for its own record (leader-based group commit: no hand-off to
+    /// another thread and back, and the others queue behind the leader's fsync). Returns with
+    /// the lock held.
+    private func writeBatchLocked(retry: Bool) {
+        writerBusy = true
+        if dropsUnreported > 0 {
+            appendInternalLocked("events_dropped", result: "failure",
+                                 details: [("count", .number(JSONNumber(int64: Int64(truncatingIfNeeded: dropsUnreported)))),
+                                           ("policy", .string(config.fullPolicy.rawValue))])
+            dropsUnreported = 0
+        }
+        var batch = pending
+        pending = spare
+        pending.removeAll(keepingCapacity: true)
+        if blockedEmitters > 0 { sync.broadcast(.room) }
+        let forceSync = flushTarget > durableSeq || stopping
+        sync.unlock()
+
+        let last = process(batch, retry: retry)
+        let stillUnwritten = !unwritten.isEmpty
+        let synced = syncIfDue(force: forceSync, wroteAny: !batch.isEmpty)
+        batch.removeAll(keepingCapacity: true)
+
+        sync.lock()
+        spare = batch
+        if let last { writtenSeq = max(writtenSeq, last) }
+        if synced && !stillUnwritten { durableSeq = writtenSeq }
+        unsyncedSeen = file?.unsynced == true
+        unsyncedSinceSeen = firstUnsyncedAt
+        retryPending = stillUnwritten
+        writerBusy = false
+        sync.broadcast(.durable)
+        if writerWaiting { sync.signal(.work) }
+    }
+
+    private func batchSyncDue() -> Bool {
+        guard config.durability == .batched, unsyncedSeen else { return false }
+        return Clock.monotonicMillis() - unsyncedSinceSeen >= Int64(config.batchMaxMs)
+    }
+
+    /// Chains and writes a batch; returns the last sequence written. A failed file write
+    /// keeps the chained records (`unwritten`) to be written first next time, so nothing is
+    /// lost or reordered; the writer thread retries with backoff (`retry`), a leading
+    /// emitter does not (it reports the failure to its caller instead of hanging).
+    private func process(_ batch: [QueuedEvent], retry: Bool) -> UInt64? {
+        var out = unwritten
+        unwritten = []
+        out.reserveCapacity(out.count + batch.count)
+        for q in batch {
+            do {
+                let (line, hash) = try AuditRecord.make(seq: q.seq, instance: instance, body: q.event.body, prev: lastHash, hasher: hasher)
+                lastHash = hash
+                out.append(OutRecord(seq: q.seq, line: line, key: q.event.key))
+            } catch {
+                metrics.sinkError("chain", lost: 1)
+            }
+        }
+        guard !out.isEmpty else { return nil }
+        if let file {
+            var backoffMs: UInt32 = 50
+            var failures = 0
+            while true {
+                do {
+                    try file.write(out.map { ($0.seq, $0.line) })
+                    break
+                } catch {
+                    failures += 1
+                    fileFailureCount += 1
+                    metrics.sinkError("file", lost: 0)
+                    sync.lock()
+                    fileFailure = error.detail
+                    sync.broadcast(.durable)
+                    let giveUp = stopping && failures >= 3
+                    sync.unlock()
+                    if giveUp {
+                        metrics.sinkError("file", lost: out.count)
+                        return nil
+                    }
+                    if !retry {
+                        unwritten = out
+                        return nil
+                    }
+                    usleep(backoffMs * 1000)
+                    backoffMs = min(backoffMs * 2, 2000)
+                }
+            }
+            if fileFailureCount > 0 {
+                sync.lock()
+                fileFailure = nil
+                appendInternalLocked("sink_recovered", result: "success",
+                                     details: [("sink", .string("file")), ("errors", .number(JSONNumber(int64: Int64(fileFailureCount)))),
+                                               ("records_lost", .number(JSONNumber(int64: 0)))])
+                sync.unlock()
+                fileFailureCount = 0
+            }
+            if unsyncedEvents == 0 { firstUnsyncedAt = Clock.monotonicMillis() }
+            unsyncedEvents += out.count
+        }
+        for s in secondaries {
+            let (lost, err) = s.deliver(out[...])
+            if err != nil {
+                metrics.sinkError(s.name, lost: lost)
+                var t = sinkTrouble[s.name] ?? (0, 0)
+                t.errors += 1
+                t.lost += lost
+                sinkTrouble[s.name] = t
+            } else if let t = sinkTrouble[s.name] {
+                sinkTrouble[s.name] = nil
+                sync.lock()
+                appendInternalLocked("sink_recovered", result: "success",
+                                     details: [("sink", .string(s.name)), ("errors", .number(JSONNumber(int64: Int64(t.errors)))),
+                                               ("records_lost", .number(JSONNumber(int64: Int64(t.lost))))])
+                sync.unlock()
+            }
+        }
+        metrics.count(out.map(\.key))
+        return out.last?.seq
+    }
+
+    /// Syncs the file per the durability mode; true when everything written is durable.
+    private func syncIfDue(force: Bool, wroteAny: Bool) -> Bool {
+        guard let file else { return true }
+        guard file.unsynced else { return true }
+        let due: Bool
+        switch config.durability {
+        case .everyEvent: due = true
+        case .batched: due = unsyncedEvents >= config.batchMaxEvents || Clock.monotonicMillis() - firstUnsyncedAt >= Int64(config.batchMaxMs)
+        case .none: due = false
+        }
+        guard due || force else { return false }
+        do {
+            try file.sync()
+            metrics.addFsync()
+            unsyncedEvents = 0
+            return true
+        } catch {
+            metrics.sinkError("file", lost: 0)
+            sync.lock()
+            fileFailure = error.detail
+            sync.broadcast(.durable)
+            sync.unlock()
+            return false
+        }
+    }
 }

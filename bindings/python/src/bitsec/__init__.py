@@ -39,6 +39,7 @@ from .fields import (
 )
 from .ratelimit import BruteForceStatus, RateLimitDecision
 from .permissions import Decision, PermissionDeniedError, Principal, permission_reason
+from .audit import AuditHandler, AuditProblem, AuditVerifyReport, audit_verify
 from .runtime import Runtime, random_bytes
 
 __version__ = "0.1.0"
@@ -67,4 +68,5 @@ __all__ = [
     "FieldUnknownKeyError", "FieldRetiredKeyError", "FieldExpiredError", "FieldNotYetValidError",
     "field_bound", "fernet_bound", "field_context", "field_key_id",
     "Decision", "Principal", "PermissionDeniedError", "permission_reason",
+    "AuditHandler", "AuditProblem", "AuditVerifyReport", "audit_verify",
 ]

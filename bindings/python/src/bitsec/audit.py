@@ -1,8 +1,189 @@
-"""The audit capability's methods of ``bitsec.Runtime``: audit_emit, audit_flush, metrics_text (issue 8)."""
+"""The audit capability: ``rt.audit_emit``, ``rt.audit_flush``, ``rt.audit_stats``,
+``rt.metrics_text``, the offline verifier ``audit_verify`` and ``AuditHandler``, a
+``logging.Handler`` that forwards log records to the audit trail (issue 8; docs/audit.md).
+"""
 from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+from ctypes import POINTER, c_char_p, c_int32, c_size_t, c_uint64, c_void_p
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Union
+
+from . import _native as N
+
+_emit = N.declare("bitsec_audit_emit", c_int32, [c_void_p, c_char_p, c_size_t, POINTER(c_uint64)])
+_flush = N.declare("bitsec_audit_flush", c_int32, [c_void_p])
+_stats = N.declare("bitsec_audit_stats", c_int32, [c_void_p, c_char_p, c_size_t, POINTER(c_size_t)])
+_metrics_text = N.declare("bitsec_metrics_text", c_int32, [c_void_p, c_char_p, c_size_t, POINTER(c_size_t)])
+_verify = N.declare("bitsec_audit_verify", c_int32,
+                    [c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t, POINTER(c_size_t)])
+
+# Compact, ASCII-only JSON (the C encoder's fastest path); bitsec reads \\u escapes.
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+_byref = ctypes.byref
+_check = N.check
+
+Event = Union[Mapping[str, Any], str, bytes]
+
+
+@dataclass(frozen=True)
+class AuditProblem:
+    """The first problem the verifier found."""
+
+    kind: str  #: edited, deleted, inserted or reordered
+    file: str
+    line: int
+    seq: int | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class AuditVerifyReport:
+    """What ``audit_verify`` found. ``intact`` is False when ``problem`` is set."""
+
+    intact: bool
+    records: int
+    files: list[str]
+    first_seq: int
+    last_seq: int
+    last_hash: str
+    chain: str
+    torn_tail: dict[str, Any] | None = None
+    problem: AuditProblem | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+def audit_verify(paths: Iterable[Union[str, "os.PathLike[str]"]], key: bytes | None = None) -> AuditVerifyReport:
+    """Verifies audit files (rotated ones and the current one, in any order): hashes, links
+    and sequence numbers. ``key`` is the trail's ``hmac_key`` bytes when it is keyed.
+    Raises ``BitsecIOError`` when a file cannot be read; tampering is a report, not an error."""
+    plist = [os.fsdecode(p) for p in paths]
+    data = json.dumps(plist).encode("utf-8")
+    k = bytes(key) if key else None
+    out = N.call_with_output(_verify, data, len(data), k, len(k) if k else 0, initial=4096)
+    r = json.loads(out)
+    p = r.get("problem")
+    return AuditVerifyReport(
+        intact=r["intact"], records=r["records"], files=r["files"], first_seq=r["first_seq"],
+        last_seq=r["last_seq"], last_hash=r["last_hash"], chain=r["chain"], torn_tail=r.get("torn_tail"),
+        problem=AuditProblem(p["kind"], p["file"], p["line"], p.get("seq"), p["detail"]) if p else None,
+        raw=r)
 
 
 class AuditMixin:
     """Mixed into ``bitsec.Runtime``; uses its ``handle``."""
 
     handle: int
+
+    def audit_emit(self, event: Event) -> int | None:
+        """Emits a security event (a mapping, or its JSON as ``str``/``bytes``).
+
+        Returns the record's sequence number, or None when the queue was full and the drop
+        policy dropped it (counted and reported). Raises ``InvalidArgumentError``,
+        ``MalformedError`` or ``TooLargeError`` for a rejected event (the message says why),
+        ``BitsecTimeoutError`` when the block policy timed out (or, in every_event mode, the
+        record is not confirmed durable in time), ``NotConfiguredError`` without an audit
+        section. Never waits on disk or network except in every_event mode."""
+        if isinstance(event, bytes):
+            data = event
+        elif isinstance(event, str):
+            data = event.encode("utf-8")
+        elif type(event) is dict:
+            data = _encode(event).encode("ascii")
+        else:  # another Mapping (or anything else: the library says what is wrong with it)
+            data = _encode(dict(event) if isinstance(event, Mapping) else event).encode("ascii")
+        seq = c_uint64()
+        rc = _emit(self.handle, data, len(data), _byref(seq))
+        if rc:
+            _check(rc)
+        return seq.value or None
+
+    def audit_flush(self) -> None:
+        """Returns once every event emitted before the call is durable."""
+        _check(_flush(self.handle))
+
+    def audit_stats(self) -> dict[str, Any]:
+        """Queue and sink state: queued, capacity, last_seq, durable_seq, dropped, sink_errors, ..."""
+        return json.loads(N.call_with_output(_stats, self.handle))
+
+    def metrics_text(self) -> str:
+        """The Prometheus text exposition of the runtime's metrics (audit counters)."""
+        return N.call_with_output(_metrics_text, self.handle, initial=8192).decode("utf-8")
+
+
+# LogRecord attributes that are not "extra" fields.
+_STANDARD_ATTRS = frozenset(vars(logging.LogRecord("x", 0, "x", 0, "x", None, None))) | {"message", "asctime", "taskName"}
+
+# ADR-007 / ERP field names a log record may carry as extras, and their schema names.
+_EXTRA_TO_SCHEMA = {
+    "event_type": "type", "event_subtype": "subtype", "user_id": "actor", "actor": "actor",
+    "tenant_id": "tenant", "tenant": "tenant", "ip_address": "ip", "ip": "ip",
+    "user_agent": "user_agent", "session_id": "session_id", "success": "success",
+    "result": "result", "failure_reason": "reason", "reason": "reason", "severity": "severity",
+    "resource": "resource", "resource_id": "resource_id", "action": "action", "operation": "action",
+    "sensitive_data_accessed": "sensitive_data_accessed", "data_classification": "data_classification",
+}
+
+
+class AuditHandler(logging.Handler):
+    """A ``logging.Handler`` that forwards records to a runtime's audit trail.
+
+    A record that carries ``extra={"audit": {...}}`` is emitted as that event. Otherwise the
+    record's extras are mapped (ADR-007's ``event_type``, ``event_subtype``, ``user_id``,
+    ``ip_address``, ``success``, ``failure_reason``, ``resource``, ``action``, ``result``,
+    ``operation``, ``sensitive_data_accessed``, ...; ``table_name``/``record_id`` become
+    ``resource``/``resource_id``), the remaining extras go into ``details`` together with the
+    message, logger and level. Records without an ``event_type`` get ``event_type`` (default
+    ``application``) and subtype ``log``. ``timestamp`` extras are ignored: bitsec stamps
+    time. A rejected event goes through ``handleError`` like any handler failure.
+    """
+
+    def __init__(self, runtime: AuditMixin, event_type: str = "application", level: int = logging.NOTSET) -> None:
+        super().__init__(level)
+        self.runtime = runtime
+        self.event_type = event_type
+
+    def to_event(self, record: logging.LogRecord) -> dict[str, Any]:
+        d = record.__dict__
+        audit = d.get("audit")
+        if isinstance(audit, Mapping):
+            return dict(audit)
+        event: dict[str, Any] = {}
+        details: dict[str, Any] = {}
+        for k, v in d.items():
+            if k in _STANDARD_ATTRS or k == "timestamp" or v is None:
+                continue
+            target = _EXTRA_TO_SCHEMA.get(k)
+            if target is not None:
+                event[target] = v
+            elif k == "table_name":
+                event.setdefault("resource", v)
+            elif k == "record_id":
+                event.setdefault("resource_id", str(v))
+            else:
+                details[k] = v
+        event.setdefault("type", self.event_type)
+        if event["type"] == self.event_type and "subtype" not in event:
+            event["subtype"] = "log"
+        details["message"] = record.getMessage()
+        details["logger"] = record.name
+        details["level"] = record.levelname
+        event["details"] = details
+        return event
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            event = self.to_event(record)
+            data = json.dumps(event, separators=(",", ":"), default=str).encode("ascii")
+            self.runtime.audit_emit(data)
+        except Exception:
+            self.handleError(record)
+
+    def flush(self) -> None:
+        try:
+            self.runtime.audit_flush()
+        except Exception:
+            pass

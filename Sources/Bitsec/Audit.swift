@@ -1,0 +1,123 @@
+// The audit capability: bitsec_audit_emit and its companions, bitsec_metrics_text.
+internal import BitsecCore
+internal import Glibc
+
+/// Emits a security event into the runtime's audit trail (docs/audit.md has the schema).
+///
+/// The event is validated (JSON object, at most the section's max_event_bytes and max_depth,
+/// a known type, known members only), stamped with time (RFC 3339 UTC, microseconds), id and
+/// sequence number, and queued; the writer thread chains it (SHA-256 or HMAC-SHA-256) and
+/// writes it to the sinks. The call never waits for disk or network, except in the
+/// every_event durability mode, where it returns once the record is durable (concurrent
+/// emitters share one fdatasync).
+///
+/// rt: the runtime (its configuration must have an audit section).
+/// event, event_len: the event, UTF-8 JSON, not necessarily NUL-terminated; caller-owned,
+/// only read during the call. At most BITSEC_AUDIT_MAX_EVENT_BYTES (and max_event_bytes).
+/// out_seq: optional; receives the record's sequence number, or 0 when the queue was full
+/// and the drop policy dropped the event (counted in bitsec_audit_events_dropped_total and
+/// reported by an audit/events_dropped record).
+/// Returns BITSEC_OK (also when dropped under the drop policy); BITSEC_E_INVALID_ARGUMENT
+/// (not an object, unknown type or member, bad value: the detail says which);
+/// BITSEC_E_MALFORMED (invalid JSON, nesting deeper than max_depth); BITSEC_E_TOO_LARGE;
+/// BITSEC_E_TIMEOUT (block policy: the queue stayed full for block_timeout_ms and the event
+/// was dropped; every_event: queued but not confirmed durable within durable_timeout_ms);
+/// BITSEC_E_IO (every_event: queued but the file sink is failing); BITSEC_E_NOT_CONFIGURED;
+/// BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread; events from one thread keep their order.
+/// Since: 0.1.0
+@c(bitsec_audit_emit)
+public func bitsec_audit_emit(_ rt: OpaquePointer?, _ event: UnsafePointer<CChar>?, _ event_len: UInt, _ out_seq: UnsafeMutablePointer<UInt64>?) -> Int32 {
+    out_seq?.pointee = 0
+    return withRuntime(rt) { (r) throws(BitsecError) in
+        let audit = try r.require(r.audit)
+        let n = try sizeArg(event_len, "event_len", max: AuditConfig.maxEventBytesLimit)
+        let bytes = try bytesArg(UnsafeRawPointer(event), n, "event", max: AuditConfig.maxEventBytesLimit)
+        store(out_seq, try audit.emit(bytes))
+    }
+}
+
+/// Waits until every event emitted before the call is durable: written to every sink and,
+/// with a file sink, fdatasync'ed, whatever the durability mode.
+///
+/// rt: the runtime.
+/// Returns BITSEC_OK; BITSEC_E_IO (the file sink is failing; records stay queued and are
+/// retried); BITSEC_E_TIMEOUT (not durable within durable_timeout_ms);
+/// BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED; BITSEC_E_INVALID_ARGUMENT.
+/// Thread safety: safe from any thread. bitsec_runtime_close flushes too.
+/// Since: 0.1.0
+@c(bitsec_audit_flush)
+public func bitsec_audit_flush(_ rt: OpaquePointer?) -> Int32 {
+    withRuntime(rt) { (r) throws(BitsecError) in
+        try r.require(r.audit).flush()
+    }
+}
+
+/// The audit trail's state as JSON: queued, capacity, last_seq, written_seq, durable_seq,
+/// written, dropped, rejected, fsyncs, sink_errors and sink_records_lost per sink,
+/// file_failure (the current file sink error, or null).
+///
+/// rt: the runtime.
+/// out_buf, out_cap: caller-owned buffer. out_len: receives the JSON's length (excluding the
+/// NUL written after it when there is room), also when the buffer is too small.
+/// Returns BITSEC_OK; BITSEC_E_BUFFER_TOO_SMALL (*out_len holds the size needed);
+/// BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED; BITSEC_E_INVALID_ARGUMENT.
+/// Thread safety: safe from any thread.
+/// Since: 0.1.0
+@c(bitsec_audit_stats)
+public func bitsec_audit_stats(_ rt: OpaquePointer?, _ out_buf: UnsafeMutablePointer<CChar>?, _ out_cap: UInt, _ out_len: UnsafeMutablePointer<UInt>?) -> Int32 {
+    withRuntime(rt) { (r) throws(BitsecError) in
+        try writeOutput(r.require(r.audit).statsJSON().serialized, out_buf, out_cap, out_len)
+    }
+}
+
+/// The runtime's metrics in the Prometheus text exposition format (version 0.0.4): audit
+/// event counters named <type>_events_total{event_subtype,result[,sensitive_data_accessed]}
+/// (so ADR-007's alert rules select them), drops, rejections, sink errors, queue gauges.
+/// Empty text when the runtime has no audit section.
+///
+/// rt: the runtime.
+/// out_buf, out_cap: caller-owned buffer. out_len: receives the text's length (excluding the
+/// NUL written after it when there is room), also when the buffer is too small.
+/// Returns BITSEC_OK; BITSEC_E_BUFFER_TOO_SMALL (*out_len holds the size needed);
+/// BITSEC_E_CLOSED; BITSEC_E_INVALID_ARGUMENT.
+/// Thread safety: safe from any thread.
+/// Since: 0.1.0
+@c(bitsec_metrics_text)
+public func bitsec_metrics_text(_ rt: OpaquePointer?, _ out_buf: UnsafeMutablePointer<CChar>?, _ out_cap: UInt, _ out_len: UnsafeMutablePointer<UInt>?) -> Int32 {
+    withRuntime(rt) { (r) throws(BitsecError) in
+        try writeOutput(Array((r.audit?.metricsText() ?? "").utf8), out_buf, out_cap, out_len)
+    }
+}
+
+/// Verifies audit files: each record's hash, each link to the record before, and that
+/// sequence numbers follow without gap, duplicate or inversion across the files (rotated
+/// files and the current one, in any order). Needs no runtime.
+///
+/// paths, paths_len: a JSON array of file paths (UTF-8), at most 4096 entries; caller-owned.
+/// key, key_len: the trail's hmac_key when it is keyed (NULL/0 for a SHA-256 chain);
+/// caller-owned, only read during the call.
+/// out_buf, out_cap, out_len: receive the report, JSON: intact (bool), records, files (in
+/// chain order), first_seq, last_seq, last_hash, chain, torn_tail (null or {file, bytes}: an
+/// unterminated last line left by a crash), problem (null or {kind: edited | deleted |
+/// inserted | reordered, file, line, seq, detail}), the first problem found.
+/// Returns BITSEC_OK whether or not the chain is intact (read intact); BITSEC_E_IO (a file
+/// cannot be read); BITSEC_E_MALFORMED (paths is not a JSON array of strings);
+/// BITSEC_E_BUFFER_TOO_SMALL (*out_len holds the size needed); BITSEC_E_INVALID_ARGUMENT;
+/// BITSEC_E_TOO_LARGE.
+/// Thread safety: safe from any thread.
+/// Since: 0.1.0
+@c(bitsec_audit_verify)
+public func bitsec_audit_verify(_ paths: UnsafePointer<CChar>?, _ paths_len: UInt, _ key: UnsafePointer<UInt8>?, _ key_len: UInt,
+                                _ out_buf: UnsafeMutablePointer<CChar>?, _ out_cap: UInt, _ out_len: UnsafeMutablePointer<UInt>?) -> Int32 {
+    abiCall { () throws(BitsecError) in
+        let n = try sizeArg(paths_len, "paths_len", max: 1 << 20)
+        let raw = try bytesArg(UnsafeRawPointer(paths), n, "paths", max: 1 << 20)
+        let kn = try sizeArg(key_len, "key_len", max: Limits.maxSecretBytes)
+        let kraw = try bytesArg(UnsafeRawPointer(key), kn, "key", max: Limits.maxSecretBytes)
+        let list = try AuditVerifier.pathList(raw)
+        let secret: SecretBytes? = kn > 0 ? SecretBytes(kraw.bindMemory(to: UInt8.self)) : nil
+        let report = try AuditVerifier.verify(paths: list, key: secret)
+        try writeOutput(report.json.serialized, out_buf, out_cap, out_len)
+    }
+}
