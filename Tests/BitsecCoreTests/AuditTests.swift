@@ -618,3 +618,22 @@ extension String {
         }
     }
 }
+
+@Suite struct RuntimeOpenFailureTests {
+    /// A configuration whose audit section is valid but whose later section is not: the audit
+    /// capability that was already built is shut down at once, so its file (one writer per
+    /// file) is free for the next runtime and its trail ends cleanly and verifies.
+    @Test func capabilitiesBuiltBeforeAFailingSectionAreShutDown() throws {
+        let dir = auditTempDir()
+        defer { removeTree(dir) }
+        let path = dir + "/audit.jsonl"
+        expectError(.config, "unknown field tokenz") {
+            _ = try Runtime.open(config: #"{"audit": \#(fileSection(path)), "tokenz": {}}"#)
+        }
+        let (rt, a) = try auditRuntime(fileSection(path))
+        _ = a
+        rt.shutdown()
+        let report = try verify([path])
+        #expect(report.intact)
+    }
+}

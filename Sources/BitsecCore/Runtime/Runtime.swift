@@ -67,19 +67,29 @@ public final class Runtime: Sendable {
         if let o = try root.object("redis") {
             redis = RedisPool(config: try RedisConfig.read(o, context: ctx))
         }
-        var cc = CapabilityContext(config: ctx, redis: redis, audit: nil)
-        let audit = try section(root, AuditService.self, cc)
-        cc = CapabilityContext(config: ctx, redis: redis, audit: audit.map { $0 as any AuditHook })
-        let rateLimits = try section(root, RateLimitService.self, cc)
-        cc = CapabilityContext(config: ctx, redis: redis, audit: cc.audit, rateLimits: rateLimits)
-        let fields = try section(root, FieldService.self, cc)
-        cc = CapabilityContext(config: ctx, redis: redis, audit: cc.audit, rateLimits: rateLimits, fields: fields)
-        let tokens = try section(root, TokenService.self, cc)
-        let permissions = try section(root, PermissionService.self, cc)
-        let totp = try section(root, TOTPService.self, cc)
-        try root.finish()
-        return Runtime(redis: redis, allowInlineSecrets: ctx.allowInlineSecrets, audit: audit, rateLimits: rateLimits,
-                       fields: fields, tokens: tokens, permissions: permissions, totp: totp)
+        // Capabilities built so far; if a later section fails, they are shut down (a writer
+        // thread or a connection must not outlive a runtime that never opened).
+        var built: [any Capability] = []
+        func keep<C: Capability>(_ c: C?) -> C? { if let c { built.append(c) }; return c }
+        do {
+            var cc = CapabilityContext(config: ctx, redis: redis, audit: nil)
+            let audit = keep(try section(root, AuditService.self, cc))
+            cc = CapabilityContext(config: ctx, redis: redis, audit: audit.map { $0 as any AuditHook })
+            let rateLimits = keep(try section(root, RateLimitService.self, cc))
+            cc = CapabilityContext(config: ctx, redis: redis, audit: cc.audit, rateLimits: rateLimits)
+            let fields = keep(try section(root, FieldService.self, cc))
+            cc = CapabilityContext(config: ctx, redis: redis, audit: cc.audit, rateLimits: rateLimits, fields: fields)
+            let tokens = keep(try section(root, TokenService.self, cc))
+            let permissions = keep(try section(root, PermissionService.self, cc))
+            let totp = keep(try section(root, TOTPService.self, cc))
+            try root.finish()
+            return Runtime(redis: redis, allowInlineSecrets: ctx.allowInlineSecrets, audit: audit, rateLimits: rateLimits,
+                           fields: fields, tokens: tokens, permissions: permissions, totp: totp)
+        } catch {
+            for c in built.reversed() { c.shutdown() }
+            redis?.shutdown()
+            throw error
+        }
     }
 
     public static func open(config text: String) throws(BitsecError) -> Runtime {
