@@ -20,6 +20,18 @@ from .errors import (
     UnsupportedError,
 )
 from .runtime import Runtime, random_bytes
+from .totp import (
+    BackupCodeDecision,
+    BackupCodes,
+    TOTPDecision,
+    hotp,
+    hotp_check,
+    totp_check,
+    totp_generate_secret,
+    totp_now,
+    totp_provisioning_uri,
+    totp_qr_png,
+)
 
 __version__ = "0.1.0"
 ABI_VERSION = _native.ABI_VERSION
@@ -40,4 +52,7 @@ __all__ = [
     "BitsecError", "InvalidArgumentError", "ConfigError", "NotConfiguredError", "BufferTooSmallError",
     "BackendUnavailableError", "CryptoError", "ClosedError", "TooLargeError", "MalformedError",
     "BitsecIOError", "BitsecTimeoutError", "InternalError", "UnsupportedError", "NotFoundError",
+    # totp
+    "TOTPDecision", "BackupCodeDecision", "BackupCodes", "totp_generate_secret", "totp_now", "totp_check",
+    "hotp", "hotp_check", "totp_provisioning_uri", "totp_qr_png",
 ]
