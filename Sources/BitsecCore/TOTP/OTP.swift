@@ -40,10 +40,13 @@ public enum OTP {
         return try hotp(secret: secret, counter: UInt64(step), algorithm: params.algorithm, digits: params.digits)
     }
 
-    /// Checks a TOTP code against steps `current - window ... current + window`. Every step of
-    /// the window is computed and compared (no early exit), so the time taken does not say
-    /// which step matched. When more than one matches (a collision), the one nearest the
-    /// current step wins, the earlier on a tie.
+    /// Checks a TOTP code against steps `current - window ... current + window`.
+    /// The current step is tried first and a match there returns at once (the time of a
+    /// success only says that the code was the current one, which its acceptance says
+    /// anyway); otherwise every other step of the window is computed and compared (no early
+    /// exit), so the time of a refusal does not depend on the code. Comparisons are
+    /// constant-time. When more than one other step matches (a collision), the one nearest
+    /// the current step wins, the earlier on a tie.
     /// Returns `.ok` with the matched step, `.wrongCode`, or `.malformedCode`.
     public static func checkTOTP(key: UnsafeRawBufferPointer, code: UnsafeRawBufferPointer, params: OTPParameters,
                                  window: Int, at: Int64) throws(BitsecError) -> OTPDecision {
@@ -51,9 +54,11 @@ public enum OTP {
         guard OTPGenerator.isWellFormed(code, digits: params.digits) else { return OTPDecision(.malformedCode) }
         let current = try params.step(at: at)
         let g = try OTPGenerator(key: key, algorithm: params.algorithm, digits: params.digits)
+        if try g.matches(code, counter: UInt64(current)) { return OTPDecision(.ok, step: current) }
+        guard window > 0 else { return OTPDecision(.wrongCode) }
         var best: Int64 = -1
         var bestDistance = Int.max
-        for offset in -window...window {
+        for offset in -window...window where offset != 0 {
             let step = current + Int64(offset)
             guard step >= 0 else { continue }
             if try g.matches(code, counter: UInt64(step)) {

@@ -1,4 +1,38 @@
 internal import COpenSSL
+internal import Glibc
+
+/// Per-thread keyed-HMAC contexts, one per algorithm: duplicating a context and freeing it
+/// on every call cost more than the HMACs of a whole window, so each thread keeps one and
+/// re-keys it (EVP_MAC_init with the new key). Freed when the thread exits.
+private final class HMACThreadCache {
+    var contexts: [OpaquePointer?] = [nil, nil, nil]
+
+    deinit { for c in contexts { if let c { EVP_MAC_CTX_free(c) } } }
+
+    private static let key: pthread_key_t = {
+        var k = pthread_key_t()
+        pthread_key_create(&k) { p in
+            guard let p else { return }
+            Unmanaged<HMACThreadCache>.fromOpaque(p).release()
+        }
+        return k
+    }()
+
+    static func context(_ a: OTPAlgorithm) -> OpaquePointer? {
+        let cache: HMACThreadCache
+        if let p = pthread_getspecific(key) {
+            cache = Unmanaged<HMACThreadCache>.fromOpaque(p).takeUnretainedValue()
+        } else {
+            cache = HMACThreadCache()
+            pthread_setspecific(key, Unmanaged.passRetained(cache).toOpaque())
+        }
+        let i = Int(a.rawValue)
+        if let c = cache.contexts[i] { return c }
+        guard let template = HMACTemplate.of(a).ctx, let c = EVP_MAC_CTX_dup(template) else { return nil }
+        cache.contexts[i] = c
+        return c
+    }
+}
 
 /// An unkeyed HMAC context per digest, made once; each computation duplicates it and sets the
 /// key, so the digest is fetched from the provider once per process, not once per call.
@@ -40,7 +74,7 @@ private final class HMACTemplate: @unchecked Sendable {
 
 /// HMAC-based one-time codes (RFC 4226 §5.3) over one key: the key is set once, each counter
 /// re-initialises the context (OpenSSL keeps the key) and computes one HMAC.
-/// Not shareable between threads; lives for one call.
+/// Uses the calling thread's context: lives for one call, on one thread.
 public struct OTPGenerator: ~Copyable {
     private let ctx: OpaquePointer
     public let digits: Int
@@ -53,11 +87,10 @@ public struct OTPGenerator: ~Copyable {
         }
         guard key.count > 0 else { throw .invalid("secret is empty") }
         ERR_clear_error()
-        guard let template = HMACTemplate.of(algorithm).ctx, let c = EVP_MAC_CTX_dup(template) else {
+        guard let c = HMACThreadCache.context(algorithm) else {
             throw OpenSSL.lastError("EVP_MAC_CTX_dup(HMAC-\(algorithm.name))")
         }
         guard EVP_MAC_init(c, key.baseAddress?.assumingMemoryBound(to: UInt8.self), key.count, nil) == 1 else {
-            EVP_MAC_CTX_free(c)
             throw OpenSSL.lastError("EVP_MAC_init")
         }
         ctx = c
@@ -67,7 +100,8 @@ public struct OTPGenerator: ~Copyable {
         modulus = m
     }
 
-    deinit { EVP_MAC_CTX_free(ctx) }  // also cleanses the key copy OpenSSL holds
+    // The context is the thread's (HMACThreadCache): not freed here. It keeps the HMAC
+    // state of this key until the thread's next computation re-keys it.
 
     /// The HOTP value of `counter`: dynamic truncation modulo 10^digits.
     public func value(counter: UInt64) throws(BitsecError) -> UInt32 {
