@@ -48,6 +48,8 @@ public final class InProcessThrottle: FailureThrottle {
     private struct Window { var start: Int64; var count: Int64 }
     private let policy: ThrottlePolicy
     private let windows = Mutex<[String: Window]>([:])
+    /// Prune when the table reaches this size; then twice what is left (amortised O(1)).
+    private let pruneAt = Mutex<Int>(10_000)
 
     public init(policy: ThrottlePolicy) { self.policy = policy }
 
@@ -70,8 +72,13 @@ public final class InProcessThrottle: FailureThrottle {
                     break
                 }
             }
-            if w.count >= 100_000 { prune(&w, at: at) }
             w[key] = Window(start: at, count: 1)
+            pruneAt.withLock { limit in
+                if w.count >= limit {
+                    prune(&w, at: at)
+                    limit = max(10_000, 2 * w.count)
+                }
+            }
             return .open(failures: 1)
         }
     }

@@ -12,7 +12,7 @@ public protocol ReplayGuard: Sendable {
 /// (long enough that every step still inside a window stays refused), then pruned.
 public final class InProcessReplayGuard: ReplayGuard {
     private struct Entry { var step: Int64; var expires: Int64 }
-    private let state = Mutex<(entries: [String: Entry], inserts: Int)>(([:], 0))
+    private let state = Mutex<(entries: [String: Entry], pruneAt: Int)>(([:], 10_000))
 
     public init() {}
 
@@ -21,10 +21,11 @@ public final class InProcessReplayGuard: ReplayGuard {
         return state.withLock { s in
             if let e = s.entries[user], e.expires > now, e.step >= step { return false }
             s.entries[user] = Entry(step: step, expires: now + ttlSeconds)
-            s.inserts += 1
-            if s.inserts >= 4096, s.entries.count > 10_000 {
-                s.inserts = 0
+            // Prune the expired entries when the table reaches pruneAt, then wait until it
+            // doubles what is left: amortised O(1) per insert, memory bounded by live users.
+            if s.entries.count >= s.pruneAt {
                 s.entries = s.entries.filter { $0.value.expires > now }
+                s.pruneAt = max(10_000, 2 * s.entries.count)
             }
             return true
         }
@@ -68,16 +69,19 @@ public protocol UseOnceSet: Sendable {
 }
 
 public final class InProcessUseOnceSet: UseOnceSet {
-    private let state = Mutex<[String: Int64]>([:])
+    private let state = Mutex<(claimed: [String: Int64], pruneAt: Int)>(([:], 10_000))
 
     public init() {}
 
     public func claim(_ id: String, ttlSeconds: Int64) -> Bool {
         let now = Clock.monotonicMillis() / 1000
         return state.withLock { s in
-            if let e = s[id], e > now { return false }
-            if s.count >= 100_000 { s = s.filter { $0.value > now } }
-            s[id] = now + ttlSeconds
+            if let e = s.claimed[id], e > now { return false }
+            s.claimed[id] = now + ttlSeconds
+            if s.claimed.count >= s.pruneAt {
+                s.claimed = s.claimed.filter { $0.value > now }
+                s.pruneAt = max(10_000, 2 * s.claimed.count)
+            }
             return true
         }
     }

@@ -122,7 +122,9 @@ def _alg(algorithm: str) -> int:
         raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}, not {algorithm!r}") from None
 
 
-# Per-thread out-parameters of the hot path: one allocation per thread, not per call.
+# Per-thread out-parameters of the hot path: one allocation per thread, not per call
+# (ctypes passes a c_int32 instance to a POINTER(c_int32) parameter by reference, and that
+# is cheaper than byref()).
 _tls = threading.local()
 
 
@@ -130,15 +132,14 @@ def _outs() -> tuple:
     try:
         return _tls.outs
     except AttributeError:
-        r, s, ra = c_int32(), c_int64(), c_int64()
-        _tls.outs = outs = (r, s, ra, byref(r), byref(s), byref(ra))
+        _tls.outs = outs = (c_int32(), c_int64(), c_int64())
         return outs
 
 
-def _small_output(fn, *args) -> str:  # type: ignore[no-untyped-def]
-    buf = create_string_buffer(2048)
+def _small_output(fn, *args, cap: int = 2048) -> str:  # type: ignore[no-untyped-def]
+    buf = create_string_buffer(cap)
     n = c_size_t(0)
-    N.check(fn(*args, buf, 2048, byref(n)))
+    N.check(fn(*args, buf, cap, byref(n)))
     return buf.raw[: n.value].decode("ascii")
 
 
@@ -151,7 +152,7 @@ def totp_generate_secret(bits: int = 160) -> str:
 def hotp(secret: Text, counter: int, *, algorithm: str = "SHA1", digits: int = 6) -> str:
     """The RFC 4226 code of ``counter``."""
     s = _b(secret, "secret")
-    return _small_output(_hotp_code, s, len(s), _alg(algorithm), digits, counter)
+    return _small_output(_hotp_code, s, len(s), _alg(algorithm), digits, counter, cap=16)
 
 
 def hotp_check(secret: Text, code: Text, counter: int, *, algorithm: str = "SHA1", digits: int = 6,
@@ -169,16 +170,23 @@ def totp_now(secret: Text, *, algorithm: str = "SHA1", digits: int = 6, period: 
              at: float | int | None = None) -> str:
     """The RFC 6238 code at ``at`` (Unix seconds; None = now)."""
     s = _b(secret, "secret")
-    return _small_output(_totp_code, s, len(s), _alg(algorithm), digits, period, t0, _at(at))
+    return _small_output(_totp_code, s, len(s), _alg(algorithm), digits, period, t0, _at(at), cap=16)
+
+
+_ALG = dict(ALGORITHMS)
 
 
 def totp_check(secret: Text, code: Text, *, algorithm: str = "SHA1", digits: int = 6, period: int = 30, t0: int = 0,
                window: int = 1, at: float | int | None = None) -> TOTPDecision:
     """Stateless check of a TOTP code within ``window`` steps: NO replay protection and no
     throttling (use ``Runtime.totp_verify`` for logins)."""
-    s, c = _b(secret, "secret"), _b(code, "code")
-    r, st, _, rp, sp, _ = _outs()
-    N.check(_totp_check(s, len(s), c, len(c), _alg(algorithm), digits, period, t0, window, _at(at), rp, sp))
+    s = secret.encode() if type(secret) is str else _b(secret, "secret")
+    c = code.encode() if type(code) is str else _b(code, "code")
+    r, st, _ = _outs()
+    rc = _totp_check(s, len(s), c, len(c), _ALG.get(algorithm) if algorithm in _ALG else _alg(algorithm), digits, period, t0,
+                     window, 0 if at is None else int(at), r, st)
+    if rc:
+        N.check(rc)
     return TOTPDecision(REASONS[r.value], st.value)
 
 
@@ -228,8 +236,8 @@ class TOTPMixin:
         else:
             u = user.encode() if type(user) is str else _b(user, "user")
             ul = len(u)
-        r, st, ra, rp, sp, rap = _outs()
-        rc = _totp_verify(self.handle, s, len(s), c, len(c), u, ul, 0 if at is None else int(at), rp, sp, rap)
+        r, st, ra = _outs()
+        rc = _totp_verify(self.handle, s, len(s), c, len(c), u, ul, 0 if at is None else int(at), r, st, ra)
         if rc:
             N.check(rc)
         return TOTPDecision(REASONS[r.value], st.value, ra.value)
@@ -237,7 +245,7 @@ class TOTPMixin:
     def totp_now(self, secret: Text, at: float | int | None = None) -> str:
         """The current code with the runtime's parameters (enrolment checks, tests)."""
         s = _b(secret, "secret")
-        return _small_output(_totp_now, self.handle, s, len(s), _at(at))
+        return _small_output(_totp_now, self.handle, s, len(s), _at(at), cap=16)
 
     def totp_provisioning_uri(self, secret: Text, account: str) -> str:
         """The key URI with the runtime's parameters and ``totp.issuer``."""
