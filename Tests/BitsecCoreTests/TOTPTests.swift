@@ -490,3 +490,35 @@ private func uniqueUser(_ tag: String) -> String { "\(tag)-\(getpid())-\(Clock.n
 private extension String {
     func replacingOccurrences(_ a: Character, _ b: Character) -> String { String(map { $0 == a ? b : $0 }) }
 }
+
+@Suite struct InProcessTableTests {
+    // A full table used to be pruned on every insert (O(n) per failure once it held 100k
+    // windows); now expired entries go when it reaches a threshold that then doubles.
+    @Test func throttleTablePrunesExpiredWindows() {
+        let t = InProcessThrottle(policy: ThrottlePolicy(maxFailures: 5, windowSeconds: 10))
+        for i in 0..<12_000 { _ = t.recordFailure("old-\(i)", at: 1_000) }
+        // Later failures: the old windows are over and get pruned at the threshold.
+        for i in 0..<9_000 { _ = t.recordFailure("new-\(i)", at: 2_000) }
+        #expect(t.trackedKeys < 12_000)
+        #expect(t.status("new-1", at: 2_000) == .open(failures: 1))
+        #expect(t.status("old-1", at: 1_005) == .open(failures: 0))  // pruned: forgotten
+    }
+
+    @Test func replayTablePrunesExpiredEntries() {
+        let g = InProcessReplayGuard()
+        for i in 0..<25_000 { #expect(g.accept("u\(i)", step: 1, ttlSeconds: 0)) }
+        #expect(g.trackedUsers < 10_001)
+        let live = InProcessReplayGuard()
+        for i in 0..<100 { _ = live.accept("u\(i)", step: 5, ttlSeconds: 3600) }
+        #expect(!live.accept("u7", step: 5, ttlSeconds: 3600))
+        #expect(!live.accept("u7", step: 4, ttlSeconds: 3600))
+        #expect(live.accept("u7", step: 6, ttlSeconds: 3600))
+    }
+
+    @Test func useOnceSetClaimsOnce() {
+        let s = InProcessUseOnceSet()
+        #expect(s.claim("a", ttlSeconds: 60))
+        #expect(!s.claim("a", ttlSeconds: 60))
+        #expect(s.claim("b", ttlSeconds: 60))
+    }
+}
