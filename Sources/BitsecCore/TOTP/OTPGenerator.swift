@@ -100,8 +100,15 @@ public struct OTPGenerator: ~Copyable {
         modulus = m
     }
 
-    // The context is the thread's (HMACThreadCache): not freed here. It keeps the HMAC
-    // state of this key until the thread's next computation re-keys it.
+    // The context is the thread's (HMACThreadCache): not freed here, but re-keyed with a
+    // fixed all-zero key, so no state derived from the secret outlives the call.
+    deinit {
+        let zero = (UInt64(0), UInt64(0))
+        withUnsafeBytes(of: zero) { z in
+            _ = EVP_MAC_init(ctx, z.baseAddress?.assumingMemoryBound(to: UInt8.self), z.count, nil)
+        }
+        ERR_clear_error()
+    }
 
     /// The HOTP value of `counter`: dynamic truncation modulo 10^digits.
     public func value(counter: UInt64) throws(BitsecError) -> UInt32 {
