@@ -19,6 +19,22 @@ private func codeArg(_ p: UnsafePointer<CChar>?, _ len: UInt) throws(BitsecError
     return try bytesArg(UnsafeRawPointer(p), Int(len), "code", max: OTPLimits.maxCodeBytes)
 }
 
+/// A user identifier: UTF-8 (invalid sequences are refused, never repaired, so two byte
+/// strings can never name one user), at most BITSEC_TOTP_MAX_USER_BYTES; length 0 is none.
+@inline(__always)
+private func userArg(_ p: UnsafePointer<CChar>?, _ len: UInt, required: Bool = false) throws(BitsecError) -> String? {
+    guard len <= UInt(OTPLimits.maxUserBytes) else {
+        throw .tooLarge("user: \(len) bytes exceeds the limit of \(OTPLimits.maxUserBytes)")
+    }
+    let raw = try bytesArg(UnsafeRawPointer(p), Int(len), "user", max: OTPLimits.maxUserBytes)
+    guard raw.count > 0 else {
+        if required { throw .invalid("user is required") }
+        return nil
+    }
+    guard let s = String(validating: raw.bindMemory(to: UInt8.self), as: UTF8.self) else { throw .invalid("user is not valid UTF-8") }
+    return s
+}
+
 @inline(__always)
 private func int32Arg(_ v: Int32, _ name: StaticString, _ range: ClosedRange<Int32>) throws(BitsecError) -> Int {
     guard range.contains(v) else { throw .invalid("\(name) must be \(range.lowerBound) to \(range.upperBound), not \(v)") }
@@ -224,7 +240,7 @@ public func bitsec_totp_verify(_ rt: OpaquePointer?, _ secret: UnsafePointer<CCh
         let totp = try r.require(r.totp)
         let s = try secretArg(secret, secret_len)
         let c = try codeArg(code, code_len)
-        let u: String? = user_len == 0 ? nil : try textArg(user, user_len, "user", max: OTPLimits.maxUserBytes)
+        let u = try userArg(user, user_len)
         let d = try totp.verify(secret: s, code: c, user: u, at: try resolveInstant(at))
         store(out_step, d.step)
         store(out_retry_after, d.retryAfter)
@@ -332,7 +348,7 @@ public func bitsec_backup_code_verify(_ rt: OpaquePointer?, _ user: UnsafePointe
     return withRuntime(rt) { (r) throws(BitsecError) in
         guard let out_reason else { throw .invalid("out_reason is NULL") }
         let totp = try r.require(r.totp)
-        let u = try textArg(user, user_len, "user", max: OTPLimits.maxUserBytes)
+        let u = try userArg(user, user_len, required: true) ?? ""
         let c = try codeArg(code, code_len)
         let s = try textArg(stored, stored_len, "stored", max: 64 * 1024)
         let d = try totp.verifyBackupCode(c, stored: s, user: u, at: try resolveInstant(at))

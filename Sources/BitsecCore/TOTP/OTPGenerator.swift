@@ -107,7 +107,6 @@ public struct OTPGenerator: ~Copyable {
         withUnsafeBytes(of: zero) { z in
             _ = EVP_MAC_init(ctx, z.baseAddress?.assumingMemoryBound(to: UInt8.self), z.count, nil)
         }
-        ERR_clear_error()
     }
 
     /// The HOTP value of `counter`: dynamic truncation modulo 10^digits.
