@@ -327,7 +327,8 @@ public func bitsec_backup_codes_generate(_ rt: OpaquePointer?, _ count: Int32, _
 /// code, code_len: the code as typed (case, spaces and hyphens ignored; at most
 /// BITSEC_TOTP_MAX_CODE_BYTES); one that cannot be a backup code is BITSEC_TOTP_MALFORMED_CODE.
 /// stored, stored_len: the user's stored hashes, separated by '\n' (no trailing newline), at
-/// most BITSEC_TOTP_MAX_BACKUP_CODES of them.
+/// most BITSEC_TOTP_MAX_BACKUP_CODES of them; length 0 for none left (every code is then
+/// BITSEC_TOTP_WRONG_CODE).
 /// at: Unix seconds for the throttle, 0 = now.
 /// out_reason: receives a BITSEC_TOTP_* reason (BITSEC_TOTP_WRONG_CODE is written first).
 /// out_index: optional; the matched hash's index (also for REPLAYED), -1 when none.

@@ -438,6 +438,8 @@ private func uniqueUser(_ tag: String) -> String { "\(tag)-\(getpid())-\(Clock.n
         #expect(try verifyBackup(t, user, other.codes[0], batch.hashes).reason == .wrongCode)
         expectError(.malformed, "stored backup code hash 1") { _ = try verifyBackup(t, user, batch.codes[0], [batch.hashes[0], "bc1$x"]) }
         expectError(.invalidArgument) { _ = try verifyBackup(t, "", batch.codes[0], batch.hashes) }
+        // Every hash deleted: a code is simply wrong.
+        #expect(try verifyBackup(t, user, batch.codes[0], []).reason == .wrongCode)
     }
 
     @Test func inProcess() throws {

@@ -136,7 +136,8 @@ public enum BackupCodes {
     /// Finds the stored hash (newline-separated list) that `code` matches: its index, or nil.
     /// Every stored hash is compared (constant-time), the KDF runs once per distinct salt.
     public static func match(_ code: [UInt8], stored text: String, pepper: SecretBytes?) throws(BitsecError) -> (index: Int, hash: String)? {
-        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        // No stored hashes (every code used): nothing can match.
+        let lines = text.isEmpty ? [] : text.split(separator: "\n", omittingEmptySubsequences: false)
         guard lines.count <= maxStored else { throw .tooLarge("more than \(maxStored) stored backup code hashes") }
         var records: [Stored] = []
         for (i, l) in lines.enumerated() { records.append(try parse(l, index: i)) }

@@ -216,6 +216,7 @@ def test_backup_codes(redis_config: dict) -> None:
     assert rt.backup_code_verify(u, "nope", stored).reason == "malformed_code"
     with pytest.raises(MalformedError):
         rt.backup_code_verify(u, batch.codes[0], ["bc1$1$x$y"])
+    assert rt.backup_code_verify(u, batch.codes[0], []).reason == "wrong_code"
 
 
 def test_provisioning_uri_round_trips_through_pyotp() -> None:
