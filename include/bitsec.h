@@ -173,6 +173,31 @@ typedef struct bitsec_runtime bitsec_runtime;
 /* out_seq of bitsec_audit_emit when the drop policy dropped the event. */
 #define BITSEC_AUDIT_DROPPED 0
 /* ---- end audit ---- */
+/* ---- totp ---- */
+/* Decisions of bitsec_totp_verify, bitsec_totp_check, bitsec_hotp_check and
+ * bitsec_backup_code_verify (written through out_reason; the call itself returns BITSEC_OK). */
+#define BITSEC_TOTP_OK 0             /* accepted */
+#define BITSEC_TOTP_WRONG_CODE 1     /* well-formed, matches no step of the window */
+#define BITSEC_TOTP_REPLAYED 2       /* right code, but its step (or backup code) was already used */
+#define BITSEC_TOTP_THROTTLED 3      /* too many failures for this user; see out_retry_after */
+#define BITSEC_TOTP_MALFORMED_CODE 4 /* not exactly `digits` ASCII digits (or not a backup code) */
+/* HMAC algorithms. */
+#define BITSEC_OTP_SHA1 0
+#define BITSEC_OTP_SHA256 1
+#define BITSEC_OTP_SHA512 2
+/* Limits. */
+#define BITSEC_TOTP_MIN_DIGITS 6
+#define BITSEC_TOTP_MAX_DIGITS 8
+#define BITSEC_TOTP_MAX_WINDOW 10
+#define BITSEC_TOTP_MAX_PERIOD 86400
+#define BITSEC_TOTP_MAX_SECRET_TEXT_BYTES 256 /* base32 text of a secret */
+#define BITSEC_TOTP_MIN_SECRET_BITS 80        /* shortest secret verified (runtime: min_secret_bits) */
+#define BITSEC_TOTP_MIN_NEW_SECRET_BITS 128   /* shortest secret generated */
+#define BITSEC_TOTP_DEFAULT_SECRET_BITS 160
+#define BITSEC_TOTP_MAX_NEW_SECRET_BITS 512
+#define BITSEC_TOTP_MAX_CODE_BYTES 256
+#define BITSEC_TOTP_MAX_USER_BYTES 256
+#define BITSEC_TOTP_MAX_BACKUP_CODES 64
 
 #include "bitsec_api.h"
 

@@ -82,6 +82,45 @@ int32_t bitsec_audit_stats(bitsec_runtime *rt, char *out_buf, size_t out_cap, si
 /// Since: 0.1.0
 int32_t bitsec_audit_verify(char const *paths, size_t paths_len, uint8_t const *key, size_t key_len, char *out_buf, size_t out_cap, size_t *out_len) BITSEC_NODISCARD;
 
+/// Verifies a backup code against the caller's stored hashes and consumes it: on
+/// BITSEC_TOTP_OK, *out_index is the position of the matched hash, which the caller must
+/// delete. The code is claimed first (in process, or through Redis when <code>totp.state</code> is
+/// <code>redis</code>, for <code>used_ttl_s</code>), so concurrent uses of one code succeed at most once even
+/// before the caller has deleted it; a claimed code answers BITSEC_TOTP_REPLAYED.
+/// Failures count towards the same per-user throttle as TOTP codes.
+/// rt: the runtime (needs a <code>totp</code> section).
+/// user, user_len: UTF-8 user identifier, 1 to BITSEC_TOTP_MAX_USER_BYTES (required).
+/// code, code_len: the code as typed (case, spaces and hyphens ignored; at most
+/// BITSEC_TOTP_MAX_CODE_BYTES); one that cannot be a backup code is BITSEC_TOTP_MALFORMED_CODE.
+/// stored, stored_len: the user's stored hashes, separated by '\n' (no trailing newline), at
+/// most BITSEC_TOTP_MAX_BACKUP_CODES of them; length 0 for none left (every code is then
+/// BITSEC_TOTP_WRONG_CODE).
+/// at: Unix seconds for the throttle, 0 = now.
+/// out_reason: receives a BITSEC_TOTP_* reason (BITSEC_TOTP_WRONG_CODE is written first).
+/// out_index: optional; the matched hash's index (also for REPLAYED), -1 when none.
+/// out_retry_after: optional; seconds to wait when throttled, else 0.
+/// Returns BITSEC_OK (whatever the decision); BITSEC_E_NOT_CONFIGURED; BITSEC_E_MALFORMED (a
+/// stored hash is not one bitsec made); BITSEC_E_CONFIG (a hash needs the pepper and none is
+/// configured); BITSEC_E_INVALID_ARGUMENT; BITSEC_E_TOO_LARGE; BITSEC_E_BACKEND_UNAVAILABLE;
+/// BITSEC_E_CRYPTO; BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread.
+/// Since: 0.1.0
+int32_t bitsec_backup_code_verify(bitsec_runtime *rt, char const *user, size_t user_len, char const *code, size_t code_len, char const *stored, size_t stored_len, int64_t at, int32_t *out_reason, int32_t *out_index, int64_t *out_retry_after) BITSEC_NODISCARD;
+
+/// Generates single-use backup (recovery) codes with the runtime's <code>totp.backup_codes</code>
+/// settings. The output is one line per code, <code><code>\t<hash>\n</code>: show the codes to the user
+/// once, store the hashes (ASCII, no tab or newline) and never the codes.
+/// rt: the runtime (needs a <code>totp</code> section).
+/// count: how many codes, 1 to BITSEC_TOTP_MAX_BACKUP_CODES; 0 means the configured count.
+/// out_buf, out_cap, out_len: receives the lines (count * 128 bytes are always enough).
+/// Wipe the buffer once the codes are shown.
+/// Returns BITSEC_OK; BITSEC_E_NOT_CONFIGURED; BITSEC_E_INVALID_ARGUMENT;
+/// BITSEC_E_BUFFER_TOO_SMALL (nothing is kept: call again with a larger buffer and new codes
+/// are made); BITSEC_E_CRYPTO; BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread.
+/// Since: 0.1.0
+int32_t bitsec_backup_codes_generate(bitsec_runtime *rt, int32_t count, char *out_buf, size_t out_cap, size_t *out_len) BITSEC_NODISCARD;
+
 /// Says whether key is blocked, until when, and how many failures it has in the window.
 /// rt, key, key_len, at: as bitsec_bruteforce_record_failure.
 /// out_status: caller-owned array of BITSEC_BRUTEFORCE_STATUS_LEN int64_t (required).
@@ -347,6 +386,36 @@ int32_t bitsec_fields_reload(bitsec_runtime *rt, char const *section, size_t sec
 /// Since: 0.1.0
 void bitsec_free(void *p);
 
+/// Checks an RFC 4226 HOTP code against counters counter .. counter + look_ahead (stateless:
+/// the caller stores *out_counter + 1 as the next counter after a success, which is what
+/// prevents replay).
+/// secret, secret_len: as bitsec_hotp_code. code, code_len: the code as typed (at most
+/// BITSEC_TOTP_MAX_CODE_BYTES); anything but exactly <code>digits</code> ASCII digits is the decision
+/// BITSEC_TOTP_MALFORMED_CODE. algorithm, digits: as bitsec_hotp_code.
+/// look_ahead: 0 to 100 further counters to try (resynchronisation).
+/// out_reason: receives BITSEC_TOTP_OK or BITSEC_TOTP_WRONG_CODE / BITSEC_TOTP_MALFORMED_CODE
+/// (set to BITSEC_TOTP_WRONG_CODE first, so an error never reads as acceptance).
+/// out_counter: optional; receives the matched counter (the lowest one).
+/// Returns BITSEC_OK (whatever the decision); BITSEC_E_MALFORMED (secret); BITSEC_E_INVALID_ARGUMENT;
+/// BITSEC_E_TOO_LARGE; BITSEC_E_CRYPTO. Codes are compared in constant time.
+/// Thread safety: safe from any thread; needs no runtime.
+/// Since: 0.1.0
+int32_t bitsec_hotp_check(char const *secret, size_t secret_len, char const *code, size_t code_len, int32_t algorithm, int32_t digits, uint64_t counter, int32_t look_ahead, int32_t *out_reason, uint64_t *out_counter) BITSEC_NODISCARD;
+
+/// Computes the RFC 4226 HOTP code of a counter.
+/// secret, secret_len: the base32 secret (case-insensitive, padding optional, at most
+/// BITSEC_TOTP_MAX_SECRET_TEXT_BYTES, at least 80 bits decoded); caller-owned.
+/// algorithm: BITSEC_OTP_SHA1, BITSEC_OTP_SHA256 or BITSEC_OTP_SHA512.
+/// digits: 6 to 8. counter: the moving factor.
+/// out_buf, out_cap, out_len: receives <code>digits</code> ASCII digits (leading zeros kept), then a NUL
+/// when there is room.
+/// Returns BITSEC_OK; BITSEC_E_MALFORMED (the secret is not base32; the detail never quotes
+/// it); BITSEC_E_INVALID_ARGUMENT (secret too short, parameter out of range, NULL);
+/// BITSEC_E_TOO_LARGE; BITSEC_E_BUFFER_TOO_SMALL; BITSEC_E_CRYPTO.
+/// Thread safety: safe from any thread; needs no runtime.
+/// Since: 0.1.0
+int32_t bitsec_hotp_code(char const *secret, size_t secret_len, int32_t algorithm, int32_t digits, uint64_t counter, char *out_buf, size_t out_cap, size_t *out_len) BITSEC_NODISCARD;
+
 /// The detail message of the calling thread's last failed bitsec call ("" if none yet).
 /// Messages name fields, sizes and limits; they never contain key material, token
 /// contents or plaintext. Successful calls do not clear it: read it right after a call
@@ -546,6 +615,122 @@ int32_t bitsec_runtime_open_file(char const *path, bitsec_runtime **out_rt) BITS
 /// Thread safety: safe from any thread.
 /// Since: 0.1.0
 char const *bitsec_strerror(int32_t code) BITSEC_NODISCARD;
+
+/// Checks a TOTP code against the steps within <code>window</code> of the step at <code>at</code>, with explicit
+/// parameters and NO replay protection or throttling (that is bitsec_totp_verify, which
+/// needs a runtime): for tools, tests and callers that keep their own state.
+/// secret, secret_len, algorithm, digits, period, t0, at: as bitsec_totp_code.
+/// code, code_len: as bitsec_hotp_check. window: 0 to BITSEC_TOTP_MAX_WINDOW steps before
+/// and after. Every step of the window is computed and compared in constant time.
+/// out_reason: receives BITSEC_TOTP_OK, BITSEC_TOTP_WRONG_CODE or BITSEC_TOTP_MALFORMED_CODE
+/// (BITSEC_TOTP_WRONG_CODE is written first, so an error never reads as acceptance).
+/// out_step: optional; receives the matched time step (-1 when none).
+/// Returns BITSEC_OK (whatever the decision); BITSEC_E_MALFORMED (secret);
+/// BITSEC_E_INVALID_ARGUMENT; BITSEC_E_TOO_LARGE; BITSEC_E_CRYPTO.
+/// Thread safety: safe from any thread; needs no runtime.
+/// Since: 0.1.0
+int32_t bitsec_totp_check(char const *secret, size_t secret_len, char const *code, size_t code_len, int32_t algorithm, int32_t digits, int64_t period, int64_t t0, int32_t window, int64_t at, int32_t *out_reason, int64_t *out_step) BITSEC_NODISCARD;
+
+/// Computes the RFC 6238 TOTP code at an instant, with explicit parameters.
+/// secret, secret_len: as bitsec_hotp_code. algorithm, digits: as bitsec_hotp_code.
+/// period: 1 to 86400 seconds (30 is standard). t0: the Unix time steps count from (0).
+/// at: Unix seconds, 0 = now (up to year 9999, not before t0).
+/// out_buf, out_cap, out_len: receives the <code>digits</code> ASCII digits.
+/// Returns as bitsec_hotp_code.
+/// Thread safety: safe from any thread; needs no runtime.
+/// Since: 0.1.0
+int32_t bitsec_totp_code(char const *secret, size_t secret_len, int32_t algorithm, int32_t digits, int64_t period, int64_t t0, int64_t at, char *out_buf, size_t out_cap, size_t *out_len) BITSEC_NODISCARD;
+
+/// The current TOTP code of a secret with the runtime's <code>totp</code> parameters (for enrolment
+/// checks and tests; never send it to the user's channel).
+/// rt: the runtime (needs a <code>totp</code> section). secret, secret_len: as bitsec_totp_verify.
+/// at: Unix seconds, 0 = now. out_buf, out_cap, out_len: receives the digits.
+/// Returns BITSEC_OK; BITSEC_E_NOT_CONFIGURED; BITSEC_E_MALFORMED; BITSEC_E_INVALID_ARGUMENT;
+/// BITSEC_E_TOO_LARGE; BITSEC_E_BUFFER_TOO_SMALL; BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread.
+/// Since: 0.1.0
+int32_t bitsec_totp_now(bitsec_runtime *rt, char const *secret, size_t secret_len, int64_t at, char *out_buf, size_t out_cap, size_t *out_len) BITSEC_NODISCARD;
+
+/// A provisioning URI with the runtime's <code>totp</code> parameters and <code>issuer</code> (see bitsec_totp_uri).
+/// rt: the runtime (needs a <code>totp</code> section). secret, secret_len: the base32 secret.
+/// account, account_len: UTF-8, 1 to 256 bytes, no ':'.
+/// out_buf, out_cap, out_len: receives the URI (2048 bytes are always enough).
+/// Returns BITSEC_OK; BITSEC_E_NOT_CONFIGURED; BITSEC_E_MALFORMED; BITSEC_E_INVALID_ARGUMENT;
+/// BITSEC_E_TOO_LARGE; BITSEC_E_BUFFER_TOO_SMALL; BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread.
+/// Since: 0.1.0
+int32_t bitsec_totp_provisioning_uri(bitsec_runtime *rt, char const *secret, size_t secret_len, char const *account, size_t account_len, char *out_buf, size_t out_cap, size_t *out_len) BITSEC_NODISCARD;
+
+/// Generates a new TOTP/HOTP secret from OpenSSL's RNG, as upper-case RFC 4648 base32
+/// without padding (what authenticator apps and otpauth URIs use).
+/// bits: the secret's size, a multiple of 8 from BITSEC_TOTP_MIN_NEW_SECRET_BITS (128) to
+/// BITSEC_TOTP_MAX_NEW_SECRET_BITS (512); 0 means BITSEC_TOTP_DEFAULT_SECRET_BITS (160).
+/// out_buf, out_cap: caller-owned buffer (104 bytes hold any secret, NUL included).
+/// out_len: receives the text's length (a NUL follows when there is room), also when the
+/// buffer is too small.
+/// Returns BITSEC_OK; BITSEC_E_INVALID_ARGUMENT (bits out of range, out_len NULL);
+/// BITSEC_E_BUFFER_TOO_SMALL; BITSEC_E_CRYPTO.
+/// The secret is the user's second factor: store it encrypted (bitsec_encrypt_field) and
+/// wipe the buffer once it is stored and shown.
+/// Thread safety: safe from any thread; needs no runtime.
+/// Since: 0.1.0
+int32_t bitsec_totp_secret_generate(int32_t bits, char *out_buf, size_t out_cap, size_t *out_len) BITSEC_NODISCARD;
+
+/// Builds a provisioning URI in the Google Authenticator key-URI format, with explicit
+/// parameters: <code>otpauth://totp/Issuer:account?secret=...&issuer=...&algorithm=...&digits=...&period=...</code>,
+/// issuer and account percent-encoded (UTF-8, RFC 3986; a space is %20).
+/// secret, secret_len: as bitsec_hotp_code (written back normalised: upper case, no padding).
+/// account, account_len: UTF-8, 1 to 256 bytes, no ':' and no control characters.
+/// issuer, issuer_len: UTF-8, same rules; NULL or length 0 for none (then the label is the
+/// account alone and no issuer parameter is written).
+/// algorithm, digits, period: as bitsec_totp_code.
+/// out_buf, out_cap, out_len: receives the URI (2048 bytes are always enough).
+/// Returns BITSEC_OK; BITSEC_E_MALFORMED (secret); BITSEC_E_INVALID_ARGUMENT; BITSEC_E_TOO_LARGE;
+/// BITSEC_E_BUFFER_TOO_SMALL.
+/// Thread safety: safe from any thread; needs no runtime.
+/// Since: 0.1.0
+int32_t bitsec_totp_uri(char const *secret, size_t secret_len, char const *account, size_t account_len, char const *issuer, size_t issuer_len, int32_t algorithm, int32_t digits, int64_t period, char *out_buf, size_t out_cap, size_t *out_len) BITSEC_NODISCARD;
+
+/// Verifies a TOTP code for a user with the runtime's <code>totp</code> parameters, refusing replays
+/// and throttling failures (RFC 6238 section 5.2):
+/// <ul>
+///   <li>
+///     not exactly <code>digits</code> ASCII digits: BITSEC_TOTP_MALFORMED_CODE (not counted as a failure);
+///   </li>
+///   <li>
+///     the user has too many recent failures: BITSEC_TOTP_THROTTLED, *out_retry_after set, the
+///     code is not even looked at;
+///   </li>
+///   <li>
+///     no step of the window matches: BITSEC_TOTP_WRONG_CODE (counted);
+///   </li>
+///   <li>
+///     the matched step is not later than the last step accepted for the user:
+///     BITSEC_TOTP_REPLAYED (counted);
+///   </li>
+///   <li>
+///     else BITSEC_TOTP_OK: the step is recorded (atomically: in process, or through Redis when
+///     <code>totp.state</code> is <code>redis</code>, so two runtimes cannot both accept one code) and the user's
+///     failures are reset.
+///   </li>
+/// </ul>
+/// rt: the runtime (needs a <code>totp</code> section).
+/// secret, secret_len: the user's base32 secret (at least <code>min_secret_bits</code>, 80 by default).
+/// code, code_len: the code as typed (at most BITSEC_TOTP_MAX_CODE_BYTES).
+/// user, user_len: UTF-8 user identifier, at most BITSEC_TOTP_MAX_USER_BYTES; NULL or length
+/// 0 keys the replay and throttle state by a SHA-256 hash of the secret instead.
+/// at: Unix seconds, 0 = now.
+/// out_reason: receives a BITSEC_TOTP_* reason (BITSEC_TOTP_WRONG_CODE is written first).
+/// out_step: optional; the matched time step, -1 when none.
+/// out_retry_after: optional; seconds to wait when throttled, else 0.
+/// Returns BITSEC_OK (whatever the decision); BITSEC_E_NOT_CONFIGURED; BITSEC_E_MALFORMED
+/// (secret not base32); BITSEC_E_INVALID_ARGUMENT; BITSEC_E_TOO_LARGE;
+/// BITSEC_E_BACKEND_UNAVAILABLE (Redis state configured and unreachable: nothing was
+/// accepted); BITSEC_E_CRYPTO; BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread; concurrent verifications of one code for one user
+/// accept it at most once.
+/// Since: 0.1.0
+int32_t bitsec_totp_verify(bitsec_runtime *rt, char const *secret, size_t secret_len, char const *code, size_t code_len, char const *user, size_t user_len, int64_t at, int32_t *out_reason, int64_t *out_step, int64_t *out_retry_after) BITSEC_NODISCARD;
 
 /// The library version as one number: MAJOR<em>10000 + MINOR</em>100 + PATCH (as BITSEC_VERSION_NUMBER).
 /// Thread safety: safe from any thread.

@@ -41,6 +41,18 @@ from .ratelimit import BruteForceStatus, RateLimitDecision
 from .permissions import Decision, PermissionDeniedError, Principal, permission_reason
 from .audit import AuditHandler, AuditProblem, AuditVerifyReport, audit_verify
 from .runtime import Runtime, random_bytes
+from .totp import (
+    BackupCodeDecision,
+    BackupCodes,
+    TOTPDecision,
+    hotp,
+    hotp_check,
+    totp_check,
+    totp_generate_secret,
+    totp_now,
+    totp_provisioning_uri,
+    totp_qr_png,
+)
 
 __version__ = "0.1.0"
 ABI_VERSION = _native.ABI_VERSION
@@ -69,4 +81,7 @@ __all__ = [
     "field_bound", "fernet_bound", "field_context", "field_key_id",
     "Decision", "Principal", "PermissionDeniedError", "permission_reason",
     "AuditHandler", "AuditProblem", "AuditVerifyReport", "audit_verify",
+    # totp
+    "TOTPDecision", "BackupCodeDecision", "BackupCodes", "totp_generate_secret", "totp_now", "totp_check",
+    "hotp", "hotp_check", "totp_provisioning_uri", "totp_qr_png",
 ]
