@@ -68,41 +68,10 @@ public final class RedisConnection {
     /// Sends one command and waits for its reply (bounded by the command timeout).
     /// A Redis error reply is returned as `.error`, not thrown; I/O failures throw.
     public func command(_ args: [[UInt8]]) throws(BitsecError) -> RedisReply {
-        guard !broken else { throw .backend("redis \(endpointText): connection is broken") }
         guard !args.isEmpty, args.count <= Int(Int32.max) else { throw .invalid("redis command needs arguments") }
-        var flat: [UInt8] = []
-        flat.reserveCapacity(args.reduce(0) { $0 + $1.count })
-        var lengths: [Int] = []
-        lengths.reserveCapacity(args.count)
-        for a in args { flat.append(contentsOf: a); lengths.append(a.count) }
-        flat.append(0)  // never empty, so the buffer always has an address
-        let reply: UnsafeMutableRawPointer? = flat.withUnsafeBufferPointer { fb in
-            guard let start = fb.baseAddress else { return nil }
-            let base = UnsafeRawPointer(start)
-            var argv: [UnsafePointer<CChar>?] = []
-            argv.reserveCapacity(args.count)
-            var offset = 0
-            for n in lengths {
-                argv.append((base + offset).assumingMemoryBound(to: CChar.self))
-                offset += n
-            }
-            return argv.withUnsafeMutableBufferPointer { av in
-                lengths.withUnsafeBufferPointer { lp in
-                    redisCommandArgv(ctx, Int32(args.count), av.baseAddress, lp.baseAddress)
-                }
-            }
-        }
-        guard let reply else {
-            broken = true
-            let code = ctx.pointee.err
-            let text = Self.errorText(ctx)
-            if code == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK || text.contains("temporarily unavailable")) {
-                throw .backend("redis \(endpointText): no reply within \(commandTimeoutMs) ms")
-            }
-            throw .backend("redis \(endpointText): \(text.isEmpty ? "connection lost" : text)")
-        }
-        defer { freeReplyObject(reply) }
-        return Self.convert(reply.assumingMemoryBound(to: redisReply.self), depth: 0)
+        var e = RESPEncoder(count: args.count, capacity: args.reduce(16) { $0 + $1.count + 16 })
+        for a in args { e.bulk(a) }
+        return try command(resp: e.bytes)
     }
 
     /// Sends one command already encoded in RESP (`*N\r\n$len\r\narg\r\n...`, see
@@ -118,6 +87,7 @@ public final class RedisConnection {
         }
         var reply: UnsafeMutableRawPointer? = nil
         if appended != bitsec_redis_ok() || redisGetReply(ctx, &reply) != bitsec_redis_ok() || reply == nil {
+            // Any failure leaves hiredis' context unusable: the pool discards this connection.
             if let reply { freeReplyObject(reply) }
             broken = true
             let code = ctx.pointee.err
