@@ -85,6 +85,22 @@ def declare(name: str, restype: Any, argtypes: list[Any]) -> Callable[..., Any]:
     return fn
 
 
+def unconverted(fn: Any) -> Any:
+    """The same C function as ``fn`` (declared with ``declare``) without ctypes' per-argument
+    conversion, for hot paths only. ctypes calls each argtype's ``from_param`` and allocates a
+    converted object per argument on every call, which costs more than many bitsec
+    operations. A caller of the returned function must pass only objects whose C type is
+    already exactly the declared one (prebuilt ``c_void_p``/``c_size_t``/... instances,
+    ``bytes`` for ``char const *``, ``byref`` of the declared pointee): the declared
+    prototype, checked against the header by tests/test_prototypes.py, still describes the
+    call, and each capability's tests check what its fast path passes."""
+    if fn.__name__ not in PROTOTYPES:
+        raise RuntimeError(f"{fn.__name__} must be declared before it gets a fast path")
+    raw = type(fn)((fn.__name__, lib))
+    raw.restype = fn.restype
+    return raw
+
+
 # ---- the foundation's functions --------------------------------------------------------
 status = c_int32
 handle = c_void_p

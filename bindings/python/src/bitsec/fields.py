@@ -52,23 +52,12 @@ _fernet_migrate = N.declare("bitsec_fernet_migrate", N.status,
 _fernet_bound = N.declare("bitsec_fernet_bound", c_size_t, [c_size_t])
 
 
-def _unconverted(fn: Any) -> Any:
-    """The same C function without ctypes' per-argument conversion, for the two hot paths.
-
-    With argtypes, ctypes calls each type's from_param and allocates a converted object for
-    every argument: about 1.5 µs for nine arguments, more than the encryption itself. The
-    fast path passes only objects whose C type is already exact (per-thread ``c_size_t`` /
-    ``c_uint32`` / ``c_void_p`` instances and ``bytes``), so the declared prototype (checked
-    against the header by tests/test_prototypes.py) still describes the call; tests/test_fields.py
-    checks that the fast path's argument types equal the declared argtypes.
-    """
-    raw = type(fn)((fn.__name__, N.lib))
-    raw.restype = fn.restype
-    return raw
-
-
-_encrypt_fast = _unconverted(_encrypt)
-_decrypt_fast = _unconverted(_decrypt)
+# The two hot paths skip ctypes' argument conversion (N.unconverted): about 1.5 us for nine
+# arguments, more than the encryption itself. They pass only exactly-typed objects
+# (per-thread c_size_t / c_uint32 / c_void_p instances and bytes); tests/test_fields.py checks
+# that what they pass matches the declared argtypes (FAST_ARGTYPES below).
+_encrypt_fast = N.unconverted(_encrypt)
+_decrypt_fast = N.unconverted(_decrypt)
 #: What the fast paths pass for each parameter: bytes for c_char_p inputs, ready instances of
 #: the declared simple types, "buffer" (a c_void_p holding the address of the per-thread
 #: output buffer, for a declared ``char *``/``uint8_t *``) and "byref" (for a POINTER(...)).

@@ -28,8 +28,7 @@ _check_packed = N.declare("bitsec_check_permission_packed", c_int32, [c_void_p, 
 # (measured: 2.5 us with argtypes vs 1.4 us without, for these four arguments). Lengths
 # passed this way are ints below 2**31 (ctypes sign-extends them to the size_t register);
 # the request is at most 64 KiB, larger ones are refused before the call.
-_check_packed_fast = N.lib["bitsec_check_permission_packed"]
-_check_packed_fast.restype = c_int32
+_check_packed_fast = N.unconverted(_check_packed)
 _check_claims = N.declare("bitsec_check_permission_claims", c_int32,
                           [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t, POINTER(c_uint64)])
 _check_batch = N.declare("bitsec_check_permissions", c_int32,
