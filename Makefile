@@ -22,7 +22,7 @@ SWIFT_HDR_FLAGS = -parse-as-library -swift-version 6 -enable-upcoming-feature In
 	$(addprefix -Xcc ,$(shell pkg-config --cflags-only-I hiredis openssl 2>/dev/null))
 
 .PHONY: all deps apt venv build lib header header-check test test-swift test-c test-python \
-	demo install bench clean serve
+	demo install bench clean serve sanitize sanitize-address sanitize-thread
 
 all: build
 
@@ -89,6 +89,34 @@ test-c: build
 test-python: deps build
 	cd bindings/python && BITSEC_LIBRARY=$(LIB) $(VPY) -m pytest -q -p no:cacheprovider tests 2>&1 | tee $(ROOT)/build/python-test.log
 
+## ---- sanitizers (issue 10) -------------------------------------------------------------
+# The whole Swift test suite (core, ABI, hostile-input table) under AddressSanitizer (with
+# LeakSanitizer) and under ThreadSanitizer, each in its own debug build directory, with the
+# Redis fixture. Fails on any sanitizer report, even when every test passed. Not part of
+# `make test` (a sanitizer build takes many minutes on a small machine). docs/sanitizers.md.
+# --disable-xctest: every suite is swift-testing; the empty XCTest pass only adds XCTest's
+# own exit-time leaks. -DBITSEC_TSAN_MUTEX: a pthread Mutex TSan can see (Support/Sync.swift).
+SAN_SUPP    := $(ROOT)/tools/sanitizers
+SAN_TEST     = $(FIXTURE) $(SWIFT) test --disable-xctest --sanitize=$(1) --scratch-path $(ROOT)/.build-$(2) $(3)
+SAN_CHECK    = grep -Eq "Test run with [1-9][0-9]* tests? .*passed" $(1) || { echo "$(2): the suite did not pass"; exit 1; }; \
+	! grep -nE "ERROR: (Address|Leak)Sanitizer|WARNING: ThreadSanitizer|runtime error:" $(1) || { echo "$(2): sanitizer report(s) above ($(1))"; exit 1; }
+
+sanitize: sanitize-address sanitize-thread
+	@echo "make sanitize: ASan+LSan and TSan clean"
+
+sanitize-address: apt
+	@mkdir -p build
+	ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 \
+	LSAN_OPTIONS=suppressions=$(SAN_SUPP)/lsan.supp:print_suppressions=1 \
+	$(call SAN_TEST,address,asan) 2>&1 | tee build/asan-test.log
+	@$(call SAN_CHECK,build/asan-test.log,ASan)
+
+sanitize-thread: apt
+	@mkdir -p build
+	TSAN_OPTIONS=halt_on_error=0:second_deadlock_stack=1 \
+	$(call SAN_TEST,thread,tsan,-Xswiftc -DBITSEC_TSAN_MUTEX) 2>&1 | tee build/tsan-test.log
+	@$(call SAN_CHECK,build/tsan-test.log,TSan)
+
 ## ---- install (C users) -----------------------------------------------------------------
 install: build
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
@@ -106,4 +134,4 @@ bench: deps build
 	@bash bench/run.sh
 
 clean:
-	rm -rf build .build bindings/python/src/bitsec/_lib
+	rm -rf build .build .build-asan .build-tsan bindings/python/src/bitsec/_lib

@@ -46,3 +46,40 @@ public final class ConditionLock: @unchecked Sendable {
 
     public func wait() { pthread_cond_wait(cond, mutex) }
 }
+
+#if BITSEC_TSAN_MUTEX
+/// ThreadSanitizer builds only (`make sanitize-thread` compiles with -DBITSEC_TSAN_MUTEX;
+/// release and test builds never do): the same API as `Synchronization.Mutex`, which this
+/// module-level type shadows, over a pthread mutex.
+///
+/// Why: on Linux, `Synchronization.Mutex` locks with atomics and futex syscalls inside the
+/// uninstrumented standard library, so TSan sees no happens-before edge between two
+/// critical sections and reports every access under the lock as a race (a six-line program
+/// that only increments a Mutex-protected dictionary from 8 threads gets reports and the
+/// right total; docs/sanitizers.md). TSan intercepts pthread_mutex_lock/unlock, so with this
+/// type it checks what is ours: that every shared access is under the lock.
+struct Mutex<Value: ~Copyable>: ~Copyable, @unchecked Sendable {
+    private let lock: UnsafeMutablePointer<pthread_mutex_t>
+    private let value: UnsafeMutablePointer<Value>
+
+    init(_ initialValue: consuming sending Value) {
+        lock = .allocate(capacity: 1)
+        pthread_mutex_init(lock, nil)
+        value = .allocate(capacity: 1)
+        value.initialize(to: initialValue)
+    }
+
+    deinit {
+        value.deinitialize(count: 1)
+        value.deallocate()
+        pthread_mutex_destroy(lock)
+        lock.deallocate()
+    }
+
+    borrowing func withLock<Result: ~Copyable, E: Error>(_ body: (inout sending Value) throws(E) -> sending Result) throws(E) -> sending Result {
+        pthread_mutex_lock(lock)
+        defer { pthread_mutex_unlock(lock) }
+        return try body(&value.pointee)
+    }
+}
+#endif

@@ -45,8 +45,11 @@ private final class HMACTemplate: @unchecked Sendable {
             if let c = EVP_MAC_CTX_new(mac) {
                 var ok = false
                 digest.withCString { name in
+                    // OSSL_PARAM keeps the key pointer until set_params: it must be a static
+                    // C string, not a String literal (whose bridged temporary is freed as soon
+                    // as OSSL_PARAM_construct_utf8_string returns; ASan: use-after-free).
                     var params = [
-                        OSSL_PARAM_construct_utf8_string("digest", UnsafeMutablePointer(mutating: name), 0),
+                        OSSL_PARAM_construct_utf8_string(staticCString("digest"), UnsafeMutablePointer(mutating: name), 0),
                         OSSL_PARAM_construct_end(),
                     ]
                     ok = EVP_MAC_CTX_set_params(c, &params) == 1
