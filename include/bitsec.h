@@ -198,6 +198,8 @@ typedef struct bitsec_runtime bitsec_runtime;
 #define BITSEC_TOTP_MAX_CODE_BYTES 256
 #define BITSEC_TOTP_MAX_USER_BYTES 256
 #define BITSEC_TOTP_MAX_BACKUP_CODES 64
+#define BITSEC_TOTP_MAX_SEALED_SECRET_BYTES 512 /* output of bitsec_totp_secret_seal, input of bitsec_totp_verify_sealed */
+#define BITSEC_TOTP_SEALED_SECRET_CONTEXT_PREFIX "bitsec.totp.secret|" /* fields context: prefix + user */
 
 #include "bitsec_api.h"
 

@@ -676,6 +676,27 @@ int32_t bitsec_totp_provisioning_uri(bitsec_runtime *rt, char const *secret, siz
 /// Since: 0.1.0
 int32_t bitsec_totp_secret_generate(int32_t bits, char *out_buf, size_t out_cap, size_t *out_len) BITSEC_NODISCARD;
 
+/// Seals a user's TOTP secret for storage: checks it as bitsec_totp_verify would (base32, at
+/// least <code>min_secret_bits</code>), normalises it (upper case, no padding) and encrypts it with the
+/// runtime's <code>fields</code> capability (primary key, randomised AES-256-GCM, text form) under the
+/// context <code>bitsec.totp.secret|<user></code>. Store the output instead of the secret and pass it to
+/// bitsec_totp_verify_sealed; bitsec_decrypt_field with the same context gives the base32
+/// secret back (to show the QR code again), and bitsec_rewrap_field rotates it.
+/// rt: the runtime (needs <code>totp</code> and <code>fields</code> sections).
+/// secret, secret_len: the base32 secret (at most BITSEC_TOTP_MAX_SECRET_TEXT_BYTES).
+/// user, user_len: UTF-8 user identifier, 1 to BITSEC_TOTP_MAX_USER_BYTES (required: it binds
+/// the sealed secret to the user).
+/// out_buf, out_cap, out_len: receives the sealed secret, ASCII (base64url), at most
+/// BITSEC_TOTP_MAX_SEALED_SECRET_BYTES; a NUL follows when there is room. Secret material:
+/// wipe any copy of the plaintext secret once sealed and shown.
+/// Returns BITSEC_OK; BITSEC_E_NOT_CONFIGURED (no <code>totp</code> or no <code>fields</code> section);
+/// BITSEC_E_MALFORMED (secret not base32); BITSEC_E_INVALID_ARGUMENT (secret too short, user
+/// missing or not UTF-8, NULL); BITSEC_E_TOO_LARGE; BITSEC_E_BUFFER_TOO_SMALL; BITSEC_E_CRYPTO;
+/// BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread.
+/// Since: 0.1.0
+int32_t bitsec_totp_secret_seal(bitsec_runtime *rt, char const *secret, size_t secret_len, char const *user, size_t user_len, char *out_buf, size_t out_cap, size_t *out_len) BITSEC_NODISCARD;
+
 /// Builds a provisioning URI in the Google Authenticator key-URI format, with explicit
 /// parameters: <code>otpauth://totp/Issuer:account?secret=...&issuer=...&algorithm=...&digits=...&period=...</code>,
 /// issuer and account percent-encoded (UTF-8, RFC 3986; a space is %20).
@@ -731,6 +752,28 @@ int32_t bitsec_totp_uri(char const *secret, size_t secret_len, char const *accou
 /// accept it at most once.
 /// Since: 0.1.0
 int32_t bitsec_totp_verify(bitsec_runtime *rt, char const *secret, size_t secret_len, char const *code, size_t code_len, char const *user, size_t user_len, int64_t at, int32_t *out_reason, int64_t *out_step, int64_t *out_retry_after) BITSEC_NODISCARD;
+
+/// bitsec_totp_verify with a sealed secret (from bitsec_totp_secret_seal): the secret is
+/// opened inside the library for <code>user</code>, verified exactly as bitsec_totp_verify does (the
+/// same checks in the same order, the same replay and throttle state for the user, the same
+/// audit events) and wiped. A code that is not exactly <code>digits</code> digits is decided
+/// (BITSEC_TOTP_MALFORMED_CODE) before anything is opened.
+/// A sealed secret that does not open is an error, never a decision, and not counted as a
+/// failed attempt: it is the caller's stored data that is wrong, not the user's code.
+/// rt: the runtime (needs <code>totp</code> and <code>fields</code> sections).
+/// sealed, sealed_len: the stored sealed secret (at most BITSEC_TOTP_MAX_SEALED_SECRET_BYTES).
+/// code, code_len, at, out_reason, out_step, out_retry_after: as bitsec_totp_verify.
+/// user, user_len: UTF-8 user identifier, 1 to BITSEC_TOTP_MAX_USER_BYTES (required: the
+/// user the secret was sealed for).
+/// Returns BITSEC_OK (whatever the decision); BITSEC_E_NOT_CONFIGURED (no <code>totp</code> or no
+/// <code>fields</code> section); BITSEC_E_MALFORMED (not a sealed secret, altered, or sealed for another
+/// user: the detail says which, e.g. <code>wrong_context</code>); BITSEC_E_CONFIG (its key is unknown to
+/// or retired in the <code>fields</code> keyring); BITSEC_E_INVALID_ARGUMENT; BITSEC_E_TOO_LARGE;
+/// BITSEC_E_BACKEND_UNAVAILABLE (nothing was accepted); BITSEC_E_CRYPTO; BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread; concurrent verifications of one code for one user
+/// accept it at most once.
+/// Since: 0.1.0
+int32_t bitsec_totp_verify_sealed(bitsec_runtime *rt, char const *sealed, size_t sealed_len, char const *code, size_t code_len, char const *user, size_t user_len, int64_t at, int32_t *out_reason, int64_t *out_step, int64_t *out_retry_after) BITSEC_NODISCARD;
 
 /// The library version as one number: MAJOR<em>10000 + MINOR</em>100 + PATCH (as BITSEC_VERSION_NUMBER).
 /// Thread safety: safe from any thread.

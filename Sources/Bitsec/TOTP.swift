@@ -358,3 +358,82 @@ public func bitsec_backup_code_verify(_ rt: OpaquePointer?, _ user: UnsafePointe
         out_reason.pointee = d.reason.rawValue
     }
 }
+
+/// Seals a user's TOTP secret for storage: checks it as bitsec_totp_verify would (base32, at
+/// least `min_secret_bits`), normalises it (upper case, no padding) and encrypts it with the
+/// runtime's `fields` capability (primary key, randomised AES-256-GCM, text form) under the
+/// context `bitsec.totp.secret|<user>`. Store the output instead of the secret and pass it to
+/// bitsec_totp_verify_sealed; bitsec_decrypt_field with the same context gives the base32
+/// secret back (to show the QR code again), and bitsec_rewrap_field rotates it.
+///
+/// rt: the runtime (needs `totp` and `fields` sections).
+/// secret, secret_len: the base32 secret (at most BITSEC_TOTP_MAX_SECRET_TEXT_BYTES).
+/// user, user_len: UTF-8 user identifier, 1 to BITSEC_TOTP_MAX_USER_BYTES (required: it binds
+/// the sealed secret to the user).
+/// out_buf, out_cap, out_len: receives the sealed secret, ASCII (base64url), at most
+/// BITSEC_TOTP_MAX_SEALED_SECRET_BYTES; a NUL follows when there is room. Secret material:
+/// wipe any copy of the plaintext secret once sealed and shown.
+/// Returns BITSEC_OK; BITSEC_E_NOT_CONFIGURED (no `totp` or no `fields` section);
+/// BITSEC_E_MALFORMED (secret not base32); BITSEC_E_INVALID_ARGUMENT (secret too short, user
+/// missing or not UTF-8, NULL); BITSEC_E_TOO_LARGE; BITSEC_E_BUFFER_TOO_SMALL; BITSEC_E_CRYPTO;
+/// BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread.
+/// Since: 0.1.0
+@c(bitsec_totp_secret_seal)
+public func bitsec_totp_secret_seal(_ rt: OpaquePointer?, _ secret: UnsafePointer<CChar>?, _ secret_len: UInt, _ user: UnsafePointer<CChar>?,
+                                    _ user_len: UInt, _ out_buf: UnsafeMutablePointer<CChar>?, _ out_cap: UInt,
+                                    _ out_len: UnsafeMutablePointer<UInt>?) -> Int32 {
+    withRuntime(rt) { (r) throws(BitsecError) in
+        let totp = try r.require(r.totp)
+        let s = try secretArg(secret, secret_len)
+        let u = try userArg(user, user_len, required: true) ?? ""
+        let sealed = try totp.sealSecret(s, user: u)
+        try writeOutput(sealed, out_buf, out_cap, out_len)
+    }
+}
+
+/// bitsec_totp_verify with a sealed secret (from bitsec_totp_secret_seal): the secret is
+/// opened inside the library for `user`, verified exactly as bitsec_totp_verify does (the
+/// same checks in the same order, the same replay and throttle state for the user, the same
+/// audit events) and wiped. A code that is not exactly `digits` digits is decided
+/// (BITSEC_TOTP_MALFORMED_CODE) before anything is opened.
+///
+/// A sealed secret that does not open is an error, never a decision, and not counted as a
+/// failed attempt: it is the caller's stored data that is wrong, not the user's code.
+///
+/// rt: the runtime (needs `totp` and `fields` sections).
+/// sealed, sealed_len: the stored sealed secret (at most BITSEC_TOTP_MAX_SEALED_SECRET_BYTES).
+/// code, code_len, at, out_reason, out_step, out_retry_after: as bitsec_totp_verify.
+/// user, user_len: UTF-8 user identifier, 1 to BITSEC_TOTP_MAX_USER_BYTES (required: the
+/// user the secret was sealed for).
+/// Returns BITSEC_OK (whatever the decision); BITSEC_E_NOT_CONFIGURED (no `totp` or no
+/// `fields` section); BITSEC_E_MALFORMED (not a sealed secret, altered, or sealed for another
+/// user: the detail says which, e.g. `wrong_context`); BITSEC_E_CONFIG (its key is unknown to
+/// or retired in the `fields` keyring); BITSEC_E_INVALID_ARGUMENT; BITSEC_E_TOO_LARGE;
+/// BITSEC_E_BACKEND_UNAVAILABLE (nothing was accepted); BITSEC_E_CRYPTO; BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread; concurrent verifications of one code for one user
+/// accept it at most once.
+/// Since: 0.1.0
+@c(bitsec_totp_verify_sealed)
+public func bitsec_totp_verify_sealed(_ rt: OpaquePointer?, _ sealed: UnsafePointer<CChar>?, _ sealed_len: UInt, _ code: UnsafePointer<CChar>?,
+                                      _ code_len: UInt, _ user: UnsafePointer<CChar>?, _ user_len: UInt, _ at: Int64,
+                                      _ out_reason: UnsafeMutablePointer<Int32>?, _ out_step: UnsafeMutablePointer<Int64>?,
+                                      _ out_retry_after: UnsafeMutablePointer<Int64>?) -> Int32 {
+    store(out_reason, OTPReason.wrongCode.rawValue)
+    store(out_step, -1)
+    store(out_retry_after, 0)
+    return withRuntime(rt) { (r) throws(BitsecError) in
+        guard let out_reason else { throw .invalid("out_reason is NULL") }
+        let totp = try r.require(r.totp)
+        guard sealed_len <= UInt(TOTPService.maxSealedSecretBytes) else {
+            throw .tooLarge("sealed: \(sealed_len) bytes exceeds the limit of \(TOTPService.maxSealedSecretBytes)")
+        }
+        let s = try bytesArg(UnsafeRawPointer(sealed), Int(sealed_len), "sealed", max: TOTPService.maxSealedSecretBytes)
+        let c = try codeArg(code, code_len)
+        let u = try userArg(user, user_len, required: true) ?? ""
+        let d = try totp.verifySealed(sealed: s, code: c, user: u, at: try resolveInstant(at))
+        store(out_step, d.step)
+        store(out_retry_after, d.retryAfter)
+        out_reason.pointee = d.reason.rawValue
+    }
+}

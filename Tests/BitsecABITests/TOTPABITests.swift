@@ -193,4 +193,78 @@ private func verify(_ rt: OpaquePointer?, _ s: String, _ code: String, _ user: S
         #expect(bitsec_backup_codes_generate(rt, 1, nil, 0, &n) == E_BUFFER)
         #expect(n > 60)
     }
+
+    // MARK: - Sealed secrets
+
+    static let fieldsKey = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+    static let sealedConfig = #"{"allow_inline_secrets": true, "fields": {"keys": [{"id": "k1", "secret": {"value": "\#(fieldsKey)", "encoding": "hex"}}]}, "totp": {"throttle": {"max_failures": 2, "window_s": 60}}}"#
+
+    func seal(_ rt: OpaquePointer?, _ s: String, _ user: String) -> (Int32, String) {
+        output { b, c, n in bitsec_totp_secret_seal(rt, s, UInt(s.utf8.count), user, UInt(user.utf8.count), b, c, n) }
+    }
+
+    func verifySealed(_ rt: OpaquePointer?, _ sealed: String, _ code: String, _ user: String, at: Int64) -> (Int32, Int32, Int64, Int64) {
+        var reason: Int32 = -1, step: Int64 = 0, retry: Int64 = 0
+        let rc = bitsec_totp_verify_sealed(rt, sealed, UInt(sealed.utf8.count), code, UInt(code.utf8.count), user, UInt(user.utf8.count),
+                                           at, &reason, &step, &retry)
+        return (rc, reason, step, retry)
+    }
+
+    @Test func sealedSecrets() {
+        let (rc, rt) = open(Self.sealedConfig)
+        #expect(rc == OK, "\(lastError())")
+        defer { bitsec_runtime_close(rt) }
+        let s = generate()
+        let (src, sealed) = seal(rt, s, "alice")
+        #expect(src == OK)
+        #expect(sealed.utf8.count <= 512 && !sealed.contains(s))
+        // Buffer sizing: the length needed is reported.
+        var n: UInt = 0
+        #expect(bitsec_totp_secret_seal(rt, s, 32, "alice", 5, nil, 0, &n) == E_BUFFER)
+        #expect(n == UInt(sealed.utf8.count))
+        // The documented context opens it through the field API.
+        let ctx = "bitsec.totp.secret|alice"
+        var plain = [UInt8](repeating: 0, count: 128)
+        var reason: Int32 = -1, pn: UInt = 0
+        let token = Array(sealed.utf8)
+        #expect(bitsec_decrypt_field(rt, token, UInt(token.count), ctx, UInt(ctx.utf8.count), &plain, 128, &pn, &reason) == OK)
+        #expect(reason == 0 && String(decoding: plain.prefix(Int(pn)), as: UTF8.self) == s)
+        let at: Int64 = 1_700_000_000
+        let code = totpCode(s, at: at)
+        #expect(verifySealed(rt, sealed, code, "alice", at: at) == (OK, TOTP_OK, at / 30, 0))
+        #expect(verifySealed(rt, sealed, code, "alice", at: at) == (OK, TOTP_REPLAYED, at / 30, 0))
+        #expect(verify(rt, s, code, "alice", at: at) == (OK, TOTP_REPLAYED, at / 30, 0))  // one state per user
+        #expect(verifySealed(rt, sealed, "12345", "alice", at: at) == (OK, TOTP_MALFORMED, -1, 0))
+        // The two replays were failures (max 2 in 60 s): throttled, 60 s after the first.
+        #expect(verifySealed(rt, sealed, totpCode(s, at: at + 30), "alice", at: at + 30) == (OK, TOTP_THROTTLED, -1, 30))
+        // Copied to another user: an error naming the reason, never an acceptance.
+        let bob = verifySealed(rt, sealed, totpCode(s, at: at + 60), "bob", at: at + 60)
+        #expect(bob.0 == E_MALFORMED && bob.1 == TOTP_WRONG)
+        #expect(lastError().contains("wrong_context"))
+        // Tampered.
+        var t = Array(sealed.utf8)
+        t[t.count - 3] = t[t.count - 3] == UInt8(ascii: "A") ? UInt8(ascii: "B") : UInt8(ascii: "A")
+        #expect(verifySealed(rt, String(decoding: t, as: UTF8.self), code, "alice", at: at).0 == E_MALFORMED)
+        // Arguments.
+        #expect(seal(rt, s, "").0 == E_INVALID)
+        #expect(seal(rt, "not base32!", "alice").0 == E_MALFORMED)
+        #expect(verifySealed(rt, sealed, code, "", at: at).0 == E_INVALID)
+        #expect(verifySealed(rt, String(repeating: "A", count: 513), code, "alice", at: at).0 == E_TOO_LARGE)
+        #expect(bitsec_totp_verify_sealed(rt, sealed, UInt(sealed.utf8.count), code, 6, "alice", 5, at, nil, nil, nil) == E_INVALID)
+    }
+
+    @Test func sealedSecretsNeedTheFieldsSection() {
+        let (rc, rt) = open(#"{"totp": {}}"#)
+        #expect(rc == OK)
+        defer { bitsec_runtime_close(rt) }
+        #expect(seal(rt, generate(), "alice").0 == E_NOT_CONFIGURED)
+        #expect(lastError().contains("fields section"))
+        let r = verifySealed(rt, "x", "123456", "alice", at: 0)
+        #expect(r.0 == E_NOT_CONFIGURED && r.1 == TOTP_WRONG)
+        let (frc, fields) = open(#"{"allow_inline_secrets": true, "fields": {"keys": [{"id": "k1", "secret": {"value": "\#(Self.fieldsKey)", "encoding": "hex"}}]}}"#)
+        #expect(frc == OK)
+        defer { bitsec_runtime_close(fields) }
+        #expect(seal(fields, generate(), "alice").0 == E_NOT_CONFIGURED)
+        #expect(lastError().contains("totp section"))
+    }
 }

@@ -353,7 +353,8 @@ private func uniqueUser(_ tag: String) -> String { "\(tag)-\(getpid())-\(Clock.n
 
     @Test func defaultThrottleIsFivePerFiveMinutes() throws {
         let t = try #require(try service("{}"))
-        #expect(t.throttlePolicy == ThrottlePolicy(maxFailures: 5, windowSeconds: 300))
+        #expect(t.throttlePolicy == FailureWindowPolicy(maxFailures: 5, windowSeconds: 300, blockSeconds: 300,
+                                                        failurePolicy: .deny, blockAnchor: .oldestFailure))
         let s = try secret()
         let user = uniqueUser("default")
         let at: Int64 = 1_780_000_000
@@ -496,14 +497,18 @@ private extension String {
 @Suite struct InProcessTableTests {
     // A full table used to be pruned on every insert (O(n) per failure once it held 100k
     // windows); now expired entries go when it reaches a threshold that then doubles.
-    @Test func throttleTablePrunesExpiredWindows() {
-        let t = InProcessThrottle(policy: ThrottlePolicy(maxFailures: 5, windowSeconds: 10))
-        for i in 0..<12_000 { _ = t.recordFailure("old-\(i)", at: 1_000) }
+    @Test func throttleTablePrunesExpiredWindows() throws {
+        // TOTP's throttle is now the rate limiter's FailureWindow (bounded sharded table).
+        let t = FailureWindow(name: "totp", policy: TOTPService.throttlePolicy(maxFailures: 5, windowSeconds: 10),
+                              redis: nil, audit: nil, maxKeys: 10_000)
+        for i in 0..<12_000 { _ = try t.recordFailure(key: "old-\(i)", at: 1_000) }
         // Later failures: the old windows are over and get pruned at the threshold.
-        for i in 0..<9_000 { _ = t.recordFailure("new-\(i)", at: 2_000) }
+        for i in 0..<9_000 { _ = try t.recordFailure(key: "new-\(i)", at: 2_000) }
         #expect(t.trackedKeys < 12_000)
-        #expect(t.status("new-1", at: 2_000) == .open(failures: 1))
-        #expect(t.status("old-1", at: 1_005) == .open(failures: 0))  // pruned: forgotten
+        let n = try t.check(key: "new-1", at: 2_000)
+        #expect(!n.blocked && n.failures == 1)
+        let o = try t.check(key: "old-1", at: 1_005)
+        #expect(!o.blocked && o.failures == 0)  // pruned: forgotten
     }
 
     @Test func replayTablePrunesExpiredEntries() {
@@ -522,5 +527,195 @@ private extension String {
         #expect(s.claim("a", ttlSeconds: 60))
         #expect(!s.claim("a", ttlSeconds: 60))
         #expect(s.claim("b", ttlSeconds: 60))
+    }
+}
+
+// MARK: - FailureWindow's block anchor (the extension TOTP needs)
+
+private func redisPool() throws -> RedisPool? {
+    guard let port = TestRedis.port else { return nil }
+    let o = try ConfigObject(try JSONReader.parse(#"{"host": "127.0.0.1", "port": \#(port), "command_timeout_ms": 1000}"#), path: "redis")
+    return RedisPool(config: try RedisConfig.read(o, context: ConfigContext(allowInlineSecrets: true)))
+}
+
+@Suite struct FailureWindowAnchorTests {
+    func scenario(_ redis: RedisPool?) throws {
+        let oldest = FailureWindow(name: "anchor-o", policy: FailureWindowPolicy(maxFailures: 3, windowSeconds: 100, blockSeconds: 100,
+                                                                                 blockAnchor: .oldestFailure), redis: redis, audit: nil)
+        let last = FailureWindow(name: "anchor-l", policy: FailureWindowPolicy(maxFailures: 3, windowSeconds: 100, blockSeconds: 100),
+                                 redis: redis, audit: nil)
+        let key = uniqueUser("anchor")
+        let at: Int64 = 1_700_000_000
+        for w in [oldest, last] {
+            #expect(try !w.recordFailure(key: key, at: at).blocked)
+            #expect(try !w.recordFailure(key: key, at: at + 10).blocked)
+            let s = try w.recordFailure(key: key, at: at + 20)
+            #expect(s.blocked && s.newlyBlocked)
+        }
+        // Oldest failure anchor: blocked until at + 100; the default: until at + 20 + 100.
+        #expect(try oldest.check(key: key, at: at + 50).retryAfter == 50)
+        #expect(try last.check(key: key, at: at + 50).retryAfter == 70)
+        #expect(try oldest.check(key: key, at: at + 99).retryAfter == 1)
+        #expect(try !oldest.check(key: key, at: at + 100).blocked)
+        #expect(try last.check(key: key, at: at + 100).blocked)
+        // Only the failures still in the window count: at + 100 the one at `at` has left it.
+        let k2 = key + "-2"
+        _ = try oldest.recordFailure(key: k2, at: at)
+        _ = try oldest.recordFailure(key: k2, at: at + 90)
+        #expect(try !oldest.recordFailure(key: k2, at: at + 100).blocked)
+        let b = try oldest.recordFailure(key: k2, at: at + 120)
+        #expect(b.blocked && b.retryAfter == 70)  // from the failure at + 90
+        // A block shorter than the window still starts (at least 1 s).
+        let short = FailureWindow(name: "anchor-s", policy: FailureWindowPolicy(maxFailures: 2, windowSeconds: 100, blockSeconds: 5,
+                                                                                blockAnchor: .oldestFailure), redis: redis, audit: nil)
+        _ = try short.recordFailure(key: key, at: at)
+        let s = try short.recordFailure(key: key, at: at + 50)
+        #expect(s.blocked && s.retryAfter == 1)
+    }
+
+    @Test func inProcess() throws { try scenario(nil) }
+
+    @Test func throughRedis() throws {
+        guard let pool = try redisPool() else { return }
+        try scenario(pool)
+    }
+}
+
+// MARK: - Redis outage: an error, never an acceptance
+
+@Suite struct TOTPOutageTests {
+    @Test func unreachableRedisIsAnErrorForEveryPath() throws {
+        // Nothing listens on port 1.
+        let rt = try Runtime.open(config: #"{"redis": {"host": "127.0.0.1", "port": 1, "connect_timeout_ms": 200, "command_timeout_ms": 200}, "totp": {"state": "redis", "backup_codes": {"iterations": 1000}}}"#)
+        let t = try #require(rt.totp)
+        let s = try secret()
+        let at: Int64 = 1_760_000_000
+        let c = try code(t, s, at: at)
+        for _ in 0..<3 {
+            expectError(.backendUnavailable) { _ = try verify(t, s, c, "outage", at: at) }
+        }
+        let batch = try t.generateBackupCodes(count: 1)
+        expectError(.backendUnavailable) {
+            _ = try rawT(batch.codes[0]) { (p) throws(BitsecError) -> OTPDecision in
+                try t.verifyBackupCode(p, stored: batch.hashes[0], user: "outage", at: at)
+            }
+        }
+        // Malformed codes are still decided (nothing is counted, nothing needs Redis).
+        #expect(try verify(t, s, "12", "outage", at: at).reason == .malformedCode)
+    }
+}
+
+// MARK: - Sealed secrets (field encryption)
+
+private func sealedService(_ totp: String = "{}", redis: Bool = false, fields: Bool = true, hook: (any AuditHook)? = nil) throws -> TOTPService? {
+    var pool: RedisPool? = nil
+    if redis {
+        guard let p = try redisPool() else { return nil }
+        pool = p
+    }
+    let ctx = ConfigContext(allowInlineSecrets: true)
+    let fs = fields ? try makeFields(fieldsSection(), audit: hook) : nil
+    let o = try ConfigObject(try JSONReader.parse(totp), path: "totp")
+    return try TOTPService.read(o, context: CapabilityContext(config: ctx, redis: pool, audit: hook, fields: fs))
+}
+
+private func seal(_ t: TOTPService, _ s: String, _ user: String) throws -> String {
+    text(try rawT(s) { (p) throws(BitsecError) -> [UInt8] in try t.sealSecret(p, user: user) })
+}
+
+private func verifySealed(_ t: TOTPService, _ sealed: String, _ code: String, _ user: String, at: Int64) throws -> OTPDecision {
+    try rawT(sealed) { (sp) throws(BitsecError) -> OTPDecision in
+        try rawT(code) { (cp) throws(BitsecError) -> OTPDecision in try t.verifySealed(sealed: sp, code: cp, user: user, at: at) }
+    }
+}
+
+@Suite struct SealedSecretTests {
+    @Test func roundTripAndContextBinding() throws {
+        let t = try #require(try sealedService())
+        let s = try secret()
+        let user = uniqueUser("sealed")
+        let sealed = try seal(t, s.lowercased(), user)  // normalised (upper case) before sealing
+        #expect(sealed.utf8.count <= TOTPService.maxSealedSecretBytes)
+        #expect(!sealed.contains(s))
+        #expect(try seal(t, s, user) != sealed)  // randomised
+        // The documented context opens it with the field API: the normalised base32 secret.
+        let fs = try makeFields(fieldsSection())
+        let (r, plain) = try fs.open(Array(sealed.utf8), "bitsec.totp.secret|" + user)
+        #expect(r == .ok && text(plain) == s)
+        let at: Int64 = 1_750_000_000
+        let c = try code(t, s, at: at)
+        #expect(try verifySealed(t, sealed, c, user, at: at) == OTPDecision(.ok, step: at / 30))
+        // Another user: an error naming the context, not a decision.
+        expectError(.malformed, "wrong_context") { _ = try verifySealed(t, sealed, c, user + "-x", at: at) }
+        // Tampered: an error too.
+        var bytes = Array(sealed.utf8)
+        bytes[bytes.count / 2] = bytes[bytes.count / 2] == UInt8(ascii: "A") ? UInt8(ascii: "B") : UInt8(ascii: "A")
+        expectError(.malformed) { _ = try verifySealed(t, text(bytes), c, user, at: at) }
+        expectError(.malformed) { _ = try verifySealed(t, "not a sealed secret", c, user, at: at) }
+        expectError(.tooLarge) { _ = try verifySealed(t, String(repeating: "A", count: 513), c, user, at: at) }
+        // Sealing checks the secret like verify does.
+        expectError(.malformed) { _ = try seal(t, "not base32!", user) }
+        expectError(.invalidArgument, "shorter") { _ = try seal(t, text(Base32.encode([UInt8](repeating: 1, count: 8))), user) }
+        expectError(.invalidArgument, "user") { _ = try seal(t, s, "") }
+    }
+
+    @Test func notConfiguredWithoutFields() throws {
+        let t = try #require(try sealedService(fields: false))
+        expectError(.notConfigured, "fields section") { _ = try seal(t, try secret(), "u") }
+        expectError(.notConfigured, "fields section") { _ = try verifySealed(t, "x", "123456", "u", at: 1_700_000_000) }
+        #expect(t.describe()["sealed_secrets"]?.boolValue == false)
+        let rt = try Runtime.open(config: #"{"totp": {}}"#)
+        #expect(rt.totp?.describe()["sealed_secrets"]?.boolValue == false)
+    }
+
+    func replayAndThrottle(_ t: TOTPService) throws {
+        let s = try secret()
+        let user = uniqueUser("sealed-state")
+        let sealed = try seal(t, s, user)
+        let at: Int64 = 1_770_000_000
+        let c = try code(t, s, at: at)
+        #expect(try verifySealed(t, sealed, c, user, at: at).accepted)
+        // Replay: through the sealed path and through the plain one (one state per user).
+        #expect(try verifySealed(t, sealed, c, user, at: at).reason == .replayed)
+        #expect(try verify(t, s, c, user, at: at).reason == .replayed)
+        // Throttle (max 3 in 100 s): the replays counted two failures; one wrong code more.
+        let wrong = try wrongCode(t, s, at: at + 1)
+        #expect(try verifySealed(t, sealed, wrong, user, at: at + 1).reason == .wrongCode)
+        let next = try code(t, s, at: at + 30)
+        #expect(try verifySealed(t, sealed, next, user, at: at + 30) == OTPDecision(.throttled, retryAfter: 70))
+        #expect(try verifySealed(t, sealed, "abc", user, at: at + 30).reason == .malformedCode)
+        // A sealed secret that does not open is an error and not counted.
+        expectError(.malformed) { _ = try verifySealed(t, "garbage", next, user, at: at + 30) }
+        #expect(try verifySealed(t, sealed, try code(t, s, at: at + 100), user, at: at + 100).accepted)
+    }
+
+    @Test func replayAndThrottleInProcess() throws {
+        try replayAndThrottle(try #require(try sealedService(#"{"throttle": {"max_failures": 3, "window_s": 100}}"#)))
+    }
+
+    @Test func replayAndThrottleThroughRedis() throws {
+        guard let t = try sealedService(#"{"state": "redis", "throttle": {"max_failures": 3, "window_s": 100}}"#, redis: true) else { return }
+        try replayAndThrottle(t)
+    }
+
+    @Test func auditEventsThroughTheSealedPath() throws {
+        let hook = RecordingHook()
+        let t = try #require(try sealedService(#"{"throttle": {"max_failures": 2}}"#, hook: hook))
+        let s = try secret()
+        let sealed = try seal(t, s, "mallory")
+        let at: Int64 = 1_790_000_000
+        let c = try code(t, s, at: at)
+        let wrong = try wrongCode(t, s, at: at)
+        _ = try verifySealed(t, sealed, c, "mallory", at: at)
+        _ = try verifySealed(t, sealed, c, "mallory", at: at)
+        _ = try verifySealed(t, sealed, "12", "mallory", at: at)
+        _ = try verifySealed(t, sealed, wrong, "mallory", at: at)
+        _ = try verifySealed(t, sealed, wrong, "mallory", at: at)
+        #expect(hook.recorded == ["mfa/totp_replayed/replayed/mallory", "mfa/totp_failed/malformed_code/mallory",
+                                  "mfa/totp_failed/wrong_code/mallory", "mfa/throttled/throttled/mallory"])
+        // A secret sealed for mallory, presented for trudy: the field service audits the failure.
+        expectError(.malformed) { _ = try verifySealed(t, sealed, c, "trudy", at: at) }
+        #expect(hook.recorded.count == 5)
+        #expect(hook.recorded.last == "data_access/decrypt_failed/wrong_context/-")
     }
 }

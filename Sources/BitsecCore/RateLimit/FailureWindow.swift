@@ -6,18 +6,33 @@
 /// is not extended by failures during it; when it ends, counting starts again from zero. A
 /// success clears the failures but does not lift an active block (`reset` does, for
 /// administrators).
+///
+/// `blockAnchor` `.oldestFailure` counts the block from the oldest of the failures that
+/// filled the window instead (TOTP's rule: with `blockSeconds == windowSeconds`, a key is
+/// refused until the window that filled up ends, so `retry_after` is the time left in it).
 public struct FailureWindowPolicy: Sendable, Equatable {
+    /// Where a block's `blockSeconds` are counted from.
+    public enum BlockAnchor: Sendable, Equatable {
+        /// The failure that completed `maxFailures` (the login rule, the default).
+        case triggeringFailure
+        /// The oldest failure within the window when the block began (never before the
+        /// triggering failure plus 1 ms: a block always starts).
+        case oldestFailure
+    }
+
     public var maxFailures: Int64
     public var windowSeconds: Int64
     public var blockSeconds: Int64
     public var failurePolicy: BackendFailurePolicy
+    public var blockAnchor: BlockAnchor
 
     public init(maxFailures: Int64 = 5, windowSeconds: Int64 = 3600, blockSeconds: Int64 = 3600,
-                failurePolicy: BackendFailurePolicy = .local) {
+                failurePolicy: BackendFailurePolicy = .local, blockAnchor: BlockAnchor = .triggeringFailure) {
         self.maxFailures = maxFailures
         self.windowSeconds = windowSeconds
         self.blockSeconds = blockSeconds
         self.failurePolicy = failurePolicy
+        self.blockAnchor = blockAnchor
     }
 
     /// The ERP guide's login rule: 5 failures in an hour block for an hour.
@@ -157,6 +172,9 @@ public final class FailureWindow: Sendable {
         try run(.check, key: key, at: at)
     }
 
+    /// Keys held by the in-process table (bounded by `maxKeys`; tests, describe).
+    public var trackedKeys: Int { local.count }
+
     /// Clears failures and any block of `key` (administrators, tests).
     public func reset(key: String) throws(BitsecError) {
         _ = try run(.reset, key: key, at: 0)
@@ -212,6 +230,7 @@ public final class FailureWindow: Sendable {
         let r = try RateLimitScripts.failureWindow.run(redis, keys: [base + Array(":f".utf8), base + Array(":b".utf8)], args: [
             Array(op.rawValue.utf8), Array(String(policy.maxFailures).utf8), Array(String(windowMs).utf8),
             Array(String(blockMs).utf8), Array(String(atMs ?? 0).utf8),
+            Array((policy.blockAnchor == .oldestFailure ? "1" : "0").utf8),
         ])
         guard let a = r.array, a.count == 5, let blocked = a[0].integer, let n = a[1].integer, let until = a[2].integer,
               let now = a[3].integer, let newly = a[4].integer else {
@@ -267,8 +286,12 @@ public final class FailureWindow: Sendable {
                 let n = count(e)
                 var newly = false
                 if n >= policy.maxFailures {
+                    var from = nowMs
+                    if policy.blockAnchor == .oldestFailure {
+                        for f in e.failures where f > nowMs &- windowMs && f <= nowMs && f < from { from = f }
+                    }
                     e.failures.removeAll()
-                    e.blockedUntilMs = nowMs &+ blockMs
+                    e.blockedUntilMs = max(from &+ blockMs, nowMs &+ 1)
                     newly = true
                 }
                 c.map.values[i] = e

@@ -62,7 +62,8 @@ enum RateLimitScripts {
 
     /// Failure window: KEYS[1] the recent failures (a list of instants, newest first, at most
     /// max), KEYS[2] the block (its value: blocked-until in ms). ARGV: op (`fail`, `success`,
-    /// `check`, `reset`), max failures, window ms, block ms, now (ms, 0 = TIME).
+    /// `check`, `reset`), max failures, window ms, block ms, now (ms, 0 = TIME), block anchor
+    /// (`1`: the block counts from the oldest failure in the window, else from now).
     /// Returns {blocked, failures_in_window, blocked_until_ms, now_ms, newly_blocked}.
     static let failureWindow = RedisScript(#"""
     local op = ARGV[1]
@@ -91,13 +92,19 @@ enum RateLimitScripts {
       redis.call('PEXPIRE', KEYS[1], win)
     end
     local n = 0
+    local oldest = now
     for _, v in ipairs(redis.call('LRANGE', KEYS[1], 0, max - 1)) do
       local x = tonumber(v)
-      if x and x > now - win and x <= now then n = n + 1 end
+      if x and x > now - win and x <= now then
+        n = n + 1
+        if x < oldest then oldest = x end
+      end
     end
     if op == 'fail' and blocked == 0 and n >= max then
       untilms = now + blk
-      redis.call('SET', KEYS[2], string.format('%.0f', untilms), 'PX', blk)
+      if ARGV[6] == '1' then untilms = oldest + blk end
+      if untilms <= now then untilms = now + 1 end
+      redis.call('SET', KEYS[2], string.format('%.0f', untilms), 'PX', string.format('%.0f', untilms - now))
       redis.call('DEL', KEYS[1])
       return {1, n, untilms, now, 1}
     end

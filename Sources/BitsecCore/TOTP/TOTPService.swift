@@ -1,7 +1,8 @@
 internal import COpenSSL
 
 /// The `totp` capability: stateful TOTP verification (replay protection and throttling per
-/// user, in process or shared through Redis) and backup codes.
+/// user, in process or shared through Redis), backup codes, and secrets sealed with the
+/// `fields` capability (`sealSecret`, `verifySealed`).
 ///
 /// Configuration (`"totp": {...}`, every field optional):
 ///
@@ -12,7 +13,11 @@ internal import COpenSSL
 ///   verification (new secrets are always at least 128 bits);
 /// - `state` (`memory` | `redis`, default `memory`): where used steps, failure counts and
 ///   used backup codes live; `redis` needs the `redis` section;
-/// - `throttle`: `max_failures` (1–1000, default 5), `window_s` (1–86400, default 300);
+/// - `throttle`: `max_failures` (1–1000, default 5), `window_s` (1–86400, default 300):
+///   failed attempts are counted by the rate limiter's `FailureWindow` (name `totp`, in
+///   process, or in Redis with `state: redis`); at `max_failures` failures within `window_s`
+///   the user is refused until `window_s` after the oldest of them; a success clears the
+///   count. With Redis state an outage is an error (`backendUnavailable`), never an acceptance;
 /// - `backup_codes`: `count` (1–64, default 10), `length` (8–16, default 10), `iterations`
 ///   (PBKDF2, 1000–1000000, default 10000), `pepper` (a secret, optional), `used_ttl_s`
 ///   (how long a used code stays refused without the caller deleting it, default 30 days).
@@ -24,20 +29,21 @@ public final class TOTPService: Capability {
     public let issuer: String?
     public let minSecretBits: Int
     public let usesRedis: Bool
-    public let throttlePolicy: ThrottlePolicy
+    public let throttlePolicy: FailureWindowPolicy
     public let backupCount: Int
     public let backupLength: Int
     public let backupIterations: Int64
     public let backupUsedTTL: Int64
     private let pepper: SecretBytes?
-    private let throttle: any FailureThrottle
+    private let failures: FailureWindow
+    private let fields: FieldService?
     private let replay: any ReplayGuard
     private let usedBackupCodes: any UseOnceSet
     private let audit: (any AuditHook)?
 
     init(params: OTPParameters, window: Int, issuer: String?, minSecretBits: Int, redis: RedisPool?,
-         throttlePolicy: ThrottlePolicy, backupCount: Int, backupLength: Int, backupIterations: Int64,
-         backupUsedTTL: Int64, pepper: SecretBytes?, audit: (any AuditHook)?) {
+         throttlePolicy: FailureWindowPolicy, backupCount: Int, backupLength: Int, backupIterations: Int64,
+         backupUsedTTL: Int64, pepper: SecretBytes?, audit: (any AuditHook)?, fields: FieldService? = nil) {
         self.params = params
         self.window = window
         self.issuer = issuer
@@ -50,12 +56,14 @@ public final class TOTPService: Capability {
         self.backupUsedTTL = backupUsedTTL
         self.pepper = pepper
         self.audit = audit
+        self.fields = fields
+        // TOTP emits its own audit events (totp_failed, throttled), so the window's `blocked`
+        // event (keyed by the internal identity) is not wanted.
+        failures = FailureWindow(name: "totp", policy: throttlePolicy, redis: redis, audit: nil, auditType: "mfa")
         if let redis {
-            throttle = RedisThrottle(policy: throttlePolicy, pool: redis)
             replay = RedisReplayGuard(pool: redis)
             usedBackupCodes = RedisUseOnceSet(pool: redis)
         } else {
-            throttle = InProcessThrottle(policy: throttlePolicy)
             replay = InProcessReplayGuard()
             usedBackupCodes = InProcessUseOnceSet()
         }
@@ -77,12 +85,13 @@ public final class TOTPService: Capability {
         if state == "redis" && context.redis == nil {
             throw .config("\(o.fieldPath("state")): redis needs the redis section")
         }
-        var policy = ThrottlePolicy()
+        var maxFailures: Int64 = 5, windowSeconds: Int64 = 300
         if let t = try o.object("throttle") {
-            policy.maxFailures = try t.int("max_failures", in: 1...1000, default: 5)
-            policy.windowSeconds = try t.int("window_s", in: 1...86_400, default: 300)
+            maxFailures = try t.int("max_failures", in: 1...1000, default: 5)
+            windowSeconds = try t.int("window_s", in: 1...86_400, default: 300)
             try t.finish()
         }
+        let policy = throttlePolicy(maxFailures: maxFailures, windowSeconds: windowSeconds)
         var count: Int64 = 10, length: Int64 = 10, iterations: Int64 = 10_000, usedTTL: Int64 = 30 * 86_400
         var pepper: SecretBytes? = nil
         if let b = try o.object("backup_codes") {
@@ -101,7 +110,16 @@ public final class TOTPService: Capability {
                            window: Int(window), issuer: issuer, minSecretBits: Int(minBits),
                            redis: state == "redis" ? context.redis : nil, throttlePolicy: policy,
                            backupCount: Int(count), backupLength: Int(length), backupIterations: iterations,
-                           backupUsedTTL: usedTTL, pepper: pepper, audit: context.audit)
+                           backupUsedTTL: usedTTL, pepper: pepper, audit: context.audit, fields: context.fields)
+    }
+
+    /// The `FailureWindow` policy of the `throttle` settings: at most `maxFailures` failures
+    /// within `windowSeconds`, then refused until `windowSeconds` after the oldest of them;
+    /// while Redis is unavailable the window answers blocked (`deny`), which `verify` turns
+    /// into a `backendUnavailable` error: never an acceptance, never a silent local count.
+    public static func throttlePolicy(maxFailures: Int64 = 5, windowSeconds: Int64 = 300) -> FailureWindowPolicy {
+        FailureWindowPolicy(maxFailures: maxFailures, windowSeconds: windowSeconds, blockSeconds: windowSeconds,
+                            failurePolicy: .deny, blockAnchor: .oldestFailure)
     }
 
     public func describe() -> JSONValue {
@@ -115,6 +133,7 @@ public final class TOTPService: Capability {
             ("issuer", issuer.map { .string($0) } ?? .null),
             ("min_secret_bits", n(Int64(minSecretBits))),
             ("state", .string(usesRedis ? "redis" : "memory")),
+            ("sealed_secrets", .bool(fields != nil)),
             ("throttle", .object(JSONObject([("max_failures", n(throttlePolicy.maxFailures)), ("window_s", n(throttlePolicy.windowSeconds))]))),
             ("backup_codes", .object(JSONObject([
                 ("count", n(Int64(backupCount))), ("length", n(Int64(backupLength))), ("iterations", n(backupIterations)),
@@ -162,29 +181,27 @@ public final class TOTPService: Capability {
         }
         return try OTP.withSecret(secret, minBits: minSecretBits) { (key) throws(BitsecError) -> OTPDecision in
             let id = try Self.identity(user: user, key: key)
-            let before = try throttle.status(id, at: at)
-            if case .throttled(let r) = before {
-                emit("throttled", .throttled, user: user, retryAfter: r)
-                return OTPDecision(.throttled, retryAfter: r)
+            let before = try throttleCheck(id, at: at)
+            if before.blocked {
+                emit("throttled", .throttled, user: user, retryAfter: before.retryAfter)
+                return OTPDecision(.throttled, retryAfter: before.retryAfter)
             }
             let d = try OTP.checkTOTP(key: key, code: code, params: params, window: window, at: at)
             if d.accepted {
                 if try replay.accept(id, step: d.step, ttlSeconds: replayTTL) {
-                    if before != .open(failures: 0) { try throttle.reset(id) }
+                    if before.failures > 0 { try throttleSuccess(id, at: at) }
                     return d
                 }
-                _ = try throttle.recordFailure(id, at: at)
+                _ = try throttleFailure(id, at: at)
                 emit("totp_replayed", .replayed, user: user)
                 return OTPDecision(.replayed, step: d.step)
             }
-            switch try throttle.recordFailure(id, at: at) {
-            case .throttled(let r):
+            if let r = try throttleFailure(id, at: at) {
                 emit("throttled", .throttled, user: user, retryAfter: r)
                 return OTPDecision(.throttled, retryAfter: r)
-            case .open:
-                emit("totp_failed", .wrongCode, user: user)
-                return OTPDecision(.wrongCode)
             }
+            emit("totp_failed", .wrongCode, user: user)
+            return OTPDecision(.wrongCode)
         }
     }
 
@@ -216,27 +233,146 @@ public final class TOTPService: Capability {
         }
         defer { wipe(&code) }
         let id = "u:" + user
-        let before = try throttle.status(id, at: at)
-        if case .throttled(let r) = before {
-            emit("throttled", .throttled, user: user, retryAfter: r, factor: "backup_code")
-            return OTPDecision(.throttled, retryAfter: r)
+        let before = try throttleCheck(id, at: at)
+        if before.blocked {
+            emit("throttled", .throttled, user: user, retryAfter: before.retryAfter, factor: "backup_code")
+            return OTPDecision(.throttled, retryAfter: before.retryAfter)
         }
         if let m = try BackupCodes.match(code, stored: stored, pepper: pepper) {
             if try usedBackupCodes.claim(user + "\n" + m.hash, ttlSeconds: backupUsedTTL) {
-                if before != .open(failures: 0) { try throttle.reset(id) }
+                if before.failures > 0 { try throttleSuccess(id, at: at) }
                 return OTPDecision(.ok, step: Int64(m.index))
             }
-            _ = try throttle.recordFailure(id, at: at)
+            _ = try throttleFailure(id, at: at)
             emit("totp_replayed", .replayed, user: user, factor: "backup_code")
             return OTPDecision(.replayed, step: Int64(m.index))
         }
-        switch try throttle.recordFailure(id, at: at) {
-        case .throttled(let r):
+        if let r = try throttleFailure(id, at: at) {
             emit("throttled", .throttled, user: user, retryAfter: r, factor: "backup_code")
             return OTPDecision(.throttled, retryAfter: r)
-        case .open:
-            emit("totp_failed", .wrongCode, user: user, factor: "backup_code")
-            return OTPDecision(.wrongCode)
+        }
+        emit("totp_failed", .wrongCode, user: user, factor: "backup_code")
+        return OTPDecision(.wrongCode)
+    }
+
+    // MARK: - Throttle (the rate limiter's FailureWindow)
+
+    /// Refuses to decide while Redis is unavailable: the window's `deny` answer during an
+    /// outage is not the user's doing, so it is an error rather than `throttled`.
+    private func failClosed(_ s: FailureStatus) throws(BitsecError) -> FailureStatus {
+        if s.degraded {
+            throw .backend("redis unavailable: the totp failure count could not be read or updated; nothing was accepted")
+        }
+        return s
+    }
+
+    /// The user's standing before the code is looked at.
+    private func throttleCheck(_ id: String, at: Int64) throws(BitsecError) -> FailureStatus {
+        try failClosed(try failures.check(key: id, at: at))
+    }
+
+    /// Counts a failure. Returns the seconds to wait when the user was already blocked (a
+    /// concurrent failure blocked them since the check), nil otherwise: the failure that
+    /// completes the window is still reported as what it was (wrong code, replay).
+    private func throttleFailure(_ id: String, at: Int64) throws(BitsecError) -> Int64? {
+        let s = try failClosed(try failures.recordFailure(key: id, at: at))
+        return s.blocked && !s.newlyBlocked ? s.retryAfter : nil
+    }
+
+    /// Clears the user's failures after a success. The code is already accepted (its step
+    /// recorded), so a Redis outage here leaves the failures counted (the safe side) rather
+    /// than turning the acceptance into an error.
+    private func throttleSuccess(_ id: String, at: Int64) throws(BitsecError) {
+        _ = try failures.recordSuccess(key: id, at: at)
+    }
+
+    /// Clears a user's failures and any block (administrators, support tools, tests).
+    public func resetThrottle(user: String) throws(BitsecError) {
+        guard !user.isEmpty else { throw .invalid("user is required") }
+        try failures.reset(key: "u:" + user)
+    }
+
+    // MARK: - Sealed secrets (field encryption)
+
+    /// The field-encryption context of a user's sealed secret: `bitsec.totp.secret|<user>`.
+    public static let sealContextPrefix = "bitsec.totp.secret|"
+
+    /// Upper bound of a sealed secret's text (BITSEC_TOTP_MAX_SEALED_SECRET_BYTES).
+    public static let maxSealedSecretBytes = 512
+
+    static func sealContext(_ user: String) -> [UInt8] { Array((sealContextPrefix + user).utf8) }
+
+    private func requireFields() throws(BitsecError) -> FieldService {
+        guard let fields else {
+            throw BitsecError(.notConfigured, "sealed TOTP secrets need field encryption: the fields section is not configured")
+        }
+        return fields
+    }
+
+    /// Seals a base32 secret for `user`: checks it as `verify` would (base32, at least
+    /// `min_secret_bits`), normalises it (upper case, no padding) and encrypts that text with
+    /// the `fields` capability's primary key (randomised AES-256-GCM, text form) under the
+    /// context `bitsec.totp.secret|<user>`. The result is what the caller stores.
+    public func sealSecret(_ secret: UnsafeRawBufferPointer, user: String) throws(BitsecError) -> [UInt8] {
+        let f = try requireFields()
+        guard !user.isEmpty else { throw .invalid("user is required to seal a secret") }
+        var canonical = try OTP.withSecret(secret, minBits: minSecretBits) { (key) throws(BitsecError) -> [UInt8] in Base32.encode(key) }
+        defer { wipe(&canonical) }
+        let context = Self.sealContext(user)
+        return try canonical.withRawBytes { (plain) throws(BitsecError) -> [UInt8] in
+            try context.withRawBytes { (ctx) throws(BitsecError) -> [UInt8] in
+                let n = try f.encrypt(plain, context: ctx, flags: [], into: nil)
+                var out = [UInt8](repeating: 0, count: n)
+                let m = try out.withMutableRawBytes { (o) throws(BitsecError) -> Int in try f.encrypt(plain, context: ctx, flags: [], into: o) }
+                guard m == n else { throw .internalError("sealed secret size changed (key rotation during the call?)") }
+                return out
+            }
+        }
+    }
+
+    /// Opens a sealed secret of `user` and runs `body` with the base32 text, wiped afterwards.
+    /// A token that does not open is an error, never a decision: `malformed` when it is not a
+    /// token, was altered, or was sealed for another user (wrong context); `config` when its
+    /// key is unknown to or retired in the keyring. The field service audits the failure.
+    public func withUnsealedSecret<R>(_ sealed: UnsafeRawBufferPointer, user: String,
+                                      _ body: (UnsafeRawBufferPointer) throws(BitsecError) -> R) throws(BitsecError) -> R {
+        let f = try requireFields()
+        guard !user.isEmpty else { throw .invalid("user is required for a sealed secret") }
+        guard sealed.count <= Self.maxSealedSecretBytes else {
+            throw .tooLarge("sealed secret: \(sealed.count) bytes exceeds the limit of \(Self.maxSealedSecretBytes)")
+        }
+        // A token is longer than its plaintext, so its size bounds the secret's.
+        var plain = [UInt8](repeating: 0, count: max(sealed.count, 1))
+        defer { wipe(&plain) }
+        let context = Self.sealContext(user)
+        let o = try context.withRawBytes { (ctx) throws(BitsecError) -> FieldOutcome in
+            try plain.withMutableRawBytes { (out) throws(BitsecError) -> FieldOutcome in try f.decrypt(sealed, context: ctx, into: out) }
+        }
+        switch o.reason {
+        case .ok:
+            guard o.length <= plain.count else { throw .internalError("sealed secret larger than its token") }
+            return try plain.withRawBytes { (p) throws(BitsecError) -> R in try body(UnsafeRawBufferPointer(rebasing: p[0..<o.length])) }
+        case .wrongContext:
+            throw .malformed("sealed secret: wrong_context (it was sealed for another user, or is not a sealed TOTP secret)")
+        case .unknownKey, .retiredKey:
+            throw .config("sealed secret: \(o.reason.nameString) (the fields keyring cannot open it)")
+        default:
+            throw .malformed("sealed secret: \(o.reason.nameString) (not a sealed secret, or altered)")
+        }
+    }
+
+    /// `verify` with a sealed secret (see `sealSecret`): the code's syntax first (malformed
+    /// codes are decided without opening anything), then the secret is opened for `user`,
+    /// verified exactly as `verify` does (throttle, window, replay, audit) and wiped.
+    public func verifySealed(sealed: UnsafeRawBufferPointer, code: UnsafeRawBufferPointer, user: String, at: Int64) throws(BitsecError) -> OTPDecision {
+        _ = try requireFields()
+        guard !user.isEmpty else { throw .invalid("user is required for a sealed secret") }
+        guard OTPGenerator.isWellFormed(code, digits: params.digits) else {
+            emit("totp_failed", .malformedCode, user: user)
+            return OTPDecision(.malformedCode)
+        }
+        return try withUnsealedSecret(sealed, user: user) { (secret) throws(BitsecError) -> OTPDecision in
+            try verify(secret: secret, code: code, user: user, at: at)
         }
     }
 

@@ -258,3 +258,91 @@ def test_decision_object() -> None:
     assert d and d.accepted and d == bitsec.TOTPDecision("ok", 5)
     n = bitsec.TOTPDecision("throttled", -1, 30)
     assert not n and "throttled" in repr(n)
+
+
+# ---- sealed secrets (field encryption) ----
+
+FIELD_KEY = bytes(range(32)).hex()
+
+
+def sealed_config(totp: dict | None = None, **extra: object) -> dict:
+    return dict({"allow_inline_secrets": True,
+                 "fields": {"keys": [{"id": "k1", "secret": {"value": FIELD_KEY, "encoding": "hex"}}]},
+                 "totp": {"issuer": "Bitcorp ERP", **(totp or {})}}, **extra)
+
+
+def test_sealed_round_trip_and_context_binding() -> None:
+    rt = bitsec.Runtime(sealed_config())
+    s, u = bitsec.totp_generate_secret(), user()
+    sealed = rt.totp_seal_secret(s.lower(), u)
+    assert isinstance(sealed, str) and s not in sealed and len(sealed) <= 512
+    assert rt.totp_seal_secret(s, u) != sealed  # randomised
+    # The documented context gives the normalised secret back through the field API.
+    assert rt.decrypt_field(sealed, bitsec.SEALED_SECRET_CONTEXT_PREFIX + u) == s.encode()
+    at = 1_750_000_000
+    d = rt.totp_verify_sealed(sealed, bitsec.totp_now(s, at=at), u, at=at)
+    assert d and d.step == at // 30
+    # Copied to another user's row: an error, never a decision.
+    with pytest.raises(MalformedError, match="wrong_context"):
+        rt.totp_verify_sealed(sealed, bitsec.totp_now(s, at=at + 30), user(), at=at + 30)
+    tampered = sealed[:-4] + ("AAAA" if not sealed.endswith("AAAA") else "BBBB")
+    with pytest.raises(MalformedError):
+        rt.totp_verify_sealed(tampered, bitsec.totp_now(s, at=at + 30), u, at=at + 30)
+    with pytest.raises(MalformedError):
+        rt.totp_seal_secret("not base32!", u)
+    with pytest.raises(InvalidArgumentError):
+        rt.totp_seal_secret(s, "")
+    # Malformed codes are decided before anything is opened.
+    assert rt.totp_verify_sealed("garbage", "12", u).reason == "malformed_code"
+
+
+def test_sealed_needs_the_fields_section() -> None:
+    rt = bitsec.Runtime({"totp": {}})
+    with pytest.raises(NotConfiguredError, match="fields section"):
+        rt.totp_seal_secret(bitsec.totp_generate_secret(), "alice")
+    with pytest.raises(NotConfiguredError, match="fields section"):
+        rt.totp_verify_sealed("x", "123456", "alice")
+    with pytest.raises(NotConfiguredError, match="fields section"):
+        rt.totp_enroll("alice")
+
+
+def test_enroll_then_verify_with_pyotp() -> None:
+    rt = bitsec.Runtime(sealed_config())
+    u = user()
+    e = rt.totp_enroll(u, "alice@bitcorp.example")
+    assert isinstance(e, bitsec.TOTPEnrollment)
+    assert e.uri.startswith("otpauth://totp/Bitcorp%20ERP:alice@bitcorp.example?secret=")
+    ref = pyotp.parse_uri(e.uri)
+    assert len(ref.secret) == 32  # 160 bits
+    at = int(time.time())
+    assert rt.totp_verify_sealed(e.sealed, ref.at(at), u, at=at)
+    assert rt.totp_verify_sealed(e.sealed, ref.at(at), u, at=at).reason == "replayed"
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_sealed_path_shares_replay_throttle_and_audit(shared: bool, redis_config: dict, tmp_path: Path) -> None:
+    extra = dict(redis_config) if shared else {}
+    totp = {"state": "redis"} if shared else {}
+    audit_path = tmp_path / "audit.jsonl"
+    rt = bitsec.Runtime(sealed_config(dict(totp, throttle={"max_failures": 3, "window_s": 100}),
+                                      audit={"sinks": [{"type": "file", "path": str(audit_path)}]}, **extra))
+    s, u = bitsec.totp_generate_secret(), user()
+    sealed = rt.totp_seal_secret(s, u)
+    at = 1_770_000_000
+    code = bitsec.totp_now(s, at=at)
+    assert rt.totp_verify_sealed(sealed, code, u, at=at)
+    assert rt.totp_verify_sealed(sealed, code, u, at=at).reason == "replayed"
+    assert rt.totp_verify(s, code, u, at=at).reason == "replayed"  # one state per user, sealed or not
+    wrong = "000000" if "000000" not in {bitsec.totp_now(s, at=at + 1 + k * 30) for k in (-1, 0, 1)} else "111111"
+    assert rt.totp_verify_sealed(sealed, wrong, u, at=at + 1).reason == "wrong_code"
+    d = rt.totp_verify_sealed(sealed, bitsec.totp_now(s, at=at + 30), u, at=at + 30)
+    assert not d and d.reason == "throttled" and d.retry_after == 70
+    # An unopenable sealed secret is an error and is not counted.
+    with pytest.raises(MalformedError):
+        rt.totp_verify_sealed("garbage", bitsec.totp_now(s, at=at + 30), u, at=at + 30)
+    assert rt.totp_verify_sealed(sealed, bitsec.totp_now(s, at=at + 100), u, at=at + 100)
+    rt.close()
+    events = [json.loads(line) for line in audit_path.read_text().splitlines() if line.strip()]
+    mfa = [(e.get("subtype"), e.get("reason")) for e in events if e.get("type") == "mfa"]
+    assert mfa == [("totp_replayed", "replayed"), ("totp_replayed", "replayed"), ("totp_failed", "wrong_code"),
+                   ("throttled", "throttled")]

@@ -44,7 +44,9 @@ from .runtime import Runtime, random_bytes
 from .totp import (
     BackupCodeDecision,
     BackupCodes,
+    SEALED_SECRET_CONTEXT_PREFIX,
     TOTPDecision,
+    TOTPEnrollment,
     hotp,
     hotp_check,
     totp_check,
@@ -82,6 +84,7 @@ __all__ = [
     "Decision", "Principal", "PermissionDeniedError", "permission_reason",
     "AuditHandler", "AuditProblem", "AuditVerifyReport", "audit_verify",
     # totp
-    "TOTPDecision", "BackupCodeDecision", "BackupCodes", "totp_generate_secret", "totp_now", "totp_check",
+    "TOTPDecision", "BackupCodeDecision", "BackupCodes", "TOTPEnrollment", "SEALED_SECRET_CONTEXT_PREFIX",
+    "totp_generate_secret", "totp_now", "totp_check",
     "hotp", "hotp_check", "totp_provisioning_uri", "totp_qr_png",
 ]

@@ -5,7 +5,8 @@ Module-level functions need no runtime: ``totp_generate_secret``, ``totp_now``,
 ``totp_check`` (stateless, no replay protection), ``hotp``, ``hotp_check``,
 ``totp_provisioning_uri`` and ``totp_qr_png`` (optional extra ``bitsec[qr]``). The runtime's
 methods use its ``totp`` section: ``totp_verify``, ``totp_now``, ``totp_provisioning_uri``,
-``backup_codes_generate``, ``backup_code_verify``.
+``backup_codes_generate``, ``backup_code_verify``; with a ``fields`` section too, secrets can
+be stored sealed: ``totp_seal_secret``, ``totp_verify_sealed``, ``totp_enroll``.
 
 Secrets are RFC 4648 base32 text (``str`` or ``bytes``). A wrong, replayed, throttled or
 malformed code is a decision (a falsy ``TOTPDecision``), never an exception; exceptions mean
@@ -20,7 +21,8 @@ from typing import NamedTuple, Sequence, Union
 from . import _native as N
 
 __all__ = [
-    "TOTPDecision", "BackupCodeDecision", "BackupCodes", "REASONS", "ALGORITHMS",
+    "TOTPDecision", "BackupCodeDecision", "BackupCodes", "TOTPEnrollment", "REASONS", "ALGORITHMS",
+    "SEALED_SECRET_CONTEXT_PREFIX",
     "totp_generate_secret", "totp_now", "totp_check", "hotp", "hotp_check",
     "totp_provisioning_uri", "totp_qr_png",
 ]
@@ -43,6 +45,11 @@ _totp_verify = N.declare("bitsec_totp_verify", N.status, [N.handle, c_char_p, c_
 _totp_now = N.declare("bitsec_totp_now", N.status, [N.handle, c_char_p, c_size_t, c_int64, c_char_p, c_size_t, _size_p])
 _totp_provisioning_uri = N.declare("bitsec_totp_provisioning_uri", N.status, [N.handle, c_char_p, c_size_t, c_char_p, c_size_t,
                                                                                c_char_p, c_size_t, _size_p])
+_totp_secret_seal = N.declare("bitsec_totp_secret_seal", N.status, [N.handle, c_char_p, c_size_t, c_char_p, c_size_t,
+                                                                     c_char_p, c_size_t, _size_p])
+_totp_verify_sealed = N.declare("bitsec_totp_verify_sealed", N.status, [N.handle, c_char_p, c_size_t, c_char_p, c_size_t,
+                                                                         c_char_p, c_size_t, c_int64, POINTER(c_int32),
+                                                                         POINTER(c_int64), POINTER(c_int64)])
 _backup_codes_generate = N.declare("bitsec_backup_codes_generate", N.status, [N.handle, c_int32, c_char_p, c_size_t, _size_p])
 _backup_code_verify = N.declare("bitsec_backup_code_verify", N.status, [N.handle, c_char_p, c_size_t, c_char_p, c_size_t,
                                                                          c_char_p, c_size_t, c_int64, POINTER(c_int32),
@@ -50,6 +57,11 @@ _backup_code_verify = N.declare("bitsec_backup_code_verify", N.status, [N.handle
 
 #: Reason names by BITSEC_TOTP_* code.
 REASONS = ("ok", "wrong_code", "replayed", "throttled", "malformed_code")
+#: The field-encryption context of a sealed secret is this prefix followed by the user
+#: (``Runtime.decrypt_field(sealed, SEALED_SECRET_CONTEXT_PREFIX + user)`` gives the secret back).
+SEALED_SECRET_CONTEXT_PREFIX = "bitsec.totp.secret|"
+#: BITSEC_TOTP_MAX_SEALED_SECRET_BYTES.
+_MAX_SEALED = 512
 #: Algorithm names -> BITSEC_OTP_* code.
 ALGORITHMS = {"SHA1": 0, "SHA256": 1, "SHA512": 2}
 
@@ -94,6 +106,14 @@ class BackupCodeDecision(TOTPDecision):
     @property
     def index(self) -> int:
         return self.step
+
+
+class TOTPEnrollment(NamedTuple):
+    """A new enrolment: store ``sealed`` (the secret encrypted for the user), show ``uri`` once
+    (as a QR code: ``totp_qr_png(uri)``), then confirm with a first ``totp_verify_sealed``."""
+
+    sealed: str
+    uri: str
 
 
 class BackupCodes(NamedTuple):
@@ -241,6 +261,36 @@ class TOTPMixin:
         if rc:
             N.check(rc)
         return TOTPDecision(REASONS[r.value], st.value, ra.value)
+
+    def totp_seal_secret(self, secret: Text, user: Text) -> str:
+        """Encrypts a base32 secret for ``user`` with the runtime's ``fields`` keys (context
+        ``bitsec.totp.secret|<user>``): store the result instead of the secret. Needs ``totp``
+        and ``fields`` sections (else ``NotConfiguredError``)."""
+        s, u = _b(secret, "secret"), _b(user, "user")
+        return _small_output(_totp_secret_seal, self.handle, s, len(s), u, len(u), cap=_MAX_SEALED + 1)
+
+    def totp_verify_sealed(self, sealed: Text, code: Text, user: Text,
+                           at: float | int | None = None) -> TOTPDecision:
+        """``totp_verify`` with a sealed secret (``totp_seal_secret``), opened inside the library
+        for ``user`` and wiped after use; same decisions, replay and throttle state. A sealed
+        secret that does not open (altered, or sealed for another user) raises
+        ``MalformedError``, never returns a decision."""
+        s = sealed.encode() if type(sealed) is str else _b(sealed, "sealed")
+        c = code.encode() if type(code) is str else _b(code, "code")
+        u = user.encode() if type(user) is str else _b(user, "user")
+        r, st, ra = _outs()
+        rc = _totp_verify_sealed(self.handle, s, len(s), c, len(c), u, len(u), 0 if at is None else int(at), r, st, ra)
+        if rc:
+            N.check(rc)
+        return TOTPDecision(REASONS[r.value], st.value, ra.value)
+
+    def totp_enroll(self, user: str, account: str | None = None) -> TOTPEnrollment:
+        """Enrols a user: a new 160-bit secret, sealed for ``user``, and its provisioning URI
+        (``account`` defaults to ``user``; the issuer is ``totp.issuer``). The plaintext secret
+        exists only inside the URI, which is shown once."""
+        secret = totp_generate_secret()
+        return TOTPEnrollment(self.totp_seal_secret(secret, user),
+                              self.totp_provisioning_uri(secret, user if account is None else account))
 
     def totp_now(self, secret: Text, at: float | int | None = None) -> str:
         """The current code with the runtime's parameters (enrolment checks, tests)."""
