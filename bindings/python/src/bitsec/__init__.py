@@ -20,6 +20,28 @@ from .errors import (
     UnsupportedError,
 )
 from .runtime import Runtime, random_bytes
+from .tokens import (
+    AlgorithmMismatchError,
+    CritUnsupportedError,
+    ExpiredTokenError,
+    InvalidClaimError,
+    InvalidSignatureError,
+    JWKSRefresher,
+    MalformedTokenError,
+    MissingClaimError,
+    RevokedTokenError,
+    TokenClaims,
+    TokenError,
+    TokenIssuedInFutureError,
+    TokenNotYetValidError,
+    TokenTooLargeError,
+    UnknownKeyError,
+    UnsupportedAlgorithmError,
+    WrongAudienceError,
+    WrongIssuerError,
+    WrongTokenTypeError,
+    token_reason_name,
+)
 
 __version__ = "0.1.0"
 ABI_VERSION = _native.ABI_VERSION
@@ -40,4 +62,10 @@ __all__ = [
     "BitsecError", "InvalidArgumentError", "ConfigError", "NotConfiguredError", "BufferTooSmallError",
     "BackendUnavailableError", "CryptoError", "ClosedError", "TooLargeError", "MalformedError",
     "BitsecIOError", "BitsecTimeoutError", "InternalError", "UnsupportedError", "NotFoundError",
+    # tokens
+    "TokenError", "TokenClaims", "JWKSRefresher", "token_reason_name", "MalformedTokenError", "TokenTooLargeError",
+    "UnsupportedAlgorithmError", "AlgorithmMismatchError", "UnknownKeyError", "InvalidSignatureError",
+    "ExpiredTokenError", "TokenNotYetValidError", "TokenIssuedInFutureError", "WrongIssuerError",
+    "WrongAudienceError", "MissingClaimError", "InvalidClaimError", "RevokedTokenError", "CritUnsupportedError",
+    "WrongTokenTypeError",
 ]
