@@ -13,6 +13,7 @@ public final class TokenService: Capability {
     private let keySet: Mutex<KeySet>
     private let reloadLock = Mutex<UInt64>(0)
     public let cache: VerifiedTokenCache?
+    private let headers = HeaderCache()
     public let revocations: any RevocationStore
     private let audit: (any AuditHook)?
     let issuingKid: String?
@@ -111,35 +112,17 @@ public final class TokenService: Capability {
             if d1 < 0 { d1 = i } else if d2 < 0 { d2 = i } else { return (.malformed, nil) }
         }
         guard d1 > 0, d2 > d1 + 1, d2 < b.count - 1 else { return (.malformed, nil) }
-        guard let headerBytes = Base64.decodeURLStrict(UnsafeBufferPointer(rebasing: b[0..<d1])),
-              let hv = try? JSONReader.parse(headerBytes, options: .init(maxBytes: Int.max, maxDepth: 8)),
-              case .object(let header) = hv else { return (.malformed, nil) }
-        guard case .string(let algText)? = header["alg"] else { return (.malformed, nil) }
-        guard let alg = JWSAlgorithm.parse(algText) else { return (.unsupportedAlg, nil) }
-        if let crit = header["crit"] {
-            // RFC 7515 4.1.11: a non-empty array of names; bitsec implements no extension,
-            // so any listed name is one it does not understand.
-            guard case .array(let names) = crit, !names.isEmpty else { return (.malformed, nil) }
-            for n in names { guard case .string = n else { return (.malformed, nil) } }
-            return (.critUnsupported, nil)
-        }
-        var kid: String? = nil
-        if let k = header["kid"] {
-            guard case .string(let s) = k else { return (.malformed, nil) }
-            kid = s
-        }
-        if let t = header["typ"] {
-            guard case .string(let s) = t else { return (.malformed, nil) }
-            if !policy.typMatches(s) { return (.wrongType, nil) }
-        } else if policy.typ != nil {
-            return (.wrongType, nil)
-        }
-        // `jku`, `x5u`, `jwk` and `x5c` are never read: keys come from configuration only.
+        let headerText = UnsafeBufferPointer(rebasing: b[0..<d1])
+        let hh = HeaderCache.hash(headerText)
         let key: TokenKey
-        switch ks.select(kid: kid, alg: alg) {
-        case .key(let k): key = k
-        case .unknownKid: return (.unknownKid, nil)
-        case .algMismatch: return (.algMismatch, nil)
+        if let k = headers.lookup(headerText, hash: hh, generation: ks.generation) {
+            key = k
+        } else {
+            switch selectKey(headerText, ks) {
+            case .success(let k): key = k
+            case .failure(let r): return (r.reason, nil)
+            }
+            headers.insert(headerText, hash: hh, key: key, generation: ks.generation)
         }
         guard let sig = Base64.decodeURLStrict(UnsafeBufferPointer(rebasing: b[(d2 + 1)...])) else { return (.malformed, nil) }
         let ok = sig.withUnsafeBytes { s in key.verify(UnsafeRawBufferPointer(rebasing: token[0..<d2]), signature: s) }
@@ -147,6 +130,41 @@ public final class TokenService: Capability {
         guard let payload = Base64.decodeURLStrict(UnsafeBufferPointer(rebasing: b[(d1 + 1)..<d2])),
               let claims = VerifiedClaims(payload: payload) else { return (.malformed, nil) }
         return (.valid, claims)
+    }
+
+    struct Refusal: Error { let reason: TokenReason }
+
+    /// Decodes and checks the protected header and selects its key.
+    private func selectKey(_ text: UnsafeBufferPointer<UInt8>, _ ks: KeySet) -> Result<TokenKey, Refusal> {
+        guard let headerBytes = Base64.decodeURLStrict(text),
+              let hv = try? JSONReader.parse(headerBytes, options: .init(maxBytes: Int.max, maxDepth: 8)),
+              case .object(let header) = hv else { return .failure(Refusal(reason: .malformed)) }
+        guard case .string(let algText)? = header["alg"] else { return .failure(Refusal(reason: .malformed)) }
+        guard let alg = JWSAlgorithm.parse(algText) else { return .failure(Refusal(reason: .unsupportedAlg)) }
+        if let crit = header["crit"] {
+            // RFC 7515 4.1.11: a non-empty array of names; bitsec implements no extension,
+            // so any listed name is one it does not understand.
+            guard case .array(let names) = crit, !names.isEmpty else { return .failure(Refusal(reason: .malformed)) }
+            for n in names { guard case .string = n else { return .failure(Refusal(reason: .malformed)) } }
+            return .failure(Refusal(reason: .critUnsupported))
+        }
+        var kid: String? = nil
+        if let k = header["kid"] {
+            guard case .string(let s) = k else { return .failure(Refusal(reason: .malformed)) }
+            kid = s
+        }
+        if let t = header["typ"] {
+            guard case .string(let s) = t else { return .failure(Refusal(reason: .malformed)) }
+            if !policy.typMatches(s) { return .failure(Refusal(reason: .wrongType)) }
+        } else if policy.typ != nil {
+            return .failure(Refusal(reason: .wrongType))
+        }
+        // `jku`, `x5u`, `jwk` and `x5c` are never read: keys come from configuration only.
+        switch ks.select(kid: kid, alg: alg) {
+        case .key(let k): return .success(k)
+        case .unknownKid: return .failure(Refusal(reason: .unknownKid))
+        case .algMismatch: return .failure(Refusal(reason: .algMismatch))
+        }
     }
 
     /// The claim checks, made on every call (cache hits included).
@@ -206,6 +224,7 @@ public final class TokenService: Capability {
             gen += 1
             keySet.withLock { $0 = next }
             cache?.clear()
+            headers.clear()
         }
         if let audit, audit.automaticEventsEnabled {
             audit.emitAutomatic(AutomaticAuditEvent(
