@@ -65,6 +65,14 @@ public final class TokenKey: Sendable {
     /// An HMAC key from a secret.
     public convenience init(kid: String?, alg: JWSAlgorithm, secret: SecretBytes, origin: String = "config") throws(BitsecError) {
         guard alg.keyKind == .hmac else { throw .config("\(alg.rawValue) needs an asymmetric key, not a secret") }
+        // A PEM document as an HMAC secret is almost certainly a public key pasted in the wrong
+        // place: exactly the RFC 8725 confusion this library exists to rule out.
+        let looksLikePEM = secret.withBytes { raw in
+            raw.count >= 10 && Array(raw).withUnsafeBufferPointer { b in
+                (0...(b.count - 10)).contains { i in b[i] == 0x2D && Array(b[i..<(i + 10)]) == Array("-----BEGIN".utf8) }
+            }
+        }
+        guard !looksLikePEM else { throw .config("an \(alg.rawValue) secret must not be a PEM document (a public key is never an HMAC secret)") }
         try self.init(kid: kid, alg: alg, material: .hmac(try HMACKey(secret: secret, alg: alg)), origin: origin)
     }
 

@@ -325,6 +325,8 @@ def test_weak_and_ambiguous_keys_are_refused(keys: Keys) -> None:
         ({"allow_inline_secrets": True, "tokens": {"jwks": {"keys": [{k: v for k, v in keys.jwk["RS256"].items() if k != "alg"}]}}}, "alg"),
         ({"tokens": {"keys": [{"kid": "p", "alg": "HS256", "pem": keys.public_pem("RS256").decode()}]}}, "secret"),
         ({"tokens": {"keys": [{"kid": "p", "alg": "ES256", "pem": keys.public_pem("RS256").decode()}]}}, "EC"),
+        ({"allow_inline_secrets": True, "tokens": {"keys": [{"kid": "p", "alg": "HS256",
+                                                             "secret": {"value": keys.public_pem("RS256").decode()}}]}}, "PEM"),
         ({"tokens": {"keys": [{"kid": "p", "alg": "none", "pem": keys.public_pem("RS256").decode()}]}}, "none"),
         ({"tokens": {"keys": []}}, "at least one key"),
         ({"tokens": {"keys": [{"kid": "p", "alg": "RS256", "pem": keys.public_pem("RS256").decode()}], "leeway": 30}}, "unknown field tokens.leeway"),
