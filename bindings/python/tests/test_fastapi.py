@@ -357,6 +357,15 @@ def test_keyed_by_user_when_authenticated(limited: TestClient) -> None:
     assert limited.get("/maybe", headers=bearer("forged.token.x")).headers["X-RateLimit-Remaining"] == "3"
 
 
+def test_long_subject_and_unknown_category_are_not_500(tmp_path: Path) -> None:
+    limits = {"store": "local", "categories": {"default": {"capacity": 3, "period_seconds": 60}}}
+    with TestClient(make_app(base_config(tmp_path, limits=limits)), client=CLIENT) as c:
+        long_sub = bearer(token(rt_of(c), "x" * 2000))
+        assert c.get("/me", headers=long_sub).status_code == 200  # key hashed below 512 bytes
+        # /auth/login's category "auth" is not configured: the default bucket limits it.
+        assert [c.post("/auth/login").status_code for _ in range(4)] == [200, 200, 200, 429]
+
+
 def test_rate_limit_dependency(client: TestClient) -> None:
     r1, r2, r3 = (client.get("/limited") for _ in range(3))
     # /limited is also "default" for the middleware; the dependency's auth bucket (2) decides.

@@ -25,6 +25,7 @@ unconfigured audit section makes the audit middleware do nothing.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import ipaddress
 import json
 import logging
@@ -39,7 +40,7 @@ from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
 from fastapi.security import SecurityScopes
 from fastapi.security.base import SecurityBase
 
-from .errors import BackendUnavailableError, BitsecError, NotConfiguredError
+from .errors import BackendUnavailableError, BitsecError, NotConfiguredError, NotFoundError
 from .permissions import Principal
 from .runtime import Runtime
 from .tokens import ExpiredTokenError, TokenClaims, TokenError
@@ -206,6 +207,9 @@ class BearerAuth(SecurityBase):
                              "The access token is invalid") from None
         except BackendUnavailableError:
             raise _unavailable() from None
+        except BitsecError as e:  # e.g. a token the library refuses to read at all
+            raise self._fail(request, 401, "Invalid token", type(e).__name__, "invalid_token",
+                             "The access token is invalid") from None
         setattr(request.state, _CLAIMS, claims)
         return claims
 
@@ -392,15 +396,18 @@ def _identity(rt: Runtime, scope: Any, resolver: ClientIP) -> str:
             try:
                 claims = rt.verify_token(token)
                 state[_CLAIMS] = claims
-            except (TokenError, BackendUnavailableError):
+            except BitsecError:  # refused, or the revocation store is down: not a verified user
                 claims = None
     if claims is not None and claims.subject:
-        return "user:" + claims.subject
-    return "ip:" + (_client_ip(scope, resolver) or "unknown")
+        key = "user:" + claims.subject
+    else:
+        key = "ip:" + (_client_ip(scope, resolver) or "unknown")
+    if len(key) > 128 and len(key.encode("utf-8")) > _MAX_KEY_BYTES:
+        key = "sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()
+    return key
 
 
-def _rl_headers(d: Any) -> dict[str, str]:
-    return d.headers()
+_MAX_KEY_BYTES = 512  # BITSEC_RATE_LIMIT_MAX_KEY_BYTES
 
 
 class _RateLimiting:
@@ -417,7 +424,13 @@ class _RateLimiting:
         """(allowed, headers); allowed with no headers when the backend failed open."""
         key = _identity(rt, scope, self.client_ip)
         try:
-            d = rt.rate_limit_take(key, category, cost)
+            try:
+                d = rt.rate_limit_take(key, category, cost)
+            except NotFoundError:
+                if category == "default":
+                    raise
+                # A category the configuration does not define: the default bucket limits it.
+                d = rt.rate_limit_take(key, "default", cost)
         except BackendUnavailableError:
             log.warning("bitsec rate limit backend unavailable (category %s): %s", category, self.on_backend_error)
             if self.on_backend_error == "allow":
