@@ -200,6 +200,31 @@ typedef struct bitsec_runtime bitsec_runtime;
 #define BITSEC_TOTP_MAX_BACKUP_CODES 64
 #define BITSEC_TOTP_MAX_SEALED_SECRET_BYTES 512 /* output of bitsec_totp_secret_seal, input of bitsec_totp_verify_sealed */
 #define BITSEC_TOTP_SEALED_SECRET_CONTEXT_PREFIX "bitsec.totp.secret|" /* fields context: prefix + user */
+/* ---- tokens ---- */
+/* Reasons a token is refused (int32_t, written by bitsec_verify_token and
+ * bitsec_token_refresh through out_reason). Stable: never renumbered; new ones may be added.
+ * bitsec_token_reason_name(code) gives the name ("expired", ...). */
+#define BITSEC_TOKEN_VALID 0
+#define BITSEC_TOKEN_MALFORMED 1         /* not a compact JWS, bad base64url or JSON */
+#define BITSEC_TOKEN_TOO_LARGE 2         /* over max_token_bytes (checked before decoding) */
+#define BITSEC_TOKEN_UNSUPPORTED_ALG 3   /* alg unknown, or "none" in any letter case */
+#define BITSEC_TOKEN_ALG_MISMATCH 4      /* header alg differs from the key's pinned alg */
+#define BITSEC_TOKEN_UNKNOWN_KID 5       /* no such kid, or no kid and several keys apply */
+#define BITSEC_TOKEN_BAD_SIGNATURE 6
+#define BITSEC_TOKEN_EXPIRED 7           /* now >= exp + leeway */
+#define BITSEC_TOKEN_NOT_YET_VALID 8     /* nbf > now + leeway */
+#define BITSEC_TOKEN_ISSUED_IN_FUTURE 9  /* iat > now + leeway */
+#define BITSEC_TOKEN_WRONG_ISSUER 10
+#define BITSEC_TOKEN_WRONG_AUDIENCE 11
+#define BITSEC_TOKEN_MISSING_CLAIM 12    /* exp, a required claim, or iss/aud when expected */
+#define BITSEC_TOKEN_INVALID_CLAIM 13    /* a registered claim of the wrong JSON type */
+#define BITSEC_TOKEN_REVOKED 14          /* its jti was revoked */
+#define BITSEC_TOKEN_CRIT_UNSUPPORTED 15 /* crit names an extension bitsec does not implement */
+#define BITSEC_TOKEN_WRONG_TYPE 16       /* typ header mismatch, or refresh token used as access */
+/* Default of tokens.max_token_bytes; the configurable range is 256 .. 1 MiB. */
+#define BITSEC_TOKEN_MAX_BYTES_DEFAULT 8192
+/* Longest jti accepted by bitsec_token_revoke / bitsec_token_is_revoked. */
+#define BITSEC_TOKEN_MAX_JTI_BYTES 512
 
 #include "bitsec_api.h"
 

@@ -616,6 +616,99 @@ int32_t bitsec_runtime_open_file(char const *path, bitsec_runtime **out_rt) BITS
 /// Since: 0.1.0
 char const *bitsec_strerror(int32_t code) BITSEC_NODISCARD;
 
+/// Whether a jti is revoked at instant at.
+/// jti, jti_len: 1 to 512 bytes of UTF-8; caller-owned.
+/// at: Unix seconds (0 = now).
+/// out_revoked: receives 1 or 0.
+/// Returns BITSEC_OK; BITSEC_E_INVALID_ARGUMENT; BITSEC_E_BACKEND_UNAVAILABLE;
+/// BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread.
+/// Since: 0.1.0
+int32_t bitsec_token_is_revoked(bitsec_runtime *rt, char const *jti, size_t jti_len, int64_t at, int32_t *out_revoked) BITSEC_NODISCARD;
+
+/// Issues an access token and a refresh token for the given claims (sub, role, scope,
+/// tenant_id, session_id, ...): both get iat, exp (tokens.issuing access_ttl_seconds,
+/// default 1800, and refresh_ttl_seconds, default 604800), a random jti, "type" ("access" or
+/// "refresh"), the same session_id (given, or random), and iss/aud from tokens.issuing when
+/// the claims have none.
+/// claims, claims_len: a JSON object without exp, iat, nbf, jti or type; caller-owned.
+/// kid, kid_len: as for bitsec_token_sign.
+/// at: Unix seconds for iat (0 = now).
+/// out_buf, out_cap, out_len: receives {"access_token","refresh_token","token_type":"Bearer",
+/// "expires_in","refresh_expires_in","session_id"}.
+/// Returns as bitsec_token_sign.
+/// Thread safety: safe from any thread.
+/// Since: 0.1.0
+int32_t bitsec_token_issue_pair(bitsec_runtime *rt, char const *claims, size_t claims_len, char const *kid, size_t kid_len, int64_t at, char *out_buf, size_t out_cap, size_t *out_len) BITSEC_NODISCARD;
+
+/// Replaces the runtime's JWK Set keys (those of tokens.jwks and earlier reloads; the keys
+/// of tokens.keys stay) with the keys of a JWK Set document, atomically: verifications in
+/// flight finish with the old set, later ones use the new one. Clears the verified-token
+/// cache. On any error nothing changes. Keys with "use" other than "sig" are skipped; every
+/// other key must be valid (alg supported, RSA >= 2048 bits, HMAC secret >= hash size).
+/// jwks, jwks_len: the JWK Set JSON ({"keys": [...]}), at most BITSEC_MAX_CONFIG_BYTES;
+/// caller-owned.
+/// Returns BITSEC_OK; BITSEC_E_CONFIG (invalid set; the detail names the key and member);
+/// BITSEC_E_TOO_LARGE; BITSEC_E_INVALID_ARGUMENT; BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread, concurrently with verifications.
+/// Since: 0.1.0
+int32_t bitsec_token_keys_reload(bitsec_runtime *rt, char const *jwks, size_t jwks_len) BITSEC_NODISCARD;
+
+/// The stable name of a BITSEC_TOKEN_* reason code ("valid", "expired", "bad_signature", ...).
+/// reason: any value; unknown codes give "unknown".
+/// Returns a static NUL-terminated string; never free it.
+/// Thread safety: safe from any thread.
+/// Since: 0.1.0
+char const *bitsec_token_reason_name(int32_t reason) BITSEC_NODISCARD;
+
+/// Exchanges a refresh token for a new pair and revokes it (set-if-absent: of concurrent
+/// exchanges of one refresh token, exactly one succeeds). The refresh token is verified as
+/// by bitsec_verify_token, and must carry "type": "refresh" and a jti.
+/// token, token_len: the refresh token; caller-owned.
+/// kid, kid_len: the key for the new pair, as for bitsec_token_sign.
+/// at: Unix seconds (0 = now).
+/// out_reason: receives BITSEC_TOKEN_VALID or why the refresh token was refused
+/// (BITSEC_TOKEN_REVOKED when it was already used, BITSEC_TOKEN_WRONG_TYPE for an access
+/// token, ...).
+/// out_buf, out_cap, out_len: receives the new pair as bitsec_token_issue_pair (nothing, and
+/// *out_len 0, when refused).
+/// Returns BITSEC_OK (decision in *out_reason); BITSEC_E_BUFFER_TOO_SMALL (out_cap below
+/// 3 * max_token_bytes + 256, checked before anything is verified or revoked; *out_len holds
+/// that size); BITSEC_E_BACKEND_UNAVAILABLE; BITSEC_E_INVALID_ARGUMENT;
+/// BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED; BITSEC_E_CRYPTO.
+/// Thread safety: safe from any thread.
+/// Since: 0.1.0
+int32_t bitsec_token_refresh(bitsec_runtime *rt, char const *token, size_t token_len, char const *kid, size_t kid_len, int64_t at, int32_t *out_reason, char *out_buf, size_t out_cap, size_t *out_len) BITSEC_NODISCARD;
+
+/// Revokes a jti: every token carrying it verifies as BITSEC_TOKEN_REVOKED until exp plus
+/// the leeway (then it is expired anyway and the entry is dropped). In Redis when the
+/// runtime has a redis section (shared by every instance), in process otherwise.
+/// jti, jti_len: the token's jti, 1 to 512 bytes of UTF-8; caller-owned.
+/// exp: the token's exp (Unix seconds); 0 when unknown: then now + refresh_ttl_seconds.
+/// at: Unix seconds (0 = now).
+/// out_newly: optional; receives 1 when newly revoked, 0 when it already was (or when exp
+/// plus the leeway is already past: nothing to remember).
+/// Returns BITSEC_OK; BITSEC_E_INVALID_ARGUMENT; BITSEC_E_TOO_LARGE (in-process list full of
+/// live entries: tokens.revocation.max_entries); BITSEC_E_BACKEND_UNAVAILABLE;
+/// BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread.
+/// Since: 0.1.0
+int32_t bitsec_token_revoke(bitsec_runtime *rt, char const *jti, size_t jti_len, int64_t exp, int64_t at, int32_t *out_newly) BITSEC_NODISCARD;
+
+/// Signs claims into a compact JWS: header {"alg","typ":"JWT","kid"}, the claims bytes as
+/// the payload (no claim is added), signed with the key's pinned algorithm.
+/// claims, claims_len: a JSON object, UTF-8; caller-owned. At most max_token_bytes.
+/// kid, kid_len: the signing key's kid; NULL or empty for tokens.issuing.kid, or the only
+/// key able to sign.
+/// out_buf, out_cap, out_len: receives the token (ASCII, NUL-terminated when there is room).
+/// Returns BITSEC_OK; BITSEC_E_BUFFER_TOO_SMALL (*out_len holds the size needed);
+/// BITSEC_E_MALFORMED (claims not JSON); BITSEC_E_INVALID_ARGUMENT (not an object, key
+/// cannot sign, several keys and no kid); BITSEC_E_NOT_FOUND (no key with that kid);
+/// BITSEC_E_TOO_LARGE; BITSEC_E_CRYPTO; BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread.
+/// Since: 0.1.0
+int32_t bitsec_token_sign(bitsec_runtime *rt, char const *claims, size_t claims_len, char const *kid, size_t kid_len, char *out_buf, size_t out_cap, size_t *out_len) BITSEC_NODISCARD;
+
 /// Checks a TOTP code against the steps within <code>window</code> of the step at <code>at</code>, with explicit
 /// parameters and NO replay protection or throttling (that is bitsec_totp_verify, which
 /// needs a runtime): for tools, tests and callers that keep their own state.
@@ -774,6 +867,30 @@ int32_t bitsec_totp_verify(bitsec_runtime *rt, char const *secret, size_t secret
 /// accept it at most once.
 /// Since: 0.1.0
 int32_t bitsec_totp_verify_sealed(bitsec_runtime *rt, char const *sealed, size_t sealed_len, char const *code, size_t code_len, char const *user, size_t user_len, int64_t at, int32_t *out_reason, int64_t *out_step, int64_t *out_retry_after) BITSEC_NODISCARD;
+
+/// Verifies a compact JWS/JWT token: size, header, key (by kid, pinned algorithm),
+/// signature, then the claims (exp, nbf, iat with the leeway, issuer, audience, required
+/// claims, typ, crit) and the jti revocation list, at instant at. An invalid token is a
+/// decision: the call returns BITSEC_OK and *out_reason says why.
+/// rt: the runtime (its configuration must have a tokens section).
+/// token, token_len: the token text (not necessarily NUL-terminated); caller-owned, only
+/// read during the call. Longer than the configured max_token_bytes gives the reason
+/// BITSEC_TOKEN_TOO_LARGE without decoding anything.
+/// at: Unix seconds to evaluate time claims at; 0 means now.
+/// out_reason: receives BITSEC_TOKEN_VALID (0) or a BITSEC_TOKEN_* reason code.
+/// out_buf, out_cap: caller-owned buffer for the result of a valid token, a JSON object
+/// {"sub","roles","scope","tenant_id","jti","exp","claims"}: the fields services use on every
+/// request (roles from role/roles, scope split on spaces, null when absent) and the claims
+/// exactly as signed. NUL-terminated when there is room. May be NULL with out_cap 0 to get
+/// the decision only. out_len: receives the result's length (0 for an invalid token).
+/// Returns BITSEC_OK (decision in *out_reason); BITSEC_E_BUFFER_TOO_SMALL (valid token and
+/// out_cap too small but not 0: *out_len holds the size needed; *out_reason is valid);
+/// BITSEC_E_INVALID_ARGUMENT; BITSEC_E_TOO_LARGE (token_len over BITSEC_MAX_ARGUMENT_BYTES);
+/// BITSEC_E_NOT_CONFIGURED; BITSEC_E_BACKEND_UNAVAILABLE (revocations in Redis and Redis
+/// unreachable: no decision); BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread, concurrently with bitsec_token_keys_reload.
+/// Since: 0.1.0
+int32_t bitsec_verify_token(bitsec_runtime *rt, char const *token, size_t token_len, int64_t at, int32_t *out_reason, char *out_buf, size_t out_cap, size_t *out_len) BITSEC_NODISCARD;
 
 /// The library version as one number: MAJOR<em>10000 + MINOR</em>100 + PATCH (as BITSEC_VERSION_NUMBER).
 /// Thread safety: safe from any thread.

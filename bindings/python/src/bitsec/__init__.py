@@ -54,6 +54,27 @@ from .totp import (
     totp_now,
     totp_provisioning_uri,
     totp_qr_png,
+from .tokens import (
+    AlgorithmMismatchError,
+    CritUnsupportedError,
+    ExpiredTokenError,
+    InvalidClaimError,
+    InvalidSignatureError,
+    JWKSRefresher,
+    MalformedTokenError,
+    MissingClaimError,
+    RevokedTokenError,
+    TokenClaims,
+    TokenError,
+    TokenIssuedInFutureError,
+    TokenNotYetValidError,
+    TokenTooLargeError,
+    UnknownKeyError,
+    UnsupportedAlgorithmError,
+    WrongAudienceError,
+    WrongIssuerError,
+    WrongTokenTypeError,
+    token_reason_name,
 )
 
 __version__ = "0.1.0"
@@ -87,4 +108,10 @@ __all__ = [
     "TOTPDecision", "BackupCodeDecision", "BackupCodes", "TOTPEnrollment", "SEALED_SECRET_CONTEXT_PREFIX",
     "totp_generate_secret", "totp_now", "totp_check",
     "hotp", "hotp_check", "totp_provisioning_uri", "totp_qr_png",
+    # tokens
+    "TokenError", "TokenClaims", "JWKSRefresher", "token_reason_name", "MalformedTokenError", "TokenTooLargeError",
+    "UnsupportedAlgorithmError", "AlgorithmMismatchError", "UnknownKeyError", "InvalidSignatureError",
+    "ExpiredTokenError", "TokenNotYetValidError", "TokenIssuedInFutureError", "WrongIssuerError",
+    "WrongAudienceError", "MissingClaimError", "InvalidClaimError", "RevokedTokenError", "CritUnsupportedError",
+    "WrongTokenTypeError",
 ]

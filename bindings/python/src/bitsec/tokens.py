@@ -1,8 +1,427 @@
-"""The tokens capability's methods of ``bitsec.Runtime``: verify_token, sign_token, revoke_token, the pair/refresh helpers (issue 3)."""
+"""The tokens capability of ``bitsec.Runtime``: JWT/JWS verification, issuing, revocation,
+key reloads, and a JWKS refresher.
+
+``rt.verify_token(token)`` makes one C call. The decision and the claims come back in a
+per-thread buffer; the claims JSON is parsed once per distinct token (a small memo keyed on
+the token bytes: the claims of a token never change, and the decision is still made by the
+library on every call, so expiry, audience and revocation are always checked).
+"""
 from __future__ import annotations
+
+import base64
+import ctypes
+import json
+import threading
+import time
+import urllib.request
+from ctypes import POINTER, byref, c_char_p, c_int32, c_int64, c_size_t
+from typing import Any, Iterator, Mapping, Union
+
+from . import _native as N
+from .errors import BitsecError
+
+_handle = N.handle
+_verify = N.declare("bitsec_verify_token", N.status,
+                    [_handle, c_char_p, c_size_t, c_int64, POINTER(c_int32), c_char_p, c_size_t, POINTER(c_size_t)])
+_reason_name = N.declare("bitsec_token_reason_name", c_char_p, [c_int32])
+_sign = N.declare("bitsec_token_sign", N.status,
+                  [_handle, c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t, POINTER(c_size_t)])
+_issue_pair = N.declare("bitsec_token_issue_pair", N.status,
+                        [_handle, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, c_char_p, c_size_t, POINTER(c_size_t)])
+_refresh = N.declare("bitsec_token_refresh", N.status,
+                     [_handle, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, POINTER(c_int32), c_char_p, c_size_t,
+                      POINTER(c_size_t)])
+_revoke = N.declare("bitsec_token_revoke", N.status, [_handle, c_char_p, c_size_t, c_int64, c_int64, POINTER(c_int32)])
+_is_revoked = N.declare("bitsec_token_is_revoked", N.status, [_handle, c_char_p, c_size_t, c_int64, POINTER(c_int32)])
+_keys_reload = N.declare("bitsec_token_keys_reload", N.status, [_handle, c_char_p, c_size_t])
+
+_BUFFER_TOO_SMALL = 4
+
+Claims = Union[Mapping[str, Any], str, bytes]
+
+
+# ---- decisions ----------------------------------------------------------------------------
+
+class TokenError(BitsecError, ValueError):
+    """A token was refused. ``reason`` is the stable reason name (``"expired"``, ...),
+    ``reason_code`` the BITSEC_TOKEN_* value. Never carries the token or its claims."""
+
+    reason = "invalid"
+    reason_code = -1
+    message = "Invalid token"
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail or self.message)
+
+
+class MalformedTokenError(TokenError):
+    reason, reason_code, message = "malformed", 1, "Malformed token"
+
+
+class TokenTooLargeError(TokenError):
+    reason, reason_code, message = "too_large", 2, "Token is too large"
+
+
+class UnsupportedAlgorithmError(TokenError):
+    reason, reason_code, message = "unsupported_alg", 3, "Unsupported token algorithm"
+
+
+class AlgorithmMismatchError(TokenError):
+    reason, reason_code, message = "alg_mismatch", 4, "Token algorithm does not match its key"
+
+
+class UnknownKeyError(TokenError):
+    reason, reason_code, message = "unknown_kid", 5, "Unknown signing key"
+
+
+class InvalidSignatureError(TokenError):
+    reason, reason_code, message = "bad_signature", 6, "Signature verification failed"
+
+
+class ExpiredTokenError(TokenError):
+    reason, reason_code, message = "expired", 7, "Token has expired"
+
+
+class TokenNotYetValidError(TokenError):
+    reason, reason_code, message = "not_yet_valid", 8, "Token is not yet valid"
+
+
+class TokenIssuedInFutureError(TokenError):
+    reason, reason_code, message = "issued_in_future", 9, "Token was issued in the future"
+
+
+class WrongIssuerError(TokenError):
+    reason, reason_code, message = "wrong_issuer", 10, "Invalid issuer"
+
+
+class WrongAudienceError(TokenError):
+    reason, reason_code, message = "wrong_audience", 11, "Invalid audience"
+
+
+class MissingClaimError(TokenError):
+    reason, reason_code, message = "missing_claim", 12, "Token is missing a required claim"
+
+
+class InvalidClaimError(TokenError):
+    reason, reason_code, message = "invalid_claim", 13, "Token has an invalid claim"
+
+
+class RevokedTokenError(TokenError):
+    reason, reason_code, message = "revoked", 14, "Token has been revoked"
+
+
+class CritUnsupportedError(TokenError):
+    reason, reason_code, message = "crit_unsupported", 15, "Token requires an unsupported extension"
+
+
+class WrongTokenTypeError(TokenError):
+    reason, reason_code, message = "wrong_type", 16, "Wrong token type"
+
+
+TOKEN_ERRORS: dict[int, type[TokenError]] = {
+    cls.reason_code: cls for cls in (
+        MalformedTokenError, TokenTooLargeError, UnsupportedAlgorithmError, AlgorithmMismatchError,
+        UnknownKeyError, InvalidSignatureError, ExpiredTokenError, TokenNotYetValidError,
+        TokenIssuedInFutureError, WrongIssuerError, WrongAudienceError, MissingClaimError,
+        InvalidClaimError, RevokedTokenError, CritUnsupportedError, WrongTokenTypeError,
+    )
+}
+
+
+def token_error(code: int) -> TokenError:
+    cls = TOKEN_ERRORS.get(code)
+    if cls is None:
+        e = TokenError(f"Invalid token (reason {code})")
+        e.reason_code = code
+        return e
+    return cls()
+
+
+class TokenClaims(Mapping[str, Any]):
+    """The verified claims, read-only, plus the fields used on every request:
+    ``subject``, ``roles`` (from ``role``/``roles``), ``scopes`` (``scope`` split on spaces,
+    or ``scp``), ``tenant_id``, ``jti`` and ``expires_at``."""
+
+    __slots__ = ("_claims", "subject", "roles", "scopes", "tenant_id", "jti", "expires_at")
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self._claims: dict[str, Any] = doc["claims"]
+        self.subject: str | None = doc["sub"]
+        self.roles: tuple[str, ...] = tuple(doc["roles"])
+        self.scopes: tuple[str, ...] = tuple(doc["scope"])
+        self.tenant_id: str | None = doc["tenant_id"]
+        self.jti: str | None = doc["jti"]
+        self.expires_at: int | None = doc["exp"]
+
+    def __getitem__(self, key: str) -> Any:
+        return self._claims[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._claims)
+
+    def __len__(self) -> int:
+        return len(self._claims)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._claims
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._claims.get(key, default)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A deep copy of the claims as plain JSON values."""
+        return json.loads(json.dumps(self._claims))
+
+    def __repr__(self) -> str:
+        return f"<TokenClaims sub={self.subject!r} keys={sorted(self._claims)}>"
+
+
+# ---- per-thread output buffers -------------------------------------------------------------
+
+class _Buffers(threading.local):
+    def __init__(self) -> None:
+        self.cap = 16384
+        self.buf = ctypes.create_string_buffer(self.cap)
+        self.reason = c_int32(0)
+        self.n = c_size_t(0)
+        self.reason_ref = byref(self.reason)
+        self.n_ref = byref(self.n)
+
+    def grow(self, need: int) -> None:
+        self.cap = need + 1
+        self.buf = ctypes.create_string_buffer(self.cap)
+
+
+_tls = _Buffers()
+_MEMO_MAX = 4096
+
+
+def _text(value: str | bytes, name: str) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    raise TypeError(f"{name} must be str or bytes, not {type(value).__name__}")
+
+
+def _claims_bytes(claims: Claims) -> bytes:
+    if isinstance(claims, Mapping):
+        return json.dumps(dict(claims), separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    return _text(claims, "claims")
+
+
+def _instant(at: float | int | None) -> int:
+    return 0 if at is None else int(at)
 
 
 class TokensMixin:
     """Mixed into ``bitsec.Runtime``; uses its ``handle``."""
 
     handle: int
+
+    def _token_memo(self) -> dict[bytes, TokenClaims]:
+        memo = self.__dict__.get("_tokens_memo")
+        if memo is None:
+            memo = self.__dict__.setdefault("_tokens_memo", {})
+        return memo
+
+    def verify_token(self, token: str | bytes, at: float | int | None = None) -> TokenClaims:
+        """Verifies a JWT (signature, then exp/nbf/iat with the leeway, issuer, audience,
+        required claims and revocation) at ``at`` (Unix seconds, default now). Returns the
+        claims; raises a ``TokenError`` subclass carrying ``.reason`` when the token is
+        refused (``ExpiredTokenError``: "Token has expired")."""
+        data = token.encode("utf-8") if isinstance(token, str) else token
+        b = _tls
+        rc = _verify(self.handle, data, len(data), 0 if at is None else int(at), b.reason_ref, b.buf, b.cap, b.n_ref)
+        if rc:
+            if rc == _BUFFER_TOO_SMALL and b.reason.value == 0:
+                b.grow(b.n.value)
+                rc = _verify(self.handle, data, len(data), _instant(at), b.reason_ref, b.buf, b.cap, b.n_ref)
+            N.check(rc)
+        r = b.reason.value
+        if r:
+            raise token_error(r)
+        memo = self._token_memo()
+        claims = memo.get(data)
+        if claims is None:
+            claims = TokenClaims(json.loads(ctypes.string_at(b.buf, b.n.value)))
+            if len(memo) >= _MEMO_MAX:
+                memo.clear()
+            memo[data] = claims
+        return claims
+
+    def sign_token(self, claims: Claims, kid: str | None = None) -> str:
+        """Signs claims (a mapping, or JSON text) into a compact JWS with the key ``kid``
+        (default: ``tokens.issuing.kid``, or the only key able to sign). Adds no claim."""
+        data = _claims_bytes(claims)
+        k = _text(kid, "kid") if kid else None
+        out = N.call_with_output(_sign, self.handle, data, len(data), k, len(k) if k else 0, initial=2048)
+        return out.decode("ascii")
+
+    def issue_token_pair(self, claims: Claims, kid: str | None = None, at: float | int | None = None) -> dict[str, Any]:
+        """Issues an access token (30 min by default) and a refresh token (7 days) sharing a
+        ``session_id``, each with a random ``jti``. Returns ``{"access_token",
+        "refresh_token", "token_type": "Bearer", "expires_in", "refresh_expires_in",
+        "session_id"}``."""
+        data = _claims_bytes(claims)
+        k = _text(kid, "kid") if kid else None
+        out = N.call_with_output(_issue_pair, self.handle, data, len(data), k, len(k) if k else 0, _instant(at),
+                                 initial=8192)
+        return json.loads(out)
+
+    def refresh_token_pair(self, refresh_token: str | bytes, kid: str | None = None,
+                           at: float | int | None = None) -> dict[str, Any]:
+        """Exchanges a refresh token for a new pair and revokes it (a refresh token works
+        once). Raises a ``TokenError`` when it is refused (``RevokedTokenError`` when it was
+        already used, ``WrongTokenTypeError`` for an access token)."""
+        data = _text(refresh_token, "refresh_token")
+        k = _text(kid, "kid") if kid else None
+        reason = c_int32(0)
+        n = c_size_t(0)
+        cap = 3 * 8192 + 256
+        for _ in range(2):
+            buf = ctypes.create_string_buffer(cap)
+            rc = _refresh(self.handle, data, len(data), k, len(k) if k else 0, _instant(at), byref(reason), buf, cap,
+                          byref(n))
+            if rc == _BUFFER_TOO_SMALL and n.value > cap:
+                cap = n.value
+                continue
+            N.check(rc)
+            if reason.value:
+                raise token_error(reason.value)
+            return json.loads(buf.raw[: n.value])
+        raise RuntimeError("bitsec_token_refresh kept asking for a larger buffer")
+
+    def revoke_token(self, token: str | bytes | None = None, *, jti: str | None = None, exp: int | None = None,
+                     at: float | int | None = None) -> bool:
+        """Revokes a token until its expiry: give the token (its ``jti`` and ``exp`` are
+        taken from it after verification; an already expired token needs no revocation and
+        returns False), or ``jti`` and optionally ``exp``. Returns True when newly revoked."""
+        if token is not None:
+            if jti is not None:
+                raise TypeError("give either token or jti")
+            try:
+                claims = self.verify_token(token, at=at)
+                jti, exp = claims.jti, claims.expires_at
+            except (ExpiredTokenError, RevokedTokenError):
+                return False
+            except WrongTokenTypeError:
+                # A refresh token (logout): the library reports wrong_type only after the
+                # signature and every other claim check passed, so its payload is trusted.
+                jti, exp = _refresh_claims(token)
+            if jti is None:
+                raise MissingClaimError("Token has no jti: it cannot be revoked")
+        if not jti:
+            raise TypeError("revoke_token needs a token or a jti")
+        j = jti.encode("utf-8")
+        newly = c_int32(0)
+        N.check(_revoke(self.handle, j, len(j), int(exp or 0), _instant(at), byref(newly)))
+        return bool(newly.value)
+
+    def is_token_revoked(self, jti: str, at: float | int | None = None) -> bool:
+        j = jti.encode("utf-8")
+        out = c_int32(0)
+        N.check(_is_revoked(self.handle, j, len(j), _instant(at), byref(out)))
+        return bool(out.value)
+
+    def reload_token_keys(self, jwks: Mapping[str, Any] | str | bytes) -> None:
+        """Replaces the JWK Set keys atomically (the statically configured ``keys`` stay) and
+        clears the verified-token cache."""
+        data = json.dumps(dict(jwks)).encode("utf-8") if isinstance(jwks, Mapping) else _text(jwks, "jwks")
+        N.check(_keys_reload(self.handle, data, len(data)))
+        self._token_memo().clear()
+
+
+def _refresh_claims(token: str | bytes) -> tuple[str | None, int | None]:
+    data = token.encode("ascii") if isinstance(token, str) else token
+    payload = data.split(b".")[1]
+    doc = json.loads(base64.urlsafe_b64decode(payload + b"=" * (-len(payload) % 4)))
+    jti, exp = doc.get("jti"), doc.get("exp")
+    return (jti if isinstance(jti, str) else None), (int(exp) if isinstance(exp, (int, float)) else None)
+
+
+def token_reason_name(code: int) -> str:
+    return (_reason_name(code) or b"unknown").decode()
+
+
+# ---- JWKS refresher ------------------------------------------------------------------------
+
+class JWKSRefresher:
+    """Keeps a runtime's JWK Set in step with a JWKS URL.
+
+    - The set is fetched on first use and again once ``ttl`` seconds (ADR-007: 3600) have
+      passed; a failed refetch keeps the current keys and is retried after ``retry_after``.
+    - A token with an unknown ``kid`` triggers one refetch (a key rotation), but at most one
+      per ``unknown_kid_cooldown`` seconds, so tokens with random kids cannot make every
+      request fetch.
+    - Only ``http``/``https`` URLs; the response is bounded to 4 MiB. Keys are trusted
+      because this URL is configured: ``jku``/``x5u`` headers are never followed.
+
+    Thread safe: concurrent callers share one fetch at a time.
+    """
+
+    MAX_BYTES = 4 << 20
+
+    def __init__(self, runtime: Any, url: str, *, ttl: float = 3600.0, unknown_kid_cooldown: float = 60.0,
+                 timeout: float = 5.0, retry_after: float = 30.0) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("JWKS URL must be http:// or https://")
+        self.runtime = runtime
+        self.url = url
+        self.ttl = ttl
+        self.unknown_kid_cooldown = unknown_kid_cooldown
+        self.timeout = timeout
+        self.retry_after = retry_after
+        self._lock = threading.Lock()
+        self._next_refresh = 0.0
+        self._last_unknown_fetch = float("-inf")
+        self.fetches = 0
+        self.last_error: Exception | None = None
+
+    def _fetch(self) -> None:
+        req = urllib.request.Request(self.url, headers={"Accept": "application/json"})
+        with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 (scheme checked)
+            body = resp.read(self.MAX_BYTES + 1)
+        if len(body) > self.MAX_BYTES:
+            raise ValueError("JWKS response exceeds 4 MiB")
+        self.fetches += 1
+        self.runtime.reload_token_keys(body)
+
+    def refresh(self, force: bool = False) -> bool:
+        """Fetches the set if it is due (or ``force``); True when new keys were loaded."""
+        now = time.monotonic()
+        if not force and now < self._next_refresh:
+            return False
+        with self._lock:
+            now = time.monotonic()
+            if not force and now < self._next_refresh:
+                return False
+            try:
+                self._fetch()
+            except Exception as e:  # keep serving with the current keys
+                self.last_error = e
+                self._next_refresh = now + self.retry_after
+                if force:
+                    raise
+                return False
+            self.last_error = None
+            self._next_refresh = now + self.ttl
+            return True
+
+    def verify_token(self, token: str | bytes, at: float | int | None = None) -> TokenClaims:
+        """``runtime.verify_token`` with the set kept fresh and one refetch on an unknown kid."""
+        if time.monotonic() >= self._next_refresh:
+            self.refresh()
+        try:
+            return self.runtime.verify_token(token, at=at)
+        except UnknownKeyError:
+            now = time.monotonic()
+            with self._lock:
+                if now - self._last_unknown_fetch < self.unknown_kid_cooldown:
+                    raise
+                self._last_unknown_fetch = now
+            try:
+                self.refresh(force=True)
+            except Exception:
+                pass
+            return self.runtime.verify_token(token, at=at)

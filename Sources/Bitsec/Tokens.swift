@@ -1,0 +1,225 @@
+// Tokens: JWS/JWT verification, issuing, revocation and key reloads (issue 3).
+internal import BitsecCore
+internal import Glibc
+
+/// Verifies a compact JWS/JWT token: size, header, key (by kid, pinned algorithm),
+/// signature, then the claims (exp, nbf, iat with the leeway, issuer, audience, required
+/// claims, typ, crit) and the jti revocation list, at instant at. An invalid token is a
+/// decision: the call returns BITSEC_OK and *out_reason says why.
+///
+/// rt: the runtime (its configuration must have a tokens section).
+/// token, token_len: the token text (not necessarily NUL-terminated); caller-owned, only
+/// read during the call. Longer than the configured max_token_bytes gives the reason
+/// BITSEC_TOKEN_TOO_LARGE without decoding anything.
+/// at: Unix seconds to evaluate time claims at; 0 means now.
+/// out_reason: receives BITSEC_TOKEN_VALID (0) or a BITSEC_TOKEN_* reason code.
+/// out_buf, out_cap: caller-owned buffer for the result of a valid token, a JSON object
+/// {"sub","roles","scope","tenant_id","jti","exp","claims"}: the fields services use on every
+/// request (roles from role/roles, scope split on spaces, null when absent) and the claims
+/// exactly as signed. NUL-terminated when there is room. May be NULL with out_cap 0 to get
+/// the decision only. out_len: receives the result's length (0 for an invalid token).
+/// Returns BITSEC_OK (decision in *out_reason); BITSEC_E_BUFFER_TOO_SMALL (valid token and
+/// out_cap too small but not 0: *out_len holds the size needed; *out_reason is valid);
+/// BITSEC_E_INVALID_ARGUMENT; BITSEC_E_TOO_LARGE (token_len over BITSEC_MAX_ARGUMENT_BYTES);
+/// BITSEC_E_NOT_CONFIGURED; BITSEC_E_BACKEND_UNAVAILABLE (revocations in Redis and Redis
+/// unreachable: no decision); BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread, concurrently with bitsec_token_keys_reload.
+/// Since: 0.1.0
+@c(bitsec_verify_token)
+public func bitsec_verify_token(_ rt: OpaquePointer?, _ token: UnsafePointer<CChar>?, _ token_len: UInt, _ at: Int64,
+                                _ out_reason: UnsafeMutablePointer<Int32>?, _ out_buf: UnsafeMutablePointer<CChar>?,
+                                _ out_cap: UInt, _ out_len: UnsafeMutablePointer<UInt>?) -> Int32 {
+    withRuntime(rt) { (r) throws(BitsecError) in
+        guard let out_reason, let out_len else { throw .invalid("out_reason and out_len are required") }
+        out_len.pointee = 0
+        let n = try sizeArg(token_len, "token_len")
+        let bytes = try bytesArg(UnsafeRawPointer(token), n, "token")
+        let v = try r.require(r.tokens).verify(bytes, at: at)
+        out_reason.pointee = v.reason.rawValue
+        guard v.reason == .valid, let c = v.claims else { return }
+        if out_buf == nil && out_cap == 0 {
+            out_len.pointee = UInt(c.result.count)
+            return
+        }
+        try writeOutput(c.result, out_buf, out_cap, out_len)
+    }
+}
+
+/// The stable name of a BITSEC_TOKEN_* reason code ("valid", "expired", "bad_signature", ...).
+///
+/// reason: any value; unknown codes give "unknown".
+/// Returns a static NUL-terminated string; never free it.
+/// Thread safety: safe from any thread.
+/// Since: 0.1.0
+@c(bitsec_token_reason_name)
+public func bitsec_token_reason_name(_ reason: Int32) -> UnsafePointer<CChar> {
+    let text: StaticString = TokenReason(rawValue: reason)?.name ?? "unknown"
+    return UnsafeRawPointer(text.utf8Start).assumingMemoryBound(to: CChar.self)
+}
+
+/// Signs claims into a compact JWS: header {"alg","typ":"JWT","kid"}, the claims bytes as
+/// the payload (no claim is added), signed with the key's pinned algorithm.
+///
+/// claims, claims_len: a JSON object, UTF-8; caller-owned. At most max_token_bytes.
+/// kid, kid_len: the signing key's kid; NULL or empty for tokens.issuing.kid, or the only
+/// key able to sign.
+/// out_buf, out_cap, out_len: receives the token (ASCII, NUL-terminated when there is room).
+/// Returns BITSEC_OK; BITSEC_E_BUFFER_TOO_SMALL (*out_len holds the size needed);
+/// BITSEC_E_MALFORMED (claims not JSON); BITSEC_E_INVALID_ARGUMENT (not an object, key
+/// cannot sign, several keys and no kid); BITSEC_E_NOT_FOUND (no key with that kid);
+/// BITSEC_E_TOO_LARGE; BITSEC_E_CRYPTO; BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread.
+/// Since: 0.1.0
+@c(bitsec_token_sign)
+public func bitsec_token_sign(_ rt: OpaquePointer?, _ claims: UnsafePointer<CChar>?, _ claims_len: UInt,
+                              _ kid: UnsafePointer<CChar>?, _ kid_len: UInt, _ out_buf: UnsafeMutablePointer<CChar>?,
+                              _ out_cap: UInt, _ out_len: UnsafeMutablePointer<UInt>?) -> Int32 {
+    withRuntime(rt) { (r) throws(BitsecError) in
+        let t = try r.require(r.tokens)
+        let bytes = try bytesArg(UnsafeRawPointer(claims), try sizeArg(claims_len, "claims_len"), "claims")
+        let k = try optionalText(kid, kid_len, "kid")
+        try writeOutput(try t.sign(claims: bytes, kid: k), out_buf, out_cap, out_len)
+    }
+}
+
+/// Issues an access token and a refresh token for the given claims (sub, role, scope,
+/// tenant_id, session_id, ...): both get iat, exp (tokens.issuing access_ttl_seconds,
+/// default 1800, and refresh_ttl_seconds, default 604800), a random jti, "type" ("access" or
+/// "refresh"), the same session_id (given, or random), and iss/aud from tokens.issuing when
+/// the claims have none.
+///
+/// claims, claims_len: a JSON object without exp, iat, nbf, jti or type; caller-owned.
+/// kid, kid_len: as for bitsec_token_sign.
+/// at: Unix seconds for iat (0 = now).
+/// out_buf, out_cap, out_len: receives {"access_token","refresh_token","token_type":"Bearer",
+/// "expires_in","refresh_expires_in","session_id"}.
+/// Returns as bitsec_token_sign.
+/// Thread safety: safe from any thread.
+/// Since: 0.1.0
+@c(bitsec_token_issue_pair)
+public func bitsec_token_issue_pair(_ rt: OpaquePointer?, _ claims: UnsafePointer<CChar>?, _ claims_len: UInt,
+                                    _ kid: UnsafePointer<CChar>?, _ kid_len: UInt, _ at: Int64,
+                                    _ out_buf: UnsafeMutablePointer<CChar>?, _ out_cap: UInt,
+                                    _ out_len: UnsafeMutablePointer<UInt>?) -> Int32 {
+    withRuntime(rt) { (r) throws(BitsecError) in
+        let t = try r.require(r.tokens)
+        let bytes = try bytesArg(UnsafeRawPointer(claims), try sizeArg(claims_len, "claims_len"), "claims")
+        let k = try optionalText(kid, kid_len, "kid")
+        try writeOutput(try t.issuePair(claims: bytes, kid: k, at: at), out_buf, out_cap, out_len)
+    }
+}
+
+/// Exchanges a refresh token for a new pair and revokes it (set-if-absent: of concurrent
+/// exchanges of one refresh token, exactly one succeeds). The refresh token is verified as
+/// by bitsec_verify_token, and must carry "type": "refresh" and a jti.
+///
+/// token, token_len: the refresh token; caller-owned.
+/// kid, kid_len: the key for the new pair, as for bitsec_token_sign.
+/// at: Unix seconds (0 = now).
+/// out_reason: receives BITSEC_TOKEN_VALID or why the refresh token was refused
+/// (BITSEC_TOKEN_REVOKED when it was already used, BITSEC_TOKEN_WRONG_TYPE for an access
+/// token, ...).
+/// out_buf, out_cap, out_len: receives the new pair as bitsec_token_issue_pair (nothing, and
+/// *out_len 0, when refused).
+/// Returns BITSEC_OK (decision in *out_reason); BITSEC_E_BUFFER_TOO_SMALL (out_cap below
+/// 3 * max_token_bytes + 256, checked before anything is verified or revoked; *out_len holds
+/// that size); BITSEC_E_BACKEND_UNAVAILABLE; BITSEC_E_INVALID_ARGUMENT;
+/// BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED; BITSEC_E_CRYPTO.
+/// Thread safety: safe from any thread.
+/// Since: 0.1.0
+@c(bitsec_token_refresh)
+public func bitsec_token_refresh(_ rt: OpaquePointer?, _ token: UnsafePointer<CChar>?, _ token_len: UInt,
+                                 _ kid: UnsafePointer<CChar>?, _ kid_len: UInt, _ at: Int64,
+                                 _ out_reason: UnsafeMutablePointer<Int32>?, _ out_buf: UnsafeMutablePointer<CChar>?,
+                                 _ out_cap: UInt, _ out_len: UnsafeMutablePointer<UInt>?) -> Int32 {
+    withRuntime(rt) { (r) throws(BitsecError) in
+        guard let out_reason, let out_len else { throw .invalid("out_reason and out_len are required") }
+        out_len.pointee = 0
+        let t = try r.require(r.tokens)
+        let bytes = try bytesArg(UnsafeRawPointer(token), try sizeArg(token_len, "token_len"), "token")
+        let k = try optionalText(kid, kid_len, "kid")
+        // Checked before the exchange: once the old token is revoked, a retry cannot succeed.
+        let needed = 3 * t.policy.maxTokenBytes + 256
+        guard out_buf != nil, out_cap >= UInt(needed) else {
+            out_len.pointee = UInt(needed)
+            throw BitsecError(.bufferTooSmall, "out_cap must be at least 3 * max_token_bytes + 256 = \(needed)")
+        }
+        let res = try t.refresh(bytes, kid: k, at: at)
+        out_reason.pointee = res.reason.rawValue
+        if let pair = res.pair { try writeOutput(pair, out_buf, out_cap, out_len) }
+    }
+}
+
+/// Revokes a jti: every token carrying it verifies as BITSEC_TOKEN_REVOKED until exp plus
+/// the leeway (then it is expired anyway and the entry is dropped). In Redis when the
+/// runtime has a redis section (shared by every instance), in process otherwise.
+///
+/// jti, jti_len: the token's jti, 1 to 512 bytes of UTF-8; caller-owned.
+/// exp: the token's exp (Unix seconds); 0 when unknown: then now + refresh_ttl_seconds.
+/// at: Unix seconds (0 = now).
+/// out_newly: optional; receives 1 when newly revoked, 0 when it already was (or when exp
+/// plus the leeway is already past: nothing to remember).
+/// Returns BITSEC_OK; BITSEC_E_INVALID_ARGUMENT; BITSEC_E_TOO_LARGE (in-process list full of
+/// live entries: tokens.revocation.max_entries); BITSEC_E_BACKEND_UNAVAILABLE;
+/// BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread.
+/// Since: 0.1.0
+@c(bitsec_token_revoke)
+public func bitsec_token_revoke(_ rt: OpaquePointer?, _ jti: UnsafePointer<CChar>?, _ jti_len: UInt, _ exp: Int64,
+                                _ at: Int64, _ out_newly: UnsafeMutablePointer<Int32>?) -> Int32 {
+    withRuntime(rt) { (r) throws(BitsecError) in
+        let t = try r.require(r.tokens)
+        let j = try textArg(jti, jti_len, "jti", max: 512)
+        let newly = try t.revoke(jti: j, exp: exp, at: at)
+        store(out_newly, newly ? 1 : 0)
+    }
+}
+
+/// Whether a jti is revoked at instant at.
+///
+/// jti, jti_len: 1 to 512 bytes of UTF-8; caller-owned.
+/// at: Unix seconds (0 = now).
+/// out_revoked: receives 1 or 0.
+/// Returns BITSEC_OK; BITSEC_E_INVALID_ARGUMENT; BITSEC_E_BACKEND_UNAVAILABLE;
+/// BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread.
+/// Since: 0.1.0
+@c(bitsec_token_is_revoked)
+public func bitsec_token_is_revoked(_ rt: OpaquePointer?, _ jti: UnsafePointer<CChar>?, _ jti_len: UInt, _ at: Int64,
+                                    _ out_revoked: UnsafeMutablePointer<Int32>?) -> Int32 {
+    withRuntime(rt) { (r) throws(BitsecError) in
+        guard let out_revoked else { throw .invalid("out_revoked is NULL") }
+        let t = try r.require(r.tokens)
+        let j = try textArg(jti, jti_len, "jti", max: 512)
+        guard !j.isEmpty else { throw .invalid("jti is empty") }
+        out_revoked.pointee = try t.isRevoked(jti: j, at: at) ? 1 : 0
+    }
+}
+
+/// Replaces the runtime's JWK Set keys (those of tokens.jwks and earlier reloads; the keys
+/// of tokens.keys stay) with the keys of a JWK Set document, atomically: verifications in
+/// flight finish with the old set, later ones use the new one. Clears the verified-token
+/// cache. On any error nothing changes. Keys with "use" other than "sig" are skipped; every
+/// other key must be valid (alg supported, RSA >= 2048 bits, HMAC secret >= hash size).
+///
+/// jwks, jwks_len: the JWK Set JSON ({"keys": [...]}), at most BITSEC_MAX_CONFIG_BYTES;
+/// caller-owned.
+/// Returns BITSEC_OK; BITSEC_E_CONFIG (invalid set; the detail names the key and member);
+/// BITSEC_E_TOO_LARGE; BITSEC_E_INVALID_ARGUMENT; BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread, concurrently with verifications.
+/// Since: 0.1.0
+@c(bitsec_token_keys_reload)
+public func bitsec_token_keys_reload(_ rt: OpaquePointer?, _ jwks: UnsafePointer<CChar>?, _ jwks_len: UInt) -> Int32 {
+    withRuntime(rt) { (r) throws(BitsecError) in
+        let t = try r.require(r.tokens)
+        let n = try sizeArg(jwks_len, "jwks_len", max: Limits.maxConfigBytes)
+        let bytes = try bytesArg(UnsafeRawPointer(jwks), n, "jwks", max: Limits.maxConfigBytes)
+        try t.reload(jwks: Array(bytes))
+    }
+}
+
+/// An optional text argument: NULL or empty is nil.
+private func optionalText(_ p: UnsafePointer<CChar>?, _ len: UInt, _ name: StaticString) throws(BitsecError) -> String? {
+    guard p != nil, len > 0 else { return nil }
+    return try textArg(p, len, name, max: 1024)
+}

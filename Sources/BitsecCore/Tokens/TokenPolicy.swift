@@ -1,0 +1,218 @@
+/// The claim rules of one runtime (the `tokens` section).
+public struct TokenPolicy: Sendable {
+    public var leeway: Int64 = 30
+    public var issuers: [String] = []
+    public var audiences: [String] = []
+    public var requiredClaims: [String] = []
+    public var requireExp = true
+    /// Expected `typ` header (compared case-insensitively, `application/` prefix optional).
+    public var typ: String? = nil
+    public var maxTokenBytes = 8192
+    /// Refuse a refresh token (`"type": "refresh"`) where an access token is expected.
+    public var rejectRefreshTokens = true
+
+    public init() {}
+
+    func typMatches(_ t: String) -> Bool {
+        guard let typ else { return true }
+        func norm(_ s: String) -> String {
+            let l = s.lowercased()
+            return l.hasPrefix("application/") ? String(l.dropFirst("application/".count)) : l
+        }
+        return norm(t) == norm(typ)
+    }
+}
+
+/// The claims of a token whose signature verified: parsed once (and kept in the
+/// verified-token cache), with the fields every request uses already extracted.
+public final class VerifiedClaims: Sendable {
+    /// The payload exactly as signed (valid strict JSON).
+    public let payload: [UInt8]
+    public let claims: JSONObject
+    public let exp: Int64?
+    public let nbf: Int64?
+    public let iat: Int64?
+    public let iss: String?
+    public let aud: [String]?
+    public let sub: String?
+    public let jti: String?
+    public let tenant: String?
+    public let roles: [String]
+    /// `scope` split on spaces, then `scp` (string or array).
+    public let scopes: [String]
+    public let type: String?
+    /// The result document written to callers:
+    /// `{"sub":..,"roles":[..],"scope":[..],"tenant_id":..,"jti":..,"exp":..,"claims":{...}}`.
+    public let result: [UInt8]
+    /// The first registered claim that had the wrong JSON type (reported after the
+    /// signature check as `invalid_claim`).
+    public let invalidClaim: String?
+
+    /// Parses the payload JSON; nil when it is not a JSON object.
+    public init?(payload: [UInt8], maxDepth: Int = Limits.maxJSONDepth) {
+        guard let v = try? JSONReader.parse(payload, options: .init(maxBytes: Int.max, maxDepth: maxDepth)),
+              case .object(let o) = v else { return nil }
+        self.payload = payload
+        self.claims = o
+        var bad: String? = nil
+        var exp: Int64? = nil, nbf: Int64? = nil, iat: Int64? = nil
+        var iss: String? = nil, sub: String? = nil, jti: String? = nil, tenant: String? = nil, type: String? = nil
+        var aud: [String]? = nil
+        var roles: [String] = [], extraRoles: [String] = []
+        var scopes: [String] = [], extraScopes: [String] = []
+        // One pass over the members, dispatching on the name's bytes (no repeated lookups).
+        for m in o.members {
+            let v = m.value
+            switch ClaimName.of(m.key) {
+            case .exp: exp = Self.time(v, m.key, &bad)
+            case .nbf: nbf = Self.time(v, m.key, &bad)
+            case .iat: iat = Self.time(v, m.key, &bad)
+            case .iss: iss = Self.string(v, m.key, &bad)
+            case .sub: sub = Self.string(v, m.key, &bad)
+            case .jti: jti = Self.string(v, m.key, &bad)
+            case .tenant: tenant = Self.string(v, m.key, &bad)
+            case .type: type = Self.string(v, m.key, &bad)
+            case .aud: aud = Self.strings(v, m.key, split: false, &bad)
+            case .role: roles = Self.strings(v, m.key, split: false, &bad) ?? []
+            case .roles: extraRoles = Self.strings(v, m.key, split: false, &bad) ?? []
+            case .scope: scopes = Self.strings(v, m.key, split: true, &bad) ?? []
+            case .scp: extraScopes = Self.strings(v, m.key, split: true, &bad) ?? []
+            case .other: break
+            }
+        }
+        for r in extraRoles where !roles.contains(r) { roles.append(r) }
+        for s in extraScopes where !scopes.contains(s) { scopes.append(s) }
+        self.exp = exp; self.nbf = nbf; self.iat = iat
+        self.iss = iss; self.sub = sub; self.jti = jti; self.tenant = tenant; self.type = type
+        self.aud = aud; self.roles = roles; self.scopes = scopes
+        invalidClaim = bad
+
+        var w = FastJSON(reserving: payload.count + 160)
+        w.raw("{\"sub\":"); w.optionalString(sub)
+        w.raw(",\"roles\":"); w.stringArray(roles)
+        w.raw(",\"scope\":"); w.stringArray(scopes)
+        w.raw(",\"tenant_id\":"); w.optionalString(tenant)
+        w.raw(",\"jti\":"); w.optionalString(jti)
+        w.raw(",\"exp\":")
+        if let exp { w.int(exp) } else { w.raw("null") }
+        w.raw(",\"claims\":")
+        w.bytes.append(contentsOf: payload)
+        w.bytes.append(UInt8(ascii: "}"))
+        result = w.bytes
+    }
+
+    private static func time(_ v: JSONValue, _ k: String, _ bad: inout String?) -> Int64? {
+        guard case .number(let n) = v else { bad = bad ?? k; return nil }
+        if let i = n.int64 { return i }
+        let d = n.double.rounded(.down)
+        if d >= 9.2e18 { return Int64.max }
+        if d <= -9.2e18 { return Int64.min }
+        return Int64(d)
+    }
+
+    private static func string(_ v: JSONValue, _ k: String, _ bad: inout String?) -> String? {
+        guard case .string(let s) = v else { bad = bad ?? k; return nil }
+        return s
+    }
+
+    private static func strings(_ v: JSONValue, _ k: String, split: Bool, _ bad: inout String?) -> [String]? {
+        switch v {
+        case .string(let s):
+            guard split else { return [s] }
+            return s.utf8.split(separator: 0x20).map { String(decoding: $0, as: UTF8.self) }
+        case .array(let a):
+            var out: [String] = []
+            out.reserveCapacity(a.count)
+            for item in a {
+                guard case .string(let s) = item else { bad = bad ?? k; return nil }
+                out.append(s)
+            }
+            return out
+        default:
+            bad = bad ?? k
+            return nil
+        }
+    }
+}
+
+/// The claim names bitsec reads, recognised from their bytes.
+enum ClaimName {
+    case exp, nbf, iat, iss, sub, jti, aud, tenant, type, role, roles, scope, scp, other
+
+    static func of(_ key: String) -> ClaimName {
+        var k = key
+        return k.withUTF8 { b -> ClaimName in
+            switch b.count {
+            case 3:
+                let v = UInt32(b[0]) << 16 | UInt32(b[1]) << 8 | UInt32(b[2])
+                switch v {
+                case 0x657870: return .exp  // exp
+                case 0x6E6266: return .nbf  // nbf
+                case 0x696174: return .iat  // iat
+                case 0x697373: return .iss  // iss
+                case 0x737562: return .sub  // sub
+                case 0x6A7469: return .jti  // jti
+                case 0x617564: return .aud  // aud
+                case 0x736370: return .scp  // scp
+                default: return .other
+                }
+            case 4:
+                if b.elementsEqual("role".utf8) { return .role }
+                if b.elementsEqual("type".utf8) { return .type }
+                return .other
+            case 5:
+                if b.elementsEqual("roles".utf8) { return .roles }
+                if b.elementsEqual("scope".utf8) { return .scope }
+                return .other
+            case 9:
+                return b.elementsEqual("tenant_id".utf8) ? .tenant : .other
+            default:
+                return .other
+            }
+        }
+    }
+}
+
+/// A minimal JSON writer for the result document: strings without anything to escape (the
+/// common case) are copied in one append.
+struct FastJSON {
+    var bytes: [UInt8]
+
+    init(reserving n: Int) {
+        bytes = []
+        bytes.reserveCapacity(n)
+    }
+
+    mutating func raw(_ s: StaticString) {
+        bytes.append(contentsOf: UnsafeBufferPointer(start: s.utf8Start, count: s.utf8CodeUnitCount))
+    }
+
+    mutating func string(_ s: String) {
+        var clean = true
+        for c in s.utf8 where c < 0x20 || c == 0x22 || c == 0x5C || c == 0x7F { clean = false; break }
+        if clean {
+            bytes.append(0x22)
+            bytes.append(contentsOf: s.utf8)
+            bytes.append(0x22)
+        } else {
+            var w = JSONWriter(reserving: s.utf8.count + 8)
+            w.writeString(s)
+            bytes.append(contentsOf: w.bytes)
+        }
+    }
+
+    mutating func optionalString(_ s: String?) {
+        if let s { string(s) } else { raw("null") }
+    }
+
+    mutating func stringArray(_ a: [String]) {
+        bytes.append(UInt8(ascii: "["))
+        for (i, s) in a.enumerated() {
+            if i > 0 { bytes.append(UInt8(ascii: ",")) }
+            string(s)
+        }
+        bytes.append(UInt8(ascii: "]"))
+    }
+
+    mutating func int(_ i: Int64) { bytes.append(contentsOf: String(i).utf8) }
+}

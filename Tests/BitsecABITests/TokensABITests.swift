@@ -1,0 +1,120 @@
+// The tokens functions, through the exported C symbols only.
+import Testing
+import Glibc
+import Bitsec
+
+private let TOKEN_VALID: Int32 = 0, TOKEN_MALFORMED: Int32 = 1, TOKEN_TOO_LARGE: Int32 = 2, TOKEN_EXPIRED: Int32 = 7
+private let TOKEN_REVOKED: Int32 = 14, TOKEN_WRONG_TYPE: Int32 = 16
+
+private let config = #"{"allow_inline_secrets": true, "tokens": {"keys": [{"kid": "hs", "alg": "HS256", "secret": {"value": "0123456789abcdef0123456789abcdef"}}], "issuer": "iss", "audience": "aud"}}"#
+
+private func withTokens(_ body: (OpaquePointer) throws -> Void) throws {
+    let (rc, rt) = open(config)
+    #expect(rc == OK, "\(lastError())")
+    let h = try #require(rt)
+    defer { bitsec_runtime_close(h) }
+    try body(h)
+}
+
+private func signToken(_ rt: OpaquePointer, _ claims: String) -> String {
+    var buf = [CChar](repeating: 0, count: 4096)
+    var n: UInt = 0
+    let rc = claims.withCString { c in bitsec_token_sign(rt, c, UInt(strlen(c)), nil, 0, &buf, UInt(buf.count), &n) }
+    #expect(rc == OK, "\(lastError())")
+    return String(decoding: buf.prefix(Int(n)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
+private func verify(_ rt: OpaquePointer, _ token: String, at: Int64 = 1_900_000_000) -> (Int32, Int32, String) {
+    var buf = [CChar](repeating: 0, count: 4096)
+    var n: UInt = 0
+    var reason: Int32 = -1
+    let rc = token.withCString { t in bitsec_verify_token(rt, t, UInt(strlen(t)), at, &reason, &buf, UInt(buf.count), &n) }
+    return (rc, reason, String(decoding: buf.prefix(Int(n)).map { UInt8(bitPattern: $0) }, as: UTF8.self))
+}
+
+@Suite struct TokensABITests {
+    @Test func signVerifyAndDecisionOnly() throws {
+        try withTokens { rt in
+            let token = signToken(rt, #"{"sub":"u","iss":"iss","aud":"aud","exp":2000000000,"jti":"a1"}"#)
+            let (rc, reason, doc) = verify(rt, token)
+            #expect(rc == OK && reason == TOKEN_VALID)
+            #expect(doc.hasPrefix(#"{"sub":"u","roles":[],"scope":[],"tenant_id":null,"jti":"a1","exp":2000000000,"claims":{"#))
+            // Decision only: NULL buffer, capacity 0.
+            var reason2: Int32 = -1
+            var n: UInt = 0
+            #expect(token.withCString { bitsec_verify_token(rt, $0, UInt(strlen($0)), 1_900_000_000, &reason2, nil, 0, &n) } == OK)
+            #expect(reason2 == TOKEN_VALID && n == UInt(doc.utf8.count))
+            // Too small a buffer: the size needed.
+            var small = [CChar](repeating: 0, count: 8)
+            #expect(token.withCString { bitsec_verify_token(rt, $0, UInt(strlen($0)), 1_900_000_000, &reason2, &small, 8, &n) } == E_BUFFER)
+            #expect(n == UInt(doc.utf8.count))
+            #expect(verify(rt, token, at: 2_100_000_000).1 == TOKEN_EXPIRED)
+            var newly: Int32 = -1
+            #expect(bitsec_token_revoke(rt, "a1", 2, 2_000_000_000, 1_900_000_000, &newly) == OK && newly == 1)
+            var revoked: Int32 = -1
+            #expect(bitsec_token_is_revoked(rt, "a1", 2, 1_900_000_000, &revoked) == OK && revoked == 1)
+            #expect(verify(rt, token).1 == TOKEN_REVOKED)
+        }
+    }
+
+    @Test func invalidInputsNeverCrash() throws {
+        try withTokens { rt in
+            var reason: Int32 = -1
+            var n: UInt = 0
+            #expect(bitsec_verify_token(rt, nil, 5, 0, &reason, nil, 0, &n) == E_INVALID)
+            #expect(bitsec_verify_token(rt, "a.b.c", 5, 0, nil, nil, 0, &n) == E_INVALID)
+            #expect(bitsec_verify_token(rt, "a.b.c", 5, 0, &reason, nil, 0, nil) == E_INVALID)
+            #expect(bitsec_verify_token(rt, "a.b.c", UInt.max, 0, &reason, nil, 0, &n) == E_TOO_LARGE)
+            #expect(bitsec_verify_token(nil, "a.b.c", 5, 0, &reason, nil, 0, &n) == E_INVALID)
+            #expect(bitsec_verify_token(rt, "", 0, 0, &reason, nil, 0, &n) == OK && reason == TOKEN_MALFORMED)
+            let big = String(repeating: "a", count: 9000)
+            #expect(verify(rt, big).1 == TOKEN_TOO_LARGE)
+            for junk in ["..", "a..b", ".a.b", "a.b.", "\u{0}.\u{0}.\u{0}", "é.é.é", "a.b.c.d"] {
+                let (rc, r, _) = verify(rt, junk)
+                #expect(rc == OK && r == TOKEN_MALFORMED, "\(junk)")
+            }
+            var buf = [CChar](repeating: 0, count: 64)
+            #expect(bitsec_token_sign(rt, "[1]", 3, nil, 0, &buf, 64, &n) == E_INVALID)
+            #expect(bitsec_token_sign(rt, "{", 1, nil, 0, &buf, 64, &n) == 9)
+            #expect(bitsec_token_sign(rt, "{}", 2, "nope", 4, &buf, 64, &n) == 14)
+            #expect(bitsec_token_revoke(rt, nil, 3, 0, 0, nil) == E_INVALID)
+            #expect(bitsec_token_revoke(rt, "", 0, 0, 0, nil) == E_INVALID)
+            #expect(bitsec_token_keys_reload(rt, "{\"keys\": 1}", 11) == E_CONFIG)
+            #expect(bitsec_token_keys_reload(rt, nil, 0) == E_CONFIG)
+            #expect(String(cString: bitsec_token_reason_name(TOKEN_WRONG_TYPE)) == "wrong_type")
+            #expect(String(cString: bitsec_token_reason_name(-5)) == "unknown")
+        }
+    }
+
+    @Test func pairAndRefreshThroughTheABI() throws {
+        try withTokens { rt in
+            var buf = [CChar](repeating: 0, count: 32768)
+            var n: UInt = 0
+            let claims = #"{"sub":"u","role":"viewer"}"#
+            #expect(bitsec_token_issue_pair(rt, claims, UInt(claims.utf8.count), nil, 0, 1_900_000_000, &buf, UInt(buf.count), &n) == OK)
+            let pair = String(decoding: buf.prefix(Int(n)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            let refresh = try #require(pair.split(separator: "\"").dropFirst(7).first.map(String.init))
+            let access = try #require(pair.split(separator: "\"").dropFirst(3).first.map(String.init))
+            #expect(verify(rt, access).1 == TOKEN_VALID)
+            #expect(verify(rt, refresh).1 == TOKEN_WRONG_TYPE)
+            var reason: Int32 = -1
+            var small = [CChar](repeating: 0, count: 100)
+            #expect(bitsec_token_refresh(rt, refresh, UInt(refresh.utf8.count), nil, 0, 1_900_000_100, &reason, &small, 100, &n) == E_BUFFER)
+            #expect(n >= 3 * 8192)
+            #expect(bitsec_token_refresh(rt, refresh, UInt(refresh.utf8.count), nil, 0, 1_900_000_100, &reason, &buf, UInt(buf.count), &n) == OK)
+            #expect(reason == TOKEN_VALID && n > 0)
+            #expect(bitsec_token_refresh(rt, refresh, UInt(refresh.utf8.count), nil, 0, 1_900_000_100, &reason, &buf, UInt(buf.count), &n) == OK)
+            #expect(reason == TOKEN_REVOKED && n == 0)
+        }
+    }
+
+    @Test func notConfiguredAndClosed() throws {
+        let (rc, rt) = open("{}")
+        #expect(rc == OK)
+        var reason: Int32 = 0
+        var n: UInt = 0
+        #expect(bitsec_verify_token(rt, "a.b.c", 5, 0, &reason, nil, 0, &n) == E_NOT_CONFIGURED)
+        bitsec_runtime_close(rt)
+        #expect(bitsec_verify_token(rt, "a.b.c", 5, 0, &reason, nil, 0, &n) == E_CLOSED)
+    }
+}

@@ -1,0 +1,209 @@
+import Testing
+import Glibc
+import Dispatch
+import Synchronization
+import BitsecCore
+
+/// The shared JOSE cookbook vectors (../shared/vectors/jose, RFC 7520 and RFC 8037).
+enum JOSEVectors {
+    static let root: String = {
+        var parts = #filePath.split(separator: "/").map(String.init)
+        parts.removeLast(3)  // Tests/BitsecCoreTests/TokensTests.swift
+        return "/" + parts.joined(separator: "/") + "/../shared/vectors/jose/"
+    }()
+
+    static func load(_ name: String) throws -> JSONValue {
+        try JSONReader.parse(try readFile(root + name, limit: 1 << 20))
+    }
+}
+
+private func b64(_ s: String) -> [UInt8] { Base64.decodeURLStrict(Array(s.utf8)) ?? [] }
+
+private func tokenService(_ json: String, audit: (any AuditHook)? = nil, redis: RedisPool? = nil) throws -> TokenService {
+    let v = try JSONReader.parse(json)
+    let ctx = CapabilityContext(config: ConfigContext(allowInlineSecrets: true), redis: redis, audit: audit)
+    return try TokenService.read(try ConfigObject(v, path: "tokens"), context: ctx)
+}
+
+private let hsSecret = "0123456789abcdef0123456789abcdef"
+private let hsConfig = #"{"keys": [{"kid": "hs", "alg": "HS256", "secret": {"value": "\#(hsSecret)"}}], "issuer": "iss", "audience": "aud"}"#
+
+private func sign(_ t: TokenService, _ claims: String, kid: String? = nil) throws -> String {
+    let bytes = Array(claims.utf8)
+    let out = try bytes.withRawBytes { (raw) throws(BitsecError) -> [UInt8] in try t.sign(claims: raw, kid: kid) }
+    return String(decoding: out, as: UTF8.self)
+}
+
+@Suite struct TokenVectorTests {
+    /// Deterministic signatures (RS256, HS256, EdDSA) are reproduced byte for byte.
+    @Test(arguments: ["jws/4_1.rsa_v15_signature.json", "jws/4_4.hmac-sha2_integrity_protection.json", "curve25519/jws.json"])
+    func reproducesDeterministicSignatures(file: String) throws {
+        let v = try JOSEVectors.load(file)
+        let algText = try #require(v["input"]?["alg"]?.stringValue)
+        let alg = try #require(JWSAlgorithm.parse(algText))
+        let jwk = try #require(v["input"]?["key"])
+        let key = try #require(try JWK.key(jwk, where: "vector", origin: "test", allowSecrets: true, alg: alg))
+        let sigInput = try #require(v["signing"]?["sig-input"]?.stringValue)
+        let input = Array(sigInput.utf8)
+        let expected = try #require(v["signing"]?["sig"]?.stringValue)
+        let sig = try input.withRawBytes { (raw) throws(BitsecError) -> [UInt8] in try key.sign(raw) }
+        #expect(Base64.encodeString(sig) == expected)
+        let compact = try #require(v["output"]?["compact"]?.stringValue)
+        #expect(compact == String(decoding: input, as: UTF8.self) + "." + expected)
+        #expect(input.withUnsafeBytes { i in sig.withUnsafeBytes { s in key.verify(i, signature: s) } })
+    }
+
+    /// Randomised ones (PS384, ES512) verify, and fail once altered.
+    @Test(arguments: ["jws/4_2.rsa-pss_signature.json", "jws/4_3.ecdsa_signature.json"])
+    func verifiesRandomisedSignatures(file: String) throws {
+        let v = try JOSEVectors.load(file)
+        let algText = try #require(v["input"]?["alg"]?.stringValue)
+        let alg = try #require(JWSAlgorithm.parse(algText))
+        let jwk = try #require(v["input"]?["key"])
+        let key = try #require(try JWK.key(jwk, where: "vector", origin: "test", allowSecrets: true, alg: alg))
+        let sigInput = try #require(v["signing"]?["sig-input"]?.stringValue)
+        let input = Array(sigInput.utf8)
+        let sigText = try #require(v["signing"]?["sig"]?.stringValue)
+        var sig = b64(sigText)
+        #expect(input.withUnsafeBytes { i in sig.withUnsafeBytes { s in key.verify(i, signature: s) } })
+        // Our own signature verifies too.
+        let mine = try input.withRawBytes { (raw) throws(BitsecError) -> [UInt8] in try key.sign(raw) }
+        #expect(mine.count == sig.count)
+        #expect(input.withUnsafeBytes { i in mine.withUnsafeBytes { s in key.verify(i, signature: s) } })
+        sig[sig.count / 2] ^= 1
+        #expect(!input.withUnsafeBytes { i in sig.withUnsafeBytes { s in key.verify(i, signature: s) } })
+    }
+
+    @Test func detachedAndMultipleSignatureExamplesVerify() throws {
+        let v = try JOSEVectors.load("jws/4_8.multiple_signatures.json")
+        let keys = try #require(v["input"]?["key"]?.arrayValue)
+        let algs = try #require(v["input"]?["alg"]?.arrayValue)
+        let sigs = try #require(v["output"]?["json"]?["signatures"]?.arrayValue)
+        let payload = try #require(v["output"]?["json"]?["payload"]?.stringValue)
+        var verified = 0
+        for i in 0..<min(keys.count, algs.count, sigs.count) {
+            // The ES512 signature has only an unprotected header: nothing to check in compact form.
+            guard let protected = sigs[i]["protected"]?.stringValue, let alg = algs[i].stringValue.flatMap(JWSAlgorithm.parse),
+                  let sigText = sigs[i]["signature"]?.stringValue,
+                  let key = try JWK.key(keys[i], where: "v", origin: "t", allowSecrets: true, alg: alg) else { continue }
+            let input = Array((protected + "." + payload).utf8)
+            let sig = b64(sigText)
+            #expect(input.withUnsafeBytes { i in sig.withUnsafeBytes { s in key.verify(i, signature: s) } })
+            verified += 1
+        }
+        #expect(verified == 2)
+    }
+}
+
+@Suite struct ECDSARangeTests {
+    @Test func rAndSOutsideTheOrderAreRefused() {
+        let n = ECCurve.p256.order
+        #expect(n.count == 32 && ECCurve.p384.order.count == 48 && ECCurve.p521.order.count == 66)
+        func der(_ r: [UInt8], _ s: [UInt8]) -> [UInt8]? {
+            (r + s).withUnsafeBytes { ECDSASignature.der(fromRaw: $0, curve: .p256) }
+        }
+        let one = [UInt8](repeating: 0, count: 31) + [1]
+        var nMinus1 = n
+        nMinus1[31] -= 1
+        #expect(der(one, one) != nil)
+        #expect(der(nMinus1, nMinus1) != nil)
+        #expect(der([UInt8](repeating: 0, count: 32), one) == nil)
+        #expect(der(one, [UInt8](repeating: 0, count: 32)) == nil)
+        #expect(der(n, one) == nil)
+        #expect(der(one, [UInt8](repeating: 0xFF, count: 32)) == nil)
+        #expect([UInt8](repeating: 1, count: 63).withUnsafeBytes { ECDSASignature.der(fromRaw: $0, curve: .p256) } == nil)
+        // DER: high bit gets a leading zero; leading zeros are stripped.
+        let d = der(nMinus1, one) ?? []
+        #expect(d.prefix(4) == [0x30, 0x26, 0x02, 0x21])
+        #expect(d.suffix(3) == [0x02, 0x01, 0x01])
+    }
+}
+
+private final class RecordingHook: AuditHook, @unchecked Sendable {
+    let events = Mutex<[(String, String, String?)]>([])
+    var automaticEventsEnabled: Bool { true }
+    func emitAutomatic(_ event: AutomaticAuditEvent) {
+        events.withLock { $0.append((event.type, event.subtype, event.reason)) }
+    }
+}
+
+@Suite struct TokenServiceTests {
+    @Test func auditEventsForRejectionsAndReloads() throws {
+        let hook = RecordingHook()
+        let t = try tokenService(hsConfig, audit: hook)
+        let good = try sign(t, #"{"sub":"u","iss":"iss","aud":"aud","exp":2000000000}"#)
+        #expect(try t.verify(good, at: 1_900_000_000).isValid)
+        #expect(try t.verify(good, at: 2_100_000_000).reason == .expired)
+        #expect(try t.verify("garbage", at: 0).reason == .malformed)
+        try t.reload(jwks: Array(#"{"keys": []}"#.utf8))
+        let events = hook.events.withLock { $0 }
+        #expect(events.count == 3)
+        #expect(events[0] == ("authentication", "token_rejected", "expired"))
+        #expect(events[1] == ("authentication", "token_rejected", "malformed"))
+        #expect(events[2] == ("key_management", "keys_reloaded", nil))
+    }
+
+    @Test func claimsAndHotFields() throws {
+        let t = try tokenService(hsConfig)
+        let token = try sign(t, #"{"sub":"u1","iss":"iss","aud":["x","aud"],"exp":2000000000,"role":"admin","roles":["admin","viewer"],"scope":"a:read  b:write","scp":["c"],"tenant_id":"t9","jti":"j\"1"}"#)
+        let v = try t.verify(token, at: 1_900_000_000)
+        let c = try #require(v.claims)
+        #expect(v.isValid)
+        #expect(c.roles == ["admin", "viewer"] && c.scopes == ["a:read", "b:write", "c"])
+        #expect(c.sub == "u1" && c.tenant == "t9" && c.jti == "j\"1" && c.exp == 2_000_000_000)
+        let doc = try JSONReader.parse(c.result)
+        #expect(doc["jti"]?.stringValue == "j\"1")
+        #expect(doc["claims"]?["tenant_id"]?.stringValue == "t9")
+        #expect(doc["scope"]?.arrayValue?.count == 3)
+    }
+
+    @Test func wrongTypesAreInvalidClaims() throws {
+        let t = try tokenService(hsConfig)
+        for claims in [#"{"iss":"iss","aud":"aud","exp":"2000000000"}"#, #"{"iss":"iss","aud":"aud","exp":2000000000,"nbf":true}"#,
+                       #"{"iss":1,"aud":"aud","exp":2000000000}"#, #"{"iss":"iss","aud":{},"exp":2000000000}"#,
+                       #"{"iss":"iss","aud":"aud","exp":2000000000,"sub":null}"#, #"{"iss":"iss","aud":"aud","exp":2000000000,"jti":5}"#] {
+            #expect(try t.verify(try sign(t, claims), at: 1_900_000_000).reason == .invalidClaim, "\(claims)")
+        }
+        // A fractional exp is a number: floor.
+        #expect(try t.verify(try sign(t, #"{"iss":"iss","aud":"aud","exp":1900000000.9}"#), at: 1_899_999_960).isValid)
+    }
+
+    @Test func revocationInRedis() throws {
+        guard let port = TestRedis.port else { return }
+        let prefix = "tokcore\(Clock.nowMicros()):"
+        let pool = RedisPool(config: RedisConfig(endpoint: .tcp(host: "127.0.0.1", port: port), commandTimeoutMs: 1000, keyPrefix: prefix))
+        let t = try tokenService(hsConfig, redis: pool)
+        #expect(t.revocations.backendName == "redis")
+        let now = Clock.nowSeconds()
+        let token = try sign(t, #"{"iss":"iss","aud":"aud","exp":\#(now + 100),"jti":"r1"}"#)
+        #expect(try t.verify(token).isValid)
+        #expect(try t.revoke(jti: "r1", exp: now + 100))
+        #expect(try !t.revoke(jti: "r1", exp: now + 100))
+        #expect(try t.verify(token).reason == .revoked)
+        let ttl = try pool.command("TTL", prefix + "revoked:{r1}")
+        #expect((ttl.integer ?? 0) > 100 && (ttl.integer ?? 0) <= 130)
+        // A second service on the same Redis sees it.
+        let other = try tokenService(hsConfig, redis: pool)
+        #expect(try other.verify(token).reason == .revoked)
+    }
+
+    @Test func eightThreadsVerifyWhileKeysReload() throws {
+        let t = try tokenService(hsConfig)
+        let rotating = #"{"keys": [{"kty": "oct", "kid": "rot", "alg": "HS384", "k": "\#(Base64.encodeString(Array(repeating: UInt8(7), count: 48)))"}]}"#
+        let token = try sign(t, #"{"iss":"iss","aud":"aud","exp":2000000000}"#)
+        let failures = Atomic<Int>(0)
+        // Fixed amounts of work, no waiting on each other: concurrentPerform may run fewer
+        // workers than iterations at once (the Python suite runs 8 real threads as well).
+        DispatchQueue.concurrentPerform(iterations: 9) { i in
+            if i == 8 {
+                for k in 0..<300 { try? t.reload(jwks: Array((k % 2 == 0 ? rotating : #"{"keys": []}"#).utf8)) }
+            } else {
+                for _ in 0..<500 where (try? t.verify(token, at: 1_900_000_000).isValid) != true {
+                    failures.add(1, ordering: .relaxed)
+                }
+            }
+        }
+        #expect(failures.load(ordering: .relaxed) == 0)
+        #expect(t.keys.generation == 300)
+    }
+}
