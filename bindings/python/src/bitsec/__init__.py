@@ -54,6 +54,7 @@ from .totp import (
     totp_now,
     totp_provisioning_uri,
     totp_qr_png,
+)
 from .tokens import (
     AlgorithmMismatchError,
     CritUnsupportedError,
