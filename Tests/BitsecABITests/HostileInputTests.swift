@@ -182,12 +182,43 @@ private let table: [Entry] = [
     Entry("bitsec_totp_verify", inputs: [secret, "287082", "u1"], ints: [59]) { a in
         bitsec_totp_verify(a.rt, a.p(0), a.l(0), a.p(1), a.l(1), a.p(2), a.l(2), a.n[0], a.i32, a.i64, a.i64b)
     },
+    Entry("bitsec_totp_secret_seal", inputs: [secret, "u1"]) { a in
+        bitsec_totp_secret_seal(a.rt, a.p(0), a.l(0), a.p(1), a.l(1), a.out, a.cap, a.outLen)
+    },
+    Entry("bitsec_totp_verify_sealed", inputs: ["AQJrMQ", "287082", "u1"], ints: [59]) { a in
+        bitsec_totp_verify_sealed(a.rt, a.p(0), a.l(0), a.p(1), a.l(1), a.p(2), a.l(2), a.n[0], a.i32, a.i64, a.i64b)
+    },
+    Entry("bitsec_verify_token", inputs: [hsToken], ints: [0]) { a in
+        bitsec_verify_token(a.rt, a.p(0), a.l(0), a.n[0], a.i32, a.out, a.cap, a.outLen)
+    },
+    Entry("bitsec_token_sign", inputs: [#"{"sub": "u1", "exp": 4102444800}"#, "hs"]) { a in
+        bitsec_token_sign(a.rt, a.p(0), a.l(0), a.p(1), a.l(1), a.out, a.cap, a.outLen)
+    },
+    Entry("bitsec_token_issue_pair", inputs: [#"{"sub": "u1"}"#, "hs"], ints: [0]) { a in
+        bitsec_token_issue_pair(a.rt, a.p(0), a.l(0), a.p(1), a.l(1), a.n[0], a.out, a.cap, a.outLen)
+    },
+    Entry("bitsec_token_refresh", inputs: [hsToken, "hs"], ints: [0]) { a in
+        bitsec_token_refresh(a.rt, a.p(0), a.l(0), a.p(1), a.l(1), a.n[0], a.i32, a.out, a.cap, a.outLen)
+    },
+    Entry("bitsec_token_revoke", inputs: ["jti-1"], ints: [4102444800, 0]) { a in
+        bitsec_token_revoke(a.rt, a.p(0), a.l(0), a.n[0], a.n[1], a.i32)
+    },
+    Entry("bitsec_token_is_revoked", inputs: ["jti-1"], ints: [0]) { a in
+        bitsec_token_is_revoked(a.rt, a.p(0), a.l(0), a.n[0], a.i32)
+    },
+    Entry("bitsec_token_keys_reload", inputs: [#"{"keys": []}"#]) { a in
+        bitsec_token_keys_reload(a.rt, a.p(0), a.l(0))
+    },
 ]
+
+/// An HS256 token for the hostile runtime's key "hs" (signature need not verify: the
+/// verification path is exercised either way).
+private let hsToken = "eyJhbGciOiJIUzI1NiIsImtpZCI6ImhzIn0.eyJzdWIiOiJ1MSJ9.c2lnbmF0dXJl"
 
 /// Exported functions without a status code, exercised by `functionsWithoutStatus`.
 private let withoutStatus: Set<String> = [
     "bitsec_abi_version", "bitsec_field_bound", "bitsec_fernet_bound", "bitsec_field_reason_name", "bitsec_free",
-    "bitsec_last_error", "bitsec_permission_reason", "bitsec_runtime_close", "bitsec_strerror",
+    "bitsec_last_error", "bitsec_permission_reason", "bitsec_runtime_close", "bitsec_strerror", "bitsec_token_reason_name",
     "bitsec_version_number", "bitsec_version_string",
 ]
 
@@ -261,6 +292,7 @@ private func hostileConfig(_ dir: String) -> String {
      "fields": {"keys": [{"id": "k1", "secret": {"value": "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f", "encoding": "hex"}}],
                 "primary": "k1", "fernet": {"keys": [{"value": "cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4=", "encoding": "base64url"}]}},
      "rate_limits": {"categories": {"default": {"capacity": 5, "period_seconds": 10}}},
+     "tokens": {"keys": [{"kid": "hs", "alg": "HS256", "secret": {"value": "0123456789abcdef0123456789abcdef"}}], "issuer": "iss", "audience": "aud"},
      "totp": {"backup_codes": {"count": 2, "iterations": 1000}}}
     """#
 }
@@ -429,6 +461,7 @@ private func isStatus(_ rc: Int32) -> Bool { (0...14).contains(rc) }
             #expect(strlen(bitsec_strerror(code)) > 0)
             #expect(strlen(bitsec_permission_reason(code)) > 0)
             #expect(strlen(bitsec_field_reason_name(code)) > 0)
+            #expect(strlen(bitsec_token_reason_name(code)) > 0)
         }
         for n in hugeLengths {
             #expect(bitsec_field_bound(n, 0) == 0)

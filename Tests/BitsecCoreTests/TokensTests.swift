@@ -119,7 +119,7 @@ private func sign(_ t: TokenService, _ claims: String, kid: String? = nil) throw
     }
 }
 
-final class RecordingHook: AuditHook, @unchecked Sendable {
+private final class RecordingHook: AuditHook, @unchecked Sendable {
     let events = Mutex<[(String, String, String?)]>([])
     var automaticEventsEnabled: Bool { true }
     func emitAutomatic(_ event: AutomaticAuditEvent) {

@@ -115,18 +115,24 @@ public final class TokenService: Capability {
         let headerText = UnsafeBufferPointer(rebasing: b[0..<d1])
         let hh = HeaderCache.hash(headerText)
         let key: TokenKey
+        var typOK = true
         if let k = headers.lookup(headerText, hash: hh, generation: ks.generation) {
             key = k
         } else {
             switch selectKey(headerText, ks) {
-            case .success(let k): key = k
+            case .success(let sel):
+                key = sel.key
+                typOK = sel.typOK
             case .failure(let r): return (r.reason, nil)
             }
-            headers.insert(headerText, hash: hh, key: key, generation: ks.generation)
+            if typOK { headers.insert(headerText, hash: hh, key: key, generation: ks.generation) }
         }
         guard let sig = Base64.decodeURLStrict(UnsafeBufferPointer(rebasing: b[(d2 + 1)...])) else { return (.malformed, nil) }
         let ok = sig.withUnsafeBytes { s in key.verify(UnsafeRawBufferPointer(rebasing: token[0..<d2]), signature: s) }
         guard ok else { return (.badSignature, nil) }
+        // A typ mismatch is reported only for authentic tokens (no unauthenticated oracle,
+        // and wrong_type always means "signature and claims fine, wrong kind of token").
+        guard typOK else { return (.wrongType, nil) }
         guard let payload = Base64.decodeURLStrict(UnsafeBufferPointer(rebasing: b[(d1 + 1)..<d2])),
               let claims = VerifiedClaims(payload: payload) else { return (.malformed, nil) }
         return (.valid, claims)
@@ -135,7 +141,7 @@ public final class TokenService: Capability {
     struct Refusal: Error { let reason: TokenReason }
 
     /// Decodes and checks the protected header and selects its key.
-    private func selectKey(_ text: UnsafeBufferPointer<UInt8>, _ ks: KeySet) -> Result<TokenKey, Refusal> {
+    private func selectKey(_ text: UnsafeBufferPointer<UInt8>, _ ks: KeySet) -> Result<(key: TokenKey, typOK: Bool), Refusal> {
         guard let headerBytes = Base64.decodeURLStrict(text),
               let hv = try? JSONReader.parse(headerBytes, options: .init(maxBytes: Int.max, maxDepth: 8)),
               case .object(let header) = hv else { return .failure(Refusal(reason: .malformed)) }
@@ -153,15 +159,16 @@ public final class TokenService: Capability {
             guard case .string(let s) = k else { return .failure(Refusal(reason: .malformed)) }
             kid = s
         }
+        var typOK = true
         if let t = header["typ"] {
             guard case .string(let s) = t else { return .failure(Refusal(reason: .malformed)) }
-            if !policy.typMatches(s) { return .failure(Refusal(reason: .wrongType)) }
+            typOK = policy.typMatches(s)
         } else if policy.typ != nil {
-            return .failure(Refusal(reason: .wrongType))
+            typOK = false
         }
         // `jku`, `x5u`, `jwk` and `x5c` are never read: keys come from configuration only.
         switch ks.select(kid: kid, alg: alg) {
-        case .key(let k): return .success(k)
+        case .key(let k): return .success((k, typOK))
         case .unknownKid: return .failure(Refusal(reason: .unknownKid))
         case .algMismatch: return .failure(Refusal(reason: .algMismatch))
         }

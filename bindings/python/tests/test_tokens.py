@@ -365,6 +365,9 @@ def test_typ_and_required_claims(keys: Keys) -> None:
         assert r.verify_token(ok, at=NOW)
         with pytest.raises(WrongTokenTypeError):
             r.verify_token(pyjwt_sign(keys, "HS256", claims()), at=NOW)
+        # The typ header is judged only once the signature verified: no unauthenticated oracle.
+        with pytest.raises(InvalidSignatureError):
+            r.verify_token(hs256(claims(), {"alg": "HS256", "kid": "k-HS256", "typ": "JWT"}, b"w" * 32), at=NOW)
         with pytest.raises(MissingClaimError):
             r.verify_token(pyjwt_sign(keys, "HS256", claims(tenant_id=None), {"typ": "at+jwt"}), at=NOW)
 
@@ -397,6 +400,14 @@ def test_pair_and_refresh(keys: Keys) -> None:
         with pytest.raises(RevokedTokenError):
             r.verify_token(new["access_token"], at=NOW + 60)
         assert r.revoke_token(new["access_token"], at=NOW + 60) is False
+        # Logout: the refresh token itself can be revoked, then it no longer refreshes.
+        assert r.revoke_token(new["refresh_token"], at=NOW + 60) is True
+        with pytest.raises(RevokedTokenError):
+            r.refresh_token_pair(new["refresh_token"], at=NOW + 61)
+        # A forged "refresh" token is not revocable: its signature is checked first.
+        forged = new["refresh_token"][:-4] + ("AAAA" if not new["refresh_token"].endswith("AAAA") else "BBBB")
+        with pytest.raises((InvalidSignatureError, MalformedTokenError)):
+            r.revoke_token(forged, at=NOW + 60)
 
 
 def test_concurrent_refresh_exchanges_exactly_once(keys: Keys) -> None:

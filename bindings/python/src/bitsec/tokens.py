@@ -8,6 +8,7 @@ library on every call, so expiry, audience and revocation are always checked).
 """
 from __future__ import annotations
 
+import base64
 import ctypes
 import json
 import threading
@@ -301,11 +302,15 @@ class TokensMixin:
                 raise TypeError("give either token or jti")
             try:
                 claims = self.verify_token(token, at=at)
+                jti, exp = claims.jti, claims.expires_at
             except (ExpiredTokenError, RevokedTokenError):
                 return False
-            if claims.jti is None:
+            except WrongTokenTypeError:
+                # A refresh token (logout): the library reports wrong_type only after the
+                # signature and every other claim check passed, so its payload is trusted.
+                jti, exp = _refresh_claims(token)
+            if jti is None:
                 raise MissingClaimError("Token has no jti: it cannot be revoked")
-            jti, exp = claims.jti, claims.expires_at
         if not jti:
             raise TypeError("revoke_token needs a token or a jti")
         j = jti.encode("utf-8")
@@ -325,6 +330,14 @@ class TokensMixin:
         data = json.dumps(dict(jwks)).encode("utf-8") if isinstance(jwks, Mapping) else _text(jwks, "jwks")
         N.check(_keys_reload(self.handle, data, len(data)))
         self._token_memo().clear()
+
+
+def _refresh_claims(token: str | bytes) -> tuple[str | None, int | None]:
+    data = token.encode("ascii") if isinstance(token, str) else token
+    payload = data.split(b".")[1]
+    doc = json.loads(base64.urlsafe_b64decode(payload + b"=" * (-len(payload) % 4)))
+    jti, exp = doc.get("jti"), doc.get("exp")
+    return (jti if isinstance(jti, str) else None), (int(exp) if isinstance(exp, (int, float)) else None)
 
 
 def token_reason_name(code: int) -> str:
