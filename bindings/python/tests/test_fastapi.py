@@ -15,7 +15,11 @@ import httpx
 import pytest
 import uvicorn
 from fastapi import Body, Depends, FastAPI, Request, Security
-from fastapi.testclient import TestClient
+import warnings
+
+with warnings.catch_warnings():  # starlette's TestClient announces a move to httpx2
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
 
 import bitsec
 from bitsec.fastapi import (
@@ -23,8 +27,6 @@ from bitsec.fastapi import (
     SecurityHeadersMiddleware, adr007_category, bitsec_lifespan, get_runtime, mfa_enroll, request_id,
     require_permission, verify_mfa_code,
 )
-
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 ROOT = Path(__file__).resolve().parents[3]
 ERP_POLICY = ROOT / "examples" / "policies" / "erp.json"
@@ -516,6 +518,49 @@ def test_audit_unconfigured_does_nothing(tmp_path: Path) -> None:
             assert c.get("/me").status_code == 401
         assert c.get("/rid").headers["X-Request-ID"]
     assert not (tmp_path / "audit.log").exists()
+
+
+def test_audit_of_a_failing_endpoint(tmp_path: Path) -> None:
+    app = make_app(base_config(tmp_path))
+
+    @app.delete("/boom")
+    def boom() -> None:
+        raise RuntimeError("bug")
+
+    with TestClient(app, client=CLIENT, raise_server_exceptions=False) as c:
+        r = c.delete("/boom", headers={"X-Request-ID": "boom-1"})
+        assert r.status_code == 500
+        events = [e for e in audit_events(c, tmp_path) if e["type"] == "data_access"]
+    assert events[-1]["result"] == "failure" and events[-1]["action"] == "delete"
+    assert events[-1]["details"] == {"request_id": "boom-1", "method": "DELETE", "path": "/boom", "status": 500}
+
+
+def test_lifespan_with_open_runtime_and_inner_lifespan(tmp_path: Path) -> None:
+    import contextlib
+
+    entered = []
+
+    @contextlib.asynccontextmanager
+    async def inner(app: FastAPI) -> Any:
+        entered.append(app.state.bitsec)
+        yield
+        entered.append("exit")
+
+    rt = bitsec.Runtime(base_config(tmp_path, audit=False))
+    app = FastAPI(lifespan=bitsec_lifespan(rt, then=inner))
+
+    @app.get("/me")
+    def me(claims=Depends(BearerAuth())) -> dict:
+        return {"sub": claims.subject}
+
+    with TestClient(app) as c:
+        assert c.get("/me", headers=bearer(token(rt, "zoe"))).json() == {"sub": "zoe"}
+    assert entered == [rt, "exit"]
+    assert not rt.closed and not hasattr(app.state, "bitsec")  # given open: left open
+    rt.close()
+    with pytest.raises(bitsec.ConfigError):
+        with TestClient(FastAPI(lifespan=bitsec_lifespan({"tokens": {"nope": 1}}))):
+            pass
 
 
 # ---- security headers -----------------------------------------------------------------------
