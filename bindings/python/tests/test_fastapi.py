@@ -608,12 +608,16 @@ def test_mfa_enrol_verify_replay_throttle(client: TestClient) -> None:
     assert base64.b64decode(body["qr"].split(",", 1)[1]).startswith(b"\x89PNG")
     secret = urllib.parse.parse_qs(urllib.parse.urlparse(body["uri"]).query)["secret"][0]
     code = rt.totp_now(secret)
-    assert client.get("/mfa/sensitive", headers=h).json() == {"detail": "MFA code required"}
+    r = client.get("/mfa/sensitive", headers=h)
+    assert r.status_code == 401 and r.json() == {"detail": "MFA code required"}
+    assert r.headers["WWW-Authenticate"].startswith('Bearer realm="erp", error="insufficient_user_authentication"')
     r = client.post("/mfa/verify", headers=h, json={"code": code})
     assert r.status_code == 200
     r = client.post("/mfa/verify", headers=h, json={"code": code})
     assert r.status_code == 401 and r.json()["detail"] == "MFA code already used"
-    assert client.get("/mfa/sensitive", headers={**h, "X-MFA-Code": code}).status_code == 401
+    assert 'error="insufficient_user_authentication"' in r.headers["WWW-Authenticate"]
+    r = client.get("/mfa/sensitive", headers={**h, "X-MFA-Code": code})
+    assert r.status_code == 401 and "WWW-Authenticate" in r.headers
     wrong = "000000" if code != "000000" else "111111"
     statuses = [client.post("/mfa/verify", headers=h, json={"code": wrong}).status_code for _ in range(6)]
     assert statuses[0] == 401 and statuses[-1] == 429

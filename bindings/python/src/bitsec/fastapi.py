@@ -725,21 +725,30 @@ def verify_mfa_code(rt: Runtime, sealed: str, code: str, user: str) -> TOTPDecis
     bitsec). Returns the accepted decision; raises ``HTTPException``: 401 "Invalid MFA code"
     (wrong or malformed code, or a sealed secret that does not open for this user), 401
     "MFA code already used" (replay), 429 "Too many MFA attempts" with ``Retry-After``
-    (throttled), 503 when the state backend is unreachable."""
+    (throttled), 503 when the state backend is unreachable. The 401s carry
+    ``WWW-Authenticate: Bearer error="insufficient_user_authentication"`` (RFC 9470, the
+    step-up authentication challenge)."""
     try:
         d = rt.totp_verify_sealed(sealed, code, user)
     except BackendUnavailableError:
         raise _unavailable() from None
     except BitsecError:
-        raise HTTPException(status_code=401, detail="Invalid MFA code") from None
+        raise _mfa_failed("Invalid MFA code") from None
     if d:
         return d
     if d.reason == "throttled":
         raise HTTPException(status_code=429, detail="Too many MFA attempts",
                             headers={"Retry-After": str(max(1, d.retry_after))})
     if d.reason == "replayed":
-        raise HTTPException(status_code=401, detail="MFA code already used")
-    raise HTTPException(status_code=401, detail="Invalid MFA code")
+        raise _mfa_failed("MFA code already used")
+    raise _mfa_failed("Invalid MFA code")
+
+
+def _mfa_failed(detail: str, realm: str | None = None) -> HTTPException:
+    """A 401 for a missing or refused second factor: RFC 9470's step-up challenge (every 401
+    carries ``WWW-Authenticate``)."""
+    return HTTPException(status_code=401, detail=detail, headers={"WWW-Authenticate": _bearer_challenge(
+        realm, "insufficient_user_authentication", "A valid one-time code is required")})
 
 
 class MFACode:
@@ -763,6 +772,12 @@ class MFACode:
             raise HTTPException(status_code=403, detail="MFA not enrolled")
         code = request.headers.get(self.header)
         if not code:
-            raise HTTPException(status_code=401, detail="MFA code required")
-        verify_mfa_code(get_runtime(request, self.bearer.attr), sealed, code, claims.subject)
+            setattr(request.state, _AUTH_FAILURE, "mfa_required")
+            raise _mfa_failed("MFA code required", self.bearer.realm)
+        try:
+            verify_mfa_code(get_runtime(request, self.bearer.attr), sealed, code, claims.subject)
+        except HTTPException as e:
+            if e.status_code == 401:
+                setattr(request.state, _AUTH_FAILURE, "mfa_failed")
+            raise
         return claims
