@@ -21,6 +21,12 @@ with bitsec.Runtime(sys.argv[1]) as rt:
 print(f"random bytes from OpenSSL: {bitsec.random_bytes(16).hex()}")
 PY
 echo
+echo "== every operation, in process (examples/demo.py, examples/config/demo.json)"
+rm -rf build/demo && mkdir -p build/demo
+head -c 32 /dev/urandom | base64 > build/demo/field-key
+BITSEC_DEMO_JWT_SECRET=$(head -c 32 /dev/urandom | base64) BITSEC_LIBRARY=$ROOT/build/lib/libbitsec.so.1 \
+    "$ROOT/.venv/bin/python" examples/demo.py examples/config/demo.json
+echo
 echo "-- through C (examples/c/example.c, linked against build/lib/libbitsec.so)"
 mkdir -p build
 cc -std=c11 -Wall -Wextra -Werror -I include examples/c/example.c -L build/lib -lbitsec -Wl,-rpath,"$ROOT/build/lib" -o build/example

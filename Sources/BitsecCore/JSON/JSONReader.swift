@@ -35,6 +35,32 @@ public struct JSONReader {
     public static func parse(_ text: String, options: Options = .init()) throws(BitsecError) -> JSONValue {
         try parse(Array(text.utf8), options: options)
     }
+
+    /// Validates a document that must be a JSON object exactly as `parse` does (same size and
+    /// depth limits, duplicate names refused at every level, UTF-8, escapes, numbers, nothing
+    /// after the value) without building it: only the top-level members for which `select`
+    /// returns true are materialised and handed to `member`, in document order; the rest is
+    /// checked and skipped. Returns the top-level member names in document order. A document
+    /// that is valid JSON but not an object is refused (`malformed`). Used on hot paths that
+    /// need a few fields of a document (a token's registered claims).
+    public static func scanObject(_ bytes: UnsafeBufferPointer<UInt8>, options: Options = .init(),
+                                  select: (String) -> Bool,
+                                  member: (String, JSONValue) -> Void) throws(BitsecError) -> [String] {
+        guard bytes.count <= options.maxBytes else {
+            throw .tooLarge("JSON document of \(bytes.count) bytes exceeds the limit of \(options.maxBytes)")
+        }
+        var p = Parser(bytes: bytes, maxDepth: options.maxDepth)
+        p.skipWhitespace()
+        guard p.peek() == UInt8(ascii: "{") else {
+            // Same message as `parse` for what `parse` would refuse; otherwise "not an object".
+            _ = try p.parseValue(depth: 0)
+            throw p.fail("expected an object")
+        }
+        let names = try p.scanObject(depth: 1, select: select, member: member)
+        p.skipWhitespace()
+        guard p.i == p.bytes.count else { throw p.fail("unexpected data after the JSON value") }
+        return names
+    }
 }
 
 private struct Parser {
@@ -81,6 +107,18 @@ private struct Parser {
         }
     }
 
+    /// Refuses `key` when `names` already holds it: a linear scan for small objects, a set
+    /// (built once, at the 16th member) beyond that.
+    @inline(__always)
+    func checkDuplicate(_ key: String, at keyAt: Int, _ names: [String], _ seen: inout Set<String>?) throws(BitsecError) {
+        if names.count < 16 {
+            for k in names where k == key { throw .malformed("invalid JSON at byte \(keyAt): duplicate member name") }
+        } else {
+            if seen == nil { seen = Set(names) }
+            if seen?.insert(key).inserted == false { throw .malformed("invalid JSON at byte \(keyAt): duplicate member name") }
+        }
+    }
+
     mutating func parseObject(depth: Int) throws(BitsecError) -> JSONValue {
         guard depth <= maxDepth else { throw .malformed("JSON nesting exceeds the depth limit of \(maxDepth)") }
         i += 1
@@ -88,6 +126,7 @@ private struct Parser {
         var seen: Set<String>? = nil
         skipWhitespace()
         if peek() == UInt8(ascii: "}") { i += 1; return .object(JSONObject(members)) }
+        members.reserveCapacity(8)
         while true {
             skipWhitespace()
             guard peek() == UInt8(ascii: "\"") else { throw fail("expected a member name") }
@@ -117,12 +156,144 @@ private struct Parser {
         }
     }
 
+    /// `parseObject` without building the object: same checks in the same order; the members
+    /// `select` accepts (top level only) are parsed and passed to `member`, the rest skipped.
+    /// Returns the member names.
+    mutating func scanObject(depth: Int, select: (String) -> Bool, member: (String, JSONValue) -> Void) throws(BitsecError) -> [String] {
+        guard depth <= maxDepth else { throw .malformed("JSON nesting exceeds the depth limit of \(maxDepth)") }
+        i += 1
+        var names: [String] = []
+        var seen: Set<String>? = nil
+        skipWhitespace()
+        if peek() == UInt8(ascii: "}") { i += 1; return names }
+        names.reserveCapacity(16)
+        while true {
+            skipWhitespace()
+            guard peek() == UInt8(ascii: "\"") else { throw fail("expected a member name") }
+            let keyAt = i
+            let key = try parseString()
+            try checkDuplicate(key, at: keyAt, names, &seen)
+            skipWhitespace()
+            guard peek() == UInt8(ascii: ":") else { throw fail("expected ':'") }
+            i += 1
+            skipWhitespace()
+            if select(key) {
+                member(key, try parseValue(depth: depth))
+            } else {
+                try skipValue(depth: depth)
+            }
+            names.append(key)
+            if names.count > 16, seen != nil { seen?.insert(key) }
+            skipWhitespace()
+            guard let c = peek() else { throw fail("unexpected end of input in an object") }
+            i += 1
+            if c == UInt8(ascii: ",") { continue }
+            if c == UInt8(ascii: "}") { return names }
+            i -= 1
+            throw fail("expected ',' or '}'")
+        }
+    }
+
+    /// `parseValue` without building the value (same checks, same order, same messages).
+    mutating func skipValue(depth: Int) throws(BitsecError) {
+        guard let c = peek() else { throw fail("unexpected end of input") }
+        switch c {
+        case UInt8(ascii: "{"): try skipObject(depth: depth + 1)
+        case UInt8(ascii: "["): try skipArray(depth: depth + 1)
+        case UInt8(ascii: "\""): try skipString()
+        case UInt8(ascii: "t"): _ = try expectLiteral("true", .null)
+        case UInt8(ascii: "f"): _ = try expectLiteral("false", .null)
+        case UInt8(ascii: "n"): _ = try expectLiteral("null", .null)
+        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): _ = try parseNumber()
+        default: throw fail("unexpected character")
+        }
+    }
+
+    mutating func skipObject(depth: Int) throws(BitsecError) {
+        guard depth <= maxDepth else { throw .malformed("JSON nesting exceeds the depth limit of \(maxDepth)") }
+        i += 1
+        // The names are still needed: duplicates are refused at every level.
+        var names: [String] = []
+        var seen: Set<String>? = nil
+        skipWhitespace()
+        if peek() == UInt8(ascii: "}") { i += 1; return }
+        while true {
+            skipWhitespace()
+            guard peek() == UInt8(ascii: "\"") else { throw fail("expected a member name") }
+            let keyAt = i
+            let key = try parseString()
+            try checkDuplicate(key, at: keyAt, names, &seen)
+            skipWhitespace()
+            guard peek() == UInt8(ascii: ":") else { throw fail("expected ':'") }
+            i += 1
+            skipWhitespace()
+            try skipValue(depth: depth)
+            names.append(key)
+            if names.count > 16, seen != nil { seen?.insert(key) }
+            skipWhitespace()
+            guard let c = peek() else { throw fail("unexpected end of input in an object") }
+            i += 1
+            if c == UInt8(ascii: ",") { continue }
+            if c == UInt8(ascii: "}") { return }
+            i -= 1
+            throw fail("expected ',' or '}'")
+        }
+    }
+
+    mutating func skipArray(depth: Int) throws(BitsecError) {
+        guard depth <= maxDepth else { throw .malformed("JSON nesting exceeds the depth limit of \(maxDepth)") }
+        i += 1
+        skipWhitespace()
+        if peek() == UInt8(ascii: "]") { i += 1; return }
+        while true {
+            skipWhitespace()
+            try skipValue(depth: depth)
+            skipWhitespace()
+            guard let c = peek() else { throw fail("unexpected end of input in an array") }
+            i += 1
+            if c == UInt8(ascii: ",") { continue }
+            if c == UInt8(ascii: "]") { return }
+            i -= 1
+            throw fail("expected ',' or ']'")
+        }
+    }
+
+    /// `parseString` without building the string: escape-free strings are only checked
+    /// (control characters, UTF-8 when a byte is not ASCII); a string with an escape goes
+    /// through `parseString` itself.
+    mutating func skipString() throws(BitsecError) {
+        let quote = i
+        i += 1
+        let start = i
+        var high: UInt8 = 0
+        while i < bytes.count {
+            let c = bytes[i]
+            if c == UInt8(ascii: "\"") {
+                if high >= 0x80 {
+                    guard UTF8Validation.isValid(UnsafeBufferPointer(rebasing: bytes[start..<i])) else {
+                        throw .malformed("invalid JSON at byte \(start): string is not valid UTF-8")
+                    }
+                }
+                i += 1
+                return
+            }
+            if c == UInt8(ascii: "\\") { i = quote; _ = try parseString(); return }
+            if c < 0x20 { throw fail("control character in a string") }
+            high |= c
+            i += 1
+        }
+        // Unterminated: let parseString report it exactly as `parse` does.
+        i = quote
+        _ = try parseString()
+    }
+
     mutating func parseArray(depth: Int) throws(BitsecError) -> JSONValue {
         guard depth <= maxDepth else { throw .malformed("JSON nesting exceeds the depth limit of \(maxDepth)") }
         i += 1
         var items: [JSONValue] = []
         skipWhitespace()
         if peek() == UInt8(ascii: "]") { i += 1; return .array(items) }
+        items.reserveCapacity(4)
         while true {
             skipWhitespace()
             items.append(try parseValue(depth: depth))
@@ -204,17 +375,21 @@ private struct Parser {
     mutating func parseString() throws(BitsecError) -> String {
         i += 1
         let start = i
-        // Fast path: no escapes.
+        // Fast path: no escapes. An all-ASCII string (the common case) needs no UTF-8 check.
+        var high: UInt8 = 0
         while i < bytes.count {
             let c = bytes[i]
             if c == UInt8(ascii: "\"") {
                 let slice = UnsafeBufferPointer(rebasing: bytes[start..<i])
-                guard UTF8Validation.isValid(slice) else { throw .malformed("invalid JSON at byte \(start): string is not valid UTF-8") }
+                if high >= 0x80 {
+                    guard UTF8Validation.isValid(slice) else { throw .malformed("invalid JSON at byte \(start): string is not valid UTF-8") }
+                }
                 i += 1
                 return String(decoding: slice, as: UTF8.self)
             }
             if c == UInt8(ascii: "\\") { break }
             if c < 0x20 { throw fail("control character in a string") }
+            high |= c
             i += 1
         }
         // Slow path with escapes.

@@ -70,24 +70,43 @@ public enum Base64 {
             if pads > 0 && s.count % 4 != 0 { return nil }
         }
         if n % 4 == 1 { return nil }
-        var out = [UInt8]()
-        out.reserveCapacity(n * 3 / 4)
-        var acc: UInt32 = 0
-        var bits = 0
-        for k in 0..<n {
-            let v = table[Int(s[k])]
-            if v == 0xFF { return nil }
-            acc = acc << 6 | UInt32(v)
-            bits += 6
-            if bits >= 8 {
-                bits -= 8
-                out.append(UInt8(truncatingIfNeeded: acc >> UInt32(bits)))
+        // Four characters (24 bits) at a time into an uninitialised array; an invalid
+        // character has table value 0xFF, so any bit above 0x3F in the OR means "refuse".
+        let rem = n % 4
+        let outLen = n / 4 * 3 + (rem == 0 ? 0 : rem - 1)
+        var bad: UInt32 = 0
+        let out = table.withUnsafeBufferPointer { t in
+            [UInt8](unsafeUninitializedCapacity: outLen) { o, count in
+                var k = 0, w = 0
+                while k + 4 <= n {
+                    let a = UInt32(t[Int(s[k])]), b = UInt32(t[Int(s[k + 1])])
+                    let c = UInt32(t[Int(s[k + 2])]), d = UInt32(t[Int(s[k + 3])])
+                    bad |= a | b | c | d
+                    let v = a << 18 | b << 12 | c << 6 | d
+                    o[w] = UInt8(truncatingIfNeeded: v >> 16)
+                    o[w + 1] = UInt8(truncatingIfNeeded: v >> 8)
+                    o[w + 2] = UInt8(truncatingIfNeeded: v)
+                    k += 4; w += 3
+                }
+                if rem == 2 {
+                    let a = UInt32(t[Int(s[k])]), b = UInt32(t[Int(s[k + 1])])
+                    bad |= a | b
+                    // Non-canonical encodings (leftover bits set) are refused.
+                    if b & 0x0F != 0 { bad |= 0x100 }
+                    o[w] = UInt8(truncatingIfNeeded: a << 2 | b >> 4)
+                    w += 1
+                } else if rem == 3 {
+                    let a = UInt32(t[Int(s[k])]), b = UInt32(t[Int(s[k + 1])]), c = UInt32(t[Int(s[k + 2])])
+                    bad |= a | b | c
+                    if c & 0x03 != 0 { bad |= 0x100 }
+                    o[w] = UInt8(truncatingIfNeeded: a << 2 | b >> 4)
+                    o[w + 1] = UInt8(truncatingIfNeeded: b << 4 | c >> 2)
+                    w += 2
+                }
+                count = w
             }
-            acc &= 0xFFFF
         }
-        // Non-canonical encodings (leftover bits set) are refused.
-        if bits > 0 && (acc & ((1 << UInt32(bits)) - 1)) != 0 { return nil }
-        return out
+        return bad & ~0x3F == 0 ? out : nil
     }
 }
 

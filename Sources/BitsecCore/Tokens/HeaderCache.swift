@@ -1,3 +1,4 @@
+internal import Glibc
 internal import Synchronization
 
 /// The key chosen for a JWS protected header, remembered per exact header text.
@@ -31,7 +32,8 @@ final class HeaderCache: Sendable {
 
     func lookup(_ header: UnsafeBufferPointer<UInt8>, hash: Int, generation: UInt64) -> TokenKey? {
         guard let e = map.withLock({ $0[hash] }), e.generation == generation, e.header.count == header.count else { return nil }
-        return e.header.elementsEqual(header) ? e.key : nil
+        let same = e.header.withUnsafeBufferPointer { memcmp($0.baseAddress!, header.baseAddress!, header.count) == 0 }
+        return same ? e.key : nil
     }
 
     func insert(_ header: UnsafeBufferPointer<UInt8>, hash: Int, key: TokenKey, generation: UInt64) {

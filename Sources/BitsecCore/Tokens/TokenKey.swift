@@ -17,6 +17,18 @@ public final class TokenKey: Sendable {
     public let material: Material
     /// Where the key came from: `config` (the `keys` list) or `jwks`.
     public let origin: String
+    /// RSA/PSS/ECDSA: a verification context initialised once (key, digest, PSS padding and
+    /// salt length); each verification copies it (`EVP_MD_CTX_copy_ex`) instead of repeating
+    /// `EVP_DigestVerifyInit` and its provider fetches. Never used directly, only copied.
+    /// Nil for HMAC and Ed25519 (one-shot only), or when it could not be built: then each
+    /// verification initialises its own context, as before.
+    private let verifyTemplate: VerifyTemplate?
+
+    final class VerifyTemplate: @unchecked Sendable {
+        let raw: OpaquePointer
+        init(raw: OpaquePointer) { self.raw = raw }
+        deinit { EVP_MD_CTX_free(raw) }
+    }
 
     public var canSign: Bool {
         switch material {
@@ -60,6 +72,24 @@ public final class TokenKey: Sendable {
         self.alg = alg
         self.material = material
         self.origin = origin
+        if case .asymmetric(let k) = material, alg.keyKind != .ed25519 {
+            verifyTemplate = Self.makeVerifyTemplate(k, alg)
+        } else {
+            verifyTemplate = nil
+        }
+    }
+
+    private static func makeVerifyTemplate(_ k: PKey, _ alg: JWSAlgorithm) -> VerifyTemplate? {
+        guard let ctx = EVP_MD_CTX_new() else { ERR_clear_error(); return nil }
+        ERR_clear_error()
+        var pctx: OpaquePointer? = nil
+        var ok = EVP_DigestVerifyInit(ctx, &pctx, Fetched.md(alg), nil, k.raw) == 1
+        if ok && alg.isPSS {
+            ok = EVP_PKEY_CTX_set_rsa_padding(pctx, bitsec_rsa_pkcs1_pss_padding()) == 1
+                && EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, bitsec_rsa_pss_saltlen_digest()) == 1
+        }
+        guard ok else { EVP_MD_CTX_free(ctx); ERR_clear_error(); return nil }
+        return VerifyTemplate(raw: ctx)
     }
 
     /// An HMAC key from a secret.
@@ -109,6 +139,13 @@ public final class TokenKey: Sendable {
         guard sig.count > 0, let ctx = EVP_MD_CTX_new() else { return false }
         defer { EVP_MD_CTX_free(ctx) }
         ERR_clear_error()
+        if let t = verifyTemplate {
+            guard EVP_MD_CTX_copy_ex(ctx, t.raw) == 1 else { ERR_clear_error(); return false }
+            let rc = EVP_DigestVerify(ctx, sig.baseAddress?.assumingMemoryBound(to: UInt8.self), sig.count,
+                                      input.baseAddress?.assumingMemoryBound(to: UInt8.self), input.count)
+            if rc != 1 { ERR_clear_error() }
+            return rc == 1
+        }
         var pctx: OpaquePointer? = nil
         guard EVP_DigestVerifyInit(ctx, &pctx, Fetched.md(alg), nil, k.raw) == 1 else { ERR_clear_error(); return false }
         if alg.isPSS {

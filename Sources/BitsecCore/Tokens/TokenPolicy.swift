@@ -28,7 +28,16 @@ public struct TokenPolicy: Sendable {
 public final class VerifiedClaims: Sendable {
     /// The payload exactly as signed (valid strict JSON).
     public let payload: [UInt8]
-    public let claims: JSONObject
+    /// The top-level member names of the payload, in order.
+    public let claimNames: [String]
+    private let maxDepth: Int
+    /// The whole claims object, parsed from `payload` on each access (the verify path only
+    /// needs the fields below, which are extracted without building the tree).
+    public var claims: JSONObject {
+        guard let v = try? JSONReader.parse(payload, options: .init(maxBytes: Int.max, maxDepth: maxDepth)),
+              case .object(let o) = v else { return JSONObject() }
+        return o
+    }
     public let exp: Int64?
     public let nbf: Int64?
     public let iat: Int64?
@@ -50,36 +59,40 @@ public final class VerifiedClaims: Sendable {
 
     /// Parses the payload JSON; nil when it is not a JSON object.
     public init?(payload: [UInt8], maxDepth: Int = Limits.maxJSONDepth) {
-        guard let v = try? JSONReader.parse(payload, options: .init(maxBytes: Int.max, maxDepth: maxDepth)),
-              case .object(let o) = v else { return nil }
         self.payload = payload
-        self.claims = o
+        self.maxDepth = maxDepth
         var bad: String? = nil
         var exp: Int64? = nil, nbf: Int64? = nil, iat: Int64? = nil
         var iss: String? = nil, sub: String? = nil, jti: String? = nil, tenant: String? = nil, type: String? = nil
         var aud: [String]? = nil
         var roles: [String] = [], extraRoles: [String] = []
         var scopes: [String] = [], extraScopes: [String] = []
-        // One pass over the members, dispatching on the name's bytes (no repeated lookups).
-        for m in o.members {
-            let v = m.value
-            switch ClaimName.of(m.key) {
-            case .exp: exp = Self.time(v, m.key, &bad)
-            case .nbf: nbf = Self.time(v, m.key, &bad)
-            case .iat: iat = Self.time(v, m.key, &bad)
-            case .iss: iss = Self.string(v, m.key, &bad)
-            case .sub: sub = Self.string(v, m.key, &bad)
-            case .jti: jti = Self.string(v, m.key, &bad)
-            case .tenant: tenant = Self.string(v, m.key, &bad)
-            case .type: type = Self.string(v, m.key, &bad)
-            case .aud: aud = Self.strings(v, m.key, split: false, &bad)
-            case .role: roles = Self.strings(v, m.key, split: false, &bad) ?? []
-            case .roles: extraRoles = Self.strings(v, m.key, split: false, &bad) ?? []
-            case .scope: scopes = Self.strings(v, m.key, split: true, &bad) ?? []
-            case .scp: extraScopes = Self.strings(v, m.key, split: true, &bad) ?? []
-            case .other: break
+        // One strict pass over the payload (exactly the reader's rules: duplicates, UTF-8,
+        // depth, numbers), materialising only the registered claims, dispatched on the
+        // name's bytes; every other member is validated and skipped, no tree is built.
+        let names: [String]? = payload.withUnsafeBufferPointer { b in
+            try? JSONReader.scanObject(b, options: .init(maxBytes: Int.max, maxDepth: maxDepth),
+                                       select: { ClaimName.of($0) != .other }) { key, v in
+                switch ClaimName.of(key) {
+                case .exp: exp = Self.time(v, key, &bad)
+                case .nbf: nbf = Self.time(v, key, &bad)
+                case .iat: iat = Self.time(v, key, &bad)
+                case .iss: iss = Self.string(v, key, &bad)
+                case .sub: sub = Self.string(v, key, &bad)
+                case .jti: jti = Self.string(v, key, &bad)
+                case .tenant: tenant = Self.string(v, key, &bad)
+                case .type: type = Self.string(v, key, &bad)
+                case .aud: aud = Self.strings(v, key, split: false, &bad)
+                case .role: roles = Self.strings(v, key, split: false, &bad) ?? []
+                case .roles: extraRoles = Self.strings(v, key, split: false, &bad) ?? []
+                case .scope: scopes = Self.strings(v, key, split: true, &bad) ?? []
+                case .scp: extraScopes = Self.strings(v, key, split: true, &bad) ?? []
+                case .other: break
+                }
             }
         }
+        guard let names else { return nil }
+        self.claimNames = names
         for r in extraRoles where !roles.contains(r) { roles.append(r) }
         for s in extraScopes where !scopes.contains(s) { scopes.append(s) }
         self.exp = exp; self.nbf = nbf; self.iat = iat
@@ -119,7 +132,16 @@ public final class VerifiedClaims: Sendable {
         switch v {
         case .string(let s):
             guard split else { return [s] }
-            return s.utf8.split(separator: 0x20).map { String(decoding: $0, as: UTF8.self) }
+            var t = s
+            return t.withUTF8 { u -> [String] in
+                var out: [String] = []
+                var start = 0
+                for k in 0...u.count where k == u.count || u[k] == 0x20 {
+                    if k > start { out.append(String(decoding: UnsafeBufferPointer(rebasing: u[start..<k]), as: UTF8.self)) }
+                    start = k + 1
+                }
+                return out
+            }
         case .array(let a):
             var out: [String] = []
             out.reserveCapacity(a.count)
@@ -139,12 +161,17 @@ public final class VerifiedClaims: Sendable {
 enum ClaimName {
     case exp, nbf, iat, iss, sub, jti, aud, tenant, type, role, roles, scope, scp, other
 
+    @inline(__always)
     static func of(_ key: String) -> ClaimName {
         var k = key
         return k.withUTF8 { b -> ClaimName in
-            switch b.count {
+            // The name's bytes packed big-endian into an integer: one compare per candidate.
+            let n = b.count
+            guard n >= 3, n <= 9 else { return .other }
+            var v: UInt64 = 0
+            for i in 0..<min(n, 8) { v = v << 8 | UInt64(b[i]) }
+            switch n {
             case 3:
-                let v = UInt32(b[0]) << 16 | UInt32(b[1]) << 8 | UInt32(b[2])
                 switch v {
                 case 0x657870: return .exp  // exp
                 case 0x6E6266: return .nbf  // nbf
@@ -157,15 +184,16 @@ enum ClaimName {
                 default: return .other
                 }
             case 4:
-                if b.elementsEqual("role".utf8) { return .role }
-                if b.elementsEqual("type".utf8) { return .type }
+                if v == 0x726F_6C65 { return .role }  // role
+                if v == 0x7479_7065 { return .type }  // type
                 return .other
             case 5:
-                if b.elementsEqual("roles".utf8) { return .roles }
-                if b.elementsEqual("scope".utf8) { return .scope }
+                if v == 0x72_6F6C_6573 { return .roles }  // roles
+                if v == 0x73_636F_7065 { return .scope }  // scope
                 return .other
             case 9:
-                return b.elementsEqual("tenant_id".utf8) ? .tenant : .other
+                // "tenant_i" + "d"
+                return v == 0x7465_6E61_6E74_5F69 && b[8] == UInt8(ascii: "d") ? .tenant : .other
             default:
                 return .other
             }
@@ -188,13 +216,18 @@ struct FastJSON {
     }
 
     mutating func string(_ s: String) {
-        var clean = true
-        for c in s.utf8 where c < 0x20 || c == 0x22 || c == 0x5C || c == 0x7F { clean = false; break }
-        if clean {
-            bytes.append(0x22)
-            bytes.append(contentsOf: s.utf8)
-            bytes.append(0x22)
-        } else {
+        var t = s
+        let clean = t.withUTF8 { u -> Bool in
+            var ok = true
+            for c in u where c < 0x20 || c == 0x22 || c == 0x5C || c == 0x7F { ok = false; break }
+            if ok {
+                bytes.append(0x22)
+                bytes.append(contentsOf: u)
+                bytes.append(0x22)
+            }
+            return ok
+        }
+        if !clean {
             var w = JSONWriter(reserving: s.utf8.count + 8)
             w.writeString(s)
             bytes.append(contentsOf: w.bytes)

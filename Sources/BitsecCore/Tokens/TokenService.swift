@@ -1,3 +1,4 @@
+internal import Glibc
 internal import Synchronization
 
 /// The `tokens` capability: JWS/JWT verification (with a verified-token cache and `jti`
@@ -107,10 +108,15 @@ public final class TokenService: Capability {
     /// signature verified). Returns the claims only when the signature is good.
     private func verifySignature(_ token: UnsafeRawBufferPointer, _ ks: KeySet) -> (TokenReason, VerifiedClaims?) {
         let b = token.bindMemory(to: UInt8.self)
-        var d1 = -1, d2 = -1
-        for i in 0..<b.count where b[i] == UInt8(ascii: ".") {
-            if d1 < 0 { d1 = i } else if d2 < 0 { d2 = i } else { return (.malformed, nil) }
+        // Exactly two dots (memchr: the token is scanned at memory speed, not byte by byte).
+        guard let base = b.baseAddress else { return (.malformed, nil) }
+        func dot(from: Int) -> Int {
+            guard from < b.count, let p = memchr(base + from, 0x2E, b.count - from) else { return -1 }
+            return base.distance(to: p.assumingMemoryBound(to: UInt8.self))
         }
+        let d1 = dot(from: 0)
+        let d2 = d1 < 0 ? -1 : dot(from: d1 + 1)
+        guard d2 < 0 || dot(from: d2 + 1) < 0 else { return (.malformed, nil) }
         guard d1 > 0, d2 > d1 + 1, d2 < b.count - 1 else { return (.malformed, nil) }
         let headerText = UnsafeBufferPointer(rebasing: b[0..<d1])
         let hh = HeaderCache.hash(headerText)
@@ -178,7 +184,7 @@ public final class TokenService: Capability {
     public func check(_ c: VerifiedClaims, now: Int64, expect: Expect = .access) -> TokenReason {
         if c.invalidClaim != nil { return .invalidClaim }
         if policy.requireExp && c.exp == nil { return .missingClaim }
-        for r in policy.requiredClaims where c.claims[r] == nil { return .missingClaim }
+        for r in policy.requiredClaims where !c.claimNames.contains(r) { return .missingClaim }
         let leeway = policy.leeway
         if let exp = c.exp, now >= (exp > Int64.max - leeway ? Int64.max : exp + leeway) { return .expired }
         if let nbf = c.nbf, nbf > now &+ leeway { return .notYetValid }

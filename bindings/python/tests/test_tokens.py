@@ -626,3 +626,59 @@ def test_jwks_refresher(keys: Keys) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+# ---- the verify fast path (tokperf) ----------------------------------------------------------
+
+def test_verify_fast_path_passes_exactly_the_declared_types() -> None:
+    # verify_token calls bitsec_verify_token without ctypes' conversion; what it passes must be
+    # of exactly the declared argtypes (bytes standing for c_char_p).
+    import ctypes
+
+    from bitsec import _native
+    from bitsec.tokens import FAST_ARGTYPES
+    for name, fast in FAST_ARGTYPES.items():
+        restype, declared = _native.PROTOTYPES[name]
+        assert len(fast) == len(declared)
+        for f, d in zip(fast, declared):
+            if f == "byref":
+                assert d._type_ in (ctypes.c_size_t, ctypes.c_int32)
+            elif f == "buffer":
+                assert d is ctypes.c_char_p
+            elif d is ctypes.c_void_p:
+                assert f is ctypes.c_void_p
+            else:
+                assert f is d, (name, f, d)
+
+
+def test_memoised_claims_still_get_a_decision_every_call(keys: Keys) -> None:
+    with bitsec.Runtime(config(keys)) as r:
+        token = pyjwt_sign(keys, "HS256", claims(jti="memo-1", scp=["x"], roles=["a", "b"]))
+        c1 = r.verify_token(token, at=NOW)
+        # str and bytes forms, explicit instants (int and float), the same claims object.
+        assert r.verify_token(token.encode(), at=float(NOW) + 0.5)["jti"] == "memo-1"
+        assert r.verify_token(token, at=NOW) is c1
+        assert c1.subject == "user-1" and c1.tenant_id == "t-1" and c1.expires_at == NOW + 1800
+        assert c1.scopes == ("inspections:read", "inspections:write", "x") and c1.roles == ("manager", "a", "b")
+        assert dict(c1) == claims(jti="memo-1", scp=["x"], roles=["a", "b"])
+        with pytest.raises(ExpiredTokenError):
+            r.verify_token(token, at=NOW + 1800 + 30)
+        assert r.revoke_token(token, at=NOW)
+        with pytest.raises(TokenError) as ei:
+            r.verify_token(token, at=NOW)
+        assert ei.value.reason == "revoked"
+        with pytest.raises(TypeError):
+            r.verify_token(12345)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            r.verify_token(bytearray(token.encode()))  # type: ignore[arg-type]
+    with pytest.raises(bitsec.ClosedError):
+        r.verify_token(token, at=NOW)
+
+
+def test_lazy_claims_with_awkward_strings(keys: Keys) -> None:
+    with bitsec.Runtime(config(keys)) as r:
+        tricky = {"sub": 'a,"claims":{"x":1}', "tenant_id": "t\\", "jti": "é\u2028", "note": ',"claims":'}
+        token = pyjwt_sign(keys, "HS256", claims(**tricky))
+        c = r.verify_token(token, at=NOW)
+        assert c.subject == tricky["sub"] and c.tenant_id == "t\\" and c.jti == "é\u2028"
+        assert c["note"] == ',"claims":' and c.to_dict() == claims(**tricky)

@@ -34,6 +34,18 @@ _refresh = N.declare("bitsec_token_refresh", N.status,
 _revoke = N.declare("bitsec_token_revoke", N.status, [_handle, c_char_p, c_size_t, c_int64, c_int64, POINTER(c_int32)])
 _is_revoked = N.declare("bitsec_token_is_revoked", N.status, [_handle, c_char_p, c_size_t, c_int64, POINTER(c_int32)])
 _keys_reload = N.declare("bitsec_token_keys_reload", N.status, [_handle, c_char_p, c_size_t])
+# The verify hot path skips ctypes' per-argument conversion (N.unconverted): it passes only
+# objects of exactly the declared C types (a cached c_void_p handle, bytes, per-thread
+# c_size_t/c_int64 objects, byref of c_int32/c_size_t, the buffer's address as a pointer).
+_verify_fast = N.unconverted(_verify)
+#: What the fast path passes for each parameter (checked by tests/test_tokens.py): bytes for
+#: c_char_p inputs, ready instances of the declared simple types, "buffer" (a c_void_p holding
+#: the address of the per-thread output buffer, or None for "the decision only"), "byref".
+FAST_ARGTYPES = {
+    "bitsec_verify_token": [ctypes.c_void_p, c_char_p, c_size_t, c_int64, "byref", "buffer", c_size_t, "byref"],
+}
+_AT_NOW = c_int64(0)
+_ZERO = c_size_t(0)
 
 _BUFFER_TOO_SMALL = 4
 
@@ -140,18 +152,47 @@ def token_error(code: int) -> TokenError:
 class TokenClaims(Mapping[str, Any]):
     """The verified claims, read-only, plus the fields used on every request:
     ``subject``, ``roles`` (from ``role``/``roles``), ``scopes`` (``scope`` split on spaces,
-    or ``scp``), ``tenant_id``, ``jti`` and ``expires_at``."""
+    or ``scp``), ``tenant_id``, ``jti`` and ``expires_at``.
 
-    __slots__ = ("_claims", "subject", "roles", "scopes", "tenant_id", "jti", "expires_at")
+    Built from the library's result document, the hot fields are parsed at once (a small
+    prefix of the document) and the full claims object only on first access as a mapping."""
+
+    __slots__ = ("_c", "_raw", "subject", "roles", "scopes", "tenant_id", "jti", "expires_at")
 
     def __init__(self, doc: dict[str, Any]) -> None:
-        self._claims: dict[str, Any] = doc["claims"]
+        self._c: dict[str, Any] | None = doc["claims"]
+        self._raw: bytes | None = None
+        self._hot(doc)
+
+    def _hot(self, doc: dict[str, Any]) -> None:
         self.subject: str | None = doc["sub"]
         self.roles: tuple[str, ...] = tuple(doc["roles"])
         self.scopes: tuple[str, ...] = tuple(doc["scope"])
         self.tenant_id: str | None = doc["tenant_id"]
         self.jti: str | None = doc["jti"]
         self.expires_at: int | None = doc["exp"]
+
+    @classmethod
+    def _from_result(cls, raw: bytes) -> "TokenClaims":
+        """From ``{"sub":..,"roles":..,"scope":..,"tenant_id":..,"jti":..,"exp":..,"claims":{..}}``
+        as bitsec_verify_token writes it. Inside a JSON string every '"' is escaped, so the
+        first ``,"claims":`` is the member separator: the prefix before it is the hot fields."""
+        i = raw.find(b',"claims":')
+        if i < 0 or raw[-1:] != b"}":
+            return cls(json.loads(raw))
+        self = cls.__new__(cls)
+        self._c = None
+        self._raw = raw[i + 10 : -1]
+        self._hot(json.loads(raw[:i] + b"}"))
+        return self
+
+    @property
+    def _claims(self) -> dict[str, Any]:
+        c = self._c
+        if c is None:
+            c = json.loads(self._raw)  # type: ignore[arg-type]
+            self._c = c  # _raw stays: another thread may be reading it right now
+        return c
 
     def __getitem__(self, key: str) -> Any:
         return self._claims[key]
@@ -180,16 +221,19 @@ class TokenClaims(Mapping[str, Any]):
 
 class _Buffers(threading.local):
     def __init__(self) -> None:
-        self.cap = 16384
-        self.buf = ctypes.create_string_buffer(self.cap)
         self.reason = c_int32(0)
         self.n = c_size_t(0)
         self.reason_ref = byref(self.reason)
         self.n_ref = byref(self.n)
+        self.token_len = c_size_t(0)
+        self.at = c_int64(0)
+        self.grow(16383)
 
     def grow(self, need: int) -> None:
         self.cap = need + 1
         self.buf = ctypes.create_string_buffer(self.cap)
+        self.bufp = ctypes.c_void_p(ctypes.addressof(self.buf))
+        self.capv = c_size_t(self.cap)
 
 
 _tls = _Buffers()
@@ -225,29 +269,66 @@ class TokensMixin:
             memo = self.__dict__.setdefault("_tokens_memo", {})
         return memo
 
+    _tokens_hp_cache: ctypes.c_void_p | None = None
+
+    def _tokens_hp(self) -> ctypes.c_void_p:
+        """The handle as a c_void_p, cached (ClosedError after close())."""
+        h = self.handle
+        hp = self._tokens_hp_cache
+        if hp is None or hp.value != h:
+            hp = ctypes.c_void_p(h)
+            self._tokens_hp_cache = hp
+        return hp
+
     def verify_token(self, token: str | bytes, at: float | int | None = None) -> TokenClaims:
         """Verifies a JWT (signature, then exp/nbf/iat with the leeway, issuer, audience,
         required claims and revocation) at ``at`` (Unix seconds, default now). Returns the
         claims; raises a ``TokenError`` subclass carrying ``.reason`` when the token is
         refused (``ExpiredTokenError``: "Token has expired")."""
-        data = token.encode("utf-8") if isinstance(token, str) else token
+        tt = type(token)
+        if tt is str:
+            data = token.encode("utf-8")  # type: ignore[union-attr]
+        elif tt is bytes:
+            data = token
+        else:
+            data = bytes(_text(token, "token"))  # subclasses become exact bytes; others: TypeError
         b = _tls
-        rc = _verify(self.handle, data, len(data), 0 if at is None else int(at), b.reason_ref, b.buf, b.cap, b.n_ref)
+        b.token_len.value = len(data)
+        if at is None:
+            atv = _AT_NOW
+        else:
+            atv = b.at
+            atv.value = int(at)
+        hp = self._tokens_hp_cache
+        if hp is None or self._h is None:  # type: ignore[attr-defined]
+            hp = self._tokens_hp()
+        memo = self.__dict__.get("_tokens_memo")
+        if memo is None:
+            memo = self._token_memo()
+        claims = memo.get(data)
+        if claims is not None:
+            # The claims of this exact token are known: ask for the decision only (the
+            # library still checks signature or cache, time claims, audience, revocation).
+            rc = _verify_fast(hp, data, b.token_len, atv, b.reason_ref, None, _ZERO, b.n_ref)
+            if rc:
+                N.check(rc)
+            r = b.reason.value
+            if r:
+                raise token_error(r)
+            return claims
+        rc = _verify_fast(hp, data, b.token_len, atv, b.reason_ref, b.bufp, b.capv, b.n_ref)
         if rc:
             if rc == _BUFFER_TOO_SMALL and b.reason.value == 0:
                 b.grow(b.n.value)
-                rc = _verify(self.handle, data, len(data), _instant(at), b.reason_ref, b.buf, b.cap, b.n_ref)
+                rc = _verify_fast(hp, data, b.token_len, atv, b.reason_ref, b.bufp, b.capv, b.n_ref)
             N.check(rc)
         r = b.reason.value
         if r:
             raise token_error(r)
-        memo = self._token_memo()
-        claims = memo.get(data)
-        if claims is None:
-            claims = TokenClaims(json.loads(ctypes.string_at(b.buf, b.n.value)))
-            if len(memo) >= _MEMO_MAX:
-                memo.clear()
-            memo[data] = claims
+        claims = TokenClaims._from_result(ctypes.string_at(b.buf, b.n.value))
+        if len(memo) >= _MEMO_MAX:
+            memo.clear()
+        memo[data] = claims
         return claims
 
     def sign_token(self, claims: Claims, kid: str | None = None) -> str:
