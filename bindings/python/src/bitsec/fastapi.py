@@ -1,0 +1,783 @@
+"""``bitsec.fastapi``: FastAPI integration of a ``bitsec.Runtime`` (docs/fastapi.md).
+
+In FastAPI's own idiom:
+
+- ``bitsec_lifespan(config)`` opens the runtime when the app starts, keeps it on
+  ``app.state.bitsec`` and closes it (after flushing the audit queue) when the app stops;
+- ``BearerAuth`` verifies ``Authorization: Bearer`` tokens (``Depends``/``Security``), with
+  RFC 6750 ``WWW-Authenticate`` answers, and an optional mode (``auto_error=False``);
+- ``RequirePermission`` / ``require_permission(resource, action)`` decides through the
+  runtime's policy, with owner/tenant/department context from path parameters or a
+  callable and ``SecurityScopes`` support;
+- ``RateLimit`` (a dependency) and ``RateLimitMiddleware`` (ASGI, ADR-007's categories by
+  path) add ``X-RateLimit-*`` headers and answer 429 with ``Retry-After``;
+- ``AuditMiddleware`` emits data-access, authentication and authorization events with the
+  request id, client IP and user agent;
+- ``SecurityHeadersMiddleware`` adds CSP, HSTS, X-Frame-Options, nosniff, Referrer-Policy;
+- ``mfa_enroll`` / ``verify_mfa_code`` / ``MFACode`` are the MFA building blocks.
+
+Native calls never run on the event loop: the dependencies are plain ``def`` callables
+(FastAPI runs them in its thread pool) and the middlewares call the library through
+``anyio.to_thread.run_sync``. No ``BitsecError`` of the runtime ever becomes a 500: a
+backend outage is a 503 with ``Retry-After`` (or what the configured policy says), an
+unconfigured audit section makes the audit middleware do nothing.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import ipaddress
+import json
+import logging
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Callable, Iterable, Mapping, Sequence
+
+import anyio
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
+from fastapi.security import SecurityScopes
+from fastapi.security.base import SecurityBase
+
+from .errors import BackendUnavailableError, BitsecError, NotConfiguredError, NotFoundError
+from .permissions import Principal
+from .runtime import Runtime
+from .tokens import ExpiredTokenError, TokenClaims, TokenError
+from .totp import TOTPDecision, totp_qr_png
+
+__all__ = [
+    "STATE_ATTR", "bitsec_lifespan", "get_runtime", "BearerAuth", "RequirePermission", "require_permission",
+    "ClientIP", "RateLimit", "RateLimitMiddleware", "adr007_category", "AuditMiddleware",
+    "SecurityHeadersMiddleware", "DEFAULT_SECURITY_HEADERS", "MFAEnrollment", "mfa_enroll", "verify_mfa_code",
+    "MFACode", "request_id",
+]
+
+log = logging.getLogger("bitsec.fastapi")
+
+#: Where the runtime lives: ``app.state.bitsec``.
+STATE_ATTR = "bitsec"
+# Per-request values kept on ``request.state`` (shared with the ASGI middlewares through
+# ``scope["state"]``).
+_CLAIMS = "bitsec_claims"           # verified TokenClaims of this request
+_AUTH_FAILURE = "bitsec_auth_failure"  # "missing" / reason name of a refused token
+_DENIED = "bitsec_denied"           # (resource, action, reason) of a 403
+_REQUEST_ID = "bitsec_request_id"
+_CLIENT_IP = "bitsec_client_ip"
+_NO_CLAIMS = object()
+
+
+# ---- runtime lifecycle ---------------------------------------------------------------------
+
+def bitsec_lifespan(config: Any, *, attr: str = STATE_ATTR,
+                    then: Callable[[FastAPI], Any] | None = None) -> Callable[[FastAPI], Any]:
+    """A FastAPI ``lifespan``: opens ``bitsec.Runtime(config)`` at startup (a dict, JSON
+    text, a path, or an already open ``Runtime``, which is then not closed by us), keeps it
+    on ``app.state.<attr>``, and at shutdown flushes the audit queue and closes it. ``then``
+    is an optional inner lifespan of the application, entered once the runtime is open."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = not isinstance(config, Runtime)
+        rt = Runtime(config) if owned else config
+        setattr(app.state, attr, rt)
+        try:
+            if then is not None:
+                async with then(app):
+                    yield
+            else:
+                yield
+        finally:
+            if owned:
+                with contextlib.suppress(BitsecError):
+                    await anyio.to_thread.run_sync(rt.audit_flush)
+                rt.close()
+            with contextlib.suppress(AttributeError):
+                delattr(app.state, attr)
+
+    return lifespan
+
+
+def get_runtime(request: Request, attr: str = STATE_ATTR) -> Runtime:
+    """The runtime of the request's application (``app.state.bitsec``)."""
+    try:
+        return getattr(request.app.state, attr)
+    except AttributeError:
+        raise RuntimeError(f"no bitsec runtime on app.state.{attr}: use lifespan=bitsec_lifespan(config)") from None
+
+
+def _runtime_of_scope(scope: Mapping[str, Any], attr: str) -> Runtime | None:
+    app = scope.get("app")
+    state = getattr(app, "state", None)
+    return getattr(state, attr, None)
+
+
+def _request_state(scope: Any) -> dict[str, Any]:
+    return scope.setdefault("state", {})  # type: ignore[no-any-return]
+
+
+def _unavailable(retry_after: int = 1) -> HTTPException:
+    return HTTPException(status_code=503, detail="Service temporarily unavailable",
+                         headers={"Retry-After": str(max(1, retry_after))})
+
+
+# ---- bearer tokens -------------------------------------------------------------------------
+
+def _quote(v: str) -> str:
+    return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _bearer_challenge(realm: str | None, error: str | None = None, description: str | None = None,
+                      scope: str | None = None) -> str:
+    params = []
+    if realm:
+        params.append(f"realm={_quote(realm)}")
+    if error:
+        params.append(f"error={_quote(error)}")
+    if description:
+        params.append(f"error_description={_quote(description)}")
+    if scope:
+        params.append(f"scope={_quote(scope)}")
+    return "Bearer" + (" " + ", ".join(params) if params else "")
+
+
+def _bearer_credentials(request: Request) -> str | None:
+    """The token of ``Authorization: Bearer <token>``; None when absent or another scheme;
+    "" for a Bearer header without a token."""
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, credentials = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return credentials.strip()
+
+
+class BearerAuth(SecurityBase):
+    """Verifies ``Authorization: Bearer <JWT>`` through ``rt.verify_token``; returns the
+    ``TokenClaims`` (also kept on ``request.state.bitsec_claims`` for the other
+    dependencies and the middlewares).
+
+    - no token (no header, or another scheme): 401 ``WWW-Authenticate: Bearer`` without an
+      error code (RFC 6750 section 3.1), detail "Not authenticated"; with ``auto_error=False``
+      the dependency returns None instead (optional authentication);
+    - ``Bearer`` with an empty token: 400 ``error="invalid_request"``;
+    - a refused token: 401 ``error="invalid_token"``, detail "Token has expired" for an
+      expired token and "Invalid token" for every other reason (the reason name goes to the
+      audit trail, never to the client). With ``auto_error=False`` a refused token is still
+      a 401: optional means "may be absent", not "may be forged";
+    - the token store unreachable (revocation in Redis): 503 with ``Retry-After``.
+    """
+
+    def __init__(self, *, auto_error: bool = True, realm: str | None = None, scheme_name: str | None = None,
+                 description: str | None = None, attr: str = STATE_ATTR) -> None:
+        self.model = HTTPBearerModel(bearerFormat="JWT", description=description)
+        self.scheme_name = scheme_name or "BearerAuth"
+        self.auto_error = auto_error
+        self.realm = realm
+        self.attr = attr
+
+    def _fail(self, request: Request, status: int, detail: str, failure: str, error: str | None,
+              description: str | None = None) -> HTTPException:
+        setattr(request.state, _AUTH_FAILURE, failure)
+        return HTTPException(status_code=status, detail=detail,
+                             headers={"WWW-Authenticate": _bearer_challenge(self.realm, error, description)})
+
+    def verify(self, request: Request) -> TokenClaims | None:
+        """The dependency's work, callable from other dependencies (sync: run it in a thread)."""
+        cached = getattr(request.state, _CLAIMS, _NO_CLAIMS)
+        if cached is not _NO_CLAIMS and cached is not None:
+            return cached  # type: ignore[return-value]
+        token = _bearer_credentials(request)
+        if token is None:
+            if not self.auto_error:
+                return None
+            raise self._fail(request, 401, "Not authenticated", "missing", None)
+        if not token:
+            raise self._fail(request, 400, "Invalid token", "malformed", "invalid_request",
+                             "The Authorization header has no token")
+        rt = get_runtime(request, self.attr)
+        try:
+            claims = rt.verify_token(token)
+        except ExpiredTokenError:
+            raise self._fail(request, 401, "Token has expired", "expired", "invalid_token",
+                             "The access token expired") from None
+        except TokenError as e:
+            raise self._fail(request, 401, "Invalid token", e.reason, "invalid_token",
+                             "The access token is invalid") from None
+        except BackendUnavailableError:
+            raise _unavailable() from None
+        except BitsecError as e:  # e.g. a token the library refuses to read at all
+            raise self._fail(request, 401, "Invalid token", type(e).__name__, "invalid_token",
+                             "The access token is invalid") from None
+        setattr(request.state, _CLAIMS, claims)
+        return claims
+
+    def __call__(self, request: Request) -> TokenClaims | None:
+        return self.verify(request)
+
+
+# ---- permissions ---------------------------------------------------------------------------
+
+ContextFn = Callable[..., Mapping[str, Any] | None]
+
+
+class RequirePermission(SecurityBase):
+    """``Depends(RequirePermission("inspections", "read"))`` (or ``Security(...,
+    scopes=[...])``): verifies the bearer token (as ``bearer``), then decides
+    ``resource:action`` for its principal (``sub``, roles, scopes, tenant, department of the
+    claims). Returns the claims.
+
+    Context of the resource (owner_only, department and tenant conditions): ``owner_param``,
+    ``tenant_param``, ``department_param`` name path parameters (``/users/{user_id}``:
+    ``owner_param="user_id"``), and/or ``context`` is a callable ``(request, claims) ->
+    {"owner_id", "tenant_id", "department"}`` (sync; it runs in the thread pool, so it may
+    query a database); its values win over the path's.
+
+    Scopes: the token's scopes are part of the principal (the policy's ``scope_missing``),
+    and scopes required through ``Security(dep, scopes=[...])`` must all be in the token.
+    A missing scope answers 403 with ``WWW-Authenticate: Bearer error="insufficient_scope"``
+    (RFC 6750); any other denial 403 with detail ``Insufficient permissions: <resource>:<action>``.
+    """
+
+    def __init__(self, resource: str, action: str, *, bearer: BearerAuth | None = None,
+                 owner_param: str | None = None, tenant_param: str | None = None,
+                 department_param: str | None = None, context: ContextFn | None = None) -> None:
+        self.resource = resource
+        self.action = action
+        self.permission = f"{resource}:{action}"
+        self.bearer = bearer or BearerAuth()
+        self.model = self.bearer.model
+        self.scheme_name = self.bearer.scheme_name
+        self.owner_param = owner_param
+        self.tenant_param = tenant_param
+        self.department_param = department_param
+        self.context = context
+
+    def _context(self, request: Request, claims: TokenClaims) -> dict[str, Any] | None:
+        ctx: dict[str, Any] = {}
+        params = request.path_params
+        for key, name in (("owner_id", self.owner_param), ("tenant_id", self.tenant_param),
+                          ("department", self.department_param)):
+            if name is not None and name in params:
+                ctx[key] = str(params[name])
+        if self.context is not None:
+            extra = self.context(request, claims)
+            if extra:
+                ctx.update({k: (None if v is None else str(v)) for k, v in extra.items()})
+        return ctx or None
+
+    def _forbidden(self, request: Request, reason: str, scope: str | None = None) -> HTTPException:
+        setattr(request.state, _DENIED, (self.resource, self.action, reason))
+        headers = None
+        if scope is not None:
+            headers = {"WWW-Authenticate": _bearer_challenge(self.bearer.realm, "insufficient_scope",
+                                                             "The access token lacks a required scope", scope)}
+        return HTTPException(status_code=403, detail=f"Insufficient permissions: {self.permission}", headers=headers)
+
+    def __call__(self, request: Request, security_scopes: SecurityScopes) -> TokenClaims:
+        claims = self.bearer.verify(request)
+        if claims is None:  # optional bearer and no token: no principal, no permission
+            raise self.bearer._fail(request, 401, "Not authenticated", "missing", None)
+        if security_scopes.scopes:
+            have = set(claims.scopes)
+            missing = [s for s in security_scopes.scopes if s not in have]
+            if missing:
+                raise self._forbidden(request, "scope_missing", " ".join(security_scopes.scopes))
+        rt = get_runtime(request, self.bearer.attr)
+        principal = _principal(request, claims)
+        decision = rt.check_permission(principal, self.resource, self.action, self._context(request, claims))
+        if not decision:
+            raise self._forbidden(request, decision.reason,
+                                  self.permission if decision.reason == "scope_missing" else None)
+        return claims
+
+
+def require_permission(resource: str, action: str, **options: Any) -> RequirePermission:
+    """``RequirePermission(resource, action, **options)``: use with ``Depends``/``Security``."""
+    return RequirePermission(resource, action, **options)
+
+
+def _principal(request: Request, claims: TokenClaims) -> Principal:
+    """One ``Principal`` per request (packed once, reused by every permission check)."""
+    p = getattr(request.state, "bitsec_principal", None)
+    if p is None or getattr(request.state, "bitsec_principal_of", None) is not claims:
+        p = Principal.from_claims(claims)
+        request.state.bitsec_principal = p
+        request.state.bitsec_principal_of = claims
+    return p
+
+
+# ---- client address ------------------------------------------------------------------------
+
+class ClientIP:
+    """The client's address: the peer's, unless the peer is a trusted proxy; then
+    ``X-Forwarded-For`` is read right to left and the first address that is not a trusted
+    proxy is the client (so a client cannot forge its address by sending its own header).
+    ``trusted_proxies``: addresses or networks (``"10.0.0.0/8"``); empty (the default):
+    ``X-Forwarded-For`` is never trusted."""
+
+    def __init__(self, trusted_proxies: Iterable[str] = ()) -> None:
+        self.networks = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
+
+    def _trusted(self, addr: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(addr)
+        except ValueError:
+            return False
+        return any(ip in n for n in self.networks)
+
+    def __call__(self, scope: Mapping[str, Any]) -> str:
+        client = scope.get("client")
+        peer = client[0] if client else ""
+        if not self.networks or not self._trusted(peer):
+            return peer
+        forwarded: list[str] = []
+        for name, value in scope.get("headers", ()):
+            if name == b"x-forwarded-for":
+                forwarded.extend(v.strip() for v in value.decode("latin-1").split(","))
+        for addr in reversed(forwarded):
+            if not addr:
+                continue
+            if not self._trusted(addr):
+                try:
+                    return str(ipaddress.ip_address(addr))
+                except ValueError:
+                    return peer  # garbage from a trusted proxy's upstream: do not key on it
+        return peer
+
+
+def _client_ip(scope: Any, resolver: ClientIP) -> str:
+    state = _request_state(scope)
+    ip = state.get(_CLIENT_IP)
+    if ip is None:
+        ip = state[_CLIENT_IP] = resolver(scope)
+    return ip  # type: ignore[no-any-return]
+
+
+def _valid_ip(addr: str | None) -> str | None:
+    if not addr:
+        return None
+    try:
+        return str(ipaddress.ip_address(addr))
+    except ValueError:
+        return None
+
+
+# ---- rate limits ---------------------------------------------------------------------------
+
+def adr007_category(method: str, path: str) -> str:
+    """ADR-007's categories by path: ``/auth/`` -> auth, POST under ``/artifacts/`` ->
+    upload, ``/infer`` -> inference, everything else -> default."""
+    segments = [s for s in path.split("/") if s]
+    if "auth" in segments:
+        return "auth"
+    if method == "POST" and "artifacts" in segments:
+        return "upload"
+    if any(s == "infer" or s.startswith("infer") for s in segments):
+        return "inference"
+    return "default"
+
+
+def _identity(rt: Runtime, scope: Any, resolver: ClientIP) -> str:
+    """``user:<sub>`` for a request whose bearer token verifies (never an unverified
+    claim), else ``ip:<client address>``."""
+    state = _request_state(scope)
+    claims = state.get(_CLAIMS)
+    if claims is None:
+        token = None
+        for name, value in scope.get("headers", ()):
+            if name == b"authorization":
+                scheme, _, cred = value.decode("latin-1").strip().partition(" ")
+                if scheme.lower() == "bearer" and cred.strip():
+                    token = cred.strip()
+                break
+        if token is not None:
+            try:
+                claims = rt.verify_token(token)
+                state[_CLAIMS] = claims
+            except BitsecError:  # refused, or the revocation store is down: not a verified user
+                claims = None
+    if claims is not None and claims.subject:
+        key = "user:" + claims.subject
+    else:
+        key = "ip:" + (_client_ip(scope, resolver) or "unknown")
+    if len(key) > 128 and len(key.encode("utf-8")) > _MAX_KEY_BYTES:
+        key = "sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()
+    return key
+
+
+_MAX_KEY_BYTES = 512  # BITSEC_RATE_LIMIT_MAX_KEY_BYTES
+
+
+class _RateLimiting:
+    """The decision shared by the dependency and the middleware."""
+
+    def __init__(self, trusted_proxies: Iterable[str], on_backend_error: str, attr: str) -> None:
+        if on_backend_error not in ("deny", "allow"):
+            raise ValueError("on_backend_error must be 'deny' or 'allow'")
+        self.client_ip = ClientIP(trusted_proxies)
+        self.on_backend_error = on_backend_error
+        self.attr = attr
+
+    def take(self, rt: Runtime, scope: Any, category: str, cost: int) -> tuple[bool, dict[str, str]]:
+        """(allowed, headers); allowed with no headers when the backend failed open."""
+        key = _identity(rt, scope, self.client_ip)
+        try:
+            try:
+                d = rt.rate_limit_take(key, category, cost)
+            except NotFoundError:
+                if category == "default":
+                    raise
+                # A category the configuration does not define: the default bucket limits it.
+                d = rt.rate_limit_take(key, "default", cost)
+        except BackendUnavailableError:
+            log.warning("bitsec rate limit backend unavailable (category %s): %s", category, self.on_backend_error)
+            if self.on_backend_error == "allow":
+                return True, {}
+            return False, {"Retry-After": "1"}
+        return d.allowed, d.headers()
+
+
+class RateLimit(_RateLimiting):
+    """A rate-limit dependency: ``Depends(RateLimit("auth"))`` takes ``cost`` tokens from
+    the caller's bucket in ``category`` (the caller: ``user:<sub>`` when a bearer token
+    verifies, else ``ip:<client address>``). Allowed: ``X-RateLimit-Limit/Remaining/Reset``
+    on the response; denied: 429 "Rate limit exceeded" with ``Retry-After`` and the same
+    headers. A Redis outage is decided by the category's ``failure_policy`` (bitsec); should
+    the library still report the backend unavailable, ``on_backend_error="deny"`` (default)
+    answers 503 with ``Retry-After``, ``"allow"`` lets the request through."""
+
+    def __init__(self, category: str = "default", cost: int = 1, *, trusted_proxies: Iterable[str] = (),
+                 on_backend_error: str = "deny", attr: str = STATE_ATTR) -> None:
+        super().__init__(trusted_proxies, on_backend_error, attr)
+        self.category = category
+        self.cost = cost
+
+    def __call__(self, request: Request, response: Response) -> None:
+        rt = get_runtime(request, self.attr)
+        allowed, headers = self.take(rt, request.scope, self.category, self.cost)
+        if allowed:
+            response.headers.update(headers)
+            return
+        if "X-RateLimit-Limit" not in headers:
+            raise _unavailable(int(headers.get("Retry-After", "1")))
+        raise HTTPException(status_code=429, detail="Rate limit exceeded", headers=headers)
+
+
+class RateLimitMiddleware(_RateLimiting):
+    """ASGI middleware: every HTTP request takes one token in the category
+    ``categorize(method, path)`` gives (default ``adr007_category``); ``exempt`` paths
+    (exact, or prefixes ending in ``*``) are not limited. Same headers, 429 and outage
+    behaviour as ``RateLimit``. ``app.add_middleware(RateLimitMiddleware, trusted_proxies=[...])``."""
+
+    def __init__(self, app: Any, *, categorize: Callable[[str, str], str | None] = adr007_category,
+                 trusted_proxies: Iterable[str] = (), on_backend_error: str = "deny",
+                 exempt: Sequence[str] = (), attr: str = STATE_ATTR) -> None:
+        super().__init__(trusted_proxies, on_backend_error, attr)
+        self.app = app
+        self.categorize = categorize
+        self.exact = {p for p in exempt if not p.endswith("*")}
+        self.prefixes = tuple(p[:-1] for p in exempt if p.endswith("*"))
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        rt = _runtime_of_scope(scope, self.attr)
+        category = None if (path in self.exact or path.startswith(self.prefixes) or rt is None) \
+            else self.categorize(scope["method"], path)
+        if category is None:
+            await self.app(scope, receive, send)
+            return
+        allowed, headers = await anyio.to_thread.run_sync(self.take, rt, scope, category, 1)
+        if not allowed:
+            if "X-RateLimit-Limit" in headers:
+                await _send_json(send, 429, {"detail": "Rate limit exceeded"}, headers)
+            else:
+                await _send_json(send, 503, {"detail": "Service temporarily unavailable"}, headers)
+            return
+        await self.app(scope, receive, _adding_headers(send, headers, replace=False))
+
+
+async def _send_json(send: Any, status: int, body: Mapping[str, Any], headers: Mapping[str, str]) -> None:
+    data = json.dumps(body).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+    raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": data})
+
+
+def _adding_headers(send: Any, headers: Mapping[str, str], replace: bool) -> Any:
+    """Wraps ``send`` to add ``headers`` to the response start (``replace=False``: a header
+    the application set itself wins)."""
+    if not headers:
+        return send
+    encoded = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+    async def wrapped(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            existing = list(message.get("headers", ()))
+            names = {n.lower() for n, _ in existing}
+            if replace:
+                drop = {n for n, _ in encoded}
+                existing = [(n, v) for n, v in existing if n.lower() not in drop]
+                existing += encoded
+            else:
+                existing += [(n, v) for n, v in encoded if n not in names]
+            message = dict(message)
+            message["headers"] = existing
+        await send(message)
+
+    return wrapped
+
+
+# ---- audit ---------------------------------------------------------------------------------
+
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_ACTIONS = {"POST": "create", "PUT": "update", "PATCH": "update", "DELETE": "delete"}
+
+
+def request_id(request: Request) -> str | None:
+    """The request id ``AuditMiddleware`` honoured or created (None without it)."""
+    return _request_state(request.scope).get(_REQUEST_ID)
+
+
+class AuditMiddleware:
+    """ASGI middleware emitting, through ``rt.audit_emit``, for each HTTP request:
+
+    - 401: ``authentication`` / ``unauthorized`` / failure, reason ``missing``, ``expired``,
+      ``bad_signature``... (from ``BearerAuth``);
+    - 403: ``authorization`` / ``permission_denied`` / denied, with the resource, action and
+      the decision's reason when ``RequirePermission`` refused;
+    - POST, PUT, PATCH, DELETE otherwise (``methods``): ``data_access`` with the action
+      (create/update/delete), the path as resource, ``success`` below 400, else ``failure``;
+      ``sensitive`` (a callable of the path) sets ``sensitive_data_accessed``.
+
+    Every event carries the actor and tenant (verified claims only), the client IP
+    (``trusted_proxies`` as for rate limits), the user agent, the token's ``session_id``, and
+    ``details`` with ``request_id``, ``method``, ``path`` and ``status``. The request id is the
+    client's ``X-Request-ID`` when it is a plain token (``[A-Za-z0-9._:-]{1,128}``), else a new
+    UUID; it is echoed in the response's ``X-Request-ID``.
+
+    Emitting never blocks the event loop (a worker thread, after the response is sent) and
+    never fails a request: without an ``audit`` section the middleware only sets request ids;
+    a rejected or dropped event is logged (``bitsec.fastapi`` logger) and counted by bitsec.
+    """
+
+    def __init__(self, app: Any, *, trusted_proxies: Iterable[str] = (),
+                 methods: Iterable[str] = ("POST", "PUT", "PATCH", "DELETE"),
+                 sensitive: Callable[[str], bool] | None = None, attr: str = STATE_ATTR) -> None:
+        self.app = app
+        self.client_ip = ClientIP(trusted_proxies)
+        self.methods = frozenset(m.upper() for m in methods)
+        self.sensitive = sensitive
+        self.attr = attr
+        self.disabled: set[int] = set()  # ids of runtimes without an audit section
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = _request_state(scope)
+        rid = None
+        for name, value in scope.get("headers", ()):
+            if name == b"x-request-id":
+                text = value.decode("latin-1").strip()
+                if _REQUEST_ID_RE.match(text):
+                    rid = text
+                break
+        rid = state[_REQUEST_ID] = rid or str(uuid.uuid4())
+        status = 500
+
+        async def send_wrapper(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, _adding_headers(send_wrapper, {"X-Request-ID": rid}, replace=True))
+        finally:
+            event = self._event(scope, state, status, rid)
+            if event is not None:
+                rt = _runtime_of_scope(scope, self.attr)
+                if rt is not None and id(rt) not in self.disabled:
+                    with anyio.CancelScope(shield=True):
+                        await anyio.to_thread.run_sync(self._emit, rt, event)
+
+    def _event(self, scope: Any, state: Mapping[str, Any], status: int, rid: str) -> dict[str, Any] | None:
+        method = scope["method"]
+        path = scope.get("path", "")
+        event: dict[str, Any]
+        if status == 401:
+            event = {"type": "authentication", "subtype": "unauthorized", "result": "failure",
+                     "reason": str(state.get(_AUTH_FAILURE) or "unauthorized")}
+        elif status == 403:
+            denied = state.get(_DENIED)
+            event = {"type": "authorization", "subtype": "permission_denied", "result": "denied"}
+            if denied:
+                event.update(resource=denied[0], action=denied[1], reason=denied[2])
+            else:
+                event.update(resource=path, action=method.lower())
+        elif method in self.methods:
+            event = {"type": "data_access", "action": _ACTIONS.get(method, method.lower()), "resource": path,
+                     "result": "success" if status < 400 else "failure"}
+            if self.sensitive is not None:
+                event["sensitive_data_accessed"] = bool(self.sensitive(path))
+        else:
+            return None
+        claims = state.get(_CLAIMS)
+        if claims is not None:
+            if claims.subject:
+                event["actor"] = claims.subject[:256]
+            if claims.tenant_id:
+                event["tenant"] = claims.tenant_id[:256]
+            sid = claims.get("session_id") or claims.get("sid")
+            if isinstance(sid, str) and sid:
+                event["session_id"] = sid[:256]
+        ip = _valid_ip(_client_ip(scope, self.client_ip))
+        if ip:
+            event["ip"] = ip
+        for name, value in scope.get("headers", ()):
+            if name == b"user-agent":
+                event["user_agent"] = value.decode("latin-1")[:1024]
+                break
+        event["details"] = {"request_id": rid, "method": method, "path": path[:1024], "status": status}
+        return event
+
+    def _emit(self, rt: Runtime, event: dict[str, Any]) -> None:
+        try:
+            rt.audit_emit(event)
+        except NotConfiguredError:
+            self.disabled.add(id(rt))
+        except BitsecError as e:
+            log.warning("bitsec audit event not recorded: %s", e)
+
+
+# ---- security headers ----------------------------------------------------------------------
+
+#: The ERP guide's headers, tightened for an API: a CSP that loads nothing from elsewhere,
+#: ``X-XSS-Protection: 0`` (the guide's ``1; mode=block`` turns on a filter that browsers
+#: removed and that could itself be abused; OWASP recommends 0).
+DEFAULT_SECURITY_HEADERS: dict[str, str] = {
+    "Content-Security-Policy": "default-src 'self'; object-src 'none'; frame-ancestors 'none'; "
+                               "base-uri 'self'; form-action 'self'",
+    "Strict-Transport-Security": "max-age=31536000; includeSubDomains",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "strict-origin-when-cross-origin",
+    "X-XSS-Protection": "0",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+
+class SecurityHeadersMiddleware:
+    """ASGI middleware adding ``DEFAULT_SECURITY_HEADERS`` to every HTTP response.
+    ``headers`` overrides them by name (a value of None removes one); a header the
+    application set on its response is kept (``override_app=True``: ours win)."""
+
+    def __init__(self, app: Any, *, headers: Mapping[str, str | None] | None = None,
+                 override_app: bool = False) -> None:
+        self.app = app
+        merged: dict[str, str | None] = {k.lower(): v for k, v in DEFAULT_SECURITY_HEADERS.items()}
+        for k, v in (headers or {}).items():
+            merged[k.lower()] = v
+        self.headers = {k: v for k, v in merged.items() if v is not None}
+        self.override_app = override_app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        await self.app(scope, receive, _adding_headers(send, self.headers, replace=self.override_app))
+
+
+# ---- MFA -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MFAEnrollment:
+    """A new TOTP enrolment: store ``sealed`` (the secret encrypted for the user by bitsec);
+    show ``uri`` / ``qr_png`` once. ``qr_data_uri`` is the PNG as a ``data:`` URI."""
+
+    sealed: str
+    uri: str
+    qr_png: bytes | None
+
+    @property
+    def qr_data_uri(self) -> str | None:
+        if self.qr_png is None:
+            return None
+        import base64
+        return "data:image/png;base64," + base64.b64encode(self.qr_png).decode("ascii")
+
+
+def mfa_enroll(rt: Runtime, user: str, account: str | None = None, *, qr: bool = True) -> MFAEnrollment:
+    """``rt.totp_enroll(user, account)`` plus the QR code PNG (needs the ``qr`` extra;
+    ``qr=False`` skips it). Sync: call it from a ``def`` endpoint."""
+    e = rt.totp_enroll(user, account)
+    return MFAEnrollment(e.sealed, e.uri, totp_qr_png(e.uri) if qr else None)
+
+
+def verify_mfa_code(rt: Runtime, sealed: str, code: str, user: str) -> TOTPDecision:
+    """Verifies a TOTP code against the user's sealed secret (replays and throttling in
+    bitsec). Returns the accepted decision; raises ``HTTPException``: 401 "Invalid MFA code"
+    (wrong or malformed code, or a sealed secret that does not open for this user), 401
+    "MFA code already used" (replay), 429 "Too many MFA attempts" with ``Retry-After``
+    (throttled), 503 when the state backend is unreachable. The 401s carry
+    ``WWW-Authenticate: Bearer error="insufficient_user_authentication"`` (RFC 9470, the
+    step-up authentication challenge)."""
+    try:
+        d = rt.totp_verify_sealed(sealed, code, user)
+    except BackendUnavailableError:
+        raise _unavailable() from None
+    except BitsecError:
+        raise _mfa_failed("Invalid MFA code") from None
+    if d:
+        return d
+    if d.reason == "throttled":
+        raise HTTPException(status_code=429, detail="Too many MFA attempts",
+                            headers={"Retry-After": str(max(1, d.retry_after))})
+    if d.reason == "replayed":
+        raise _mfa_failed("MFA code already used")
+    raise _mfa_failed("Invalid MFA code")
+
+
+def _mfa_failed(detail: str, realm: str | None = None) -> HTTPException:
+    """A 401 for a missing or refused second factor: RFC 9470's step-up challenge (every 401
+    carries ``WWW-Authenticate``)."""
+    return HTTPException(status_code=401, detail=detail, headers={"WWW-Authenticate": _bearer_challenge(
+        realm, "insufficient_user_authentication", "A valid one-time code is required")})
+
+
+class MFACode:
+    """A step-up dependency: the authenticated user (``bearer``) must send a valid TOTP code
+    in the ``header`` (default ``X-MFA-Code``); ``sealed_secret(request, claims)`` returns the
+    user's sealed secret (or None when the user has not enrolled: 403 "MFA not enrolled").
+    Returns the claims."""
+
+    def __init__(self, sealed_secret: Callable[[Request, TokenClaims], str | None], *,
+                 bearer: BearerAuth | None = None, header: str = "X-MFA-Code") -> None:
+        self.sealed_secret = sealed_secret
+        self.bearer = bearer or BearerAuth()
+        self.header = header
+
+    def __call__(self, request: Request) -> TokenClaims:
+        claims = self.bearer.verify(request)
+        if claims is None or not claims.subject:
+            raise self.bearer._fail(request, 401, "Not authenticated", "missing", None)
+        sealed = self.sealed_secret(request, claims)
+        if not sealed:
+            raise HTTPException(status_code=403, detail="MFA not enrolled")
+        code = request.headers.get(self.header)
+        if not code:
+            setattr(request.state, _AUTH_FAILURE, "mfa_required")
+            raise _mfa_failed("MFA code required", self.bearer.realm)
+        try:
+            verify_mfa_code(get_runtime(request, self.bearer.attr), sealed, code, claims.subject)
+        except HTTPException as e:
+            if e.status_code == 401:
+                setattr(request.state, _AUTH_FAILURE, "mfa_failed")
+            raise
+        return claims
