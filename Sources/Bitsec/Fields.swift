@@ -53,8 +53,8 @@ public func bitsec_encrypt_field(_ rt: OpaquePointer?, _ plaintext: UnsafePointe
     withRuntime(rt) { (r) throws(BitsecError) in
         let fields = try r.require(r.fields)
         guard let out_len else { throw .invalid("out_len is NULL") }
-        let pt = try bytesArg(UnsafeRawPointer(plaintext), try sizeArg(plaintext_len, "plaintext_len", max: FieldFormat.maxPlaintextBytes), "plaintext", max: FieldFormat.maxPlaintextBytes)
-        let ctx = try bytesArg(UnsafeRawPointer(context), try sizeArg(context_len, "context_len", max: FieldFormat.maxContextBytes), "context", max: FieldFormat.maxContextBytes)
+        let pt = try bytesArg(UnsafeRawPointer(plaintext), plaintext_len, "plaintext", lengthName: "plaintext_len", max: FieldFormat.maxPlaintextBytes)
+        let ctx = try bytesArg(UnsafeRawPointer(context), context_len, "context", lengthName: "context_len", max: FieldFormat.maxContextBytes)
         let out = outBuffer(UnsafeMutableRawPointer(out_buf), out_cap)
         let n = try fields.encrypt(pt, context: ctx, flags: FieldFlags(rawValue: flags), into: out)
         try finishOutput(n, UnsafeMutableRawPointer(out_buf), out_cap, out_len)
@@ -94,8 +94,8 @@ public func bitsec_decrypt_field(_ rt: OpaquePointer?, _ token: UnsafePointer<UI
         let fields = try r.require(r.fields)
         guard let out_len else { throw .invalid("out_len is NULL") }
         guard let out_reason else { throw .invalid("out_reason is NULL") }
-        let tok = try bytesArg(UnsafeRawPointer(token), try sizeArg(token_len, "token_len", max: FieldKeyring.maxTokenBytes), "token", max: FieldKeyring.maxTokenBytes)
-        let ctx = try bytesArg(UnsafeRawPointer(context), try sizeArg(context_len, "context_len", max: FieldFormat.maxContextBytes), "context", max: FieldFormat.maxContextBytes)
+        let tok = try bytesArg(UnsafeRawPointer(token), token_len, "token", lengthName: "token_len", max: FieldKeyring.maxTokenBytes)
+        let ctx = try bytesArg(UnsafeRawPointer(context), context_len, "context", lengthName: "context_len", max: FieldFormat.maxContextBytes)
         let o = try fields.decrypt(tok, context: ctx, into: outBuffer(UnsafeMutableRawPointer(out_buf), out_cap))
         out_reason.pointee = o.reason.rawValue
         out_len.pointee = 0
@@ -129,8 +129,8 @@ public func bitsec_rewrap_field(_ rt: OpaquePointer?, _ token: UnsafePointer<UIn
         let fields = try r.require(r.fields)
         guard let out_len else { throw .invalid("out_len is NULL") }
         guard let out_reason else { throw .invalid("out_reason is NULL") }
-        let tok = try bytesArg(UnsafeRawPointer(token), try sizeArg(token_len, "token_len", max: FieldKeyring.maxTokenBytes), "token", max: FieldKeyring.maxTokenBytes)
-        let ctx = try bytesArg(UnsafeRawPointer(context), try sizeArg(context_len, "context_len", max: FieldFormat.maxContextBytes), "context", max: FieldFormat.maxContextBytes)
+        let tok = try bytesArg(UnsafeRawPointer(token), token_len, "token", lengthName: "token_len", max: FieldKeyring.maxTokenBytes)
+        let ctx = try bytesArg(UnsafeRawPointer(context), context_len, "context", lengthName: "context_len", max: FieldFormat.maxContextBytes)
         let (o, rewrapped) = try fields.rewrap(tok, context: ctx, flags: FieldFlags(rawValue: flags), into: outBuffer(UnsafeMutableRawPointer(out_buf), out_cap))
         out_reason.pointee = o.reason.rawValue
         out_len.pointee = 0
@@ -203,7 +203,7 @@ public func bitsec_fernet_encrypt(_ rt: OpaquePointer?, _ plaintext: UnsafePoint
                                   _ out_buf: UnsafeMutablePointer<CChar>?, _ out_cap: UInt, _ out_len: UnsafeMutablePointer<UInt>?) -> Int32 {
     withRuntime(rt) { (r) throws(BitsecError) in
         let fields = try r.require(r.fields)
-        let pt = try bytesArg(UnsafeRawPointer(plaintext), try sizeArg(plaintext_len, "plaintext_len", max: FieldFormat.maxPlaintextBytes), "plaintext", max: FieldFormat.maxPlaintextBytes)
+        let pt = try bytesArg(UnsafeRawPointer(plaintext), plaintext_len, "plaintext", lengthName: "plaintext_len", max: FieldFormat.maxPlaintextBytes)
         try writeOutput(try fields.fernetEncrypt(pt, now: now), out_buf, out_cap, out_len)
     }
 }
@@ -233,7 +233,7 @@ public func bitsec_fernet_decrypt(_ rt: OpaquePointer?, _ token: UnsafePointer<C
         let fields = try r.require(r.fields)
         guard let out_len else { throw .invalid("out_len is NULL") }
         guard let out_reason else { throw .invalid("out_reason is NULL") }
-        let tok = try bytesArg(UnsafeRawPointer(token), try sizeArg(token_len, "token_len", max: FernetKeyring.maxTokenBytes), "token", max: FernetKeyring.maxTokenBytes)
+        let tok = try bytesArg(UnsafeRawPointer(token), token_len, "token", lengthName: "token_len", max: FernetKeyring.maxTokenBytes)
         var o = try fields.fernetDecrypt(tok, ttl: ttl_seconds, now: now)
         defer { wipe(&o.plaintext) }
         out_reason.pointee = o.reason.rawValue
@@ -263,7 +263,7 @@ public func bitsec_fernet_rotate(_ rt: OpaquePointer?, _ token: UnsafePointer<CC
         let fields = try r.require(r.fields)
         guard let out_len else { throw .invalid("out_len is NULL") }
         guard let out_reason else { throw .invalid("out_reason is NULL") }
-        let tok = try bytesArg(UnsafeRawPointer(token), try sizeArg(token_len, "token_len", max: FernetKeyring.maxTokenBytes), "token", max: FernetKeyring.maxTokenBytes)
+        let tok = try bytesArg(UnsafeRawPointer(token), token_len, "token", lengthName: "token_len", max: FernetKeyring.maxTokenBytes)
         let (reason, t) = try fields.fernetRotate(tok)
         out_reason.pointee = reason.rawValue
         out_len.pointee = 0
@@ -294,8 +294,8 @@ public func bitsec_fernet_migrate(_ rt: OpaquePointer?, _ token: UnsafePointer<C
         let fields = try r.require(r.fields)
         guard let out_len else { throw .invalid("out_len is NULL") }
         guard let out_reason else { throw .invalid("out_reason is NULL") }
-        let tok = try bytesArg(UnsafeRawPointer(token), try sizeArg(token_len, "token_len", max: FernetKeyring.maxTokenBytes), "token", max: FernetKeyring.maxTokenBytes)
-        let ctx = try bytesArg(UnsafeRawPointer(context), try sizeArg(context_len, "context_len", max: FieldFormat.maxContextBytes), "context", max: FieldFormat.maxContextBytes)
+        let tok = try bytesArg(UnsafeRawPointer(token), token_len, "token", lengthName: "token_len", max: FernetKeyring.maxTokenBytes)
+        let ctx = try bytesArg(UnsafeRawPointer(context), context_len, "context", lengthName: "context_len", max: FieldFormat.maxContextBytes)
         let o = try fields.fernetMigrate(tok, ttl: ttl_seconds, now: now, context: ctx, flags: FieldFlags(rawValue: flags),
                                          into: outBuffer(UnsafeMutableRawPointer(out_buf), out_cap))
         out_reason.pointee = o.reason.rawValue

@@ -4,12 +4,6 @@ internal import BitsecCore
 internal import Glibc
 
 @inline(__always)
-private func slice(_ p: UnsafePointer<CChar>?, _ len: UInt, _ name: StaticString, max: Int) throws(BitsecError) -> UnsafeRawBufferPointer {
-    let n = try sizeArg(len, name, max: max)
-    return try bytesArg(UnsafeRawPointer(p), n, name, max: max)
-}
-
-@inline(__always)
 private func byteSlice(_ raw: UnsafeRawBufferPointer) -> ByteSlice {
     ByteSlice(raw.baseAddress?.assumingMemoryBound(to: UInt8.self), raw.count)
 }
@@ -51,10 +45,10 @@ public func bitsec_check_permission(_ rt: OpaquePointer?, _ principal: UnsafePoi
         guard let out_decision else { throw .invalid("out_decision is NULL") }
         out_decision.pointee = 0
         let svc = try r.require(r.permissions)
-        let p = try PrincipalView.parse(try slice(principal, principal_len, "principal", max: PermissionService.maxPrincipalBytes))
-        let perm = try slice(permission, permission_len, "permission", max: PermissionService.maxPermissionBytes)
+        let p = try PrincipalView.parse(try bytesArg(UnsafeRawPointer(principal), principal_len, "principal", max: PermissionService.maxPrincipalBytes))
+        let perm = try bytesArg(UnsafeRawPointer(permission), permission_len, "permission", max: PermissionService.maxPermissionBytes)
         let ctx = context_len == 0 ? ResourceContext()
-            : try ResourceContext.parse(try slice(context, context_len, "context", max: PermissionService.maxPrincipalBytes))
+            : try ResourceContext.parse(try bytesArg(UnsafeRawPointer(context), context_len, "context", max: PermissionService.maxPrincipalBytes))
         out_decision.pointee = try svc.check(p, permission: byteSlice(perm), ctx).raw
     }
 }
@@ -78,7 +72,7 @@ public func bitsec_check_permission_packed(_ rt: OpaquePointer?, _ request: Unsa
         guard let out_decision else { throw .invalid("out_decision is NULL") }
         out_decision.pointee = 0
         let svc = try r.require(r.permissions)
-        let q = try PackedRequest.parse(try slice(request, request_len, "request", max: PermissionService.maxPrincipalBytes))
+        let q = try PackedRequest.parse(try bytesArg(UnsafeRawPointer(request), request_len, "request", max: PermissionService.maxPrincipalBytes))
         guard q.permission.count <= PermissionService.maxPermissionBytes else {
             throw .tooLarge("permission exceeds the limit of \(PermissionService.maxPermissionBytes)")
         }
@@ -108,10 +102,10 @@ public func bitsec_check_permission_claims(_ rt: OpaquePointer?, _ claims: Unsaf
         guard let out_decision else { throw .invalid("out_decision is NULL") }
         out_decision.pointee = 0
         let svc = try r.require(r.permissions)
-        let packed = try ClaimsPrincipal.pack(try slice(claims, claims_len, "claims", max: PermissionService.maxPrincipalBytes))
-        let perm = try slice(permission, permission_len, "permission", max: PermissionService.maxPermissionBytes)
+        let packed = try ClaimsPrincipal.pack(try bytesArg(UnsafeRawPointer(claims), claims_len, "claims", max: PermissionService.maxPrincipalBytes))
+        let perm = try bytesArg(UnsafeRawPointer(permission), permission_len, "permission", max: PermissionService.maxPermissionBytes)
         let ctx = context_len == 0 ? ResourceContext()
-            : try ResourceContext.parse(try slice(context, context_len, "context", max: PermissionService.maxPrincipalBytes))
+            : try ResourceContext.parse(try bytesArg(UnsafeRawPointer(context), context_len, "context", max: PermissionService.maxPrincipalBytes))
         out_decision.pointee = try packed.withRawBytes { (raw) throws(BitsecError) -> UInt64 in
             try svc.check(try PrincipalView.parse(raw), permission: byteSlice(perm), ctx).raw
         }
@@ -144,9 +138,9 @@ public func bitsec_check_permissions(_ rt: OpaquePointer?, _ principal: UnsafePo
         guard let out_count else { throw .invalid("out_count is NULL") }
         out_count.pointee = 0
         let svc = try r.require(r.permissions)
-        let p = try PrincipalView.parse(try slice(principal, principal_len, "principal", max: PermissionService.maxPrincipalBytes))
-        let list = try slice(permissions, permissions_len, "permissions", max: PermissionService.maxPrincipalBytes)
-        let ctx = try ResourceContext.parse(try slice(context, context_len, "context", max: PermissionService.maxPrincipalBytes))
+        let p = try PrincipalView.parse(try bytesArg(UnsafeRawPointer(principal), principal_len, "principal", max: PermissionService.maxPrincipalBytes))
+        let list = try bytesArg(UnsafeRawPointer(permissions), permissions_len, "permissions", max: PermissionService.maxPrincipalBytes)
+        let ctx = try ResourceContext.parse(try bytesArg(UnsafeRawPointer(context), context_len, "context", max: PermissionService.maxPrincipalBytes))
         let cap = decisions_cap > UInt(PermissionService.maxBatch) ? PermissionService.maxBatch : Int(decisions_cap)
         let n = try svc.checkBatch(p, permissions: byteSlice(list), ctx, into: out_decisions, capacity: cap)
         if n < 0 {
@@ -207,7 +201,7 @@ public func bitsec_permission_reason(_ reason: Int32) -> UnsafePointer<CChar> {
 public func bitsec_permission_policy_load(_ rt: OpaquePointer?, _ policy: UnsafePointer<CChar>?, _ policy_len: UInt) -> Int32 {
     withRuntime(rt) { (r) throws(BitsecError) in
         let svc = try r.require(r.permissions)
-        try svc.loadPolicy(try slice(policy, policy_len, "policy", max: Limits.maxConfigBytes))
+        try svc.loadPolicy(try bytesArg(UnsafeRawPointer(policy), policy_len, "policy", max: Limits.maxConfigBytes))
     }
 }
 
@@ -225,7 +219,7 @@ public func bitsec_permission_policy_load(_ rt: OpaquePointer?, _ policy: Unsafe
 public func bitsec_permission_shadow_load(_ rt: OpaquePointer?, _ policy: UnsafePointer<CChar>?, _ policy_len: UInt) -> Int32 {
     withRuntime(rt) { (r) throws(BitsecError) in
         let svc = try r.require(r.permissions)
-        try svc.loadShadowPolicy(try slice(policy, policy_len, "policy", max: Limits.maxConfigBytes))
+        try svc.loadShadowPolicy(try bytesArg(UnsafeRawPointer(policy), policy_len, "policy", max: Limits.maxConfigBytes))
     }
 }
 

@@ -91,6 +91,15 @@ func bytesArg(_ p: UnsafeRawPointer?, _ len: Int, _ name: StaticString, max: Int
     return UnsafeRawBufferPointer(start: p, count: len)
 }
 
+/// A caller's (pointer, `size_t` length) pair as bytes: the length is checked against `max`
+/// before the pointer is looked at. NULL with length 0 is the empty input. `lengthName`
+/// names the length parameter in a too-large message (default: `name`).
+@inline(__always)
+func bytesArg(_ p: UnsafeRawPointer?, _ len: UInt, _ name: StaticString, lengthName: StaticString? = nil,
+              max: Int = Limits.maxArgumentBytes) throws(BitsecError) -> UnsafeRawBufferPointer {
+    try bytesArg(p, try sizeArg(len, lengthName ?? name, max: max), name, max: max)
+}
+
 @inline(__always)
 func sizeArg(_ n: UInt, _ name: StaticString, max: Int = Limits.maxArgumentBytes) throws(BitsecError) -> Int {
     guard n <= UInt(max) else { throw .tooLarge("\(name): \(n) exceeds the limit of \(max)") }

@@ -76,7 +76,7 @@ public func bitsec_token_sign(_ rt: OpaquePointer?, _ claims: UnsafePointer<CCha
                               _ out_cap: UInt, _ out_len: UnsafeMutablePointer<UInt>?) -> Int32 {
     withRuntime(rt) { (r) throws(BitsecError) in
         let t = try r.require(r.tokens)
-        let bytes = try bytesArg(UnsafeRawPointer(claims), try sizeArg(claims_len, "claims_len"), "claims")
+        let bytes = try bytesArg(UnsafeRawPointer(claims), claims_len, "claims", lengthName: "claims_len")
         let k = try optionalText(kid, kid_len, "kid")
         try writeOutput(try t.sign(claims: bytes, kid: k), out_buf, out_cap, out_len)
     }
@@ -103,7 +103,7 @@ public func bitsec_token_issue_pair(_ rt: OpaquePointer?, _ claims: UnsafePointe
                                     _ out_len: UnsafeMutablePointer<UInt>?) -> Int32 {
     withRuntime(rt) { (r) throws(BitsecError) in
         let t = try r.require(r.tokens)
-        let bytes = try bytesArg(UnsafeRawPointer(claims), try sizeArg(claims_len, "claims_len"), "claims")
+        let bytes = try bytesArg(UnsafeRawPointer(claims), claims_len, "claims", lengthName: "claims_len")
         let k = try optionalText(kid, kid_len, "kid")
         try writeOutput(try t.issuePair(claims: bytes, kid: k, at: at), out_buf, out_cap, out_len)
     }
@@ -136,7 +136,7 @@ public func bitsec_token_refresh(_ rt: OpaquePointer?, _ token: UnsafePointer<CC
         guard let out_reason, let out_len else { throw .invalid("out_reason and out_len are required") }
         out_len.pointee = 0
         let t = try r.require(r.tokens)
-        let bytes = try bytesArg(UnsafeRawPointer(token), try sizeArg(token_len, "token_len"), "token")
+        let bytes = try bytesArg(UnsafeRawPointer(token), token_len, "token", lengthName: "token_len")
         let k = try optionalText(kid, kid_len, "kid")
         // Checked before the exchange: once the old token is revoked, a retry cannot succeed.
         let needed = 3 * t.policy.maxTokenBytes + 256

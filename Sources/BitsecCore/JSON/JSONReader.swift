@@ -210,34 +210,8 @@ private struct Parser {
     }
 
     mutating func skipObject(depth: Int) throws(BitsecError) {
-        guard depth <= maxDepth else { throw .malformed("JSON nesting exceeds the depth limit of \(maxDepth)") }
-        i += 1
-        // The names are still needed: duplicates are refused at every level.
-        var names: [String] = []
-        var seen: Set<String>? = nil
-        skipWhitespace()
-        if peek() == UInt8(ascii: "}") { i += 1; return }
-        while true {
-            skipWhitespace()
-            guard peek() == UInt8(ascii: "\"") else { throw fail("expected a member name") }
-            let keyAt = i
-            let key = try parseString()
-            try checkDuplicate(key, at: keyAt, names, &seen)
-            skipWhitespace()
-            guard peek() == UInt8(ascii: ":") else { throw fail("expected ':'") }
-            i += 1
-            skipWhitespace()
-            try skipValue(depth: depth)
-            names.append(key)
-            if names.count > 16, seen != nil { seen?.insert(key) }
-            skipWhitespace()
-            guard let c = peek() else { throw fail("unexpected end of input in an object") }
-            i += 1
-            if c == UInt8(ascii: ",") { continue }
-            if c == UInt8(ascii: "}") { return }
-            i -= 1
-            throw fail("expected ',' or '}'")
-        }
+        // The member names are still read: duplicates are refused at every level.
+        _ = try scanObject(depth: depth, select: { _ in false }, member: { _, _ in })
     }
 
     mutating func skipArray(depth: Int) throws(BitsecError) {
