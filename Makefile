@@ -130,7 +130,11 @@ install: build
 demo: deps build
 	@bash examples/demo.sh
 
+# wrk drives the HTTP benchmark (bench/http_bench.py; without it, its Python load generator).
 bench: deps build
+	@dpkg -s wrk >/dev/null 2>&1 || { SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk >/dev/null; } \
+	  || echo "wrk not installed: the HTTP benchmark uses its Python load generator"
 	@bash bench/run.sh
 
 clean:
