@@ -71,7 +71,7 @@ class Config:
     stack: str
     layers: list[str]
     alg: str = "HS256"
-    inline: bool = False
+    inline: str = ""  # "all" / "middleware": thread-pool calls made on the event loop (bench_apps)
 
 
 @dataclass
@@ -129,6 +129,13 @@ def stop(server: Server) -> None:
     except subprocess.TimeoutExpired:
         p.kill()
         p.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) of a process so far: what a request costs the
+    server, less sensitive than wall time to the other work on a shared machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # ---- checks --------------------------------------------------------------------------------
@@ -308,6 +315,32 @@ def per_call_us(fn: Any, n: int = 20000) -> float:
     return best * 1e6
 
 
+def verify_rows(keys: dict[str, Any], workdir: Path) -> list[tuple[str, float, str, float]]:
+    """Token verification alone for ``keys``' algorithm: bitsec (its cache on, as in the app,
+    and off) vs PyJWT with the key loaded once."""
+    import jwt
+
+    import bitsec
+
+    settings = {"alg": keys["alg"], "secret": keys["secret"], "public_pem": keys["public_pem"], "layers": []}
+    cfg = bench_apps.bitsec_config(settings)
+    rt = bitsec.Runtime(cfg)
+    cfg["tokens"]["cache_size"] = 0
+    rt0 = bitsec.Runtime(cfg)
+    tok = bench_apps.make_token(keys, "user-001", ["operator"])
+    vkey = bench_apps.incumbent_verify_key(keys)
+    t_jwt = per_call_us(lambda: jwt.decode(tok, vkey, algorithms=[keys["alg"]], issuer=bench_apps.ISS,
+                                           audience=bench_apps.AUD, leeway=30,
+                                           options={"require": ["exp", "iat", "sub"]}), 2000)
+    rows = [(f"verify token {keys['alg']} (cache hit)", per_call_us(lambda: rt.verify_token(tok)),
+             f"jwt.decode {keys['alg']}", t_jwt),
+            (f"verify token {keys['alg']} (no cache)", per_call_us(lambda: rt0.verify_token(tok), 2000),
+             f"jwt.decode {keys['alg']}", t_jwt)]
+    rt.close()
+    rt0.close()
+    return rows
+
+
 def micro(keys: dict[str, Any], workdir: Path) -> list[tuple[str, float, str, float]]:
     """µs per call of each control as its app calls it, outside HTTP; plus the thread hop."""
     import logging
@@ -327,7 +360,7 @@ def micro(keys: dict[str, Any], workdir: Path) -> list[tuple[str, float, str, fl
     tok = bench_apps.make_token(keys, "user-001", ["operator"])
     claims = rt.verify_token(tok)
     principal = bitsec.Principal.from_claims(claims)
-    vkey = keys["secret"] if keys["alg"] == "HS256" else keys["public_pem"]
+    vkey = bench_apps.incumbent_verify_key(keys)
     model, policy = workdir / "model.conf", workdir / "policy.csv"
     model.write_text(bench_apps.CASBIN_MODEL)
     policy.write_text("\n".join(bench_apps.casbin_policy_lines()) + "\n")
@@ -385,7 +418,8 @@ BITSEC = "bitsec"
 INCUMBENT = "incumbent (ADR-007's `@app.middleware(\"http\")` audit)"
 INCUMBENT_ASGI = "incumbent (audit from a plain ASGI middleware)"
 BARE = "bare FastAPI (no security)"
-INLINE = "bitsec.fastapi with its thread-pool calls made on the event loop (measurement only)"
+INLINE = "bitsec, every thread-pool call made on the event loop (measurement only)"
+INLINE_MW = "bitsec, the middlewares' thread-pool calls made on the event loop (measurement only)"
 
 
 def configs() -> list[Config]:
@@ -395,7 +429,8 @@ def configs() -> list[Config]:
             Config(INCUMBENT_ASGI, "incumbent", asgi)]
     if QUICK:
         return head
-    out = head + [Config(BARE, "bare", []), Config(INLINE, "bitsec", full, inline=True)]
+    out = head + [Config(BARE, "bare", []), Config(INLINE_MW, "bitsec", full, inline="middleware"),
+                  Config(INLINE, "bitsec", full, inline="all")]
     for stack in ("bitsec", "incumbent"):
         for k in range(1, len(full)):
             out.append(Config(f"{stack}: " + " + ".join(full[:k]), stack, full[:k]))
@@ -442,9 +477,14 @@ def main() -> None:
             check(s)
 
         def run(s: Server, duration: float) -> dict[str, float]:
+            assert s.proc is not None
+            c0 = cpu_seconds(s.proc.pid)
             if LOADGEN == "wrk":
-                return run_wrk(s, scripts[s.config.alg], duration)
-            return run_python(s, tokens[s.config.alg], duration)
+                r = run_wrk(s, scripts[s.config.alg], duration)
+            else:
+                r = run_python(s, tokens[s.config.alg], duration)
+            r["cpu"] = (cpu_seconds(s.proc.pid) - c0) / r["n"] * 1e6
+            return r
 
         for s in servers:
             run(s, WARMUP)
@@ -474,37 +514,39 @@ def main() -> None:
           "and, under load, answered only 2xx and wrote one audit record per request.")
     print()
     def row(name: str, s: Server, prev: float | None = None) -> float:
-        us = 1e6 / med(s, "rps")
+        us = med(s, "cpu")
         plus = "" if prev is None else f"{us - prev:+.0f}"
         print(f"| {name} | {med(s, 'rps'):.0f} | {us:.0f} | {plus} | {med(s, 'p50'):.2f} | {med(s, 'p99'):.2f} |")
         return us
 
-    print("| stack | token | req/s | p50 ms | p99 ms |")
-    print("|---|---|---:|---:|---:|")
+    print("| stack | token | req/s | p50 ms | p99 ms | server CPU µs/request |")
+    print("|---|---|---:|---:|---:|---:|")
     for alg in sorted(keys):
         for label in (BITSEC, INCUMBENT, INCUMBENT_ASGI):
             s = by[(label, alg)]
-            print(f"| {label} | {alg} | {med(s, 'rps'):.0f} | {med(s, 'p50'):.2f} | {med(s, 'p99'):.2f} |")
+            print(f"| {label} | {alg} | {med(s, 'rps'):.0f} | {med(s, 'p50'):.2f} | {med(s, 'p99'):.2f} | "
+                  f"{med(s, 'cpu'):.0f} |")
         b = by[(BITSEC, alg)]
         for label, name in ((INCUMBENT, "ADR-007's"), (INCUMBENT_ASGI, "ASGI")):
             i = by[(label, alg)]
             print(f"| **bitsec / incumbent ({name} audit)** | {alg} | **{med(b, 'rps') / med(i, 'rps'):.2f}×** | "
-                  f"{med(b, 'p50') / med(i, 'p50'):.2f}× | **{med(b, 'p99') / med(i, 'p99'):.2f}×** |")
+                  f"{med(b, 'p50') / med(i, 'p50'):.2f}× | **{med(b, 'p99') / med(i, 'p99'):.2f}×** | "
+                  f"{med(i, 'cpu') / med(b, 'cpu'):.2f}× less |")
     if QUICK:
         return
     print()
     print("### Where the time goes (HS256): controls added one at a time")
     print()
-    print("µs/request = 10⁶ / req/s of the one worker at saturation (its CPU per request, the event loop's "
-          "and the thread pool's); + = what the last control added.")
+    print("CPU µs/request: the uvicorn process's CPU time (all threads) during a run / the requests it "
+          "answered; + = what the last control added. req/s follows it when the machine is quiet.")
     print()
-    print("| app | req/s | µs/request | + µs | p50 ms | p99 ms |")
+    print("| app | req/s | CPU µs/request | + µs | p50 ms | p99 ms |")
     print("|---|---:|---:|---:|---:|---:|")
     bare = by[(BARE, "HS256")]
     us_bare = row(BARE, bare)
     full = bench_apps.LAYERS
     for stack, last in (("bitsec", BITSEC), ("incumbent", INCUMBENT)):
-        prev = us_bare
+        prev = prev3 = us_bare
         for k in range(1, len(full) + 1):
             label = last if k == len(full) else f"{stack}: " + " + ".join(full[:k])
             name = f"{stack}: " + " + ".join(full[:k])
@@ -514,20 +556,28 @@ def main() -> None:
             prev = row(name, by[(label, "HS256")], prev)
         if stack == "incumbent":
             row("incumbent: token + permission + ratelimit + audit (plain ASGI)", by[(INCUMBENT_ASGI, "HS256")], prev3)
-    row(INLINE, by[(INLINE, "HS256")], 1e6 / med(by[(BITSEC, "HS256")], "rps"))
+    row(INLINE_MW, by[(INLINE_MW, "HS256")], med(by[(BITSEC, "HS256")], "cpu"))
+    row(INLINE, by[(INLINE, "HS256")], med(by[(BITSEC, "HS256")], "cpu"))
     print()
     print(f"Ceiling: the bare endpoint serves {med(bare, 'rps'):.0f} req/s, "
           f"{med(bare, 'rps') / med(by[(INCUMBENT, 'HS256')], 'rps'):.1f}× the incumbent with ADR-007's middleware "
           f"and {med(bare, 'rps') / med(by[(INCUMBENT_ASGI, 'HS256')], 'rps'):.1f}× the one with the ASGI "
-          "middleware: no security stack can beat the incumbent by more than that in this setup.")
+          "middleware: no security stack can beat the incumbent by more than that in this setup. In CPU per "
+          f"request: {med(bare, 'cpu'):.0f} µs bare, {med(by[(BITSEC, 'HS256')], 'cpu'):.0f} µs bitsec, "
+          f"{med(by[(INCUMBENT_ASGI, 'HS256')], 'cpu'):.0f} µs incumbent (ASGI): the security work is "
+          f"{med(by[(BITSEC, 'HS256')], 'cpu') - med(bare, 'cpu'):.0f} µs vs "
+          f"{med(by[(INCUMBENT_ASGI, 'HS256')], 'cpu') - med(bare, 'cpu'):.0f} µs per request.")
     if "--no-micro" in sys.argv:
         return
     print()
-    print("### The same controls in process (HS256, µs per call, best of 5)")
+    print("### The same controls in process (HS256 unless stated, µs per call, best of 5)")
     print()
     print("| bitsec call | µs | incumbent call | µs |")
     print("|---|---:|---|---:|")
-    for a, ta, b, tb in micro(keys["HS256"], work):
+    rows = micro(keys["HS256"], work)
+    if "RS256" in keys:
+        rows[1:1] = verify_rows(keys["RS256"], work)
+    for a, ta, b, tb in rows:
         print(f"| {a} | {ta:.2f} | {b} | {'' if tb != tb else f'{tb:.2f}'} |")
     shutil.rmtree(work, ignore_errors=True)
 

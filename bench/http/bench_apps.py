@@ -18,8 +18,8 @@ every request takes a token from the user's bucket; every request leaves one aud
 ``create_app()`` (a uvicorn ``--factory``) reads its settings from the JSON file named by
 ``HTTPBENCH_SETTINGS``: ``stack`` (``bare``, ``bitsec``, ``incumbent``), ``layers`` (the
 controls, cumulative, to measure each one's cost), ``alg`` (HS256 or RS256), the key
-material, ``audit_path``, optionally ``inline`` (bitsec with its thread-pool calls made on
-the event loop, to measure the hops) and ``rate_capacity`` (tests: a bucket small enough to
+material, ``audit_path``, optionally ``inline`` (``all`` or ``middleware``: bitsec with its
+thread-pool calls made on the event loop, to measure the hops) and ``rate_capacity`` (tests: a bucket small enough to
 empty).
 """
 from __future__ import annotations
@@ -127,7 +127,7 @@ def bitsec_app(settings: dict[str, Any]) -> FastAPI:
 
     layers = settings["layers"]
     if settings.get("inline"):
-        _run_thread_pool_calls_inline()
+        _run_thread_pool_calls_inline(settings["inline"])
     app = FastAPI(lifespan=bitsec_lifespan(bitsec_config(settings)))
     if "ratelimit" in layers:
         app.add_middleware(RateLimitMiddleware)
@@ -153,17 +153,30 @@ def bitsec_app(settings: dict[str, Any]) -> FastAPI:
     return app
 
 
-def _run_thread_pool_calls_inline() -> None:
-    """Measurement only, never a way to run a service: makes ``anyio.to_thread.run_sync``
-    (which bitsec.fastapi's middlewares and FastAPI's sync dependencies go through) call its
-    function on the event loop, to measure what the thread hops cost. Every bitsec call here
-    is in-process and short (local rate-limit store, batched audit queue with ``drop``)."""
+def _run_thread_pool_calls_inline(which: str) -> None:
+    """Measurement only, never a way to run a service: makes the thread-pool calls run their
+    function on the event loop, to measure what the thread hops cost. ``"all"``: every
+    ``anyio.to_thread.run_sync`` of the process (bitsec.fastapi's middlewares and FastAPI's sync
+    dependencies); ``"middleware"``: only bitsec.fastapi's middlewares' (rate limit, audit).
+    Every bitsec call here is in-process and short (local rate-limit store, batched audit
+    queue with ``drop``)."""
+    import types
+
+    import anyio
     import anyio.to_thread
+
+    import bitsec.fastapi
 
     async def run_inline(func: Any, *args: Any, **_: Any) -> Any:
         return func(*args)
 
-    anyio.to_thread.run_sync = run_inline  # type: ignore[assignment]
+    if which == "all":
+        anyio.to_thread.run_sync = run_inline  # type: ignore[assignment]
+    elif which == "middleware":
+        bitsec.fastapi.anyio = types.SimpleNamespace(  # type: ignore[attr-defined]
+            to_thread=types.SimpleNamespace(run_sync=run_inline), CancelScope=anyio.CancelScope)
+    else:
+        raise ValueError("inline: 'all' or 'middleware'")
 
 
 # ---- incumbent: PyJWT + casbin + slowapi + logging -----------------------------------------
@@ -219,6 +232,16 @@ def _audit_request(audit: SecurityAuditLogger, request_state: Any, method: str, 
                                     context=context)
 
 
+def incumbent_verify_key(settings: dict[str, Any]) -> Any:
+    """The HMAC secret, or the public key loaded once (as the ERP guide's ``TokenManager``
+    keeps it): handing PyJWT the PEM text would parse it again on every request."""
+    if settings["alg"] == "HS256":
+        return settings["secret"]
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    return load_pem_public_key(settings["public_pem"].encode())
+
+
 def incumbent_app(settings: dict[str, Any]) -> FastAPI:
     import uuid
 
@@ -231,7 +254,7 @@ def incumbent_app(settings: dict[str, Any]) -> FastAPI:
     layers = settings["layers"]
     app = FastAPI()
     alg = settings["alg"]
-    verify_key = settings["secret"] if alg == "HS256" else settings["public_pem"]
+    verify_key = incumbent_verify_key(settings)
 
     bearer = HTTPBearer(auto_error=False)
 
