@@ -456,7 +456,14 @@ def loadgen_desc() -> str:
     if LOADGEN == "wrk":
         ver = subprocess.run([WRK or "wrk", "-v"], capture_output=True, text=True).stdout.split(" [")[0]
         return f"{ver}, 1 thread, {CONNECTIONS} connections"
-    return f"the Python asyncio client (wrk not installed), {CONNECTIONS} connections"
+    why = "" if WRK else " (wrk not installed)"
+    return f"the Python asyncio client{why}, {CONNECTIONS} connections"
+
+
+def cpu_ratio(bitsec_us: float, incumbent_us: float) -> str:
+    if bitsec_us <= incumbent_us:
+        return f"{incumbent_us / bitsec_us:.2f}× less"
+    return f"{bitsec_us / incumbent_us:.2f}× more"
 
 
 def main() -> None:
@@ -531,7 +538,7 @@ def main() -> None:
             i = by[(label, alg)]
             print(f"| **bitsec / incumbent ({name} audit)** | {alg} | **{med(b, 'rps') / med(i, 'rps'):.2f}×** | "
                   f"{med(b, 'p50') / med(i, 'p50'):.2f}× | **{med(b, 'p99') / med(i, 'p99'):.2f}×** | "
-                  f"{med(i, 'cpu') / med(b, 'cpu'):.2f}× less |")
+                  f"{cpu_ratio(med(b, 'cpu'), med(i, 'cpu'))} |")
     if QUICK:
         return
     print()
