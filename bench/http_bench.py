@@ -231,7 +231,7 @@ _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 def run_wrk(server: Server, script: Path, duration: float) -> dict[str, float]:
     assert WRK is not None
     out = subprocess.run([WRK, "-t1", f"-c{CONNECTIONS}", f"-d{max(1, round(duration))}s", "--latency",
-                          "-s", str(script), f"http://127.0.0.1:{server.port}"],
+                          "--timeout", "10s", "-s", str(script), f"http://127.0.0.1:{server.port}"],
                          capture_output=True, text=True, timeout=duration + 60).stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     total = re.search(r"(\d+) requests in", out)
