@@ -346,7 +346,6 @@ def micro(keys: dict[str, Any], workdir: Path) -> list[tuple[str, float, str, fl
     import logging
 
     import anyio
-    import casbin
     import jwt
     from limits import parse
     from limits.storage import MemoryStorage
@@ -361,10 +360,7 @@ def micro(keys: dict[str, Any], workdir: Path) -> list[tuple[str, float, str, fl
     claims = rt.verify_token(tok)
     principal = bitsec.Principal.from_claims(claims)
     vkey = bench_apps.incumbent_verify_key(keys)
-    model, policy = workdir / "model.conf", workdir / "policy.csv"
-    model.write_text(bench_apps.CASBIN_MODEL)
-    policy.write_text("\n".join(bench_apps.casbin_policy_lines()) + "\n")
-    enforcer = casbin.Enforcer(str(model), str(policy))
+    enforcer = bench_apps.casbin_enforcer()
     limiter, item = FixedWindowRateLimiter(MemoryStorage()), parse(f"{bench_apps.RATE_CAPACITY}/minute")
     logger = logging.getLogger("micro.audit")
     logger.propagate = False

@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -83,6 +82,23 @@ def casbin_policy_lines() -> list[str]:
         for parent in spec["inherits"]:
             lines.append(f"g, {role}, {parent}")
     return lines
+
+
+def casbin_enforcer() -> Any:
+    """casbin's ``Enforcer`` over the RBAC model and the same table (model from text, policy
+    rules added as its adapter would load them)."""
+    import casbin
+
+    model = casbin.model.Model()
+    model.load_model_from_text(CASBIN_MODEL)
+    enforcer = casbin.Enforcer(model)
+    for line in casbin_policy_lines():
+        kind, *rule = [f.strip() for f in line.split(",")]
+        if kind == "p":
+            enforcer.add_policy(*rule)
+        else:
+            enforcer.add_grouping_policy(*rule)
+    return enforcer
 
 
 def item(eid: int) -> dict[str, Any]:
@@ -245,7 +261,6 @@ def incumbent_verify_key(settings: dict[str, Any]) -> Any:
 def incumbent_app(settings: dict[str, Any]) -> FastAPI:
     import uuid
 
-    import casbin
     import jwt
     from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
     from slowapi import Limiter, _rate_limit_exceeded_handler
@@ -276,13 +291,7 @@ def incumbent_app(settings: dict[str, Any]) -> FastAPI:
         return payload
 
     if "permission" in layers:
-        model_dir = tempfile.mkdtemp(prefix="httpbench-casbin-")
-        model_path, policy_path = os.path.join(model_dir, "model.conf"), os.path.join(model_dir, "policy.csv")
-        with open(model_path, "w") as f:
-            f.write(CASBIN_MODEL)
-        with open(policy_path, "w") as f:
-            f.write("\n".join(casbin_policy_lines()) + "\n")
-        enforcer = casbin.Enforcer(model_path, policy_path)
+        enforcer = casbin_enforcer()
 
         def require_permission(resource: str, action: str) -> Any:
             async def check(request: Request, user: dict[str, Any] = Depends(current_user)) -> dict[str, Any]:
