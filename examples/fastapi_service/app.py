@@ -19,7 +19,7 @@ from typing import Any, Iterator, Sequence
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, event, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -176,6 +176,10 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
     models = build_models(lambda: app.state.bitsec)
     engine = create_engine(database_url, connect_args={"check_same_thread": False}
                            if url.get_backend_name() == "sqlite" else {})
+    if url.get_backend_name() == "sqlite":
+        # Deleted and overwritten content is zeroed in the file, not left in free pages:
+        # an anonymised username must not survive in the raw database.
+        event.listen(engine, "connect", lambda dbapi_con, _: dbapi_con.execute("PRAGMA secure_delete=ON"))
     models.Base.metadata.create_all(engine)
     app.state.engine = engine
     app.state.models = models
