@@ -10,7 +10,6 @@ import base64
 import sqlite3
 import time
 import urllib.parse
-from pathlib import Path
 
 import bitsec
 from refsvc_support import API, Service, bearer, svc  # noqa: F401 (svc is a fixture)

@@ -113,6 +113,7 @@ def test_self_anonymisation(svc: Service) -> None:
     assert len(anon) == 1 and anon[0]["resource_id"] == str(uid) and anon[0]["actor"] == str(uid)
     assert anon[0]["details"]["reason"] == "user_request" and anon[0]["details"]["tokens_revoked"] == 4
     assert any(e.get("actor") == str(uid) and e.get("action") == "create" for e in events)
+    assert "mrossi" not in svc.audit_path.read_text()  # actors are user ids: the trail never had the name
 
 
 def test_admin_anonymisation_and_export(svc: Service) -> None:
