@@ -64,7 +64,12 @@ def expect(cond: bool, what: str) -> None:
         raise StepFailed(what)
 
 
+_current_step = "start"
+
+
 def step(title: str) -> None:
+    global _current_step
+    _current_step = title
     print(f"\n-- {title}", flush=True)
 
 
@@ -437,13 +442,16 @@ def main(argv: list[str] | None = None) -> int:
         with w.client:
             w.run()
     except StepFailed as e:
-        print(f"\nwalkthrough: FAILED: {e}", file=sys.stderr, flush=True)
-        return 1
+        failure = str(e)
     except httpx.HTTPError as e:
-        print(f"\nwalkthrough: FAILED: HTTP error: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-        return 1
-    print("\nwalkthrough: every step behaved as expected", flush=True)
-    return 0
+        failure = f"HTTP error: {type(e).__name__}: {e}"
+    except (ValueError, KeyError, TypeError) as e:  # e.g. a body that is not the JSON expected
+        failure = f"unexpected response: {type(e).__name__}: {e}"
+    else:
+        print("\nwalkthrough: every step behaved as expected", flush=True)
+        return 0
+    print(f"\nwalkthrough: FAILED: {failure}\n   (in the step: {_current_step})", file=sys.stderr, flush=True)
+    return 1
 
 
 if __name__ == "__main__":
