@@ -276,7 +276,8 @@ private func runStress(redis: String?) throws {
      "rate_limits": {"categories": {"stress": {"capacity": \(RL_CAPACITY), "period_seconds": 86400}}},
      "totp": {\(totpState)"throttle": {"max_failures": 1000, "window_s": 60}},
      "fields": \(fieldsSection(primary: "k1")),
-     "audit": {"sinks": [\(sinks)], "durability": "batched", "full_policy": "block", "block_timeout_ms": 60000}}
+     "audit": {"sinks": [\(sinks)], "durability": "batched", "queue_capacity": 8192,
+               "full_policy": "block", "block_timeout_ms": 60000, "durable_timeout_ms": 600000}}
     """
     let (orc, opened) = open(config)
     #expect(orc == OK, "\(lastError())")
@@ -452,6 +453,11 @@ private func runStress(redis: String?) throws {
 
     // Audit: flush, close, then every acknowledged seq is in the file with its actor.
     #expect(bitsec_audit_flush(rt) == OK, "\(lastError())")
+    var stats = [CChar](repeating: 0, count: 4096)
+    var statsLen: UInt = 0
+    #expect(bitsec_audit_stats(rt, &stats, UInt(stats.count), &statsLen) == OK)
+    let statsText = String(decoding: stats.prefix(Int(statsLen)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    let dropped = statsText.firstRange(of: #""dropped":"#).map { String(statsText[$0.upperBound...].prefix { $0.isNumber }) } ?? "?"
     bitsec_runtime_close(rt)
     closed = true
     let records = auditActors(auditPath)
@@ -476,7 +482,8 @@ private func runStress(redis: String?) throws {
     #expect(reportText.hasPrefix(#"{"intact":true,"records":\#(records.count),"#), "\(reportText)")
     #expect(!reportText.contains(#""torn_tail":{"#))
     print("stress (\(redis == nil ? "embedded" : "redis")): \(seconds) s, iterations per worker \(iterations), "
-        + "\(shared.reloads.load(ordering: .relaxed)) reload rounds, \(acknowledged) audit events acknowledged, \(records.count) records, "
+        + "\(shared.reloads.load(ordering: .relaxed)) reload rounds, \(acknowledged) audit events acknowledged, \(records.count) records "
+        + "(automatic events dropped on a full queue: \(dropped)), "
         + "shared TOTP steps accepted \(shared.sharedStep.load(ordering: .relaxed)), shared key \(allowed)/\(takes)")
 }
 

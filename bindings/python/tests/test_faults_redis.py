@@ -276,13 +276,14 @@ def run_fault(fresh_redis, tmp_path: Path, bf_policy: str, fault: str) -> None:
             if fault == "kill":
                 # A snapshot first, as a server with persistence would have: the revocations
                 # and TOTP steps acknowledged before it must survive the restart.
-                client.save()
+                # (Taken before SAVE is sent: what was acknowledged earlier is in the snapshot.)
                 saved_at = time.monotonic()
+                client.save()
                 fresh_redis.kill()
             else:
                 saved_at = time.monotonic()
                 fresh_redis.pause()
-            time.sleep(1.5)
+            time.sleep(2.0)
             with load.lock:
                 during = {f: dict(o) for f, o in load.outcomes.items()}
             if fault == "kill":
