@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     problem = schema_problem(app)
     if problem:
         raise SystemExit(f"serve: {data_dir / 'service.db'} was written by an older version of the service "
-                         f"({problem}); start afresh with --fresh (or remove the directory)")
+                         f"({problem}); start afresh with --fresh (make serve FRESH=1) or remove the directory")
     users = ensure_users(app, data_dir, args.config)
     User = app.state.models.User
     with app.state.sessions() as db:
