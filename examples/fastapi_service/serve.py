@@ -108,7 +108,8 @@ def ensure_users(app: Any, data_dir: Path, config: str) -> list[dict[str, Any]]:
     known = {u["username"] for u in users}
     User = app.state.models.User
     with app.state.sessions() as db:
-        in_db = set(db.scalars(select(User.username)))
+        # anonymised accounts (deleted-user-…) are no demo user's any more: not a stray user
+        in_db = set(db.scalars(select(User.username).where(User.anonymized_at.is_(None))))
     missing = [u for u in in_db if u not in known]
     if missing:
         raise SystemExit(f"serve: {data_dir} has users without recorded credentials ({', '.join(sorted(missing))}); "
@@ -152,7 +153,7 @@ def listening_socket(port: int) -> socket.socket:
 
 
 def banner(url: str, data_dir: Path, users: list[dict[str, Any]], redis: dict[str, Any] | None,
-           mfa: set[str]) -> str:
+           mfa: set[str], gone: set[str] | None = None) -> str:
     state = f"Redis at {redis['host']}:{redis['port']}" if redis else "embedded state (in process, no Redis)"
     lines = [f"bitsec reference service: {url}",
              f"  data: {data_dir} (service.db, audit.jsonl, keys, {USERS_FILE}); {state}",
@@ -160,6 +161,7 @@ def banner(url: str, data_dir: Path, users: list[dict[str, Any]], redis: dict[st
     width = max(len(u["username"]) for u in users)
     for u in users:
         note = "  + TOTP (enrolled)" if u["username"] in mfa else ""
+        note = "  (anonymised: cannot log in)" if u["username"] in (gone or set()) else note
         lines.append(f"    {u['username']:<{width}}  {u['tenant_id']:<7}  {u['password']}  "
                      f"{' + '.join(roles_of(u))}{note}")
     u = users[0]
@@ -170,7 +172,7 @@ def banner(url: str, data_dir: Path, users: list[dict[str, Any]], redis: dict[st
               f"    curl -s {url}/metrics"]
     if mfa:
         lines.append(f"  TOTP-enrolled users need a code of their enrolment (\"totp_code\"); "
-                     f"rm -rf {data_dir} starts afresh")
+                     f"--fresh (make serve FRESH=1) starts afresh")
     lines.append("  endpoints: examples/fastapi_service/README.md; Ctrl-C stops the service")
     return "\n".join(lines)
 
@@ -215,10 +217,12 @@ def main(argv: list[str] | None = None) -> int:
     User = app.state.models.User
     with app.state.sessions() as db:
         mfa = set(db.scalars(select(User.username).where(User.totp_sealed.is_not(None))))
+        live = set(db.scalars(select(User.username)))
+    gone = {u["username"] for u in users if u["username"] not in live}
 
     sock = listening_socket(args.port)
     url = f"http://{HOST}:{sock.getsockname()[1]}"
-    print(banner(url, data_dir, users, redis, mfa), flush=True)
+    print(banner(url, data_dir, users, redis, mfa, gone), flush=True)
     if args.url_file:
         Path(args.url_file).parent.mkdir(parents=True, exist_ok=True)
         _write_private(Path(args.url_file), url + "\n")

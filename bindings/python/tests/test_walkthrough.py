@@ -168,6 +168,15 @@ def test_walkthrough_over_http(state: str, tmp_path: Path, served: list[Served],
     assert any(r.get("subtype") == "data_anonymization" and r.get("resource_id") == "3" and r.get("actor") == "4"
                for r in records)
 
+    if state == "embedded":  # `make serve` after `make demo`: the same directory serves again
+        again = Served(data)
+        served.append(again)
+        assert "mia    plant-a" in again.output() and "(anonymised: cannot log in)" in again.output()
+        assert "ada    plant-a" in again.output() and "+ TOTP (enrolled)" in again.output()
+        vera = next(u for u in users if u["username"] == "vera")
+        r = httpx.post(again.url + "/api/v1/auth/login", json={"username": "vera", "password": vera["password"]})
+        assert r.status_code == 200
+
 
 def _permissive_config(tmp_path: Path) -> Path:
     """The service's configuration with its policy changed to let viewers create equipment."""
