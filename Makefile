@@ -139,10 +139,11 @@ demo: deps build
 
 # The reference service for manual use, in the foreground (Ctrl-C stops it): demo users,
 # 127.0.0.1 on a free port (PORT=8000 to choose), data in build/fastapi_service/, embedded
-# state (REDIS_PORT=6379 to keep it in that redis-server on 127.0.0.1).
+# state (REDIS_PORT=6379 to keep it in that redis-server on 127.0.0.1); FRESH=1 wipes the
+# service's files in build/fastapi_service/ first (a database of an older schema is refused).
 serve: deps build
 	@BITSEC_LIBRARY=$(LIB) $(VPY) examples/fastapi_service/serve.py \
-		$(if $(PORT),--port $(PORT)) $(if $(REDIS_PORT),--redis-port $(REDIS_PORT))
+		$(if $(PORT),--port $(PORT)) $(if $(REDIS_PORT),--redis-port $(REDIS_PORT)) $(if $(FRESH),--fresh)
 
 bench: deps build
 	@bash bench/run.sh

@@ -36,7 +36,7 @@ cc -std=c11 -Wall -Wextra -Werror -I include examples/c/example.c -L build/lib -
 
 echo
 echo "== the reference service over real HTTP (examples/fastapi_service: serve.py, then walkthrough.py)"
-# A fresh data directory each time (the walkthrough enrols MFA, which works once per user);
+# A fresh data directory each time (the walkthrough enrols MFA and anonymises a user: once each);
 # embedded default, no Redis; 127.0.0.1 on a free port; stopped by PID even when a step fails.
 DATA=build/fastapi_service
 LOG=build/fastapi_service.log

@@ -6,15 +6,18 @@ exercised over real HTTP against a running service (``serve.py``).
 
 ``DIR`` is the service's data directory (serve.py's ``--data-dir``): the demo users'
 credentials (``users.json``), the SQLite file whose raw bytes are inspected and the audit
-log. The first form needs a fresh directory (it enrols MFA for the admin of ``plant-a``).
+log. The first form needs a fresh directory (it enrols MFA for the admin of ``plant-a`` and
+has that admin anonymise the manager of ``plant-a``).
 Each step prints what it sent and what came back; the first step whose result is not the
 expected one stops the walkthrough with exit status 1 (``make demo`` then fails).
 
 Rate limits and the brute-force block are per client IP, as in production. The walkthrough
-is one client (127.0.0.1) and spends its login budget (10 a minute) with care: its burst
-into the limit comes last. The brute-force step plays an attacker from another loopback
-address (127.0.0.2), whose one-hour block leaves the first client alone; without that
-address (not every system routes 127.0.0.0/8) the step is skipped and says so.
+is one client (127.0.0.1) and spends its budget of unauthenticated ``/auth/`` requests (10 a
+minute: five logins, two for MFA, two refreshes) with care; requests with a bearer token
+(MFA enrolment and confirmation, logout, ``/auth/me``) count against the user, not the
+address. Its burst into the limit comes last. The brute-force step plays an attacker from
+another loopback address (127.0.0.2), whose one-hour block leaves the first client alone;
+without that address (not every system routes 127.0.0.0/8) the step is skipped and says so.
 """
 from __future__ import annotations
 
@@ -40,6 +43,11 @@ CLIENT_IP = "127.0.0.1"
 ATTACKER_IP = "127.0.0.2"
 USER_AGENT = "bitsec-walkthrough/1"
 TENANT, OTHER_TENANT = "plant-a", "plant-b"
+
+#: An ADR-007 inspection (findings are encrypted at rest) and how it is closed.
+INSPECTION = {"lot_id": "LOT-2026-0142", "station": "AOI-3", "defect_count": 2,
+              "findings": "Solder bridge on U7 pins 3-4; lifted pad near J2"}
+CLOSE = {"status": "failed"}
 
 #: What each ERP role may do with equipment (examples/policies/erp.json), as HTTP statuses.
 EXPECTED_MATRIX = {
@@ -92,6 +100,10 @@ def body(r: httpx.Response, limit: int = 110) -> str:
     return short(text, limit)
 
 
+def body_of(doc: Any, limit: int = 110) -> str:
+    return short(json.dumps(doc, separators=(", ", ": ")), limit)
+
+
 def show(r: httpx.Response, *headers: str) -> str:
     """``<status> <body>`` plus the named headers."""
     out = f"{r.status_code} {body(r)}".rstrip()
@@ -103,10 +115,14 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def totp_period(uri: str) -> int:
+    return int(urllib.parse.parse_qs(urllib.parse.urlparse(uri).query).get("period", ["30"])[0])
+
+
 def totp_code(uri: str, at: float | None = None) -> str:
-    """The current code of an ``otpauth://totp/`` URI, computed as an authenticator app
-    does (RFC 6238 over RFC 4226, stdlib only): the service is checked against an
-    independent implementation, not against bitsec itself."""
+    """The code of an ``otpauth://totp/`` URI at ``at`` (default: now), computed as an
+    authenticator app does (RFC 6238 over RFC 4226, stdlib only): the service is checked
+    against an independent implementation, not against bitsec itself."""
     q = urllib.parse.parse_qs(urllib.parse.urlparse(uri).query)
     secret = q["secret"][0].upper()
     digits = int(q.get("digits", ["6"])[0])
@@ -119,6 +135,26 @@ def totp_code(uri: str, at: float | None = None) -> str:
     offset = mac[-1] & 0x0F
     value = (int.from_bytes(mac[offset:offset + 4], "big") & 0x7FFFFFFF) % 10 ** digits
     return f"{value:0{digits}d}"
+
+
+def all_keys(doc: Any) -> set[str]:
+    """Every member name in a JSON document, at any depth."""
+    if isinstance(doc, dict):
+        return set(doc) | {k for v in doc.values() for k in all_keys(v)}
+    if isinstance(doc, list):
+        return {k for v in doc for k in all_keys(v)}
+    return set()
+
+
+def token_payload(token: str) -> dict[str, Any]:
+    """The claims of a token the service returned, decoded for display only (the service
+    verifies tokens; the walkthrough just shows what is inside)."""
+    part = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))  # type: ignore[no-any-return]
+
+
+def roles_of(u: dict[str, Any]) -> list[str]:
+    return list(u["roles"]) if "roles" in u else str(u["role"]).split()
 
 
 def can_bind(address: str) -> bool:
@@ -145,13 +181,16 @@ class Walkthrough:
         return httpx.Client(base_url=self.url, timeout=30, headers={"User-Agent": USER_AGENT},
                             transport=httpx.HTTPTransport(local_address=local_address))
 
-    def user(self, role: str, tenant: str = TENANT) -> dict[str, str]:
+    def user(self, role: str, tenant: str = TENANT) -> dict[str, Any]:
         for u in self.users:
-            if u["role"] == role and u["tenant_id"] == tenant:
+            if role in roles_of(u) and u["tenant_id"] == tenant:
                 return u
-        raise StepFailed(f"users.json has no {role} of {tenant}")
+        raise StepFailed(f"users.json has no {role} of {tenant}: run serve.py on a fresh data directory")
 
-    def login(self, u: dict[str, str], client: httpx.Client | None = None, password: str | None = None,
+    def bearer_of(self, role: str, tenant: str = TENANT) -> dict[str, str]:
+        return bearer(self.tokens[self.user(role, tenant)["username"]]["access_token"])
+
+    def login(self, u: dict[str, Any], client: httpx.Client | None = None, password: str | None = None,
               **extra: Any) -> httpx.Response:
         return (client or self.client).post(f"{API}/auth/login", json={
             "username": u["username"], "password": u["password"] if password is None else password, **extra})
@@ -166,7 +205,9 @@ class Walkthrough:
         eid = self.encrypted_record()
         self.raw_database(eid)
         self.tenant_isolation(eid)
+        self.inspections()
         self.refresh_and_logout()
+        self.gdpr(eid)
         self.brute_force()
         self.login_burst()
         self.metrics()
@@ -188,25 +229,30 @@ class Walkthrough:
         say(f"GET {API}/equipment without a token -> {show(r, 'WWW-Authenticate')}")
 
     def logins(self) -> None:
-        step("log in with a password (scrypt hash in the database), one user per ERP role and one of another tenant")
+        step("log in with a password (scrypt hash in the database): one user per ERP role, two with an ADR-007 role "
+             "too, one of another tenant")
+        width = max(len(" + ".join(roles_of(u))) for u in self.users)
         for i, u in enumerate(self.users):
             r = self.login(u)
             expect(r.status_code == 200 and r.json().get("token_type") == "Bearer",
                    f"login of {u['username']}: {show(r)}")
             pair = r.json()
             self.tokens[u["username"]] = pair
-            say(f"{u['username']:<6} {u['role']:<8} {u['tenant_id']}  -> 200 access {short(pair['access_token'], 16)} "
-                f"({pair['expires_in'] // 60} min) + refresh token")
+            claims = token_payload(pair["access_token"])
+            expect(str(claims.get("sub", "")).isdigit() and claims.get("roles") == roles_of(u)
+                   and claims.get("tenant_id") == u["tenant_id"], f"the token of {u['username']}: claims {claims}")
+            say(f"{u['username']:<6} {u['tenant_id']}  {' + '.join(roles_of(u)):<{width}}  -> 200 sub={claims['sub']} "
+                f"(access {pair['expires_in'] // 60} min + refresh)")
             if i == 0:
                 expect("X-RateLimit-Limit" in r.headers, "no X-RateLimit-* headers on an allowed login")
                 first_headers = (f"X-RateLimit-Limit: {r.headers['X-RateLimit-Limit']}, "
                                  f"X-RateLimit-Remaining: {r.headers['X-RateLimit-Remaining']}")
-        say(f"the first login's rate-limit headers (auth category, per client IP): {first_headers}")
+        say(f"tokens carry the numeric user id as sub, not the username; first login's headers: {first_headers}")
 
     def mfa(self) -> None:
         admin = self.user("admin")
         name = admin["username"]
-        step(f"MFA: {name} (admin) enrols TOTP, then logs in with password + code")
+        step(f"MFA: {name} (admin) enrols TOTP, confirms it with a code, then logs in with password + code")
         token = self.tokens[name]["access_token"]
         me = self.client.get(f"{API}/auth/me", headers=bearer(token))
         expect(me.status_code == 200, f"GET /auth/me: {show(me)}")
@@ -221,23 +267,33 @@ class Walkthrough:
         masked = "&".join("secret=<" + str(len(v)) + " base32 chars>" if k == "secret" else f"{k}={v}"
                           for k, v in urllib.parse.parse_qsl(shown.query))
         say(f"POST {API}/auth/mfa/enroll -> 200 {shown.scheme}://{shown.netloc}{shown.path}?{masked}")
-        say("(the database keeps only bitsec's sealed secret; the URI is shown once, for the authenticator app)")
+        say("(pending: the database keeps only bitsec's sealed secret; the URI is shown once, for the app)")
+        # Codes are computed from the URI (RFC 6238 with hmac + hashlib), as an authenticator
+        # app would. The confirming code uses its time step (replay protection); bitsec accepts
+        # one step either side (totp.window 1, docs/configuration.md), so the login uses the
+        # code of the step after it at once instead of waiting up to 30 s for that step to come.
+        confirmed_at = time.time()
+        code = totp_code(uri, confirmed_at)
+        r = self.client.post(f"{API}/auth/mfa/confirm", json={"code": code}, headers=bearer(token))
+        expect(r.status_code == 200 and r.json() == {"mfa_enabled": True}, f"POST /auth/mfa/confirm: {show(r)}")
+        say(f"POST {API}/auth/mfa/confirm {{\"code\": \"{code}\"}} -> {show(r)}")
         r = self.login(admin)
         expect(r.status_code == 401 and r.json().get("detail") == "MFA code required",
-               f"login with the password alone after enrolment: {show(r)}")
+               f"login with the password alone after confirmation: {show(r)}")
         say(f"password alone          -> {show(r)}")
-        code = totp_code(uri)
-        r = self.login(admin, totp_code=code)
-        expect(r.status_code == 200, f"login with password + TOTP code: {show(r)}")
+        later = totp_code(uri, confirmed_at + totp_period(uri))
+        expect(later != code, "the next step's code equals the confirming one (1 in a million): run again")
+        r = self.login(admin, totp_code=later)
+        expect(r.status_code == 200, f"login with password + the next step's TOTP code: {show(r)}")
         self.tokens[name] = r.json()
-        say(f"password + code {code}  -> 200 access {short(r.json()['access_token'], 16)} "
-            "(code computed from the URI: RFC 6238, hmac + hashlib)")
+        say(f"password + code {later}  -> 200 (the next time step's code: the confirming step {code} "
+            "is used up)")
         me = self.client.get(f"{API}/auth/me", headers=bearer(self.tokens[name]["access_token"]))
         expect(me.status_code == 200 and me.json()["mfa_enabled"] is True, f"GET /auth/me after MFA: {show(me)}")
         say(f"GET {API}/auth/me -> {show(me)}")
 
     def rbac(self) -> None:
-        step("RBAC: each role calls the equipment API (examples/policies/erp.json)")
+        step("RBAC: each ERP role calls the equipment API (policy.json, the roles of examples/policies/erp.json)")
         admin = self.tokens[self.user("admin")["username"]]["access_token"]
         r = self.client.post(f"{API}/equipment", json={"name": "Matrix target"}, headers=bearer(admin))
         expect(r.status_code == 201, f"admin creates the target record: {show(r)}")
@@ -316,6 +372,39 @@ class Walkthrough:
         expect(r.status_code == 200 and r.json()["items"] == [], f"another tenant's search: {show(r)}")
         say(f"GET {API}/equipment/search?q=CNC -> {show(r)}")
 
+    def inspections(self) -> None:
+        qe, op = self.user("inspection.quality_engineer"), self.user("inspection.operator")
+        step(f"ADR-007 inspections (/v1/inspections): {qe['username']} is also inspection.quality_engineer, "
+             f"{op['username']} inspection.operator")
+        h_qe, h_op, h_viewer = (self.bearer_of("inspection.quality_engineer"), self.bearer_of("inspection.operator"),
+                                self.bearer_of("viewer"))
+        r = self.client.post("/v1/inspections", json=INSPECTION, headers=h_qe)
+        expect(r.status_code == 201 and r.json().get("status") == "open"
+               and r.json().get("findings") == INSPECTION["findings"], f"POST /v1/inspections: {show(r)}")
+        iid = int(r.json()["id"])
+        say(f"{qe['username']:<5} POST /v1/inspections {{lot {INSPECTION['lot_id']}, {INSPECTION['defect_count']} defects, "
+            f"findings}} -> 201 id {iid}, status open")
+        r = self.client.put(f"/v1/inspections/{iid}", json=CLOSE, headers=h_op)
+        expect(r.status_code == 403 and r.json().get("detail") == "Insufficient permissions: inspections:update",
+               f"an inspection.operator closes an inspection: {show(r)}")
+        say(f"{op['username']:<5} PUT /v1/inspections/{iid} {json.dumps(CLOSE)} -> {show(r)}")
+        r = self.client.get("/v1/inspections", headers=h_viewer)
+        expect(r.status_code == 403 and r.json().get("detail") == "Insufficient permissions: inspections:read",
+               f"an ERP viewer lists inspections: {show(r)}")
+        say(f"{self.user('viewer')['username']:<5} GET /v1/inspections -> {show(r)} (ERP roles do not reach ADR-007's)")
+        r = self.client.put(f"/v1/inspections/{iid}", json=CLOSE, headers=h_qe)
+        expect(r.status_code == 200 and r.json().get("status") == CLOSE["status"] and r.json().get("closed_at"),
+               f"the quality engineer closes the inspection: {show(r)}")
+        say(f"{qe['username']:<5} PUT /v1/inspections/{iid} {json.dumps(CLOSE)} -> 200 status "
+            f"{r.json()['status']}, closed_at {r.json()['closed_at']}")
+        r = self.client.put(f"/v1/inspections/{iid}", json={"defect_count": 0}, headers=h_qe)
+        expect(r.status_code == 409, f"editing a closed inspection: {show(r)}")
+        say(f"{qe['username']:<5} PUT /v1/inspections/{iid} {{\"defect_count\": 0}} -> {show(r)}")
+        raw = b"".join(p.read_bytes() for p in sorted(self.data_dir.glob("service.db*")))
+        expect(INSPECTION["findings"].encode() not in raw and INSPECTION["lot_id"].encode() in raw,
+               "the inspection's findings are in clear in the database file")
+        say("the findings are a bitsec field token in service.db (the lot id is clear)")
+
     def refresh_and_logout(self) -> None:
         u = self.user("operator")
         name = u["username"]
@@ -339,6 +428,71 @@ class Walkthrough:
                and 'error="invalid_token"' in r.headers.get("WWW-Authenticate", ""),
                f"the logged-out access token: {show(r)}")
         say(f"GET {API}/equipment with the old access token -> {show(r, 'WWW-Authenticate')}")
+
+    def gdpr(self, eid: int) -> None:
+        subject = self.user("manager")
+        admin = self.user("admin")
+        name = subject["username"]
+        step(f"GDPR: {name} exports her own data; {admin['username']} (admin) anonymises {name}")
+        h = self.bearer_of("manager")
+        r = self.client.get(f"{API}/privacy/export", headers=h)
+        expect(r.status_code == 200 and r.headers.get("Cache-Control") == "no-store"
+               and r.headers.get("Content-Disposition", "").startswith("attachment"), f"GET /privacy/export: {show(r)}")
+        doc = r.json()
+        expect(doc.get("format") == "bitsec-reference-service/gdpr-export/1", f"the export's format: {doc.get('format')}")
+        person = doc["user"]
+        expect(person["username"] == name and person["email"] == subject.get("email")
+               and person["roles"] == roles_of(subject) and person["full_name"],
+               f"the export's user part: {person}")
+        mine = {e["id"]: e for e in doc["equipment"]}
+        expect(eid in mine and mine[eid].get("serial_number") == RECORD["serial_number"],
+               f"equipment {eid} (created by {name}) missing or not decrypted in the export: {doc['equipment']}")
+        expect(any(i.get("findings") == INSPECTION["findings"] for i in doc["inspections"]),
+               f"the inspection created by {name} missing from the export: {doc['inspections']}")
+        expect(doc["sessions"] and doc["audit_events"], "the export has no sessions or no audit events")
+        text = r.text
+        leaked = sorted(all_keys(doc) & {"password", "password_hash", "totp_sealed", "totp_pending", "jti",
+                                         "access_token", "refresh_token"})
+        leaked += [what for what, value in (("the password", subject["password"]), ("a password hash", "scrypt$"),
+                                             ("the access token", self.tokens[name]["access_token"]),
+                                             ("the refresh token", self.tokens[name]["refresh_token"]))
+                   if value in text]
+        expect(not leaked, f"the export contains {leaked}")
+        say(f"GET {API}/privacy/export -> 200 attachment ({r.headers['Content-Disposition'].split('filename=')[1]}), "
+            f"no-store, {len(r.content)} bytes:")
+        say(f'  "user": {body_of({k: person[k] for k in ("id", "username", "email", "full_name", "phone")}, 130)}')
+        say(f'          roles {person["roles"]}, tenant {person["tenant_id"]}, mfa_enabled {person["mfa_enabled"]}')
+        say(f'  "equipment": {len(doc["equipment"])} records she created (serial number, cost, notes decrypted), '
+            f'"inspections": {len(doc["inspections"])}')
+        say(f'  "sessions": {len(doc["sessions"])} (start, expiry, IP, user agent), "audit_events": '
+            f'{len(doc["audit_events"])} (her own, e.g. {doc["audit_events"][0].get("type")}/'
+            f'{doc["audit_events"][0].get("subtype")})')
+        say("  never exported: password hash, TOTP secret, tokens and their jti")
+        uid = int(person["id"])
+        r = self.client.post(f"{API}/users/{uid}/anonymize", headers=self.bearer_of("admin"))
+        expect(r.status_code == 200 and r.json().get("anonymized") is True and r.json().get("tokens_revoked", 0) >= 2,
+               f"the admin anonymises user {uid}: {show(r)}")
+        say(f"{admin['username']}: POST {API}/users/{uid}/anonymize -> {show(r)}")
+        # Not an /auth/ path: a refused token is keyed by the client address, and 127.0.0.1's
+        # auth budget is kept for the burst at the end.
+        r = self.client.get("/v1/inspections", headers=h)
+        expect(r.status_code == 401 and r.json().get("detail") == "Invalid token", f"{name}'s token afterwards: {show(r)}")
+        say(f"{name}'s access token, valid a moment ago: GET /v1/inspections -> {show(r)}")
+        r = self.client.get(f"{API}/users/{uid}/export", headers=self.bearer_of("admin"))
+        expect(r.status_code == 410, f"the export of an anonymised user: {show(r)}")
+        say(f"{admin['username']}: GET {API}/users/{uid}/export -> {show(r)}")
+        db = self.data_dir / "service.db"
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            row = conn.execute("SELECT username, password_hash, role FROM users WHERE id = ?", (uid,)).fetchone()
+            kept = conn.execute("SELECT count(*) FROM equipment WHERE created_by = ?", (uid,)).fetchone()[0]
+        finally:
+            conn.close()
+        expect(row is not None and row[0].startswith("deleted-user-") and row[1] == "!" and row[2] == "",
+               f"user {uid} in the raw database: {row}")
+        expect(kept == len(mine), f"{name}'s equipment records: {kept} left of {len(mine)}")
+        say(f"users row {uid} in service.db: username {short(row[0], 21)}, password hash {row[1]!r} (disabled), "
+            f"no roles; her {kept} equipment records kept")
 
     def brute_force(self) -> None:
         victim = self.user("viewer")
@@ -420,6 +574,8 @@ def verify_audit(data_dir: Path) -> None:
     expect(kinds["authorization/permission_denied"] >= sum(
         1 for r in EXPECTED_MATRIX.values() for s in r.values() if s == 403),
         f"the RBAC matrix's denials are not all in the trail: {dict(kinds)}")
+    expect(kinds["data_access/gdpr_export"] >= 1 and kinds["data_access/data_anonymization"] >= 1,
+           f"the GDPR export and anonymisation are not in the trail: {dict(kinds)}")
     summary = "records by type/subtype: " + ", ".join(f"{k} {n}" for k, n in kinds.most_common())
     for line in textwrap.wrap(summary, 96, subsequent_indent="  "):
         say(line)
