@@ -69,12 +69,19 @@ header-check: build
 	@echo "header-check: include/bitsec_api.h matches Sources/Bitsec"
 
 ## ---- tests -----------------------------------------------------------------------------
-test: deps build header-check test-swift test-c test-python
-	@sw=$$(sed -n 's/.*Test run with \([0-9]*\) tests\{0,1\} .*passed.*/\1/p' build/swift-test.log | tail -1); \
+# After the normal suites, the Swift suites again under ASan+LSan and TSan (`sanitize`,
+# issue 10; about 20 minutes from scratch on 2 cores, docs/sanitizers.md). `make test
+# SANITIZE=0` leaves them out for a quick local run; CI (.ci/run) runs them.
+SANITIZE ?= 1
+test: deps build header-check test-swift test-c test-python $(if $(filter 1,$(SANITIZE)),sanitize)
+	@count() { sed -n "s/.*Test run with \([0-9]*\) tests\{0,1\} .*passed.*/\1/p" $$1 | tail -1; }; \
+	sw=$$(count build/swift-test.log); \
 	c=$$(sed -n 's/^c tests: \([0-9]*\) passed.*/\1/p' build/c-test.log | tail -1); \
 	py=$$(sed -n 's/^\([0-9]*\) passed.*/\1/p' build/python-test.log | tail -1); \
-	echo "make test: swift $$sw, c $$c, python $$py"; \
-	echo "$$(( sw + c + py )) passed, 0 failed"
+	if [ "$(SANITIZE)" = 1 ]; then asan=$$(count build/asan-test.log); tsan=$$(count build/tsan-test.log); san=", swift+asan $$asan, swift+tsan $$tsan"; \
+	else asan=0; tsan=0; san=" (sanitizer runs skipped: SANITIZE=0)"; fi; \
+	echo "make test: swift $$sw, c $$c, python $$py$$san"; \
+	echo "$$(( sw + c + py + asan + tsan )) passed, 0 failed"
 
 # Swift suites (core and ABI), with a real redis-server from the shared fixture.
 test-swift: build
@@ -92,8 +99,8 @@ test-python: deps build
 ## ---- sanitizers (issue 10) -------------------------------------------------------------
 # The whole Swift test suite (core, ABI, hostile-input table) under AddressSanitizer (with
 # LeakSanitizer) and under ThreadSanitizer, each in its own debug build directory, with the
-# Redis fixture. Fails on any sanitizer report, even when every test passed. Not part of
-# `make test` (a sanitizer build takes many minutes on a small machine). docs/sanitizers.md.
+# Redis fixture. Fails on any sanitizer report, even when every test passed. Part of
+# `make test` (unless SANITIZE=0). docs/sanitizers.md.
 # --disable-xctest: every suite is swift-testing; the empty XCTest pass only adds XCTest's
 # own exit-time leaks. -DBITSEC_TSAN_MUTEX: a pthread Mutex TSan can see (Support/Sync.swift).
 SAN_SUPP    := $(ROOT)/tools/sanitizers
@@ -129,6 +136,14 @@ install: build
 ## ---- demo ------------------------------------------------------------------------------
 demo: deps build
 	@bash examples/demo.sh
+
+# The reference service for manual use, in the foreground (Ctrl-C stops it): demo users,
+# 127.0.0.1 on a free port (PORT=8000 to choose), data in build/fastapi_service/, embedded
+# state (REDIS_PORT=6379 to keep it in that redis-server on 127.0.0.1); FRESH=1 wipes the
+# service's files in build/fastapi_service/ first (a database of an older schema is refused).
+serve: deps build
+	@BITSEC_LIBRARY=$(LIB) $(VPY) examples/fastapi_service/serve.py \
+		$(if $(PORT),--port $(PORT)) $(if $(REDIS_PORT),--redis-port $(REDIS_PORT)) $(if $(FRESH),--fresh)
 
 # wrk drives the HTTP benchmark (bench/http_bench.py; without it, its Python load generator).
 bench: deps build

@@ -1,65 +1,44 @@
 """The reference service: ``create_app(config_path, database_url)`` (see README.md).
 
 Every native bitsec call runs in FastAPI's thread pool (plain ``def`` endpoints and
-dependencies); SQLAlchemy is used synchronously on a real SQLite file.
+dependencies); SQLAlchemy is used synchronously on a real SQLite file. The routers of
+ADR-007's inspections (``inspections.py``) and of the GDPR endpoints (``privacy.py``) are
+mounted beside the authentication and equipment endpoints defined here.
 """
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
 import os
 import secrets
+import time
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, event, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 import bitsec
 from bitsec.fastapi import (
     AuditMiddleware, BearerAuth, RateLimitMiddleware, SecurityHeadersMiddleware, bitsec_lifespan, get_runtime,
-    require_permission,
+    mfa_enroll, require_permission, verify_mfa_code,
 )
 
+from .common import Deps, equipment_out, forget_tokens, record_pair, user_of
+from .inspections import inspections_router
 from .models import Models, build_models
+from .passwords import check_password, hash_password, verify_password
+from .privacy import privacy_router
+
+__all__ = ["create_app", "create_user", "hash_password", "verify_password", "load_config"]
 
 API = "/api/v1"
-
-# ---- passwords (hashlib.scrypt, RFC 7914) -------------------------------------------------
-
-SCRYPT_N, SCRYPT_R, SCRYPT_P, SCRYPT_LEN = 2 ** 14, 8, 1, 32
-
-
-def hash_password(password: str) -> str:
-    salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P,
-                            dklen=SCRYPT_LEN)
-    return "scrypt${}${}${}${}${}".format(SCRYPT_N, SCRYPT_R, SCRYPT_P, base64.b64encode(salt).decode(),
-                                          base64.b64encode(digest).decode())
-
-
-def verify_password(password: str, stored: str) -> bool:
-    try:
-        scheme, n, r, p, salt_b64, digest_b64 = stored.split("$")
-        if scheme != "scrypt":
-            return False
-        salt, expected = base64.b64decode(salt_b64), base64.b64decode(digest_b64)
-        digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=int(n), r=int(r), p=int(p),
-                                dklen=len(expected))
-    except (ValueError, TypeError):
-        return False
-    return hmac.compare_digest(digest, expected)
-
-
-# A hash to check unknown usernames against, so that they cost the same time as known ones.
-_DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
+REALM = 'Bearer realm="erp-api"'
 
 
 # ---- configuration ------------------------------------------------------------------------
@@ -117,6 +96,10 @@ class LogoutIn(BaseModel):
     refresh_token: str | None = Field(default=None, max_length=8192)
 
 
+class MFAConfirmIn(BaseModel):
+    code: str = Field(min_length=1, max_length=16)
+
+
 class EquipmentIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     serial_number: str | None = Field(default=None, max_length=200)
@@ -129,11 +112,6 @@ class EquipmentPatch(BaseModel):
     serial_number: str | None = Field(default=None, max_length=200)
     cost: Decimal | None = None
     notes: str | None = Field(default=None, max_length=10000)
-
-
-def _equipment_out(e: Any) -> dict[str, Any]:
-    return {"id": e.id, "name": e.name, "tenant_id": e.tenant_id, "serial_number": e.serial_number,
-            "cost": e.cost, "notes": e.notes}
 
 
 def _cost_text(cost: Decimal | None) -> str | None:
@@ -149,14 +127,28 @@ def _cost_text(cost: Decimal | None) -> str | None:
 
 # ---- users --------------------------------------------------------------------------------
 
-def create_user(app: FastAPI, username: str, password: str, role: str, tenant_id: str) -> int:
-    """Adds a user (scrypt hash of ``password``); returns its id."""
+def create_user(app: FastAPI, username: str, password: str, role: str | Sequence[str], tenant_id: str, *,
+                email: str | None = None, full_name: str | None = None, phone: str | None = None) -> int:
+    """Adds a user (scrypt hash of ``password``); returns its id. ``role``: one role name, or
+    several (a sequence, or names separated by spaces) from either family of the service's
+    policy (ERP roles, ADR-007's ``inspection.*`` roles). ``email``, ``full_name`` and
+    ``phone`` are the personal data of the GDPR endpoints (encrypted at rest)."""
+    roles = role.split() if isinstance(role, str) else [r for r in role]
+    if not roles or any(not r or any(c.isspace() for c in r) for r in roles):
+        raise ValueError("role: one or more role names without spaces")
     models: Models = app.state.models
     with app.state.sessions() as db, db.begin():
-        u = models.User(username=username, password_hash=hash_password(password), role=role, tenant_id=tenant_id)
+        u = models.User(username=username, password_hash=hash_password(password), role=" ".join(roles),
+                        tenant_id=tenant_id, email=email, full_name=full_name, phone=phone)
         db.add(u)
         db.flush()
         return int(u.id)
+
+
+def _token_claims(user: Any) -> dict[str, Any]:
+    # sub is the user's id, not the username: tokens, rate-limit keys and audit actors carry
+    # a pseudonym that anonymisation cuts off from the person (README.md, "GDPR").
+    return {"sub": str(user.id), "roles": user.roles, "tenant_id": user.tenant_id}
 
 
 # ---- the application ----------------------------------------------------------------------
@@ -184,16 +176,22 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
     models = build_models(lambda: app.state.bitsec)
     engine = create_engine(database_url, connect_args={"check_same_thread": False}
                            if url.get_backend_name() == "sqlite" else {})
+    if url.get_backend_name() == "sqlite":
+        # Deleted and overwritten content is zeroed in the file, not left in free pages:
+        # an anonymised username must not survive in the raw database.
+        event.listen(engine, "connect", lambda dbapi_con, _: dbapi_con.execute("PRAGMA secure_delete=ON"))
     models.Base.metadata.create_all(engine)
     app.state.engine = engine
     app.state.models = models
     app.state.sessions = sessionmaker(engine, expire_on_commit=False)
-    User, Equipment = models.User, models.Equipment
+    User, Equipment, IssuedToken = models.User, models.Equipment, models.IssuedToken
 
     # Outermost first: security headers on everything (429s included), the audit trail
-    # around the rate limiter so that refusals are recorded too.
+    # around the rate limiter so that refusals are recorded too. Writes to the encrypted
+    # and personal records are flagged sensitive_data_accessed.
     app.add_middleware(RateLimitMiddleware, exempt=["/health", "/metrics"])
-    app.add_middleware(AuditMiddleware)
+    app.add_middleware(AuditMiddleware, sensitive=lambda path: path.startswith(
+        (f"{API}/equipment", "/v1/inspections", f"{API}/privacy", f"{API}/users")))
     app.add_middleware(SecurityHeadersMiddleware)
 
     auth = BearerAuth(realm="erp-api")
@@ -201,6 +199,8 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
     def db_session() -> Iterator[Session]:
         with app.state.sessions() as db:
             yield db
+
+    deps = Deps(auth=auth, db_session=db_session, models=models)
 
     def client_key(request: Request) -> str:
         return f"ip:{request.client.host if request.client else 'unknown'}"
@@ -229,35 +229,51 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
         if status.blocked:
             raise blocked(status)
         user = db.scalar(select(User).where(User.username == body.username))
-        ok = verify_password(body.password, user.password_hash if user else _DUMMY_HASH) and user is not None
+        ok = check_password(body.password, user.password_hash if user else None) and user is not None
         if ok and user.totp_sealed:
             if not body.totp_code:
                 # The password was right: not a failure yet, but no token without the code.
-                raise HTTPException(status_code=401, detail="MFA code required",
-                                    headers={"WWW-Authenticate": 'Bearer realm="erp-api"'})
+                raise HTTPException(status_code=401, detail="MFA code required", headers={"WWW-Authenticate": REALM})
             try:
-                ok = bool(rt.totp_verify_sealed(user.totp_sealed, body.totp_code, user.username))
+                ok = bool(rt.totp_verify_sealed(user.totp_sealed, body.totp_code, str(user.id)))
             except bitsec.BitsecError:
                 ok = False
         if not ok:
             status = rt.bruteforce_record_failure(key)
             if status.blocked:
                 raise blocked(status)
-            raise HTTPException(status_code=401, detail="Invalid credentials",
-                                headers={"WWW-Authenticate": 'Bearer realm="erp-api"'})
+            raise HTTPException(status_code=401, detail="Invalid credentials", headers={"WWW-Authenticate": REALM})
         rt.bruteforce_record_success(key)
-        return rt.issue_token_pair({"sub": user.username, "roles": [user.role], "tenant_id": user.tenant_id})
+        pair = rt.issue_token_pair(_token_claims(user))
+        record_pair(db, models, pair, user.id, request)
+        db.commit()
+        return pair
 
     @app.post(f"{API}/auth/refresh")
-    def refresh(body: RefreshIn, request: Request) -> dict[str, Any]:
+    def refresh(body: RefreshIn, request: Request, db: Session = Depends(db_session)) -> dict[str, Any]:
+        rt = get_runtime(request)
         try:
-            return get_runtime(request).refresh_token_pair(body.refresh_token)
+            pair = rt.refresh_token_pair(body.refresh_token)
         except bitsec.TokenError:
             raise HTTPException(status_code=401, detail="Invalid refresh token",
-                                headers={"WWW-Authenticate": 'Bearer realm="erp-api", error="invalid_token"'}) from None
+                                headers={"WWW-Authenticate": f'{REALM}, error="invalid_token"'}) from None
+        claims = rt.verify_token(pair["access_token"])
+        user = db.get(User, int(claims.subject)) if claims.subject and claims.subject.isdigit() else None
+        if user is None or user.anonymized_at is not None:  # tokens of a vanished account
+            rt.revoke_token(pair["access_token"])
+            rt.revoke_token(pair["refresh_token"])
+            raise HTTPException(status_code=401, detail="Invalid refresh token",
+                                headers={"WWW-Authenticate": f'{REALM}, error="invalid_token"'})
+        record_pair(db, models, pair, user.id, request)
+        db.commit()
+        return pair
 
     @app.post(f"{API}/auth/logout", status_code=204)
-    def logout(request: Request, body: LogoutIn | None = None, claims: Any = Depends(auth)) -> None:
+    def logout(request: Request, body: LogoutIn | None = None, claims: Any = Depends(auth),
+               db: Session = Depends(db_session)) -> None:
+        """Ends the session: the access token, every live token the service issued in the
+        same session (refreshed pairs included), and the given refresh token when it is the
+        same user's."""
         rt = get_runtime(request)
         rt.revoke_token(jti=claims.jti, exp=claims.expires_at)
         if body is not None and body.refresh_token:
@@ -265,7 +281,7 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
                 refresh_claims = rt.verify_token(body.refresh_token)
                 same_user = refresh_claims.subject == claims.subject
             except bitsec.WrongTokenTypeError:
-                same_user = True  # revoke_token checks the signature and claims itself
+                same_user = True  # a refresh token: revoke_token checks its signature and claims itself
             except bitsec.TokenError:
                 same_user = False
             if same_user:
@@ -273,25 +289,51 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
                     rt.revoke_token(body.refresh_token)
                 except bitsec.TokenError:
                     pass
+        session_id = claims.get("session_id")
+        if session_id:
+            now = int(time.time())
+            rows = list(db.scalars(select(IssuedToken).where(IssuedToken.session_id == session_id,
+                                                             IssuedToken.user_id == user_of(db, models, claims).id)))
+            for row in rows:
+                if row.expires_at >= now:
+                    rt.revoke_token(jti=row.jti, exp=row.expires_at)
+            forget_tokens(db, models, [r.jti for r in rows])
+        forget_tokens(db, models, [claims.jti])
+        db.commit()
 
     @app.get(f"{API}/auth/me")
     def me(claims: Any = Depends(auth), db: Session = Depends(db_session)) -> dict[str, Any]:
-        user = db.scalar(select(User).where(User.username == claims.subject))
-        return {"username": claims.subject, "roles": list(claims.roles), "tenant_id": claims.tenant_id,
-                "mfa_enabled": bool(user and user.totp_sealed)}
+        user = user_of(db, models, claims)
+        return {"username": user.username, "roles": list(claims.roles), "tenant_id": claims.tenant_id,
+                "mfa_enabled": bool(user.totp_sealed)}
 
     @app.post(f"{API}/auth/mfa/enroll")
-    def mfa_enroll(request: Request, claims: Any = Depends(auth), db: Session = Depends(db_session)) -> dict[str, str]:
-        user = db.scalar(select(User).where(User.username == claims.subject))
-        if user is None:
-            raise HTTPException(status_code=404, detail="User not found")
+    def mfa_enroll_start(request: Request, claims: Any = Depends(auth),
+                         db: Session = Depends(db_session)) -> dict[str, Any]:
+        user = user_of(db, models, claims)
         if user.totp_sealed:
             # A stolen access token must not be enough to replace the second factor.
             raise HTTPException(status_code=409, detail="MFA already enrolled")
-        enrolment = get_runtime(request).totp_enroll(user.username)
-        user.totp_sealed = enrolment.sealed
+        # Pending until /auth/mfa/confirm proves the authenticator holds the secret; a new
+        # enrolment replaces a pending one (a lost QR code is not a dead end).
+        enrolment = mfa_enroll(get_runtime(request), str(user.id), user.username)
+        user.totp_pending = enrolment.sealed
         db.commit()
-        return {"provisioning_uri": enrolment.uri}
+        return {"provisioning_uri": enrolment.uri, "qr_png": enrolment.qr_data_uri, "confirmed": False}
+
+    @app.post(f"{API}/auth/mfa/confirm")
+    def mfa_confirm(body: MFAConfirmIn, request: Request, claims: Any = Depends(auth),
+                    db: Session = Depends(db_session)) -> dict[str, Any]:
+        user = user_of(db, models, claims)
+        if user.totp_sealed:
+            raise HTTPException(status_code=409, detail="MFA already enrolled")
+        if not user.totp_pending:
+            raise HTTPException(status_code=409, detail="No MFA enrolment to confirm")
+        # 401 wrong or used code, 429 throttled (bitsec's per-user TOTP throttle)
+        verify_mfa_code(get_runtime(request), user.totp_pending, body.code, str(user.id))
+        user.totp_sealed, user.totp_pending = user.totp_pending, None
+        db.commit()
+        return {"mfa_enabled": True}
 
     # ---- equipment (ERP roles, tenant-scoped) ----
 
@@ -310,29 +352,30 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
         rows = db.scalars(select(Equipment).where(Equipment.tenant_id == claims.tenant_id,
                                                   Equipment.name.like(pattern, escape="\\"))
                           .order_by(Equipment.id).limit(100))
-        return {"items": [_equipment_out(e) for e in rows]}
+        return {"items": [equipment_out(e) for e in rows]}
 
     @app.get(f"{API}/equipment")
     def list_equipment(claims: Any = Depends(require_permission("equipment", "read", bearer=auth)),
                        db: Session = Depends(db_session)) -> dict[str, Any]:
         rows = db.scalars(select(Equipment).where(Equipment.tenant_id == claims.tenant_id)
                           .order_by(Equipment.id).limit(1000))
-        return {"items": [_equipment_out(e) for e in rows]}
+        return {"items": [equipment_out(e) for e in rows]}
 
     @app.post(f"{API}/equipment", status_code=201)
     def create_equipment(body: EquipmentIn,
                          claims: Any = Depends(require_permission("equipment", "create", bearer=auth)),
                          db: Session = Depends(db_session)) -> dict[str, Any]:
         e = Equipment(tenant_id=claims.tenant_id, name=body.name, serial_number=body.serial_number,
-                      cost=_cost_text(body.cost), notes=body.notes)
+                      cost=_cost_text(body.cost), notes=body.notes,
+                      created_by=int(claims.subject) if claims.subject and claims.subject.isdigit() else None)
         db.add(e)
         db.commit()
-        return _equipment_out(e)
+        return equipment_out(e)
 
     @app.get(f"{API}/equipment/{{eid}}")
     def get_equipment(eid: int, claims: Any = Depends(require_permission("equipment", "read", bearer=auth)),
                       db: Session = Depends(db_session)) -> dict[str, Any]:
-        return _equipment_out(_get_equipment(db, claims, eid))
+        return equipment_out(_get_equipment(db, claims, eid))
 
     @app.put(f"{API}/equipment/{{eid}}")
     def update_equipment(eid: int, body: EquipmentPatch,
@@ -342,10 +385,12 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
         fields = body.model_dump(exclude_unset=True)
         if "cost" in fields:
             fields["cost"] = _cost_text(body.cost)
+        if "name" in fields and fields["name"] is None:
+            raise HTTPException(status_code=422, detail="name cannot be null")
         for k, v in fields.items():
             setattr(e, k, v)
         db.commit()
-        return _equipment_out(e)
+        return equipment_out(e)
 
     @app.delete(f"{API}/equipment/{{eid}}", status_code=204)
     def delete_equipment(eid: int, claims: Any = Depends(require_permission("equipment", "delete", bearer=auth)),
@@ -353,6 +398,10 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
         db.delete(_get_equipment(db, claims, eid))
         db.commit()
 
+    # ---- ADR-007 inspections and the GDPR endpoints ----
+
+    app.include_router(inspections_router(deps))
+    app.include_router(privacy_router(deps, app.state.audit_path))
     return app
 
 

@@ -25,6 +25,13 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
     private var flushTarget: UInt64 = 0
     private var dropsUnreported: UInt64 = 0
     private var fileFailure: String? = nil
+    /// Set once an `fdatasync` of the file failed, for the rest of this runtime's life. Linux
+    /// may drop the dirty pages of a failed sync and a later sync then succeeds without them,
+    /// so nothing written before can be promised durable again: `durableSeq` stops, durable
+    /// emits and flushes fail with `BITSEC_E_IO`, and the sink reports failing until the
+    /// runtime is reopened (the reopen's recovery reads back and checks what really is on
+    /// disk). Fail-stop, as PostgreSQL does after "fsyncgate".
+    private var syncFailure: String? = nil
     private var started = false
     private var stopping = false
     private var stopped = false
@@ -432,7 +439,7 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
         }
         for s in secondaries { s.close() }
         sync.lock()
-        if file?.unsynced != true { durableSeq = writtenSeq }
+        if file?.unsynced != true && syncFailure == nil { durableSeq = writtenSeq }
         stopped = true
         sync.broadcast(.durable)
         sync.unlock()
@@ -478,7 +485,7 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
         sync.lock()
         spare = batch
         if let last { writtenSeq = max(writtenSeq, last) }
-        if synced && !stillUnwritten { durableSeq = writtenSeq }
+        if synced && !stillUnwritten && syncFailure == nil { durableSeq = writtenSeq }
         unsyncedSeen = file?.unsynced == true
         unsyncedSinceSeen = firstUnsyncedAt
         retryPending = stillUnwritten
@@ -540,7 +547,7 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
             }
             if fileFailureCount > 0 {
                 sync.lock()
-                fileFailure = nil
+                fileFailure = syncFailure
                 appendInternalLocked("sink_recovered", result: "success",
                                      details: [("sink", .string("file")), ("errors", .number(JSONNumber(int64: Int64(fileFailureCount)))),
                                                ("records_lost", .number(JSONNumber(int64: 0)))])
@@ -590,7 +597,10 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
         } catch {
             metrics.sinkError("file", lost: 0)
             sync.lock()
-            fileFailure = error.detail
+            if syncFailure == nil {
+                syncFailure = error.detail + " (records written since the last good sync cannot be promised durable: reopen the runtime)"
+            }
+            fileFailure = syncFailure
             sync.broadcast(.durable)
             sync.unlock()
             return false

@@ -16,6 +16,10 @@ final class FileSink {
     private var openedAt: Int64 = 0
     /// The last sequence number written to the current file (0 when empty).
     private(set) var lastSeqInFile: UInt64 = 0
+    /// The last sequence number written to any file (the current one or a rotated one). A
+    /// batch that failed part-way is retried whole: the records up to here are already in a
+    /// file and are skipped, not written twice.
+    private var writtenThrough: UInt64 = 0
     private(set) var unsynced = false
 
     /// What was found at startup.
@@ -87,6 +91,7 @@ final class FileSink {
                 }
             }
         }
+        writtenThrough = rec.lastSeq
         return rec
     }
 
@@ -150,12 +155,14 @@ final class FileSink {
     }
 
     /// Appends records; rotates between records when due. On a failed write the file is cut
-    /// back to the last whole record and the error is thrown: the caller retries the batch.
+    /// back to the last whole record and the error is thrown: the caller retries the batch,
+    /// and the records of the batch that were written before the failure (a batch is written
+    /// in chunks of 4 MiB and split by rotation) are skipped then.
     func write(_ records: [(seq: UInt64, line: [UInt8])]) throws(BitsecError) {
         var chunk: [UInt8] = []
         chunk.reserveCapacity(min(records.reduce(0) { $0 + $1.line.count }, 8 << 20))
         var chunkLast: UInt64 = 0
-        for r in records {
+        for r in records where r.seq > writtenThrough {
             if lastSeqInFile != 0 || !chunk.isEmpty {
                 let projected = size + Int64(chunk.count) + Int64(r.line.count)
                 let bySize = rotateBytes > 0 && projected > rotateBytes
@@ -191,6 +198,7 @@ final class FileSink {
         }
         size += Int64(chunk.count)
         lastSeqInFile = last
+        writtenThrough = last
         unsynced = true
         chunk.removeAll(keepingCapacity: true)
     }

@@ -1,0 +1,208 @@
+"""The full RBAC matrix of the reference service through HTTP: every role of its policy x
+every guarded endpoint, once with the embedded default and once with Redis.
+
+The expected table below is data written from the policy documents (examples/policies/erp.json:
+the ERP guide's hierarchy; examples/policies/adr007.json: ADR-007's role table), not computed
+by bitsec. test_combined_policy_decides_as_each_document checks the service's one policy file
+(examples/fastapi_service/policy.json) against the two documents' files."""
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+import bitsec
+from refsvc_support import API, ROOT, Service, bearer, redis_section
+
+ERP = ["viewer", "operator", "manager", "admin", "super_admin"]
+ADR = ["inspection.operator", "inspection.quality_engineer", "inspection.manager", "inspection.admin"]
+ROLES = ERP + ADR
+EVERYONE = set(ROLES)
+
+# endpoint -> (method, path, the permission its guard checks, the roles that hold it)
+MATRIX: dict[str, tuple[str, str, str | None, set[str]]] = {
+    # erp.json: viewer has equipment:read, every ERP role inherits it; super_admin *:*
+    "equipment.list":   ("GET",    f"{API}/equipment",             "equipment:read",   set(ERP)),
+    "equipment.search": ("GET",    f"{API}/equipment/search?q=La", "equipment:read",   set(ERP)),
+    "equipment.get":    ("GET",    f"{API}/equipment/{{eid}}",     "equipment:read",   set(ERP)),
+    # operator: equipment:update; manager: equipment:create; admin: equipment:*
+    "equipment.update": ("PUT",    f"{API}/equipment/{{eid}}",     "equipment:update", {"operator", "manager", "admin",
+                                                                                         "super_admin"}),
+    "equipment.create": ("POST",   f"{API}/equipment",             "equipment:create", {"manager", "admin", "super_admin"}),
+    "equipment.delete": ("DELETE", f"{API}/equipment/{{eid}}",     "equipment:delete", {"admin", "super_admin"}),
+    # adr007.json: every ADR-007 role reads inspections; operator and quality_engineer create,
+    # quality_engineer updates, admin (*:*) does everything; super_admin (*:*) too
+    "inspections.list":   ("GET",    "/v1/inspections",         "inspections:read",   set(ADR) | {"super_admin"}),
+    "inspections.get":    ("GET",    "/v1/inspections/{iid}",   "inspections:read",   set(ADR) | {"super_admin"}),
+    "inspections.create": ("POST",   "/v1/inspections",         "inspections:create", {"inspection.operator",
+                                                                                       "inspection.quality_engineer",
+                                                                                       "inspection.admin", "super_admin"}),
+    "inspections.update": ("PUT",    "/v1/inspections/{iid}",   "inspections:update", {"inspection.quality_engineer",
+                                                                                       "inspection.admin", "super_admin"}),
+    "inspections.delete": ("DELETE", "/v1/inspections/{iid}",   "inspections:delete", {"inspection.admin", "super_admin"}),
+    # GDPR: the ERP admin has users:* (export among its actions); ADR-007 has no export action;
+    # users:delete: ERP admin (users:*) and ADR-007's admin (*:*)
+    "users.export":    ("GET",  f"{API}/users/{{uid}}/export",    "users:export", {"admin", "super_admin"}),
+    "users.anonymize": ("POST", f"{API}/users/{{uid}}/anonymize", "users:delete", {"admin", "super_admin",
+                                                                                  "inspection.admin"}),
+    # one's own data: any authenticated user, no permission
+    "privacy.export":  ("GET",  f"{API}/privacy/export",           None,           EVERYONE),
+}
+BODIES = {"equipment.update": {"notes": "checked"}, "equipment.create": {"name": "Lathe", "cost": "10.5"},
+          "inspections.create": {"lot_id": "L-1", "station": "AOI-1"},
+          "inspections.update": {"defect_count": 1}}
+OK = {"GET": 200, "PUT": 200, "POST": 200, "DELETE": 204}
+OK_CREATED = {"equipment.create", "inspections.create"}
+
+
+class Matrix:
+    def __init__(self, svc: Service) -> None:
+        self.svc = svc
+        self.tokens: dict[str, str] = {}
+        for i, role in enumerate(ROLES):
+            name = "u-" + role.replace(".", "-")
+            svc.add_user(name, role)
+            # one client address per login: ADR-007's auth limit is 10 a minute per address
+            self.tokens[role] = svc.token(name, client=svc.client_at(f"10.9.0.{i + 1}"))
+        self.subject = svc.add_user("subject", "viewer", email="subject@example.com")
+
+    def target(self, endpoint: str) -> dict[str, Any]:
+        """A fresh record (or user) for the endpoint, so that deletions do not interfere."""
+        models = self.svc.app.state.models
+        with self.svc.app.state.sessions() as db, db.begin():
+            e = models.Equipment(tenant_id="fab-1", name="Lathe", serial_number="SN-1")
+            i = models.Inspection(tenant_id="fab-1", lot_id="L-0", station="AOI-0")
+            db.add_all([e, i])
+            db.flush()
+            ids = {"eid": e.id, "iid": i.id, "uid": self.subject}
+        if endpoint == "users.anonymize":
+            ids["uid"] = self.svc.add_user(f"victim-{ids['eid']}", "viewer")
+        return ids
+
+
+@pytest.fixture(scope="module", params=["embedded", "redis"])
+def matrix(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matrix]:
+    redis = redis_section(request) if request.param == "redis" else None
+    s = Service(tmp_path_factory.mktemp("rbac"), redis)
+    with s.client:
+        yield Matrix(s)
+
+
+def test_matrix_covers_every_role_and_guarded_route(matrix: Matrix) -> None:
+    # every route of the service that has a permission guard is in MATRIX (a new guarded
+    # route without a row fails here)
+    from fastapi.routing import APIRoute
+    from bitsec.fastapi import RequirePermission
+
+    def guarded(dependant: Any) -> bool:
+        return any(isinstance(d.call, RequirePermission) or guarded(d) for d in dependant.dependencies)
+
+    def shape(path: str) -> str:  # parameter names do not matter
+        return re.sub(r"\{[^}]*\}", "{}", path.split("?")[0])
+
+    def walk(routes: Any) -> Iterator[APIRoute]:
+        for r in routes:
+            if isinstance(r, APIRoute):
+                yield r
+            elif hasattr(r, "original_router"):  # FastAPI's included routers (prefixes already in the paths)
+                yield from walk(r.original_router.routes)
+
+    routes = {(m, shape(r.path)) for r in walk(matrix.svc.app.routes) if guarded(r.dependant) for m in r.methods}
+    rows = {(m, shape(p)) for m, p, perm, _ in MATRIX.values() if perm is not None}
+    assert routes == rows
+    roles = json.loads((ROOT / "examples/fastapi_service/policy.json").read_text())["roles"]
+    assert sorted(roles) == sorted(ROLES)
+
+
+@pytest.mark.parametrize("endpoint,role", list(itertools.product(MATRIX, ROLES)))
+def test_rbac_matrix(matrix: Matrix, endpoint: str, role: str) -> None:
+    method, path, permission, allowed = MATRIX[endpoint]
+    ids = matrix.target(endpoint)
+    r = matrix.svc.client.request(method, path.format(**ids), json=BODIES.get(endpoint),
+                                  headers=bearer(matrix.tokens[role]))
+    if role in allowed:
+        expected = 201 if endpoint in OK_CREATED else OK[method]
+        assert r.status_code == expected, (r.status_code, r.text)
+    else:
+        assert r.status_code == 403, (r.status_code, r.text)
+        assert r.json() == {"detail": f"Insufficient permissions: {permission}"}
+
+
+def test_a_user_with_roles_of_both_families(matrix: Matrix) -> None:
+    svc = matrix.svc
+    svc.add_user("both", ["viewer", "inspection.quality_engineer"])
+    t = svc.token("both", client=svc.client_at("10.9.1.1"))
+    ids = matrix.target("inspections.update")
+    assert svc.client.get(f"{API}/equipment", headers=bearer(t)).status_code == 200
+    assert svc.client.put(f"/v1/inspections/{ids['iid']}", json={"status": "passed"}, headers=bearer(t)).status_code == 200
+    assert svc.client.put(f"{API}/equipment/{ids['eid']}", json={"notes": "x"}, headers=bearer(t)).status_code == 403
+    assert svc.client.get(f"{API}/auth/me", headers=bearer(t)).json()["roles"] == ["viewer", "inspection.quality_engineer"]
+
+
+def test_audit_chain_verifies_after_the_matrix(matrix: Matrix) -> None:
+    # one denial of its own, so the test means something when run alone
+    svc = matrix.svc
+    assert svc.client.delete(f"/v1/inspections/{matrix.target('inspections.delete')['iid']}",
+                             headers=bearer(matrix.tokens["viewer"])).status_code == 403
+    svc.rt.audit_flush()
+    report = bitsec.audit_verify([svc.audit_path])
+    assert report.intact, report
+    assert '"reason":"no_grant"' in svc.audit_path.read_text()
+
+
+# ---- the service's policy file against the two documents' ------------------------------------
+
+POLICIES = ROOT / "examples" / "policies"
+
+
+def _runtime(path: Path) -> bitsec.Runtime:
+    return bitsec.Runtime({"permissions": {"policy_file": str(path)}})
+
+
+def _contexts() -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+    """(principal fields, resource context) pairs that exercise tenant, owner and
+    department conditions."""
+    out: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
+    for dept in ("sales", "quality"):
+        p = {"id": "u1", "tenant": "t1", "department": dept}
+        out.append((p, None))
+        for ctx in ({"tenant_id": "t1"}, {"tenant_id": "t2"}, {"tenant_id": "t1", "owner_id": "u1"},
+                    {"tenant_id": "t1", "owner_id": "u2"}, {"tenant_id": "t1", "department": dept},
+                    {"tenant_id": "t1", "department": "other"}):
+            out.append((p, ctx))
+    return out
+
+
+def test_combined_policy_decides_as_each_document() -> None:
+    combined, erp, adr = (_runtime(p) for p in (ROOT / "examples/fastapi_service/policy.json",
+                                                  POLICIES / "erp.json", POLICIES / "adr007.json"))
+    try:
+        erp_doc = json.loads((POLICIES / "erp.json").read_text())
+        adr_doc = json.loads((POLICIES / "adr007.json").read_text())
+        checked = 0
+        for family, prefix, rt, doc in (("erp", "", erp, erp_doc), ("adr007", "inspection.", adr, adr_doc)):
+            for role in doc["roles"]:
+                for (pf, ctx), res, act in itertools.product(_contexts(), doc["resources"], doc["actions"]):
+                    mine = combined.check_permission(bitsec.Principal(roles=[prefix + role], **pf), res, act, ctx)
+                    theirs = rt.check_permission(bitsec.Principal(roles=[role], **pf), res, act, ctx)
+                    assert (mine.allowed, mine.reason) == (theirs.allowed, theirs.reason), (family, role, res, act, ctx)
+                    checked += 1
+        assert checked > 1000
+        # neither family reaches the other's resources (super_admin's *:* excepted)
+        only_erp = set(erp_doc["resources"]) - set(adr_doc["resources"])
+        only_adr = set(adr_doc["resources"]) - set(erp_doc["resources"])
+        p = {"id": "u1", "tenant": "t1"}
+        for role, res, act in itertools.product(ADR, only_erp, erp_doc["actions"] + adr_doc["actions"]):
+            assert not combined.check_permission(bitsec.Principal(roles=[role], **p), res, act), (role, res, act)
+        for role, res, act in itertools.product(ERP[:-1], only_adr, adr_doc["actions"]):
+            assert not combined.check_permission(bitsec.Principal(roles=[role], **p), res, act), (role, res, act)
+        for role, res in itertools.product(ADR, adr_doc["resources"]):
+            for act in set(erp_doc["actions"]) - set(adr_doc["actions"]):  # approve, export
+                assert not combined.check_permission(bitsec.Principal(roles=[role], **p), res, act), (role, res, act)
+    finally:
+        for rt in (combined, erp, adr):
+            rt.close()

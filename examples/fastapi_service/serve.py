@@ -1,0 +1,240 @@
+"""Runs the reference service for people: ``make serve`` (and ``make demo``, which wipes
+its data directory first).
+
+    python examples/fastapi_service/serve.py [--data-dir DIR] [--port N] [--redis-port N]
+
+- prepares the data directory (default ``build/fastapi_service/``): the SQLite database,
+  the audit log and the generated key files of ``create_app``, plus ``users.json`` (mode
+  0600) with the demo users' credentials, kept so that a restart shows the same ones;
+- creates the demo users once: one per ERP role of ``examples/policies/erp.json`` (viewer,
+  operator, manager, admin) in tenant ``plant-a``, two of them also holding an ADR-007 role
+  (otto ``inspection.operator``, mia ``inspection.quality_engineer``), and an admin of tenant
+  ``plant-b``; each with an e-mail address, a name and a phone number (the personal data of
+  the GDPR endpoints);
+- refuses a database file of an older schema (the first slice's users table had other
+  columns): ``--fresh`` wipes the service's files in the data directory first;
+- serves the app with uvicorn, one worker, on 127.0.0.1 only (it prints passwords: never on
+  a network interface), on ``--port`` or a free port; prints the URL and the credentials,
+  and writes the URL to ``--url-file`` once the socket listens (``make demo`` waits on it).
+
+The state is the embedded default (in process, no Redis) unless ``--redis-port`` is given:
+rate limits, brute-force counts, revocations and TOTP replay state then live in that
+redis-server. SIGINT/SIGTERM stop it gracefully (the audit queue is flushed).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # run as a script: make `examples.fastapi_service` importable
+    sys.path.insert(0, str(ROOT))
+
+HERE = Path(__file__).resolve().parent
+HOST = "127.0.0.1"
+
+#: (username, roles, tenant, full name): one user per ERP role in plant-a, two of them also
+#: holding an ADR-007 role (policy.json's ``inspection.`` family), one admin of plant-b.
+DEMO_USERS = [
+    ("vera", ["viewer"], "plant-a", "Vera Lindqvist"),
+    ("otto", ["operator", "inspection.operator"], "plant-a", "Otto Brandt"),
+    ("mia", ["manager", "inspection.quality_engineer"], "plant-a", "Mia Kowalski"),
+    ("ada", ["admin"], "plant-a", "Ada Moreau"),
+    ("bruno", ["admin"], "plant-b", "Bruno Esposito"),
+]
+USERS_FILE = "users.json"
+#: What --fresh removes from the data directory (the service's files, nothing else).
+SERVICE_FILES = ("service.db", "service.db-journal", "service.db-wal", "service.db-shm", "audit.jsonl*",
+                 USERS_FILE, "field-key", "jwt-key", "url")
+
+
+def roles_of(u: dict[str, Any]) -> list[str]:
+    """The roles of a users.json entry (``roles``; ``role``, one name, in files of the first slice)."""
+    return list(u["roles"]) if "roles" in u else str(u["role"]).split()
+
+
+def wipe(data_dir: Path) -> None:
+    """Removes the service's files (SERVICE_FILES) from ``data_dir``."""
+    for pattern in SERVICE_FILES:
+        for p in data_dir.glob(pattern):
+            if p.is_file():
+                p.unlink()
+
+
+def schema_problem(app: Any) -> str | None:
+    """Why the database cannot be used by this version of the service (a table of an older
+    schema lacks columns: ``create_all`` creates missing tables, it does not alter existing
+    ones), or None."""
+    from sqlalchemy import inspect
+
+    insp = inspect(app.state.engine)
+    for name, table in app.state.models.Base.metadata.tables.items():
+        if not insp.has_table(name):
+            continue
+        have = {c["name"] for c in insp.get_columns(name)}
+        missing = sorted(c.name for c in table.columns if c.name not in have)
+        if missing:
+            return f"table {name} has no column {', '.join(missing)}"
+    return None
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Writes ``text`` to ``path`` with mode 0600 (atomically: a temporary file, then rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def ensure_users(app: Any, data_dir: Path, config: str) -> list[dict[str, Any]]:
+    """The demo users of ``data_dir``: created (random passwords) on the first start and
+    recorded in ``users.json``; read back from it afterwards."""
+    import secrets
+
+    from sqlalchemy import select
+
+    import bitsec
+    from examples.fastapi_service import create_user
+    from examples.fastapi_service.app import load_config
+
+    path = data_dir / USERS_FILE
+    users: list[dict[str, str]] = json.loads(path.read_text()) if path.exists() else []
+    known = {u["username"] for u in users}
+    User = app.state.models.User
+    with app.state.sessions() as db:
+        # anonymised accounts (deleted-user-…) are no demo user's any more: not a stray user
+        in_db = set(db.scalars(select(User.username).where(User.anonymized_at.is_(None))))
+    missing = [u for u in in_db if u not in known]
+    if missing:
+        raise SystemExit(f"serve: {data_dir} has users without recorded credentials ({', '.join(sorted(missing))}); "
+                         f"remove the directory to start over")
+    todo = [u for u in DEMO_USERS if u[0] not in known]
+    if not todo:
+        return users
+    # The personal data columns are encrypted through the app's runtime, which the lifespan
+    # opens only once uvicorn runs: until then, a runtime with the same field keys and
+    # nothing else (no audit sink: the service's trail has one writer).
+    fields = load_config(config, data_dir)["fields"]
+    with bitsec.Runtime({"fields": fields}) as rt:
+        app.state.bitsec = rt
+        try:
+            for username, roles, tenant, full_name in todo:
+                password = secrets.token_urlsafe(12)
+                email = f"{username}@{tenant}.example"
+                create_user(app, username, password, roles, tenant, email=email, full_name=full_name,
+                            phone=f"+49 30 5550 {len(users) + 1:04d}")
+                users.append({"username": username, "password": password, "roles": list(roles),
+                              "tenant_id": tenant, "email": email})
+                _write_private(path, json.dumps(users, indent=2) + "\n")
+        finally:
+            del app.state.bitsec
+    return users
+
+
+def listening_socket(port: int) -> socket.socket:
+    """A socket listening on 127.0.0.1:``port`` (0: a free port), handed to uvicorn, so that
+    the port printed is the port served (no probe-then-bind race)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((HOST, port))
+    except OSError as e:
+        sock.close()
+        raise SystemExit(f"serve: cannot listen on {HOST}:{port}: {e.strerror}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def banner(url: str, data_dir: Path, users: list[dict[str, Any]], redis: dict[str, Any] | None,
+           mfa: set[str], gone: set[str] | None = None) -> str:
+    state = f"Redis at {redis['host']}:{redis['port']}" if redis else "embedded state (in process, no Redis)"
+    lines = [f"bitsec reference service: {url}",
+             f"  data: {data_dir} (service.db, audit.jsonl, keys, {USERS_FILE}); {state}",
+             "  users (username  tenant  password  roles):"]
+    width = max(len(u["username"]) for u in users)
+    for u in users:
+        note = "  + TOTP (enrolled)" if u["username"] in mfa else ""
+        note = "  (anonymised: cannot log in)" if u["username"] in (gone or set()) else note
+        lines.append(f"    {u['username']:<{width}}  {u['tenant_id']:<7}  {u['password']}  "
+                     f"{' + '.join(roles_of(u))}{note}")
+    u = users[0]
+    lines += ["  try:",
+              f"    curl -s -X POST {url}/api/v1/auth/login -H 'Content-Type: application/json' \\",
+              f"         -d '{{\"username\": \"{u['username']}\", \"password\": \"{u['password']}\"}}'",
+              f"    curl -s {url}/api/v1/equipment -H 'Authorization: Bearer <access_token>'",
+              f"    curl -s {url}/metrics"]
+    if mfa:
+        lines.append(f"  TOTP-enrolled users need a code of their enrolment (\"totp_code\"); "
+                     f"--fresh (make serve FRESH=1) starts afresh")
+    lines.append("  endpoints: examples/fastapi_service/README.md; Ctrl-C stops the service")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Run the bitsec reference service on 127.0.0.1 with demo users.")
+    ap.add_argument("--data-dir", default=str(ROOT / "build" / "fastapi_service"),
+                    help="database, audit log, keys and users.json (default: build/fastapi_service)")
+    ap.add_argument("--config", default=str(HERE / "config.json"), help="bitsec configuration of the service")
+    ap.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default 0: a free port)")
+    ap.add_argument("--redis-port", type=int, help="keep the state in the redis-server on 127.0.0.1:PORT")
+    ap.add_argument("--redis-host", default="127.0.0.1", help="host of --redis-port (default 127.0.0.1)")
+    ap.add_argument("--redis-key-prefix", help="prefix of the service's Redis keys (default: bitsec's)")
+    ap.add_argument("--url-file", help="write the URL here once the socket listens")
+    ap.add_argument("--no-access-log", action="store_true", help="no uvicorn access log lines")
+    ap.add_argument("--fresh", action="store_true",
+                    help="remove the service's files (database, audit log, keys, users.json) from --data-dir first")
+    args = ap.parse_args(argv)
+    if not 0 <= args.port <= 65535:
+        ap.error("--port must be 0..65535")
+
+    import uvicorn
+    from sqlalchemy import select
+
+    from examples.fastapi_service import create_app
+
+    data_dir = Path(args.data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if args.fresh:
+        wipe(data_dir)
+    redis: dict[str, Any] | None = None
+    if args.redis_port:
+        redis = {"host": args.redis_host, "port": args.redis_port}
+        if args.redis_key_prefix:
+            redis["key_prefix"] = args.redis_key_prefix
+    app = create_app(args.config, f"sqlite:///{data_dir / 'service.db'}", data_dir=data_dir, redis=redis)
+    problem = schema_problem(app)
+    if problem:
+        raise SystemExit(f"serve: {data_dir / 'service.db'} was written by an older version of the service "
+                         f"({problem}); start afresh with --fresh (make serve FRESH=1) or remove the directory")
+    users = ensure_users(app, data_dir, args.config)
+    User = app.state.models.User
+    with app.state.sessions() as db:
+        mfa = set(db.scalars(select(User.username).where(User.totp_sealed.is_not(None))))
+        live = set(db.scalars(select(User.username)))
+    gone = {u["username"] for u in users if u["username"] not in live}
+
+    sock = listening_socket(args.port)
+    url = f"http://{HOST}:{sock.getsockname()[1]}"
+    print(banner(url, data_dir, users, redis, mfa, gone), flush=True)
+    if args.url_file:
+        Path(args.url_file).parent.mkdir(parents=True, exist_ok=True)
+        _write_private(Path(args.url_file), url + "\n")
+    config = uvicorn.Config(app, workers=1, lifespan="on", access_log=not args.no_access_log,
+                            log_level="info", timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    return 0 if server.started else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
