@@ -16,23 +16,30 @@ In FastAPI's own idiom:
 - ``SecurityHeadersMiddleware`` adds CSP, HSTS, X-Frame-Options, nosniff, Referrer-Policy;
 - ``mfa_enroll`` / ``verify_mfa_code`` / ``MFACode`` are the MFA building blocks.
 
-Native calls never run on the event loop: the dependencies are plain ``def`` callables
-(FastAPI runs them in its thread pool) and the middlewares call the library through
-``anyio.to_thread.run_sync``. No ``BitsecError`` of the runtime ever becomes a 500: a
+Native calls that can wait never run on the event loop; calls that cannot wait do (docs/
+fastapi.md, "Which calls run on the event loop"): ``offload_plan(rt)`` decides once per
+runtime, from its configuration, which operations may wait (a Redis round trip, an fsync, a
+full audit queue under the ``block`` policy) and those go through ``anyio.to_thread.run_sync``;
+the in-process ones (a permission check, a token verify without Redis revocation, a local
+rate-limit bucket, a non-durable audit enqueue) run inline, because a trip through the thread
+pool costs 50-100x the call. ``offload="always"`` on any entry point sends everything to the
+thread pool (the behaviour before). No ``BitsecError`` of the runtime ever becomes a 500: a
 backend outage is a 503 with ``Retry-After`` (or what the configured policy says), an
 unconfigured audit section makes the audit middleware do nothing.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import ipaddress
 import json
 import logging
 import re
 import uuid
+import weakref
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Iterable, Mapping, Sequence
+from typing import Any, AsyncIterator, Callable, Iterable, Mapping, Sequence, TypeVar
 
 import anyio
 from fastapi import FastAPI, HTTPException, Request, Response
@@ -50,7 +57,7 @@ __all__ = [
     "STATE_ATTR", "bitsec_lifespan", "get_runtime", "BearerAuth", "RequirePermission", "require_permission",
     "ClientIP", "RateLimit", "RateLimitMiddleware", "adr007_category", "AuditMiddleware",
     "SecurityHeadersMiddleware", "DEFAULT_SECURITY_HEADERS", "MFAEnrollment", "mfa_enroll", "verify_mfa_code",
-    "MFACode", "request_id",
+    "MFACode", "request_id", "OffloadPlan", "offload_plan", "run_native", "OFFLOAD_MODES",
 ]
 
 log = logging.getLogger("bitsec.fastapi")
@@ -81,6 +88,9 @@ def bitsec_lifespan(config: Any, *, attr: str = STATE_ATTR,
         owned = not isinstance(config, Runtime)
         rt = Runtime(config) if owned else config
         setattr(app.state, attr, rt)
+        plan = offload_plan(rt)  # decided once, at startup
+        log.debug("bitsec calls inline: %s; in the thread pool: %s", ", ".join(plan.inline) or "none",
+                  "; ".join(f"{k} ({v})" for k, v in plan.reasons.items()) or "none")
         try:
             if then is not None:
                 async with then(app):
@@ -119,6 +129,113 @@ def _request_state(scope: Any) -> dict[str, Any]:
 def _unavailable(retry_after: int = 1) -> HTTPException:
     return HTTPException(status_code=503, detail="Service temporarily unavailable",
                          headers={"Retry-After": str(max(1, retry_after))})
+
+
+# ---- where native calls run -----------------------------------------------------------------
+
+#: ``offload=`` values: ``"auto"`` (the default) runs inline what cannot wait and sends to the
+#: thread pool what can; ``"always"`` sends every native call to the thread pool.
+OFFLOAD_MODES = ("auto", "always")
+
+#: The operations an ``OffloadPlan`` decides.
+OPERATIONS = ("tokens", "permissions", "rate_limits", "brute_force", "audit", "totp")
+
+#: Token algorithms whose uncached verify costs more CPU than a trip through the thread pool
+#: (~70 us idle, 70-115 us of CPU under load): a runtime with a key of one of them verifies in
+#: the thread pool. Measured per algorithm in BENCHMARKS.md ("HTTP (issue 9)", "Which calls
+#: run on the event loop"); HS*, RS*/PS* (2048-4096 bit), ES256 and EdDSA stay below it.
+SLOW_VERIFY_ALGS = frozenset({"ES384", "ES512"})
+
+_T = TypeVar("_T")
+
+
+def _check_offload(offload: str) -> str:
+    if offload not in OFFLOAD_MODES:
+        raise ValueError(f"offload must be one of {OFFLOAD_MODES}")
+    return offload
+
+
+@dataclass(frozen=True)
+class OffloadPlan:
+    """Which of a runtime's operations go through the thread pool: ``reasons`` maps each
+    such operation (``OPERATIONS``) to why it may wait; every other operation runs inline,
+    on the event loop. ``offloads("rate_limits")`` asks for one."""
+
+    reasons: Mapping[str, str]
+
+    def offloads(self, operation: str) -> bool:
+        return operation in self.reasons
+
+    @property
+    def inline(self) -> tuple[str, ...]:
+        return tuple(op for op in OPERATIONS if op not in self.reasons)
+
+    @classmethod
+    def always(cls) -> "OffloadPlan":
+        return cls({op: "offload='always'" for op in OPERATIONS})
+
+    @classmethod
+    def from_description(cls, description: Mapping[str, Any]) -> "OffloadPlan":
+        """The plan for a runtime whose ``rt.describe()`` is ``description``. A value this
+        module does not know (a new backend) counts as one that may wait."""
+        sections = description.get("sections") or {}
+        why: dict[str, str] = {}
+        tokens = sections.get("tokens")
+        if tokens:
+            revocation = tokens.get("revocation")
+            slow = sorted({str(k.get("alg")) for k in tokens.get("keys") or () if k.get("alg") in SLOW_VERIFY_ALGS})
+            if revocation != "memory":
+                why["tokens"] = f"revocation in {revocation}"
+            elif slow:
+                why["tokens"] = "verify slower than a thread hop: " + ", ".join(slow)
+        limits = sections.get("rate_limits")
+        if limits and limits.get("store") != "local":
+            why["rate_limits"] = why["brute_force"] = f"store {limits.get('store')}"
+        audit = sections.get("audit")
+        if audit:
+            if audit.get("durability") not in ("none", "batched"):
+                why["audit"] = f"durability {audit.get('durability')}"
+            elif audit.get("full_policy") != "drop":
+                why["audit"] = f"full_policy {audit.get('full_policy')}"
+        totp = sections.get("totp")
+        if totp and totp.get("state") != "memory":
+            why["totp"] = f"state in {totp.get('state')}"
+        return cls(why)
+
+
+_PLANS: "weakref.WeakKeyDictionary[Runtime, OffloadPlan]" = weakref.WeakKeyDictionary()
+
+
+def offload_plan(rt: Runtime, offload: str = "auto") -> OffloadPlan:
+    """The runtime's ``OffloadPlan``, decided once from ``rt.describe()`` and cached per
+    runtime (``offload="always"``: everything in the thread pool). A runtime that cannot
+    describe itself (closed, or a stand-in without ``describe``) gets the safe plan:
+    everything in the thread pool."""
+    if _check_offload(offload) == "always":
+        return _ALWAYS
+    plan = _PLANS.get(rt)
+    if plan is None:
+        try:
+            plan = OffloadPlan.from_description(rt.describe())
+        except Exception:  # noqa: BLE001 - whatever it is, the safe plan
+            return _ALWAYS
+        _PLANS[rt] = plan
+    return plan
+
+
+_ALWAYS = OffloadPlan.always()
+
+
+async def run_native(rt: Runtime, operation: str, fn: Callable[..., _T], *args: Any,
+                     offload: str = "auto", **kwargs: Any) -> _T:
+    """``fn(*args, **kwargs)`` inline when ``offload_plan(rt, offload)`` says ``operation``
+    cannot wait, else in the thread pool. For your own ``async def`` endpoints:
+    ``d = await run_native(rt, "rate_limits", rt.rate_limit_take, key, "auth")``."""
+    if operation not in OPERATIONS:
+        raise ValueError(f"operation must be one of {OPERATIONS}")
+    if offload_plan(rt, offload).offloads(operation):
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+    return fn(*args, **kwargs)
 
 
 # ---- bearer tokens -------------------------------------------------------------------------
@@ -167,15 +284,20 @@ class BearerAuth(SecurityBase):
       audit trail, never to the client). With ``auto_error=False`` a refused token is still
       a 401: optional means "may be absent", not "may be forged";
     - the token store unreachable (revocation in Redis): 503 with ``Retry-After``.
+
+    The verify runs inline unless the runtime's tokens may wait (revocation in Redis, a slow
+    algorithm: ``offload_plan``); ``offload="always"``: always in the thread pool.
+    ``verify(request)`` is the same work as a plain sync method.
     """
 
     def __init__(self, *, auto_error: bool = True, realm: str | None = None, scheme_name: str | None = None,
-                 description: str | None = None, attr: str = STATE_ATTR) -> None:
+                 description: str | None = None, attr: str = STATE_ATTR, offload: str = "auto") -> None:
         self.model = HTTPBearerModel(bearerFormat="JWT", description=description)
         self.scheme_name = scheme_name or "BearerAuth"
         self.auto_error = auto_error
         self.realm = realm
         self.attr = attr
+        self.offload = _check_offload(offload)
 
     def _fail(self, request: Request, status: int, detail: str, failure: str, error: str | None,
               description: str | None = None) -> HTTPException:
@@ -213,7 +335,16 @@ class BearerAuth(SecurityBase):
         setattr(request.state, _CLAIMS, claims)
         return claims
 
-    def __call__(self, request: Request) -> TokenClaims | None:
+    def _offloads(self, request: Request) -> bool:
+        """Whether verifying this request's token may wait (no token, or claims already
+        verified: nothing to wait for)."""
+        if getattr(request.state, _CLAIMS, None) is not None or not _bearer_credentials(request):
+            return False
+        return offload_plan(get_runtime(request, self.attr), self.offload).offloads("tokens")
+
+    async def __call__(self, request: Request) -> TokenClaims | None:
+        if self._offloads(request):
+            return await anyio.to_thread.run_sync(self.verify, request)
         return self.verify(request)
 
 
@@ -231,8 +362,13 @@ class RequirePermission(SecurityBase):
     Context of the resource (owner_only, department and tenant conditions): ``owner_param``,
     ``tenant_param``, ``department_param`` name path parameters (``/users/{user_id}``:
     ``owner_param="user_id"``), and/or ``context`` is a callable ``(request, claims) ->
-    {"owner_id", "tenant_id", "department"}`` (sync; it runs in the thread pool, so it may
-    query a database); its values win over the path's.
+    {"owner_id", "tenant_id", "department"}`` (sync; with a ``context`` the whole dependency
+    runs in the thread pool, so it may query a database); its values win over the path's.
+
+    Where it runs: the permission check itself never waits (the policy is in memory), so
+    without ``context`` the dependency runs inline unless the token verify may wait
+    (``BearerAuth``); ``offload="always"`` (default: the bearer's) sends it to the thread
+    pool. ``check(request, security_scopes)`` is the same work as a plain sync method.
 
     Scopes: the token's scopes are part of the principal (the policy's ``scope_missing``),
     and scopes required through ``Security(dep, scopes=[...])`` must all be in the token.
@@ -242,11 +378,13 @@ class RequirePermission(SecurityBase):
 
     def __init__(self, resource: str, action: str, *, bearer: BearerAuth | None = None,
                  owner_param: str | None = None, tenant_param: str | None = None,
-                 department_param: str | None = None, context: ContextFn | None = None) -> None:
+                 department_param: str | None = None, context: ContextFn | None = None,
+                 offload: str | None = None) -> None:
         self.resource = resource
         self.action = action
         self.permission = f"{resource}:{action}"
-        self.bearer = bearer or BearerAuth()
+        self.bearer = bearer or BearerAuth(offload=offload or "auto")
+        self.offload = _check_offload(offload or self.bearer.offload)
         self.model = self.bearer.model
         self.scheme_name = self.bearer.scheme_name
         self.owner_param = owner_param
@@ -275,7 +413,20 @@ class RequirePermission(SecurityBase):
                                                              "The access token lacks a required scope", scope)}
         return HTTPException(status_code=403, detail=f"Insufficient permissions: {self.permission}", headers=headers)
 
-    def __call__(self, request: Request, security_scopes: SecurityScopes) -> TokenClaims:
+    async def __call__(self, request: Request, security_scopes: SecurityScopes) -> TokenClaims:
+        if self.context is not None or self._offloads(request):
+            return await anyio.to_thread.run_sync(self.check, request, security_scopes)
+        return self.check(request, security_scopes)
+
+    def _offloads(self, request: Request) -> bool:
+        plan = offload_plan(get_runtime(request, self.bearer.attr), self.offload)
+        if plan.offloads("permissions"):
+            return True
+        return getattr(request.state, _CLAIMS, None) is None and bool(_bearer_credentials(request)) \
+            and plan.offloads("tokens")
+
+    def check(self, request: Request, security_scopes: SecurityScopes) -> TokenClaims:
+        """The dependency's work (sync)."""
         claims = self.bearer.verify(request)
         if claims is None:  # optional bearer and no token: no principal, no permission
             raise self.bearer._fail(request, 401, "Not authenticated", "missing", None)
@@ -413,12 +564,28 @@ _MAX_KEY_BYTES = 512  # BITSEC_RATE_LIMIT_MAX_KEY_BYTES
 class _RateLimiting:
     """The decision shared by the dependency and the middleware."""
 
-    def __init__(self, trusted_proxies: Iterable[str], on_backend_error: str, attr: str) -> None:
+    def __init__(self, trusted_proxies: Iterable[str], on_backend_error: str, attr: str,
+                 offload: str = "auto") -> None:
         if on_backend_error not in ("deny", "allow"):
             raise ValueError("on_backend_error must be 'deny' or 'allow'")
         self.client_ip = ClientIP(trusted_proxies)
         self.on_backend_error = on_backend_error
         self.attr = attr
+        self.offload = _check_offload(offload)
+
+    def _offloads(self, rt: Runtime, scope: Any) -> bool:
+        """A take may wait when the store is remote, or when it must first verify the
+        request's token and that verify may wait."""
+        plan = offload_plan(rt, self.offload)
+        if plan.offloads("rate_limits"):
+            return True
+        return plan.offloads("tokens") and _request_state(scope).get(_CLAIMS) is None
+
+    async def take_async(self, rt: Runtime, scope: Any, category: str, cost: int) -> tuple[bool, dict[str, str]]:
+        """``take`` inline or in the thread pool, as ``offload_plan`` says."""
+        if self._offloads(rt, scope):
+            return await anyio.to_thread.run_sync(self.take, rt, scope, category, cost)
+        return self.take(rt, scope, category, cost)
 
     def take(self, rt: Runtime, scope: Any, category: str, cost: int) -> tuple[bool, dict[str, str]]:
         """(allowed, headers); allowed with no headers when the backend failed open."""
@@ -446,17 +613,18 @@ class RateLimit(_RateLimiting):
     on the response; denied: 429 "Rate limit exceeded" with ``Retry-After`` and the same
     headers. A Redis outage is decided by the category's ``failure_policy`` (bitsec); should
     the library still report the backend unavailable, ``on_backend_error="deny"`` (default)
-    answers 503 with ``Retry-After``, ``"allow"`` lets the request through."""
+    answers 503 with ``Retry-After``, ``"allow"`` lets the request through. Inline with the
+    local store, in the thread pool with Redis (``offload_plan``; ``offload="always"``)."""
 
     def __init__(self, category: str = "default", cost: int = 1, *, trusted_proxies: Iterable[str] = (),
-                 on_backend_error: str = "deny", attr: str = STATE_ATTR) -> None:
-        super().__init__(trusted_proxies, on_backend_error, attr)
+                 on_backend_error: str = "deny", attr: str = STATE_ATTR, offload: str = "auto") -> None:
+        super().__init__(trusted_proxies, on_backend_error, attr, offload)
         self.category = category
         self.cost = cost
 
-    def __call__(self, request: Request, response: Response) -> None:
+    async def __call__(self, request: Request, response: Response) -> None:
         rt = get_runtime(request, self.attr)
-        allowed, headers = self.take(rt, request.scope, self.category, self.cost)
+        allowed, headers = await self.take_async(rt, request.scope, self.category, self.cost)
         if allowed:
             response.headers.update(headers)
             return
@@ -473,8 +641,8 @@ class RateLimitMiddleware(_RateLimiting):
 
     def __init__(self, app: Any, *, categorize: Callable[[str, str], str | None] = adr007_category,
                  trusted_proxies: Iterable[str] = (), on_backend_error: str = "deny",
-                 exempt: Sequence[str] = (), attr: str = STATE_ATTR) -> None:
-        super().__init__(trusted_proxies, on_backend_error, attr)
+                 exempt: Sequence[str] = (), attr: str = STATE_ATTR, offload: str = "auto") -> None:
+        super().__init__(trusted_proxies, on_backend_error, attr, offload)
         self.app = app
         self.categorize = categorize
         self.exact = {p for p in exempt if not p.endswith("*")}
@@ -491,7 +659,7 @@ class RateLimitMiddleware(_RateLimiting):
         if category is None:
             await self.app(scope, receive, send)
             return
-        allowed, headers = await anyio.to_thread.run_sync(self.take, rt, scope, category, 1)
+        allowed, headers = await self.take_async(rt, scope, category, 1)
         if not allowed:
             if "X-RateLimit-Limit" in headers:
                 await _send_json(send, 429, {"detail": "Rate limit exceeded"}, headers)
@@ -561,15 +729,19 @@ class AuditMiddleware:
     client's ``X-Request-ID`` when it is a plain token (``[A-Za-z0-9._:-]{1,128}``), else a new
     UUID; it is echoed in the response's ``X-Request-ID``.
 
-    Emitting never blocks the event loop (a worker thread, after the response is sent) and
-    never fails a request: without an ``audit`` section the middleware only sets request ids;
+    Emitting happens after the response is sent and never fails a request. It runs inline
+    when an emit cannot wait (durability ``none``/``batched`` and full policy ``drop``: it
+    only enqueues), in the thread pool for ``every_event`` or ``block`` (``offload_plan``;
+    ``offload="always"``). Never fails a request: without an ``audit`` section the middleware only sets request ids;
     a rejected or dropped event is logged (``bitsec.fastapi`` logger) and counted by bitsec.
     """
 
     def __init__(self, app: Any, *, trusted_proxies: Iterable[str] = (),
                  methods: Iterable[str] = ("POST", "PUT", "PATCH", "DELETE"),
-                 sensitive: Callable[[str], bool] | None = None, attr: str = STATE_ATTR) -> None:
+                 sensitive: Callable[[str], bool] | None = None, attr: str = STATE_ATTR,
+                 offload: str = "auto") -> None:
         self.app = app
+        self.offload = _check_offload(offload)
         self.client_ip = ClientIP(trusted_proxies)
         self.methods = frozenset(m.upper() for m in methods)
         self.sensitive = sensitive
@@ -604,8 +776,11 @@ class AuditMiddleware:
             if event is not None:
                 rt = _runtime_of_scope(scope, self.attr)
                 if rt is not None and id(rt) not in self.disabled:
-                    with anyio.CancelScope(shield=True):
-                        await anyio.to_thread.run_sync(self._emit, rt, event)
+                    if offload_plan(rt, self.offload).offloads("audit"):
+                        with anyio.CancelScope(shield=True):
+                            await anyio.to_thread.run_sync(self._emit, rt, event)
+                    else:
+                        self._emit(rt, event)
 
     def _event(self, scope: Any, state: Mapping[str, Any], status: int, rid: str) -> dict[str, Any] | None:
         method = scope["method"]
@@ -755,7 +930,8 @@ class MFACode:
     """A step-up dependency: the authenticated user (``bearer``) must send a valid TOTP code
     in the ``header`` (default ``X-MFA-Code``); ``sealed_secret(request, claims)`` returns the
     user's sealed secret (or None when the user has not enrolled: 403 "MFA not enrolled").
-    Returns the claims."""
+    Returns the claims. A plain ``def`` dependency (FastAPI's thread pool): ``sealed_secret``
+    is your code and may query a database."""
 
     def __init__(self, sealed_secret: Callable[[Request, TokenClaims], str | None], *,
                  bearer: BearerAuth | None = None, header: str = "X-MFA-Code") -> None:
