@@ -18,9 +18,9 @@ every request takes a token from the user's bucket; every request leaves one aud
 ``create_app()`` (a uvicorn ``--factory``) reads its settings from the JSON file named by
 ``HTTPBENCH_SETTINGS``: ``stack`` (``bare``, ``bitsec``, ``incumbent``), ``layers`` (the
 controls, cumulative, to measure each one's cost), ``alg`` (HS256 or RS256), the key
-material, ``audit_path``, optionally ``inline`` (``all`` or ``middleware``: bitsec with its
-thread-pool calls made on the event loop, to measure the hops) and ``rate_capacity`` (tests: a bucket small enough to
-empty).
+material, ``audit_path``, optionally ``offload`` (bitsec.fastapi's ``offload=``: ``auto``, the
+default, or ``always``, every native call through the thread pool as before) and
+``rate_capacity`` (tests: a bucket small enough to empty).
 """
 from __future__ import annotations
 
@@ -142,15 +142,14 @@ def bitsec_app(settings: dict[str, Any]) -> FastAPI:
                                 require_permission)
 
     layers = settings["layers"]
-    if settings.get("inline"):
-        _run_thread_pool_calls_inline(settings["inline"])
+    offload = settings.get("offload") or "auto"
     app = FastAPI(lifespan=bitsec_lifespan(bitsec_config(settings)))
     if "ratelimit" in layers:
-        app.add_middleware(RateLimitMiddleware)
+        app.add_middleware(RateLimitMiddleware, offload=offload)
     if "audit" in layers:
         # Every request is audited here (GET included), as the incumbent's middleware does.
-        app.add_middleware(AuditMiddleware, methods=("GET", "POST", "PUT", "PATCH", "DELETE"))
-    auth = BearerAuth(realm="erp")
+        app.add_middleware(AuditMiddleware, methods=("GET", "POST", "PUT", "PATCH", "DELETE"), offload=offload)
+    auth = BearerAuth(realm="erp", offload=offload)
 
     if "permission" in layers:
         can_read = Depends(require_permission("equipment", "read", bearer=auth))
@@ -167,32 +166,6 @@ def bitsec_app(settings: dict[str, Any]) -> FastAPI:
         return item(eid) | {"updated": sorted(body)}
 
     return app
-
-
-def _run_thread_pool_calls_inline(which: str) -> None:
-    """Measurement only, never a way to run a service: makes the thread-pool calls run their
-    function on the event loop, to measure what the thread hops cost. ``"all"``: every
-    ``anyio.to_thread.run_sync`` of the process (bitsec.fastapi's middlewares and FastAPI's sync
-    dependencies); ``"middleware"``: only bitsec.fastapi's middlewares' (rate limit, audit).
-    Every bitsec call here is in-process and short (local rate-limit store, batched audit
-    queue with ``drop``)."""
-    import types
-
-    import anyio
-    import anyio.to_thread
-
-    import bitsec.fastapi
-
-    async def run_inline(func: Any, *args: Any, **_: Any) -> Any:
-        return func(*args)
-
-    if which == "all":
-        anyio.to_thread.run_sync = run_inline  # type: ignore[assignment]
-    elif which == "middleware":
-        bitsec.fastapi.anyio = types.SimpleNamespace(  # type: ignore[attr-defined]
-            to_thread=types.SimpleNamespace(run_sync=run_inline), CancelScope=anyio.CancelScope)
-    else:
-        raise ValueError("inline: 'all' or 'middleware'")
 
 
 # ---- incumbent: PyJWT + casbin + slowapi + logging -----------------------------------------
