@@ -22,7 +22,7 @@ runtime, from its configuration, which operations may wait (a Redis round trip, 
 full audit queue under the ``block`` policy) and those go through ``anyio.to_thread.run_sync``;
 the in-process ones (a permission check, a token verify without Redis revocation, a local
 rate-limit bucket, a non-durable audit enqueue) run inline, because a trip through the thread
-pool costs 50-100x the call. ``offload="always"`` on any entry point sends everything to the
+pool costs 15-100x the call. ``offload="always"`` on any entry point sends everything to the
 thread pool (the behaviour before). No ``BitsecError`` of the runtime ever becomes a 500: a
 backend outage is a 503 with ``Retry-After`` (or what the configured policy says), an
 unconfigured audit section makes the audit middleware do nothing.
