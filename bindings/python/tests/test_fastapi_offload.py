@@ -15,7 +15,8 @@ from typing import Any, Iterator
 import httpx
 import pytest
 import uvicorn
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
+from fastapi.security import SecurityScopes
 
 with warnings.catch_warnings():  # starlette's TestClient announces a move to httpx2
     warnings.simplefilter("ignore")
@@ -235,6 +236,34 @@ def test_run_native(tmp_path: Path, redis_config: dict) -> None:
         assert took != me and checked == me  # the Redis take hopped; the policy check did not
     with pytest.raises(ValueError):
         asyncio.run(run_native(rt, "nothing", print))
+
+
+def test_sync_methods_for_def_dependencies(tmp_path: Path) -> None:
+    """Users who want plain ``def`` dependencies call the sync methods (FastAPI runs them in
+    its thread pool)."""
+    with _Recording(config(tmp_path)) as rt:
+        app = FastAPI(lifespan=bitsec_lifespan(rt))
+        auth = BearerAuth()
+        perm = require_permission("equipment", "update", bearer=auth)
+        limit = RateLimit("default")
+
+        def mine(request: Request, security_scopes: SecurityScopes) -> str:
+            allowed, headers = limit.take(rt, request.scope, "default", 1)
+            assert allowed and "X-RateLimit-Limit" in headers
+            return perm.check(request, security_scopes).subject or ""
+
+        @app.get("/who")
+        def who(request: Request, sub: str = Depends(mine)) -> dict:
+            claims = auth.verify(request)  # cached by the dependency: no second verify
+            return {"sub": sub, "same": claims is not None and claims.subject == sub}
+
+        with TestClient(app, client=CLIENT) as c:
+            r = c.get("/who", headers={"Authorization": f"Bearer {token(rt, 'u7', ['operator'])}"})
+            assert r.status_code == 200 and r.json() == {"sub": "u7", "same": True}
+            r = c.get("/who", headers={"Authorization": f"Bearer {token(rt, 'v7', ['viewer'])}"})
+            assert r.status_code == 403 and r.json()["detail"] == "Insufficient permissions: equipment:update"
+            assert c.get("/who").status_code == 401
+        assert rt.threads["check_permission"] and rt.threads["rate_limit_take"]
 
 
 # ---- a paused Redis does not hold the event loop ----------------------------------------------
