@@ -22,7 +22,8 @@ SWIFT_HDR_FLAGS = -parse-as-library -swift-version 6 -enable-upcoming-feature In
 	$(addprefix -Xcc ,$(shell pkg-config --cflags-only-I hiredis openssl 2>/dev/null))
 
 .PHONY: all deps apt venv build lib header header-check test test-swift test-c test-python \
-	demo install bench clean serve sanitize sanitize-address sanitize-thread
+	demo install bench clean serve sanitize sanitize-address sanitize-thread \
+	fuzz fuzz-build fuzz-smoke
 
 all: build
 
@@ -117,6 +118,25 @@ sanitize-thread: apt
 	$(call SAN_TEST,thread,tsan,-Xswiftc -DBITSEC_TSAN_MUTEX) 2>&1 | tee build/tsan-test.log
 	@$(call SAN_CHECK,build/tsan-test.log,TSan)
 
+## ---- fuzzing (issue 10) ----------------------------------------------------------------
+# libFuzzer targets over the C ABI (docs/fuzzing.md): one executable, bitsec-fuzz, built with
+# -sanitize=fuzzer,address (optimised) into .build-fuzz; it only exists with BITSEC_FUZZ=1.
+# `make fuzz` runs every target FUZZ_SECONDS (default 600) one after the other;
+# `make fuzz-smoke` FUZZ_SMOKE_SECONDS each (CI); both fail on any crash, leak or timeout.
+FUZZ_TARGETS       ?= config jwks verify_token verify_token_jose policy check_permission totp decrypt_field audit_emit
+FUZZ_SECONDS       ?= 600
+FUZZ_SMOKE_SECONDS ?= 5
+
+fuzz-build: apt
+	BITSEC_FUZZ=1 $(SWIFT) build -c release --scratch-path $(ROOT)/.build-fuzz --product bitsec-fuzz \
+		-Xswiftc -sanitize=fuzzer,address
+
+fuzz: fuzz-build
+	@bash fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+fuzz-smoke: fuzz-build
+	@bash fuzz/run.sh $(FUZZ_SMOKE_SECONDS) $(FUZZ_TARGETS)
+
 ## ---- install (C users) -----------------------------------------------------------------
 install: build
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
@@ -134,4 +154,4 @@ bench: deps build
 	@bash bench/run.sh
 
 clean:
-	rm -rf build .build .build-asan .build-tsan bindings/python/src/bitsec/_lib
+	rm -rf build .build .build-asan .build-tsan .build-fuzz bindings/python/src/bitsec/_lib
