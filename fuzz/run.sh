@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs libFuzzer targets of bitsec-fuzz one after the other (docs/fuzzing.md).
-#   fuzz/run.sh SECONDS TARGET...
+#   fuzz/run.sh SECONDS TARGET...      (FUZZ_RUNS=N also stops a target after N executions)
 # Each target starts from its seed corpus (fuzz/corpus/<target>, copied into
 # build/fuzz/corpus/<target>, where the inputs it finds accumulate across runs; the repository's
 # seeds are never modified), with its -max_len and dictionary. Logs: build/fuzz/<target>.log;
@@ -47,6 +47,7 @@ for t in "$@"; do
     args=(-max_total_time="$SECONDS_PER_TARGET" -max_len="$(max_len "$t")" -timeout=10 -rss_limit_mb=2048
           -print_final_stats=1 -artifact_prefix="$artifacts")
     [ -n "$d" ] && args+=(-dict="$d")
+    [ -n "${FUZZ_RUNS:-}" ] && args+=(-runs="$FUZZ_RUNS")
     echo "fuzz: $t for ${SECONDS_PER_TARGET}s"
     rc=0
     BITSEC_FUZZ_TARGET=$t "$BIN" "${args[@]}" "$corpus" >"$OUT/$t.log" 2>&1 || rc=$?
