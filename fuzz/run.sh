@@ -53,6 +53,7 @@ for t in "$@"; do
     BITSEC_FUZZ_TARGET=$t "$BIN" "${args[@]}" "$corpus" >"$OUT/$t.log" 2>&1 || rc=$?
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$OUT/$t.log" | tail -1)
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$OUT/$t.log" | tail -1)
+    cov=$(grep -oE ' cov: [0-9]+' "$OUT/$t.log" | tail -1 | tr -dc 0-9)
     found=$(find "$artifacts" -type f | wc -l)
     result=ok
     if [ "$rc" != 0 ] || [ "$found" != 0 ]; then
@@ -60,8 +61,8 @@ for t in "$@"; do
         grep -E "ERROR: |SUMMARY: |bitsec-fuzz: " "$OUT/$t.log" | head -5 || true
         failed+=("$t")
     fi
-    line=$(printf "%-18s %12s executions %8s exec/s  corpus %5s  %s" "$t" "${execs:-0}" "${rate:-0}" \
-        "$(find "$corpus" -type f | wc -l)" "$result")
+    line=$(printf "%-18s %12s executions %8s exec/s  cov %5s  corpus %5s  %s" "$t" "${execs:-0}" "${rate:-0}" \
+        "${cov:-0}" "$(find "$corpus" -type f | wc -l)" "$result")
     echo "$line"
     summary+=("$line")
 done
