@@ -22,7 +22,8 @@ SWIFT_HDR_FLAGS = -parse-as-library -swift-version 6 -enable-upcoming-feature In
 	$(addprefix -Xcc ,$(shell pkg-config --cflags-only-I hiredis openssl 2>/dev/null))
 
 .PHONY: all deps apt venv build lib header header-check test test-swift test-c test-python \
-	demo install bench clean serve sanitize sanitize-address sanitize-thread
+	demo install bench clean serve sanitize sanitize-address sanitize-thread \
+	fuzz fuzz-build fuzz-smoke
 
 all: build
 
@@ -69,11 +70,12 @@ header-check: build
 	@echo "header-check: include/bitsec_api.h matches Sources/Bitsec"
 
 ## ---- tests -----------------------------------------------------------------------------
-# After the normal suites, the Swift suites again under ASan+LSan and TSan (`sanitize`,
-# issue 10; about 20 minutes from scratch on 2 cores, docs/sanitizers.md). `make test
-# SANITIZE=0` leaves them out for a quick local run; CI (.ci/run) runs them.
+# After the normal suites, the hardening runs of issue 10: the Swift suites again under
+# ASan+LSan and TSan (`sanitize`, docs/sanitizers.md) and every fuzz target for
+# FUZZ_SMOKE_SECONDS (`fuzz-smoke`, docs/fuzzing.md). `make test SANITIZE=0` leaves them out
+# for a quick local run; CI (.ci/run) runs them.
 SANITIZE ?= 1
-test: deps build header-check test-swift test-c test-python $(if $(filter 1,$(SANITIZE)),sanitize)
+test: deps build header-check test-swift test-c test-python $(if $(filter 1,$(SANITIZE)),sanitize fuzz-smoke)
 	@count() { sed -n "s/.*Test run with \([0-9]*\) tests\{0,1\} .*passed.*/\1/p" $$1 | tail -1; }; \
 	sw=$$(count build/swift-test.log); \
 	c=$$(sed -n 's/^c tests: \([0-9]*\) passed.*/\1/p' build/c-test.log | tail -1); \
@@ -81,6 +83,8 @@ test: deps build header-check test-swift test-c test-python $(if $(filter 1,$(SA
 	if [ "$(SANITIZE)" = 1 ]; then asan=$$(count build/asan-test.log); tsan=$$(count build/tsan-test.log); san=", swift+asan $$asan, swift+tsan $$tsan"; \
 	else asan=0; tsan=0; san=" (sanitizer runs skipped: SANITIZE=0)"; fi; \
 	echo "make test: swift $$sw, c $$c, python $$py$$san"; \
+	if [ "$(SANITIZE)" = 1 ]; then fz=$$(grep -c ' ok$$' build/fuzz/summary.txt || true); \
+	  echo "fuzz smoke: $$fz targets ran $(FUZZ_SMOKE_SECONDS) s each from their seed corpora, no crash, leak or timeout"; fi; \
 	echo "$$(( sw + c + py + asan + tsan )) passed, 0 failed"
 
 # Swift suites (core and ABI), with a real redis-server from the shared fixture.
@@ -124,6 +128,26 @@ sanitize-thread: apt
 	$(call SAN_TEST,thread,tsan,-Xswiftc -DBITSEC_TSAN_MUTEX) 2>&1 | tee build/tsan-test.log
 	@$(call SAN_CHECK,build/tsan-test.log,TSan)
 
+## ---- fuzzing (issue 10) ----------------------------------------------------------------
+# libFuzzer targets over the C ABI (docs/fuzzing.md): one executable, bitsec-fuzz, built with
+# -sanitize=fuzzer,address (optimised) into .build-fuzz; it only exists with BITSEC_FUZZ=1.
+# `make fuzz` runs every target FUZZ_SECONDS (default 600) one after the other;
+# `make fuzz-smoke` FUZZ_SMOKE_SECONDS each (CI); both fail on any crash, leak or timeout.
+# FUZZ_RUNS=N (optional, exported to fuzz/run.sh) also stops each target after N executions.
+FUZZ_TARGETS       ?= config jwks verify_token verify_token_jose policy check_permission totp decrypt_field audit_emit
+FUZZ_SECONDS       ?= 600
+FUZZ_SMOKE_SECONDS ?= 5
+
+fuzz-build: apt
+	BITSEC_FUZZ=1 $(SWIFT) build -c release --scratch-path $(ROOT)/.build-fuzz --product bitsec-fuzz \
+		-Xswiftc -sanitize=fuzzer,address
+
+fuzz: fuzz-build
+	@bash fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+fuzz-smoke: fuzz-build
+	@bash fuzz/run.sh $(FUZZ_SMOKE_SECONDS) $(FUZZ_TARGETS)
+
 ## ---- install (C users) -----------------------------------------------------------------
 install: build
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
@@ -153,4 +177,4 @@ bench: deps build
 	@bash bench/run.sh
 
 clean:
-	rm -rf build .build .build-asan .build-tsan bindings/python/src/bitsec/_lib
+	rm -rf build .build .build-asan .build-tsan .build-fuzz bindings/python/src/bitsec/_lib

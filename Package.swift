@@ -70,3 +70,19 @@ let package = Package(
         ),
     ]
 )
+
+// The libFuzzer harness (issue 10, docs/fuzzing.md): only with BITSEC_FUZZ=1, so ordinary
+// builds never see it. `make fuzz` builds it into .build-fuzz with -sanitize=fuzzer,address.
+if ProcessInfo.processInfo.environment["BITSEC_FUZZ"] == "1" {
+    package.products.append(.executable(name: "bitsec-fuzz", targets: ["BitsecFuzz"]))
+    package.targets += [
+        // main(): hands over to libFuzzer's driver (LLVMFuzzerRunDriver).
+        .target(name: "BitsecFuzzShim", path: "fuzz/Sources/BitsecFuzzShim"),
+        .executableTarget(
+            name: "BitsecFuzz",
+            dependencies: ["Bitsec", "BitsecFuzzShim", "COpenSSL"],
+            path: "fuzz/Sources/BitsecFuzz",
+            swiftSettings: [.unsafeFlags(["-parse-as-library"])]
+        ),
+    ]
+}
