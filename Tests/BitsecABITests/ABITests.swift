@@ -17,6 +17,25 @@ func open(_ config: String) -> (Int32, OpaquePointer?) {
     return (rc, rt)
 }
 
+/// A new private directory under /tmp (mkdtemp), for tests that need files.
+func makeTempDir(_ prefix: String) -> String {
+    var template = Array("/tmp/bitsec-\(prefix)-XXXXXX".utf8CString)
+    let p = template.withUnsafeMutableBufferPointer { buf in buf.baseAddress.flatMap { mkdtemp($0) } }
+    return p.map { String(cString: $0) } ?? "/tmp"
+}
+
+/// Removes a directory made by makeTempDir and the files in it (no subdirectories).
+func removeTempDir(_ dir: String) {
+    if let d = opendir(dir) {
+        while let e = readdir(d) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name != "." && name != ".." { unlink("\(dir)/\(name)") }
+        }
+        closedir(d)
+    }
+    rmdir(dir)
+}
+
 func redisConfig() -> String? {
     guard let p = getenv("BITSEC_TEST_REDIS_PORT") else {
         Issue.record("BITSEC_TEST_REDIS_PORT is not set: run through tools/redis_fixture.py (make test does)")

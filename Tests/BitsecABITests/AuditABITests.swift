@@ -5,23 +5,6 @@ import Bitsec
 
 private let E_MALFORMED: Int32 = 9, E_TIMEOUT: Int32 = 11
 
-private func tempDir() -> String {
-    var template = Array("/tmp/bitsec-audit-abi-XXXXXX".utf8CString)
-    let p = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
-    return p.map { String(cString: $0) } ?? "/tmp"
-}
-
-private func removeDir(_ dir: String) {
-    if let d = opendir(dir) {
-        while let e = readdir(d) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if name != "." && name != ".." { unlink("\(dir)/\(name)") }
-        }
-        closedir(d)
-    }
-    rmdir(dir)
-}
-
 private func emit(_ rt: OpaquePointer?, _ event: String) -> (Int32, UInt64) {
     var seq: UInt64 = 99
     let rc = event.withCString { bitsec_audit_emit(rt, $0, UInt(strlen($0)), &seq) }
@@ -67,8 +50,8 @@ private func verifyJSON(_ paths: String, key: [UInt8] = []) -> (Int32, String) {
     }
 
     @Test func emitFlushStatsMetricsVerify() {
-        let dir = tempDir()
-        defer { removeDir(dir) }
+        let dir = makeTempDir("audit-abi")
+        defer { removeTempDir(dir) }
         let (rc, rt) = open(#"{"audit": {"sinks": [{"type": "file", "path": "\#(dir)/a.log"}], "durability": "batched"}}"#)
         #expect(rc == OK)
         let (e1, s1) = emit(rt, #"{"type": "authorization", "result": "denied", "actor": "u1", "resource": "reports", "action": "delete"}"#)
@@ -97,8 +80,8 @@ private func verifyJSON(_ paths: String, key: [UInt8] = []) -> (Int32, String) {
     }
 
     @Test func closeFlushesAndStopsTheWriter() {
-        let dir = tempDir()
-        defer { removeDir(dir) }
+        let dir = makeTempDir("audit-abi")
+        defer { removeTempDir(dir) }
         let (_, rt) = open(#"{"audit": {"sinks": [{"type": "file", "path": "\#(dir)/a.log"}], "durability": "none"}}"#)
         for k in 0..<1000 { _ = emit(rt, #"{"type": "session", "actor": "a\#(k)"}"#) }
         bitsec_runtime_close(rt)

@@ -297,23 +297,6 @@ private func hostileConfig(_ dir: String) -> String {
     """#
 }
 
-private func makeTempDir() -> String {
-    var template = Array("/tmp/bitsec-hostile-XXXXXX".utf8CString)
-    let p = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
-    return p.map { String(cString: $0) } ?? "/tmp"
-}
-
-private func removeTree(_ dir: String) {
-    if let d = opendir(dir) {
-        while let e = readdir(d) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if name != "." && name != ".." { unlink("\(dir)/\(name)") }
-        }
-        closedir(d)
-    }
-    rmdir(dir)
-}
-
 /// A live runtime with every capability configured, and one that has been closed.
 private func runtimes(_ dir: String) -> (live: OpaquePointer?, closed: OpaquePointer?) {
     let (rc, live) = open(hostileConfig(dir))
@@ -364,8 +347,8 @@ private func isStatus(_ rc: Int32) -> Bool { (0...14).contains(rc) }
     @Test(arguments: table.map(\.name))
     func hostileInputs(_ name: String) {
         let entry = table.first { $0.name == name }!
-        let dir = makeTempDir()
-        defer { removeTree(dir) }
+        let dir = makeTempDir("hostile")
+        defer { removeTempDir(dir) }
         let (live, closed) = runtimes(dir)
         defer { bitsec_runtime_close(live) }
         let scratch = Scratch()
@@ -426,8 +409,8 @@ private func isStatus(_ rc: Int32) -> Bool { (0...14).contains(rc) }
     @Test(arguments: table.filter { !$0.ints.isEmpty }.map(\.name))
     func edgeIntegerArguments(_ name: String) {
         let entry = table.first { $0.name == name }!
-        let dir = makeTempDir()
-        defer { removeTree(dir) }
+        let dir = makeTempDir("hostile")
+        defer { removeTempDir(dir) }
         let (live, _) = runtimes(dir)
         defer { bitsec_runtime_close(live) }
         let scratch = Scratch()

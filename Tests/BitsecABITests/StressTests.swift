@@ -205,23 +205,6 @@ private func emit(_ rt: OpaquePointer, _ event: String) -> (Int32, UInt64) {
     return (rc, seq)
 }
 
-private func tempDir() -> String {
-    var template = Array("/tmp/bitsec-stress-XXXXXX".utf8CString)
-    let p = template.withUnsafeMutableBufferPointer { buf in buf.baseAddress.flatMap { mkdtemp($0) } }
-    return p.map { String(cString: $0) } ?? "/tmp"
-}
-
-private func removeDir(_ dir: String) {
-    if let d = opendir(dir) {
-        while let e = readdir(d) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if name != "." && name != ".." { unlink("\(dir)/\(name)") }
-        }
-        closedir(d)
-    }
-    rmdir(dir)
-}
-
 private func readFile(_ path: String) -> [UInt8] {
     guard let f = fopen(path, "rb") else { return [] }
     defer { fclose(f) }
@@ -255,8 +238,8 @@ private func auditActors(_ path: String) -> [UInt64: String] {
 // ---- the test ----
 
 private func runStress(redis: String?) throws {
-    let dir = tempDir()
-    defer { removeDir(dir) }
+    let dir = makeTempDir("stress")
+    defer { removeTempDir(dir) }
     let auditPath = "\(dir)/audit.log"
     let unique = "\(getpid())-\(Int.random(in: 0..<1_000_000_000))"
     var sinks = #"{"type": "file", "path": "\#(auditPath)"}"#
