@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Regenerates the seed corpora of fuzz/corpus/<target>/ (issue 10, docs/fuzzing.md).
 
-Seeds come from the shared test vectors (RFC 7520 JWS, RFC 8037 Ed25519, RFC 6238/4226,
+Seeds come from the standard test vectors in tests/vectors (RFC 7520 JWS, RFC 8037 Ed25519, RFC 6238/4226,
 Fernet), the example configurations and policies, the documentation's examples, and tokens,
 field ciphertexts and sealed TOTP secrets made by the library itself with the fuzz runtimes'
 keys (fuzz/runtime/*.json), so that seeds reach past signature and tag checks.
@@ -77,7 +77,7 @@ class Lib:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lib", default=str(ROOT / "build/lib/libbitsec.so.1"))
-    ap.add_argument("--vectors", default=str(ROOT.parent / "shared/vectors"))
+    ap.add_argument("--vectors", default=str(ROOT / "tests/vectors"))
     a = ap.parse_args()
     lib = Lib(a.lib)
     vec = pathlib.Path(a.vectors)

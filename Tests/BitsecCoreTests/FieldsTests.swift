@@ -54,7 +54,7 @@ extension FieldService {
 
 @Suite struct FieldCoreTests {
     @Test func fernetGenerateVectorByteForByte() throws {
-        // ../shared/vectors/fernet/generate.json: fixed IV 0...15 at 1985-10-26T01:20:00-07:00.
+        // tests/vectors/fernet/generate.json: fixed IV 0...15 at 1985-10-26T01:20:00-07:00.
         let key = Base64.decodeLenient(Array("cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4=".utf8), urlSafe: true) ?? []
         let f = try FernetKeyring(secrets: [SecretBytes(key)])
         let token = try Array("hello".utf8).withUnsafeBytes { p in try f.encrypt(p, timestamp: 499_162_800, iv: Array(0..<16)) }

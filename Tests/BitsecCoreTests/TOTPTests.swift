@@ -4,11 +4,11 @@ import Dispatch
 import Synchronization
 import BitsecCore
 
-/// The shared test vectors (../shared/vectors/totp), found from this file's path.
+/// The RFC 4226/6238 test vectors in the repository (tests/vectors/totp), found from this file's path.
 private func vectors(_ name: String) throws -> JSONValue {
     var path = #filePath
     for _ in 0..<3 { path = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)]) }
-    let bytes = try readFile(path + "/../shared/vectors/totp/" + name, limit: 1 << 20)
+    let bytes = try readFile(path + "/tests/vectors/totp/" + name, limit: 1 << 20)
     return try JSONReader.parse(bytes)
 }
 

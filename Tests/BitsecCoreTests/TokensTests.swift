@@ -4,12 +4,12 @@ import Dispatch
 import Synchronization
 import BitsecCore
 
-/// The shared JOSE cookbook vectors (../shared/vectors/jose, RFC 7520 and RFC 8037).
+/// The JOSE cookbook vectors in the repository (tests/vectors/jose, RFC 7520 and RFC 8037).
 enum JOSEVectors {
     static let root: String = {
         var parts = #filePath.split(separator: "/").map(String.init)
         parts.removeLast(3)  // Tests/BitsecCoreTests/TokensTests.swift
-        return "/" + parts.joined(separator: "/") + "/../shared/vectors/jose/"
+        return "/" + parts.joined(separator: "/") + "/tests/vectors/jose/"
     }()
 
     static func load(_ name: String) throws -> JSONValue {

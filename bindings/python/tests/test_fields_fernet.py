@@ -13,7 +13,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 import bitsec
 
-VECTORS = Path(__file__).resolve().parents[4] / "shared" / "vectors" / "fernet"
+VECTORS = Path(__file__).resolve().parents[3] / "tests" / "vectors" / "fernet"
 K1 = bytes(range(32))
 
 

@@ -16,7 +16,7 @@ import pytest
 import bitsec
 from bitsec import BackendUnavailableError, InvalidArgumentError, MalformedError, NotConfiguredError
 
-VECTORS = Path(__file__).resolve().parents[3].parent / "shared" / "vectors" / "totp"
+VECTORS = Path(__file__).resolve().parents[3] / "tests" / "vectors" / "totp"
 DIGESTS = {"SHA1": hashlib.sha1, "SHA256": hashlib.sha256, "SHA512": hashlib.sha512}
 
 
