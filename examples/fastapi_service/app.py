@@ -187,7 +187,7 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
     app = FastAPI(title="bitsec reference service", lifespan=bitsec_lifespan(cfg))
     app.state.data_dir = data
     # the resources, actions and roles whose decisions make a user's effective permissions (authority.py)
-    app.state.policy_shape = PolicyShape.from_file(cfg["permissions"]["policy_file"])
+    app.state.policy_shape = PolicyShape.from_config(cfg["permissions"])
     app.state.audit_path = next((Path(s["path"]) for s in cfg.get("audit", {}).get("sinks", [])
                                  if s.get("type") == "file"), None)
     models = build_models(lambda: app.state.bitsec)

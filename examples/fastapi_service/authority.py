@@ -45,8 +45,18 @@ class PolicyShape:
     departments: tuple[str, ...]
 
     @classmethod
+    def from_config(cls, permissions: dict[str, Any]) -> "PolicyShape":
+        """From the configuration's ``permissions`` section: its ``policy`` or ``policy_file``."""
+        if isinstance(permissions.get("policy"), dict):
+            return cls.from_document(permissions["policy"])
+        return cls.from_file(permissions["policy_file"])
+
+    @classmethod
     def from_file(cls, path: str | Path) -> "PolicyShape":
-        doc = json.loads(Path(path).read_text())
+        return cls.from_document(json.loads(Path(path).read_text()))
+
+    @classmethod
+    def from_document(cls, doc: dict[str, Any]) -> "PolicyShape":
         departments: set[str] = set()
 
         def grants(role: dict[str, Any]) -> Iterable[Any]:
