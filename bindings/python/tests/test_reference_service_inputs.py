@@ -134,3 +134,10 @@ def test_a_symbolic_link_as_data_directory_is_refused(tmp_path: Path) -> None:
     with pytest.raises(DataDirError, match="symbolic link"):
         create_app(CONFIG, f"sqlite:///{real}/service.db", data_dir=link)
     assert list(real.iterdir()) == []
+
+
+def test_a_422_does_not_echo_the_rejected_value(svc: Service) -> None:
+    secret = "correct horse battery staple " * 40  # longer than the 1024 characters a password may have
+    r = svc.client.post(f"{API}/auth/login", json={"username": "alice", "password": secret})
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"] == ["body", "password"] and "battery" not in r.text
