@@ -16,7 +16,8 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import create_engine, event, select
@@ -29,11 +30,16 @@ from bitsec.fastapi import (
     mfa_enroll, require_permission, verify_mfa_code,
 )
 
-from .common import Deps, equipment_out, forget_tokens, record_pair, user_of
+from .account import account_router, auth_time_claim, step_up
+from .authority import PolicyShape, refuse_foreign_refresh_token
+from .common import (Deps, RowId, audit, equipment_out, forget_tokens, no_store, record_pair, user_of,
+                     validation_error_response)
+from .datadir import secure_data_dir
 from .inspections import inspections_router
 from .models import Models, build_models
 from .passwords import check_password, hash_password, verify_password
 from .privacy import privacy_router
+from .users_admin import users_admin_router
 
 __all__ = ["create_app", "create_user", "hash_password", "verify_password", "load_config"]
 
@@ -60,7 +66,7 @@ def load_config(config_path: str | os.PathLike[str], data_dir: Path) -> dict[str
     config_path = Path(config_path).resolve()
     cfg = json.loads(config_path.read_text())
     cfg.pop("$schema", None)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def under_data(p: str) -> str:
         return p if os.path.isabs(p) else str(data_dir / p)
@@ -100,17 +106,22 @@ class MFAConfirmIn(BaseModel):
     code: str = Field(min_length=1, max_length=16)
 
 
+def _cost_field() -> Any:
+    """A cost: 0 to 10^12 with at most 4 decimal places (anything else is a 422)."""
+    return Field(default=None, ge=0, le=10 ** 12, max_digits=17, decimal_places=4)
+
+
 class EquipmentIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     serial_number: str | None = Field(default=None, max_length=200)
-    cost: Decimal | None = None
+    cost: Decimal | None = _cost_field()
     notes: str | None = Field(default=None, max_length=10000)
 
 
 class EquipmentPatch(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     serial_number: str | None = Field(default=None, max_length=200)
-    cost: Decimal | None = None
+    cost: Decimal | None = _cost_field()
     notes: str | None = Field(default=None, max_length=10000)
 
 
@@ -165,12 +176,18 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
             raise ValueError("data_dir is required unless database_url is a SQLite file")
         data_dir = Path(url.database).resolve().parent
     data = Path(data_dir)
+    # 0700 directory, 0600 files, the SQLite file created 0600 before SQLite opens it (datadir.py)
+    sqlite_file = (Path(url.database).resolve() if url.get_backend_name() == "sqlite" and url.database
+                   and url.database != ":memory:" else None)
+    secure_data_dir(data, sqlite_file)
     cfg = load_config(config_path, data)
     if redis is not None:
         cfg["redis"] = dict(redis)
 
     app = FastAPI(title="bitsec reference service", lifespan=bitsec_lifespan(cfg))
     app.state.data_dir = data
+    # the resources, actions and roles whose decisions make a user's effective permissions (authority.py)
+    app.state.policy_shape = PolicyShape.from_config(cfg["permissions"])
     app.state.audit_path = next((Path(s["path"]) for s in cfg.get("audit", {}).get("sinks", [])
                                  if s.get("type") == "file"), None)
     models = build_models(lambda: app.state.bitsec)
@@ -193,6 +210,9 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
     app.add_middleware(AuditMiddleware, sensitive=lambda path: path.startswith(
         (f"{API}/equipment", "/v1/inspections", f"{API}/privacy", f"{API}/users")))
     app.add_middleware(SecurityHeadersMiddleware)
+
+    # 422 without the rejected values (common.py): no echoed secrets, no 500 for 1e400
+    app.add_exception_handler(RequestValidationError, validation_error_response)  # type: ignore[arg-type]
 
     auth = BearerAuth(realm="erp-api")
 
@@ -222,7 +242,7 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
     # ---- authentication ----
 
     @app.post(f"{API}/auth/login")
-    def login(body: LoginIn, request: Request, db: Session = Depends(db_session)) -> dict[str, Any]:
+    def login(body: LoginIn, request: Request, response: Response, db: Session = Depends(db_session)) -> dict[str, Any]:
         rt = get_runtime(request)
         key = client_key(request)
         status = rt.bruteforce_check(key)
@@ -244,13 +264,16 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
                 raise blocked(status)
             raise HTTPException(status_code=401, detail="Invalid credentials", headers={"WWW-Authenticate": REALM})
         rt.bruteforce_record_success(key)
-        pair = rt.issue_token_pair(_token_claims(user))
+        # auth_time: when the password was entered; step-up endpoints want it recent (account.py)
+        pair = rt.issue_token_pair({**_token_claims(user), **auth_time_claim()})
         record_pair(db, models, pair, user.id, request)
         db.commit()
+        no_store(response)
         return pair
 
     @app.post(f"{API}/auth/refresh")
-    def refresh(body: RefreshIn, request: Request, db: Session = Depends(db_session)) -> dict[str, Any]:
+    def refresh(body: RefreshIn, request: Request, response: Response,
+                db: Session = Depends(db_session)) -> dict[str, Any]:
         rt = get_runtime(request)
         try:
             pair = rt.refresh_token_pair(body.refresh_token)
@@ -266,6 +289,7 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
                                 headers={"WWW-Authenticate": f'{REALM}, error="invalid_token"'})
         record_pair(db, models, pair, user.id, request)
         db.commit()
+        no_store(response)
         return pair
 
     @app.post(f"{API}/auth/logout", status_code=204)
@@ -275,6 +299,9 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
         same session (refreshed pairs included), and the given refresh token when it is the
         same user's."""
         rt = get_runtime(request)
+        if body is not None and body.refresh_token:
+            # someone else's refresh token: 403, audited, nothing revoked (authority.py)
+            refuse_foreign_refresh_token(request, db, models, claims, body.refresh_token)
         rt.revoke_token(jti=claims.jti, exp=claims.expires_at)
         if body is not None and body.refresh_token:
             try:
@@ -308,8 +335,10 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
                 "mfa_enabled": bool(user.totp_sealed)}
 
     @app.post(f"{API}/auth/mfa/enroll")
-    def mfa_enroll_start(request: Request, claims: Any = Depends(auth),
+    def mfa_enroll_start(request: Request, response: Response, claims: Any = Depends(step_up(auth)),
                          db: Session = Depends(db_session)) -> dict[str, Any]:
+        """Needs a password entered in the last 5 minutes (account.py): a stolen access token
+        must not be enough to put a second factor of the thief's on the account."""
         user = user_of(db, models, claims)
         if user.totp_sealed:
             # A stolen access token must not be enough to replace the second factor.
@@ -319,6 +348,9 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
         enrolment = mfa_enroll(get_runtime(request), str(user.id), user.username)
         user.totp_pending = enrolment.sealed
         db.commit()
+        no_store(response)  # the URI holds the secret
+        audit(request, {"type": "mfa", "subtype": "mfa_enrolment_started", "result": "success",
+                        "actor": claims.subject, "tenant": claims.tenant_id})
         return {"provisioning_uri": enrolment.uri, "qr_png": enrolment.qr_data_uri, "confirmed": False}
 
     @app.post(f"{API}/auth/mfa/confirm")
@@ -333,6 +365,8 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
         verify_mfa_code(get_runtime(request), user.totp_pending, body.code, str(user.id))
         user.totp_sealed, user.totp_pending = user.totp_pending, None
         db.commit()
+        audit(request, {"type": "mfa", "subtype": "mfa_enabled", "result": "success",
+                        "actor": claims.subject, "tenant": claims.tenant_id})
         return {"mfa_enabled": True}
 
     # ---- equipment (ERP roles, tenant-scoped) ----
@@ -373,12 +407,12 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
         return equipment_out(e)
 
     @app.get(f"{API}/equipment/{{eid}}")
-    def get_equipment(eid: int, claims: Any = Depends(require_permission("equipment", "read", bearer=auth)),
+    def get_equipment(eid: RowId, claims: Any = Depends(require_permission("equipment", "read", bearer=auth)),
                       db: Session = Depends(db_session)) -> dict[str, Any]:
         return equipment_out(_get_equipment(db, claims, eid))
 
     @app.put(f"{API}/equipment/{{eid}}")
-    def update_equipment(eid: int, body: EquipmentPatch,
+    def update_equipment(eid: RowId, body: EquipmentPatch,
                          claims: Any = Depends(require_permission("equipment", "update", bearer=auth)),
                          db: Session = Depends(db_session)) -> dict[str, Any]:
         e = _get_equipment(db, claims, eid)
@@ -393,7 +427,7 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
         return equipment_out(e)
 
     @app.delete(f"{API}/equipment/{{eid}}", status_code=204)
-    def delete_equipment(eid: int, claims: Any = Depends(require_permission("equipment", "delete", bearer=auth)),
+    def delete_equipment(eid: RowId, claims: Any = Depends(require_permission("equipment", "delete", bearer=auth)),
                          db: Session = Depends(db_session)) -> None:
         db.delete(_get_equipment(db, claims, eid))
         db.commit()
@@ -402,6 +436,9 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
 
     app.include_router(inspections_router(deps))
     app.include_router(privacy_router(deps, app.state.audit_path))
+    # step-up account changes and the administration of other users (authority.py)
+    app.include_router(account_router(deps, _token_claims))
+    app.include_router(users_admin_router(deps))
     return app
 
 

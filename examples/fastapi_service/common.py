@@ -8,9 +8,11 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Annotated, Any, Callable, Iterator
 
-from fastapi import HTTPException, Request
+from fastapi import HTTPException, Path, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
@@ -20,6 +22,30 @@ from bitsec.fastapi import BearerAuth, get_runtime, request_id
 from .models import Models
 
 log = logging.getLogger("examples.fastapi_service")
+
+
+#: The largest row id (SQLite's INTEGER, a signed 64-bit number): ids outside 1..MAX_ID are a 422.
+MAX_ID = 2 ** 63 - 1
+#: A path parameter that is a row id: 422 for 0, negatives, floats, exponents and numbers
+#: beyond a 64-bit integer, before the database is asked.
+RowId = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+
+def no_store(response: Response) -> None:
+    """Marks a response that carries tokens or secrets as not cacheable (RFC 6749 section
+    5.1: ``Cache-Control: no-store`` and ``Pragma: no-cache``)."""
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+
+
+def validation_error_response(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """The 422 of a request that does not validate: where and why (``loc``, ``msg``,
+    ``type``), never the rejected value itself. FastAPI's default echoes it, which puts a
+    too-long password into the response and turns a JSON number such as ``1e400`` (an
+    infinite float) into a 500 because the answer cannot be encoded."""
+    errors = [{"type": str(e.get("type", "")), "loc": [p if isinstance(p, int) else str(p) for p in e.get("loc", ())],
+               "msg": str(e.get("msg", ""))} for e in exc.errors()]
+    return JSONResponse(status_code=422, content={"detail": errors})
 
 
 @dataclass(frozen=True)

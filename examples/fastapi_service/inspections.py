@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from bitsec.fastapi import require_permission
 
-from .common import Deps
+from .common import Deps, RowId
 from .models import iso, utcnow
 
 Status = Literal["open", "passed", "failed"]
@@ -20,7 +20,7 @@ Status = Literal["open", "passed", "failed"]
 class InspectionIn(BaseModel):
     lot_id: str = Field(min_length=1, max_length=64)
     station: str = Field(min_length=1, max_length=64)
-    defect_count: int = Field(default=0, ge=0, le=1_000_000)
+    defect_count: int = Field(default=0, ge=0, le=1_000_000, strict=True)  # a JSON integer: not true, "3", 3.0
     findings: str | None = Field(default=None, max_length=10000)
 
 
@@ -28,7 +28,7 @@ class InspectionPatch(BaseModel):
     """A partial update; ``status`` "passed" or "failed" closes the inspection (``closed_at``),
     a closed inspection is not reopened and not edited (409)."""
     station: str | None = Field(default=None, min_length=1, max_length=64)
-    defect_count: int | None = Field(default=None, ge=0, le=1_000_000)
+    defect_count: int | None = Field(default=None, ge=0, le=1_000_000, strict=True)
     findings: str | None = Field(default=None, max_length=10000)
     status: Status | None = None
 
@@ -73,12 +73,12 @@ def inspections_router(deps: Deps) -> APIRouter:
         return inspection_out(i)
 
     @router.get("/{iid}")
-    def get_inspection(iid: int, claims: Any = Depends(require_permission("inspections", "read", bearer=auth)),
+    def get_inspection(iid: RowId, claims: Any = Depends(require_permission("inspections", "read", bearer=auth)),
                        db: Session = Depends(db_session)) -> dict[str, Any]:
         return inspection_out(get_one(db, claims, iid))
 
     @router.put("/{iid}")
-    def update_inspection(iid: int, body: InspectionPatch,
+    def update_inspection(iid: RowId, body: InspectionPatch,
                           claims: Any = Depends(require_permission("inspections", "update", bearer=auth)),
                           db: Session = Depends(db_session)) -> dict[str, Any]:
         i = get_one(db, claims, iid)
@@ -98,7 +98,7 @@ def inspections_router(deps: Deps) -> APIRouter:
         return inspection_out(i)
 
     @router.delete("/{iid}", status_code=204)
-    def delete_inspection(iid: int, claims: Any = Depends(require_permission("inspections", "delete", bearer=auth)),
+    def delete_inspection(iid: RowId, claims: Any = Depends(require_permission("inspections", "delete", bearer=auth)),
                           db: Session = Depends(db_session)) -> None:
         db.delete(get_one(db, claims, iid))
         db.commit()

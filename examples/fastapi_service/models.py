@@ -67,6 +67,8 @@ def build_models(runtime: Callable[[], bitsec.Runtime]) -> Models:
         # totp_sealed: confirmed, login requires a code.
         totp_pending: Mapped[str | None] = mapped_column(Text, nullable=True)
         totp_sealed: Mapped[str | None] = mapped_column(Text, nullable=True)
+        # hashes of the unused backup codes (rt.backup_codes_generate), one a line; never the codes
+        backup_codes: Mapped[str | None] = mapped_column(Text, nullable=True)
 
         @property
         def roles(self) -> list[str]:

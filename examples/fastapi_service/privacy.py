@@ -5,6 +5,9 @@
 - ``GET  /api/v1/users/{user_id}/export``     for an administrator: ``users:export``
 - ``POST /api/v1/users/{user_id}/anonymize``  for an administrator: ``users:delete``
 
+An administrator acts only on users of the same tenant whose effective permissions are a
+strict subset of their own (``authority.py``): not on peers, not on anyone above.
+
 What is exported and what is anonymised is listed in README.md ("GDPR").
 """
 from __future__ import annotations
@@ -24,7 +27,8 @@ from sqlalchemy.orm import Session
 import bitsec
 from bitsec.fastapi import get_runtime, require_permission
 
-from .common import Deps, audit, equipment_out, revoke_user_tokens, user_of
+from .authority import require_authority
+from .common import Deps, RowId, audit, equipment_out, revoke_user_tokens, user_of
 from .inspections import inspection_out
 from .models import Models, iso, utcnow
 from .passwords import UNUSABLE, check_password
@@ -138,10 +142,13 @@ def privacy_router(deps: Deps, audit_path: Path | None) -> APIRouter:
     router = APIRouter(prefix="/api/v1", tags=["privacy"])
     models, auth, db_session = deps.models, deps.auth, deps.db_session
 
-    def target(db: Session, claims: Any, user_id: int) -> Any:
+    def target(request: Request, db: Session, claims: Any, user_id: int, action: str) -> Any:
+        """The user, if the caller has authority over them (404 / 403 otherwise, audited)."""
         u = db.get(models.User, user_id)
-        if u is None or u.tenant_id != claims.tenant_id:
+        if u is None:
             raise HTTPException(status_code=404, detail="User not found")
+        require_authority(request, get_runtime(request), request.app.state.policy_shape,
+                          user_of(db, models, claims), u, action)
         return u
 
     def export_event(request: Request, claims: Any, user: Any) -> None:
@@ -185,10 +192,10 @@ def privacy_router(deps: Deps, audit_path: Path | None) -> APIRouter:
         return {"id": user.id, "anonymized": True, "tokens_revoked": revoked}
 
     @router.get("/users/{user_id}/export")
-    def export_user_admin(user_id: int, request: Request,
+    def export_user_admin(user_id: RowId, request: Request,
                           claims: Any = Depends(require_permission("users", "export", bearer=auth)),
                           db: Session = Depends(db_session)) -> JSONResponse:
-        user = target(db, claims, user_id)
+        user = target(request, db, claims, user_id, "export")
         if user.anonymized_at is not None:
             raise HTTPException(status_code=410, detail="User was anonymised")
         doc = export_user(get_runtime(request), db, models, user, claims, audit_path)
@@ -196,10 +203,10 @@ def privacy_router(deps: Deps, audit_path: Path | None) -> APIRouter:
         return _attachment(doc, user.id)
 
     @router.post("/users/{user_id}/anonymize")
-    def anonymize_user_admin(user_id: int, request: Request,
+    def anonymize_user_admin(user_id: RowId, request: Request,
                              claims: Any = Depends(require_permission("users", "delete", bearer=auth)),
                              db: Session = Depends(db_session)) -> dict[str, Any]:
-        user = target(db, claims, user_id)
+        user = target(request, db, claims, user_id, "anonymize")
         if user.anonymized_at is not None:
             raise HTTPException(status_code=409, detail="User already anonymised")
         revoked = anonymize_user(get_runtime(request), db, models, user)

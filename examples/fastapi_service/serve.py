@@ -7,8 +7,9 @@ its data directory first).
   the audit log and the generated key files of ``create_app``, plus ``users.json`` (mode
   0600) with the demo users' credentials, kept so that a restart shows the same ones;
 - creates the demo users once: one per ERP role of ``examples/policies/erp.json`` (viewer,
-  operator, manager, admin) in tenant ``plant-a``, two of them also holding an ADR-007 role
-  (otto ``inspection.operator``, mia ``inspection.quality_engineer``), and an admin of tenant
+  operator, manager, admin) in tenant ``plant-a``, three of them also holding an ADR-007 role
+  (otto ``inspection.operator``, mia ``inspection.quality_engineer``, ada ``inspection.admin``:
+  an administrator acts only on users below her in both families), and an admin of tenant
   ``plant-b``; each with an e-mail address, a name and a phone number (the personal data of
   the GDPR endpoints);
 - refuses a database file of an older schema (the first slice's users table had other
@@ -38,13 +39,15 @@ if str(ROOT) not in sys.path:  # run as a script: make `examples.fastapi_service
 HERE = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
 
-#: (username, roles, tenant, full name): one user per ERP role in plant-a, two of them also
-#: holding an ADR-007 role (policy.json's ``inspection.`` family), one admin of plant-b.
+#: (username, roles, tenant, full name): one user per ERP role in plant-a, three of them also
+#: holding an ADR-007 role (policy.json's ``inspection.`` family), one admin of plant-b. ada
+#: administers both families: the walkthrough has her anonymise mia, whose roles are below
+#: hers in both (an ERP admin alone has no authority over an inspection.quality_engineer).
 DEMO_USERS = [
     ("vera", ["viewer"], "plant-a", "Vera Lindqvist"),
     ("otto", ["operator", "inspection.operator"], "plant-a", "Otto Brandt"),
     ("mia", ["manager", "inspection.quality_engineer"], "plant-a", "Mia Kowalski"),
-    ("ada", ["admin"], "plant-a", "Ada Moreau"),
+    ("ada", ["admin", "inspection.admin"], "plant-a", "Ada Moreau"),
     ("bruno", ["admin"], "plant-b", "Bruno Esposito"),
 ]
 USERS_FILE = "users.json"
@@ -200,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     from examples.fastapi_service import create_app
 
     data_dir = Path(args.data_dir).resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # private: create_app checks it
     if args.fresh:
         wipe(data_dir)
     redis: dict[str, Any] | None = None

@@ -7,7 +7,8 @@ exercised over real HTTP against a running service (``serve.py``).
 ``DIR`` is the service's data directory (serve.py's ``--data-dir``): the demo users'
 credentials (``users.json``), the SQLite file whose raw bytes are inspected and the audit
 log. The first form needs a fresh directory (it enrols MFA for the admin of ``plant-a`` and
-has that admin anonymise the manager of ``plant-a``).
+has that admin anonymise the manager of ``plant-a``, after a role change beyond her authority
+is refused).
 Each step prints what it sent and what came back; the first step whose result is not the
 expected one stops the walkthrough with exit status 1 (``make demo`` then fails).
 
@@ -433,7 +434,8 @@ class Walkthrough:
         subject = self.user("manager")
         admin = self.user("admin")
         name = subject["username"]
-        step(f"GDPR: {name} exports her own data; {admin['username']} (admin) anonymises {name}")
+        step(f"GDPR: {name} exports her own data; {admin['username']} (admin) anonymises {name}; "
+             "authority over other users")
         h = self.bearer_of("manager")
         r = self.client.get(f"{API}/privacy/export", headers=h)
         expect(r.status_code == 200 and r.headers.get("Cache-Control") == "no-store"
@@ -469,6 +471,17 @@ class Walkthrough:
             f'{doc["audit_events"][0].get("subtype")})')
         say("  never exported: password hash, TOTP secret, tokens and their jti")
         uid = int(person["id"])
+        # Authority: an action on another user needs the target's effective permissions (and,
+        # for a role change, the new roles') to be a strict subset of the actor's.
+        vera = self.user("viewer")
+        vera_id = int(token_payload(self.tokens[vera["username"]]["access_token"])["sub"])
+        r = self.client.put(f"{API}/users/{vera_id}/roles", json={"roles": ["super_admin"]},
+                            headers=self.bearer_of("admin"))
+        expect(r.status_code == 403 and "Insufficient authority" in r.json().get("detail", ""),
+               f"the admin makes a viewer super_admin: {show(r)}")
+        say(f"{admin['username']}: PUT {API}/users/{vera_id}/roles {{\"roles\": [\"super_admin\"]}} -> {show(r)}")
+        say(f"(refused and audited: nobody grants more than they hold; {name}'s roles, "
+            f"{' + '.join(roles_of(subject))}, are below {admin['username']}'s, {' + '.join(roles_of(admin))})")
         r = self.client.post(f"{API}/users/{uid}/anonymize", headers=self.bearer_of("admin"))
         expect(r.status_code == 200 and r.json().get("anonymized") is True and r.json().get("tokens_revoked", 0) >= 2,
                f"the admin anonymises user {uid}: {show(r)}")

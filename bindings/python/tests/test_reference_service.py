@@ -329,7 +329,8 @@ def test_health_metrics_and_audit_chain_after_the_whole_flow(svc: Service) -> No
     iid = svc.client.post("/v1/inspections", json={"lot_id": "L", "station": "S"}, headers=bearer(qe)).json()["id"]
     svc.client.put(f"/v1/inspections/{iid}", json={"status": "passed"}, headers=bearer(qe))
     svc.client.get(f"{API}/privacy/export", headers=bearer(qe))
-    svc.client.post(f"{API}/users/{svc.ids['quinn']}/anonymize", headers=bearer(admin))
+    # an ERP admin anonymises a viewer (not quinn: her inspection grants are beyond an ERP admin's)
+    svc.client.post(f"{API}/users/{svc.ids['victor']}/anonymize", headers=bearer(admin))
     svc.client.delete(f"{API}/equipment/{eid}", headers=bearer(admin))
     m = svc.client.get("/metrics")
     assert m.status_code == 200 and m.headers["content-type"].startswith("text/plain")

@@ -49,6 +49,11 @@ MATRIX: dict[str, tuple[str, str, str | None, set[str]]] = {
     "users.export":    ("GET",  f"{API}/users/{{uid}}/export",    "users:export", {"admin", "super_admin"}),
     "users.anonymize": ("POST", f"{API}/users/{{uid}}/anonymize", "users:delete", {"admin", "super_admin",
                                                                                   "inspection.admin"}),
+    # users:update: ERP admin (users:*), ADR-007's admin (*:*) and super_admin
+    "users.roles":     ("PUT",  f"{API}/users/{{uid}}/roles",     "users:update", {"admin", "super_admin",
+                                                                                  "inspection.admin"}),
+    "users.revoke":    ("POST", f"{API}/users/{{uid}}/revoke-sessions", "users:update", {"admin", "super_admin",
+                                                                                        "inspection.admin"}),
     # one's own data: any authenticated user, no permission
     "privacy.export":  ("GET",  f"{API}/privacy/export",           None,           EVERYONE),
 }
@@ -56,6 +61,20 @@ BODIES = {"equipment.update": {"notes": "checked"}, "equipment.create": {"name":
           "inspections.create": {"lot_id": "L-1", "station": "AOI-1"},
           "inspections.update": {"defect_count": 1}}
 OK = {"GET": 200, "PUT": 200, "POST": 200, "DELETE": 204}
+# The user endpoints act on a user below the caller (authority.py: effective permissions a
+# strict subset of the caller's): a viewer for the ERP roles, an inspection.operator for
+# ADR-007's; test_reference_service_authority.py covers the other targets.
+USER_ENDPOINTS = {"users.export", "users.anonymize", "users.roles", "users.revoke"}
+
+
+def subordinate_role(role: str) -> str:
+    return "inspection.operator" if role.startswith("inspection.") else "viewer"
+
+
+def body_of(endpoint: str, role: str) -> dict[str, Any] | None:
+    if endpoint == "users.roles":
+        return {"roles": [subordinate_role(role)]}
+    return BODIES.get(endpoint)
 OK_CREATED = {"equipment.create", "inspections.create"}
 
 
@@ -70,8 +89,8 @@ class Matrix:
             self.tokens[role] = svc.token(name, client=svc.client_at(f"10.9.0.{i + 1}"))
         self.subject = svc.add_user("subject", "viewer", email="subject@example.com")
 
-    def target(self, endpoint: str) -> dict[str, Any]:
-        """A fresh record (or user) for the endpoint, so that deletions do not interfere."""
+    def target(self, endpoint: str, role: str = "admin") -> dict[str, Any]:
+        """A fresh record (or user, below ``role``) for the endpoint, so that deletions do not interfere."""
         models = self.svc.app.state.models
         with self.svc.app.state.sessions() as db, db.begin():
             e = models.Equipment(tenant_id="fab-1", name="Lathe", serial_number="SN-1")
@@ -79,8 +98,8 @@ class Matrix:
             db.add_all([e, i])
             db.flush()
             ids = {"eid": e.id, "iid": i.id, "uid": self.subject}
-        if endpoint == "users.anonymize":
-            ids["uid"] = self.svc.add_user(f"victim-{ids['eid']}", "viewer")
+        if endpoint in USER_ENDPOINTS:
+            ids["uid"] = self.svc.add_user(f"victim-{ids['eid']}", subordinate_role(role))
         return ids
 
 
@@ -121,8 +140,8 @@ def test_matrix_covers_every_role_and_guarded_route(matrix: Matrix) -> None:
 @pytest.mark.parametrize("endpoint,role", list(itertools.product(MATRIX, ROLES)))
 def test_rbac_matrix(matrix: Matrix, endpoint: str, role: str) -> None:
     method, path, permission, allowed = MATRIX[endpoint]
-    ids = matrix.target(endpoint)
-    r = matrix.svc.client.request(method, path.format(**ids), json=BODIES.get(endpoint),
+    ids = matrix.target(endpoint, role)
+    r = matrix.svc.client.request(method, path.format(**ids), json=body_of(endpoint, role),
                                   headers=bearer(matrix.tokens[role]))
     if role in allowed:
         expected = 201 if endpoint in OK_CREATED else OK[method]

@@ -103,8 +103,8 @@ def test_walkthrough_over_http(state: str, tmp_path: Path, served: list[Served],
     assert svc.url.startswith("http://127.0.0.1:")
     users = json.loads((data / "users.json").read_text())
     plant_a = [r for u in users if u["tenant_id"] == "plant-a" for r in u["roles"]]
-    assert sorted(plant_a) == ["admin", "inspection.operator", "inspection.quality_engineer", "manager",
-                               "operator", "viewer"]
+    assert sorted(plant_a) == ["admin", "inspection.admin", "inspection.operator", "inspection.quality_engineer",
+                               "manager", "operator", "viewer"]
     assert any(u["tenant_id"] != "plant-a" for u in users)
     assert (data / "users.json").stat().st_mode & 0o777 == 0o600
     banner = svc.output()
@@ -130,6 +130,8 @@ def test_walkthrough_over_http(state: str, tmp_path: Path, served: list[Served],
                  "-> 409 {\"detail\": \"Inspection is closed\"}",
                  "GET /api/v1/privacy/export -> 200 attachment",
                  "\"username\": \"mia\", \"email\": \"mia@plant-a.example\"",
+                 "/roles {\"roles\": [\"super_admin\"]} -> 403 {\"detail\": \"Insufficient authority: the new "
+                 "roles grant permissions you do not hold\"}",
                  "/anonymize -> 200 {\"id\": ",
                  "\"anonymized\": true",
                  "mia's access token, valid a moment ago: GET /v1/inspections -> 401 {\"detail\": \"Invalid token\"}",
