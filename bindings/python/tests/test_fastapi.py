@@ -490,7 +490,10 @@ def test_audit_events_in_the_audit_file(client: TestClient, tmp_path: Path) -> N
     assert e["type"] == "data_access" and e["action"] == "update" and e["result"] == "success"
     assert e["actor"] == "u1" and e["tenant"] == "t1" and e["session_id"] == "sess-1"
     assert e["ip"] == CLIENT[0] and e["user_agent"] == "pytest-agent/1.0"
-    assert e["resource"] == "/tenants/t1/users/u1/records/3" and e["details"]["status"] == 200
+    # The resource is the route's template; the raw path and its parameters are in details.
+    assert e["resource"] == "/tenants/{tenant}/users/{owner}/records/{rid}" and e["details"]["status"] == 200
+    assert e["details"]["path"] == "/tenants/t1/users/u1/records/3"
+    assert e["details"]["path_params"] == {"tenant": "t1", "owner": "u1", "rid": "3"}
     e = by_rid[denied_rid]
     assert e["type"] == "authorization" and e["subtype"] == "permission_denied" and e["result"] == "denied"
     assert e["resource"] == "maintenance_records" and e["action"] == "update"
