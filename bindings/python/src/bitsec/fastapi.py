@@ -971,11 +971,30 @@ class RequestLimitsMiddleware:
             else:
                 self.exact[k] = v
         self.prefixes.sort(key=lambda kv: -len(kv[0]))  # the longest prefix wins
+        # Per application: whether finding the request's route can change its limits (a
+        # route with a marker, or a template among the keys), decided at its first request;
+        # if not, requests are not matched against the routes here.
+        self._route_matters: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
+
+    def _needs_route(self, scope: Any) -> bool:
+        app = scope.get("app")
+        if app is None:
+            return True
+        try:
+            known = self._route_matters.get(app)
+        except TypeError:  # not weakly referenceable: always match
+            return True
+        if known is None:
+            routes = getattr(getattr(app, "router", None), "routes", None)
+            known = routes is None or any("{" in k for k in self.exact) or any(
+                hasattr(getattr(r, "endpoint", None), _BODY_LIMIT_ATTR) for r in routes)
+            self._route_matters[app] = known
+        return known
 
     def limits_for(self, scope: Any) -> tuple[int | None, float | None]:
         """(bytes, seconds) for this request: the route's marker, then ``limits`` by path,
         route template and prefix, then the defaults."""
-        route, _ = _route_of(scope)
+        route, _ = _route_of(scope) if self._needs_route(scope) else (None, {})
         mark = getattr(getattr(route, "endpoint", None), _BODY_LIMIT_ATTR, None)
         if mark is not None:
             size, timeout = mark
