@@ -261,7 +261,10 @@ struct EventValidator {
         } else {
             b = try validateSlow(bytes)
         }
-        boundDetails(&b)
+        // The JSON writer emits at most 6 bytes per byte read (a raw DEL becomes \u007f; a
+        // number such as 1e18 becomes 19 digits): a small event cannot need cutting down, and
+        // the common case skips serializing details twice.
+        if bytes.count > maxBytes / 6 { boundDetails(&b) }
         return b
     }
 
