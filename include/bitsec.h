@@ -164,8 +164,10 @@ typedef struct bitsec_runtime bitsec_runtime;
 #define BITSEC_MAX_PRINCIPAL_BYTES (64 * 1024)    /* packed principal, context, batch list */
 #define BITSEC_MAX_PERMISSION_BATCH 4096          /* entries per bitsec_check_permissions */
 /* ---- audit ---- */
-/* bitsec_audit_emit: limits (the audit section's max_event_bytes / max_depth may be lower). */
-#define BITSEC_AUDIT_MAX_EVENT_BYTES (1024 * 1024) /* ceiling of max_event_bytes (default 16 KiB) */
+/* bitsec_audit_emit: limits. An event up to BITSEC_AUDIT_MAX_EVENT_BYTES is read; longer text
+   members and details beyond the section's max_event_bytes are cut down (listed in the record's
+   "truncated"), not refused. max_depth may be lower than BITSEC_AUDIT_MAX_DEPTH. */
+#define BITSEC_AUDIT_MAX_EVENT_BYTES (1024 * 1024) /* events read; ceiling of max_event_bytes (default 16 KiB) */
 #define BITSEC_AUDIT_MAX_DEPTH 32                  /* ceiling of max_depth (default 8) */
 #define BITSEC_AUDIT_MAX_QUEUE_CAPACITY (4 * 1024 * 1024)
 /* Chain: hash_n = SHA-256(hash_{n-1} || canonical_n), or HMAC-SHA-256 with hmac_key. */

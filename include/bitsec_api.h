@@ -19,21 +19,28 @@ extern "C" {
 int32_t bitsec_abi_version(void) BITSEC_NODISCARD;
 
 /// Emits a security event into the runtime's audit trail (docs/audit.md has the schema).
-/// The event is validated (JSON object, at most the section's max_event_bytes and max_depth,
-/// a known type, known members only), stamped with time (RFC 3339 UTC, microseconds), id and
+/// The event is validated (JSON object, nesting at most the section's max_depth, a known
+/// type, known members only), stamped with time (RFC 3339 UTC, microseconds), id and
 /// sequence number, and queued; the writer thread chains it (SHA-256 or HMAC-SHA-256) and
 /// writes it to the sinks. The call never waits for disk or network, except in the
 /// every_event durability mode, where it returns once the record is durable (concurrent
 /// emitters share one fdatasync).
+/// Size never silences an event: a text member longer than its limit is cut by bytes at a
+/// UTF-8 character boundary, details larger than max_event_bytes are cut down, and the
+/// record lists what was cut in its "truncated" member; the call returns BITSEC_OK.
+/// An event that is refused (the error codes below) leaves an audit/event_rejected record
+/// in the chain instead (reason, status, source, request id; never the refused content),
+/// coalesced per rejected_interval_ms.
 /// rt: the runtime (its configuration must have an audit section).
 /// event, event_len: the event, UTF-8 JSON, not necessarily NUL-terminated; caller-owned,
-/// only read during the call. At most BITSEC_AUDIT_MAX_EVENT_BYTES (and max_event_bytes).
+/// only read during the call. At most BITSEC_AUDIT_MAX_EVENT_BYTES.
 /// out_seq: optional; receives the record's sequence number, or 0 when the queue was full
 /// and the drop policy dropped the event (counted in bitsec_audit_events_dropped_total and
-/// reported by an audit/events_dropped record).
-/// Returns BITSEC_OK (also when dropped under the drop policy); BITSEC_E_INVALID_ARGUMENT
-/// (not an object, unknown type or member, bad value: the detail says which);
-/// BITSEC_E_MALFORMED (invalid JSON, nesting deeper than max_depth); BITSEC_E_TOO_LARGE;
+/// reported by an audit/events_dropped record), or when the event was refused.
+/// Returns BITSEC_OK (also when cut down, and when dropped under the drop policy);
+/// BITSEC_E_INVALID_ARGUMENT (not an object, unknown type or member, bad value: the detail
+/// says which; also rt or event NULL); BITSEC_E_MALFORMED (invalid JSON or UTF-8, nesting
+/// deeper than max_depth); BITSEC_E_TOO_LARGE (more than BITSEC_AUDIT_MAX_EVENT_BYTES);
 /// BITSEC_E_TIMEOUT (block policy: the queue stayed full for block_timeout_ms and the event
 /// was dropped; every_event: queued but not confirmed durable within durable_timeout_ms);
 /// BITSEC_E_IO (every_event: queued but the file sink is failing); BITSEC_E_NOT_CONFIGURED;

@@ -66,7 +66,10 @@ private func verifyJSON(_ paths: String, key: [UInt8] = []) -> (Int32, String) {
         #expect(bitsec_audit_flush(rt) == OK)
         let (src, stats) = text { bitsec_audit_stats(rt, $0, $1, $2) }
         #expect(src == OK)
-        #expect(stats.contains(#""durable_seq":2"#) && stats.contains(#""rejected":2"#))
+        // Refused events leave records: event_rejected (seq 3) and, at the flush, the summary
+        // of the two refused after it in the same interval (seq 4). A NULL event is an
+        // argument error, not an event: neither counted nor recorded.
+        #expect(stats.contains(#""durable_seq":4"#) && stats.contains(#""rejected":3"#))
         let (mrc, m) = text { bitsec_metrics_text(rt, $0, $1, $2) }
         #expect(mrc == OK)
         #expect(m.contains(#"authorization_events_total{event_subtype="none",result="denied"} 1"#))
@@ -74,9 +77,32 @@ private func verifyJSON(_ paths: String, key: [UInt8] = []) -> (Int32, String) {
         #expect(emit(rt, #"{"type": "session"}"#).0 == E_CLOSED)
         let (vrc, report) = verifyJSON(#"["\#(dir)/a.log"]"#)
         #expect(vrc == OK)
-        #expect(report.hasPrefix(#"{"intact":true,"records":3,"#))
+        #expect(report.hasPrefix(#"{"intact":true,"records":5,"#) && report.contains(#""events_rejected":3"#))
         let (krc, keyed) = verifyJSON(#"["\#(dir)/a.log"]"#, key: Array("0123456789abcdef".utf8))
         #expect(krc == OK && keyed.contains(#""intact":false"#) && keyed.contains(#""kind":"edited""#))
+    }
+
+    @Test func oversizedAndOverLongEventsAreNotSilenced() {
+        let dir = makeTempDir("audit-abi")
+        defer { removeTempDir(dir) }
+        let (_, rt) = open(#"{"audit": {"sinks": [{"type": "file", "path": "\#(dir)/a.log"}], "max_event_bytes": 256}}"#)
+        // More than BITSEC_AUDIT_MAX_EVENT_BYTES: refused, and the refusal is in the chain.
+        let huge = [CChar](repeating: 0x20, count: (1 << 20) + 1)
+        var seq: UInt64 = 9
+        #expect(bitsec_audit_emit(rt, huge, UInt(huge.count), &seq) == E_TOO_LARGE && seq == 0)
+        // Over-long text and details: recorded, cut down.
+        let (rc, s) = emit(rt, #"{"type": "session", "user_agent": "\#(String(repeating: "ä", count: 3000))", "details": {"k": "\#(String(repeating: "z", count: 5000))"}}"#)
+        #expect(rc == OK && s == 3)
+        bitsec_runtime_close(rt)
+        let (_, report) = verifyJSON(#"["\#(dir)/a.log"]"#)
+        #expect(report.hasPrefix(#"{"intact":true,"records":4,"#) && report.contains(#""events_rejected":1"#))
+        let fd = open("\(dir)/a.log", O_RDONLY)
+        var buf = [UInt8](repeating: 0, count: 1 << 16)
+        let n = read(fd, &buf, buf.count)
+        close(fd)
+        let text = String(decoding: buf.prefix(max(0, n)), as: UTF8.self)
+        #expect(text.contains(#""subtype":"event_rejected""#) && text.contains(#""status":"BITSEC_E_TOO_LARGE""#))
+        #expect(text.contains(#""truncated":["user_agent","details.k"]"#))
     }
 
     @Test func closeFlushesAndStopsTheWriter() {

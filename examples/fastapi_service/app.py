@@ -26,7 +26,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import bitsec
 from bitsec.fastapi import (
-    AuditMiddleware, BearerAuth, RateLimitMiddleware, SecurityHeadersMiddleware, bitsec_lifespan, get_runtime,
+    AuditMiddleware, BearerAuth, RateLimitMiddleware, RequestLimitsMiddleware, SecurityHeadersMiddleware,
+    bitsec_lifespan, get_runtime,
     mfa_enroll, require_permission, verify_mfa_code,
 )
 
@@ -165,11 +166,15 @@ def _token_claims(user: Any) -> dict[str, Any]:
 # ---- the application ----------------------------------------------------------------------
 
 def create_app(config_path: str | os.PathLike[str], database_url: str, *,
-               data_dir: str | os.PathLike[str] | None = None, redis: dict[str, Any] | None = None) -> FastAPI:
+               data_dir: str | os.PathLike[str] | None = None, redis: dict[str, Any] | None = None,
+               max_body_bytes: int = 1 << 20, auth_body_bytes: int = 16 << 10,
+               body_timeout: float = 30.0) -> FastAPI:
     """The reference service. ``data_dir`` holds the audit log and the generated key files;
     by default the directory of the SQLite database file. ``redis``: a ``redis`` section
     (docs/configuration.md) that replaces the configuration file's, if any: rate limits,
-    brute-force windows, revocations and TOTP replay state then live in Redis."""
+    brute-force windows, revocations and TOTP replay state then live in Redis.
+    ``max_body_bytes`` / ``auth_body_bytes`` (the ``/auth/*`` endpoints, which take only
+    small JSON) / ``body_timeout``: the request limits (``RequestLimitsMiddleware``)."""
     url = make_url(database_url)
     if data_dir is None:
         if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
@@ -207,6 +212,9 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
     # around the rate limiter so that refusals are recorded too. Writes to the encrypted
     # and personal records are flagged sensitive_data_accessed.
     app.add_middleware(RateLimitMiddleware, exempt=["/health", "/metrics"])
+    # Bodies are bounded before anything reads them (413 / 408, recorded by the audit trail).
+    app.add_middleware(RequestLimitsMiddleware, max_body_bytes=max_body_bytes, body_timeout=body_timeout,
+                       limits={f"{API}/auth/*": auth_body_bytes})
     app.add_middleware(AuditMiddleware, sensitive=lambda path: path.startswith(
         (f"{API}/equipment", "/v1/inspections", f"{API}/privacy", f"{API}/users")))
     app.add_middleware(SecurityHeadersMiddleware)

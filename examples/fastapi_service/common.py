@@ -127,7 +127,7 @@ def audit(request: Request, event: dict[str, Any]) -> None:
         event.setdefault("ip", ip)
     ua = request.headers.get("user-agent")
     if ua:
-        event.setdefault("user_agent", ua[:1024])
+        event.setdefault("user_agent", ua)  # bitsec cuts it (by bytes) if it is too long
     details = dict(event.get("details") or {})
     rid = request_id(request)
     if rid:

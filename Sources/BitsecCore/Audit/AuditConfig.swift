@@ -40,6 +40,9 @@ public struct AuditConfig: Sendable {
     public var durableTimeoutMs = 5000
     public var maxEventBytes = 16 << 10
     public var maxDepth = 8
+    /// Refused events within this interval after an `event_rejected` record are counted and
+    /// reported by one summary record when it ends (a flood cannot flood the trail).
+    public var rejectedIntervalMs = 1000
     public var automaticEvents = true
     public var extraTypes: [String] = []
     public var service: String?
@@ -116,6 +119,7 @@ public struct AuditConfig: Sendable {
         c.durableTimeoutMs = Int(try o.int("durable_timeout_ms", in: 1...600_000, default: 5000))
         c.maxEventBytes = Int(try o.int("max_event_bytes", in: 256...Int64(maxEventBytesLimit), default: 16 << 10))
         c.maxDepth = Int(try o.int("max_depth", in: 2...Int64(maxDepthLimit), default: 8))
+        c.rejectedIntervalMs = Int(try o.int("rejected_interval_ms", in: 1...3_600_000, default: 1000))
         c.automaticEvents = try o.bool("automatic_events", default: true)
         if let extra = try o.stringArray("extra_types") {
             for t in extra {

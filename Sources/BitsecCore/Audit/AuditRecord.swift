@@ -55,6 +55,10 @@ public enum AuditRecord {
         var prev: [UInt8]
         var hash: [UInt8]
         var canonical: [UInt8]
+        /// bitsec's own gap reports: the `count` of an `audit`/`event_rejected` or
+        /// `audit`/`events_dropped` record (0 for every other record).
+        var rejected: UInt64 = 0
+        var dropped: UInt64 = 0
     }
 
     /// Parses one line (without its newline). Nil with a reason when it is not a record.
@@ -81,6 +85,12 @@ public enum AuditRecord {
               let last = o.members.last, last.key == "prev", let prevText = last.value.stringValue,
               let prev = HexCodec.decode(Array(prevText.utf8), count: 32)
         else { return (nil, "not a bitsec record (seq or prev missing)") }
-        return (Parsed(seq: UInt64(seq), prev: prev, hash: hash, canonical: canonical), "")
+        var p = Parsed(seq: UInt64(seq), prev: prev, hash: hash, canonical: canonical)
+        if o["type"]?.stringValue == AuditSchema.internalType, let sub = o["subtype"]?.stringValue,
+           let count = o["details"]?["count"]?.int64Value, count > 0 {
+            if sub == "event_rejected" { p.rejected = UInt64(count) }
+            if sub == "events_dropped" { p.dropped = UInt64(count) }
+        }
+        return (p, "")
     }
 }

@@ -23,8 +23,12 @@ internal import Glibc
 /// | `data_classification` | | text |
 /// | `details` | | object (anything JSON, bounded by size and depth) |
 ///
-/// `time`, `seq`, `id`, `prev`, `hash`, `service` and `automatic` are stamped by bitsec and
-/// refused from callers; anything else is refused too ("put it in details").
+/// `time`, `seq`, `id`, `prev`, `hash`, `service`, `automatic` and `truncated` are stamped by
+/// bitsec and refused from callers; anything else is refused too ("put it in details").
+///
+/// Size never silences an event: a text member longer than its limit is cut by bytes at a
+/// UTF-8 boundary, `details` larger than `max_event_bytes` is cut down (long strings first,
+/// then trailing members), and the record names what was cut in `truncated`.
 public enum AuditSchema {
     /// Canonical types (ADR-007's four, plus what bitsec itself reports).
     public static let knownTypes: [String] = [
@@ -105,6 +109,8 @@ struct EventBuilder {
     var classification: String?
     var details: JSONValue?
     var automatic = false
+    /// The members (and `details.<key>`s) that were cut to their limits, in order.
+    var truncated: [String] = []
 
     func encode(timeMicros: Int64, service: String?) -> PreparedEvent {
         var w: [UInt8] = []
@@ -136,6 +142,14 @@ struct EventBuilder {
         if let details {
             Self.lit(",\"details\":", &w)
             w.append(contentsOf: JSONWriter.serialize(details))
+        }
+        if !truncated.isEmpty {
+            Self.lit(",\"truncated\":[", &w)
+            for (i, t) in truncated.enumerated() {
+                if i > 0 { w.append(0x2C) }
+                Self.string(t, &w)
+            }
+            w.append(0x5D)
         }
         let key = MetricKey(type: type, subtype: st, result: res,
                             sensitive: type == "data_access" ? (sensitive ?? false) : nil)
@@ -174,41 +188,91 @@ struct EventBuilder {
     }
 }
 
+/// Cutting text by bytes without splitting a character.
+enum UTF8Cut {
+    /// The longest prefix of `s` of at most `max` bytes that ends on a character boundary
+    /// (a scalar boundary of valid UTF-8: never inside a multi-byte sequence).
+    static func prefix(_ s: String, _ max: Int) -> String {
+        let u = s.utf8
+        guard u.count > max else { return s }
+        var cut = Swift.max(0, max)
+        var bytes = Array(u)
+        // A continuation byte (10xxxxxx) at the cut means the cut is inside a sequence.
+        while cut > 0 && cut < bytes.count && bytes[cut] & 0xC0 == 0x80 { cut -= 1 }
+        bytes.removeSubrange(cut...)
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
+
 /// Validation of caller events.
 struct EventValidator {
+    /// The most of `details`, serialized, that a record keeps (`max_event_bytes`).
     let maxBytes: Int
     let maxDepth: Int
     let extraTypes: [String]
 
     static let maxTextBytes = 1024
+    /// The most an event may be as received (`BITSEC_AUDIT_MAX_EVENT_BYTES`); anything up to
+    /// this is read and cut down to the member limits and `max_event_bytes`.
+    static let maxInputBytes = AuditConfig.maxEventBytesLimit
+    /// The most `details.<key>` names a record's `truncated` lists; more collapse to `details`.
+    static let maxTruncatedNames = 16
 
-    private func text(_ name: String, _ v: JSONValue, max: Int = EventValidator.maxTextBytes) throws(BitsecError) -> String {
+    private func string(_ name: String, _ v: JSONValue) throws(BitsecError) -> String {
         guard case .string(let s) = v else { throw .invalid("event.\(name) must be a string, got \(v.typeName)") }
-        guard s.utf8.count <= max else { throw .tooLarge("event.\(name) exceeds \(max) bytes") }
         return s
     }
 
-    private func set(_ slot: inout String?, _ name: String, _ v: JSONValue, max: Int = EventValidator.maxTextBytes) throws(BitsecError) {
+    /// A member whose value is one of a few words or an address: longer than `max` cannot
+    /// be valid, so it is refused (a structural error, not a size one).
+    private func word(_ name: String, _ v: JSONValue, max: Int) throws(BitsecError) -> String {
+        let s = try string(name, v)
+        guard s.utf8.count <= max else { throw .invalid("event.\(name) is longer than \(max) bytes: not a valid value") }
+        return s
+    }
+
+    private func setWord(_ slot: inout String?, _ name: String, _ v: JSONValue, max: Int) throws(BitsecError) {
         guard slot == nil else { throw .invalid("event.\(name): given twice (under its name and an alias)") }
-        slot = try text(name, v, max: max)
+        slot = try word(name, v, max: max)
+    }
+
+    /// Free text: cut to `max` bytes at a character boundary, the record member's name
+    /// (`field`) added to `truncated`.
+    private func setText(_ slot: inout String?, _ name: String, _ v: JSONValue, field: String,
+                         max: Int = EventValidator.maxTextBytes, _ marks: inout [String]) throws(BitsecError) {
+        guard slot == nil else { throw .invalid("event.\(name): given twice (under its name and an alias)") }
+        let s = try string(name, v)
+        if s.utf8.count > max {
+            slot = UTF8Cut.prefix(s, max)
+            if !marks.contains(field) { marks.append(field) }
+        } else {
+            slot = s
+        }
     }
 
     func validate(_ bytes: UnsafeRawBufferPointer) throws(BitsecError) -> EventBuilder {
-        guard bytes.count <= maxBytes else {
-            throw .tooLarge("event of \(bytes.count) bytes exceeds max_event_bytes (\(maxBytes))")
+        guard bytes.count <= Self.maxInputBytes else {
+            throw .tooLarge("event of \(bytes.count) bytes exceeds \(Self.maxInputBytes) bytes")
         }
         var scanner = FastEventScanner(bytes: bytes.bindMemory(to: UInt8.self), maxDepth: maxDepth)
+        var b: EventBuilder
         if let fast = scanner.scan() {
-            return try finish(fast.builder, fast.type, fast.success)
+            b = try finish(fast.builder, fast.type, fast.success)
+        } else {
+            b = try validateSlow(bytes)
         }
-        return try validateSlow(bytes)
+        // The JSON writer emits at most 6 bytes per byte read (a raw DEL becomes \u007f; a
+        // number such as 1e18 becomes 19 digits): a small event cannot need cutting down, and
+        // the common case skips serializing details twice.
+        if bytes.count > maxBytes / 6 { boundDetails(&b) }
+        return b
     }
 
     /// The authoritative path: the strict reader, then member by member with precise errors.
     func validateSlow(_ bytes: UnsafeRawBufferPointer) throws(BitsecError) -> EventBuilder {
         let doc: JSONValue
         do {
-            doc = try JSONReader.parse(bytes, options: .init(maxBytes: maxBytes, maxDepth: maxDepth))
+            doc = try JSONReader.parse(bytes, options: .init(maxBytes: Self.maxInputBytes, maxDepth: maxDepth))
         } catch {
             if error.detail.contains("depth") {
                 throw BitsecError(.malformed, "event nesting exceeds max_depth (\(maxDepth))")
@@ -224,38 +288,97 @@ struct EventValidator {
     }
 
     private func members(_ o: JSONObject, _ b: inout EventBuilder, _ type: inout String?, _ success: inout Bool?) throws(BitsecError) {
+        var m: [String] = []
         for (k, v) in o.members {
             if v.isNull { continue }
             switch k {
-            case "type": type = try text("type", v, max: 64)
-            case "subtype", "event_subtype": try set(&b.subtype, k, v, max: 64)
-            case "result": try set(&b.result, k, v, max: 16)
+            case "type": type = try word("type", v, max: 64)
+            case "subtype", "event_subtype": try setText(&b.subtype, k, v, field: "subtype", max: 64, &m)
+            case "result": try setWord(&b.result, k, v, max: 16)
             case "success":
                 guard case .bool(let s) = v else { throw .invalid("event.success must be a boolean, got \(v.typeName)") }
                 success = s
-            case "reason", "failure_reason": try set(&b.reason, k, v)
-            case "severity": try set(&b.severity, k, v, max: 16)
-            case "actor", "user_id": try set(&b.actor, k, v, max: 256)
-            case "tenant", "tenant_id": try set(&b.tenant, k, v, max: 256)
-            case "ip", "ip_address": try set(&b.ip, k, v, max: 64)
-            case "user_agent": try set(&b.userAgent, k, v)
-            case "session_id": try set(&b.sessionID, k, v, max: 256)
-            case "resource": try set(&b.resource, k, v)
-            case "resource_id": try set(&b.resourceID, k, v, max: 256)
-            case "action", "operation": try set(&b.action, k, v, max: 64)
-            case "data_classification": try set(&b.classification, k, v, max: 64)
+            case "reason", "failure_reason": try setText(&b.reason, k, v, field: "reason", &m)
+            case "severity": try setWord(&b.severity, k, v, max: 16)
+            case "actor", "user_id": try setText(&b.actor, k, v, field: "actor", max: 256, &m)
+            case "tenant", "tenant_id": try setText(&b.tenant, k, v, field: "tenant", max: 256, &m)
+            case "ip", "ip_address": try setWord(&b.ip, k, v, max: 64)
+            case "user_agent": try setText(&b.userAgent, k, v, field: "user_agent", &m)
+            case "session_id": try setText(&b.sessionID, k, v, field: "session_id", max: 256, &m)
+            case "resource": try setText(&b.resource, k, v, field: "resource", &m)
+            case "resource_id": try setText(&b.resourceID, k, v, field: "resource_id", max: 256, &m)
+            case "action", "operation": try setText(&b.action, k, v, field: "action", max: 64, &m)
+            case "data_classification": try setText(&b.classification, k, v, field: "data_classification", max: 64, &m)
             case "sensitive_data_accessed":
                 guard case .bool(let s) = v else { throw .invalid("event.sensitive_data_accessed must be a boolean, got \(v.typeName)") }
                 b.sensitive = s
             case "details":
                 guard case .object = v else { throw .invalid("event.details must be an object, got \(v.typeName)") }
                 b.details = v
-            case "time", "seq", "id", "prev", "hash", "service", "automatic":
+            case "time", "seq", "id", "prev", "hash", "service", "automatic", "truncated":
                 throw .invalid("event.\(k) is stamped by bitsec and cannot be given")
             default:
                 let shown = k.utf8.count <= 64 && k.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7F }) ? "'\(k)'" : "(\(k.utf8.count) bytes)"
                 throw .invalid("event: unknown member \(shown); put extra data in details")
             }
+        }
+        b.truncated = m
+    }
+
+    /// Cuts `details` down to `maxBytes` serialized: strings longer than 1024, then 256, 64,
+    /// 16 bytes are cut (at a character boundary); if that is not enough, trailing members
+    /// are left out. Each top-level key whose value was cut is named `details.<key>` in
+    /// `truncated` (`details` alone when members were left out, the key is not a plain
+    /// name, or more than `maxTruncatedNames` keys were cut).
+    func boundDetails(_ b: inout EventBuilder) {
+        guard let d = b.details, case .object(var o) = d else { return }
+        var size = JSONWriter.serialize(d).count
+        guard size > maxBytes else { return }
+        var cutKeys: [String] = []
+        var dropped = false
+        for cap in [1024, 256, 64, 16] where size > maxBytes {
+            var members = o.members
+            for i in members.indices {
+                var hit = false
+                members[i].value = Self.clip(members[i].value, cap, &hit)
+                if hit && !cutKeys.contains(members[i].key) { cutKeys.append(members[i].key) }
+            }
+            o = JSONObject(members)
+            size = JSONWriter.serialize(.object(o)).count
+        }
+        if size > maxBytes {
+            var kept: [(key: String, value: JSONValue)] = []
+            var used = 2
+            for m in o.members {
+                var one = JSONWriter(reserving: 64)
+                one.writeString(m.key)
+                let n = one.bytes.count + 1 + JSONWriter.serialize(m.value).count + (kept.isEmpty ? 0 : 1)
+                if used + n > maxBytes { dropped = true; break }
+                used += n
+                kept.append(m)
+            }
+            o = JSONObject(kept)
+        }
+        b.details = .object(o)
+        let plain = cutKeys.allSatisfy(AuditSchema.isSubtype)
+        if dropped || !plain || cutKeys.count > Self.maxTruncatedNames {
+            b.truncated.append("details")
+        } else {
+            b.truncated += cutKeys.map { "details." + $0 }
+        }
+    }
+
+    private static func clip(_ v: JSONValue, _ cap: Int, _ hit: inout Bool) -> JSONValue {
+        switch v {
+        case .string(let s) where s.utf8.count > cap:
+            hit = true
+            return .string(UTF8Cut.prefix(s, cap))
+        case .array(let a):
+            return .array(a.map { clip($0, cap, &hit) })
+        case .object(let o):
+            return .object(JSONObject(o.members.map { ($0.key, clip($0.value, cap, &hit)) }))
+        default:
+            return v
         }
     }
 

@@ -24,6 +24,11 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
     private var durableSeq: UInt64
     private var flushTarget: UInt64 = 0
     private var dropsUnreported: UInt64 = 0
+    /// Refused events not yet reported by an `event_rejected` record (coalesced), the last
+    /// one's reason and status, and when the current interval ends (monotonic ms).
+    private var rejectsUnreported: UInt64 = 0
+    private var rejectLast: (reason: String, status: String, source: String) = ("", "", "")
+    private var rejectWindowEnd: Int64 = 0
     private var fileFailure: String? = nil
     /// Set once an `fdatasync` of the file failed, for the rest of this runtime's life. Linux
     /// may drop the dirty pages of a failed sync and a later sync then succeeds without them,
@@ -127,6 +132,7 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
             ("full_policy", .string(config.fullPolicy.rawValue)),
             ("max_event_bytes", n(config.maxEventBytes)),
             ("max_depth", n(config.maxDepth)),
+            ("rejected_interval_ms", n(config.rejectedIntervalMs)),
             ("automatic_events", .bool(config.automaticEvents)),
             ("chain", .string(config.hmacKey != nil ? "hmac-sha256" : "sha256")),
         ]))
@@ -137,15 +143,88 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
     /// Validates, stamps and queues a caller's event (JSON). Returns its sequence number, or
     /// 0 when the drop policy dropped it (counted, reported later by an `events_dropped`
     /// record). In every-event mode, returns once the record is durable.
+    ///
+    /// An event that cannot be recorded (not JSON, not an object, an unknown type or member,
+    /// a bad value, nesting deeper than `max_depth`, more than 1 MiB) throws, and leaves an
+    /// `audit`/`event_rejected` record in its place (coalesced: `rejected(_:_:)`).
     public func emit(_ bytes: UnsafeRawBufferPointer, at micros: Int64 = 0) throws(BitsecError) -> UInt64 {
         let b: EventBuilder
-        do { b = try validator.validate(bytes) } catch { metrics.addRejected(); throw error }
+        do { b = try validator.validate(bytes) } catch { throw rejected(error, bytes) }
         let p = b.encode(timeMicros: micros > 0 ? micros : Clock.nowMicros(), service: config.service)
         return try enqueue(p, waitDurable: config.durability == .everyEvent, policy: config.fullPolicy)
     }
 
     public func emit(_ text: String) throws(BitsecError) -> UInt64 {
         try Array(text.utf8).withRawBytes { (raw) throws(BitsecError) -> UInt64 in try emit(raw) }
+    }
+
+    /// Counts a refused event and records the refusal in the chain: the first refusal of an
+    /// interval (`rejected_interval_ms`) at once, as an `audit`/`event_rejected` record with
+    /// the reason, the status, the source and the request id when the event had a plain one
+    /// in `details.request_id`; later ones in the same interval are only counted, and one
+    /// summary record (`coalesced: true`, `count`, the last reason) is written when the
+    /// interval ends, at a flush or at close. Never records the refused content. Returns
+    /// `error` for the caller to throw.
+    public func rejected(_ error: BitsecError, _ bytes: UnsafeRawBufferPointer?, source: String = "bitsec_audit_emit") -> BitsecError {
+        metrics.addRejected()
+        let rid = bytes.flatMap(Self.requestID)
+        let reason = UTF8Cut.prefix(error.detail, 512)
+        let status: String
+        switch error.status {
+        case .invalidArgument: status = "BITSEC_E_INVALID_ARGUMENT"
+        case .malformed: status = "BITSEC_E_MALFORMED"
+        case .tooLarge: status = "BITSEC_E_TOO_LARGE"
+        default: status = "BITSEC_E_\(error.status.rawValue)"
+        }
+        sync.lock()
+        defer { sync.unlock() }
+        if stopping { return error }
+        if !started {
+            do { try startWriterLocked() } catch { return error }
+        }
+        let now = Clock.monotonicMillis()
+        if rejectsUnreported == 0 && now >= rejectWindowEnd {
+            var d: [(key: String, value: JSONValue)] = [
+                ("count", .number(JSONNumber(int64: 1))), ("status", .string(status)), ("source", .string(source)),
+            ]
+            if let rid { d.append(("request_id", .string(rid))) }
+            appendInternalLocked("event_rejected", result: "failure", reason: reason, details: d)
+            rejectWindowEnd = now &+ Int64(config.rejectedIntervalMs)
+        } else {
+            rejectsUnreported &+= 1
+            rejectLast = (reason, status, source)
+            if now >= rejectWindowEnd { appendRejectSummaryLocked(now: now) }
+        }
+        if writerWaiting && pending.count == 1 { sync.signal(.work) }
+        return error
+    }
+
+    /// The summary of the refusals counted since the last `event_rejected` record.
+    private func appendRejectSummaryLocked(now: Int64) {
+        guard rejectsUnreported > 0 else { return }
+        appendInternalLocked("event_rejected", result: "failure", reason: rejectLast.reason, details: [
+            ("count", .number(JSONNumber(int64: Int64(truncatingIfNeeded: rejectsUnreported)))),
+            ("coalesced", .bool(true)), ("status", .string(rejectLast.status)), ("source", .string(rejectLast.source)),
+        ])
+        rejectsUnreported = 0
+        rejectWindowEnd = now &+ Int64(config.rejectedIntervalMs)
+    }
+
+    private func rejectSummaryDue() -> Bool {
+        rejectsUnreported > 0 && Clock.monotonicMillis() >= rejectWindowEnd
+    }
+
+    /// `details.request_id` of a refused event when it is readable JSON and the id is a plain
+    /// token (`[A-Za-z0-9._:-]{1,128}`); nothing else of the event is looked at.
+    static func requestID(_ bytes: UnsafeRawBufferPointer) -> String? {
+        guard bytes.count <= EventValidator.maxInputBytes,
+              let doc = try? JSONReader.parse(bytes, options: .init(maxBytes: EventValidator.maxInputBytes, maxDepth: AuditConfig.maxDepthLimit)),
+              case .string(let r)? = doc["details"]?["request_id"] else { return nil }
+        let u = r.utf8
+        guard !u.isEmpty, u.count <= 128, u.allSatisfy({ c in
+            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x2E || c == 0x5F || c == 0x3A || c == 0x2D
+        }) else { return nil }
+        return r
     }
 
     public var automaticEventsEnabled: Bool { config.automaticEvents }
@@ -213,11 +292,12 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
         appendInternalLocked("started", result: "success", details: d)
     }
 
-    private func appendInternalLocked(_ subtype: String, result: String, details: [(key: String, value: JSONValue)]) {
+    private func appendInternalLocked(_ subtype: String, result: String, reason: String? = nil, details: [(key: String, value: JSONValue)]) {
         var b = EventBuilder()
         b.type = AuditSchema.internalType
         b.subtype = subtype
         b.result = result
+        b.reason = reason
         b.details = .object(JSONObject(details))
         let p = b.encode(timeMicros: Clock.nowMicros(), service: config.service)
         pending.append(QueuedEvent(seq: nextSeq, event: p))
@@ -300,6 +380,7 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
     public func flush() throws(BitsecError) {
         sync.lock()
         defer { sync.unlock() }
+        if started && !stopping { appendRejectSummaryLocked(now: Clock.monotonicMillis()) }
         let target = nextSeq &- 1
         guard durableSeq < target, started else { return }
         flushTarget = max(flushTarget, target)
@@ -320,6 +401,7 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
         if stopping { sync.unlock(); return }
         let wasStarted = started
         if wasStarted {
+            appendRejectSummaryLocked(now: Clock.monotonicMillis())
             appendInternalLocked("stopped", result: "success", details: [])
         }
         stopping = true
@@ -399,10 +481,13 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
     private func writerLoop() -> Bool {
         sync.lock()
         while true {
-            while !stopping && (paused || writerBusy || (pending.isEmpty && !retryPending && flushTarget <= durableSeq && !batchSyncDue())) {
+            while !stopping && (paused || writerBusy || (pending.isEmpty && !retryPending && flushTarget <= durableSeq && !batchSyncDue() && !rejectSummaryDue())) {
                 writerWaiting = true
                 if !paused, unsyncedSeen, config.durability == .batched {
-                    sync.wait(.work, untilMillis: unsyncedSinceSeen + Int64(config.batchMaxMs))
+                    sync.wait(.work, untilMillis: rejectsUnreported > 0 ? min(rejectWindowEnd, unsyncedSinceSeen + Int64(config.batchMaxMs))
+                                                                     : unsyncedSinceSeen + Int64(config.batchMaxMs))
+                } else if !paused, rejectsUnreported > 0 {
+                    sync.wait(.work, untilMillis: rejectWindowEnd)
                 } else if !sync.wait(.work, untilMillis: Clock.monotonicMillis() + 1000),
                           !stopping, !paused, !writerBusy, pending.isEmpty, !retryPending, flushTarget <= durableSeq, !unsyncedSeen {
                     writerWaiting = false
@@ -464,6 +549,7 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
     /// the lock held.
     private func writeBatchLocked(retry: Bool) {
         writerBusy = true
+        if rejectSummaryDue() || (stopping && rejectsUnreported > 0) { appendRejectSummaryLocked(now: Clock.monotonicMillis()) }
         if dropsUnreported > 0 {
             appendInternalLocked("events_dropped", result: "failure",
                                  details: [("count", .number(JSONNumber(int64: Int64(truncatingIfNeeded: dropsUnreported)))),

@@ -35,6 +35,10 @@ public enum AuditVerifier {
         public var lastHash: [UInt8] = ChainHasher.genesis
         public var keyed = false
         public var tornTail: (file: String, bytes: Int)? = nil
+        /// Events refused by validation / dropped on a full queue, as the trail's own
+        /// `event_rejected` / `events_dropped` records report them (sums of their counts).
+        public var eventsRejected: UInt64 = 0
+        public var eventsDropped: UInt64 = 0
         public var problem: Problem? = nil
 
         public var json: JSONValue {
@@ -48,6 +52,8 @@ public enum AuditVerifier {
                 ("last_seq", u(lastSeq)),
                 ("last_hash", .string(HexCodec.string(lastHash))),
                 ("chain", .string(keyed ? "hmac-sha256" : "sha256")),
+                ("events_rejected", u(eventsRejected)),
+                ("events_dropped", u(eventsDropped)),
             ]
             if let t = tornTail {
                 m.append(("torn_tail", .object(JSONObject([("file", .string(t.file)), ("bytes", n(t.bytes))]))))
@@ -67,6 +73,8 @@ public enum AuditVerifier {
     }
 
     struct Line {
+        var rejected: UInt64 = 0
+        var dropped: UInt64 = 0
         var file: Int
         var number: Int
         var seq: UInt64?
@@ -105,8 +113,8 @@ public enum AuditVerifier {
                 if let p {
                     var ok = false
                     if let h = try? hasher.chain(prev: p.prev, canonical: p.canonical) { ok = OpenSSL.constantTimeEqual(h, p.hash) }
-                    lines.append(Line(file: files.count, number: number, seq: p.seq, prev: p.prev, hash: p.hash, selfOK: ok,
-                                      why: ok ? "" : "the record's bytes do not match its hash"))
+                    lines.append(Line(rejected: p.rejected, dropped: p.dropped, file: files.count, number: number, seq: p.seq,
+                                      prev: p.prev, hash: p.hash, selfOK: ok, why: ok ? "" : "the record's bytes do not match its hash"))
                 } else {
                     lines.append(Line(file: files.count, number: number, seq: nil, prev: [], hash: [], selfOK: false, why: why))
                 }
@@ -182,6 +190,8 @@ public enum AuditVerifier {
             expected = seq + 1
             prevHash = l.hash
             report.records += 1
+            report.eventsRejected &+= l.rejected
+            report.eventsDropped &+= l.dropped
             report.lastSeq = seq
             report.lastHash = l.hash
         }

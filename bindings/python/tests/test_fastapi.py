@@ -187,7 +187,8 @@ def rt_of(c: TestClient) -> bitsec.Runtime:
 
 def audit_events(c: TestClient, tmp_path: Path) -> list[dict]:
     rt_of(c).audit_flush()
-    return [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
+    # newlines only: str.splitlines would also split inside a record at U+2028
+    return [json.loads(line) for line in (tmp_path / "audit.log").read_bytes().split(b"\n") if line]
 
 
 # ---- bearer ---------------------------------------------------------------------------------
@@ -490,7 +491,10 @@ def test_audit_events_in_the_audit_file(client: TestClient, tmp_path: Path) -> N
     assert e["type"] == "data_access" and e["action"] == "update" and e["result"] == "success"
     assert e["actor"] == "u1" and e["tenant"] == "t1" and e["session_id"] == "sess-1"
     assert e["ip"] == CLIENT[0] and e["user_agent"] == "pytest-agent/1.0"
-    assert e["resource"] == "/tenants/t1/users/u1/records/3" and e["details"]["status"] == 200
+    # The resource is the route's template; the raw path and its parameters are in details.
+    assert e["resource"] == "/tenants/{tenant}/users/{owner}/records/{rid}" and e["details"]["status"] == 200
+    assert e["details"]["path"] == "/tenants/t1/users/u1/records/3"
+    assert e["details"]["path_params"] == {"tenant": "t1", "owner": "u1", "rid": "3"}
     e = by_rid[denied_rid]
     assert e["type"] == "authorization" and e["subtype"] == "permission_denied" and e["result"] == "denied"
     assert e["resource"] == "maintenance_records" and e["action"] == "update"
@@ -501,6 +505,31 @@ def test_audit_events_in_the_audit_file(client: TestClient, tmp_path: Path) -> N
     assert not any(e["type"] == "data_access" and e["details"]["method"] == "GET" for e in events)
     report = bitsec.audit_verify([tmp_path / "audit.log"])
     assert report.intact and report.records >= len(events), report
+
+
+def test_adversarial_claims_paths_and_headers_are_recorded_cut_down(client: TestClient, tmp_path: Path) -> None:
+    """Every value the middleware puts into an event, hostile: non-ASCII, control characters,
+    percent-encoded, over every limit. The event is recorded, cut by bytes at a character
+    boundary by bitsec, with the route template as the resource."""
+    from urllib.parse import quote
+    rt = rt_of(client)
+    sub = "\u00fc\x01\u2028\U0001d11e" * 200          # 2000 characters, 1 to 4 bytes each
+    tenant = "t\u00e9\x7f" * 300
+    sid = "s\t\u00ff" * 300
+    t = token(rt, sub, ["operator"], tenant_id=tenant, session_id=sid)
+    path = f"/tenants/{quote(tenant, safe='')}/users/{quote(sub, safe='')}/records/3"
+    ua = "\u00e9\u00e8\t".encode("utf-8") * 400  # the server sees 2000 Latin-1 characters, 3600 bytes in UTF-8
+    r = client.put(path, headers={**bearer(t), "User-Agent": ua, "X-Request-ID": "adv-1"})
+    assert r.status_code == 200, r.text
+    e = next(x for x in audit_events(client, tmp_path) if x.get("details", {}).get("request_id") == "adv-1")
+    assert e["type"] == "data_access" and e["resource"] == "/tenants/{tenant}/users/{owner}/records/{rid}"
+    assert "resource_id" not in e  # three parameters: no single resource_id
+    for name, sent, limit in (("actor", sub, 256), ("tenant", tenant, 256), ("session_id", sid, 256),
+                              ("user_agent", ua.decode("latin-1"), 1024)):
+        assert len(e[name].encode()) <= limit and len(e[name].encode()) > limit - 4 and sent.startswith(e[name]), name
+    assert {"actor", "tenant", "session_id", "user_agent"} <= set(e["truncated"])
+    assert e["details"]["path_params"]["rid"] == "3"
+    assert bitsec.audit_verify([tmp_path / "audit.log"]).intact
 
 
 def test_request_id_created_and_visible(client: TestClient) -> None:

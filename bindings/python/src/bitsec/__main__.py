@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         if report.torn_tail:
             print(f"note: {report.torn_tail['file']} ends with an unterminated record of {report.torn_tail['bytes']} "
                   "bytes (a crash during a write; never acknowledged as durable)")
+        if report.events_rejected or report.events_dropped:
+            print(f"note: the trail reports {report.events_rejected} event(s) refused by validation and "
+                  f"{report.events_dropped} dropped on a full queue (audit/event_rejected, audit/events_dropped records)")
     else:
         p = report.problem
         assert p is not None

@@ -53,6 +53,10 @@ class AuditVerifyReport:
     chain: str
     torn_tail: dict[str, Any] | None = None
     problem: AuditProblem | None = None
+    #: Events refused by validation / dropped on a full queue, as the trail's own
+    #: ``audit``/``event_rejected`` and ``audit``/``events_dropped`` records count them.
+    events_rejected: int = 0
+    events_dropped: int = 0
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
@@ -70,7 +74,7 @@ def audit_verify(paths: Iterable[Union[str, "os.PathLike[str]"]], key: bytes | N
         intact=r["intact"], records=r["records"], files=r["files"], first_seq=r["first_seq"],
         last_seq=r["last_seq"], last_hash=r["last_hash"], chain=r["chain"], torn_tail=r.get("torn_tail"),
         problem=AuditProblem(p["kind"], p["file"], p["line"], p.get("seq"), p["detail"]) if p else None,
-        raw=r)
+        events_rejected=int(r.get("events_rejected", 0)), events_dropped=int(r.get("events_dropped", 0)), raw=r)
 
 
 class AuditMixin:
@@ -83,14 +87,16 @@ class AuditMixin:
 
         Returns the record's sequence number, or None when the queue was full and the drop
         policy dropped it (counted and reported). Raises ``InvalidArgumentError``,
-        ``MalformedError`` or ``TooLargeError`` for a rejected event (the message says why),
+        ``MalformedError`` or ``TooLargeError`` for a rejected event (the message says why;
+        the refusal itself is recorded as an ``audit``/``event_rejected`` record, coalesced per
+        ``rejected_interval_ms``; text over a member's limit is cut down, not refused),
         ``BitsecTimeoutError`` when the block policy timed out (or, in every_event mode, the
         record is not confirmed durable in time), ``NotConfiguredError`` without an audit
         section. Never waits on disk or network except in every_event mode."""
         if isinstance(event, bytes):
             data = event
         elif isinstance(event, str):
-            data = event.encode("utf-8")
+            data = event.encode("utf-8", "surrogatepass")  # lone surrogates: refused (and recorded) by bitsec
         elif type(event) is dict:
             data = _encode(event).encode("ascii")
         else:  # another Mapping (or anything else: the library says what is wrong with it)

@@ -13,7 +13,11 @@ In FastAPI's own idiom:
   path) add ``X-RateLimit-*`` headers and answer 429 with ``Retry-After``;
 - ``AuditMiddleware`` emits data-access, authentication and authorization events with the
   request id, client IP and user agent;
-- ``SecurityHeadersMiddleware`` adds CSP, HSTS, X-Frame-Options, nosniff, Referrer-Policy;
+- ``SecurityHeadersMiddleware`` adds CSP, HSTS, X-Frame-Options, nosniff, Referrer-Policy and
+  ``X-Request-ID`` to every response, and answers an unhandled exception with a generic 500
+  that carries them;
+- ``RequestLimitsMiddleware`` (ASGI) bounds request bodies (413 before buffering; default
+  1 MiB, per route with ``body_limit`` or a dict) and the time to receive them (408);
 - ``mfa_enroll`` / ``verify_mfa_code`` / ``MFACode`` are the MFA building blocks.
 
 Native calls that can wait never run on the event loop; calls that cannot wait do (docs/
@@ -46,6 +50,7 @@ from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
 from fastapi.security import SecurityScopes
 from fastapi.security.base import SecurityBase
+from starlette.routing import Match
 
 from .errors import BackendUnavailableError, BitsecError, NotConfiguredError, NotFoundError
 from .permissions import Principal
@@ -58,6 +63,7 @@ __all__ = [
     "ClientIP", "RateLimit", "RateLimitMiddleware", "adr007_category", "AuditMiddleware",
     "SecurityHeadersMiddleware", "DEFAULT_SECURITY_HEADERS", "MFAEnrollment", "mfa_enroll", "verify_mfa_code",
     "MFACode", "request_id", "OffloadPlan", "offload_plan", "run_native", "OFFLOAD_MODES",
+    "RequestLimitsMiddleware", "body_limit", "DEFAULT_MAX_BODY_BYTES", "DEFAULT_BODY_TIMEOUT",
 ]
 
 log = logging.getLogger("bitsec.fastapi")
@@ -705,11 +711,68 @@ def _adding_headers(send: Any, headers: Mapping[str, str], replace: bool) -> Any
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _ACTIONS = {"POST": "create", "PUT": "update", "PATCH": "update", "DELETE": "delete"}
+#: The resource of an event whose path matches no route of the application.
+UNMATCHED_RESOURCE = "(no route)"
 
 
 def request_id(request: Request) -> str | None:
-    """The request id ``AuditMiddleware`` honoured or created (None without it)."""
+    """The request id ``AuditMiddleware`` (or ``SecurityHeadersMiddleware``) honoured or
+    created (None without them)."""
     return _request_state(request.scope).get(_REQUEST_ID)
+
+
+def _ensure_request_id(scope: Any) -> str:
+    """The request's id, decided once per request by the outermost bitsec middleware: the
+    client's ``X-Request-ID`` when it is a plain token (``[A-Za-z0-9._:-]{1,128}``), else a
+    new UUID; kept in ``scope["state"]``."""
+    state = _request_state(scope)
+    rid = state.get(_REQUEST_ID)
+    if rid:
+        return rid  # type: ignore[no-any-return]
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            text = value.decode("latin-1").strip()
+            if _REQUEST_ID_RE.match(text):
+                rid = text
+            break
+    rid = state[_REQUEST_ID] = rid or str(uuid.uuid4())
+    return rid
+
+
+def _route_of(scope: Any) -> tuple[Any, Mapping[str, Any]]:
+    """The route that serves (or would serve) the request, and its parsed path parameters:
+    ``scope["route"]``/``scope["path_params"]`` once the router ran, else the application's
+    routes matched here (a request answered before routing: 413, 429, 401 of a middleware).
+    (None, {}) when no route matches."""
+    route = scope.get("route")
+    if route is not None:
+        return route, scope.get("path_params") or {}
+    router = getattr(scope.get("app"), "router", None)
+    partial: tuple[Any, Mapping[str, Any]] | None = None
+    for r in getattr(router, "routes", ()):
+        try:
+            match, child = r.matches(scope)
+        except Exception:  # noqa: BLE001 - a route that cannot judge this scope does not match it
+            continue
+        if match == Match.FULL:
+            return r, child.get("path_params") or {}
+        if match == Match.PARTIAL and partial is None:
+            partial = (r, child.get("path_params") or {})
+    return partial or (None, {})
+
+
+def _route_template(route: Any) -> str | None:
+    t = getattr(route, "path_format", None) or getattr(route, "path", None)
+    return t if isinstance(t, str) and t else None
+
+
+def _text(s: str) -> str:
+    """A str that encodes to UTF-8 (lone surrogates replaced); bitsec cuts long text itself."""
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "replace").decode("utf-8")
 
 
 class AuditMiddleware:
@@ -720,20 +783,29 @@ class AuditMiddleware:
     - 403: ``authorization`` / ``permission_denied`` / denied, with the resource, action and
       the decision's reason when ``RequirePermission`` refused;
     - POST, PUT, PATCH, DELETE otherwise (``methods``): ``data_access`` with the action
-      (create/update/delete), the path as resource, ``success`` below 400, else ``failure``;
-      ``sensitive`` (a callable of the path) sets ``sensitive_data_accessed``.
+      (create/update/delete), ``success`` below 400, else ``failure``; ``sensitive`` (a
+      callable of the path) sets ``sensitive_data_accessed``;
+    - any other request answered 500 (an unhandled exception): ``application`` /
+      ``server_error`` / error.
 
-    Every event carries the actor and tenant (verified claims only), the client IP
-    (``trusted_proxies`` as for rate limits), the user agent, the token's ``session_id``, and
-    ``details`` with ``request_id``, ``method``, ``path`` and ``status``. The request id is the
-    client's ``X-Request-ID`` when it is a plain token (``[A-Za-z0-9._:-]{1,128}``), else a new
-    UUID; it is echoed in the response's ``X-Request-ID``.
+    The resource is canonical: the matched route's template (``/api/v1/equipment/{eid}``),
+    never the raw path (``(no route)`` when nothing matches); with one path parameter its
+    value is the ``resource_id``. Every event carries the actor and tenant (verified claims
+    only), the client IP (``trusted_proxies`` as for rate limits), the user agent, the token's
+    ``session_id``, and ``details`` with ``request_id``, ``method``, the raw ``path``,
+    ``path_params`` and ``status``. Values are passed as they are: bitsec cuts text over a
+    member's limit by bytes (at a character boundary) and lists what it cut in the record's
+    ``truncated``, so no request can make its event disappear. The request id is the
+    client's ``X-Request-ID`` when it is a plain token (``[A-Za-z0-9._:-]{1,128}``), else a
+    new UUID; it is echoed in the response's ``X-Request-ID``. An exception of the
+    application is recorded as a 500 (and re-raised).
 
     Emitting happens after the response is sent and never fails a request. It runs inline
     when an emit cannot wait (durability ``none``/``batched`` and full policy ``drop``: it
     only enqueues), in the thread pool for ``every_event`` or ``block`` (``offload_plan``;
     ``offload="always"``). Never fails a request: without an ``audit`` section the middleware only sets request ids;
-    a rejected or dropped event is logged (``bitsec.fastapi`` logger) and counted by bitsec.
+    a refused or dropped event is logged (``bitsec.fastapi`` logger), counted by bitsec and
+    recorded in the trail (``audit``/``event_rejected``, ``audit``/``events_dropped``).
     """
 
     def __init__(self, app: Any, *, trusted_proxies: Iterable[str] = (),
@@ -753,14 +825,7 @@ class AuditMiddleware:
             await self.app(scope, receive, send)
             return
         state = _request_state(scope)
-        rid = None
-        for name, value in scope.get("headers", ()):
-            if name == b"x-request-id":
-                text = value.decode("latin-1").strip()
-                if _REQUEST_ID_RE.match(text):
-                    rid = text
-                break
-        rid = state[_REQUEST_ID] = rid or str(uuid.uuid4())
+        rid = _ensure_request_id(scope)
         status = 500
 
         async def send_wrapper(message: Any) -> None:
@@ -783,8 +848,10 @@ class AuditMiddleware:
                         self._emit(rt, event)
 
     def _event(self, scope: Any, state: Mapping[str, Any], status: int, rid: str) -> dict[str, Any] | None:
-        method = scope["method"]
-        path = scope.get("path", "")
+        method = _text(str(scope["method"]))
+        path = _text(scope.get("path", ""))
+        route, params = _route_of(scope)
+        resource = _route_template(route) or UNMATCHED_RESOURCE
         event: dict[str, Any]
         if status == 401:
             event = {"type": "authentication", "subtype": "unauthorized", "result": "failure",
@@ -795,31 +862,40 @@ class AuditMiddleware:
             if denied:
                 event.update(resource=denied[0], action=denied[1], reason=denied[2])
             else:
-                event.update(resource=path, action=method.lower())
+                event.update(resource=resource, action=method.lower())
         elif method in self.methods:
-            event = {"type": "data_access", "action": _ACTIONS.get(method, method.lower()), "resource": path,
+            event = {"type": "data_access", "action": _ACTIONS.get(method, method.lower()), "resource": resource,
                      "result": "success" if status < 400 else "failure"}
             if self.sensitive is not None:
                 event["sensitive_data_accessed"] = bool(self.sensitive(path))
+        elif status == 500:
+            event = {"type": "application", "subtype": "server_error", "result": "error", "resource": resource,
+                     "action": method.lower()}
         else:
             return None
+        path_params = {_text(str(k)): _text(str(v)) for k, v in params.items()}
+        if len(path_params) == 1:
+            event.setdefault("resource_id", next(iter(path_params.values())))
         claims = state.get(_CLAIMS)
         if claims is not None:
             if claims.subject:
-                event["actor"] = claims.subject[:256]
+                event["actor"] = claims.subject
             if claims.tenant_id:
-                event["tenant"] = claims.tenant_id[:256]
+                event["tenant"] = claims.tenant_id
             sid = claims.get("session_id") or claims.get("sid")
             if isinstance(sid, str) and sid:
-                event["session_id"] = sid[:256]
+                event["session_id"] = sid
         ip = _valid_ip(_client_ip(scope, self.client_ip))
         if ip:
             event["ip"] = ip
         for name, value in scope.get("headers", ()):
             if name == b"user-agent":
-                event["user_agent"] = value.decode("latin-1")[:1024]
+                event["user_agent"] = value.decode("latin-1")
                 break
-        event["details"] = {"request_id": rid, "method": method, "path": path[:1024], "status": status}
+        details: dict[str, Any] = {"request_id": rid, "method": method, "path": path, "status": status}
+        if path_params:
+            details["path_params"] = path_params
+        event["details"] = details
         return event
 
     def _emit(self, rt: Runtime, event: dict[str, Any]) -> None:
@@ -828,7 +904,175 @@ class AuditMiddleware:
         except NotConfiguredError:
             self.disabled.add(id(rt))
         except BitsecError as e:
-            log.warning("bitsec audit event not recorded: %s", e)
+            # bitsec recorded the refusal itself (audit/event_rejected) and counted it.
+            log.warning("bitsec audit event refused: %s", e)
+
+
+# ---- request limits ------------------------------------------------------------------------
+
+#: ``RequestLimitsMiddleware``'s default largest request body: 1 MiB.
+DEFAULT_MAX_BODY_BYTES = 1 << 20
+#: ``RequestLimitsMiddleware``'s default time to receive a whole request body, in seconds.
+DEFAULT_BODY_TIMEOUT = 30.0
+_BODY_LIMIT_ATTR = "__bitsec_body_limit__"
+_DEFAULT: Any = object()
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def body_limit(max_bytes: int | None, *, timeout: float | None = _DEFAULT) -> Callable[[_F], _F]:
+    """Route marker for ``RequestLimitsMiddleware``: this endpoint accepts bodies up to
+    ``max_bytes`` (None: no size limit) received within ``timeout`` seconds (None: no time
+    limit; not given: the middleware's ``body_timeout``). Put it on the endpoint function,
+    next to ``@app.post(...)``."""
+    if max_bytes is not None and max_bytes < 0:
+        raise ValueError("max_bytes must be >= 0 or None")
+
+    def mark(fn: _F) -> _F:
+        setattr(fn, _BODY_LIMIT_ATTR, (max_bytes, timeout))
+        return fn
+
+    return mark
+
+
+class _BodyRefused(Exception):
+    pass
+
+
+class RequestLimitsMiddleware:
+    """ASGI middleware bounding what a request may send before the application sees it.
+
+    - Size: a body larger than the limit is answered 413 "Request body too large" before it
+      is buffered: a ``Content-Length`` over the limit at once, without calling the
+      application; a chunked body (or one longer than announced) as soon as the bytes read
+      so far pass the limit. The limit is ``max_body_bytes`` (default 1 MiB), overridden per
+      route by ``body_limit(n)`` on the endpoint, or by ``limits``: a dict of path or route
+      template (``"/api/v1/files/{file_id}"``) or prefix ending in ``*`` (``"/upload/*"``)
+      to a limit in bytes (None: no limit).
+    - Time: a body not received within ``body_timeout`` seconds (default 30) of the request's
+      start is answered 408 "Request body not received in time" (``body_limit(timeout=)``
+      per route; None: no limit). Only requests whose body the application reads wait.
+
+    Refusals carry ``Connection: close`` (the rest of the body is never read) and a JSON
+    ``detail``; placed inside ``SecurityHeadersMiddleware`` and ``AuditMiddleware`` they get
+    the security headers and the request id, and are recorded. What the application sends
+    after a refusal is discarded."""
+
+    def __init__(self, app: Any, *, max_body_bytes: int | None = DEFAULT_MAX_BODY_BYTES,
+                 body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
+                 limits: Mapping[str, int | None] | None = None) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
+        self.exact: dict[str, int | None] = {}
+        self.prefixes: list[tuple[str, int | None]] = []
+        for k, v in (limits or {}).items():
+            if k.endswith("*"):
+                self.prefixes.append((k[:-1], v))
+            else:
+                self.exact[k] = v
+        self.prefixes.sort(key=lambda kv: -len(kv[0]))  # the longest prefix wins
+        # Per application: whether finding the request's route can change its limits (a
+        # route with a marker, or a template among the keys), decided at its first request;
+        # if not, requests are not matched against the routes here.
+        self._route_matters: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
+
+    def _needs_route(self, scope: Any) -> bool:
+        app = scope.get("app")
+        if app is None:
+            return True
+        try:
+            known = self._route_matters.get(app)
+        except TypeError:  # not weakly referenceable: always match
+            return True
+        if known is None:
+            routes = getattr(getattr(app, "router", None), "routes", None)
+            known = routes is None or any("{" in k for k in self.exact) or any(
+                hasattr(getattr(r, "endpoint", None), _BODY_LIMIT_ATTR) for r in routes)
+            self._route_matters[app] = known
+        return known
+
+    def limits_for(self, scope: Any) -> tuple[int | None, float | None]:
+        """(bytes, seconds) for this request: the route's marker, then ``limits`` by path,
+        route template and prefix, then the defaults."""
+        route, _ = _route_of(scope) if self._needs_route(scope) else (None, {})
+        mark = getattr(getattr(route, "endpoint", None), _BODY_LIMIT_ATTR, None)
+        if mark is not None:
+            size, timeout = mark
+            return size, self.body_timeout if timeout is _DEFAULT else timeout
+        path = scope.get("path", "")
+        template = _route_template(route)
+        if path in self.exact:
+            return self.exact[path], self.body_timeout
+        if template is not None and template in self.exact:
+            return self.exact[template], self.body_timeout
+        for prefix, size in self.prefixes:
+            if path.startswith(prefix):
+                return size, self.body_timeout
+        return self.max_body_bytes, self.body_timeout
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit, timeout = self.limits_for(scope)
+        if limit is not None:
+            for name, value in scope.get("headers", ()):
+                if name == b"content-length":
+                    try:
+                        announced = int(value)
+                    except ValueError:
+                        announced = -1  # the server refuses it before us; the count still applies
+                    if announced > limit:
+                        await _send_json(send, 413, {"detail": "Request body too large"}, {"Connection": "close"})
+                        return
+                    break
+        if limit is None and timeout is None:
+            await self.app(scope, receive, send)
+            return
+        deadline = anyio.current_time() + timeout if timeout is not None else None
+        received = 0
+        started = False
+        refused = False
+
+        async def refuse(status: int, detail: str) -> dict[str, Any]:
+            nonlocal refused
+            if not refused and not started:
+                await _send_json(send, status, {"detail": detail}, {"Connection": "close"})
+            refused = True
+            return {"type": "http.disconnect"}
+
+        async def limited_receive() -> Any:
+            nonlocal received
+            if refused:
+                return {"type": "http.disconnect"}
+            message: Any = None
+            if deadline is None:
+                message = await receive()
+            else:
+                with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
+                    message = await receive()
+                if message is None:
+                    return await refuse(408, "Request body not received in time")
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if limit is not None and received > limit:
+                    return await refuse(413, "Request body too large")
+            return message
+
+        async def guarded_send(message: Any) -> None:
+            nonlocal started
+            if refused:
+                return  # answered already: what the application sends now is discarded
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not refused:
+                raise
+            # The application failed on the disconnect we reported; the request is answered.
 
 
 # ---- security headers ----------------------------------------------------------------------
@@ -849,9 +1093,15 @@ DEFAULT_SECURITY_HEADERS: dict[str, str] = {
 
 
 class SecurityHeadersMiddleware:
-    """ASGI middleware adding ``DEFAULT_SECURITY_HEADERS`` to every HTTP response.
-    ``headers`` overrides them by name (a value of None removes one); a header the
-    application set on its response is kept (``override_app=True``: ours win)."""
+    """ASGI middleware adding ``DEFAULT_SECURITY_HEADERS`` and ``X-Request-ID`` to every
+    HTTP response. ``headers`` overrides them by name (a value of None removes one); a header
+    the application set on its response is kept (``override_app=True``: ours win).
+
+    An exception of the application that no handler turned into a response is answered here,
+    as a generic 500 ``{"detail": "Internal Server Error"}`` with the security headers and the
+    request id (Starlette's own error page, outside every middleware, would carry neither),
+    then re-raised for the server to log. Add it last (outermost) so that this covers every
+    other middleware; the request id is the one ``AuditMiddleware`` records."""
 
     def __init__(self, app: Any, *, headers: Mapping[str, str | None] | None = None,
                  override_app: bool = False) -> None:
@@ -866,7 +1116,22 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        await self.app(scope, receive, _adding_headers(send, self.headers, replace=self.override_app))
+        rid = _ensure_request_id(scope)
+        headers = {**self.headers, "x-request-id": rid}
+        started = False
+
+        async def tracking(message: Any) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, _adding_headers(tracking, headers, replace=self.override_app))
+        except Exception:
+            if not started:
+                await _send_json(tracking, 500, {"detail": "Internal Server Error"}, headers)
+            raise
 
 
 # ---- MFA -----------------------------------------------------------------------------------
