@@ -38,9 +38,16 @@ public final class VerifiedClaims: Sendable {
               case .object(let o) = v else { return JSONObject() }
         return o
     }
+    /// `exp` in whole seconds (a fraction rounded down).
     public let exp: Int64?
+    /// `nbf` and `iat` in whole seconds (a fraction rounded up: never earlier than the claim).
     public let nbf: Int64?
     public let iat: Int64?
+    /// The time claims as instants: `exp` never later, `nbf` and `iat` never earlier than the
+    /// number in the token (exact for integers and to the nanosecond for fractions).
+    public let expires: Instant?
+    public let notBefore: Instant?
+    public let issuedAt: Instant?
     public let iss: String?
     public let aud: [String]?
     public let sub: String?
@@ -49,9 +56,14 @@ public final class VerifiedClaims: Sendable {
     public let roles: [String]
     /// `scope` split on spaces, then `scp` (string or array).
     public let scopes: [String]
+    /// Whether the token has a `scope` or `scp` claim (an empty one included).
+    public let hasScopes: Bool
     public let type: String?
     /// The result document written to callers:
-    /// `{"sub":..,"roles":[..],"scope":[..],"tenant_id":..,"jti":..,"exp":..,"claims":{...}}`.
+    /// `{"sub":..,"roles":[..],"scope":[..] or null,"tenant_id":..,"jti":..,"exp":..,"claims":{...}}`.
+    /// `scope` is null for a token without `scope` and `scp`, so that the document read as
+    /// claims (`bitsec_check_permission_claims`) gives a principal without scopes, exactly as
+    /// the token's own claims do.
     public let result: [UInt8]
     /// The first registered claim that had the wrong JSON type (reported after the
     /// signature check as `invalid_claim`).
@@ -62,7 +74,8 @@ public final class VerifiedClaims: Sendable {
         self.payload = payload
         self.maxDepth = maxDepth
         var bad: String? = nil
-        var exp: Int64? = nil, nbf: Int64? = nil, iat: Int64? = nil
+        var exp: Instant? = nil, nbf: Instant? = nil, iat: Instant? = nil
+        var hasScopes = false
         var iss: String? = nil, sub: String? = nil, jti: String? = nil, tenant: String? = nil, type: String? = nil
         var aud: [String]? = nil
         var roles: [String] = [], extraRoles: [String] = []
@@ -74,9 +87,9 @@ public final class VerifiedClaims: Sendable {
             try? JSONReader.scanObject(b, options: .init(maxBytes: Int.max, maxDepth: maxDepth),
                                        select: { ClaimName.of($0) != .other }) { key, v in
                 switch ClaimName.of(key) {
-                case .exp: exp = Self.time(v, key, &bad)
-                case .nbf: nbf = Self.time(v, key, &bad)
-                case .iat: iat = Self.time(v, key, &bad)
+                case .exp: exp = Self.time(v, key, roundUp: false, &bad)
+                case .nbf: nbf = Self.time(v, key, roundUp: true, &bad)
+                case .iat: iat = Self.time(v, key, roundUp: true, &bad)
                 case .iss: iss = Self.string(v, key, &bad)
                 case .sub: sub = Self.string(v, key, &bad)
                 case .jti: jti = Self.string(v, key, &bad)
@@ -85,8 +98,8 @@ public final class VerifiedClaims: Sendable {
                 case .aud: aud = Self.strings(v, key, split: false, &bad)
                 case .role: roles = Self.strings(v, key, split: false, &bad) ?? []
                 case .roles: extraRoles = Self.strings(v, key, split: false, &bad) ?? []
-                case .scope: scopes = Self.strings(v, key, split: true, &bad) ?? []
-                case .scp: extraScopes = Self.strings(v, key, split: true, &bad) ?? []
+                case .scope: scopes = Self.strings(v, key, split: true, &bad) ?? []; hasScopes = true
+                case .scp: extraScopes = Self.strings(v, key, split: true, &bad) ?? []; hasScopes = true
                 case .other: break
                 }
             }
@@ -95,7 +108,9 @@ public final class VerifiedClaims: Sendable {
         self.claimNames = names
         for r in extraRoles where !roles.contains(r) { roles.append(r) }
         for s in extraScopes where !scopes.contains(s) { scopes.append(s) }
-        self.exp = exp; self.nbf = nbf; self.iat = iat
+        self.expires = exp; self.notBefore = nbf; self.issuedAt = iat
+        self.exp = exp?.seconds; self.nbf = nbf?.secondsRoundedUp; self.iat = iat?.secondsRoundedUp
+        self.hasScopes = hasScopes
         self.iss = iss; self.sub = sub; self.jti = jti; self.tenant = tenant; self.type = type
         self.aud = aud; self.roles = roles; self.scopes = scopes
         invalidClaim = bad
@@ -103,24 +118,23 @@ public final class VerifiedClaims: Sendable {
         var w = FastJSON(reserving: payload.count + 160)
         w.raw("{\"sub\":"); w.optionalString(sub)
         w.raw(",\"roles\":"); w.stringArray(roles)
-        w.raw(",\"scope\":"); w.stringArray(scopes)
+        w.raw(",\"scope\":")
+        if hasScopes { w.stringArray(scopes) } else { w.raw("null") }
         w.raw(",\"tenant_id\":"); w.optionalString(tenant)
         w.raw(",\"jti\":"); w.optionalString(jti)
         w.raw(",\"exp\":")
-        if let exp { w.int(exp) } else { w.raw("null") }
+        if let exp = self.exp { w.int(exp) } else { w.raw("null") }
         w.raw(",\"claims\":")
         w.bytes.append(contentsOf: payload)
         w.bytes.append(UInt8(ascii: "}"))
         result = w.bytes
     }
 
-    private static func time(_ v: JSONValue, _ k: String, _ bad: inout String?) -> Int64? {
+    /// A NumericDate (RFC 7519: seconds, possibly fractional) as an instant, rounded towards
+    /// refusing: up for `nbf` and `iat`, down for `exp`.
+    private static func time(_ v: JSONValue, _ k: String, roundUp: Bool, _ bad: inout String?) -> Instant? {
         guard case .number(let n) = v else { bad = bad ?? k; return nil }
-        if let i = n.int64 { return i }
-        let d = n.double.rounded(.down)
-        if d >= 9.2e18 { return Int64.max }
-        if d <= -9.2e18 { return Int64.min }
-        return Int64(d)
+        return Instant(n, roundUp: roundUp)
     }
 
     private static func string(_ v: JSONValue, _ k: String, _ bad: inout String?) -> String? {
