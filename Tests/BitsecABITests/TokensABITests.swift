@@ -38,7 +38,7 @@ private func verify(_ rt: OpaquePointer, _ token: String, at: Int64 = 1_900_000_
             let token = signToken(rt, #"{"sub":"u","iss":"iss","aud":"aud","exp":2000000000,"jti":"a1"}"#)
             let (rc, reason, doc) = verify(rt, token)
             #expect(rc == OK && reason == TOKEN_VALID)
-            #expect(doc.hasPrefix(#"{"sub":"u","roles":[],"scope":null,"tenant_id":null,"jti":"a1","exp":2000000000,"claims":{"#))
+            #expect(doc.hasPrefix(#"{"sub":"u","roles":[],"scope":null,"tenant_id":null,"department":null,"jti":"a1","exp":2000000000,"claims":{"#))
             // Decision only: NULL buffer, capacity 0.
             var reason2: Int32 = -1
             var n: UInt = 0
@@ -125,13 +125,17 @@ private func verify(_ rt: OpaquePointer, _ token: String, at: Int64 = 1_900_000_
     private static let config = #"""
     {"allow_inline_secrets": true,
      "tokens": {"keys": [{"kid": "hs", "alg": "HS256", "secret": {"value": "0123456789abcdef0123456789abcdef"}}], "leeway_seconds": 0},
-     "permissions": {"policy": {"resources": ["docs"], "actions": ["read", "write"], "roles": {"reader": {"allow": ["docs:read"]}}}}}
+     "permissions": {"policy": {"resources": ["docs"], "actions": ["read", "write"],
+       "roles": {"reader": {"allow": ["docs:read"]}, "clerk": {"allow": [{"permission": "docs:write", "same_department": true}]}}}}}
     """#
 
-    private func decide(_ rt: OpaquePointer, _ claims: String, _ permission: String) -> (Int32, Int32, Int32) {
+    private func decide(_ rt: OpaquePointer, _ claims: String, _ permission: String, _ context: [CChar] = []) -> (Int32, Int32, Int32) {
         var d: UInt64 = 0xFFFF
         let rc = claims.withCString { c in
-            bitsec_check_permission_claims(rt, c, UInt(strlen(c)), permission, UInt(permission.utf8.count), nil, 0, &d)
+            context.withUnsafeBufferPointer { ctx in
+                bitsec_check_permission_claims(rt, c, UInt(strlen(c)), permission, UInt(permission.utf8.count),
+                                               ctx.baseAddress, UInt(ctx.count), &d)
+            }
         }
         return (rc, Int32(d & 1), Int32((d >> 8) & 0xFF))
     }
@@ -144,13 +148,23 @@ private func verify(_ rt: OpaquePointer, _ token: String, at: Int64 = 1_900_000_
         for claims in [#"{"sub":"u1","role":"reader","exp":2000000000}"#,            // no scope: judged by the role
                        #"{"sub":"u1","roles":["reader"],"exp":2000000000,"scope":""}"#,  // an empty scope: nothing
                        #"{"sub":"u1","role":"reader","exp":2000000000,"scope":"docs:read"}"#,
-                       #"{"sub":"u1","role":"reader","exp":2000000000,"scp":["docs:write"]}"#] {
+                       #"{"sub":"u1","role":"reader","exp":2000000000,"scp":["docs:write"]}"#,
+                       #"{"sub":"u1","role":"reader","exp":2000000000,"scope":"docs:write","scp":["docs:read"]}"#,  // scope wins
+                       #"{"sub":"u1","role":"reader","exp":2000000000,"scopes":["docs:write"]}"#,
+                       #"{"sub":"u1","role":"reader","exp":2000000000,"scopes":null,"scp":"docs:write"}"#,
+                       #"{"sub":"u1","role":"reader","exp":2000000000,"tenant":"t2"}"#,                // tenant, not tenant_id
+                       #"{"sub":"u1","role":"reader","exp":2000000000,"tenant_id":"t1","tenant":"t2"}"#,
+                       #"{"sub":"u1","roles":["clerk","reader"],"exp":2000000000,"department":"sales"}"#,
+                       #"{"sub":"u1","roles":["clerk"],"exp":2000000000,"department":"hr"}"#] {
             let (rc, reason, out) = verify(rt, signToken(rt, claims))
             #expect(rc == OK && reason == TOKEN_VALID, "\(claims)")
+            let contexts: [[CChar]] = [[], Array("o\0t1\0sales".utf8CString.dropLast()), Array("o\0t2\0hr".utf8CString.dropLast())]
             for permission in ["docs:read", "docs:write"] {
-                let viaOutput = decide(rt, out, permission)
-                #expect(viaOutput.0 == OK, "\(out): \(lastError())")
-                #expect(viaOutput == decide(rt, claims, permission), "\(claims) \(permission)")
+                for ctx in contexts {
+                    let viaOutput = decide(rt, out, permission, ctx)
+                    #expect(viaOutput.0 == OK, "\(out): \(lastError())")
+                    #expect(viaOutput == decide(rt, claims, permission, ctx), "\(claims) \(permission) \(ctx)")
+                }
             }
         }
         let (_, _, plain) = verify(rt, signToken(rt, #"{"sub":"u1","role":"reader","exp":2000000000}"#))

@@ -155,8 +155,9 @@ def token_error(code: int) -> TokenError:
 
 class TokenClaims(Mapping[str, Any]):
     """The verified claims, read-only, plus the fields used on every request:
-    ``subject``, ``roles`` (from ``role``/``roles``), ``scopes`` (``scope`` split on spaces,
-    or ``scp``), ``tenant_id``, ``jti`` and ``expires_at``.
+    ``subject``, ``roles`` (from ``role``/``roles``), ``scopes`` (the first of ``scope`` split
+    on spaces, ``scopes``, ``scp``; empty when the token has none), ``tenant_id`` (or
+    ``tenant``), ``jti`` and ``expires_at``.
 
     Built from the library's result document, the hot fields are parsed at once (a small
     prefix of the document) and the full claims object only on first access as a mapping."""
