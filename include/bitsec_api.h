@@ -903,13 +903,15 @@ int32_t bitsec_totp_verify_sealed(bitsec_runtime *rt, char const *sealed, size_t
 /// sub-second explicit instant use bitsec_verify_token_at.
 /// out_reason: receives BITSEC_TOKEN_VALID (0) or a BITSEC_TOKEN_* reason code.
 /// out_buf, out_cap: caller-owned buffer for the result of a valid token, a JSON object
-/// {"sub","roles","scope","tenant_id","jti","exp","claims"}: the fields services use on every
-/// request and the claims exactly as signed. sub, tenant_id, jti: strings, null when
-/// absent; roles: role then roles, an array (empty when absent); scope: scope split on
-/// spaces then scp, an array, null when the token has neither claim (an empty array when it
-/// has an empty one); exp: whole seconds (a fraction rounded down), null when absent. The
-/// document can be passed as it is to bitsec_check_permission_claims, which then decides as
-/// for the token's own claims (a token without scope is judged by its roles alone).
+/// {"sub","roles","scope","tenant_id","department","jti","exp","claims"}: the fields services
+/// use on every request and the claims exactly as signed. sub, jti: strings, null when
+/// absent; roles: role then roles, an array (empty when absent); scope: the first of scope
+/// (split on spaces), scopes, scp that the token carries, an array; null when it carries
+/// none (an empty array when the claim is empty); tenant_id: tenant_id, else tenant;
+/// department: a string or null; exp: whole seconds (a fraction rounded up, so that
+/// bitsec_token_revoke with it covers the token's whole life), null when absent. The document can be passed as it is to bitsec_check_permission_claims, which
+/// then decides as for the token's own claims (a token without scope is judged by its roles
+/// alone). Only sub (not user_id) names the principal in the document.
 /// NUL-terminated when there is room. May be NULL with out_cap 0 to get
 /// the decision only. out_len: receives the result's length (0 for an invalid token).
 /// Returns BITSEC_OK (decision in *out_reason); BITSEC_E_BUFFER_TOO_SMALL (valid token and
