@@ -202,6 +202,8 @@ int32_t bitsec_check_permission(bitsec_runtime *rt, char const *principal, size_
 /// JSON (for example what the tokens functions return): sub (or user_id), roles / role,
 /// scope / scopes / scp (present: the principal carries scopes), tenant_id (or tenant),
 /// department; other claims are ignored, as are role values containing separators.
+/// The result document of bitsec_verify_token is accepted as it is (its top-level fields
+/// follow these rules; the claims it wraps are not read) and decides as the token's claims.
 /// Parsing the JSON costs more than the packed principal of bitsec_check_permission: use
 /// that one on hot paths.
 /// claims, claims_len: the claims JSON object, at most BITSEC_MAX_PRINCIPAL_BYTES;
