@@ -104,6 +104,7 @@ typedef struct bitsec_runtime bitsec_runtime;
 #define BITSEC_FIELD_MAX_KEY_ID 32               /* bytes of a key id */
 #define BITSEC_FIELD_MAX_TOKEN 1398190           /* bytes of a token (text form, largest plaintext) */
 #define BITSEC_FERNET_MAX_TOKEN 1398200          /* bytes of a Fernet token (largest plaintext) */
+#define BITSEC_FERNET_NO_TTL (-1)                /* ttl of bitsec_fernet_decrypt_ttl/_migrate_ttl: no limit */
 /* Decisions of bitsec_decrypt_field, bitsec_rewrap_field and the Fernet functions (*out_reason). */
 #define BITSEC_FIELD_REASON_OK 0
 #define BITSEC_FIELD_REASON_MALFORMED 1     /* not a token: encoding, truncation, version */

@@ -209,6 +209,8 @@ int32_t bitsec_check_permission(bitsec_runtime *rt, char const *principal, size_
 /// JSON (for example what the tokens functions return): sub (or user_id), roles / role,
 /// scope / scopes / scp (present: the principal carries scopes), tenant_id (or tenant),
 /// department; other claims are ignored, as are role values containing separators.
+/// The result document of bitsec_verify_token is accepted as it is (its top-level fields
+/// follow these rules; the claims it wraps are not read) and decides as the token's claims.
 /// Parsing the JSON costs more than the packed principal of bitsec_check_permission: use
 /// that one on hot paths.
 /// claims, claims_len: the claims JSON object, at most BITSEC_MAX_PRINCIPAL_BYTES;
@@ -313,6 +315,7 @@ size_t bitsec_fernet_bound(size_t plaintext_len) BITSEC_NODISCARD;
 /// rt: the runtime. token, token_len: the token, at most bitsec_fernet_bound(
 /// BITSEC_FIELD_MAX_PLAINTEXT) bytes. Caller-owned.
 /// ttl_seconds: maximum age; 0 = no limit (and no future check), as cryptography's ttl=None.
+/// cryptography's ttl=0 cannot be given here: use bitsec_fernet_decrypt_ttl.
 /// now: the instant to evaluate at, Unix seconds; 0 = now.
 /// out_buf, out_cap: caller-owned; token_len bytes are always enough. out_len: the
 /// plaintext's length (also when the buffer is too small). out_reason: the decision.
@@ -321,6 +324,18 @@ size_t bitsec_fernet_bound(size_t plaintext_len) BITSEC_NODISCARD;
 /// Thread safety: safe from any thread.
 /// Since: 0.1.0
 int32_t bitsec_fernet_decrypt(bitsec_runtime *rt, char const *token, size_t token_len, int64_t ttl_seconds, int64_t now, uint8_t *out_buf, size_t out_cap, size_t *out_len, int32_t *out_reason) BITSEC_NODISCARD;
+
+/// As bitsec_fernet_decrypt, with a TTL whose every non-negative value is a limit, applied
+/// exactly as cryptography's Fernet.decrypt(token, ttl): EXPIRED when timestamp + ttl < now,
+/// NOT_YET_VALID when now + 60 < timestamp. ttl 0 thus accepts only tokens stamped in the
+/// current second (or up to 60 s ahead), as cryptography's ttl=0 does.
+/// rt, token, token_len, now, out_buf, out_cap, out_len, out_reason: as bitsec_fernet_decrypt.
+/// ttl: BITSEC_FERNET_NO_TTL (-1) for no limit and no future check (cryptography's
+/// ttl=None); 0 or more: the maximum age in seconds.
+/// Returns as bitsec_fernet_decrypt; BITSEC_E_INVALID_ARGUMENT for a ttl below -1.
+/// Thread safety: safe from any thread.
+/// Since: 0.2.0
+int32_t bitsec_fernet_decrypt_ttl(bitsec_runtime *rt, char const *token, size_t token_len, int64_t ttl, int64_t now, uint8_t *out_buf, size_t out_cap, size_t *out_len, int32_t *out_reason) BITSEC_NODISCARD;
 
 /// Produces a Fernet token (https://github.com/fernet/spec; readable by Python's
 /// cryptography.fernet.Fernet) under the first key of fields.fernet.keys.
@@ -348,6 +363,15 @@ int32_t bitsec_fernet_encrypt(bitsec_runtime *rt, uint8_t const *plaintext, size
 /// Thread safety: safe from any thread.
 /// Since: 0.1.0
 int32_t bitsec_fernet_migrate(bitsec_runtime *rt, char const *token, size_t token_len, int64_t ttl_seconds, int64_t now, char const *context, size_t context_len, uint32_t flags, char *out_buf, size_t out_cap, size_t *out_len, int32_t *out_reason) BITSEC_NODISCARD;
+
+/// As bitsec_fernet_migrate, with the TTL of bitsec_fernet_decrypt_ttl
+/// (BITSEC_FERNET_NO_TTL (-1) for none; 0 and up exactly as cryptography's ttl).
+/// rt, token, token_len, now, context, context_len, flags, out_buf, out_cap, out_len,
+/// out_reason: as bitsec_fernet_migrate. ttl: as bitsec_fernet_decrypt_ttl.
+/// Returns as bitsec_fernet_migrate; BITSEC_E_INVALID_ARGUMENT for a ttl below -1.
+/// Thread safety: safe from any thread.
+/// Since: 0.2.0
+int32_t bitsec_fernet_migrate_ttl(bitsec_runtime *rt, char const *token, size_t token_len, int64_t ttl, int64_t now, char const *context, size_t context_len, uint32_t flags, char *out_buf, size_t out_cap, size_t *out_len, int32_t *out_reason) BITSEC_NODISCARD;
 
 /// MultiFernet.rotate: re-encrypts an authentic Fernet token under the first key of
 /// fields.fernet.keys, keeping its timestamp (no TTL applied).
@@ -883,12 +907,21 @@ int32_t bitsec_totp_verify_sealed(bitsec_runtime *rt, char const *sealed, size_t
 /// token, token_len: the token text (not necessarily NUL-terminated); caller-owned, only
 /// read during the call. Longer than the configured max_token_bytes gives the reason
 /// BITSEC_TOKEN_TOO_LARGE without decoding anything.
-/// at: Unix seconds to evaluate time claims at; 0 means now.
+/// at: Unix seconds to evaluate time claims at (exactly that second: a fractional nbf or iat
+/// after it is not yet valid); 0 means now, read with nanosecond precision. For a
+/// sub-second explicit instant use bitsec_verify_token_at.
 /// out_reason: receives BITSEC_TOKEN_VALID (0) or a BITSEC_TOKEN_* reason code.
 /// out_buf, out_cap: caller-owned buffer for the result of a valid token, a JSON object
-/// {"sub","roles","scope","tenant_id","jti","exp","claims"}: the fields services use on every
-/// request (roles from role/roles, scope split on spaces, null when absent) and the claims
-/// exactly as signed. NUL-terminated when there is room. May be NULL with out_cap 0 to get
+/// {"sub","roles","scope","tenant_id","department","jti","exp","claims"}: the fields services
+/// use on every request and the claims exactly as signed. sub, jti: strings, null when
+/// absent; roles: role then roles, an array (empty when absent); scope: the first of scope
+/// (split on spaces), scopes, scp that the token carries, an array; null when it carries
+/// none (an empty array when the claim is empty); tenant_id: tenant_id, else tenant;
+/// department: a string or null; exp: whole seconds (a fraction rounded up, so that
+/// bitsec_token_revoke with it covers the token's whole life), null when absent. The document can be passed as it is to bitsec_check_permission_claims, which
+/// then decides as for the token's own claims (a token without scope is judged by its roles
+/// alone). Only sub (not user_id) names the principal in the document.
+/// NUL-terminated when there is room. May be NULL with out_cap 0 to get
 /// the decision only. out_len: receives the result's length (0 for an invalid token).
 /// Returns BITSEC_OK (decision in *out_reason); BITSEC_E_BUFFER_TOO_SMALL (valid token and
 /// out_cap too small but not 0: *out_len holds the size needed; *out_reason is valid);
@@ -898,6 +931,21 @@ int32_t bitsec_totp_verify_sealed(bitsec_runtime *rt, char const *sealed, size_t
 /// Thread safety: safe from any thread, concurrently with bitsec_token_keys_reload.
 /// Since: 0.1.0
 int32_t bitsec_verify_token(bitsec_runtime *rt, char const *token, size_t token_len, int64_t at, int32_t *out_reason, char *out_buf, size_t out_cap, size_t *out_len) BITSEC_NODISCARD;
+
+/// As bitsec_verify_token, at an instant with sub-second precision: at_sec whole Unix
+/// seconds plus at_nsec nanoseconds (at_sec 0 or negative: now, read from the clock with
+/// nanosecond precision, as bitsec_verify_token does with at 0). The time claims are
+/// compared to the nanosecond: with the leeway L, a token is valid while now < exp + L, and
+/// from nbf - L and iat - L on; a fractional exp is never rounded later, a fractional nbf or
+/// iat never earlier. Use it when the caller's clock has sub-second precision (Python's
+/// time.time()); bitsec_verify_token(at) equals this function with at_nsec 0.
+/// rt, token, token_len, out_reason, out_buf, out_cap, out_len: as bitsec_verify_token.
+/// at_sec: Unix seconds; 0 (or negative) means now.
+/// at_nsec: nanoseconds after at_sec, 0 to 999999999 (ignored when at_sec means now).
+/// Returns as bitsec_verify_token, and BITSEC_E_INVALID_ARGUMENT for at_nsec out of range.
+/// Thread safety: safe from any thread, concurrently with bitsec_token_keys_reload.
+/// Since: 0.2.0
+int32_t bitsec_verify_token_at(bitsec_runtime *rt, char const *token, size_t token_len, int64_t at_sec, int32_t at_nsec, int32_t *out_reason, char *out_buf, size_t out_cap, size_t *out_len) BITSEC_NODISCARD;
 
 /// The library version as one number: MAJOR<em>10000 + MINOR</em>100 + PATCH (as BITSEC_VERSION_NUMBER).
 /// Thread safety: safe from any thread.

@@ -217,6 +217,7 @@ public func bitsec_fernet_encrypt(_ rt: OpaquePointer?, _ plaintext: UnsafePoint
 /// rt: the runtime. token, token_len: the token, at most bitsec_fernet_bound(
 /// BITSEC_FIELD_MAX_PLAINTEXT) bytes. Caller-owned.
 /// ttl_seconds: maximum age; 0 = no limit (and no future check), as cryptography's ttl=None.
+/// cryptography's ttl=0 cannot be given here: use bitsec_fernet_decrypt_ttl.
 /// now: the instant to evaluate at, Unix seconds; 0 = now.
 /// out_buf, out_cap: caller-owned; token_len bytes are always enough. out_len: the
 /// plaintext's length (also when the buffer is too small). out_reason: the decision.
@@ -243,6 +244,45 @@ public func bitsec_fernet_decrypt(_ rt: OpaquePointer?, _ token: UnsafePointer<C
             try writeOutput(p, UnsafeMutableRawPointer(out_buf)?.assumingMemoryBound(to: CChar.self), out_cap, out_len)
         }
     }
+}
+
+/// As bitsec_fernet_decrypt, with a TTL whose every non-negative value is a limit, applied
+/// exactly as cryptography's Fernet.decrypt(token, ttl): EXPIRED when timestamp + ttl < now,
+/// NOT_YET_VALID when now + 60 < timestamp. ttl 0 thus accepts only tokens stamped in the
+/// current second (or up to 60 s ahead), as cryptography's ttl=0 does.
+///
+/// rt, token, token_len, now, out_buf, out_cap, out_len, out_reason: as bitsec_fernet_decrypt.
+/// ttl: BITSEC_FERNET_NO_TTL (-1) for no limit and no future check (cryptography's
+/// ttl=None); 0 or more: the maximum age in seconds.
+/// Returns as bitsec_fernet_decrypt; BITSEC_E_INVALID_ARGUMENT for a ttl below -1.
+/// Thread safety: safe from any thread.
+/// Since: 0.2.0
+@c(bitsec_fernet_decrypt_ttl)
+public func bitsec_fernet_decrypt_ttl(_ rt: OpaquePointer?, _ token: UnsafePointer<CChar>?, _ token_len: UInt, _ ttl: Int64, _ now: Int64,
+                                      _ out_buf: UnsafeMutablePointer<UInt8>?, _ out_cap: UInt, _ out_len: UnsafeMutablePointer<UInt>?,
+                                      _ out_reason: UnsafeMutablePointer<Int32>?) -> Int32 {
+    out_reason?.pointee = FieldReason.malformed.rawValue
+    return withRuntime(rt) { (r) throws(BitsecError) in
+        let fields = try r.require(r.fields)
+        guard let out_len else { throw .invalid("out_len is NULL") }
+        guard let out_reason else { throw .invalid("out_reason is NULL") }
+        let limit = try fernetTTL(ttl)
+        let tok = try bytesArg(UnsafeRawPointer(token), token_len, "token", lengthName: "token_len", max: FernetKeyring.maxTokenBytes)
+        var o = try fields.fernetDecrypt(tok, timeToLive: limit, now: now)
+        defer { wipe(&o.plaintext) }
+        out_reason.pointee = o.reason.rawValue
+        out_len.pointee = 0
+        guard o.reason == .ok else { return }
+        try o.plaintext.withRawBytes { (p) throws(BitsecError) in
+            try writeOutput(p, UnsafeMutableRawPointer(out_buf)?.assumingMemoryBound(to: CChar.self), out_cap, out_len)
+        }
+    }
+}
+
+/// The ttl argument of the *_ttl Fernet functions: -1 = none, 0 and up a limit.
+private func fernetTTL(_ ttl: Int64) throws(BitsecError) -> Int64? {
+    guard ttl >= -1 else { throw .invalid("ttl must be BITSEC_FERNET_NO_TTL (-1) or 0 and up") }
+    return ttl == -1 ? nil : ttl
 }
 
 /// MultiFernet.rotate: re-encrypts an authentic Fernet token under the first key of
@@ -297,6 +337,36 @@ public func bitsec_fernet_migrate(_ rt: OpaquePointer?, _ token: UnsafePointer<C
         let tok = try bytesArg(UnsafeRawPointer(token), token_len, "token", lengthName: "token_len", max: FernetKeyring.maxTokenBytes)
         let ctx = try bytesArg(UnsafeRawPointer(context), context_len, "context", lengthName: "context_len", max: FieldFormat.maxContextBytes)
         let o = try fields.fernetMigrate(tok, ttl: ttl_seconds, now: now, context: ctx, flags: FieldFlags(rawValue: flags),
+                                         into: outBuffer(UnsafeMutableRawPointer(out_buf), out_cap))
+        out_reason.pointee = o.reason.rawValue
+        out_len.pointee = 0
+        guard o.reason == .ok else { return }
+        try finishOutput(o.length, UnsafeMutableRawPointer(out_buf), out_cap, out_len)
+    }
+}
+
+/// As bitsec_fernet_migrate, with the TTL of bitsec_fernet_decrypt_ttl
+/// (BITSEC_FERNET_NO_TTL (-1) for none; 0 and up exactly as cryptography's ttl).
+///
+/// rt, token, token_len, now, context, context_len, flags, out_buf, out_cap, out_len,
+/// out_reason: as bitsec_fernet_migrate. ttl: as bitsec_fernet_decrypt_ttl.
+/// Returns as bitsec_fernet_migrate; BITSEC_E_INVALID_ARGUMENT for a ttl below -1.
+/// Thread safety: safe from any thread.
+/// Since: 0.2.0
+@c(bitsec_fernet_migrate_ttl)
+public func bitsec_fernet_migrate_ttl(_ rt: OpaquePointer?, _ token: UnsafePointer<CChar>?, _ token_len: UInt, _ ttl: Int64, _ now: Int64,
+                                      _ context: UnsafePointer<CChar>?, _ context_len: UInt, _ flags: UInt32,
+                                      _ out_buf: UnsafeMutablePointer<CChar>?, _ out_cap: UInt, _ out_len: UnsafeMutablePointer<UInt>?,
+                                      _ out_reason: UnsafeMutablePointer<Int32>?) -> Int32 {
+    out_reason?.pointee = FieldReason.malformed.rawValue
+    return withRuntime(rt) { (r) throws(BitsecError) in
+        let fields = try r.require(r.fields)
+        guard let out_len else { throw .invalid("out_len is NULL") }
+        guard let out_reason else { throw .invalid("out_reason is NULL") }
+        let limit = try fernetTTL(ttl)
+        let tok = try bytesArg(UnsafeRawPointer(token), token_len, "token", lengthName: "token_len", max: FernetKeyring.maxTokenBytes)
+        let ctx = try bytesArg(UnsafeRawPointer(context), context_len, "context", lengthName: "context_len", max: FieldFormat.maxContextBytes)
+        let o = try fields.fernetMigrate(tok, timeToLive: limit, now: now, context: ctx, flags: FieldFlags(rawValue: flags),
                                          into: outBuffer(UnsafeMutableRawPointer(out_buf), out_cap))
         out_reason.pointee = o.reason.rawValue
         out_len.pointee = 0

@@ -84,6 +84,8 @@ public func bitsec_check_permission_packed(_ rt: OpaquePointer?, _ request: Unsa
 /// JSON (for example what the tokens functions return): sub (or user_id), roles / role,
 /// scope / scopes / scp (present: the principal carries scopes), tenant_id (or tenant),
 /// department; other claims are ignored, as are role values containing separators.
+/// The result document of bitsec_verify_token is accepted as it is (its top-level fields
+/// follow these rules; the claims it wraps are not read) and decides as the token's claims.
 /// Parsing the JSON costs more than the packed principal of bitsec_check_permission: use
 /// that one on hot paths.
 ///

@@ -11,12 +11,21 @@ internal import Glibc
 /// token, token_len: the token text (not necessarily NUL-terminated); caller-owned, only
 /// read during the call. Longer than the configured max_token_bytes gives the reason
 /// BITSEC_TOKEN_TOO_LARGE without decoding anything.
-/// at: Unix seconds to evaluate time claims at; 0 means now.
+/// at: Unix seconds to evaluate time claims at (exactly that second: a fractional nbf or iat
+/// after it is not yet valid); 0 means now, read with nanosecond precision. For a
+/// sub-second explicit instant use bitsec_verify_token_at.
 /// out_reason: receives BITSEC_TOKEN_VALID (0) or a BITSEC_TOKEN_* reason code.
 /// out_buf, out_cap: caller-owned buffer for the result of a valid token, a JSON object
-/// {"sub","roles","scope","tenant_id","jti","exp","claims"}: the fields services use on every
-/// request (roles from role/roles, scope split on spaces, null when absent) and the claims
-/// exactly as signed. NUL-terminated when there is room. May be NULL with out_cap 0 to get
+/// {"sub","roles","scope","tenant_id","department","jti","exp","claims"}: the fields services
+/// use on every request and the claims exactly as signed. sub, jti: strings, null when
+/// absent; roles: role then roles, an array (empty when absent); scope: the first of scope
+/// (split on spaces), scopes, scp that the token carries, an array; null when it carries
+/// none (an empty array when the claim is empty); tenant_id: tenant_id, else tenant;
+/// department: a string or null; exp: whole seconds (a fraction rounded up, so that
+/// bitsec_token_revoke with it covers the token's whole life), null when absent. The document can be passed as it is to bitsec_check_permission_claims, which
+/// then decides as for the token's own claims (a token without scope is judged by its roles
+/// alone). Only sub (not user_id) names the principal in the document.
+/// NUL-terminated when there is room. May be NULL with out_cap 0 to get
 /// the decision only. out_len: receives the result's length (0 for an invalid token).
 /// Returns BITSEC_OK (decision in *out_reason); BITSEC_E_BUFFER_TOO_SMALL (valid token and
 /// out_cap too small but not 0: *out_len holds the size needed; *out_reason is valid);
@@ -35,6 +44,42 @@ public func bitsec_verify_token(_ rt: OpaquePointer?, _ token: UnsafePointer<CCh
         let n = try sizeArg(token_len, "token_len")
         let bytes = try bytesArg(UnsafeRawPointer(token), n, "token")
         let v = try r.require(r.tokens).verify(bytes, at: at)
+        out_reason.pointee = v.reason.rawValue
+        guard v.reason == .valid, let c = v.claims else { return }
+        if out_buf == nil && out_cap == 0 {
+            out_len.pointee = UInt(c.result.count)
+            return
+        }
+        try writeOutput(c.result, out_buf, out_cap, out_len)
+    }
+}
+
+/// As bitsec_verify_token, at an instant with sub-second precision: at_sec whole Unix
+/// seconds plus at_nsec nanoseconds (at_sec 0 or negative: now, read from the clock with
+/// nanosecond precision, as bitsec_verify_token does with at 0). The time claims are
+/// compared to the nanosecond: with the leeway L, a token is valid while now < exp + L, and
+/// from nbf - L and iat - L on; a fractional exp is never rounded later, a fractional nbf or
+/// iat never earlier. Use it when the caller's clock has sub-second precision (Python's
+/// time.time()); bitsec_verify_token(at) equals this function with at_nsec 0.
+///
+/// rt, token, token_len, out_reason, out_buf, out_cap, out_len: as bitsec_verify_token.
+/// at_sec: Unix seconds; 0 (or negative) means now.
+/// at_nsec: nanoseconds after at_sec, 0 to 999999999 (ignored when at_sec means now).
+/// Returns as bitsec_verify_token, and BITSEC_E_INVALID_ARGUMENT for at_nsec out of range.
+/// Thread safety: safe from any thread, concurrently with bitsec_token_keys_reload.
+/// Since: 0.2.0
+@c(bitsec_verify_token_at)
+public func bitsec_verify_token_at(_ rt: OpaquePointer?, _ token: UnsafePointer<CChar>?, _ token_len: UInt, _ at_sec: Int64,
+                                   _ at_nsec: Int32, _ out_reason: UnsafeMutablePointer<Int32>?,
+                                   _ out_buf: UnsafeMutablePointer<CChar>?, _ out_cap: UInt,
+                                   _ out_len: UnsafeMutablePointer<UInt>?) -> Int32 {
+    withRuntime(rt) { (r) throws(BitsecError) in
+        guard let out_reason, let out_len else { throw .invalid("out_reason and out_len are required") }
+        out_len.pointee = 0
+        guard at_nsec >= 0, at_nsec < 1_000_000_000 else { throw .invalid("at_nsec must be 0 to 999999999") }
+        let n = try sizeArg(token_len, "token_len")
+        let bytes = try bytesArg(UnsafeRawPointer(token), n, "token")
+        let v = try r.require(r.tokens).verify(bytes, instant: Clock.resolveInstant(at_sec, nanoseconds: at_nsec))
         out_reason.pointee = v.reason.rawValue
         guard v.reason == .valid, let c = v.claims else { return }
         if out_buf == nil && out_cap == 0 {

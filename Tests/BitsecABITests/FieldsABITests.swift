@@ -145,4 +145,49 @@ private func decrypt(_ rt: OpaquePointer?, _ tok: [UInt8], _ ctx: String) -> (In
         #expect(reason == R_TAMPERED || reason == R_MALFORMED)
         #expect(bitsec_fernet_decrypt(rt, tok, len, -1, 0, &out, 64, &n, &reason) == E_INVALID)
     }
+
+    /// bitsec_fernet_decrypt_ttl: -1 is "no limit", every other value is cryptography's ttl
+    /// (expired when timestamp + ttl < now, refused more than 60 s ahead), 0 included.
+    @Test func fernetTTLZeroIsALimit() {
+        let rt = openFields()
+        defer { bitsec_runtime_close(rt) }
+        var tok = [CChar](repeating: 0, count: Int(bitsec_fernet_bound(5)) + 1)
+        var n: UInt = 0
+        #expect(bitsec_fernet_encrypt(rt, Array("hello".utf8), 5, 1_000_000, &tok, UInt(tok.count), &n) == OK)
+        let len = n
+        var out = [UInt8](repeating: 0, count: 64)
+        func open(_ ttl: Int64, _ now: Int64) -> (Int32, Int32) {
+            var reason: Int32 = -1
+            var m: UInt = 0
+            let rc = bitsec_fernet_decrypt_ttl(rt, tok, len, ttl, now, &out, 64, &m, &reason)
+            return (rc, reason)
+        }
+        let R_NOT_YET_VALID: Int32 = 7
+        // ttl 0: fresh within its own second only.
+        #expect(open(0, 1_000_000) == (OK, R_OK))
+        #expect(open(0, 1_000_001) == (OK, R_EXPIRED))
+        #expect(open(0, 999_940) == (OK, R_OK))
+        #expect(open(0, 999_939) == (OK, R_NOT_YET_VALID))
+        // ttl N: the age limit is inclusive.
+        #expect(open(60, 1_000_060) == (OK, R_OK))
+        #expect(open(60, 1_000_061) == (OK, R_EXPIRED))
+        #expect(open(Int64.max, 2_000_000_000) == (OK, R_OK))
+        // No limit: neither age nor future is checked.
+        #expect(open(-1, 2_000_000_000) == (OK, R_OK))
+        #expect(open(-1, 1) == (OK, R_OK))
+        #expect(open(-2, 1_000_000).0 == E_INVALID)
+        #expect(open(Int64.min, 1_000_000).0 == E_INVALID)
+        // The old export keeps its meaning: 0 = no limit.
+        var reason: Int32 = -1
+        #expect(bitsec_fernet_decrypt(rt, tok, len, 0, 2_000_000_000, &out, 64, &n, &reason) == OK && reason == R_OK)
+        // Migration takes the same TTL.
+        var moved = [CChar](repeating: 0, count: Int(bitsec_field_bound(len, 0)) + 1)
+        #expect(bitsec_fernet_migrate_ttl(rt, tok, len, 0, 1_000_001, "t.c|1", 5, 0, &moved, UInt(moved.count), &n, &reason) == OK)
+        #expect(reason == R_EXPIRED && n == 0)
+        #expect(bitsec_fernet_migrate_ttl(rt, tok, len, 0, 1_000_000, "t.c|1", 5, 0, &moved, UInt(moved.count), &n, &reason) == OK)
+        #expect(reason == R_OK && n > 0)
+        #expect(bitsec_fernet_migrate_ttl(rt, tok, len, -1, 2_000_000_000, "t.c|1", 5, 0, &moved, UInt(moved.count), &n, &reason) == OK)
+        #expect(reason == R_OK)
+        #expect(bitsec_fernet_migrate_ttl(rt, tok, len, -7, 1_000_000, "t.c|1", 5, 0, &moved, UInt(moved.count), &n, &reason) == E_INVALID)
+    }
 }

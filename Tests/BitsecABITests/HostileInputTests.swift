@@ -114,11 +114,17 @@ private let table: [Entry] = [
     Entry("bitsec_fernet_decrypt", inputs: ["gAAAAA"], ints: [0, 0]) { a in
         bitsec_fernet_decrypt(a.rt, a.p(0), a.l(0), a.n[0], a.n[1], a.outBytes, a.cap, a.outLen, a.i32)
     },
+    Entry("bitsec_fernet_decrypt_ttl", inputs: ["gAAAAA"], ints: [-1, 0]) { a in
+        bitsec_fernet_decrypt_ttl(a.rt, a.p(0), a.l(0), a.n[0], a.n[1], a.outBytes, a.cap, a.outLen, a.i32)
+    },
     Entry("bitsec_fernet_encrypt", inputs: ["plain"], ints: [0]) { a in
         bitsec_fernet_encrypt(a.rt, a.b(0), a.l(0), a.n[0], a.out, a.cap, a.outLen)
     },
     Entry("bitsec_fernet_migrate", inputs: ["gAAAAA", "ctx"], ints: [0, 0, 0]) { a in
         bitsec_fernet_migrate(a.rt, a.p(0), a.l(0), a.n[0], a.n[1], a.p(1), a.l(1), a.f(2), a.out, a.cap, a.outLen, a.i32)
+    },
+    Entry("bitsec_fernet_migrate_ttl", inputs: ["gAAAAA", "ctx"], ints: [-1, 0, 0]) { a in
+        bitsec_fernet_migrate_ttl(a.rt, a.p(0), a.l(0), a.n[0], a.n[1], a.p(1), a.l(1), a.f(2), a.out, a.cap, a.outLen, a.i32)
     },
     Entry("bitsec_fernet_rotate", inputs: ["gAAAAA"]) { a in bitsec_fernet_rotate(a.rt, a.p(0), a.l(0), a.out, a.cap, a.outLen, a.i32) },
     Entry("bitsec_fields_reload", inputs: ["{}"]) { a in bitsec_fields_reload(a.rt, a.p(0), a.l(0)) },
@@ -190,6 +196,9 @@ private let table: [Entry] = [
     },
     Entry("bitsec_verify_token", inputs: [hsToken], ints: [0]) { a in
         bitsec_verify_token(a.rt, a.p(0), a.l(0), a.n[0], a.i32, a.out, a.cap, a.outLen)
+    },
+    Entry("bitsec_verify_token_at", inputs: [hsToken], ints: [0, 0]) { a in
+        bitsec_verify_token_at(a.rt, a.p(0), a.l(0), a.n[0], a.i(1), a.i32, a.out, a.cap, a.outLen)
     },
     Entry("bitsec_token_sign", inputs: [#"{"sub": "u1", "exp": 4102444800}"#, "hs"]) { a in
         bitsec_token_sign(a.rt, a.p(0), a.l(0), a.p(1), a.l(1), a.out, a.cap, a.outLen)

@@ -38,7 +38,7 @@ private func verify(_ rt: OpaquePointer, _ token: String, at: Int64 = 1_900_000_
             let token = signToken(rt, #"{"sub":"u","iss":"iss","aud":"aud","exp":2000000000,"jti":"a1"}"#)
             let (rc, reason, doc) = verify(rt, token)
             #expect(rc == OK && reason == TOKEN_VALID)
-            #expect(doc.hasPrefix(#"{"sub":"u","roles":[],"scope":[],"tenant_id":null,"jti":"a1","exp":2000000000,"claims":{"#))
+            #expect(doc.hasPrefix(#"{"sub":"u","roles":[],"scope":null,"tenant_id":null,"department":null,"jti":"a1","exp":2000000000,"claims":{"#))
             // Decision only: NULL buffer, capacity 0.
             var reason2: Int32 = -1
             var n: UInt = 0
@@ -116,5 +116,100 @@ private func verify(_ rt: OpaquePointer, _ token: String, at: Int64 = 1_900_000_
         #expect(bitsec_verify_token(rt, "a.b.c", 5, 0, &reason, nil, 0, &n) == E_NOT_CONFIGURED)
         bitsec_runtime_close(rt)
         #expect(bitsec_verify_token(rt, "a.b.c", 5, 0, &reason, nil, 0, &n) == E_CLOSED)
+    }
+}
+
+/// What bitsec_verify_token writes is what bitsec_check_permission_claims reads, and the time
+/// claims are compared to the nanosecond (bitsec_verify_token_at).
+@Suite struct TokenSemanticsABITests {
+    private static let config = #"""
+    {"allow_inline_secrets": true,
+     "tokens": {"keys": [{"kid": "hs", "alg": "HS256", "secret": {"value": "0123456789abcdef0123456789abcdef"}}], "leeway_seconds": 0},
+     "permissions": {"policy": {"resources": ["docs"], "actions": ["read", "write"],
+       "roles": {"reader": {"allow": ["docs:read"]}, "clerk": {"allow": [{"permission": "docs:write", "same_department": true}]}}}}}
+    """#
+
+    private func decide(_ rt: OpaquePointer, _ claims: String, _ permission: String, _ context: [CChar] = []) -> (Int32, Int32, Int32) {
+        var d: UInt64 = 0xFFFF
+        let rc = claims.withCString { c in
+            context.withUnsafeBufferPointer { ctx in
+                bitsec_check_permission_claims(rt, c, UInt(strlen(c)), permission, UInt(permission.utf8.count),
+                                               ctx.baseAddress, UInt(ctx.count), &d)
+            }
+        }
+        return (rc, Int32(d & 1), Int32((d >> 8) & 0xFF))
+    }
+
+    @Test func verifyOutputIsAcceptedAsClaims() throws {
+        let (orc, opened) = open(Self.config)
+        #expect(orc == OK, "\(lastError())")
+        let rt = try #require(opened)
+        defer { bitsec_runtime_close(rt) }
+        for claims in [#"{"sub":"u1","role":"reader","exp":2000000000}"#,            // no scope: judged by the role
+                       #"{"sub":"u1","roles":["reader"],"exp":2000000000,"scope":""}"#,  // an empty scope: nothing
+                       #"{"sub":"u1","role":"reader","exp":2000000000,"scope":"docs:read"}"#,
+                       #"{"sub":"u1","role":"reader","exp":2000000000,"scp":["docs:write"]}"#,
+                       #"{"sub":"u1","role":"reader","exp":2000000000,"scope":"docs:write","scp":["docs:read"]}"#,  // scope wins
+                       #"{"sub":"u1","role":"reader","exp":2000000000,"scopes":["docs:write"]}"#,
+                       #"{"sub":"u1","role":"reader","exp":2000000000,"scopes":null,"scp":"docs:write"}"#,
+                       #"{"sub":"u1","role":"reader","exp":2000000000,"tenant":"t2"}"#,                // tenant, not tenant_id
+                       #"{"sub":"u1","role":"reader","exp":2000000000,"tenant_id":"t1","tenant":"t2"}"#,
+                       #"{"sub":"u1","roles":["clerk","reader"],"exp":2000000000,"department":"sales"}"#,
+                       #"{"sub":"u1","roles":["clerk"],"exp":2000000000,"department":"hr"}"#] {
+            let (rc, reason, out) = verify(rt, signToken(rt, claims))
+            #expect(rc == OK && reason == TOKEN_VALID, "\(claims)")
+            let contexts: [[CChar]] = [[], Array("o\0t1\0sales".utf8CString.dropLast()), Array("o\0t2\0hr".utf8CString.dropLast())]
+            for permission in ["docs:read", "docs:write"] {
+                for ctx in contexts {
+                    let viaOutput = decide(rt, out, permission, ctx)
+                    #expect(viaOutput.0 == OK, "\(out): \(lastError())")
+                    #expect(viaOutput == decide(rt, claims, permission, ctx), "\(claims) \(permission) \(ctx)")
+                }
+            }
+        }
+        let (_, _, plain) = verify(rt, signToken(rt, #"{"sub":"u1","role":"reader","exp":2000000000}"#))
+        #expect(plain.contains(#""scope":null"#))
+        #expect(decide(rt, plain, "docs:read").1 == 1)
+        #expect(decide(rt, plain, "docs:write").1 == 0)
+    }
+
+    @Test func deeplyNestedClaimsStillReadAsClaims() throws {
+        let (orc, opened) = open(Self.config)
+        #expect(orc == OK, "\(lastError())")
+        let rt = try #require(opened)
+        defer { bitsec_runtime_close(rt) }
+        // The claims nest 64 levels deep (the most a token may); the result document one more.
+        let nested = String(repeating: "[", count: 63) + String(repeating: "]", count: 63)
+        let (rc, reason, out) = verify(rt, signToken(rt, #"{"sub":"u1","role":"reader","exp":2000000000,"x":\#(nested)}"#))
+        #expect(rc == OK && reason == TOKEN_VALID)
+        #expect(decide(rt, out, "docs:read").0 == OK, "\(lastError())")
+        #expect(decide(rt, out, "docs:read").1 == 1)
+    }
+
+    @Test func verifyAtSubSecondInstants() throws {
+        let (orc, opened) = open(Self.config)
+        #expect(orc == OK, "\(lastError())")
+        let rt = try #require(opened)
+        defer { bitsec_runtime_close(rt) }
+        let token = signToken(rt, #"{"sub":"u1","exp":1900000001.5,"nbf":1900000000.5}"#)
+        func at(_ s: Int64, _ ns: Int32) -> (Int32, Int32, UInt) {
+            var reason: Int32 = -1
+            var n: UInt = 0
+            var buf = [CChar](repeating: 0, count: 1024)
+            let rc = token.withCString { t in bitsec_verify_token_at(rt, t, UInt(strlen(t)), s, ns, &reason, &buf, 1024, &n) }
+            return (rc, reason, n)
+        }
+        let TOKEN_NOT_YET_VALID: Int32 = 8
+        // bitsec_verify_token at the whole second before nbf's fraction: not yet valid.
+        #expect(verify(rt, token, at: 1_900_000_000).1 == TOKEN_NOT_YET_VALID)
+        #expect(at(1_900_000_000, 0).1 == TOKEN_NOT_YET_VALID)
+        #expect(at(1_900_000_000, 499_000_000).1 == TOKEN_NOT_YET_VALID)
+        let ok = at(1_900_000_000, 501_000_000)
+        #expect(ok.0 == OK && ok.1 == TOKEN_VALID && ok.2 > 0)
+        #expect(at(1_900_000_001, 499_000_000).1 == TOKEN_VALID)
+        #expect(at(1_900_000_001, 501_000_000).1 == TOKEN_EXPIRED)
+        #expect(at(1_900_000_000, -1).0 == E_INVALID)
+        #expect(at(1_900_000_000, 1_000_000_000).0 == E_INVALID)
+        #expect(at(0, 5).0 == OK)  // now
     }
 }

@@ -64,6 +64,28 @@ extension FieldService {
         #expect(opened.reason == .ok && opened.plaintext == Array("hello".utf8) && opened.timestamp == 499_162_800)
     }
 
+    /// An optional TTL where every value is a limit, as cryptography's: ttl 0 accepts the
+    /// token's own second only; nil checks neither age nor future.
+    @Test func fernetTimeToLiveZeroIsALimit() throws {
+        let key = Base64.decodeLenient(Array("cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4=".utf8), urlSafe: true) ?? []
+        let f = try FernetKeyring(secrets: [SecretBytes(key)])
+        let token = try Array("v".utf8).withUnsafeBytes { p in try f.encrypt(p, timestamp: 1_000_000) }
+        func open(_ ttl: Int64?, _ now: Int64) throws -> FieldReason {
+            try token.withUnsafeBytes { t in try f.decrypt(t, timeToLive: ttl, now: now) }.reason
+        }
+        #expect(try open(0, 1_000_000) == .ok)
+        #expect(try open(0, 1_000_001) == .expired)
+        #expect(try open(0, 999_940) == .ok)
+        #expect(try open(0, 999_939) == .notYetValid)
+        #expect(try open(5, 1_000_005) == .ok)
+        #expect(try open(5, 1_000_006) == .expired)
+        #expect(try open(nil, 9_000_000) == .ok)
+        #expect(try open(nil, 1) == .ok)
+        #expect(throws: BitsecError.self) { try open(-1, 1_000_000) }
+        // The original entry point keeps 0 = no limit.
+        #expect(try token.withUnsafeBytes { t in try f.decrypt(t, ttl: 0, now: 9_000_000) }.reason == .ok)
+    }
+
     @Test func roundTripAndDecisions() throws {
         let fs = try makeFields(fieldsSection(extra: #", "deterministic_contexts": ["t.sn"]"#))
         let tok = try fs.seal(Array("SN-0042".utf8), "t.c|1")

@@ -149,12 +149,13 @@ private final class RecordingHook: AuditHook, @unchecked Sendable {
         let v = try t.verify(token, at: 1_900_000_000)
         let c = try #require(v.claims)
         #expect(v.isValid)
-        #expect(c.roles == ["admin", "viewer"] && c.scopes == ["a:read", "b:write", "c"])
+        // scope wins over scp (the first present, as bitsec_check_permission_claims reads them).
+        #expect(c.roles == ["admin", "viewer"] && c.scopes == ["a:read", "b:write"])
         #expect(c.sub == "u1" && c.tenant == "t9" && c.jti == "j\"1" && c.exp == 2_000_000_000)
         let doc = try JSONReader.parse(c.result)
         #expect(doc["jti"]?.stringValue == "j\"1")
         #expect(doc["claims"]?["tenant_id"]?.stringValue == "t9")
-        #expect(doc["scope"]?.arrayValue?.count == 3)
+        #expect(doc["scope"]?.arrayValue?.count == 2)
     }
 
     @Test func wrongTypesAreInvalidClaims() throws {
@@ -205,5 +206,103 @@ private final class RecordingHook: AuditHook, @unchecked Sendable {
         }
         #expect(failures.load(ordering: .relaxed) == 0)
         #expect(t.keys.generation == 300)
+    }
+}
+
+/// nbf, iat and exp are compared with the evaluation instant exactly, fractions included,
+/// and the leeway moves each bound by exactly its number of seconds.
+@Suite struct TokenTimeClaimTests {
+    private static let strict = #"{"keys": [{"kid": "hs", "alg": "HS256", "secret": {"value": "\#(hsSecret)"}}], "leeway_seconds": 0}"#
+    private static let lenient = #"{"keys": [{"kid": "hs", "alg": "HS256", "secret": {"value": "\#(hsSecret)"}}], "leeway_seconds": 5}"#
+
+    private func verify(_ t: TokenService, _ token: String, _ s: Int64, _ ns: Int32 = 0) throws -> TokenReason {
+        try Array(token.utf8).withRawBytes { (raw) throws(BitsecError) -> TokenReason in
+            try t.verify(raw, instant: Instant(seconds: s, nanoseconds: ns)).reason
+        }
+    }
+
+    @Test func fractionalNotBeforeIsNotAcceptedEarly() throws {
+        let t = try tokenService(Self.strict)
+        let tok = try sign(t, #"{"exp":2000000000,"nbf":1900000000.5}"#)
+        // At the whole second before the fraction: not yet valid (was accepted: nbf rounded down).
+        #expect(try t.verify(tok, at: 1_900_000_000).reason == .notYetValid)
+        #expect(try verify(t, tok, 1_900_000_000, 499_999_000) == .notYetValid)
+        #expect(try verify(t, tok, 1_900_000_000, 500_001_000) == .valid)
+        #expect(try t.verify(tok, at: 1_900_000_001).reason == .valid)
+    }
+
+    @Test func fractionalIssuedAtIsNotAcceptedEarly() throws {
+        let t = try tokenService(Self.strict)
+        let tok = try sign(t, #"{"exp":2000000000,"iat":1900000000.25}"#)
+        #expect(try t.verify(tok, at: 1_900_000_000).reason == .issuedInFuture)
+        #expect(try verify(t, tok, 1_900_000_000, 249_999_000) == .issuedInFuture)
+        #expect(try verify(t, tok, 1_900_000_000, 250_001_000) == .valid)
+    }
+
+    @Test func fractionalExpiryIsNotAcceptedLate() throws {
+        let t = try tokenService(Self.strict)
+        let tok = try sign(t, #"{"exp":1900000000.75}"#)
+        #expect(try t.verify(tok, at: 1_900_000_000).reason == .valid)
+        #expect(try verify(t, tok, 1_900_000_000, 749_999_000) == .valid)
+        #expect(try verify(t, tok, 1_900_000_000, 750_001_000) == .expired)
+    }
+
+    @Test func leewayMovesEachBoundByExactlyItsSeconds() throws {
+        let t = try tokenService(Self.lenient)
+        let tok = try sign(t, #"{"exp":1900000100.5,"nbf":1900000000.5,"iat":1900000000.5}"#)
+        // nbf - 5 s = 1899999995.5: before it not yet valid, from it on valid.
+        #expect(try t.verify(tok, at: 1_899_999_995).reason == .notYetValid)
+        #expect(try verify(t, tok, 1_899_999_995, 499_999_000) == .notYetValid)
+        #expect(try verify(t, tok, 1_899_999_995, 500_001_000) == .valid)
+        // exp + 5 s = 1900000105.5: valid before it, expired from it on.
+        #expect(try verify(t, tok, 1_900_000_105, 499_999_000) == .valid)
+        #expect(try verify(t, tok, 1_900_000_105, 500_001_000) == .expired)
+        // Integer claims: the bounds are whole seconds, as before.
+        let whole = try sign(t, #"{"exp":1900000100,"nbf":1900000000}"#)
+        #expect(try t.verify(whole, at: 1_899_999_994).reason == .notYetValid)
+        #expect(try t.verify(whole, at: 1_899_999_995).reason == .valid)
+        #expect(try t.verify(whole, at: 1_900_000_104).reason == .valid)
+        #expect(try t.verify(whole, at: 1_900_000_105).reason == .expired)
+    }
+
+    @Test func revocationUntilExpCoversAFractionalExpiry() throws {
+        let t = try tokenService(#"{"keys": [{"kid": "hs", "alg": "HS256", "secret": {"value": "\#(hsSecret)"}}]}"#)  // leeway 30
+        let tok = try sign(t, #"{"exp":1900000000.7,"jti":"frac-exp"}"#)
+        let c = try #require(try t.verify(tok, at: 1_899_999_000).claims)
+        #expect(try t.revoke(jti: "frac-exp", exp: try #require(c.exp), at: 1_899_999_000))
+        // 0.5 s past exp's whole second plus the leeway: not yet expired, so it must be revoked.
+        #expect(try verify(t, tok, 1_900_000_030, 500_000_000) == .revoked)
+        #expect(try verify(t, tok, 1_900_000_030, 800_000_000) == .expired)
+    }
+
+    @Test func verifiedClaimsRoundTowardsRefusing() throws {
+        let c = try #require(VerifiedClaims(payload: Array(#"{"exp":10.5,"nbf":10.5,"iat":-0.5}"#.utf8)))
+        #expect(c.exp == 11 && c.nbf == 11 && c.iat == 0)
+        let e = try #require(c.expires), n = try #require(c.notBefore), i = try #require(c.issuedAt)
+        #expect(e < Instant(seconds: 10, nanoseconds: 500_000_000) && e > Instant(seconds: 10, nanoseconds: 499_999_990))
+        #expect(n > Instant(seconds: 10, nanoseconds: 500_000_000) && n < Instant(seconds: 10, nanoseconds: 500_000_010))
+        #expect(i > Instant(seconds: -1, nanoseconds: 500_000_000) && i < Instant(seconds: -1, nanoseconds: 500_000_010))
+        let huge = try #require(VerifiedClaims(payload: Array(#"{"exp":1e300,"nbf":-1e300}"#.utf8)))
+        #expect(huge.expires == .max && huge.notBefore == .min)
+    }
+
+    @Test func tokenWithoutScopeWritesNullScope() throws {
+        let t = try tokenService(Self.strict)
+        let none = try #require(try t.verify(try sign(t, #"{"exp":2000000000,"role":"r"}"#), at: 1_900_000_000).claims)
+        #expect(!none.hasScopes)
+        #expect(try JSONReader.parse(none.result)["scope"] == .null)
+        let empty = try #require(try t.verify(try sign(t, #"{"exp":2000000000,"scope":""}"#), at: 1_900_000_000).claims)
+        #expect(empty.hasScopes)
+        #expect(try JSONReader.parse(empty.result)["scope"] == .array([]))
+    }
+
+    @Test func resultFollowsThePermissionReader() throws {
+        let c = try #require(VerifiedClaims(payload: Array(#"{"tenant":"t2","department":"d","scopes":"a b","scp":"c"}"#.utf8)))
+        #expect(c.tenant == "t2" && c.department == "d" && c.scopes == ["a", "b"] && c.invalidClaim == nil)
+        let doc = try JSONReader.parse(c.result)
+        #expect(doc["tenant_id"]?.stringValue == "t2" && doc["department"]?.stringValue == "d")
+        #expect(doc["scope"] == .array([.string("a"), .string("b")]))
+        let both = try #require(VerifiedClaims(payload: Array(#"{"tenant_id":"t1","tenant":"t2","scope":"x","scp":["y"],"department":5}"#.utf8)))
+        #expect(both.tenant == "t1" && both.scopes == ["x"] && both.department == nil && both.invalidClaim == nil)
     }
 }

@@ -17,10 +17,12 @@ GCC=$(command -v gcc); GXX=$(command -v g++)
 CLANG=$(command -v clang); CLANGXX=$(command -v clang++)
 for cc in "$GCC:c:c11" "$CLANG:c:c11" "$GXX:c++:c++17" "$CLANGXX:c++:c++17"; do
     IFS=: read -r compiler lang std <<<"$cc"
-    exe=$OUT/test_abi-$(basename "$compiler")-$std
-    run "compile $(basename "$compiler") -std=$std" "$compiler" -x "$lang" -std="$std" -Wall -Wextra -Werror -pedantic \
-        -I include tests/c/test_abi.c -L "$LIBDIR" -lbitsec -Wl,-rpath,"$LIBDIR" -o "$exe"
-    run "run $(basename "$exe")" "$exe"
+    for test in test_abi test_claims_chain; do
+        exe=$OUT/$test-$(basename "$compiler")-$std
+        run "compile $test $(basename "$compiler") -std=$std" "$compiler" -x "$lang" -std="$std" -Wall -Wextra -Werror -pedantic \
+            -I include tests/c/$test.c -L "$LIBDIR" -lbitsec -Wl,-rpath,"$LIBDIR" -o "$exe"
+        run "run $(basename "$exe")" "$exe"
+    done
 done
 
 # The library contract, on the built file.

@@ -105,12 +105,24 @@ public final class FernetKeyring: Sendable {
     }
 
     /// Opens a token. `ttl` > 0 enforces the age (`expired`) and the 60 s future skew
-    /// (`notYetValid`) at `now`, as cryptography does; `ttl` == 0 checks neither.
+    /// (`notYetValid`) at `now`, as cryptography does; `ttl` == 0 checks neither (the
+    /// original meaning of 0 in `bitsec_fernet_decrypt`; `decrypt(_:timeToLive:now:)` takes
+    /// an optional TTL where 0 is a limit).
     public func decrypt(_ token: UnsafeRawBufferPointer, ttl: Int64, now: Int64) throws(BitsecError) -> Opened {
+        guard ttl >= 0 else { throw .invalid("ttl is negative") }
+        return try decrypt(token, timeToLive: ttl > 0 ? ttl : nil, now: now)
+    }
+
+    /// Opens a token. A `timeToLive` (nil = no limit, as cryptography's `ttl=None`) is
+    /// applied exactly as cryptography's `Fernet.decrypt(token, ttl)`: `expired` when
+    /// `timestamp + ttl < now`, `notYetValid` when `now + 60 < timestamp` (so `ttl` 0 accepts
+    /// only tokens stamped in the current second or up to 60 s ahead). Negative TTLs are
+    /// refused (`invalid`).
+    public func decrypt(_ token: UnsafeRawBufferPointer, timeToLive: Int64?, now: Int64) throws(BitsecError) -> Opened {
         guard token.count <= Self.maxTokenBytes else {
             throw .tooLarge("token: \(token.count) bytes exceeds the limit of \(Self.maxTokenBytes)")
         }
-        guard ttl >= 0 else { throw .invalid("ttl is negative") }
+        if let ttl = timeToLive, ttl < 0 { throw .invalid("ttl is negative") }
         let fail = { (r: FieldReason) in Opened(reason: r, plaintext: [], timestamp: 0) }
         guard var raw = Base64.decodeLenient(token, urlSafe: true) else { return fail(.malformed) }
         defer { wipe(&raw) }
@@ -138,7 +150,7 @@ public final class FernetKeyring: Sendable {
         for i in 1...8 { ts = ts << 8 | UInt64(raw[i]) }
         guard ts <= UInt64(Int64.max) else { return fail(.malformed) }
         let timestamp = Int64(ts)
-        if ttl > 0 {
+        if let ttl = timeToLive {
             let (limit, over) = timestamp.addingReportingOverflow(ttl)
             if !over, limit < now { return fail(.expired) }
             if now.addingReportingOverflow(Self.maxClockSkew).partialValue < timestamp { return fail(.notYetValid) }
@@ -176,7 +188,7 @@ public final class FernetKeyring: Sendable {
     /// MultiFernet.rotate: re-encrypts an authentic token under the first key, keeping its
     /// timestamp. No TTL is applied (as in cryptography).
     public func rotate(_ token: UnsafeRawBufferPointer) throws(BitsecError) -> (FieldReason, [UInt8]) {
-        var o = try decrypt(token, ttl: 0, now: 0)
+        var o = try decrypt(token, timeToLive: nil, now: 0)
         defer { wipe(&o.plaintext) }
         guard o.reason == .ok else { return (o.reason, []) }
         let t = try o.plaintext.withRawBytes { (p) throws(BitsecError) -> [UInt8] in try encrypt(p, timestamp: o.timestamp) }

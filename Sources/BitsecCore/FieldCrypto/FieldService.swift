@@ -243,7 +243,14 @@ public final class FieldService: Capability {
 
     /// Opens a Fernet token; `ttl` 0 = no age limit.
     public func fernetDecrypt(_ token: UnsafeRawBufferPointer, ttl: Int64, now: Int64) throws(BitsecError) -> FernetKeyring.Opened {
-        let o = try requireFernet(keyring).decrypt(token, ttl: ttl, now: Clock.resolve(now))
+        guard ttl >= 0 else { throw .invalid("ttl is negative") }
+        return try fernetDecrypt(token, timeToLive: ttl > 0 ? ttl : nil, now: now)
+    }
+
+    /// Opens a Fernet token; `timeToLive` nil = no age limit, any other value (0 included) is
+    /// applied exactly as cryptography's `ttl`.
+    public func fernetDecrypt(_ token: UnsafeRawBufferPointer, timeToLive: Int64?, now: Int64) throws(BitsecError) -> FernetKeyring.Opened {
+        let o = try requireFernet(keyring).decrypt(token, timeToLive: timeToLive, now: Clock.resolve(now))
         if o.reason != .ok { reportFailure(o.reason, format: "fernet", keyId: nil, context: UnsafeRawBufferPointer(start: nil, count: 0), action: "fernet_decrypt") }
         return o
     }
@@ -259,8 +266,15 @@ public final class FieldService: Capability {
     /// format under the primary key with `context`. Returns the decision and the output size.
     public func fernetMigrate(_ token: UnsafeRawBufferPointer, ttl: Int64, now: Int64, context: UnsafeRawBufferPointer,
                               flags: FieldFlags, into out: UnsafeMutableRawBufferPointer?) throws(BitsecError) -> FieldOutcome {
+        guard ttl >= 0 else { throw .invalid("ttl is negative") }
+        return try fernetMigrate(token, timeToLive: ttl > 0 ? ttl : nil, now: now, context: context, flags: flags, into: out)
+    }
+
+    /// As `fernetMigrate(_:ttl:...)` with `timeToLive` nil = no age limit, 0 and up exact.
+    public func fernetMigrate(_ token: UnsafeRawBufferPointer, timeToLive: Int64?, now: Int64, context: UnsafeRawBufferPointer,
+                              flags: FieldFlags, into out: UnsafeMutableRawBufferPointer?) throws(BitsecError) -> FieldOutcome {
         let kr = keyring
-        var o = try requireFernet(kr).decrypt(token, ttl: ttl, now: Clock.resolve(now))
+        var o = try requireFernet(kr).decrypt(token, timeToLive: timeToLive, now: Clock.resolve(now))
         defer { wipe(&o.plaintext) }
         guard o.reason == .ok else {
             reportFailure(o.reason, format: "fernet", keyId: nil, context: context, action: "fernet_migrate")

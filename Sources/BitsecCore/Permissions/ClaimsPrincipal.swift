@@ -17,7 +17,9 @@ public enum ClaimsPrincipal {
     public static func pack(_ json: UnsafeRawBufferPointer) throws(BitsecError) -> [UInt8] {
         let doc: JSONValue
         do {
-            doc = try JSONReader.parse(json, options: .init(maxBytes: maxClaimsBytes, maxDepth: 16))
+            // One level more than a token's claims may nest: bitsec_verify_token's result
+            // document wraps the claims in one object and must be accepted as it is.
+            doc = try JSONReader.parse(json, options: .init(maxBytes: maxClaimsBytes, maxDepth: Limits.maxJSONDepth + 1))
         } catch {
             throw BitsecError(error.status == .tooLarge ? .tooLarge : .malformed, "claims: \(error.detail)")
         }

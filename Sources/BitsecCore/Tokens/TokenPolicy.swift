@@ -38,20 +38,38 @@ public final class VerifiedClaims: Sendable {
               case .object(let o) = v else { return JSONObject() }
         return o
     }
+    /// `exp` in whole seconds, a fraction rounded up: the first whole second at which the
+    /// token is expired (before the leeway), so that a revocation kept until `exp` plus the
+    /// leeway covers every instant the token verifies at.
     public let exp: Int64?
+    /// `nbf` and `iat` in whole seconds (a fraction rounded up: never earlier than the claim).
     public let nbf: Int64?
     public let iat: Int64?
+    /// The time claims as instants: `exp` never later, `nbf` and `iat` never earlier than the
+    /// number in the token (exact for integers and to the nanosecond for fractions).
+    public let expires: Instant?
+    public let notBefore: Instant?
+    public let issuedAt: Instant?
     public let iss: String?
     public let aud: [String]?
     public let sub: String?
     public let jti: String?
+    /// `tenant_id`, else `tenant` (a string).
     public let tenant: String?
+    /// `department` (a string; any other value is ignored, as the permission reader does).
+    public let department: String?
     public let roles: [String]
-    /// `scope` split on spaces, then `scp` (string or array).
+    /// The first of `scope` (split on spaces), `scopes`, `scp` (string or array) that the
+    /// token carries: the reading of `bitsec_check_permission_claims`.
     public let scopes: [String]
+    /// Whether the token carries one of those claims (an empty one included).
+    public let hasScopes: Bool
     public let type: String?
-    /// The result document written to callers:
-    /// `{"sub":..,"roles":[..],"scope":[..],"tenant_id":..,"jti":..,"exp":..,"claims":{...}}`.
+    /// The result document written to callers: `{"sub":..,"roles":[..],"scope":[..] or
+    /// null,"tenant_id":..,"department":..,"jti":..,"exp":..,"claims":{...}}`. Its top-level
+    /// fields follow the reading of `bitsec_check_permission_claims` (scope null for a token
+    /// without one, tenant_id falling back to `tenant`, department), so that the document
+    /// read as claims gives the principal the token's own claims give.
     public let result: [UInt8]
     /// The first registered claim that had the wrong JSON type (reported after the
     /// signature check as `invalid_claim`).
@@ -62,11 +80,12 @@ public final class VerifiedClaims: Sendable {
         self.payload = payload
         self.maxDepth = maxDepth
         var bad: String? = nil
-        var exp: Int64? = nil, nbf: Int64? = nil, iat: Int64? = nil
+        var exp: Instant? = nil, nbf: Instant? = nil, iat: Instant? = nil
         var iss: String? = nil, sub: String? = nil, jti: String? = nil, tenant: String? = nil, type: String? = nil
+        var tenantAlt: String? = nil, department: String? = nil
         var aud: [String]? = nil
         var roles: [String] = [], extraRoles: [String] = []
-        var scopes: [String] = [], extraScopes: [String] = []
+        var scopeClaim: [String]? = nil, scopesClaim: [String]? = nil, scpClaim: [String]? = nil
         // One strict pass over the payload (exactly the reader's rules: duplicates, UTF-8,
         // depth, numbers), materialising only the registered claims, dispatched on the
         // name's bytes; every other member is validated and skipped, no tree is built.
@@ -74,9 +93,9 @@ public final class VerifiedClaims: Sendable {
             try? JSONReader.scanObject(b, options: .init(maxBytes: Int.max, maxDepth: maxDepth),
                                        select: { ClaimName.of($0) != .other }) { key, v in
                 switch ClaimName.of(key) {
-                case .exp: exp = Self.time(v, key, &bad)
-                case .nbf: nbf = Self.time(v, key, &bad)
-                case .iat: iat = Self.time(v, key, &bad)
+                case .exp: exp = Self.time(v, key, roundUp: false, &bad)
+                case .nbf: nbf = Self.time(v, key, roundUp: true, &bad)
+                case .iat: iat = Self.time(v, key, roundUp: true, &bad)
                 case .iss: iss = Self.string(v, key, &bad)
                 case .sub: sub = Self.string(v, key, &bad)
                 case .jti: jti = Self.string(v, key, &bad)
@@ -85,8 +104,11 @@ public final class VerifiedClaims: Sendable {
                 case .aud: aud = Self.strings(v, key, split: false, &bad)
                 case .role: roles = Self.strings(v, key, split: false, &bad) ?? []
                 case .roles: extraRoles = Self.strings(v, key, split: false, &bad) ?? []
-                case .scope: scopes = Self.strings(v, key, split: true, &bad) ?? []
-                case .scp: extraScopes = Self.strings(v, key, split: true, &bad) ?? []
+                case .scope: scopeClaim = Self.strings(v, key, split: true, &bad) ?? []
+                case .scp: scpClaim = Self.strings(v, key, split: true, &bad) ?? []
+                case .scopes: scopesClaim = Self.lenientScopes(v)
+                case .tenantAlt: if case .string(let t) = v { tenantAlt = t }
+                case .department: if case .string(let d) = v { department = d }
                 case .other: break
                 }
             }
@@ -94,33 +116,48 @@ public final class VerifiedClaims: Sendable {
         guard let names else { return nil }
         self.claimNames = names
         for r in extraRoles where !roles.contains(r) { roles.append(r) }
-        for s in extraScopes where !scopes.contains(s) { scopes.append(s) }
-        self.exp = exp; self.nbf = nbf; self.iat = iat
-        self.iss = iss; self.sub = sub; self.jti = jti; self.tenant = tenant; self.type = type
-        self.aud = aud; self.roles = roles; self.scopes = scopes
+        let chosenScopes = scopeClaim ?? scopesClaim ?? scpClaim
+        self.expires = exp; self.notBefore = nbf; self.issuedAt = iat
+        self.exp = exp?.secondsRoundedUp; self.nbf = nbf?.secondsRoundedUp; self.iat = iat?.secondsRoundedUp
+        self.hasScopes = chosenScopes != nil
+        self.iss = iss; self.sub = sub; self.jti = jti; self.tenant = tenant ?? tenantAlt; self.type = type
+        self.department = department
+        self.aud = aud; self.roles = roles; self.scopes = chosenScopes ?? []
         invalidClaim = bad
 
         var w = FastJSON(reserving: payload.count + 160)
         w.raw("{\"sub\":"); w.optionalString(sub)
         w.raw(",\"roles\":"); w.stringArray(roles)
-        w.raw(",\"scope\":"); w.stringArray(scopes)
-        w.raw(",\"tenant_id\":"); w.optionalString(tenant)
+        w.raw(",\"scope\":")
+        if let chosenScopes { w.stringArray(chosenScopes) } else { w.raw("null") }
+        w.raw(",\"tenant_id\":"); w.optionalString(self.tenant)
+        w.raw(",\"department\":"); w.optionalString(department)
         w.raw(",\"jti\":"); w.optionalString(jti)
         w.raw(",\"exp\":")
-        if let exp { w.int(exp) } else { w.raw("null") }
+        if let exp = self.exp { w.int(exp) } else { w.raw("null") }
         w.raw(",\"claims\":")
         w.bytes.append(contentsOf: payload)
         w.bytes.append(UInt8(ascii: "}"))
         result = w.bytes
     }
 
-    private static func time(_ v: JSONValue, _ k: String, _ bad: inout String?) -> Int64? {
+    /// A NumericDate (RFC 7519: seconds, possibly fractional) as an instant, rounded towards
+    /// refusing: up for `nbf` and `iat`, down for `exp`.
+    private static func time(_ v: JSONValue, _ k: String, roundUp: Bool, _ bad: inout String?) -> Instant? {
         guard case .number(let n) = v else { bad = bad ?? k; return nil }
-        if let i = n.int64 { return i }
-        let d = n.double.rounded(.down)
-        if d >= 9.2e18 { return Int64.max }
-        if d <= -9.2e18 { return Int64.min }
-        return Int64(d)
+        return Instant(n, roundUp: roundUp)
+    }
+
+    /// `scopes` (not a registered claim): read as the permission reader does, never refused:
+    /// null is absent, a string is split on spaces, an array gives its strings, any other
+    /// value counts as present and empty.
+    private static func lenientScopes(_ v: JSONValue) -> [String]? {
+        switch v {
+        case .null: return nil
+        case .string(let s): return s.split(separator: " ").map(String.init)
+        case .array(let a): return a.compactMap { $0.stringValue }
+        default: return []
+        }
     }
 
     private static func string(_ v: JSONValue, _ k: String, _ bad: inout String?) -> String? {
@@ -159,7 +196,8 @@ public final class VerifiedClaims: Sendable {
 
 /// The claim names bitsec reads, recognised from their bytes.
 enum ClaimName {
-    case exp, nbf, iat, iss, sub, jti, aud, tenant, type, role, roles, scope, scp, other
+    case exp, nbf, iat, iss, sub, jti, aud, tenant, type, role, roles, scope, scp
+    case scopes, tenantAlt, department, other
 
     @inline(__always)
     static func of(_ key: String) -> ClaimName {
@@ -167,7 +205,7 @@ enum ClaimName {
         return k.withUTF8 { b -> ClaimName in
             // The name's bytes packed big-endian into an integer: one compare per candidate.
             let n = b.count
-            guard n >= 3, n <= 9 else { return .other }
+            guard n >= 3, n <= 10 else { return .other }
             var v: UInt64 = 0
             for i in 0..<min(n, 8) { v = v << 8 | UInt64(b[i]) }
             switch n {
@@ -191,6 +229,13 @@ enum ClaimName {
                 if v == 0x72_6F6C_6573 { return .roles }  // roles
                 if v == 0x73_636F_7065 { return .scope }  // scope
                 return .other
+            case 6:
+                if v == 0x7363_6F70_6573 { return .scopes }  // scopes
+                if v == 0x7465_6E61_6E74 { return .tenantAlt }  // tenant
+                return .other
+            case 10:
+                // "departme" + "nt"
+                return v == 0x6465_7061_7274_6D65 && b[8] == UInt8(ascii: "n") && b[9] == UInt8(ascii: "t") ? .department : .other
             case 9:
                 // "tenant_i" + "d"
                 return v == 0x7465_6E61_6E74_5F69 && b[8] == UInt8(ascii: "d") ? .tenant : .other

@@ -62,7 +62,13 @@ public final class TokenService: Capability {
     /// Verifies a compact JWS token at `at` (Unix seconds, 0 = now). An invalid token is a
     /// decision; the only errors are "could not decide" (Redis unavailable for revocations).
     public func verify(_ token: UnsafeRawBufferPointer, at: Int64 = 0, expect: Expect = .access) throws(BitsecError) -> Verification {
-        let v = try verifyQuietly(token, at: at, expect: expect)
+        try verify(token, instant: Clock.resolveInstant(at), expect: expect)
+    }
+
+    /// Verifies a compact JWS token at an instant with sub-second precision (the time claims
+    /// are compared exactly: see `check`).
+    public func verify(_ token: UnsafeRawBufferPointer, instant: Instant, expect: Expect = .access) throws(BitsecError) -> Verification {
+        let v = try verifyQuietly(token, now: instant, expect: expect)
         if v.reason != .valid, let audit, audit.automaticEventsEnabled {
             audit.emitAutomatic(AutomaticAuditEvent(
                 type: "authentication", subtype: "token_rejected", result: "failure", reason: v.reason.text,
@@ -75,7 +81,7 @@ public final class TokenService: Capability {
         try Array(token.utf8).withRawBytes { (raw) throws(BitsecError) -> Verification in try verify(raw, at: at, expect: expect) }
     }
 
-    private func verifyQuietly(_ token: UnsafeRawBufferPointer, at: Int64, expect: Expect) throws(BitsecError) -> Verification {
+    private func verifyQuietly(_ token: UnsafeRawBufferPointer, now instant: Instant, expect: Expect) throws(BitsecError) -> Verification {
         // The size limit comes before any decoding.
         guard token.count <= policy.maxTokenBytes else { return Verification(reason: .tooLarge, claims: nil) }
         let ks = keySet.withLock { $0 }
@@ -95,8 +101,8 @@ public final class TokenService: Capability {
             guard let c else { return Verification(reason: reason, claims: nil) }
             claims = c
         }
-        let now = Clock.resolve(at)
-        let reason = check(claims, now: now, expect: expect)
+        let reason = check(claims, now: instant, expect: expect)
+        let now = instant.seconds
         guard reason == .valid else { return Verification(reason: reason, claims: claims) }
         if let jti = claims.jti, try revocations.isRevoked(jti, now: now) {
             return Verification(reason: .revoked, claims: claims)
@@ -180,15 +186,23 @@ public final class TokenService: Capability {
         }
     }
 
-    /// The claim checks, made on every call (cache hits included).
+    /// The claim checks at `now` (Unix seconds), made on every call (cache hits included).
     public func check(_ c: VerifiedClaims, now: Int64, expect: Expect = .access) -> TokenReason {
+        check(c, now: Instant(seconds: now), expect: expect)
+    }
+
+    /// The claim checks at an exact instant. With the leeway L (whole seconds): valid while
+    /// `now < exp + L`, from `now >= nbf - L` and from `now >= iat - L`, each compared to
+    /// the nanosecond (a fractional `nbf`/`iat` is never rounded towards accepting).
+    public func check(_ c: VerifiedClaims, now: Instant, expect: Expect = .access) -> TokenReason {
         if c.invalidClaim != nil { return .invalidClaim }
-        if policy.requireExp && c.exp == nil { return .missingClaim }
+        if policy.requireExp && c.expires == nil { return .missingClaim }
         for r in policy.requiredClaims where !c.claimNames.contains(r) { return .missingClaim }
         let leeway = policy.leeway
-        if let exp = c.exp, now >= (exp > Int64.max - leeway ? Int64.max : exp + leeway) { return .expired }
-        if let nbf = c.nbf, nbf > now &+ leeway { return .notYetValid }
-        if let iat = c.iat, iat > now &+ leeway { return .issuedInFuture }
+        let late = now.adding(seconds: leeway)  // the latest instant the leeway lets a claim be
+        if let exp = c.expires, now >= exp.adding(seconds: leeway) { return .expired }
+        if let nbf = c.notBefore, nbf > late { return .notYetValid }
+        if let iat = c.issuedAt, iat > late { return .issuedInFuture }
         if !policy.issuers.isEmpty {
             guard let iss = c.iss else { return .missingClaim }
             guard policy.issuers.contains(iss) else { return .wrongIssuer }

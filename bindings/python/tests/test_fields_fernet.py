@@ -86,7 +86,51 @@ def test_ttl_and_future_decisions() -> None:
         with pytest.raises(bitsec.FieldNotYetValidError):
             rt.fernet_decrypt(tok, ttl=60, at=999_939)
         with pytest.raises(ValueError):
-            rt.fernet_decrypt(tok, ttl=0)
+            rt.fernet_decrypt(tok, ttl=-1)
+
+
+def _outcome(fn) -> str:  # type: ignore[no-untyped-def]
+    try:
+        return "ok:" + fn().decode()
+    except (InvalidToken, bitsec.FieldDecryptError):
+        return "refused"
+
+
+@pytest.mark.parametrize("ttl", [None, 0, 1, 59, 60, 61, 3600, 10**30, 0.5, 59.9])
+def test_ttl_matches_cryptography_side_by_side(ttl: float | None) -> None:
+    """ttl=None / ttl=0 / ttl=N decide exactly as cryptography's Fernet, at every instant
+    around the token's timestamp (expiry at timestamp + ttl, the 60 s future skew)."""
+    key = Fernet.generate_key().decode()
+    f = Fernet(key)
+    with runtime(key) as rt:
+        for ts in (1_000_000, 1_700_000_000):
+            theirs = f.encrypt_at_time(b"v", ts)
+            ours = rt.fernet_encrypt(b"v", at=ts)
+            for now in list(range(ts - 63, ts + 63)) + [ts + 3599, ts + 3600, ts + 3601, ts + 10**6]:
+                if ttl is None:
+                    expected = _outcome(lambda: f.decrypt(theirs))
+                else:
+                    expected = _outcome(lambda: f.decrypt_at_time(theirs, ttl, now))
+                for tok in (theirs, ours):
+                    got = _outcome(lambda: rt.fernet_decrypt(tok, ttl=ttl, at=now))
+                    assert got == expected, (ttl, ts, now)
+                    migrated = _outcome(lambda: b"ok" if rt.fernet_migrate(tok, "c", ttl=ttl, at=now) else b"")
+                    assert migrated.startswith("ok") == expected.startswith("ok"), (ttl, ts, now)
+
+
+def test_ttl_zero_at_now() -> None:
+    """ttl=0 without ``at`` uses the current second, as cryptography's decrypt(token, ttl=0)."""
+    key = Fernet.generate_key().decode()
+    f = Fernet(key)
+    old = f.encrypt_at_time(b"v", 1_000_000)
+    with runtime(key) as rt:
+        with pytest.raises(bitsec.FieldExpiredError):
+            rt.fernet_decrypt(old, ttl=0)
+        with pytest.raises(InvalidToken):
+            f.decrypt(old, ttl=0)
+        with pytest.raises(bitsec.FieldExpiredError):
+            rt.fernet_migrate(old, "c", ttl=0)
+        assert rt.fernet_decrypt(old) == b"v"
 
 
 def test_multifernet_rotation() -> None:

@@ -108,3 +108,24 @@ def test_versions_match_header(repo_root: Path) -> None:
     abi = int(re.search(r"#define BITSEC_ABI_VERSION (\d+)", text)[1])
     assert bitsec.library_version() == ver == bitsec.__version__
     assert bitsec.ABI_VERSION == abi == _native.abi_version()
+
+
+def test_exact_semantics_exports_are_declared(repo_root: Path) -> None:
+    """The exports that give exact time and TTL semantics (added beside the originals, whose
+    meaning is unchanged) are in the header and declared once, with the header's types."""
+    import_all_modules()
+    header = parse_header(repo_root / "include" / "bitsec_api.h")
+    expected = {
+        "bitsec_verify_token_at": ["bitsec_runtime *", "char const *", "size_t", "int64_t", "int32_t", "int32_t *",
+                                   "char *", "size_t", "size_t *"],
+        "bitsec_fernet_decrypt_ttl": ["bitsec_runtime *", "char const *", "size_t", "int64_t", "int64_t", "uint8_t *",
+                                      "size_t", "size_t *", "int32_t *"],
+        "bitsec_fernet_migrate_ttl": ["bitsec_runtime *", "char const *", "size_t", "int64_t", "int64_t", "char const *",
+                                      "size_t", "uint32_t", "char *", "size_t", "size_t *", "int32_t *"],
+    }
+    for name, args in expected.items():
+        assert header[name] == ("int32_t", args), name
+        assert _native.PROTOTYPES[name][1] == [C_TO_CTYPES[a] for a in args], name
+    text = (repo_root / "include" / "bitsec.h").read_text()
+    from bitsec.fields import FERNET_NO_TTL
+    assert re.search(r"#define BITSEC_FERNET_NO_TTL \((-?\d+)\)", text)[1] == str(FERNET_NO_TTL)

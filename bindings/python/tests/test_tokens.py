@@ -659,7 +659,8 @@ def test_memoised_claims_still_get_a_decision_every_call(keys: Keys) -> None:
         assert r.verify_token(token.encode(), at=float(NOW) + 0.5)["jti"] == "memo-1"
         assert r.verify_token(token, at=NOW) is c1
         assert c1.subject == "user-1" and c1.tenant_id == "t-1" and c1.expires_at == NOW + 1800
-        assert c1.scopes == ("inspections:read", "inspections:write", "x") and c1.roles == ("manager", "a", "b")
+        # scope wins over scp: the first scope claim present, as the permission checker reads them.
+        assert c1.scopes == ("inspections:read", "inspections:write") and c1.roles == ("manager", "a", "b")
         assert dict(c1) == claims(jti="memo-1", scp=["x"], roles=["a", "b"])
         with pytest.raises(ExpiredTokenError):
             r.verify_token(token, at=NOW + 1800 + 30)
@@ -682,3 +683,46 @@ def test_lazy_claims_with_awkward_strings(keys: Keys) -> None:
         c = r.verify_token(token, at=NOW)
         assert c.subject == tricky["sub"] and c.tenant_id == "t\\" and c.jti == "é\u2028"
         assert c["note"] == ',"claims":' and c.to_dict() == claims(**tricky)
+
+
+# ---- exact time claims and the result document ---------------------------------------------
+
+def test_fractional_time_claims_are_compared_exactly(keys: Keys) -> None:
+    """nbf/iat are never accepted before their instant, exp never after; a float ``at`` keeps
+    its fraction (bitsec_verify_token_at), an int ``at`` is that exact second."""
+    with bitsec.Runtime(config(keys, leeway_seconds=0)) as r:
+        tok = pyjwt_sign(keys, "HS256", claims(iat=None, nbf=NOW + 0.5, exp=NOW + 10.5))
+        with pytest.raises(TokenNotYetValidError):
+            r.verify_token(tok, at=NOW)
+        with pytest.raises(TokenNotYetValidError):
+            r.verify_token(tok, at=NOW + 0.4)
+        assert r.verify_token(tok, at=NOW + 0.6)
+        assert r.verify_token(tok, at=NOW + 1)
+        assert r.verify_token(tok, at=NOW + 10.4)
+        with pytest.raises(ExpiredTokenError):
+            r.verify_token(tok, at=NOW + 10.6)
+        iat = pyjwt_sign(keys, "HS256", claims(iat=NOW + 0.25))
+        with pytest.raises(TokenIssuedInFutureError):
+            r.verify_token(iat, at=NOW)
+        assert r.verify_token(iat, at=NOW + 0.3)
+    with bitsec.Runtime(config(keys, leeway_seconds=2)) as r:
+        tok = pyjwt_sign(keys, "HS256", claims(iat=None, nbf=NOW + 0.5))
+        with pytest.raises(TokenNotYetValidError):
+            r.verify_token(tok, at=NOW - 2)  # nbf - leeway is NOW - 1.5
+        assert r.verify_token(tok, at=NOW - 1.4)
+
+
+def test_token_without_scope_has_no_scopes_and_is_judged_by_its_roles(keys: Keys) -> None:
+    policy = {"resources": ["inspections"], "actions": ["read", "write"],
+              "roles": {"manager": {"allow": ["inspections:read"]}}}
+    cfg = config(keys)
+    cfg["permissions"] = {"policy": policy}
+    with bitsec.Runtime(cfg) as r:
+        c = r.verify_token(pyjwt_sign(keys, "HS256", claims(scope=None)), at=NOW)
+        assert c.scopes == ()
+        assert "scope" not in c
+        assert r.check_permission(c, "inspections:read").allowed
+        assert not r.check_permission(c, "inspections:write").allowed
+        empty = r.verify_token(pyjwt_sign(keys, "HS256", claims(scope="")), at=NOW)
+        assert empty.scopes == ()
+        assert r.check_permission(empty, "inspections:read").reason == "scope_missing"

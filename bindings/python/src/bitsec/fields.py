@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import math
 import threading
 from ctypes import POINTER, c_char_p, c_int32, c_int64, c_size_t, c_uint32, create_string_buffer, string_at
 from typing import Any, Mapping, Union
@@ -44,12 +45,20 @@ _fernet_encrypt = N.declare("bitsec_fernet_encrypt", N.status,
                             [N.handle, c_char_p, c_size_t, c_int64, c_char_p, c_size_t, _sz])
 _fernet_decrypt = N.declare("bitsec_fernet_decrypt", N.status,
                             [N.handle, c_char_p, c_size_t, c_int64, c_int64, c_char_p, c_size_t, _sz, _i32])
+_fernet_decrypt_ttl = N.declare("bitsec_fernet_decrypt_ttl", N.status,
+                                [N.handle, c_char_p, c_size_t, c_int64, c_int64, c_char_p, c_size_t, _sz, _i32])
 _fernet_rotate = N.declare("bitsec_fernet_rotate", N.status,
                            [N.handle, c_char_p, c_size_t, c_char_p, c_size_t, _sz, _i32])
 _fernet_migrate = N.declare("bitsec_fernet_migrate", N.status,
                             [N.handle, c_char_p, c_size_t, c_int64, c_int64, c_char_p, c_size_t, c_uint32,
                              c_char_p, c_size_t, _sz, _i32])
+_fernet_migrate_ttl = N.declare("bitsec_fernet_migrate_ttl", N.status,
+                                [N.handle, c_char_p, c_size_t, c_int64, c_int64, c_char_p, c_size_t, c_uint32,
+                                 c_char_p, c_size_t, _sz, _i32])
 _fernet_bound = N.declare("bitsec_fernet_bound", c_size_t, [c_size_t])
+#: The ttl of bitsec_fernet_decrypt_ttl / bitsec_fernet_migrate_ttl meaning "no limit".
+FERNET_NO_TTL = -1
+_INT64_MAX = (1 << 63) - 1
 
 
 # The two hot paths skip ctypes' argument conversion (N.unconverted): about 1.5 us for nine
@@ -240,6 +249,19 @@ def _at(at: int | float | None) -> int:
     return 0 if at is None else int(at)
 
 
+def _ttl(ttl: int | None) -> int:
+    """cryptography's ttl as the C argument: None = no limit (FERNET_NO_TTL), 0 and up a limit
+    (a limit beyond int64 is the same as int64's largest: no timestamp is that old). Fernet
+    timestamps and cryptography's current time are whole seconds, so a fractional ttl decides
+    exactly as its floor."""
+    if ttl is None:
+        return FERNET_NO_TTL
+    t = math.floor(ttl)
+    if t < 0:
+        raise ValueError("ttl must be 0 or more (or None for no limit)")
+    return min(t, _INT64_MAX)
+
+
 class FieldsMixin:
     """Mixed into ``bitsec.Runtime``; uses its ``handle``."""
 
@@ -361,15 +383,18 @@ class FieldsMixin:
 
     def fernet_decrypt(self, token: Bytesish, *, ttl: int | None = None, at: int | float | None = None) -> bytes:
         """Decrypts a Fernet token with any configured Fernet key (MultiFernet); ``ttl`` in
-        seconds as cryptography's (None = no limit)."""
+        seconds exactly as cryptography's ``Fernet.decrypt(token, ttl)``: None = no limit
+        (and no check of a future timestamp); otherwise expired when ``timestamp + ttl <
+        now`` and refused when the timestamp is more than 60 s after ``now``, so ``ttl=0``
+        accepts only tokens stamped in the current second. ``at``: Unix seconds to evaluate
+        at (as ``decrypt_at_time``'s ``current_time``; None or 0 = now)."""
         tok = _b(token, "token")
-        if ttl is not None and ttl <= 0:
-            raise ValueError("ttl must be positive (or None)")
+        t = _ttl(ttl)
         cap = len(tok) + 1
         buf = create_string_buffer(cap)
         n = c_size_t(0)
         r = c_int32(0)
-        N.check(_fernet_decrypt(self.handle, tok, len(tok), ttl or 0, _at(at), buf, cap, ctypes.byref(n), ctypes.byref(r)))
+        N.check(_fernet_decrypt_ttl(self.handle, tok, len(tok), t, _at(at), buf, cap, ctypes.byref(n), ctypes.byref(r)))
         if r.value:
             raise _reject(r.value)
         out = buf.raw[: n.value]
@@ -391,17 +416,16 @@ class FieldsMixin:
     def fernet_migrate(self, token: Bytesish, context: Bytesish, *, ttl: int | None = None,
                        at: int | float | None = None, deterministic: bool = False, binary: bool = False) -> Any:
         """Decrypts a Fernet token and re-encrypts its plaintext in the bitsec format bound to
-        ``context`` (the plaintext never reaches Python)."""
+        ``context`` (the plaintext never reaches Python). ``ttl`` as for ``fernet_decrypt``."""
         tok = _b(token, "token")
         ctx = _b(context, "context")
-        if ttl is not None and ttl <= 0:
-            raise ValueError("ttl must be positive (or None)")
+        t = _ttl(ttl)
         flags = _flags(deterministic, binary)
         cap = int(_bound(len(tok), flags)) + 1 if len(tok) <= FIELD_MAX_PLAINTEXT else FIELD_MAX_TOKEN + 1
         buf = create_string_buffer(cap)
         n = c_size_t(0)
         r = c_int32(0)
-        N.check(_fernet_migrate(self.handle, tok, len(tok), ttl or 0, _at(at), ctx, len(ctx), flags, buf, cap,
+        N.check(_fernet_migrate_ttl(self.handle, tok, len(tok), t, _at(at), ctx, len(ctx), flags, buf, cap,
                                 ctypes.byref(n), ctypes.byref(r)))
         if r.value:
             raise _reject(r.value)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import ctypes
 import json
+import math
 import threading
 import time
 import urllib.request
@@ -23,6 +24,9 @@ from .errors import BitsecError
 _handle = N.handle
 _verify = N.declare("bitsec_verify_token", N.status,
                     [_handle, c_char_p, c_size_t, c_int64, POINTER(c_int32), c_char_p, c_size_t, POINTER(c_size_t)])
+_verify_at = N.declare("bitsec_verify_token_at", N.status,
+                       [_handle, c_char_p, c_size_t, c_int64, c_int32, POINTER(c_int32), c_char_p, c_size_t,
+                        POINTER(c_size_t)])
 _reason_name = N.declare("bitsec_token_reason_name", c_char_p, [c_int32])
 _sign = N.declare("bitsec_token_sign", N.status,
                   [_handle, c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t, POINTER(c_size_t)])
@@ -151,8 +155,9 @@ def token_error(code: int) -> TokenError:
 
 class TokenClaims(Mapping[str, Any]):
     """The verified claims, read-only, plus the fields used on every request:
-    ``subject``, ``roles`` (from ``role``/``roles``), ``scopes`` (``scope`` split on spaces,
-    or ``scp``), ``tenant_id``, ``jti`` and ``expires_at``.
+    ``subject``, ``roles`` (from ``role``/``roles``), ``scopes`` (the first of ``scope`` split
+    on spaces, ``scopes``, ``scp``; empty when the token has none), ``tenant_id`` (or
+    ``tenant``), ``jti`` and ``expires_at``.
 
     Built from the library's result document, the hot fields are parsed at once (a small
     prefix of the document) and the full claims object only on first access as a mapping."""
@@ -167,7 +172,8 @@ class TokenClaims(Mapping[str, Any]):
     def _hot(self, doc: dict[str, Any]) -> None:
         self.subject: str | None = doc["sub"]
         self.roles: tuple[str, ...] = tuple(doc["roles"])
-        self.scopes: tuple[str, ...] = tuple(doc["scope"])
+        scope = doc["scope"]  # null when the token has neither scope nor scp
+        self.scopes: tuple[str, ...] = tuple(scope) if scope is not None else ()
         self.tenant_id: str | None = doc["tenant_id"]
         self.jti: str | None = doc["jti"]
         self.expires_at: int | None = doc["exp"]
@@ -282,7 +288,8 @@ class TokensMixin:
 
     def verify_token(self, token: str | bytes, at: float | int | None = None) -> TokenClaims:
         """Verifies a JWT (signature, then exp/nbf/iat with the leeway, issuer, audience,
-        required claims and revocation) at ``at`` (Unix seconds, default now). Returns the
+        required claims and revocation) at ``at`` (Unix seconds, default now; a float keeps
+        its fraction: the time claims are compared to the nanosecond). Returns the
         claims; raises a ``TokenError`` subclass carrying ``.reason`` when the token is
         refused (``ExpiredTokenError``: "Token has expired")."""
         tt = type(token)
@@ -297,8 +304,11 @@ class TokensMixin:
         if at is None:
             atv = _AT_NOW
         else:
+            sec = int(at)
+            if sec != at:
+                return self._verify_token_at(data, at)
             atv = b.at
-            atv.value = int(at)
+            atv.value = sec
         hp = self._tokens_hp_cache
         if hp is None or self._h is None:  # type: ignore[attr-defined]
             hp = self._tokens_hp()
@@ -330,6 +340,26 @@ class TokensMixin:
             memo.clear()
         memo[data] = claims
         return claims
+
+    def _verify_token_at(self, data: bytes, at: float) -> TokenClaims:
+        """verify_token at an instant with a fraction of a second (bitsec_verify_token_at:
+        the time claims are compared to the nanosecond)."""
+        sec = math.floor(at)
+        nsec = min(max(int(round((at - sec) * 1e9)), 0), 999_999_999)
+        reason = c_int32(0)
+        n = c_size_t(0)
+        cap = 2 * len(data) + 1024
+        while True:
+            buf = ctypes.create_string_buffer(cap)
+            rc = _verify_at(self.handle, data, len(data), sec, nsec, byref(reason), buf, cap, byref(n))
+            if rc == _BUFFER_TOO_SMALL and reason.value == 0 and n.value >= cap:
+                cap = n.value + 1
+                continue
+            N.check(rc)
+            break
+        if reason.value:
+            raise token_error(reason.value)
+        return TokenClaims._from_result(buf.raw[: n.value])
 
     def sign_token(self, claims: Claims, kid: str | None = None) -> str:
         """Signs claims (a mapping, or JSON text) into a compact JWS with the key ``kid``
