@@ -2,10 +2,25 @@
 // before the password check.
 internal import BitsecCore
 
+/// A (pointer, length) UTF-8 key argument as a String: 1 to BITSEC_RATE_LIMIT_MAX_KEY_BYTES
+/// bytes. ASCII (the usual case: addresses, most account names) is decided by a scan; only
+/// other input goes through the generic validator, whose unspecialised call from this module
+/// costs more than the guard's own work.
 @inline(__always)
 private func textKeyArg(_ p: UnsafePointer<CChar>?, _ len: UInt, _ name: StaticString) throws(BitsecError) -> String {
+    guard len <= UInt(RateLimitLimits.maxKeyBytes) else {
+        throw .tooLarge("\(name): \(len) bytes exceeds the limit of \(RateLimitLimits.maxKeyBytes)")
+    }
+    guard let p else { throw .invalid("\(name) is NULL") }
     guard len > 0 else { throw .invalid("\(name) is empty") }
-    return try textArg(p, len, name, max: RateLimitLimits.maxKeyBytes)
+    let bytes = UnsafeBufferPointer(start: UnsafeRawPointer(p).assumingMemoryBound(to: UInt8.self), count: Int(len))
+    var ascii = true
+    for b in bytes where b >= 0x80 {
+        ascii = false
+        break
+    }
+    if !ascii && !UTF8Validation.isValid(bytes) { throw .invalid("\(name) is not valid UTF-8") }
+    return String(decoding: bytes, as: UTF8.self)
 }
 
 /// Reserves one login attempt of account from client BEFORE the password check, or refuses

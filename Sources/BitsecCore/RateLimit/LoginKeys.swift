@@ -76,63 +76,102 @@ public enum LoginKeys {
     /// address in standard notation (a host name, an address with a zone `%eth0`, IPv4 with
     /// leading zeros) is returned unchanged.
     public static func client(_ s: String, ipv4Prefix: Int = 32, ipv6Prefix: Int = 64) -> String {
-        let bytes = Array(s.utf8)
-        if let v4 = parseIPv4(bytes[...]) { return formatIPv4(v4, prefix: ipv4Prefix) }
-        guard var v6 = parseIPv6(bytes) else { return s }
-        if v6[0..<10].allSatisfy({ $0 == 0 }) && v6[10] == 0xFF && v6[11] == 0xFF {
-            let v4 = UInt32(v6[12]) << 24 | UInt32(v6[13]) << 16 | UInt32(v6[14]) << 8 | UInt32(v6[15])
-            return formatIPv4(v4, prefix: ipv4Prefix)
+        var text = s
+        return text.withUTF8 { (b: UnsafeBufferPointer<UInt8>) -> String in
+            if let v4 = parseIPv4(b, from: 0, to: b.count) {
+                // Parsed means canonical already (no leading zeros): a full prefix is the input.
+                return ipv4Prefix >= 32 ? s : formatIPv4(v4, prefix: ipv4Prefix)
+            }
+            guard let (hi, lo) = parseIPv6(b) else { return s }
+            if hi == 0 && lo >> 32 == 0xFFFF {
+                return formatIPv4(UInt32(truncatingIfNeeded: lo), prefix: ipv4Prefix)
+            }
+            let p = max(0, min(128, ipv6Prefix))
+            let mhi: UInt64 = p >= 64 ? hi : (p == 0 ? 0 : hi & (UInt64.max << UInt64(64 - p)))
+            let mlo: UInt64 = p >= 128 ? lo : (p <= 64 ? 0 : lo & (UInt64.max << UInt64(128 - p)))
+            return formatIPv6(mhi, mlo, prefix: p)
         }
-        let p = max(0, min(128, ipv6Prefix))
-        for i in 0..<16 {
-            let keep = max(0, min(8, p - i * 8))
-            v6[i] &= keep == 8 ? 0xFF : UInt8(truncatingIfNeeded: 0xFF00 >> keep)
+    }
+
+    private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
+
+    private static func appendDecimal(_ v: Int, _ out: inout [UInt8]) {
+        if v >= 100 { out.append(UInt8(0x30 + v / 100)) }
+        if v >= 10 { out.append(UInt8(0x30 + v / 10 % 10)) }
+        out.append(UInt8(0x30 + v % 10))
+    }
+
+    private static func formatIPv4(_ a: UInt32, prefix: Int) -> String {
+        let p = max(0, min(32, prefix))
+        let m = p == 0 ? 0 : a & (UInt32.max << UInt32(32 - p))
+        var out: [UInt8] = []
+        out.reserveCapacity(19)
+        appendDecimal(Int(m >> 24), &out); out.append(0x2E)
+        appendDecimal(Int(m >> 16 & 0xFF), &out); out.append(0x2E)
+        appendDecimal(Int(m >> 8 & 0xFF), &out); out.append(0x2E)
+        appendDecimal(Int(m & 0xFF), &out)
+        if p < 32 { out.append(0x2F); appendDecimal(p, &out) }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// RFC 5952: lowercase, no leading zeros, the longest run (>= 2, the first of equal
+    /// runs) of zero groups as "::".
+    private static func formatIPv6(_ hi: UInt64, _ lo: UInt64, prefix p: Int) -> String {
+        @inline(__always) func group(_ g: Int) -> Int {
+            let w = g < 4 ? hi : lo
+            return Int(truncatingIfNeeded: w >> UInt64(48 - 16 * (g & 3)) & 0xFFFF)
         }
-        var groups = [Int](repeating: 0, count: 8)
-        for g in 0..<8 { groups[g] = Int(v6[2 * g]) << 8 | Int(v6[2 * g + 1]) }
-        // The longest run of two or more zero groups (the first of equal runs) becomes "::".
         var bestStart = -1, bestLen = 0, i = 0
         while i < 8 {
-            if groups[i] == 0 {
+            if group(i) == 0 {
                 var j = i
-                while j < 8 && groups[j] == 0 { j += 1 }
+                while j < 8 && group(j) == 0 { j += 1 }
                 if j - i > bestLen && j - i >= 2 { bestStart = i; bestLen = j - i }
                 i = j
             } else {
                 i += 1
             }
         }
-        var out = ""
+        var out: [UInt8] = []
+        out.reserveCapacity(44)
         var g = 0
         while g < 8 {
             if g == bestStart {
-                out += "::"
+                out.append(0x3A); out.append(0x3A)
                 g += bestLen
                 continue
             }
-            if !out.isEmpty && !out.hasSuffix(":") { out += ":" }
-            out += String(groups[g], radix: 16)
+            if let last = out.last, last != 0x3A { out.append(0x3A) }
+            let v = group(g)
+            var started = false
+            for shift in stride(from: 12, through: 0, by: -4) {
+                let d = v >> shift & 0xF
+                if d != 0 || started || shift == 0 {
+                    out.append(hexDigits[d])
+                    started = true
+                }
+            }
             g += 1
         }
-        return p == 128 ? out : "\(out)/\(p)"
-    }
-
-    private static func formatIPv4(_ a: UInt32, prefix: Int) -> String {
-        let p = max(0, min(32, prefix))
-        let masked = p == 0 ? 0 : a & (UInt32.max << UInt32(32 - p))
-        let text = "\(masked >> 24).\(masked >> 16 & 0xFF).\(masked >> 8 & 0xFF).\(masked & 0xFF)"
-        return p == 32 ? text : "\(text)/\(p)"
+        if p < 128 {
+            out.append(0x2F)
+            appendDecimal(p, &out)
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 
     /// Four decimal parts 0-255, no leading zeros (as Python's ipaddress and inet_pton).
-    static func parseIPv4(_ b: ArraySlice<UInt8>) -> UInt32? {
-        guard b.count >= 7, b.count <= 15 else { return nil }
-        var parts: [UInt32] = []
+    static func parseIPv4(_ b: UnsafeBufferPointer<UInt8>, from: Int, to: Int) -> UInt32? {
+        let n = to - from
+        guard n >= 7, n <= 15 else { return nil }
+        var value: UInt32 = 0, parts = 0
         var cur: UInt32 = 0, digits = 0, leadingZero = false
-        for c in b {
-            if c == UInt8(ascii: ".") {
-                guard digits > 0 else { return nil }
-                parts.append(cur)
+        for k in from..<to {
+            let c = b[k]
+            if c == 0x2E {
+                guard digits > 0, parts < 3 else { return nil }
+                value = value << 8 | cur
+                parts += 1
                 cur = 0; digits = 0; leadingZero = false
             } else if c >= 0x30 && c <= 0x39 {
                 if digits == 1 && leadingZero { return nil }
@@ -144,39 +183,51 @@ public enum LoginKeys {
                 return nil
             }
         }
-        guard digits > 0 else { return nil }
-        parts.append(cur)
-        guard parts.count == 4 else { return nil }
-        return parts[0] << 24 | parts[1] << 16 | parts[2] << 8 | parts[3]
+        guard digits > 0, parts == 3 else { return nil }
+        return value << 8 | cur
     }
 
-    /// RFC 4291 text forms: eight groups of 1-4 hex digits, one `::`, an IPv4 tail.
-    static func parseIPv6(_ b: [UInt8]) -> [UInt8]? {
-        guard b.count >= 2, b.count <= 45 else { return nil }
-        var head: [UInt16] = [], tail: [UInt16] = []
+    /// RFC 4291 text forms: eight groups of 1-4 hex digits, at most one `::`, an IPv4 tail.
+    /// The address as two 64-bit halves.
+    static func parseIPv6(_ b: UnsafeBufferPointer<UInt8>) -> (UInt64, UInt64)? {
+        let n = b.count
+        guard n >= 2, n <= 45 else { return nil }
+        var head = (UInt64(0), UInt64(0)), headCount = 0
+        var tail = (UInt64(0), UInt64(0)), tailCount = 0
+        @inline(__always) func push(_ v: UInt16, _ gap: Bool) {
+            // Shift the 128-bit accumulator left by 16 and add v.
+            if gap {
+                tail = (tail.0 << 16 | tail.1 >> 48, tail.1 << 16 | UInt64(v)); tailCount += 1
+            } else {
+                head = (head.0 << 16 | head.1 >> 48, head.1 << 16 | UInt64(v)); headCount += 1
+            }
+        }
         var seenGap = false
         var i = 0
-        if b[0] == UInt8(ascii: ":") {
-            guard b[1] == UInt8(ascii: ":") else { return nil }
+        if b[0] == 0x3A {
+            guard b[1] == 0x3A else { return nil }
             seenGap = true
             i = 2
-            if i == b.count { return [UInt8](repeating: 0, count: 16) }
+            if i == n { return (0, 0) }
         }
-        while i < b.count {
-            // One group, or an IPv4 tail.
+        while i < n {
             var j = i
-            while j < b.count && b[j] != UInt8(ascii: ":") { j += 1 }
-            let part = b[i..<j]
-            if j == b.count, part.contains(UInt8(ascii: ".")) {
-                guard let v4 = parseIPv4(part) else { return nil }
-                let hi = UInt16(v4 >> 16), lo = UInt16(v4 & 0xFFFF)
-                if seenGap { tail += [hi, lo] } else { head += [hi, lo] }
+            var hasDot = false
+            while j < n && b[j] != 0x3A {
+                if b[j] == 0x2E { hasDot = true }
+                j += 1
+            }
+            if hasDot {
+                guard j == n, let v4 = parseIPv4(b, from: i, to: j) else { return nil }
+                push(UInt16(v4 >> 16), seenGap)
+                push(UInt16(v4 & 0xFFFF), seenGap)
                 i = j
                 break
             }
-            guard part.count >= 1, part.count <= 4 else { return nil }
+            guard j - i >= 1, j - i <= 4 else { return nil }
             var v: UInt16 = 0
-            for c in part {
+            for k in i..<j {
+                let c = b[k]
                 let d: UInt16
                 switch c {
                 case 0x30...0x39: d = UInt16(c - 0x30)
@@ -186,28 +237,33 @@ public enum LoginKeys {
                 }
                 v = v << 4 | d
             }
-            if seenGap { tail.append(v) } else { head.append(v) }
-            guard head.count + tail.count <= 8 else { return nil }
-            if j == b.count { i = j; break }
-            // b[j] == ":"
-            if j + 1 < b.count && b[j + 1] == UInt8(ascii: ":") {
+            push(v, seenGap)
+            guard headCount + tailCount <= 8 else { return nil }
+            if j == n { i = j; break }
+            if j + 1 < n && b[j + 1] == 0x3A {
                 guard !seenGap else { return nil }
                 seenGap = true
                 i = j + 2
-                if i == b.count { break }
             } else {
                 i = j + 1
-                guard i < b.count else { return nil }  // a trailing single ":"
+                guard i < n else { return nil }  // a trailing single ":"
             }
         }
-        let n = head.count + tail.count
-        if seenGap { guard n <= 7 else { return nil } } else { guard n == 8 else { return nil } }
-        let groups = head + [UInt16](repeating: 0, count: 8 - n) + tail
-        var out = [UInt8](repeating: 0, count: 16)
-        for (k, g) in groups.enumerated() {
-            out[2 * k] = UInt8(g >> 8)
-            out[2 * k + 1] = UInt8(g & 0xFF)
+        let count = headCount + tailCount
+        if seenGap { guard count <= 7 else { return nil } } else { guard count == 8 else { return nil } }
+        // head occupies the top headCount groups, tail the bottom tailCount groups.
+        let shiftHead = 16 * (8 - headCount)  // bits to shift head left (0...128)
+        var hi: UInt64, lo: UInt64
+        if shiftHead >= 128 {
+            hi = 0; lo = 0
+        } else if shiftHead >= 64 {
+            hi = head.1 << UInt64(shiftHead - 64); lo = 0
+        } else if shiftHead == 0 {
+            hi = head.0; lo = head.1
+        } else {
+            hi = head.0 << UInt64(shiftHead) | head.1 >> UInt64(64 - shiftHead)
+            lo = head.1 << UInt64(shiftHead)
         }
-        return out
+        return (hi | tail.0, lo | tail.1)
     }
 }

@@ -568,14 +568,17 @@ def _grouped_client(rt: Runtime, ip: str) -> str:
     """The address as the login guard counts it (``rt.client_key``: IPv6 /64 and IPv4 /32 by
     default), so that a client rotating addresses inside its /64 shares one bucket. Cached
     per runtime (bounded): the hot path does a dict lookup, not a C call."""
-    cache = rt.__dict__.get("_client_keys")
+    state = getattr(rt, "__dict__", None)
+    if state is None:
+        return ip
+    cache = state.get("_client_keys")
     if cache is None:
-        cache = rt.__dict__["_client_keys"] = {}
+        cache = state["_client_keys"] = {}
     k = cache.get(ip)
     if k is None:
         try:
             k = rt.client_key(ip)
-        except BitsecError:  # no rate_limits section, or an address longer than a key
+        except (BitsecError, AttributeError):  # no rate_limits section; a stand-in runtime
             return ip
         if len(cache) >= 4096:
             cache.clear()
