@@ -198,7 +198,7 @@ class BruteForceStatus:
                 "newly_blocked={0.newly_blocked})").format(self)
 
 
-class LoginGuardDecision:
+class LoginGuardDecision(tuple):  # type: ignore[type-arg]
     """The login guard's answer to ``login_guard_begin``. Truthy when the attempt may go ahead
     (it is then already counted as a failure: call ``login_guard_succeeded`` after a
     successful login, nothing after a failed one).
@@ -210,30 +210,60 @@ class LoginGuardDecision:
     ``failure_retry_after`` (when allowed: the seconds to wait if this attempt fails, 0 when
     the next attempt is free); ``ticket`` (the reservation, for ``login_guard_succeeded`` and
     ``login_guard_cancel``); ``degraded``, ``newly_blocked``, ``table_full``.
+
+    An immutable tuple of the C decision array (built in one step from the C output).
     """
 
-    __slots__ = ("allowed", "reason", "refused_by", "retry_after", "remaining", "failure_retry_after", "ticket",
-                 "degraded", "newly_blocked", "table_full")
+    __slots__ = ()
 
-    def __init__(self, v: "list[int] | tuple[int, ...]") -> None:
-        self.allowed = v[0] == 1
-        self.reason = GUARD_REASONS[v[1]] if 0 <= v[1] < len(GUARD_REASONS) else str(v[1])
-        self.refused_by = GUARD_KEYS[v[2]] if 0 <= v[2] < len(GUARD_KEYS) else str(v[2])
-        self.retry_after = v[3]
-        self.remaining = v[4]
-        self.failure_retry_after = v[5]
-        self.ticket = v[6]
-        flags = v[7]
-        self.degraded = bool(flags & GUARD_FLAG_DEGRADED)
-        self.newly_blocked = bool(flags & GUARD_FLAG_NEWLY_BLOCKED)
-        self.table_full = bool(flags & GUARD_FLAG_TABLE_FULL)
+    @property
+    def allowed(self) -> bool:
+        return self[0] == 1
+
+    @property
+    def reason(self) -> str:
+        c = self[1]
+        return GUARD_REASONS[c] if 0 <= c < len(GUARD_REASONS) else str(c)
+
+    @property
+    def refused_by(self) -> str | None:
+        c = self[2]
+        return GUARD_KEYS[c] if 0 <= c < len(GUARD_KEYS) else str(c)
+
+    @property
+    def retry_after(self) -> int:
+        return self[3]
+
+    @property
+    def remaining(self) -> int:
+        return self[4]
+
+    @property
+    def failure_retry_after(self) -> int:
+        return self[5]
+
+    @property
+    def ticket(self) -> int:
+        return self[6]
+
+    @property
+    def degraded(self) -> bool:
+        return self[7] & GUARD_FLAG_DEGRADED != 0
+
+    @property
+    def newly_blocked(self) -> bool:
+        return self[7] & GUARD_FLAG_NEWLY_BLOCKED != 0
+
+    @property
+    def table_full(self) -> bool:
+        return self[7] & GUARD_FLAG_TABLE_FULL != 0
 
     def headers(self) -> dict[str, str]:
         """``Retry-After`` when refused; nothing when allowed."""
-        return {} if self.allowed else {"Retry-After": str(max(1, self.retry_after))}
+        return {} if self[0] == 1 else {"Retry-After": str(max(1, self[3]))}
 
     def __bool__(self) -> bool:
-        return self.allowed
+        return self[0] == 1
 
     def __repr__(self) -> str:
         return ("LoginGuardDecision(allowed={0.allowed}, reason={0.reason!r}, refused_by={0.refused_by!r}, "
@@ -314,23 +344,33 @@ class RateLimitMixin:
         BEFORE the password check, or refuses it. An allowed attempt is already counted as a
         failure of both: call ``login_guard_succeeded`` after a successful login (a failed
         one needs nothing). A refusal is a decision, not an exception."""
-        a = _key(account)
-        c = _key(client)
+        a = account.encode("utf-8") if type(account) is str else _key(account)
+        c = client.encode("utf-8") if type(client) is str else _key(client)
         buf = getattr(_tls, "g", None)
         if buf is None:
             buf = _tls.g = _GuardArray()
-        N.check(_lg_begin(self.handle, a, len(a), c, len(c), _at(at), buf))
-        return LoginGuardDecision(_guard_unpack(buf))
+        h = self.__dict__.get("_rl_handle")
+        if h is None or self._h is None:  # type: ignore[attr-defined]
+            h = self.__dict__["_rl_handle"] = c_void_p(self.handle)
+        rc = _lg_begin(h, a, len(a), c, len(c), _ZERO if at is None else int(at), buf)
+        if rc:
+            N.check(rc)
+        return _new_decision(LoginGuardDecision, _guard_unpack(buf))
 
     def login_guard_succeeded(self, account: Key, client: Key, decision: "LoginGuardDecision | int",
                               at: float | int | None = None) -> None:
         """The attempt ``decision`` (from ``login_guard_begin``; or its ``ticket``) succeeded:
         the client's reservation is refunded (its failures against other accounts stay) and
         the account's failures and back-off are cleared."""
-        a = _key(account)
-        c = _key(client)
-        ticket = decision if isinstance(decision, int) else decision.ticket
-        N.check(_lg_succeeded(self.handle, a, len(a), c, len(c), ticket, _at(at)))
+        a = account.encode("utf-8") if type(account) is str else _key(account)
+        c = client.encode("utf-8") if type(client) is str else _key(client)
+        ticket = decision if type(decision) is int else decision.ticket  # type: ignore[union-attr]
+        h = self.__dict__.get("_rl_handle")
+        if h is None or self._h is None:  # type: ignore[attr-defined]
+            h = self.__dict__["_rl_handle"] = c_void_p(self.handle)
+        rc = _lg_succeeded(h, a, len(a), c, len(c), ticket, _ZERO if at is None else int(at))
+        if rc:
+            N.check(rc)
 
     def login_guard_cancel(self, account: Key, client: Key, decision: "LoginGuardDecision | int",
                            at: float | int | None = None) -> None:
