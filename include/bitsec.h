@@ -144,6 +144,28 @@ typedef struct bitsec_runtime bitsec_runtime;
 #define BITSEC_BRUTEFORCE_FLAG_DEGRADED 1       /* Redis unavailable: the failure policy decided */
 #define BITSEC_BRUTEFORCE_FLAG_NEWLY_BLOCKED 2  /* this call started the block */
 #define BITSEC_BRUTEFORCE_FLAG_TABLE_FULL 4     /* in-process table full: new key reported blocked */
+/* bitsec_login_guard_begin: the layout of out_decision (int64_t[8]). */
+#define BITSEC_LOGIN_GUARD_DECISION_LEN 8
+#define BITSEC_LOGIN_GUARD_D_ALLOWED 0             /* 1 allowed (already counted as a failure), 0 refused */
+#define BITSEC_LOGIN_GUARD_D_REASON 1              /* a BITSEC_LOGIN_GUARD_REASON_* code */
+#define BITSEC_LOGIN_GUARD_D_REFUSED_BY 2          /* a BITSEC_LOGIN_GUARD_KEY_* value */
+#define BITSEC_LOGIN_GUARD_D_RETRY_AFTER 3         /* Retry-After: >= 1 when refused, else 0 */
+#define BITSEC_LOGIN_GUARD_D_REMAINING 4           /* failures the client may still make */
+#define BITSEC_LOGIN_GUARD_D_FAILURE_RETRY_AFTER 5 /* the wait if this attempt fails (0: none) */
+#define BITSEC_LOGIN_GUARD_D_TICKET 6              /* the reservation, for _succeeded/_cancel */
+#define BITSEC_LOGIN_GUARD_D_FLAGS 7               /* BITSEC_LOGIN_GUARD_FLAG_* bits */
+#define BITSEC_LOGIN_GUARD_KEY_NONE 0
+#define BITSEC_LOGIN_GUARD_KEY_CLIENT 1
+#define BITSEC_LOGIN_GUARD_KEY_ACCOUNT 2
+#define BITSEC_LOGIN_GUARD_REASON_OK 0
+#define BITSEC_LOGIN_GUARD_REASON_CLIENT_BLOCKED 1  /* the client's address group is blocked */
+#define BITSEC_LOGIN_GUARD_REASON_ACCOUNT_BACKOFF 2 /* the account's next attempt must wait */
+#define BITSEC_LOGIN_GUARD_REASON_ACCOUNT_LIMIT 3   /* the account reached max_failures in its window */
+#define BITSEC_LOGIN_GUARD_REASON_TABLE_FULL 4      /* in-process table full: new key refused */
+#define BITSEC_LOGIN_GUARD_REASON_BACKEND_DENY 5    /* Redis unavailable, failure_policy "deny" */
+#define BITSEC_LOGIN_GUARD_FLAG_DEGRADED 1          /* Redis unavailable: the failure policy decided */
+#define BITSEC_LOGIN_GUARD_FLAG_NEWLY_BLOCKED 2     /* this call started a block or back-off */
+#define BITSEC_LOGIN_GUARD_FLAG_TABLE_FULL 4
 /* ---- permissions ---- */
 /* A decision of bitsec_check_permission (uint64_t): allowed bit, reason code, policy
  * generation (mod 65536) and the deciding rule's index. */

@@ -251,6 +251,26 @@ int32_t bitsec_check_permission_packed(bitsec_runtime *rt, char const *request, 
 /// Since: 0.1.0
 int32_t bitsec_check_permissions(bitsec_runtime *rt, char const *principal, size_t principal_len, char const *permissions, size_t permissions_len, char const *context, size_t context_len, uint64_t *out_decisions, size_t decisions_cap, size_t *out_count) BITSEC_NODISCARD;
 
+/// The key a client address is counted under, by the login guard and by the rate limits of a
+/// host that keys on addresses: an IPv4 address reduced to its first ipv4_prefix bits
+/// (default 32), an IPv6 address to its first ipv6_prefix bits (default 64: one customer's
+/// allocation, so rotating addresses inside it counts as one client), both set in
+/// rate_limits.login_guard; an IPv4-mapped IPv6 address (::ffff:a.b.c.d) counts as the IPv4
+/// address. Written canonically: dotted decimal, or RFC 5952 IPv6 (lowercase, "::" for the
+/// longest run of zero groups), followed by "/<prefix>" unless the prefix is the whole
+/// address. A string that is not an IP address in standard notation (a host name, a zone
+/// "%eth0", IPv4 with leading zeros) is returned unchanged.
+/// rt: the runtime (rate_limits section).
+/// client, client_len: the address (UTF-8, 1 to BITSEC_RATE_LIMIT_MAX_KEY_BYTES bytes).
+/// out_buf, out_cap: caller-owned buffer (BITSEC_RATE_LIMIT_MAX_KEY_BYTES + 1 always
+/// suffices). out_len: receives the key's length (excluding the NUL written after it when
+/// there is room), also when the buffer is too small.
+/// Returns BITSEC_OK; BITSEC_E_BUFFER_TOO_SMALL (*out_len holds the size needed);
+/// BITSEC_E_INVALID_ARGUMENT; BITSEC_E_TOO_LARGE; BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread.
+/// Since: 0.2.0
+int32_t bitsec_client_key(bitsec_runtime *rt, char const *client, size_t client_len, char *out_buf, size_t out_cap, size_t *out_len) BITSEC_NODISCARD;
+
 /// Decrypts a field token (text or binary form, detected from its first byte) bound to
 /// <code>context</code>. A token that does not decrypt is a decision, not an error: the call returns
 /// BITSEC_OK with <em>out_reason set to the reason (BITSEC_FIELD_REASON_</em>), and nothing is
@@ -456,6 +476,68 @@ int32_t bitsec_hotp_code(char const *secret, size_t secret_len, int32_t algorith
 /// Thread safety: per thread; safe from any thread.
 /// Since: 0.1.0
 char const *bitsec_last_error(void) BITSEC_NODISCARD;
+
+/// Reserves one login attempt of account from client BEFORE the password check, or refuses
+/// it. The attempt is counted as a failure of both keys up front (check-and-count, atomic
+/// per key), so N concurrent guesses can never exceed a limit; after a successful login call
+/// bitsec_login_guard_succeeded (which refunds it), after a failed one nothing (already
+/// counted). Two rules, each with its own counter:
+/// client: the address group (IPv6 /64 and IPv4 /32 by default, see bitsec_client_key): by
+/// default 5 failures in an hour block it for an hour;
+/// account: its NFKC_Casefold form (case, fullwidth and other compatibility forms, and
+/// default-ignorable characters make no difference): by default 10 free failures, then a
+/// delay between attempts doubling from 1 s up to 60 s, and never more than 100 failures in
+/// an hour; the wait an attacker can impose on the owner is bounded, there is no lock-out.
+/// The client is checked first; when the account refuses, the client's reservation is
+/// refunded. A newly blocked key emits a "blocked" audit event.
+/// rt: the runtime (rate_limits section; its login_guard part, or the defaults).
+/// account, account_len: the account name as typed (UTF-8, 1 to
+/// BITSEC_RATE_LIMIT_MAX_KEY_BYTES bytes).
+/// client, client_len: the client's address (UTF-8, 1 to BITSEC_RATE_LIMIT_MAX_KEY_BYTES
+/// bytes); a string that is not an IP address is used as is.
+/// at: the instant, Unix seconds; 0 means now (with Redis: the Redis server's clock).
+/// out_decision: caller-owned array of BITSEC_LOGIN_GUARD_DECISION_LEN int64_t, written on
+/// BITSEC_OK: [BITSEC_LOGIN_GUARD_D_ALLOWED] 1 or 0, [...<em>D_REASON] a
+/// BITSEC_LOGIN_GUARD_REASON</em>* code, [...<em>D_REFUSED_BY] BITSEC_LOGIN_GUARD_KEY</em>* (NONE,
+/// CLIENT, ACCOUNT), [..._D_RETRY_AFTER] seconds to wait (>= 1 when refused, 0 when
+/// allowed), [..._D_REMAINING] failures the client may still make before its block,
+/// [..._D_FAILURE_RETRY_AFTER] when allowed, the seconds to wait if this attempt fails (0:
+/// the next attempt is free), [..._D_TICKET] the reservation, to pass to
+/// bitsec_login_guard_succeeded or bitsec_login_guard_cancel (0 when refused),
+/// [...<em>D_FLAGS] BITSEC_LOGIN_GUARD_FLAG</em>* bits (DEGRADED, NEWLY_BLOCKED, TABLE_FULL).
+/// Returns BITSEC_OK for every decision, allowed or refused (a Redis outage is never an
+/// error: each rule's failure_policy decides and DEGRADED is set); BITSEC_E_INVALID_ARGUMENT
+/// (NULL pointer, empty account or client, invalid UTF-8, at < 0); BITSEC_E_TOO_LARGE;
+/// BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread.
+/// Since: 0.2.0
+int32_t bitsec_login_guard_begin(bitsec_runtime *rt, char const *account, size_t account_len, char const *client, size_t client_len, int64_t at, int64_t *out_decision) BITSEC_NODISCARD;
+
+/// The attempt reserved by bitsec_login_guard_begin was neither a success nor a failure (the
+/// password was right but a second factor is still due; the host gave up before checking):
+/// both reservations are refunded and nothing is cleared. A wrong second factor is a failure:
+/// do not cancel it.
+/// rt, account, account_len, client, client_len, ticket, at: as bitsec_login_guard_succeeded
+/// (ticket 0: nothing to refund).
+/// Returns BITSEC_OK; BITSEC_E_INVALID_ARGUMENT; BITSEC_E_TOO_LARGE; BITSEC_E_NOT_CONFIGURED;
+/// BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread.
+/// Since: 0.2.0
+int32_t bitsec_login_guard_cancel(bitsec_runtime *rt, char const *account, size_t account_len, char const *client, size_t client_len, int64_t ticket, int64_t at) BITSEC_NODISCARD;
+
+/// The attempt reserved by bitsec_login_guard_begin succeeded: the client's reservation is
+/// refunded (its failures against OTHER accounts stay: logging in to one's own account does
+/// not reset a guesser's count) and the account's failures and back-off are cleared.
+/// rt, account, account_len, client, client_len, at: as bitsec_login_guard_begin (the same
+/// account and client).
+/// ticket: out_decision[BITSEC_LOGIN_GUARD_D_TICKET] of that begin; 0 refunds nothing on the
+/// client (the account is still cleared).
+/// Returns BITSEC_OK; BITSEC_E_INVALID_ARGUMENT (also ticket < 0); BITSEC_E_TOO_LARGE;
+/// BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED. A Redis outage is not an error (the failure
+/// policy applies; with "local" the in-process state is updated).
+/// Thread safety: safe from any thread.
+/// Since: 0.2.0
+int32_t bitsec_login_guard_succeeded(bitsec_runtime *rt, char const *account, size_t account_len, char const *client, size_t client_len, int64_t ticket, int64_t at) BITSEC_NODISCARD;
 
 /// The runtime's metrics in the Prometheus text exposition format (version 0.0.4): audit
 /// event counters named <type>_events_total{event_subtype,result[,sensitive_data_accessed]}

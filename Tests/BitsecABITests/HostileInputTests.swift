@@ -91,6 +91,16 @@ private let table: [Entry] = [
         bitsec_bruteforce_record_success(a.rt, a.p(0), a.l(0), a.n[0], a.i64)
     },
     Entry("bitsec_bruteforce_reset", inputs: ["10.0.0.1"]) { a in bitsec_bruteforce_reset(a.rt, a.p(0), a.l(0)) },
+    Entry("bitsec_client_key", inputs: ["2001:db8::1"]) { a in bitsec_client_key(a.rt, a.p(0), a.l(0), a.out, a.cap, a.outLen) },
+    Entry("bitsec_login_guard_begin", inputs: ["vera", "10.0.0.1"], ints: [0]) { a in
+        bitsec_login_guard_begin(a.rt, a.p(0), a.l(0), a.p(1), a.l(1), a.n[0], a.i64)
+    },
+    Entry("bitsec_login_guard_cancel", inputs: ["vera", "10.0.0.1"], ints: [1, 0]) { a in
+        bitsec_login_guard_cancel(a.rt, a.p(0), a.l(0), a.p(1), a.l(1), a.n[0], a.n[1])
+    },
+    Entry("bitsec_login_guard_succeeded", inputs: ["vera", "10.0.0.1"], ints: [1, 0]) { a in
+        bitsec_login_guard_succeeded(a.rt, a.p(0), a.l(0), a.p(1), a.l(1), a.n[0], a.n[1])
+    },
     Entry("bitsec_check_permission", inputs: [principal, "docs:read", "u1\0t1\0sales"]) { a in
         bitsec_check_permission(a.rt, a.p(0), a.l(0), a.p(1), a.l(1), a.p(2), a.l(2), a.u64)
     },
@@ -243,7 +253,7 @@ private final class Scratch {
     let outLen = UnsafeMutablePointer<UInt>.allocate(capacity: 1)
     let i32 = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
     let i32b = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
-    let i64 = UnsafeMutablePointer<Int64>.allocate(capacity: 16)  // status arrays: up to 7 entries
+    let i64 = UnsafeMutablePointer<Int64>.allocate(capacity: 16)  // status arrays: up to 8 entries
     let i64b = UnsafeMutablePointer<Int64>.allocate(capacity: 1)
     let u64 = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
 

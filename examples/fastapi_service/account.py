@@ -29,8 +29,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-import bitsec
-from bitsec.fastapi import get_runtime
+from bitsec.fastapi import LoginAttempts, LoginGuard, get_runtime
 
 from .common import Deps, audit, forget_tokens, no_store, record_pair, revoke_user_tokens, user_of
 from .passwords import check_password, hash_password
@@ -81,15 +80,6 @@ class PasswordIn(BaseModel):
     new_password: str = Field(min_length=12, max_length=1024)
 
 
-def _client_key(request: Request) -> str:
-    return f"ip:{request.client.host if request.client else 'unknown'}"
-
-
-def _blocked(status: bitsec.BruteForceStatus) -> HTTPException:
-    return HTTPException(status_code=429, detail="Too many failed login attempts",
-                         headers={"Retry-After": str(max(1, status.retry_after))})
-
-
 def _hashes(user: Any) -> list[str]:
     return [h for h in (user.backup_codes or "").split("\n") if h]
 
@@ -99,6 +89,9 @@ def account_router(deps: Deps, token_claims: Callable[[Any], dict[str, Any]]) ->
     router = APIRouter(prefix="/api/v1/auth", tags=["account"])
     models, auth, db_session = deps.models, deps.auth, deps.db_session
     fresh = step_up(auth)
+    # Every password check here goes through the login guard, like the login itself: the
+    # attempt is counted before the check (per client address group and per account).
+    login_guard = LoginGuard()
 
     def event(request: Request, claims_or_user: Any, type_: str, subtype: str, **details: Any) -> None:
         actor = getattr(claims_or_user, "subject", None) or str(getattr(claims_or_user, "id", ""))
@@ -130,15 +123,12 @@ def account_router(deps: Deps, token_claims: Callable[[Any], dict[str, Any]]) ->
         return {"backup_codes": list(codes.codes)}
 
     @router.post("/mfa/recover")
-    def mfa_recover(body: RecoverIn, request: Request, response: Response,
-                    db: Session = Depends(db_session)) -> dict[str, Any]:
+    def mfa_recover(body: RecoverIn, request: Request, response: Response, db: Session = Depends(db_session),
+                    attempts: LoginAttempts = Depends(login_guard)) -> dict[str, Any]:
         """Login with a backup code instead of a TOTP code (a lost authenticator). Every
         other session of the user ends: whoever holds one of its tokens is out."""
         rt = get_runtime(request)
-        key = _client_key(request)
-        status = rt.bruteforce_check(key)
-        if status.blocked:
-            raise _blocked(status)
+        attempt = attempts.begin(body.username)
         user = db.scalar(select(models.User).where(models.User.username == body.username))
         ok = check_password(body.password, user.password_hash if user else None) and user is not None
         decision = None
@@ -147,13 +137,9 @@ def account_router(deps: Deps, token_claims: Callable[[Any], dict[str, Any]]) ->
             ok = bool(decision)
         else:
             ok = False
-        if not ok:
-            status = rt.bruteforce_record_failure(key)
-            if status.blocked:
-                raise _blocked(status)
-            raise HTTPException(status_code=401, detail="Invalid credentials or backup code",
-                                headers={"WWW-Authenticate": REALM})
-        rt.bruteforce_record_success(key)
+        if not ok:  # already counted
+            raise attempt.failed("Invalid credentials or backup code", realm=REALM)
+        attempt.succeeded()
         hashes = _hashes(user)
         del hashes[decision.index]  # single use
         user.backup_codes = "\n".join(hashes) or None
@@ -167,16 +153,15 @@ def account_router(deps: Deps, token_claims: Callable[[Any], dict[str, Any]]) ->
 
     @router.post("/password")
     def change_password(body: PasswordIn, request: Request, claims: Any = Depends(fresh),
-                        db: Session = Depends(db_session)) -> dict[str, Any]:
+                        db: Session = Depends(db_session),
+                        attempts: LoginAttempts = Depends(login_guard)) -> dict[str, Any]:
         rt = get_runtime(request)
         user = user_of(db, models, claims)
-        key = _client_key(request)
-        status = rt.bruteforce_check(key)
-        if status.blocked:
-            raise _blocked(status)
+        attempt = attempts.begin(user.username)
         if not check_password(body.current_password, user.password_hash):
-            rt.bruteforce_record_failure(key)
-            raise HTTPException(status_code=403, detail="Password confirmation failed")
+            failed = attempt.failed()
+            raise failed if failed.status_code == 429 else HTTPException(status_code=403, detail="Password confirmation failed")
+        attempt.succeeded()
         if body.new_password == body.current_password:
             raise HTTPException(status_code=422, detail="The new password must differ from the current one")
         user.password_hash = hash_password(body.new_password)

@@ -26,9 +26,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import bitsec
 from bitsec.fastapi import (
-    AuditMiddleware, BearerAuth, RateLimitMiddleware, RequestLimitsMiddleware, SecurityHeadersMiddleware,
-    bitsec_lifespan, get_runtime,
-    mfa_enroll, require_permission, verify_mfa_code,
+    AuditMiddleware, BearerAuth, LoginAttempts, LoginGuard, RateLimitMiddleware, RequestLimitsMiddleware,
+    SecurityHeadersMiddleware, bitsec_lifespan, get_runtime, mfa_enroll, require_permission, verify_mfa_code,
 )
 
 from .account import account_router, auth_time_claim, step_up
@@ -230,12 +229,9 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
 
     deps = Deps(auth=auth, db_session=db_session, models=models)
 
-    def client_key(request: Request) -> str:
-        return f"ip:{request.client.host if request.client else 'unknown'}"
-
-    def blocked(status: bitsec.BruteForceStatus) -> HTTPException:
-        return HTTPException(status_code=429, detail="Too many failed login attempts",
-                             headers={"Retry-After": str(max(1, status.retry_after))})
+    # Login attempts per client (its IPv6 /64 or IPv4 address) and per account, each reserved
+    # before the password check (rate_limits.login_guard).
+    login_guard = LoginGuard()
 
     # ---- health and metrics ----
 
@@ -250,28 +246,26 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
     # ---- authentication ----
 
     @app.post(f"{API}/auth/login")
-    def login(body: LoginIn, request: Request, response: Response, db: Session = Depends(db_session)) -> dict[str, Any]:
+    def login(body: LoginIn, request: Request, response: Response, db: Session = Depends(db_session),
+              attempts: LoginAttempts = Depends(login_guard)) -> dict[str, Any]:
         rt = get_runtime(request)
-        key = client_key(request)
-        status = rt.bruteforce_check(key)
-        if status.blocked:
-            raise blocked(status)
+        # Reserved (counted as a failure) before the password is checked: concurrent guesses
+        # cannot get past the limit; 429 + Retry-After when the client or account is refused.
+        attempt = attempts.begin(body.username)
         user = db.scalar(select(User).where(User.username == body.username))
         ok = check_password(body.password, user.password_hash if user else None) and user is not None
         if ok and user.totp_sealed:
             if not body.totp_code:
-                # The password was right: not a failure yet, but no token without the code.
+                # The password was right: not a failure, but no token without the code.
+                attempt.cancel()
                 raise HTTPException(status_code=401, detail="MFA code required", headers={"WWW-Authenticate": REALM})
             try:
                 ok = bool(rt.totp_verify_sealed(user.totp_sealed, body.totp_code, str(user.id)))
             except bitsec.BitsecError:
                 ok = False
-        if not ok:
-            status = rt.bruteforce_record_failure(key)
-            if status.blocked:
-                raise blocked(status)
-            raise HTTPException(status_code=401, detail="Invalid credentials", headers={"WWW-Authenticate": REALM})
-        rt.bruteforce_record_success(key)
+        if not ok:  # a wrong password or MFA code: already counted
+            raise attempt.failed(realm=REALM)
+        attempt.succeeded()
         # auth_time: when the password was entered; step-up endpoints want it recent (account.py)
         pair = rt.issue_token_pair({**_token_claims(user), **auth_time_claim()})
         record_pair(db, models, pair, user.id, request)

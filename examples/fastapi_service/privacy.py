@@ -25,7 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import bitsec
-from bitsec.fastapi import get_runtime, require_permission
+from bitsec.fastapi import LoginAttempts, LoginGuard, get_runtime, require_permission
 
 from .authority import require_authority
 from .common import Deps, RowId, audit, equipment_out, revoke_user_tokens, user_of
@@ -141,6 +141,7 @@ def _attachment(doc: dict[str, Any], user_id: int) -> JSONResponse:
 def privacy_router(deps: Deps, audit_path: Path | None) -> APIRouter:
     router = APIRouter(prefix="/api/v1", tags=["privacy"])
     models, auth, db_session = deps.models, deps.auth, deps.db_session
+    login_guard = LoginGuard()
 
     def target(request: Request, db: Session, claims: Any, user_id: int, action: str) -> Any:
         """The user, if the caller has authority over them (404 / 403 otherwise, audited)."""
@@ -174,19 +175,17 @@ def privacy_router(deps: Deps, audit_path: Path | None) -> APIRouter:
 
     @router.post("/privacy/anonymize")
     def anonymize_me(body: AnonymizeSelfIn, request: Request, claims: Any = Depends(auth),
-                     db: Session = Depends(db_session)) -> dict[str, Any]:
+                     db: Session = Depends(db_session),
+                     attempts: LoginAttempts = Depends(login_guard)) -> dict[str, Any]:
         rt = get_runtime(request)
         user = user_of(db, models, claims)
         # Erasure is irreversible: the password again, not only a (possibly stolen) token.
-        # Wrong passwords count towards the login brute-force block of the client address.
-        key = f"ip:{request.client.host if request.client else 'unknown'}"
-        status = rt.bruteforce_check(key)
-        if status.blocked:
-            raise HTTPException(status_code=429, detail="Too many failed login attempts",
-                                headers={"Retry-After": str(max(1, status.retry_after))})
+        # The check goes through the login guard (counted first, per client and account).
+        attempt = attempts.begin(user.username)
         if not check_password(body.password, user.password_hash):
-            rt.bruteforce_record_failure(key)
-            raise HTTPException(status_code=403, detail="Password confirmation failed")
+            failed = attempt.failed()
+            raise failed if failed.status_code == 429 else HTTPException(status_code=403, detail="Password confirmation failed")
+        attempt.succeeded()
         revoked = anonymize_user(rt, db, models, user)
         anonymize_event(request, claims, user, "user_request", revoked)
         return {"id": user.id, "anonymized": True, "tokens_revoked": revoked}

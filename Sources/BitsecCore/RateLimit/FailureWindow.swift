@@ -25,14 +25,19 @@ public struct FailureWindowPolicy: Sendable, Equatable {
     public var blockSeconds: Int64
     public var failurePolicy: BackendFailurePolicy
     public var blockAnchor: BlockAnchor
+    /// When set, `reserve` spaces attempts out instead of blocking for `blockSeconds` (the
+    /// login guard's account rule; see `FailureBackoff`).
+    public var backoff: FailureBackoff?
 
     public init(maxFailures: Int64 = 5, windowSeconds: Int64 = 3600, blockSeconds: Int64 = 3600,
-                failurePolicy: BackendFailurePolicy = .local, blockAnchor: BlockAnchor = .triggeringFailure) {
+                failurePolicy: BackendFailurePolicy = .local, blockAnchor: BlockAnchor = .triggeringFailure,
+                backoff: FailureBackoff? = nil) {
         self.maxFailures = maxFailures
         self.windowSeconds = windowSeconds
         self.blockSeconds = blockSeconds
         self.failurePolicy = failurePolicy
         self.blockAnchor = blockAnchor
+        self.backoff = backoff
     }
 
     /// The ERP guide's login rule: 5 failures in an hour block for an hour.
@@ -126,14 +131,14 @@ public final class FailureWindow: Sendable {
 
     public let name: String
     public let policy: FailureWindowPolicy
-    private let redis: RedisPool?
-    private let local: ShardedTable<Entry>
-    private let breaker: OutageBreaker
-    private let audit: (any AuditHook)?
-    private let auditType: String
-    private let keyHead: [UInt8]
-    private let windowMs: Int64
-    private let blockMs: Int64
+    let redis: RedisPool?
+    let local: ShardedTable<Entry>
+    let breaker: OutageBreaker
+    let audit: (any AuditHook)?
+    let auditType: String
+    let keyHead: [UInt8]
+    let windowMs: Int64
+    let blockMs: Int64
 
     /// - name: namespace of the keys (`login`, `totp`, ...): 1-64 bytes of `A-Za-z0-9_-.`.
     /// - maxKeys: bound of the in-process table (keys with failures in the window or a block).
@@ -212,7 +217,7 @@ public final class FailureWindow: Sendable {
         }
     }
 
-    private func finish(_ s: FailureStatus, key: String) -> FailureStatus {
+    func finish(_ s: FailureStatus, key: String) -> FailureStatus {
         if s.newlyBlocked, let audit, audit.automaticEventsEnabled {
             audit.emitAutomatic(AutomaticAuditEvent(
                 type: auditType, subtype: "blocked", result: "denied", reason: "too_many_failures", actor: key,

@@ -13,7 +13,8 @@
 ///     "upload":    {"capacity": 20,  "refill": 20, "period_seconds": 300},
 ///     "inference": {"capacity": 50,  "period_seconds": 60, "failure_policy": "local", "local_share_percent": 25}
 ///   },
-///   "brute_force": {"max_failures": 5, "window_seconds": 3600, "block_seconds": 3600}
+///   "brute_force": {"max_failures": 5, "window_seconds": 3600, "block_seconds": 3600},
+///   "login_guard": {"client": {...}, "account": {...}, "ipv4_prefix": 32, "ipv6_prefix": 64}
 /// }
 /// ```
 public final class RateLimitService: Capability {
@@ -26,12 +27,16 @@ public final class RateLimitService: Capability {
     public let maxKeys: Int
     /// Login brute-force blocking (the ERP guide's rule by default).
     public let bruteForce: FailureWindow
+    /// The login guard: per-client and per-account attempts, reserved before the password
+    /// check (`login_guard`; its defaults when absent).
+    public let loginGuard: LoginGuard
     private let redis: RedisPool?
     private let breaker: OutageBreaker
     private let audit: (any AuditHook)?
 
-    init(store: Store, categories: [RateLimitCategory], maxKeys: Int, bruteForce: FailureWindow, redis: RedisPool?,
-         breaker: OutageBreaker, audit: (any AuditHook)?) {
+    init(store: Store, categories: [RateLimitCategory], maxKeys: Int, bruteForce: FailureWindow, loginGuard: LoginGuard,
+         redis: RedisPool?, breaker: OutageBreaker, audit: (any AuditHook)?) {
+        self.loginGuard = loginGuard
         self.store = store
         self.categories = categories
         self.maxKeys = maxKeys
@@ -81,11 +86,13 @@ public final class RateLimitService: Capability {
             }
         }
         let bfPolicy = try o.object("brute_force").map { (b) throws(BitsecError) in try FailureWindowPolicy.read(b) } ?? .login
-        try o.finish()
         let redis = store == .redis ? context.redis : nil
+        let guardSection = try o.object("login_guard")
+        let loginGuard = try LoginGuard.read(guardSection, redis: redis, audit: context.audit, maxKeys: maxKeys, outageRetryMs: retryMs)
+        try o.finish()
         let bruteForce = FailureWindow(name: "login", policy: bfPolicy, redis: redis, audit: context.audit, maxKeys: maxKeys,
                                        outageRetryMs: retryMs)
-        return RateLimitService(store: store, categories: categories, maxKeys: maxKeys, bruteForce: bruteForce, redis: redis,
+        return RateLimitService(store: store, categories: categories, maxKeys: maxKeys, bruteForce: bruteForce, loginGuard: loginGuard, redis: redis,
                                 breaker: OutageBreaker(retryMs: retryMs), audit: context.audit)
     }
 
@@ -246,6 +253,7 @@ public final class RateLimitService: Capability {
                 ("block_seconds", .number(JSONNumber(int64: p.blockSeconds))),
                 ("failure_policy", .string(p.failurePolicy.rawValue)),
             ]))),
+            ("login_guard", loginGuard.describe()),
         ]))
     }
 }

@@ -715,3 +715,17 @@ def test_real_uvicorn_server(tmp_path: Path) -> None:
         thread.join(30)
         sock.close()
     assert not thread.is_alive()
+
+
+def test_rate_limit_keys_group_ipv6_clients_by_64(tmp_path: Path) -> None:
+    """Rotating addresses inside one IPv6 /64 does not buy a fresh bucket: the middleware keys
+    on rt.client_key, the login guard's grouping (IPv4 stays per address)."""
+    app = make_app(base_config(tmp_path))
+    with TestClient(app) as c:
+        statuses = [TestClient(app, client=(f"2001:db8:5:6::{i + 1:x}", 4000)).post("/auth/login").status_code
+                    for i in range(3)]
+        assert statuses == [200, 200, 429]  # auth: 2 a minute per client
+        assert TestClient(app, client=("2001:db8:5:7::1", 4000)).post("/auth/login").status_code == 200
+        ipv4 = [TestClient(app, client=(f"192.0.2.{i + 1}", 4000)).post("/auth/login").status_code for i in range(3)]
+        assert ipv4 == [200, 200, 200]
+        assert c.app.state.bitsec.client_key("2001:db8:5:6::99") == "2001:db8:5:6::/64"

@@ -129,3 +129,21 @@ def test_exact_semantics_exports_are_declared(repo_root: Path) -> None:
     text = (repo_root / "include" / "bitsec.h").read_text()
     from bitsec.fields import FERNET_NO_TTL
     assert re.search(r"#define BITSEC_FERNET_NO_TTL \((-?\d+)\)", text)[1] == str(FERNET_NO_TTL)
+
+
+def test_login_guard_constants_match_header(repo_root: Path) -> None:
+    text = (repo_root / "include" / "bitsec.h").read_text()
+    defs = {m[1]: int(m[2]) for m in re.finditer(r"#define (BITSEC_LOGIN_GUARD_\w+) (\d+)", text)}
+    from bitsec import ratelimit as rl
+    assert defs["BITSEC_LOGIN_GUARD_DECISION_LEN"] == rl.GUARD_DECISION_LEN
+    reasons = {k[len("BITSEC_LOGIN_GUARD_REASON_"):].lower(): v for k, v in defs.items()
+               if k.startswith("BITSEC_LOGIN_GUARD_REASON_")}
+    assert reasons == {name: i for i, name in enumerate(rl.GUARD_REASONS)}
+    assert (defs["BITSEC_LOGIN_GUARD_FLAG_DEGRADED"], defs["BITSEC_LOGIN_GUARD_FLAG_NEWLY_BLOCKED"],
+            defs["BITSEC_LOGIN_GUARD_FLAG_TABLE_FULL"]) == (rl.GUARD_FLAG_DEGRADED, rl.GUARD_FLAG_NEWLY_BLOCKED,
+                                                           rl.GUARD_FLAG_TABLE_FULL)
+    assert [defs["BITSEC_LOGIN_GUARD_KEY_NONE"], defs["BITSEC_LOGIN_GUARD_KEY_CLIENT"],
+            defs["BITSEC_LOGIN_GUARD_KEY_ACCOUNT"]] == [0, 1, 2]
+    for name in ("bitsec_login_guard_begin", "bitsec_login_guard_succeeded", "bitsec_login_guard_cancel",
+                 "bitsec_client_key"):
+        assert name in _native.PROTOTYPES

@@ -181,3 +181,67 @@ def test_decision_objects_can_be_built_and_compared() -> None:
     assert d == RateLimitDecision(False, 10, 0, 60, 6, True, "backend_deny")
     assert d != RateLimitDecision(True, 10, 0, 60, 0)
     assert isinstance(bitsec.BruteForceStatus, type)
+
+
+# ---- the login guard ---------------------------------------------------------------------
+
+def _reference_client_key(addr: str, v4: int = 32, v6: int = 64) -> str:
+    """The documented rule, written independently with Python's ipaddress."""
+    import ipaddress
+    if "%" in addr:  # a zone (link-local scope): not grouped, used as is
+        return addr
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return addr
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    p = v4 if ip.version == 4 else v6
+    net = ipaddress.ip_network(f"{ip}/{p}", strict=False)
+    return str(net.network_address) if p == ip.max_prefixlen else str(net)
+
+
+def test_client_key_agrees_with_the_documented_rule() -> None:
+    import random
+    rnd = random.Random(7)
+    samples = ["127.0.0.1", "::1", "::", "::ffff:10.1.2.3", "2001:db8::1", "fe80::1%eth0", "testclient",
+               "1.2.3.04", "001.2.3.4", "1:2:3:4:5:6:7:8", "1::8", "::2:3:4:5:6:7:8", "2001:DB8:0:0:8:800:200C:417A"]
+    for _ in range(300):
+        groups = [rnd.choice([0, 0, rnd.randrange(0x10000)]) for _ in range(8)]
+        samples.append(":".join(f"{g:x}" for g in groups))
+        samples.append(str(__import__("ipaddress").IPv6Address(":".join(f"{g:x}" for g in groups))))
+        samples.append(".".join(str(rnd.randrange(256)) for _ in range(4)))
+    for v4, v6 in [(32, 64), (24, 48), (32, 128)]:
+        with bitsec.Runtime({"rate_limits": {"login_guard": {"ipv4_prefix": v4, "ipv6_prefix": v6}}}) as r:
+            for s in samples:
+                assert r.client_key(s) == _reference_client_key(s, v4, v6), s
+
+
+@pytest.mark.parametrize("redis", [False, True])
+def test_login_guard_begin_and_succeeded(redis: bool, redis_config: dict) -> None:
+    cfg: dict = {"rate_limits": {}}
+    if redis:
+        cfg.update(redis_config)
+    with bitsec.Runtime(cfg) as r:
+        ip, victim, own = "10.7.7." + str(os.getpid() % 250), key("victim"), key("own")
+        for i in range(4):
+            d = r.login_guard_begin(victim, ip, at=T0 + 2 * i)
+            assert d and d.reason == "ok" and d.remaining == 4 - i and d.failure_retry_after == 0 and d.ticket > 0
+            mine = r.login_guard_begin(own.upper(), ip, at=T0 + 2 * i + 1)
+            assert mine
+            r.login_guard_succeeded(own, ip, mine, at=T0 + 2 * i + 1)
+        d = r.login_guard_begin(victim, ip, at=T0 + 10)
+        assert d and d.remaining == 0 and d.failure_retry_after == 3600
+        d = r.login_guard_begin(own, ip, at=T0 + 11)
+        assert not d and d.reason == "client_blocked" and d.refused_by == "client" and d.newly_blocked
+        assert d.headers() == {"Retry-After": str(d.retry_after)} and 1 <= d.retry_after <= 3600
+        # cancel refunds both keys: an MFA step pending is not a failure.
+        other = "10.8.8." + str(os.getpid() % 250)
+        for _ in range(6):
+            c = r.login_guard_begin(own, other, at=T0 + 20)
+            assert c
+            r.login_guard_cancel(own, other, c, at=T0 + 20)
+        with pytest.raises(bitsec.InvalidArgumentError):
+            r.login_guard_begin("", ip)
+        with pytest.raises(bitsec.TooLargeError):
+            r.login_guard_begin("a" * 513, ip)

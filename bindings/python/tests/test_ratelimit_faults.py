@@ -185,3 +185,30 @@ def test_eight_threads_and_two_processes_on_one_key(redis_server) -> None:
     ceiling = 50 + 100 * (duration + 0.25)  # + the last round trips that started before `end`
     assert total <= ceiling, (total, ceiling)
     assert total >= 0.8 * (50 + 100 * duration), total
+
+
+def test_login_guard_under_an_outage_follows_each_rules_failure_policy(fresh_redis) -> None:
+    """Redis killed: the client rule ("local") keeps counting in process, so the limit still
+    holds; an account rule with "deny" refuses (backend_deny) while Redis is away; after a
+    restart the guard is back on Redis."""
+    cfg = config(fresh_redis.port, login_guard={"account": {"failure_policy": "deny"}})
+    with bitsec.Runtime(cfg) as r:
+        acct, ip = uuid.uuid4().hex, "10.55.0.1"
+        d = r.login_guard_begin(acct, ip, at=T0)
+        assert d and not d.degraded
+        fresh_redis.kill()
+        d = r.login_guard_begin(acct, ip, at=T0 + 1)
+        assert not d and d.degraded and d.reason == "backend_deny" and d.refused_by == "account"
+        assert d.retry_after >= 1
+        with bitsec.Runtime(config(fresh_redis.port)) as r2:  # both rules "local"
+            allowed = [bool(r2.login_guard_begin(f"u{i}-{acct}", ip, at=T0)) for i in range(8)]
+            assert allowed == [True] * 5 + [False] * 3  # the client limit holds in process
+            assert r2.login_guard_begin("x-" + acct, ip, at=T0).degraded
+        fresh_redis.restart()
+        deadline = time.monotonic() + 15
+        while True:
+            d = r.login_guard_begin(acct, "10.55.0.2", at=T0 + 2)
+            if not d.degraded or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        assert d and not d.degraded

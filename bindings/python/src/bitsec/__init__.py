@@ -37,7 +37,7 @@ from .fields import (
     field_context,
     field_key_id,
 )
-from .ratelimit import BruteForceStatus, RateLimitDecision
+from .ratelimit import BruteForceStatus, LoginGuardDecision, RateLimitDecision
 from .permissions import Decision, PermissionDeniedError, Principal, permission_reason
 from .audit import AuditHandler, AuditProblem, AuditVerifyReport, audit_verify
 from .runtime import Runtime, random_bytes

@@ -1,4 +1,5 @@
-"""Rate limits and brute-force blocking: ``Runtime.rate_limit_take`` and ``Runtime.bruteforce_*``.
+"""Rate limits, brute-force blocking and the login guard: ``Runtime.rate_limit_take``,
+``Runtime.bruteforce_*``, ``Runtime.login_guard_*`` and ``Runtime.client_key``.
 
 One C call per operation; the output array is a per-thread buffer reused across calls.
 """
@@ -23,6 +24,14 @@ _bf_success = N.declare("bitsec_bruteforce_record_success", N.status,
                         [N.handle, c_char_p, c_size_t, c_int64, POINTER(c_int64)])
 _bf_check = N.declare("bitsec_bruteforce_check", N.status, [N.handle, c_char_p, c_size_t, c_int64, POINTER(c_int64)])
 _bf_reset = N.declare("bitsec_bruteforce_reset", N.status, [N.handle, c_char_p, c_size_t])
+_lg_begin = N.declare("bitsec_login_guard_begin", N.status,
+                      [N.handle, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, POINTER(c_int64)])
+_lg_succeeded = N.declare("bitsec_login_guard_succeeded", N.status,
+                          [N.handle, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, c_int64])
+_lg_cancel = N.declare("bitsec_login_guard_cancel", N.status,
+                       [N.handle, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, c_int64])
+_client_key = N.declare("bitsec_client_key", N.status,
+                        [N.handle, c_char_p, c_size_t, c_char_p, c_size_t, POINTER(c_size_t)])
 
 DECISION_LEN = 7  # BITSEC_RATE_LIMIT_DECISION_LEN
 STATUS_LEN = 6  # BITSEC_BRUTEFORCE_STATUS_LEN
@@ -32,7 +41,15 @@ BF_FLAG_DEGRADED, BF_FLAG_NEWLY_BLOCKED, BF_FLAG_TABLE_FULL = 1, 2, 4
 #: BITSEC_RATE_LIMIT_REASON_* codes by value.
 REASONS = ("ok", "limited", "key_table_full", "backend_deny", "backend_allow")
 
+GUARD_DECISION_LEN = 8  # BITSEC_LOGIN_GUARD_DECISION_LEN
+GUARD_FLAG_DEGRADED, GUARD_FLAG_NEWLY_BLOCKED, GUARD_FLAG_TABLE_FULL = 1, 2, 4
+#: BITSEC_LOGIN_GUARD_REASON_* codes by value.
+GUARD_REASONS = ("ok", "client_blocked", "account_backoff", "account_limit", "table_full", "backend_deny")
+#: BITSEC_LOGIN_GUARD_KEY_* values by value.
+GUARD_KEYS = (None, "client", "account")
+
 _DecisionArray = c_int64 * DECISION_LEN
+_GuardArray = c_int64 * GUARD_DECISION_LEN
 _StatusArray = c_int64 * STATUS_LEN
 _tls = threading.local()
 _categories: dict[str, tuple[bytes, c_size_t]] = {}
@@ -181,6 +198,80 @@ class BruteForceStatus:
                 "newly_blocked={0.newly_blocked})").format(self)
 
 
+class LoginGuardDecision(tuple):  # type: ignore[type-arg]
+    """The login guard's answer to ``login_guard_begin``. Truthy when the attempt may go ahead
+    (it is then already counted as a failure: call ``login_guard_succeeded`` after a
+    successful login, nothing after a failed one).
+
+    ``allowed``; ``reason`` (``ok``, ``client_blocked``, ``account_backoff``,
+    ``account_limit``, ``table_full``, ``backend_deny``); ``refused_by`` (``None``,
+    ``"client"`` or ``"account"``); ``retry_after`` (seconds, >= 1 when refused);
+    ``remaining`` (failures the client may still make before its block);
+    ``failure_retry_after`` (when allowed: the seconds to wait if this attempt fails, 0 when
+    the next attempt is free); ``ticket`` (the reservation, for ``login_guard_succeeded`` and
+    ``login_guard_cancel``); ``degraded``, ``newly_blocked``, ``table_full``.
+
+    An immutable tuple of the C decision array (built in one step from the C output).
+    """
+
+    __slots__ = ()
+
+    @property
+    def allowed(self) -> bool:
+        return self[0] == 1
+
+    @property
+    def reason(self) -> str:
+        c = self[1]
+        return GUARD_REASONS[c] if 0 <= c < len(GUARD_REASONS) else str(c)
+
+    @property
+    def refused_by(self) -> str | None:
+        c = self[2]
+        return GUARD_KEYS[c] if 0 <= c < len(GUARD_KEYS) else str(c)
+
+    @property
+    def retry_after(self) -> int:
+        return self[3]
+
+    @property
+    def remaining(self) -> int:
+        return self[4]
+
+    @property
+    def failure_retry_after(self) -> int:
+        return self[5]
+
+    @property
+    def ticket(self) -> int:
+        return self[6]
+
+    @property
+    def degraded(self) -> bool:
+        return self[7] & GUARD_FLAG_DEGRADED != 0
+
+    @property
+    def newly_blocked(self) -> bool:
+        return self[7] & GUARD_FLAG_NEWLY_BLOCKED != 0
+
+    @property
+    def table_full(self) -> bool:
+        return self[7] & GUARD_FLAG_TABLE_FULL != 0
+
+    def headers(self) -> dict[str, str]:
+        """``Retry-After`` when refused; nothing when allowed."""
+        return {} if self[0] == 1 else {"Retry-After": str(max(1, self[3]))}
+
+    def __bool__(self) -> bool:
+        return self[0] == 1
+
+    def __repr__(self) -> str:
+        return ("LoginGuardDecision(allowed={0.allowed}, reason={0.reason!r}, refused_by={0.refused_by!r}, "
+                "retry_after={0.retry_after}, remaining={0.remaining}, failure_retry_after={0.failure_retry_after}, "
+                "degraded={0.degraded})").format(self)
+
+
+_guard_unpack = struct.Struct(f"{GUARD_DECISION_LEN}q").unpack_from
 _new_decision = tuple.__new__
 _unpack = struct.Struct(f"{DECISION_LEN}q").unpack_from
 _ONE = c_int64(1)
@@ -244,3 +335,62 @@ class RateLimitMixin:
         """Clears ``key``'s failures and lifts its block (administrators, tests)."""
         k = _key(key)
         N.check(_bf_reset(self.handle, k, len(k)))
+
+    # ---- the login guard ------------------------------------------------------------------
+
+    def login_guard_begin(self, account: Key, client: Key, at: float | int | None = None) -> LoginGuardDecision:
+        """Reserves one login attempt of ``account`` (as typed: the library folds it with
+        NFKC_Casefold) from ``client`` (its address: grouped by network, see ``client_key``)
+        BEFORE the password check, or refuses it. An allowed attempt is already counted as a
+        failure of both: call ``login_guard_succeeded`` after a successful login (a failed
+        one needs nothing). A refusal is a decision, not an exception."""
+        a = account.encode("utf-8") if type(account) is str else _key(account)
+        c = client.encode("utf-8") if type(client) is str else _key(client)
+        buf = getattr(_tls, "g", None)
+        if buf is None:
+            buf = _tls.g = _GuardArray()
+        h = self.__dict__.get("_rl_handle")
+        if h is None or self._h is None:  # type: ignore[attr-defined]
+            h = self.__dict__["_rl_handle"] = c_void_p(self.handle)
+        rc = _lg_begin(h, a, len(a), c, len(c), _ZERO if at is None else int(at), buf)
+        if rc:
+            N.check(rc)
+        return _new_decision(LoginGuardDecision, _guard_unpack(buf))
+
+    def login_guard_succeeded(self, account: Key, client: Key, decision: "LoginGuardDecision | int",
+                              at: float | int | None = None) -> None:
+        """The attempt ``decision`` (from ``login_guard_begin``; or its ``ticket``) succeeded:
+        the client's reservation is refunded (its failures against other accounts stay) and
+        the account's failures and back-off are cleared."""
+        a = account.encode("utf-8") if type(account) is str else _key(account)
+        c = client.encode("utf-8") if type(client) is str else _key(client)
+        ticket = decision if type(decision) is int else decision.ticket  # type: ignore[union-attr]
+        h = self.__dict__.get("_rl_handle")
+        if h is None or self._h is None:  # type: ignore[attr-defined]
+            h = self.__dict__["_rl_handle"] = c_void_p(self.handle)
+        rc = _lg_succeeded(h, a, len(a), c, len(c), ticket, _ZERO if at is None else int(at))
+        if rc:
+            N.check(rc)
+
+    def login_guard_cancel(self, account: Key, client: Key, decision: "LoginGuardDecision | int",
+                           at: float | int | None = None) -> None:
+        """The attempt was neither a success nor a failure (the password was right and a
+        second factor is still due): both reservations are refunded, nothing is cleared."""
+        a = _key(account)
+        c = _key(client)
+        ticket = decision if isinstance(decision, int) else decision.ticket
+        N.check(_lg_cancel(self.handle, a, len(a), c, len(c), ticket, _at(at)))
+
+    def client_key(self, client: Key) -> str:
+        """The key a client address is counted under: IPv4 reduced to ``ipv4_prefix`` bits
+        (default 32), IPv6 to ``ipv6_prefix`` bits (default 64; ``rate_limits.login_guard``),
+        IPv4-mapped IPv6 as IPv4, canonical text plus ``/<prefix>`` unless the prefix is the
+        whole address; anything that is not an IP address unchanged."""
+        c = _key(client)
+        buf = ctypes.create_string_buffer(_MAX_CLIENT_KEY + 1)
+        n = c_size_t(0)
+        N.check(_client_key(self.handle, c, len(c), buf, len(buf), ctypes.byref(n)))
+        return buf.raw[: n.value].decode("utf-8")
+
+
+_MAX_CLIENT_KEY = 512  # BITSEC_RATE_LIMIT_MAX_KEY_BYTES

@@ -1,0 +1,149 @@
+// The login guard (rate_limits' login_guard): attempts per account and per client, reserved
+// before the password check.
+internal import BitsecCore
+
+/// A (pointer, length) UTF-8 key argument as a String: 1 to BITSEC_RATE_LIMIT_MAX_KEY_BYTES
+/// bytes. ASCII (the usual case: addresses, most account names) is decided by a scan; only
+/// other input goes through the generic validator, whose unspecialised call from this module
+/// costs more than the guard's own work.
+@inline(__always)
+private func textKeyArg(_ p: UnsafePointer<CChar>?, _ len: UInt, _ name: StaticString) throws(BitsecError) -> String {
+    guard len <= UInt(RateLimitLimits.maxKeyBytes) else {
+        throw .tooLarge("\(name): \(len) bytes exceeds the limit of \(RateLimitLimits.maxKeyBytes)")
+    }
+    guard let p else { throw .invalid("\(name) is NULL") }
+    guard len > 0 else { throw .invalid("\(name) is empty") }
+    let bytes = UnsafeBufferPointer(start: UnsafeRawPointer(p).assumingMemoryBound(to: UInt8.self), count: Int(len))
+    var ascii = true
+    for b in bytes where b >= 0x80 {
+        ascii = false
+        break
+    }
+    if !ascii && !UTF8Validation.isValid(bytes) { throw .invalid("\(name) is not valid UTF-8") }
+    return String(decoding: bytes, as: UTF8.self)
+}
+
+/// Reserves one login attempt of account from client BEFORE the password check, or refuses
+/// it. The attempt is counted as a failure of both keys up front (check-and-count, atomic
+/// per key), so N concurrent guesses can never exceed a limit; after a successful login call
+/// bitsec_login_guard_succeeded (which refunds it), after a failed one nothing (already
+/// counted). Two rules, each with its own counter:
+/// client: the address group (IPv6 /64 and IPv4 /32 by default, see bitsec_client_key): by
+/// default 5 failures in an hour block it for an hour;
+/// account: its NFKC_Casefold form (case, fullwidth and other compatibility forms, and
+/// default-ignorable characters make no difference): by default 10 free failures, then a
+/// delay between attempts doubling from 1 s up to 60 s, and never more than 100 failures in
+/// an hour; the wait an attacker can impose on the owner is bounded, there is no lock-out.
+/// The client is checked first; when the account refuses, the client's reservation is
+/// refunded. A newly blocked key emits a "blocked" audit event.
+///
+/// rt: the runtime (rate_limits section; its login_guard part, or the defaults).
+/// account, account_len: the account name as typed (UTF-8, 1 to
+/// BITSEC_RATE_LIMIT_MAX_KEY_BYTES bytes).
+/// client, client_len: the client's address (UTF-8, 1 to BITSEC_RATE_LIMIT_MAX_KEY_BYTES
+/// bytes); a string that is not an IP address is used as is.
+/// at: the instant, Unix seconds; 0 means now (with Redis: the Redis server's clock).
+/// out_decision: caller-owned array of BITSEC_LOGIN_GUARD_DECISION_LEN int64_t, written on
+/// BITSEC_OK: [BITSEC_LOGIN_GUARD_D_ALLOWED] 1 or 0, [..._D_REASON] a
+/// BITSEC_LOGIN_GUARD_REASON_* code, [..._D_REFUSED_BY] BITSEC_LOGIN_GUARD_KEY_* (NONE,
+/// CLIENT, ACCOUNT), [..._D_RETRY_AFTER] seconds to wait (>= 1 when refused, 0 when
+/// allowed), [..._D_REMAINING] failures the client may still make before its block,
+/// [..._D_FAILURE_RETRY_AFTER] when allowed, the seconds to wait if this attempt fails (0:
+/// the next attempt is free), [..._D_TICKET] the reservation, to pass to
+/// bitsec_login_guard_succeeded or bitsec_login_guard_cancel (0 when refused),
+/// [..._D_FLAGS] BITSEC_LOGIN_GUARD_FLAG_* bits (DEGRADED, NEWLY_BLOCKED, TABLE_FULL).
+/// Returns BITSEC_OK for every decision, allowed or refused (a Redis outage is never an
+/// error: each rule's failure_policy decides and DEGRADED is set); BITSEC_E_INVALID_ARGUMENT
+/// (NULL pointer, empty account or client, invalid UTF-8, at < 0); BITSEC_E_TOO_LARGE;
+/// BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread.
+/// Since: 0.2.0
+@c(bitsec_login_guard_begin)
+public func bitsec_login_guard_begin(_ rt: OpaquePointer?, _ account: UnsafePointer<CChar>?, _ account_len: UInt,
+                                     _ client: UnsafePointer<CChar>?, _ client_len: UInt, _ at: Int64,
+                                     _ out_decision: UnsafeMutablePointer<Int64>?) -> Int32 {
+    withRuntime(rt) { (r) throws(BitsecError) in
+        guard let out_decision else { throw .invalid("out_decision is NULL") }
+        let g = try r.require(r.rateLimits).loginGuard
+        let d = try g.begin(account: try textKeyArg(account, account_len, "account"),
+                            client: try textKeyArg(client, client_len, "client"), at: at)
+        for (i, v) in d.packed.enumerated() { out_decision[i] = v }
+    }
+}
+
+/// The attempt reserved by bitsec_login_guard_begin succeeded: the client's reservation is
+/// refunded (its failures against OTHER accounts stay: logging in to one's own account does
+/// not reset a guesser's count) and the account's failures and back-off are cleared.
+///
+/// rt, account, account_len, client, client_len, at: as bitsec_login_guard_begin (the same
+/// account and client).
+/// ticket: out_decision[BITSEC_LOGIN_GUARD_D_TICKET] of that begin; 0 refunds nothing on the
+/// client (the account is still cleared).
+/// Returns BITSEC_OK; BITSEC_E_INVALID_ARGUMENT (also ticket < 0); BITSEC_E_TOO_LARGE;
+/// BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED. A Redis outage is not an error (the failure
+/// policy applies; with "local" the in-process state is updated).
+/// Thread safety: safe from any thread.
+/// Since: 0.2.0
+@c(bitsec_login_guard_succeeded)
+public func bitsec_login_guard_succeeded(_ rt: OpaquePointer?, _ account: UnsafePointer<CChar>?, _ account_len: UInt,
+                                         _ client: UnsafePointer<CChar>?, _ client_len: UInt, _ ticket: Int64,
+                                         _ at: Int64) -> Int32 {
+    withRuntime(rt) { (r) throws(BitsecError) in
+        let g = try r.require(r.rateLimits).loginGuard
+        _ = try RateLimitLimits.instantMs(at)
+        try g.succeeded(account: try textKeyArg(account, account_len, "account"),
+                        client: try textKeyArg(client, client_len, "client"), ticket: ticket, at: at)
+    }
+}
+
+/// The attempt reserved by bitsec_login_guard_begin was neither a success nor a failure (the
+/// password was right but a second factor is still due; the host gave up before checking):
+/// both reservations are refunded and nothing is cleared. A wrong second factor is a failure:
+/// do not cancel it.
+///
+/// rt, account, account_len, client, client_len, ticket, at: as bitsec_login_guard_succeeded
+/// (ticket 0: nothing to refund).
+/// Returns BITSEC_OK; BITSEC_E_INVALID_ARGUMENT; BITSEC_E_TOO_LARGE; BITSEC_E_NOT_CONFIGURED;
+/// BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread.
+/// Since: 0.2.0
+@c(bitsec_login_guard_cancel)
+public func bitsec_login_guard_cancel(_ rt: OpaquePointer?, _ account: UnsafePointer<CChar>?, _ account_len: UInt,
+                                      _ client: UnsafePointer<CChar>?, _ client_len: UInt, _ ticket: Int64,
+                                      _ at: Int64) -> Int32 {
+    withRuntime(rt) { (r) throws(BitsecError) in
+        let g = try r.require(r.rateLimits).loginGuard
+        _ = try RateLimitLimits.instantMs(at)
+        try g.cancel(account: try textKeyArg(account, account_len, "account"),
+                     client: try textKeyArg(client, client_len, "client"), ticket: ticket, at: at)
+    }
+}
+
+/// The key a client address is counted under, by the login guard and by the rate limits of a
+/// host that keys on addresses: an IPv4 address reduced to its first ipv4_prefix bits
+/// (default 32), an IPv6 address to its first ipv6_prefix bits (default 64: one customer's
+/// allocation, so rotating addresses inside it counts as one client), both set in
+/// rate_limits.login_guard; an IPv4-mapped IPv6 address (::ffff:a.b.c.d) counts as the IPv4
+/// address. Written canonically: dotted decimal, or RFC 5952 IPv6 (lowercase, "::" for the
+/// longest run of zero groups), followed by "/<prefix>" unless the prefix is the whole
+/// address. A string that is not an IP address in standard notation (a host name, a zone
+/// "%eth0", IPv4 with leading zeros) is returned unchanged.
+///
+/// rt: the runtime (rate_limits section).
+/// client, client_len: the address (UTF-8, 1 to BITSEC_RATE_LIMIT_MAX_KEY_BYTES bytes).
+/// out_buf, out_cap: caller-owned buffer (BITSEC_RATE_LIMIT_MAX_KEY_BYTES + 1 always
+/// suffices). out_len: receives the key's length (excluding the NUL written after it when
+/// there is room), also when the buffer is too small.
+/// Returns BITSEC_OK; BITSEC_E_BUFFER_TOO_SMALL (*out_len holds the size needed);
+/// BITSEC_E_INVALID_ARGUMENT; BITSEC_E_TOO_LARGE; BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread.
+/// Since: 0.2.0
+@c(bitsec_client_key)
+public func bitsec_client_key(_ rt: OpaquePointer?, _ client: UnsafePointer<CChar>?, _ client_len: UInt,
+                              _ out_buf: UnsafeMutablePointer<CChar>?, _ out_cap: UInt, _ out_len: UnsafeMutablePointer<UInt>?) -> Int32 {
+    withRuntime(rt) { (r) throws(BitsecError) in
+        let g = try r.require(r.rateLimits).loginGuard
+        let key = g.clientKey(try textKeyArg(client, client_len, "client"))
+        try writeOutput(Array(key.utf8), out_buf, out_cap, out_len)
+    }
+}

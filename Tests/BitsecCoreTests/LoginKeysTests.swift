@@ -1,0 +1,32 @@
+import Testing
+import BitsecCore
+
+@Suite struct LoginKeysTests {
+    /// Spellings a person cannot tell apart are one account (NFKC_Casefold).
+    @Test func accountsAreFoldedWithNFKCCaseFold() {
+        #expect(LoginKeys.account("Vera") == "vera")
+        #expect(LoginKeys.account("VERA") == "vera")
+        #expect(LoginKeys.account("ＶＥＲＡ") == "vera")            // fullwidth
+        #expect(LoginKeys.account("ve\u{AD}ra\u{200B}") == "vera")  // soft hyphen, zero-width space
+        #expect(LoginKeys.account("Straße") == "strasse")            // full case folding
+        #expect(LoginKeys.account("ﬁona") == "fiona")                 // ligature
+        #expect(LoginKeys.account("𝐯𝐞𝐫𝐚") == "vera")                 // mathematical bold
+        #expect(LoginKeys.account("e\u{301}lodie") == LoginKeys.account("\u{C9}LODIE"))  // NFD vs NFC, case
+        #expect(LoginKeys.account("ΟΔΥΣΣΕΥΣ") == LoginKeys.account("οδυσσευς"))
+        #expect(LoginKeys.account("vera") != LoginKeys.account("vera2"))
+    }
+
+    @Test func clientsAreGroupedByPrefix() {
+        #expect(LoginKeys.client("2001:db8:1:2:3:4:5:6") == "2001:db8:1:2::/64")
+        #expect(LoginKeys.client("2001:DB8:1:2:ffff::1") == "2001:db8:1:2::/64")
+        #expect(LoginKeys.client("2001:db8:1:2::1", ipv6Prefix: 128) == "2001:db8:1:2::1")
+        #expect(LoginKeys.client("2001:db8:0:0:1:0:0:1", ipv6Prefix: 128) == "2001:db8::1:0:0:1")
+        #expect(LoginKeys.client("::ffff:192.0.2.1") == "192.0.2.1")
+        #expect(LoginKeys.client("192.0.2.77") == "192.0.2.77")
+        #expect(LoginKeys.client("192.0.2.77", ipv4Prefix: 24) == "192.0.2.0/24")
+        #expect(LoginKeys.client("::1") == "::/64")
+        for notIP in ["localhost", "fe80::1%eth0", "01.2.3.4", "1.2.3", "1.2.3.256", "1:2:3:4:5:6:7:8:9", "1::2::3", ":1", "testclient", ""] {
+            #expect(LoginKeys.client(notIP) == notIP)
+        }
+    }
+}
