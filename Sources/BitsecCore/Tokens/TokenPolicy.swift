@@ -50,6 +50,8 @@ public final class VerifiedClaims: Sendable {
     /// `scope` split on spaces, then `scp` (string or array).
     public let scopes: [String]
     public let type: String?
+    /// `session_id` when it is a string (issued pairs carry one); nil otherwise.
+    public let sessionId: String?
     /// The result document written to callers:
     /// `{"sub":..,"roles":[..],"scope":[..],"tenant_id":..,"jti":..,"exp":..,"claims":{...}}`.
     public let result: [UInt8]
@@ -64,6 +66,7 @@ public final class VerifiedClaims: Sendable {
         var bad: String? = nil
         var exp: Int64? = nil, nbf: Int64? = nil, iat: Int64? = nil
         var iss: String? = nil, sub: String? = nil, jti: String? = nil, tenant: String? = nil, type: String? = nil
+        var sessionId: String? = nil
         var aud: [String]? = nil
         var roles: [String] = [], extraRoles: [String] = []
         var scopes: [String] = [], extraScopes: [String] = []
@@ -82,6 +85,7 @@ public final class VerifiedClaims: Sendable {
                 case .jti: jti = Self.string(v, key, &bad)
                 case .tenant: tenant = Self.string(v, key, &bad)
                 case .type: type = Self.string(v, key, &bad)
+                case .sessionId: if case .string(let s) = v { sessionId = s }
                 case .aud: aud = Self.strings(v, key, split: false, &bad)
                 case .role: roles = Self.strings(v, key, split: false, &bad) ?? []
                 case .roles: extraRoles = Self.strings(v, key, split: false, &bad) ?? []
@@ -97,6 +101,7 @@ public final class VerifiedClaims: Sendable {
         for s in extraScopes where !scopes.contains(s) { scopes.append(s) }
         self.exp = exp; self.nbf = nbf; self.iat = iat
         self.iss = iss; self.sub = sub; self.jti = jti; self.tenant = tenant; self.type = type
+        self.sessionId = sessionId
         self.aud = aud; self.roles = roles; self.scopes = scopes
         invalidClaim = bad
 
@@ -159,7 +164,7 @@ public final class VerifiedClaims: Sendable {
 
 /// The claim names bitsec reads, recognised from their bytes.
 enum ClaimName {
-    case exp, nbf, iat, iss, sub, jti, aud, tenant, type, role, roles, scope, scp, other
+    case exp, nbf, iat, iss, sub, jti, aud, tenant, type, role, roles, scope, scp, sessionId, other
 
     @inline(__always)
     static func of(_ key: String) -> ClaimName {
@@ -167,7 +172,7 @@ enum ClaimName {
         return k.withUTF8 { b -> ClaimName in
             // The name's bytes packed big-endian into an integer: one compare per candidate.
             let n = b.count
-            guard n >= 3, n <= 9 else { return .other }
+            guard n >= 3, n <= 10 else { return .other }
             var v: UInt64 = 0
             for i in 0..<min(n, 8) { v = v << 8 | UInt64(b[i]) }
             switch n {
@@ -194,6 +199,9 @@ enum ClaimName {
             case 9:
                 // "tenant_i" + "d"
                 return v == 0x7465_6E61_6E74_5F69 && b[8] == UInt8(ascii: "d") ? .tenant : .other
+            case 10:
+                // "session_" + "id"
+                return v == 0x7365_7373_696F_6E5F && b[8] == UInt8(ascii: "i") && b[9] == UInt8(ascii: "d") ? .sessionId : .other
             default:
                 return .other
             }
