@@ -8,7 +8,6 @@ library on every call, so expiry, audience and revocation are always checked).
 """
 from __future__ import annotations
 
-import base64
 import ctypes
 import json
 import threading
