@@ -110,7 +110,7 @@ public final class MemoryRevocationStore: RevocationStore {
         s.nextFullPurge = now &+ 1
     }
 
-    private static func covered(_ s: State, _ id: TokenIdentity, now: Int64) -> Bool {
+    private static func covered(_ s: inout State, _ id: TokenIdentity, now: Int64) -> Bool {
         if s.global.until > now, id.coveredBy(s.global.epoch) { return true }
         if let jti = id.jti, let u = s.jtis[jti], u > now { return true }
         if !s.sessions.isEmpty, let sid = id.sid, let e = s.sessions[SessionKey(sub: id.sub ?? "", sid: sid)],
@@ -160,7 +160,7 @@ public final class MemoryRevocationStore: RevocationStore {
 
     public func revoke(_ id: TokenIdentity, until: Int64, now: Int64) -> RevokeOutcome {
         state.withLock { s in
-            if Self.covered(s, id, now: now) { return .already }
+            if Self.covered(&s, id, now: now) { return .already }
             if let jti = id.jti {
                 if s.jtis.count >= maxEntries { purge(&s, now: now, full: true) } else { purge(&s, now: now, full: false) }
                 if s.jtis.count < maxEntries {
@@ -192,7 +192,7 @@ public final class MemoryRevocationStore: RevocationStore {
     }
 
     public func isRevoked(_ id: TokenIdentity, now: Int64) -> Bool {
-        state.withLock { s in Self.covered(s, id, now: now) }
+        state.withLock { s in Self.covered(&s, id, now: now) }
     }
 
     public func isRevoked(jti: String, now: Int64) -> Bool {
