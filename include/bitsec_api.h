@@ -616,7 +616,9 @@ int32_t bitsec_runtime_open_file(char const *path, bitsec_runtime **out_rt) BITS
 /// Since: 0.1.0
 char const *bitsec_strerror(int32_t code) BITSEC_NODISCARD;
 
-/// Whether a jti is revoked at instant at.
+/// Whether a bare jti is revoked at instant at (as recorded by bitsec_token_revoke; in
+/// Redis that is the place of tokens without a sub claim). Session and subject revocations
+/// and jtis revoked with their subject are seen by bitsec_verify_token, which checks all.
 /// jti, jti_len: 1 to 512 bytes of UTF-8; caller-owned.
 /// at: Unix seconds (0 = now).
 /// out_revoked: receives 1 or 0.

@@ -269,7 +269,9 @@ public func bitsec_token_revoke_subject(_ rt: OpaquePointer?, _ subject: UnsafeP
     }
 }
 
-/// Whether a jti is revoked at instant at.
+/// Whether a bare jti is revoked at instant at (as recorded by bitsec_token_revoke; in
+/// Redis that is the place of tokens without a sub claim). Session and subject revocations
+/// and jtis revoked with their subject are seen by bitsec_verify_token, which checks all.
 ///
 /// jti, jti_len: 1 to 512 bytes of UTF-8; caller-owned.
 /// at: Unix seconds (0 = now).
