@@ -11,7 +11,6 @@ import base64
 import json
 import os
 import secrets
-import time
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Iterator, Sequence
