@@ -243,12 +243,13 @@ typedef struct bitsec_runtime bitsec_runtime;
 #define BITSEC_TOKEN_WRONG_AUDIENCE 11
 #define BITSEC_TOKEN_MISSING_CLAIM 12    /* exp, a required claim, or iss/aud when expected */
 #define BITSEC_TOKEN_INVALID_CLAIM 13    /* a registered claim of the wrong JSON type */
-#define BITSEC_TOKEN_REVOKED 14          /* its jti was revoked */
+#define BITSEC_TOKEN_REVOKED 14          /* its jti, session, subject was revoked */
 #define BITSEC_TOKEN_CRIT_UNSUPPORTED 15 /* crit names an extension bitsec does not implement */
 #define BITSEC_TOKEN_WRONG_TYPE 16       /* typ header mismatch, or refresh token used as access */
 /* Default of tokens.max_token_bytes; the configurable range is 256 .. 1 MiB. */
 #define BITSEC_TOKEN_MAX_BYTES_DEFAULT 8192
-/* Longest jti accepted by bitsec_token_revoke / bitsec_token_is_revoked. */
+/* Longest jti accepted by bitsec_token_revoke / bitsec_token_is_revoked; also the longest
+ * session_id and subject of bitsec_token_revoke_session / bitsec_token_revoke_subject. */
 #define BITSEC_TOKEN_MAX_JTI_BYTES 512
 
 #include "bitsec_api.h"

@@ -195,17 +195,21 @@ public func bitsec_token_refresh(_ rt: OpaquePointer?, _ token: UnsafePointer<CC
     }
 }
 
-/// Revokes a jti: every token carrying it verifies as BITSEC_TOKEN_REVOKED until exp plus
-/// the leeway (then it is expired anyway and the entry is dropped). In Redis when the
-/// runtime has a redis section (shared by every instance), in process otherwise.
+/// Revokes a bare jti: every token carrying it verifies as BITSEC_TOKEN_REVOKED until exp
+/// plus the leeway (then it is expired anyway and the entry is dropped). In Redis when the
+/// runtime has a redis section (shared by every instance), in process otherwise. Only the
+/// jti is known here: in Redis the revocation is stored in the place of tokens WITHOUT a
+/// sub claim (revoke a token that has a sub with bitsec_token_revoke_token, which also
+/// knows its session). In process, when tokens.revocation.max_entries live jtis are
+/// recorded, the call does not fail: every token issued up to now is revoked instead (fail
+/// closed; see bitsec_token_revoke_token for the narrower escalation).
 ///
 /// jti, jti_len: the token's jti, 1 to 512 bytes of UTF-8; caller-owned.
 /// exp: the token's exp (Unix seconds); 0 when unknown: then now + refresh_ttl_seconds.
 /// at: Unix seconds (0 = now).
 /// out_newly: optional; receives 1 when newly revoked, 0 when it already was (or when exp
 /// plus the leeway is already past: nothing to remember).
-/// Returns BITSEC_OK; BITSEC_E_INVALID_ARGUMENT; BITSEC_E_TOO_LARGE (in-process list full of
-/// live entries: tokens.revocation.max_entries); BITSEC_E_BACKEND_UNAVAILABLE;
+/// Returns BITSEC_OK; BITSEC_E_INVALID_ARGUMENT; BITSEC_E_BACKEND_UNAVAILABLE;
 /// BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED.
 /// Thread safety: safe from any thread.
 /// Since: 0.1.0
@@ -220,7 +224,99 @@ public func bitsec_token_revoke(_ rt: OpaquePointer?, _ jti: UnsafePointer<CChar
     }
 }
 
-/// Whether a jti is revoked at instant at.
+/// Revokes one token given as text: it is verified first (signature, time claims, issuer,
+/// audience; any "type"), then its jti is revoked until its exp plus the leeway, stored with
+/// its subject (in Redis: in the sub's cluster slot, so one verification is one round trip).
+/// When the in-process table of single jtis is full (tokens.revocation.max_entries), the
+/// call does not fail: the token's session (its sub and session_id) is revoked at the
+/// token's iat instead, else its subject, else every token issued up to that iat: wider than
+/// asked, never narrower.
+///
+/// token, token_len: the token text; caller-owned, only read during the call.
+/// at: Unix seconds (0 = now).
+/// out_reason: receives BITSEC_TOKEN_VALID when the token was valid and is now revoked,
+/// BITSEC_TOKEN_REVOKED or BITSEC_TOKEN_EXPIRED when there was nothing to do, any other
+/// BITSEC_TOKEN_* reason when the token was refused (nothing is revoked then).
+/// out_newly: optional; receives 1 when this call recorded the revocation, 0 otherwise.
+/// Returns BITSEC_OK (outcome in *out_reason); BITSEC_E_INVALID_ARGUMENT; BITSEC_E_TOO_LARGE
+/// (token_len over BITSEC_MAX_ARGUMENT_BYTES); BITSEC_E_BACKEND_UNAVAILABLE;
+/// BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread.
+/// Since: 0.1.0
+@c(bitsec_token_revoke_token)
+public func bitsec_token_revoke_token(_ rt: OpaquePointer?, _ token: UnsafePointer<CChar>?, _ token_len: UInt, _ at: Int64,
+                                      _ out_reason: UnsafeMutablePointer<Int32>?, _ out_newly: UnsafeMutablePointer<Int32>?) -> Int32 {
+    withRuntime(rt) { (r) throws(BitsecError) in
+        guard let out_reason else { throw .invalid("out_reason is NULL") }
+        let t = try r.require(r.tokens)
+        let n = try sizeArg(token_len, "token_len")
+        let bytes = try bytesArg(UnsafeRawPointer(token), n, "token")
+        let (reason, newly) = try t.revoke(token: bytes, at: at)
+        out_reason.pointee = reason.rawValue
+        store(out_newly, newly ? 1 : 0)
+    }
+}
+
+/// Revokes a session: every token whose sub and session_id claims are these and whose iat
+/// is at or before at (the whole second of at included: iat has a granularity of one
+/// second; a token without iat is revoked too) verifies as BITSEC_TOKEN_REVOKED. Tokens
+/// issued later in the same session (in a later second) stay valid. The revocation lasts
+/// until every token of the session issued up to then has expired: at + the longer of
+/// access_ttl_seconds and refresh_ttl_seconds + the leeway. In process, when
+/// tokens.revocation.max_sessions live sessions are recorded, the subject is revoked instead
+/// (then, when max_subjects is reached too, every token issued up to at): wider, never
+/// narrower, never an error.
+///
+/// session_id, session_id_len: the session_id claim, 1 to 512 bytes of UTF-8; caller-owned.
+/// subject, subject_len: the sub claim of the session's tokens, 1 to 512 bytes of UTF-8.
+/// at: Unix seconds (0 = now).
+/// out_newly: optional; receives 1 when this moved the session's revocation forward, 0 when
+/// an equal or later one was already recorded.
+/// Returns BITSEC_OK; BITSEC_E_INVALID_ARGUMENT; BITSEC_E_TOO_LARGE;
+/// BITSEC_E_BACKEND_UNAVAILABLE; BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread.
+/// Since: 0.1.0
+@c(bitsec_token_revoke_session)
+public func bitsec_token_revoke_session(_ rt: OpaquePointer?, _ session_id: UnsafePointer<CChar>?, _ session_id_len: UInt,
+                                        _ subject: UnsafePointer<CChar>?, _ subject_len: UInt, _ at: Int64,
+                                        _ out_newly: UnsafeMutablePointer<Int32>?) -> Int32 {
+    withRuntime(rt) { (r) throws(BitsecError) in
+        let t = try r.require(r.tokens)
+        let sid = try textArg(session_id, session_id_len, "session_id", max: 512)
+        let sub = try textArg(subject, subject_len, "subject", max: 512)
+        store(out_newly, try t.revokeSession(sid, subject: sub, at: at) ? 1 : 0)
+    }
+}
+
+/// Revokes a subject: every token whose sub claim is this and whose iat is at or before
+/// not_before (that whole second included; a token without iat is revoked too) verifies as
+/// BITSEC_TOKEN_REVOKED. Used when an account is disabled, deleted or anonymised, or all its
+/// sessions must end. Lasts until every token issued up to then has expired (not_before +
+/// the longer of access_ttl_seconds and refresh_ttl_seconds + the leeway). In process, when
+/// tokens.revocation.max_subjects live subjects are recorded, every token issued up to
+/// not_before is revoked instead: wider, never narrower, never an error.
+///
+/// subject, subject_len: the sub claim, 1 to 512 bytes of UTF-8; caller-owned.
+/// not_before: Unix seconds; 0 means at.
+/// at: Unix seconds (0 = now).
+/// out_newly: optional; receives 1 when this moved the subject's epoch forward.
+/// Returns BITSEC_OK; BITSEC_E_INVALID_ARGUMENT; BITSEC_E_TOO_LARGE;
+/// BITSEC_E_BACKEND_UNAVAILABLE; BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread.
+/// Since: 0.1.0
+@c(bitsec_token_revoke_subject)
+public func bitsec_token_revoke_subject(_ rt: OpaquePointer?, _ subject: UnsafePointer<CChar>?, _ subject_len: UInt,
+                                        _ not_before: Int64, _ at: Int64, _ out_newly: UnsafeMutablePointer<Int32>?) -> Int32 {
+    withRuntime(rt) { (r) throws(BitsecError) in
+        let t = try r.require(r.tokens)
+        let sub = try textArg(subject, subject_len, "subject", max: 512)
+        store(out_newly, try t.revokeSubject(sub, notBefore: not_before, at: at) ? 1 : 0)
+    }
+}
+
+/// Whether a bare jti is revoked at instant at (as recorded by bitsec_token_revoke; in
+/// Redis that is the place of tokens without a sub claim). Session and subject revocations
+/// and jtis revoked with their subject are seen by bitsec_verify_token, which checks all.
 ///
 /// jti, jti_len: 1 to 512 bytes of UTF-8; caller-owned.
 /// at: Unix seconds (0 = now).

@@ -222,6 +222,15 @@ private let table: [Entry] = [
     Entry("bitsec_token_revoke", inputs: ["jti-1"], ints: [4102444800, 0]) { a in
         bitsec_token_revoke(a.rt, a.p(0), a.l(0), a.n[0], a.n[1], a.i32)
     },
+    Entry("bitsec_token_revoke_token", inputs: [hsToken], ints: [0]) { a in
+        bitsec_token_revoke_token(a.rt, a.p(0), a.l(0), a.n[0], a.i32, a.i32b)
+    },
+    Entry("bitsec_token_revoke_session", inputs: ["session-1", "u1"], ints: [0]) { a in
+        bitsec_token_revoke_session(a.rt, a.p(0), a.l(0), a.p(1), a.l(1), a.n[0], a.i32)
+    },
+    Entry("bitsec_token_revoke_subject", inputs: ["u1"], ints: [0, 0]) { a in
+        bitsec_token_revoke_subject(a.rt, a.p(0), a.l(0), a.n[0], a.n[1], a.i32)
+    },
     Entry("bitsec_token_is_revoked", inputs: ["jti-1"], ints: [0]) { a in
         bitsec_token_is_revoked(a.rt, a.p(0), a.l(0), a.n[0], a.i32)
     },

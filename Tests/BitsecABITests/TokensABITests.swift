@@ -213,3 +213,73 @@ private func verify(_ rt: OpaquePointer, _ token: String, at: Int64 = 1_900_000_
         #expect(at(0, 5).0 == OK)  // now
     }
 }
+
+private func issuePair(_ rt: OpaquePointer, _ claims: String, at: Int64) -> (access: String, refresh: String, session: String) {
+    var buf = [CChar](repeating: 0, count: 8192)
+    var n: UInt = 0
+    let rc = claims.withCString { c in bitsec_token_issue_pair(rt, c, UInt(strlen(c)), nil, 0, at, &buf, UInt(buf.count), &n) }
+    #expect(rc == OK, "\(lastError())")
+    let doc = String(decoding: buf.prefix(Int(n)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    // {"access_token":"..","refresh_token":"..",...,"session_id":".."}: no escapes inside.
+    let parts = doc.split(separator: "\"", omittingEmptySubsequences: false).map(String.init)
+    func field(_ name: String) -> String {
+        guard let i = parts.firstIndex(of: name), i + 2 < parts.count else { return "" }
+        return parts[i + 2]
+    }
+    return (field("access_token"), field("refresh_token"), field("session_id"))
+}
+
+private func revokeToken(_ rt: OpaquePointer, _ token: String, at: Int64) -> (Int32, Int32, Int32) {
+    var reason: Int32 = -1, newly: Int32 = -1
+    let rc = token.withCString { bitsec_token_revoke_token(rt, $0, UInt(strlen($0)), at, &reason, &newly) }
+    return (rc, reason, newly)
+}
+
+@Suite struct TokenRevocationABITests {
+    static let small = #"{"allow_inline_secrets": true, "tokens": {"keys": [{"kid": "hs", "alg": "HS256", "secret": {"value": "0123456789abcdef0123456789abcdef"}}], "issuer": "iss", "audience": "aud", "revocation": {"max_entries": 64, "max_sessions": 64, "max_subjects": 64}}}"#
+
+    @Test func sessionAndSubject() throws {
+        let (orc, opened) = open(Self.small)
+        #expect(orc == OK, "\(lastError())")
+        let rt = try #require(opened)
+        defer { bitsec_runtime_close(rt) }
+        let at: Int64 = 1_900_000_000
+        let a = issuePair(rt, #"{"sub":"u1"}"#, at: at)
+        let b = issuePair(rt, #"{"sub":"u1"}"#, at: at)
+        var newly: Int32 = -1
+        #expect(bitsec_token_revoke_session(rt, a.session, UInt(a.session.utf8.count), "u1", 2, at + 5, &newly) == OK && newly == 1)
+        #expect(verify(rt, a.access, at: at + 6).1 == TOKEN_REVOKED)
+        #expect(verify(rt, b.access, at: at + 6).1 == TOKEN_VALID)
+        #expect(bitsec_token_revoke_subject(rt, "u1", 2, 0, at + 7, &newly) == OK && newly == 1)
+        #expect(verify(rt, b.access, at: at + 8).1 == TOKEN_REVOKED)
+        #expect(verify(rt, issuePair(rt, #"{"sub":"u1"}"#, at: at + 8).access, at: at + 9).1 == TOKEN_VALID)
+        // Empty or missing arguments are errors, not decisions.
+        #expect(bitsec_token_revoke_session(rt, a.session, UInt(a.session.utf8.count), "", 0, at, nil) == E_INVALID)
+        #expect(bitsec_token_revoke_subject(rt, nil, 2, 0, at, nil) == E_INVALID)
+        // Revoking a refused token revokes nothing and says why.
+        let (rc, reason, n) = revokeToken(rt, "x.y.z", at: at)
+        #expect(rc == OK && reason == TOKEN_MALFORMED && n == 0)
+    }
+
+    @Test func aFloodPastMaxEntriesStillRevokes() throws {
+        let (orc, opened) = open(Self.small)
+        #expect(orc == OK, "\(lastError())")
+        let rt = try #require(opened)
+        defer { bitsec_runtime_close(rt) }
+        let at: Int64 = 1_900_000_000
+        var pairs: [(access: String, refresh: String, session: String)] = []
+        for i in 0..<2000 { pairs.append(issuePair(rt, #"{"sub":"user\#(i % 40)"}"#, at: at)) }
+        for p in pairs {
+            let (rc, reason, newly) = revokeToken(rt, p.access, at: at + 1)
+            // Once sessions are full the subject is revoked: later tokens of it are already revoked.
+            #expect(rc == OK && (reason == TOKEN_VALID && newly == 1 || reason == TOKEN_REVOKED && newly == 0), "\(lastError())")
+        }
+        for p in pairs { #expect(verify(rt, p.access, at: at + 2).1 == TOKEN_REVOKED) }
+        // Bare jtis far past the bound: never BITSEC_E_TOO_LARGE.
+        for i in 0..<500 {
+            let j = "bare-\(i)"
+            #expect(bitsec_token_revoke(rt, j, UInt(j.utf8.count), at + 100, at + 1, nil) == OK, "\(lastError())")
+        }
+        #expect(verify(rt, signToken(rt, #"{"sub":"x","iss":"iss","aud":"aud","exp":2000000000,"iat":\#(at),"jti":"bare-499"}"#), at: at + 2).1 == TOKEN_REVOKED)
+    }
+}

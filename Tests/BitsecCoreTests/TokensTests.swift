@@ -181,7 +181,8 @@ private final class RecordingHook: AuditHook, @unchecked Sendable {
         #expect(try t.revoke(jti: "r1", exp: now + 100))
         #expect(try !t.revoke(jti: "r1", exp: now + 100))
         #expect(try t.verify(token).reason == .revoked)
-        let ttl = try pool.command("TTL", prefix + "revoked:{r1}")
+        // A token without sub: the key is tagged on its jti.
+        let ttl = try pool.command("TTL", prefix + "revoked:{#r1}:j:r1")
         #expect((ttl.integer ?? 0) > 100 && (ttl.integer ?? 0) <= 130)
         // A second service on the same Redis sees it.
         let other = try tokenService(hsConfig, redis: pool)

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from bitsec.fastapi import LoginAttempts, LoginGuard, get_runtime
 
-from .common import Deps, audit, forget_tokens, no_store, record_pair, revoke_user_tokens, user_of
+from .common import Deps, audit, no_store, record_pair, revoke_other_sessions, user_of
 from .passwords import check_password, hash_password
 
 #: How long after a password entry a token may change the account (seconds).
@@ -143,7 +143,7 @@ def account_router(deps: Deps, token_claims: Callable[[Any], dict[str, Any]]) ->
         hashes = _hashes(user)
         del hashes[decision.index]  # single use
         user.backup_codes = "\n".join(hashes) or None
-        revoked = revoke_user_tokens(rt, db, models, user.id)
+        revoked = revoke_other_sessions(rt, db, models, user.id)  # the new pair below stays valid
         pair = rt.issue_token_pair({**token_claims(user), **auth_time_claim()})
         record_pair(db, models, pair, user.id, request)
         db.commit()
@@ -166,16 +166,9 @@ def account_router(deps: Deps, token_claims: Callable[[Any], dict[str, Any]]) ->
             raise HTTPException(status_code=422, detail="The new password must differ from the current one")
         user.password_hash = hash_password(body.new_password)
         # Every other session ends; the caller's own stays.
-        session_id = claims.get("session_id")
-        now = int(time.time())
-        rows = [r for r in db.scalars(select(models.IssuedToken).where(models.IssuedToken.user_id == user.id))
-                if not session_id or r.session_id != session_id]
-        live = [r for r in rows if r.expires_at >= now]
-        for r in live:
-            rt.revoke_token(jti=r.jti, exp=r.expires_at)
-        forget_tokens(db, models, [r.jti for r in rows])
+        revoked = revoke_other_sessions(rt, db, models, user.id, keep_session=claims.get("session_id"))
         db.commit()
-        event(request, claims, "authentication", "password_change", tokens_revoked=len(live))
-        return {"password_changed": True, "tokens_revoked": len(live)}
+        event(request, claims, "authentication", "password_change", tokens_revoked=revoked)
+        return {"password_changed": True, "tokens_revoked": revoked}
 
     return router

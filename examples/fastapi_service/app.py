@@ -11,7 +11,6 @@ import base64
 import json
 import os
 import secrets
-import time
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -156,6 +155,24 @@ def create_user(app: FastAPI, username: str, password: str, role: str | Sequence
         return int(u.id)
 
 
+def _revoke_caller(rt: bitsec.Runtime, request: Request, claims: Any) -> None:
+    """Logout's revocations: the caller's session (every token of it issued so far, the
+    refreshed pairs included: one call, whatever the number of refreshes) and the access
+    token itself. Neither can fail for lack of room: the library widens a revocation it
+    cannot record instead of refusing it."""
+    session_id = claims.get("session_id")
+    if session_id and claims.subject:
+        rt.revoke_session(session_id, claims.subject)
+    token = request.headers.get("authorization", "").partition(" ")[2].strip()
+    if token:
+        rt.revoke_token(token)
+
+
+def _revocation_unavailable() -> HTTPException:
+    # The revocation store (Redis) is unreachable: no token was handed out or kept alive.
+    return HTTPException(status_code=503, detail="Service temporarily unavailable", headers={"Retry-After": "1"})
+
+
 def _token_claims(user: Any) -> dict[str, Any]:
     # sub is the user's id, not the username: tokens, rate-limit keys and audit actors carry
     # a pseudonym that anonymisation cuts off from the person (README.md, "GDPR").
@@ -280,13 +297,21 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
         try:
             pair = rt.refresh_token_pair(body.refresh_token)
         except bitsec.TokenError:
+            # Also when the old token could not be recorded as spent: the library then
+            # revoked its session instead (fail closed), so a 401 is the honest answer.
             raise HTTPException(status_code=401, detail="Invalid refresh token",
                                 headers={"WWW-Authenticate": f'{REALM}, error="invalid_token"'}) from None
+        except bitsec.BackendUnavailableError:
+            raise _revocation_unavailable() from None
         claims = rt.verify_token(pair["access_token"])
         user = db.get(User, int(claims.subject)) if claims.subject and claims.subject.isdigit() else None
         if user is None or user.anonymized_at is not None:  # tokens of a vanished account
-            rt.revoke_token(pair["access_token"])
-            rt.revoke_token(pair["refresh_token"])
+            session_id = claims.get("session_id")
+            if session_id and claims.subject:
+                rt.revoke_session(session_id, claims.subject)
+            else:
+                rt.revoke_token(pair["access_token"])
+                rt.revoke_token(pair["refresh_token"])
             raise HTTPException(status_code=401, detail="Invalid refresh token",
                                 headers={"WWW-Authenticate": f'{REALM}, error="invalid_token"'})
         record_pair(db, models, pair, user.id, request)
@@ -304,7 +329,10 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
         if body is not None and body.refresh_token:
             # someone else's refresh token: 403, audited, nothing revoked (authority.py)
             refuse_foreign_refresh_token(request, db, models, claims, body.refresh_token)
-        rt.revoke_token(jti=claims.jti, exp=claims.expires_at)
+        try:
+            _revoke_caller(rt, request, claims)
+        except bitsec.BackendUnavailableError:
+            raise _revocation_unavailable() from None
         if body is not None and body.refresh_token:
             try:
                 refresh_claims = rt.verify_token(body.refresh_token)
@@ -320,12 +348,9 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
                     pass
         session_id = claims.get("session_id")
         if session_id:
-            now = int(time.time())
+            # The session itself was revoked above (one call); its recorded tokens go.
             rows = list(db.scalars(select(IssuedToken).where(IssuedToken.session_id == session_id,
                                                              IssuedToken.user_id == user_of(db, models, claims).id)))
-            for row in rows:
-                if row.expires_at >= now:
-                    rt.revoke_token(jti=row.jti, exp=row.expires_at)
             forget_tokens(db, models, [r.jti for r in rows])
         forget_tokens(db, models, [claims.jti])
         db.commit()

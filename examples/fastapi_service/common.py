@@ -104,17 +104,34 @@ def forget_tokens(db: Session, models: Models, jtis: list[str]) -> None:
 
 
 def revoke_user_tokens(rt: bitsec.Runtime, db: Session, models: Models, user_id: int) -> int:
-    """Revokes every live token issued to the user (access and refresh) and forgets them;
-    returns how many were revoked."""
+    """Revokes every token of the user issued up to now with one subject revocation (the
+    recorded ones and any other: the library keeps one not-before epoch per subject, not
+    one entry per token) and forgets the recorded tokens; returns how many recorded tokens
+    were still live (the ``tokens_revoked`` of the anonymisation response)."""
     now = int(time.time())
     rows = list(db.scalars(select(models.IssuedToken).where(models.IssuedToken.user_id == user_id)))
-    revoked = 0
-    for row in rows:
-        if row.expires_at >= now:
-            rt.revoke_token(jti=row.jti, exp=row.expires_at)
-            revoked += 1
+    rt.revoke_subject(str(user_id))
     forget_tokens(db, models, [r.jti for r in rows])
-    return revoked
+    return sum(1 for row in rows if row.expires_at >= now)
+
+
+def revoke_other_sessions(rt: bitsec.Runtime, db: Session, models: Models, user_id: int,
+                          keep_session: str | None = None) -> int:
+    """Revokes every recorded session of the user but ``keep_session`` (one ``revoke_session``
+    call per session, whatever the number of refreshes in it) and forgets their recorded
+    tokens; returns how many of those tokens were still live. Unlike ``revoke_user_tokens``
+    (a subject epoch at "now"), a pair issued in the same second stays valid: for the
+    endpoints that end the other sessions and hand out, or keep, one of their own."""
+    now = int(time.time())
+    rows = [r for r in db.scalars(select(models.IssuedToken).where(models.IssuedToken.user_id == user_id))
+            if r.session_id != keep_session or keep_session is None]
+    for sid in {r.session_id for r in rows if r.session_id and r.expires_at >= now}:
+        rt.revoke_session(sid, str(user_id))
+    for r in rows:
+        if not r.session_id and r.expires_at >= now:  # recorded without a session: its jti alone
+            rt.revoke_token(jti=r.jti, exp=r.expires_at)
+    forget_tokens(db, models, [r.jti for r in rows])
+    return sum(1 for r in rows if r.expires_at >= now)
 
 
 def audit(request: Request, event: dict[str, Any]) -> None:

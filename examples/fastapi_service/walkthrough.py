@@ -423,7 +423,7 @@ class Walkthrough:
         expect(r.status_code == 200, f"GET /equipment before logout: {show(r)}")
         r = self.client.post(f"{API}/auth/logout", json={"refresh_token": new["refresh_token"]}, headers=h)
         expect(r.status_code == 204, f"logout: {show(r)}")
-        say(f"POST {API}/auth/logout (access + refresh token) -> 204; both revoked (their jti)")
+        say(f"POST {API}/auth/logout (access + refresh token) -> 204; the session revoked (all its tokens)")
         r = self.client.get(f"{API}/equipment", headers=h)
         expect(r.status_code == 401 and r.json().get("detail") == "Invalid token"
                and 'error="invalid_token"' in r.headers.get("WWW-Authenticate", ""),

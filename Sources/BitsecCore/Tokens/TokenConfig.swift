@@ -6,6 +6,8 @@ struct TokenConfig {
     var cacheSize = 1024
     var revocationBackend = "auto"
     var revocationMaxEntries = 100_000
+    var revocationMaxSessions = 100_000
+    var revocationMaxSubjects = 100_000
     var issuingKid: String? = nil
     var issuingIssuer: String? = nil
     var issuingAudience: [String] = []
@@ -52,6 +54,8 @@ struct TokenConfig {
         if let r = try o.object("revocation") {
             c.revocationBackend = try r.choice("backend", ["auto", "memory", "redis"], default: "auto")
             c.revocationMaxEntries = Int(try r.int("max_entries", in: 1...(1 << 24), default: 100_000))
+            c.revocationMaxSessions = Int(try r.int("max_sessions", in: 1...(1 << 24), default: 100_000))
+            c.revocationMaxSubjects = Int(try r.int("max_subjects", in: 1...(1 << 24), default: 100_000))
             try r.finish()
         }
         if c.revocationBackend == "redis" && context.redis == nil {

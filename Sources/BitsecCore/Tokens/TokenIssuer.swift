@@ -129,12 +129,23 @@ extension TokenService {
     /// (its `jti`, until its `exp`). The revocation is a set-if-absent, so of two concurrent
     /// exchanges of one refresh token exactly one succeeds; the other gets `revoked`.
     /// A refresh token without `jti` is refused (`missing_claim`): it could not be revoked.
+    /// When the jti cannot be recorded (the in-process table is full), the old token's
+    /// session is revoked at its `iat` instead; the new pair (issued at `now`) is then valid
+    /// only if `now` is a later second than that `iat`: otherwise the exchange fails closed
+    /// (`revoked`, and the old session no longer works).
     public func refresh(_ token: UnsafeRawBufferPointer, kid: String? = nil, at: Int64) throws(BitsecError) -> Refresh {
         let now = Clock.resolve(at)
         let v = try verify(token, at: now, expect: .refresh)
         guard v.reason == .valid, let c = v.claims else { return Refresh(reason: v.reason, pair: nil) }
-        guard let jti = c.jti, let exp = c.exp else { return Refresh(reason: .missingClaim, pair: nil) }
-        guard try revoke(jti: jti, exp: exp, at: now) else { return Refresh(reason: .revoked, pair: nil) }
+        guard c.jti != nil, c.exp != nil else { return Refresh(reason: .missingClaim, pair: nil) }
+        switch try revoke(c, at: now) {
+        case .newly: break
+        case .already: return Refresh(reason: .revoked, pair: nil)
+        case .widened:
+            // The epoch is the old token's iat: a pair issued in that same second would be
+            // revoked by it too, so refuse (fail closed) rather than hand it out.
+            guard let iat = c.iat, iat < now else { return Refresh(reason: .revoked, pair: nil) }
+        }
         let base = JSONObject(c.claims.members.filter { !Self.reservedClaims.contains($0.key) })
         return Refresh(reason: .valid, pair: try issuePair(base: base, kid: kid, now: now))
     }

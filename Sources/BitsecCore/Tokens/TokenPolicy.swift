@@ -65,6 +65,8 @@ public final class VerifiedClaims: Sendable {
     /// Whether the token carries one of those claims (an empty one included).
     public let hasScopes: Bool
     public let type: String?
+    /// `session_id` when it is a string (issued pairs carry one); nil otherwise.
+    public let sessionId: String?
     /// The result document written to callers: `{"sub":..,"roles":[..],"scope":[..] or
     /// null,"tenant_id":..,"department":..,"jti":..,"exp":..,"claims":{...}}`. Its top-level
     /// fields follow the reading of `bitsec_check_permission_claims` (scope null for a token
@@ -83,6 +85,7 @@ public final class VerifiedClaims: Sendable {
         var exp: Instant? = nil, nbf: Instant? = nil, iat: Instant? = nil
         var iss: String? = nil, sub: String? = nil, jti: String? = nil, tenant: String? = nil, type: String? = nil
         var tenantAlt: String? = nil, department: String? = nil
+        var sessionId: String? = nil
         var aud: [String]? = nil
         var roles: [String] = [], extraRoles: [String] = []
         var scopeClaim: [String]? = nil, scopesClaim: [String]? = nil, scpClaim: [String]? = nil
@@ -101,6 +104,7 @@ public final class VerifiedClaims: Sendable {
                 case .jti: jti = Self.string(v, key, &bad)
                 case .tenant: tenant = Self.string(v, key, &bad)
                 case .type: type = Self.string(v, key, &bad)
+                case .sessionId: if case .string(let s) = v { sessionId = s }
                 case .aud: aud = Self.strings(v, key, split: false, &bad)
                 case .role: roles = Self.strings(v, key, split: false, &bad) ?? []
                 case .roles: extraRoles = Self.strings(v, key, split: false, &bad) ?? []
@@ -123,6 +127,7 @@ public final class VerifiedClaims: Sendable {
         self.iss = iss; self.sub = sub; self.jti = jti; self.tenant = tenant ?? tenantAlt; self.type = type
         self.department = department
         self.aud = aud; self.roles = roles; self.scopes = chosenScopes ?? []
+        self.sessionId = sessionId
         invalidClaim = bad
 
         var w = FastJSON(reserving: payload.count + 160)
@@ -197,7 +202,7 @@ public final class VerifiedClaims: Sendable {
 /// The claim names bitsec reads, recognised from their bytes.
 enum ClaimName {
     case exp, nbf, iat, iss, sub, jti, aud, tenant, type, role, roles, scope, scp
-    case scopes, tenantAlt, department, other
+    case scopes, tenantAlt, department, sessionId, other
 
     @inline(__always)
     static func of(_ key: String) -> ClaimName {
@@ -233,12 +238,13 @@ enum ClaimName {
                 if v == 0x7363_6F70_6573 { return .scopes }  // scopes
                 if v == 0x7465_6E61_6E74 { return .tenantAlt }  // tenant
                 return .other
-            case 10:
-                // "departme" + "nt"
-                return v == 0x6465_7061_7274_6D65 && b[8] == UInt8(ascii: "n") && b[9] == UInt8(ascii: "t") ? .department : .other
             case 9:
                 // "tenant_i" + "d"
                 return v == 0x7465_6E61_6E74_5F69 && b[8] == UInt8(ascii: "d") ? .tenant : .other
+            case 10:
+                // "departme" + "nt", "session_" + "id"
+                if v == 0x6465_7061_7274_6D65 && b[8] == UInt8(ascii: "n") && b[9] == UInt8(ascii: "t") { return .department }
+                return v == 0x7365_7373_696F_6E5F && b[8] == UInt8(ascii: "i") && b[9] == UInt8(ascii: "d") ? .sessionId : .other
             default:
                 return .other
             }

@@ -28,10 +28,13 @@ public final class TokenService: Capability {
         staticKeys = c.staticKeys
         keySet = Mutex(try KeySet(c.staticKeys + c.jwksKeys, generation: 0))
         cache = c.cacheSize > 0 ? VerifiedTokenCache(capacity: c.cacheSize) : nil
+        // An epoch (session or subject) lasts as long as a token issued here can live.
+        let lifetime = max(c.accessTTL, c.refreshTTL) &+ c.policy.leeway
         if let redis = context.redis, c.revocationBackend != "memory" {
-            revocations = RedisRevocationStore(pool: redis)
+            revocations = RedisRevocationStore(pool: redis, epochLifetime: lifetime)
         } else {
-            revocations = MemoryRevocationStore(maxEntries: c.revocationMaxEntries)
+            revocations = MemoryRevocationStore(maxEntries: c.revocationMaxEntries, maxSessions: c.revocationMaxSessions,
+                                                maxSubjects: c.revocationMaxSubjects, epochLifetime: lifetime)
         }
         audit = context.audit
         issuingKid = c.issuingKid
@@ -104,7 +107,7 @@ public final class TokenService: Capability {
         let reason = check(claims, now: instant, expect: expect)
         let now = instant.seconds
         guard reason == .valid else { return Verification(reason: reason, claims: claims) }
-        if let jti = claims.jti, try revocations.isRevoked(jti, now: now) {
+        if try revocations.isRevoked(TokenIdentity(claims), now: now) {
             return Verification(reason: .revoked, claims: claims)
         }
         return Verification(reason: .valid, claims: claims)
@@ -223,20 +226,67 @@ public final class TokenService: Capability {
 
     // MARK: - Revocation
 
-    /// Revokes a `jti` until `exp` (the token's expiry; 0 = now + the refresh lifetime, the
-    /// longest a token issued here lives) plus the leeway. Returns true when newly revoked.
+    private func until(exp: Int64, now: Int64) -> Int64 {
+        let base = exp > 0 ? exp : now &+ refreshTTL
+        return base.addingReportingOverflow(policy.leeway).overflow ? Int64.max : base + policy.leeway
+    }
+
+    /// Revokes a bare `jti` until `exp` (the token's expiry; 0 = now + the refresh lifetime,
+    /// the longest a token issued here lives) plus the leeway. Returns true when newly
+    /// revoked. Nothing else of the token is known: in process, when the table of single
+    /// jtis is full, every token issued up to now is revoked instead (fail closed); in Redis
+    /// the key is that of a token without `sub` (use `revoke(token:)` for tokens with one).
     @discardableResult
     public func revoke(jti: String, exp: Int64, at: Int64 = 0) throws(BitsecError) -> Bool {
         guard !jti.isEmpty, jti.utf8.count <= 512 else { throw .invalid("jti must be 1 to 512 bytes") }
         let now = Clock.resolve(at)
-        let base = exp > 0 ? exp : now &+ refreshTTL
-        let until = base.addingReportingOverflow(policy.leeway).overflow ? Int64.max : base + policy.leeway
+        let until = until(exp: exp, now: now)
         guard until > now else { return false }  // already expired beyond the leeway: nothing to remember
-        return try revocations.revoke(jti, until: until, now: now)
+        return try revocations.revoke(TokenIdentity(jti: jti), until: until, now: now) != .already
+    }
+
+    /// Revokes a verified token: its `jti` until its `exp` plus the leeway, in its subject's
+    /// place. When the table of single jtis is full the token's session (else its subject,
+    /// else everything) is revoked at the token's `iat` instead: wider, never narrower.
+    public func revoke(_ c: VerifiedClaims, at: Int64 = 0) throws(BitsecError) -> RevokeOutcome {
+        let now = Clock.resolve(at)
+        let until = until(exp: c.exp ?? 0, now: now)
+        guard until > now else { return .already }
+        return try revocations.revoke(TokenIdentity(c), until: until, now: now)
+    }
+
+    /// Verifies a token (signature and claims, any type) and revokes it. Returns the
+    /// verification reason (`.valid`: revoked now, `newly` tells whether this call recorded
+    /// it; `.revoked`, `.expired`: nothing to do; anything else: refused, nothing revoked).
+    public func revoke(token: UnsafeRawBufferPointer, at: Int64 = 0) throws(BitsecError) -> (reason: TokenReason, newly: Bool) {
+        let now = Clock.resolve(at)
+        let v = try verifyQuietly(token, at: now, expect: .any)
+        guard v.reason == .valid, let c = v.claims else { return (v.reason, false) }
+        return (.valid, try revoke(c, at: now) != .already)
+    }
+
+    /// Revokes the tokens of session `sid` of subject `sub` issued at or before `at` (the
+    /// second of `at` included). Returns true when this moved the session's epoch forward.
+    @discardableResult
+    public func revokeSession(_ sid: String, subject sub: String, at: Int64 = 0) throws(BitsecError) -> Bool {
+        guard !sid.isEmpty, sid.utf8.count <= 512 else { throw .invalid("session_id must be 1 to 512 bytes") }
+        guard !sub.isEmpty, sub.utf8.count <= 512 else { throw .invalid("subject must be 1 to 512 bytes") }
+        let now = Clock.resolve(at)
+        return try revocations.revokeSession(sub: sub, sid: sid, epoch: now, until: until(exp: 0, now: now), now: now)
+    }
+
+    /// Revokes every token of subject `sub` issued at or before `notBefore` (0 = `at`).
+    /// Returns true when this moved the subject's epoch forward.
+    @discardableResult
+    public func revokeSubject(_ sub: String, notBefore: Int64 = 0, at: Int64 = 0) throws(BitsecError) -> Bool {
+        guard !sub.isEmpty, sub.utf8.count <= 512 else { throw .invalid("subject must be 1 to 512 bytes") }
+        let now = Clock.resolve(at)
+        let nb = notBefore > 0 ? notBefore : now
+        return try revocations.revokeSubject(sub: sub, notBefore: nb, until: until(exp: 0, now: now), now: now)
     }
 
     public func isRevoked(jti: String, at: Int64 = 0) throws(BitsecError) -> Bool {
-        try revocations.isRevoked(jti, now: Clock.resolve(at))
+        try revocations.isRevoked(jti: jti, now: Clock.resolve(at))
     }
 
     // MARK: - Keys

@@ -189,7 +189,7 @@ class Load:
                 self._unavailable_or_problem(i, "tokens", "verify_token revoked", err)
             jti = f"t{i}-{n}-{uuid.uuid4().hex[:6]}"
             tok = rt.sign_token({"sub": "u", "iss": "iss", "aud": "aud", "exp": 2_000_000_000, "jti": jti})
-            newly, err = self._call(i, "revoke_token", lambda: rt.revoke_token(jti=jti, exp=2_000_000_000, at=AT))
+            newly, err = self._call(i, "revoke_token", lambda: rt.revoke_token(tok, at=AT))
             if err is not None:
                 self._unavailable_or_problem(i, "revoke", "revoke_token", err)
             elif newly is not True:

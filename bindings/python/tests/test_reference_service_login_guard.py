@@ -125,3 +125,28 @@ def test_account_under_attack_from_many_clients_backs_off_and_the_owner_gets_in(
     assert r.status_code == 200, r.text
     # His success cleared the account: the next wrong guesses are free (401, not 429).
     assert svc.login("victor", "again", client=svc.client_at("192.0.2.201")).status_code == 401
+
+
+# ---- every password check of the service counts in the same guard ------------------------------
+
+def test_password_confirmations_count_with_logins_in_one_guard(svc: Service) -> None:
+    """Password re-entry (self-anonymisation, password change) is a password check like the
+    login: a thief holding victor's access token who guesses his password there and at the login
+    is blocked after 5 failures in all, not 5 per endpoint."""
+    from refsvc_support import API, bearer
+
+    stolen = svc.token("victor")  # taken from victor's own address
+    thief = svc.client_at("198.51.100.99")
+    statuses = [svc.login("victor", "guess-0", client=thief).status_code,
+                svc.login("victor", "guess-1", client=thief).status_code]
+    for i in range(2):
+        statuses.append(thief.post(f"{API}/privacy/anonymize", json={"password": f"guess-a{i}"},
+                                   headers=bearer(stolen)).status_code)
+    statuses.append(thief.post(f"{API}/auth/password", headers=bearer(stolen), json={
+        "current_password": "guess-p0", "new_password": "a-new-password-1"}).status_code)
+    assert statuses == [401, 401, 403, 403, 429], statuses  # the 5th failure starts the block
+    r = svc.login("victor", client=thief)  # the right password, from the blocked client
+    assert r.status_code == 429 and r.json()["detail"] == TOO_MANY
+    r = thief.post(f"{API}/privacy/anonymize", json={"password": "victor-password-1"}, headers=bearer(stolen))
+    assert r.status_code == 429, r.text  # no password check while blocked: victor is not anonymised
+    assert svc.login("victor").status_code == 200  # his own address is another client

@@ -432,11 +432,16 @@ def test_in_process_revocation_is_bounded(keys: Keys) -> None:
     with bitsec.Runtime(config(keys, revocation={"max_entries": 3})) as r:
         for i in range(3):
             assert r.revoke_token(jti=f"j{i}", exp=NOW + 100, at=NOW)
-        with pytest.raises(bitsec.TooLargeError):
-            r.revoke_token(jti="j3", exp=NOW + 100, at=NOW)
+        # Full: no error and nothing forgotten. A bare jti has no session or subject to
+        # widen to: every token issued up to now is revoked instead (fail closed).
+        assert r.revoke_token(jti="j3", exp=NOW + 100, at=NOW)
+        with pytest.raises(RevokedTokenError):
+            r.verify_token(pyjwt_sign(keys, "HS256", claims(jti="j3")), at=NOW)
+        for i in range(3):
+            assert r.is_token_revoked(f"j{i}", at=NOW)
         # Once those tokens are expired (exp + leeway), their entries make room.
-        assert r.revoke_token(jti="j3", exp=NOW + 1000, at=NOW + 131)
-        assert r.is_token_revoked("j3", at=NOW + 131) and not r.is_token_revoked("j0", at=NOW + 131)
+        assert r.revoke_token(jti="j4", exp=NOW + 1000, at=NOW + 131)
+        assert r.is_token_revoked("j4", at=NOW + 131) and not r.is_token_revoked("j0", at=NOW + 131)
 
 
 def test_revocation_in_redis_is_shared(keys: Keys, redis_config: dict, redis_server: Any) -> None:
@@ -452,10 +457,11 @@ def test_revocation_in_redis_is_shared(keys: Keys, redis_config: dict, redis_ser
         with pytest.raises(RevokedTokenError):
             b.verify_token(token)
         client = redis_py.Redis(host="127.0.0.1", port=redis_server.port)
-        key = f"{prefix}revoked:{{shared-1}}"
+        # The keys of a subject share its hash tag (one cluster slot per verification).
+        key = f"{prefix}revoked:{{user-1}}:j:shared-1"
         assert client.exists(key) == 1
         assert 600 < client.ttl(key) <= 630  # exp - now + leeway
-        assert b.revoke_token(jti="shared-1", exp=now + 600) is False
+        assert b.revoke_token(token) is False
 
 
 def test_redis_outage_is_an_error_not_a_decision(keys: Keys, fresh_redis: Any) -> None:

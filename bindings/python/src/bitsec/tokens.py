@@ -8,7 +8,6 @@ library on every call, so expiry, audience and revocation are always checked).
 """
 from __future__ import annotations
 
-import base64
 import ctypes
 import json
 import math
@@ -36,6 +35,12 @@ _refresh = N.declare("bitsec_token_refresh", N.status,
                      [_handle, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, POINTER(c_int32), c_char_p, c_size_t,
                       POINTER(c_size_t)])
 _revoke = N.declare("bitsec_token_revoke", N.status, [_handle, c_char_p, c_size_t, c_int64, c_int64, POINTER(c_int32)])
+_revoke_tok = N.declare("bitsec_token_revoke_token", N.status,
+                        [_handle, c_char_p, c_size_t, c_int64, POINTER(c_int32), POINTER(c_int32)])
+_revoke_session = N.declare("bitsec_token_revoke_session", N.status,
+                            [_handle, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, POINTER(c_int32)])
+_revoke_subject = N.declare("bitsec_token_revoke_subject", N.status,
+                            [_handle, c_char_p, c_size_t, c_int64, c_int64, POINTER(c_int32)])
 _is_revoked = N.declare("bitsec_token_is_revoked", N.status, [_handle, c_char_p, c_size_t, c_int64, POINTER(c_int32)])
 _keys_reload = N.declare("bitsec_token_keys_reload", N.status, [_handle, c_char_p, c_size_t])
 # The verify hot path skips ctypes' per-argument conversion (N.unconverted): it passes only
@@ -405,28 +410,49 @@ class TokensMixin:
 
     def revoke_token(self, token: str | bytes | None = None, *, jti: str | None = None, exp: int | None = None,
                      at: float | int | None = None) -> bool:
-        """Revokes a token until its expiry: give the token (its ``jti`` and ``exp`` are
-        taken from it after verification; an already expired token needs no revocation and
-        returns False), or ``jti`` and optionally ``exp``. Returns True when newly revoked."""
+        """Revokes a token until its expiry. Give the token: it is verified (any type, so a
+        refresh token too), then its ``jti`` is revoked with its subject; when the
+        in-process table of single jtis is full, its session (else its subject) is revoked
+        instead, never an error. An already expired or revoked token returns False; a
+        refused token raises its ``TokenError``. Or give a bare ``jti`` and optionally
+        ``exp`` (in Redis this matches tokens without ``sub`` only: prefer the token).
+        Returns True when newly revoked."""
         if token is not None:
             if jti is not None:
                 raise TypeError("give either token or jti")
-            try:
-                claims = self.verify_token(token, at=at)
-                jti, exp = claims.jti, claims.expires_at
-            except (ExpiredTokenError, RevokedTokenError):
-                return False
-            except WrongTokenTypeError:
-                # A refresh token (logout): the library reports wrong_type only after the
-                # signature and every other claim check passed, so its payload is trusted.
-                jti, exp = _refresh_claims(token)
-            if jti is None:
-                raise MissingClaimError("Token has no jti: it cannot be revoked")
+            data = _text(token, "token")
+            reason = c_int32(0)
+            newly = c_int32(0)
+            N.check(_revoke_tok(self.handle, data, len(data), _instant(at), byref(reason), byref(newly)))
+            if reason.value in (0, ExpiredTokenError.reason_code, RevokedTokenError.reason_code):
+                return reason.value == 0 and bool(newly.value)
+            raise token_error(reason.value)
         if not jti:
             raise TypeError("revoke_token needs a token or a jti")
         j = jti.encode("utf-8")
         newly = c_int32(0)
         N.check(_revoke(self.handle, j, len(j), int(exp or 0), _instant(at), byref(newly)))
+        return bool(newly.value)
+
+    def revoke_session(self, session_id: str, subject: str, at: float | int | None = None) -> bool:
+        """Revokes every token with this ``session_id`` and ``sub`` issued at or before
+        ``at`` (default now; that whole second included). Tokens the session gets later
+        stay valid. Never fails for lack of room (in process it widens to the subject).
+        Returns True when this moved the session's revocation forward."""
+        s = _text(session_id, "session_id")
+        u = _text(subject, "subject")
+        newly = c_int32(0)
+        N.check(_revoke_session(self.handle, s, len(s), u, len(u), _instant(at), byref(newly)))
+        return bool(newly.value)
+
+    def revoke_subject(self, subject: str, not_before: float | int | None = None,
+                       at: float | int | None = None) -> bool:
+        """Revokes every token with this ``sub`` issued at or before ``not_before`` (default
+        ``at``, default now; that whole second included): for a disabled, deleted or
+        anonymised account. Returns True when this moved the subject's epoch forward."""
+        u = _text(subject, "subject")
+        newly = c_int32(0)
+        N.check(_revoke_subject(self.handle, u, len(u), int(not_before or 0), _instant(at), byref(newly)))
         return bool(newly.value)
 
     def is_token_revoked(self, jti: str, at: float | int | None = None) -> bool:
@@ -441,14 +467,6 @@ class TokensMixin:
         data = json.dumps(dict(jwks)).encode("utf-8") if isinstance(jwks, Mapping) else _text(jwks, "jwks")
         N.check(_keys_reload(self.handle, data, len(data)))
         self._token_memo().clear()
-
-
-def _refresh_claims(token: str | bytes) -> tuple[str | None, int | None]:
-    data = token.encode("ascii") if isinstance(token, str) else token
-    payload = data.split(b".")[1]
-    doc = json.loads(base64.urlsafe_b64decode(payload + b"=" * (-len(payload) % 4)))
-    jti, exp = doc.get("jti"), doc.get("exp")
-    return (jti if isinstance(jti, str) else None), (int(exp) if isinstance(exp, (int, float)) else None)
 
 
 def token_reason_name(code: int) -> str:

@@ -1,0 +1,274 @@
+// Revocation by jti, session and subject; bounded tables that widen instead of failing or
+// forgetting; Redis keys of one subject in one slot, one round trip per verification.
+import Testing
+import BitsecCore
+
+private let secret = "0123456789abcdef0123456789abcdef"
+
+private func service(maxEntries: Int = 100_000, maxSessions: Int = 100_000, maxSubjects: Int = 100_000,
+                     redis: RedisPool? = nil) throws -> TokenService {
+    let json = #"{"keys": [{"kid": "hs", "alg": "HS256", "secret": {"value": "\#(secret)"}}], "issuer": "iss", "audience": "aud", "cache_size": 0, "revocation": {"max_entries": \#(maxEntries), "max_sessions": \#(maxSessions), "max_subjects": \#(maxSubjects)}}"#
+    let ctx = CapabilityContext(config: ConfigContext(allowInlineSecrets: true), redis: redis, audit: nil)
+    return try TokenService.read(try ConfigObject(try JSONReader.parse(json), path: "tokens"), context: ctx)
+}
+
+private struct Pair { let access: String; let refresh: String; let session: String }
+
+private func field(_ o: JSONObject, _ k: String) -> String {
+    if case .string(let s)? = o[k] { return s }
+    return ""
+}
+
+private func pair(_ t: TokenService, _ claims: String, at: Int64) throws -> Pair {
+    let out = try Array(claims.utf8).withRawBytes { (raw) throws(BitsecError) -> [UInt8] in try t.issuePair(claims: raw, kid: nil, at: at) }
+    guard case .object(let o) = try JSONReader.parse(out) else { throw BitsecError.invalid("not an object") }
+    return Pair(access: field(o, "access_token"), refresh: field(o, "refresh_token"), session: field(o, "session_id"))
+}
+
+private func refresh(_ t: TokenService, _ token: String, at: Int64) throws -> (TokenReason, Pair?) {
+    let r = try Array(token.utf8).withRawBytes { (raw) throws(BitsecError) -> TokenService.Refresh in try t.refresh(raw, at: at) }
+    guard let p = r.pair else { return (r.reason, nil) }
+    guard case .object(let o) = try JSONReader.parse(p) else { throw BitsecError.invalid("not an object") }
+    return (r.reason, Pair(access: field(o, "access_token"), refresh: field(o, "refresh_token"), session: field(o, "session_id")))
+}
+
+private func revokeToken(_ t: TokenService, _ token: String, at: Int64) throws -> (TokenReason, Bool) {
+    try Array(token.utf8).withRawBytes { (raw) throws(BitsecError) -> (reason: TokenReason, newly: Bool) in try t.revoke(token: raw, at: at) }
+}
+
+private let T0: Int64 = 1_900_000_000
+
+/// The checks both backends must pass: session and subject revocation with their epochs.
+private func sessionAndSubject(_ t: TokenService, sub: String) throws {
+    let a = try pair(t, #"{"sub":"\#(sub)"}"#, at: T0)
+    let b = try pair(t, #"{"sub":"\#(sub)"}"#, at: T0)
+    let other = try pair(t, #"{"sub":"\#(sub)-other"}"#, at: T0)
+    #expect(try t.verify(a.access, at: T0 + 1).isValid)
+    // Session: both tokens of the session, not the other session of the same subject.
+    #expect(try t.revokeSession(a.session, subject: sub, at: T0 + 10))
+    #expect(try !t.revokeSession(a.session, subject: sub, at: T0 + 10))
+    #expect(try t.verify(a.access, at: T0 + 11).reason == .revoked)
+    #expect(try t.verify(a.refresh, at: T0 + 11, expect: .refresh).reason == .revoked)
+    #expect(try t.verify(b.access, at: T0 + 11).isValid)
+    // A token of the session issued in the epoch's second is revoked (equality revokes),
+    // one issued a second later is not.
+    let same = try pair(t, #"{"sub":"\#(sub)","session_id":"\#(a.session)"}"#, at: T0 + 10)
+    #expect(try t.verify(same.access, at: T0 + 12).reason == .revoked)
+    let later = try pair(t, #"{"sub":"\#(sub)","session_id":"\#(a.session)"}"#, at: T0 + 11)
+    #expect(try t.verify(later.access, at: T0 + 12).isValid)
+    // Subject: every token of the subject issued at or before the epoch; other subjects not.
+    #expect(try t.revokeSubject(sub, notBefore: T0 + 20, at: T0 + 20))
+    #expect(try t.verify(b.access, at: T0 + 21).reason == .revoked)
+    #expect(try t.verify(later.access, at: T0 + 21).reason == .revoked)
+    #expect(try t.verify(other.access, at: T0 + 21).isValid)
+    let fresh = try pair(t, #"{"sub":"\#(sub)"}"#, at: T0 + 21)
+    #expect(try t.verify(fresh.access, at: T0 + 22).isValid)
+    // A subject's epoch never moves back.
+    #expect(try !t.revokeSubject(sub, notBefore: T0 + 5, at: T0 + 22))
+    #expect(try t.verify(b.access, at: T0 + 23).reason == .revoked)
+    // A revoked token: by text, with its subject.
+    #expect(try revokeToken(t, fresh.access, at: T0 + 22) == (.valid, true))
+    #expect(try revokeToken(t, fresh.access, at: T0 + 22) == (.revoked, false))
+    #expect(try t.verify(fresh.access, at: T0 + 23).reason == .revoked)
+    #expect(try t.verify(fresh.refresh, at: T0 + 23, expect: .refresh).isValid)
+}
+
+@Suite struct RevocationTests {
+    @Test func sessionAndSubjectInProcess() throws {
+        try sessionAndSubject(try service(), sub: "u1")
+    }
+
+    @Test func floodOfSingleRevocationsWidensInsteadOfFailing() throws {
+        let t = try service(maxEntries: 64)
+        let store = try #require(t.revocations as? MemoryRevocationStore)
+        var pairs: [Pair] = []
+        for i in 0..<1000 { pairs.append(try pair(t, #"{"sub":"user\#(i % 50)"}"#, at: T0)) }
+        let untouched = try pair(t, #"{"sub":"someone-else"}"#, at: T0)
+        for p in pairs { #expect(try revokeToken(t, p.access, at: T0 + 1).0 == .valid) }
+        // Bare jtis past the bound: no error either.
+        for i in 0..<200 { _ = try t.revoke(jti: "bare-\(i)", exp: T0 + 100, at: T0 + 1) }
+        #expect(store.count <= 64)
+        #expect(store.sessionCount <= 100_000)
+        for p in pairs { #expect(try t.verify(p.access, at: T0 + 2).reason == .revoked) }
+        // The bare jtis past the bound revoked everything issued up to then (fail closed).
+        #expect(try t.verify(untouched.access, at: T0 + 2).reason == .revoked)
+        let after = try pair(t, #"{"sub":"someone-else"}"#, at: T0 + 2)
+        #expect(try t.verify(after.access, at: T0 + 3).isValid)
+    }
+
+    @Test func escalationStopsAtTheSession() throws {
+        let t = try service(maxEntries: 4)
+        var pairs: [Pair] = []
+        for _ in 0..<20 { pairs.append(try pair(t, #"{"sub":"u"}"#, at: T0)) }
+        for p in pairs { #expect(try revokeToken(t, p.access, at: T0 + 1).0 == .valid) }
+        for p in pairs { #expect(try t.verify(p.access, at: T0 + 2).reason == .revoked) }
+        // The first four are single jtis: their refresh tokens still work; the others widened
+        // to their session: wider than asked, never narrower.
+        for p in pairs.prefix(4) { #expect(try t.verify(p.refresh, at: T0 + 2, expect: .refresh).isValid) }
+        for p in pairs.dropFirst(4) { #expect(try t.verify(p.refresh, at: T0 + 2, expect: .refresh).reason == .revoked) }
+        let other = try pair(t, #"{"sub":"u"}"#, at: T0)
+        #expect(try t.verify(other.access, at: T0 + 2).isValid)
+    }
+
+    @Test func refreshWithAFullTableStaysExactlyOnceAndFailsClosed() throws {
+        let t = try service(maxEntries: 2)
+        // Fill the jti table.
+        for i in 0..<2 { #expect(try t.revoke(jti: "fill-\(i)", exp: T0 + 10_000, at: T0)) }
+        var p = try pair(t, #"{"sub":"u"}"#, at: T0)
+        for k in 1...20 {
+            let now = T0 + Int64(k) * 10
+            let (reason, next) = try refresh(t, p.refresh, at: now)
+            #expect(reason == .valid)
+            let n = try #require(next)
+            #expect(n.session == p.session)
+            // The old refresh token is spent (exactly once), the new pair works.
+            #expect(try refresh(t, p.refresh, at: now).0 == .revoked)
+            #expect(try t.verify(n.access, at: now).isValid)
+            p = n
+        }
+        // A refresh in the very second its token was issued cannot be widened without
+        // revoking the new pair too: it fails closed, and the session stops working.
+        let now = T0 + 1000
+        let (r1, p1) = try refresh(t, p.refresh, at: now)
+        #expect(r1 == .valid)
+        let q = try #require(p1)
+        #expect(try refresh(t, q.refresh, at: now).0 == .revoked)
+        #expect(try refresh(t, q.refresh, at: now + 5).0 == .revoked)
+        #expect(try t.verify(q.access, at: now + 5).reason == .revoked)
+    }
+
+    @Test func fullSessionAndSubjectTablesNeverForgetALiveRevocation() throws {
+        let t = try service(maxEntries: 1, maxSessions: 8, maxSubjects: 8)
+        let store = try #require(t.revocations as? MemoryRevocationStore)
+        var pairs: [Pair] = []
+        for i in 0..<300 { pairs.append(try pair(t, #"{"sub":"user\#(i % 30)"}"#, at: T0)) }
+        let bystander = try pair(t, #"{"sub":"bystander"}"#, at: T0 + 50)
+        for (i, p) in pairs.enumerated() {
+            _ = try t.revokeSession(p.session, subject: "user\(i % 30)", at: T0 + 100)
+        }
+        #expect(store.sessionCount <= 8 && store.subjectCount <= 8)
+        for p in pairs {
+            #expect(try t.verify(p.access, at: T0 + 101).reason == .revoked)
+            #expect(try t.verify(p.refresh, at: T0 + 101, expect: .refresh).reason == .revoked)
+        }
+        // Past both bounds the last resort is every token issued up to the epoch.
+        #expect(store.globalEpoch(now: T0 + 101) == T0 + 100)
+        #expect(try t.verify(bystander.access, at: T0 + 101).reason == .revoked)
+        #expect(try t.verify(try pair(t, #"{"sub":"bystander"}"#, at: T0 + 101).access, at: T0 + 102).isValid)
+        // Expired entries make room again: after every token of then is expired, a new
+        // session revocation is recorded as a session.
+        let late = T0 + 100 + 604_800 + 31
+        let p = try pair(t, #"{"sub":"late"}"#, at: late)
+        #expect(try t.revokeSession(p.session, subject: "late", at: late + 1))
+        #expect(store.sessionCount == 1 && store.globalEpoch(now: late + 1) == nil)
+        #expect(try t.verify(p.access, at: late + 2).reason == .revoked)
+        #expect(try t.verify(try pair(t, #"{"sub":"late"}"#, at: late).access, at: late + 2).isValid)
+    }
+
+    @Test func tablesHoldUpUnderAFloodOfSessions() throws {
+        // 200,000 session revocations against a bound of 1,000: bounded memory and time.
+        let t = try service(maxSessions: 1000, maxSubjects: 1000)
+        let store = try #require(t.revocations as? MemoryRevocationStore)
+        for i in 0..<200_000 { _ = try t.revokeSession("s\(i)", subject: "u\(i % 5000)", at: T0) }
+        #expect(store.sessionCount <= 1000 && store.subjectCount <= 1000)
+    }
+
+    // MARK: - Redis
+
+    private func redisService() throws -> (TokenService, RedisPool, String)? {
+        guard let port = TestRedis.port else { return nil }
+        let prefix = "revk\(Clock.nowMicros()):"
+        let pool = RedisPool(config: RedisConfig(endpoint: .tcp(host: "127.0.0.1", port: port), commandTimeoutMs: 1000, keyPrefix: prefix))
+        return (try service(maxEntries: 4, redis: pool), pool, prefix)
+    }
+
+    @Test func sessionAndSubjectInRedis() throws {
+        guard let (t, _, _) = try redisService() else { return }
+        #expect(t.revocations.backendName == "redis")
+        try sessionAndSubject(t, sub: "u{1}")
+    }
+
+    @Test func redisRefreshIsExactlyOnce() throws {
+        guard let (t, _, _) = try redisService() else { return }
+        let now = Clock.nowSeconds()
+        var p = try pair(t, #"{"sub":"r"}"#, at: now)
+        for _ in 0..<10 {
+            let (reason, next) = try refresh(t, p.refresh, at: now)
+            #expect(reason == .valid)
+            #expect(try refresh(t, p.refresh, at: now).0 == .revoked)
+            p = try #require(next)
+        }
+    }
+
+    /// The commands a named client sent after slow-log entry `after`: with
+    /// slowlog-log-slower-than 0 every command is logged with its client's name, so other
+    /// tests running on the same server do not count.
+    private func commands(_ admin: RedisPool, client: String, after: Int64) throws -> [String] {
+        let r = try admin.command("SLOWLOG", "GET", "100000")
+        var out: [String] = []
+        for e in r.array ?? [] {
+            guard let f = e.array, f.count >= 6, let id = f[0].integer, id > after, f[5].text == client else { continue }
+            out.append(f[3].array?.first?.text ?? "?")
+        }
+        return out
+    }
+
+    private func lastSlowlogID(_ admin: RedisPool) throws -> Int64 {
+        try admin.command("SLOWLOG", "GET", "1").array?.first?.array?.first?.integer ?? -1
+    }
+
+    @Test func redisVerificationIsOneRoundTripInOneSlot() throws {
+        guard let port = TestRedis.port else { return }
+        let prefix = "revk\(Clock.nowMicros()):"
+        // One connection, named, so the slow log tells its commands apart.
+        let pool = RedisPool(config: RedisConfig(endpoint: .tcp(host: "127.0.0.1", port: port), commandTimeoutMs: 1000, poolSize: 1, keyPrefix: prefix))
+        let admin = RedisPool(config: RedisConfig(endpoint: .tcp(host: "127.0.0.1", port: port), commandTimeoutMs: 1000, poolSize: 1))
+        let name = "revk\(Clock.nowMicros())"
+        _ = try pool.command("CLIENT", "SETNAME", name)
+        _ = try admin.command("CONFIG", "SET", "slowlog-max-len", "100000")
+        _ = try admin.command("CONFIG", "SET", "slowlog-log-slower-than", "0")
+        defer { _ = try? admin.command("CONFIG", "SET", "slowlog-log-slower-than", "10000") }
+        let t = try service(redis: pool)
+        let store = try #require(t.revocations as? RedisRevocationStore)
+        let now = Clock.nowSeconds()
+        let p = try pair(t, #"{"sub":"slot-user"}"#, at: now)
+        let access = try t.verify(p.access, at: now)
+        let c = try #require(access.claims)
+        let before = try lastSlowlogID(admin)
+        for _ in 0..<10 { #expect(try t.verify(p.access, at: now).isValid) }
+        #expect(try commands(admin, client: name, after: before) == Array(repeating: "MGET", count: 10))
+        // Revoked by session: still one command per verification.
+        #expect(try t.revokeSession(p.session, subject: "slot-user", at: now))
+        let b2 = try lastSlowlogID(admin)
+        #expect(try t.verify(p.access, at: now).reason == .revoked)
+        #expect(try commands(admin, client: name, after: b2) == ["MGET"])
+        // Every key of the subject is in one slot.
+        let keys = [store.jtiKey(jti: c.jti ?? "", sub: "slot-user"), store.sessionKey(sub: "slot-user", sid: p.session),
+                    store.subjectKey(sub: "slot-user")]
+        #expect(Set(keys.map(keySlot)).count == 1)
+        // The session key lives as long as the longest token of the session can.
+        let ttl = try pool.command([Array("TTL".utf8), keys[1]]).integer ?? 0
+        #expect(ttl > 604_000 && ttl <= 604_830)
+        // A subject with braces gets its own tag, not a prefix shared with another subject.
+        #expect(store.subjectKey(sub: "a}b") != store.subjectKey(sub: "a"))
+        #expect(keySlot(store.jtiKey(jti: "x", sub: "a}b")) == keySlot(store.subjectKey(sub: "a}b")))
+        #expect(keySlot(Array("123456789".utf8)) == 0x31C3 % 16384)
+    }
+}
+
+/// Redis Cluster's key slot (the Cluster specification: CRC16-XMODEM of the hash tag, the
+/// text between the first `{` and the next `}` when not empty, else of the whole key, mod
+/// 16384). `CLUSTER KEYSLOT` needs cluster mode on Redis 7.0, so the test computes it.
+func keySlot(_ key: [UInt8]) -> Int {
+    var part = key[...]
+    if let open = key.firstIndex(of: UInt8(ascii: "{")),
+       let close = key[(open + 1)...].firstIndex(of: UInt8(ascii: "}")), close > open + 1 {
+        part = key[(open + 1)..<close]
+    }
+    var crc: UInt16 = 0
+    for b in part {
+        crc ^= UInt16(b) << 8
+        for _ in 0..<8 { crc = crc & 0x8000 != 0 ? (crc << 1) ^ 0x1021 : crc << 1 }
+    }
+    return Int(crc) % 16384
+}

@@ -1,0 +1,82 @@
+"""Revocation by session and by subject, and revocations that never run out of room
+(in process, and in a real redis-server)."""
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Iterator
+
+import pytest
+
+import bitsec
+from bitsec import RevokedTokenError
+
+SECRET = "0123456789abcdef0123456789abcdef"
+
+
+def config(**revocation: Any) -> dict:
+    return {"allow_inline_secrets": True,
+            "tokens": {"keys": [{"kid": "hs", "alg": "HS256", "secret": {"value": SECRET}}],
+                       "issuer": "iss", "audience": "aud", "revocation": revocation}}
+
+
+@pytest.fixture(params=["memory", "redis"])
+def rt(request: pytest.FixtureRequest) -> Iterator[bitsec.Runtime]:
+    cfg = config(max_entries=64)
+    if request.param == "redis":
+        server = request.getfixturevalue("redis_server")
+        cfg["redis"] = {"host": "127.0.0.1", "port": server.port, "command_timeout_ms": 1000,
+                        "key_prefix": f"rev:{uuid.uuid4().hex}:"}
+    with bitsec.Runtime(cfg) as r:
+        assert r.describe()["sections"]["tokens"]["revocation"] == request.param
+        yield r
+
+
+def revoked(rt: bitsec.Runtime, token: str, at: int) -> bool:
+    try:
+        rt.verify_token(token, at=at)
+        return False
+    except RevokedTokenError:
+        return True
+
+
+def test_session_and_subject(rt: bitsec.Runtime) -> None:
+    now = int(time.time())
+    a = rt.issue_token_pair({"sub": "u1"}, at=now)
+    b = rt.issue_token_pair({"sub": "u1"}, at=now)
+    c = rt.issue_token_pair({"sub": "u2"}, at=now)
+    assert rt.revoke_session(a["session_id"], "u1", at=now + 1) is True
+    assert rt.revoke_session(a["session_id"], "u1", at=now + 1) is False
+    assert revoked(rt, a["access_token"], now + 2)
+    with pytest.raises(RevokedTokenError):
+        rt.refresh_token_pair(a["refresh_token"], at=now + 2)
+    assert not revoked(rt, b["access_token"], now + 2)
+    assert rt.revoke_subject("u1", at=now + 3) is True
+    assert revoked(rt, b["access_token"], now + 4)
+    assert not revoked(rt, c["access_token"], now + 4)
+    later = rt.issue_token_pair({"sub": "u1"}, at=now + 4)
+    assert not revoked(rt, later["access_token"], now + 5)
+    # An explicit not-before in the past moves nothing back.
+    assert rt.revoke_subject("u1", not_before=now, at=now + 5) is False
+    with pytest.raises(bitsec.InvalidArgumentError):
+        rt.revoke_subject("", at=now)
+
+
+def test_a_flood_past_max_entries_still_revokes(rt: bitsec.Runtime) -> None:
+    now = int(time.time())
+    pairs = [rt.issue_token_pair({"sub": f"user-{i % 20}"}, at=now) for i in range(600)]
+    for p in pairs:
+        assert rt.revoke_token(p["access_token"], at=now + 1) is True
+    for p in pairs:
+        assert revoked(rt, p["access_token"], now + 2)
+
+
+def test_refresh_chain_past_max_entries_never_errors(rt: bitsec.Runtime) -> None:
+    now = int(time.time())
+    p = rt.issue_token_pair({"sub": "chain"}, at=now)
+    for k in range(1, 200):
+        old = p
+        p = rt.refresh_token_pair(old["refresh_token"], at=now + k)
+        with pytest.raises(RevokedTokenError):
+            rt.refresh_token_pair(old["refresh_token"], at=now + k)
+        assert not revoked(rt, p["access_token"], now + k)
