@@ -259,10 +259,10 @@ public final class TokenService: Capability {
     /// verification reason (`.valid`: revoked now, `newly` tells whether this call recorded
     /// it; `.revoked`, `.expired`: nothing to do; anything else: refused, nothing revoked).
     public func revoke(token: UnsafeRawBufferPointer, at: Int64 = 0) throws(BitsecError) -> (reason: TokenReason, newly: Bool) {
-        let now = Clock.resolve(at)
-        let v = try verifyQuietly(token, at: now, expect: .any)
+        let instant = Clock.resolveInstant(at)
+        let v = try verifyQuietly(token, now: instant, expect: .any)
         guard v.reason == .valid, let c = v.claims else { return (v.reason, false) }
-        return (.valid, try revoke(c, at: now) != .already)
+        return (.valid, try revoke(c, at: instant.seconds) != .already)
     }
 
     /// Revokes the tokens of session `sid` of subject `sub` issued at or before `at` (the
