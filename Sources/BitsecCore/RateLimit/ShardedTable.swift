@@ -18,16 +18,16 @@ internal import Synchronization
 /// evicted.
 ///
 /// **Eviction is least valuable first and never fails open.** When a new key arrives at a
-/// full table, up to `sampleSize` entries of its shard and of the next `neighbourShards`
-/// shards are examined (a cursor walks each shard, so successive samples see different
-/// entries; neighbours are only tried when their lock is free, so two inserting threads
-/// never wait on each other). Idle entries found (dropping them changes no decision) are
-/// dropped; failing that, the examined entry of lowest `rank` is evicted; entries whose rank
-/// is nil (a live block, a live replay step) are never evicted. When nothing examined can
-/// go, `makeRoom` answers false and the caller refuses (the caller's safe side) and the
-/// refusal is counted. Cost per insert at a full table: a bounded number of entries, never a
-/// scan of the table. A sweep of a shard every 1024 operations on it, and when inserts have
-/// doubled it since the last sweep, drops its idle entries.
+/// full table, up to `sampleSize` entries of its shard are examined (and, when none of them
+/// may go, of the next `neighbourShards` shards; those only when their lock is free, so two
+/// inserting threads never wait on each other). A cursor walks each shard, so successive
+/// samples see different entries. Idle entries found (dropping them changes no decision)
+/// are dropped; failing that, the examined entry of lowest `rank` is evicted; entries whose
+/// rank is nil (a live block, a live replay step) are never evicted. When nothing examined
+/// can go, `makeRoom` answers false, the caller refuses (its safe side) and the refusal is
+/// counted. Cost per insert at a full table: a bounded number of entries, never a scan of
+/// the table. A sweep of a shard every 1024 operations on it, and when inserts have doubled
+/// it since the last sweep, drops its idle entries.
 final class ShardedTable<Value: Sendable>: Sendable {
     struct Contents {
         var map: [String: Value] = [:]
@@ -129,7 +129,9 @@ final class ShardedTable<Value: Sendable>: Sendable {
             return true
         }
         var best: (shard: Int, key: String, rank: Int64)? = own.best.map { (index, $0.key, $0.rank) }
-        for j in 1...Self.neighbourShards {
+        // Neighbours only when the own shard has nothing that may go (or is empty): the
+        // common flood case costs one shard's sample.
+        for j in 1...Self.neighbourShards where best == nil || best?.shard != index {
             let n = (index + j) & (Self.shardCount - 1)
             let got: (dropped: Int, examined: Int, best: (key: String, rank: Int64)?)? = shards[n].m.withLockIfAvailable { (d: inout Contents) in
                 sample(&d, nowMs: nowMs)
