@@ -32,10 +32,10 @@ class Service:
     """The service with alice (admin), victor (viewer), otto (operator) and mia (manager)
     in tenant fab-1; ``add_user`` adds more (any roles of the service's policy)."""
 
-    def __init__(self, tmp_path: Path, redis: dict | None = None) -> None:
+    def __init__(self, tmp_path: Path, redis: dict | None = None, config: Path = CONFIG) -> None:
         self.db_path = tmp_path / "service.db"
         self.redis = redis
-        self.app = create_app(CONFIG, f"sqlite:///{self.db_path}", redis=redis)
+        self.app = create_app(config, f"sqlite:///{self.db_path}", redis=redis)
         self.audit_path: Path = self.app.state.audit_path
         self.ids: dict[str, int] = {}
         for name, role in [("alice", "admin"), ("victor", "viewer"), ("otto", "operator"), ("mia", "manager")]:
