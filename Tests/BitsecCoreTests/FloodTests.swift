@@ -1,4 +1,5 @@
 import Testing
+import Dispatch
 import BitsecCore
 
 // Floods of well-formed keys against every bounded in-process table keyed by client input.
@@ -86,6 +87,19 @@ private func report(_ table: String, _ what: String, _ bad: Int, _ of: Int) {
         #expect(stats.entryCount == 0)
         #expect(stats.evictionCount > 0 && stats.refusalCount == 0)
         #expect(rt.metricsText().contains("bitsec_table_evictions_total{table=\"rate_limit:api\"} \(stats.evictionCount)\n"))
+    }
+
+    @Test func concurrentFloodKeepsTheBoundAndAnExactCount() throws {
+        let rt = try runtime()
+        let s = try rateLimits(rt)
+        let keys = (0..<4).map { spreadAddresses(count: 15_000, tag: 20 + UInt32($0)) }
+        DispatchQueue.concurrentPerform(iterations: 4) { t in
+            for k in keys[t] { _ = try? s.take(category: "api", key: k, at: t0) }
+        }
+        let stats = try #require(s.boundedTables.first { $0.name == "rate_limit:api" })
+        #expect(stats.entryCount <= bound)
+        for list in keys { for k in list { try s.reset(category: "api", key: k) } }
+        #expect(stats.entryCount == 0)
     }
 
     @Test func rateLimitTableFullOfDrainedBucketsFailsClosed() throws {

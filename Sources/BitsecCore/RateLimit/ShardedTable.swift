@@ -272,7 +272,7 @@ public final class BoundedTableStats: Sendable {
     }
 
     /// Entries held now.
-    public var entryCount: Int { max(0, entries.load(ordering: .relaxed)) }
+    public var entryCount: Int { entries.load(ordering: .relaxed) }
     /// Entries that still held state (not idle) evicted to make room for a new key.
     public var evictionCount: UInt64 { evictions.load(ordering: .relaxed) }
     /// New keys refused because the table was full and nothing could be evicted.
