@@ -10,8 +10,12 @@ internal import Synchronization
 /// then the key. A client cannot compute where its keys land, so it cannot aim a flood at
 /// the shard of a victim. SipHash-1-3 over a short key costs a few tens of nanoseconds, the
 /// price of the FNV-1a it replaces plus the 16 secret bytes; a keyed MAC through OpenSSL's
-/// EVP would cost more than the whole in-process take. The secret belongs to the table:
-/// every process that shares one table (a shared-memory store) must share its secret.
+/// EVP would cost more than the whole in-process take (measured: about 160 instructions more
+/// per take than FNV-1a, see BENCHMARKS.md). The secret belongs to the table: every process
+/// that shares one table (a shared-memory store, whose region holds the secret) must share
+/// it, and since `Hasher`'s own seed differs per process, such a store must hash with
+/// SipHash keyed by the region's secret alone; this in-process table only needs placement
+/// to be unpredictable to clients, which both seeds give.
 ///
 /// **The bound is global.** At most `maxKeys` entries over all shards (one atomic count),
 /// never a per-shard cap: however keys spread, the table holds `maxKeys` before anything is
@@ -121,11 +125,7 @@ final class ShardedTable<Value: Sendable>: Sendable {
             // Half the sample or more was idle: the shard is mostly idle, sweep all of it
             // (the cost is paid back by the room it makes). Own-shard removals are counted
             // by withShard; the count has room for one.
-            if own.dropped * 2 >= own.examined {
-                let idle = self.idle
-                c.map = c.map.filter { !idle($0.value, nowMs) }
-                c.cursor = nil
-            }
+            if own.dropped * 2 >= own.examined { _ = dropIdle(&c, nowMs: nowMs) }
             return true
         }
         var best: (shard: Int, key: String, rank: Int64)? = own.best.map { (index, $0.key, $0.rank) }
@@ -201,14 +201,21 @@ final class ShardedTable<Value: Sendable>: Sendable {
         return (idleKeys.count, n, best)
     }
 
-    /// Drops the idle entries of a locked shard.
+    /// Drops the idle entries of a locked shard and counts them out of the global count.
     private func sweep(_ c: inout Contents, nowMs: Int64) {
-        let before = c.map.count
-        let idle = self.idle
-        c.map = c.map.filter { !idle($0.value, nowMs) }
-        let removed = before - c.map.count
+        let removed = dropIdle(&c, nowMs: nowMs)
         if removed > 0 { stats.entries.wrappingSubtract(removed, ordering: .relaxed) }
-        c.cursor = nil
+    }
+
+    /// Removes the idle entries of a locked shard in place (the dictionary keeps its storage:
+    /// no reallocation and regrowth after each sweep); returns how many. The global count is
+    /// the caller's business.
+    private func dropIdle(_ c: inout Contents, nowMs: Int64) -> Int {
+        var gone: [String] = []
+        for (k, v) in c.map where idle(v, nowMs) { gone.append(k) }
+        for k in gone { c.map.removeValue(forKey: k) }
+        if !gone.isEmpty { c.cursor = nil }
+        return gone.count
     }
 
     /// Removes a key's entry.
