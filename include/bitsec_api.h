@@ -541,8 +541,11 @@ int32_t bitsec_login_guard_succeeded(bitsec_runtime *rt, char const *account, si
 
 /// The runtime's metrics in the Prometheus text exposition format (version 0.0.4): audit
 /// event counters named <type>_events_total{event_subtype,result[,sensitive_data_accessed]}
-/// (so ADR-007's alert rules select them), drops, rejections, sink errors, queue gauges.
-/// Empty text when the runtime has no audit section.
+/// (so ADR-007's alert rules select them), drops, rejections, sink errors, queue gauges
+/// (when the runtime has an audit section); then, for each bounded in-process table of the
+/// configured capabilities, bitsec_table_entries, bitsec_table_capacity,
+/// bitsec_table_evictions_total and bitsec_table_full_refusals_total with a table label.
+/// Empty text when nothing is configured that has metrics.
 /// rt: the runtime.
 /// out_buf, out_cap: caller-owned buffer. out_len: receives the text's length (excluding the
 /// NUL written after it when there is room), also when the buffer is too small.

@@ -84,8 +84,11 @@ public func bitsec_audit_stats(_ rt: OpaquePointer?, _ out_buf: UnsafeMutablePoi
 
 /// The runtime's metrics in the Prometheus text exposition format (version 0.0.4): audit
 /// event counters named <type>_events_total{event_subtype,result[,sensitive_data_accessed]}
-/// (so ADR-007's alert rules select them), drops, rejections, sink errors, queue gauges.
-/// Empty text when the runtime has no audit section.
+/// (so ADR-007's alert rules select them), drops, rejections, sink errors, queue gauges
+/// (when the runtime has an audit section); then, for each bounded in-process table of the
+/// configured capabilities, bitsec_table_entries, bitsec_table_capacity,
+/// bitsec_table_evictions_total and bitsec_table_full_refusals_total with a table label.
+/// Empty text when nothing is configured that has metrics.
 ///
 /// rt: the runtime.
 /// out_buf, out_cap: caller-owned buffer. out_len: receives the text's length (excluding the
@@ -97,7 +100,7 @@ public func bitsec_audit_stats(_ rt: OpaquePointer?, _ out_buf: UnsafeMutablePoi
 @c(bitsec_metrics_text)
 public func bitsec_metrics_text(_ rt: OpaquePointer?, _ out_buf: UnsafeMutablePointer<CChar>?, _ out_cap: UInt, _ out_len: UnsafeMutablePointer<UInt>?) -> Int32 {
     withRuntime(rt) { (r) throws(BitsecError) in
-        try writeOutput(Array((r.audit?.metricsText() ?? "").utf8), out_buf, out_cap, out_len)
+        try writeOutput(Array(r.metricsText().utf8), out_buf, out_cap, out_len)
     }
 }
 

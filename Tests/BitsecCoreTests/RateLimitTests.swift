@@ -146,12 +146,13 @@ private let t0: Int64 = 1_800_000_000
     }
 
     @Test func tableIsBoundedAndIdleBucketsAreEvicted() throws {
-        // max_keys 64 -> one key per shard. Fill far beyond: keys whose shard is busy are
-        // refused (key_table_full, denied), never a crash and never unbounded memory.
+        // max_keys 64. Fill far beyond with keys that drain their bucket below half (2 of
+        // 3 tokens: never evicted): once 64 are held, new keys are refused (key_table_full,
+        // denied), never a crash and never unbounded memory.
         let s = try service(cfg)
         var refused = 0
         for k in 0..<1000 {
-            let d = try s.take(category: "default", key: "key-\(k)", at: t0)
+            let d = try s.take(category: "default", key: "key-\(k)", cost: 2, at: t0)
             if d.reason == .keyTableFull { refused += 1; #expect(!d.allowed && d.retryAfter >= 1) }
         }
         #expect(refused > 0)

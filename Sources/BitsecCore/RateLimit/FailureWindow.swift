@@ -156,10 +156,19 @@ public final class FailureWindow: Sendable {
         self.blockMs = policy.blockSeconds * 1000
         breaker = OutageBreaker(retryMs: outageRetryMs)
         keyHead = Array("\(redis?.config.keyPrefix ?? "")fw:{\(name):".utf8)
-        local = ShardedTable(maxKeys: maxKeys) { e, now in
-            e.blockedUntilMs <= now && (e.failures.last ?? .min) <= now &- windowMs
-        }
+        // Eviction when the table is full: an idle window first (no block, no failure in
+        // the window), then the window with the fewest failures; a live block never goes.
+        // With no evictable window a new key's failure is reported blocked (`tableFull`).
+        local = ShardedTable(name: "failure_window:\(name)", maxKeys: maxKeys,
+                             idle: { e, now in e.blockedUntilMs <= now && (e.failures.last ?? .min) <= now &- windowMs },
+                             rank: { e, now in
+                                 guard e.blockedUntilMs <= now else { return nil }
+                                 return Int64(e.failures.reduce(0) { $0 + ($1 > now &- windowMs ? 1 : 0) })
+                             })
     }
+
+    /// Entries, capacity, evictions and refusals of the in-process table (metrics).
+    public var tableStats: BoundedTableStats { local.stats }
 
     /// Records a failure for `key`; blocks it when this completes `maxFailures` in the window.
     public func recordFailure(key: String, at: Int64 = 0) throws(BitsecError) -> FailureStatus {

@@ -12,9 +12,24 @@ final class LocalBuckets: Sendable {
     let shape: BucketShape
     let table: ShardedTable<Entry>
 
-    init(shape: BucketShape, maxKeys: Int) {
+    /// - name: the `table` label of the metrics (`rate_limit:<category>`).
+    ///
+    /// Eviction when the table is full: a full bucket is idle (forgetting it changes nothing);
+    /// next, the most refilled bucket among those at least half full (forgetting one gives
+    /// its key back at most half the capacity, once). A bucket below half is never evicted:
+    /// a key that is being limited stays limited; with no evictable bucket a new key's take
+    /// is refused (`keyTableFull`).
+    init(shape: BucketShape, maxKeys: Int, name: String = "rate_limit") {
         self.shape = shape
-        table = ShardedTable(maxKeys: maxKeys) { e, now in now >= e.fullAtMs }
+        // Milliseconds to regain half the capacity: a bucket that is at most this far from
+        // full holds at least half of it.
+        let halfMs = max(0, (shape.full / 2) / max(1, shape.rate))
+        table = ShardedTable(name: name, maxKeys: maxKeys,
+                             idle: { e, now in now >= e.fullAtMs },
+                             rank: { e, now in
+                                 let toFull = e.fullAtMs &- now
+                                 return toFull <= halfMs ? toFull : nil
+                             })
     }
 
     /// Takes `cost` tokens for `key` at `nowMs`. `firstDenial` is true for the first denial

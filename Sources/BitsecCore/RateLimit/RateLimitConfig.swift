@@ -38,8 +38,8 @@ public final class RateLimitCategory: Sendable {
         self.shape = shape
         self.failurePolicy = failurePolicy
         self.localSharePercent = localSharePercent
-        buckets = LocalBuckets(shape: shape, maxKeys: maxKeys)
-        fallback = LocalBuckets(shape: shape.share(percent: localSharePercent), maxKeys: maxKeys)
+        buckets = LocalBuckets(shape: shape, maxKeys: maxKeys, name: "rate_limit:\(name)")
+        fallback = LocalBuckets(shape: shape.share(percent: localSharePercent), maxKeys: maxKeys, name: "rate_limit_fallback:\(name)")
         redisKeyHead = Array("\(keyPrefix)rl:{\(name):".utf8)
         redisShapeArgs = RESPEncoder.arguments([Array(String(shape.full).utf8), Array(String(shape.rate).utf8)])
         redisNeedOneArg = RESPEncoder.arguments([Array(String(shape.unit).utf8)])

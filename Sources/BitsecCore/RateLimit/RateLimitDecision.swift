@@ -4,9 +4,10 @@ public enum RateLimitReason: Int64, Sendable {
     case ok = 0
     /// The bucket did not hold `cost` tokens.
     case limited = 1
-    /// The in-process key table of the category is at `max_keys` and no idle bucket could be
-    /// evicted: a new key is refused rather than evicting a bucket that is still draining
-    /// (which would hand its owner a fresh burst).
+    /// The in-process key table of the category is at `max_keys` and no bucket examined
+    /// could be evicted (none idle, none at least half full): a new key is refused rather
+    /// than evicting a bucket that is being drained (which would hand its owner a fresh
+    /// burst). Counted in `bitsec_table_full_refusals_total`.
     case keyTableFull = 2
     /// Redis was unavailable and the category's failure policy is `deny`.
     case backendDeny = 3

@@ -237,6 +237,17 @@ public final class RateLimitService: Capability {
             details: recovered ? [] : [("detail", .string(detail))]))
     }
 
+    /// The in-process tables that can hold keys: the buckets (store `local`) or the outage
+    /// fallback buckets (store `redis`, policy `local`), and the brute-force window.
+    public var boundedTables: [BoundedTableStats] {
+        var out: [BoundedTableStats] = []
+        for c in categories {
+            if redis == nil { out.append(c.buckets.table.stats) } else if c.failurePolicy == .local { out.append(c.fallback.table.stats) }
+        }
+        if redis == nil || bruteForce.policy.failurePolicy == .local { out.append(bruteForce.tableStats) }
+        return out
+    }
+
     /// True while decisions skip Redis after a failure (tests, health endpoints).
     public var degraded: Bool { redis != nil && breaker.isOpen }
 

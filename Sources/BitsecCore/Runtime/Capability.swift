@@ -9,10 +9,14 @@ public protocol Capability: AnyObject, Sendable {
     func describe() -> JSONValue
     /// Stops background work and releases resources; called once, after calls have drained.
     func shutdown()
+    /// The bounded in-process tables keyed by client input that this capability uses
+    /// (their counters appear in `bitsec_metrics_text`).
+    var boundedTables: [BoundedTableStats] { get }
 }
 
 extension Capability {
     public func shutdown() {}
+    public var boundedTables: [BoundedTableStats] { [] }
 }
 
 /// What a capability can use while it is built: the configuration context, the shared Redis

@@ -118,6 +118,12 @@ public final class Runtime: Sendable {
 
     /// What is configured, as JSON, without any secret: for `make demo`, health endpoints
     /// and support tickets.
+    /// The Prometheus text of `bitsec_metrics_text`: the audit counters (when the audit
+    /// section exists), then the bounded in-process tables' gauges and counters.
+    public func metricsText() -> String {
+        (audit?.metricsText() ?? "") + BoundedTableStats.prometheusText(capabilities.flatMap(\.boundedTables))
+    }
+
     public func describe() -> JSONValue {
         var sections: [(key: String, value: JSONValue)] = []
         if let redis {

@@ -1,5 +1,3 @@
-internal import Synchronization
-
 /// Remembers the last accepted time step per user (RFC 6238 §5.2: a verifier must not accept
 /// the second attempt of a code after a successful validation). `accept` is an atomic
 /// compare-and-set: it records `step` and returns true only if it is later than the last
@@ -8,30 +6,45 @@ public protocol ReplayGuard: Sendable {
     func accept(_ user: String, step: Int64, ttlSeconds: Int64) throws(BitsecError) -> Bool
 }
 
-/// In-process: one dictionary under a mutex. Entries are kept for `ttlSeconds` of real time
-/// (long enough that every step still inside a window stays refused), then pruned.
+/// In-process: a bounded `ShardedTable` (keyed placement, global bound; see there). An
+/// entry is kept for `ttlSeconds` of real time (long enough that every step still inside a
+/// window stays refused) and is never evicted while it lives: evicting it would accept the
+/// code again. When `maxEntries` users hold live steps, a user not in the table is refused
+/// (its code is answered as a replay, the safe side) and the refusal is counted in
+/// `stats` (`bitsec_table_full_refusals_total{table="totp_replay"}`).
 public final class InProcessReplayGuard: ReplayGuard {
-    private struct Entry { var step: Int64; var expires: Int64 }
-    private let state = Mutex<(entries: [String: Entry], pruneAt: Int)>(([:], 10_000))
+    struct Entry: Sendable { var step: Int64; var expiresMs: Int64 }
+    private let table: ShardedTable<Entry>
 
-    public init() {}
+    public init(maxEntries: Int = 100_000) {
+        table = ShardedTable(name: "totp_replay", maxKeys: maxEntries,
+                             idle: { e, now in e.expiresMs <= now }, rank: { _, _ in nil })
+    }
 
     public func accept(_ user: String, step: Int64, ttlSeconds: Int64) -> Bool {
-        let now = Clock.monotonicMillis() / 1000
-        return state.withLock { s in
-            if let e = s.entries[user], e.expires > now, e.step >= step { return false }
-            s.entries[user] = Entry(step: step, expires: now + ttlSeconds)
-            // Prune the expired entries when the table reaches pruneAt, then wait until it
-            // doubles what is left: amortised O(1) per insert, memory bounded by live users.
-            if s.entries.count >= s.pruneAt {
-                s.entries = s.entries.filter { $0.value.expires > now }
-                s.pruneAt = max(10_000, 2 * s.entries.count)
+        accept(user, step: step, ttlSeconds: ttlSeconds, nowMs: Clock.monotonicMillis())
+    }
+
+    /// As `accept(_:step:ttlSeconds:)` at an explicit instant of the monotonic clock (ms).
+    public func accept(_ user: String, step: Int64, ttlSeconds: Int64, nowMs: Int64) -> Bool {
+        let expires = nowMs &+ min(max(0, ttlSeconds), 1 << 40) &* 1000
+        return table.withShard(for: user, nowMs: nowMs) { (c, makeRoom) -> Bool in
+            if let i = c.map.index(forKey: user) {
+                let e = c.map.values[i]
+                if e.expiresMs > nowMs, e.step >= step { return false }
+                c.map.values[i] = Entry(step: step, expiresMs: expires)
+                return true
             }
+            guard makeRoom(&c) else { return false }
+            c.map[user] = Entry(step: step, expiresMs: expires)
             return true
         }
     }
 
-    public var trackedUsers: Int { state.withLock { $0.entries.count } }
+    public var trackedUsers: Int { table.count }
+
+    /// Entries, capacity, evictions and refusals (metrics).
+    public var stats: BoundedTableStats { table.stats }
 }
 
 /// Shared through Redis: `GET`, compare and `SET ... EX` inside one Lua script (atomic on
@@ -68,23 +81,42 @@ public protocol UseOnceSet: Sendable {
     func claim(_ id: String, ttlSeconds: Int64) throws(BitsecError) -> Bool
 }
 
+/// In-process: a bounded `ShardedTable` (see there). A claim is kept for `ttlSeconds` of
+/// real time and is never evicted while it lives (that would let the code be used again).
+/// When `maxEntries` claims are live, a new claim is refused (the code is answered as
+/// used, the safe side) and counted in `stats`
+/// (`bitsec_table_full_refusals_total{table="totp_backup_codes"}`).
 public final class InProcessUseOnceSet: UseOnceSet {
-    private let state = Mutex<(claimed: [String: Int64], pruneAt: Int)>(([:], 10_000))
+    private let table: ShardedTable<Int64>
 
-    public init() {}
+    public init(maxEntries: Int = 100_000) {
+        table = ShardedTable(name: "totp_backup_codes", maxKeys: maxEntries,
+                             idle: { expires, now in expires <= now }, rank: { _, _ in nil })
+    }
 
     public func claim(_ id: String, ttlSeconds: Int64) -> Bool {
-        let now = Clock.monotonicMillis() / 1000
-        return state.withLock { s in
-            if let e = s.claimed[id], e > now { return false }
-            s.claimed[id] = now + ttlSeconds
-            if s.claimed.count >= s.pruneAt {
-                s.claimed = s.claimed.filter { $0.value > now }
-                s.pruneAt = max(10_000, 2 * s.claimed.count)
+        claim(id, ttlSeconds: ttlSeconds, nowMs: Clock.monotonicMillis())
+    }
+
+    /// As `claim(_:ttlSeconds:)` at an explicit instant of the monotonic clock (ms).
+    public func claim(_ id: String, ttlSeconds: Int64, nowMs: Int64) -> Bool {
+        let expires = nowMs &+ min(max(0, ttlSeconds), 1 << 40) &* 1000
+        return table.withShard(for: id, nowMs: nowMs) { (c, makeRoom) -> Bool in
+            if let i = c.map.index(forKey: id) {
+                if c.map.values[i] > nowMs { return false }
+                c.map.values[i] = expires
+                return true
             }
+            guard makeRoom(&c) else { return false }
+            c.map[id] = expires
             return true
         }
     }
+
+    public var trackedClaims: Int { table.count }
+
+    /// Entries, capacity, evictions and refusals (metrics).
+    public var stats: BoundedTableStats { table.stats }
 }
 
 public final class RedisUseOnceSet: UseOnceSet {

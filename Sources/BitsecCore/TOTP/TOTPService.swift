@@ -20,7 +20,12 @@ internal import COpenSSL
 ///   count. With Redis state an outage is an error (`backendUnavailable`), never an acceptance;
 /// - `backup_codes`: `count` (1–64, default 10), `length` (8–16, default 10), `iterations`
 ///   (PBKDF2, 1000–1000000, default 10000), `pepper` (a secret, optional), `used_ttl_s`
-///   (how long a used code stays refused without the caller deleting it, default 30 days).
+///   (how long a used code stays refused without the caller deleting it, default 30 days);
+/// - `max_keys` (64–100000000, default 100000): the bound of each in-process table of the
+///   `memory` state (users' last accepted steps, used backup codes, failure counts). A live
+///   step or claim is never evicted; when one of these tables is full of live entries a
+///   user not in it is refused (a code answered as replayed or used, the safe side) and
+///   `bitsec_table_full_refusals_total` counts it.
 public final class TOTPService: Capability {
     public static let sectionName = "totp"
 
@@ -34,16 +39,19 @@ public final class TOTPService: Capability {
     public let backupLength: Int
     public let backupIterations: Int64
     public let backupUsedTTL: Int64
+    public let maxKeys: Int
     private let pepper: SecretBytes?
     private let failures: FailureWindow
     private let fields: FieldService?
     private let replay: any ReplayGuard
     private let usedBackupCodes: any UseOnceSet
+    private let memoryTables: [BoundedTableStats]
     private let audit: (any AuditHook)?
 
     init(params: OTPParameters, window: Int, issuer: String?, minSecretBits: Int, redis: RedisPool?,
          throttlePolicy: FailureWindowPolicy, backupCount: Int, backupLength: Int, backupIterations: Int64,
-         backupUsedTTL: Int64, pepper: SecretBytes?, audit: (any AuditHook)?, fields: FieldService? = nil) {
+         backupUsedTTL: Int64, pepper: SecretBytes?, audit: (any AuditHook)?, fields: FieldService? = nil,
+         maxKeys: Int = 100_000) {
         self.params = params
         self.window = window
         self.issuer = issuer
@@ -54,18 +62,23 @@ public final class TOTPService: Capability {
         self.backupLength = backupLength
         self.backupIterations = backupIterations
         self.backupUsedTTL = backupUsedTTL
+        self.maxKeys = maxKeys
         self.pepper = pepper
         self.audit = audit
         self.fields = fields
         // TOTP emits its own audit events (totp_failed, throttled), so the window's `blocked`
         // event (keyed by the internal identity) is not wanted.
-        failures = FailureWindow(name: "totp", policy: throttlePolicy, redis: redis, audit: nil, auditType: "mfa")
+        failures = FailureWindow(name: "totp", policy: throttlePolicy, redis: redis, audit: nil, maxKeys: maxKeys, auditType: "mfa")
         if let redis {
             replay = RedisReplayGuard(pool: redis)
             usedBackupCodes = RedisUseOnceSet(pool: redis)
+            memoryTables = []
         } else {
-            replay = InProcessReplayGuard()
-            usedBackupCodes = InProcessUseOnceSet()
+            let r = InProcessReplayGuard(maxEntries: maxKeys)
+            let u = InProcessUseOnceSet(maxEntries: maxKeys)
+            replay = r
+            usedBackupCodes = u
+            memoryTables = [r.stats, u.stats, failures.tableStats]
         }
     }
 
@@ -105,12 +118,14 @@ public final class TOTPService: Capability {
             }
             try b.finish()
         }
+        let maxKeys = try o.int("max_keys", in: 64...100_000_000, default: 100_000)
         try o.finish()
         return TOTPService(params: OTPParameters(algorithm: algorithm, digits: Int(digits), period: period, t0: t0),
                            window: Int(window), issuer: issuer, minSecretBits: Int(minBits),
                            redis: state == "redis" ? context.redis : nil, throttlePolicy: policy,
                            backupCount: Int(count), backupLength: Int(length), backupIterations: iterations,
-                           backupUsedTTL: usedTTL, pepper: pepper, audit: context.audit, fields: context.fields)
+                           backupUsedTTL: usedTTL, pepper: pepper, audit: context.audit, fields: context.fields,
+                           maxKeys: Int(maxKeys))
     }
 
     /// The `FailureWindow` policy of the `throttle` settings: at most `maxFailures` failures
@@ -133,6 +148,7 @@ public final class TOTPService: Capability {
             ("issuer", issuer.map { .string($0) } ?? .null),
             ("min_secret_bits", n(Int64(minSecretBits))),
             ("state", .string(usesRedis ? "redis" : "memory")),
+            ("max_keys", n(Int64(maxKeys))),
             ("sealed_secrets", .bool(fields != nil)),
             ("throttle", .object(JSONObject([("max_failures", n(throttlePolicy.maxFailures)), ("window_s", n(throttlePolicy.windowSeconds))]))),
             ("backup_codes", .object(JSONObject([
@@ -141,6 +157,10 @@ public final class TOTPService: Capability {
             ]))),
         ]))
     }
+
+    /// The in-process tables of the `memory` state (none with `redis`: state is in Redis and
+    /// an outage is an error, never a local decision).
+    public var boundedTables: [BoundedTableStats] { memoryTables }
 
     /// How long a user's last accepted step is remembered: past the end of every window that
     /// could still contain it, plus a margin for clock differences between instances.

@@ -50,6 +50,8 @@ public final class TokenService: Capability {
 
     public var keys: KeySet { keySet.withLock { $0 } }
 
+    public var boundedTables: [BoundedTableStats] { cache.map { [$0.stats] } ?? [] }
+
     // MARK: - Verification
 
     /// The decision about one token. `claims` is set when the signature verified (also when
@@ -90,7 +92,7 @@ public final class TokenService: Capability {
         let ks = keySet.withLock { $0 }
         let claims: VerifiedClaims
         if let cache {
-            let h = VerifiedTokenCache.hash(token)
+            let h = cache.hash(token)
             if let hit = cache.lookup(token, hash: h, generation: ks.generation) {
                 claims = hit
             } else {

@@ -2,8 +2,13 @@ internal import COpenSSL
 internal import Synchronization
 
 /// A bounded cache of tokens whose signature verified, keyed on the whole token: a hash
-/// lookup (Swift's per-process seeded SipHash, so entries cannot be forced to collide), then
-/// a constant-time comparison of the full bytes. It stores the parsed claims. A hit skips
+/// lookup, then a constant-time comparison of the full bytes. The hash is Swift's `Hasher`
+/// (SipHash-1-3, seeded per process) over a 128-bit secret drawn when the cache is made,
+/// then the token: a client cannot compute which tokens collide or which entry its tokens
+/// displace. At `capacity` entries an insert evicts one entry, chosen by that keyed hash
+/// order (O(1)); eviction can only cost a later signature check, never accept anything, so
+/// a flood of valid tokens slows the cache down but cannot fail open. Evictions are counted
+/// in `stats` (`bitsec_table_evictions_total{table="token_cache"}`). It stores the parsed claims. A hit skips
 /// only the signature check (and the parse): time claims, issuer, audience and revocation
 /// are checked on every call. Cleared on key reload; entries also carry the key set's
 /// generation, so an entry from an older set is never used.
@@ -21,14 +26,33 @@ public final class VerifiedTokenCache: Sendable {
 
     private let map = Mutex<[Int: Entry]>([:])
     public let capacity: Int
+    private let secret: TableSecret
+    /// Entries, capacity and evictions (metrics; a cache never refuses).
+    public let stats: BoundedTableStats
 
-    public init(capacity: Int) { self.capacity = capacity }
+    public init(capacity: Int) {
+        self.capacity = capacity
+        secret = .random()
+        stats = BoundedTableStats(name: "token_cache", capacity: capacity)
+    }
 
     @inline(__always)
-    static func hash(_ token: UnsafeRawBufferPointer) -> Int {
+    func hash(_ token: UnsafeRawBufferPointer) -> Int {
         var h = Hasher()
+        h.combine(secret.k0)
+        h.combine(secret.k1)
         h.combine(bytes: token)
         return h.finalize()
+    }
+
+    /// Whether `token` is cached with these claims' generation (tests): lookup by bytes.
+    public func cachedClaims(_ token: [UInt8], generation: UInt64) -> VerifiedClaims? {
+        token.withUnsafeBytes { lookup($0, hash: hash($0), generation: generation) }
+    }
+
+    /// Inserts as a verification does (tests: floods without signing each token).
+    public func insertVerified(_ token: [UInt8], claims: VerifiedClaims, generation: UInt64) {
+        token.withUnsafeBytes { insert($0, hash: hash($0), claims: claims, generation: generation) }
     }
 
     func lookup(_ token: UnsafeRawBufferPointer, hash: Int, generation: UInt64) -> VerifiedClaims? {
@@ -39,16 +63,22 @@ public final class VerifiedTokenCache: Sendable {
 
     func insert(_ token: UnsafeRawBufferPointer, hash: Int, claims: VerifiedClaims, generation: UInt64) {
         let e = Entry(token: Array(token), claims: claims, generation: generation)
-        map.withLock { m in
+        let n = map.withLock { m -> Int in
             if m.count >= capacity, m[hash] == nil, let victim = m.first {
-                // Hash order is random per process: this evicts an arbitrary entry in O(1).
+                // The keyed hash orders the entries: an entry no client can choose, in O(1).
                 m.removeValue(forKey: victim.key)
+                stats.evictions.wrappingAdd(1, ordering: .relaxed)
             }
             m[hash] = e
+            return m.count
         }
+        stats.entries.store(n, ordering: .relaxed)
     }
 
-    public func clear() { map.withLock { $0.removeAll(keepingCapacity: true) } }
+    public func clear() {
+        map.withLock { $0.removeAll(keepingCapacity: true) }
+        stats.entries.store(0, ordering: .relaxed)
+    }
 
     public var count: Int { map.withLock { $0.count } }
 }
