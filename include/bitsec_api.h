@@ -801,9 +801,10 @@ int32_t bitsec_token_refresh(bitsec_runtime *rt, char const *token, size_t token
 /// Revokes a bare jti: every token carrying it verifies as BITSEC_TOKEN_REVOKED until exp
 /// plus the leeway (then it is expired anyway and the entry is dropped). In Redis when the
 /// runtime has a redis section (shared by every instance), in process otherwise. Only the
-/// jti is known here: in Redis the revocation is stored in the place of tokens WITHOUT a
-/// sub claim (revoke a token that has a sub with bitsec_token_revoke_token, which also
-/// knows its session). In process, when tokens.revocation.max_entries live jtis are
+/// jti is known here: in Redis the revocation is stored under the jti's own key, which every
+/// verification of a token with that jti also checks (in the same round trip as the
+/// subject's keys). Prefer bitsec_token_revoke_token when the token is at hand: it also
+/// knows its session, which it revokes instead when a table is full. In process, when tokens.revocation.max_entries live jtis are
 /// recorded, the call does not fail: every token issued up to now is revoked instead (fail
 /// closed; see bitsec_token_revoke_token for the narrower escalation).
 /// jti, jti_len: the token's jti, 1 to 512 bytes of UTF-8; caller-owned.

@@ -217,6 +217,26 @@ private func sessionAndSubject(_ t: TokenService, sub: String) throws {
         try admin.command("SLOWLOG", "GET", "1").array?.first?.array?.first?.integer ?? -1
     }
 
+    /// A revocation by the bare jti (the subject unknown to the caller) is honoured for a token
+    /// that has a subject, and the bare lookup agrees with a revocation that knew the subject.
+    @Test func redisBareJtiRevocationsAgreeWithSubjectKeyedOnes() throws {
+        guard let port = TestRedis.port else { return }
+        let pool = RedisPool(config: RedisConfig(endpoint: .tcp(host: "127.0.0.1", port: port), commandTimeoutMs: 1000,
+                                                 keyPrefix: "revbare\(Clock.nowMicros()):"))
+        let t = try service(redis: pool)
+        let now = Clock.nowSeconds()
+        let a = try pair(t, #"{"sub":"bare-user"}"#, at: now)
+        let ca = try #require(try t.verify(a.access, at: now).claims)
+        #expect(try t.revoke(jti: try #require(ca.jti), exp: try #require(ca.exp), at: now))
+        #expect(try t.verify(a.access, at: now).reason == .revoked)
+        let b = try pair(t, #"{"sub":"bare-user"}"#, at: now)
+        let cb = try #require(try t.verify(b.access, at: now).claims)
+        #expect(try !t.isRevoked(jti: try #require(cb.jti), at: now))
+        #expect(try t.revoke(cb, at: now) == .newly)
+        #expect(try t.isRevoked(jti: try #require(cb.jti), at: now))
+        #expect(try t.verify(b.access, at: now).reason == .revoked)
+    }
+
     @Test func redisVerificationIsOneRoundTripInOneSlot() throws {
         guard let port = TestRedis.port else { return }
         let prefix = "revk\(Clock.nowMicros()):"
@@ -235,13 +255,15 @@ private func sessionAndSubject(_ t: TokenService, sub: String) throws {
         let access = try t.verify(p.access, at: now)
         let c = try #require(access.claims)
         let before = try lastSlowlogID(admin)
+        // Per verification: the subject's MGET and the bare-jti EXISTS, pipelined on one
+        // connection (RedisConnection.pipeline writes both before reading either reply).
         for _ in 0..<10 { #expect(try t.verify(p.access, at: now).isValid) }
-        #expect(try commands(admin, client: name, after: before) == Array(repeating: "MGET", count: 10))
-        // Revoked by session: still one command per verification.
+        #expect(try commands(admin, client: name, after: before) == Array([[String]](repeating: ["MGET", "EXISTS"], count: 10).joined()))
+        // Revoked by session: the same two.
         #expect(try t.revokeSession(p.session, subject: "slot-user", at: now))
         let b2 = try lastSlowlogID(admin)
         #expect(try t.verify(p.access, at: now).reason == .revoked)
-        #expect(try commands(admin, client: name, after: b2) == ["MGET"])
+        #expect(try commands(admin, client: name, after: b2) == ["MGET", "EXISTS"])
         // Every key of the subject is in one slot.
         let keys = [store.jtiKey(jti: c.jti ?? "", sub: "slot-user"), store.sessionKey(sub: "slot-user", sid: p.session),
                     store.subjectKey(sub: "slot-user")]

@@ -82,11 +82,42 @@ public final class RedisConnection {
     public func command(resp: [UInt8]) throws(BitsecError) -> RedisReply {
         guard !broken else { throw .backend("redis \(endpointText): connection is broken") }
         guard !resp.isEmpty else { throw .invalid("redis command needs arguments") }
-        let appended = resp.withUnsafeBytes { raw in
-            redisAppendFormattedCommand(ctx, raw.baseAddress?.assumingMemoryBound(to: CChar.self), raw.count)
+        return try readReply(appended: append(resp))
+    }
+
+    /// Sends several commands in one write and reads their replies in order: one network
+    /// round trip for all of them (they need not touch one slot). Error replies come back as
+    /// `.error` in their place; an I/O failure throws and breaks the connection.
+    public func pipeline(_ commands: [[[UInt8]]]) throws(BitsecError) -> [RedisReply] {
+        guard !broken else { throw .backend("redis \(endpointText): connection is broken") }
+        guard !commands.isEmpty else { return [] }
+        // Every command is checked before any is appended: a half-appended batch would leave
+        // commands in hiredis' buffer whose replies nobody reads.
+        for args in commands where args.isEmpty || args.count > Int(Int32.max) {
+            throw .invalid("redis command needs arguments")
         }
+        var appended = true
+        for args in commands {
+            var e = RESPEncoder(count: args.count, capacity: args.reduce(16) { $0 + $1.count + 16 })
+            for a in args { e.bulk(a) }
+            appended = appended && append(e.bytes)
+        }
+        var replies: [RedisReply] = []
+        replies.reserveCapacity(commands.count)
+        for _ in commands { replies.append(try readReply(appended: appended)) }
+        return replies
+    }
+
+    private func append(_ resp: [UInt8]) -> Bool {
+        resp.withUnsafeBytes { raw in
+            redisAppendFormattedCommand(ctx, raw.baseAddress?.assumingMemoryBound(to: CChar.self), raw.count)
+        } == bitsec_redis_ok()
+    }
+
+    /// Reads the next reply (flushing what was appended first).
+    private func readReply(appended: Bool) throws(BitsecError) -> RedisReply {
         var reply: UnsafeMutableRawPointer? = nil
-        if appended != bitsec_redis_ok() || redisGetReply(ctx, &reply) != bitsec_redis_ok() || reply == nil {
+        if !appended || redisGetReply(ctx, &reply) != bitsec_redis_ok() || reply == nil {
             // Any failure leaves hiredis' context unusable: the pool discards this connection.
             if let reply { freeReplyObject(reply) }
             broken = true

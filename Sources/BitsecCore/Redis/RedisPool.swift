@@ -50,6 +50,11 @@ public final class RedisPool: @unchecked Sendable {
         try withConnection { (c) throws(BitsecError) -> RedisReply in try c.command(args) }
     }
 
+    /// Several commands in one round trip on one pooled connection (`RedisConnection.pipeline`).
+    public func pipeline(_ commands: [[[UInt8]]]) throws(BitsecError) -> [RedisReply] {
+        try withConnection { (c) throws(BitsecError) -> [RedisReply] in try c.pipeline(commands) }
+    }
+
     public func command(_ args: String...) throws(BitsecError) -> RedisReply {
         try command(args.map { Array($0.utf8) })
     }

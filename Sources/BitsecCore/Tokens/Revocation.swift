@@ -216,6 +216,10 @@ public final class MemoryRevocationStore: RevocationStore {
 /// - `<key_prefix>revoked:{<sub>}:s:<session_id>` = the session epoch (Unix seconds);
 /// - `<key_prefix>revoked:{<sub>}:nb` = the subject's not-before epoch.
 /// A token without `sub` has only its jti key, tagged on the jti: `revoked:{#<jti>}:j:<jti>`.
+/// That bare-jti key is also written beside the subject's jti key (same round trip), and is
+/// where a revocation by `jti` alone (`bitsec_token_revoke`) goes: a verification of a token
+/// with `sub` and `jti` sends the subject's `MGET` and an `EXISTS` of the bare key in one
+/// pipelined round trip, so a revocation that did not know the subject is still honoured.
 /// A `sub` (or jti) that contains `{` or `}` or starts with `~` or `#` is written in the tag
 /// as `~` + base64url of its bytes, so distinct subjects never share keys.
 /// Epochs are raised with a script (never moved back; the TTL only grows).
@@ -280,8 +284,19 @@ public final class RedisRevocationStore: RevocationStore {
             }
             throw .invalid("a token without jti and sub cannot be revoked in Redis")
         }
-        let r = try pool.command([Array("SET".utf8), jtiKey(jti: jti, sub: id.sub), [UInt8(ascii: "1")], Array("EX".utf8),
-                                  Array(String(ttl(until, now)).utf8), Array("NX".utf8)])
+        let t = Array(String(ttl(until, now)).utf8)
+        let set = [Array("SET".utf8), jtiKey(jti: jti, sub: id.sub), [UInt8(ascii: "1")], Array("EX".utf8), t, Array("NX".utf8)]
+        let r: RedisReply
+        if id.sub != nil {
+            // Also under the bare jti (in the same round trip): `isRevoked(jti:)` and a bare
+            // `revoke(jti)` do not know the subject, and must agree with this revocation.
+            let marker = [Array("SET".utf8), jtiKey(jti: jti, sub: nil), [UInt8(ascii: "1")], Array("EX".utf8), t]
+            let replies = try pool.pipeline([set, marker])
+            if let e = replies[1].errorMessage { throw .backend("redis SET for a revocation failed: \(e)") }
+            r = replies[0]
+        } else {
+            r = try pool.command(set)
+        }
         switch r {
         case .status: return .newly
         case .null: return .already
@@ -306,7 +321,8 @@ public final class RedisRevocationStore: RevocationStore {
 
     private static let mget = Array("MGET".utf8)
 
-    /// One round trip: one `MGET` of the token's keys (all in its subject's slot).
+    /// One round trip: one `MGET` of the token's keys in its subject's slot, pipelined with
+    /// the bare-jti `EXISTS` when the token has both (see the type's comment).
     public func isRevoked(_ id: TokenIdentity, now: Int64) throws(BitsecError) -> Bool {
         var keys: [[UInt8]] = []
         keys.reserveCapacity(4)
@@ -320,7 +336,19 @@ public final class RedisRevocationStore: RevocationStore {
         } else {
             return false
         }
-        let r = try pool.command(keys)
+        let r: RedisReply
+        if id.sub != nil, let jti = id.jti {
+            // A token revoked by its bare jti (`bitsec_token_revoke`, which does not know the
+            // subject) is recorded under the jti's own tag: checked in the same round trip.
+            let replies = try pool.pipeline([keys, [Array("EXISTS".utf8), jtiKey(jti: jti, sub: nil)]])
+            guard let n = replies[1].integer else {
+                throw .backend("redis EXISTS: \(replies[1].errorMessage ?? "unexpected reply")")
+            }
+            if n > 0 { return true }
+            r = replies[0]
+        } else {
+            r = try pool.command(keys)
+        }
         guard case .array(let vals) = r, vals.count == keys.count - 1 else {
             throw .backend("redis MGET: \(r.errorMessage ?? "unexpected reply")")
         }

@@ -237,7 +237,7 @@ public final class TokenService: Capability {
     /// the longest a token issued here lives) plus the leeway. Returns true when newly
     /// revoked. Nothing else of the token is known: in process, when the table of single
     /// jtis is full, every token issued up to now is revoked instead (fail closed); in Redis
-    /// the key is that of a token without `sub` (use `revoke(token:)` for tokens with one).
+    /// the bare-jti key, which every verification of a token with that `jti` also checks.
     @discardableResult
     public func revoke(jti: String, exp: Int64, at: Int64 = 0) throws(BitsecError) -> Bool {
         guard !jti.isEmpty, jti.utf8.count <= 512 else { throw .invalid("jti must be 1 to 512 bytes") }
