@@ -210,7 +210,7 @@ private func sessionAndSubject(_ t: TokenService, sub: String) throws {
             guard let f = e.array, f.count >= 6, let id = f[0].integer, id > after, f[5].text == client else { continue }
             out.append(f[3].array?.first?.text ?? "?")
         }
-        return out
+        return out.reversed()  // SLOWLOG GET lists the newest first
     }
 
     private func lastSlowlogID(_ admin: RedisPool) throws -> Int64 {
