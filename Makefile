@@ -74,7 +74,7 @@ check-self-contained:
 	@$(PYTHON) tools/check_self_contained.py
 
 ## ---- tests -----------------------------------------------------------------------------
-# After the normal suites, the hardening runs of issue 10: the Swift suites again under
+# After the normal suites, the hardening runs: the Swift suites again under
 # ASan+LSan and TSan (`sanitize`, docs/sanitizers.md) and every fuzz target for
 # FUZZ_SMOKE_SECONDS (`fuzz-smoke`, docs/fuzzing.md). `make test SANITIZE=0` leaves them out
 # for a quick local run; CI (.ci/run) runs them.
@@ -104,7 +104,7 @@ test-c: build
 test-python: deps build
 	cd bindings/python && BITSEC_LIBRARY=$(LIB) $(VPY) -m pytest -q -p no:cacheprovider tests 2>&1 | tee $(ROOT)/build/python-test.log
 
-## ---- sanitizers (issue 10) -------------------------------------------------------------
+## ---- sanitizers ----------------------------------------------------------------------
 # The whole Swift test suite (core, ABI, hostile-input table) under AddressSanitizer (with
 # LeakSanitizer) and under ThreadSanitizer, each in its own debug build directory, with the
 # Redis fixture. Fails on any sanitizer report, even when every test passed. Part of
@@ -132,7 +132,7 @@ sanitize-thread: apt
 	$(call SAN_TEST,thread,tsan,-Xswiftc -DBITSEC_TSAN_MUTEX) 2>&1 | tee build/tsan-test.log
 	@$(call SAN_CHECK,build/tsan-test.log,TSan)
 
-## ---- fuzzing (issue 10) ----------------------------------------------------------------
+## ---- fuzzing -------------------------------------------------------------------------
 # libFuzzer targets over the C ABI (docs/fuzzing.md): one executable, bitsec-fuzz, built with
 # -sanitize=fuzzer,address (optimised) into .build-fuzz; it only exists with BITSEC_FUZZ=1.
 # `make fuzz` runs every target FUZZ_SECONDS (default 600) one after the other;

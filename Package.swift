@@ -71,7 +71,7 @@ let package = Package(
     ]
 )
 
-// The libFuzzer harness (issue 10, docs/fuzzing.md): only with BITSEC_FUZZ=1, so ordinary
+// The libFuzzer harness (docs/fuzzing.md): only with BITSEC_FUZZ=1, so ordinary
 // builds never see it. `make fuzz` builds it into .build-fuzz with -sanitize=fuzzer,address.
 if ProcessInfo.processInfo.environment["BITSEC_FUZZ"] == "1" {
     package.products.append(.executable(name: "bitsec-fuzz", targets: ["BitsecFuzz"]))

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Regenerates the seed corpora of fuzz/corpus/<target>/ (issue 10, docs/fuzzing.md).
+"""Regenerates the seed corpora of fuzz/corpus/<target>/ (docs/fuzzing.md).
 
 Seeds come from the standard test vectors in tests/vectors (RFC 7520 JWS, RFC 8037 Ed25519, RFC 6238/4226,
 Fernet), the example configurations and policies, the documentation's examples, and tokens,

@@ -1,4 +1,4 @@
-// Issue 10's stress test, through the exported C functions only: 8 worker threads call every
+// The stress test, through the exported C functions only: 8 worker threads call every
 // operation on one runtime for a bounded time (BITSEC_STRESS_SECONDS, default 2) while a
 // ninth thread reloads the token keys, the permission policy and the field keyring in a
 // loop. Every result is checked against the answer that is correct at that moment:

@@ -1,4 +1,4 @@
-"""The bitsec reference service (issue 9): the ERP equipment API and ADR-007's inspections API
+"""The bitsec reference service: the ERP equipment API and ADR-007's inspections API
 secured by bitsec, with the ERP guide's GDPR endpoints."""
 from .app import create_app, create_user, hash_password, verify_password
 

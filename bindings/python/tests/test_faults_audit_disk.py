@@ -1,4 +1,4 @@
-"""The audit file's disk full (issue 10, docs/faults.md).
+"""The audit file's disk full (docs/faults.md).
 
 A child process emits from four threads, then its file size limit (RLIMIT_FSIZE, SIGXFSZ
 ignored, so a write past it fails with EFBIG as on a full disk; a write that crosses it is

@@ -1,4 +1,4 @@
-"""A failing fdatasync under the audit file (issue 10, docs/faults.md).
+"""A failing fdatasync under the audit file (docs/faults.md).
 
 RLIMIT_FSIZE (test_faults_audit_disk.py) makes writes fail; it cannot make a sync fail. Here
 the child process runs with an LD_PRELOAD shim, built from C at test time, whose fdatasync

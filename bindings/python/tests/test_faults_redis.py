@@ -1,4 +1,4 @@
-"""Redis faults under load, for every Redis-backed feature at once (issue 10, docs/faults.md).
+"""Redis faults under load, for every Redis-backed feature at once (docs/faults.md).
 
 Eight threads call rate limits (failure policies local, allow and deny), brute force,
 token verification and revocation, the TOTP replay guard and the audit redis sink on one

@@ -1,4 +1,4 @@
-"""MFA (issue 6): RFC vectors, pyotp interop, replay, throttling, backup codes, provisioning."""
+"""MFA: RFC vectors, pyotp interop, replay, throttling, backup codes, provisioning."""
 from __future__ import annotations
 
 import hashlib

@@ -1,4 +1,4 @@
-// libFuzzer harness of bitsec's C ABI (issue 10). One executable serves every target: the
+// libFuzzer harness of bitsec's C ABI. One executable serves every target: the
 // target is chosen once, in LLVMFuzzerInitialize, from BITSEC_FUZZ_TARGET, and each input
 // then goes to that target's function. Targets call the exported functions of the Bitsec
 // module exactly as a C caller would: a pointer and a length into exactly-sized heap copies
