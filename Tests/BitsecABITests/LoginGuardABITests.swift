@@ -202,16 +202,33 @@ private func withGuards(_ body: (String, Guard) -> Void) {
         #expect(bitsec_login_guard_begin(bare, "a", 1, "b", 1, 0, &d) == E_CLOSED)
     }
 
-    /// The in-process table stays bounded under a flood of distinct clients and accounts.
+    /// The in-process tables stay bounded under a flood of distinct clients and accounts; the
+    /// flood's windows (one failure each) are evicted, never a blocked client, and a fresh
+    /// client is not refused. The bound and the evictions show in the metrics.
     @Test func floodOfDistinctKeysStaysBounded() {
         let (_, rt) = open(#"{"rate_limits": {"max_keys": 64}}"#)
         defer { bitsec_runtime_close(rt) }
         let g = Guard(rt: rt)
+        for i in 0..<5 { _ = g.begin("victim-target-\(i)", "10.8.0.1", at: t0) }  // 5 failures: blocked
+        #expect(g.begin("victim-target-x", "10.8.0.1", at: t0 + 1)[0] == 0)
         var refused = 0
         for i in 0..<5000 {
-            let d = g.begin("flood-\(i)", "10.9.\(i >> 8 & 0xFF).\(i & 0xFF)", at: t0)
-            if d[0] == 0 { refused += 1; #expect(d[1] == 4 && d[7] & 4 == 4) }
+            let d = g.begin("flood-\(i)", "10.9.\(i >> 8 & 0xFF).\(i & 0xFF)", at: t0 + 2)
+            if d[0] == 0 { refused += 1 }
         }
-        #expect(refused > 0)
+        #expect(refused == 0)  // every flood window holds one failure: evictable
+        let blocked = g.begin("victim-target-y", "10.8.0.1", at: t0 + 3)
+        #expect(blocked[0] == 0 && blocked[2] == 1)  // still refused, by the client rule
+        #expect(g.begin("fresh-account", "10.7.0.1", at: t0 + 3)[0] == 1)
+        var buf = [CChar](repeating: 0, count: 1 << 16)
+        var n: UInt = 0
+        #expect(bitsec_metrics_text(rt, &buf, UInt(buf.count), &n) == OK)
+        let text = String(decoding: buf.prefix(Int(n)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        for table in ["failure_window:login_client", "failure_window:login_account"] {
+            let line = text.split(separator: "\n").first { $0.hasPrefix("bitsec_table_entries{table=\"\(table)\"}") }
+            let entries = line.flatMap { Int($0.split(separator: " ").last ?? "") }
+            #expect(entries != nil && entries! <= 64, "\(table): \(line.map(String.init) ?? "no line")")
+            #expect(text.contains("bitsec_table_evictions_total{table=\"\(table)\"}"))
+        }
     }
 }
