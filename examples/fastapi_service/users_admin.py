@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from bitsec.fastapi import get_runtime, require_permission
 
 from .authority import require_authority
-from .common import Deps, RowId, audit, revoke_user_tokens, user_of
+from .common import Deps, RowId, audit, revoke_other_sessions, user_of
 
 _ROLE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
@@ -62,7 +62,9 @@ def users_admin_router(deps: Deps) -> APIRouter:
             raise HTTPException(status_code=409, detail="User was anonymised")
         before = user.roles
         user.role = " ".join(body.roles)
-        revoked = revoke_user_tokens(rt, db, models, user.id)
+        # Every session of the user ends (one revocation per session): the next login gets
+        # the new roles, also when it comes within the same second.
+        revoked = revoke_other_sessions(rt, db, models, user.id)
         db.commit()
         audit(request, {"type": "authorization", "subtype": "role_change", "result": "success",
                         "actor": claims.subject, "tenant": claims.tenant_id, "resource": "users",
@@ -77,7 +79,7 @@ def users_admin_router(deps: Deps) -> APIRouter:
         actor, user = user_of(db, models, claims), target(db, user_id)
         rt = get_runtime(request)
         require_authority(request, rt, request.app.state.policy_shape, actor, user, "revoke_sessions")
-        revoked = revoke_user_tokens(rt, db, models, user.id)
+        revoked = revoke_other_sessions(rt, db, models, user.id)
         db.commit()
         audit(request, {"type": "session", "subtype": "sessions_revoked", "result": "success",
                         "actor": claims.subject, "tenant": claims.tenant_id, "resource": "users",

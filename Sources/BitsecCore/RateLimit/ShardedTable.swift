@@ -1,9 +1,12 @@
 internal import Synchronization
 
 /// An in-process table of per-key state whose keys come from clients (addresses, user ids):
-/// rate-limit buckets, failure windows, TOTP replay steps, backup-code claims. Split into 64
-/// shards, each behind its own `Mutex`: threads working on different keys rarely meet on a
-/// lock, and no global lock exists.
+/// rate-limit buckets, failure windows, TOTP replay steps, backup-code claims. Split into up
+/// to 64 shards, each behind its own `Mutex`: threads working on different keys rarely meet
+/// on a lock, and no global lock exists. A small table has fewer shards (at least 256 entries
+/// of room per shard, a power of two): an eviction samples the key's shard and its
+/// neighbours, and over 64 shards of one entry each that sample would miss the evictable
+/// entries of the rest of the table and refuse new keys it could have admitted.
 ///
 /// **Placement is keyed.** A key's shard is Swift's `Hasher` (SipHash-1-3, seeded randomly
 /// per process) over a 128-bit secret drawn from OpenSSL's DRBG when the table is created,
@@ -48,7 +51,9 @@ final class ShardedTable<Value: Sendable>: Sendable {
         let m = Mutex(Contents())
     }
 
-    static var shardCount: Int { 64 }
+    static var maxShardCount: Int { 64 }
+    /// Room per shard below which a table uses fewer shards.
+    static var minKeysPerShard: Int { 256 }
     /// Entries examined per shard when a full table needs room.
     static var sampleSize: Int { 8 }
     /// Shards examined after the key's own when it has nothing to evict.
@@ -56,6 +61,7 @@ final class ShardedTable<Value: Sendable>: Sendable {
     static var minSweepAt: Int { 64 }
 
     private let shards: [Shard]
+    private let shardMask: Int
     let maxKeys: Int
     /// Entries held (the global count), evictions and refusals, for the metrics.
     let stats: BoundedTableStats
@@ -68,12 +74,22 @@ final class ShardedTable<Value: Sendable>: Sendable {
     init(name: String, maxKeys: Int, secret: TableSecret = .random(),
          idle: @escaping @Sendable (Value, Int64) -> Bool,
          rank: @escaping @Sendable (Value, Int64) -> Int64?) {
-        shards = (0..<Self.shardCount).map { _ in Shard() }
+        let n = Self.shardCount(forMaxKeys: maxKeys)
+        shards = (0..<n).map { _ in Shard() }
+        shardMask = n - 1
         self.maxKeys = max(1, maxKeys)
         stats = BoundedTableStats(name: name, capacity: self.maxKeys)
         self.secret = secret
         self.idle = idle
         self.rank = rank
+    }
+
+    /// A power of two from 1 to `maxShardCount`, each shard with room for at least
+    /// `minKeysPerShard` entries (64 shards from 32768 keys up).
+    static func shardCount(forMaxKeys m: Int) -> Int {
+        var n = 1
+        while n < maxShardCount && n * 2 * minKeysPerShard <= m { n *= 2 }
+        return n
     }
 
     @inline(__always)
@@ -82,7 +98,7 @@ final class ShardedTable<Value: Sendable>: Sendable {
         h.combine(secret.k0)
         h.combine(secret.k1)
         h.combine(key)
-        return h.finalize() & (Self.shardCount - 1)
+        return h.finalize() & shardMask
     }
 
     /// Runs `body` with the key's shard locked. `body` gets the shard's contents and a
@@ -131,8 +147,8 @@ final class ShardedTable<Value: Sendable>: Sendable {
         var best: (shard: Int, key: String, rank: Int64)? = own.best.map { (index, $0.key, $0.rank) }
         // Neighbours only when the own shard has nothing that may go (or is empty): the
         // common flood case costs one shard's sample.
-        for j in 1...Self.neighbourShards where best == nil || best?.shard != index {
-            let n = (index + j) & (Self.shardCount - 1)
+        for j in 0..<min(Self.neighbourShards, shardMask) where best == nil || best?.shard != index {
+            let n = (index + j + 1) & shardMask
             let got: (dropped: Int, examined: Int, best: (key: String, rank: Int64)?)? = shards[n].m.withLockIfAvailable { (d: inout Contents) in
                 sample(&d, nowMs: nowMs)
             }
