@@ -13,51 +13,41 @@ import json
 import math
 import threading
 from ctypes import POINTER, c_char_p, c_int32, c_int64, c_size_t, c_uint32, create_string_buffer, string_at
-from typing import Any, Mapping, Union
+from typing import Any, Mapping, TYPE_CHECKING, Union
 
+from . import _abi
 from . import _native as N
 from .errors import BitsecError
 
 Bytesish = Union[bytes, bytearray, memoryview, str]
 
 #: Flags of bitsec_encrypt_field (include/bitsec.h).
-FIELD_BINARY = 1
-FIELD_DETERMINISTIC = 2
+FIELD_BINARY: int = _abi.BITSEC_FIELD_BINARY
+FIELD_DETERMINISTIC: int = _abi.BITSEC_FIELD_DETERMINISTIC
 #: Limits (include/bitsec.h).
-FIELD_MAX_PLAINTEXT = 1024 * 1024
-FIELD_MAX_CONTEXT = 4096
-FIELD_MAX_KEY_ID = 32
-FIELD_MAX_TOKEN = 1398190
-FERNET_MAX_TOKEN = 1398200
+FIELD_MAX_PLAINTEXT: int = _abi.BITSEC_FIELD_MAX_PLAINTEXT
+FIELD_MAX_CONTEXT: int = _abi.BITSEC_FIELD_MAX_CONTEXT
+FIELD_MAX_KEY_ID: int = _abi.BITSEC_FIELD_MAX_KEY_ID
+FIELD_MAX_TOKEN: int = _abi.BITSEC_FIELD_MAX_TOKEN
+FERNET_MAX_TOKEN: int = _abi.BITSEC_FERNET_MAX_TOKEN
 
 _sz = POINTER(c_size_t)
 _i32 = POINTER(c_int32)
-_encrypt = N.declare("bitsec_encrypt_field", N.status,
-                     [N.handle, c_char_p, c_size_t, c_char_p, c_size_t, c_uint32, c_char_p, c_size_t, _sz])
-_decrypt = N.declare("bitsec_decrypt_field", N.status,
-                     [N.handle, c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t, _sz, _i32])
-_rewrap = N.declare("bitsec_rewrap_field", N.status,
-                    [N.handle, c_char_p, c_size_t, c_char_p, c_size_t, c_uint32, c_char_p, c_size_t, _sz, _i32, _i32])
-_bound = N.declare("bitsec_field_bound", c_size_t, [c_size_t, c_uint32])
-_reason_name = N.declare("bitsec_field_reason_name", c_char_p, [c_int32])
-_reload = N.declare("bitsec_fields_reload", N.status, [N.handle, c_char_p, c_size_t])
-_fernet_encrypt = N.declare("bitsec_fernet_encrypt", N.status,
-                            [N.handle, c_char_p, c_size_t, c_int64, c_char_p, c_size_t, _sz])
-_fernet_decrypt = N.declare("bitsec_fernet_decrypt", N.status,
-                            [N.handle, c_char_p, c_size_t, c_int64, c_int64, c_char_p, c_size_t, _sz, _i32])
-_fernet_decrypt_ttl = N.declare("bitsec_fernet_decrypt_ttl", N.status,
-                                [N.handle, c_char_p, c_size_t, c_int64, c_int64, c_char_p, c_size_t, _sz, _i32])
-_fernet_rotate = N.declare("bitsec_fernet_rotate", N.status,
-                           [N.handle, c_char_p, c_size_t, c_char_p, c_size_t, _sz, _i32])
-_fernet_migrate = N.declare("bitsec_fernet_migrate", N.status,
-                            [N.handle, c_char_p, c_size_t, c_int64, c_int64, c_char_p, c_size_t, c_uint32,
-                             c_char_p, c_size_t, _sz, _i32])
-_fernet_migrate_ttl = N.declare("bitsec_fernet_migrate_ttl", N.status,
-                                [N.handle, c_char_p, c_size_t, c_int64, c_int64, c_char_p, c_size_t, c_uint32,
-                                 c_char_p, c_size_t, _sz, _i32])
-_fernet_bound = N.declare("bitsec_fernet_bound", c_size_t, [c_size_t])
+_encrypt = N.declare("bitsec_encrypt_field")
+_decrypt = N.declare("bitsec_decrypt_field")
+_rewrap = N.declare("bitsec_rewrap_field")
+_bound = N.declare("bitsec_field_bound")
+_reason_name = N.declare("bitsec_field_reason_name")
+_reload = N.declare("bitsec_fields_reload")
+_fernet_encrypt = N.declare("bitsec_fernet_encrypt")
+_fernet_decrypt = N.declare("bitsec_fernet_decrypt")
+_fernet_decrypt_ttl = N.declare("bitsec_fernet_decrypt_ttl")
+_fernet_rotate = N.declare("bitsec_fernet_rotate")
+_fernet_migrate = N.declare("bitsec_fernet_migrate")
+_fernet_migrate_ttl = N.declare("bitsec_fernet_migrate_ttl")
+_fernet_bound = N.declare("bitsec_fernet_bound")
 #: The ttl of bitsec_fernet_decrypt_ttl / bitsec_fernet_migrate_ttl meaning "no limit".
-FERNET_NO_TTL = -1
+FERNET_NO_TTL: int = _abi.BITSEC_FERNET_NO_TTL
 _INT64_MAX = (1 << 63) - 1
 
 
@@ -138,7 +128,7 @@ def _reject(code: int) -> FieldDecryptError:
 
 def _b(v: Bytesish, name: str) -> bytes:
     if type(v) is bytes:
-        return v  # type: ignore[return-value]
+        return v
     if isinstance(v, str):
         return v.encode("utf-8")
     if isinstance(v, (bytearray, memoryview)):
@@ -265,7 +255,9 @@ def _ttl(ttl: int | None) -> int:
 class FieldsMixin:
     """Mixed into ``bitsec.Runtime``; uses its ``handle``."""
 
-    handle: int
+    if TYPE_CHECKING:
+        @property
+        def handle(self) -> int: ...
     _h: int | None
     _fields_hp_cache: ctypes.c_void_p | None = None
 
@@ -318,7 +310,7 @@ class FieldsMixin:
         :class:`FieldDecryptError` subclass (``.reason``) when it does not decrypt."""
         if type(token) is str:
             try:
-                tok = token.encode("ascii")  # type: ignore[union-attr]
+                tok = token.encode("ascii")
             except UnicodeEncodeError:
                 raise FieldMalformedError() from None
         else:
@@ -343,7 +335,7 @@ class FieldsMixin:
             raise _reject(s.r.value)
         n = s.n.value
         mv = s.mv
-        out = mv[:n].tobytes()
+        out: bytes = mv[:n].tobytes()
         mv[:n] = s.zeros[:n]  # do not leave plaintext in the reused buffer
         return out
 

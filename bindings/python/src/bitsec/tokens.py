@@ -15,34 +15,25 @@ import threading
 import time
 import urllib.request
 from ctypes import POINTER, byref, c_char_p, c_int32, c_int64, c_size_t
-from typing import Any, Iterator, Mapping, Union
+from typing import Any, Iterator, Mapping, TYPE_CHECKING, Union, cast
 
+from . import _abi
 from . import _native as N
 from .errors import BitsecError
 
 _handle = N.handle
-_verify = N.declare("bitsec_verify_token", N.status,
-                    [_handle, c_char_p, c_size_t, c_int64, POINTER(c_int32), c_char_p, c_size_t, POINTER(c_size_t)])
-_verify_at = N.declare("bitsec_verify_token_at", N.status,
-                       [_handle, c_char_p, c_size_t, c_int64, c_int32, POINTER(c_int32), c_char_p, c_size_t,
-                        POINTER(c_size_t)])
-_reason_name = N.declare("bitsec_token_reason_name", c_char_p, [c_int32])
-_sign = N.declare("bitsec_token_sign", N.status,
-                  [_handle, c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t, POINTER(c_size_t)])
-_issue_pair = N.declare("bitsec_token_issue_pair", N.status,
-                        [_handle, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, c_char_p, c_size_t, POINTER(c_size_t)])
-_refresh = N.declare("bitsec_token_refresh", N.status,
-                     [_handle, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, POINTER(c_int32), c_char_p, c_size_t,
-                      POINTER(c_size_t)])
-_revoke = N.declare("bitsec_token_revoke", N.status, [_handle, c_char_p, c_size_t, c_int64, c_int64, POINTER(c_int32)])
-_revoke_tok = N.declare("bitsec_token_revoke_token", N.status,
-                        [_handle, c_char_p, c_size_t, c_int64, POINTER(c_int32), POINTER(c_int32)])
-_revoke_session = N.declare("bitsec_token_revoke_session", N.status,
-                            [_handle, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, POINTER(c_int32)])
-_revoke_subject = N.declare("bitsec_token_revoke_subject", N.status,
-                            [_handle, c_char_p, c_size_t, c_int64, c_int64, POINTER(c_int32)])
-_is_revoked = N.declare("bitsec_token_is_revoked", N.status, [_handle, c_char_p, c_size_t, c_int64, POINTER(c_int32)])
-_keys_reload = N.declare("bitsec_token_keys_reload", N.status, [_handle, c_char_p, c_size_t])
+_verify = N.declare("bitsec_verify_token")
+_verify_at = N.declare("bitsec_verify_token_at")
+_reason_name = N.declare("bitsec_token_reason_name")
+_sign = N.declare("bitsec_token_sign")
+_issue_pair = N.declare("bitsec_token_issue_pair")
+_refresh = N.declare("bitsec_token_refresh")
+_revoke = N.declare("bitsec_token_revoke")
+_revoke_tok = N.declare("bitsec_token_revoke_token")
+_revoke_session = N.declare("bitsec_token_revoke_session")
+_revoke_subject = N.declare("bitsec_token_revoke_subject")
+_is_revoked = N.declare("bitsec_token_is_revoked")
+_keys_reload = N.declare("bitsec_token_keys_reload")
 # The verify hot path skips ctypes' per-argument conversion (N.unconverted): it passes only
 # objects of exactly the declared C types (a cached c_void_p handle, bytes, per-thread
 # c_size_t/c_int64 objects, byref of c_int32/c_size_t, the buffer's address as a pointer).
@@ -56,7 +47,7 @@ FAST_ARGTYPES = {
 _AT_NOW = c_int64(0)
 _ZERO = c_size_t(0)
 
-_BUFFER_TOO_SMALL = 4
+_BUFFER_TOO_SMALL: int = _abi.BITSEC_E_BUFFER_TOO_SMALL
 
 Claims = Union[Mapping[str, Any], str, bytes]
 
@@ -222,7 +213,7 @@ class TokenClaims(Mapping[str, Any]):
 
     def to_dict(self) -> dict[str, Any]:
         """A deep copy of the claims as plain JSON values."""
-        return json.loads(json.dumps(self._claims))
+        return cast("dict[str, Any]", json.loads(json.dumps(self._claims)))
 
     def __repr__(self) -> str:
         return f"<TokenClaims sub={self.subject!r} keys={sorted(self._claims)}>"
@@ -272,13 +263,15 @@ def _instant(at: float | int | None) -> int:
 class TokensMixin:
     """Mixed into ``bitsec.Runtime``; uses its ``handle``."""
 
-    handle: int
+    if TYPE_CHECKING:
+        @property
+        def handle(self) -> int: ...
 
     def _token_memo(self) -> dict[bytes, TokenClaims]:
         memo = self.__dict__.get("_tokens_memo")
         if memo is None:
             memo = self.__dict__.setdefault("_tokens_memo", {})
-        return memo
+        return cast("dict[bytes, TokenClaims]", memo)
 
     _tokens_hp_cache: ctypes.c_void_p | None = None
 
@@ -383,7 +376,7 @@ class TokensMixin:
         k = _text(kid, "kid") if kid else None
         out = N.call_with_output(_issue_pair, self.handle, data, len(data), k, len(k) if k else 0, _instant(at),
                                  initial=8192)
-        return json.loads(out)
+        return cast("dict[str, Any]", json.loads(out))
 
     def refresh_token_pair(self, refresh_token: str | bytes, kid: str | None = None,
                            at: float | int | None = None) -> dict[str, Any]:
@@ -394,8 +387,11 @@ class TokensMixin:
         k = _text(kid, "kid") if kid else None
         reason = c_int32(0)
         n = c_size_t(0)
-        cap = 3 * 8192 + 256
-        for _ in range(2):
+        # The output size depends on tokens.max_token_bytes: the first call, with a one-byte
+        # buffer, only asks for it (the library checks the buffer before it verifies or
+        # revokes anything and reports the size needed with BITSEC_E_BUFFER_TOO_SMALL).
+        cap = 1
+        for _ in range(3):
             buf = ctypes.create_string_buffer(cap)
             rc = _refresh(self.handle, data, len(data), k, len(k) if k else 0, _instant(at), byref(reason), buf, cap,
                           byref(n))
@@ -405,7 +401,7 @@ class TokensMixin:
             N.check(rc)
             if reason.value:
                 raise token_error(reason.value)
-            return json.loads(buf.raw[: n.value])
+            return cast("dict[str, Any]", json.loads(buf.raw[: n.value]))
         raise RuntimeError("bitsec_token_refresh kept asking for a larger buffer")
 
     def revoke_token(self, token: str | bytes | None = None, *, jti: str | None = None, exp: int | None = None,
@@ -542,7 +538,7 @@ class JWKSRefresher:
         if time.monotonic() >= self._next_refresh:
             self.refresh()
         try:
-            return self.runtime.verify_token(token, at=at)
+            return cast(TokenClaims, self.runtime.verify_token(token, at=at))
         except UnknownKeyError:
             now = time.monotonic()
             with self._lock:
@@ -553,4 +549,4 @@ class JWKSRefresher:
                 self.refresh(force=True)
             except Exception:
                 pass
-            return self.runtime.verify_token(token, at=at)
+            return cast(TokenClaims, self.runtime.verify_token(token, at=at))
