@@ -82,31 +82,31 @@ class FieldDecryptError(BitsecError, ValueError):
 
 
 class FieldMalformedError(FieldDecryptError):
-    reason, reason_code = "malformed", 1
+    reason, reason_code = "malformed", _abi.BITSEC_FIELD_REASON_MALFORMED
 
 
 class FieldTamperedError(FieldDecryptError):
-    reason, reason_code = "tampered", 2
+    reason, reason_code = "tampered", _abi.BITSEC_FIELD_REASON_TAMPERED
 
 
 class FieldWrongContextError(FieldDecryptError):
-    reason, reason_code = "wrong_context", 3
+    reason, reason_code = "wrong_context", _abi.BITSEC_FIELD_REASON_WRONG_CONTEXT
 
 
 class FieldUnknownKeyError(FieldDecryptError):
-    reason, reason_code = "unknown_key", 4
+    reason, reason_code = "unknown_key", _abi.BITSEC_FIELD_REASON_UNKNOWN_KEY
 
 
 class FieldRetiredKeyError(FieldDecryptError):
-    reason, reason_code = "retired_key", 5
+    reason, reason_code = "retired_key", _abi.BITSEC_FIELD_REASON_RETIRED_KEY
 
 
 class FieldExpiredError(FieldDecryptError):
-    reason, reason_code = "expired", 6
+    reason, reason_code = "expired", _abi.BITSEC_FIELD_REASON_EXPIRED
 
 
 class FieldNotYetValidError(FieldDecryptError):
-    reason, reason_code = "not_yet_valid", 7
+    reason, reason_code = "not_yet_valid", _abi.BITSEC_FIELD_REASON_NOT_YET_VALID
 
 
 _BY_REASON: dict[int, type[FieldDecryptError]] = {

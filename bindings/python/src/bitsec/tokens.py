@@ -67,67 +67,67 @@ class TokenError(BitsecError, ValueError):
 
 
 class MalformedTokenError(TokenError):
-    reason, reason_code, message = "malformed", 1, "Malformed token"
+    reason, reason_code, message = "malformed", _abi.BITSEC_TOKEN_MALFORMED, "Malformed token"
 
 
 class TokenTooLargeError(TokenError):
-    reason, reason_code, message = "too_large", 2, "Token is too large"
+    reason, reason_code, message = "too_large", _abi.BITSEC_TOKEN_TOO_LARGE, "Token is too large"
 
 
 class UnsupportedAlgorithmError(TokenError):
-    reason, reason_code, message = "unsupported_alg", 3, "Unsupported token algorithm"
+    reason, reason_code, message = "unsupported_alg", _abi.BITSEC_TOKEN_UNSUPPORTED_ALG, "Unsupported token algorithm"
 
 
 class AlgorithmMismatchError(TokenError):
-    reason, reason_code, message = "alg_mismatch", 4, "Token algorithm does not match its key"
+    reason, reason_code, message = "alg_mismatch", _abi.BITSEC_TOKEN_ALG_MISMATCH, "Token algorithm does not match its key"
 
 
 class UnknownKeyError(TokenError):
-    reason, reason_code, message = "unknown_kid", 5, "Unknown signing key"
+    reason, reason_code, message = "unknown_kid", _abi.BITSEC_TOKEN_UNKNOWN_KID, "Unknown signing key"
 
 
 class InvalidSignatureError(TokenError):
-    reason, reason_code, message = "bad_signature", 6, "Signature verification failed"
+    reason, reason_code, message = "bad_signature", _abi.BITSEC_TOKEN_BAD_SIGNATURE, "Signature verification failed"
 
 
 class ExpiredTokenError(TokenError):
-    reason, reason_code, message = "expired", 7, "Token has expired"
+    reason, reason_code, message = "expired", _abi.BITSEC_TOKEN_EXPIRED, "Token has expired"
 
 
 class TokenNotYetValidError(TokenError):
-    reason, reason_code, message = "not_yet_valid", 8, "Token is not yet valid"
+    reason, reason_code, message = "not_yet_valid", _abi.BITSEC_TOKEN_NOT_YET_VALID, "Token is not yet valid"
 
 
 class TokenIssuedInFutureError(TokenError):
-    reason, reason_code, message = "issued_in_future", 9, "Token was issued in the future"
+    reason, reason_code, message = "issued_in_future", _abi.BITSEC_TOKEN_ISSUED_IN_FUTURE, "Token was issued in the future"
 
 
 class WrongIssuerError(TokenError):
-    reason, reason_code, message = "wrong_issuer", 10, "Invalid issuer"
+    reason, reason_code, message = "wrong_issuer", _abi.BITSEC_TOKEN_WRONG_ISSUER, "Invalid issuer"
 
 
 class WrongAudienceError(TokenError):
-    reason, reason_code, message = "wrong_audience", 11, "Invalid audience"
+    reason, reason_code, message = "wrong_audience", _abi.BITSEC_TOKEN_WRONG_AUDIENCE, "Invalid audience"
 
 
 class MissingClaimError(TokenError):
-    reason, reason_code, message = "missing_claim", 12, "Token is missing a required claim"
+    reason, reason_code, message = "missing_claim", _abi.BITSEC_TOKEN_MISSING_CLAIM, "Token is missing a required claim"
 
 
 class InvalidClaimError(TokenError):
-    reason, reason_code, message = "invalid_claim", 13, "Token has an invalid claim"
+    reason, reason_code, message = "invalid_claim", _abi.BITSEC_TOKEN_INVALID_CLAIM, "Token has an invalid claim"
 
 
 class RevokedTokenError(TokenError):
-    reason, reason_code, message = "revoked", 14, "Token has been revoked"
+    reason, reason_code, message = "revoked", _abi.BITSEC_TOKEN_REVOKED, "Token has been revoked"
 
 
 class CritUnsupportedError(TokenError):
-    reason, reason_code, message = "crit_unsupported", 15, "Token requires an unsupported extension"
+    reason, reason_code, message = "crit_unsupported", _abi.BITSEC_TOKEN_CRIT_UNSUPPORTED, "Token requires an unsupported extension"
 
 
 class WrongTokenTypeError(TokenError):
-    reason, reason_code, message = "wrong_type", 16, "Wrong token type"
+    reason, reason_code, message = "wrong_type", _abi.BITSEC_TOKEN_WRONG_TYPE, "Wrong token type"
 
 
 TOKEN_ERRORS: dict[int, type[TokenError]] = {
