@@ -19,6 +19,11 @@
  *   anything over the BITSEC_MAX_* limits below with BITSEC_E_TOO_LARGE.
  * - Time-dependent operations take an explicit instant in Unix seconds; 0 means "now".
  *
+ * GENERATED SECTIONS
+ * The constants between "BEGIN GENERATED" and "END GENERATED" comments are written by
+ * tools/gen_abi.py (`make header`) from Sources/Bitsec/ABIConstants.swift (the version from
+ * Sources/BitsecCore/Support/Version.swift): change them there. The rest is written by hand.
+ *
  * THREAD SAFETY
  * A bitsec_runtime is safe to share between threads: every function taking one may be
  * called concurrently. bitsec_runtime_close waits for calls in flight, and later calls on

@@ -1,5 +1,5 @@
 /// Library version, declared once: tools/gen_abi.py writes it into include/bitsec.h and the
-/// Python package (`make header`); Package.swift's `abiMajor` must equal `abi` (a test checks).
+/// Python package (`make header`). Package.swift's `abiMajor` (the SONAME suffix) must equal `abi`.
 public enum BitsecVersion {
     public static let major: UInt32 = 0
     public static let minor: UInt32 = 2
