@@ -187,3 +187,32 @@ def test_abi_constants_match_the_header(repo_root: Path) -> None:
     assert re.search(r'#define BITSEC_VERSION_STRING "([^"]+)"', text)[1] == _abi.VERSION  # type: ignore[index]
     assert re.search(r'#define BITSEC_TOTP_SEALED_SECRET_CONTEXT_PREFIX "([^"]+)"', text)[1] == \
         _abi.BITSEC_TOTP_SEALED_SECRET_CONTEXT_PREFIX  # type: ignore[index]
+
+
+def test_abi_constants_agree_with_the_library() -> None:
+    """The generated constants are the library's: every status code has a text, every token and
+    field reason the name its constant spells, every permission reason a text, and the next
+    number after each family is unknown (a code added to the core gets a constant too)."""
+    from bitsec import _native, fields, permissions, tokens
+
+    def family(prefix: str, skip: tuple[str, ...] = ()) -> dict[str, int]:
+        return {k[len(prefix):].lower(): v for k, v in ABI.items()
+                if k.startswith(prefix) and not k[len(prefix):].startswith(skip)}
+
+    status = family("BITSEC_E_")
+    for code in status.values():
+        assert _native.strerror(code).decode() != "unknown status", code
+    assert _native.strerror(max(status.values()) + 1).decode() == "unknown status"
+    token_reasons = family("BITSEC_TOKEN_", skip=("MAX_",))
+    for name, code in token_reasons.items():
+        if code:
+            assert tokens.token_reason_name(code) == name, (code, name)
+    assert tokens.token_reason_name(max(token_reasons.values()) + 1) == "unknown"
+    field_reasons = family("BITSEC_FIELD_REASON_")
+    for name, code in field_reasons.items():
+        assert fields.reason_name(code) == name, (code, name)
+    assert fields.reason_name(max(field_reasons.values()) + 1) == "unknown"
+    perm = family("BITSEC_PERM_")
+    assert sorted(perm.values()) == sorted(permissions.REASONS) == list(range(1, len(perm) + 1))
+    assert all(permissions.REASONS.values())
+    assert permissions.permission_reason(len(perm) + 1) in ("", "unknown")
