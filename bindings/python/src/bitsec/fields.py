@@ -13,7 +13,7 @@ import json
 import math
 import threading
 from ctypes import POINTER, c_char_p, c_int32, c_int64, c_size_t, c_uint32, create_string_buffer, string_at
-from typing import Any, Mapping, TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Union, overload
 
 from . import _abi
 from . import _native as N
@@ -270,8 +270,17 @@ class FieldsMixin:
             self._fields_hp_cache = hp
         return hp
 
+    @overload
+    def encrypt_field(self, plaintext: Bytesish, context: Bytesish, *, deterministic: bool = ..., binary: Literal[False] = ...) -> str: ...
+
+    @overload
+    def encrypt_field(self, plaintext: Bytesish, context: Bytesish, *, deterministic: bool = ..., binary: Literal[True]) -> bytes: ...
+
+    @overload
+    def encrypt_field(self, plaintext: Bytesish, context: Bytesish, *, deterministic: bool = ..., binary: bool) -> str | bytes: ...
+
     def encrypt_field(self, plaintext: Bytesish, context: Bytesish, *, deterministic: bool = False,
-                      binary: bool = False) -> Any:
+                      binary: bool = False) -> str | bytes:
         """Encrypts ``plaintext`` under the primary key, bound to ``context``. Returns the text
         token (``str``), or ``bytes`` with ``binary=True``. ``deterministic=True`` (AES-SIV)
         only for contexts listed in ``fields.deterministic_contexts``."""
@@ -285,11 +294,10 @@ class FieldsMixin:
         elif type(context) is not bytes:
             context = _b(context, "context")
         n = len(pt)
-        if n > 2900:
-            # bitsec_field_bound, inlined: header 2 + 32 + 4, body 28 (GCM) or 17 (SIV); + NUL.
-            raw = 38 + n + (17 if deterministic else 28)
-            need = (raw if binary else raw // 3 * 4 + 3) + 1
-            if need > s.cap and n <= FIELD_MAX_PLAINTEXT:
+        if 2900 < n <= FIELD_MAX_PLAINTEXT:
+            # Beyond the scratch buffer's first size: the library gives the bound (+ NUL).
+            need = int(_bound(n, _flags(deterministic, binary))) + 1
+            if need > s.cap:
                 s.grow(max(need, s.cap * 2))
         s.l1.value = n
         s.l2.value = len(context)
@@ -297,13 +305,15 @@ class FieldsMixin:
         if hp is None or self._h is None:
             hp = self._fields_hp()
         rc = _encrypt_fast(hp, pt, s.l1, context, s.l2,
-                           _FLAG_OBJS[(2 if deterministic else 0) | (1 if binary else 0)] if deterministic or binary else _FLAG0,
+                           _FLAG_OBJS[(FIELD_DETERMINISTIC if deterministic else 0) | (FIELD_BINARY if binary else 0)] if deterministic or binary else _FLAG0,
                            s.bufp, s.capv, s.pn)
         if rc:
             N.check(rc)
         if binary:
-            return s.mv[: s.n.value].tobytes()
-        return s.buf.value.decode("ascii")
+            token: bytes = s.mv[: s.n.value].tobytes()
+            return token
+        text: str = s.buf.value.decode("ascii")
+        return text
 
     def decrypt_field(self, token: Bytesish, context: Bytesish) -> bytes:
         """Decrypts a token (text or binary) bound to ``context``; raises a
@@ -339,7 +349,16 @@ class FieldsMixin:
         mv[:n] = s.zeros[:n]  # do not leave plaintext in the reused buffer
         return out
 
-    def rewrap_field(self, token: Bytesish, context: Bytesish, *, binary: bool = False) -> Any:
+    @overload
+    def rewrap_field(self, token: Bytesish, context: Bytesish, *, binary: Literal[False] = ...) -> str: ...
+
+    @overload
+    def rewrap_field(self, token: Bytesish, context: Bytesish, *, binary: Literal[True]) -> bytes: ...
+
+    @overload
+    def rewrap_field(self, token: Bytesish, context: Bytesish, *, binary: bool) -> str | bytes: ...
+
+    def rewrap_field(self, token: Bytesish, context: Bytesish, *, binary: bool = False) -> str | bytes:
         """Re-encrypts a token under the current primary key (same context and mode). A token
         already under the primary (in the same form) is verified and returned unchanged."""
         tok = _b(token, "token")
@@ -405,8 +424,17 @@ class FieldsMixin:
             raise _reject(r.value)
         return buf.raw[: n.value]
 
+    @overload
+    def fernet_migrate(self, token: Bytesish, context: Bytesish, *, ttl: int | None = ..., at: int | float | None = ..., deterministic: bool = ..., binary: Literal[False] = ...) -> str: ...
+
+    @overload
+    def fernet_migrate(self, token: Bytesish, context: Bytesish, *, ttl: int | None = ..., at: int | float | None = ..., deterministic: bool = ..., binary: Literal[True]) -> bytes: ...
+
+    @overload
+    def fernet_migrate(self, token: Bytesish, context: Bytesish, *, ttl: int | None = ..., at: int | float | None = ..., deterministic: bool = ..., binary: bool) -> str | bytes: ...
+
     def fernet_migrate(self, token: Bytesish, context: Bytesish, *, ttl: int | None = None,
-                       at: int | float | None = None, deterministic: bool = False, binary: bool = False) -> Any:
+                       at: int | float | None = None, deterministic: bool = False, binary: bool = False) -> str | bytes:
         """Decrypts a Fernet token and re-encrypts its plaintext in the bitsec format bound to
         ``context`` (the plaintext never reaches Python). ``ttl`` as for ``fernet_decrypt``."""
         tok = _b(token, "token")
