@@ -46,6 +46,23 @@ GUARD_REASONS = N.names_by_value("BITSEC_LOGIN_GUARD_REASON_")
 #: BITSEC_LOGIN_GUARD_KEY_* values by value (KEY_NONE is None).
 GUARD_KEYS: tuple[str | None, ...] = (None, *N.names_by_value("BITSEC_LOGIN_GUARD_KEY_")[1:])
 
+#: Indices of the decision arrays (BITSEC_RATE_LIMIT_D_*, BITSEC_LOGIN_GUARD_D_*).
+_RL_ALLOWED: int = _abi.BITSEC_RATE_LIMIT_D_ALLOWED
+_RL_LIMIT: int = _abi.BITSEC_RATE_LIMIT_D_LIMIT
+_RL_REMAINING: int = _abi.BITSEC_RATE_LIMIT_D_REMAINING
+_RL_RESET_AFTER: int = _abi.BITSEC_RATE_LIMIT_D_RESET_AFTER
+_RL_RETRY_AFTER: int = _abi.BITSEC_RATE_LIMIT_D_RETRY_AFTER
+_RL_FLAGS: int = _abi.BITSEC_RATE_LIMIT_D_FLAGS
+_RL_REASON: int = _abi.BITSEC_RATE_LIMIT_D_REASON
+_LG_ALLOWED: int = _abi.BITSEC_LOGIN_GUARD_D_ALLOWED
+_LG_REASON: int = _abi.BITSEC_LOGIN_GUARD_D_REASON
+_LG_REFUSED_BY: int = _abi.BITSEC_LOGIN_GUARD_D_REFUSED_BY
+_LG_RETRY_AFTER: int = _abi.BITSEC_LOGIN_GUARD_D_RETRY_AFTER
+_LG_REMAINING: int = _abi.BITSEC_LOGIN_GUARD_D_REMAINING
+_LG_FAILURE_RETRY_AFTER: int = _abi.BITSEC_LOGIN_GUARD_D_FAILURE_RETRY_AFTER
+_LG_TICKET: int = _abi.BITSEC_LOGIN_GUARD_D_TICKET
+_LG_FLAGS: int = _abi.BITSEC_LOGIN_GUARD_D_FLAGS
+
 _DecisionArray = c_int64 * DECISION_LEN
 _GuardArray = c_int64 * GUARD_DECISION_LEN
 _StatusArray = c_int64 * STATUS_LEN
@@ -115,47 +132,47 @@ class RateLimitDecision(tuple[int, ...]):
 
     @property
     def allowed(self) -> bool:
-        return self[0] == 1
+        return self[_RL_ALLOWED] == 1
 
     @property
     def limit(self) -> int:
-        return self[1]
+        return self[_RL_LIMIT]
 
     @property
     def remaining(self) -> int:
-        return self[2]
+        return self[_RL_REMAINING]
 
     @property
     def reset_after(self) -> int:
-        return self[3]
+        return self[_RL_RESET_AFTER]
 
     @property
     def retry_after(self) -> int:
-        return self[4]
+        return self[_RL_RETRY_AFTER]
 
     @property
     def degraded(self) -> bool:
-        return self[5] & FLAG_DEGRADED != 0
+        return self[_RL_FLAGS] & FLAG_DEGRADED != 0
 
     @property
     def reason(self) -> str:
-        c = self[6]
+        c = self[_RL_REASON]
         return REASONS[c] if 0 <= c < len(REASONS) else str(c)
 
     def headers(self) -> dict[str, str]:
         """``X-RateLimit-Limit``, ``X-RateLimit-Remaining``, ``X-RateLimit-Reset`` (seconds until
         the bucket is full, as the IETF RateLimit drafts use it) and, when denied, ``Retry-After``."""
         h = {
-            "X-RateLimit-Limit": str(self[1]),
-            "X-RateLimit-Remaining": str(self[2]),
-            "X-RateLimit-Reset": str(self[3]),
+            "X-RateLimit-Limit": str(self[_RL_LIMIT]),
+            "X-RateLimit-Remaining": str(self[_RL_REMAINING]),
+            "X-RateLimit-Reset": str(self[_RL_RESET_AFTER]),
         }
-        if self[0] != 1:
-            h["Retry-After"] = str(self[4])
+        if self[_RL_ALLOWED] != 1:
+            h["Retry-After"] = str(self[_RL_RETRY_AFTER])
         return h
 
     def __bool__(self) -> bool:
-        return self[0] == 1
+        return self[_RL_ALLOWED] == 1
 
     def __repr__(self) -> str:
         return ("RateLimitDecision(allowed={0.allowed}, limit={0.limit}, remaining={0.remaining}, "
@@ -216,52 +233,52 @@ class LoginGuardDecision(tuple[int, ...]):
 
     @property
     def allowed(self) -> bool:
-        return self[0] == 1
+        return self[_LG_ALLOWED] == 1
 
     @property
     def reason(self) -> str:
-        c = self[1]
+        c = self[_LG_REASON]
         return GUARD_REASONS[c] if 0 <= c < len(GUARD_REASONS) else str(c)
 
     @property
     def refused_by(self) -> str | None:
-        c = self[2]
+        c = self[_LG_REFUSED_BY]
         return GUARD_KEYS[c] if 0 <= c < len(GUARD_KEYS) else str(c)
 
     @property
     def retry_after(self) -> int:
-        return self[3]
+        return self[_LG_RETRY_AFTER]
 
     @property
     def remaining(self) -> int:
-        return self[4]
+        return self[_LG_REMAINING]
 
     @property
     def failure_retry_after(self) -> int:
-        return self[5]
+        return self[_LG_FAILURE_RETRY_AFTER]
 
     @property
     def ticket(self) -> int:
-        return self[6]
+        return self[_LG_TICKET]
 
     @property
     def degraded(self) -> bool:
-        return self[7] & GUARD_FLAG_DEGRADED != 0
+        return self[_LG_FLAGS] & GUARD_FLAG_DEGRADED != 0
 
     @property
     def newly_blocked(self) -> bool:
-        return self[7] & GUARD_FLAG_NEWLY_BLOCKED != 0
+        return self[_LG_FLAGS] & GUARD_FLAG_NEWLY_BLOCKED != 0
 
     @property
     def table_full(self) -> bool:
-        return self[7] & GUARD_FLAG_TABLE_FULL != 0
+        return self[_LG_FLAGS] & GUARD_FLAG_TABLE_FULL != 0
 
     def headers(self) -> dict[str, str]:
         """``Retry-After`` when refused; nothing when allowed."""
-        return {} if self[0] == 1 else {"Retry-After": str(max(1, self[3]))}
+        return {} if self[_LG_ALLOWED] == 1 else {"Retry-After": str(max(1, self[_LG_RETRY_AFTER]))}
 
     def __bool__(self) -> bool:
-        return self[0] == 1
+        return self[_LG_ALLOWED] == 1
 
     def __repr__(self) -> str:
         return ("LoginGuardDecision(allowed={0.allowed}, reason={0.reason!r}, refused_by={0.refused_by!r}, "
