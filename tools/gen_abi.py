@@ -250,7 +250,10 @@ def render_umbrella(current: str, families: list[Family]) -> str:
 
 
 # ---- prototypes ----------------------------------------------------------------------------
-DECL = re.compile(r"^(?P<ret>[\w ]+?\s*\**)\s*(?P<name>bitsec_\w+)\((?P<args>[^)]*)\)(?: BITSEC_\w+)*;$")
+# One declaration per line, as tools/gen_header.py writes them; attribute macros after the
+# parameter list (BITSEC_NODISCARD, a deprecation macro with its message) are allowed.
+DECL = re.compile(r"^(?P<ret>[\w ]+?\s*\**)\s*(?P<name>bitsec_\w+)\((?P<args>[^)]*)\)"
+                  r"(?:\s+BITSEC_\w+(?:\((?:[^()\"]|\"[^\"]*\")*\))?)*;$")
 
 
 def parse_prototypes(path: Path = API_HEADER) -> dict[str, tuple[str, list[str]]]:
