@@ -21,7 +21,7 @@ SWIFT_HDR_FLAGS = -parse-as-library -swift-version 6 -enable-upcoming-feature In
 	-module-name Bitsec -I $(BUILD)/Modules -I Sources/COpenSSL -I Sources/CHiredis \
 	$(addprefix -Xcc ,$(shell pkg-config --cflags-only-I hiredis openssl 2>/dev/null))
 
-.PHONY: all deps apt venv build lib header header-check check-self-contained test test-swift test-c test-python \
+.PHONY: all deps apt venv build lib header header-check check-generated mypy check-self-contained test test-swift test-c test-python \
 	demo install bench clean serve sanitize sanitize-address sanitize-thread \
 	fuzz fuzz-build fuzz-smoke
 
@@ -62,12 +62,24 @@ lib:
 header: build
 	swiftc -typecheck $(SWIFT_HDR_FLAGS) Sources/Bitsec/*.swift -emit-clang-header-path $(ROOT)/build/bitsec-swift.h
 	$(PYTHON) tools/gen_header.py build/bitsec-swift.h include/bitsec_api.h
+	$(PYTHON) tools/gen_abi.py
 
 header-check: build
 	@swiftc -typecheck $(SWIFT_HDR_FLAGS) Sources/Bitsec/*.swift -emit-clang-header-path $(ROOT)/build/bitsec-swift-check.h 2>/dev/null
 	@$(PYTHON) tools/gen_header.py build/bitsec-swift-check.h build/bitsec_api.check.h
 	@diff -u include/bitsec_api.h build/bitsec_api.check.h || { echo "include/bitsec_api.h is stale: run 'make header' and commit it"; exit 1; }
 	@echo "header-check: include/bitsec_api.h matches Sources/Bitsec"
+
+# Every generated file matches its source: include/bitsec_api.h (header-check), the generated
+# sections of include/bitsec.h and bindings/python/src/bitsec/_abi.py (tools/gen_abi.py, from
+# Sources/Bitsec/ABIConstants.swift, BitsecCore's Version.swift and include/bitsec_api.h).
+check-generated: header-check
+	@$(PYTHON) tools/gen_abi.py --check
+	@echo "check-generated: include/bitsec.h and bindings/python/src/bitsec/_abi.py match their sources"
+
+# The Python package type-checks under mypy --strict.
+mypy: deps
+	cd bindings/python && $(VPY) -m mypy --strict src/bitsec
 
 # A clone tests itself: no tracked file may refer to a path outside the repository.
 check-self-contained:
@@ -79,7 +91,7 @@ check-self-contained:
 # FUZZ_SMOKE_SECONDS (`fuzz-smoke`, docs/fuzzing.md). `make test SANITIZE=0` leaves them out
 # for a quick local run; CI (.ci/run) runs them.
 SANITIZE ?= 1
-test: deps check-self-contained build header-check test-swift test-c test-python $(if $(filter 1,$(SANITIZE)),sanitize fuzz-smoke)
+test: deps check-self-contained build check-generated mypy test-swift test-c test-python $(if $(filter 1,$(SANITIZE)),sanitize fuzz-smoke)
 	@count() { sed -n "s/.*Test run with \([0-9]*\) tests\{0,1\} .*passed.*/\1/p" $$1 | tail -1; }; \
 	sw=$$(count build/swift-test.log); \
 	c=$$(sed -n 's/^c tests: \([0-9]*\) passed.*/\1/p' build/c-test.log | tail -1); \

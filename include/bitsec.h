@@ -19,6 +19,11 @@
  *   anything over the BITSEC_MAX_* limits below with BITSEC_E_TOO_LARGE.
  * - Time-dependent operations take an explicit instant in Unix seconds; 0 means "now".
  *
+ * GENERATED SECTIONS
+ * The constants between "BEGIN GENERATED" and "END GENERATED" comments are written by
+ * tools/gen_abi.py (`make header`) from Sources/Bitsec/ABIConstants.swift (the version from
+ * Sources/BitsecCore/Support/Version.swift): change them there. The rest is written by hand.
+ *
  * THREAD SAFETY
  * A bitsec_runtime is safe to share between threads: every function taking one may be
  * called concurrently. bitsec_runtime_close waits for calls in flight, and later calls on
@@ -30,15 +35,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* ==== BEGIN GENERATED version: Versions (tools/gen_abi.py from Sources/BitsecCore/Support/Version.swift; do not edit) ==== */
 /* Versions: one number, MAJOR*10000 + MINOR*100 + PATCH (compare with bitsec_version_number()). */
 #define BITSEC_VERSION_MAJOR 0
-#define BITSEC_VERSION_MINOR 1
+#define BITSEC_VERSION_MINOR 2
 #define BITSEC_VERSION_PATCH 0
 #define BITSEC_VERSION_NUMBER (BITSEC_VERSION_MAJOR * 10000 + BITSEC_VERSION_MINOR * 100 + BITSEC_VERSION_PATCH)
-#define BITSEC_VERSION_STRING "0.1.0"
+#define BITSEC_VERSION_STRING "0.2.0"
 /* ABI version: the SONAME suffix (libbitsec.so.1); compare with bitsec_abi_version(). */
 #define BITSEC_ABI_VERSION 1
+/* ==== END GENERATED version ==== */
 
+/* ==== BEGIN GENERATED runtime: Runtime: status codes and limits (tools/gen_abi.py from Sources/Bitsec/ABIConstants.swift; do not edit) ==== */
 /* Status codes (int32_t). Stable: never renumbered; new codes may be added. */
 #define BITSEC_OK 0
 #define BITSEC_E_INVALID_ARGUMENT 1    /* NULL where required, bad length, invalid UTF-8 */
@@ -55,12 +63,12 @@
 #define BITSEC_E_INTERNAL 12           /* a bug in bitsec: please report it */
 #define BITSEC_E_UNSUPPORTED 13        /* well-formed but not supported */
 #define BITSEC_E_NOT_FOUND 14          /* a named key, category or user does not exist */
-
 /* Limits (bytes). */
 #define BITSEC_MAX_CONFIG_BYTES (4 * 1024 * 1024)
 #define BITSEC_MAX_JSON_DEPTH 64
 #define BITSEC_MAX_ARGUMENT_BYTES (16 * 1024 * 1024)
 #define BITSEC_MAX_MESSAGE_BYTES 512
+/* ==== END GENERATED runtime ==== */
 
 /* A runtime: everything built from one configuration document. Opaque. */
 typedef struct bitsec_runtime bitsec_runtime;
@@ -70,6 +78,142 @@ typedef struct bitsec_runtime bitsec_runtime;
 #else
 #define BITSEC_NODISCARD
 #endif
+
+/* ---- tokens ---- */
+/* ==== BEGIN GENERATED tokens: Tokens (tools/gen_abi.py from Sources/Bitsec/ABIConstants.swift; do not edit) ==== */
+/* Reasons a token is refused (int32_t, written by bitsec_verify_token and
+ * bitsec_token_refresh through out_reason). Stable: never renumbered; new ones may be added.
+ * bitsec_token_reason_name(code) gives the name ("expired", ...). */
+#define BITSEC_TOKEN_VALID 0
+#define BITSEC_TOKEN_MALFORMED 1         /* not a compact JWS, bad base64url or JSON */
+#define BITSEC_TOKEN_TOO_LARGE 2         /* over max_token_bytes (checked before decoding) */
+#define BITSEC_TOKEN_UNSUPPORTED_ALG 3   /* alg unknown, or "none" in any letter case */
+#define BITSEC_TOKEN_ALG_MISMATCH 4      /* header alg differs from the key's pinned alg */
+#define BITSEC_TOKEN_UNKNOWN_KID 5       /* no such kid, or no kid and several keys apply */
+#define BITSEC_TOKEN_BAD_SIGNATURE 6
+#define BITSEC_TOKEN_EXPIRED 7           /* now >= exp + leeway */
+#define BITSEC_TOKEN_NOT_YET_VALID 8     /* nbf > now + leeway */
+#define BITSEC_TOKEN_ISSUED_IN_FUTURE 9  /* iat > now + leeway */
+#define BITSEC_TOKEN_WRONG_ISSUER 10
+#define BITSEC_TOKEN_WRONG_AUDIENCE 11
+#define BITSEC_TOKEN_MISSING_CLAIM 12    /* exp, a required claim, or iss/aud when expected */
+#define BITSEC_TOKEN_INVALID_CLAIM 13    /* a registered claim of the wrong JSON type */
+#define BITSEC_TOKEN_REVOKED 14          /* its jti, session, subject was revoked */
+#define BITSEC_TOKEN_CRIT_UNSUPPORTED 15 /* crit names an extension bitsec does not implement */
+#define BITSEC_TOKEN_WRONG_TYPE 16       /* typ header mismatch, or refresh token used as access */
+/* Default of tokens.max_token_bytes; the configurable range is 256 .. 1 MiB. */
+#define BITSEC_TOKEN_MAX_BYTES_DEFAULT 8192
+/* Longest jti accepted by bitsec_token_revoke / bitsec_token_is_revoked; also the longest
+ * session_id and subject of bitsec_token_revoke_session / bitsec_token_revoke_subject. */
+#define BITSEC_TOKEN_MAX_JTI_BYTES 512
+/* ==== END GENERATED tokens ==== */
+
+/* ---- permissions ---- */
+/* A decision of bitsec_check_permission (uint64_t): allowed bit, reason code, policy
+ * generation (mod 65536) and the deciding rule's index. */
+#define BITSEC_PERM_ALLOWED(d) ((int)((d) & 1u))
+#define BITSEC_PERM_REASON(d) ((int32_t)(((d) >> 8) & 0xFFu))
+#define BITSEC_PERM_RULE(d) ((int64_t)((d) >> 32) - 1)
+/* ==== BEGIN GENERATED permissions: Permissions (tools/gen_abi.py from Sources/Bitsec/ABIConstants.swift; do not edit) ==== */
+/* Reason codes (stable; texts from bitsec_permission_reason). */
+#define BITSEC_PERM_GRANTED 1                  /* "granted" */
+#define BITSEC_PERM_NO_GRANT 2                 /* "no_grant": no role of the principal grants it */
+#define BITSEC_PERM_DENIED_BY_RULE 3           /* "denied_by_rule": a deny rule applies */
+#define BITSEC_PERM_OWNER_ONLY 4               /* "condition_failed:owner_only" */
+#define BITSEC_PERM_DEPARTMENT 5               /* "condition_failed:department" */
+#define BITSEC_PERM_TENANT_MISMATCH 6          /* "tenant_mismatch" */
+#define BITSEC_PERM_SCOPE_MISSING 7            /* "scope_missing": roles grant it, scopes do not */
+#define BITSEC_PERM_UNKNOWN_RESOURCE 8         /* "unknown_resource" */
+#define BITSEC_PERM_UNKNOWN_ACTION 9           /* "unknown_action" */
+/* Limits. */
+#define BITSEC_MAX_PERMISSION_BYTES 1024       /* "resource:action" */
+#define BITSEC_MAX_PRINCIPAL_BYTES (64 * 1024) /* packed principal, context, batch list */
+#define BITSEC_MAX_PERMISSION_BATCH 4096       /* entries per bitsec_check_permissions */
+/* ==== END GENERATED permissions ==== */
+
+/* ---- rate limits, brute-force counters, login guard ---- */
+/* ==== BEGIN GENERATED ratelimit: Rate limits, brute-force counters and the login guard (tools/gen_abi.py from Sources/Bitsec/ABIConstants.swift; do not edit) ==== */
+/* bitsec_rate_limit_take: limits and the layout of out_decision (int64_t[7]). */
+#define BITSEC_RATE_LIMIT_MAX_KEY_BYTES 512         /* a caller's key (user id, IP, API key) */
+#define BITSEC_RATE_LIMIT_MAX_CATEGORY_BYTES 64     /* a category name */
+#define BITSEC_RATE_LIMIT_DECISION_LEN 7
+#define BITSEC_RATE_LIMIT_D_ALLOWED 0               /* 1 allowed, 0 denied */
+#define BITSEC_RATE_LIMIT_D_LIMIT 1                 /* X-RateLimit-Limit: the bucket's capacity */
+#define BITSEC_RATE_LIMIT_D_REMAINING 2             /* X-RateLimit-Remaining: whole tokens left */
+#define BITSEC_RATE_LIMIT_D_RESET_AFTER 3           /* X-RateLimit-Reset: seconds until full */
+#define BITSEC_RATE_LIMIT_D_RETRY_AFTER 4           /* Retry-After: >= 1 when denied, else 0 */
+#define BITSEC_RATE_LIMIT_D_FLAGS 5                 /* BITSEC_RATE_LIMIT_FLAG_* bits */
+#define BITSEC_RATE_LIMIT_D_REASON 6                /* a BITSEC_RATE_LIMIT_REASON_* code */
+#define BITSEC_RATE_LIMIT_FLAG_DEGRADED 1           /* Redis unavailable: the failure policy decided */
+#define BITSEC_RATE_LIMIT_REASON_OK 0               /* tokens were available */
+#define BITSEC_RATE_LIMIT_REASON_LIMITED 1          /* the bucket did not hold cost tokens */
+#define BITSEC_RATE_LIMIT_REASON_KEY_TABLE_FULL 2   /* in-process table at max_keys: new key refused */
+#define BITSEC_RATE_LIMIT_REASON_BACKEND_DENY 3     /* Redis unavailable, failure_policy "deny" */
+#define BITSEC_RATE_LIMIT_REASON_BACKEND_ALLOW 4    /* Redis unavailable, failure_policy "allow" */
+/* bitsec_bruteforce_*: the layout of out_status (int64_t[6]). */
+#define BITSEC_BRUTEFORCE_STATUS_LEN 6
+#define BITSEC_BRUTEFORCE_S_BLOCKED 0               /* 1 blocked, 0 not */
+#define BITSEC_BRUTEFORCE_S_FAILURES 1              /* failures within the window */
+#define BITSEC_BRUTEFORCE_S_REMAINING 2             /* failures left before a block */
+#define BITSEC_BRUTEFORCE_S_BLOCKED_UNTIL 3         /* Unix seconds; 0 when not blocked */
+#define BITSEC_BRUTEFORCE_S_RETRY_AFTER 4           /* seconds until unblocked; 0 when not blocked */
+#define BITSEC_BRUTEFORCE_S_FLAGS 5                 /* BITSEC_BRUTEFORCE_FLAG_* bits */
+#define BITSEC_BRUTEFORCE_FLAG_DEGRADED 1           /* Redis unavailable: the failure policy decided */
+#define BITSEC_BRUTEFORCE_FLAG_NEWLY_BLOCKED 2      /* this call started the block */
+#define BITSEC_BRUTEFORCE_FLAG_TABLE_FULL 4         /* in-process table full: new key reported blocked */
+/* bitsec_login_guard_begin: the layout of out_decision (int64_t[8]). */
+#define BITSEC_LOGIN_GUARD_DECISION_LEN 8
+#define BITSEC_LOGIN_GUARD_D_ALLOWED 0              /* 1 allowed (already counted as a failure), 0 refused */
+#define BITSEC_LOGIN_GUARD_D_REASON 1               /* a BITSEC_LOGIN_GUARD_REASON_* code */
+#define BITSEC_LOGIN_GUARD_D_REFUSED_BY 2           /* a BITSEC_LOGIN_GUARD_KEY_* value */
+#define BITSEC_LOGIN_GUARD_D_RETRY_AFTER 3          /* Retry-After: >= 1 when refused, else 0 */
+#define BITSEC_LOGIN_GUARD_D_REMAINING 4            /* failures the client may still make */
+#define BITSEC_LOGIN_GUARD_D_FAILURE_RETRY_AFTER 5  /* the wait if this attempt fails (0: none) */
+#define BITSEC_LOGIN_GUARD_D_TICKET 6               /* the reservation, for _succeeded/_cancel */
+#define BITSEC_LOGIN_GUARD_D_FLAGS 7                /* BITSEC_LOGIN_GUARD_FLAG_* bits */
+#define BITSEC_LOGIN_GUARD_KEY_NONE 0
+#define BITSEC_LOGIN_GUARD_KEY_CLIENT 1
+#define BITSEC_LOGIN_GUARD_KEY_ACCOUNT 2
+#define BITSEC_LOGIN_GUARD_REASON_OK 0
+#define BITSEC_LOGIN_GUARD_REASON_CLIENT_BLOCKED 1  /* the client's address group is blocked */
+#define BITSEC_LOGIN_GUARD_REASON_ACCOUNT_BACKOFF 2 /* the account's next attempt must wait */
+#define BITSEC_LOGIN_GUARD_REASON_ACCOUNT_LIMIT 3   /* the account reached max_failures in its window */
+#define BITSEC_LOGIN_GUARD_REASON_TABLE_FULL 4      /* in-process table full: new key refused */
+#define BITSEC_LOGIN_GUARD_REASON_BACKEND_DENY 5    /* Redis unavailable, failure_policy "deny" */
+#define BITSEC_LOGIN_GUARD_FLAG_DEGRADED 1          /* Redis unavailable: the failure policy decided */
+#define BITSEC_LOGIN_GUARD_FLAG_NEWLY_BLOCKED 2     /* this call started a block or back-off */
+#define BITSEC_LOGIN_GUARD_FLAG_TABLE_FULL 4
+/* ==== END GENERATED ratelimit ==== */
+
+/* ---- MFA ---- */
+/* ==== BEGIN GENERATED mfa: MFA: TOTP, HOTP and backup codes (tools/gen_abi.py from Sources/Bitsec/ABIConstants.swift; do not edit) ==== */
+/* Decisions of bitsec_totp_verify, bitsec_totp_check, bitsec_hotp_check and
+ * bitsec_backup_code_verify (written through out_reason; the call itself returns BITSEC_OK). */
+#define BITSEC_TOTP_OK 0                                 /* accepted */
+#define BITSEC_TOTP_WRONG_CODE 1                         /* well-formed, matches no step of the window */
+#define BITSEC_TOTP_REPLAYED 2                           /* right code, but its step (or backup code) was already used */
+#define BITSEC_TOTP_THROTTLED 3                          /* too many failures for this user; see out_retry_after */
+#define BITSEC_TOTP_MALFORMED_CODE 4                     /* not exactly `digits` ASCII digits (or not a backup code) */
+/* HMAC algorithms. */
+#define BITSEC_OTP_SHA1 0
+#define BITSEC_OTP_SHA256 1
+#define BITSEC_OTP_SHA512 2
+/* Limits. */
+#define BITSEC_TOTP_MIN_DIGITS 6
+#define BITSEC_TOTP_MAX_DIGITS 8
+#define BITSEC_TOTP_MAX_WINDOW 10
+#define BITSEC_TOTP_MAX_PERIOD 86400
+#define BITSEC_TOTP_MAX_SECRET_TEXT_BYTES 256            /* base32 text of a secret */
+#define BITSEC_TOTP_MIN_SECRET_BITS 80                   /* shortest secret verified (runtime: min_secret_bits) */
+#define BITSEC_TOTP_MIN_NEW_SECRET_BITS 128              /* shortest secret generated */
+#define BITSEC_TOTP_DEFAULT_SECRET_BITS 160
+#define BITSEC_TOTP_MAX_NEW_SECRET_BITS 512
+#define BITSEC_TOTP_MAX_CODE_BYTES 256
+#define BITSEC_TOTP_MAX_USER_BYTES 256
+#define BITSEC_TOTP_MAX_BACKUP_CODES 64
+#define BITSEC_TOTP_MAX_SEALED_SECRET_BYTES 512          /* output of bitsec_totp_secret_seal, input of bitsec_totp_verify_sealed */
+#define BITSEC_TOTP_SEALED_SECRET_CONTEXT_PREFIX "bitsec.totp.secret|" /* fields context: prefix + user */
+/* ==== END GENERATED mfa ==== */
 
 /* ---- fields ---- */
 /* Field encryption (bitsec_encrypt_field / bitsec_decrypt_field, docs/fields.md).
@@ -97,8 +241,10 @@ typedef struct bitsec_runtime bitsec_runtime;
  * (e.g. "equipment_records.serial_number|<tenant id>") so equal values compare equal; this
  * leaks which rows hold equal values (and nothing else), and is allowed only for the contexts
  * listed in fields.deterministic_contexts. */
-#define BITSEC_FIELD_BINARY 1u        /* flag: binary output instead of text */
-#define BITSEC_FIELD_DETERMINISTIC 2u /* flag: AES-SIV, equal inputs give equal tokens */
+/* ==== BEGIN GENERATED fields: Field encryption (tools/gen_abi.py from Sources/Bitsec/ABIConstants.swift; do not edit) ==== */
+/* Flags and limits of bitsec_encrypt_field / bitsec_decrypt_field (docs/fields.md). */
+#define BITSEC_FIELD_BINARY 1u                   /* flag: binary output instead of text */
+#define BITSEC_FIELD_DETERMINISTIC 2u            /* flag: AES-SIV, equal inputs give equal tokens */
 #define BITSEC_FIELD_MAX_PLAINTEXT (1024 * 1024) /* bytes of a plaintext */
 #define BITSEC_FIELD_MAX_CONTEXT 4096            /* bytes of a context */
 #define BITSEC_FIELD_MAX_KEY_ID 32               /* bytes of a key id */
@@ -107,89 +253,20 @@ typedef struct bitsec_runtime bitsec_runtime;
 #define BITSEC_FERNET_NO_TTL (-1)                /* ttl of bitsec_fernet_decrypt_ttl/_migrate_ttl: no limit */
 /* Decisions of bitsec_decrypt_field, bitsec_rewrap_field and the Fernet functions (*out_reason). */
 #define BITSEC_FIELD_REASON_OK 0
-#define BITSEC_FIELD_REASON_MALFORMED 1     /* not a token: encoding, truncation, version */
-#define BITSEC_FIELD_REASON_TAMPERED 2      /* the tag/MAC does not verify: bytes were altered */
-#define BITSEC_FIELD_REASON_WRONG_CONTEXT 3 /* the token belongs to another context */
-#define BITSEC_FIELD_REASON_UNKNOWN_KEY 4   /* its key id is not in the keyring */
-#define BITSEC_FIELD_REASON_RETIRED_KEY 5   /* its key is retired: rewrap before retiring */
-#define BITSEC_FIELD_REASON_EXPIRED 6       /* Fernet: older than the TTL */
-#define BITSEC_FIELD_REASON_NOT_YET_VALID 7 /* Fernet: timestamp too far in the future */
+#define BITSEC_FIELD_REASON_MALFORMED 1          /* not a token: encoding, truncation, version */
+#define BITSEC_FIELD_REASON_TAMPERED 2           /* the tag/MAC does not verify: bytes were altered */
+#define BITSEC_FIELD_REASON_WRONG_CONTEXT 3      /* the token belongs to another context */
+#define BITSEC_FIELD_REASON_UNKNOWN_KEY 4        /* its key id is not in the keyring */
+#define BITSEC_FIELD_REASON_RETIRED_KEY 5        /* its key is retired: rewrap before retiring */
+#define BITSEC_FIELD_REASON_EXPIRED 6            /* Fernet: older than the TTL */
+#define BITSEC_FIELD_REASON_NOT_YET_VALID 7      /* Fernet: timestamp too far in the future */
+/* ==== END GENERATED fields ==== */
 
-/* ---- rate_limits ---- */
-/* bitsec_rate_limit_take: limits and the layout of out_decision (int64_t[7]). */
-#define BITSEC_RATE_LIMIT_MAX_KEY_BYTES 512     /* a caller's key (user id, IP, API key) */
-#define BITSEC_RATE_LIMIT_MAX_CATEGORY_BYTES 64 /* a category name */
-#define BITSEC_RATE_LIMIT_DECISION_LEN 7
-#define BITSEC_RATE_LIMIT_D_ALLOWED 0           /* 1 allowed, 0 denied */
-#define BITSEC_RATE_LIMIT_D_LIMIT 1             /* X-RateLimit-Limit: the bucket's capacity */
-#define BITSEC_RATE_LIMIT_D_REMAINING 2         /* X-RateLimit-Remaining: whole tokens left */
-#define BITSEC_RATE_LIMIT_D_RESET_AFTER 3       /* X-RateLimit-Reset: seconds until full */
-#define BITSEC_RATE_LIMIT_D_RETRY_AFTER 4       /* Retry-After: >= 1 when denied, else 0 */
-#define BITSEC_RATE_LIMIT_D_FLAGS 5             /* BITSEC_RATE_LIMIT_FLAG_* bits */
-#define BITSEC_RATE_LIMIT_D_REASON 6            /* a BITSEC_RATE_LIMIT_REASON_* code */
-#define BITSEC_RATE_LIMIT_FLAG_DEGRADED 1       /* Redis unavailable: the failure policy decided */
-#define BITSEC_RATE_LIMIT_REASON_OK 0             /* tokens were available */
-#define BITSEC_RATE_LIMIT_REASON_LIMITED 1        /* the bucket did not hold cost tokens */
-#define BITSEC_RATE_LIMIT_REASON_KEY_TABLE_FULL 2 /* in-process table at max_keys: new key refused */
-#define BITSEC_RATE_LIMIT_REASON_BACKEND_DENY 3   /* Redis unavailable, failure_policy "deny" */
-#define BITSEC_RATE_LIMIT_REASON_BACKEND_ALLOW 4  /* Redis unavailable, failure_policy "allow" */
-/* bitsec_bruteforce_*: the layout of out_status (int64_t[6]). */
-#define BITSEC_BRUTEFORCE_STATUS_LEN 6
-#define BITSEC_BRUTEFORCE_S_BLOCKED 0           /* 1 blocked, 0 not */
-#define BITSEC_BRUTEFORCE_S_FAILURES 1          /* failures within the window */
-#define BITSEC_BRUTEFORCE_S_REMAINING 2         /* failures left before a block */
-#define BITSEC_BRUTEFORCE_S_BLOCKED_UNTIL 3     /* Unix seconds; 0 when not blocked */
-#define BITSEC_BRUTEFORCE_S_RETRY_AFTER 4       /* seconds until unblocked; 0 when not blocked */
-#define BITSEC_BRUTEFORCE_S_FLAGS 5             /* BITSEC_BRUTEFORCE_FLAG_* bits */
-#define BITSEC_BRUTEFORCE_FLAG_DEGRADED 1       /* Redis unavailable: the failure policy decided */
-#define BITSEC_BRUTEFORCE_FLAG_NEWLY_BLOCKED 2  /* this call started the block */
-#define BITSEC_BRUTEFORCE_FLAG_TABLE_FULL 4     /* in-process table full: new key reported blocked */
-/* bitsec_login_guard_begin: the layout of out_decision (int64_t[8]). */
-#define BITSEC_LOGIN_GUARD_DECISION_LEN 8
-#define BITSEC_LOGIN_GUARD_D_ALLOWED 0             /* 1 allowed (already counted as a failure), 0 refused */
-#define BITSEC_LOGIN_GUARD_D_REASON 1              /* a BITSEC_LOGIN_GUARD_REASON_* code */
-#define BITSEC_LOGIN_GUARD_D_REFUSED_BY 2          /* a BITSEC_LOGIN_GUARD_KEY_* value */
-#define BITSEC_LOGIN_GUARD_D_RETRY_AFTER 3         /* Retry-After: >= 1 when refused, else 0 */
-#define BITSEC_LOGIN_GUARD_D_REMAINING 4           /* failures the client may still make */
-#define BITSEC_LOGIN_GUARD_D_FAILURE_RETRY_AFTER 5 /* the wait if this attempt fails (0: none) */
-#define BITSEC_LOGIN_GUARD_D_TICKET 6              /* the reservation, for _succeeded/_cancel */
-#define BITSEC_LOGIN_GUARD_D_FLAGS 7               /* BITSEC_LOGIN_GUARD_FLAG_* bits */
-#define BITSEC_LOGIN_GUARD_KEY_NONE 0
-#define BITSEC_LOGIN_GUARD_KEY_CLIENT 1
-#define BITSEC_LOGIN_GUARD_KEY_ACCOUNT 2
-#define BITSEC_LOGIN_GUARD_REASON_OK 0
-#define BITSEC_LOGIN_GUARD_REASON_CLIENT_BLOCKED 1  /* the client's address group is blocked */
-#define BITSEC_LOGIN_GUARD_REASON_ACCOUNT_BACKOFF 2 /* the account's next attempt must wait */
-#define BITSEC_LOGIN_GUARD_REASON_ACCOUNT_LIMIT 3   /* the account reached max_failures in its window */
-#define BITSEC_LOGIN_GUARD_REASON_TABLE_FULL 4      /* in-process table full: new key refused */
-#define BITSEC_LOGIN_GUARD_REASON_BACKEND_DENY 5    /* Redis unavailable, failure_policy "deny" */
-#define BITSEC_LOGIN_GUARD_FLAG_DEGRADED 1          /* Redis unavailable: the failure policy decided */
-#define BITSEC_LOGIN_GUARD_FLAG_NEWLY_BLOCKED 2     /* this call started a block or back-off */
-#define BITSEC_LOGIN_GUARD_FLAG_TABLE_FULL 4
-/* ---- permissions ---- */
-/* A decision of bitsec_check_permission (uint64_t): allowed bit, reason code, policy
- * generation (mod 65536) and the deciding rule's index. */
-#define BITSEC_PERM_ALLOWED(d) ((int)((d) & 1u))
-#define BITSEC_PERM_REASON(d) ((int32_t)(((d) >> 8) & 0xFFu))
-#define BITSEC_PERM_RULE(d) ((int64_t)((d) >> 32) - 1)
-/* Reason codes (stable; texts from bitsec_permission_reason). */
-#define BITSEC_PERM_GRANTED 1          /* "granted" */
-#define BITSEC_PERM_NO_GRANT 2         /* "no_grant": no role of the principal grants it */
-#define BITSEC_PERM_DENIED_BY_RULE 3   /* "denied_by_rule": a deny rule applies */
-#define BITSEC_PERM_OWNER_ONLY 4       /* "condition_failed:owner_only" */
-#define BITSEC_PERM_DEPARTMENT 5       /* "condition_failed:department" */
-#define BITSEC_PERM_TENANT_MISMATCH 6  /* "tenant_mismatch" */
-#define BITSEC_PERM_SCOPE_MISSING 7    /* "scope_missing": roles grant it, scopes do not */
-#define BITSEC_PERM_UNKNOWN_RESOURCE 8 /* "unknown_resource" */
-#define BITSEC_PERM_UNKNOWN_ACTION 9   /* "unknown_action" */
-/* Limits. */
-#define BITSEC_MAX_PERMISSION_BYTES 1024          /* "resource:action" */
-#define BITSEC_MAX_PRINCIPAL_BYTES (64 * 1024)    /* packed principal, context, batch list */
-#define BITSEC_MAX_PERMISSION_BATCH 4096          /* entries per bitsec_check_permissions */
 /* ---- audit ---- */
+/* ==== BEGIN GENERATED audit: Audit and metrics (tools/gen_abi.py from Sources/Bitsec/ABIConstants.swift; do not edit) ==== */
 /* bitsec_audit_emit: limits. An event up to BITSEC_AUDIT_MAX_EVENT_BYTES is read; longer text
-   members and details beyond the section's max_event_bytes are cut down (listed in the record's
-   "truncated"), not refused. max_depth may be lower than BITSEC_AUDIT_MAX_DEPTH. */
+ * members and details beyond the section's max_event_bytes are cut down (listed in the record's
+ * "truncated"), not refused. max_depth may be lower than BITSEC_AUDIT_MAX_DEPTH. */
 #define BITSEC_AUDIT_MAX_EVENT_BYTES (1024 * 1024) /* events read; ceiling of max_event_bytes (default 16 KiB) */
 #define BITSEC_AUDIT_MAX_DEPTH 32                  /* ceiling of max_depth (default 8) */
 #define BITSEC_AUDIT_MAX_QUEUE_CAPACITY (4 * 1024 * 1024)
@@ -197,60 +274,7 @@ typedef struct bitsec_runtime bitsec_runtime;
 #define BITSEC_AUDIT_HASH_BYTES 32
 /* out_seq of bitsec_audit_emit when the drop policy dropped the event. */
 #define BITSEC_AUDIT_DROPPED 0
-/* ---- end audit ---- */
-/* ---- totp ---- */
-/* Decisions of bitsec_totp_verify, bitsec_totp_check, bitsec_hotp_check and
- * bitsec_backup_code_verify (written through out_reason; the call itself returns BITSEC_OK). */
-#define BITSEC_TOTP_OK 0             /* accepted */
-#define BITSEC_TOTP_WRONG_CODE 1     /* well-formed, matches no step of the window */
-#define BITSEC_TOTP_REPLAYED 2       /* right code, but its step (or backup code) was already used */
-#define BITSEC_TOTP_THROTTLED 3      /* too many failures for this user; see out_retry_after */
-#define BITSEC_TOTP_MALFORMED_CODE 4 /* not exactly `digits` ASCII digits (or not a backup code) */
-/* HMAC algorithms. */
-#define BITSEC_OTP_SHA1 0
-#define BITSEC_OTP_SHA256 1
-#define BITSEC_OTP_SHA512 2
-/* Limits. */
-#define BITSEC_TOTP_MIN_DIGITS 6
-#define BITSEC_TOTP_MAX_DIGITS 8
-#define BITSEC_TOTP_MAX_WINDOW 10
-#define BITSEC_TOTP_MAX_PERIOD 86400
-#define BITSEC_TOTP_MAX_SECRET_TEXT_BYTES 256 /* base32 text of a secret */
-#define BITSEC_TOTP_MIN_SECRET_BITS 80        /* shortest secret verified (runtime: min_secret_bits) */
-#define BITSEC_TOTP_MIN_NEW_SECRET_BITS 128   /* shortest secret generated */
-#define BITSEC_TOTP_DEFAULT_SECRET_BITS 160
-#define BITSEC_TOTP_MAX_NEW_SECRET_BITS 512
-#define BITSEC_TOTP_MAX_CODE_BYTES 256
-#define BITSEC_TOTP_MAX_USER_BYTES 256
-#define BITSEC_TOTP_MAX_BACKUP_CODES 64
-#define BITSEC_TOTP_MAX_SEALED_SECRET_BYTES 512 /* output of bitsec_totp_secret_seal, input of bitsec_totp_verify_sealed */
-#define BITSEC_TOTP_SEALED_SECRET_CONTEXT_PREFIX "bitsec.totp.secret|" /* fields context: prefix + user */
-/* ---- tokens ---- */
-/* Reasons a token is refused (int32_t, written by bitsec_verify_token and
- * bitsec_token_refresh through out_reason). Stable: never renumbered; new ones may be added.
- * bitsec_token_reason_name(code) gives the name ("expired", ...). */
-#define BITSEC_TOKEN_VALID 0
-#define BITSEC_TOKEN_MALFORMED 1         /* not a compact JWS, bad base64url or JSON */
-#define BITSEC_TOKEN_TOO_LARGE 2         /* over max_token_bytes (checked before decoding) */
-#define BITSEC_TOKEN_UNSUPPORTED_ALG 3   /* alg unknown, or "none" in any letter case */
-#define BITSEC_TOKEN_ALG_MISMATCH 4      /* header alg differs from the key's pinned alg */
-#define BITSEC_TOKEN_UNKNOWN_KID 5       /* no such kid, or no kid and several keys apply */
-#define BITSEC_TOKEN_BAD_SIGNATURE 6
-#define BITSEC_TOKEN_EXPIRED 7           /* now >= exp + leeway */
-#define BITSEC_TOKEN_NOT_YET_VALID 8     /* nbf > now + leeway */
-#define BITSEC_TOKEN_ISSUED_IN_FUTURE 9  /* iat > now + leeway */
-#define BITSEC_TOKEN_WRONG_ISSUER 10
-#define BITSEC_TOKEN_WRONG_AUDIENCE 11
-#define BITSEC_TOKEN_MISSING_CLAIM 12    /* exp, a required claim, or iss/aud when expected */
-#define BITSEC_TOKEN_INVALID_CLAIM 13    /* a registered claim of the wrong JSON type */
-#define BITSEC_TOKEN_REVOKED 14          /* its jti, session, subject was revoked */
-#define BITSEC_TOKEN_CRIT_UNSUPPORTED 15 /* crit names an extension bitsec does not implement */
-#define BITSEC_TOKEN_WRONG_TYPE 16       /* typ header mismatch, or refresh token used as access */
-/* Default of tokens.max_token_bytes; the configurable range is 256 .. 1 MiB. */
-#define BITSEC_TOKEN_MAX_BYTES_DEFAULT 8192
-/* Longest jti accepted by bitsec_token_revoke / bitsec_token_is_revoked; also the longest
- * session_id and subject of bitsec_token_revoke_session / bitsec_token_revoke_subject. */
-#define BITSEC_TOKEN_MAX_JTI_BYTES 512
+/* ==== END GENERATED audit ==== */
 
 #include "bitsec_api.h"
 

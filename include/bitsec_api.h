@@ -835,7 +835,7 @@ int32_t bitsec_token_revoke(bitsec_runtime *rt, char const *jti, size_t jti_len,
 /// Returns BITSEC_OK; BITSEC_E_INVALID_ARGUMENT; BITSEC_E_TOO_LARGE;
 /// BITSEC_E_BACKEND_UNAVAILABLE; BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED.
 /// Thread safety: safe from any thread.
-/// Since: 0.1.0
+/// Since: 0.2.0
 int32_t bitsec_token_revoke_session(bitsec_runtime *rt, char const *session_id, size_t session_id_len, char const *subject, size_t subject_len, int64_t at, int32_t *out_newly) BITSEC_NODISCARD;
 
 /// Revokes a subject: every token whose sub claim is this and whose iat is at or before
@@ -852,7 +852,7 @@ int32_t bitsec_token_revoke_session(bitsec_runtime *rt, char const *session_id, 
 /// Returns BITSEC_OK; BITSEC_E_INVALID_ARGUMENT; BITSEC_E_TOO_LARGE;
 /// BITSEC_E_BACKEND_UNAVAILABLE; BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED.
 /// Thread safety: safe from any thread.
-/// Since: 0.1.0
+/// Since: 0.2.0
 int32_t bitsec_token_revoke_subject(bitsec_runtime *rt, char const *subject, size_t subject_len, int64_t not_before, int64_t at, int32_t *out_newly) BITSEC_NODISCARD;
 
 /// Revokes one token given as text: it is verified first (signature, time claims, issuer,
@@ -872,7 +872,7 @@ int32_t bitsec_token_revoke_subject(bitsec_runtime *rt, char const *subject, siz
 /// (token_len over BITSEC_MAX_ARGUMENT_BYTES); BITSEC_E_BACKEND_UNAVAILABLE;
 /// BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED.
 /// Thread safety: safe from any thread.
-/// Since: 0.1.0
+/// Since: 0.2.0
 int32_t bitsec_token_revoke_token(bitsec_runtime *rt, char const *token, size_t token_len, int64_t at, int32_t *out_reason, int32_t *out_newly) BITSEC_NODISCARD;
 
 /// Signs claims into a compact JWS: header {"alg","typ":"JWT","kid"}, the claims bytes as

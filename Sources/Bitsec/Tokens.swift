@@ -243,7 +243,7 @@ public func bitsec_token_revoke(_ rt: OpaquePointer?, _ jti: UnsafePointer<CChar
 /// (token_len over BITSEC_MAX_ARGUMENT_BYTES); BITSEC_E_BACKEND_UNAVAILABLE;
 /// BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED.
 /// Thread safety: safe from any thread.
-/// Since: 0.1.0
+/// Since: 0.2.0
 @c(bitsec_token_revoke_token)
 public func bitsec_token_revoke_token(_ rt: OpaquePointer?, _ token: UnsafePointer<CChar>?, _ token_len: UInt, _ at: Int64,
                                       _ out_reason: UnsafeMutablePointer<Int32>?, _ out_newly: UnsafeMutablePointer<Int32>?) -> Int32 {
@@ -276,7 +276,7 @@ public func bitsec_token_revoke_token(_ rt: OpaquePointer?, _ token: UnsafePoint
 /// Returns BITSEC_OK; BITSEC_E_INVALID_ARGUMENT; BITSEC_E_TOO_LARGE;
 /// BITSEC_E_BACKEND_UNAVAILABLE; BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED.
 /// Thread safety: safe from any thread.
-/// Since: 0.1.0
+/// Since: 0.2.0
 @c(bitsec_token_revoke_session)
 public func bitsec_token_revoke_session(_ rt: OpaquePointer?, _ session_id: UnsafePointer<CChar>?, _ session_id_len: UInt,
                                         _ subject: UnsafePointer<CChar>?, _ subject_len: UInt, _ at: Int64,
@@ -304,7 +304,7 @@ public func bitsec_token_revoke_session(_ rt: OpaquePointer?, _ session_id: Unsa
 /// Returns BITSEC_OK; BITSEC_E_INVALID_ARGUMENT; BITSEC_E_TOO_LARGE;
 /// BITSEC_E_BACKEND_UNAVAILABLE; BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED.
 /// Thread safety: safe from any thread.
-/// Since: 0.1.0
+/// Since: 0.2.0
 @c(bitsec_token_revoke_subject)
 public func bitsec_token_revoke_subject(_ rt: OpaquePointer?, _ subject: UnsafePointer<CChar>?, _ subject_len: UInt,
                                         _ not_before: Int64, _ at: Int64, _ out_newly: UnsafeMutablePointer<Int32>?) -> Int32 {

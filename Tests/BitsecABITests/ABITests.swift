@@ -5,8 +5,8 @@ import Glibc
 import Dispatch
 import Bitsec
 
-let OK: Int32 = 0, E_INVALID: Int32 = 1, E_CONFIG: Int32 = 2, E_NOT_CONFIGURED: Int32 = 3
-let E_BUFFER: Int32 = 4, E_BACKEND: Int32 = 5, E_CLOSED: Int32 = 7, E_TOO_LARGE: Int32 = 8
+let OK = BitsecABI.BITSEC_OK, E_INVALID = BitsecABI.BITSEC_E_INVALID_ARGUMENT, E_CONFIG = BitsecABI.BITSEC_E_CONFIG, E_NOT_CONFIGURED = BitsecABI.BITSEC_E_NOT_CONFIGURED
+let E_BUFFER = BitsecABI.BITSEC_E_BUFFER_TOO_SMALL, E_BACKEND = BitsecABI.BITSEC_E_BACKEND_UNAVAILABLE, E_CLOSED = BitsecABI.BITSEC_E_CLOSED, E_TOO_LARGE = BitsecABI.BITSEC_E_TOO_LARGE
 
 func lastError() -> String { String(cString: bitsec_last_error()) }
 
@@ -46,9 +46,9 @@ func redisConfig() -> String? {
 
 @Suite struct VersionTests {
     @Test func versionsAgree() {
-        #expect(String(cString: bitsec_version_string()) == "0.1.0")
-        #expect(bitsec_version_number() == 100)
-        #expect(bitsec_abi_version() == 1)
+        #expect(String(cString: bitsec_version_string()) == BitsecABI.BITSEC_VERSION_STRING)
+        #expect(bitsec_version_number() == BitsecABI.BITSEC_VERSION_NUMBER)
+        #expect(bitsec_abi_version() == BitsecABI.BITSEC_ABI_VERSION)
     }
 
     @Test func strerrorCoversEveryCodeAndUnknownOnes() {

@@ -3,7 +3,7 @@ import Testing
 import Glibc
 import Bitsec
 
-private let E_MALFORMED: Int32 = 9, E_TIMEOUT: Int32 = 11
+private let E_MALFORMED = BitsecABI.BITSEC_E_MALFORMED, E_TIMEOUT = BitsecABI.BITSEC_E_TIMEOUT
 
 private func emit(_ rt: OpaquePointer?, _ event: String) -> (Int32, UInt64) {
     var seq: UInt64 = 99

@@ -4,10 +4,10 @@ import Testing
 import Glibc
 import Bitsec
 
-private let FIELD_BINARY: UInt32 = 1, FIELD_DETERMINISTIC: UInt32 = 2
-private let R_OK: Int32 = 0, R_MALFORMED: Int32 = 1, R_TAMPERED: Int32 = 2, R_WRONG_CONTEXT: Int32 = 3
-private let R_UNKNOWN_KEY: Int32 = 4, R_RETIRED_KEY: Int32 = 5, R_EXPIRED: Int32 = 6
-private let E_UNSUPPORTED_UNUSED: Int32 = 13
+private let FIELD_BINARY = BitsecABI.BITSEC_FIELD_BINARY, FIELD_DETERMINISTIC = BitsecABI.BITSEC_FIELD_DETERMINISTIC
+private let R_OK = BitsecABI.BITSEC_FIELD_REASON_OK, R_MALFORMED = BitsecABI.BITSEC_FIELD_REASON_MALFORMED, R_TAMPERED = BitsecABI.BITSEC_FIELD_REASON_TAMPERED, R_WRONG_CONTEXT = BitsecABI.BITSEC_FIELD_REASON_WRONG_CONTEXT
+private let R_UNKNOWN_KEY = BitsecABI.BITSEC_FIELD_REASON_UNKNOWN_KEY, R_RETIRED_KEY = BitsecABI.BITSEC_FIELD_REASON_RETIRED_KEY, R_EXPIRED = BitsecABI.BITSEC_FIELD_REASON_EXPIRED
+private let E_UNSUPPORTED_UNUSED = BitsecABI.BITSEC_E_UNSUPPORTED
 
 private let k1 = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
 private let k2 = "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
@@ -162,7 +162,7 @@ private func decrypt(_ rt: OpaquePointer?, _ tok: [UInt8], _ ctx: String) -> (In
             let rc = bitsec_fernet_decrypt_ttl(rt, tok, len, ttl, now, &out, 64, &m, &reason)
             return (rc, reason)
         }
-        let R_NOT_YET_VALID: Int32 = 7
+        let R_NOT_YET_VALID = BitsecABI.BITSEC_FIELD_REASON_NOT_YET_VALID
         // ttl 0: fresh within its own second only.
         #expect(open(0, 1_000_000) == (OK, R_OK))
         #expect(open(0, 1_000_001) == (OK, R_EXPIRED))

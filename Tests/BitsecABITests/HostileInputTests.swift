@@ -464,9 +464,9 @@ private func isStatus(_ rc: Int32) -> Bool { (0...14).contains(rc) }
 
     /// The functions that return no status code: documented values for any argument.
     @Test func functionsWithoutStatus() {
-        #expect(bitsec_abi_version() == 1)
-        #expect(bitsec_version_number() == 100)
-        #expect(String(cString: bitsec_version_string()) == "0.1.0")
+        #expect(bitsec_abi_version() == BitsecABI.BITSEC_ABI_VERSION)
+        #expect(bitsec_version_number() == BitsecABI.BITSEC_VERSION_NUMBER)
+        #expect(String(cString: bitsec_version_string()) == BitsecABI.BITSEC_VERSION_STRING)
         #expect(strlen(bitsec_last_error()) < 512)
         for code in [Int32.min, -1, 0, 1, 14, 15, 255, 256, Int32.max] {
             #expect(strlen(bitsec_strerror(code)) > 0)

@@ -11,7 +11,7 @@ private struct Guard: @unchecked Sendable {
     let rt: OpaquePointer?
 
     func begin(_ account: String, _ client: String, at: Int64) -> [Int64] {
-        var d = [Int64](repeating: -1, count: 8)
+        var d = [Int64](repeating: -1, count: Int(BitsecABI.BITSEC_LOGIN_GUARD_DECISION_LEN))
         let rc = d.withUnsafeMutableBufferPointer { out in
             account.withCString { a in
                 client.withCString { c in
@@ -182,7 +182,7 @@ private func withGuards(_ body: (String, Guard) -> Void) {
     @Test func badArgumentsGetStatusCodes() {
         let (_, rt) = open("{\(section)}")
         defer { bitsec_runtime_close(rt) }
-        var d = [Int64](repeating: 0, count: 8)
+        var d = [Int64](repeating: 0, count: Int(BitsecABI.BITSEC_LOGIN_GUARD_DECISION_LEN))
         #expect(bitsec_login_guard_begin(rt, "a", 1, "1.2.3.4", 7, 0, nil) == E_INVALID)
         #expect(bitsec_login_guard_begin(rt, "", 0, "1.2.3.4", 7, 0, &d) == E_INVALID)
         #expect(bitsec_login_guard_begin(rt, "a", 1, "", 0, 0, &d) == E_INVALID)

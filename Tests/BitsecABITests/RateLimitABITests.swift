@@ -4,10 +4,10 @@ import Glibc
 import Dispatch
 import Bitsec
 
-private let E_NOT_FOUND: Int32 = 14
+private let E_NOT_FOUND = BitsecABI.BITSEC_E_NOT_FOUND
 
 private func take(_ rt: OpaquePointer?, _ category: String?, _ key: String, cost: Int64 = 1, at: Int64 = 0) -> (Int32, [Int64]) {
-    var d = [Int64](repeating: -1, count: 7)
+    var d = [Int64](repeating: -1, count: Int(BitsecABI.BITSEC_RATE_LIMIT_DECISION_LEN))
     let rc = d.withUnsafeMutableBufferPointer { out in
         key.withCString { k in
             if let category {
@@ -21,7 +21,7 @@ private func take(_ rt: OpaquePointer?, _ category: String?, _ key: String, cost
 
 private func bf(_ fn: (OpaquePointer?, UnsafePointer<CChar>?, UInt, Int64, UnsafeMutablePointer<Int64>?) -> Int32,
                 _ rt: OpaquePointer?, _ key: String, at: Int64) -> (Int32, [Int64]) {
-    var s = [Int64](repeating: -1, count: 6)
+    var s = [Int64](repeating: -1, count: Int(BitsecABI.BITSEC_BRUTEFORCE_STATUS_LEN))
     let rc = s.withUnsafeMutableBufferPointer { out in key.withCString { k in fn(rt, k, UInt(strlen(k)), at, out.baseAddress) } }
     return (rc, s)
 }
@@ -60,7 +60,7 @@ private let t0: Int64 = 1_800_000_000
         #expect(take(rt, nil, "k", cost: Int64.min).0 == E_INVALID)
         #expect(take(rt, nil, "k", at: -5).0 == E_INVALID)
         #expect(take(rt, nil, "k", at: Int64.max).0 == E_INVALID)
-        var d = [Int64](repeating: 0, count: 7)
+        var d = [Int64](repeating: 0, count: Int(BitsecABI.BITSEC_RATE_LIMIT_DECISION_LEN))
         #expect(bitsec_rate_limit_take(rt, nil, 0, nil, 5, 1, 0, &d) == E_INVALID)
         #expect(bitsec_rate_limit_take(rt, nil, 0, "k", UInt.max, 1, 0, &d) == E_TOO_LARGE)
         let bad: [CChar] = [0x61, -1]

@@ -25,10 +25,10 @@ import Synchronization
 import Bitsec
 
 private let AT: Int64 = 1_900_000_000
-private let TOKEN_VALID: Int32 = 0, TOKEN_UNKNOWN_KID: Int32 = 5, TOKEN_EXPIRED: Int32 = 7, TOKEN_REVOKED: Int32 = 14
-private let PERM_GRANTED: Int32 = 1, PERM_NO_GRANT: Int32 = 2, PERM_DENIED_BY_RULE: Int32 = 3
-private let TOTP_OK: Int32 = 0, TOTP_WRONG: Int32 = 1, TOTP_REPLAYED: Int32 = 2
-private let FIELD_OK: Int32 = 0, FIELD_WRONG_CONTEXT: Int32 = 3, FIELD_BINARY: UInt32 = 1
+private let TOKEN_VALID = BitsecABI.BITSEC_TOKEN_VALID, TOKEN_UNKNOWN_KID = BitsecABI.BITSEC_TOKEN_UNKNOWN_KID, TOKEN_EXPIRED = BitsecABI.BITSEC_TOKEN_EXPIRED, TOKEN_REVOKED = BitsecABI.BITSEC_TOKEN_REVOKED
+private let PERM_GRANTED = BitsecABI.BITSEC_PERM_GRANTED, PERM_NO_GRANT = BitsecABI.BITSEC_PERM_NO_GRANT, PERM_DENIED_BY_RULE = BitsecABI.BITSEC_PERM_DENIED_BY_RULE
+private let TOTP_OK = BitsecABI.BITSEC_TOTP_OK, TOTP_WRONG = BitsecABI.BITSEC_TOTP_WRONG_CODE, TOTP_REPLAYED = BitsecABI.BITSEC_TOTP_REPLAYED
+private let FIELD_OK = BitsecABI.BITSEC_FIELD_REASON_OK, FIELD_WRONG_CONTEXT = BitsecABI.BITSEC_FIELD_REASON_WRONG_CONTEXT, FIELD_BINARY = BitsecABI.BITSEC_FIELD_BINARY
 private let RL_CAPACITY: Int64 = 100
 private let WORKERS = 8
 
@@ -154,7 +154,7 @@ private func permission(_ rt: OpaquePointer, _ principal: [CChar], _ perm: Strin
 }
 
 private func take(_ rt: OpaquePointer, _ key: String) -> (Int32, [Int64]) {
-    var d = [Int64](repeating: -1, count: 7)
+    var d = [Int64](repeating: -1, count: Int(BitsecABI.BITSEC_RATE_LIMIT_DECISION_LEN))
     let rc = bitsec_rate_limit_take(rt, "stress", 6, key, UInt(key.utf8.count), 1, AT, &d)
     return (rc, d)
 }

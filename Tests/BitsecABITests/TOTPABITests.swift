@@ -3,8 +3,8 @@ import Testing
 import Glibc
 import Bitsec
 
-private let TOTP_OK: Int32 = 0, TOTP_WRONG: Int32 = 1, TOTP_REPLAYED: Int32 = 2, TOTP_THROTTLED: Int32 = 3, TOTP_MALFORMED: Int32 = 4
-private let E_MALFORMED: Int32 = 9
+private let TOTP_OK = BitsecABI.BITSEC_TOTP_OK, TOTP_WRONG = BitsecABI.BITSEC_TOTP_WRONG_CODE, TOTP_REPLAYED = BitsecABI.BITSEC_TOTP_REPLAYED, TOTP_THROTTLED = BitsecABI.BITSEC_TOTP_THROTTLED, TOTP_MALFORMED = BitsecABI.BITSEC_TOTP_MALFORMED_CODE
+private let E_MALFORMED = BitsecABI.BITSEC_E_MALFORMED
 
 /// Calls an (out_buf, out_cap, out_len) function and returns (status, text).
 private func output(_ body: (UnsafeMutablePointer<CChar>?, UInt, UnsafeMutablePointer<UInt>?) -> Int32) -> (Int32, String) {

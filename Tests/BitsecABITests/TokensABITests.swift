@@ -3,8 +3,8 @@ import Testing
 import Glibc
 import Bitsec
 
-private let TOKEN_VALID: Int32 = 0, TOKEN_MALFORMED: Int32 = 1, TOKEN_TOO_LARGE: Int32 = 2, TOKEN_EXPIRED: Int32 = 7
-private let TOKEN_REVOKED: Int32 = 14, TOKEN_WRONG_TYPE: Int32 = 16
+private let TOKEN_VALID = BitsecABI.BITSEC_TOKEN_VALID, TOKEN_MALFORMED = BitsecABI.BITSEC_TOKEN_MALFORMED, TOKEN_TOO_LARGE = BitsecABI.BITSEC_TOKEN_TOO_LARGE, TOKEN_EXPIRED = BitsecABI.BITSEC_TOKEN_EXPIRED
+private let TOKEN_REVOKED = BitsecABI.BITSEC_TOKEN_REVOKED, TOKEN_WRONG_TYPE = BitsecABI.BITSEC_TOKEN_WRONG_TYPE
 
 private let config = #"{"allow_inline_secrets": true, "tokens": {"keys": [{"kid": "hs", "alg": "HS256", "secret": {"value": "0123456789abcdef0123456789abcdef"}}], "issuer": "iss", "audience": "aud"}}"#
 
@@ -199,7 +199,7 @@ private func verify(_ rt: OpaquePointer, _ token: String, at: Int64 = 1_900_000_
             let rc = token.withCString { t in bitsec_verify_token_at(rt, t, UInt(strlen(t)), s, ns, &reason, &buf, 1024, &n) }
             return (rc, reason, n)
         }
-        let TOKEN_NOT_YET_VALID: Int32 = 8
+        let TOKEN_NOT_YET_VALID = BitsecABI.BITSEC_TOKEN_NOT_YET_VALID
         // bitsec_verify_token at the whole second before nbf's fraction: not yet valid.
         #expect(verify(rt, token, at: 1_900_000_000).1 == TOKEN_NOT_YET_VALID)
         #expect(at(1_900_000_000, 0).1 == TOKEN_NOT_YET_VALID)

@@ -8,6 +8,8 @@ import re
 from ctypes import POINTER, c_char_p, c_int32, c_int64, c_size_t, c_uint32, c_uint64, c_void_p, c_double, c_uint8
 from pathlib import Path
 
+import pytest
+
 import bitsec
 from bitsec import _native
 
@@ -147,3 +149,20 @@ def test_login_guard_constants_match_header(repo_root: Path) -> None:
     for name in ("bitsec_login_guard_begin", "bitsec_login_guard_succeeded", "bitsec_login_guard_cancel",
                  "bitsec_client_key"):
         assert name in _native.PROTOTYPES
+
+
+def test_generated_prototypes_are_the_header(repo_root: Path) -> None:
+    """_abi.PROTOTYPES (written by tools/gen_abi.py) holds exactly the header's functions, each
+    with the types this test's own mapping gives; _native.declare binds exactly those."""
+    from bitsec import _abi
+    header = parse_header(repo_root / "include" / "bitsec_api.h")
+    assert set(_abi.PROTOTYPES) == set(header)
+    for name, (ret, args) in header.items():
+        restype, argtypes = _abi.PROTOTYPES[name]
+        assert restype == C_TO_CTYPES[ret] and argtypes == [C_TO_CTYPES[a] for a in args], name
+    import_all_modules()
+    for name, (restype, argtypes) in _native.PROTOTYPES.items():
+        fn = getattr(_native.lib, name)
+        assert (fn.restype, fn.argtypes) == (restype, argtypes) == tuple(_abi.PROTOTYPES[name]), name
+    with pytest.raises(RuntimeError, match="declared twice"):
+        _native.declare("bitsec_random_bytes")

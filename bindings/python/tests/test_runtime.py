@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 import bitsec
+from bitsec import _abi
 from bitsec import _native
 
 
@@ -24,7 +25,7 @@ def test_unknown_field_is_a_config_error_naming_it() -> None:
     with pytest.raises(bitsec.ConfigError) as e:
         bitsec.Runtime({"redis": {"hots": "x"}})
     assert e.value.detail == "unknown field redis.hots"
-    assert e.value.code == 2
+    assert e.value.code == _abi.BITSEC_E_CONFIG
     assert isinstance(e.value, ValueError)
 
 

@@ -732,3 +732,28 @@ def test_token_without_scope_has_no_scopes_and_is_judged_by_its_roles(keys: Keys
         empty = r.verify_token(pyjwt_sign(keys, "HS256", claims(scope="")), at=NOW)
         assert empty.scopes == ()
         assert r.check_permission(empty, "inspections:read").reason == "scope_missing"
+
+
+def test_refresh_asks_the_library_for_its_output_size(keys: Keys, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The refresh output size depends on tokens.max_token_bytes: the binding asks the library
+    # (a one-byte buffer; BITSEC_E_BUFFER_TOO_SMALL reports the size) instead of computing it
+    # from a copied default, and a pair larger than the default-sized buffer comes back whole.
+    from bitsec import _abi, tokens
+    calls: list[tuple[int, int, int]] = []
+    real = tokens._refresh
+
+    def recording(*args: object) -> int:
+        rc = real(*args)
+        n = args[-1]._obj.value  # type: ignore[attr-defined]
+        calls.append((int(args[-2]), rc, n))  # type: ignore[call-overload]
+        return int(rc)
+
+    monkeypatch.setattr(tokens, "_refresh", recording)
+    with bitsec.Runtime(config(keys, issuing={"kid": "k-RS256"}, max_token_bytes=1 << 20)) as r:
+        big = "x" * 20000  # each token of the pair is larger than the default max_token_bytes
+        pair = r.issue_token_pair({"sub": "u-big", "note": big}, at=NOW)
+        new = r.refresh_token_pair(pair["refresh_token"], at=NOW + 60)
+        assert r.verify_token(new["access_token"], at=NOW + 60)["note"] == big
+    (cap1, rc1, needed), (cap2, rc2, written) = calls
+    assert (cap1, rc1) == (1, _abi.BITSEC_E_BUFFER_TOO_SMALL)
+    assert cap2 == needed and rc2 == _abi.BITSEC_OK and 0 < written <= needed

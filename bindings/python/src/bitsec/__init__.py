@@ -1,7 +1,7 @@
 """bitsec: the Python binding of the bitsec security runtime (libbitsec.so via ctypes)."""
 from __future__ import annotations
 
-from . import _native
+from . import _abi, _native
 from .errors import (
     BackendUnavailableError,
     BitsecError,
@@ -78,7 +78,7 @@ from .tokens import (
     token_reason_name,
 )
 
-__version__ = "0.1.0"
+__version__: str = _abi.VERSION
 ABI_VERSION = _native.ABI_VERSION
 
 

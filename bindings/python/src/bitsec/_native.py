@@ -5,9 +5,10 @@ this package (``bitsec/_lib/``); the system's search path (``libbitsec.so.1``). 
 ImportError lists every path tried and why it failed. A library whose ABI version differs
 from ``ABI_VERSION`` is refused.
 
-Every C function has its ctypes prototype declared exactly once, with ``declare``; the
-capability modules declare their own. ``tests/test_prototypes.py`` checks every declaration
-against include/bitsec_api.h.
+The ctypes prototypes (restype, argtypes) of every C function are generated from
+include/bitsec_api.h into ``_abi.PROTOTYPES`` (tools/gen_abi.py, ``make header``); ``declare``
+binds a function with its generated prototype, exactly once, and the capability modules bind
+their own. ``tests/test_prototypes.py`` checks every declaration against the header.
 """
 from __future__ import annotations
 
@@ -15,13 +16,14 @@ import ctypes
 import ctypes.util
 import os
 import threading
-from ctypes import POINTER, c_char_p, c_int32, c_int64, c_size_t, c_uint32, c_void_p
+from ctypes import c_int32, c_size_t, c_void_p
 from typing import Any, Callable
 
+from . import _abi
 from .errors import error_for
 
 #: The ABI this package was written for (BITSEC_ABI_VERSION).
-ABI_VERSION = 1
+ABI_VERSION: int = _abi.BITSEC_ABI_VERSION
 
 _lock = threading.Lock()
 
@@ -56,8 +58,7 @@ def load_library(candidates: list[tuple[str, str]] | None = None) -> ctypes.CDLL
         except AttributeError:
             tried.append(f"{path} ({origin}): not a bitsec library (no bitsec_abi_version)")
             continue
-        fn.argtypes = []
-        fn.restype = c_int32
+        fn.restype, fn.argtypes = _abi.PROTOTYPES["bitsec_abi_version"]
         abi = fn()
         if abi != ABI_VERSION:
             tried.append(f"{path} ({origin}): ABI version {abi}, this package needs {ABI_VERSION}")
@@ -74,15 +75,17 @@ with _lock:
 PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {}
 
 
-def declare(name: str, restype: Any, argtypes: list[Any]) -> Callable[..., Any]:
-    """Declares a C function once and returns it."""
+def declare(name: str) -> Callable[..., Any]:
+    """Binds a C function once, with its prototype generated from the header, and returns it."""
     if name in PROTOTYPES:
         raise RuntimeError(f"{name} is declared twice")
+    restype, argtypes = _abi.PROTOTYPES[name]
     fn = getattr(lib, name)
     fn.restype = restype
     fn.argtypes = argtypes
     PROTOTYPES[name] = (restype, list(argtypes))
-    return fn
+    bound: Callable[..., Any] = fn
+    return bound
 
 
 def unconverted(fn: Any) -> Any:
@@ -105,19 +108,30 @@ def unconverted(fn: Any) -> Any:
 status = c_int32
 handle = c_void_p
 
-version_string = declare("bitsec_version_string", c_char_p, [])
-version_number = declare("bitsec_version_number", c_uint32, [])
-abi_version = declare("bitsec_abi_version", c_int32, [])
-strerror = declare("bitsec_strerror", c_char_p, [c_int32])
-last_error = declare("bitsec_last_error", c_char_p, [])
-free = declare("bitsec_free", None, [c_void_p])
-runtime_open = declare("bitsec_runtime_open", status, [c_char_p, c_size_t, POINTER(c_void_p)])
-runtime_open_file = declare("bitsec_runtime_open_file", status, [c_char_p, POINTER(c_void_p)])
-runtime_close = declare("bitsec_runtime_close", None, [handle])
-runtime_describe = declare("bitsec_runtime_describe", status, [handle, c_char_p, c_size_t, POINTER(c_size_t)])
-runtime_describe_alloc = declare("bitsec_runtime_describe_alloc", status, [handle, POINTER(c_void_p), POINTER(c_size_t)])
-random_bytes = declare("bitsec_random_bytes", status, [c_char_p, c_size_t])
-redis_ping = declare("bitsec_redis_ping", status, [handle, POINTER(c_int64)])
+version_string = declare("bitsec_version_string")
+version_number = declare("bitsec_version_number")
+abi_version = declare("bitsec_abi_version")
+strerror = declare("bitsec_strerror")
+last_error = declare("bitsec_last_error")
+free = declare("bitsec_free")
+runtime_open = declare("bitsec_runtime_open")
+runtime_open_file = declare("bitsec_runtime_open_file")
+runtime_close = declare("bitsec_runtime_close")
+runtime_describe = declare("bitsec_runtime_describe")
+runtime_describe_alloc = declare("bitsec_runtime_describe_alloc")
+random_bytes = declare("bitsec_random_bytes")
+redis_ping = declare("bitsec_redis_ping")
+
+
+def names_by_value(prefix: str, exclude: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The lower-case names of the _abi constants ``<prefix><NAME>``, indexed by their value
+    (values must run 0, 1, 2, ...), leaving out names whose rest starts with one of
+    ``exclude``: the reason tables of the capability modules."""
+    found = {v: k[len(prefix):].lower() for k, v in vars(_abi).items()
+             if k.startswith(prefix) and isinstance(v, int) and not k[len(prefix):].startswith(exclude)}
+    if sorted(found) != list(range(len(found))):
+        raise RuntimeError(f"{prefix}* values are not 0..{len(found) - 1}")
+    return tuple(found[i] for i in range(len(found)))
 
 
 def check(rc: int) -> None:
@@ -134,7 +148,7 @@ def call_with_output(fn: Callable[..., int], *args: Any, initial: int = 1024) ->
         buf = ctypes.create_string_buffer(cap)
         n = c_size_t(0)
         rc = fn(*args, buf, cap, ctypes.byref(n))
-        if rc == 4 and n.value > cap:  # BITSEC_E_BUFFER_TOO_SMALL
+        if rc == _abi.BITSEC_E_BUFFER_TOO_SMALL and n.value > cap:
             cap = n.value + 1
             continue
         check(rc)

@@ -10,16 +10,15 @@ import logging
 import os
 from ctypes import POINTER, c_char_p, c_int32, c_size_t, c_uint64, c_void_p
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Union
+from typing import Any, Iterable, Mapping, TYPE_CHECKING, Union, cast
 
 from . import _native as N
 
-_emit = N.declare("bitsec_audit_emit", c_int32, [c_void_p, c_char_p, c_size_t, POINTER(c_uint64)])
-_flush = N.declare("bitsec_audit_flush", c_int32, [c_void_p])
-_stats = N.declare("bitsec_audit_stats", c_int32, [c_void_p, c_char_p, c_size_t, POINTER(c_size_t)])
-_metrics_text = N.declare("bitsec_metrics_text", c_int32, [c_void_p, c_char_p, c_size_t, POINTER(c_size_t)])
-_verify = N.declare("bitsec_audit_verify", c_int32,
-                    [c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t, POINTER(c_size_t)])
+_emit = N.declare("bitsec_audit_emit")
+_flush = N.declare("bitsec_audit_flush")
+_stats = N.declare("bitsec_audit_stats")
+_metrics_text = N.declare("bitsec_metrics_text")
+_verify = N.declare("bitsec_audit_verify")
 
 # Compact, ASCII-only JSON (the C encoder's fastest path); bitsec reads \\u escapes.
 _encode = json.JSONEncoder(separators=(",", ":")).encode
@@ -80,7 +79,9 @@ def audit_verify(paths: Iterable[Union[str, "os.PathLike[str]"]], key: bytes | N
 class AuditMixin:
     """Mixed into ``bitsec.Runtime``; uses its ``handle``."""
 
-    handle: int
+    if TYPE_CHECKING:
+        @property
+        def handle(self) -> int: ...
 
     def audit_emit(self, event: Event) -> int | None:
         """Emits a security event (a mapping, or its JSON as ``str``/``bytes``).
@@ -113,7 +114,7 @@ class AuditMixin:
 
     def audit_stats(self) -> dict[str, Any]:
         """Queue and sink state: queued, capacity, last_seq, durable_seq, dropped, sink_errors, ..."""
-        return json.loads(N.call_with_output(_stats, self.handle))
+        return cast("dict[str, Any]", json.loads(N.call_with_output(_stats, self.handle)))
 
     def metrics_text(self) -> str:
         """The Prometheus text exposition of the runtime's metrics (audit counters)."""

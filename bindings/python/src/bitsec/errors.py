@@ -6,6 +6,8 @@ PyNaCl does. Messages come from the library and never contain secrets.
 """
 from __future__ import annotations
 
+from . import _abi
+
 
 class BitsecError(Exception):
     """Root of every bitsec exception. ``code`` is the C status code, ``detail`` its message."""
@@ -20,59 +22,59 @@ class BitsecError(Exception):
 
 
 class InvalidArgumentError(BitsecError, ValueError):
-    code = 1
+    code = _abi.BITSEC_E_INVALID_ARGUMENT
 
 
 class ConfigError(BitsecError, ValueError):
-    code = 2
+    code = _abi.BITSEC_E_CONFIG
 
 
 class NotConfiguredError(BitsecError):
-    code = 3
+    code = _abi.BITSEC_E_NOT_CONFIGURED
 
 
 class BufferTooSmallError(BitsecError):
-    code = 4
+    code = _abi.BITSEC_E_BUFFER_TOO_SMALL
 
 
 class BackendUnavailableError(BitsecError, ConnectionError):
-    code = 5
+    code = _abi.BITSEC_E_BACKEND_UNAVAILABLE
 
 
 class CryptoError(BitsecError):
-    code = 6
+    code = _abi.BITSEC_E_CRYPTO
 
 
 class ClosedError(BitsecError, ValueError):
-    code = 7
+    code = _abi.BITSEC_E_CLOSED
 
 
 class TooLargeError(BitsecError, ValueError):
-    code = 8
+    code = _abi.BITSEC_E_TOO_LARGE
 
 
 class MalformedError(BitsecError, ValueError):
-    code = 9
+    code = _abi.BITSEC_E_MALFORMED
 
 
 class BitsecIOError(BitsecError, OSError):
-    code = 10
+    code = _abi.BITSEC_E_IO
 
 
 class BitsecTimeoutError(BitsecError, TimeoutError):
-    code = 11
+    code = _abi.BITSEC_E_TIMEOUT
 
 
 class InternalError(BitsecError):
-    code = 12
+    code = _abi.BITSEC_E_INTERNAL
 
 
 class UnsupportedError(BitsecError):
-    code = 13
+    code = _abi.BITSEC_E_UNSUPPORTED
 
 
 class NotFoundError(BitsecError, LookupError):
-    code = 14
+    code = _abi.BITSEC_E_NOT_FOUND
 
 
 #: Status code -> exception class; status names as in include/bitsec.h.
@@ -85,12 +87,10 @@ BY_CODE: dict[int, type[BitsecError]] = {
     )
 }
 
-#: The header's macro name of each code (checked against include/bitsec.h by a test).
+#: The header's macro name of each code (from the generated _abi; a test checks include/bitsec.h).
 HEADER_NAMES: dict[int, str] = {
-    0: "BITSEC_OK", 1: "BITSEC_E_INVALID_ARGUMENT", 2: "BITSEC_E_CONFIG", 3: "BITSEC_E_NOT_CONFIGURED",
-    4: "BITSEC_E_BUFFER_TOO_SMALL", 5: "BITSEC_E_BACKEND_UNAVAILABLE", 6: "BITSEC_E_CRYPTO",
-    7: "BITSEC_E_CLOSED", 8: "BITSEC_E_TOO_LARGE", 9: "BITSEC_E_MALFORMED", 10: "BITSEC_E_IO",
-    11: "BITSEC_E_TIMEOUT", 12: "BITSEC_E_INTERNAL", 13: "BITSEC_E_UNSUPPORTED", 14: "BITSEC_E_NOT_FOUND",
+    value: name for name, value in vars(_abi).items()
+    if isinstance(value, int) and (name == "BITSEC_OK" or name.startswith("BITSEC_E_"))
 }
 
 

@@ -43,7 +43,7 @@ import re
 import uuid
 import weakref
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Iterable, Mapping, Sequence, TypeVar
+from typing import Any, AsyncIterator, Callable, Iterable, Mapping, Sequence, TypeVar, cast
 
 import anyio
 from fastapi import FastAPI, HTTPException, Request, Response
@@ -52,6 +52,7 @@ from fastapi.security import SecurityScopes
 from fastapi.security.base import SecurityBase
 from starlette.routing import Match
 
+from . import _abi
 from .errors import BackendUnavailableError, BitsecError, NotConfiguredError, NotFoundError
 from .permissions import Principal
 from .ratelimit import LoginGuardDecision
@@ -119,7 +120,7 @@ def bitsec_lifespan(config: Any, *, attr: str = STATE_ATTR,
 def get_runtime(request: Request, attr: str = STATE_ATTR) -> Runtime:
     """The runtime of the request's application (``app.state.bitsec``)."""
     try:
-        return getattr(request.app.state, attr)
+        return cast(Runtime, getattr(request.app.state, attr))
     except AttributeError:
         raise RuntimeError(f"no bitsec runtime on app.state.{attr}: use lifespan=bitsec_lifespan(config)") from None
 
@@ -511,7 +512,7 @@ def _client_ip(scope: Any, resolver: ClientIP) -> str:
     ip = state.get(_CLIENT_IP)
     if ip is None:
         ip = state[_CLIENT_IP] = resolver(scope)
-    return ip  # type: ignore[no-any-return]
+    return ip
 
 
 def _valid_ip(addr: str | None) -> str | None:
@@ -567,7 +568,7 @@ def _identity(rt: Runtime, scope: Any, resolver: ClientIP) -> str:
     return key
 
 
-_MAX_KEY_BYTES = 512  # BITSEC_RATE_LIMIT_MAX_KEY_BYTES
+_MAX_KEY_BYTES: int = _abi.BITSEC_RATE_LIMIT_MAX_KEY_BYTES
 
 
 def _grouped_client(rt: Runtime, ip: str) -> str:
@@ -769,7 +770,7 @@ class RateLimitMiddleware(_RateLimiting):
         rt = _runtime_of_scope(scope, self.attr)
         category = None if (path in self.exact or path.startswith(self.prefixes) or rt is None) \
             else self.categorize(scope["method"], path)
-        if category is None:
+        if category is None or rt is None:
             await self.app(scope, receive, send)
             return
         allowed, headers = await self.take_async(rt, scope, category, 1)

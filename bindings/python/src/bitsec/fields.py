@@ -13,51 +13,41 @@ import json
 import math
 import threading
 from ctypes import POINTER, c_char_p, c_int32, c_int64, c_size_t, c_uint32, create_string_buffer, string_at
-from typing import Any, Mapping, Union
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Union, overload
 
+from . import _abi
 from . import _native as N
 from .errors import BitsecError
 
 Bytesish = Union[bytes, bytearray, memoryview, str]
 
 #: Flags of bitsec_encrypt_field (include/bitsec.h).
-FIELD_BINARY = 1
-FIELD_DETERMINISTIC = 2
+FIELD_BINARY: int = _abi.BITSEC_FIELD_BINARY
+FIELD_DETERMINISTIC: int = _abi.BITSEC_FIELD_DETERMINISTIC
 #: Limits (include/bitsec.h).
-FIELD_MAX_PLAINTEXT = 1024 * 1024
-FIELD_MAX_CONTEXT = 4096
-FIELD_MAX_KEY_ID = 32
-FIELD_MAX_TOKEN = 1398190
-FERNET_MAX_TOKEN = 1398200
+FIELD_MAX_PLAINTEXT: int = _abi.BITSEC_FIELD_MAX_PLAINTEXT
+FIELD_MAX_CONTEXT: int = _abi.BITSEC_FIELD_MAX_CONTEXT
+FIELD_MAX_KEY_ID: int = _abi.BITSEC_FIELD_MAX_KEY_ID
+FIELD_MAX_TOKEN: int = _abi.BITSEC_FIELD_MAX_TOKEN
+FERNET_MAX_TOKEN: int = _abi.BITSEC_FERNET_MAX_TOKEN
 
 _sz = POINTER(c_size_t)
 _i32 = POINTER(c_int32)
-_encrypt = N.declare("bitsec_encrypt_field", N.status,
-                     [N.handle, c_char_p, c_size_t, c_char_p, c_size_t, c_uint32, c_char_p, c_size_t, _sz])
-_decrypt = N.declare("bitsec_decrypt_field", N.status,
-                     [N.handle, c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t, _sz, _i32])
-_rewrap = N.declare("bitsec_rewrap_field", N.status,
-                    [N.handle, c_char_p, c_size_t, c_char_p, c_size_t, c_uint32, c_char_p, c_size_t, _sz, _i32, _i32])
-_bound = N.declare("bitsec_field_bound", c_size_t, [c_size_t, c_uint32])
-_reason_name = N.declare("bitsec_field_reason_name", c_char_p, [c_int32])
-_reload = N.declare("bitsec_fields_reload", N.status, [N.handle, c_char_p, c_size_t])
-_fernet_encrypt = N.declare("bitsec_fernet_encrypt", N.status,
-                            [N.handle, c_char_p, c_size_t, c_int64, c_char_p, c_size_t, _sz])
-_fernet_decrypt = N.declare("bitsec_fernet_decrypt", N.status,
-                            [N.handle, c_char_p, c_size_t, c_int64, c_int64, c_char_p, c_size_t, _sz, _i32])
-_fernet_decrypt_ttl = N.declare("bitsec_fernet_decrypt_ttl", N.status,
-                                [N.handle, c_char_p, c_size_t, c_int64, c_int64, c_char_p, c_size_t, _sz, _i32])
-_fernet_rotate = N.declare("bitsec_fernet_rotate", N.status,
-                           [N.handle, c_char_p, c_size_t, c_char_p, c_size_t, _sz, _i32])
-_fernet_migrate = N.declare("bitsec_fernet_migrate", N.status,
-                            [N.handle, c_char_p, c_size_t, c_int64, c_int64, c_char_p, c_size_t, c_uint32,
-                             c_char_p, c_size_t, _sz, _i32])
-_fernet_migrate_ttl = N.declare("bitsec_fernet_migrate_ttl", N.status,
-                                [N.handle, c_char_p, c_size_t, c_int64, c_int64, c_char_p, c_size_t, c_uint32,
-                                 c_char_p, c_size_t, _sz, _i32])
-_fernet_bound = N.declare("bitsec_fernet_bound", c_size_t, [c_size_t])
+_encrypt = N.declare("bitsec_encrypt_field")
+_decrypt = N.declare("bitsec_decrypt_field")
+_rewrap = N.declare("bitsec_rewrap_field")
+_bound = N.declare("bitsec_field_bound")
+_reason_name = N.declare("bitsec_field_reason_name")
+_reload = N.declare("bitsec_fields_reload")
+_fernet_encrypt = N.declare("bitsec_fernet_encrypt")
+_fernet_decrypt = N.declare("bitsec_fernet_decrypt")
+_fernet_decrypt_ttl = N.declare("bitsec_fernet_decrypt_ttl")
+_fernet_rotate = N.declare("bitsec_fernet_rotate")
+_fernet_migrate = N.declare("bitsec_fernet_migrate")
+_fernet_migrate_ttl = N.declare("bitsec_fernet_migrate_ttl")
+_fernet_bound = N.declare("bitsec_fernet_bound")
 #: The ttl of bitsec_fernet_decrypt_ttl / bitsec_fernet_migrate_ttl meaning "no limit".
-FERNET_NO_TTL = -1
+FERNET_NO_TTL: int = _abi.BITSEC_FERNET_NO_TTL
 _INT64_MAX = (1 << 63) - 1
 
 
@@ -92,31 +82,31 @@ class FieldDecryptError(BitsecError, ValueError):
 
 
 class FieldMalformedError(FieldDecryptError):
-    reason, reason_code = "malformed", 1
+    reason, reason_code = "malformed", _abi.BITSEC_FIELD_REASON_MALFORMED
 
 
 class FieldTamperedError(FieldDecryptError):
-    reason, reason_code = "tampered", 2
+    reason, reason_code = "tampered", _abi.BITSEC_FIELD_REASON_TAMPERED
 
 
 class FieldWrongContextError(FieldDecryptError):
-    reason, reason_code = "wrong_context", 3
+    reason, reason_code = "wrong_context", _abi.BITSEC_FIELD_REASON_WRONG_CONTEXT
 
 
 class FieldUnknownKeyError(FieldDecryptError):
-    reason, reason_code = "unknown_key", 4
+    reason, reason_code = "unknown_key", _abi.BITSEC_FIELD_REASON_UNKNOWN_KEY
 
 
 class FieldRetiredKeyError(FieldDecryptError):
-    reason, reason_code = "retired_key", 5
+    reason, reason_code = "retired_key", _abi.BITSEC_FIELD_REASON_RETIRED_KEY
 
 
 class FieldExpiredError(FieldDecryptError):
-    reason, reason_code = "expired", 6
+    reason, reason_code = "expired", _abi.BITSEC_FIELD_REASON_EXPIRED
 
 
 class FieldNotYetValidError(FieldDecryptError):
-    reason, reason_code = "not_yet_valid", 7
+    reason, reason_code = "not_yet_valid", _abi.BITSEC_FIELD_REASON_NOT_YET_VALID
 
 
 _BY_REASON: dict[int, type[FieldDecryptError]] = {
@@ -138,7 +128,7 @@ def _reject(code: int) -> FieldDecryptError:
 
 def _b(v: Bytesish, name: str) -> bytes:
     if type(v) is bytes:
-        return v  # type: ignore[return-value]
+        return v
     if isinstance(v, str):
         return v.encode("utf-8")
     if isinstance(v, (bytearray, memoryview)):
@@ -265,7 +255,9 @@ def _ttl(ttl: int | None) -> int:
 class FieldsMixin:
     """Mixed into ``bitsec.Runtime``; uses its ``handle``."""
 
-    handle: int
+    if TYPE_CHECKING:
+        @property
+        def handle(self) -> int: ...
     _h: int | None
     _fields_hp_cache: ctypes.c_void_p | None = None
 
@@ -278,8 +270,17 @@ class FieldsMixin:
             self._fields_hp_cache = hp
         return hp
 
+    @overload
+    def encrypt_field(self, plaintext: Bytesish, context: Bytesish, *, deterministic: bool = ..., binary: Literal[False] = ...) -> str: ...
+
+    @overload
+    def encrypt_field(self, plaintext: Bytesish, context: Bytesish, *, deterministic: bool = ..., binary: Literal[True]) -> bytes: ...
+
+    @overload
+    def encrypt_field(self, plaintext: Bytesish, context: Bytesish, *, deterministic: bool = ..., binary: bool) -> str | bytes: ...
+
     def encrypt_field(self, plaintext: Bytesish, context: Bytesish, *, deterministic: bool = False,
-                      binary: bool = False) -> Any:
+                      binary: bool = False) -> str | bytes:
         """Encrypts ``plaintext`` under the primary key, bound to ``context``. Returns the text
         token (``str``), or ``bytes`` with ``binary=True``. ``deterministic=True`` (AES-SIV)
         only for contexts listed in ``fields.deterministic_contexts``."""
@@ -293,11 +294,10 @@ class FieldsMixin:
         elif type(context) is not bytes:
             context = _b(context, "context")
         n = len(pt)
-        if n > 2900:
-            # bitsec_field_bound, inlined: header 2 + 32 + 4, body 28 (GCM) or 17 (SIV); + NUL.
-            raw = 38 + n + (17 if deterministic else 28)
-            need = (raw if binary else raw // 3 * 4 + 3) + 1
-            if need > s.cap and n <= FIELD_MAX_PLAINTEXT:
+        if 2900 < n <= FIELD_MAX_PLAINTEXT:
+            # Beyond the scratch buffer's first size: the library gives the bound (+ NUL).
+            need = int(_bound(n, _flags(deterministic, binary))) + 1
+            if need > s.cap:
                 s.grow(max(need, s.cap * 2))
         s.l1.value = n
         s.l2.value = len(context)
@@ -305,20 +305,22 @@ class FieldsMixin:
         if hp is None or self._h is None:
             hp = self._fields_hp()
         rc = _encrypt_fast(hp, pt, s.l1, context, s.l2,
-                           _FLAG_OBJS[(2 if deterministic else 0) | (1 if binary else 0)] if deterministic or binary else _FLAG0,
+                           _FLAG_OBJS[(FIELD_DETERMINISTIC if deterministic else 0) | (FIELD_BINARY if binary else 0)] if deterministic or binary else _FLAG0,
                            s.bufp, s.capv, s.pn)
         if rc:
             N.check(rc)
         if binary:
-            return s.mv[: s.n.value].tobytes()
-        return s.buf.value.decode("ascii")
+            token: bytes = s.mv[: s.n.value].tobytes()
+            return token
+        text: str = s.buf.value.decode("ascii")
+        return text
 
     def decrypt_field(self, token: Bytesish, context: Bytesish) -> bytes:
         """Decrypts a token (text or binary) bound to ``context``; raises a
         :class:`FieldDecryptError` subclass (``.reason``) when it does not decrypt."""
         if type(token) is str:
             try:
-                tok = token.encode("ascii")  # type: ignore[union-attr]
+                tok = token.encode("ascii")
             except UnicodeEncodeError:
                 raise FieldMalformedError() from None
         else:
@@ -343,11 +345,20 @@ class FieldsMixin:
             raise _reject(s.r.value)
         n = s.n.value
         mv = s.mv
-        out = mv[:n].tobytes()
+        out: bytes = mv[:n].tobytes()
         mv[:n] = s.zeros[:n]  # do not leave plaintext in the reused buffer
         return out
 
-    def rewrap_field(self, token: Bytesish, context: Bytesish, *, binary: bool = False) -> Any:
+    @overload
+    def rewrap_field(self, token: Bytesish, context: Bytesish, *, binary: Literal[False] = ...) -> str: ...
+
+    @overload
+    def rewrap_field(self, token: Bytesish, context: Bytesish, *, binary: Literal[True]) -> bytes: ...
+
+    @overload
+    def rewrap_field(self, token: Bytesish, context: Bytesish, *, binary: bool) -> str | bytes: ...
+
+    def rewrap_field(self, token: Bytesish, context: Bytesish, *, binary: bool = False) -> str | bytes:
         """Re-encrypts a token under the current primary key (same context and mode). A token
         already under the primary (in the same form) is verified and returned unchanged."""
         tok = _b(token, "token")
@@ -413,8 +424,17 @@ class FieldsMixin:
             raise _reject(r.value)
         return buf.raw[: n.value]
 
+    @overload
+    def fernet_migrate(self, token: Bytesish, context: Bytesish, *, ttl: int | None = ..., at: int | float | None = ..., deterministic: bool = ..., binary: Literal[False] = ...) -> str: ...
+
+    @overload
+    def fernet_migrate(self, token: Bytesish, context: Bytesish, *, ttl: int | None = ..., at: int | float | None = ..., deterministic: bool = ..., binary: Literal[True]) -> bytes: ...
+
+    @overload
+    def fernet_migrate(self, token: Bytesish, context: Bytesish, *, ttl: int | None = ..., at: int | float | None = ..., deterministic: bool = ..., binary: bool) -> str | bytes: ...
+
     def fernet_migrate(self, token: Bytesish, context: Bytesish, *, ttl: int | None = None,
-                       at: int | float | None = None, deterministic: bool = False, binary: bool = False) -> Any:
+                       at: int | float | None = None, deterministic: bool = False, binary: bool = False) -> str | bytes:
         """Decrypts a Fernet token and re-encrypts its plaintext in the bitsec format bound to
         ``context`` (the plaintext never reaches Python). ``ttl`` as for ``fernet_decrypt``."""
         tok = _b(token, "token")

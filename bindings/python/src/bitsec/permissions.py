@@ -13,15 +13,15 @@ import os
 import re
 import threading
 from ctypes import POINTER, c_char_p, c_int32, c_size_t, c_uint64, c_void_p
-from typing import Any, Iterable, Mapping, Sequence, Union
+from typing import Any, Iterable, Mapping, Sequence, TYPE_CHECKING, Union, cast
 
+from . import _abi
 from . import _native as N
 from . import errors as bitsec_errors
 from .errors import BitsecError, InvalidArgumentError, NotFoundError
 
-_check = N.declare("bitsec_check_permission", c_int32,
-                   [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t, POINTER(c_uint64)])
-_check_packed = N.declare("bitsec_check_permission_packed", c_int32, [c_void_p, c_char_p, c_size_t, POINTER(c_uint64)])
+_check = N.declare("bitsec_check_permission")
+_check_packed = N.declare("bitsec_check_permission_packed")
 # The hot path calls the same C function through a second, argtypes-free pointer with
 # arguments that are already C-typed (a c_void_p handle, bytes, a small int, a byref):
 # ctypes' per-argument from_param conversion costs more than the decision itself
@@ -29,25 +29,21 @@ _check_packed = N.declare("bitsec_check_permission_packed", c_int32, [c_void_p, 
 # passed this way are ints below 2**31 (ctypes sign-extends them to the size_t register);
 # the request is at most 64 KiB, larger ones are refused before the call.
 _check_packed_fast = N.unconverted(_check_packed)
-_check_claims = N.declare("bitsec_check_permission_claims", c_int32,
-                          [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t, POINTER(c_uint64)])
-_check_batch = N.declare("bitsec_check_permissions", c_int32,
-                         [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t,
-                          POINTER(c_uint64), c_size_t, POINTER(c_size_t)])
-_rule = N.declare("bitsec_permission_rule", c_int32, [c_void_p, c_uint64, c_char_p, c_size_t, POINTER(c_size_t)])
-_reason = N.declare("bitsec_permission_reason", c_char_p, [c_int32])
-_policy_load = N.declare("bitsec_permission_policy_load", c_int32, [c_void_p, c_char_p, c_size_t])
-_shadow_load = N.declare("bitsec_permission_shadow_load", c_int32, [c_void_p, c_char_p, c_size_t])
-_stats = N.declare("bitsec_permission_stats", c_int32, [c_void_p, c_char_p, c_size_t, POINTER(c_size_t)])
+_check_claims = N.declare("bitsec_check_permission_claims")
+_check_batch = N.declare("bitsec_check_permissions")
+_rule = N.declare("bitsec_permission_rule")
+_reason = N.declare("bitsec_permission_reason")
+_policy_load = N.declare("bitsec_permission_policy_load")
+_shadow_load = N.declare("bitsec_permission_shadow_load")
+_stats = N.declare("bitsec_permission_stats")
 
 #: Reason code -> reason text (BITSEC_PERM_* in include/bitsec.h).
 REASONS: dict[int, str] = {
-    1: "granted", 2: "no_grant", 3: "denied_by_rule", 4: "condition_failed:owner_only",
-    5: "condition_failed:department", 6: "tenant_mismatch", 7: "scope_missing",
-    8: "unknown_resource", 9: "unknown_action",
+    code: (_reason(code) or b"").decode() for name, code in vars(_abi).items()
+    if name.startswith("BITSEC_PERM_") and isinstance(code, int)
 }
-MAX_BATCH = 4096
-MAX_REQUEST = 64 * 1024  # BITSEC_MAX_PRINCIPAL_BYTES
+MAX_BATCH: int = _abi.BITSEC_MAX_PERMISSION_BATCH
+MAX_REQUEST: int = _abi.BITSEC_MAX_PRINCIPAL_BYTES
 _SEPARATORS = (" ", ",", "\t", "\n")
 _BATCH_FORBIDDEN = re.compile(r"[ ,\t\0]")
 
@@ -240,7 +236,9 @@ def _policy_bytes(policy: Any) -> bytes:
 class PermissionsMixin:
     """Mixed into ``bitsec.Runtime``; uses its ``handle``."""
 
-    handle: int
+    if TYPE_CHECKING:
+        @property
+        def handle(self) -> int: ...
     _perm_tls: threading.local
     _perm_cache: dict[int, Decision]
     _perm_names: dict[Any, bytes]
@@ -267,8 +265,9 @@ class PermissionsMixin:
         """This thread's output cell for decisions (ctypes releases the GIL during calls)."""
         tls = self._perm_state()
         out = c_uint64(0)
-        tls.slot = (out, ctypes.byref(out))
-        return tls.slot
+        slot = (out, ctypes.byref(out))
+        tls.slot = slot
+        return slot
 
     def _decision(self, raw: int) -> Decision:
         d = self._perm_cache.get(raw)
@@ -383,7 +382,7 @@ class PermissionsMixin:
     def permission_stats(self) -> dict[str, Any]:
         """Counters (unknown_roles, shadow_decisions, shadow_disagreements, reloads) and the
         compiled policies' sizes."""
-        return json.loads(N.call_with_output(_stats, self.handle, initial=512))
+        return cast("dict[str, Any]", json.loads(N.call_with_output(_stats, self.handle, initial=512)))
 
 
 def permission_reason(code: int) -> str:

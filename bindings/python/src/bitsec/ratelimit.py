@@ -9,44 +9,59 @@ import ctypes
 import struct
 import threading
 from ctypes import POINTER, c_char_p, c_int64, c_size_t, c_void_p
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
+from . import _abi
 from . import _native as N
 
 Key = Union[str, bytes]
 
-_take = N.declare("bitsec_rate_limit_take", N.status,
-                  [N.handle, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, c_int64, POINTER(c_int64)])
-_reset = N.declare("bitsec_rate_limit_reset", N.status, [N.handle, c_char_p, c_size_t, c_char_p, c_size_t])
-_bf_fail = N.declare("bitsec_bruteforce_record_failure", N.status,
-                     [N.handle, c_char_p, c_size_t, c_int64, POINTER(c_int64)])
-_bf_success = N.declare("bitsec_bruteforce_record_success", N.status,
-                        [N.handle, c_char_p, c_size_t, c_int64, POINTER(c_int64)])
-_bf_check = N.declare("bitsec_bruteforce_check", N.status, [N.handle, c_char_p, c_size_t, c_int64, POINTER(c_int64)])
-_bf_reset = N.declare("bitsec_bruteforce_reset", N.status, [N.handle, c_char_p, c_size_t])
-_lg_begin = N.declare("bitsec_login_guard_begin", N.status,
-                      [N.handle, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, POINTER(c_int64)])
-_lg_succeeded = N.declare("bitsec_login_guard_succeeded", N.status,
-                          [N.handle, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, c_int64])
-_lg_cancel = N.declare("bitsec_login_guard_cancel", N.status,
-                       [N.handle, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, c_int64])
-_client_key = N.declare("bitsec_client_key", N.status,
-                        [N.handle, c_char_p, c_size_t, c_char_p, c_size_t, POINTER(c_size_t)])
+_take = N.declare("bitsec_rate_limit_take")
+_reset = N.declare("bitsec_rate_limit_reset")
+_bf_fail = N.declare("bitsec_bruteforce_record_failure")
+_bf_success = N.declare("bitsec_bruteforce_record_success")
+_bf_check = N.declare("bitsec_bruteforce_check")
+_bf_reset = N.declare("bitsec_bruteforce_reset")
+_lg_begin = N.declare("bitsec_login_guard_begin")
+_lg_succeeded = N.declare("bitsec_login_guard_succeeded")
+_lg_cancel = N.declare("bitsec_login_guard_cancel")
+_client_key = N.declare("bitsec_client_key")
 
-DECISION_LEN = 7  # BITSEC_RATE_LIMIT_DECISION_LEN
-STATUS_LEN = 6  # BITSEC_BRUTEFORCE_STATUS_LEN
-FLAG_DEGRADED = 1
-BF_FLAG_DEGRADED, BF_FLAG_NEWLY_BLOCKED, BF_FLAG_TABLE_FULL = 1, 2, 4
+DECISION_LEN: int = _abi.BITSEC_RATE_LIMIT_DECISION_LEN
+STATUS_LEN: int = _abi.BITSEC_BRUTEFORCE_STATUS_LEN
+FLAG_DEGRADED: int = _abi.BITSEC_RATE_LIMIT_FLAG_DEGRADED
+BF_FLAG_DEGRADED: int = _abi.BITSEC_BRUTEFORCE_FLAG_DEGRADED
+BF_FLAG_NEWLY_BLOCKED: int = _abi.BITSEC_BRUTEFORCE_FLAG_NEWLY_BLOCKED
+BF_FLAG_TABLE_FULL: int = _abi.BITSEC_BRUTEFORCE_FLAG_TABLE_FULL
 
 #: BITSEC_RATE_LIMIT_REASON_* codes by value.
-REASONS = ("ok", "limited", "key_table_full", "backend_deny", "backend_allow")
+REASONS = N.names_by_value("BITSEC_RATE_LIMIT_REASON_")
 
-GUARD_DECISION_LEN = 8  # BITSEC_LOGIN_GUARD_DECISION_LEN
-GUARD_FLAG_DEGRADED, GUARD_FLAG_NEWLY_BLOCKED, GUARD_FLAG_TABLE_FULL = 1, 2, 4
+GUARD_DECISION_LEN: int = _abi.BITSEC_LOGIN_GUARD_DECISION_LEN
+GUARD_FLAG_DEGRADED: int = _abi.BITSEC_LOGIN_GUARD_FLAG_DEGRADED
+GUARD_FLAG_NEWLY_BLOCKED: int = _abi.BITSEC_LOGIN_GUARD_FLAG_NEWLY_BLOCKED
+GUARD_FLAG_TABLE_FULL: int = _abi.BITSEC_LOGIN_GUARD_FLAG_TABLE_FULL
 #: BITSEC_LOGIN_GUARD_REASON_* codes by value.
-GUARD_REASONS = ("ok", "client_blocked", "account_backoff", "account_limit", "table_full", "backend_deny")
-#: BITSEC_LOGIN_GUARD_KEY_* values by value.
-GUARD_KEYS = (None, "client", "account")
+GUARD_REASONS = N.names_by_value("BITSEC_LOGIN_GUARD_REASON_")
+#: BITSEC_LOGIN_GUARD_KEY_* values by value (KEY_NONE is None).
+GUARD_KEYS: tuple[str | None, ...] = (None, *N.names_by_value("BITSEC_LOGIN_GUARD_KEY_")[1:])
+
+#: Indices of the decision arrays (BITSEC_RATE_LIMIT_D_*, BITSEC_LOGIN_GUARD_D_*).
+_RL_ALLOWED: int = _abi.BITSEC_RATE_LIMIT_D_ALLOWED
+_RL_LIMIT: int = _abi.BITSEC_RATE_LIMIT_D_LIMIT
+_RL_REMAINING: int = _abi.BITSEC_RATE_LIMIT_D_REMAINING
+_RL_RESET_AFTER: int = _abi.BITSEC_RATE_LIMIT_D_RESET_AFTER
+_RL_RETRY_AFTER: int = _abi.BITSEC_RATE_LIMIT_D_RETRY_AFTER
+_RL_FLAGS: int = _abi.BITSEC_RATE_LIMIT_D_FLAGS
+_RL_REASON: int = _abi.BITSEC_RATE_LIMIT_D_REASON
+_LG_ALLOWED: int = _abi.BITSEC_LOGIN_GUARD_D_ALLOWED
+_LG_REASON: int = _abi.BITSEC_LOGIN_GUARD_D_REASON
+_LG_REFUSED_BY: int = _abi.BITSEC_LOGIN_GUARD_D_REFUSED_BY
+_LG_RETRY_AFTER: int = _abi.BITSEC_LOGIN_GUARD_D_RETRY_AFTER
+_LG_REMAINING: int = _abi.BITSEC_LOGIN_GUARD_D_REMAINING
+_LG_FAILURE_RETRY_AFTER: int = _abi.BITSEC_LOGIN_GUARD_D_FAILURE_RETRY_AFTER
+_LG_TICKET: int = _abi.BITSEC_LOGIN_GUARD_D_TICKET
+_LG_FLAGS: int = _abi.BITSEC_LOGIN_GUARD_D_FLAGS
 
 _DecisionArray = c_int64 * DECISION_LEN
 _GuardArray = c_int64 * GUARD_DECISION_LEN
@@ -94,7 +109,7 @@ def _at(at: float | int | None) -> int:
     return 0 if at is None else int(at)
 
 
-class RateLimitDecision(tuple):  # type: ignore[type-arg]
+class RateLimitDecision(tuple[int, ...]):
     """One take's decision. Truthy when allowed.
 
     ``limit``, ``remaining``, ``reset_after`` (seconds until the bucket is full) and
@@ -117,47 +132,47 @@ class RateLimitDecision(tuple):  # type: ignore[type-arg]
 
     @property
     def allowed(self) -> bool:
-        return self[0] == 1
+        return self[_RL_ALLOWED] == 1
 
     @property
     def limit(self) -> int:
-        return self[1]
+        return self[_RL_LIMIT]
 
     @property
     def remaining(self) -> int:
-        return self[2]
+        return self[_RL_REMAINING]
 
     @property
     def reset_after(self) -> int:
-        return self[3]
+        return self[_RL_RESET_AFTER]
 
     @property
     def retry_after(self) -> int:
-        return self[4]
+        return self[_RL_RETRY_AFTER]
 
     @property
     def degraded(self) -> bool:
-        return self[5] & FLAG_DEGRADED != 0
+        return self[_RL_FLAGS] & FLAG_DEGRADED != 0
 
     @property
     def reason(self) -> str:
-        c = self[6]
+        c = self[_RL_REASON]
         return REASONS[c] if 0 <= c < len(REASONS) else str(c)
 
     def headers(self) -> dict[str, str]:
         """``X-RateLimit-Limit``, ``X-RateLimit-Remaining``, ``X-RateLimit-Reset`` (seconds until
         the bucket is full, as the IETF RateLimit drafts use it) and, when denied, ``Retry-After``."""
         h = {
-            "X-RateLimit-Limit": str(self[1]),
-            "X-RateLimit-Remaining": str(self[2]),
-            "X-RateLimit-Reset": str(self[3]),
+            "X-RateLimit-Limit": str(self[_RL_LIMIT]),
+            "X-RateLimit-Remaining": str(self[_RL_REMAINING]),
+            "X-RateLimit-Reset": str(self[_RL_RESET_AFTER]),
         }
-        if self[0] != 1:
-            h["Retry-After"] = str(self[4])
+        if self[_RL_ALLOWED] != 1:
+            h["Retry-After"] = str(self[_RL_RETRY_AFTER])
         return h
 
     def __bool__(self) -> bool:
-        return self[0] == 1
+        return self[_RL_ALLOWED] == 1
 
     def __repr__(self) -> str:
         return ("RateLimitDecision(allowed={0.allowed}, limit={0.limit}, remaining={0.remaining}, "
@@ -198,7 +213,7 @@ class BruteForceStatus:
                 "newly_blocked={0.newly_blocked})").format(self)
 
 
-class LoginGuardDecision(tuple):  # type: ignore[type-arg]
+class LoginGuardDecision(tuple[int, ...]):
     """The login guard's answer to ``login_guard_begin``. Truthy when the attempt may go ahead
     (it is then already counted as a failure: call ``login_guard_succeeded`` after a
     successful login, nothing after a failed one).
@@ -218,52 +233,52 @@ class LoginGuardDecision(tuple):  # type: ignore[type-arg]
 
     @property
     def allowed(self) -> bool:
-        return self[0] == 1
+        return self[_LG_ALLOWED] == 1
 
     @property
     def reason(self) -> str:
-        c = self[1]
+        c = self[_LG_REASON]
         return GUARD_REASONS[c] if 0 <= c < len(GUARD_REASONS) else str(c)
 
     @property
     def refused_by(self) -> str | None:
-        c = self[2]
+        c = self[_LG_REFUSED_BY]
         return GUARD_KEYS[c] if 0 <= c < len(GUARD_KEYS) else str(c)
 
     @property
     def retry_after(self) -> int:
-        return self[3]
+        return self[_LG_RETRY_AFTER]
 
     @property
     def remaining(self) -> int:
-        return self[4]
+        return self[_LG_REMAINING]
 
     @property
     def failure_retry_after(self) -> int:
-        return self[5]
+        return self[_LG_FAILURE_RETRY_AFTER]
 
     @property
     def ticket(self) -> int:
-        return self[6]
+        return self[_LG_TICKET]
 
     @property
     def degraded(self) -> bool:
-        return self[7] & GUARD_FLAG_DEGRADED != 0
+        return self[_LG_FLAGS] & GUARD_FLAG_DEGRADED != 0
 
     @property
     def newly_blocked(self) -> bool:
-        return self[7] & GUARD_FLAG_NEWLY_BLOCKED != 0
+        return self[_LG_FLAGS] & GUARD_FLAG_NEWLY_BLOCKED != 0
 
     @property
     def table_full(self) -> bool:
-        return self[7] & GUARD_FLAG_TABLE_FULL != 0
+        return self[_LG_FLAGS] & GUARD_FLAG_TABLE_FULL != 0
 
     def headers(self) -> dict[str, str]:
         """``Retry-After`` when refused; nothing when allowed."""
-        return {} if self[0] == 1 else {"Retry-After": str(max(1, self[3]))}
+        return {} if self[_LG_ALLOWED] == 1 else {"Retry-After": str(max(1, self[_LG_RETRY_AFTER]))}
 
     def __bool__(self) -> bool:
-        return self[0] == 1
+        return self[_LG_ALLOWED] == 1
 
     def __repr__(self) -> str:
         return ("LoginGuardDecision(allowed={0.allowed}, reason={0.reason!r}, refused_by={0.refused_by!r}, "
@@ -281,7 +296,9 @@ _ZERO = c_int64(0)
 class RateLimitMixin:
     """Mixed into ``bitsec.Runtime``; uses its ``handle``."""
 
-    handle: int
+    if TYPE_CHECKING:
+        @property
+        def handle(self) -> int: ...
 
     def rate_limit_take(self, key: Key, category: str = "default", cost: int = 1,
                         at: float | int | None = None) -> RateLimitDecision:
@@ -393,4 +410,4 @@ class RateLimitMixin:
         return buf.raw[: n.value].decode("utf-8")
 
 
-_MAX_CLIENT_KEY = 512  # BITSEC_RATE_LIMIT_MAX_KEY_BYTES
+_MAX_CLIENT_KEY: int = _abi.BITSEC_RATE_LIMIT_MAX_KEY_BYTES

@@ -5,7 +5,7 @@ import ctypes
 import json
 import os
 import weakref
-from typing import Any, Mapping, Union
+from typing import Any, Mapping, Union, cast
 
 from . import _native as N
 from .audit import AuditMixin
@@ -79,7 +79,7 @@ class Runtime(TokensMixin, PermissionsMixin, RateLimitMixin, TOTPMixin, FieldsMi
 
     def describe(self) -> dict[str, Any]:
         """What is configured (no secrets)."""
-        return json.loads(N.call_with_output(N.runtime_describe, self.handle))
+        return cast("dict[str, Any]", json.loads(N.call_with_output(N.runtime_describe, self.handle)))
 
     def redis_ping(self) -> int:
         """PING through the runtime's Redis pool; returns the round trip in microseconds."""

@@ -98,7 +98,7 @@ def bound(value: Any, context: str) -> _Bound:
     return _Bound(value, context)
 
 
-class EncryptedType(TypeDecorator):
+class EncryptedType(TypeDecorator[Any]):
     """Stores ``str`` (or ``bytes`` with ``python_type=bytes``) values as bitsec field tokens.
 
     ``runtime``: a :class:`bitsec.Runtime`, or a callable returning one (resolved at first
@@ -162,7 +162,7 @@ class EncryptedType(TypeDecorator):
 
 # ---- the context of a row ----------------------------------------------------------------
 
-def _encrypted_columns(mapper: Mapper) -> list[tuple[str, Any, EncryptedType]]:
+def _encrypted_columns(mapper: "Mapper[Any]") -> list[tuple[str, Any, EncryptedType]]:
     """(attribute key, column, type) of the row-bound encrypted columns of a mapper (cached)."""
     cached = _cache.get(mapper)
     if cached is not None:
@@ -177,10 +177,10 @@ def _encrypted_columns(mapper: Mapper) -> list[tuple[str, Any, EncryptedType]]:
     return out
 
 
-_cache: "weakref.WeakKeyDictionary[Mapper, list]" = weakref.WeakKeyDictionary()
+_cache: "weakref.WeakKeyDictionary[Mapper[Any], list[tuple[str, Any, EncryptedType]]]" = weakref.WeakKeyDictionary()
 
 
-def row_context(mapper: Mapper, target: Any, column: Any, t: EncryptedType) -> str | None:
+def row_context(mapper: "Mapper[Any]", target: Any, column: Any, t: EncryptedType) -> str | None:
     """The context of ``column`` in the row of ``target``; None while its key is unknown."""
     pk = mapper.primary_key_from_instance(target)
     if any(v is None for v in pk):
@@ -195,7 +195,7 @@ def _plain(value: Any) -> bool:
     return value is not None and not isinstance(value, (Sealed, _Bound, _Deferred))
 
 
-def _before_flush_row(mapper: Mapper, connection: Any, target: Any, inserting: bool) -> None:
+def _before_flush_row(mapper: "Mapper[Any]", connection: Any, target: Any, inserting: bool) -> None:
     cols = _encrypted_columns(mapper)
     if not cols:
         return
@@ -216,7 +216,7 @@ def _before_flush_row(mapper: Mapper, connection: Any, target: Any, inserting: b
             setattr(target, key, _Bound(value, ctx))
 
 
-def _after_flush_row(mapper: Mapper, connection: Any, target: Any) -> None:
+def _after_flush_row(mapper: "Mapper[Any]", connection: Any, target: Any) -> None:
     pending = target.__dict__.pop("_bitsec_plain", None)
     if not pending:
         return

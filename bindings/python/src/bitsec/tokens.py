@@ -15,34 +15,25 @@ import threading
 import time
 import urllib.request
 from ctypes import POINTER, byref, c_char_p, c_int32, c_int64, c_size_t
-from typing import Any, Iterator, Mapping, Union
+from typing import Any, Iterator, Mapping, TYPE_CHECKING, Union, cast
 
+from . import _abi
 from . import _native as N
 from .errors import BitsecError
 
 _handle = N.handle
-_verify = N.declare("bitsec_verify_token", N.status,
-                    [_handle, c_char_p, c_size_t, c_int64, POINTER(c_int32), c_char_p, c_size_t, POINTER(c_size_t)])
-_verify_at = N.declare("bitsec_verify_token_at", N.status,
-                       [_handle, c_char_p, c_size_t, c_int64, c_int32, POINTER(c_int32), c_char_p, c_size_t,
-                        POINTER(c_size_t)])
-_reason_name = N.declare("bitsec_token_reason_name", c_char_p, [c_int32])
-_sign = N.declare("bitsec_token_sign", N.status,
-                  [_handle, c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t, POINTER(c_size_t)])
-_issue_pair = N.declare("bitsec_token_issue_pair", N.status,
-                        [_handle, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, c_char_p, c_size_t, POINTER(c_size_t)])
-_refresh = N.declare("bitsec_token_refresh", N.status,
-                     [_handle, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, POINTER(c_int32), c_char_p, c_size_t,
-                      POINTER(c_size_t)])
-_revoke = N.declare("bitsec_token_revoke", N.status, [_handle, c_char_p, c_size_t, c_int64, c_int64, POINTER(c_int32)])
-_revoke_tok = N.declare("bitsec_token_revoke_token", N.status,
-                        [_handle, c_char_p, c_size_t, c_int64, POINTER(c_int32), POINTER(c_int32)])
-_revoke_session = N.declare("bitsec_token_revoke_session", N.status,
-                            [_handle, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, POINTER(c_int32)])
-_revoke_subject = N.declare("bitsec_token_revoke_subject", N.status,
-                            [_handle, c_char_p, c_size_t, c_int64, c_int64, POINTER(c_int32)])
-_is_revoked = N.declare("bitsec_token_is_revoked", N.status, [_handle, c_char_p, c_size_t, c_int64, POINTER(c_int32)])
-_keys_reload = N.declare("bitsec_token_keys_reload", N.status, [_handle, c_char_p, c_size_t])
+_verify = N.declare("bitsec_verify_token")
+_verify_at = N.declare("bitsec_verify_token_at")
+_reason_name = N.declare("bitsec_token_reason_name")
+_sign = N.declare("bitsec_token_sign")
+_issue_pair = N.declare("bitsec_token_issue_pair")
+_refresh = N.declare("bitsec_token_refresh")
+_revoke = N.declare("bitsec_token_revoke")
+_revoke_tok = N.declare("bitsec_token_revoke_token")
+_revoke_session = N.declare("bitsec_token_revoke_session")
+_revoke_subject = N.declare("bitsec_token_revoke_subject")
+_is_revoked = N.declare("bitsec_token_is_revoked")
+_keys_reload = N.declare("bitsec_token_keys_reload")
 # The verify hot path skips ctypes' per-argument conversion (N.unconverted): it passes only
 # objects of exactly the declared C types (a cached c_void_p handle, bytes, per-thread
 # c_size_t/c_int64 objects, byref of c_int32/c_size_t, the buffer's address as a pointer).
@@ -56,7 +47,7 @@ FAST_ARGTYPES = {
 _AT_NOW = c_int64(0)
 _ZERO = c_size_t(0)
 
-_BUFFER_TOO_SMALL = 4
+_BUFFER_TOO_SMALL: int = _abi.BITSEC_E_BUFFER_TOO_SMALL
 
 Claims = Union[Mapping[str, Any], str, bytes]
 
@@ -76,67 +67,67 @@ class TokenError(BitsecError, ValueError):
 
 
 class MalformedTokenError(TokenError):
-    reason, reason_code, message = "malformed", 1, "Malformed token"
+    reason, reason_code, message = "malformed", _abi.BITSEC_TOKEN_MALFORMED, "Malformed token"
 
 
 class TokenTooLargeError(TokenError):
-    reason, reason_code, message = "too_large", 2, "Token is too large"
+    reason, reason_code, message = "too_large", _abi.BITSEC_TOKEN_TOO_LARGE, "Token is too large"
 
 
 class UnsupportedAlgorithmError(TokenError):
-    reason, reason_code, message = "unsupported_alg", 3, "Unsupported token algorithm"
+    reason, reason_code, message = "unsupported_alg", _abi.BITSEC_TOKEN_UNSUPPORTED_ALG, "Unsupported token algorithm"
 
 
 class AlgorithmMismatchError(TokenError):
-    reason, reason_code, message = "alg_mismatch", 4, "Token algorithm does not match its key"
+    reason, reason_code, message = "alg_mismatch", _abi.BITSEC_TOKEN_ALG_MISMATCH, "Token algorithm does not match its key"
 
 
 class UnknownKeyError(TokenError):
-    reason, reason_code, message = "unknown_kid", 5, "Unknown signing key"
+    reason, reason_code, message = "unknown_kid", _abi.BITSEC_TOKEN_UNKNOWN_KID, "Unknown signing key"
 
 
 class InvalidSignatureError(TokenError):
-    reason, reason_code, message = "bad_signature", 6, "Signature verification failed"
+    reason, reason_code, message = "bad_signature", _abi.BITSEC_TOKEN_BAD_SIGNATURE, "Signature verification failed"
 
 
 class ExpiredTokenError(TokenError):
-    reason, reason_code, message = "expired", 7, "Token has expired"
+    reason, reason_code, message = "expired", _abi.BITSEC_TOKEN_EXPIRED, "Token has expired"
 
 
 class TokenNotYetValidError(TokenError):
-    reason, reason_code, message = "not_yet_valid", 8, "Token is not yet valid"
+    reason, reason_code, message = "not_yet_valid", _abi.BITSEC_TOKEN_NOT_YET_VALID, "Token is not yet valid"
 
 
 class TokenIssuedInFutureError(TokenError):
-    reason, reason_code, message = "issued_in_future", 9, "Token was issued in the future"
+    reason, reason_code, message = "issued_in_future", _abi.BITSEC_TOKEN_ISSUED_IN_FUTURE, "Token was issued in the future"
 
 
 class WrongIssuerError(TokenError):
-    reason, reason_code, message = "wrong_issuer", 10, "Invalid issuer"
+    reason, reason_code, message = "wrong_issuer", _abi.BITSEC_TOKEN_WRONG_ISSUER, "Invalid issuer"
 
 
 class WrongAudienceError(TokenError):
-    reason, reason_code, message = "wrong_audience", 11, "Invalid audience"
+    reason, reason_code, message = "wrong_audience", _abi.BITSEC_TOKEN_WRONG_AUDIENCE, "Invalid audience"
 
 
 class MissingClaimError(TokenError):
-    reason, reason_code, message = "missing_claim", 12, "Token is missing a required claim"
+    reason, reason_code, message = "missing_claim", _abi.BITSEC_TOKEN_MISSING_CLAIM, "Token is missing a required claim"
 
 
 class InvalidClaimError(TokenError):
-    reason, reason_code, message = "invalid_claim", 13, "Token has an invalid claim"
+    reason, reason_code, message = "invalid_claim", _abi.BITSEC_TOKEN_INVALID_CLAIM, "Token has an invalid claim"
 
 
 class RevokedTokenError(TokenError):
-    reason, reason_code, message = "revoked", 14, "Token has been revoked"
+    reason, reason_code, message = "revoked", _abi.BITSEC_TOKEN_REVOKED, "Token has been revoked"
 
 
 class CritUnsupportedError(TokenError):
-    reason, reason_code, message = "crit_unsupported", 15, "Token requires an unsupported extension"
+    reason, reason_code, message = "crit_unsupported", _abi.BITSEC_TOKEN_CRIT_UNSUPPORTED, "Token requires an unsupported extension"
 
 
 class WrongTokenTypeError(TokenError):
-    reason, reason_code, message = "wrong_type", 16, "Wrong token type"
+    reason, reason_code, message = "wrong_type", _abi.BITSEC_TOKEN_WRONG_TYPE, "Wrong token type"
 
 
 TOKEN_ERRORS: dict[int, type[TokenError]] = {
@@ -222,7 +213,7 @@ class TokenClaims(Mapping[str, Any]):
 
     def to_dict(self) -> dict[str, Any]:
         """A deep copy of the claims as plain JSON values."""
-        return json.loads(json.dumps(self._claims))
+        return cast("dict[str, Any]", json.loads(json.dumps(self._claims)))
 
     def __repr__(self) -> str:
         return f"<TokenClaims sub={self.subject!r} keys={sorted(self._claims)}>"
@@ -272,13 +263,15 @@ def _instant(at: float | int | None) -> int:
 class TokensMixin:
     """Mixed into ``bitsec.Runtime``; uses its ``handle``."""
 
-    handle: int
+    if TYPE_CHECKING:
+        @property
+        def handle(self) -> int: ...
 
     def _token_memo(self) -> dict[bytes, TokenClaims]:
         memo = self.__dict__.get("_tokens_memo")
         if memo is None:
             memo = self.__dict__.setdefault("_tokens_memo", {})
-        return memo
+        return cast("dict[bytes, TokenClaims]", memo)
 
     _tokens_hp_cache: ctypes.c_void_p | None = None
 
@@ -383,7 +376,7 @@ class TokensMixin:
         k = _text(kid, "kid") if kid else None
         out = N.call_with_output(_issue_pair, self.handle, data, len(data), k, len(k) if k else 0, _instant(at),
                                  initial=8192)
-        return json.loads(out)
+        return cast("dict[str, Any]", json.loads(out))
 
     def refresh_token_pair(self, refresh_token: str | bytes, kid: str | None = None,
                            at: float | int | None = None) -> dict[str, Any]:
@@ -394,8 +387,11 @@ class TokensMixin:
         k = _text(kid, "kid") if kid else None
         reason = c_int32(0)
         n = c_size_t(0)
-        cap = 3 * 8192 + 256
-        for _ in range(2):
+        # The output size depends on tokens.max_token_bytes: the first call, with a one-byte
+        # buffer, only asks for it (the library checks the buffer before it verifies or
+        # revokes anything and reports the size needed with BITSEC_E_BUFFER_TOO_SMALL).
+        cap = 1
+        for _ in range(3):
             buf = ctypes.create_string_buffer(cap)
             rc = _refresh(self.handle, data, len(data), k, len(k) if k else 0, _instant(at), byref(reason), buf, cap,
                           byref(n))
@@ -405,7 +401,7 @@ class TokensMixin:
             N.check(rc)
             if reason.value:
                 raise token_error(reason.value)
-            return json.loads(buf.raw[: n.value])
+            return cast("dict[str, Any]", json.loads(buf.raw[: n.value]))
         raise RuntimeError("bitsec_token_refresh kept asking for a larger buffer")
 
     def revoke_token(self, token: str | bytes | None = None, *, jti: str | None = None, exp: int | None = None,
@@ -542,7 +538,7 @@ class JWKSRefresher:
         if time.monotonic() >= self._next_refresh:
             self.refresh()
         try:
-            return self.runtime.verify_token(token, at=at)
+            return cast(TokenClaims, self.runtime.verify_token(token, at=at))
         except UnknownKeyError:
             now = time.monotonic()
             with self._lock:
@@ -553,4 +549,4 @@ class JWKSRefresher:
                 self.refresh(force=True)
             except Exception:
                 pass
-            return self.runtime.verify_token(token, at=at)
+            return cast(TokenClaims, self.runtime.verify_token(token, at=at))

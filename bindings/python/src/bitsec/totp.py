@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import threading
 from ctypes import POINTER, byref, c_char_p, c_int32, c_int64, c_size_t, c_uint64, create_string_buffer
-from typing import NamedTuple, Sequence, Union
+from typing import NamedTuple, Sequence, TYPE_CHECKING, Union, cast
 
+from . import _abi
 from . import _native as N
 
 __all__ = [
@@ -30,40 +31,29 @@ __all__ = [
 Text = Union[str, bytes]
 
 _size_p = POINTER(c_size_t)
-_secret_generate = N.declare("bitsec_totp_secret_generate", N.status, [c_int32, c_char_p, c_size_t, _size_p])
-_hotp_code = N.declare("bitsec_hotp_code", N.status, [c_char_p, c_size_t, c_int32, c_int32, c_uint64, c_char_p, c_size_t, _size_p])
-_hotp_check = N.declare("bitsec_hotp_check", N.status, [c_char_p, c_size_t, c_char_p, c_size_t, c_int32, c_int32, c_uint64, c_int32,
-                                                         POINTER(c_int32), POINTER(c_uint64)])
-_totp_code = N.declare("bitsec_totp_code", N.status, [c_char_p, c_size_t, c_int32, c_int32, c_int64, c_int64, c_int64,
-                                                       c_char_p, c_size_t, _size_p])
-_totp_check = N.declare("bitsec_totp_check", N.status, [c_char_p, c_size_t, c_char_p, c_size_t, c_int32, c_int32, c_int64, c_int64,
-                                                         c_int32, c_int64, POINTER(c_int32), POINTER(c_int64)])
-_totp_uri = N.declare("bitsec_totp_uri", N.status, [c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t, c_int32, c_int32,
-                                                     c_int64, c_char_p, c_size_t, _size_p])
-_totp_verify = N.declare("bitsec_totp_verify", N.status, [N.handle, c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t,
-                                                           c_int64, POINTER(c_int32), POINTER(c_int64), POINTER(c_int64)])
-_totp_now = N.declare("bitsec_totp_now", N.status, [N.handle, c_char_p, c_size_t, c_int64, c_char_p, c_size_t, _size_p])
-_totp_provisioning_uri = N.declare("bitsec_totp_provisioning_uri", N.status, [N.handle, c_char_p, c_size_t, c_char_p, c_size_t,
-                                                                               c_char_p, c_size_t, _size_p])
-_totp_secret_seal = N.declare("bitsec_totp_secret_seal", N.status, [N.handle, c_char_p, c_size_t, c_char_p, c_size_t,
-                                                                     c_char_p, c_size_t, _size_p])
-_totp_verify_sealed = N.declare("bitsec_totp_verify_sealed", N.status, [N.handle, c_char_p, c_size_t, c_char_p, c_size_t,
-                                                                         c_char_p, c_size_t, c_int64, POINTER(c_int32),
-                                                                         POINTER(c_int64), POINTER(c_int64)])
-_backup_codes_generate = N.declare("bitsec_backup_codes_generate", N.status, [N.handle, c_int32, c_char_p, c_size_t, _size_p])
-_backup_code_verify = N.declare("bitsec_backup_code_verify", N.status, [N.handle, c_char_p, c_size_t, c_char_p, c_size_t,
-                                                                         c_char_p, c_size_t, c_int64, POINTER(c_int32),
-                                                                         POINTER(c_int32), POINTER(c_int64)])
+_secret_generate = N.declare("bitsec_totp_secret_generate")
+_hotp_code = N.declare("bitsec_hotp_code")
+_hotp_check = N.declare("bitsec_hotp_check")
+_totp_code = N.declare("bitsec_totp_code")
+_totp_check = N.declare("bitsec_totp_check")
+_totp_uri = N.declare("bitsec_totp_uri")
+_totp_verify = N.declare("bitsec_totp_verify")
+_totp_now = N.declare("bitsec_totp_now")
+_totp_provisioning_uri = N.declare("bitsec_totp_provisioning_uri")
+_totp_secret_seal = N.declare("bitsec_totp_secret_seal")
+_totp_verify_sealed = N.declare("bitsec_totp_verify_sealed")
+_backup_codes_generate = N.declare("bitsec_backup_codes_generate")
+_backup_code_verify = N.declare("bitsec_backup_code_verify")
 
 #: Reason names by BITSEC_TOTP_* code.
-REASONS = ("ok", "wrong_code", "replayed", "throttled", "malformed_code")
+REASONS = N.names_by_value("BITSEC_TOTP_", exclude=("MIN_", "MAX_", "DEFAULT_", "SEALED_"))
 #: The field-encryption context of a sealed secret is this prefix followed by the user
 #: (``Runtime.decrypt_field(sealed, SEALED_SECRET_CONTEXT_PREFIX + user)`` gives the secret back).
 SEALED_SECRET_CONTEXT_PREFIX = "bitsec.totp.secret|"
 #: BITSEC_TOTP_MAX_SEALED_SECRET_BYTES.
-_MAX_SEALED = 512
+_MAX_SEALED: int = _abi.BITSEC_TOTP_MAX_SEALED_SECRET_BYTES
 #: Algorithm names -> BITSEC_OTP_* code.
-ALGORITHMS = {"SHA1": 0, "SHA256": 1, "SHA512": 2}
+ALGORITHMS: dict[str, int] = {name.upper(): code for code, name in enumerate(N.names_by_value("BITSEC_OTP_"))}
 
 
 class TOTPDecision:
@@ -148,9 +138,9 @@ def _alg(algorithm: str) -> int:
 _tls = threading.local()
 
 
-def _outs() -> tuple:
+def _outs() -> tuple[c_int32, c_int64, c_int64]:
     try:
-        return _tls.outs
+        return cast("tuple[c_int32, c_int64, c_int64]", _tls.outs)
     except AttributeError:
         _tls.outs = outs = (c_int32(), c_int64(), c_int64())
         return outs
@@ -240,7 +230,9 @@ def totp_qr_png(uri: str, *, box_size: int = 10, border: int = 4) -> bytes:
 class TOTPMixin:
     """Mixed into ``bitsec.Runtime``; uses its ``handle``."""
 
-    handle: int
+    if TYPE_CHECKING:
+        @property
+        def handle(self) -> int: ...
 
     def totp_verify(self, secret: Text, code: Text, user: Text | None = None,
                     at: float | int | None = None) -> TOTPDecision:
