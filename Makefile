@@ -21,7 +21,7 @@ SWIFT_HDR_FLAGS = -parse-as-library -swift-version 6 -enable-upcoming-feature In
 	-module-name Bitsec -I $(BUILD)/Modules -I Sources/COpenSSL -I Sources/CHiredis \
 	$(addprefix -Xcc ,$(shell pkg-config --cflags-only-I hiredis openssl 2>/dev/null))
 
-.PHONY: all deps apt venv build lib header header-check check-self-contained test test-swift test-c test-python \
+.PHONY: all deps apt venv build lib header header-check check-symbols check-self-contained test test-swift test-c test-python \
 	demo install bench clean serve sanitize sanitize-address sanitize-thread \
 	fuzz fuzz-build fuzz-smoke
 
@@ -69,6 +69,10 @@ header-check: build
 	@diff -u include/bitsec_api.h build/bitsec_api.check.h || { echo "include/bitsec_api.h is stale: run 'make header' and commit it"; exit 1; }
 	@echo "header-check: include/bitsec_api.h matches Sources/Bitsec"
 
+# The exported symbols may only grow within SONAME libbitsec.so.1 (include/bitsec.symbols).
+check-symbols: build
+	@bash tools/check_symbols.sh $(LIB) include/bitsec.symbols
+
 # A clone tests itself: no tracked file may refer to a path outside the repository.
 check-self-contained:
 	@$(PYTHON) tools/check_self_contained.py
@@ -79,7 +83,7 @@ check-self-contained:
 # FUZZ_SMOKE_SECONDS (`fuzz-smoke`, docs/fuzzing.md). `make test SANITIZE=0` leaves them out
 # for a quick local run; CI (.ci/run) runs them.
 SANITIZE ?= 1
-test: deps check-self-contained build header-check test-swift test-c test-python $(if $(filter 1,$(SANITIZE)),sanitize fuzz-smoke)
+test: deps check-self-contained build header-check check-symbols test-swift test-c test-python $(if $(filter 1,$(SANITIZE)),sanitize fuzz-smoke)
 	@count() { sed -n "s/.*Test run with \([0-9]*\) tests\{0,1\} .*passed.*/\1/p" $$1 | tail -1; }; \
 	sw=$$(count build/swift-test.log); \
 	c=$$(sed -n 's/^c tests: \([0-9]*\) passed.*/\1/p' build/c-test.log | tail -1); \

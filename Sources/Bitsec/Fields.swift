@@ -44,7 +44,7 @@ private func finishOutput(_ length: Int, _ out: UnsafeMutableRawPointer?, _ cap:
 /// BITSEC_E_INVALID_ARGUMENT (NULL, unknown flags, deterministic mode not enabled for the
 /// context); BITSEC_E_TOO_LARGE; BITSEC_E_NOT_CONFIGURED (no fields section or no keys);
 /// BITSEC_E_CRYPTO; BITSEC_E_CLOSED.
-/// Thread safety: safe from any thread; concurrent with bitsec_fields_reload.
+/// Thread safety: safe from any thread; concurrent with bitsec_field_keys_reload.
 /// Since: 0.1.0
 @c(bitsec_encrypt_field)
 public func bitsec_encrypt_field(_ rt: OpaquePointer?, _ plaintext: UnsafePointer<UInt8>?, _ plaintext_len: UInt,
@@ -63,7 +63,7 @@ public func bitsec_encrypt_field(_ rt: OpaquePointer?, _ plaintext: UnsafePointe
 
 /// Decrypts a field token (text or binary form, detected from its first byte) bound to
 /// `context`. A token that does not decrypt is a decision, not an error: the call returns
-/// BITSEC_OK with *out_reason set to the reason (BITSEC_FIELD_REASON_*), and nothing is
+/// BITSEC_OK, out_reason receives the reason (a BITSEC_FIELD_REASON_ code), and nothing is
 /// written to out_buf.
 ///
 /// rt: the runtime (fields section with keys).
@@ -82,7 +82,7 @@ public func bitsec_encrypt_field(_ rt: OpaquePointer?, _ plaintext: UnsafePointe
 /// A failed decision is reported to the audit hook (data_access/decrypt_failed) when audit
 /// is configured: reason, key id, format, and the context's part before the first "|" only
 /// when it looks like a schema name; never the plaintext or the rest of the context.
-/// Thread safety: safe from any thread; concurrent with bitsec_fields_reload.
+/// Thread safety: safe from any thread; concurrent with bitsec_field_keys_reload.
 /// Since: 0.1.0
 @c(bitsec_decrypt_field)
 public func bitsec_decrypt_field(_ rt: OpaquePointer?, _ token: UnsafePointer<UInt8>?, _ token_len: UInt,
@@ -117,9 +117,9 @@ public func bitsec_decrypt_field(_ rt: OpaquePointer?, _ token: UnsafePointer<UI
 /// out_rewrapped: optional; receives 1 if a new token was produced, 0 if it was copied.
 /// Returns as bitsec_encrypt_field and bitsec_decrypt_field.
 /// Thread safety: safe from any thread.
-/// Since: 0.1.0
-@c(bitsec_rewrap_field)
-public func bitsec_rewrap_field(_ rt: OpaquePointer?, _ token: UnsafePointer<UInt8>?, _ token_len: UInt,
+/// Since: 0.1.0 (named bitsec_rewrap_field before 0.3.0)
+@c(bitsec_field_rewrap)
+public func bitsec_field_rewrap(_ rt: OpaquePointer?, _ token: UnsafePointer<UInt8>?, _ token_len: UInt,
                                 _ context: UnsafePointer<CChar>?, _ context_len: UInt, _ flags: UInt32,
                                 _ out_buf: UnsafeMutablePointer<CChar>?, _ out_cap: UInt, _ out_len: UnsafeMutablePointer<UInt>?,
                                 _ out_reason: UnsafeMutablePointer<Int32>?, _ out_rewrapped: UnsafeMutablePointer<Int32>?) -> Int32 {
@@ -175,9 +175,9 @@ public func bitsec_field_reason_name(_ reason: Int32) -> UnsafePointer<CChar> {
 /// Returns BITSEC_OK; BITSEC_E_CONFIG (the detail names the field); BITSEC_E_TOO_LARGE;
 /// BITSEC_E_NOT_CONFIGURED; BITSEC_E_INVALID_ARGUMENT; BITSEC_E_CLOSED.
 /// Thread safety: safe from any thread, concurrently with every field operation.
-/// Since: 0.1.0
-@c(bitsec_fields_reload)
-public func bitsec_fields_reload(_ rt: OpaquePointer?, _ section: UnsafePointer<CChar>?, _ section_len: UInt) -> Int32 {
+/// Since: 0.1.0 (named bitsec_fields_reload before 0.3.0)
+@c(bitsec_field_keys_reload)
+public func bitsec_field_keys_reload(_ rt: OpaquePointer?, _ section: UnsafePointer<CChar>?, _ section_len: UInt) -> Int32 {
     withRuntime(rt) { (r) throws(BitsecError) in
         let fields = try r.require(r.fields)
         let n = try sizeArg(section_len, "section_len", max: Limits.maxConfigBytes)

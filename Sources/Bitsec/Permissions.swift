@@ -181,9 +181,9 @@ public func bitsec_permission_rule(_ rt: OpaquePointer?, _ decision: UInt64, _ o
 /// reason: a BITSEC_PERM_* reason code (BITSEC_PERM_REASON(decision)).
 /// Returns a static NUL-terminated string; never free it.
 /// Thread safety: safe from any thread.
-/// Since: 0.1.0
-@c(bitsec_permission_reason)
-public func bitsec_permission_reason(_ reason: Int32) -> UnsafePointer<CChar> {
+/// Since: 0.1.0 (named bitsec_permission_reason before 0.3.0)
+@c(bitsec_permission_reason_name)
+public func bitsec_permission_reason_name(_ reason: Int32) -> UnsafePointer<CChar> {
     var text: StaticString = "unknown"
     if reason >= 0, reason <= 255, let r = PermissionReason(rawValue: UInt8(reason)) { text = r.text }
     return UnsafeRawPointer(text.utf8Start).assumingMemoryBound(to: CChar.self)

@@ -62,11 +62,11 @@ private func write(_ s: FailureStatus, _ out: UnsafeMutablePointer<Int64>?) {
 /// cost: tokens to take, 1 to the category's capacity.
 /// at: the instant, Unix seconds; 0 means now (with Redis: the Redis server's clock).
 /// out_decision: caller-owned array of BITSEC_RATE_LIMIT_DECISION_LEN int64_t, written on
-/// BITSEC_OK: [BITSEC_RATE_LIMIT_D_ALLOWED] 1 or 0, [..._D_LIMIT] capacity,
-/// [..._D_REMAINING] whole tokens left, [..._D_RESET_AFTER] seconds until full,
-/// [..._D_RETRY_AFTER] seconds to wait (>= 1 when denied, 0 when allowed),
-/// [..._D_FLAGS] BITSEC_RATE_LIMIT_FLAG_DEGRADED when Redis was unavailable and the failure
-/// policy decided, [..._D_REASON] a BITSEC_RATE_LIMIT_REASON_* code.
+/// BITSEC_OK: [BITSEC_RATE_LIMIT_D_ALLOWED] 1 or 0, [BITSEC_RATE_LIMIT_D_LIMIT] capacity,
+/// [BITSEC_RATE_LIMIT_D_REMAINING] whole tokens left, [BITSEC_RATE_LIMIT_D_RESET_AFTER] seconds until full,
+/// [BITSEC_RATE_LIMIT_D_RETRY_AFTER] seconds to wait (>= 1 when denied, 0 when allowed),
+/// [BITSEC_RATE_LIMIT_D_FLAGS] BITSEC_RATE_LIMIT_FLAG_DEGRADED when Redis was unavailable and the failure
+/// policy decided, [BITSEC_RATE_LIMIT_D_REASON] a BITSEC_RATE_LIMIT_REASON_* code.
 /// Returns BITSEC_OK for every decision, allowed or denied, degraded or not (a Redis outage is
 /// never an error); BITSEC_E_NOT_FOUND (unknown category); BITSEC_E_INVALID_ARGUMENT (NULL
 /// pointer, empty key, invalid UTF-8, cost < 1 or > capacity, at < 0); BITSEC_E_TOO_LARGE
@@ -113,9 +113,9 @@ public func bitsec_rate_limit_reset(_ rt: OpaquePointer?, _ category: UnsafePoin
 /// of UTF-8.
 /// at: the instant, Unix seconds; 0 means now.
 /// out_status: optional caller-owned array of BITSEC_BRUTEFORCE_STATUS_LEN int64_t:
-/// [BITSEC_BRUTEFORCE_S_BLOCKED] 1 or 0, [..._S_FAILURES] failures in the window,
-/// [..._S_REMAINING] failures left before a block, [..._S_BLOCKED_UNTIL] Unix seconds (0 when
-/// not blocked), [..._S_RETRY_AFTER] seconds until unblocked, [..._S_FLAGS]
+/// [BITSEC_BRUTEFORCE_S_BLOCKED] 1 or 0, [BITSEC_BRUTEFORCE_S_FAILURES] failures in the window,
+/// [BITSEC_BRUTEFORCE_S_REMAINING] failures left before a block, [BITSEC_BRUTEFORCE_S_BLOCKED_UNTIL] Unix seconds (0 when
+/// not blocked), [BITSEC_BRUTEFORCE_S_RETRY_AFTER] seconds until unblocked, [BITSEC_BRUTEFORCE_S_FLAGS]
 /// BITSEC_BRUTEFORCE_FLAG_* bits (DEGRADED, NEWLY_BLOCKED: this call started the block,
 /// TABLE_FULL).
 /// Returns BITSEC_OK (blocked or not); BITSEC_E_INVALID_ARGUMENT; BITSEC_E_TOO_LARGE;

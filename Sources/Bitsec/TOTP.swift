@@ -202,13 +202,13 @@ public func bitsec_totp_uri(_ secret: UnsafePointer<CChar>?, _ secret_len: UInt,
 
 /// Verifies a TOTP code for a user with the runtime's `totp` parameters, refusing replays
 /// and throttling failures (RFC 6238 section 5.2):
-/// - not exactly `digits` ASCII digits: BITSEC_TOTP_MALFORMED_CODE (not counted as a failure);
-/// - the user has too many recent failures: BITSEC_TOTP_THROTTLED, *out_retry_after set, the
-///   code is not even looked at;
-/// - no step of the window matches: BITSEC_TOTP_WRONG_CODE (counted);
-/// - the matched step is not later than the last step accepted for the user:
+/// (1) not exactly `digits` ASCII digits: BITSEC_TOTP_MALFORMED_CODE (not counted as a failure);
+/// (2) the user has too many recent failures: BITSEC_TOTP_THROTTLED, *out_retry_after set, the
+///     code is not even looked at;
+/// (3) no step of the window matches: BITSEC_TOTP_WRONG_CODE (counted);
+/// (4) the matched step is not later than the last step accepted for the user:
 ///   BITSEC_TOTP_REPLAYED (counted);
-/// - else BITSEC_TOTP_OK: the step is recorded (atomically: in process, or through Redis when
+/// (5) else BITSEC_TOTP_OK: the step is recorded (atomically: in process, or through Redis when
 ///   `totp.state` is `redis`, so two runtimes cannot both accept one code) and the user's
 ///   failures are reset.
 ///
@@ -289,7 +289,7 @@ public func bitsec_totp_provisioning_uri(_ rt: OpaquePointer?, _ secret: UnsafeP
 }
 
 /// Generates single-use backup (recovery) codes with the runtime's `totp.backup_codes`
-/// settings. The output is one line per code, `<code>\t<hash>\n`: show the codes to the user
+/// settings. The output is one line per code: the code, a TAB, its hash, a newline. Show the codes to the user
 /// once, store the hashes (ASCII, no tab or newline) and never the codes.
 ///
 /// rt: the runtime (needs a `totp` section).
@@ -300,9 +300,9 @@ public func bitsec_totp_provisioning_uri(_ rt: OpaquePointer?, _ secret: UnsafeP
 /// BITSEC_E_BUFFER_TOO_SMALL (nothing is kept: call again with a larger buffer and new codes
 /// are made); BITSEC_E_CRYPTO; BITSEC_E_CLOSED.
 /// Thread safety: safe from any thread.
-/// Since: 0.1.0
-@c(bitsec_backup_codes_generate)
-public func bitsec_backup_codes_generate(_ rt: OpaquePointer?, _ count: Int32, _ out_buf: UnsafeMutablePointer<CChar>?, _ out_cap: UInt,
+/// Since: 0.1.0 (named bitsec_backup_codes_generate before 0.3.0)
+@c(bitsec_backup_code_generate)
+public func bitsec_backup_code_generate(_ rt: OpaquePointer?, _ count: Int32, _ out_buf: UnsafeMutablePointer<CChar>?, _ out_cap: UInt,
                                          _ out_len: UnsafeMutablePointer<UInt>?) -> Int32 {
     withRuntime(rt) { (r) throws(BitsecError) in
         let totp = try r.require(r.totp)
@@ -364,7 +364,7 @@ public func bitsec_backup_code_verify(_ rt: OpaquePointer?, _ user: UnsafePointe
 /// runtime's `fields` capability (primary key, randomised AES-256-GCM, text form) under the
 /// context `bitsec.totp.secret|<user>`. Store the output instead of the secret and pass it to
 /// bitsec_totp_verify_sealed; bitsec_decrypt_field with the same context gives the base32
-/// secret back (to show the QR code again), and bitsec_rewrap_field rotates it.
+/// secret back (to show the QR code again), and bitsec_field_rewrap rotates it.
 ///
 /// rt: the runtime (needs `totp` and `fields` sections).
 /// secret, secret_len: the base32 secret (at most BITSEC_TOTP_MAX_SECRET_TEXT_BYTES).

@@ -36,11 +36,15 @@ _encrypt = N.declare("bitsec_encrypt_field", N.status,
                      [N.handle, c_char_p, c_size_t, c_char_p, c_size_t, c_uint32, c_char_p, c_size_t, _sz])
 _decrypt = N.declare("bitsec_decrypt_field", N.status,
                      [N.handle, c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t, _sz, _i32])
-_rewrap = N.declare("bitsec_rewrap_field", N.status,
+_rewrap = N.declare("bitsec_field_rewrap", N.status,
                     [N.handle, c_char_p, c_size_t, c_char_p, c_size_t, c_uint32, c_char_p, c_size_t, _sz, _i32, _i32])
 _bound = N.declare("bitsec_field_bound", c_size_t, [c_size_t, c_uint32])
 _reason_name = N.declare("bitsec_field_reason_name", c_char_p, [c_int32])
-_reload = N.declare("bitsec_fields_reload", N.status, [N.handle, c_char_p, c_size_t])
+_reload = N.declare("bitsec_field_keys_reload", N.status, [N.handle, c_char_p, c_size_t])
+# Deprecated C names (aliases of the two above, exported for the rest of ABI version 1); never called.
+N.declare("bitsec_rewrap_field", N.status,
+          [N.handle, c_char_p, c_size_t, c_char_p, c_size_t, c_uint32, c_char_p, c_size_t, _sz, _i32, _i32])
+N.declare("bitsec_fields_reload", N.status, [N.handle, c_char_p, c_size_t])
 _fernet_encrypt = N.declare("bitsec_fernet_encrypt", N.status,
                             [N.handle, c_char_p, c_size_t, c_int64, c_char_p, c_size_t, _sz])
 _fernet_decrypt = N.declare("bitsec_fernet_decrypt", N.status,

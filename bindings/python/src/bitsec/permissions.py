@@ -35,7 +35,8 @@ _check_batch = N.declare("bitsec_check_permissions", c_int32,
                          [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t,
                           POINTER(c_uint64), c_size_t, POINTER(c_size_t)])
 _rule = N.declare("bitsec_permission_rule", c_int32, [c_void_p, c_uint64, c_char_p, c_size_t, POINTER(c_size_t)])
-_reason = N.declare("bitsec_permission_reason", c_char_p, [c_int32])
+_reason = N.declare("bitsec_permission_reason_name", c_char_p, [c_int32])
+N.declare("bitsec_permission_reason", c_char_p, [c_int32])  # deprecated C name of the above; never called
 _policy_load = N.declare("bitsec_permission_policy_load", c_int32, [c_void_p, c_char_p, c_size_t])
 _shadow_load = N.declare("bitsec_permission_shadow_load", c_int32, [c_void_p, c_char_p, c_size_t])
 _stats = N.declare("bitsec_permission_stats", c_int32, [c_void_p, c_char_p, c_size_t, POINTER(c_size_t)])

@@ -30,8 +30,10 @@ _lg_succeeded = N.declare("bitsec_login_guard_succeeded", N.status,
                           [N.handle, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, c_int64])
 _lg_cancel = N.declare("bitsec_login_guard_cancel", N.status,
                        [N.handle, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, c_int64])
-_client_key = N.declare("bitsec_client_key", N.status,
+_client_key = N.declare("bitsec_login_guard_client_key", N.status,
                         [N.handle, c_char_p, c_size_t, c_char_p, c_size_t, POINTER(c_size_t)])
+# The deprecated C name of the above (exported for the rest of ABI version 1); never called.
+N.declare("bitsec_client_key", N.status, [N.handle, c_char_p, c_size_t, c_char_p, c_size_t, POINTER(c_size_t)])
 
 DECISION_LEN = 7  # BITSEC_RATE_LIMIT_DECISION_LEN
 STATUS_LEN = 6  # BITSEC_BRUTEFORCE_STATUS_LEN

@@ -50,7 +50,9 @@ _totp_secret_seal = N.declare("bitsec_totp_secret_seal", N.status, [N.handle, c_
 _totp_verify_sealed = N.declare("bitsec_totp_verify_sealed", N.status, [N.handle, c_char_p, c_size_t, c_char_p, c_size_t,
                                                                          c_char_p, c_size_t, c_int64, POINTER(c_int32),
                                                                          POINTER(c_int64), POINTER(c_int64)])
-_backup_codes_generate = N.declare("bitsec_backup_codes_generate", N.status, [N.handle, c_int32, c_char_p, c_size_t, _size_p])
+_backup_codes_generate = N.declare("bitsec_backup_code_generate", N.status, [N.handle, c_int32, c_char_p, c_size_t, _size_p])
+# The deprecated C name of the above (exported for the rest of ABI version 1); never called.
+N.declare("bitsec_backup_codes_generate", N.status, [N.handle, c_int32, c_char_p, c_size_t, _size_p])
 _backup_code_verify = N.declare("bitsec_backup_code_verify", N.status, [N.handle, c_char_p, c_size_t, c_char_p, c_size_t,
                                                                          c_char_p, c_size_t, c_int64, POINTER(c_int32),
                                                                          POINTER(c_int32), POINTER(c_int64)])
