@@ -25,10 +25,13 @@ internal import Glibc
 /// bitsec_token_revoke with it covers the token's whole life), null when absent. The document can be passed as it is to bitsec_check_permission_claims, which
 /// then decides as for the token's own claims (a token without scope is judged by its roles
 /// alone). Only sub (not user_id) names the principal in the document.
-/// NUL-terminated when there is room. May be NULL with out_cap 0 to get
-/// the decision only. out_len: receives the result's length (0 for an invalid token).
-/// Returns BITSEC_OK (decision in *out_reason); BITSEC_E_BUFFER_TOO_SMALL (valid token and
-/// out_cap too small but not 0: *out_len holds the size needed; *out_reason is valid);
+/// NUL-terminated when there is room. May be NULL (out_cap 0): the size query of every
+/// variable output, which also gives the decision alone (see the return codes).
+/// out_len: receives the result's length (0 for an invalid token).
+/// Returns BITSEC_OK (decision in *out_reason; for a valid token the document was written);
+/// BITSEC_E_BUFFER_TOO_SMALL (valid token and out_buf NULL or out_cap too small: *out_len
+/// holds the size needed, *out_reason is BITSEC_TOKEN_VALID, nothing else is written; a
+/// caller that wants only the decision passes NULL and reads *out_reason on this code);
 /// BITSEC_E_INVALID_ARGUMENT; BITSEC_E_TOO_LARGE (token_len over BITSEC_MAX_ARGUMENT_BYTES);
 /// BITSEC_E_NOT_CONFIGURED; BITSEC_E_BACKEND_UNAVAILABLE (revocations in Redis and Redis
 /// unreachable: no decision); BITSEC_E_CLOSED.
@@ -46,10 +49,6 @@ public func bitsec_verify_token(_ rt: OpaquePointer?, _ token: UnsafePointer<CCh
         let v = try r.require(r.tokens).verify(bytes, at: at)
         out_reason.pointee = v.reason.rawValue
         guard v.reason == .valid, let c = v.claims else { return }
-        if out_buf == nil && out_cap == 0 {
-            out_len.pointee = UInt(c.result.count)
-            return
-        }
         try writeOutput(c.result, out_buf, out_cap, out_len)
     }
 }
@@ -82,10 +81,6 @@ public func bitsec_verify_token_at(_ rt: OpaquePointer?, _ token: UnsafePointer<
         let v = try r.require(r.tokens).verify(bytes, instant: Clock.resolveInstant(at_sec, nanoseconds: at_nsec))
         out_reason.pointee = v.reason.rawValue
         guard v.reason == .valid, let c = v.claims else { return }
-        if out_buf == nil && out_cap == 0 {
-            out_len.pointee = UInt(c.result.count)
-            return
-        }
         try writeOutput(c.result, out_buf, out_cap, out_len)
     }
 }

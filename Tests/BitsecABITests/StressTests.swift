@@ -144,7 +144,8 @@ private func verify(_ rt: OpaquePointer, _ token: String) -> (Int32, Int32) {
     var reason: Int32 = -1
     var n: UInt = 0
     let rc = bitsec_verify_token(rt, token, UInt(token.utf8.count), AT, &reason, nil, 0, &n)
-    return (rc, reason)
+    // Decision only: a valid token answers the size query (BUFFER_TOO_SMALL), its reason set.
+    return (rc == E_BUFFER && reason == TOKEN_VALID ? OK : rc, reason)
 }
 
 private func permission(_ rt: OpaquePointer, _ principal: [CChar], _ perm: String) -> (Int32, Bool, Int32) {

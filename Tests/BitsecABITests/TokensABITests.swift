@@ -39,10 +39,10 @@ private func verify(_ rt: OpaquePointer, _ token: String, at: Int64 = 1_900_000_
             let (rc, reason, doc) = verify(rt, token)
             #expect(rc == OK && reason == TOKEN_VALID)
             #expect(doc.hasPrefix(#"{"sub":"u","roles":[],"scope":null,"tenant_id":null,"department":null,"jti":"a1","exp":2000000000,"claims":{"#))
-            // Decision only: NULL buffer, capacity 0.
+            // Decision only: NULL buffer, capacity 0 is the size query; the decision is written.
             var reason2: Int32 = -1
             var n: UInt = 0
-            #expect(token.withCString { bitsec_verify_token(rt, $0, UInt(strlen($0)), 1_900_000_000, &reason2, nil, 0, &n) } == OK)
+            #expect(token.withCString { bitsec_verify_token(rt, $0, UInt(strlen($0)), 1_900_000_000, &reason2, nil, 0, &n) } == E_BUFFER)
             #expect(reason2 == TOKEN_VALID && n == UInt(doc.utf8.count))
             // Too small a buffer: the size needed.
             var small = [CChar](repeating: 0, count: 8)

@@ -37,7 +37,7 @@ C_TO_CTYPES = {
     "double *": POINTER(c_double),
 }
 
-DECL = re.compile(r"^(?P<ret>[\w ]+?\s*\**)\s*(?P<name>bitsec_\w+)\((?P<args>[^)]*)\)(?: BITSEC_NODISCARD)?(?: BITSEC_DEPRECATED\("[^"]*"\))?;$")
+DECL = re.compile(r"^(?P<ret>[\w ]+?\s*\**)\s*(?P<name>bitsec_\w+)\((?P<args>[^)]*)\)(?: BITSEC_NODISCARD)?(?: BITSEC_DEPRECATED\(\"[^\"]*\"\))?;$")
 
 
 def parse_header(path: Path) -> dict[str, tuple[str, list[str]]]:
