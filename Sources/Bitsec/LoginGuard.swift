@@ -2,27 +2,6 @@
 // before the password check.
 internal import BitsecCore
 
-/// A (pointer, length) UTF-8 key argument as a String: 1 to BITSEC_RATE_LIMIT_MAX_KEY_BYTES
-/// bytes. ASCII (the usual case: addresses, most account names) is decided by a scan; only
-/// other input goes through the generic validator, whose unspecialised call from this module
-/// costs more than the guard's own work.
-@inline(__always)
-private func textKeyArg(_ p: UnsafePointer<CChar>?, _ len: UInt, _ name: StaticString) throws(BitsecError) -> String {
-    guard len <= UInt(RateLimitLimits.maxKeyBytes) else {
-        throw .tooLarge("\(name): \(len) bytes exceeds the limit of \(RateLimitLimits.maxKeyBytes)")
-    }
-    guard let p else { throw .invalid("\(name) is NULL") }
-    guard len > 0 else { throw .invalid("\(name) is empty") }
-    let bytes = UnsafeBufferPointer(start: UnsafeRawPointer(p).assumingMemoryBound(to: UInt8.self), count: Int(len))
-    var ascii = true
-    for b in bytes where b >= 0x80 {
-        ascii = false
-        break
-    }
-    if !ascii && !UTF8Validation.isValid(bytes) { throw .invalid("\(name) is not valid UTF-8") }
-    return String(decoding: bytes, as: UTF8.self)
-}
-
 /// Reserves one login attempt of account from client BEFORE the password check, or refuses
 /// it. The attempt is counted as a failure of both keys up front (check-and-count, atomic
 /// per key), so N concurrent guesses can never exceed a limit; after a successful login call
@@ -63,10 +42,10 @@ public func bitsec_login_guard_begin(_ rt: OpaquePointer?, _ account: UnsafePoin
                                      _ client: UnsafePointer<CChar>?, _ client_len: UInt, _ at: Int64,
                                      _ out_decision: UnsafeMutablePointer<Int64>?) -> Int32 {
     withRuntime(rt) { (r) throws(BitsecError) in
-        guard let out_decision else { throw .invalid("out_decision is NULL") }
+        let out_decision = try requiredOut(out_decision, "out_decision")
         let g = try r.require(r.rateLimits).loginGuard
-        let d = try g.begin(account: try textKeyArg(account, account_len, "account"),
-                            client: try textKeyArg(client, client_len, "client"), at: at)
+        let d = try g.begin(account: try keyArg(account, account_len, "account"),
+                            client: try keyArg(client, client_len, "client"), at: at)
         for (i, v) in d.packed.enumerated() { out_decision[i] = v }
     }
 }
@@ -91,8 +70,8 @@ public func bitsec_login_guard_succeeded(_ rt: OpaquePointer?, _ account: Unsafe
     withRuntime(rt) { (r) throws(BitsecError) in
         let g = try r.require(r.rateLimits).loginGuard
         _ = try RateLimitLimits.instantMs(at)
-        try g.succeeded(account: try textKeyArg(account, account_len, "account"),
-                        client: try textKeyArg(client, client_len, "client"), ticket: ticket, at: at)
+        try g.succeeded(account: try keyArg(account, account_len, "account"),
+                        client: try keyArg(client, client_len, "client"), ticket: ticket, at: at)
     }
 }
 
@@ -114,8 +93,8 @@ public func bitsec_login_guard_cancel(_ rt: OpaquePointer?, _ account: UnsafePoi
     withRuntime(rt) { (r) throws(BitsecError) in
         let g = try r.require(r.rateLimits).loginGuard
         _ = try RateLimitLimits.instantMs(at)
-        try g.cancel(account: try textKeyArg(account, account_len, "account"),
-                     client: try textKeyArg(client, client_len, "client"), ticket: ticket, at: at)
+        try g.cancel(account: try keyArg(account, account_len, "account"),
+                     client: try keyArg(client, client_len, "client"), ticket: ticket, at: at)
     }
 }
 
@@ -143,7 +122,7 @@ public func bitsec_login_guard_client_key(_ rt: OpaquePointer?, _ client: Unsafe
                               _ out_buf: UnsafeMutablePointer<CChar>?, _ out_cap: UInt, _ out_len: UnsafeMutablePointer<UInt>?) -> Int32 {
     withRuntime(rt) { (r) throws(BitsecError) in
         let g = try r.require(r.rateLimits).loginGuard
-        let key = g.clientKey(try textKeyArg(client, client_len, "client"))
+        let key = g.clientKey(try keyArg(client, client_len, "client"))
         try writeOutput(Array(key.utf8), out_buf, out_cap, out_len)
     }
 }

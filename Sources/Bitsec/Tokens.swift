@@ -243,7 +243,7 @@ public func bitsec_token_revoke(_ rt: OpaquePointer?, _ jti: UnsafePointer<CChar
 public func bitsec_token_revoke_token(_ rt: OpaquePointer?, _ token: UnsafePointer<CChar>?, _ token_len: UInt, _ at: Int64,
                                       _ out_reason: UnsafeMutablePointer<Int32>?, _ out_newly: UnsafeMutablePointer<Int32>?) -> Int32 {
     withRuntime(rt) { (r) throws(BitsecError) in
-        guard let out_reason else { throw .invalid("out_reason is NULL") }
+        let out_reason = try requiredOut(out_reason, "out_reason")
         let t = try r.require(r.tokens)
         let n = try sizeArg(token_len, "token_len")
         let bytes = try bytesArg(UnsafeRawPointer(token), n, "token")
@@ -325,7 +325,7 @@ public func bitsec_token_revoke_subject(_ rt: OpaquePointer?, _ subject: UnsafeP
 public func bitsec_token_is_revoked(_ rt: OpaquePointer?, _ jti: UnsafePointer<CChar>?, _ jti_len: UInt, _ at: Int64,
                                     _ out_revoked: UnsafeMutablePointer<Int32>?) -> Int32 {
     withRuntime(rt) { (r) throws(BitsecError) in
-        guard let out_revoked else { throw .invalid("out_revoked is NULL") }
+        let out_revoked = try requiredOut(out_revoked, "out_revoked")
         let t = try r.require(r.tokens)
         let j = try textArg(jti, jti_len, "jti", max: 512)
         guard !j.isEmpty else { throw .invalid("jti is empty") }
@@ -353,10 +353,4 @@ public func bitsec_token_keys_reload(_ rt: OpaquePointer?, _ jwks: UnsafePointer
         let bytes = try bytesArg(UnsafeRawPointer(jwks), n, "jwks", max: Limits.maxConfigBytes)
         try t.reload(jwks: Array(bytes))
     }
-}
-
-/// An optional text argument: NULL or empty is nil.
-private func optionalText(_ p: UnsafePointer<CChar>?, _ len: UInt, _ name: StaticString) throws(BitsecError) -> String? {
-    guard p != nil, len > 0 else { return nil }
-    return try textArg(p, len, name, max: 1024)
 }
