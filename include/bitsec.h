@@ -2,7 +2,9 @@
  * bitsec.h -- the C interface of bitsec, an embeddable security runtime.
  *
  * Include this header only; it includes the generated function declarations
- * (bitsec_api.h). Link with `pkg-config --cflags --libs bitsec`.
+ * (bitsec_api.h). Link with `pkg-config --cflags --libs bitsec`. bitsec_api.h is
+ * written to be read top to bottom: the conventions and the naming scheme, then the
+ * functions family by family.
  *
  * CONVENTIONS
  * - Every fallible function returns an int32_t status: BITSEC_OK (0) or a BITSEC_E_* code.
@@ -12,7 +14,8 @@
  *   request or a wrong code are BITSEC_OK calls that write the decision through
  *   out-parameters. Errors mean "could not decide".
  * - The caller owns every buffer it passes. Variable outputs use (out_buf, out_cap,
- *   *out_len): on BITSEC_E_BUFFER_TOO_SMALL, *out_len holds the size needed. Memory the
+ *   *out_len): with out_buf NULL or out_cap too small the call returns
+ *   BITSEC_E_BUFFER_TOO_SMALL and *out_len holds the size needed. Memory the
  *   library allocates is released with bitsec_free.
  * - Inputs are (pointer, length) pairs and need not be NUL-terminated unless documented.
  *   If the source is untrusted, check sizes against your own limits too: bitsec refuses

@@ -195,7 +195,9 @@ CONVENTIONS = """\
  * Size queries. Every variable output answers one way: with out_buf NULL (out_cap 0) or
  *   out_cap too small, the call returns BITSEC_E_BUFFER_TOO_SMALL, *out_len holds the size
  *   needed, and nothing else is written to the output buffer; call again with a buffer of
- *   *out_len + 1 bytes (room for the NUL). A call that decides (bitsec_verify_token,
+ *   *out_len + 1 bytes (room for the NUL). bitsec_token_refresh answers the size any
+ *   refresh may need (checked before the old token is spent), an upper bound of what it
+ *   writes. A call that decides (bitsec_verify_token,
  *   bitsec_verify_token_at) still writes its decision (*out_reason) on that return, so
  *   passing NULL is also the way to ask for the decision only.
  *
