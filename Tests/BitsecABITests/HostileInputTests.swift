@@ -320,7 +320,8 @@ private final class Scratch {
 
 // MARK: - Runtimes
 
-private func hostileConfig(_ dir: String) -> String {
+/// A configuration with every capability (the size-query table uses it too).
+func hostileConfig(_ dir: String) -> String {
     #"""
     {"allow_inline_secrets": true,
      "audit": {"sinks": [{"type": "file", "path": "\#(dir)/audit.log"}], "durability": "none"},

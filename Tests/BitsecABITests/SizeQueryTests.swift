@@ -10,19 +10,6 @@ import Bitsec
 private let secret = "JBSWY3DPEHPK3PXP"
 private let AT: Int64 = 1_900_000_000
 
-private func sizeQueryConfig(_ dir: String) -> String {
-    #"""
-    {"allow_inline_secrets": true,
-     "audit": {"sinks": [{"type": "file", "path": "\#(dir)/audit.log"}], "durability": "none"},
-     "permissions": {"policy": {"resources": ["docs"], "actions": ["read", "write"], "roles": {"reader": {"allow": ["docs:read"]}}}},
-     "fields": {"keys": [{"id": "k1", "secret": {"value": "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f", "encoding": "hex"}}],
-                "primary": "k1", "fernet": {"keys": [{"value": "cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4=", "encoding": "base64url"}]}},
-     "rate_limits": {"categories": {"default": {"capacity": 5, "period_seconds": 10}}},
-     "tokens": {"keys": [{"kid": "hs", "alg": "HS256", "secret": {"value": "0123456789abcdef0123456789abcdef"}}], "issuer": "iss", "audience": "aud"},
-     "totp": {"backup_codes": {"count": 2, "iterations": 1000}}}
-    """#
-}
-
 /// A call writing one variable output: (out_buf, out_cap, out_len) -> status.
 private typealias OutputCall = (UnsafeMutablePointer<CChar>?, UInt, UnsafeMutablePointer<UInt>) -> Int32
 
@@ -213,7 +200,7 @@ private func variableOutputExports() -> Set<String> {
         let row = try #require(rows.first { $0.name == name })
         let dir = makeTempDir("sizequery")
         defer { removeTempDir(dir) }
-        let (rc, opened) = open(sizeQueryConfig(dir))
+        let (rc, opened) = open(hostileConfig(dir))
         #expect(rc == OK, "\(lastError())")
         let rt = try #require(opened)
         defer { bitsec_runtime_close(rt) }
