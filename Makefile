@@ -21,7 +21,7 @@ SWIFT_HDR_FLAGS = -parse-as-library -swift-version 6 -enable-upcoming-feature In
 	-module-name Bitsec -I $(BUILD)/Modules -I Sources/COpenSSL -I Sources/CHiredis \
 	$(addprefix -Xcc ,$(shell pkg-config --cflags-only-I hiredis openssl 2>/dev/null))
 
-.PHONY: all deps apt venv build lib header header-check check-generated mypy check-self-contained test test-swift test-c test-python \
+.PHONY: all deps apt venv build lib header header-check check-generated check-symbols mypy check-self-contained test test-swift test-c test-python \
 	demo install bench clean serve sanitize sanitize-address sanitize-thread \
 	fuzz fuzz-build fuzz-smoke
 
@@ -81,6 +81,10 @@ check-generated: header-check
 mypy: deps
 	cd bindings/python && $(VPY) -m mypy --strict src/bitsec
 
+# The exported symbols may only grow within SONAME libbitsec.so.1 (include/bitsec.symbols).
+check-symbols: build
+	@bash tools/check_symbols.sh $(LIB) include/bitsec.symbols
+
 # A clone tests itself: no tracked file may refer to a path outside the repository.
 check-self-contained:
 	@$(PYTHON) tools/check_self_contained.py
@@ -91,7 +95,7 @@ check-self-contained:
 # FUZZ_SMOKE_SECONDS (`fuzz-smoke`, docs/fuzzing.md). `make test SANITIZE=0` leaves them out
 # for a quick local run; CI (.ci/run) runs them.
 SANITIZE ?= 1
-test: deps check-self-contained build check-generated mypy test-swift test-c test-python $(if $(filter 1,$(SANITIZE)),sanitize fuzz-smoke)
+test: deps check-self-contained build check-generated check-symbols mypy test-swift test-c test-python $(if $(filter 1,$(SANITIZE)),sanitize fuzz-smoke)
 	@count() { sed -n "s/.*Test run with \([0-9]*\) tests\{0,1\} .*passed.*/\1/p" $$1 | tail -1; }; \
 	sw=$$(count build/swift-test.log); \
 	c=$$(sed -n 's/^c tests: \([0-9]*\) passed.*/\1/p' build/c-test.log | tail -1); \

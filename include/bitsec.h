@@ -2,7 +2,9 @@
  * bitsec.h -- the C interface of bitsec, an embeddable security runtime.
  *
  * Include this header only; it includes the generated function declarations
- * (bitsec_api.h). Link with `pkg-config --cflags --libs bitsec`.
+ * (bitsec_api.h). Link with `pkg-config --cflags --libs bitsec`. bitsec_api.h is
+ * written to be read top to bottom: the conventions and the naming scheme, then the
+ * functions family by family.
  *
  * CONVENTIONS
  * - Every fallible function returns an int32_t status: BITSEC_OK (0) or a BITSEC_E_* code.
@@ -12,7 +14,8 @@
  *   request or a wrong code are BITSEC_OK calls that write the decision through
  *   out-parameters. Errors mean "could not decide".
  * - The caller owns every buffer it passes. Variable outputs use (out_buf, out_cap,
- *   *out_len): on BITSEC_E_BUFFER_TOO_SMALL, *out_len holds the size needed. Memory the
+ *   *out_len): with out_buf NULL or out_cap too small the call returns
+ *   BITSEC_E_BUFFER_TOO_SMALL and *out_len holds the size needed. Memory the
  *   library allocates is released with bitsec_free.
  * - Inputs are (pointer, length) pairs and need not be NUL-terminated unless documented.
  *   If the source is untrusted, check sizes against your own limits too: bitsec refuses
@@ -115,7 +118,7 @@ typedef struct bitsec_runtime bitsec_runtime;
 #define BITSEC_PERM_REASON(d) ((int32_t)(((d) >> 8) & 0xFFu))
 #define BITSEC_PERM_RULE(d) ((int64_t)((d) >> 32) - 1)
 /* ==== BEGIN GENERATED permissions: Permissions (tools/gen_abi.py from Sources/Bitsec/ABIConstants.swift; do not edit) ==== */
-/* Reason codes (stable; texts from bitsec_permission_reason). */
+/* Reason codes (stable; texts from bitsec_permission_reason_name). */
 #define BITSEC_PERM_GRANTED 1                  /* "granted" */
 #define BITSEC_PERM_NO_GRANT 2                 /* "no_grant": no role of the principal grants it */
 #define BITSEC_PERM_DENIED_BY_RULE 3           /* "denied_by_rule": a deny rule applies */
@@ -251,7 +254,7 @@ typedef struct bitsec_runtime bitsec_runtime;
 #define BITSEC_FIELD_MAX_TOKEN 1398190           /* bytes of a token (text form, largest plaintext) */
 #define BITSEC_FERNET_MAX_TOKEN 1398200          /* bytes of a Fernet token (largest plaintext) */
 #define BITSEC_FERNET_NO_TTL (-1)                /* ttl of bitsec_fernet_decrypt_ttl/_migrate_ttl: no limit */
-/* Decisions of bitsec_decrypt_field, bitsec_rewrap_field and the Fernet functions (*out_reason). */
+/* Decisions of bitsec_decrypt_field, bitsec_field_rewrap and the Fernet functions (*out_reason). */
 #define BITSEC_FIELD_REASON_OK 0
 #define BITSEC_FIELD_REASON_MALFORMED 1          /* not a token: encoding, truncation, version */
 #define BITSEC_FIELD_REASON_TAMPERED 2           /* the tag/MAC does not verify: bytes were altered */

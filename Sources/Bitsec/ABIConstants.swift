@@ -66,7 +66,7 @@ public enum BitsecABI {
     public static let BITSEC_TOKEN_MAX_JTI_BYTES: Int32 = 512
 
     // MARK: family permissions -- Permissions
-    //: Reason codes (stable; texts from bitsec_permission_reason).
+    //: Reason codes (stable; texts from bitsec_permission_reason_name).
     public static let BITSEC_PERM_GRANTED: Int32 = 1 // "granted"
     public static let BITSEC_PERM_NO_GRANT: Int32 = 2 // "no_grant": no role of the principal grants it
     public static let BITSEC_PERM_DENIED_BY_RULE: Int32 = 3 // "denied_by_rule": a deny rule applies
@@ -171,7 +171,7 @@ public enum BitsecABI {
     public static let BITSEC_FIELD_MAX_TOKEN: Int32 = 1398190 // bytes of a token (text form, largest plaintext)
     public static let BITSEC_FERNET_MAX_TOKEN: Int32 = 1398200 // bytes of a Fernet token (largest plaintext)
     public static let BITSEC_FERNET_NO_TTL: Int32 = -1 // ttl of bitsec_fernet_decrypt_ttl/_migrate_ttl: no limit
-    //: Decisions of bitsec_decrypt_field, bitsec_rewrap_field and the Fernet functions (*out_reason).
+    //: Decisions of bitsec_decrypt_field, bitsec_field_rewrap and the Fernet functions (*out_reason).
     public static let BITSEC_FIELD_REASON_OK: Int32 = 0
     public static let BITSEC_FIELD_REASON_MALFORMED: Int32 = 1 // not a token: encoding, truncation, version
     public static let BITSEC_FIELD_REASON_TAMPERED: Int32 = 2 // the tag/MAC does not verify: bytes were altered

@@ -3,24 +3,6 @@
 internal import BitsecCore
 internal import Glibc
 
-/// The caller's output buffer as a bounded raw buffer (nil when out_buf is NULL).
-@inline(__always)
-private func outBuffer(_ p: UnsafeMutableRawPointer?, _ cap: UInt) -> UnsafeMutableRawBufferPointer? {
-    guard let p else { return nil }
-    return UnsafeMutableRawBufferPointer(start: p, count: Int(min(cap, UInt(Int.max))))
-}
-
-/// Reports a result the core wrote (or measured): `*out_len` = size; too small -> error;
-/// a NUL after the result when there is room.
-@inline(__always)
-private func finishOutput(_ length: Int, _ out: UnsafeMutableRawPointer?, _ cap: UInt, _ outLen: UnsafeMutablePointer<UInt>) throws(BitsecError) {
-    outLen.pointee = UInt(length)
-    guard let out, cap >= UInt(length) else {
-        throw BitsecError(.bufferTooSmall, "output needs \(length) bytes, out_cap is \(cap)")
-    }
-    if cap > UInt(length) { out.storeBytes(of: 0, toByteOffset: length, as: UInt8.self) }
-}
-
 /// Encrypts a field value under the primary key of the runtime's `fields` keyring, bound to
 /// a context (AES-256-GCM, random 96-bit nonce; or AES-256-SIV with
 /// BITSEC_FIELD_DETERMINISTIC). The token is self-describing: format version, key id,
@@ -44,7 +26,7 @@ private func finishOutput(_ length: Int, _ out: UnsafeMutableRawPointer?, _ cap:
 /// BITSEC_E_INVALID_ARGUMENT (NULL, unknown flags, deterministic mode not enabled for the
 /// context); BITSEC_E_TOO_LARGE; BITSEC_E_NOT_CONFIGURED (no fields section or no keys);
 /// BITSEC_E_CRYPTO; BITSEC_E_CLOSED.
-/// Thread safety: safe from any thread; concurrent with bitsec_fields_reload.
+/// Thread safety: safe from any thread; concurrent with bitsec_field_keys_reload.
 /// Since: 0.1.0
 @c(bitsec_encrypt_field)
 public func bitsec_encrypt_field(_ rt: OpaquePointer?, _ plaintext: UnsafePointer<UInt8>?, _ plaintext_len: UInt,
@@ -52,9 +34,9 @@ public func bitsec_encrypt_field(_ rt: OpaquePointer?, _ plaintext: UnsafePointe
                                  _ out_buf: UnsafeMutablePointer<CChar>?, _ out_cap: UInt, _ out_len: UnsafeMutablePointer<UInt>?) -> Int32 {
     withRuntime(rt) { (r) throws(BitsecError) in
         let fields = try r.require(r.fields)
-        guard let out_len else { throw .invalid("out_len is NULL") }
+        let out_len = try requiredOut(out_len, "out_len")
         let pt = try bytesArg(UnsafeRawPointer(plaintext), plaintext_len, "plaintext", lengthName: "plaintext_len", max: FieldFormat.maxPlaintextBytes)
-        let ctx = try bytesArg(UnsafeRawPointer(context), context_len, "context", lengthName: "context_len", max: FieldFormat.maxContextBytes)
+        let ctx = try contextArg(context, context_len)
         let out = outBuffer(UnsafeMutableRawPointer(out_buf), out_cap)
         let n = try fields.encrypt(pt, context: ctx, flags: FieldFlags(rawValue: flags), into: out)
         try finishOutput(n, UnsafeMutableRawPointer(out_buf), out_cap, out_len)
@@ -63,7 +45,7 @@ public func bitsec_encrypt_field(_ rt: OpaquePointer?, _ plaintext: UnsafePointe
 
 /// Decrypts a field token (text or binary form, detected from its first byte) bound to
 /// `context`. A token that does not decrypt is a decision, not an error: the call returns
-/// BITSEC_OK with *out_reason set to the reason (BITSEC_FIELD_REASON_*), and nothing is
+/// BITSEC_OK, out_reason receives the reason (a BITSEC_FIELD_REASON_ code), and nothing is
 /// written to out_buf.
 ///
 /// rt: the runtime (fields section with keys).
@@ -82,7 +64,7 @@ public func bitsec_encrypt_field(_ rt: OpaquePointer?, _ plaintext: UnsafePointe
 /// A failed decision is reported to the audit hook (data_access/decrypt_failed) when audit
 /// is configured: reason, key id, format, and the context's part before the first "|" only
 /// when it looks like a schema name; never the plaintext or the rest of the context.
-/// Thread safety: safe from any thread; concurrent with bitsec_fields_reload.
+/// Thread safety: safe from any thread; concurrent with bitsec_field_keys_reload.
 /// Since: 0.1.0
 @c(bitsec_decrypt_field)
 public func bitsec_decrypt_field(_ rt: OpaquePointer?, _ token: UnsafePointer<UInt8>?, _ token_len: UInt,
@@ -92,10 +74,9 @@ public func bitsec_decrypt_field(_ rt: OpaquePointer?, _ token: UnsafePointer<UI
     out_reason?.pointee = FieldReason.malformed.rawValue
     return withRuntime(rt) { (r) throws(BitsecError) in
         let fields = try r.require(r.fields)
-        guard let out_len else { throw .invalid("out_len is NULL") }
-        guard let out_reason else { throw .invalid("out_reason is NULL") }
-        let tok = try bytesArg(UnsafeRawPointer(token), token_len, "token", lengthName: "token_len", max: FieldKeyring.maxTokenBytes)
-        let ctx = try bytesArg(UnsafeRawPointer(context), context_len, "context", lengthName: "context_len", max: FieldFormat.maxContextBytes)
+        let (out_len, out_reason) = try (requiredOut(out_len, "out_len"), requiredOut(out_reason, "out_reason"))
+        let tok = try fieldTokenArg(token, token_len)
+        let ctx = try contextArg(context, context_len)
         let o = try fields.decrypt(tok, context: ctx, into: outBuffer(UnsafeMutableRawPointer(out_buf), out_cap))
         out_reason.pointee = o.reason.rawValue
         out_len.pointee = 0
@@ -117,9 +98,9 @@ public func bitsec_decrypt_field(_ rt: OpaquePointer?, _ token: UnsafePointer<UI
 /// out_rewrapped: optional; receives 1 if a new token was produced, 0 if it was copied.
 /// Returns as bitsec_encrypt_field and bitsec_decrypt_field.
 /// Thread safety: safe from any thread.
-/// Since: 0.1.0
-@c(bitsec_rewrap_field)
-public func bitsec_rewrap_field(_ rt: OpaquePointer?, _ token: UnsafePointer<UInt8>?, _ token_len: UInt,
+/// Since: 0.1.0 (named bitsec_rewrap_field before 0.2.0)
+@c(bitsec_field_rewrap)
+public func bitsec_field_rewrap(_ rt: OpaquePointer?, _ token: UnsafePointer<UInt8>?, _ token_len: UInt,
                                 _ context: UnsafePointer<CChar>?, _ context_len: UInt, _ flags: UInt32,
                                 _ out_buf: UnsafeMutablePointer<CChar>?, _ out_cap: UInt, _ out_len: UnsafeMutablePointer<UInt>?,
                                 _ out_reason: UnsafeMutablePointer<Int32>?, _ out_rewrapped: UnsafeMutablePointer<Int32>?) -> Int32 {
@@ -127,10 +108,9 @@ public func bitsec_rewrap_field(_ rt: OpaquePointer?, _ token: UnsafePointer<UIn
     out_rewrapped?.pointee = 0
     return withRuntime(rt) { (r) throws(BitsecError) in
         let fields = try r.require(r.fields)
-        guard let out_len else { throw .invalid("out_len is NULL") }
-        guard let out_reason else { throw .invalid("out_reason is NULL") }
-        let tok = try bytesArg(UnsafeRawPointer(token), token_len, "token", lengthName: "token_len", max: FieldKeyring.maxTokenBytes)
-        let ctx = try bytesArg(UnsafeRawPointer(context), context_len, "context", lengthName: "context_len", max: FieldFormat.maxContextBytes)
+        let (out_len, out_reason) = try (requiredOut(out_len, "out_len"), requiredOut(out_reason, "out_reason"))
+        let tok = try fieldTokenArg(token, token_len)
+        let ctx = try contextArg(context, context_len)
         let (o, rewrapped) = try fields.rewrap(tok, context: ctx, flags: FieldFlags(rawValue: flags), into: outBuffer(UnsafeMutableRawPointer(out_buf), out_cap))
         out_reason.pointee = o.reason.rawValue
         out_len.pointee = 0
@@ -175,9 +155,9 @@ public func bitsec_field_reason_name(_ reason: Int32) -> UnsafePointer<CChar> {
 /// Returns BITSEC_OK; BITSEC_E_CONFIG (the detail names the field); BITSEC_E_TOO_LARGE;
 /// BITSEC_E_NOT_CONFIGURED; BITSEC_E_INVALID_ARGUMENT; BITSEC_E_CLOSED.
 /// Thread safety: safe from any thread, concurrently with every field operation.
-/// Since: 0.1.0
-@c(bitsec_fields_reload)
-public func bitsec_fields_reload(_ rt: OpaquePointer?, _ section: UnsafePointer<CChar>?, _ section_len: UInt) -> Int32 {
+/// Since: 0.1.0 (named bitsec_fields_reload before 0.2.0)
+@c(bitsec_field_keys_reload)
+public func bitsec_field_keys_reload(_ rt: OpaquePointer?, _ section: UnsafePointer<CChar>?, _ section_len: UInt) -> Int32 {
     withRuntime(rt) { (r) throws(BitsecError) in
         let fields = try r.require(r.fields)
         let n = try sizeArg(section_len, "section_len", max: Limits.maxConfigBytes)
@@ -229,21 +209,7 @@ public func bitsec_fernet_encrypt(_ rt: OpaquePointer?, _ plaintext: UnsafePoint
 public func bitsec_fernet_decrypt(_ rt: OpaquePointer?, _ token: UnsafePointer<CChar>?, _ token_len: UInt, _ ttl_seconds: Int64, _ now: Int64,
                                   _ out_buf: UnsafeMutablePointer<UInt8>?, _ out_cap: UInt, _ out_len: UnsafeMutablePointer<UInt>?,
                                   _ out_reason: UnsafeMutablePointer<Int32>?) -> Int32 {
-    out_reason?.pointee = FieldReason.malformed.rawValue
-    return withRuntime(rt) { (r) throws(BitsecError) in
-        let fields = try r.require(r.fields)
-        guard let out_len else { throw .invalid("out_len is NULL") }
-        guard let out_reason else { throw .invalid("out_reason is NULL") }
-        let tok = try bytesArg(UnsafeRawPointer(token), token_len, "token", lengthName: "token_len", max: FernetKeyring.maxTokenBytes)
-        var o = try fields.fernetDecrypt(tok, ttl: ttl_seconds, now: now)
-        defer { wipe(&o.plaintext) }
-        out_reason.pointee = o.reason.rawValue
-        out_len.pointee = 0
-        guard o.reason == .ok else { return }
-        try o.plaintext.withRawBytes { (p) throws(BitsecError) in
-            try writeOutput(p, UnsafeMutableRawPointer(out_buf)?.assumingMemoryBound(to: CChar.self), out_cap, out_len)
-        }
-    }
+    fernetDecrypt(rt, token, token_len, .zeroMeansNone(ttl_seconds), now, out_buf, out_cap, out_len, out_reason)
 }
 
 /// As bitsec_fernet_decrypt, with a TTL whose every non-negative value is a limit, applied
@@ -261,28 +227,47 @@ public func bitsec_fernet_decrypt(_ rt: OpaquePointer?, _ token: UnsafePointer<C
 public func bitsec_fernet_decrypt_ttl(_ rt: OpaquePointer?, _ token: UnsafePointer<CChar>?, _ token_len: UInt, _ ttl: Int64, _ now: Int64,
                                       _ out_buf: UnsafeMutablePointer<UInt8>?, _ out_cap: UInt, _ out_len: UnsafeMutablePointer<UInt>?,
                                       _ out_reason: UnsafeMutablePointer<Int32>?) -> Int32 {
+    fernetDecrypt(rt, token, token_len, .exact(ttl), now, out_buf, out_cap, out_len, out_reason)
+}
+
+/// The body of the Fernet calls that decide (decrypt, rotate, migrate): out_reason is
+/// MALFORMED until a decision; out_len and out_reason are required; a TTL of the exact form is
+/// checked before the token is read. `decide` gets the service, the token and the TTL limit,
+/// and reports its decision through `decided`, which writes *out_reason, sets *out_len to 0
+/// and says whether the token was accepted (then `decide` writes the output).
+private func fernetDecision(_ rt: OpaquePointer?, _ token: UnsafePointer<CChar>?, _ token_len: UInt, _ ttl: FernetTTL?,
+                            _ out_len: UnsafeMutablePointer<UInt>?, _ out_reason: UnsafeMutablePointer<Int32>?,
+                            _ decide: (FieldService, UnsafeRawBufferPointer, Int64?, UnsafeMutablePointer<UInt>, (FieldReason) -> Bool) throws(BitsecError) -> Void) -> Int32 {
     out_reason?.pointee = FieldReason.malformed.rawValue
     return withRuntime(rt) { (r) throws(BitsecError) in
         let fields = try r.require(r.fields)
-        guard let out_len else { throw .invalid("out_len is NULL") }
-        guard let out_reason else { throw .invalid("out_reason is NULL") }
-        let limit = try fernetTTL(ttl)
-        let tok = try bytesArg(UnsafeRawPointer(token), token_len, "token", lengthName: "token_len", max: FernetKeyring.maxTokenBytes)
-        var o = try fields.fernetDecrypt(tok, timeToLive: limit, now: now)
-        defer { wipe(&o.plaintext) }
-        out_reason.pointee = o.reason.rawValue
-        out_len.pointee = 0
-        guard o.reason == .ok else { return }
-        try o.plaintext.withRawBytes { (p) throws(BitsecError) in
-            try writeOutput(p, UnsafeMutableRawPointer(out_buf)?.assumingMemoryBound(to: CChar.self), out_cap, out_len)
+        let (outLen, reason) = try (requiredOut(out_len, "out_len"), requiredOut(out_reason, "out_reason"))
+        let limit = try ttl?.checkedLimit()
+        let tok = try fernetTokenArg(token, token_len)
+        try decide(fields, tok, limit, outLen) { decision in
+            reason.pointee = decision.rawValue
+            outLen.pointee = 0
+            return decision == .ok
         }
     }
 }
 
-/// The ttl argument of the *_ttl Fernet functions: -1 = none, 0 and up a limit.
-private func fernetTTL(_ ttl: Int64) throws(BitsecError) -> Int64? {
-    guard ttl >= -1 else { throw .invalid("ttl must be BITSEC_FERNET_NO_TTL (-1) or 0 and up") }
-    return ttl == -1 ? nil : ttl
+/// The body of bitsec_fernet_decrypt and bitsec_fernet_decrypt_ttl.
+private func fernetDecrypt(_ rt: OpaquePointer?, _ token: UnsafePointer<CChar>?, _ token_len: UInt, _ ttl: FernetTTL, _ now: Int64,
+                           _ out_buf: UnsafeMutablePointer<UInt8>?, _ out_cap: UInt, _ out_len: UnsafeMutablePointer<UInt>?,
+                           _ out_reason: UnsafeMutablePointer<Int32>?) -> Int32 {
+    fernetDecision(rt, token, token_len, ttl, out_len, out_reason) { (fields, tok, limit, outLen, decided) throws(BitsecError) in
+        var o: FernetKeyring.Opened
+        switch ttl {
+        case .zeroMeansNone(let seconds): o = try fields.fernetDecrypt(tok, ttl: seconds, now: now)
+        case .exact: o = try fields.fernetDecrypt(tok, timeToLive: limit, now: now)
+        }
+        defer { wipe(&o.plaintext) }
+        guard decided(o.reason) else { return }
+        try o.plaintext.withRawBytes { (p) throws(BitsecError) in
+            try writeOutput(p, UnsafeMutableRawPointer(out_buf)?.assumingMemoryBound(to: CChar.self), out_cap, outLen)
+        }
+    }
 }
 
 /// MultiFernet.rotate: re-encrypts an authentic Fernet token under the first key of
@@ -298,17 +283,10 @@ private func fernetTTL(_ ttl: Int64) throws(BitsecError) -> Int64? {
 public func bitsec_fernet_rotate(_ rt: OpaquePointer?, _ token: UnsafePointer<CChar>?, _ token_len: UInt,
                                  _ out_buf: UnsafeMutablePointer<CChar>?, _ out_cap: UInt, _ out_len: UnsafeMutablePointer<UInt>?,
                                  _ out_reason: UnsafeMutablePointer<Int32>?) -> Int32 {
-    out_reason?.pointee = FieldReason.malformed.rawValue
-    return withRuntime(rt) { (r) throws(BitsecError) in
-        let fields = try r.require(r.fields)
-        guard let out_len else { throw .invalid("out_len is NULL") }
-        guard let out_reason else { throw .invalid("out_reason is NULL") }
-        let tok = try bytesArg(UnsafeRawPointer(token), token_len, "token", lengthName: "token_len", max: FernetKeyring.maxTokenBytes)
+    fernetDecision(rt, token, token_len, nil, out_len, out_reason) { (fields, tok, _, outLen, decided) throws(BitsecError) in
         let (reason, t) = try fields.fernetRotate(tok)
-        out_reason.pointee = reason.rawValue
-        out_len.pointee = 0
-        guard reason == .ok else { return }
-        try writeOutput(t, out_buf, out_cap, out_len)
+        guard decided(reason) else { return }
+        try writeOutput(t, out_buf, out_cap, outLen)
     }
 }
 
@@ -329,20 +307,7 @@ public func bitsec_fernet_migrate(_ rt: OpaquePointer?, _ token: UnsafePointer<C
                                   _ context: UnsafePointer<CChar>?, _ context_len: UInt, _ flags: UInt32,
                                   _ out_buf: UnsafeMutablePointer<CChar>?, _ out_cap: UInt, _ out_len: UnsafeMutablePointer<UInt>?,
                                   _ out_reason: UnsafeMutablePointer<Int32>?) -> Int32 {
-    out_reason?.pointee = FieldReason.malformed.rawValue
-    return withRuntime(rt) { (r) throws(BitsecError) in
-        let fields = try r.require(r.fields)
-        guard let out_len else { throw .invalid("out_len is NULL") }
-        guard let out_reason else { throw .invalid("out_reason is NULL") }
-        let tok = try bytesArg(UnsafeRawPointer(token), token_len, "token", lengthName: "token_len", max: FernetKeyring.maxTokenBytes)
-        let ctx = try bytesArg(UnsafeRawPointer(context), context_len, "context", lengthName: "context_len", max: FieldFormat.maxContextBytes)
-        let o = try fields.fernetMigrate(tok, ttl: ttl_seconds, now: now, context: ctx, flags: FieldFlags(rawValue: flags),
-                                         into: outBuffer(UnsafeMutableRawPointer(out_buf), out_cap))
-        out_reason.pointee = o.reason.rawValue
-        out_len.pointee = 0
-        guard o.reason == .ok else { return }
-        try finishOutput(o.length, UnsafeMutableRawPointer(out_buf), out_cap, out_len)
-    }
+    fernetMigrate(rt, token, token_len, .zeroMeansNone(ttl_seconds), now, context, context_len, flags, out_buf, out_cap, out_len, out_reason)
 }
 
 /// As bitsec_fernet_migrate, with the TTL of bitsec_fernet_decrypt_ttl
@@ -358,20 +323,26 @@ public func bitsec_fernet_migrate_ttl(_ rt: OpaquePointer?, _ token: UnsafePoint
                                       _ context: UnsafePointer<CChar>?, _ context_len: UInt, _ flags: UInt32,
                                       _ out_buf: UnsafeMutablePointer<CChar>?, _ out_cap: UInt, _ out_len: UnsafeMutablePointer<UInt>?,
                                       _ out_reason: UnsafeMutablePointer<Int32>?) -> Int32 {
-    out_reason?.pointee = FieldReason.malformed.rawValue
-    return withRuntime(rt) { (r) throws(BitsecError) in
-        let fields = try r.require(r.fields)
-        guard let out_len else { throw .invalid("out_len is NULL") }
-        guard let out_reason else { throw .invalid("out_reason is NULL") }
-        let limit = try fernetTTL(ttl)
-        let tok = try bytesArg(UnsafeRawPointer(token), token_len, "token", lengthName: "token_len", max: FernetKeyring.maxTokenBytes)
-        let ctx = try bytesArg(UnsafeRawPointer(context), context_len, "context", lengthName: "context_len", max: FieldFormat.maxContextBytes)
-        let o = try fields.fernetMigrate(tok, timeToLive: limit, now: now, context: ctx, flags: FieldFlags(rawValue: flags),
-                                         into: outBuffer(UnsafeMutableRawPointer(out_buf), out_cap))
-        out_reason.pointee = o.reason.rawValue
-        out_len.pointee = 0
-        guard o.reason == .ok else { return }
-        try finishOutput(o.length, UnsafeMutableRawPointer(out_buf), out_cap, out_len)
+    fernetMigrate(rt, token, token_len, .exact(ttl), now, context, context_len, flags, out_buf, out_cap, out_len, out_reason)
+}
+
+/// The body of bitsec_fernet_migrate and bitsec_fernet_migrate_ttl.
+private func fernetMigrate(_ rt: OpaquePointer?, _ token: UnsafePointer<CChar>?, _ token_len: UInt, _ ttl: FernetTTL, _ now: Int64,
+                           _ context: UnsafePointer<CChar>?, _ context_len: UInt, _ flags: UInt32,
+                           _ out_buf: UnsafeMutablePointer<CChar>?, _ out_cap: UInt, _ out_len: UnsafeMutablePointer<UInt>?,
+                           _ out_reason: UnsafeMutablePointer<Int32>?) -> Int32 {
+    fernetDecision(rt, token, token_len, ttl, out_len, out_reason) { (fields, tok, limit, outLen, decided) throws(BitsecError) in
+        let ctx = try contextArg(context, context_len)
+        let into = outBuffer(UnsafeMutableRawPointer(out_buf), out_cap)
+        let o: FieldOutcome
+        switch ttl {
+        case .zeroMeansNone(let seconds):
+            o = try fields.fernetMigrate(tok, ttl: seconds, now: now, context: ctx, flags: FieldFlags(rawValue: flags), into: into)
+        case .exact:
+            o = try fields.fernetMigrate(tok, timeToLive: limit, now: now, context: ctx, flags: FieldFlags(rawValue: flags), into: into)
+        }
+        guard decided(o.reason) else { return }
+        try finishOutput(o.length, UnsafeMutableRawPointer(out_buf), out_cap, outLen)
     }
 }
 

@@ -2,33 +2,12 @@
 // before the password check.
 internal import BitsecCore
 
-/// A (pointer, length) UTF-8 key argument as a String: 1 to BITSEC_RATE_LIMIT_MAX_KEY_BYTES
-/// bytes. ASCII (the usual case: addresses, most account names) is decided by a scan; only
-/// other input goes through the generic validator, whose unspecialised call from this module
-/// costs more than the guard's own work.
-@inline(__always)
-private func textKeyArg(_ p: UnsafePointer<CChar>?, _ len: UInt, _ name: StaticString) throws(BitsecError) -> String {
-    guard len <= UInt(RateLimitLimits.maxKeyBytes) else {
-        throw .tooLarge("\(name): \(len) bytes exceeds the limit of \(RateLimitLimits.maxKeyBytes)")
-    }
-    guard let p else { throw .invalid("\(name) is NULL") }
-    guard len > 0 else { throw .invalid("\(name) is empty") }
-    let bytes = UnsafeBufferPointer(start: UnsafeRawPointer(p).assumingMemoryBound(to: UInt8.self), count: Int(len))
-    var ascii = true
-    for b in bytes where b >= 0x80 {
-        ascii = false
-        break
-    }
-    if !ascii && !UTF8Validation.isValid(bytes) { throw .invalid("\(name) is not valid UTF-8") }
-    return String(decoding: bytes, as: UTF8.self)
-}
-
 /// Reserves one login attempt of account from client BEFORE the password check, or refuses
 /// it. The attempt is counted as a failure of both keys up front (check-and-count, atomic
 /// per key), so N concurrent guesses can never exceed a limit; after a successful login call
 /// bitsec_login_guard_succeeded (which refunds it), after a failed one nothing (already
 /// counted). Two rules, each with its own counter:
-/// client: the address group (IPv6 /64 and IPv4 /32 by default, see bitsec_client_key): by
+/// client: the address group (IPv6 /64 and IPv4 /32 by default, see bitsec_login_guard_client_key): by
 /// default 5 failures in an hour block it for an hour;
 /// account: its NFKC_Casefold form (case, fullwidth and other compatibility forms, and
 /// default-ignorable characters make no difference): by default 10 free failures, then a
@@ -44,14 +23,14 @@ private func textKeyArg(_ p: UnsafePointer<CChar>?, _ len: UInt, _ name: StaticS
 /// bytes); a string that is not an IP address is used as is.
 /// at: the instant, Unix seconds; 0 means now (with Redis: the Redis server's clock).
 /// out_decision: caller-owned array of BITSEC_LOGIN_GUARD_DECISION_LEN int64_t, written on
-/// BITSEC_OK: [BITSEC_LOGIN_GUARD_D_ALLOWED] 1 or 0, [..._D_REASON] a
-/// BITSEC_LOGIN_GUARD_REASON_* code, [..._D_REFUSED_BY] BITSEC_LOGIN_GUARD_KEY_* (NONE,
-/// CLIENT, ACCOUNT), [..._D_RETRY_AFTER] seconds to wait (>= 1 when refused, 0 when
-/// allowed), [..._D_REMAINING] failures the client may still make before its block,
-/// [..._D_FAILURE_RETRY_AFTER] when allowed, the seconds to wait if this attempt fails (0:
-/// the next attempt is free), [..._D_TICKET] the reservation, to pass to
+/// BITSEC_OK: [BITSEC_LOGIN_GUARD_D_ALLOWED] 1 or 0, [BITSEC_LOGIN_GUARD_D_REASON] a
+/// BITSEC_LOGIN_GUARD_REASON_* code, [BITSEC_LOGIN_GUARD_D_REFUSED_BY] BITSEC_LOGIN_GUARD_KEY_* (NONE,
+/// CLIENT, ACCOUNT), [BITSEC_LOGIN_GUARD_D_RETRY_AFTER] seconds to wait (>= 1 when refused, 0 when
+/// allowed), [BITSEC_LOGIN_GUARD_D_REMAINING] failures the client may still make before its block,
+/// [BITSEC_LOGIN_GUARD_D_FAILURE_RETRY_AFTER] when allowed, the seconds to wait if this attempt fails (0:
+/// the next attempt is free), [BITSEC_LOGIN_GUARD_D_TICKET] the reservation, to pass to
 /// bitsec_login_guard_succeeded or bitsec_login_guard_cancel (0 when refused),
-/// [..._D_FLAGS] BITSEC_LOGIN_GUARD_FLAG_* bits (DEGRADED, NEWLY_BLOCKED, TABLE_FULL).
+/// [BITSEC_LOGIN_GUARD_D_FLAGS] BITSEC_LOGIN_GUARD_FLAG_* bits (DEGRADED, NEWLY_BLOCKED, TABLE_FULL).
 /// Returns BITSEC_OK for every decision, allowed or refused (a Redis outage is never an
 /// error: each rule's failure_policy decides and DEGRADED is set); BITSEC_E_INVALID_ARGUMENT
 /// (NULL pointer, empty account or client, invalid UTF-8, at < 0); BITSEC_E_TOO_LARGE;
@@ -63,10 +42,10 @@ public func bitsec_login_guard_begin(_ rt: OpaquePointer?, _ account: UnsafePoin
                                      _ client: UnsafePointer<CChar>?, _ client_len: UInt, _ at: Int64,
                                      _ out_decision: UnsafeMutablePointer<Int64>?) -> Int32 {
     withRuntime(rt) { (r) throws(BitsecError) in
-        guard let out_decision else { throw .invalid("out_decision is NULL") }
+        let out_decision = try requiredOut(out_decision, "out_decision")
         let g = try r.require(r.rateLimits).loginGuard
-        let d = try g.begin(account: try textKeyArg(account, account_len, "account"),
-                            client: try textKeyArg(client, client_len, "client"), at: at)
+        let d = try g.begin(account: try keyArg(account, account_len, "account"),
+                            client: try keyArg(client, client_len, "client"), at: at)
         for (i, v) in d.packed.enumerated() { out_decision[i] = v }
     }
 }
@@ -91,8 +70,8 @@ public func bitsec_login_guard_succeeded(_ rt: OpaquePointer?, _ account: Unsafe
     withRuntime(rt) { (r) throws(BitsecError) in
         let g = try r.require(r.rateLimits).loginGuard
         _ = try RateLimitLimits.instantMs(at)
-        try g.succeeded(account: try textKeyArg(account, account_len, "account"),
-                        client: try textKeyArg(client, client_len, "client"), ticket: ticket, at: at)
+        try g.succeeded(account: try keyArg(account, account_len, "account"),
+                        client: try keyArg(client, client_len, "client"), ticket: ticket, at: at)
     }
 }
 
@@ -114,8 +93,8 @@ public func bitsec_login_guard_cancel(_ rt: OpaquePointer?, _ account: UnsafePoi
     withRuntime(rt) { (r) throws(BitsecError) in
         let g = try r.require(r.rateLimits).loginGuard
         _ = try RateLimitLimits.instantMs(at)
-        try g.cancel(account: try textKeyArg(account, account_len, "account"),
-                     client: try textKeyArg(client, client_len, "client"), ticket: ticket, at: at)
+        try g.cancel(account: try keyArg(account, account_len, "account"),
+                     client: try keyArg(client, client_len, "client"), ticket: ticket, at: at)
     }
 }
 
@@ -137,13 +116,13 @@ public func bitsec_login_guard_cancel(_ rt: OpaquePointer?, _ account: UnsafePoi
 /// Returns BITSEC_OK; BITSEC_E_BUFFER_TOO_SMALL (*out_len holds the size needed);
 /// BITSEC_E_INVALID_ARGUMENT; BITSEC_E_TOO_LARGE; BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED.
 /// Thread safety: safe from any thread.
-/// Since: 0.2.0
-@c(bitsec_client_key)
-public func bitsec_client_key(_ rt: OpaquePointer?, _ client: UnsafePointer<CChar>?, _ client_len: UInt,
+/// Since: 0.2.0 (first exported as bitsec_client_key, kept as a deprecated alias)
+@c(bitsec_login_guard_client_key)
+public func bitsec_login_guard_client_key(_ rt: OpaquePointer?, _ client: UnsafePointer<CChar>?, _ client_len: UInt,
                               _ out_buf: UnsafeMutablePointer<CChar>?, _ out_cap: UInt, _ out_len: UnsafeMutablePointer<UInt>?) -> Int32 {
     withRuntime(rt) { (r) throws(BitsecError) in
         let g = try r.require(r.rateLimits).loginGuard
-        let key = g.clientKey(try textKeyArg(client, client_len, "client"))
+        let key = g.clientKey(try keyArg(client, client_len, "client"))
         try writeOutput(Array(key.utf8), out_buf, out_cap, out_len)
     }
 }

@@ -3,9 +3,14 @@
 internal import BitsecCore
 internal import Glibc
 
-@inline(__always)
-private func byteSlice(_ raw: UnsafeRawBufferPointer) -> ByteSlice {
-    ByteSlice(raw.baseAddress?.assumingMemoryBound(to: UInt8.self), raw.count)
+/// The body of the single-permission checks: *out_decision is required and 0 until `decide`
+/// returns the packed decision.
+private func permissionDecision(_ rt: OpaquePointer?, _ out_decision: UnsafeMutablePointer<UInt64>?,
+                                _ decide: (PermissionService) throws(BitsecError) -> UInt64) -> Int32 {
+    withRuntime(rt) { (r) throws(BitsecError) in
+        let out = try clearedOut(out_decision, "out_decision", 0)
+        out.pointee = try decide(try r.require(r.permissions))
+    }
 }
 
 /// Decides whether a principal may perform an action on a resource.
@@ -41,15 +46,11 @@ public func bitsec_check_permission(_ rt: OpaquePointer?, _ principal: UnsafePoi
                                     _ permission: UnsafePointer<CChar>?, _ permission_len: UInt,
                                     _ context: UnsafePointer<CChar>?, _ context_len: UInt,
                                     _ out_decision: UnsafeMutablePointer<UInt64>?) -> Int32 {
-    withRuntime(rt) { (r) throws(BitsecError) in
-        guard let out_decision else { throw .invalid("out_decision is NULL") }
-        out_decision.pointee = 0
-        let svc = try r.require(r.permissions)
-        let p = try PrincipalView.parse(try bytesArg(UnsafeRawPointer(principal), principal_len, "principal", max: PermissionService.maxPrincipalBytes))
-        let perm = try bytesArg(UnsafeRawPointer(permission), permission_len, "permission", max: PermissionService.maxPermissionBytes)
-        let ctx = context_len == 0 ? ResourceContext()
-            : try ResourceContext.parse(try bytesArg(UnsafeRawPointer(context), context_len, "context", max: PermissionService.maxPrincipalBytes))
-        out_decision.pointee = try svc.check(p, permission: byteSlice(perm), ctx).raw
+    permissionDecision(rt, out_decision) { (svc) throws(BitsecError) -> UInt64 in
+        let p = try PrincipalView.parse(try documentArg(principal, principal_len, "principal"))
+        let perm = try permissionArg(permission, permission_len)
+        let ctx = try optionalContextArg(context, context_len)
+        return try svc.check(p, permission: perm, ctx).raw
     }
 }
 
@@ -68,15 +69,12 @@ public func bitsec_check_permission(_ rt: OpaquePointer?, _ principal: UnsafePoi
 @c(bitsec_check_permission_packed)
 public func bitsec_check_permission_packed(_ rt: OpaquePointer?, _ request: UnsafePointer<CChar>?, _ request_len: UInt,
                                            _ out_decision: UnsafeMutablePointer<UInt64>?) -> Int32 {
-    withRuntime(rt) { (r) throws(BitsecError) in
-        guard let out_decision else { throw .invalid("out_decision is NULL") }
-        out_decision.pointee = 0
-        let svc = try r.require(r.permissions)
-        let q = try PackedRequest.parse(try bytesArg(UnsafeRawPointer(request), request_len, "request", max: PermissionService.maxPrincipalBytes))
+    permissionDecision(rt, out_decision) { (svc) throws(BitsecError) -> UInt64 in
+        let q = try PackedRequest.parse(try documentArg(request, request_len, "request"))
         guard q.permission.count <= PermissionService.maxPermissionBytes else {
             throw .tooLarge("permission exceeds the limit of \(PermissionService.maxPermissionBytes)")
         }
-        out_decision.pointee = try svc.check(q.principal, permission: q.permission, q.context).raw
+        return try svc.check(q.principal, permission: q.permission, q.context).raw
     }
 }
 
@@ -100,16 +98,12 @@ public func bitsec_check_permission_claims(_ rt: OpaquePointer?, _ claims: Unsaf
                                            _ permission: UnsafePointer<CChar>?, _ permission_len: UInt,
                                            _ context: UnsafePointer<CChar>?, _ context_len: UInt,
                                            _ out_decision: UnsafeMutablePointer<UInt64>?) -> Int32 {
-    withRuntime(rt) { (r) throws(BitsecError) in
-        guard let out_decision else { throw .invalid("out_decision is NULL") }
-        out_decision.pointee = 0
-        let svc = try r.require(r.permissions)
-        let packed = try ClaimsPrincipal.pack(try bytesArg(UnsafeRawPointer(claims), claims_len, "claims", max: PermissionService.maxPrincipalBytes))
-        let perm = try bytesArg(UnsafeRawPointer(permission), permission_len, "permission", max: PermissionService.maxPermissionBytes)
-        let ctx = context_len == 0 ? ResourceContext()
-            : try ResourceContext.parse(try bytesArg(UnsafeRawPointer(context), context_len, "context", max: PermissionService.maxPrincipalBytes))
-        out_decision.pointee = try packed.withRawBytes { (raw) throws(BitsecError) -> UInt64 in
-            try svc.check(try PrincipalView.parse(raw), permission: byteSlice(perm), ctx).raw
+    permissionDecision(rt, out_decision) { (svc) throws(BitsecError) -> UInt64 in
+        let packed = try ClaimsPrincipal.pack(try documentArg(claims, claims_len, "claims"))
+        let perm = try permissionArg(permission, permission_len)
+        let ctx = try optionalContextArg(context, context_len)
+        return try packed.withRawBytes { (raw) throws(BitsecError) -> UInt64 in
+            try svc.check(try PrincipalView.parse(raw), permission: perm, ctx).raw
         }
     }
 }
@@ -137,12 +131,11 @@ public func bitsec_check_permissions(_ rt: OpaquePointer?, _ principal: UnsafePo
                                      _ out_decisions: UnsafeMutablePointer<UInt64>?, _ decisions_cap: UInt,
                                      _ out_count: UnsafeMutablePointer<UInt>?) -> Int32 {
     withRuntime(rt) { (r) throws(BitsecError) in
-        guard let out_count else { throw .invalid("out_count is NULL") }
-        out_count.pointee = 0
+        let out_count = try clearedOut(out_count, "out_count", 0)
         let svc = try r.require(r.permissions)
-        let p = try PrincipalView.parse(try bytesArg(UnsafeRawPointer(principal), principal_len, "principal", max: PermissionService.maxPrincipalBytes))
-        let list = try bytesArg(UnsafeRawPointer(permissions), permissions_len, "permissions", max: PermissionService.maxPrincipalBytes)
-        let ctx = try ResourceContext.parse(try bytesArg(UnsafeRawPointer(context), context_len, "context", max: PermissionService.maxPrincipalBytes))
+        let p = try PrincipalView.parse(try documentArg(principal, principal_len, "principal"))
+        let list = try documentArg(permissions, permissions_len, "permissions")
+        let ctx = try ResourceContext.parse(try documentArg(context, context_len, "context"))
         let cap = decisions_cap > UInt(PermissionService.maxBatch) ? PermissionService.maxBatch : Int(decisions_cap)
         let n = try svc.checkBatch(p, permissions: byteSlice(list), ctx, into: out_decisions, capacity: cap)
         if n < 0 {
@@ -181,9 +174,9 @@ public func bitsec_permission_rule(_ rt: OpaquePointer?, _ decision: UInt64, _ o
 /// reason: a BITSEC_PERM_* reason code (BITSEC_PERM_REASON(decision)).
 /// Returns a static NUL-terminated string; never free it.
 /// Thread safety: safe from any thread.
-/// Since: 0.1.0
-@c(bitsec_permission_reason)
-public func bitsec_permission_reason(_ reason: Int32) -> UnsafePointer<CChar> {
+/// Since: 0.1.0 (named bitsec_permission_reason before 0.2.0)
+@c(bitsec_permission_reason_name)
+public func bitsec_permission_reason_name(_ reason: Int32) -> UnsafePointer<CChar> {
     var text: StaticString = "unknown"
     if reason >= 0, reason <= 255, let r = PermissionReason(rawValue: UInt8(reason)) { text = r.text }
     return UnsafeRawPointer(text.utf8Start).assumingMemoryBound(to: CChar.self)

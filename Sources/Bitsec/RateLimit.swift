@@ -1,55 +1,6 @@
 // Rate limits and brute-force blocking (the rate_limits section).
 internal import BitsecCore
 
-private let defaultCategory = "default"
-
-/// A (pointer, length) UTF-8 argument as a String. Keys are almost always ASCII: a
-/// specialised ASCII scan decides those, and only other input goes through the generic
-/// validator (whose unspecialised call from this module costs more than the whole take).
-@inline(__always)
-private func utf8Arg(_ p: UnsafePointer<CChar>?, _ len: UInt, _ name: StaticString, max: Int) throws(BitsecError) -> String {
-    guard len <= UInt(max) else { throw .tooLarge("\(name): \(len) bytes exceeds the limit of \(max)") }
-    guard let p else { throw .invalid("\(name) is NULL") }
-    let bytes = UnsafeBufferPointer(start: UnsafeRawPointer(p).assumingMemoryBound(to: UInt8.self), count: Int(len))
-    var ascii = true
-    for b in bytes where b >= 0x80 {
-        ascii = false
-        break
-    }
-    if !ascii && !UTF8Validation.isValid(bytes) { throw .invalid("\(name) is not valid UTF-8") }
-    return String(decoding: bytes, as: UTF8.self)
-}
-
-/// Looks a category up straight from the caller's bytes: NULL or empty means "default"; a
-/// name longer than any category can be, or bytes matching none, is `notFound`.
-@inline(__always)
-private func categoryArg(_ s: RateLimitService, _ p: UnsafePointer<CChar>?, _ len: UInt) throws(BitsecError) -> RateLimitCategory {
-    if p == nil || len == 0 { return try s.category(defaultCategory) }
-    guard len <= UInt(RateLimitLimits.maxCategoryBytes) else {
-        throw .init(.notFound, "category: \(len) bytes exceeds the limit of \(RateLimitLimits.maxCategoryBytes)")
-    }
-    return try s.category(utf8: UnsafeRawBufferPointer(start: UnsafeRawPointer(p), count: Int(len)))
-}
-
-@inline(__always)
-private func keyArg(_ p: UnsafePointer<CChar>?, _ len: UInt) throws(BitsecError) -> String {
-    guard len > 0 else { throw .invalid("key is empty") }
-    return try utf8Arg(p, len, "key", max: RateLimitLimits.maxKeyBytes)
-}
-
-@inline(__always)
-private func write(_ d: RateLimitDecision, _ out: UnsafeMutablePointer<Int64>) {
-    let p = d.packed
-    out[0] = p.0; out[1] = p.1; out[2] = p.2; out[3] = p.3; out[4] = p.4; out[5] = p.5; out[6] = p.6
-}
-
-@inline(__always)
-private func write(_ s: FailureStatus, _ out: UnsafeMutablePointer<Int64>?) {
-    guard let out else { return }
-    out[0] = s.blocked ? 1 : 0; out[1] = s.failures; out[2] = s.remainingAttempts
-    out[3] = s.blockedUntil; out[4] = s.retryAfter; out[5] = s.flags
-}
-
 /// Takes cost tokens from the bucket of key in a rate-limit category, and says whether the
 /// request is allowed (token bucket, exact integer arithmetic; in process, or cluster-wide
 /// through Redis with one EVALSHA round trip, by the section's "store").
@@ -62,11 +13,11 @@ private func write(_ s: FailureStatus, _ out: UnsafeMutablePointer<Int64>?) {
 /// cost: tokens to take, 1 to the category's capacity.
 /// at: the instant, Unix seconds; 0 means now (with Redis: the Redis server's clock).
 /// out_decision: caller-owned array of BITSEC_RATE_LIMIT_DECISION_LEN int64_t, written on
-/// BITSEC_OK: [BITSEC_RATE_LIMIT_D_ALLOWED] 1 or 0, [..._D_LIMIT] capacity,
-/// [..._D_REMAINING] whole tokens left, [..._D_RESET_AFTER] seconds until full,
-/// [..._D_RETRY_AFTER] seconds to wait (>= 1 when denied, 0 when allowed),
-/// [..._D_FLAGS] BITSEC_RATE_LIMIT_FLAG_DEGRADED when Redis was unavailable and the failure
-/// policy decided, [..._D_REASON] a BITSEC_RATE_LIMIT_REASON_* code.
+/// BITSEC_OK: [BITSEC_RATE_LIMIT_D_ALLOWED] 1 or 0, [BITSEC_RATE_LIMIT_D_LIMIT] capacity,
+/// [BITSEC_RATE_LIMIT_D_REMAINING] whole tokens left, [BITSEC_RATE_LIMIT_D_RESET_AFTER] seconds until full,
+/// [BITSEC_RATE_LIMIT_D_RETRY_AFTER] seconds to wait (>= 1 when denied, 0 when allowed),
+/// [BITSEC_RATE_LIMIT_D_FLAGS] BITSEC_RATE_LIMIT_FLAG_DEGRADED when Redis was unavailable and the failure
+/// policy decided, [BITSEC_RATE_LIMIT_D_REASON] a BITSEC_RATE_LIMIT_REASON_* code.
 /// Returns BITSEC_OK for every decision, allowed or denied, degraded or not (a Redis outage is
 /// never an error); BITSEC_E_NOT_FOUND (unknown category); BITSEC_E_INVALID_ARGUMENT (NULL
 /// pointer, empty key, invalid UTF-8, cost < 1 or > capacity, at < 0); BITSEC_E_TOO_LARGE
@@ -78,7 +29,7 @@ public func bitsec_rate_limit_take(_ rt: OpaquePointer?, _ category: UnsafePoint
                                    _ key: UnsafePointer<CChar>?, _ key_len: UInt, _ cost: Int64, _ at: Int64,
                                    _ out_decision: UnsafeMutablePointer<Int64>?) -> Int32 {
     withRuntime(rt) { (r) throws(BitsecError) in
-        guard let out_decision else { throw .invalid("out_decision is NULL") }
+        let out_decision = try requiredOut(out_decision, "out_decision")
         let service = try r.require(r.rateLimits)
         let d = try service.take(in: try categoryArg(service, category, category_len), key: try keyArg(key, key_len), cost: cost, at: at)
         write(d, out_decision)
@@ -113,9 +64,9 @@ public func bitsec_rate_limit_reset(_ rt: OpaquePointer?, _ category: UnsafePoin
 /// of UTF-8.
 /// at: the instant, Unix seconds; 0 means now.
 /// out_status: optional caller-owned array of BITSEC_BRUTEFORCE_STATUS_LEN int64_t:
-/// [BITSEC_BRUTEFORCE_S_BLOCKED] 1 or 0, [..._S_FAILURES] failures in the window,
-/// [..._S_REMAINING] failures left before a block, [..._S_BLOCKED_UNTIL] Unix seconds (0 when
-/// not blocked), [..._S_RETRY_AFTER] seconds until unblocked, [..._S_FLAGS]
+/// [BITSEC_BRUTEFORCE_S_BLOCKED] 1 or 0, [BITSEC_BRUTEFORCE_S_FAILURES] failures in the window,
+/// [BITSEC_BRUTEFORCE_S_REMAINING] failures left before a block, [BITSEC_BRUTEFORCE_S_BLOCKED_UNTIL] Unix seconds (0 when
+/// not blocked), [BITSEC_BRUTEFORCE_S_RETRY_AFTER] seconds until unblocked, [BITSEC_BRUTEFORCE_S_FLAGS]
 /// BITSEC_BRUTEFORCE_FLAG_* bits (DEGRADED, NEWLY_BLOCKED: this call started the block,
 /// TABLE_FULL).
 /// Returns BITSEC_OK (blocked or not); BITSEC_E_INVALID_ARGUMENT; BITSEC_E_TOO_LARGE;
@@ -159,7 +110,7 @@ public func bitsec_bruteforce_record_success(_ rt: OpaquePointer?, _ key: Unsafe
 public func bitsec_bruteforce_check(_ rt: OpaquePointer?, _ key: UnsafePointer<CChar>?, _ key_len: UInt, _ at: Int64,
                                     _ out_status: UnsafeMutablePointer<Int64>?) -> Int32 {
     withRuntime(rt) { (r) throws(BitsecError) in
-        guard let out_status else { throw .invalid("out_status is NULL") }
+        let out_status = try requiredOut(out_status, "out_status")
         write(try r.require(r.rateLimits).bruteForce.check(key: try keyArg(key, key_len), at: at), out_status)
     }
 }

@@ -16,7 +16,7 @@ internal import Glibc
 @c(bitsec_runtime_open)
 public func bitsec_runtime_open(_ config: UnsafePointer<CChar>?, _ config_len: UInt, _ out_rt: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
     abiCall { () throws(BitsecError) in
-        guard let out_rt else { throw .invalid("out_rt is NULL") }
+        let out_rt = try requiredOut(out_rt, "out_rt")
         out_rt.pointee = nil
         let n = try sizeArg(config_len, "config_len", max: Limits.maxConfigBytes)
         let bytes = try bytesArg(UnsafeRawPointer(config), n, "config", max: Limits.maxConfigBytes)
@@ -37,7 +37,7 @@ public func bitsec_runtime_open(_ config: UnsafePointer<CChar>?, _ config_len: U
 @c(bitsec_runtime_open_file)
 public func bitsec_runtime_open_file(_ path: UnsafePointer<CChar>?, _ out_rt: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
     abiCall { () throws(BitsecError) in
-        guard let out_rt else { throw .invalid("out_rt is NULL") }
+        let out_rt = try requiredOut(out_rt, "out_rt")
         out_rt.pointee = nil
         let p = try cStringArg(path, "path")
         let runtime = try Runtime.open(configFile: p)
@@ -112,7 +112,7 @@ public func bitsec_random_bytes(_ out_buf: UnsafeMutablePointer<UInt8>?, _ len: 
     abiCall { () throws(BitsecError) in
         let n = try sizeArg(len, "len")
         guard n > 0 else { return }
-        guard let out_buf else { throw .invalid("out_buf is NULL") }
+        let out_buf = try requiredOut(out_buf, "out_buf")
         try OpenSSL.randomBytes(UnsafeMutableRawBufferPointer(start: out_buf, count: n))
     }
 }

@@ -2,43 +2,21 @@
 // codes and provisioning URIs. Decoding and encoding only; the decisions are BitsecCore's.
 internal import BitsecCore
 
-/// A base32 secret argument, bounded by BITSEC_TOTP_MAX_SECRET_TEXT_BYTES.
-@inline(__always)
-private func secretArg(_ p: UnsafePointer<CChar>?, _ len: UInt) throws(BitsecError) -> UnsafeRawBufferPointer {
-    guard len <= UInt(OTPLimits.maxSecretTextBytes) else {
-        throw .tooLarge("secret: \(len) bytes exceeds the limit of \(OTPLimits.maxSecretTextBytes)")
+/// The body of the stateful decisions (bitsec_totp_verify, bitsec_totp_verify_sealed,
+/// bitsec_backup_code_verify): the outputs are set first (WRONG_CODE, position -1, no wait),
+/// then from the decision `decide` makes with the runtime's TOTP service.
+private func otpDecision(_ rt: OpaquePointer?, _ out_reason: UnsafeMutablePointer<Int32>?, _ out_retry_after: UnsafeMutablePointer<Int64>?,
+                         position: (Int64) -> Void, _ decide: (TOTPService) throws(BitsecError) -> OTPDecision) -> Int32 {
+    store(out_reason, OTPReason.wrongCode.rawValue)
+    position(-1)
+    store(out_retry_after, 0)
+    return withRuntime(rt) { (r) throws(BitsecError) in
+        let reason = try requiredOut(out_reason, "out_reason")
+        let d = try decide(try r.require(r.totp))
+        position(d.step)
+        store(out_retry_after, d.retryAfter)
+        reason.pointee = d.reason.rawValue
     }
-    return try bytesArg(UnsafeRawPointer(p), Int(len), "secret", max: OTPLimits.maxSecretTextBytes)
-}
-
-@inline(__always)
-private func codeArg(_ p: UnsafePointer<CChar>?, _ len: UInt) throws(BitsecError) -> UnsafeRawBufferPointer {
-    guard len <= UInt(OTPLimits.maxCodeBytes) else {
-        throw .tooLarge("code: \(len) bytes exceeds the limit of \(OTPLimits.maxCodeBytes)")
-    }
-    return try bytesArg(UnsafeRawPointer(p), Int(len), "code", max: OTPLimits.maxCodeBytes)
-}
-
-/// A user identifier: UTF-8 (invalid sequences are refused, never repaired, so two byte
-/// strings can never name one user), at most BITSEC_TOTP_MAX_USER_BYTES; length 0 is none.
-@inline(__always)
-private func userArg(_ p: UnsafePointer<CChar>?, _ len: UInt, required: Bool = false) throws(BitsecError) -> String? {
-    guard len <= UInt(OTPLimits.maxUserBytes) else {
-        throw .tooLarge("user: \(len) bytes exceeds the limit of \(OTPLimits.maxUserBytes)")
-    }
-    let raw = try bytesArg(UnsafeRawPointer(p), Int(len), "user", max: OTPLimits.maxUserBytes)
-    guard raw.count > 0 else {
-        if required { throw .invalid("user is required") }
-        return nil
-    }
-    guard let s = String(validating: raw.bindMemory(to: UInt8.self), as: UTF8.self) else { throw .invalid("user is not valid UTF-8") }
-    return s
-}
-
-@inline(__always)
-private func int32Arg(_ v: Int32, _ name: StaticString, _ range: ClosedRange<Int32>) throws(BitsecError) -> Int {
-    guard range.contains(v) else { throw .invalid("\(name) must be \(range.lowerBound) to \(range.upperBound), not \(v)") }
-    return Int(v)
 }
 
 /// Generates a new TOTP/HOTP secret from OpenSSL's RNG, as upper-case RFC 4648 base32
@@ -108,7 +86,7 @@ public func bitsec_hotp_check(_ secret: UnsafePointer<CChar>?, _ secret_len: UIn
                               _ out_reason: UnsafeMutablePointer<Int32>?, _ out_counter: UnsafeMutablePointer<UInt64>?) -> Int32 {
     store(out_reason, OTPReason.wrongCode.rawValue)
     return abiCall { () throws(BitsecError) in
-        guard let out_reason else { throw .invalid("out_reason is NULL") }
+        let out_reason = try requiredOut(out_reason, "out_reason")
         let p = try OTPParameters.checked(algorithm: algorithm, digits: digits)
         let ahead = try int32Arg(look_ahead, "look_ahead", 0...100)
         let c = try codeArg(code, code_len)
@@ -160,7 +138,7 @@ public func bitsec_totp_check(_ secret: UnsafePointer<CChar>?, _ secret_len: UIn
     store(out_reason, OTPReason.wrongCode.rawValue)
     store(out_step, -1)
     return abiCall { () throws(BitsecError) in
-        guard let out_reason else { throw .invalid("out_reason is NULL") }
+        let out_reason = try requiredOut(out_reason, "out_reason")
         let p = try OTPParameters.checked(algorithm: algorithm, digits: digits, period: period, t0: t0)
         let w = try int32Arg(window, "window", 0...Int32(OTPLimits.maxWindow))
         let c = try codeArg(code, code_len)
@@ -202,13 +180,13 @@ public func bitsec_totp_uri(_ secret: UnsafePointer<CChar>?, _ secret_len: UInt,
 
 /// Verifies a TOTP code for a user with the runtime's `totp` parameters, refusing replays
 /// and throttling failures (RFC 6238 section 5.2):
-/// - not exactly `digits` ASCII digits: BITSEC_TOTP_MALFORMED_CODE (not counted as a failure);
-/// - the user has too many recent failures: BITSEC_TOTP_THROTTLED, *out_retry_after set, the
-///   code is not even looked at;
-/// - no step of the window matches: BITSEC_TOTP_WRONG_CODE (counted);
-/// - the matched step is not later than the last step accepted for the user:
+/// (1) not exactly `digits` ASCII digits: BITSEC_TOTP_MALFORMED_CODE (not counted as a failure);
+/// (2) the user has too many recent failures: BITSEC_TOTP_THROTTLED, *out_retry_after set, the
+///     code is not even looked at;
+/// (3) no step of the window matches: BITSEC_TOTP_WRONG_CODE (counted);
+/// (4) the matched step is not later than the last step accepted for the user:
 ///   BITSEC_TOTP_REPLAYED (counted);
-/// - else BITSEC_TOTP_OK: the step is recorded (atomically: in process, or through Redis when
+/// (5) else BITSEC_TOTP_OK: the step is recorded (atomically: in process, or through Redis when
 ///   `totp.state` is `redis`, so two runtimes cannot both accept one code) and the user's
 ///   failures are reset.
 ///
@@ -232,19 +210,11 @@ public func bitsec_totp_uri(_ secret: UnsafePointer<CChar>?, _ secret_len: UInt,
 public func bitsec_totp_verify(_ rt: OpaquePointer?, _ secret: UnsafePointer<CChar>?, _ secret_len: UInt, _ code: UnsafePointer<CChar>?, _ code_len: UInt,
                                _ user: UnsafePointer<CChar>?, _ user_len: UInt, _ at: Int64, _ out_reason: UnsafeMutablePointer<Int32>?,
                                _ out_step: UnsafeMutablePointer<Int64>?, _ out_retry_after: UnsafeMutablePointer<Int64>?) -> Int32 {
-    store(out_reason, OTPReason.wrongCode.rawValue)
-    store(out_step, -1)
-    store(out_retry_after, 0)
-    return withRuntime(rt) { (r) throws(BitsecError) in
-        guard let out_reason else { throw .invalid("out_reason is NULL") }
-        let totp = try r.require(r.totp)
+    otpDecision(rt, out_reason, out_retry_after, position: { store(out_step, $0) }) { (totp) throws(BitsecError) in
         let s = try secretArg(secret, secret_len)
         let c = try codeArg(code, code_len)
         let u = try userArg(user, user_len)
-        let d = try totp.verify(secret: s, code: c, user: u, at: try resolveInstant(at))
-        store(out_step, d.step)
-        store(out_retry_after, d.retryAfter)
-        out_reason.pointee = d.reason.rawValue
+        return try totp.verify(secret: s, code: c, user: u, at: try resolveInstant(at))
     }
 }
 
@@ -289,7 +259,7 @@ public func bitsec_totp_provisioning_uri(_ rt: OpaquePointer?, _ secret: UnsafeP
 }
 
 /// Generates single-use backup (recovery) codes with the runtime's `totp.backup_codes`
-/// settings. The output is one line per code, `<code>\t<hash>\n`: show the codes to the user
+/// settings. The output is one line per code: the code, a TAB, its hash, a newline. Show the codes to the user
 /// once, store the hashes (ASCII, no tab or newline) and never the codes.
 ///
 /// rt: the runtime (needs a `totp` section).
@@ -300,9 +270,9 @@ public func bitsec_totp_provisioning_uri(_ rt: OpaquePointer?, _ secret: UnsafeP
 /// BITSEC_E_BUFFER_TOO_SMALL (nothing is kept: call again with a larger buffer and new codes
 /// are made); BITSEC_E_CRYPTO; BITSEC_E_CLOSED.
 /// Thread safety: safe from any thread.
-/// Since: 0.1.0
-@c(bitsec_backup_codes_generate)
-public func bitsec_backup_codes_generate(_ rt: OpaquePointer?, _ count: Int32, _ out_buf: UnsafeMutablePointer<CChar>?, _ out_cap: UInt,
+/// Since: 0.1.0 (named bitsec_backup_codes_generate before 0.2.0)
+@c(bitsec_backup_code_generate)
+public func bitsec_backup_code_generate(_ rt: OpaquePointer?, _ count: Int32, _ out_buf: UnsafeMutablePointer<CChar>?, _ out_cap: UInt,
                                          _ out_len: UnsafeMutablePointer<UInt>?) -> Int32 {
     withRuntime(rt) { (r) throws(BitsecError) in
         let totp = try r.require(r.totp)
@@ -343,19 +313,11 @@ public func bitsec_backup_codes_generate(_ rt: OpaquePointer?, _ count: Int32, _
 public func bitsec_backup_code_verify(_ rt: OpaquePointer?, _ user: UnsafePointer<CChar>?, _ user_len: UInt, _ code: UnsafePointer<CChar>?, _ code_len: UInt,
                                       _ stored: UnsafePointer<CChar>?, _ stored_len: UInt, _ at: Int64, _ out_reason: UnsafeMutablePointer<Int32>?,
                                       _ out_index: UnsafeMutablePointer<Int32>?, _ out_retry_after: UnsafeMutablePointer<Int64>?) -> Int32 {
-    store(out_reason, OTPReason.wrongCode.rawValue)
-    store(out_index, -1)
-    store(out_retry_after, 0)
-    return withRuntime(rt) { (r) throws(BitsecError) in
-        guard let out_reason else { throw .invalid("out_reason is NULL") }
-        let totp = try r.require(r.totp)
+    otpDecision(rt, out_reason, out_retry_after, position: { store(out_index, Int32(truncatingIfNeeded: $0)) }) { (totp) throws(BitsecError) in
         let u = try userArg(user, user_len, required: true) ?? ""
         let c = try codeArg(code, code_len)
         let s = try textArg(stored, stored_len, "stored", max: 64 * 1024)
-        let d = try totp.verifyBackupCode(c, stored: s, user: u, at: try resolveInstant(at))
-        store(out_index, Int32(truncatingIfNeeded: d.step))
-        store(out_retry_after, d.retryAfter)
-        out_reason.pointee = d.reason.rawValue
+        return try totp.verifyBackupCode(c, stored: s, user: u, at: try resolveInstant(at))
     }
 }
 
@@ -364,7 +326,7 @@ public func bitsec_backup_code_verify(_ rt: OpaquePointer?, _ user: UnsafePointe
 /// runtime's `fields` capability (primary key, randomised AES-256-GCM, text form) under the
 /// context `bitsec.totp.secret|<user>`. Store the output instead of the secret and pass it to
 /// bitsec_totp_verify_sealed; bitsec_decrypt_field with the same context gives the base32
-/// secret back (to show the QR code again), and bitsec_rewrap_field rotates it.
+/// secret back (to show the QR code again), and bitsec_field_rewrap rotates it.
 ///
 /// rt: the runtime (needs `totp` and `fields` sections).
 /// secret, secret_len: the base32 secret (at most BITSEC_TOTP_MAX_SECRET_TEXT_BYTES).
@@ -419,21 +381,10 @@ public func bitsec_totp_verify_sealed(_ rt: OpaquePointer?, _ sealed: UnsafePoin
                                       _ code_len: UInt, _ user: UnsafePointer<CChar>?, _ user_len: UInt, _ at: Int64,
                                       _ out_reason: UnsafeMutablePointer<Int32>?, _ out_step: UnsafeMutablePointer<Int64>?,
                                       _ out_retry_after: UnsafeMutablePointer<Int64>?) -> Int32 {
-    store(out_reason, OTPReason.wrongCode.rawValue)
-    store(out_step, -1)
-    store(out_retry_after, 0)
-    return withRuntime(rt) { (r) throws(BitsecError) in
-        guard let out_reason else { throw .invalid("out_reason is NULL") }
-        let totp = try r.require(r.totp)
-        guard sealed_len <= UInt(TOTPService.maxSealedSecretBytes) else {
-            throw .tooLarge("sealed: \(sealed_len) bytes exceeds the limit of \(TOTPService.maxSealedSecretBytes)")
-        }
-        let s = try bytesArg(UnsafeRawPointer(sealed), Int(sealed_len), "sealed", max: TOTPService.maxSealedSecretBytes)
+    otpDecision(rt, out_reason, out_retry_after, position: { store(out_step, $0) }) { (totp) throws(BitsecError) in
+        let s = try sealedArg(sealed, sealed_len)
         let c = try codeArg(code, code_len)
         let u = try userArg(user, user_len, required: true) ?? ""
-        let d = try totp.verifySealed(sealed: s, code: c, user: u, at: try resolveInstant(at))
-        store(out_step, d.step)
-        store(out_retry_after, d.retryAfter)
-        out_reason.pointee = d.reason.rawValue
+        return try totp.verifySealed(sealed: s, code: c, user: u, at: try resolveInstant(at))
     }
 }

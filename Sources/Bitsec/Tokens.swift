@@ -25,10 +25,14 @@ internal import Glibc
 /// bitsec_token_revoke with it covers the token's whole life), null when absent. The document can be passed as it is to bitsec_check_permission_claims, which
 /// then decides as for the token's own claims (a token without scope is judged by its roles
 /// alone). Only sub (not user_id) names the principal in the document.
-/// NUL-terminated when there is room. May be NULL with out_cap 0 to get
-/// the decision only. out_len: receives the result's length (0 for an invalid token).
-/// Returns BITSEC_OK (decision in *out_reason); BITSEC_E_BUFFER_TOO_SMALL (valid token and
-/// out_cap too small but not 0: *out_len holds the size needed; *out_reason is valid);
+/// NUL-terminated when there is room. May be NULL with out_cap 0: the decision alone, and
+/// *out_len the size the document needs (the size query; a deciding call answers it with
+/// BITSEC_OK, as it has since 0.1.0: see CONVENTIONS).
+/// out_len: receives the result's length (0 for an invalid token).
+/// Returns BITSEC_OK (decision in *out_reason; for a valid token the document was written,
+/// or only its size when out_buf is NULL and out_cap 0); BITSEC_E_BUFFER_TOO_SMALL (valid
+/// token, out_cap too small but not 0: *out_len holds the size needed, *out_reason is valid,
+/// nothing else is written);
 /// BITSEC_E_INVALID_ARGUMENT; BITSEC_E_TOO_LARGE (token_len over BITSEC_MAX_ARGUMENT_BYTES);
 /// BITSEC_E_NOT_CONFIGURED; BITSEC_E_BACKEND_UNAVAILABLE (revocations in Redis and Redis
 /// unreachable: no decision); BITSEC_E_CLOSED.
@@ -46,11 +50,7 @@ public func bitsec_verify_token(_ rt: OpaquePointer?, _ token: UnsafePointer<CCh
         let v = try r.require(r.tokens).verify(bytes, at: at)
         out_reason.pointee = v.reason.rawValue
         guard v.reason == .valid, let c = v.claims else { return }
-        if out_buf == nil && out_cap == 0 {
-            out_len.pointee = UInt(c.result.count)
-            return
-        }
-        try writeOutput(c.result, out_buf, out_cap, out_len)
+        try writeDecisionDocument(c.result, out_buf, out_cap, out_len)
     }
 }
 
@@ -82,11 +82,7 @@ public func bitsec_verify_token_at(_ rt: OpaquePointer?, _ token: UnsafePointer<
         let v = try r.require(r.tokens).verify(bytes, instant: Clock.resolveInstant(at_sec, nanoseconds: at_nsec))
         out_reason.pointee = v.reason.rawValue
         guard v.reason == .valid, let c = v.claims else { return }
-        if out_buf == nil && out_cap == 0 {
-            out_len.pointee = UInt(c.result.count)
-            return
-        }
-        try writeOutput(c.result, out_buf, out_cap, out_len)
+        try writeDecisionDocument(c.result, out_buf, out_cap, out_len)
     }
 }
 
@@ -248,7 +244,7 @@ public func bitsec_token_revoke(_ rt: OpaquePointer?, _ jti: UnsafePointer<CChar
 public func bitsec_token_revoke_token(_ rt: OpaquePointer?, _ token: UnsafePointer<CChar>?, _ token_len: UInt, _ at: Int64,
                                       _ out_reason: UnsafeMutablePointer<Int32>?, _ out_newly: UnsafeMutablePointer<Int32>?) -> Int32 {
     withRuntime(rt) { (r) throws(BitsecError) in
-        guard let out_reason else { throw .invalid("out_reason is NULL") }
+        let out_reason = try requiredOut(out_reason, "out_reason")
         let t = try r.require(r.tokens)
         let n = try sizeArg(token_len, "token_len")
         let bytes = try bytesArg(UnsafeRawPointer(token), n, "token")
@@ -330,7 +326,7 @@ public func bitsec_token_revoke_subject(_ rt: OpaquePointer?, _ subject: UnsafeP
 public func bitsec_token_is_revoked(_ rt: OpaquePointer?, _ jti: UnsafePointer<CChar>?, _ jti_len: UInt, _ at: Int64,
                                     _ out_revoked: UnsafeMutablePointer<Int32>?) -> Int32 {
     withRuntime(rt) { (r) throws(BitsecError) in
-        guard let out_revoked else { throw .invalid("out_revoked is NULL") }
+        let out_revoked = try requiredOut(out_revoked, "out_revoked")
         let t = try r.require(r.tokens)
         let j = try textArg(jti, jti_len, "jti", max: 512)
         guard !j.isEmpty else { throw .invalid("jti is empty") }
@@ -360,8 +356,15 @@ public func bitsec_token_keys_reload(_ rt: OpaquePointer?, _ jwks: UnsafePointer
     }
 }
 
-/// An optional text argument: NULL or empty is nil.
-private func optionalText(_ p: UnsafePointer<CChar>?, _ len: UInt, _ name: StaticString) throws(BitsecError) -> String? {
-    guard p != nil, len > 0 else { return nil }
-    return try textArg(p, len, name, max: 1024)
+/// The verify calls' output: their result is the decision, the document an option. NULL with
+/// out_cap 0 asks for the decision alone and gets the document's size in *out_len with
+/// BITSEC_OK (the answer since 0.1.0, kept within ABI version 1); any other too-small buffer
+/// follows the size-query convention (BITSEC_E_BUFFER_TOO_SMALL, the size needed).
+private func writeDecisionDocument(_ doc: [UInt8], _ out_buf: UnsafeMutablePointer<CChar>?, _ out_cap: UInt,
+                                   _ out_len: UnsafeMutablePointer<UInt>) throws(BitsecError) {
+    if out_buf == nil && out_cap == 0 {
+        out_len.pointee = UInt(doc.count)
+        return
+    }
+    try writeOutput(doc, out_buf, out_cap, out_len)
 }

@@ -11,7 +11,7 @@ public func bitsec_version_string() -> UnsafePointer<CChar> {
     UnsafeRawPointer(BitsecVersion.string.utf8Start).assumingMemoryBound(to: CChar.self)
 }
 
-/// The library version as one number: MAJOR*10000 + MINOR*100 + PATCH (as BITSEC_VERSION_NUMBER).
+/// The library version as one number: 10000 * MAJOR + 100 * MINOR + PATCH (as BITSEC_VERSION_NUMBER).
 ///
 /// Thread safety: safe from any thread.
 /// Since: 0.1.0

@@ -103,20 +103,20 @@ private func decrypt(_ rt: OpaquePointer?, _ tok: [UInt8], _ ctx: String) -> (In
         defer { bitsec_runtime_close(rt) }
         let (_, old) = encrypt(rt, "cost 1250", "t.cost|1")
         let s2 = Array(section(primary: "k2").utf8).map { CChar(bitPattern: $0) }
-        #expect(bitsec_fields_reload(rt, s2, UInt(s2.count)) == OK)
+        #expect(bitsec_field_keys_reload(rt, s2, UInt(s2.count)) == OK)
         var out = [CChar](repeating: 0, count: 256)
         var n: UInt = 0, reason: Int32 = -1, rewrapped: Int32 = -1
-        #expect(bitsec_rewrap_field(rt, old, UInt(old.count), "t.cost|1", 8, 0, &out, 256, &n, &reason, &rewrapped) == OK)
+        #expect(bitsec_field_rewrap(rt, old, UInt(old.count), "t.cost|1", 8, 0, &out, 256, &n, &reason, &rewrapped) == OK)
         #expect(reason == R_OK && rewrapped == 1)
         let moved = out.prefix(Int(n)).map { UInt8(bitPattern: $0) }
-        #expect(bitsec_rewrap_field(rt, moved, UInt(moved.count), "t.cost|1", 8, 0, &out, 256, &n, &reason, &rewrapped) == OK)
+        #expect(bitsec_field_rewrap(rt, moved, UInt(moved.count), "t.cost|1", 8, 0, &out, 256, &n, &reason, &rewrapped) == OK)
         #expect(rewrapped == 0 && out.prefix(Int(n)).map { UInt8(bitPattern: $0) } == moved)
         let s3 = Array(section(primary: "k2", k1Status: "retired").utf8).map { CChar(bitPattern: $0) }
-        #expect(bitsec_fields_reload(rt, s3, UInt(s3.count)) == OK)
+        #expect(bitsec_field_keys_reload(rt, s3, UInt(s3.count)) == OK)
         #expect(decrypt(rt, old, "t.cost|1").1 == R_RETIRED_KEY)
         #expect(decrypt(rt, moved, "t.cost|1") == (OK, R_OK, "cost 1250"))
         let bad = Array(#"{"keys": []}"#.utf8).map { CChar(bitPattern: $0) }
-        #expect(bitsec_fields_reload(rt, bad, UInt(bad.count)) == E_CONFIG)
+        #expect(bitsec_field_keys_reload(rt, bad, UInt(bad.count)) == E_CONFIG)
         #expect(decrypt(rt, moved, "t.cost|1").1 == R_OK)
         // A key id nobody has.
         let (orc, other) = open(#"{"allow_inline_secrets": true, "fields": {"keys": [{"id": "zz", "secret": {"value": "\#(k1)", "encoding": "hex"}}]}}"#)

@@ -83,6 +83,7 @@ private let table: [Entry] = [
         bitsec_backup_code_verify(a.rt, a.p(0), a.l(0), a.p(1), a.l(1), a.p(2), a.l(2), a.n[0], a.i32, a.i32b, a.i64)
     },
     Entry("bitsec_backup_codes_generate", ints: [1]) { a in bitsec_backup_codes_generate(a.rt, a.i(0), a.out, a.cap, a.outLen) },
+    Entry("bitsec_backup_code_generate", ints: [1]) { a in bitsec_backup_code_generate(a.rt, a.i(0), a.out, a.cap, a.outLen) },
     Entry("bitsec_bruteforce_check", inputs: ["10.0.0.1"], ints: [0]) { a in bitsec_bruteforce_check(a.rt, a.p(0), a.l(0), a.n[0], a.i64) },
     Entry("bitsec_bruteforce_record_failure", inputs: ["10.0.0.1"], ints: [0]) { a in
         bitsec_bruteforce_record_failure(a.rt, a.p(0), a.l(0), a.n[0], a.i64)
@@ -92,6 +93,9 @@ private let table: [Entry] = [
     },
     Entry("bitsec_bruteforce_reset", inputs: ["10.0.0.1"]) { a in bitsec_bruteforce_reset(a.rt, a.p(0), a.l(0)) },
     Entry("bitsec_client_key", inputs: ["2001:db8::1"]) { a in bitsec_client_key(a.rt, a.p(0), a.l(0), a.out, a.cap, a.outLen) },
+    Entry("bitsec_login_guard_client_key", inputs: ["2001:db8::1"]) { a in
+        bitsec_login_guard_client_key(a.rt, a.p(0), a.l(0), a.out, a.cap, a.outLen)
+    },
     Entry("bitsec_login_guard_begin", inputs: ["vera", "10.0.0.1"], ints: [0]) { a in
         bitsec_login_guard_begin(a.rt, a.p(0), a.l(0), a.p(1), a.l(1), a.n[0], a.i64)
     },
@@ -138,6 +142,7 @@ private let table: [Entry] = [
     },
     Entry("bitsec_fernet_rotate", inputs: ["gAAAAA"]) { a in bitsec_fernet_rotate(a.rt, a.p(0), a.l(0), a.out, a.cap, a.outLen, a.i32) },
     Entry("bitsec_fields_reload", inputs: ["{}"]) { a in bitsec_fields_reload(a.rt, a.p(0), a.l(0)) },
+    Entry("bitsec_field_keys_reload", inputs: ["{}"]) { a in bitsec_field_keys_reload(a.rt, a.p(0), a.l(0)) },
     Entry("bitsec_hotp_check", rt: false, inputs: [secret, "755224"], ints: [0, 6, 0, 5]) { a in
         bitsec_hotp_check(a.p(0), a.l(0), a.p(1), a.l(1), a.i(0), a.i(1), a.u(2), a.i(3), a.i32, a.u64)
     },
@@ -161,6 +166,9 @@ private let table: [Entry] = [
     Entry("bitsec_redis_ping") { a in bitsec_redis_ping(a.rt, a.i64) },
     Entry("bitsec_rewrap_field", inputs: ["AAAA", "ctx"], ints: [0]) { a in
         bitsec_rewrap_field(a.rt, a.b(0), a.l(0), a.p(1), a.l(1), a.f(0), a.out, a.cap, a.outLen, a.i32, a.i32b)
+    },
+    Entry("bitsec_field_rewrap", inputs: ["AAAA", "ctx"], ints: [0]) { a in
+        bitsec_field_rewrap(a.rt, a.b(0), a.l(0), a.p(1), a.l(1), a.f(0), a.out, a.cap, a.outLen, a.i32, a.i32b)
     },
     Entry("bitsec_runtime_describe") { a in bitsec_runtime_describe(a.rt, a.out, a.cap, a.outLen) },
     Entry("bitsec_runtime_describe_alloc") { a in
@@ -246,7 +254,7 @@ private let hsToken = "eyJhbGciOiJIUzI1NiIsImtpZCI6ImhzIn0.eyJzdWIiOiJ1MSJ9.c2ln
 /// Exported functions without a status code, exercised by `functionsWithoutStatus`.
 private let withoutStatus: Set<String> = [
     "bitsec_abi_version", "bitsec_field_bound", "bitsec_fernet_bound", "bitsec_field_reason_name", "bitsec_free",
-    "bitsec_last_error", "bitsec_permission_reason", "bitsec_runtime_close", "bitsec_strerror", "bitsec_token_reason_name",
+    "bitsec_last_error", "bitsec_permission_reason", "bitsec_permission_reason_name", "bitsec_runtime_close", "bitsec_strerror", "bitsec_token_reason_name",
     "bitsec_version_number", "bitsec_version_string",
 ]
 
@@ -312,7 +320,8 @@ private final class Scratch {
 
 // MARK: - Runtimes
 
-private func hostileConfig(_ dir: String) -> String {
+/// A configuration with every capability (the size-query table uses it too).
+func hostileConfig(_ dir: String) -> String {
     #"""
     {"allow_inline_secrets": true,
      "audit": {"sinks": [{"type": "file", "path": "\#(dir)/audit.log"}], "durability": "none"},
@@ -471,6 +480,7 @@ private func isStatus(_ rc: Int32) -> Bool { (0...14).contains(rc) }
         for code in [Int32.min, -1, 0, 1, 14, 15, 255, 256, Int32.max] {
             #expect(strlen(bitsec_strerror(code)) > 0)
             #expect(strlen(bitsec_permission_reason(code)) > 0)
+            #expect(strlen(bitsec_permission_reason_name(code)) > 0)
             #expect(strlen(bitsec_field_reason_name(code)) > 0)
             #expect(strlen(bitsec_token_reason_name(code)) > 0)
         }

@@ -1,4 +1,4 @@
-// bitsec_login_guard_* and bitsec_client_key through the exported C functions only, in
+// bitsec_login_guard_* and bitsec_login_guard_client_key through the exported C functions only, in
 // process and with a real Redis server.
 import Testing
 import Glibc
@@ -33,7 +33,7 @@ private struct Guard: @unchecked Sendable {
     func clientKey(_ client: String) -> String {
         var buf = [CChar](repeating: 0, count: 600)
         var n: UInt = 0
-        let rc = client.withCString { c in bitsec_client_key(rt, c, UInt(strlen(c)), &buf, UInt(buf.count), &n) }
+        let rc = client.withCString { c in bitsec_login_guard_client_key(rt, c, UInt(strlen(c)), &buf, UInt(buf.count), &n) }
         #expect(rc == OK)
         return String(decoding: buf.prefix(Int(n)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
@@ -195,7 +195,7 @@ private func withGuards(_ body: (String, Guard) -> Void) {
         #expect(bitsec_login_guard_cancel(rt, "a", 1, "1.2.3.4", 7, 0, 0) == OK)
         var n: UInt = 0
         var small = [CChar](repeating: 0, count: 4)
-        #expect(bitsec_client_key(rt, "192.0.2.1", 9, &small, 4, &n) == E_BUFFER && n == 9)
+        #expect(bitsec_login_guard_client_key(rt, "192.0.2.1", 9, &small, 4, &n) == E_BUFFER && n == 9)
         let (_, bare) = open("{}")
         #expect(bitsec_login_guard_begin(bare, "a", 1, "b", 1, 0, &d) == E_NOT_CONFIGURED)
         bitsec_runtime_close(bare)

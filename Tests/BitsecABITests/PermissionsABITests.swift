@@ -91,9 +91,9 @@ private func ruleText(_ rt: OpaquePointer?, _ d: UInt64) -> (Int32, String) {
         let expected = [1: "granted", 2: "no_grant", 3: "denied_by_rule", 4: "condition_failed:owner_only",
                         5: "condition_failed:department", 6: "tenant_mismatch", 7: "scope_missing",
                         8: "unknown_resource", 9: "unknown_action"]
-        for (code, text) in expected { #expect(String(cString: bitsec_permission_reason(Int32(code))) == text) }
+        for (code, text) in expected { #expect(String(cString: bitsec_permission_reason_name(Int32(code))) == text) }
         for code: Int32 in [0, 10, 255, 256, -1, Int32.max, Int32.min] {
-            #expect(String(cString: bitsec_permission_reason(code)) == "unknown")
+            #expect(String(cString: bitsec_permission_reason_name(code)) == "unknown")
         }
     }
 

@@ -282,7 +282,7 @@ private func runStress(redis: String?) throws {
     #expect(bitsec_token_revoke_token(rt, revoked.1, UInt(revoked.1.utf8.count), AT, &revReason, &newly) == OK && newly == 1 && revReason == 0)
     let fixedPlain: [UInt8] = Array("fixed plaintext".utf8)
     let byK1 = encrypt(rt, fixedPlain, "stress.fixed")
-    #expect(bitsec_fields_reload(rt, bytes(fieldsSection(primary: "k2")), UInt(fieldsSection(primary: "k2").utf8.count)) == OK)
+    #expect(bitsec_field_keys_reload(rt, bytes(fieldsSection(primary: "k2")), UInt(fieldsSection(primary: "k2").utf8.count)) == OK)
     let byK2 = encrypt(rt, fixedPlain, "stress.fixed")
     #expect(byK1.0 == OK && byK2.0 == OK)
     var secretBuf = [CChar](repeating: 0, count: 64)
@@ -406,7 +406,7 @@ private func runStress(redis: String?) throws {
             }
             let primary = setB ? "k2" : "k1"
             let section = fieldsSection(primary: primary)
-            rc = bitsec_fields_reload(rt, section, UInt(section.utf8.count))
+            rc = bitsec_field_keys_reload(rt, section, UInt(section.utf8.count))
             let (erc, tok) = encrypt(rt, fixedPlain, "stress.reload", flags: FIELD_BINARY)
             if rc != OK || erc != OK || tok.count < 4 || Array(tok[2..<4]) != Array(primary.utf8) {
                 shared.fail("reload \(n): fields status \(rc), encrypt \(erc) under \(primary) (\(lastError()))")

@@ -174,7 +174,7 @@ private func verify(_ rt: OpaquePointer?, _ s: String, _ code: String, _ user: S
         let (rc, rt) = open(#"{"totp": {"backup_codes": {"count": 4, "iterations": 1000}}}"#)
         #expect(rc == OK)
         defer { bitsec_runtime_close(rt) }
-        let (grc, lines) = output { bitsec_backup_codes_generate(rt, 0, $0, $1, $2) }
+        let (grc, lines) = output { bitsec_backup_code_generate(rt, 0, $0, $1, $2) }
         #expect(grc == OK)
         let rows = lines.split(separator: "\n").map { $0.split(separator: "\t").map(String.init) }
         #expect(rows.count == 4 && rows.allSatisfy { $0.count == 2 })
@@ -189,8 +189,8 @@ private func verify(_ rt: OpaquePointer?, _ s: String, _ code: String, _ user: S
         #expect(bitsec_backup_code_verify(rt, "dave", 4, code, UInt(code.utf8.count), "junk", 4, 0, &reason, &index, &retry) == E_MALFORMED)
         #expect(reason == TOTP_WRONG && index == -1)
         var n: UInt = 0
-        #expect(bitsec_backup_codes_generate(rt, 65, nil, 0, &n) == E_INVALID)
-        #expect(bitsec_backup_codes_generate(rt, 1, nil, 0, &n) == E_BUFFER)
+        #expect(bitsec_backup_code_generate(rt, 65, nil, 0, &n) == E_INVALID)
+        #expect(bitsec_backup_code_generate(rt, 1, nil, 0, &n) == E_BUFFER)
         #expect(n > 60)
     }
 

@@ -39,7 +39,7 @@ C_TO_CTYPES = {
     "double *": POINTER(c_double),
 }
 
-DECL = re.compile(r"^(?P<ret>[\w ]+?\s*\**)\s*(?P<name>bitsec_\w+)\((?P<args>[^)]*)\)(?: BITSEC_NODISCARD)?;$")
+DECL = re.compile(r"^(?P<ret>[\w ]+?\s*\**)\s*(?P<name>bitsec_\w+)\((?P<args>[^)]*)\)(?: BITSEC_NODISCARD)?(?: BITSEC_DEPRECATED\(\"[^\"]*\"\))?;$")
 
 
 def parse_header(path: Path) -> dict[str, tuple[str, list[str]]]:
@@ -147,7 +147,7 @@ def test_login_guard_constants_match_header(repo_root: Path) -> None:
     assert [defs["BITSEC_LOGIN_GUARD_KEY_NONE"], defs["BITSEC_LOGIN_GUARD_KEY_CLIENT"],
             defs["BITSEC_LOGIN_GUARD_KEY_ACCOUNT"]] == [0, 1, 2]
     for name in ("bitsec_login_guard_begin", "bitsec_login_guard_succeeded", "bitsec_login_guard_cancel",
-                 "bitsec_client_key"):
+                 "bitsec_login_guard_client_key"):
         assert name in _native.PROTOTYPES
 
 

@@ -100,7 +100,7 @@ BITSEC_TOKEN_MAX_BYTES_DEFAULT: Final = 8192
 BITSEC_TOKEN_MAX_JTI_BYTES: Final = 512
 
 # ---- permissions: Permissions ------------------------------------------------
-# Reason codes (stable; texts from bitsec_permission_reason).
+# Reason codes (stable; texts from bitsec_permission_reason_name).
 #: "granted"
 BITSEC_PERM_GRANTED: Final = 1
 #: "no_grant": no role of the principal grants it
@@ -274,7 +274,7 @@ BITSEC_FIELD_MAX_TOKEN: Final = 1398190
 BITSEC_FERNET_MAX_TOKEN: Final = 1398200
 #: ttl of bitsec_fernet_decrypt_ttl/_migrate_ttl: no limit
 BITSEC_FERNET_NO_TTL: Final = -1
-# Decisions of bitsec_decrypt_field, bitsec_rewrap_field and the Fernet functions (*out_reason).
+# Decisions of bitsec_decrypt_field, bitsec_field_rewrap and the Fernet functions (*out_reason).
 BITSEC_FIELD_REASON_OK: Final = 0
 #: not a token: encoding, truncation, version
 BITSEC_FIELD_REASON_MALFORMED: Final = 1
@@ -312,6 +312,7 @@ PROTOTYPES: Final[dict[str, tuple[Any, list[Any]]]] = {
     "bitsec_audit_flush": (c_int32, [c_void_p]),
     "bitsec_audit_stats": (c_int32, [c_void_p, c_char_p, c_size_t, POINTER(c_size_t)]),
     "bitsec_audit_verify": (c_int32, [c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t, POINTER(c_size_t)]),
+    "bitsec_backup_code_generate": (c_int32, [c_void_p, c_int32, c_char_p, c_size_t, POINTER(c_size_t)]),
     "bitsec_backup_code_verify": (c_int32, [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, POINTER(c_int32), POINTER(c_int32), POINTER(c_int64)]),
     "bitsec_backup_codes_generate": (c_int32, [c_void_p, c_int32, c_char_p, c_size_t, POINTER(c_size_t)]),
     "bitsec_bruteforce_check": (c_int32, [c_void_p, c_char_p, c_size_t, c_int64, POINTER(c_int64)]),
@@ -333,7 +334,9 @@ PROTOTYPES: Final[dict[str, tuple[Any, list[Any]]]] = {
     "bitsec_fernet_migrate_ttl": (c_int32, [c_void_p, c_char_p, c_size_t, c_int64, c_int64, c_char_p, c_size_t, c_uint32, c_char_p, c_size_t, POINTER(c_size_t), POINTER(c_int32)]),
     "bitsec_fernet_rotate": (c_int32, [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, POINTER(c_size_t), POINTER(c_int32)]),
     "bitsec_field_bound": (c_size_t, [c_size_t, c_uint32]),
+    "bitsec_field_keys_reload": (c_int32, [c_void_p, c_char_p, c_size_t]),
     "bitsec_field_reason_name": (c_char_p, [c_int32]),
+    "bitsec_field_rewrap": (c_int32, [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_uint32, c_char_p, c_size_t, POINTER(c_size_t), POINTER(c_int32), POINTER(c_int32)]),
     "bitsec_fields_reload": (c_int32, [c_void_p, c_char_p, c_size_t]),
     "bitsec_free": (None, [c_void_p]),
     "bitsec_hotp_check": (c_int32, [c_char_p, c_size_t, c_char_p, c_size_t, c_int32, c_int32, c_uint64, c_int32, POINTER(c_int32), POINTER(c_uint64)]),
@@ -341,10 +344,12 @@ PROTOTYPES: Final[dict[str, tuple[Any, list[Any]]]] = {
     "bitsec_last_error": (c_char_p, []),
     "bitsec_login_guard_begin": (c_int32, [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, POINTER(c_int64)]),
     "bitsec_login_guard_cancel": (c_int32, [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, c_int64]),
+    "bitsec_login_guard_client_key": (c_int32, [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, POINTER(c_size_t)]),
     "bitsec_login_guard_succeeded": (c_int32, [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, c_int64]),
     "bitsec_metrics_text": (c_int32, [c_void_p, c_char_p, c_size_t, POINTER(c_size_t)]),
     "bitsec_permission_policy_load": (c_int32, [c_void_p, c_char_p, c_size_t]),
     "bitsec_permission_reason": (c_char_p, [c_int32]),
+    "bitsec_permission_reason_name": (c_char_p, [c_int32]),
     "bitsec_permission_rule": (c_int32, [c_void_p, c_uint64, c_char_p, c_size_t, POINTER(c_size_t)]),
     "bitsec_permission_shadow_load": (c_int32, [c_void_p, c_char_p, c_size_t]),
     "bitsec_permission_stats": (c_int32, [c_void_p, c_char_p, c_size_t, POINTER(c_size_t)]),

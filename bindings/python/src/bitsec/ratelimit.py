@@ -25,7 +25,7 @@ _bf_reset = N.declare("bitsec_bruteforce_reset")
 _lg_begin = N.declare("bitsec_login_guard_begin")
 _lg_succeeded = N.declare("bitsec_login_guard_succeeded")
 _lg_cancel = N.declare("bitsec_login_guard_cancel")
-_client_key = N.declare("bitsec_client_key")
+_client_key = N.declare("bitsec_login_guard_client_key")
 
 DECISION_LEN: int = _abi.BITSEC_RATE_LIMIT_DECISION_LEN
 STATUS_LEN: int = _abi.BITSEC_BRUTEFORCE_STATUS_LEN
