@@ -94,8 +94,19 @@ check-self-contained:
 # ASan+LSan and TSan (`sanitize`, docs/sanitizers.md) and every fuzz target for
 # FUZZ_SMOKE_SECONDS (`fuzz-smoke`, docs/fuzzing.md). `make test SANITIZE=0` leaves them out
 # for a quick local run; CI (.ci/run) runs them.
+# Each stage runs in turn, timed; the times are printed at the end (build/test-times.txt).
 SANITIZE ?= 1
-test: deps check-self-contained build check-generated check-symbols mypy test-swift test-c test-python $(if $(filter 1,$(SANITIZE)),sanitize fuzz-smoke)
+TEST_STAGES = check-self-contained build check-generated check-symbols mypy test-swift test-c test-python \
+	$(if $(filter 1,$(SANITIZE)),sanitize fuzz-smoke)
+test: deps
+	@mkdir -p build; : > build/test-times.txt; all0=$$(date +%s); \
+	for stage in $(TEST_STAGES); do \
+	  t0=$$(date +%s); \
+	  $(MAKE) --no-print-directory $$stage || { echo "make test: stage $$stage failed after $$(( $$(date +%s) - t0 )) s"; exit 1; }; \
+	  printf '%-22s %5d s\n' "$$stage" "$$(( $$(date +%s) - t0 ))" >> build/test-times.txt; \
+	done; \
+	printf '%-22s %5d s\n' "total" "$$(( $$(date +%s) - all0 ))" >> build/test-times.txt
+	@echo "make test: time per stage"; sed 's/^/  /' build/test-times.txt
 	@count() { sed -n "s/.*Test run with \([0-9]*\) tests\{0,1\} .*passed.*/\1/p" $$1 | tail -1; }; \
 	sw=$$(count build/swift-test.log); \
 	c=$$(sed -n 's/^c tests: \([0-9]*\) passed.*/\1/p' build/c-test.log | tail -1); \

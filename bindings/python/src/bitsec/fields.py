@@ -39,6 +39,10 @@ _rewrap = N.declare("bitsec_field_rewrap")
 _bound = N.declare("bitsec_field_bound")
 _reason_name = N.declare("bitsec_field_reason_name")
 _reload = N.declare("bitsec_field_keys_reload")
+# The deprecated C names of renamed functions (exported for the rest of ABI version 1): declared
+# so that every export of the header has its prototype here; never called.
+N.declare("bitsec_rewrap_field")
+N.declare("bitsec_fields_reload")
 _fernet_encrypt = N.declare("bitsec_fernet_encrypt")
 _fernet_decrypt = N.declare("bitsec_fernet_decrypt")
 _fernet_decrypt_ttl = N.declare("bitsec_fernet_decrypt_ttl")

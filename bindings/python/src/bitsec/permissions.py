@@ -33,6 +33,9 @@ _check_claims = N.declare("bitsec_check_permission_claims")
 _check_batch = N.declare("bitsec_check_permissions")
 _rule = N.declare("bitsec_permission_rule")
 _reason = N.declare("bitsec_permission_reason_name")
+# The deprecated C names of renamed functions (exported for the rest of ABI version 1): declared
+# so that every export of the header has its prototype here; never called.
+N.declare("bitsec_permission_reason")
 _policy_load = N.declare("bitsec_permission_policy_load")
 _shadow_load = N.declare("bitsec_permission_shadow_load")
 _stats = N.declare("bitsec_permission_stats")

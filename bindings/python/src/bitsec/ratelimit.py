@@ -26,6 +26,9 @@ _lg_begin = N.declare("bitsec_login_guard_begin")
 _lg_succeeded = N.declare("bitsec_login_guard_succeeded")
 _lg_cancel = N.declare("bitsec_login_guard_cancel")
 _client_key = N.declare("bitsec_login_guard_client_key")
+# The deprecated C names of renamed functions (exported for the rest of ABI version 1): declared
+# so that every export of the header has its prototype here; never called.
+N.declare("bitsec_client_key")
 
 DECISION_LEN: int = _abi.BITSEC_RATE_LIMIT_DECISION_LEN
 STATUS_LEN: int = _abi.BITSEC_BRUTEFORCE_STATUS_LEN

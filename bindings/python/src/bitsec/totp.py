@@ -43,6 +43,9 @@ _totp_provisioning_uri = N.declare("bitsec_totp_provisioning_uri")
 _totp_secret_seal = N.declare("bitsec_totp_secret_seal")
 _totp_verify_sealed = N.declare("bitsec_totp_verify_sealed")
 _backup_codes_generate = N.declare("bitsec_backup_code_generate")
+# The deprecated C names of renamed functions (exported for the rest of ABI version 1): declared
+# so that every export of the header has its prototype here; never called.
+N.declare("bitsec_backup_codes_generate")
 _backup_code_verify = N.declare("bitsec_backup_code_verify")
 
 #: Reason names by BITSEC_TOTP_* code.
