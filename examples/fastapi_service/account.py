@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from bitsec.fastapi import LoginAttempts, LoginGuard, get_runtime
 
-from .common import Deps, audit, no_store, record_pair, revoke_other_sessions, user_of
+from .common import Deps, audit, confirm_password, no_store, record_pair, revoke_other_sessions, user_of
 from .passwords import check_password, hash_password
 
 #: How long after a password entry a token may change the account (seconds).
@@ -157,11 +157,7 @@ def account_router(deps: Deps, token_claims: Callable[[Any], dict[str, Any]]) ->
                         attempts: LoginAttempts = Depends(login_guard)) -> dict[str, Any]:
         rt = get_runtime(request)
         user = user_of(db, models, claims)
-        attempt = attempts.begin(user.username)
-        if not check_password(body.current_password, user.password_hash):
-            failed = attempt.failed()
-            raise failed if failed.status_code == 429 else HTTPException(status_code=403, detail="Password confirmation failed")
-        attempt.succeeded()
+        confirm_password(attempts, user, body.current_password)
         if body.new_password == body.current_password:
             raise HTTPException(status_code=422, detail="The new password must differ from the current one")
         user.password_hash = hash_password(body.new_password)

@@ -17,9 +17,10 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 import bitsec
-from bitsec.fastapi import BearerAuth, get_runtime, request_id
+from bitsec.fastapi import BearerAuth, LoginAttempts, get_runtime, request_id
 
 from .models import Models
+from .passwords import check_password
 
 log = logging.getLogger("examples.fastapi_service")
 
@@ -132,6 +133,18 @@ def revoke_other_sessions(rt: bitsec.Runtime, db: Session, models: Models, user_
             rt.revoke_token(jti=r.jti, exp=r.expires_at)
     forget_tokens(db, models, [r.jti for r in rows])
     return sum(1 for r in rows if r.expires_at >= now)
+
+
+def confirm_password(attempts: LoginAttempts, user: Any, password: str) -> None:
+    """The user's password again (an account change or an irreversible action), checked
+    through the login guard like a login: the attempt is counted before the check. Raises 403
+    "Password confirmation failed" when it is wrong, 429 when the guard refuses the attempt or
+    this failure starts a block."""
+    attempt = attempts.begin(user.username)
+    if not check_password(password, user.password_hash):
+        failed = attempt.failed()
+        raise failed if failed.status_code == 429 else HTTPException(status_code=403, detail="Password confirmation failed")
+    attempt.succeeded()
 
 
 def audit(request: Request, event: dict[str, Any]) -> None:

@@ -28,10 +28,10 @@ import bitsec
 from bitsec.fastapi import LoginAttempts, LoginGuard, get_runtime, require_permission
 
 from .authority import require_authority
-from .common import Deps, RowId, audit, equipment_out, revoke_user_tokens, user_of
+from .common import Deps, RowId, audit, confirm_password, equipment_out, revoke_user_tokens, user_of
 from .inspections import inspection_out
 from .models import Models, iso, utcnow
-from .passwords import UNUSABLE, check_password
+from .passwords import UNUSABLE
 
 EXPORT_FORMAT = "bitsec-reference-service/gdpr-export/1"
 DELETED = "[DELETED]"
@@ -181,11 +181,7 @@ def privacy_router(deps: Deps, audit_path: Path | None) -> APIRouter:
         user = user_of(db, models, claims)
         # Erasure is irreversible: the password again, not only a (possibly stolen) token.
         # The check goes through the login guard (counted first, per client and account).
-        attempt = attempts.begin(user.username)
-        if not check_password(body.password, user.password_hash):
-            failed = attempt.failed()
-            raise failed if failed.status_code == 429 else HTTPException(status_code=403, detail="Password confirmation failed")
-        attempt.succeeded()
+        confirm_password(attempts, user, body.password)
         revoked = anonymize_user(rt, db, models, user)
         anonymize_event(request, claims, user, "user_request", revoked)
         return {"id": user.id, "anonymized": True, "tokens_revoked": revoked}
