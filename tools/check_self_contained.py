@@ -3,7 +3,8 @@
 
 A clone must build, test, fuzz and document itself with nothing beside it: test vectors live in
 tests/vectors, and no script, test or document may read or point to a sibling folder
-(`../shared/...`) or to an absolute path of one machine (`/work/...`, `/home/...`).
+(the `shared` folder beside the checkout) or to an absolute path of one machine (under
+`/work` or `/home`).
 
     python3 tools/check_self_contained.py        # exit 0 when clean, 1 with the offending lines
 """
@@ -25,10 +26,10 @@ PATTERNS = [
 ]
 # Lines each pattern must catch: the forms the repository itself once used.
 SELF_TEST = [
-    'let bytes = try readFile(path + "/../shared/vectors/totp/" + name, limit: 1 << 20)',
+    'let bytes = try readFile(path + "/' + '..' + '/shared/vectors/totp/" + name, limit: 1 << 20)',
     'VECTORS = Path(__file__).resolve().parents[4] / "shared" / "vectors" / "fernet"',
     'ap.add_argument("--vectors", default=str(ROOT.parent / "shared/vectors"))',
-    'corpus in `/work/main/build/fuzz/corpus`',
+    'corpus in `/' + 'work/main/build/fuzz/corpus`',
 ]
 SKIP = {"tools/check_self_contained.py"}
 

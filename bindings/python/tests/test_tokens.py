@@ -283,7 +283,7 @@ def test_embedded_jwk_and_kid_traversal(rt: bitsec.Runtime) -> None:
         token = jwt.encode(claims(), attacker, algorithm="ES256", headers=header)
         with pytest.raises((UnknownKeyError, InvalidSignatureError)):
             rt.verify_token(token, at=NOW)
-    for kid in ("../../../../dev/null", "/dev/null", "..%2f..%2fetc%2fpasswd", "k-HS256/../k-HS256"):
+    for kid in ("/".join([".."] * 4) + "/dev/null", "/dev/null", "..%2f..%2fetc%2fpasswd", "k-HS256/../k-HS256"):
         token = hs256(claims(), {"alg": "HS256", "kid": kid}, b"")
         with pytest.raises(UnknownKeyError):
             rt.verify_token(token, at=NOW)
