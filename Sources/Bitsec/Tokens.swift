@@ -360,6 +360,7 @@ public func bitsec_token_keys_reload(_ rt: OpaquePointer?, _ jwks: UnsafePointer
 /// out_cap 0 asks for the decision alone and gets the document's size in *out_len with
 /// BITSEC_OK (the answer since 0.1.0, kept within ABI version 1); any other too-small buffer
 /// follows the size-query convention (BITSEC_E_BUFFER_TOO_SMALL, the size needed).
+@inline(__always)
 private func writeDecisionDocument(_ doc: [UInt8], _ out_buf: UnsafeMutablePointer<CChar>?, _ out_cap: UInt,
                                    _ out_len: UnsafeMutablePointer<UInt>) throws(BitsecError) {
     if out_buf == nil && out_cap == 0 {
