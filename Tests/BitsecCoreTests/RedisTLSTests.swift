@@ -73,7 +73,7 @@ enum TestRedisTLS {
         let plain = #"{"host": "127.0.0.1", "port": \#(plainPort), "command_timeout_ms": 1000}"#
         let n = 3000
         var results: [(String, Double)] = []
-        for (name, redis) in [("plain", plain), ("tls", tls), ("plain", plain), ("tls", tls)] {
+        for (name, redis) in Array(repeating: [("plain", plain), ("tls", tls)], count: 4).flatMap({ $0 }) {
             let rt = try Runtime.open(config: #"{"redis": \#(redis), "rate_limits": {"categories": {"c": {"capacity": 1000000, "period_seconds": 60}}}}"#)
             let s = try rt.require(rt.rateLimits)
             let key = "bench-\(name)-\(getpid())-\(Clock.nowMicros())"

@@ -307,3 +307,67 @@ def test_wait_for_replicas(sentinel_set: Any) -> None:
         assert "acknowledged by 1 of 2 replicas" in str(e.value)
         with pytest.raises(RevokedTokenError):
             rt.verify_token(tok, at=AT)
+
+
+class LyingSentinel:
+    """A TCP server that answers `SENTINEL get-master-addr-by-name` with a fixed address, as a
+    stale or misconfigured sentinel would: here the address of a replica."""
+
+    def __init__(self, port: int) -> None:
+        self.answer = b"*2\r\n$9\r\n127.0.0.1\r\n$%d\r\n%d\r\n" % (len(str(port)), port)
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.asked = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(2)
+                try:
+                    data = b""
+                    while b"get-master-addr-by-name" not in data or not data.endswith(b"\r\n"):
+                        chunk = conn.recv(4096)
+                        if not chunk:
+                            break
+                        data += chunk
+                    self.asked += 1
+                    conn.sendall(self.answer)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_replica_named_by_a_sentinel_is_refused_and_never_written(sentinel_set: Any) -> None:
+    ss = sentinel_set
+    liar = LyingSentinel(ss.replica.port)
+    try:
+        cfg = sentinel_config(ss)
+        cfg["redis"]["sentinels"] = [f"127.0.0.1:{liar.port}"]
+        before = keys_of(ss.replica, "")
+        size_before = ss.replica.command("DBSIZE")
+        with bitsec.Runtime(cfg) as rt:
+            for _ in range(3):
+                tok = rt.sign_token({"sub": "u", "iss": "iss", "aud": "aud", "exp": 2_000_000_000, "jti": uuid.uuid4().hex})
+                with pytest.raises(BackendUnavailableError) as e:
+                    rt.revoke_token(tok, at=AT)
+                assert "is not the primary" in str(e.value) or "unavailable" in str(e.value), str(e.value)
+                d = rt.rate_limit_take("k", "deny", at=AT)
+                assert d.degraded and not d.allowed
+                time.sleep(0.25)  # past the reconnect backoff: discovery runs again
+            assert rt.describe()["sections"]["redis"]["primary"] is None
+        assert liar.asked >= 2  # re-discovery after each refusal
+        # The replica accepts writes (replica-read-only no), yet nothing of bitsec's is there.
+        assert ss.replica.command("DBSIZE") == size_before
+        assert keys_of(ss.replica, "") == before
+    finally:
+        liar.close()
