@@ -226,8 +226,9 @@ class Sentinel(RedisServer):
     """One `redis-server --sentinel` watching `master_port` as "mymaster" (quorum 2), with
     short `down-after-milliseconds`/`failover-timeout` so that tests see a failover quickly."""
 
-    def __init__(self, master_port: int, down_after_ms: int = 1000, failover_timeout_ms: int = 3000) -> None:
-        super().__init__()
+    def __init__(self, master_port: int, down_after_ms: int = 1000, failover_timeout_ms: int = 3000,
+                 certs: Certs | None = None) -> None:
+        super().__init__(certs=certs)
         self.master_port = master_port
         self.down_after_ms = down_after_ms
         self.failover_timeout_ms = failover_timeout_ms
@@ -244,13 +245,18 @@ class Sentinel(RedisServer):
                         f"sentinel down-after-milliseconds mymaster {self.down_after_ms}\n"
                         f"sentinel failover-timeout mymaster {self.failover_timeout_ms}\n"
                         f"sentinel parallel-syncs mymaster 1\n")
+                if self.certs:
+                    # TLS only, to clients and to the servers it watches (tls-replication).
+                    c = self.certs
+                    f.write(f"port 0\ntls-port {port}\ntls-cert-file {c.server_cert}\ntls-key-file {c.server_key}\n"
+                            f"tls-ca-cert-file {c.ca}\ntls-auth-clients no\ntls-replication yes\n")
             self.proc = subprocess.Popen([exe, conf, "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     last = (self.proc.stderr.read() if self.proc.stderr else b"").decode(errors="replace")
                     break
-                if ping(port):
+                if self._ready(port):
                     self.port = port
                     return self
                 time.sleep(0.02)
@@ -258,9 +264,7 @@ class Sentinel(RedisServer):
         raise RuntimeError(f"redis sentinel did not start: {last.strip()[:300]}")
 
     def master_addr(self) -> tuple[str, int] | None:
-        with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-            s.sendall(b"*3\r\n$8\r\nSENTINEL\r\n$23\r\nget-master-addr-by-name\r\n$8\r\nmymaster\r\n")
-            data = s.recv(4096).split(b"\r\n")
+        data = self.command("SENTINEL", "get-master-addr-by-name", "mymaster").split(b"\r\n")
         if not data or not data[0].startswith(b"*2"):
             return None
         return data[2].decode(), int(data[4])
@@ -269,23 +273,26 @@ class Sentinel(RedisServer):
 class SentinelSet:
     """A primary, a replica of it and three sentinels, all on free loopback ports, each
     stopped by PID. `replica_extra` passes options to the replica (`--replica-read-only no`
-    lets a test see any write that reached the replica directly)."""
+    lets a test see any write that reached the replica directly). With `certs` every
+    server and sentinel is TLS-only, replication included."""
 
-    def __init__(self, replica_extra: list[str] | None = None) -> None:
-        self.primary = RedisServer()
+    def __init__(self, replica_extra: list[str] | None = None, certs: Certs | None = None) -> None:
+        self.certs = certs
+        tls = ["--tls-replication", "yes"] if certs else []
+        self.primary = RedisServer(certs=certs, extra=tls)
         self.replica: RedisServer | None = None
-        self.replica_extra = replica_extra or []
+        self.replica_extra = (replica_extra or []) + tls
         self.sentinels: list[Sentinel] = []
 
     def start(self) -> "SentinelSet":
         try:
             self.primary.start()
-            self.replica = RedisServer(replicaof=self.primary.port, extra=self.replica_extra).start()
+            self.replica = RedisServer(replicaof=self.primary.port, extra=self.replica_extra, certs=self.certs).start()
             # Wait for the initial sync, so that the replica is eligible for promotion.
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline and b"master_link_status:up" not in self.replica.command("INFO", "replication"):
                 time.sleep(0.05)
-            self.sentinels = [Sentinel(self.primary.port).start() for _ in range(3)]
+            self.sentinels = [Sentinel(self.primary.port, certs=self.certs).start() for _ in range(3)]
             # Until every sentinel has found the replica and the others, a failover cannot run.
             deadline = time.monotonic() + 15
             while time.monotonic() < deadline:

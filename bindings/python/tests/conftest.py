@@ -82,3 +82,10 @@ def sentinel_set() -> Iterator[SentinelSet]:
     would show) and three sentinels of the test's own, each stopped by PID."""
     with SentinelSet(replica_extra=["--replica-read-only", "no"]) as s:
         yield s
+
+
+@pytest.fixture()
+def tls_sentinel_set(tls_certs: Certs) -> Iterator[SentinelSet]:
+    """As `sentinel_set`, every server and sentinel TLS-only (replication over TLS too)."""
+    with SentinelSet(certs=tls_certs) as s:
+        yield s

@@ -371,3 +371,27 @@ def test_a_replica_named_by_a_sentinel_is_refused_and_never_written(sentinel_set
         assert keys_of(ss.replica, "") == before
     finally:
         liar.close()
+
+
+def test_sentinel_over_tls_with_client_certificate(tls_sentinel_set: Any, tls_certs: Any) -> None:
+    # Sentinels name the primary by IP address: verified against the certificate's IP SAN.
+    ss = tls_sentinel_set
+    cfg = sentinel_config(ss, tls=tls_section(tls_certs), connect_timeout_ms=500, command_timeout_ms=500)
+    with bitsec.Runtime(cfg) as rt:
+        exercise(rt)
+        assert rt.describe()["sections"]["redis"]["primary"] == f"127.0.0.1:{ss.primary.port}"
+        ss.primary.kill()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                exercise(rt)
+                break
+            except (BackendUnavailableError, AssertionError):
+                time.sleep(0.2)
+        else:
+            raise AssertionError("no recovery over TLS after the failover")
+        assert rt.describe()["sections"]["redis"]["primary"] == f"127.0.0.1:{ss.replica.port}"
+    # A server_name the certificates do not carry: every discovered server is refused.
+    bad = sentinel_config(ss, tls=tls_section(tls_certs, server_name="redis.example.org"))
+    msg = refused(bad["redis"])
+    assert "mismatch" in msg, msg
