@@ -121,12 +121,16 @@ final class RedisTLSContext: @unchecked Sendable {
 }
 
 /// A TCP connection carrying TLS, with hiredis' reply parser (`redisReader`) over the
-/// decrypted bytes. Blocking socket with `SO_RCVTIMEO`/`SO_SNDTIMEO`: the handshake is
-/// bounded by the connect timeout, every command by the command timeout. Not thread-safe (one
-/// `RedisConnection` owns it).
+/// decrypted bytes. OpenSSL works on memory BIOs and this type moves the bytes with
+/// `send(MSG_NOSIGNAL)` and `recv`, so a peer that closes the connection can never raise
+/// SIGPIPE in the host process. Blocking socket with `SO_RCVTIMEO`/`SO_SNDTIMEO`: the
+/// handshake is bounded by the connect timeout, every command by the command timeout. Not
+/// thread-safe (one `RedisConnection` owns it).
 final class RedisTLSStream {
     private let fd: Int32
     private let ssl: OpaquePointer
+    private let rbio: OpaquePointer  // owned by `ssl`
+    private let wbio: OpaquePointer  // owned by `ssl`
     private let reader: UnsafeMutablePointer<redisReader>
     private var buffer = [UInt8](repeating: 0, count: 16 * 1024)
     /// Whether a reply has arrived yet, and whether a client certificate was offered: with
@@ -135,16 +139,57 @@ final class RedisTLSStream {
     private var answered = false
     var offeredClientCertificate = false
 
-    private init(fd: Int32, ssl: OpaquePointer, reader: UnsafeMutablePointer<redisReader>) {
+    private init(fd: Int32, ssl: OpaquePointer, rbio: OpaquePointer, wbio: OpaquePointer, reader: UnsafeMutablePointer<redisReader>) {
         self.fd = fd
         self.ssl = ssl
+        self.rbio = rbio
+        self.wbio = wbio
         self.reader = reader
     }
 
     deinit {
-        SSL_free(ssl)  // no close_notify: the peer may be gone, and a timeout must not block here
+        SSL_free(ssl)  // frees the BIOs; no close_notify: the peer may be gone
         close(fd)
         redisReaderFree(reader)
+    }
+
+    /// Socket-level outcome of moving bytes.
+    enum IOFailure: Error { case timeout, closed, failed(String) }
+
+    /// Sends everything OpenSSL has queued in the write BIO.
+    private func flushOut() -> IOFailure? {
+        while BIO_ctrl_pending(wbio) > 0 {
+            let n = buffer.withUnsafeMutableBytes { BIO_read(wbio, $0.baseAddress, Int32($0.count)) }
+            if n <= 0 { return .failed("TLS output buffer error") }
+            var off = 0
+            while off < Int(n) {
+                let sent = buffer.withUnsafeBytes { send(fd, $0.baseAddress.map { $0 + off }, Int(n) - off, Int32(MSG_NOSIGNAL)) }
+                if sent < 0 {
+                    if errno == EINTR { continue }
+                    if errno == EAGAIN || errno == EWOULDBLOCK { return .timeout }
+                    if errno == EPIPE || errno == ECONNRESET { return .closed }
+                    return .failed(String(cString: strerror(errno)))
+                }
+                off += sent
+            }
+        }
+        return nil
+    }
+
+    /// Receives what the socket has (waiting up to its timeout) into the read BIO.
+    private func fillIn() -> IOFailure? {
+        while true {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n == 0 { return .closed }
+            if n < 0 {
+                if errno == EINTR { continue }
+                if errno == EAGAIN || errno == EWOULDBLOCK { return .timeout }
+                if errno == ECONNRESET { return .closed }
+                return .failed(String(cString: strerror(errno)))
+            }
+            let w = buffer.withUnsafeBytes { BIO_write(rbio, $0.baseAddress, Int32(n)) }
+            return w == Int32(n) ? nil : .failed("TLS input buffer error")
+        }
     }
 
     static func isIPAddress(_ host: String) -> Bool {
@@ -226,7 +271,14 @@ final class RedisTLSStream {
             close(fd)
             throw .internalError("redis \(what): cannot allocate a reply reader")
         }
-        let stream = RedisTLSStream(fd: fd, ssl: ssl, reader: reader)
+        guard let rbio = BIO_new(BIO_s_mem()), let wbio = BIO_new(BIO_s_mem()) else {
+            SSL_free(ssl)
+            redisReaderFree(reader)
+            close(fd)
+            throw .internalError("redis \(what): cannot allocate TLS buffers")
+        }
+        SSL_set_bio(ssl, rbio, wbio)
+        let stream = RedisTLSStream(fd: fd, ssl: ssl, rbio: rbio, wbio: wbio, reader: reader)
         let name = tls.serverName ?? host
         let nameIsIP = isIPAddress(name)
         if tls.verify {
@@ -236,18 +288,24 @@ final class RedisTLSStream {
         }
         // SNI carries names only, never addresses (RFC 6066).
         if !nameIsIP { _ = bitsec_ssl_set_sni(ssl, name) }
-        guard SSL_set_fd(ssl, fd) == 1 else { throw .internalError("redis \(what): SSL_set_fd failed") }
-        let rc = SSL_connect(ssl)
+        var failure: IOFailure? = nil
+        var rc: Int32 = 0
+        while true {
+            ERR_clear_error()
+            rc = SSL_connect(ssl)
+            if let f = stream.flushOut() { failure = f; break }
+            if rc == 1 { break }
+            guard SSL_get_error(ssl, rc) == SSL_ERROR_WANT_READ else { break }
+            if let f = stream.fillIn() { failure = f; break }
+        }
         if rc != 1 {
-            let code = SSL_get_error(ssl, rc)
-            let savedErrno = errno
             let verifyResult = SSL_get_verify_result(ssl)
             let queue = opensslErrors()
             if verifyResult != X509_V_OK {
                 let why = String(cString: X509_verify_cert_error_string(verifyResult))
                 throw .backend("redis \(what): TLS handshake failed: server certificate not accepted: \(why) (checked name: \(name))")
             }
-            if code == SSL_ERROR_WANT_READ || code == SSL_ERROR_WANT_WRITE || (code == SSL_ERROR_SYSCALL && (savedErrno == EAGAIN || savedErrno == EWOULDBLOCK)) {
+            if case .timeout = failure {
                 throw .backend("redis \(what): TLS handshake failed: no answer within \(connectTimeoutMs) ms")
             }
             if queue.contains("certificate required") || queue.contains("handshake failure") && tls.certFile == nil {
@@ -256,7 +314,12 @@ final class RedisTLSStream {
             if queue.contains("bad certificate") || queue.contains("unknown ca") {
                 throw .backend("redis \(what): TLS handshake failed: the server refused the client certificate (\(queue))")
             }
-            let detail = queue.isEmpty ? (code == SSL_ERROR_SYSCALL || code == SSL_ERROR_ZERO_RETURN ? "connection closed by the server" : "error \(code)") : queue
+            let detail: String
+            switch failure {
+            case .closed?: detail = "connection closed by the server (is it a TLS port?)"
+            case .failed(let t)?: detail = t
+            default: detail = queue.isEmpty ? "protocol error" : queue
+            }
             throw .backend("redis \(what): TLS handshake failed: \(detail)")
         }
         setTimeout(fd, ms: commandTimeoutMs)
@@ -264,7 +327,8 @@ final class RedisTLSStream {
         return stream
     }
 
-    /// Writes all of `bytes`. Returns nil on success, else the failure text.
+    /// Writes all of `bytes`. Returns nil on success, else the failure text ("timeout" for
+    /// a timeout).
     func write(_ bytes: [UInt8]) -> String? {
         var off = 0
         while off < bytes.count {
@@ -272,14 +336,18 @@ final class RedisTLSStream {
             let n = bytes.withUnsafeBytes { raw -> Int32 in
                 SSL_write(ssl, raw.baseAddress.map { $0 + off }, Int32(clamping: raw.count - off))
             }
-            if n <= 0 { return failure(n, verb: "write") }
+            if let f = flushOut() { return text(f) }
+            if n <= 0 {
+                guard SSL_get_error(ssl, n) == SSL_ERROR_WANT_READ else { return text(.failed(sslFailure())) }
+                if let f = fillIn() { return text(f) }
+                continue
+            }
             off += Int(n)
         }
         return nil
     }
 
     /// Reads until hiredis' reader yields one reply (owned by the caller: `freeReplyObject`).
-    /// Throws the failure text (a timeout says "no reply within").
     func readReply(timeoutMs: Int) -> Result<UnsafeMutableRawPointer, ReadFailure> {
         while true {
             var reply: UnsafeMutableRawPointer? = nil
@@ -293,8 +361,17 @@ final class RedisTLSStream {
             ERR_clear_error()
             let n = buffer.withUnsafeMutableBytes { SSL_read(ssl, $0.baseAddress, Int32($0.count)) }
             if n <= 0 {
-                let text = failure(n, verb: "read")
-                return .failure(.init(text: text, timeout: text.hasPrefix("timeout")))
+                let code = SSL_get_error(ssl, n)
+                // A key update or an alert may have queued output.
+                if let f = flushOut() { return .failure(.init(text: text(f), timeout: isTimeout(f))) }
+                if code == SSL_ERROR_WANT_READ {
+                    if let f = fillIn() { return .failure(.init(text: text(f), timeout: isTimeout(f))) }
+                    continue
+                }
+                if code == SSL_ERROR_ZERO_RETURN { return .failure(.init(text: text(.closed), timeout: false)) }
+                let q = sslFailure()
+                if q.contains("certificate required") { return .failure(.init(text: text(.closed) + " (\(q))", timeout: false)) }
+                return .failure(.init(text: q, timeout: false))
             }
             let fed = buffer.withUnsafeBytes { raw in
                 redisReaderFeed(reader, raw.baseAddress?.assumingMemoryBound(to: CChar.self), Int(n))
@@ -305,14 +382,13 @@ final class RedisTLSStream {
 
     struct ReadFailure: Error { let text: String; let timeout: Bool }
 
-    private func failure(_ n: Int32, verb: String) -> String {
-        let savedErrno = errno
-        let code = SSL_get_error(ssl, n)
-        let queue = opensslErrors()
-        if code == SSL_ERROR_WANT_READ || code == SSL_ERROR_WANT_WRITE || (code == SSL_ERROR_SYSCALL && (savedErrno == EAGAIN || savedErrno == EWOULDBLOCK)) {
-            return "timeout"
-        }
-        if code == SSL_ERROR_ZERO_RETURN || (code == SSL_ERROR_SYSCALL && queue.isEmpty) || queue.contains("unexpected eof") || queue.contains("certificate required") {
+    private func isTimeout(_ f: IOFailure) -> Bool { if case .timeout = f { return true }; return false }
+
+    private func text(_ f: IOFailure) -> String {
+        switch f {
+        case .timeout: return "timeout"
+        case .failed(let t): return t
+        case .closed:
             if !answered {
                 return offeredClientCertificate
                     ? "TLS connection closed by the server before its first reply (client certificate refused?)"
@@ -320,6 +396,10 @@ final class RedisTLSStream {
             }
             return "connection lost"
         }
-        return "TLS \(verb) failed: \(queue.isEmpty ? "error \(code)" : queue)"
+    }
+
+    private func sslFailure() -> String {
+        let queue = opensslErrors()
+        return "TLS error: \(queue.isEmpty ? "protocol error" : queue)"
     }
 }
