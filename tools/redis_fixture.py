@@ -227,8 +227,8 @@ class Sentinel(RedisServer):
     short `down-after-milliseconds`/`failover-timeout` so that tests see a failover quickly."""
 
     def __init__(self, master_port: int, down_after_ms: int = 1000, failover_timeout_ms: int = 3000,
-                 certs: Certs | None = None) -> None:
-        super().__init__(certs=certs)
+                 certs: Certs | None = None, password: str | None = None) -> None:
+        super().__init__(certs=certs, password=password)
         self.master_port = master_port
         self.down_after_ms = down_after_ms
         self.failover_timeout_ms = failover_timeout_ms
@@ -245,6 +245,8 @@ class Sentinel(RedisServer):
                         f"sentinel down-after-milliseconds mymaster {self.down_after_ms}\n"
                         f"sentinel failover-timeout mymaster {self.failover_timeout_ms}\n"
                         f"sentinel parallel-syncs mymaster 1\n")
+                if self.password:
+                    f.write(f"requirepass {self.password}\n")
                 if self.certs:
                     # TLS only, to clients and to the servers it watches (tls-replication).
                     c = self.certs

@@ -271,7 +271,11 @@ final class RedisTLSStream {
             close(fd)
             throw .internalError("redis \(what): cannot allocate a reply reader")
         }
-        guard let rbio = BIO_new(BIO_s_mem()), let wbio = BIO_new(BIO_s_mem()) else {
+        let rbioOrNil = BIO_new(BIO_s_mem())
+        let wbioOrNil = BIO_new(BIO_s_mem())
+        guard let rbio = rbioOrNil, let wbio = wbioOrNil else {
+            if let b = rbioOrNil { BIO_free(b) }
+            if let b = wbioOrNil { BIO_free(b) }
             SSL_free(ssl)
             redisReaderFree(reader)
             close(fd)

@@ -22,6 +22,7 @@ import pytest
 
 import bitsec
 from bitsec import BackendUnavailableError, ConfigError, RevokedTokenError
+from redis_fixture import RedisServer, Sentinel
 
 AT = 1_900_000_000
 SECRET_HS = "0123456789abcdef0123456789abcdef"
@@ -402,3 +403,17 @@ def test_sentinel_over_tls_with_client_certificate(tls_sentinel_set: Any, tls_ce
     bad = sentinel_config(ss, tls=tls_section(tls_certs, server_name="redis.example.org"))
     msg = refused(bad["redis"])
     assert "mismatch" in msg, msg
+
+
+def test_sentinel_password(redis_server: RedisServer) -> None:
+    pw = "sp-" + uuid.uuid4().hex
+    sentinel = Sentinel(redis_server.port, password=pw).start()
+    try:
+        redis = {"mode": "sentinel", "sentinels": [f"127.0.0.1:{sentinel.port}"], "master_name": "mymaster"}
+        with bitsec.Runtime(base_config({**redis, "sentinel_password": {"value": pw}})) as rt:
+            exercise(rt)
+            assert rt.describe()["sections"]["redis"]["primary"] == f"127.0.0.1:{redis_server.port}"
+        msg = refused({**redis, "sentinel_password": {"value": pw + "x"}})
+        assert "authentication failed" in msg and pw not in msg, msg
+    finally:
+        sentinel.cleanup()
