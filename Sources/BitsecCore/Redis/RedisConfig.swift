@@ -142,7 +142,6 @@ public struct RedisConfig: Sendable {
         return cfg
     }
 
-    /// Where the server is, for messages and `describe` (no credentials).
     /// The same settings aimed at another server (a discovered primary, a cluster node): TLS,
     /// credentials and timeouts carry over.
     public func aimed(at host: String, port: Int32) -> RedisConfig {
@@ -161,6 +160,7 @@ public struct RedisConfig: Sendable {
         return c
     }
 
+    /// Where the server is, for messages and `describe` (no credentials).
     public var endpointText: String {
         if mode == .sentinel {
             return "sentinel master \(masterName)"

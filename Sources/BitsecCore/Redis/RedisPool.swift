@@ -130,7 +130,7 @@ public final class RedisPool: @unchecked Sendable {
             do {
                 let c = try RedisConnection.connect(config.sentinelConfig(s.host, s.port))
                 let r = try c.command([Array("SENTINEL".utf8), Array("get-master-addr-by-name".utf8), Array(config.masterName.utf8)])
-                if case .array(let a) = r, a.count == 2, let h = a[0].text, !h.isEmpty, h.utf8.count <= 255,
+                if case .array(let a) = r, a.count == 2, let h = a[0].text, !h.isEmpty, h.utf8.count <= 255, !h.utf8.contains(0),
                    let p = a[1].text.flatMap({ Int32($0) }), (1...65535).contains(p) {
                     return (h, p)
                 }
