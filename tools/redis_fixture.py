@@ -7,6 +7,13 @@ temporary directory, and stops it by PID -- also when the tests fail or are inte
     python3 tools/redis_fixture.py run -- swift test      # exports BITSEC_TEST_REDIS_PORT
     from redis_fixture import RedisServer                 # pytest's conftest uses this
 
+`run` also starts a TLS-only server (`--port 0 --tls-port P`) with certificates made by
+`make_certs` (the `openssl` command, in a temporary directory): a CA, a server certificate
+for IP 127.0.0.1 and DNS localhost, a client certificate, and a second, unrelated CA. It
+exports BITSEC_TEST_REDIS_TLS_PORT, BITSEC_TEST_REDIS_TLS_CA, BITSEC_TEST_REDIS_TLS_CERT,
+BITSEC_TEST_REDIS_TLS_KEY and BITSEC_TEST_REDIS_TLS_OTHER_CA. `SentinelSet` starts a
+primary, a replica and three sentinels (`redis-server --sentinel`) for failover tests.
+
 A missing redis-server is an error, never a skip: `make test` installs it.
 """
 from __future__ import annotations
@@ -15,6 +22,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -36,12 +44,56 @@ def ping(port: int, timeout: float = 0.2) -> bool:
         return False
 
 
-class RedisServer:
-    """A redis-server process owned by this object (start/stop/kill/pause/resume by PID)."""
+class Certs:
+    """Test certificates made with the `openssl` command into `dir`."""
 
-    def __init__(self, password: str | None = None, port: int | None = None) -> None:
+    def __init__(self, dir: str) -> None:
+        self.dir = dir
+        self.ca = os.path.join(dir, "ca.pem")
+        self.ca_key = os.path.join(dir, "ca.key")
+        self.server_cert = os.path.join(dir, "server.pem")
+        self.server_key = os.path.join(dir, "server.key")
+        self.client_cert = os.path.join(dir, "client.pem")
+        self.client_key = os.path.join(dir, "client.key")
+        self.other_ca = os.path.join(dir, "other-ca.pem")
+
+
+def _openssl(*args: str, cwd: str) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def make_certs(dir: str | None = None) -> Certs:
+    """A CA, a server certificate (SAN IP:127.0.0.1, DNS:localhost), a client certificate
+    (clientAuth), all EC P-256 signed by the CA; and an unrelated CA for negative tests."""
+    d = dir or tempfile.mkdtemp(prefix="bitsec-certs-")
+    c = Certs(d)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    _openssl("req", "-x509", *ec, "-keyout", c.ca_key, "-out", c.ca, "-days", "2", "-subj", "/CN=bitsec test CA", cwd=d)
+    _openssl("req", "-x509", *ec, "-keyout", "other-ca.key", "-out", c.other_ca, "-days", "2", "-subj", "/CN=bitsec other CA", cwd=d)
+    for name, ext in (("server", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth"),
+                      ("client", "extendedKeyUsage=clientAuth")):
+        with open(os.path.join(d, f"{name}.ext"), "w") as f:
+            f.write(ext + "\n")
+        _openssl("req", "-new", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN=bitsec test {name}", cwd=d)
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", c.ca, "-CAkey", c.ca_key, "-CAcreateserial",
+                 "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
+    return c
+
+
+class RedisServer:
+    """A redis-server process owned by this object (start/stop/kill/pause/resume by PID).
+
+    `certs` makes it TLS-only (`--port 0 --tls-port P`); `tls_auth_clients` then requires a
+    client certificate. `replicaof` (a port) makes it a replica of that local server."""
+
+    def __init__(self, password: str | None = None, port: int | None = None, certs: Certs | None = None,
+                 tls_auth_clients: bool = False, replicaof: int | None = None, extra: list[str] | None = None) -> None:
         self.password = password
         self.port = port or 0
+        self.certs = certs
+        self.tls_auth_clients = tls_auth_clients
+        self.replicaof = replicaof
+        self.extra = extra or []
         self.proc: subprocess.Popen[bytes] | None = None
         self.dir = tempfile.mkdtemp(prefix="bitsec-redis-")
 
@@ -64,6 +116,14 @@ class RedisServer:
             args = [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                     "--dir", self.dir, "--daemonize", "no",
                     "--unixsocket", self.socket_path, "--unixsocketperm", "700", "--protected-mode", "yes", "--loglevel", "warning"]
+            if self.certs:
+                c = self.certs
+                args[1:3] = ["--port", "0", "--tls-port", str(port)]
+                args += ["--tls-cert-file", c.server_cert, "--tls-key-file", c.server_key, "--tls-ca-cert-file", c.ca,
+                         "--tls-auth-clients", "yes" if self.tls_auth_clients else "no"]
+            if self.replicaof:
+                args += ["--replicaof", "127.0.0.1", str(self.replicaof)]
+            args += self.extra
             if self.password:
                 args += ["--requirepass", self.password]
             self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -79,7 +139,32 @@ class RedisServer:
             self.stop()
         raise RuntimeError(f"redis-server did not start: {last.strip()[:300]}")
 
+    def tls_socket(self, port: int | None = None, timeout: float = 0.5) -> ssl.SSLSocket:
+        assert self.certs is not None
+        ctx = ssl.create_default_context(cafile=self.certs.ca)
+        ctx.load_cert_chain(self.certs.client_cert, self.certs.client_key)
+        raw = socket.create_connection(("127.0.0.1", port or self.port), timeout=timeout)
+        return ctx.wrap_socket(raw, server_hostname="localhost")
+
+    def command(self, *args: str) -> bytes:
+        """One command (plain or TLS), the raw reply's first line(s): for tests' checks."""
+        enc = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a.encode()), a.encode()) for a in args)
+        if self.certs:
+            with self.tls_socket() as s:
+                s.sendall(enc)
+                return s.recv(65536)
+        with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+            s.sendall(enc)
+            return s.recv(65536)
+
     def _ready(self, port: int) -> bool:
+        if self.certs:
+            try:
+                with self.tls_socket(port, timeout=0.2) as s:
+                    s.sendall(b"*1\r\n$4\r\nPING\r\n")
+                    return s.recv(16).startswith(b"+PONG")
+            except OSError:
+                return False
         if not self.password:
             return ping(port)
         try:
@@ -137,14 +222,127 @@ class RedisServer:
         self.cleanup()
 
 
+class Sentinel(RedisServer):
+    """One `redis-server --sentinel` watching `master_port` as "mymaster" (quorum 2), with
+    short `down-after-milliseconds`/`failover-timeout` so that tests see a failover quickly."""
+
+    def __init__(self, master_port: int, down_after_ms: int = 1000, failover_timeout_ms: int = 3000,
+                 certs: Certs | None = None, password: str | None = None) -> None:
+        super().__init__(certs=certs, password=password)
+        self.master_port = master_port
+        self.down_after_ms = down_after_ms
+        self.failover_timeout_ms = failover_timeout_ms
+
+    def start(self, attempts: int = 5) -> "Sentinel":
+        exe = shutil.which("redis-server") or "/usr/bin/redis-server"
+        last = ""
+        for _ in range(attempts):
+            port = self.port or free_port()
+            conf = os.path.join(self.dir, "sentinel.conf")
+            with open(conf, "w") as f:
+                f.write(f"port {port}\nbind 127.0.0.1\ndaemonize no\ndir {self.dir}\nloglevel warning\n"
+                        f"sentinel monitor mymaster 127.0.0.1 {self.master_port} 2\n"
+                        f"sentinel down-after-milliseconds mymaster {self.down_after_ms}\n"
+                        f"sentinel failover-timeout mymaster {self.failover_timeout_ms}\n"
+                        f"sentinel parallel-syncs mymaster 1\n")
+                if self.password:
+                    f.write(f"requirepass {self.password}\n")
+                if self.certs:
+                    # TLS only, to clients and to the servers it watches (tls-replication).
+                    c = self.certs
+                    f.write(f"port 0\ntls-port {port}\ntls-cert-file {c.server_cert}\ntls-key-file {c.server_key}\n"
+                            f"tls-ca-cert-file {c.ca}\ntls-auth-clients no\ntls-replication yes\n")
+            self.proc = subprocess.Popen([exe, conf, "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    last = (self.proc.stderr.read() if self.proc.stderr else b"").decode(errors="replace")
+                    break
+                if self._ready(port):
+                    self.port = port
+                    return self
+                time.sleep(0.02)
+            self.stop()
+        raise RuntimeError(f"redis sentinel did not start: {last.strip()[:300]}")
+
+    def master_addr(self) -> tuple[str, int] | None:
+        data = self.command("SENTINEL", "get-master-addr-by-name", "mymaster").split(b"\r\n")
+        if not data or not data[0].startswith(b"*2"):
+            return None
+        return data[2].decode(), int(data[4])
+
+
+class SentinelSet:
+    """A primary, a replica of it and three sentinels, all on free loopback ports, each
+    stopped by PID. `replica_extra` passes options to the replica (`--replica-read-only no`
+    lets a test see any write that reached the replica directly). With `certs` every
+    server and sentinel is TLS-only, replication included."""
+
+    def __init__(self, replica_extra: list[str] | None = None, certs: Certs | None = None) -> None:
+        self.certs = certs
+        tls = ["--tls-replication", "yes"] if certs else []
+        self.primary = RedisServer(certs=certs, extra=tls)
+        self.replica: RedisServer | None = None
+        self.replica_extra = (replica_extra or []) + tls
+        self.sentinels: list[Sentinel] = []
+
+    def start(self) -> "SentinelSet":
+        try:
+            self.primary.start()
+            self.replica = RedisServer(replicaof=self.primary.port, extra=self.replica_extra, certs=self.certs).start()
+            # Wait for the initial sync, so that the replica is eligible for promotion.
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and b"master_link_status:up" not in self.replica.command("INFO", "replication"):
+                time.sleep(0.05)
+            self.sentinels = [Sentinel(self.primary.port, certs=self.certs).start() for _ in range(3)]
+            # Until every sentinel has found the replica and the others, a failover cannot run.
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                infos = [sen.command("SENTINEL", "replicas", "mymaster") for sen in self.sentinels]
+                peers = [sen.command("SENTINEL", "sentinels", "mymaster") for sen in self.sentinels]
+                if all(str(self.replica.port).encode() in i for i in infos) and all(p.startswith(b"*2") for p in peers):
+                    break
+                time.sleep(0.1)
+            return self
+        except BaseException:
+            self.cleanup()
+            raise
+
+    @property
+    def addresses(self) -> list[str]:
+        return [f"127.0.0.1:{s.port}" for s in self.sentinels]
+
+    def cleanup(self) -> None:
+        for s in self.sentinels:
+            s.cleanup()
+        if self.replica:
+            self.replica.cleanup()
+        self.primary.cleanup()
+
+    def __enter__(self) -> "SentinelSet":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+
 def main(argv: list[str]) -> int:
     if len(argv) < 3 or argv[1] != "run" or "--" not in argv:
         print("usage: redis_fixture.py run -- COMMAND...", file=sys.stderr)
         return 2
     cmd = argv[argv.index("--") + 1:]
     server = RedisServer().start()
+    certs = make_certs()
+    try:
+        tls_server = RedisServer(certs=certs).start()
+    except BaseException:
+        server.cleanup()
+        raise
     env = dict(os.environ, BITSEC_TEST_REDIS_PORT=str(server.port), BITSEC_TEST_REDIS_PID=str(server.pid),
-               BITSEC_TEST_REDIS_SOCKET=server.socket_path)
+               BITSEC_TEST_REDIS_SOCKET=server.socket_path,
+               BITSEC_TEST_REDIS_TLS_PORT=str(tls_server.port), BITSEC_TEST_REDIS_TLS_CA=certs.ca,
+               BITSEC_TEST_REDIS_TLS_CERT=certs.client_cert, BITSEC_TEST_REDIS_TLS_KEY=certs.client_key,
+               BITSEC_TEST_REDIS_TLS_OTHER_CA=certs.other_ca)
     child: subprocess.Popen[bytes] | None = None
 
     def forward(sig: int, _frame: object) -> None:
@@ -157,7 +355,9 @@ def main(argv: list[str]) -> int:
         child = subprocess.Popen(cmd, env=env)
         return child.wait()
     finally:
+        tls_server.cleanup()
         server.cleanup()
+        shutil.rmtree(certs.dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

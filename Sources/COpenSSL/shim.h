@@ -19,6 +19,8 @@
 #include <openssl/param_build.h>
 #include <openssl/hmac.h>
 #include <openssl/obj_mac.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 /* Function forms of OpenSSL macros Swift cannot import. */
 static inline void bitsec_openssl_free(void *p) { OPENSSL_free(p); }
@@ -33,6 +35,9 @@ static inline int bitsec_rsa_pss_saltlen_digest(void) { return RSA_PSS_SALTLEN_D
 static inline int bitsec_evp_ctrl_gcm_get_tag(void) { return EVP_CTRL_GCM_GET_TAG; }
 static inline int bitsec_evp_ctrl_gcm_set_tag(void) { return EVP_CTRL_GCM_SET_TAG; }
 static inline int bitsec_evp_ctrl_gcm_set_ivlen(void) { return EVP_CTRL_GCM_SET_IVLEN; }
+/* TLS client (Redis over TLS). */
+static inline int bitsec_ssl_ctx_set_min_tls12(SSL_CTX *ctx) { return (int)SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION); }
+static inline int bitsec_ssl_set_sni(SSL *ssl, const char *name) { return (int)SSL_set_tlsext_host_name(ssl, name); }
 static inline BIO *bitsec_bio_new_mem_buf(const void *buf, int len) { return BIO_new_mem_buf(buf, len); }
 
 #endif

@@ -1,22 +1,31 @@
 internal import CHiredis
 internal import Glibc
 
-/// One synchronous hiredis connection. Not thread-safe: the pool hands it to one thread at a
-/// time. After any I/O error or timeout hiredis' context is unusable, so the connection is
-/// marked broken and the pool discards it.
+/// One synchronous Redis connection. Not thread-safe: the pool hands it to one thread at a
+/// time. After any I/O error or timeout the connection is unusable, so it is marked broken
+/// and the pool discards it.
+///
+/// Two transports, one reply parser: a plain TCP or Unix connection is hiredis' own
+/// (`redisContext`); a TLS connection (`redis.tls`) is a socket and an OpenSSL `SSL` of
+/// bitsec's own (`RedisTLSStream`, hiredis 0.14 has no TLS) whose bytes go through hiredis'
+/// reply reader. Either way replies are converted by the same code.
 public final class RedisConnection {
-    private let ctx: UnsafeMutablePointer<redisContext>
+    private let ctx: UnsafeMutablePointer<redisContext>?
+    private let tls: RedisTLSStream?
+    /// Encoded commands waiting to be written (TLS transport: flushed by the next read).
+    private var pendingOut: [UInt8] = []
     public private(set) var broken = false
     let endpointText: String
     let commandTimeoutMs: Int
 
-    private init(ctx: UnsafeMutablePointer<redisContext>, endpointText: String, commandTimeoutMs: Int) {
+    private init(ctx: UnsafeMutablePointer<redisContext>?, tls: RedisTLSStream?, endpointText: String, commandTimeoutMs: Int) {
         self.ctx = ctx
+        self.tls = tls
         self.endpointText = endpointText
         self.commandTimeoutMs = commandTimeoutMs
     }
 
-    deinit { redisFree(ctx) }
+    deinit { if let ctx { redisFree(ctx) } }
 
     private static func timeval(ms: Int) -> Glibc.timeval {
         Glibc.timeval(tv_sec: ms / 1000, tv_usec: (ms % 1000) * 1000)
@@ -28,23 +37,34 @@ public final class RedisConnection {
         }
     }
 
-    /// Connects, sets the command timeout, authenticates and selects the database.
+    /// Connects (with TLS when `config.tls` is set), sets the command timeout, authenticates
+    /// and selects the database.
     public static func connect(_ config: RedisConfig) throws(BitsecError) -> RedisConnection {
-        let tv = timeval(ms: config.connectTimeoutMs)
-        let raw: UnsafeMutablePointer<redisContext>?
-        switch config.endpoint {
-        case .tcp(let host, let port): raw = redisConnectWithTimeout(host, port, tv)
-        case .unix(let path): raw = redisConnectUnixWithTimeout(path, tv)
-        }
-        guard let raw else { throw .backend("redis \(config.endpointText): cannot allocate a connection") }
-        if raw.pointee.err != 0 {
-            let text = errorText(raw)
-            redisFree(raw)
-            throw .backend("redis \(config.endpointText): connect failed: \(text)")
-        }
-        let conn = RedisConnection(ctx: raw, endpointText: config.endpointText, commandTimeoutMs: config.commandTimeoutMs)
-        guard redisSetTimeout(raw, timeval(ms: config.commandTimeoutMs)) == bitsec_redis_ok() else {
-            throw .backend("redis \(config.endpointText): cannot set the command timeout")
+        let conn: RedisConnection
+        if let tls = config.tls {
+            guard case .tcp(let host, let port) = config.endpoint else {
+                throw .config("redis \(config.endpointText): tls needs a host and port, not a unix socket")
+            }
+            let stream = try RedisTLSStream.connect(host: host, port: port, tls: tls, connectTimeoutMs: config.connectTimeoutMs,
+                                                    commandTimeoutMs: config.commandTimeoutMs, what: config.endpointText)
+            conn = RedisConnection(ctx: nil, tls: stream, endpointText: config.endpointText, commandTimeoutMs: config.commandTimeoutMs)
+        } else {
+            let tv = timeval(ms: config.connectTimeoutMs)
+            let raw: UnsafeMutablePointer<redisContext>?
+            switch config.endpoint {
+            case .tcp(let host, let port): raw = redisConnectWithTimeout(host, port, tv)
+            case .unix(let path): raw = redisConnectUnixWithTimeout(path, tv)
+            }
+            guard let raw else { throw .backend("redis \(config.endpointText): cannot allocate a connection") }
+            if raw.pointee.err != 0 {
+                let text = errorText(raw)
+                redisFree(raw)
+                throw .backend("redis \(config.endpointText): connect failed: \(text)")
+            }
+            conn = RedisConnection(ctx: raw, tls: nil, endpointText: config.endpointText, commandTimeoutMs: config.commandTimeoutMs)
+            guard redisSetTimeout(raw, timeval(ms: config.commandTimeoutMs)) == bitsec_redis_ok() else {
+                throw .backend("redis \(config.endpointText): cannot set the command timeout")
+            }
         }
         if let password = config.password {
             var args: [[UInt8]] = [Array("AUTH".utf8)]
@@ -63,6 +83,17 @@ public final class RedisConnection {
             if let e = reply.errorMessage { throw .backend("redis \(config.endpointText): SELECT \(config.db) failed: \(e)") }
         }
         return conn
+    }
+
+    /// Sends one command and waits up to the command timeout plus `extraTimeoutMs` for its
+    /// reply (for commands that block on the server by design, such as `WAIT`).
+    public func command(_ args: [[UInt8]], extraTimeoutMs: Int) throws(BitsecError) -> RedisReply {
+        guard extraTimeoutMs > 0 else { return try command(args) }
+        let longer = commandTimeoutMs + extraTimeoutMs
+        if let ctx { _ = redisSetTimeout(ctx, Self.timeval(ms: longer)) } else { tls?.setCommandTimeout(ms: longer) }
+        let r = try command(args)
+        if let ctx { _ = redisSetTimeout(ctx, Self.timeval(ms: commandTimeoutMs)) } else { tls?.setCommandTimeout(ms: commandTimeoutMs) }
+        return r
     }
 
     /// Sends one command and waits for its reply (bounded by the command timeout).
@@ -109,13 +140,58 @@ public final class RedisConnection {
     }
 
     private func append(_ resp: [UInt8]) -> Bool {
-        resp.withUnsafeBytes { raw in
+        guard let ctx else {
+            pendingOut.append(contentsOf: resp)
+            return true
+        }
+        return resp.withUnsafeBytes { raw in
             redisAppendFormattedCommand(ctx, raw.baseAddress?.assumingMemoryBound(to: CChar.self), raw.count)
         } == bitsec_redis_ok()
     }
 
     /// Reads the next reply (flushing what was appended first).
     private func readReply(appended: Bool) throws(BitsecError) -> RedisReply {
+        let r: RedisReply
+        if let tls {
+            r = try readTLSReply(tls, appended: appended)
+        } else if let ctx {
+            r = try readHiredisReply(ctx, appended: appended)
+        } else {
+            throw .internalError("redis \(endpointText): connection without a transport")
+        }
+        if case .error(let e) = r, e.hasPrefix("READONLY") || e.contains("READONLY You can't write") {
+            // The server is a replica now (a failover demoted it): nothing was written. The
+            // connection is discarded, and in sentinel mode the primary is discovered again.
+            broken = true
+            throw .backend("redis \(endpointText): the server is a read-only replica (READONLY)")
+        }
+        return r
+    }
+
+    private func readTLSReply(_ tls: RedisTLSStream, appended: Bool) throws(BitsecError) -> RedisReply {
+        guard appended else {
+            broken = true
+            throw .backend("redis \(endpointText): connection lost")
+        }
+        if !pendingOut.isEmpty {
+            let out = pendingOut
+            pendingOut.removeAll(keepingCapacity: true)
+            if let e = tls.write(out) {
+                broken = true
+                throw .backend("redis \(endpointText): \(e == "timeout" ? "no reply within \(commandTimeoutMs) ms" : e)")
+            }
+        }
+        switch tls.readReply(timeoutMs: commandTimeoutMs) {
+        case .success(let reply):
+            defer { freeReplyObject(reply) }
+            return Self.convert(reply.assumingMemoryBound(to: redisReply.self), depth: 0)
+        case .failure(let f):
+            broken = true
+            throw .backend("redis \(endpointText): \(f.timeout ? "no reply within \(commandTimeoutMs) ms" : f.text)")
+        }
+    }
+
+    private func readHiredisReply(_ ctx: UnsafeMutablePointer<redisContext>, appended: Bool) throws(BitsecError) -> RedisReply {
         var reply: UnsafeMutableRawPointer? = nil
         if !appended || redisGetReply(ctx, &reply) != bitsec_redis_ok() || reply == nil {
             // Any failure leaves hiredis' context unusable: the pool discards this connection.

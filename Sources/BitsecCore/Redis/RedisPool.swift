@@ -8,6 +8,12 @@
 ///   timeout each. The first success resets the backoff: recovery is automatic.
 /// - Every failure is a `backendUnavailable` error with a clear message; nothing hangs beyond
 ///   the configured timeouts.
+/// - Sentinel mode (`"mode": "sentinel"`): a new connection goes to the primary the sentinels
+///   name (`SENTINEL get-master-addr-by-name`, asked in the configured order, first answer
+///   wins), and is used only once `ROLE` confirms the server is a master: a replica is
+///   refused, so nothing is ever written to one. A connection error or a `READONLY` reply
+///   forgets the primary and drops the idle connections; the next connection asks the
+///   sentinels again, so a failover is followed without a restart.
 public final class RedisPool: @unchecked Sendable {
     public let config: RedisConfig
     private let lock = ConditionLock()
@@ -17,6 +23,8 @@ public final class RedisPool: @unchecked Sendable {
     private var backoffMs = 0
     private var nextAttemptAt: Int64 = 0
     private var lastFailure = ""
+    /// Sentinel mode: the primary last discovered and confirmed (nil: ask the sentinels).
+    private var primary: (host: String, port: Int32)? = nil
 
     public init(config: RedisConfig) { self.config = config }
 
@@ -59,6 +67,94 @@ public final class RedisPool: @unchecked Sendable {
         try command(args.map { Array($0.utf8) })
     }
 
+    /// One write that must survive a failover: the command, then, when `wait_replicas` is
+    /// set and `acknowledged(reply)` says the write happened, `WAIT wait_replicas
+    /// wait_timeout_ms` on the same connection (a second round trip). Fewer replicas than
+    /// asked within the timeout is a `backendUnavailable` error (the write is on the primary
+    /// but could be lost in a failover).
+    public func commandReplicated(_ args: [[UInt8]], acknowledged: (RedisReply) -> Bool) throws(BitsecError) -> RedisReply {
+        try withConnection { (c) throws(BitsecError) -> RedisReply in
+            let r = try c.command(args)
+            if acknowledged(r) { try waitForReplicas(c) }
+            return r
+        }
+    }
+
+    /// `pipeline`, then `WAIT` as in `commandReplicated` when `acknowledged(replies)`.
+    public func pipelineReplicated(_ commands: [[[UInt8]]], acknowledged: ([RedisReply]) -> Bool) throws(BitsecError) -> [RedisReply] {
+        try withConnection { (c) throws(BitsecError) -> [RedisReply] in
+            let r = try c.pipeline(commands)
+            if acknowledged(r) { try waitForReplicas(c) }
+            return r
+        }
+    }
+
+    private func waitForReplicas(_ c: RedisConnection) throws(BitsecError) {
+        let n = config.waitReplicas
+        guard n > 0 else { return }
+        let r = try c.command([Array("WAIT".utf8), Array(String(n).utf8), Array(String(config.waitTimeoutMs).utf8)],
+                              extraTimeoutMs: config.waitTimeoutMs)
+        guard let got = r.integer else {
+            throw .backend("redis \(config.endpointText): WAIT failed: \(r.errorMessage ?? "unexpected reply")")
+        }
+        guard got >= Int64(n) else {
+            throw .backend("redis \(config.endpointText): written on the primary but acknowledged by \(got) of \(n) replicas within \(config.waitTimeoutMs) ms")
+        }
+    }
+
+    /// A new connection: to the configured server, or in sentinel mode to the confirmed primary.
+    private func connectNew() throws(BitsecError) -> RedisConnection {
+        guard config.mode == .sentinel else { return try RedisConnection.connect(config) }
+        let known = lock.withLock { primary }
+        let target: (host: String, port: Int32)
+        if let known { target = known } else { target = try discoverPrimary() }
+        let conn: RedisConnection
+        do throws(BitsecError) {
+            conn = try RedisConnection.connect(config.aimed(at: target.host, port: target.port))
+            let role = try conn.command([Array("ROLE".utf8)])
+            guard case .array(let a) = role, a.first?.text == "master" else {
+                throw .backend("redis \(config.endpointText): \(target.host):\(target.port) is not the primary (ROLE: \(role.array?.first?.text ?? role.errorMessage ?? "unexpected reply")); asking the sentinels again")
+            }
+        } catch {
+            forgetPrimary()
+            throw error
+        }
+        lock.withLock { primary = target }
+        return conn
+    }
+
+    /// Asks the sentinels, in order, for the primary's address.
+    private func discoverPrimary() throws(BitsecError) -> (host: String, port: Int32) {
+        var why: [String] = []
+        for s in config.sentinels {
+            do {
+                let c = try RedisConnection.connect(config.sentinelConfig(s.host, s.port))
+                let r = try c.command([Array("SENTINEL".utf8), Array("get-master-addr-by-name".utf8), Array(config.masterName.utf8)])
+                if case .array(let a) = r, a.count == 2, let h = a[0].text, !h.isEmpty, h.utf8.count <= 255, !h.utf8.contains(0),
+                   let p = a[1].text.flatMap({ Int32($0) }), (1...65535).contains(p) {
+                    return (h, p)
+                }
+                why.append("\(s.host):\(s.port): \(r.errorMessage ?? "no primary named \(config.masterName)")")
+            } catch {
+                why.append(error.detail)
+            }
+        }
+        throw .backend("redis \(config.endpointText): no sentinel named the primary (\(why.prefix(3).joined(separator: "; ")))")
+    }
+
+    /// Sentinel mode: the primary may have changed; drop it and the idle connections to it.
+    private func forgetPrimary() {
+        guard config.mode == .sentinel else { return }
+        lock.withLock {
+            primary = nil
+            open -= idle.count
+            idle.removeAll()
+        }
+    }
+
+    /// The primary currently used in sentinel mode (`host:port`), nil before discovery.
+    public var currentPrimary: String? { lock.withLock { primary.map { "\($0.host):\($0.port)" } } }
+
     /// `PING`; returns the round trip in microseconds.
     public func ping() throws(BitsecError) -> Int64 {
         let start = Clock.nowMicros()
@@ -92,7 +188,7 @@ public final class RedisPool: @unchecked Sendable {
                 open += 1
                 lock.unlock()
                 do {
-                    let c = try RedisConnection.connect(config)
+                    let c = try connectNew()
                     lock.withLock { backoffMs = 0; nextAttemptAt = 0 }
                     return (c, false)
                 } catch {
@@ -118,6 +214,7 @@ public final class RedisPool: @unchecked Sendable {
             if c.broken { open -= 1 } else { idle.append(c) }
             lock.signal()
         }
+        if c.broken { forgetPrimary() }
     }
 
     /// Closes idle connections (runtime close).

@@ -128,15 +128,38 @@ public final class Runtime: Sendable {
         var sections: [(key: String, value: JSONValue)] = []
         if let redis {
             let c = redis.config
-            sections.append(("redis", .object(JSONObject([
+            var fields: [(key: String, value: JSONValue)] = [
                 ("endpoint", .string(c.endpointText)),
+                ("mode", .string(c.mode.rawValue)),
                 ("db", .number(JSONNumber(int64: Int64(c.db)))),
                 ("pool_size", .number(JSONNumber(int64: Int64(c.poolSize)))),
                 ("connect_timeout_ms", .number(JSONNumber(int64: Int64(c.connectTimeoutMs)))),
                 ("command_timeout_ms", .number(JSONNumber(int64: Int64(c.commandTimeoutMs)))),
                 ("auth", .bool(c.password != nil)),
                 ("key_prefix", .string(c.keyPrefix)),
-            ]))))
+            ]
+            if let t = c.tls {
+                // `verify: false` is shown here: a switched-off verification must be visible.
+                var tf: [(key: String, value: JSONValue)] = [
+                    ("verify", .bool(t.verify)),
+                    ("client_certificate", .bool(t.certFile != nil)),
+                ]
+                if let ca = t.caFile { tf.append(("ca_file", .string(ca))) }
+                if let n = t.serverName { tf.append(("server_name", .string(n))) }
+                fields.append(("tls", .object(JSONObject(tf))))
+            } else {
+                fields.append(("tls", .bool(false)))
+            }
+            if c.mode == .sentinel {
+                fields.append(("sentinels", .array(c.sentinels.map { .string("\($0.host):\($0.port)") })))
+                fields.append(("master_name", .string(c.masterName)))
+                fields.append(("primary", redis.currentPrimary.map { .string($0) } ?? .null))
+            }
+            if c.waitReplicas > 0 {
+                fields.append(("wait_replicas", .number(JSONNumber(int64: Int64(c.waitReplicas)))))
+                fields.append(("wait_timeout_ms", .number(JSONNumber(int64: Int64(c.waitTimeoutMs)))))
+            }
+            sections.append(("redis", .object(JSONObject(fields))))
         } else {
             sections.append(("redis", .null))
         }

@@ -66,8 +66,9 @@ public final class RedisReplayGuard: ReplayGuard {
         """
 
     public func accept(_ user: String, step: Int64, ttlSeconds: Int64) throws(BitsecError) -> Bool {
-        let r = try pool.command([Array("EVAL".utf8), Array(Self.script.utf8), Array("1".utf8), Array((prefix + user).utf8),
-                                  Array(String(step).utf8), Array(String(max(ttlSeconds, 1)).utf8)])
+        // With `wait_replicas`, an accepted claim is WAITed for: a failover must not forget it.
+        let r = try pool.commandReplicated([Array("EVAL".utf8), Array(Self.script.utf8), Array("1".utf8), Array((prefix + user).utf8),
+                                            Array(String(step).utf8), Array(String(max(ttlSeconds, 1)).utf8)]) { $0 == .integer(1) }
         guard let n = r.integer else {
             throw .backend("redis \(pool.config.endpointText): unexpected reply to the totp replay check (\(r.errorMessage ?? "wrong type"))")
         }
@@ -129,8 +130,8 @@ public final class RedisUseOnceSet: UseOnceSet {
     }
 
     public func claim(_ id: String, ttlSeconds: Int64) throws(BitsecError) -> Bool {
-        let r = try pool.command([Array("SET".utf8), Array((prefix + id).utf8), Array("1".utf8), Array("NX".utf8),
-                                  Array("EX".utf8), Array(String(max(ttlSeconds, 1)).utf8)])
+        let r = try pool.commandReplicated([Array("SET".utf8), Array((prefix + id).utf8), Array("1".utf8), Array("NX".utf8),
+                                            Array("EX".utf8), Array(String(max(ttlSeconds, 1)).utf8)]) { $0 == .status("OK") }
         switch r {
         case .status("OK"): return true
         case .null: return false

@@ -291,11 +291,12 @@ public final class RedisRevocationStore: RevocationStore {
             // Also under the bare jti (in the same round trip): `isRevoked(jti:)` and a bare
             // `revoke(jti)` do not know the subject, and must agree with this revocation.
             let marker = [Array("SET".utf8), jtiKey(jti: jti, sub: nil), [UInt8(ascii: "1")], Array("EX".utf8), t]
-            let replies = try pool.pipeline([set, marker])
+            // With `wait_replicas`, a newly recorded revocation is also WAITed for.
+            let replies = try pool.pipelineReplicated([set, marker]) { if case .status = $0[0] { return true }; return false }
             if let e = replies[1].errorMessage { throw .backend("redis SET for a revocation failed: \(e)") }
             r = replies[0]
         } else {
-            r = try pool.command(set)
+            r = try pool.commandReplicated(set) { if case .status = $0 { return true }; return false }
         }
         switch r {
         case .status: return .newly

@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "tools"))
 
-from redis_fixture import RedisServer  # noqa: E402
+from redis_fixture import Certs, RedisServer, SentinelSet, make_certs  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +42,50 @@ def fresh_redis() -> Iterator[RedisServer]:
         yield server
     finally:
         server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def tls_certs() -> Iterator[Certs]:
+    """A CA, a server certificate (IP 127.0.0.1, DNS localhost), a client certificate and an
+    unrelated CA, made with the openssl command into a temporary directory."""
+    import shutil
+    certs = make_certs()
+    try:
+        yield certs
+    finally:
+        shutil.rmtree(certs.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def tls_redis(tls_certs: Certs) -> Iterator[RedisServer]:
+    """A TLS-only redis-server (`--port 0 --tls-port P`), client certificates optional."""
+    server = RedisServer(certs=tls_certs).start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def tls_redis_mutual(tls_certs: Certs) -> Iterator[RedisServer]:
+    """A TLS-only redis-server that requires a client certificate (`--tls-auth-clients yes`)."""
+    server = RedisServer(certs=tls_certs, tls_auth_clients=True).start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture()
+def sentinel_set() -> Iterator[SentinelSet]:
+    """A primary, a replica (`replica-read-only no`, so that a write reaching it directly
+    would show) and three sentinels of the test's own, each stopped by PID."""
+    with SentinelSet(replica_extra=["--replica-read-only", "no"]) as s:
+        yield s
+
+
+@pytest.fixture()
+def tls_sentinel_set(tls_certs: Certs) -> Iterator[SentinelSet]:
+    """As `sentinel_set`, every server and sentinel TLS-only (replication over TLS too)."""
+    with SentinelSet(certs=tls_certs) as s:
+        yield s
