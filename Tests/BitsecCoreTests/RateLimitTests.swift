@@ -97,7 +97,7 @@ private let t0: Int64 = 1_800_000_000
 @Suite struct RateLimitConfigTests {
     @Test func adr007CategoriesByDefault() throws {
         let s = try service("{}")
-        #expect(s.store == .local)
+        #expect(s.store == .process)
         #expect(s.categories.map(\.name) == ["default", "auth", "upload", "inference"])
         #expect(try s.category("upload").shape == BucketShape(capacity: 20, refill: 20, periodMs: 300_000))
         #expect(s.bruteForce.policy == .login)

@@ -390,7 +390,7 @@ private func uniqueUser(_ tag: String) -> String { "\(tag)-\(getpid())-\(Clock.n
         expectError(.config, "inline") { _ = try Runtime.open(config: #"{"totp": {"backup_codes": {"pepper": {"value": "0123456789abcdef"}}}}"#) }
         let rt = try Runtime.open(config: #"{"totp": {"issuer": "Bitcorp ERP"}}"#)
         #expect(rt.describe()["sections"]?["totp"]?["issuer"]?.stringValue == "Bitcorp ERP")
-        #expect(rt.describe()["sections"]?["totp"]?["state"]?.stringValue == "memory")
+        #expect(rt.describe()["sections"]?["totp"]?["store"]?.stringValue == "process")
     }
 
     @Test func auditEvents() throws {
