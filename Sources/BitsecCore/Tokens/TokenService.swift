@@ -52,7 +52,10 @@ public final class TokenService: Capability {
 
     public var keys: KeySet { keySet.withLock { $0 } }
 
-    public var boundedTables: [BoundedTableStats] { cache.map { [$0.stats] } ?? [] }
+    /// The verified-token cache, and the revocation tables of the `process` and `host` stores.
+    public var boundedTables: [BoundedTableStats] {
+        (cache.map { [$0.stats] } ?? []) + ((revocations as? MemoryRevocationStore)?.tableStats ?? [])
+    }
 
     // MARK: - Verification
 
