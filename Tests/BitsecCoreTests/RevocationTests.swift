@@ -187,6 +187,21 @@ private func sessionAndSubject(_ t: TokenService, sub: String) throws {
         #expect(store.sessionCount <= 1000 && store.subjectCount <= 1000)
     }
 
+    /// The revocation tables are bounded tables like the others: their counters are in the
+    /// metrics, and a widened revocation shows as a refusal of the jti table.
+    @Test(arguments: TestStores.boundedKinds) func revocationTablesAreInTheMetrics(kind: StoreKind) throws {
+        let tokens = #""allow_inline_secrets": true, "tokens": {"keys": [{"kid": "hs", "alg": "HS256", "secret": {"value": "\#(secret)"}}], "issuer": "iss", "audience": "aud", "revocation": {"max_entries": 2}}"#
+        guard let rt = try TestStores.runtime(kind, tokens) else { return }
+        let t = try rt.require(rt.tokens)
+        // Past the bound each bare jti moves the global epoch (one a second here): a revocation.
+        for i in 0..<5 { #expect(try t.revoke(jti: "m\(i)", exp: T0 + 1000, at: T0 + Int64(i))) }
+        let text = rt.metricsText()
+        #expect(text.contains(#"bitsec_table_capacity{table="revocation_jti"} 2"#), "\(text)")
+        #expect(text.contains(#"bitsec_table_entries{table="revocation_jti"} 2"#))
+        #expect(text.contains(#"bitsec_table_full_refusals_total{table="revocation_jti"} 3"#))
+        #expect(text.contains(#"bitsec_table_entries{table="revocation_global"} 1"#))
+    }
+
     /// Of concurrent revocations of one token exactly one is `newly` (or widened): the
     /// refresh exchange relies on it. With room for the jti, and (bounded stores) with the
     /// jti table full, where the revocation widens to the session.
