@@ -308,22 +308,20 @@ private func uniqueUser(_ tag: String) -> String { "\(tag)-\(getpid())-\(Clock.n
     }
 
     @Test(arguments: TestStores.kinds) func concurrentVerificationsAcceptOnce(kind: StoreKind) throws {
-        do {
-            guard let t = try service(kind, #"{"throttle": {"max_failures": 100}}"#) else { return }
-            let s = try secret()
-            let user = uniqueUser("race")
-            let at: Int64 = 1_760_000_000
-            let c = try code(t, s, at: at)
-            let accepted = Atomic<Int>(0)
-            let replayed = Atomic<Int>(0)
-            DispatchQueue.concurrentPerform(iterations: 16) { _ in
-                let d = try? verify(t, s, c, user, at: at)
-                if d?.reason == .ok { accepted.add(1, ordering: .relaxed) }
-                if d?.reason == .replayed { replayed.add(1, ordering: .relaxed) }
-            }
-            #expect(accepted.load(ordering: .relaxed) == 1, "\(kind)")
-            #expect(replayed.load(ordering: .relaxed) == 15, "\(kind)")
+        guard let t = try service(kind, #"{"throttle": {"max_failures": 100}}"#) else { return }
+        let s = try secret()
+        let user = uniqueUser("race")
+        let at: Int64 = 1_760_000_000
+        let c = try code(t, s, at: at)
+        let accepted = Atomic<Int>(0)
+        let replayed = Atomic<Int>(0)
+        DispatchQueue.concurrentPerform(iterations: 16) { _ in
+            let d = try? verify(t, s, c, user, at: at)
+            if d?.reason == .ok { accepted.add(1, ordering: .relaxed) }
+            if d?.reason == .replayed { replayed.add(1, ordering: .relaxed) }
         }
+        #expect(accepted.load(ordering: .relaxed) == 1, "\(kind)")
+        #expect(replayed.load(ordering: .relaxed) == 15, "\(kind)")
     }
 
     func throttleScenario(_ t: TOTPService) throws {
