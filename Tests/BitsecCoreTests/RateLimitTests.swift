@@ -24,6 +24,17 @@ private func service(_ section: String, redis: String? = nil, audit: (any AuditH
                                      context: CapabilityContext(config: ConfigContext(allowInlineSecrets: false), redis: rt.redis, audit: audit))
 }
 
+/// The rate_limits section in a runtime whose features are all in `kind` (through the
+/// configuration: `store.default`), with the audit hook when given.
+private func service(_ kind: StoreKind, _ section: String, audit: (any AuditHook)? = nil) throws -> RateLimitService? {
+    guard let rt = try TestStores.runtime(kind, "\"rate_limits\": \(section)") else { return nil }
+    let r = try rt.require(rt.rateLimits)
+    #expect(r.store == kind)
+    guard let audit else { return r }
+    let doc = try JSONReader.parse(Array(section.utf8))
+    return try RateLimitService.read(try ConfigObject(doc, path: "rate_limits"), context: TestStores.context(rt, audit: audit))
+}
+
 private func redisSection(_ extra: String = "") -> String? {
     guard let port = TestRedis.port else { return nil }
     return #"{"host": "127.0.0.1", "port": \#(port), "command_timeout_ms": 1000\#(extra)}"#
@@ -97,7 +108,7 @@ private let t0: Int64 = 1_800_000_000
 @Suite struct RateLimitConfigTests {
     @Test func adr007CategoriesByDefault() throws {
         let s = try service("{}")
-        #expect(s.store == .local)
+        #expect(s.store == .process)
         #expect(s.categories.map(\.name) == ["default", "auth", "upload", "inference"])
         #expect(try s.category("upload").shape == BucketShape(capacity: 20, refill: 20, periodMs: 300_000))
         #expect(s.bruteForce.policy == .login)
@@ -133,8 +144,8 @@ private let t0: Int64 = 1_800_000_000
         #expect(try s.take(category: "default", key: "k2", cost: 3).remaining == 0)
     }
 
-    @Test func keysAreIndependentAndCategoriesToo() throws {
-        let s = try service(cfg)
+    @Test(arguments: TestStores.kinds) func keysAreIndependentAndCategoriesToo(kind: StoreKind) throws {
+        guard let s = try service(kind, cfg) else { return }
         for _ in 0..<3 { #expect(try s.take(category: "default", key: "a", at: t0).allowed) }
         #expect(try !s.take(category: "default", key: "a", at: t0).allowed)
         #expect(try s.take(category: "default", key: "b", at: t0).allowed)
@@ -143,6 +154,44 @@ private let t0: Int64 = 1_800_000_000
         #expect(try s.take(category: "default", key: "a", at: t0 + 10).allowed)
         try s.reset(category: "default", key: "a")
         #expect(try s.take(category: "default", key: "a", at: t0 + 10).remaining == 2)
+    }
+
+    /// The 10-per-minute schedule of the arithmetic test, through a runtime in each store:
+    /// the same decisions to the second.
+    @Test(arguments: TestStores.kinds) func tenPerMinuteScheduleInEveryStore(kind: StoreKind) throws {
+        guard let s = try service(kind, #"{"categories": {"auth": {"capacity": 10, "period_seconds": 60}}}"#) else { return }
+        let key = uniqueKey("schedule")
+        for k in 0..<10 {
+            let d = try s.take(category: "auth", key: key, at: t0)
+            #expect(d.allowed && d.remaining == Int64(9 - k) && d.retryAfter == 0 && d.resetAfter == Int64(6 * (k + 1)), "\(kind)")
+        }
+        let denied = try s.take(category: "auth", key: key, at: t0)
+        #expect(!denied.allowed && denied.remaining == 0 && denied.retryAfter == 6 && denied.resetAfter == 60 && denied.reason == .limited)
+        // 6 s later exactly one token is back; a cost of 3 after 12 s more finds 2.
+        let onTime = try s.take(category: "auth", key: key, at: t0 + 6)
+        #expect(onTime.allowed && onTime.remaining == 0 && onTime.resetAfter == 60)
+        let three = try s.take(category: "auth", key: key, cost: 3, at: t0 + 18)
+        #expect(!three.allowed && three.remaining == 2 && three.retryAfter == 6)
+        // Long idle: capped at full, no more.
+        let idle = try s.take(category: "auth", key: key, at: t0 + 10_000)
+        #expect(idle.allowed && idle.remaining == 9)
+    }
+
+    /// A random schedule of takes with random costs: every store decides exactly as the
+    /// token-bucket arithmetic does (7 tokens, 3 back every 11 s: no whole ms per token).
+    @Test(arguments: TestStores.kinds) func randomScheduleMatchesTheArithmetic(kind: StoreKind) throws {
+        guard let s = try service(kind, #"{"categories": {"odd": {"capacity": 7, "refill": 3, "period_seconds": 11}}}"#) else { return }
+        let shape = try s.category("odd").shape
+        let key = uniqueKey("differential")
+        var reference: BucketState? = nil
+        var rng = SystemRandomNumberGenerator()
+        var at = t0
+        for _ in 0..<300 {
+            at += Int64.random(in: 0...4, using: &rng)
+            let cost = Int64.random(in: 1...4, using: &rng)
+            let expected = RateLimitDecision(TokenBucket.take(&reference, cost: cost, nowMs: at * 1000, shape: shape), shape: shape, degraded: false)
+            #expect(try s.take(category: "odd", key: key, cost: cost, at: at) == expected, "\(kind) at \(at) cost \(cost)")
+        }
     }
 
     @Test func tableIsBoundedAndIdleBucketsAreEvicted() throws {
@@ -178,9 +227,9 @@ private let t0: Int64 = 1_800_000_000
         #expect(allowed.load(ordering: .relaxed) == 100_000)
     }
 
-    @Test func denialsAreAuditedOncePerBurst() throws {
+    @Test(arguments: TestStores.kinds) func denialsAreAuditedOncePerBurst(kind: StoreKind) throws {
         let hook = RecordingAuditHook()
-        let s = try service(cfg, audit: hook)
+        guard let s = try service(kind, cfg, audit: hook) else { return }
         for _ in 0..<10 { _ = try s.take(category: "default", key: "burst", at: t0) }
         #expect(hook.events == ["rate_limit/rate_limited/burst"])
         _ = try s.take(category: "default", key: "burst", at: t0 + 10)  // allowed again
@@ -190,9 +239,9 @@ private let t0: Int64 = 1_800_000_000
 }
 
 @Suite struct BruteForceLocalTests {
-    @Test func fiveFailuresInAnHourBlockForAnHour() throws {
+    @Test(arguments: TestStores.kinds) func fiveFailuresInAnHourBlockForAnHour(kind: StoreKind) throws {
         let hook = RecordingAuditHook()
-        let s = try service("{}", audit: hook)
+        guard let s = try service(kind, "{}", audit: hook) else { return }
         let bf = s.bruteForce
         for k in 1...4 {
             let st = try bf.recordFailure(key: "10.0.0.1", at: t0 + Int64(k) * 600)
@@ -216,8 +265,8 @@ private let t0: Int64 = 1_800_000_000
         #expect(hook.events.count == 2)
     }
 
-    @Test func slidingWindowAndSuccessClears() throws {
-        let bf = try service("{}").bruteForce
+    @Test(arguments: TestStores.kinds) func slidingWindowAndSuccessClears(kind: StoreKind) throws {
+        guard let bf = try service(kind, "{}")?.bruteForce else { return }
         // Failures 20 minutes apart: at most 3 in any hour, never blocked.
         for k in 0..<12 { #expect(try !bf.recordFailure(key: "slow", at: t0 + Int64(k) * 1200).blocked) }
         #expect(try bf.check(key: "slow", at: t0 + 11 * 1200).failures == 3)

@@ -1,6 +1,8 @@
 // Revocation by jti, session and subject; bounded tables that widen instead of failing or
 // forgetting; Redis keys of one subject in one slot, one round trip per verification.
 import Testing
+import Dispatch
+import Synchronization
 import BitsecCore
 
 private let secret = "0123456789abcdef0123456789abcdef"
@@ -10,6 +12,16 @@ private func service(maxEntries: Int = 100_000, maxSessions: Int = 100_000, maxS
     let json = #"{"keys": [{"kid": "hs", "alg": "HS256", "secret": {"value": "\#(secret)"}}], "issuer": "iss", "audience": "aud", "cache_size": 0, "revocation": {"max_entries": \#(maxEntries), "max_sessions": \#(maxSessions), "max_subjects": \#(maxSubjects)}}"#
     let ctx = CapabilityContext(config: ConfigContext(allowInlineSecrets: true), redis: redis, audit: nil)
     return try TokenService.read(try ConfigObject(try JSONReader.parse(json), path: "tokens"), context: ctx)
+}
+
+/// The tokens section of a runtime whose features are all in `kind` (through the
+/// configuration: `store.default`). Nil when the test run has no Redis (recorded).
+private func service(_ kind: StoreKind, maxEntries: Int = 100_000, maxSessions: Int = 100_000, maxSubjects: Int = 100_000) throws -> TokenService? {
+    let tokens = #""allow_inline_secrets": true, "tokens": {"keys": [{"kid": "hs", "alg": "HS256", "secret": {"value": "\#(secret)"}}], "issuer": "iss", "audience": "aud", "cache_size": 0, "revocation": {"max_entries": \#(maxEntries), "max_sessions": \#(maxSessions), "max_subjects": \#(maxSubjects)}}"#
+    guard let rt = try TestStores.runtime(kind, tokens) else { return nil }
+    let t = try rt.require(rt.tokens)
+    #expect(t.revocations.backendName == kind.rawValue)
+    return t
 }
 
 private struct Pair { let access: String; let refresh: String; let session: String }
@@ -74,12 +86,14 @@ private func sessionAndSubject(_ t: TokenService, sub: String) throws {
 }
 
 @Suite struct RevocationTests {
-    @Test func sessionAndSubjectInProcess() throws {
-        try sessionAndSubject(try service(), sub: "u1")
+    @Test(arguments: TestStores.kinds) func sessionAndSubjectEpochs(kind: StoreKind) throws {
+        guard let t = try service(kind) else { return }
+        try sessionAndSubject(t, sub: "u1")
+        try sessionAndSubject(t, sub: "u{1}")
     }
 
-    @Test func floodOfSingleRevocationsWidensInsteadOfFailing() throws {
-        let t = try service(maxEntries: 64)
+    @Test(arguments: TestStores.boundedKinds) func floodOfSingleRevocationsWidensInsteadOfFailing(kind: StoreKind) throws {
+        guard let t = try service(kind, maxEntries: 64) else { return }
         let store = try #require(t.revocations as? MemoryRevocationStore)
         var pairs: [Pair] = []
         for i in 0..<1000 { pairs.append(try pair(t, #"{"sub":"user\#(i % 50)"}"#, at: T0)) }
@@ -96,8 +110,8 @@ private func sessionAndSubject(_ t: TokenService, sub: String) throws {
         #expect(try t.verify(after.access, at: T0 + 3).isValid)
     }
 
-    @Test func escalationStopsAtTheSession() throws {
-        let t = try service(maxEntries: 4)
+    @Test(arguments: TestStores.boundedKinds) func escalationStopsAtTheSession(kind: StoreKind) throws {
+        guard let t = try service(kind, maxEntries: 4) else { return }
         var pairs: [Pair] = []
         for _ in 0..<20 { pairs.append(try pair(t, #"{"sub":"u"}"#, at: T0)) }
         for p in pairs { #expect(try revokeToken(t, p.access, at: T0 + 1).0 == .valid) }
@@ -110,8 +124,8 @@ private func sessionAndSubject(_ t: TokenService, sub: String) throws {
         #expect(try t.verify(other.access, at: T0 + 2).isValid)
     }
 
-    @Test func refreshWithAFullTableStaysExactlyOnceAndFailsClosed() throws {
-        let t = try service(maxEntries: 2)
+    @Test(arguments: TestStores.boundedKinds) func refreshWithAFullTableStaysExactlyOnceAndFailsClosed(kind: StoreKind) throws {
+        guard let t = try service(kind, maxEntries: 2) else { return }
         // Fill the jti table.
         for i in 0..<2 { #expect(try t.revoke(jti: "fill-\(i)", exp: T0 + 10_000, at: T0)) }
         var p = try pair(t, #"{"sub":"u"}"#, at: T0)
@@ -137,8 +151,8 @@ private func sessionAndSubject(_ t: TokenService, sub: String) throws {
         #expect(try t.verify(q.access, at: now + 5).reason == .revoked)
     }
 
-    @Test func fullSessionAndSubjectTablesNeverForgetALiveRevocation() throws {
-        let t = try service(maxEntries: 1, maxSessions: 8, maxSubjects: 8)
+    @Test(arguments: TestStores.boundedKinds) func fullSessionAndSubjectTablesNeverForgetALiveRevocation(kind: StoreKind) throws {
+        guard let t = try service(kind, maxEntries: 1, maxSessions: 8, maxSubjects: 8) else { return }
         let store = try #require(t.revocations as? MemoryRevocationStore)
         var pairs: [Pair] = []
         for i in 0..<300 { pairs.append(try pair(t, #"{"sub":"user\#(i % 30)"}"#, at: T0)) }
@@ -165,12 +179,47 @@ private func sessionAndSubject(_ t: TokenService, sub: String) throws {
         #expect(try t.verify(try pair(t, #"{"sub":"late"}"#, at: late).access, at: late + 2).isValid)
     }
 
-    @Test func tablesHoldUpUnderAFloodOfSessions() throws {
+    @Test(arguments: TestStores.boundedKinds) func tablesHoldUpUnderAFloodOfSessions(kind: StoreKind) throws {
         // 200,000 session revocations against a bound of 1,000: bounded memory and time.
-        let t = try service(maxSessions: 1000, maxSubjects: 1000)
+        guard let t = try service(kind, maxSessions: 1000, maxSubjects: 1000) else { return }
         let store = try #require(t.revocations as? MemoryRevocationStore)
         for i in 0..<200_000 { _ = try t.revokeSession("s\(i)", subject: "u\(i % 5000)", at: T0) }
         #expect(store.sessionCount <= 1000 && store.subjectCount <= 1000)
+    }
+
+    /// The revocation tables are bounded tables like the others: their counters are in the
+    /// metrics, and a widened revocation shows as a refusal of the jti table.
+    @Test(arguments: TestStores.boundedKinds) func revocationTablesAreInTheMetrics(kind: StoreKind) throws {
+        let tokens = #""allow_inline_secrets": true, "tokens": {"keys": [{"kid": "hs", "alg": "HS256", "secret": {"value": "\#(secret)"}}], "issuer": "iss", "audience": "aud", "revocation": {"max_entries": 2}}"#
+        guard let rt = try TestStores.runtime(kind, tokens) else { return }
+        let t = try rt.require(rt.tokens)
+        // Past the bound each bare jti moves the global epoch (one a second here): a revocation.
+        for i in 0..<5 { #expect(try t.revoke(jti: "m\(i)", exp: T0 + 1000, at: T0 + Int64(i))) }
+        let text = rt.metricsText()
+        #expect(text.contains(#"bitsec_table_capacity{table="revocation_jti"} 2"#), "\(text)")
+        #expect(text.contains(#"bitsec_table_entries{table="revocation_jti"} 2"#))
+        #expect(text.contains(#"bitsec_table_full_refusals_total{table="revocation_jti"} 3"#))
+        #expect(text.contains(#"bitsec_table_entries{table="revocation_global"} 1"#))
+    }
+
+    /// Of concurrent revocations of one token exactly one is `newly` (or widened): the
+    /// refresh exchange relies on it. With room for the jti, and (bounded stores) with the
+    /// jti table full, where the revocation widens to the session.
+    @Test(arguments: TestStores.kinds) func concurrentRevokesOfOneTokenHaveOneWinner(kind: StoreKind) throws {
+        for full in kind == .redis ? [false] : [false, true] {
+            guard let t = try service(kind, maxEntries: full ? 1 : 100_000) else { return }
+            if full { #expect(try t.revoke(jti: "fill", exp: T0 + 100_000, at: T0)) }
+            for round in 0..<20 {
+                let p = try pair(t, #"{"sub":"race\#(round)"}"#, at: T0)
+                let winners = Atomic<Int>(0)
+                DispatchQueue.concurrentPerform(iterations: 8) { _ in
+                    if let r = try? revokeToken(t, p.refresh, at: T0 + 1), r.1 { winners.add(1, ordering: .relaxed) }
+                }
+                #expect(winners.load(ordering: .relaxed) == 1, "\(kind) full=\(full) round \(round)")
+                #expect(try t.verify(p.refresh, at: T0 + 2, expect: .refresh).reason == .revoked)
+                #expect(try t.verify(p.access, at: T0 + 2).reason == (full ? .revoked : .valid), "\(kind) full=\(full)")
+            }
+        }
     }
 
     // MARK: - Redis
@@ -180,12 +229,6 @@ private func sessionAndSubject(_ t: TokenService, sub: String) throws {
         let prefix = "revk\(Clock.nowMicros()):"
         let pool = RedisPool(config: RedisConfig(endpoint: .tcp(host: "127.0.0.1", port: port), commandTimeoutMs: 1000, keyPrefix: prefix))
         return (try service(maxEntries: 4, redis: pool), pool, prefix)
-    }
-
-    @Test func sessionAndSubjectInRedis() throws {
-        guard let (t, _, _) = try redisService() else { return }
-        #expect(t.revocations.backendName == "redis")
-        try sessionAndSubject(t, sub: "u{1}")
     }
 
     @Test func redisRefreshIsExactlyOnce() throws {

@@ -224,6 +224,15 @@ private func service(_ section: String, redis: Bool = false, hook: (any AuditHoo
     return try TOTPService.read(try #require(try root.object("totp")), context: CapabilityContext(config: ctx, redis: pool, audit: hook))
 }
 
+/// The totp section of a runtime whose features are all in `kind` (through the
+/// configuration: `store.default`). Nil when the test run has no Redis (recorded).
+private func service(_ kind: StoreKind, _ section: String) throws -> TOTPService? {
+    guard let rt = try TestStores.runtime(kind, #""allow_inline_secrets": true, "totp": \#(section)"#) else { return nil }
+    let t = try rt.require(rt.totp)
+    #expect(t.store == kind && t.usesRedis == (kind == .redis))
+    return t
+}
+
 private func verify(_ t: TOTPService, _ s: String, _ code: String, _ user: String?, at: Int64) throws -> OTPDecision {
     try rawT(s) { (sp) throws(BitsecError) -> OTPDecision in
         try rawT(code) { (cp) throws(BitsecError) -> OTPDecision in try t.verify(secret: sp, code: cp, user: user, at: at) }
@@ -272,13 +281,15 @@ private func uniqueUser(_ tag: String) -> String { "\(tag)-\(getpid())-\(Clock.n
         #expect(try verify(t, s2, c2, nil, at: at).reason == .replayed)
     }
 
-    @Test func replayInProcess() throws {
-        try replayScenario(try #require(try service("{}")))
+    @Test(arguments: TestStores.kinds) func replay(kind: StoreKind) throws {
+        guard let t = try service(kind, "{}") else { return }
+        try replayScenario(t)
     }
 
-    @Test func replayThroughRedis() throws {
+    /// The older field `state` still selects the store.
+    @Test func replayThroughRedisWithTheOlderStateField() throws {
         guard let t = try service(#"{"state": "redis"}"#, redis: true) else { return }
-        #expect(t.usesRedis)
+        #expect(t.usesRedis && t.store == .redis)
         try replayScenario(t)
     }
 
@@ -296,24 +307,21 @@ private func uniqueUser(_ tag: String) -> String { "\(tag)-\(getpid())-\(Clock.n
         #expect(try verify(m2, s, c, user, at: at).accepted)
     }
 
-    @Test func concurrentVerificationsAcceptOnce() throws {
-        for redis in [false, true] {
-            let cfg = redis ? #"{"state": "redis", "throttle": {"max_failures": 100}}"# : #"{"throttle": {"max_failures": 100}}"#
-            guard let t = try service(cfg, redis: redis) else { return }
-            let s = try secret()
-            let user = uniqueUser("race")
-            let at: Int64 = 1_760_000_000
-            let c = try code(t, s, at: at)
-            let accepted = Atomic<Int>(0)
-            let replayed = Atomic<Int>(0)
-            DispatchQueue.concurrentPerform(iterations: 16) { _ in
-                let d = try? verify(t, s, c, user, at: at)
-                if d?.reason == .ok { accepted.add(1, ordering: .relaxed) }
-                if d?.reason == .replayed { replayed.add(1, ordering: .relaxed) }
-            }
-            #expect(accepted.load(ordering: .relaxed) == 1, "redis \(redis)")
-            #expect(replayed.load(ordering: .relaxed) == 15, "redis \(redis)")
+    @Test(arguments: TestStores.kinds) func concurrentVerificationsAcceptOnce(kind: StoreKind) throws {
+        guard let t = try service(kind, #"{"throttle": {"max_failures": 100}}"#) else { return }
+        let s = try secret()
+        let user = uniqueUser("race")
+        let at: Int64 = 1_760_000_000
+        let c = try code(t, s, at: at)
+        let accepted = Atomic<Int>(0)
+        let replayed = Atomic<Int>(0)
+        DispatchQueue.concurrentPerform(iterations: 16) { _ in
+            let d = try? verify(t, s, c, user, at: at)
+            if d?.reason == .ok { accepted.add(1, ordering: .relaxed) }
+            if d?.reason == .replayed { replayed.add(1, ordering: .relaxed) }
         }
+        #expect(accepted.load(ordering: .relaxed) == 1, "\(kind)")
+        #expect(replayed.load(ordering: .relaxed) == 15, "\(kind)")
     }
 
     func throttleScenario(_ t: TOTPService) throws {
@@ -342,12 +350,8 @@ private func uniqueUser(_ tag: String) -> String { "\(tag)-\(getpid())-\(Clock.n
         #expect(try verify(t, s, try code(t, s, at: at + 133), user + "-x", at: at + 133).accepted)
     }
 
-    @Test func throttleInProcess() throws {
-        try throttleScenario(try #require(try service(#"{"throttle": {"max_failures": 3, "window_s": 100}}"#)))
-    }
-
-    @Test func throttleThroughRedis() throws {
-        guard let t = try service(#"{"state": "redis", "throttle": {"max_failures": 3, "window_s": 100}}"#, redis: true) else { return }
+    @Test(arguments: TestStores.kinds) func throttle(kind: StoreKind) throws {
+        guard let t = try service(kind, #"{"throttle": {"max_failures": 3, "window_s": 100}}"#) else { return }
         try throttleScenario(t)
     }
 
@@ -390,7 +394,7 @@ private func uniqueUser(_ tag: String) -> String { "\(tag)-\(getpid())-\(Clock.n
         expectError(.config, "inline") { _ = try Runtime.open(config: #"{"totp": {"backup_codes": {"pepper": {"value": "0123456789abcdef"}}}}"#) }
         let rt = try Runtime.open(config: #"{"totp": {"issuer": "Bitcorp ERP"}}"#)
         #expect(rt.describe()["sections"]?["totp"]?["issuer"]?.stringValue == "Bitcorp ERP")
-        #expect(rt.describe()["sections"]?["totp"]?["state"]?.stringValue == "memory")
+        #expect(rt.describe()["sections"]?["totp"]?["store"]?.stringValue == "process")
     }
 
     @Test func auditEvents() throws {
@@ -443,8 +447,9 @@ private func uniqueUser(_ tag: String) -> String { "\(tag)-\(getpid())-\(Clock.n
         #expect(try verifyBackup(t, user, batch.codes[0], []).reason == .wrongCode)
     }
 
-    @Test func inProcess() throws {
-        try scenario(try #require(try service(#"{"backup_codes": {"iterations": 2000}}"#)))
+    @Test(arguments: TestStores.kinds) func singleUse(kind: StoreKind) throws {
+        guard let t = try service(kind, #"{"backup_codes": {"iterations": 2000}}"#) else { return }
+        try scenario(t)
     }
 
     @Test func throughRedisAcrossRuntimes() throws {
@@ -457,8 +462,8 @@ private func uniqueUser(_ tag: String) -> String { "\(tag)-\(getpid())-\(Clock.n
         #expect(try verifyBackup(b, user, batch.codes[1], batch.hashes).reason == .replayed)
     }
 
-    @Test func concurrentUseSucceedsOnce() throws {
-        let t = try #require(try service(#"{"backup_codes": {"iterations": 1000}, "throttle": {"max_failures": 100}}"#))
+    @Test(arguments: TestStores.kinds) func concurrentUseSucceedsOnce(kind: StoreKind) throws {
+        guard let t = try service(kind, #"{"backup_codes": {"iterations": 1000}, "throttle": {"max_failures": 100}}"#) else { return }
         let batch = try t.generateBackupCodes(count: 3)
         let user = uniqueUser("backup-race")
         let accepted = Atomic<Int>(0)

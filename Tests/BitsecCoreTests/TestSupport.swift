@@ -67,3 +67,58 @@ func expectError(_ status: Status, _ fragment: String? = nil, sourceLocation: So
         Issue.record("unexpected error \(error)", sourceLocation: sourceLocation)
     }
 }
+
+/// The stores every semantics suite runs against, defined once. A parametrised test opens its
+/// runtime with one of them through the real configuration path (`store.default`), so the
+/// same assertions pin the same decisions in every store.
+enum TestStores {
+    static let kinds: [StoreKind] = [.process, .redis]
+
+    /// The stores whose tables are bounded in memory (widening, eviction, table-full refusals).
+    static var boundedKinds: [StoreKind] { kinds.filter { $0 != .redis } }
+
+    /// A name no other runtime of this test run uses (a Redis key prefix, a region name).
+    static func uniqueName(_ tag: String) -> String {
+        "\(tag)-\(getpid())-\(Clock.nowMicros())-\(UInt32.random(in: 0...UInt32.max))"
+    }
+
+    /// The top-level members that put every stateful feature of a runtime in `kind`, with state
+    /// of its own (a fresh key prefix, a fresh region). Nil (recorded as an issue) when the
+    /// test run has no Redis.
+    static func members(_ kind: StoreKind) -> String? {
+        switch kind {
+        case .process:
+            return #""store": {"default": "process"}"#
+        case .redis:
+            guard let port = TestRedis.port else { return nil }
+            return #""redis": {"host": "127.0.0.1", "port": \#(port), "command_timeout_ms": 1000, "key_prefix": "\#(uniqueName("t"))"}, "store": {"default": "redis"}"#
+        case .host:
+            return #""store": {"default": "host", "host": {"name": "\#(uniqueName("t"))", "max_bytes": 16777216}}"#
+        }
+    }
+
+    /// A configuration document: `members(kind)` and `sections` (JSON members, no braces).
+    static func document(_ kind: StoreKind, _ sections: String) -> String? {
+        guard let m = members(kind) else { return nil }
+        return "{" + m + (sections.isEmpty ? "" : ", " + sections) + "}"
+    }
+
+    /// A runtime whose features are all in `kind`.
+    static func runtime(_ kind: StoreKind, _ sections: String) throws -> Runtime? {
+        guard let doc = document(kind, sections) else { return nil }
+        return try Runtime.open(config: doc)
+    }
+
+    /// A second runtime sharing the state of `rt` (same Redis prefix, same region), for the
+    /// stores that share between runtimes; nil for `process`.
+    static func peer(of doc: String, _ kind: StoreKind) throws -> Runtime? {
+        guard kind != .process else { return nil }
+        return try Runtime.open(config: doc)
+    }
+
+    /// The context a capability section is read with inside `rt` (its Redis pool and stores),
+    /// with an audit hook of the test's own.
+    static func context(_ rt: Runtime, audit: (any AuditHook)?, allowInlineSecrets: Bool = true) -> CapabilityContext {
+        CapabilityContext(config: ConfigContext(allowInlineSecrets: allowInlineSecrets), redis: rt.redis, audit: audit, stores: rt.stores)
+    }
+}

@@ -139,29 +139,28 @@ extension FailureWindow {
     private func localGuard(_ op: GuardOp, key: String, nowMs: Int64, ticket: Int64, degraded: Bool) -> FailureReservation {
         let policy = self.policy, windowMs = self.windowMs, blockMs = self.blockMs
         let maxN = policy.maxFailures
-        return local.withShard(for: key, nowMs: nowMs) { (c, makeRoom) -> FailureReservation in
+        return local.update(key, nowMs: nowMs) { (entry, makeRoom) -> FailureReservation in
             let idle = FailureReservation(allowed: true, failures: 0, retryAfterMs: 0, failureRetryAfterMs: 0, ticketMs: ticket, degraded: degraded)
-            guard let i = c.map.index(forKey: key) else {
+            guard var e = entry else {
                 guard op == .reserve else { return idle }
-                guard makeRoom(&c) else {
+                guard makeRoom() else {
                     return FailureReservation(allowed: false, failures: 0, retryAfterMs: 1000, failureRetryAfterMs: 0, ticketMs: nowMs,
                                               degraded: degraded, tableFull: true)
                 }
-                c.map[key] = Entry(failures: [nowMs], blockedUntilMs: 0)
+                entry = Entry(failures: [nowMs], blockedUntilMs: 0)
                 return FailureReservation(allowed: true, failures: 1, retryAfterMs: 0,
                                           failureRetryAfterMs: Self.waitAfterFailure(policy, failures: 1, oldest: nowMs, nowMs: nowMs, windowMs: windowMs, blockMs: blockMs),
                                           ticketMs: nowMs, atLimit: maxN <= 1, degraded: degraded)
             }
-            var e = c.map.values[i]
             switch op {
             case .clear:
                 e.failures.removeAll()
                 e.blockedUntilMs = 0
-                c.map.values[i] = e
+                entry = e
                 return idle
             case .refund:
                 if let j = e.failures.lastIndex(of: ticket) { e.failures.remove(at: j) }
-                c.map.values[i] = e
+                entry = e
                 return idle
             case .reserve:
                 break
@@ -191,13 +190,13 @@ extension FailureWindow {
             }
             if let u = until {
                 e.blockedUntilMs = max(u, nowMs &+ 1)
-                c.map.values[i] = e
+                entry = e
                 return FailureReservation(allowed: false, failures: n, retryAfterMs: e.blockedUntilMs - nowMs, failureRetryAfterMs: 0,
                                           ticketMs: nowMs, atLimit: n >= maxN, degraded: degraded, newlyBlocked: true)
             }
             e.failures.append(nowMs)
             if e.failures.count > Int(maxN) { e.failures.removeFirst(e.failures.count - Int(maxN)) }
-            c.map.values[i] = e
+            entry = e
             let n1 = n + 1
             return FailureReservation(allowed: true, failures: n1, retryAfterMs: 0,
                                       failureRetryAfterMs: Self.waitAfterFailure(policy, failures: n1, oldest: min(oldest, nowMs), nowMs: nowMs,

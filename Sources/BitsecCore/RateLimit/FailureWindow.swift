@@ -123,16 +123,46 @@ public struct FailureStatus: Sendable, Equatable {
 /// always blocked) and the status says `degraded`. Without Redis, state is in process.
 /// Thread-safe. Every call can be made at an explicit instant (`at`, Unix seconds; 0 = now).
 public final class FailureWindow: Sendable {
-    struct Entry: Sendable {
+    struct Entry: Sendable, FixedLayoutValue {
         /// Failure instants (ms), oldest first, at most `maxFailures`.
         var failures: [Int64]
         var blockedUntilMs: Int64
+
+        init(failures: [Int64], blockedUntilMs: Int64) {
+            self.failures = failures
+            self.blockedUntilMs = blockedUntilMs
+        }
+
+        /// The layout parameter is the policy's `maxFailures`: the block's end (8 bytes), the
+        /// count of instants (8 bytes), then room for `maxFailures` instants of 8 bytes.
+        static func storedSize(layout: Int) -> Int { 16 + 8 * max(0, layout) }
+
+        init(loading p: UnsafeRawPointer, layout: Int) {
+            blockedUntilMs = p.loadUnaligned(fromByteOffset: 0, as: Int64.self)
+            let stored = p.loadUnaligned(fromByteOffset: 8, as: Int64.self)
+            let n = Int(clamping: min(max(0, stored), Int64(max(0, layout))))
+            var f: [Int64] = []
+            f.reserveCapacity(n)
+            for i in 0..<n { f.append(p.loadUnaligned(fromByteOffset: 16 + 8 * i, as: Int64.self)) }
+            failures = f
+        }
+
+        func store(to p: UnsafeMutableRawPointer, layout: Int) {
+            // The newest instants when there are more than the layout holds (never the case:
+            // the window keeps at most `maxFailures`).
+            let kept = failures.suffix(max(0, layout))
+            p.storeBytes(of: blockedUntilMs, toByteOffset: 0, as: Int64.self)
+            p.storeBytes(of: Int64(kept.count), toByteOffset: 8, as: Int64.self)
+            for (i, f) in kept.enumerated() { p.storeBytes(of: f, toByteOffset: 16 + 8 * i, as: Int64.self) }
+        }
     }
 
     public let name: String
     public let policy: FailureWindowPolicy
     let redis: RedisPool?
-    let local: ShardedTable<Entry>
+    /// The windows of the `process` or `host` store, and with Redis the fallback used while
+    /// it is unavailable (in this process).
+    let local: StateTable<Entry>
     let breaker: OutageBreaker
     let audit: (any AuditHook)?
     let auditType: String
@@ -141,33 +171,59 @@ public final class FailureWindow: Sendable {
     let blockMs: Int64
 
     /// - name: namespace of the keys (`login`, `totp`, ...): 1-64 bytes of `A-Za-z0-9_-.`.
-    /// - maxKeys: bound of the in-process table (keys with failures in the window or a block).
+    /// - maxKeys: bound of the in-memory table (keys with failures in the window or a block).
     /// - outageRetryMs: after a Redis failure, calls skip Redis for this long.
     /// - auditType: the `type` of the `blocked` event (`authentication`, `mfa`, ...).
-    public init(name: String, policy: FailureWindowPolicy, redis: RedisPool?, audit: (any AuditHook)?,
-                maxKeys: Int = 100_000, outageRetryMs: Int64 = 500, auditType: String = "authentication") {
+    /// The in-memory table is in this process.
+    public convenience init(name: String, policy: FailureWindowPolicy, redis: RedisPool?, audit: (any AuditHook)?,
+                            maxKeys: Int = 100_000, outageRetryMs: Int64 = 500, auditType: String = "authentication") {
+        let w = policy.windowSeconds * 1000
+        self.init(name: name, policy: policy, redis: redis, audit: audit, outageRetryMs: outageRetryMs, auditType: auditType,
+                  local: .process(ShardedTable(name: "failure_window:\(name)", maxKeys: maxKeys, idle: Self.idle(windowMs: w),
+                                               rank: Self.rank(windowMs: w))))
+    }
+
+    /// As the public initialiser, with the in-memory table at `placement` (this process, or
+    /// the host's shared region). With Redis it is the outage fallback, in this process.
+    convenience init(name: String, policy: FailureWindowPolicy, redis: RedisPool?, audit: (any AuditHook)?,
+                     maxKeys: Int = 100_000, outageRetryMs: Int64 = 500, auditType: String = "authentication",
+                     placement: TablePlacement) throws(BitsecError) {
+        let w = policy.windowSeconds * 1000
+        self.init(name: name, policy: policy, redis: redis, audit: audit, outageRetryMs: outageRetryMs, auditType: auditType,
+                  local: try StateTable.make(redis == nil ? placement : .process, name: "failure_window:\(name)", maxKeys: maxKeys,
+                                             layout: Int(clamping: max(1, policy.maxFailures)),
+                                             idle: Self.idle(windowMs: w), rank: Self.rank(windowMs: w)))
+    }
+
+    private init(name: String, policy: FailureWindowPolicy, redis: RedisPool?, audit: (any AuditHook)?,
+                 outageRetryMs: Int64, auditType: String, local: StateTable<Entry>) {
         self.name = name
         self.policy = policy
         self.redis = redis
         self.audit = audit
         self.auditType = auditType
-        let windowMs = policy.windowSeconds * 1000
-        self.windowMs = windowMs
+        self.windowMs = policy.windowSeconds * 1000
         self.blockMs = policy.blockSeconds * 1000
         breaker = OutageBreaker(retryMs: outageRetryMs)
         keyHead = Array("\(redis?.config.keyPrefix ?? "")fw:{\(name):".utf8)
-        // Eviction when the table is full: an idle window first (no block, no failure in
-        // the window), then the window with the fewest failures; a live block never goes.
-        // With no evictable window a new key's failure is reported blocked (`tableFull`).
-        local = ShardedTable(name: "failure_window:\(name)", maxKeys: maxKeys,
-                             idle: { e, now in e.blockedUntilMs <= now && (e.failures.last ?? .min) <= now &- windowMs },
-                             rank: { e, now in
-                                 guard e.blockedUntilMs <= now else { return nil }
-                                 return Int64(e.failures.reduce(0) { $0 + ($1 > now &- windowMs ? 1 : 0) })
-                             })
+        self.local = local
     }
 
-    /// Entries, capacity, evictions and refusals of the in-process table (metrics).
+    // Eviction when the table is full: an idle window first (no block, no failure in the
+    // window), then the window with the fewest failures; a live block never goes. With no
+    // evictable window a new key's failure is reported blocked (`tableFull`).
+    private static func idle(windowMs: Int64) -> @Sendable (Entry, Int64) -> Bool {
+        { e, now in e.blockedUntilMs <= now && (e.failures.last ?? .min) <= now &- windowMs }
+    }
+
+    private static func rank(windowMs: Int64) -> @Sendable (Entry, Int64) -> Int64? {
+        { e, now in
+            guard e.blockedUntilMs <= now else { return nil }
+            return Int64(e.failures.reduce(0) { $0 + ($1 > now &- windowMs ? 1 : 0) })
+        }
+    }
+
+    /// Entries, capacity, evictions and refusals of the in-memory table (metrics).
     public var tableStats: BoundedTableStats { local.stats }
 
     /// Records a failure for `key`; blocks it when this completes `maxFailures` in the window.
@@ -186,7 +242,7 @@ public final class FailureWindow: Sendable {
         try run(.check, key: key, at: at)
     }
 
-    /// Keys held by the in-process table (bounded by `maxKeys`; tests, describe).
+    /// Keys held by the in-memory table (bounded by `maxKeys`; tests, describe).
     public var trackedKeys: Int { local.count }
 
     /// Clears failures and any block of `key` (administrators, tests).
@@ -260,15 +316,15 @@ public final class FailureWindow: Sendable {
             local.remove(key)
             return FailureStatus(blocked: false, failures: 0, remainingAttempts: policy.maxFailures, blockedUntil: 0, retryAfter: 0, degraded: degraded)
         }
-        return local.withShard(for: key, nowMs: nowMs) { (c, makeRoom) -> FailureStatus in
+        return local.update(key, nowMs: nowMs) { (entry, makeRoom) -> FailureStatus in
             func count(_ e: Entry) -> Int64 {
                 Int64(e.failures.reduce(0) { $0 + ($1 > nowMs &- windowMs && $1 <= nowMs ? 1 : 0) })
             }
-            guard let i = c.map.index(forKey: key) else {
+            guard var e = entry else {
                 guard op == .fail else {
                     return FailureStatus(policy: policy, failures: 0, untilMs: 0, nowMs: nowMs, degraded: degraded, newlyBlocked: false)
                 }
-                guard makeRoom(&c) else {
+                guard makeRoom() else {
                     var s = FailureStatus(policy: policy, failures: 0, untilMs: nowMs &+ 1000, nowMs: nowMs, degraded: degraded, newlyBlocked: false)
                     s.tableFull = true
                     return s
@@ -279,15 +335,14 @@ public final class FailureWindow: Sendable {
                     e = Entry(failures: [], blockedUntilMs: nowMs &+ blockMs)
                     newly = true
                 }
-                c.map[key] = e
+                entry = e
                 return FailureStatus(policy: policy, failures: 1, untilMs: e.blockedUntilMs, nowMs: nowMs, degraded: degraded, newlyBlocked: newly)
             }
-            var e = c.map.values[i]
             let blocked = e.blockedUntilMs > nowMs
             switch op {
             case .success:
                 e.failures.removeAll()
-                c.map.values[i] = e
+                entry = e
                 return FailureStatus(policy: policy, failures: 0, untilMs: e.blockedUntilMs, nowMs: nowMs, degraded: degraded, newlyBlocked: false)
             case .check, .reset:
                 return FailureStatus(policy: policy, failures: count(e), untilMs: e.blockedUntilMs, nowMs: nowMs, degraded: degraded, newlyBlocked: false)
@@ -308,7 +363,7 @@ public final class FailureWindow: Sendable {
                     e.blockedUntilMs = max(from &+ blockMs, nowMs &+ 1)
                     newly = true
                 }
-                c.map.values[i] = e
+                entry = e
                 return FailureStatus(policy: policy, failures: n, untilMs: e.blockedUntilMs, nowMs: nowMs, degraded: degraded, newlyBlocked: newly)
             }
         }

@@ -84,6 +84,7 @@ public final class LoginGuard: Sendable {
         maxFailures: 100, windowSeconds: 3600, blockSeconds: 60,
         backoff: FailureBackoff(freeFailures: 10, baseDelayMs: 1000, maxDelayMs: 60_000))
 
+    /// With the in-memory windows in this process.
     public init(client: FailureWindowPolicy = LoginGuard.defaultClient, account: FailureWindowPolicy = LoginGuard.defaultAccount,
                 ipv4Prefix: Int = 32, ipv6Prefix: Int = 64, redis: RedisPool?, audit: (any AuditHook)?,
                 maxKeys: Int = 100_000, outageRetryMs: Int64 = 500) {
@@ -95,12 +96,25 @@ public final class LoginGuard: Sendable {
         self.ipv6Prefix = ipv6Prefix
     }
 
+    /// With the in-memory windows at `placement` (this process, or the host's shared region).
+    init(client: FailureWindowPolicy = LoginGuard.defaultClient, account: FailureWindowPolicy = LoginGuard.defaultAccount,
+         ipv4Prefix: Int = 32, ipv6Prefix: Int = 64, redis: RedisPool?, audit: (any AuditHook)?,
+         maxKeys: Int = 100_000, outageRetryMs: Int64 = 500, placement: TablePlacement) throws(BitsecError) {
+        self.client = try FailureWindow(name: "login_client", policy: client, redis: redis, audit: audit, maxKeys: maxKeys,
+                                        outageRetryMs: outageRetryMs, placement: placement)
+        self.account = try FailureWindow(name: "login_account", policy: account, redis: redis, audit: audit, maxKeys: maxKeys,
+                                         outageRetryMs: outageRetryMs, placement: placement)
+        self.ipv4Prefix = ipv4Prefix
+        self.ipv6Prefix = ipv6Prefix
+    }
+
     /// Reads the `login_guard` object: `client` {max_failures, window_seconds,
     /// block_seconds, failure_policy}, `account` {free_failures, base_delay_seconds,
     /// max_delay_seconds, max_failures, window_seconds, failure_policy}, `ipv4_prefix`,
     /// `ipv6_prefix`; each optional.
-    static func read(_ o: ConfigObject?, redis: RedisPool?, audit: (any AuditHook)?, maxKeys: Int, outageRetryMs: Int64) throws(BitsecError) -> LoginGuard {
-        guard let o else { return LoginGuard(redis: redis, audit: audit, maxKeys: maxKeys, outageRetryMs: outageRetryMs) }
+    static func read(_ o: ConfigObject?, redis: RedisPool?, audit: (any AuditHook)?, maxKeys: Int, outageRetryMs: Int64,
+                     placement: TablePlacement = .process) throws(BitsecError) -> LoginGuard {
+        guard let o else { return try LoginGuard(redis: redis, audit: audit, maxKeys: maxKeys, outageRetryMs: outageRetryMs, placement: placement) }
         let clientPolicy = try o.object("client").map { (c) throws(BitsecError) in try FailureWindowPolicy.read(c, defaults: defaultClient) } ?? defaultClient
         var accountPolicy = defaultAccount
         if let a = try o.object("account") {
@@ -120,8 +134,8 @@ public final class LoginGuard: Sendable {
         let v4 = Int(try o.int("ipv4_prefix", in: 8...32, default: 32))
         let v6 = Int(try o.int("ipv6_prefix", in: 16...128, default: 64))
         try o.finish()
-        return LoginGuard(client: clientPolicy, account: accountPolicy, ipv4Prefix: v4, ipv6Prefix: v6, redis: redis, audit: audit,
-                          maxKeys: maxKeys, outageRetryMs: outageRetryMs)
+        return try LoginGuard(client: clientPolicy, account: accountPolicy, ipv4Prefix: v4, ipv6Prefix: v6, redis: redis, audit: audit,
+                              maxKeys: maxKeys, outageRetryMs: outageRetryMs, placement: placement)
     }
 
     /// The client's key (`LoginKeys.client` with this guard's prefixes).

@@ -21,9 +21,10 @@ public final class RateLimitCategory: Sendable {
     public let failurePolicy: BackendFailurePolicy
     /// The share of the limit the in-process fallback bucket holds under the `local` policy.
     public let localSharePercent: Int64
-    /// The in-process buckets (store `local`).
+    /// The buckets of the `process` and `host` stores.
     let buckets: LocalBuckets
-    /// The fallback buckets used while Redis is unavailable (store `redis`, policy `local`).
+    /// The fallback buckets used while Redis is unavailable (store `redis`, policy `local`):
+    /// always in this process (the outage may be this host's alone).
     let fallback: LocalBuckets
     /// `<key_prefix>rl:{<name>:` as bytes: the Redis key is this, the caller's key, `}`.
     let redisKeyHead: [UInt8]
@@ -33,13 +34,14 @@ public final class RateLimitCategory: Sendable {
     /// The name's bytes, for lookups straight from the ABI's buffer.
     let nameBytes: [UInt8]
 
-    init(name: String, shape: BucketShape, failurePolicy: BackendFailurePolicy, localSharePercent: Int64, maxKeys: Int, keyPrefix: String) {
+    init(name: String, shape: BucketShape, failurePolicy: BackendFailurePolicy, localSharePercent: Int64, maxKeys: Int, keyPrefix: String,
+         placement: TablePlacement = .process) throws(BitsecError) {
         self.name = name
         self.shape = shape
         self.failurePolicy = failurePolicy
         self.localSharePercent = localSharePercent
-        buckets = LocalBuckets(shape: shape, maxKeys: maxKeys, name: "rate_limit:\(name)")
-        fallback = LocalBuckets(shape: shape.share(percent: localSharePercent), maxKeys: maxKeys, name: "rate_limit_fallback:\(name)")
+        buckets = try LocalBuckets(shape: shape, maxKeys: maxKeys, name: "rate_limit:\(name)", placement: placement)
+        fallback = try LocalBuckets(shape: shape.share(percent: localSharePercent), maxKeys: maxKeys, name: "rate_limit_fallback:\(name)")
         redisKeyHead = Array("\(keyPrefix)rl:{\(name):".utf8)
         redisShapeArgs = RESPEncoder.arguments([Array(String(shape.full).utf8), Array(String(shape.rate).utf8)])
         redisNeedOneArg = RESPEncoder.arguments([Array(String(shape.unit).utf8)])

@@ -4,8 +4,8 @@
 ///
 /// ```json
 /// "rate_limits": {
-///   "store": "redis",              // "local" | "redis"; default: redis when the redis section exists
-///   "max_keys": 100000,            // in-process keys per category (bounded memory)
+///   "store": "redis",              // "process" | "host" | "redis" ("local": process); default: store.default
+///   "max_keys": 100000,            // keys per category table (bounded memory)
 ///   "outage_retry_ms": 500,        // after a Redis failure, skip Redis this long
 ///   "categories": {
 ///     "default":   {"capacity": 100, "period_seconds": 60},
@@ -20,9 +20,8 @@
 public final class RateLimitService: Capability {
     public static let sectionName = "rate_limits"
 
-    public enum Store: String, Sendable { case local, redis }
-
-    public let store: Store
+    /// Where the buckets, the brute-force window and the login guard live.
+    public let store: StoreKind
     public let categories: [RateLimitCategory]
     public let maxKeys: Int
     /// Login brute-force blocking (the ERP guide's rule by default).
@@ -34,7 +33,7 @@ public final class RateLimitService: Capability {
     private let breaker: OutageBreaker
     private let audit: (any AuditHook)?
 
-    init(store: Store, categories: [RateLimitCategory], maxKeys: Int, bruteForce: FailureWindow, loginGuard: LoginGuard,
+    init(store: StoreKind, categories: [RateLimitCategory], maxKeys: Int, bruteForce: FailureWindow, loginGuard: LoginGuard,
          redis: RedisPool?, breaker: OutageBreaker, audit: (any AuditHook)?) {
         self.loginGuard = loginGuard
         self.store = store
@@ -47,11 +46,8 @@ public final class RateLimitService: Capability {
     }
 
     public static func read(_ o: ConfigObject, context: CapabilityContext) throws(BitsecError) -> RateLimitService {
-        let storeName = try o.choice("store", ["local", "redis"], default: context.redis == nil ? "local" : "redis")
-        let store = Store(rawValue: storeName) ?? .local
-        if store == .redis && context.redis == nil {
-            throw .config("\(o.fieldPath("store")) is redis but the configuration has no redis section")
-        }
+        let store = try context.stores.settings.select(o, field: "store", aliases: ["local": .process])
+        let placement = try context.stores.placement(store, field: o.fieldPath("store"))
         let maxKeys = Int(try o.int("max_keys", in: 64...100_000_000, default: 100_000))
         let retryMs = try o.int("outage_retry_ms", in: 0...600_000, default: 500)
         let prefix = context.redis?.config.keyPrefix ?? ""
@@ -74,24 +70,26 @@ public final class RateLimitService: Capability {
                 guard shape.isExact else {
                     throw .config("\(c.path): capacity x period_seconds x 1000 must not exceed 2^52 (exact arithmetic)")
                 }
-                categories.append(RateLimitCategory(name: name, shape: shape, failurePolicy: policy, localSharePercent: share,
-                                                    maxKeys: maxKeys, keyPrefix: prefix))
+                categories.append(try RateLimitCategory(name: name, shape: shape, failurePolicy: policy, localSharePercent: share,
+                                                        maxKeys: maxKeys, keyPrefix: prefix, placement: placement))
             }
             try cats.finish()
             if categories.isEmpty { throw .config("\(o.fieldPath("categories")) must name at least one category") }
         } else {
             for (name, cap, period) in RateLimitCategory.adr007 {
-                categories.append(RateLimitCategory(name: name, shape: BucketShape(capacity: cap, refill: cap, periodMs: period * 1000),
-                                                    failurePolicy: .local, localSharePercent: 100, maxKeys: maxKeys, keyPrefix: prefix))
+                categories.append(try RateLimitCategory(name: name, shape: BucketShape(capacity: cap, refill: cap, periodMs: period * 1000),
+                                                        failurePolicy: .local, localSharePercent: 100, maxKeys: maxKeys, keyPrefix: prefix,
+                                                        placement: placement))
             }
         }
         let bfPolicy = try o.object("brute_force").map { (b) throws(BitsecError) in try FailureWindowPolicy.read(b) } ?? .login
         let redis = store == .redis ? context.redis : nil
         let guardSection = try o.object("login_guard")
-        let loginGuard = try LoginGuard.read(guardSection, redis: redis, audit: context.audit, maxKeys: maxKeys, outageRetryMs: retryMs)
+        let loginGuard = try LoginGuard.read(guardSection, redis: redis, audit: context.audit, maxKeys: maxKeys, outageRetryMs: retryMs,
+                                             placement: placement)
         try o.finish()
-        let bruteForce = FailureWindow(name: "login", policy: bfPolicy, redis: redis, audit: context.audit, maxKeys: maxKeys,
-                                       outageRetryMs: retryMs)
+        let bruteForce = try FailureWindow(name: "login", policy: bfPolicy, redis: redis, audit: context.audit, maxKeys: maxKeys,
+                                           outageRetryMs: retryMs, placement: placement)
         return RateLimitService(store: store, categories: categories, maxKeys: maxKeys, bruteForce: bruteForce, loginGuard: loginGuard, redis: redis,
                                 breaker: OutageBreaker(retryMs: retryMs), audit: context.audit)
     }
@@ -237,7 +235,7 @@ public final class RateLimitService: Capability {
             details: recovered ? [] : [("detail", .string(detail))]))
     }
 
-    /// The in-process tables that can hold keys: the buckets (store `local`) or the outage
+    /// The in-memory tables that can hold keys: the buckets (store `process` or `host`) or the outage
     /// fallback buckets (store `redis`, policy `local`), and the brute-force window.
     public var boundedTables: [BoundedTableStats] {
         var out: [BoundedTableStats] = []

@@ -20,19 +20,22 @@ extension Capability {
 }
 
 /// What a capability can use while it is built: the configuration context, the shared Redis
-/// pool (nil when the document has no `redis` section), the audit hook (nil without an
+/// pool (nil when the document has no `redis` section), the runtime's stores (the `store`
+/// section and the shared region of the `host` store), the audit hook (nil without an
 /// `audit` section) and the capabilities built before it.
 public struct CapabilityContext: Sendable {
     public let config: ConfigContext
     public let redis: RedisPool?
+    public let stores: StoreContext
     public let audit: (any AuditHook)?
     public let rateLimits: RateLimitService?
     public let fields: FieldService?
 
     public init(config: ConfigContext, redis: RedisPool?, audit: (any AuditHook)?,
-                rateLimits: RateLimitService? = nil, fields: FieldService? = nil) {
+                rateLimits: RateLimitService? = nil, fields: FieldService? = nil, stores: StoreContext? = nil) {
         self.config = config
         self.redis = redis
+        self.stores = stores ?? StoreContext(settings: StoreSettings(hasRedis: redis != nil))
         self.audit = audit
         self.rateLimits = rateLimits
         self.fields = fields

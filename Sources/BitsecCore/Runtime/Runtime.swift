@@ -6,10 +6,14 @@
 ///
 /// - `allow_inline_secrets` (bool, default false): accept `{"value": ...}` secrets.
 /// - `redis`: see `RedisConfig`.
+/// - `store`: where stateful features keep their state by default (`process`, `host`,
+///   `redis`) and the shared region of the `host` store; see `StoreSettings`.
 ///
 /// Unknown fields anywhere are refused, with the field's path in the message.
 public final class Runtime: Sendable {
     public let redis: RedisPool?
+    /// The `store` settings (and the shared region of the `host` store, when one is used).
+    public let stores: StoreContext
     public let allowInlineSecrets: Bool
     public let audit: AuditService?
     public let rateLimits: RateLimitService?
@@ -18,9 +22,10 @@ public final class Runtime: Sendable {
     public let permissions: PermissionService?
     public let totp: TOTPService?
 
-    private init(redis: RedisPool?, allowInlineSecrets: Bool, audit: AuditService?, rateLimits: RateLimitService?,
+    private init(redis: RedisPool?, stores: StoreContext, allowInlineSecrets: Bool, audit: AuditService?, rateLimits: RateLimitService?,
                  fields: FieldService?, tokens: TokenService?, permissions: PermissionService?, totp: TOTPService?) {
         self.redis = redis
+        self.stores = stores
         self.allowInlineSecrets = allowInlineSecrets
         self.audit = audit
         self.rateLimits = rateLimits
@@ -72,18 +77,19 @@ public final class Runtime: Sendable {
         var built: [any Capability] = []
         func keep<C: Capability>(_ c: C?) -> C? { if let c { built.append(c) }; return c }
         do {
-            var cc = CapabilityContext(config: ctx, redis: redis, audit: nil)
+            let stores = StoreContext(settings: try StoreSettings.read(try root.object("store"), hasRedis: redis != nil))
+            var cc = CapabilityContext(config: ctx, redis: redis, audit: nil, stores: stores)
             let audit = keep(try section(root, AuditService.self, cc))
-            cc = CapabilityContext(config: ctx, redis: redis, audit: audit.map { $0 as any AuditHook })
+            cc = CapabilityContext(config: ctx, redis: redis, audit: audit.map { $0 as any AuditHook }, stores: stores)
             let rateLimits = keep(try section(root, RateLimitService.self, cc))
-            cc = CapabilityContext(config: ctx, redis: redis, audit: cc.audit, rateLimits: rateLimits)
+            cc = CapabilityContext(config: ctx, redis: redis, audit: cc.audit, rateLimits: rateLimits, stores: stores)
             let fields = keep(try section(root, FieldService.self, cc))
-            cc = CapabilityContext(config: ctx, redis: redis, audit: cc.audit, rateLimits: rateLimits, fields: fields)
+            cc = CapabilityContext(config: ctx, redis: redis, audit: cc.audit, rateLimits: rateLimits, fields: fields, stores: stores)
             let tokens = keep(try section(root, TokenService.self, cc))
             let permissions = keep(try section(root, PermissionService.self, cc))
             let totp = keep(try section(root, TOTPService.self, cc))
             try root.finish()
-            return Runtime(redis: redis, allowInlineSecrets: ctx.allowInlineSecrets, audit: audit, rateLimits: rateLimits,
+            return Runtime(redis: redis, stores: stores, allowInlineSecrets: ctx.allowInlineSecrets, audit: audit, rateLimits: rateLimits,
                            fields: fields, tokens: tokens, permissions: permissions, totp: totp)
         } catch {
             for c in built.reversed() { c.shutdown() }
@@ -163,6 +169,7 @@ public final class Runtime: Sendable {
         } else {
             sections.append(("redis", .null))
         }
+        sections.append(("store", stores.describe()))
         let configured = capabilities
         for name in Self.sectionNames.dropFirst() {
             let c = configured.first { type(of: $0).sectionName == name }

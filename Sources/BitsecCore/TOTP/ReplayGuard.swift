@@ -6,20 +6,53 @@ public protocol ReplayGuard: Sendable {
     func accept(_ user: String, step: Int64, ttlSeconds: Int64) throws(BitsecError) -> Bool
 }
 
-/// In-process: a bounded `ShardedTable` (keyed placement, global bound; see there). An
-/// entry is kept for `ttlSeconds` of real time (long enough that every step still inside a
-/// window stays refused) and is never evicted while it lives: evicting it would accept the
-/// code again. When `maxEntries` users hold live steps, a user not in the table is refused
-/// (its code is answered as a replay, the safe side) and the refusal is counted in
-/// `stats` (`bitsec_table_full_refusals_total{table="totp_replay"}`).
+/// In memory: a bounded `StateTable` (keyed placement, global bound; see there), in this
+/// process (store `process`) or in the host's shared region (store `host`). An entry is kept
+/// for `ttlSeconds` of real time (long enough that every step still inside a window stays
+/// refused) and is never evicted while it lives: evicting it would accept the code again.
+/// When `maxEntries` users hold live steps, a user not in the table is refused (its code is
+/// answered as a replay, the safe side) and the refusal is counted in `stats`
+/// (`bitsec_table_full_refusals_total{table="totp_replay"}`).
+///
+/// Instants are of the monotonic clock, which every process of the host shares
+/// (`CLOCK_MONOTONIC`), so a region shared by several processes agrees on them.
 public final class InProcessReplayGuard: ReplayGuard {
-    struct Entry: Sendable { var step: Int64; var expiresMs: Int64 }
-    private let table: ShardedTable<Entry>
+    struct Entry: Sendable, FixedLayoutValue {
+        var step: Int64
+        var expiresMs: Int64
 
-    public init(maxEntries: Int = 100_000) {
-        table = ShardedTable(name: "totp_replay", maxKeys: maxEntries,
-                             idle: { e, now in e.expiresMs <= now }, rank: { _, _ in nil })
+        init(step: Int64, expiresMs: Int64) {
+            self.step = step
+            self.expiresMs = expiresMs
+        }
+
+        static func storedSize(layout: Int) -> Int { 16 }
+
+        init(loading p: UnsafeRawPointer, layout: Int) {
+            step = p.loadUnaligned(fromByteOffset: 0, as: Int64.self)
+            expiresMs = p.loadUnaligned(fromByteOffset: 8, as: Int64.self)
+        }
+
+        func store(to p: UnsafeMutableRawPointer, layout: Int) {
+            p.storeBytes(of: step, toByteOffset: 0, as: Int64.self)
+            p.storeBytes(of: expiresMs, toByteOffset: 8, as: Int64.self)
+        }
     }
+
+    private let table: StateTable<Entry>
+
+    /// In this process.
+    public init(maxEntries: Int = 100_000) {
+        table = .process(ShardedTable(name: "totp_replay", maxKeys: maxEntries, idle: Self.idle, rank: Self.rank))
+    }
+
+    /// At `placement` (this process, or the host's shared region).
+    init(maxEntries: Int = 100_000, placement: TablePlacement) throws(BitsecError) {
+        table = try StateTable.make(placement, name: "totp_replay", maxKeys: maxEntries, idle: Self.idle, rank: Self.rank)
+    }
+
+    private static let idle: @Sendable (Entry, Int64) -> Bool = { e, now in e.expiresMs <= now }
+    private static let rank: @Sendable (Entry, Int64) -> Int64? = { _, _ in nil }
 
     public func accept(_ user: String, step: Int64, ttlSeconds: Int64) -> Bool {
         accept(user, step: step, ttlSeconds: ttlSeconds, nowMs: Clock.monotonicMillis())
@@ -28,15 +61,14 @@ public final class InProcessReplayGuard: ReplayGuard {
     /// As `accept(_:step:ttlSeconds:)` at an explicit instant of the monotonic clock (ms).
     public func accept(_ user: String, step: Int64, ttlSeconds: Int64, nowMs: Int64) -> Bool {
         let expires = nowMs &+ min(max(0, ttlSeconds), 1 << 40) &* 1000
-        return table.withShard(for: user, nowMs: nowMs) { (c, makeRoom) -> Bool in
-            if let i = c.map.index(forKey: user) {
-                let e = c.map.values[i]
+        return table.update(user, nowMs: nowMs) { (entry, makeRoom) -> Bool in
+            if let e = entry {
                 if e.expiresMs > nowMs, e.step >= step { return false }
-                c.map.values[i] = Entry(step: step, expiresMs: expires)
+                entry = Entry(step: step, expiresMs: expires)
                 return true
             }
-            guard makeRoom(&c) else { return false }
-            c.map[user] = Entry(step: step, expiresMs: expires)
+            guard makeRoom() else { return false }
+            entry = Entry(step: step, expiresMs: expires)
             return true
         }
     }
@@ -82,18 +114,40 @@ public protocol UseOnceSet: Sendable {
     func claim(_ id: String, ttlSeconds: Int64) throws(BitsecError) -> Bool
 }
 
-/// In-process: a bounded `ShardedTable` (see there). A claim is kept for `ttlSeconds` of
-/// real time and is never evicted while it lives (that would let the code be used again).
-/// When `maxEntries` claims are live, a new claim is refused (the code is answered as
-/// used, the safe side) and counted in `stats`
+/// In memory: a bounded `StateTable` (see there), in this process (store `process`) or in
+/// the host's shared region (store `host`). A claim is kept for `ttlSeconds` of real time
+/// and is never evicted while it lives (that would let the code be used again). When
+/// `maxEntries` claims are live, a new claim is refused (the code is answered as used, the
+/// safe side) and counted in `stats`
 /// (`bitsec_table_full_refusals_total{table="totp_backup_codes"}`).
 public final class InProcessUseOnceSet: UseOnceSet {
-    private let table: ShardedTable<Int64>
+    /// A claim: the instant (ms, monotonic clock) it lapses.
+    struct Claim: Sendable, FixedLayoutValue {
+        var expiresMs: Int64
 
-    public init(maxEntries: Int = 100_000) {
-        table = ShardedTable(name: "totp_backup_codes", maxKeys: maxEntries,
-                             idle: { expires, now in expires <= now }, rank: { _, _ in nil })
+        init(expiresMs: Int64) { self.expiresMs = expiresMs }
+
+        static func storedSize(layout: Int) -> Int { 8 }
+
+        init(loading p: UnsafeRawPointer, layout: Int) { expiresMs = p.loadUnaligned(fromByteOffset: 0, as: Int64.self) }
+
+        func store(to p: UnsafeMutableRawPointer, layout: Int) { p.storeBytes(of: expiresMs, toByteOffset: 0, as: Int64.self) }
     }
+
+    private let table: StateTable<Claim>
+
+    /// In this process.
+    public init(maxEntries: Int = 100_000) {
+        table = .process(ShardedTable(name: "totp_backup_codes", maxKeys: maxEntries, idle: Self.idle, rank: Self.rank))
+    }
+
+    /// At `placement` (this process, or the host's shared region).
+    init(maxEntries: Int = 100_000, placement: TablePlacement) throws(BitsecError) {
+        table = try StateTable.make(placement, name: "totp_backup_codes", maxKeys: maxEntries, idle: Self.idle, rank: Self.rank)
+    }
+
+    private static let idle: @Sendable (Claim, Int64) -> Bool = { c, now in c.expiresMs <= now }
+    private static let rank: @Sendable (Claim, Int64) -> Int64? = { _, _ in nil }
 
     public func claim(_ id: String, ttlSeconds: Int64) -> Bool {
         claim(id, ttlSeconds: ttlSeconds, nowMs: Clock.monotonicMillis())
@@ -102,14 +156,14 @@ public final class InProcessUseOnceSet: UseOnceSet {
     /// As `claim(_:ttlSeconds:)` at an explicit instant of the monotonic clock (ms).
     public func claim(_ id: String, ttlSeconds: Int64, nowMs: Int64) -> Bool {
         let expires = nowMs &+ min(max(0, ttlSeconds), 1 << 40) &* 1000
-        return table.withShard(for: id, nowMs: nowMs) { (c, makeRoom) -> Bool in
-            if let i = c.map.index(forKey: id) {
-                if c.map.values[i] > nowMs { return false }
-                c.map.values[i] = expires
+        return table.update(id, nowMs: nowMs) { (entry, makeRoom) -> Bool in
+            if let c = entry {
+                if c.expiresMs > nowMs { return false }
+                entry = Claim(expiresMs: expires)
                 return true
             }
-            guard makeRoom(&c) else { return false }
-            c.map[id] = expires
+            guard makeRoom() else { return false }
+            entry = Claim(expiresMs: expires)
             return true
         }
     }

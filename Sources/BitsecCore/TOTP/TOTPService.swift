@@ -11,18 +11,20 @@ internal import COpenSSL
 /// - `issuer`: the issuer written into provisioning URIs made from this runtime;
 /// - `min_secret_bits` (80–1024, default 80): the shortest existing secret accepted for
 ///   verification (new secrets are always at least 128 bits);
-/// - `state` (`memory` | `redis`, default `memory`): where used steps, failure counts and
-///   used backup codes live; `redis` needs the `redis` section;
+/// - `store` (`process` | `host` | `redis`, default the `store` section's default): where
+///   used steps, failure counts and used backup codes live; `redis` needs the `redis`
+///   section, `host` needs `store.host.name`. The older field `state` (`memory` = process,
+///   `redis`) is still read; giving both is an error;
 /// - `throttle`: `max_failures` (1–1000, default 5), `window_s` (1–86400, default 300):
 ///   failed attempts are counted by the rate limiter's `FailureWindow` (name `totp`, in
-///   process, or in Redis with `state: redis`); at `max_failures` failures within `window_s`
+///   the same store); at `max_failures` failures within `window_s`
 ///   the user is refused until `window_s` after the oldest of them; a success clears the
 ///   count. With Redis state an outage is an error (`backendUnavailable`), never an acceptance;
 /// - `backup_codes`: `count` (1–64, default 10), `length` (8–16, default 10), `iterations`
 ///   (PBKDF2, 1000–1000000, default 10000), `pepper` (a secret, optional), `used_ttl_s`
 ///   (how long a used code stays refused without the caller deleting it, default 30 days);
-/// - `max_keys` (64–100000000, default 100000): the bound of each in-process table of the
-///   `memory` state (users' last accepted steps, used backup codes, failure counts). A live
+/// - `max_keys` (64–100000000, default 100000): the bound of each in-memory table of the
+///   `process` and `host` stores (users' last accepted steps, used backup codes, failure counts). A live
 ///   step or claim is never evicted; when one of these tables is full of live entries a
 ///   user not in it is refused (a code answered as replayed or used, the safe side) and
 ///   `bitsec_table_full_refusals_total` counts it.
@@ -34,6 +36,8 @@ public final class TOTPService: Capability {
     public let issuer: String?
     public let minSecretBits: Int
     public let usesRedis: Bool
+    /// Where the state lives.
+    public let store: StoreKind
     public let throttlePolicy: FailureWindowPolicy
     public let backupCount: Int
     public let backupLength: Int
@@ -51,12 +55,13 @@ public final class TOTPService: Capability {
     init(params: OTPParameters, window: Int, issuer: String?, minSecretBits: Int, redis: RedisPool?,
          throttlePolicy: FailureWindowPolicy, backupCount: Int, backupLength: Int, backupIterations: Int64,
          backupUsedTTL: Int64, pepper: SecretBytes?, audit: (any AuditHook)?, fields: FieldService? = nil,
-         maxKeys: Int = 100_000) {
+         maxKeys: Int = 100_000, store: StoreKind? = nil, placement: TablePlacement = .process) throws(BitsecError) {
         self.params = params
         self.window = window
         self.issuer = issuer
         self.minSecretBits = minSecretBits
         self.usesRedis = redis != nil
+        self.store = redis != nil ? .redis : (store ?? .process)
         self.throttlePolicy = throttlePolicy
         self.backupCount = backupCount
         self.backupLength = backupLength
@@ -68,14 +73,15 @@ public final class TOTPService: Capability {
         self.fields = fields
         // TOTP emits its own audit events (totp_failed, throttled), so the window's `blocked`
         // event (keyed by the internal identity) is not wanted.
-        failures = FailureWindow(name: "totp", policy: throttlePolicy, redis: redis, audit: nil, maxKeys: maxKeys, auditType: "mfa")
+        failures = try FailureWindow(name: "totp", policy: throttlePolicy, redis: redis, audit: nil, maxKeys: maxKeys, auditType: "mfa",
+                                     placement: placement)
         if let redis {
             replay = RedisReplayGuard(pool: redis)
             usedBackupCodes = RedisUseOnceSet(pool: redis)
             memoryTables = []
         } else {
-            let r = InProcessReplayGuard(maxEntries: maxKeys)
-            let u = InProcessUseOnceSet(maxEntries: maxKeys)
+            let r = try InProcessReplayGuard(maxEntries: maxKeys, placement: placement)
+            let u = try InProcessUseOnceSet(maxEntries: maxKeys, placement: placement)
             replay = r
             usedBackupCodes = u
             memoryTables = [r.stats, u.stats, failures.tableStats]
@@ -94,10 +100,8 @@ public final class TOTPService: Capability {
             throw .config("\(o.fieldPath("issuer")): must be 1 to 256 bytes without ':'")
         }
         let minBits = try o.int("min_secret_bits", in: 80...1024, default: Int64(OTPLimits.minVerifySecretBits))
-        let state = try o.choice("state", ["memory", "redis"], default: "memory")
-        if state == "redis" && context.redis == nil {
-            throw .config("\(o.fieldPath("state")): redis needs the redis section")
-        }
+        let store = try context.stores.settings.select(o, field: "store", oldField: "state", oldValues: ["memory": .process, "redis": .redis])
+        let placement = try context.stores.placement(store, field: o.fieldPath("store"))
         var maxFailures: Int64 = 5, windowSeconds: Int64 = 300
         if let t = try o.object("throttle") {
             maxFailures = try t.int("max_failures", in: 1...1000, default: 5)
@@ -120,12 +124,12 @@ public final class TOTPService: Capability {
         }
         let maxKeys = try o.int("max_keys", in: 64...100_000_000, default: 100_000)
         try o.finish()
-        return TOTPService(params: OTPParameters(algorithm: algorithm, digits: Int(digits), period: period, t0: t0),
-                           window: Int(window), issuer: issuer, minSecretBits: Int(minBits),
-                           redis: state == "redis" ? context.redis : nil, throttlePolicy: policy,
-                           backupCount: Int(count), backupLength: Int(length), backupIterations: iterations,
-                           backupUsedTTL: usedTTL, pepper: pepper, audit: context.audit, fields: context.fields,
-                           maxKeys: Int(maxKeys))
+        return try TOTPService(params: OTPParameters(algorithm: algorithm, digits: Int(digits), period: period, t0: t0),
+                               window: Int(window), issuer: issuer, minSecretBits: Int(minBits),
+                               redis: store == .redis ? context.redis : nil, throttlePolicy: policy,
+                               backupCount: Int(count), backupLength: Int(length), backupIterations: iterations,
+                               backupUsedTTL: usedTTL, pepper: pepper, audit: context.audit, fields: context.fields,
+                               maxKeys: Int(maxKeys), store: store, placement: placement)
     }
 
     /// The `FailureWindow` policy of the `throttle` settings: at most `maxFailures` failures
@@ -147,7 +151,7 @@ public final class TOTPService: Capability {
             ("window", n(Int64(window))),
             ("issuer", issuer.map { .string($0) } ?? .null),
             ("min_secret_bits", n(Int64(minSecretBits))),
-            ("state", .string(usesRedis ? "redis" : "memory")),
+            ("store", .string(store.rawValue)),
             ("max_keys", n(Int64(maxKeys))),
             ("sealed_secrets", .bool(fields != nil)),
             ("throttle", .object(JSONObject([("max_failures", n(throttlePolicy.maxFailures)), ("window_s", n(throttlePolicy.windowSeconds))]))),
@@ -158,7 +162,7 @@ public final class TOTPService: Capability {
         ]))
     }
 
-    /// The in-process tables of the `memory` state (none with `redis`: state is in Redis and
+    /// The in-memory tables of the `process` and `host` stores (none with `redis`: state is in Redis and
     /// an outage is an error, never a local decision).
     public var boundedTables: [BoundedTableStats] { memoryTables }
 

@@ -1,5 +1,3 @@
-internal import Synchronization
-
 /// What the revocation checks read of a verified token: its `jti`, `sub`, `session_id` and
 /// `iat`.
 public struct TokenIdentity: Sendable, Equatable {
@@ -58,155 +56,248 @@ extension TokenIdentity {
     func coveredBy(_ epoch: Int64) -> Bool { (iat ?? Int64.max) <= epoch }
 }
 
-/// In-process revocations: three bounded tables (single `jti`s: `max_entries`, sessions:
-/// `max_sessions`, subjects: `max_subjects`) and one global epoch. Tables are Swift
-/// dictionaries, whose hashing is SipHash keyed with a random per-process seed, so an
-/// adversary cannot aim many keys at one place; each table has a global bound. A live
-/// revocation is never evicted: when a table is full of live entries (after dropping the
-/// expired ones), the revocation widens instead of failing or forgetting:
-/// `jti` -> the token's session -> its subject -> every token issued up to that instant
-/// (the global epoch, one number, never full). Memory grows with live sessions and users, at
-/// most the three bounds.
+/// Revocations in memory: three bounded `StateTable`s (single `jti`s: `max_entries`,
+/// sessions: `max_sessions`, subjects: `max_subjects`) and the global epoch (a table of one
+/// entry), in this process (store `process`) or in the host's shared region (store `host`).
+/// The tables place keys with a keyed hash, so an adversary cannot aim many keys at one
+/// place, and each has a global bound. A live revocation is never evicted; expired ones are
+/// idle and dropped as room is needed. When a table is full of live entries the revocation
+/// widens instead of failing or forgetting: `jti` -> the token's session -> its subject ->
+/// every token issued up to that instant (the global epoch, one entry, never full). Memory
+/// is at most the three bounds.
+///
+/// Atomicity without a lock over everything: the revocation of one token runs with its
+/// `jti`'s entry locked (and widening with the session's, then the subject's, then the
+/// global entry locked, always in that order), so of concurrent revokes of one token
+/// exactly one gets `.newly` or `.widened`. Epochs only move forward.
 public final class MemoryRevocationStore: RevocationStore {
-    struct SessionKey: Hashable { let sub: String; let sid: String }
-    struct Epoch { var epoch: Int64; var until: Int64 }
-    private struct State {
-        var jtis: [String: Int64] = [:]
-        var sessions: [SessionKey: Epoch] = [:]
-        var subjects: [String: Epoch] = [:]
-        var global = Epoch(epoch: Int64.min, until: Int64.min)
-        var nextPurge: Int64 = 0
-        var nextFullPurge: Int64 = 0
+    /// A single `jti`'s revocation: until when (Unix seconds) it is kept.
+    struct Until: Sendable, FixedLayoutValue {
+        var until: Int64
+
+        init(until: Int64) { self.until = until }
+
+        static func storedSize(layout: Int) -> Int { 8 }
+
+        init(loading p: UnsafeRawPointer, layout: Int) { until = p.loadUnaligned(fromByteOffset: 0, as: Int64.self) }
+
+        func store(to p: UnsafeMutableRawPointer, layout: Int) { p.storeBytes(of: until, toByteOffset: 0, as: Int64.self) }
     }
-    private let state = Mutex(State())
+
+    /// An epoch: tokens issued at or before `epoch` are revoked; kept until `until`.
+    struct Epoch: Sendable, FixedLayoutValue {
+        var epoch: Int64
+        var until: Int64
+
+        init(epoch: Int64, until: Int64) {
+            self.epoch = epoch
+            self.until = until
+        }
+
+        static func storedSize(layout: Int) -> Int { 16 }
+
+        init(loading p: UnsafeRawPointer, layout: Int) {
+            epoch = p.loadUnaligned(fromByteOffset: 0, as: Int64.self)
+            until = p.loadUnaligned(fromByteOffset: 8, as: Int64.self)
+        }
+
+        func store(to p: UnsafeMutableRawPointer, layout: Int) {
+            p.storeBytes(of: epoch, toByteOffset: 0, as: Int64.self)
+            p.storeBytes(of: until, toByteOffset: 8, as: Int64.self)
+        }
+    }
+
+    private let jtis: StateTable<Until>
+    private let sessions: StateTable<Epoch>
+    private let subjects: StateTable<Epoch>
+    private let global: StateTable<Epoch>
+    private static let globalKey = "*"
     public let maxEntries: Int
     public let maxSessions: Int
     public let maxSubjects: Int
     /// How long an epoch must be kept after it: the longest lifetime of a token issued here
     /// plus the leeway.
     public let epochLifetime: Int64
-    public var backendName: String { "memory" }
+    /// `process` or `host`.
+    public let store: StoreKind
+    public var backendName: String { store.rawValue }
 
-    public init(maxEntries: Int, maxSessions: Int = 100_000, maxSubjects: Int = 100_000, epochLifetime: Int64 = 604_830) {
+    /// In this process.
+    public convenience init(maxEntries: Int, maxSessions: Int = 100_000, maxSubjects: Int = 100_000, epochLifetime: Int64 = 604_830) {
+        func table<V: FixedLayoutValue>(_ name: String, _ n: Int, _ idle: @escaping @Sendable (V, Int64) -> Bool) -> StateTable<V> {
+            .process(ShardedTable(name: name, maxKeys: max(n, 1), idle: idle, rank: { _, _ in nil }))
+        }
+        self.init(maxEntries: maxEntries, maxSessions: maxSessions, maxSubjects: maxSubjects, epochLifetime: epochLifetime, store: .process,
+                  jtis: table("revocation_jti", maxEntries, Self.untilIdle), sessions: table("revocation_session", maxSessions, Self.epochIdle),
+                  subjects: table("revocation_subject", maxSubjects, Self.epochIdle), global: table("revocation_global", 1, Self.epochIdle))
+    }
+
+    /// At `placement` (this process, or the host's shared region); `store` names it.
+    convenience init(maxEntries: Int, maxSessions: Int = 100_000, maxSubjects: Int = 100_000, epochLifetime: Int64 = 604_830,
+                     placement: TablePlacement, store: StoreKind) throws(BitsecError) {
+        let never: @Sendable (Epoch, Int64) -> Int64? = { _, _ in nil }
+        self.init(maxEntries: maxEntries, maxSessions: maxSessions, maxSubjects: maxSubjects, epochLifetime: epochLifetime, store: store,
+                  jtis: try StateTable.make(placement, name: "revocation_jti", maxKeys: max(maxEntries, 1), idle: Self.untilIdle,
+                                            rank: { _, _ in nil }),
+                  sessions: try StateTable.make(placement, name: "revocation_session", maxKeys: max(maxSessions, 1), idle: Self.epochIdle,
+                                                rank: never),
+                  subjects: try StateTable.make(placement, name: "revocation_subject", maxKeys: max(maxSubjects, 1), idle: Self.epochIdle,
+                                                rank: never),
+                  global: try StateTable.make(placement, name: "revocation_global", maxKeys: 1, idle: Self.epochIdle, rank: never))
+    }
+
+    private init(maxEntries: Int, maxSessions: Int, maxSubjects: Int, epochLifetime: Int64, store: StoreKind,
+                 jtis: StateTable<Until>, sessions: StateTable<Epoch>, subjects: StateTable<Epoch>, global: StateTable<Epoch>) {
         self.maxEntries = max(maxEntries, 1)
         self.maxSessions = max(maxSessions, 1)
         self.maxSubjects = max(maxSubjects, 1)
         self.epochLifetime = max(epochLifetime, 1)
+        self.store = store
+        self.jtis = jtis
+        self.sessions = sessions
+        self.subjects = subjects
+        self.global = global
     }
+
+    // Instants are Unix seconds: an entry is idle (dropping it changes no decision) once
+    // its `until` has passed.
+    private static let untilIdle: @Sendable (Until, Int64) -> Bool = { e, now in e.until <= now }
+    private static let epochIdle: @Sendable (Epoch, Int64) -> Bool = { e, now in e.until <= now }
+
+    /// A session's key: the subject's length, the subject, then the session id (no two
+    /// (sub, sid) pairs share one).
+    private static func sessionKey(sub: String, sid: String) -> String { "\(sub.utf8.count):\(sub)\(sid)" }
 
     private func epochUntil(_ epoch: Int64, _ until: Int64) -> Int64 {
         max(until, epoch.addingReportingOverflow(epochLifetime).overflow ? Int64.max : epoch + epochLifetime)
     }
 
-    /// Drops expired entries: every 60 s, and at most once a second while a table is full
-    /// (so a flood against a full table costs one pass a second, not one per call).
-    private func purge(_ s: inout State, now: Int64, full: Bool) {
-        guard now >= s.nextPurge || (full && now >= s.nextFullPurge) else { return }
-        s.jtis = s.jtis.filter { $0.value > now }
-        s.sessions = s.sessions.filter { $0.value.until > now }
-        s.subjects = s.subjects.filter { $0.value.until > now }
-        if s.global.until <= now { s.global = Epoch(epoch: Int64.min, until: Int64.min) }
-        s.nextPurge = now &+ 60
-        s.nextFullPurge = now &+ 1
+    /// The live epoch of `key` (an expired one is dropped on the way).
+    private static func liveEpoch(_ t: StateTable<Epoch>, _ key: String, now: Int64) -> Int64? {
+        t.update(key, nowMs: now) { (e, _) -> Int64? in
+            guard let cur = e else { return nil }
+            if cur.until > now { return cur.epoch }
+            e = nil
+            return nil
+        }
     }
 
-    private static func covered(_ s: inout State, _ id: TokenIdentity, now: Int64) -> Bool {
-        if s.global.until > now, id.coveredBy(s.global.epoch) { return true }
-        if let jti = id.jti, let u = s.jtis[jti], u > now { return true }
-        if !s.sessions.isEmpty, let sid = id.sid, let e = s.sessions[SessionKey(sub: id.sub ?? "", sid: sid)],
-           e.until > now, id.coveredBy(e.epoch) { return true }
-        if !s.subjects.isEmpty, let sub = id.sub, let e = s.subjects[sub], e.until > now, id.coveredBy(e.epoch) { return true }
+    private func covered(_ id: TokenIdentity, now: Int64) -> Bool {
+        if global.stats.entryCount > 0, let g = Self.liveEpoch(global, Self.globalKey, now: now), id.coveredBy(g) { return true }
+        if let jti = id.jti, isRevoked(jti: jti, now: now) { return true }
+        if let sid = id.sid, sessions.stats.entryCount > 0,
+           let e = Self.liveEpoch(sessions, Self.sessionKey(sub: id.sub ?? "", sid: sid), now: now), id.coveredBy(e) { return true }
+        if let sub = id.sub, subjects.stats.entryCount > 0, let e = Self.liveEpoch(subjects, sub, now: now), id.coveredBy(e) { return true }
         return false
     }
 
-    /// Moves an epoch entry forward (never back); true when it moved.
-    private static func raise(_ e: inout Epoch?, epoch: Int64, until: Int64, now: Int64) -> Bool {
-        if var cur = e, cur.until > now {
-            cur.until = max(cur.until, until)
-            let moved = epoch > cur.epoch
-            if moved { cur.epoch = epoch }
-            e = cur
-            return moved
+    /// Moves the epoch of `key` forward (never back; its `until` only grows); true when it
+    /// moved. When the table is full of live epochs, `wider` records it one level wider
+    /// (called with this key's entry locked: the levels are always locked in the order jti,
+    /// session, subject, global).
+    private static func raise(_ t: StateTable<Epoch>, _ key: String, epoch: Int64, until: Int64, now: Int64,
+                              wider: () -> Bool) -> Bool {
+        t.update(key, nowMs: now) { (e, makeRoom) -> Bool in
+            if var cur = e, cur.until > now {
+                cur.until = max(cur.until, until)
+                let moved = epoch > cur.epoch
+                if moved { cur.epoch = epoch }
+                e = cur
+                return moved
+            }
+            if e != nil {
+                e = Epoch(epoch: epoch, until: until)  // an expired epoch: its slot is reused
+                return true
+            }
+            guard makeRoom() else { return wider() }
+            e = Epoch(epoch: epoch, until: until)
+            return true
         }
-        e = Epoch(epoch: epoch, until: until)
-        return true
     }
 
-    private func setSession(_ s: inout State, sub: String, sid: String, epoch: Int64, until: Int64, now: Int64) -> Bool {
-        let k = SessionKey(sub: sub, sid: sid)
-        if s.sessions[k] == nil && s.sessions.count >= maxSessions { purge(&s, now: now, full: true) }
-        if s.sessions[k] == nil && s.sessions.count >= maxSessions {
+    private func setSession(sub: String, sid: String, epoch: Int64, until: Int64, now: Int64) -> Bool {
+        Self.raise(sessions, Self.sessionKey(sub: sub, sid: sid), epoch: epoch, until: until, now: now) {
             // Full of live sessions: the subject (or everything) takes over.
-            if !sub.isEmpty { return setSubject(&s, sub: sub, epoch: epoch, until: until, now: now) }
-            return setGlobal(&s, epoch: epoch, until: until, now: now)
+            if !sub.isEmpty { return setSubject(sub: sub, epoch: epoch, until: until, now: now) }
+            return setGlobal(epoch: epoch, until: until, now: now)
         }
-        return Self.raise(&s.sessions[k], epoch: epoch, until: until, now: now)
     }
 
-    private func setSubject(_ s: inout State, sub: String, epoch: Int64, until: Int64, now: Int64) -> Bool {
-        if s.subjects[sub] == nil && s.subjects.count >= maxSubjects { purge(&s, now: now, full: true) }
-        if s.subjects[sub] == nil && s.subjects.count >= maxSubjects {
-            return setGlobal(&s, epoch: epoch, until: until, now: now)
+    private func setSubject(sub: String, epoch: Int64, until: Int64, now: Int64) -> Bool {
+        Self.raise(subjects, sub, epoch: epoch, until: until, now: now) {
+            setGlobal(epoch: epoch, until: until, now: now)
         }
-        return Self.raise(&s.subjects[sub], epoch: epoch, until: until, now: now)
     }
 
-    private func setGlobal(_ s: inout State, epoch: Int64, until: Int64, now: Int64) -> Bool {
-        var g: Epoch? = s.global.until > now ? s.global : nil
-        let moved = Self.raise(&g, epoch: epoch, until: until, now: now)
-        if let g { s.global = g }
-        return moved
+    private func setGlobal(epoch: Int64, until: Int64, now: Int64) -> Bool {
+        // One key in a table of one: never refused (the entry is present or there is room).
+        Self.raise(global, Self.globalKey, epoch: epoch, until: until, now: now) { false }
+    }
+
+    /// Records the token one level wider than its `jti`, at its `iat` (now when it has none):
+    /// its session, else its subject, else everything. True when that moved an epoch.
+    private func widen(_ id: TokenIdentity, until: Int64, now: Int64) -> Bool {
+        let epoch = id.iat ?? now
+        let u = epochUntil(epoch, until)
+        if let sid = id.sid { return setSession(sub: id.sub ?? "", sid: sid, epoch: epoch, until: u, now: now) }
+        if let sub = id.sub { return setSubject(sub: sub, epoch: epoch, until: u, now: now) }
+        return setGlobal(epoch: epoch, until: u, now: now)
     }
 
     public func revoke(_ id: TokenIdentity, until: Int64, now: Int64) -> RevokeOutcome {
-        state.withLock { s in
-            if Self.covered(&s, id, now: now) { return .already }
-            if let jti = id.jti {
-                if s.jtis.count >= maxEntries { purge(&s, now: now, full: true) } else { purge(&s, now: now, full: false) }
-                if s.jtis.count < maxEntries {
-                    s.jtis[jti] = until
-                    return .newly
-                }
+        guard let jti = id.jti else {
+            // Nothing single to record. An epoch that did not move was already there and
+            // covers the token.
+            if covered(id, now: now) { return .already }
+            return widen(id, until: until, now: now) ? .widened : .already
+        }
+        // The whole decision runs with the jti's entry locked: concurrent revokes of one
+        // token are serialised here.
+        return jtis.update(jti, nowMs: now) { (e, makeRoom) -> RevokeOutcome in
+            if let cur = e, cur.until > now { return .already }
+            if global.stats.entryCount > 0, let g = Self.liveEpoch(global, Self.globalKey, now: now), id.coveredBy(g) { return .already }
+            if let sid = id.sid, sessions.stats.entryCount > 0,
+               let s = Self.liveEpoch(sessions, Self.sessionKey(sub: id.sub ?? "", sid: sid), now: now), id.coveredBy(s) { return .already }
+            if let sub = id.sub, subjects.stats.entryCount > 0, let s = Self.liveEpoch(subjects, sub, now: now), id.coveredBy(s) {
+                return .already
             }
-            // No room for the jti (or no jti): the token's session, else its subject, else
-            // everything, at the token's iat (now when it has none).
-            let epoch = id.iat ?? now
-            let u = epochUntil(epoch, until)
-            if let sid = id.sid {
-                _ = setSession(&s, sub: id.sub ?? "", sid: sid, epoch: epoch, until: u, now: now)
-            } else if let sub = id.sub {
-                _ = setSubject(&s, sub: sub, epoch: epoch, until: u, now: now)
-            } else {
-                _ = setGlobal(&s, epoch: epoch, until: u, now: now)
+            if e != nil || makeRoom() {
+                e = Until(until: until)
+                return .newly
             }
-            return .widened
+            // No room for the jti: wider than asked, never narrower.
+            return widen(id, until: until, now: now) ? .widened : .already
         }
     }
 
     public func revokeSession(sub: String, sid: String, epoch: Int64, until: Int64, now: Int64) -> Bool {
-        state.withLock { s in setSession(&s, sub: sub, sid: sid, epoch: epoch, until: epochUntil(epoch, until), now: now) }
+        setSession(sub: sub, sid: sid, epoch: epoch, until: epochUntil(epoch, until), now: now)
     }
 
     public func revokeSubject(sub: String, notBefore: Int64, until: Int64, now: Int64) -> Bool {
-        state.withLock { s in setSubject(&s, sub: sub, epoch: notBefore, until: epochUntil(notBefore, until), now: now) }
+        setSubject(sub: sub, epoch: notBefore, until: epochUntil(notBefore, until), now: now)
     }
 
     public func isRevoked(_ id: TokenIdentity, now: Int64) -> Bool {
-        state.withLock { s in Self.covered(&s, id, now: now) }
+        covered(id, now: now)
     }
 
     public func isRevoked(jti: String, now: Int64) -> Bool {
-        state.withLock { s in
-            guard let u = s.jtis[jti] else { return false }
-            return u > now
+        jtis.update(jti, nowMs: now) { (e, _) -> Bool in
+            guard let cur = e else { return false }
+            return cur.until > now
         }
     }
 
-    public var count: Int { state.withLock { $0.jtis.count } }
-    public var sessionCount: Int { state.withLock { $0.sessions.count } }
-    public var subjectCount: Int { state.withLock { $0.subjects.count } }
+    /// Single `jti`s held (expired ones until they are dropped).
+    public var count: Int { jtis.count }
+    public var sessionCount: Int { sessions.count }
+    public var subjectCount: Int { subjects.count }
     /// The global epoch, nil when none is live.
-    public func globalEpoch(now: Int64) -> Int64? { state.withLock { $0.global.until > now ? $0.global.epoch : nil } }
+    public func globalEpoch(now: Int64) -> Int64? { Self.liveEpoch(global, Self.globalKey, now: now) }
+
+    /// Entries, capacity, evictions and refusals of the four tables (metrics).
+    public var tableStats: [BoundedTableStats] { [jtis.stats, sessions.stats, subjects.stats, global.stats] }
 }
 
 /// Revocations in Redis, shared by every instance. The keys of one subject share a hash tag,

@@ -4,7 +4,8 @@ struct TokenConfig {
     var staticKeys: [TokenKey] = []
     var jwksKeys: [TokenKey] = []
     var cacheSize = 1024
-    var revocationBackend = "auto"
+    /// Where revocations live (`revocation.store`, or the older `revocation.backend`).
+    var revocationStore: StoreKind = .process
     var revocationMaxEntries = 100_000
     var revocationMaxSessions = 100_000
     var revocationMaxSubjects = 100_000
@@ -51,15 +52,14 @@ struct TokenConfig {
         c.policy.maxTokenBytes = Int(try o.int("max_token_bytes", in: 256...(1 << 20), default: 8192))
         c.policy.rejectRefreshTokens = try o.bool("reject_refresh_tokens", default: true)
         c.cacheSize = Int(try o.int("cache_size", in: 0...(1 << 20), default: 1024))
-        if let r = try o.object("revocation") {
-            c.revocationBackend = try r.choice("backend", ["auto", "memory", "redis"], default: "auto")
+        let r = try o.object("revocation")
+        c.revocationStore = try context.stores.settings.select(r, field: "store", oldField: "backend",
+                                                               oldValues: ["auto": nil, "memory": .process, "redis": .redis])
+        if let r {
             c.revocationMaxEntries = Int(try r.int("max_entries", in: 1...(1 << 24), default: 100_000))
             c.revocationMaxSessions = Int(try r.int("max_sessions", in: 1...(1 << 24), default: 100_000))
             c.revocationMaxSubjects = Int(try r.int("max_subjects", in: 1...(1 << 24), default: 100_000))
             try r.finish()
-        }
-        if c.revocationBackend == "redis" && context.redis == nil {
-            throw .config("\(o.fieldPath("revocation")).backend is redis but the redis section is not configured")
         }
         if let i = try o.object("issuing") {
             c.issuingKid = try i.string("kid")

@@ -30,11 +30,13 @@ public final class TokenService: Capability {
         cache = c.cacheSize > 0 ? VerifiedTokenCache(capacity: c.cacheSize) : nil
         // An epoch (session or subject) lasts as long as a token issued here can live.
         let lifetime = max(c.accessTTL, c.refreshTTL) &+ c.policy.leeway
-        if let redis = context.redis, c.revocationBackend != "memory" {
+        if let redis = context.redis, c.revocationStore == .redis {
             revocations = RedisRevocationStore(pool: redis, epochLifetime: lifetime)
         } else {
-            revocations = MemoryRevocationStore(maxEntries: c.revocationMaxEntries, maxSessions: c.revocationMaxSessions,
-                                                maxSubjects: c.revocationMaxSubjects, epochLifetime: lifetime)
+            let placement = try context.stores.placement(c.revocationStore, field: "tokens.revocation.store")
+            revocations = try MemoryRevocationStore(maxEntries: c.revocationMaxEntries, maxSessions: c.revocationMaxSessions,
+                                                    maxSubjects: c.revocationMaxSubjects, epochLifetime: lifetime,
+                                                    placement: placement, store: c.revocationStore)
         }
         audit = context.audit
         issuingKid = c.issuingKid
@@ -50,7 +52,10 @@ public final class TokenService: Capability {
 
     public var keys: KeySet { keySet.withLock { $0 } }
 
-    public var boundedTables: [BoundedTableStats] { cache.map { [$0.stats] } ?? [] }
+    /// The verified-token cache, and the revocation tables of the `process` and `host` stores.
+    public var boundedTables: [BoundedTableStats] {
+        (cache.map { [$0.stats] } ?? []) + ((revocations as? MemoryRevocationStore)?.tableStats ?? [])
+    }
 
     // MARK: - Verification
 

@@ -123,7 +123,7 @@ def test_reset_and_describe(rt: bitsec.Runtime) -> None:
     rt.rate_limit_reset("r")
     assert rt.rate_limit_take("r", at=T0).remaining == 2
     sec = rt.describe()["sections"]["rate_limits"]
-    assert sec["store"] == "local" and sec["categories"]["odd"] == {
+    assert sec["store"] == "process" and sec["categories"]["odd"] == {
         "capacity": 7, "refill": 3, "period_seconds": 11, "failure_policy": "local", "local_share_percent": 100}
 
 

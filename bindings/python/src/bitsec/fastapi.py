@@ -193,12 +193,12 @@ class OffloadPlan:
         if tokens:
             revocation = tokens.get("revocation")
             slow = sorted({str(k.get("alg")) for k in tokens.get("keys") or () if k.get("alg") in SLOW_VERIFY_ALGS})
-            if revocation != "memory":
+            if revocation not in _MEMORY_STORES:
                 why["tokens"] = f"revocation in {revocation}"
             elif slow:
                 why["tokens"] = "verify slower than a thread hop: " + ", ".join(slow)
         limits = sections.get("rate_limits")
-        if limits and limits.get("store") != "local":
+        if limits and limits.get("store") not in _MEMORY_STORES:
             why["rate_limits"] = why["brute_force"] = f"store {limits.get('store')}"
         audit = sections.get("audit")
         if audit:
@@ -207,10 +207,15 @@ class OffloadPlan:
             elif audit.get("full_policy") != "drop":
                 why["audit"] = f"full_policy {audit.get('full_policy')}"
         totp = sections.get("totp")
-        if totp and totp.get("state") != "memory":
-            why["totp"] = f"state in {totp.get('state')}"
+        if totp and totp.get("store", totp.get("state")) not in _MEMORY_STORES:
+            why["totp"] = f"state in {totp.get('store', totp.get('state'))}"
         return cls(why)
 
+
+#: Stores whose operations never wait on the network: tables in this process (``process``)
+#: or in the host's shared memory (``host``); ``memory`` and ``local`` are what older
+#: versions of the library reported for ``process``.
+_MEMORY_STORES = frozenset({"process", "host", "memory", "local"})
 
 _PLANS: "weakref.WeakKeyDictionary[Runtime, OffloadPlan]" = weakref.WeakKeyDictionary()
 
