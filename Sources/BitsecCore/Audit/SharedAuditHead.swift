@@ -21,13 +21,16 @@ internal import Glibc
 /// head valid, head dirty, 200 last hash (32 bytes),
 /// 256 counters: written, dropped, dropped by timeout, rejected, fsyncs,
 /// 320 sink errors (8), 384 sink records lost (8), 512 series used,
-/// 1024 series table (`maxSeries` entries of 160 bytes).
+/// 1024 series table (`maxSeries` + 64 entries of 160 bytes; the last ones only for `_other`).
 final class SharedAuditHead: @unchecked Sendable {
     static let magic: UInt64 = 0x4841_4345_5354_4942  // "BITSECAH"
     static let layoutVersion: UInt64 = 1
     static let seriesOffset = 1024
     static let seriesStride = 160
-    static let size = seriesOffset + AuditMetrics.maxSeries * seriesStride
+    /// Label sets beyond `maxSeries` count as subtype `_other`; these slots hold those.
+    static let otherSlots = 64
+    static let seriesSlots = AuditMetrics.maxSeries + otherSlots
+    static let size = seriesOffset + seriesSlots * seriesStride
     /// Sink slots of the shared error counters.
     static let sinkSlots = ["file", "stdout", "syslog", "redis", "chain"]
 
@@ -221,13 +224,13 @@ final class SharedAuditHead: @unchecked Sendable {
         var k = key
         if !Self.fits(k) { k.subtype = "_other" }
         guard Self.fits(k) else { return nil }
-        let used = Int(min(base.load(fromByteOffset: 512, as: UInt64.self), UInt64(AuditMetrics.maxSeries)))
+        let used = Int(min(base.load(fromByteOffset: 512, as: UInt64.self), UInt64(Self.seriesSlots)))
         let t = Array(k.type.utf8), r = Array(k.result.utf8)
         let sens: UInt8 = k.sensitive.map { $0 ? 2 : 1 } ?? 0
         for attempt in 0..<2 {
             let s = Array((attempt == 0 ? k.subtype : "_other").utf8)
             for i in 0..<used where matches(entry(i), t, s, r, sens) { return i }
-            if used < AuditMetrics.maxSeries {
+            if used < (attempt == 0 ? AuditMetrics.maxSeries : Self.seriesSlots) {
                 let e = entry(used)
                 e.storeBytes(of: UInt8(t.count), as: UInt8.self)
                 e.storeBytes(of: UInt8(s.count), toByteOffset: 1, as: UInt8.self)
@@ -257,7 +260,7 @@ final class SharedAuditHead: @unchecked Sendable {
             s.sinkErrors[name] = counter(320 + 8 * k)
             s.sinkLost[name] = counter(384 + 8 * k)
         }
-        let used = Int(min(base.load(fromByteOffset: 512, as: UInt64.self), UInt64(AuditMetrics.maxSeries)))
+        let used = Int(min(base.load(fromByteOffset: 512, as: UInt64.self), UInt64(Self.seriesSlots)))
         for i in 0..<used {
             let e = entry(i)
             func text(_ off: Int, _ lenAt: Int) -> String {

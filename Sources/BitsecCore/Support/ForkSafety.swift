@@ -80,3 +80,21 @@ enum ForkSafety {
         withExtendedLifetime(h) {}
     }
 }
+
+/// A callback run in the child after `fork()`, for the ABI layer's handle (which keeps a
+/// count of calls in flight: calls of the parent's other threads never return in the child).
+/// Registered while the object lives.
+public final class ForkChildHook: ForkAware, @unchecked Sendable {
+    private let body: () -> Void
+
+    public init(_ body: @escaping () -> Void) {
+        self.body = body
+        ForkSafety.register(self)
+    }
+
+    deinit { ForkSafety.unregister(id: ObjectIdentifier(self)) }
+
+    func prepareFork() {}
+    func afterForkInParent() {}
+    func afterForkInChild() { body() }
+}
