@@ -157,7 +157,8 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
         if let f = config.file {
             sinks.append(.object(JSONObject([("type", .string("file")), ("path", .string(f.path)),
                                              ("rotate_bytes", .number(JSONNumber(int64: f.rotateBytes))),
-                                             ("rotate_seconds", .number(JSONNumber(int64: f.rotateSeconds)))])))
+                                             ("rotate_seconds", .number(JSONNumber(int64: f.rotateSeconds))),
+                                             ("shared", .bool(f.shared))])))
         }
         if config.stdout { sinks.append(.object(JSONObject([("type", .string("stdout"))]))) }
         if let s = config.syslog {
