@@ -753,68 +753,81 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
 
     /// A batch for a shared file: under the shared lock, adopt the head, chain the records
     /// after it (so their sequence numbers continue the host's one chain), write them, move
-    /// the head and count them in the host-wide metrics. A failed write cuts the file back
-    /// and keeps the events to be chained again (the head may move meanwhile). Syncing
-    /// happens after the lock is released (`syncIfDue`), so other processes write meanwhile.
-    /// Returns the last local sequence number written.
+    /// the head and count them in the host-wide metrics. When a write fails part-way, the
+    /// head moves past the records that reached a file and the others are kept to be
+    /// chained again at the next attempt (the head may move meanwhile): each record is
+    /// written once. Syncing happens after the lock is released (`syncIfDue`), so other
+    /// processes write meanwhile. Returns the last local sequence number written.
     private func processShared(_ batch: [QueuedEvent], retry: Bool) -> UInt64? {
         guard let file, let sharedHead else { return nil }
         var events = unwrittenEvents
         unwrittenEvents = []
         events.append(contentsOf: batch)
-        guard let firstLocal = events.first?.seq, let lastLocal = events.last?.seq else { return nil }
-        var out: [OutRecord] = []
         var backoffMs: UInt32 = 50
         var failures = 0
-        while true {
+        var lastLocal: UInt64? = nil
+        while !events.isEmpty {
+            var recs: [OutRecord] = []
+            var written = 0
+            var failure: BitsecError? = nil
             do {
-                out = try sharedHead.withLock { (_) throws(BitsecError) -> [OutRecord] in
+                try sharedHead.withLock { (_) throws(BitsecError) in
                     let h = try adoptHeadLocked(sharedHead, file)
                     var prev = h.lastHash
                     var seq = h.lastSeq
-                    var recs: [OutRecord] = []
+                    var hashes: [[UInt8]] = []
                     recs.reserveCapacity(events.count)
-                    var bytes: [UInt8] = []
+                    hashes.reserveCapacity(events.count)
                     for q in events {
                         seq &+= 1
                         let (line, hash) = try AuditRecord.make(seq: seq, instance: instance, body: q.event.body, prev: prev, hasher: hasher)
                         prev = hash
-                        bytes.append(contentsOf: line)
+                        hashes.append(hash)
                         recs.append(OutRecord(seq: seq, line: line, key: q.event.key))
                     }
-                    try file.writeShared(bytes, lastSeq: seq)
-                    sharedHead.writeHead(file.head(lastSeq: seq, lastHash: prev))
-                    sharedHead.countLocked(AuditMetrics.runs(recs.map(\.key)), written: UInt64(recs.count))
-                    return recs
+                    (written, failure) = file.writeShared(recs)
+                    if written > 0 {
+                        sharedHead.writeHead(file.head(lastSeq: recs[written - 1].seq, lastHash: hashes[written - 1]))
+                        sharedHead.countLocked(AuditMetrics.runs(recs[..<written].map(\.key)), written: UInt64(written))
+                    }
                 }
-                break
             } catch {
-                failures += 1
-                fileFailureCount += 1
-                metrics.sinkError("file", lost: 0)
-                sync.lock()
-                fileFailure = error.detail
-                sync.broadcast(.durable)
-                let giveUp = stopping && failures >= 3
-                sync.unlock()
-                if giveUp {
-                    metrics.sinkError("file", lost: events.count)
-                    return nil
-                }
-                if !retry {
-                    unwrittenEvents = events
-                    return nil
-                }
-                usleep(backoffMs * 1000)
-                backoffMs = min(backoffMs * 2, 2000)
+                failure = error
             }
+            if written > 0 {
+                let done = Array(recs[..<written])
+                sync.lock()
+                globalOffsets.append((events[0].seq, events[written - 1].seq, done[0].seq))
+                if globalOffsets.count > 4096 { globalOffsets.removeFirst(globalOffsets.count - 2048) }
+                writtenGlobal = done[written - 1].seq
+                sync.unlock()
+                lastLocal = events[written - 1].seq
+                events.removeFirst(written)
+                if unsyncedEvents == 0 { firstUnsyncedAt = Clock.monotonicMillis() }
+                unsyncedEvents += written
+                deliverToSecondaries(done)
+            }
+            guard let failure else { break }
+            failures += 1
+            fileFailureCount += 1
+            metrics.sinkError("file", lost: 0)
+            sync.lock()
+            fileFailure = failure.detail
+            sync.broadcast(.durable)
+            let giveUp = stopping && failures >= 3
+            sync.unlock()
+            if giveUp {
+                metrics.sinkError("file", lost: events.count)
+                return lastLocal
+            }
+            if !retry {
+                unwrittenEvents = events
+                return lastLocal
+            }
+            usleep(backoffMs * 1000)
+            backoffMs = min(backoffMs * 2, 2000)
         }
         sync.lock()
-        if let g = out.first?.seq, let gl = out.last?.seq {
-            globalOffsets.append((firstLocal, lastLocal, g))
-            if globalOffsets.count > 4096 { globalOffsets.removeFirst(globalOffsets.count - 2048) }
-            writtenGlobal = gl
-        }
         if fileFailureCount > 0 {
             fileFailure = syncFailure
             appendInternalLocked("sink_recovered", result: "success",
@@ -829,9 +842,6 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
             tornCut = 0
         }
         sync.unlock()
-        if unsyncedEvents == 0 { firstUnsyncedAt = Clock.monotonicMillis() }
-        unsyncedEvents += out.count
-        deliverToSecondaries(out)
         return lastLocal
     }
 

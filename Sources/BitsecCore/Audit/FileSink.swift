@@ -235,24 +235,36 @@ final class FileSink {
                                     createdAt: createdAt, lastHash: lastHash)
     }
 
-    /// Whether the records about to be written (`bytes`) should go to a new file first.
-    func rotationDue(adding bytes: Int) -> Bool {
-        guard size > 0 else { return false }
-        if rotateBytes > 0 && size + Int64(bytes) > rotateBytes { return true }
-        return rotateSeconds > 0 && Clock.nowSeconds() - createdAt >= rotateSeconds
-    }
-
-    /// Writes a shared batch: rotates first when due (never inside a batch), then appends;
-    /// on failure the file is cut back to where the batch began and the error is thrown.
-    func writeShared(_ bytes: [UInt8], lastSeq: UInt64) throws(BitsecError) {
-        if rotationDue(adding: bytes.count) { try rotate() }
-        var chunk = bytes
-        let before = size
-        do { try flushChunk(&chunk, last: lastSeq) } catch {
-            _ = ftruncate(fd, off_t(before))
-            size = before
-            throw error
+    /// Writes a shared batch, rotating between records when due, as `write` does. Returns
+    /// how many records (a prefix) are in a file, and the error that stopped the rest: the
+    /// caller moves the head past the written prefix (those records are committed, in the
+    /// current or a rotated file) and chains the rest again later. A failed chunk is cut
+    /// back to its last whole record.
+    func writeShared(_ records: [OutRecord]) -> (written: Int, error: BitsecError?) {
+        var chunk: [UInt8] = []
+        chunk.reserveCapacity(min(records.reduce(0) { $0 + $1.line.count }, 8 << 20))
+        var chunkLast: UInt64 = 0
+        var written = 0
+        for (i, r) in records.enumerated() {
+            if size > 0 || !chunk.isEmpty {
+                let projected = size + Int64(chunk.count) + Int64(r.line.count)
+                let bySize = rotateBytes > 0 && projected > rotateBytes
+                let byTime = rotateSeconds > 0 && Clock.nowSeconds() - createdAt >= rotateSeconds
+                if bySize || byTime {
+                    do { try flushChunk(&chunk, last: chunkLast) } catch { return (written, error) }
+                    written = i
+                    do { try rotate() } catch { return (written, error) }
+                }
+            }
+            chunk.append(contentsOf: r.line)
+            chunkLast = r.seq
+            if chunk.count >= 4 << 20 {
+                do { try flushChunk(&chunk, last: chunkLast) } catch { return (written, error) }
+                written = i + 1
+            }
         }
+        do { try flushChunk(&chunk, last: chunkLast) } catch { return (written, error) }
+        return (records.count, nil)
     }
 
     /// Appends records; rotates between records when due. On a failed write the file is cut
