@@ -719,6 +719,15 @@ extension String {
             _ = try Runtime.open(config: #"{"audit": \#(fileSection("\(dir)/a.log", sinkExtra: #", "shared": true"#))}"#)
         }
         rt2.shutdown()
+        // Every runtime on a shared chain chains with the same function.
+        let keyed = #"{"allow_inline_secrets": true, "audit": \#(fileSection("\(dir)/c.log", #", "hmac_key": {"value": "0123456789abcdef0123"}"#, sinkExtra: #", "shared": true"#))}"#
+        let rk = try Runtime.open(config: keyed)
+        expectError(.config, "needs the same hmac_key") {
+            _ = try Runtime.open(config: #"{"audit": \#(fileSection("\(dir)/c.log", sinkExtra: #", "shared": true"#))}"#)
+        }
+        let rk2 = try Runtime.open(config: keyed)
+        rk2.shutdown()
+        rk.shutdown()
         expectError(.config, "must be a boolean") {
             _ = try Runtime.open(config: #"{"audit": \#(fileSection("\(dir)/b.log", sinkExtra: #", "shared": 1"#))}"#)
         }

@@ -113,7 +113,11 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
             // refuses to open, as for a file of one's own).
             let hasher = self.hasher
             var rec = FileSink.Recovery()
+            let fingerprint = try hasher.chain(prev: ChainHasher.genesis, canonical: Array("bitsec shared audit chain".utf8))
             try sharedHead.withLock { (_) throws(BitsecError) in
+                guard sharedHead.checkChainFingerprintLocked(fingerprint) else {
+                    throw .config("audit file sink: \(fs.path) is shared by runtimes that chain with another function (another hmac_key, or one with and one without): every runtime on a shared trail needs the same hmac_key")
+                }
                 if let h = sharedHead.readHead(), let cut = try fs.adopt(h) {
                     rec.lastSeq = h.lastSeq
                     rec.lastHash = h.lastHash

@@ -20,7 +20,8 @@ internal import Glibc
 /// 128 head: last seq, committed length, file dev, file ino, file created (realtime s),
 /// head valid, head dirty, 200 last hash (32 bytes),
 /// 256 counters: written, dropped, dropped by timeout, rejected, fsyncs,
-/// 320 sink errors (8), 384 sink records lost (8), 512 series used,
+/// 320 sink errors (8), 384 sink records lost (8), 512 series used, 544 chain key
+/// fingerprint (32 bytes; all zero until the first runtime sets it),
 /// 1024 series table (`maxSeries` + 64 entries of 160 bytes; the last ones only for `_other`).
 final class SharedAuditHead: @unchecked Sendable {
     static let magic: UInt64 = 0x4841_4345_5354_4942  // "BITSECAH"
@@ -174,6 +175,20 @@ final class SharedAuditHead: @unchecked Sendable {
 
     /// Marks the head for rebuilding (its writer died while updating it).
     func markHeadDirty() { base.storeBytes(of: UInt64(1), toByteOffset: 184, as: UInt64.self) }
+
+    /// Every runtime on a shared chain must chain with the same function (SHA-256, or
+    /// HMAC-SHA-256 with the same key): the first runtime stores a fingerprint of its chain
+    /// function (the function applied to a fixed input: it reveals nothing about a key),
+    /// later ones must match it. Call with the mutex held.
+    func checkChainFingerprintLocked(_ fp: [UInt8]) -> Bool {
+        var stored = [UInt8](repeating: 0, count: 32)
+        for k in 0..<32 { stored[k] = base.load(fromByteOffset: 544 + k, as: UInt8.self) }
+        if stored.allSatisfy({ $0 == 0 }) {
+            for k in 0..<32 { base.storeBytes(of: k < fp.count ? fp[k] : 0, toByteOffset: 544 + k, as: UInt8.self) }
+            return true
+        }
+        return OpenSSL.constantTimeEqual(stored, fp)
+    }
 
     // MARK: - Host-wide counters
 
