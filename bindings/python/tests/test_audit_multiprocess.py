@@ -378,6 +378,11 @@ def test_gunicorn_preload_workers_write_one_verifying_trail(tmp_path: Path) -> N
             proc.wait()
     r = audit_verify([audit])
     assert r.intact, r.problem
+    # The operator's command says the same.
+    cli = subprocess.run([sys.executable, "-m", "bitsec", "audit", "verify", "--json", str(audit)],
+                         capture_output=True, text=True, env=os.environ.copy())
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    assert json.loads(cli.stdout)["records"] == r.records
     got = {rec["details"]["n"]: (rec["details"]["pid"], rec["seq"]) for rec in records(audit) if rec["type"] == "data_access"}
     assert got == answers
     starts = [rec["details"] for rec in records(audit) if rec.get("subtype") == "started"]
