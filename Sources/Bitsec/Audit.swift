@@ -23,16 +23,21 @@ internal import Glibc
 /// only read during the call. At most BITSEC_AUDIT_MAX_EVENT_BYTES.
 /// out_seq: optional; receives the record's sequence number, or 0 when the queue was full
 /// and the drop policy dropped the event (counted in bitsec_audit_events_dropped_total and
-/// reported by an audit/events_dropped record), or when the event was refused.
+/// reported by an audit/events_dropped record), or when the event was refused. With a
+/// shared file sink (several processes on one chain) outside every_event mode the record's
+/// number is not known yet: out_seq receives the event's local number in this runtime
+/// (1, 2, 3, ... in queue order).
 /// Returns BITSEC_OK (also when cut down, and when dropped under the drop policy);
 /// BITSEC_E_INVALID_ARGUMENT (not an object, unknown type or member, bad value: the detail
 /// says which; also rt or event NULL); BITSEC_E_MALFORMED (invalid JSON or UTF-8, nesting
 /// deeper than max_depth); BITSEC_E_TOO_LARGE (more than BITSEC_AUDIT_MAX_EVENT_BYTES);
 /// BITSEC_E_TIMEOUT (block policy: the queue stayed full for block_timeout_ms and the event
 /// was dropped; every_event: queued but not confirmed durable within durable_timeout_ms);
-/// BITSEC_E_IO (every_event: queued but the file sink is failing); BITSEC_E_NOT_CONFIGURED;
-/// BITSEC_E_CLOSED.
-/// Thread safety: safe from any thread; events from one thread keep their order.
+/// BITSEC_E_IO (every_event: queued but the file sink is failing); BITSEC_E_UNSUPPORTED (in
+/// a child after fork() when the runtime's file sink is not shared: the parent owns the file;
+/// the detail names the remedy); BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread; events from one thread keep their order. Safe
+/// across fork() (docs/audit.md: the child gets its own writer thread).
 /// Since: 0.1.0
 @c(bitsec_audit_emit)
 public func bitsec_audit_emit(_ rt: OpaquePointer?, _ event: UnsafePointer<CChar>?, _ event_len: UInt, _ out_seq: UnsafeMutablePointer<UInt64>?) -> Int32 {
@@ -54,6 +59,7 @@ public func bitsec_audit_emit(_ rt: OpaquePointer?, _ event: UnsafePointer<CChar
 /// rt: the runtime.
 /// Returns BITSEC_OK; BITSEC_E_IO (the file sink is failing; records stay queued and are
 /// retried); BITSEC_E_TIMEOUT (not durable within durable_timeout_ms);
+/// BITSEC_E_UNSUPPORTED (in a child after fork() when the file sink is not shared);
 /// BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED; BITSEC_E_INVALID_ARGUMENT.
 /// Thread safety: safe from any thread. bitsec_runtime_close flushes too.
 /// Since: 0.1.0
@@ -66,7 +72,9 @@ public func bitsec_audit_flush(_ rt: OpaquePointer?) -> Int32 {
 
 /// The audit trail's state as JSON: queued, capacity, last_seq, written_seq, durable_seq,
 /// written, dropped, rejected, fsyncs, sink_errors and sink_records_lost per sink,
-/// file_failure (the current file sink error, or null).
+/// file_failure (the current file sink error, or null). With a shared file sink the
+/// counters and last_seq are the host's (every process on the chain), written_seq and
+/// durable_seq this process's last record written and known durable.
 ///
 /// rt: the runtime.
 /// out_buf, out_cap: caller-owned buffer. out_len: receives the JSON's length (excluding the

@@ -20,7 +20,18 @@ final class RuntimeHandle: @unchecked Sendable {
     /// call costs two atomic adds and no reference counting.
     private let runtime: Unmanaged<Runtime>
 
-    init(_ runtime: Runtime) { self.runtime = Unmanaged.passRetained(runtime) }
+    /// In a child after fork() only the forking thread exists, and it is not inside a call:
+    /// the calls the parent's other threads had in flight are forgotten, so `close` in the
+    /// child does not wait for them forever. Dropped at close.
+    private var forkHook: ForkChildHook?
+
+    init(_ runtime: Runtime) {
+        self.runtime = Unmanaged.passRetained(runtime)
+        forkHook = ForkChildHook { [unowned self] in
+            let s = self.state.load(ordering: .relaxed)
+            self.state.store(s & Self.closedBit, ordering: .relaxed)
+        }
+    }
 
     /// Counts the caller in and returns the runtime, or nil when closed. A non-nil result
     /// must be balanced by `leave()`; the runtime stays alive until then.
@@ -48,5 +59,6 @@ final class RuntimeHandle: @unchecked Sendable {
         }
         runtime.takeUnretainedValue().shutdown()
         runtime.release()
+        forkHook = nil
     }
 }

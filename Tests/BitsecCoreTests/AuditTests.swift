@@ -638,3 +638,98 @@ extension String {
         #expect(report.intact)
     }
 }
+
+/// Several runtimes on one shared file (the in-process stand-in for several worker
+/// processes; the multi-process tests are in the Python suite, test_audit_multiprocess.py).
+@Suite struct AuditSharedFileTests {
+    private func auditFiles(_ dir: String) -> [String] {
+        var files = [String]()
+        if let d = opendir(dir) {
+            while let e = readdir(d) {
+                let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+                if name.hasPrefix("a.log") && !name.hasSuffix(".shm") { files.append("\(dir)/\(name)") }
+            }
+            closedir(d)
+        }
+        return files
+    }
+
+    @Test func runtimesSharingAFileWriteOneChainAcrossRotations() throws {
+        let dir = auditTempDir()
+        defer { removeTree(dir) }
+        let section = fileSection("\(dir)/a.log", #", "batch_max_events": 64"#, sinkExtra: #", "shared": true, "rotate_bytes": 20000"#)
+        let runtimes = try (0..<3).map { _ in try auditRuntime(section) }
+        let per = 1000
+        let box = ThreadBox(count: 3) { t in
+            for i in 0..<per { _ = try? runtimes[t].1.emit(#"{"type": "session", "actor": "t\#(t)-\#(i)"}"#) }
+        }
+        box.join()
+        for (rt, _) in runtimes { rt.shutdown() }
+        let files = auditFiles(dir)
+        #expect(files.count > 10)
+        let r = try verify(files.shuffled())
+        #expect(r.intact, "\(String(describing: r.problem))")
+        #expect(r.firstSeq == 1)
+        #expect(r.records == 3 * per + 6)  // a started and a stopped record per runtime
+        var actors: [String] = []
+        for f in files {
+            for l in fileLines(f) {
+                guard let at = l.firstRange(of: #""actor":""#) else { continue }
+                actors.append(String(l[at.upperBound...].prefix { $0 != "\"" }))
+            }
+            var st = stat()
+            stat(f, &st)
+            #expect(st.st_size <= 20000)
+        }
+        #expect(actors.count == 3 * per)
+        #expect(Set(actors).count == 3 * per)
+        var st = stat()
+        #expect(stat("\(dir)/a.log.shm", &st) == 0 && st.st_mode & 0o777 == 0o600)
+    }
+
+    @Test func aSharedTrailContinuesAfterEveryRuntimeClosed() throws {
+        let dir = auditTempDir()
+        defer { removeTree(dir) }
+        let section = fileSection("\(dir)/a.log", #", "durability": "every_event""#, sinkExtra: #", "shared": true"#)
+        let (rt1, a1) = try auditRuntime(section)
+        #expect(try a1.emit(#"{"type": "session"}"#) == 2)  // after the started record
+        rt1.shutdown()
+        // The head in the sidecar and the file agree: the next runtime continues the chain.
+        let (rt2, a2) = try auditRuntime(section)
+        #expect(try a2.emit(#"{"type": "session"}"#) == 5)
+        rt2.shutdown()
+        // A file replaced by hand no longer matches the head: it is rebuilt from the file.
+        let lines = fileLines("\(dir)/a.log")
+        unlink("\(dir)/a.log")
+        writeLines("\(dir)/a.log", Array(lines.prefix(3)))
+        let (rt3, a3) = try auditRuntime(section)
+        #expect(try a3.emit(#"{"type": "session"}"#) == 5)
+        rt3.shutdown()
+        #expect(try verify(["\(dir)/a.log"]).intact)
+    }
+
+    @Test func sharedAndUnsharedRuntimesDoNotMix() throws {
+        let dir = auditTempDir()
+        defer { removeTree(dir) }
+        let (rt, _) = try auditRuntime(fileSection("\(dir)/a.log", sinkExtra: #", "shared": true"#))
+        expectError(.config, #"set "shared": true"#) { _ = try Runtime.open(config: #"{"audit": \#(fileSection("\(dir)/a.log"))}"#) }
+        rt.shutdown()
+        let (rt2, _) = try auditRuntime(fileSection("\(dir)/a.log"))
+        expectError(.config, "does not share it") {
+            _ = try Runtime.open(config: #"{"audit": \#(fileSection("\(dir)/a.log", sinkExtra: #", "shared": true"#))}"#)
+        }
+        rt2.shutdown()
+        // Every runtime on a shared chain chains with the same function.
+        let keyed = #"{"allow_inline_secrets": true, "audit": \#(fileSection("\(dir)/c.log", #", "hmac_key": {"value": "0123456789abcdef0123"}"#, sinkExtra: #", "shared": true"#))}"#
+        let rk = try Runtime.open(config: keyed)
+        expectError(.config, "needs the same hmac_key") {
+            _ = try Runtime.open(config: #"{"audit": \#(fileSection("\(dir)/c.log", sinkExtra: #", "shared": true"#))}"#)
+        }
+        let rk2 = try Runtime.open(config: keyed)
+        rk2.shutdown()
+        rk.shutdown()
+        expectError(.config, "must be a boolean") {
+            _ = try Runtime.open(config: #"{"audit": \#(fileSection("\(dir)/b.log", sinkExtra: #", "shared": 1"#))}"#)
+        }
+    }
+}

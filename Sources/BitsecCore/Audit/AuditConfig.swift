@@ -11,6 +11,9 @@ public struct AuditConfig: Sendable {
         public var rotateBytes: Int64
         /// Rotate the first time a record is written this long after the file was opened (0 = never).
         public var rotateSeconds: Int64
+        /// Several processes (and runtimes) append to this one chain, coordinated through
+        /// the sidecar `<path>.shm` (`SharedAuditHead`).
+        public var shared: Bool = false
     }
 
     public struct SyslogSink: Sendable {
@@ -76,7 +79,8 @@ public struct AuditConfig: Sendable {
                 guard !path.isEmpty, !path.utf8.contains(0) else { throw .config("\(so.fieldPath("path")) must be a file path") }
                 c.file = FileSink(path: path,
                                   rotateBytes: try so.int("rotate_bytes", in: 0...(1 << 40), default: 0),
-                                  rotateSeconds: try so.int("rotate_seconds", in: 0...(366 * 86400), default: 0))
+                                  rotateSeconds: try so.int("rotate_seconds", in: 0...(366 * 86400), default: 0),
+                                  shared: try so.bool("shared", default: false))
             case "stdout":
                 guard !c.stdout else { throw .config("\(so.path): stdout is already a sink") }
                 c.stdout = true

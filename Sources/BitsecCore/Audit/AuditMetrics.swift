@@ -10,7 +10,7 @@
 /// Distinct label sets are capped (`maxSeries`); beyond it, subtypes are counted as `_other`.
 public final class AuditMetrics: @unchecked Sendable {
     public static let maxSeries = 2048
-    private let lock = ConditionLock()
+    let lock = ConditionLock()
     private var events: [MetricKey: UInt64] = [:]
     private var order: [MetricKey] = []
     private var dropped: UInt64 = 0
@@ -20,13 +20,26 @@ public final class AuditMetrics: @unchecked Sendable {
     private var sinkLost: [String: UInt64] = [:]
     private var written: UInt64 = 0
     private var fsyncs: UInt64 = 0
+    /// With a shared file sink the counters live in its sidecar, host-wide: every process
+    /// sharing the trail reports the same values.
+    let shared: SharedAuditHead?
 
-    func count(_ keys: [MetricKey]) {
-        // Runs of equal keys (a burst of the same event) are counted with one lookup.
+    init(shared: SharedAuditHead? = nil) { self.shared = shared }
+
+    /// Runs of equal keys (a burst of the same event) are counted with one lookup.
+    static func runs(_ keys: [MetricKey]) -> [(MetricKey, UInt64)] {
         var runs: [(MetricKey, UInt64)] = []
         for k in keys {
             if let last = runs.last, last.0 == k { runs[runs.count - 1].1 &+= 1 } else { runs.append((k, 1)) }
         }
+        return runs
+    }
+
+    /// Counts written records (in-process counters only; a shared trail's writer counts its
+    /// batch in the sidecar while it holds the lock).
+    func count(_ keys: [MetricKey]) {
+        guard shared == nil else { return }
+        let runs = Self.runs(keys)
         lock.withLock {
             written &+= UInt64(keys.count)
             for (key, n) in runs {
@@ -39,10 +52,20 @@ public final class AuditMetrics: @unchecked Sendable {
         }
     }
 
-    func addDropped(_ n: UInt64, timeout: Bool) { lock.withLock { dropped &+= n; if timeout { droppedTimeout &+= n } } }
-    func addRejected() { lock.withLock { rejected &+= 1 } }
-    func addFsync() { lock.withLock { fsyncs &+= 1 } }
+    func addDropped(_ n: UInt64, timeout: Bool) {
+        if let shared { shared.add(.dropped, n, also: timeout ? .droppedTimeout : nil); return }
+        lock.withLock { dropped &+= n; if timeout { droppedTimeout &+= n } }
+    }
+    func addRejected() {
+        if let shared { shared.add(.rejected, 1); return }
+        lock.withLock { rejected &+= 1 }
+    }
+    func addFsync() {
+        if let shared { shared.add(.fsyncs, 1); return }
+        lock.withLock { fsyncs &+= 1 }
+    }
     func sinkError(_ sink: String, lost: Int) {
+        if let shared { shared.sinkError(sink, lost: lost); return }
         lock.withLock {
             sinkErrors[sink, default: 0] &+= 1
             sinkLost[sink, default: 0] &+= UInt64(lost)
@@ -60,7 +83,8 @@ public final class AuditMetrics: @unchecked Sendable {
     }
 
     public func snapshot() -> Snapshot {
-        lock.withLock {
+        if let shared { return shared.snapshot() }
+        return lock.withLock {
             Snapshot(dropped: dropped, rejected: rejected, written: written, fsyncs: fsyncs,
                      sinkErrors: sinkErrors, sinkLost: sinkLost, events: order.map { ($0, events[$0] ?? 0) })
         }

@@ -17,6 +17,15 @@ final class AuditQueueSync: @unchecked Sendable {
         pthread_condattr_destroy(&attr)
     }
 
+    /// In the child after fork(), with the mutex held: the parent's waiters do not exist here.
+    func reinitConditions() {
+        var attr = pthread_condattr_t()
+        pthread_condattr_init(&attr)
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)
+        for k in 0..<3 { pthread_cond_init(conds + k, &attr) }
+        pthread_condattr_destroy(&attr)
+    }
+
     deinit {
         for k in 0..<3 { pthread_cond_destroy(conds + k) }
         pthread_mutex_destroy(mutex)

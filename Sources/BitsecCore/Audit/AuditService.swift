@@ -12,9 +12,11 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
     public static let sectionName = "audit"
 
     public let config: AuditConfig
-    public let metrics = AuditMetrics()
+    public let metrics: AuditMetrics
     let validator: EventValidator
     private let sync = AuditQueueSync()
+    /// The sidecar of a shared file sink (several processes append to one chain), else nil.
+    private let sharedHead: SharedAuditHead?
 
     // ---- guarded by `sync` ----
     private var pending: [QueuedEvent] = []
@@ -50,12 +52,28 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
     private var unsyncedSeen = false
     private var unsyncedSinceSeen: Int64 = 0
     private var blockedEmitters = 0
+    /// Shared file: the local sequence numbers (queue order) of recent batches and the chain
+    /// sequence number their first record received, so an emitter that waited for its
+    /// record can return the record's `seq`.
+    private var globalOffsets: [(first: UInt64, last: UInt64, global: UInt64)] = []
+    private var writtenGlobal: UInt64 = 0
+    private var durableGlobal: UInt64 = 0
+    /// Set in the child of a fork() when the file sink is not shared: every call fails
+    /// (the parent still owns the file; two writers would fork the chain).
+    private var forkedUnshared = false
+    /// The parent's pid in a forked child (reported by the child's `started` record).
+    private var forkedFrom: Int32 = 0
 
     // ---- writer thread only ----
     private let file: FileSink?
     private var secondaries: [SecondarySink] = []
     private var sinkTrouble: [String: (errors: Int, lost: Int)] = [:]
     private var unwritten: [OutRecord] = []
+    /// Shared file: events of a batch whose write failed, chained again at the next attempt
+    /// (the head may have moved meanwhile).
+    private var unwrittenEvents: [QueuedEvent] = []
+    /// Shared file: bytes of torn tails cut since the last `started`/`writer_recovered` record.
+    private var tornCut: Int64 = 0
     private var fileFailureCount = 0
     private let hasher: ChainHasher
     private var lastHash: [UInt8]
@@ -83,19 +101,50 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
             let fs = FileSink(f)
             recovery = try fs.open(hasher: hasher)
             file = fs
+            sharedHead = f.shared ? try SharedAuditHead(filePath: f.path) : nil
         } else {
             recovery = FileSink.Recovery()
             file = nil
+            sharedHead = nil
+        }
+        metrics = AuditMetrics(shared: sharedHead)
+        if let sharedHead, let fs = file {
+            // Checks the shared chain's head now (a last record failing its hash check
+            // refuses to open, as for a file of one's own).
+            let hasher = self.hasher
+            var rec = FileSink.Recovery()
+            let fingerprint = try hasher.chain(prev: ChainHasher.genesis, canonical: Array("bitsec shared audit chain".utf8))
+            try sharedHead.withLock { (_) throws(BitsecError) in
+                guard sharedHead.checkChainFingerprintLocked(fingerprint) else {
+                    throw .config("audit file sink: \(fs.path) is shared by runtimes that chain with another function (another hmac_key, or one with and one without): every runtime on a shared trail needs the same hmac_key")
+                }
+                if let h = sharedHead.readHead(), let cut = try fs.adopt(h) {
+                    rec.lastSeq = h.lastSeq
+                    rec.lastHash = h.lastHash
+                    rec.truncatedBytes = cut
+                } else {
+                    try fs.reopenPath()
+                    rec = try fs.recover(hasher: hasher)
+                    sharedHead.writeHead(fs.head(lastSeq: rec.lastSeq, lastHash: rec.lastHash))
+                }
+            }
+            recovery = rec
         }
         lastHash = recovery.lastHash
-        nextSeq = recovery.lastSeq + 1
-        writtenSeq = recovery.lastSeq
-        durableSeq = recovery.lastSeq
+        // A shared file's records get the chain's sequence numbers when written; the queue
+        // counts in local numbers (1, 2, 3, ... per runtime).
+        let base = sharedHead != nil ? 0 : recovery.lastSeq
+        nextSeq = base + 1
+        writtenSeq = base
+        durableSeq = base
         if config.stdout { secondaries.append(StdoutSink()) }
         if let s = config.syslog { secondaries.append(SyslogSink(s)) }
         if let r = config.redis, let redis { secondaries.append(RedisStreamSink(r, pool: redis)) }
         pending.reserveCapacity(min(config.queueCapacity, 4096))
+        ForkSafety.register(self)
     }
+
+    deinit { ForkSafety.unregister(id: ObjectIdentifier(self)) }
 
     public static func read(_ o: ConfigObject, context: CapabilityContext) throws(BitsecError) -> AuditService {
         let c = try AuditConfig.read(o, context: context)
@@ -112,7 +161,8 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
         if let f = config.file {
             sinks.append(.object(JSONObject([("type", .string("file")), ("path", .string(f.path)),
                                              ("rotate_bytes", .number(JSONNumber(int64: f.rotateBytes))),
-                                             ("rotate_seconds", .number(JSONNumber(int64: f.rotateSeconds)))])))
+                                             ("rotate_seconds", .number(JSONNumber(int64: f.rotateSeconds))),
+                                             ("shared", .bool(f.shared))])))
         }
         if config.stdout { sinks.append(.object(JSONObject([("type", .string("stdout"))]))) }
         if let s = config.syslog {
@@ -178,7 +228,7 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
         }
         sync.lock()
         defer { sync.unlock() }
-        if stopping { return error }
+        if stopping || forkedUnshared { return error }
         if !started {
             do { try startWriterLocked() } catch { return error }
         }
@@ -282,6 +332,8 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
             ("chain", .string(hasher.keyed ? "hmac-sha256" : "sha256")),
             ("durability", .string(config.durability.rawValue)),
         ]
+        if sharedHead != nil { d.append(("shared", .bool(true))) }
+        if forkedFrom != 0 { d.append(("forked_from", .number(JSONNumber(int64: Int64(forkedFrom))))) }
         if let from = recovery.from {
             d.append(("recovered_from", .string(from)))
             d.append(("recovered_seq", .number(JSONNumber(int64: Int64(recovery.lastSeq)))))
@@ -304,8 +356,14 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
         nextSeq &+= 1
     }
 
+    static let forkedUnsharedMessage = "audit: this runtime was opened before fork() and its file sink is not shared, so only the parent process may write it; set \"shared\": true on the file sink (every process then appends to the same chain), or open the runtime in each process after fork()"
+
     private func enqueue(_ p: PreparedEvent, waitDurable: Bool, policy: AuditConfig.FullPolicy) throws(BitsecError) -> UInt64 {
         sync.lock()
+        if forkedUnshared {
+            sync.unlock()
+            throw BitsecError(.unsupported, Self.forkedUnsharedMessage)
+        }
         if stopping {
             sync.unlock()
             throw BitsecError(.closed, "audit: the runtime is closing")
@@ -370,9 +428,19 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
                 sync.unlock()
                 throw BitsecError(.timeout, "audit: record \(seq) queued but not confirmed durable within durable_timeout_ms (\(config.durableTimeoutMs) ms)")
             }
+            if sharedHead != nil, let g = globalSeqLocked(seq) {
+                sync.unlock()
+                return g
+            }
         }
         sync.unlock()
         return seq
+    }
+
+    /// Shared file: the chain sequence number of the record queued as `local`.
+    private func globalSeqLocked(_ local: UInt64) -> UInt64? {
+        for r in globalOffsets.reversed() where local >= r.first && local <= r.last { return r.global &+ (local &- r.first) }
+        return nil
     }
 
     /// Returns once every record emitted before the call is durable (written and, with a
@@ -380,6 +448,7 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
     public func flush() throws(BitsecError) {
         sync.lock()
         defer { sync.unlock() }
+        if forkedUnshared { throw BitsecError(.unsupported, Self.forkedUnsharedMessage) }
         if started && !stopping { appendRejectSummaryLocked(now: Clock.monotonicMillis()) }
         let target = nextSeq &- 1
         guard durableSeq < target, started else { return }
@@ -437,8 +506,13 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
 
     public func stats() -> Stats {
         sync.lock()
-        let s = (pending.count, nextSeq &- 1, writtenSeq, durableSeq, fileFailure)
+        var s = (pending.count, nextSeq &- 1, writtenSeq, durableSeq, fileFailure)
+        if sharedHead != nil { s.2 = writtenGlobal; s.3 = durableGlobal }
         sync.unlock()
+        // A shared trail's last sequence number is the host's (any process's last record).
+        if let sharedHead, let h = try? sharedHead.withLock({ (_) throws(BitsecError) in sharedHead.readHead() }) {
+            s.1 = h.lastSeq
+        }
         return Stats(queued: s.0, capacity: config.queueCapacity, lastSeq: s.1, writtenSeq: s.2, durableSeq: s.3,
                      fileFailure: s.4, metrics: metrics.snapshot())
     }
@@ -466,11 +540,11 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
     public func metricsText() -> String {
         let s = stats()
         return metrics.text(sinks: sinkNames, gauges: [
-            ("bitsec_audit_queue_depth", "Events waiting for the writer.", Int64(s.queued)),
-            ("bitsec_audit_queue_capacity", "Capacity of the audit queue.", Int64(s.capacity)),
-            ("bitsec_audit_last_sequence", "Sequence number of the last accepted record.", Int64(truncatingIfNeeded: s.lastSeq)),
-            ("bitsec_audit_durable_sequence", "Highest sequence number known durable.", Int64(truncatingIfNeeded: s.durableSeq)),
-            ("bitsec_audit_sink_failing", "1 while the file sink is failing.", s.fileFailure == nil ? 0 : 1),
+            ("bitsec_audit_queue_depth", "Events waiting for this process's writer (per process).", Int64(s.queued)),
+            ("bitsec_audit_queue_capacity", "Capacity of this process's audit queue (per process).", Int64(s.capacity)),
+            ("bitsec_audit_last_sequence", sharedHead != nil ? "Sequence number of the last record of the shared trail (host-wide)." : "Sequence number of the last accepted record.", Int64(truncatingIfNeeded: s.lastSeq)),
+            ("bitsec_audit_durable_sequence", sharedHead != nil ? "Highest sequence number of this process's records known durable (per process)." : "Highest sequence number known durable.", Int64(truncatingIfNeeded: s.durableSeq)),
+            ("bitsec_audit_sink_failing", "1 while this process's file sink is failing (per process).", s.fileFailure == nil ? 0 : 1),
         ])
     }
 
@@ -524,7 +598,7 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
         }
         for s in secondaries { s.close() }
         sync.lock()
-        if file?.unsynced != true && syncFailure == nil { durableSeq = writtenSeq }
+        if file?.unsynced != true && syncFailure == nil { durableSeq = writtenSeq; durableGlobal = writtenGlobal }
         stopped = true
         sync.broadcast(.durable)
         sync.unlock()
@@ -563,15 +637,15 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
         let forceSync = flushTarget > durableSeq || stopping
         sync.unlock()
 
-        let last = process(batch, retry: retry)
-        let stillUnwritten = !unwritten.isEmpty
+        let last = sharedHead != nil ? processShared(batch, retry: retry) : process(batch, retry: retry)
+        let stillUnwritten = !unwritten.isEmpty || !unwrittenEvents.isEmpty
         let synced = syncIfDue(force: forceSync, wroteAny: !batch.isEmpty)
         batch.removeAll(keepingCapacity: true)
 
         sync.lock()
         spare = batch
         if let last { writtenSeq = max(writtenSeq, last) }
-        if synced && !stillUnwritten && syncFailure == nil { durableSeq = writtenSeq }
+        if synced && !stillUnwritten && syncFailure == nil { durableSeq = writtenSeq; durableGlobal = writtenGlobal }
         unsyncedSeen = file?.unsynced == true
         unsyncedSinceSeen = firstUnsyncedAt
         retryPending = stillUnwritten
@@ -664,6 +738,137 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
         return out.last?.seq
     }
 
+    /// With the shared lock held: the head to append after. The file is repaired first: a
+    /// tail past the committed length (a writer died mid-batch, unacknowledged) is cut; a
+    /// head that does not describe the file (first use, a dead writer's half-updated head,
+    /// another boot, a file moved away) is rebuilt from the file's last record.
+    private func adoptHeadLocked(_ sharedHead: SharedAuditHead, _ file: FileSink) throws(BitsecError) -> SharedAuditHead.Head {
+        if let h = sharedHead.readHead(), let cut = try file.adopt(h) {
+            tornCut += cut
+            return h
+        }
+        try file.reopenPath()
+        let r = try file.recover(hasher: hasher)
+        tornCut += r.truncatedBytes
+        let h = file.head(lastSeq: r.lastSeq, lastHash: r.lastHash)
+        sharedHead.writeHead(h)
+        return h
+    }
+
+    /// A batch for a shared file: under the shared lock, adopt the head, chain the records
+    /// after it (so their sequence numbers continue the host's one chain), write them, move
+    /// the head and count them in the host-wide metrics. When a write fails part-way, the
+    /// head moves past the records that reached a file and the others are kept to be
+    /// chained again at the next attempt (the head may move meanwhile): each record is
+    /// written once. Syncing happens after the lock is released (`syncIfDue`), so other
+    /// processes write meanwhile. Returns the last local sequence number written.
+    private func processShared(_ batch: [QueuedEvent], retry: Bool) -> UInt64? {
+        guard let file, let sharedHead else { return nil }
+        var events = unwrittenEvents
+        unwrittenEvents = []
+        events.append(contentsOf: batch)
+        var backoffMs: UInt32 = 50
+        var failures = 0
+        var lastLocal: UInt64? = nil
+        while !events.isEmpty {
+            var recs: [OutRecord] = []
+            var written = 0
+            var failure: BitsecError? = nil
+            do {
+                try sharedHead.withLock { (_) throws(BitsecError) in
+                    let h = try adoptHeadLocked(sharedHead, file)
+                    var prev = h.lastHash
+                    var seq = h.lastSeq
+                    var hashes: [[UInt8]] = []
+                    recs.reserveCapacity(events.count)
+                    hashes.reserveCapacity(events.count)
+                    for q in events {
+                        seq &+= 1
+                        let (line, hash) = try AuditRecord.make(seq: seq, instance: instance, body: q.event.body, prev: prev, hasher: hasher)
+                        prev = hash
+                        hashes.append(hash)
+                        recs.append(OutRecord(seq: seq, line: line, key: q.event.key))
+                    }
+                    (written, failure) = file.writeShared(recs)
+                    if written > 0 {
+                        sharedHead.writeHead(file.head(lastSeq: recs[written - 1].seq, lastHash: hashes[written - 1]))
+                        sharedHead.countLocked(AuditMetrics.runs(recs[..<written].map(\.key)), written: UInt64(written))
+                    }
+                }
+            } catch {
+                failure = error
+            }
+            if written > 0 {
+                let done = Array(recs[..<written])
+                sync.lock()
+                globalOffsets.append((events[0].seq, events[written - 1].seq, done[0].seq))
+                if globalOffsets.count > 4096 { globalOffsets.removeFirst(globalOffsets.count - 2048) }
+                writtenGlobal = done[written - 1].seq
+                sync.unlock()
+                lastLocal = events[written - 1].seq
+                events.removeFirst(written)
+                if unsyncedEvents == 0 { firstUnsyncedAt = Clock.monotonicMillis() }
+                unsyncedEvents += written
+                deliverToSecondaries(done)
+            }
+            guard let failure else { break }
+            failures += 1
+            fileFailureCount += 1
+            metrics.sinkError("file", lost: 0)
+            sync.lock()
+            fileFailure = failure.detail
+            sync.broadcast(.durable)
+            let giveUp = stopping && failures >= 3
+            sync.unlock()
+            if giveUp {
+                metrics.sinkError("file", lost: events.count)
+                return lastLocal
+            }
+            if !retry {
+                unwrittenEvents = events
+                return lastLocal
+            }
+            usleep(backoffMs * 1000)
+            backoffMs = min(backoffMs * 2, 2000)
+        }
+        sync.lock()
+        if fileFailureCount > 0 {
+            fileFailure = syncFailure
+            appendInternalLocked("sink_recovered", result: "success",
+                                 details: [("sink", .string("file")), ("errors", .number(JSONNumber(int64: Int64(fileFailureCount)))),
+                                           ("records_lost", .number(JSONNumber(int64: 0)))])
+            fileFailureCount = 0
+        }
+        if tornCut > 0 {
+            // Another process died while writing: its unacknowledged partial batch was cut.
+            appendInternalLocked("torn_tail_truncated", result: "success",
+                                 details: [("bytes", .number(JSONNumber(int64: tornCut)))])
+            tornCut = 0
+        }
+        sync.unlock()
+        return lastLocal
+    }
+
+    private func deliverToSecondaries(_ out: [OutRecord]) {
+        for s in secondaries {
+            let (lost, err) = s.deliver(out[...])
+            if err != nil {
+                metrics.sinkError(s.name, lost: lost)
+                var t = sinkTrouble[s.name] ?? (0, 0)
+                t.errors += 1
+                t.lost += lost
+                sinkTrouble[s.name] = t
+            } else if let t = sinkTrouble[s.name] {
+                sinkTrouble[s.name] = nil
+                sync.lock()
+                appendInternalLocked("sink_recovered", result: "success",
+                                     details: [("sink", .string(s.name)), ("errors", .number(JSONNumber(int64: Int64(t.errors)))),
+                                               ("records_lost", .number(JSONNumber(int64: Int64(t.lost))))])
+                sync.unlock()
+            }
+        }
+    }
+
     /// Syncs the file per the durability mode; true when everything written is durable.
     private func syncIfDue(force: Bool, wroteAny: Bool) -> Bool {
         guard let file else { return true }
@@ -691,5 +896,54 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
             sync.unlock()
             return false
         }
+    }
+}
+
+/// fork(): the child has none of the parent's threads. With a shared file sink the child's
+/// runtime keeps working: it forgets the parent's queue (the parent writes those records),
+/// its writer thread and its waiters, and starts its own writer at its first record, which
+/// appends to the same chain under the shared lock. Without one, every audit call of the
+/// child fails with `BITSEC_E_UNSUPPORTED` naming the remedy: the parent owns the file.
+extension AuditService: ForkAware {
+    func prepareFork() {
+        sync.lock()
+        metrics.lock.lock()
+    }
+
+    func afterForkInParent() {
+        metrics.lock.unlock()
+        sync.unlock()
+    }
+
+    func afterForkInChild() {
+        metrics.lock.unlock()
+        sync.reinitConditions()
+        forkedFrom = getppid()
+        started = false
+        thread = pthread_t()
+        writerBusy = false
+        writerWaiting = false
+        blockedEmitters = 0
+        paused = false
+        pending.removeAll()
+        spare = []
+        flushTarget = 0
+        dropsUnreported = 0
+        rejectsUnreported = 0
+        rejectWindowEnd = 0
+        writtenSeq = nextSeq &- 1
+        durableSeq = writtenSeq
+        retryPending = false
+        unsyncedSeen = false
+        fileFailure = syncFailure
+        unwritten = []
+        unwrittenEvents = []
+        unsyncedEvents = 0
+        tornCut = 0
+        globalOffsets = []
+        writtenGlobal = 0
+        durableGlobal = 0
+        if file != nil && sharedHead == nil { forkedUnshared = true }
+        sync.unlock()
     }
 }

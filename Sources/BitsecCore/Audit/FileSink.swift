@@ -11,6 +11,8 @@ final class FileSink {
     let path: String
     let rotateBytes: Int64
     let rotateSeconds: Int64
+    /// Several processes append to this file (`SharedAuditHead` serialises them).
+    let shared: Bool
     private var fd: Int32 = -1
     private(set) var size: Int64 = 0
     private var openedAt: Int64 = 0
@@ -21,6 +23,8 @@ final class FileSink {
     /// file and are skipped, not written twice.
     private var writtenThrough: UInt64 = 0
     private(set) var unsynced = false
+    /// Wall-clock creation time of the current file (shared files rotate by time with it).
+    private(set) var createdAt: Int64 = 0
 
     /// What was found at startup.
     struct Recovery {
@@ -34,28 +38,50 @@ final class FileSink {
         path = c.path
         rotateBytes = c.rotateBytes
         rotateSeconds = c.rotateSeconds
+        shared = c.shared
     }
 
     deinit { if fd >= 0 { Glibc.close(fd) } }
 
     private static func errnoText() -> String { String(cString: strerror(errno)) }
 
-    /// Opens (creating with 0600) and recovers the chain's last seq and hash.
+    /// Opens (creating with 0600) and recovers the chain's last seq and hash. A shared file
+    /// is only opened here: its recovery runs under the shared lock (`recover`).
     func open(hasher: ChainHasher) throws(BitsecError) -> Recovery {
         let f = Glibc.open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
         guard f >= 0 else { throw .config("audit file sink: cannot open \(path): \(Self.errnoText())") }
         fd = f
-        // One writer per file: a second runtime (in this process or another) appending its
-        // own chain to the same file would fork the chain.
-        guard flock(f, LOCK_EX | LOCK_NB) == 0 else {
-            throw .config("audit file sink: \(path) is in use by another runtime (a file has one writer)")
+        // One writer per file unless shared: a second runtime (in this process or another)
+        // appending its own chain to the same file would fork the chain. Shared runtimes hold
+        // a shared flock, so a file is either shared by all its runtimes or owned by one.
+        guard flock(f, (shared ? LOCK_SH : LOCK_EX) | LOCK_NB) == 0 else {
+            if shared {
+                throw .config("audit file sink: \(path) is in use by a runtime that does not share it; set \"shared\": true on the file sink of every runtime writing it")
+            }
+            throw .config("audit file sink: \(path) is in use by another runtime (a file has one writer); for several processes or runtimes on one trail set \"shared\": true on the file sink")
         }
+        if shared {
+            var st = stat()
+            guard fstat(f, &st) == 0 else { throw .config("audit file sink: cannot stat \(path): \(Self.errnoText())") }
+            guard (st.st_mode & S_IFMT) == S_IFREG else { throw .config("audit file sink: \(path) is not a regular file") }
+            if st.st_mode & 0o777 != 0o600 { _ = fchmod(f, 0o600) }
+            return Recovery()
+        }
+        return try recover(hasher: hasher)
+    }
+
+    /// Reads back the chain's last record (cutting a torn tail) from the current file, or
+    /// from the newest rotated one when the current file is empty.
+    func recover(hasher: ChainHasher) throws(BitsecError) -> Recovery {
+        let f = fd
+        lastSeqInFile = 0
         var st = stat()
         guard fstat(f, &st) == 0 else { throw .config("audit file sink: cannot stat \(path): \(Self.errnoText())") }
         guard (st.st_mode & S_IFMT) == S_IFREG else { throw .config("audit file sink: \(path) is not a regular file") }
         // Audit trails are private: tighten a file created by someone else with a looser mode.
         if st.st_mode & 0o777 != 0o600 { _ = fchmod(f, 0o600) }
         openedAt = Clock.monotonicMillis()
+        createdAt = Clock.nowSeconds()
         size = Int64(st.st_size)
         var rec = Recovery()
         if size > 0 {
@@ -154,6 +180,93 @@ final class FileSink {
         return best.map { dir == "." && !path.hasPrefix("./") ? $0 : dir + "/" + $0 }
     }
 
+    // MARK: - Shared files (every call with the shared lock held)
+
+    /// The identity of the open file.
+    func identity() -> (dev: UInt64, ino: UInt64, size: Int64)? {
+        var st = stat()
+        guard fd >= 0, fstat(fd, &st) == 0 else { return nil }
+        return (UInt64(st.st_dev), UInt64(st.st_ino), Int64(st.st_size))
+    }
+
+    /// Makes this process's view match the head: reopens the path when another process
+    /// rotated the file, and cuts bytes past the committed length (a writer died mid-batch;
+    /// nothing there was acknowledged). Returns the bytes cut, or nil when the head does not
+    /// describe the file at `path` (the caller rebuilds it with `recover`).
+    func adopt(_ h: SharedAuditHead.Head) throws(BitsecError) -> Int64? {
+        var pst = stat()
+        guard stat(path, &pst) == 0 else {
+            if errno == ENOENT { return nil }
+            throw .init(.io, "audit file \(path): cannot stat: \(Self.errnoText())")
+        }
+        if UInt64(pst.st_dev) != h.dev || UInt64(pst.st_ino) != h.ino { return nil }
+        if let id = identity(), id.dev != h.dev || id.ino != h.ino {
+            try reopenPath()
+        }
+        guard let id = identity() else { throw .init(.io, "audit file \(path): cannot stat the open file") }
+        if id.size < h.committed { return nil }
+        var cut: Int64 = 0
+        if id.size > h.committed {
+            guard ftruncate(fd, off_t(h.committed)) == 0 else {
+                throw .init(.io, "audit file \(path): cannot cut an unacknowledged torn tail: \(Self.errnoText())")
+            }
+            cut = id.size - h.committed
+        }
+        size = h.committed
+        lastSeqInFile = h.committed > 0 ? h.lastSeq : 0
+        writtenThrough = h.lastSeq
+        createdAt = h.createdAt
+        return cut
+    }
+
+    /// Reopens `path` (created when missing) in place of the open descriptor.
+    func reopenPath() throws(BitsecError) {
+        let f = Glibc.open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+        guard f >= 0 else { throw .init(.io, "audit file \(path): cannot reopen: \(Self.errnoText())") }
+        _ = flock(f, LOCK_SH | LOCK_NB)
+        if fd >= 0 { Glibc.close(fd) }
+        fd = f
+    }
+
+    /// The head describing the file after a batch.
+    func head(lastSeq: UInt64, lastHash: [UInt8]) -> SharedAuditHead.Head {
+        let id = identity()
+        return SharedAuditHead.Head(lastSeq: lastSeq, committed: size, dev: id?.dev ?? 0, ino: id?.ino ?? 0,
+                                    createdAt: createdAt, lastHash: lastHash)
+    }
+
+    /// Writes a shared batch, rotating between records when due, as `write` does. Returns
+    /// how many records (a prefix) are in a file, and the error that stopped the rest: the
+    /// caller moves the head past the written prefix (those records are committed, in the
+    /// current or a rotated file) and chains the rest again later. A failed chunk is cut
+    /// back to its last whole record.
+    func writeShared(_ records: [OutRecord]) -> (written: Int, error: BitsecError?) {
+        var chunk: [UInt8] = []
+        chunk.reserveCapacity(min(records.reduce(0) { $0 + $1.line.count }, 8 << 20))
+        var chunkLast: UInt64 = 0
+        var written = 0
+        for (i, r) in records.enumerated() {
+            if size > 0 || !chunk.isEmpty {
+                let projected = size + Int64(chunk.count) + Int64(r.line.count)
+                let bySize = rotateBytes > 0 && projected > rotateBytes
+                let byTime = rotateSeconds > 0 && Clock.nowSeconds() - createdAt >= rotateSeconds
+                if bySize || byTime {
+                    do { try flushChunk(&chunk, last: chunkLast) } catch { return (written, error) }
+                    written = i
+                    do { try rotate() } catch { return (written, error) }
+                }
+            }
+            chunk.append(contentsOf: r.line)
+            chunkLast = r.seq
+            if chunk.count >= 4 << 20 {
+                do { try flushChunk(&chunk, last: chunkLast) } catch { return (written, error) }
+                written = i + 1
+            }
+        }
+        do { try flushChunk(&chunk, last: chunkLast) } catch { return (written, error) }
+        return (records.count, nil)
+    }
+
     /// Appends records; rotates between records when due. On a failed write the file is cut
     /// back to the last whole record and the error is thrown: the caller retries the batch,
     /// and the records of the batch that were written before the failure (a batch is written
@@ -210,6 +323,8 @@ final class FileSink {
     }
 
     private func rotate() throws(BitsecError) {
+        // A shared file holds other processes' records too, which this one never synced.
+        if shared { unsynced = true }
         try sync()
         var digits = String(lastSeqInFile)
         while digits.utf8.count < 16 { digits = "0" + digits }
@@ -217,12 +332,13 @@ final class FileSink {
         guard rename(path, target) == 0 else { throw .init(.io, "audit file \(path): rotation rename failed: \(Self.errnoText())") }
         let f = Glibc.open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC | O_EXCL, 0o600)
         guard f >= 0 else { throw .init(.io, "audit file \(path): cannot create after rotation: \(Self.errnoText())") }
-        _ = flock(f, LOCK_EX | LOCK_NB)
+        _ = flock(f, (shared ? LOCK_SH : LOCK_EX) | LOCK_NB)
         Glibc.close(fd)
         fd = f
         size = 0
         lastSeqInFile = 0
         openedAt = Clock.monotonicMillis()
+        createdAt = Clock.nowSeconds()
         let (dir, _) = splitPath(path)
         let dfd = Glibc.open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if dfd >= 0 { _ = fsync(dfd); Glibc.close(dfd) }

@@ -26,7 +26,12 @@ public final class RedisPool: @unchecked Sendable {
     /// Sentinel mode: the primary last discovered and confirmed (nil: ask the sentinels).
     private var primary: (host: String, port: Int32)? = nil
 
-    public init(config: RedisConfig) { self.config = config }
+    public init(config: RedisConfig) {
+        self.config = config
+        ForkSafety.register(self)
+    }
+
+    deinit { ForkSafety.unregister(id: ObjectIdentifier(self)) }
 
     /// Runs `body` with a connection held exclusively. A connection the body leaves broken is
     /// discarded. If a pooled (previously idle) connection fails before anything is read, the
@@ -227,4 +232,21 @@ public final class RedisPool: @unchecked Sendable {
 
     /// Connections currently open (for tests and describe).
     public var openConnections: Int { lock.withLock { open } }
+}
+
+/// After `fork()` the child must never use the parent's sockets: a command written on a
+/// shared connection would interleave with the parent's and each would read the other's
+/// replies. The child forgets every connection (idle ones are closed in the child only,
+/// which leaves the parent's connection open; ones in use by the parent's other threads are
+/// abandoned) and opens its own on first use.
+extension RedisPool: ForkAware {
+    func prepareFork() { lock.lock() }
+    func afterForkInParent() { lock.unlock() }
+    func afterForkInChild() {
+        idle.removeAll()
+        open = 0
+        backoffMs = 0
+        nextAttemptAt = 0
+        lock.unlock()
+    }
 }

@@ -93,7 +93,10 @@ class AuditMixin:
         ``rejected_interval_ms``; text over a member's limit is cut down, not refused),
         ``BitsecTimeoutError`` when the block policy timed out (or, in every_event mode, the
         record is not confirmed durable in time), ``NotConfiguredError`` without an audit
-        section. Never waits on disk or network except in every_event mode."""
+        section, ``UnsupportedError`` in a child after ``fork()`` when the file sink is not
+        ``shared`` (the message names the remedy). Never waits on disk or network except in
+        every_event mode. With a shared file sink outside every_event mode the record's
+        number is not known yet and the event's local number in this runtime is returned."""
         if isinstance(event, bytes):
             data = event
         elif isinstance(event, str):
