@@ -14,7 +14,8 @@ its data directory first).
   ``plant-b``; each with an e-mail address, a name and a phone number (the personal data of
   the GDPR endpoints);
 - refuses a database file of an older schema (the first slice's users table had other
-  columns): ``--fresh`` wipes the service's files in the data directory first;
+  columns): ``--fresh`` wipes the service's files in the data directory first (and its host
+  store region file);
 - serves the app with uvicorn, one worker, on 127.0.0.1 only (it prints passwords: never on
   a network interface), on ``--port`` or a free port; prints the URL and the credentials,
   and writes the URL to ``--url-file`` once the socket listens (``make demo`` waits on it);
@@ -274,12 +275,14 @@ def main(argv: list[str] | None = None) -> int:
     from sqlalchemy import select
 
     from examples.fastapi_service import create_app
-    from examples.fastapi_service.store import store_section
+    from examples.fastapi_service.store import region_file, store_section
 
     data_dir = Path(args.data_dir).resolve()
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # private: create_app checks it
     if args.fresh:
         wipe(data_dir)
+        # the host store's state (buckets, blocks, revocations) belongs to the wiped service too
+        region_file(data_dir, args.store_dir).unlink(missing_ok=True)
     redis: dict[str, Any] | None = None
     if args.redis_port:
         redis = {"host": args.redis_host, "port": args.redis_port}
@@ -287,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
             redis["key_prefix"] = args.redis_key_prefix
     multi = args.workers > 1 or args.server == "gunicorn"
     store = store_section(data_dir, args.store_dir) if multi and not redis else None
+    if store is not None:
+        Path(store["host"]["directory"]).mkdir(mode=0o700, parents=True, exist_ok=True)
     app = create_app(args.config, f"sqlite:///{data_dir / 'service.db'}", data_dir=data_dir, redis=redis,
                      store=store)
     problem = schema_problem(app)

@@ -53,12 +53,14 @@ def test_the_application_factory_reads_its_settings_from_the_environment(
     with pytest.raises(RuntimeError, match=asgi.DATA_DIR_ENV):
         asgi.app_from_env()
     monkeypatch.setenv(asgi.DATA_DIR_ENV, str(tmp_path / "data"))
+    (tmp_path / "shm").mkdir()
     monkeypatch.setenv(asgi.STORE_DIR_ENV, str(tmp_path / "shm"))
     app = asgi.app_from_env()
     assert app.state.data_dir == (tmp_path / "data").resolve()
     with TestClient(app) as client:
         assert client.get("/health").status_code == 200
         assert app.state.bitsec.describe()["sections"].get("redis") is None
+    store.region_file(tmp_path / "data", tmp_path / "shm").unlink(missing_ok=True)
 
 
 def test_the_worker_header_only_for_tests(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
