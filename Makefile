@@ -196,9 +196,12 @@ demo: deps build
 # 127.0.0.1 on a free port (PORT=8000 to choose), data in build/fastapi_service/, embedded
 # state (REDIS_PORT=6379 to keep it in that redis-server on 127.0.0.1); FRESH=1 wipes the
 # service's files in build/fastapi_service/ first (a database of an older schema is refused).
+# WORKERS=4 runs 4 worker processes (uvicorn --workers; SERVER=gunicorn: gunicorn with
+# uvicorn-worker and --preload) sharing their state through the host store (or REDIS_PORT).
 serve: deps build
 	@BITSEC_LIBRARY=$(LIB) $(VPY) examples/fastapi_service/serve.py \
-		$(if $(PORT),--port $(PORT)) $(if $(REDIS_PORT),--redis-port $(REDIS_PORT)) $(if $(FRESH),--fresh)
+		$(if $(PORT),--port $(PORT)) $(if $(REDIS_PORT),--redis-port $(REDIS_PORT)) $(if $(FRESH),--fresh) \
+		$(if $(WORKERS),--workers $(WORKERS)) $(if $(SERVER),--server $(SERVER))
 
 # wrk drives the HTTP benchmark (bench/http_bench.py; without it, its Python load generator).
 bench: deps build

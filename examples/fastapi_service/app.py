@@ -85,6 +85,34 @@ def load_config(config_path: str | os.PathLike[str], data_dir: Path) -> dict[str
     return cfg
 
 
+# ---- which worker answered (tests only) ----------------------------------------------------
+
+#: Set to ``1`` (tests of the multi-worker deployment only) to have every response name the
+#: worker process that served it in ``X-Bitsec-Worker``; unset in production: the header
+#: would tell clients how many processes serve them.
+TEST_WORKER_ENV = "BITSEC_REFSVC_TEST_WORKER"
+
+
+class WorkerHeaderMiddleware:
+    """Adds ``X-Bitsec-Worker: <pid of the serving process>`` to every response."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_worker(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []),
+                                                  (b"x-bitsec-worker", str(os.getpid()).encode())]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_worker)
+
+
 # ---- request and response bodies ----------------------------------------------------------
 
 class LoginIn(BaseModel):
@@ -183,12 +211,14 @@ def _token_claims(user: Any) -> dict[str, Any]:
 
 def create_app(config_path: str | os.PathLike[str], database_url: str, *,
                data_dir: str | os.PathLike[str] | None = None, redis: dict[str, Any] | None = None,
-               max_body_bytes: int = 1 << 20, auth_body_bytes: int = 16 << 10,
+               store: dict[str, Any] | None = None, max_body_bytes: int = 1 << 20, auth_body_bytes: int = 16 << 10,
                body_timeout: float = 30.0) -> FastAPI:
     """The reference service. ``data_dir`` holds the audit log and the generated key files;
     by default the directory of the SQLite database file. ``redis``: a ``redis`` section
     (docs/configuration.md) that replaces the configuration file's, if any: rate limits,
-    brute-force windows, revocations and TOTP replay state then live in Redis.
+    brute-force windows, revocations and TOTP replay state then live in Redis. ``store``: a
+    ``store`` section (``store.py``: the ``host`` store of a service with several worker
+    processes) used when there is no ``redis``.
     ``max_body_bytes`` / ``auth_body_bytes`` (the ``/auth/*`` endpoints, which take only
     small JSON) / ``body_timeout``: the request limits (``RequestLimitsMiddleware``)."""
     url = make_url(database_url)
@@ -204,6 +234,8 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
     cfg = load_config(config_path, data)
     if redis is not None:
         cfg["redis"] = dict(redis)
+    elif store is not None:
+        cfg["store"] = dict(store)
 
     app = FastAPI(title="bitsec reference service", lifespan=bitsec_lifespan(cfg))
     app.state.data_dir = data
@@ -234,6 +266,8 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
     app.add_middleware(AuditMiddleware, sensitive=lambda path: path.startswith(
         (f"{API}/equipment", "/v1/inspections", f"{API}/privacy", f"{API}/users")))
     app.add_middleware(SecurityHeadersMiddleware)
+    if os.environ.get(TEST_WORKER_ENV) == "1":
+        app.add_middleware(WorkerHeaderMiddleware)
 
     # 422 without the rejected values (common.py): no echoed secrets, no 500 for 1e400
     app.add_exception_handler(RequestValidationError, validation_error_response)  # type: ignore[arg-type]
@@ -458,6 +492,29 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
                          db: Session = Depends(db_session)) -> None:
         db.delete(_get_equipment(db, claims, eid))
         db.commit()
+
+    # ---- administration ----
+
+    policy_file = cfg["permissions"].get("policy_file")
+
+    @app.post(f"{API}/admin/policy/reload")
+    def reload_policy(request: Request,
+                      claims: Any = Depends(require_permission("system", "update", bearer=auth))) -> dict[str, Any]:
+        """Reads the configured policy file again and makes it the active policy, atomically
+        (the library records a ``policy_reloaded`` audit event). A file the library refuses
+        leaves the active policy in place: 422 with the library's reason. Needs
+        ``system:update`` (in the service's policy: ``inspection.admin``, ``super_admin``)."""
+        if not policy_file:
+            raise HTTPException(status_code=409, detail="The policy is inline in the configuration: nothing to reload")
+        try:
+            get_runtime(request).load_policy(Path(policy_file))
+        except bitsec.ConfigError as e:
+            raise HTTPException(status_code=422, detail=f"Policy file refused, the active policy stays: {e}") from None
+        except OSError:
+            raise HTTPException(status_code=422, detail="Policy file unreadable, the active policy stays") from None
+        # what authority checks probe (authority.py) follows the policy now in force
+        app.state.policy_shape = PolicyShape.from_file(policy_file)
+        return {"reloaded": True}
 
     # ---- ADR-007 inspections and the GDPR endpoints ----
 

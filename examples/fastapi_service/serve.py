@@ -2,6 +2,7 @@
 its data directory first).
 
     python examples/fastapi_service/serve.py [--data-dir DIR] [--port N] [--redis-port N]
+                                             [--workers N [--server uvicorn|gunicorn] [--store-dir DIR]]
 
 - prepares the data directory (default ``build/fastapi_service/``): the SQLite database,
   the audit log and the generated key files of ``create_app``, plus ``users.json`` (mode
@@ -13,10 +14,19 @@ its data directory first).
   ``plant-b``; each with an e-mail address, a name and a phone number (the personal data of
   the GDPR endpoints);
 - refuses a database file of an older schema (the first slice's users table had other
-  columns): ``--fresh`` wipes the service's files in the data directory first;
+  columns): ``--fresh`` wipes the service's files in the data directory first (and its host
+  store region file);
 - serves the app with uvicorn, one worker, on 127.0.0.1 only (it prints passwords: never on
   a network interface), on ``--port`` or a free port; prints the URL and the credentials,
-  and writes the URL to ``--url-file`` once the socket listens (``make demo`` waits on it).
+  and writes the URL to ``--url-file`` once the socket listens (``make demo`` waits on it);
+- with ``--workers N`` (``make serve WORKERS=N``): N worker processes on that socket, each
+  opening its own bitsec runtime; uvicorn's ``--workers`` (the application factory
+  ``examples.fastapi_service.asgi:app_from_env`` imported by name in each worker), or with
+  ``--server gunicorn`` the documented gunicorn command (``gunicorn -k
+  uvicorn_worker.UvicornWorker -w N --preload``, which replaces this process, so its PID is
+  gunicorn's master). Both restart a worker that dies. The workers share their state
+  through the ``host`` store (store.py: a region file in ``--store-dir``, default
+  ``/dev/shm``, named after the data directory) or through Redis (``--redis-port``).
 
 The state is the embedded default (in process, no Redis) unless ``--redis-port`` is given:
 rate limits, brute-force counts, revocations and TOTP replay state then live in that
@@ -156,8 +166,8 @@ def listening_socket(port: int) -> socket.socket:
 
 
 def banner(url: str, data_dir: Path, users: list[dict[str, Any]], redis: dict[str, Any] | None,
-           mfa: set[str], gone: set[str] | None = None) -> str:
-    state = f"Redis at {redis['host']}:{redis['port']}" if redis else "embedded state (in process, no Redis)"
+           mfa: set[str], gone: set[str] | None = None, state: str | None = None) -> str:
+    state = state or (f"Redis at {redis['host']}:{redis['port']}" if redis else "embedded state (in process, no Redis)")
     lines = [f"bitsec reference service: {url}",
              f"  data: {data_dir} (service.db, audit.jsonl, keys, {USERS_FILE}); {state}",
              "  users (username  tenant  password  roles):"]
@@ -180,6 +190,63 @@ def banner(url: str, data_dir: Path, users: list[dict[str, Any]], redis: dict[st
     return "\n".join(lines)
 
 
+def state_line(redis: dict[str, Any] | None, workers: int, server: str, store: dict[str, Any] | None) -> str:
+    """What the banner says of the processes and of where their state lives."""
+    if redis:
+        state = f"Redis at {redis['host']}:{redis['port']}"
+    elif workers == 1:
+        state = "embedded state (in process, no Redis)"
+    elif store:
+        state = f"host store (region {store['host']['name']} in {store['host']['directory']}, no Redis)"
+    else:
+        state = "in process in each worker (limits hold per worker: the host store is not enabled, store.py)"
+    return f"{workers} worker{'s' if workers > 1 else ''} ({server}); {state}"
+
+
+def worker_env(data_dir: Path, config: str, store_dir: str | None, redis: dict[str, Any] | None) -> None:
+    """Hands the settings to the workers' application factory (asgi.py) through the environment."""
+    from examples.fastapi_service import asgi
+
+    os.environ[asgi.DATA_DIR_ENV] = str(data_dir)
+    os.environ[asgi.CONFIG_ENV] = str(Path(config).resolve())
+    if store_dir:
+        os.environ[asgi.STORE_DIR_ENV] = store_dir
+    if redis:
+        os.environ[asgi.REDIS_HOST_ENV] = str(redis["host"])
+        os.environ[asgi.REDIS_PORT_ENV] = str(redis["port"])
+        if redis.get("key_prefix"):
+            os.environ[asgi.REDIS_PREFIX_ENV] = str(redis["key_prefix"])
+
+
+def gunicorn_argv(workers: int, sock: socket.socket, access_log: bool) -> list[str]:
+    """The documented gunicorn command, bound to ``sock`` (inherited: ``fd://``)."""
+    argv = [sys.executable, "-m", "gunicorn", "-k", "uvicorn_worker.UvicornWorker", "-w", str(workers), "--preload",
+            "--bind", f"fd://{sock.fileno()}", "--chdir", str(ROOT), "--graceful-timeout", "5",
+            # gunicorn's control socket is one path per user (~/.gunicorn): two services would meet
+            "--no-control-socket"]
+    if access_log:
+        argv += ["--access-logfile", "-"]
+    return argv + ["examples.fastapi_service.asgi:app_from_env()"]
+
+
+def serve_workers(sock: socket.socket, workers: int, server: str, access_log: bool) -> int:
+    """Serves with ``workers`` processes (uvicorn's supervisor, or gunicorn in place of this
+    process); returns when the service stops."""
+    if server == "gunicorn":
+        argv = gunicorn_argv(workers, sock, access_log)
+        os.execv(argv[0], argv)  # the listening socket stays open across exec (inheritable)
+    import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
+
+    config = uvicorn.Config("examples.fastapi_service.asgi:app_from_env", factory=True, workers=workers,
+                            lifespan="on", access_log=access_log, log_level="info", timeout_graceful_shutdown=5)
+    supervisor = Multiprocess(config, sockets=[sock])
+    supervisor.run()
+    # a worker whose application failed to start stops the supervisor (it would fail again)
+    return 1 if any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Run the bitsec reference service on 127.0.0.1 with demo users.")
     ap.add_argument("--data-dir", default=str(ROOT / "build" / "fastapi_service"),
@@ -191,27 +258,42 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--redis-key-prefix", help="prefix of the service's Redis keys (default: bitsec's)")
     ap.add_argument("--url-file", help="write the URL here once the socket listens")
     ap.add_argument("--no-access-log", action="store_true", help="no uvicorn access log lines")
+    ap.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    ap.add_argument("--server", choices=("uvicorn", "gunicorn"), default="uvicorn",
+                    help="what runs the workers: uvicorn --workers (default) or gunicorn with uvicorn-worker and --preload")
+    ap.add_argument("--store-dir", help="directory of the host store's region file (several workers, no Redis; "
+                                        "default /dev/shm)")
     ap.add_argument("--fresh", action="store_true",
                     help="remove the service's files (database, audit log, keys, users.json) from --data-dir first")
     args = ap.parse_args(argv)
     if not 0 <= args.port <= 65535:
         ap.error("--port must be 0..65535")
+    if not 1 <= args.workers <= 256:
+        ap.error("--workers must be 1..256")
 
     import uvicorn
     from sqlalchemy import select
 
     from examples.fastapi_service import create_app
+    from examples.fastapi_service.store import region_file, store_section
 
     data_dir = Path(args.data_dir).resolve()
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # private: create_app checks it
     if args.fresh:
         wipe(data_dir)
+        # the host store's state (buckets, blocks, revocations) belongs to the wiped service too
+        region_file(data_dir, args.store_dir).unlink(missing_ok=True)
     redis: dict[str, Any] | None = None
     if args.redis_port:
         redis = {"host": args.redis_host, "port": args.redis_port}
         if args.redis_key_prefix:
             redis["key_prefix"] = args.redis_key_prefix
-    app = create_app(args.config, f"sqlite:///{data_dir / 'service.db'}", data_dir=data_dir, redis=redis)
+    multi = args.workers > 1 or args.server == "gunicorn"
+    store = store_section(data_dir, args.store_dir) if multi and not redis else None
+    if store is not None:
+        Path(store["host"]["directory"]).mkdir(mode=0o700, parents=True, exist_ok=True)
+    app = create_app(args.config, f"sqlite:///{data_dir / 'service.db'}", data_dir=data_dir, redis=redis,
+                     store=store)
     problem = schema_problem(app)
     if problem:
         raise SystemExit(f"serve: {data_dir / 'service.db'} was written by an older version of the service "
@@ -225,10 +307,18 @@ def main(argv: list[str] | None = None) -> int:
 
     sock = listening_socket(args.port)
     url = f"http://{HOST}:{sock.getsockname()[1]}"
-    print(banner(url, data_dir, users, redis, mfa, gone), flush=True)
+    state = state_line(redis, args.workers, args.server, store) if multi else None
+    print(banner(url, data_dir, users, redis, mfa, gone, state), flush=True)
     if args.url_file:
         Path(args.url_file).parent.mkdir(parents=True, exist_ok=True)
         _write_private(Path(args.url_file), url + "\n")
+    if multi:
+        app.state.engine.dispose()  # this process serves nothing itself
+        worker_env(data_dir, args.config, args.store_dir, redis)
+        try:
+            return serve_workers(sock, args.workers, args.server, not args.no_access_log)
+        finally:
+            sock.close()
     config = uvicorn.Config(app, workers=1, lifespan="on", access_log=not args.no_access_log,
                             log_level="info", timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)

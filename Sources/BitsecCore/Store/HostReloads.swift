@@ -76,7 +76,7 @@ final class HostReloads: Sendable {
 
     /// True when some process published a reload this runtime has not applied yet.
     @inline(__always)
-    var behind: Bool { counters.generation(Self.anyReload) != seenAny.load(ordering: .acquire) }
+    var behind: Bool { counters.generation(Self.anyReload) != seenAny.load(ordering: .acquiring) }
 
     /// Publishes a reload this process has just applied.
     func publish(_ kind: Kind, _ payload: UnsafeRawBufferPointer) throws(BitsecError) {
@@ -119,7 +119,7 @@ final class HostReloads: Sendable {
                 failures.add(1, ordering: .relaxed)
             }
         }
-        seenAny.store(any, ordering: .release)
+        seenAny.store(any, ordering: .releasing)
     }
 
     /// The payload of a kind, if it was made under this configuration.

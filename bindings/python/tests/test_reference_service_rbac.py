@@ -54,6 +54,9 @@ MATRIX: dict[str, tuple[str, str, str | None, set[str]]] = {
                                                                                   "inspection.admin"}),
     "users.revoke":    ("POST", f"{API}/users/{{uid}}/revoke-sessions", "users:update", {"admin", "super_admin",
                                                                                         "inspection.admin"}),
+    # the policy reload: system:update, which ADR-007's admin (*:* over its resources, system
+    # among them) and super_admin hold; the ERP admin has no grant on system
+    "policy.reload":   ("POST", f"{API}/admin/policy/reload",      "system:update", {"super_admin", "inspection.admin"}),
     # one's own data: any authenticated user, no permission
     "privacy.export":  ("GET",  f"{API}/privacy/export",           None,           EVERYONE),
 }
