@@ -913,7 +913,10 @@ class AuditMiddleware:
     new UUID; it is echoed in the response's ``X-Request-ID``. An exception of the
     application is recorded as a 500 (and re-raised).
 
-    Emitting happens after the response is sent and never fails a request. It runs inline
+    The record is emitted when the response starts (its status is known then), before the
+    client gets anything: with ``every_event`` durability a client never holds an answer whose
+    record is not on disk, whichever worker process served it and even if that process is
+    killed right after. It never fails a request. It runs inline
     when an emit cannot wait (durability ``none``/``batched`` and full policy ``drop``: it
     only enqueues), in the thread pool for ``every_event`` or ``block`` (``offload_plan``;
     ``offload="always"``). Never fails a request: without an ``audit`` section the middleware only sets request ids;
@@ -939,17 +942,11 @@ class AuditMiddleware:
             return
         state = _request_state(scope)
         rid = _ensure_request_id(scope)
-        status = 500
+        recorded = False
 
-        async def send_wrapper(message: Any) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, _adding_headers(send_wrapper, {"X-Request-ID": rid}, replace=True))
-        finally:
+        async def record(status: int) -> None:
+            nonlocal recorded
+            recorded = True
             event = self._event(scope, state, status, rid)
             if event is not None:
                 rt = _runtime_of_scope(scope, self.attr)
@@ -959,6 +956,19 @@ class AuditMiddleware:
                             await anyio.to_thread.run_sync(self._emit, rt, event)
                     else:
                         self._emit(rt, event)
+
+        async def send_wrapper(message: Any) -> None:
+            # The record is emitted before the response starts: a client never holds an
+            # answer whose record was not handed to bitsec (with every_event: not durable).
+            if message["type"] == "http.response.start" and not recorded:
+                await record(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, _adding_headers(send_wrapper, {"X-Request-ID": rid}, replace=True))
+        finally:
+            if not recorded:
+                await record(500)
 
     def _event(self, scope: Any, state: Mapping[str, Any], status: int, rid: str) -> dict[str, Any] | None:
         method = _text(str(scope["method"]))
