@@ -148,6 +148,8 @@ public func bitsec_field_reason_name(_ reason: Int32) -> UnsafePointer<CChar> {
 /// like at open and its secrets are read again from their files and variables; on any
 /// error the current keyring stays in use. Calls in flight finish with the keyring they
 /// started with. Emits key_management/keys_reloaded to the audit hook (success or failure).
+/// With a host store region (store.host), every process of the host that uses the region
+/// applies the same section at its next call.
 ///
 /// rt: the runtime (it must have been opened with a fields section).
 /// section, section_len: the JSON text of the new `fields` section (the object itself, not
@@ -159,9 +161,9 @@ public func bitsec_field_reason_name(_ reason: Int32) -> UnsafePointer<CChar> {
 @c(bitsec_field_keys_reload)
 public func bitsec_field_keys_reload(_ rt: OpaquePointer?, _ section: UnsafePointer<CChar>?, _ section_len: UInt) -> Int32 {
     withRuntime(rt) { (r) throws(BitsecError) in
-        let fields = try r.require(r.fields)
+        _ = try r.require(r.fields)
         let n = try sizeArg(section_len, "section_len", max: Limits.maxConfigBytes)
-        try fields.reload(section: try bytesArg(UnsafeRawPointer(section), n, "section", max: Limits.maxConfigBytes))
+        try r.reloadFieldKeys(try bytesArg(UnsafeRawPointer(section), n, "section", max: Limits.maxConfigBytes))
     }
 }
 

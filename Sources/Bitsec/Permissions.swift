@@ -188,6 +188,8 @@ public func bitsec_permission_reason_name(_ reason: Int32) -> UnsafePointer<CCha
 /// policy, policy_len: the policy JSON, at most BITSEC_MAX_CONFIG_BYTES; caller-owned.
 /// The policy is validated and compiled first; on any error the active policy stays.
 /// The shadow policy, if any, stays. Emits a key_management/policy_reloaded audit event.
+/// With a host store region (store.host), every process of the host that uses the region
+/// applies the same policy at its next call.
 /// Returns BITSEC_OK; BITSEC_E_CONFIG (the detail names the field, the unknown name or the
 /// inheritance cycle); BITSEC_E_TOO_LARGE; BITSEC_E_INVALID_ARGUMENT;
 /// BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED.
@@ -196,8 +198,8 @@ public func bitsec_permission_reason_name(_ reason: Int32) -> UnsafePointer<CCha
 @c(bitsec_permission_policy_load)
 public func bitsec_permission_policy_load(_ rt: OpaquePointer?, _ policy: UnsafePointer<CChar>?, _ policy_len: UInt) -> Int32 {
     withRuntime(rt) { (r) throws(BitsecError) in
-        let svc = try r.require(r.permissions)
-        try svc.loadPolicy(try bytesArg(UnsafeRawPointer(policy), policy_len, "policy", max: Limits.maxConfigBytes))
+        _ = try r.require(r.permissions)
+        try r.loadPolicy(try bytesArg(UnsafeRawPointer(policy), policy_len, "policy", max: Limits.maxConfigBytes))
     }
 }
 
@@ -214,8 +216,8 @@ public func bitsec_permission_policy_load(_ rt: OpaquePointer?, _ policy: Unsafe
 @c(bitsec_permission_shadow_load)
 public func bitsec_permission_shadow_load(_ rt: OpaquePointer?, _ policy: UnsafePointer<CChar>?, _ policy_len: UInt) -> Int32 {
     withRuntime(rt) { (r) throws(BitsecError) in
-        let svc = try r.require(r.permissions)
-        try svc.loadShadowPolicy(try bytesArg(UnsafeRawPointer(policy), policy_len, "policy", max: Limits.maxConfigBytes))
+        _ = try r.require(r.permissions)
+        try r.loadShadowPolicy(try bytesArg(UnsafeRawPointer(policy), policy_len, "policy", max: Limits.maxConfigBytes))
     }
 }
 

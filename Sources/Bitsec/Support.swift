@@ -72,7 +72,8 @@ func withRuntime(_ rt: OpaquePointer?, _ body: (Runtime) throws(BitsecError) -> 
         }
         defer { handle.leave() }
         return runtime._withUnsafeGuaranteedRef { r in
-            abiCall { () throws(BitsecError) in try body(r) }
+            r.followHostReloads()
+            return abiCall { () throws(BitsecError) in try body(r) }
         }
     }
 }

@@ -337,7 +337,9 @@ public func bitsec_token_is_revoked(_ rt: OpaquePointer?, _ jti: UnsafePointer<C
 /// Replaces the runtime's JWK Set keys (those of tokens.jwks and earlier reloads; the keys
 /// of tokens.keys stay) with the keys of a JWK Set document, atomically: verifications in
 /// flight finish with the old set, later ones use the new one. Clears the verified-token
-/// cache. On any error nothing changes. Keys with "use" other than "sig" are skipped; every
+/// cache. With a host store region (store.host), every process of the host that uses the
+/// region applies the same set at its next call. On any error nothing changes. Keys with
+/// "use" other than "sig" are skipped; every
 /// other key must be valid (alg supported, RSA >= 2048 bits, HMAC secret >= hash size).
 ///
 /// jwks, jwks_len: the JWK Set JSON ({"keys": [...]}), at most BITSEC_MAX_CONFIG_BYTES;
@@ -349,10 +351,9 @@ public func bitsec_token_is_revoked(_ rt: OpaquePointer?, _ jti: UnsafePointer<C
 @c(bitsec_token_keys_reload)
 public func bitsec_token_keys_reload(_ rt: OpaquePointer?, _ jwks: UnsafePointer<CChar>?, _ jwks_len: UInt) -> Int32 {
     withRuntime(rt) { (r) throws(BitsecError) in
-        let t = try r.require(r.tokens)
+        _ = try r.require(r.tokens)
         let n = try sizeArg(jwks_len, "jwks_len", max: Limits.maxConfigBytes)
-        let bytes = try bytesArg(UnsafeRawPointer(jwks), n, "jwks", max: Limits.maxConfigBytes)
-        try t.reload(jwks: Array(bytes))
+        try r.reloadTokenKeys(try bytesArg(UnsafeRawPointer(jwks), n, "jwks", max: Limits.maxConfigBytes))
     }
 }
 

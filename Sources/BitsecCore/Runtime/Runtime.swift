@@ -21,9 +21,13 @@ public final class Runtime: Sendable {
     public let tokens: TokenService?
     public let permissions: PermissionService?
     public let totp: TOTPService?
+    /// Reloads shared with the other processes of the host region (nil without one).
+    let hostReloads: HostReloads?
 
     private init(redis: RedisPool?, stores: StoreContext, allowInlineSecrets: Bool, audit: AuditService?, rateLimits: RateLimitService?,
-                 fields: FieldService?, tokens: TokenService?, permissions: PermissionService?, totp: TOTPService?) {
+                 fields: FieldService?, tokens: TokenService?, permissions: PermissionService?, totp: TOTPService?,
+                 hostReloads: HostReloads?) {
+        self.hostReloads = hostReloads
         self.redis = redis
         self.stores = stores
         self.allowInlineSecrets = allowInlineSecrets
@@ -89,8 +93,9 @@ public final class Runtime: Sendable {
             let permissions = keep(try section(root, PermissionService.self, cc))
             let totp = keep(try section(root, TOTPService.self, cc))
             try root.finish()
+            let reloads = try stores.hostReloads(config: bytes)
             return Runtime(redis: redis, stores: stores, allowInlineSecrets: ctx.allowInlineSecrets, audit: audit, rateLimits: rateLimits,
-                           fields: fields, tokens: tokens, permissions: permissions, totp: totp)
+                           fields: fields, tokens: tokens, permissions: permissions, totp: totp, hostReloads: reloads)
         } catch {
             for c in built.reversed() { c.shutdown() }
             redis?.shutdown()
@@ -188,6 +193,60 @@ public final class Runtime: Sendable {
     public func require<C: Capability>(_ c: C?) throws(BitsecError) -> C {
         guard let c else { throw BitsecError(.notConfigured, "the \(C.sectionName) section is not configured") }
         return c
+    }
+
+    // MARK: - Reloads that reach every worker on the host
+
+    /// Applies the reloads other processes of the host region published since this runtime
+    /// last caught up (see `HostReloads`). Called at the start of every ABI call: one atomic
+    /// load when nothing changed, nothing at all without a host region.
+    @inline(__always)
+    public func followHostReloads() {
+        guard let h = hostReloads, h.behind else { return }
+        h.catchUp { (kind, payload) throws(BitsecError) in
+            switch kind {
+            case .tokenKeys: try tokens?.reload(jwks: Array(payload))
+            case .policy: try permissions?.loadPolicy(payload)
+            case .shadowPolicy: try permissions?.loadShadowPolicy(payload)
+            case .fieldKeys: try fields?.reload(section: payload)
+            }
+        }
+    }
+
+    /// Replaces the JWK Set keys (`TokenService.reload`) here and, with a host region, in
+    /// every process of the host.
+    public func reloadTokenKeys(_ jwks: UnsafeRawBufferPointer) throws(BitsecError) {
+        try require(tokens).reload(jwks: Array(jwks))
+        try publish(.tokenKeys, jwks)
+    }
+
+    /// Replaces the active policy (`PermissionService.loadPolicy`) here and, with a host
+    /// region, in every process of the host.
+    public func loadPolicy(_ policy: UnsafeRawBufferPointer) throws(BitsecError) {
+        try require(permissions).loadPolicy(policy)
+        try publish(.policy, policy)
+    }
+
+    /// Sets or removes the shadow policy here and, with a host region, in every process.
+    public func loadShadowPolicy(_ policy: UnsafeRawBufferPointer) throws(BitsecError) {
+        try require(permissions).loadShadowPolicy(policy)
+        try publish(.shadowPolicy, policy)
+    }
+
+    /// Replaces the field keyring (`FieldService.reload`) here and, with a host region, in
+    /// every process of the host.
+    public func reloadFieldKeys(_ section: UnsafeRawBufferPointer) throws(BitsecError) {
+        try require(fields).reload(section: section)
+        try publish(.fieldKeys, section)
+    }
+
+    private func publish(_ kind: HostReloads.Kind, _ payload: UnsafeRawBufferPointer) throws(BitsecError) {
+        guard let h = hostReloads else { return }
+        do {
+            try h.publish(kind, payload)
+        } catch {
+            throw BitsecError(error.status, "applied in this process, but not published to the other processes of the host: \(error.detail)")
+        }
     }
 
     /// The Redis pool, or `notConfigured`.

@@ -173,6 +173,14 @@ public final class StoreContext: Sendable {
         }
     }
 
+    /// The host region, when a feature has opened it.
+    var hostRegion: SharedRegion? {
+        hostCache.withLock { (p: inout TablePlacement?) -> SharedRegion? in
+            if case .host(let r)? = p { return r }
+            return nil
+        }
+    }
+
     /// The `store` section for `describe`.
     func describe() -> JSONValue {
         let h = settings.host
@@ -186,3 +194,17 @@ public final class StoreContext: Sendable {
         ]))
     }
 }
+
+extension StoreContext {
+    /// The reloads shared by the processes of the host region: with `store.host.name` set
+    /// and the host store in use (the default or any feature's), nil otherwise.
+    func hostReloads(config: UnsafeRawBufferPointer) throws(BitsecError) -> HostReloads? {
+        guard settings.host.name != nil, settings.defaultKind == .host || hostRegion != nil else { return nil }
+        guard case .host(let region) = try placement(.host, field: "store.host") else { return nil }
+        let suffix = ".region"
+        let base = region.path.hasSuffix(suffix) ? String(region.path.dropLast(suffix.count)) : region.path
+        return HostReloads(counters: region, base: base, config: config)
+    }
+}
+
+extension SharedRegion: GenerationCounters {}
