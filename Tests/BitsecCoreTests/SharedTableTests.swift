@@ -214,6 +214,27 @@ private func inDyingChild(_ child: () -> Void) -> Bool {
         #expect(t.stats.repairCount == 1)
     }
 
+    @Test func anUnrecoverableShardLockIsReinitialised() throws {
+        let dir = RegionDir()
+        defer { dir.remove() }
+        let r = try SharedRegion.open(name: "unrecoverable", directory: dir.path, maxBytes: 4 << 20)
+        let t = try makeCells(.host(r), maxKeys: 1000)
+        guard case .host(let shared) = t else { Issue.record("not a host table"); return }
+        #expect(put(t, "k", Cell(n: 5)))
+        let mutex = shared.crashProbe(forKey: "k").mutex.assumingMemoryBound(to: pthread_mutex_t.self)
+        #expect(inDyingChild { pthread_mutex_lock(mutex) })
+        // The next locker gets EOWNERDEAD and releases the lock without marking it consistent
+        // (bitsec never does): the lock becomes unrecoverable for everyone. (No trylock to
+        // check it: glibc 2.36's trylock answers ENOTRECOVERABLE but leaves the lock word held.)
+        let died = pthread_mutex_trylock(mutex)
+        if died == 0 || died == EOWNERDEAD { pthread_mutex_unlock(mutex) }
+        #expect(died == EOWNERDEAD)
+        #expect(put(t, "k", Cell(n: 6)))
+        #expect(get(t, "k") == Cell(n: 6))
+        #expect(t.stats.repairCount >= 1)
+        #expect(t.count == 1 && t.stats.entryCount == 1)
+    }
+
     /// Not a benchmark with assertions on time: it checks the counts and prints what one
     /// thread's updates cost in each placement (`--filter SharedTableTests` shows it).
     @Test func updateCostPerPlacement() throws {

@@ -379,20 +379,21 @@ public final class SharedTable<Value: FixedLayoutValue>: @unchecked Sendable {
         }
     }
 
-    /// Reinitialises an unrecoverable shard lock under the region mutex (no process can hold
-    /// an unrecoverable lock, so none is disturbed).
+    /// Reinitialises a shard lock that answered ENOTRECOVERABLE, under the region mutex. glibc
+    /// (2.36) leaves the lock word holding the caller's thread id after that answer, so every
+    /// other locker sees it busy: nobody else can be using it. After the reinitialisation the
+    /// lock is taken and released once with the waiters bit of the word (its first 32 bits on
+    /// Linux) set, which wakes a thread that went to sleep on the old word.
     private func reinitialise(_ s: UnsafeMutableRawPointer, holdingRegion: Bool) -> Bool {
         var done = false
         let work = {
-            switch RobustMutex.tryLock(s) {
-            case .unrecoverable: done = RobustMutex.initialise(s)
-            case .locked: RobustMutex.unlock(s)
-            case .ownerDied:
-                self.repair(s)
-                RobustMutex.markConsistent(s)
+            guard RobustMutex.initialise(s) else { return }
+            if RobustMutex.tryLock(s) == .locked {
+                let word = s.assumingMemoryBound(to: Atomic<UInt32>.self)
+                word.pointee.bitwiseOr(0x8000_0000, ordering: .relaxed)
                 RobustMutex.unlock(s)
-            case .busy: break
             }
+            done = true
         }
         if holdingRegion { work() } else { _ = region.withRegionLock(work) }
         return done
