@@ -35,7 +35,7 @@ internal import Synchronization
 /// counted. Cost per insert at a full table: a bounded number of entries, never a scan of
 /// the table. A sweep of a shard every 1024 operations on it, and when inserts have doubled
 /// it since the last sweep, drops its idle entries.
-final class ShardedTable<Value: Sendable>: Sendable {
+public final class ShardedTable<Value: Sendable>: Sendable {
     struct Contents {
         var map: [String: Value] = [:]
         var ops: UInt32 = 0
@@ -288,26 +288,35 @@ public final class BoundedTableStats: Sendable {
     let entries = Atomic<Int>(0)
     let evictions = Atomic<UInt64>(0)
     let refusals = Atomic<UInt64>(0)
+    /// Where the numbers live when the table is shared between processes (a `SharedTable`:
+    /// host-wide numbers in the region); nil for an in-process table, whose hot path updates
+    /// the atomics above directly.
+    let source: (any BoundedTableSource)?
 
-    init(name: String, capacity: Int) {
+    init(name: String, capacity: Int, source: (any BoundedTableSource)? = nil) {
         self.name = name
         self.capacity = capacity
+        self.source = source
     }
 
     /// Entries held now.
-    public var entryCount: Int { entries.load(ordering: .relaxed) }
+    public var entryCount: Int { source?.entries ?? entries.load(ordering: .relaxed) }
     /// Entries that still held state (not idle) evicted to make room for a new key.
-    public var evictionCount: UInt64 { evictions.load(ordering: .relaxed) }
+    public var evictionCount: UInt64 { source?.evictions ?? evictions.load(ordering: .relaxed) }
     /// New keys refused because the table was full and nothing could be evicted.
-    public var refusalCount: UInt64 { refusals.load(ordering: .relaxed) }
+    public var refusalCount: UInt64 { source?.refusals ?? refusals.load(ordering: .relaxed) }
+    /// Shards repaired after a process died holding a shard lock (shared tables; always 0 for
+    /// an in-process table).
+    public var repairCount: UInt64 { source?.repairs ?? 0 }
 
     /// The Prometheus text (0.0.4) of these tables' counters and gauges.
     public static func prometheusText(_ tables: [BoundedTableStats]) -> String {
         guard !tables.isEmpty else { return "" }
         var out = ""
-        func family(_ name: String, _ type: String, _ help: String, _ value: (BoundedTableStats) -> String) {
+        func family(_ name: String, _ type: String, _ help: String, of list: [BoundedTableStats] = tables,
+                    _ value: (BoundedTableStats) -> String) {
             out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
-            for t in tables { out += "\(name){table=\"\(AuditMetrics.escape(t.name))\"} \(value(t))\n" }
+            for t in list { out += "\(name){table=\"\(AuditMetrics.escape(t.name))\"} \(value(t))\n" }
         }
         family("bitsec_table_entries", "gauge", "Entries held by a bounded in-process table.") { String($0.entryCount) }
         family("bitsec_table_capacity", "gauge", "Most entries a bounded in-process table holds.") { String($0.capacity) }
@@ -315,6 +324,21 @@ public final class BoundedTableStats: Sendable {
                "Entries still holding state evicted to make room for a new key.") { String($0.evictionCount) }
         family("bitsec_table_full_refusals_total", "counter",
                "New keys refused because the table was full of entries that must be kept.") { String($0.refusalCount) }
+        // Only tables shared between processes can need a repair.
+        let shared = tables.filter { $0.source != nil }
+        if !shared.isEmpty {
+            family("bitsec_table_repairs_total", "counter",
+                   "Shards of a host-shared table repaired after a process died holding their lock.", of: shared) { String($0.repairCount) }
+        }
         return out
     }
+}
+
+/// The numbers of a bounded table kept outside its `BoundedTableStats` (a table shared
+/// between processes keeps them in the region).
+protocol BoundedTableSource: Sendable {
+    var entries: Int { get }
+    var evictions: UInt64 { get }
+    var refusals: UInt64 { get }
+    var repairs: UInt64 { get }
 }

@@ -26,10 +26,11 @@ public protocol FixedLayoutValue: Sendable {
     func store(to p: UnsafeMutableRawPointer, layout: Int)
 }
 
-/// Where the in-memory tables of one runtime live: this process, or a shared region.
-/// (The `host` placement is added with the shared-memory region.)
-enum TablePlacement: Sendable {
+/// Where the in-memory tables of one runtime live: this process, or a region shared by the
+/// processes of the host (`SharedRegion`).
+public enum TablePlacement: Sendable {
     case process
+    case host(SharedRegion)
 }
 
 /// A bounded table of per-key state, in this process (`ShardedTable`) or shared on the host.
@@ -42,24 +43,29 @@ enum TablePlacement: Sendable {
 /// after `makeRoom()` answered true (false: the table is full of entries that must be kept,
 /// and the caller refuses on its safe side). Call `makeRoom` only for an absent key, at most
 /// once per call.
-enum StateTable<Value: FixedLayoutValue>: Sendable {
+public enum StateTable<Value: FixedLayoutValue>: Sendable {
     case process(ShardedTable<Value>)
+    case host(SharedTable<Value>)
 
     /// - name: the `table` label of the metrics.
     /// - layout: the value's layout parameter (see `FixedLayoutValue`).
     /// - idle: whether an entry can be dropped at an instant (ms) without changing any decision.
     /// - rank: how much a live entry is worth keeping (lower goes first); nil: never evicted.
-    static func make(_ placement: TablePlacement, name: String, maxKeys: Int, layout: Int = 0,
+    /// Throws (host placement) when the region has no room for the table or holds a table of
+    /// that name created with another maxKeys, layout or value size.
+    public static func make(_ placement: TablePlacement, name: String, maxKeys: Int, layout: Int = 0,
                      idle: @escaping @Sendable (Value, Int64) -> Bool,
                      rank: @escaping @Sendable (Value, Int64) -> Int64?) throws(BitsecError) -> StateTable<Value> {
         switch placement {
         case .process:
             return .process(ShardedTable(name: name, maxKeys: maxKeys, idle: idle, rank: rank))
+        case .host(let region):
+            return .host(try SharedTable(region: region, name: name, maxKeys: maxKeys, layout: layout, idle: idle, rank: rank))
         }
     }
 
     @inline(__always)
-    func update<R: Sendable>(_ key: String, nowMs: Int64, _ body: (inout Value?, () -> Bool) -> R) -> R {
+    public func update<R: Sendable>(_ key: String, nowMs: Int64, _ body: (inout Value?, () -> Bool) -> R) -> R {
         switch self {
         case .process(let t):
             return t.withShard(for: key, nowMs: nowMs) { (c, makeRoom) -> R in
@@ -74,34 +80,40 @@ enum StateTable<Value: FixedLayoutValue>: Sendable {
                 if let v { c.map[key] = v }
                 return r
             }
+        case .host(let t):
+            return t.update(key, nowMs: nowMs, body)
         }
     }
 
     /// Removes a key's entry.
-    func remove(_ key: String) {
+    public func remove(_ key: String) {
         switch self {
         case .process(let t): t.remove(key)
+        case .host(let t): t.remove(key)
         }
     }
 
     /// Entries held (tests, describe).
-    var count: Int {
+    public var count: Int {
         switch self {
         case .process(let t): return t.count
+        case .host(let t): return t.count
         }
     }
 
     /// Entries, capacity, evictions and refusals (metrics).
-    var stats: BoundedTableStats {
+    public var stats: BoundedTableStats {
         switch self {
         case .process(let t): return t.stats
+        case .host(let t): return t.stats
         }
     }
 
     /// Drops every idle entry now (tests).
-    func sweepAll(nowMs: Int64) {
+    public func sweepAll(nowMs: Int64) {
         switch self {
         case .process(let t): t.sweepAll(nowMs: nowMs)
+        case .host(let t): t.sweepAll(nowMs: nowMs)
         }
     }
 }
