@@ -179,7 +179,9 @@ public final class SharedTable<Value: FixedLayoutValue>: @unchecked Sendable {
     // MARK: shard memory
 
     @inline(__always) private func shard(_ i: Int) -> UnsafeMutableRawPointer { shards + i * shardStride }
-    @inline(__always) private func count(_ s: UnsafeMutableRawPointer) -> Int { Int(s.load(fromByteOffset: Self.sCount, as: UInt32.self)) }
+    /// The shard's slot count, never above its slots (the region is shared memory: a count
+    /// damaged by another program must not send an access outside the shard).
+    @inline(__always) private func count(_ s: UnsafeMutableRawPointer) -> Int { min(Int(s.load(fromByteOffset: Self.sCount, as: UInt32.self)), cap) }
     @inline(__always) private func setCount(_ s: UnsafeMutableRawPointer, _ c: Int) { s.storeBytes(of: UInt32(truncatingIfNeeded: c), toByteOffset: Self.sCount, as: UInt32.self) }
     @inline(__always) private func slot(_ s: UnsafeMutableRawPointer, _ i: Int) -> UnsafeMutableRawPointer { s + offSlots + i * slotSize }
     @inline(__always) private func index(_ s: UnsafeMutableRawPointer) -> UnsafeMutablePointer<UInt32> { (s + offIndex).assumingMemoryBound(to: UInt32.self) }
