@@ -203,13 +203,26 @@ public final class Runtime: Sendable {
     @inline(__always)
     public func followHostReloads() {
         guard let h = hostReloads, h.behind else { return }
-        h.catchUp { (kind, payload) throws(BitsecError) in
-            switch kind {
-            case .tokenKeys: try tokens?.reload(jwks: Array(payload))
-            case .policy: try permissions?.loadPolicy(payload)
-            case .shadowPolicy: try permissions?.loadShadowPolicy(payload)
-            case .fieldKeys: try fields?.reload(section: payload)
-            }
+        catchUpHostReloads(h)
+    }
+
+    @inline(never)
+    private func catchUpHostReloads(_ h: HostReloads) {
+        h.catchUp { (kind, payload) throws(BitsecError) in try apply(kind, payload) }
+    }
+
+    /// Applies one reload published by another process (without publishing it again).
+    @inline(never)
+    private func apply(_ kind: HostReloads.Kind, _ payload: [UInt8]) throws(BitsecError) {
+        switch kind {
+        case .tokenKeys:
+            try tokens?.reload(jwks: payload)
+        case .policy:
+            try payload.withRawBytes { (p) throws(BitsecError) in try permissions?.loadPolicy(p) }
+        case .shadowPolicy:
+            try payload.withRawBytes { (p) throws(BitsecError) in try permissions?.loadShadowPolicy(p) }
+        case .fieldKeys:
+            try payload.withRawBytes { (p) throws(BitsecError) in try fields?.reload(section: p) }
         }
     }
 

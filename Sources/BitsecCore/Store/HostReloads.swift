@@ -102,7 +102,8 @@ final class HostReloads: Sendable {
     /// keys, policy, shadow policy, field keys. `apply` gets each payload; an error there
     /// (a reload that does not apply in this process) is counted and the payload is not
     /// retried until the next reload of that kind.
-    func catchUp(_ apply: (Kind, UnsafeRawBufferPointer) throws(BitsecError) -> Void) {
+    @inline(never)
+    func catchUp(_ apply: (Kind, [UInt8]) throws(BitsecError) -> Void) {
         let any = counters.generation(Self.anyReload)
         for kind in Kind.allCases {
             let g = counters.generation(kind.rawValue)
@@ -114,7 +115,7 @@ final class HostReloads: Sendable {
             guard due else { continue }
             guard let payload = read(kind) else { continue }
             do {
-                try payload.withUnsafeBytes { (p) throws(BitsecError) in try apply(kind, p) }
+                try apply(kind, Array(payload))
             } catch {
                 failures.add(1, ordering: .relaxed)
             }
