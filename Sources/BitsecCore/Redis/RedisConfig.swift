@@ -12,6 +12,9 @@
 ///   "key_prefix": "bitsec:"
 /// }
 /// ```
+///
+/// Redis Cluster: `"mode": "cluster"` with `"nodes"` instead of host/port (see
+/// `RedisClusterSettings`); the other fields apply to every node.
 public struct RedisConfig: Sendable {
     public enum Endpoint: Sendable, Equatable {
         case tcp(host: String, port: Int32)
@@ -28,6 +31,8 @@ public struct RedisConfig: Sendable {
     public var backoffInitialMs: Int
     public var backoffMaxMs: Int
     public var keyPrefix: String
+    /// Set in cluster mode (`"mode": "cluster"`): the seeds and the routing settings.
+    public var cluster: RedisClusterSettings? = nil
 
     public init(endpoint: Endpoint, db: Int = 0, username: String? = nil, password: SecretRef? = nil,
                 connectTimeoutMs: Int = 250, commandTimeoutMs: Int = 250, poolSize: Int = 8,
@@ -45,11 +50,15 @@ public struct RedisConfig: Sendable {
     }
 
     public static func read(_ o: ConfigObject, context: ConfigContext) throws(BitsecError) -> RedisConfig {
+        let mode = try o.choice("mode", ["standalone", "cluster"], default: "standalone")
+        let cluster = mode == "cluster" ? try RedisClusterSettings.read(o) : nil
         let host = try o.string("host")
         let port = try o.int("port", in: 1...65535)
         let socket = try o.string("unix_socket")
         let endpoint: Endpoint
-        if let socket {
+        if let cluster {
+            endpoint = .tcp(host: cluster.seeds[0].host, port: cluster.seeds[0].port)
+        } else if let socket {
             guard host == nil, port == nil else { throw .config("\(o.path): give either unix_socket or host/port, not both") }
             guard !socket.isEmpty, socket.utf8.count < 108 else { throw .config("\(o.fieldPath("unix_socket")) must be a socket path shorter than 108 bytes") }
             endpoint = .unix(path: socket)
@@ -58,7 +67,7 @@ public struct RedisConfig: Sendable {
             guard !h.isEmpty, h.utf8.count <= 255, !h.utf8.contains(0) else { throw .config("\(o.fieldPath("host")) must be a host name or address") }
             endpoint = .tcp(host: h, port: Int32(port ?? 6379))
         }
-        let cfg = RedisConfig(
+        var cfg = RedisConfig(
             endpoint: endpoint,
             db: Int(try o.int("db", in: 0...1_000_000, default: 0)),
             username: try o.string("username"),
@@ -70,6 +79,14 @@ public struct RedisConfig: Sendable {
             backoffMaxMs: Int(try o.int("reconnect_backoff_max_ms", in: 0...600_000, default: 5000)),
             keyPrefix: try o.string("key_prefix", default: "bitsec:")
         )
+        cfg.cluster = cluster
+        if cluster != nil {
+            guard cfg.db == 0 else { throw .config("\(o.fieldPath("db")) must be 0 in cluster mode (a Redis Cluster has only database 0)") }
+            // A brace in the prefix would become every key's hash tag: one slot for everything.
+            guard !cfg.keyPrefix.utf8.contains(UInt8(ascii: "{")), !cfg.keyPrefix.utf8.contains(UInt8(ascii: "}")) else {
+                throw .config("\(o.fieldPath("key_prefix")) must not contain { or } in cluster mode (it would put every key in one slot)")
+            }
+        }
         if cfg.username != nil && cfg.password == nil { throw .config("\(o.fieldPath("username")) needs a password") }
         try o.finish()
         return cfg
@@ -77,6 +94,7 @@ public struct RedisConfig: Sendable {
 
     /// Where the server is, for messages and `describe` (no credentials).
     public var endpointText: String {
+        if let cluster { return "cluster " + cluster.seeds.map(\.text).joined(separator: ",") }
         switch endpoint {
         case .tcp(let h, let p): return "\(h):\(p)"
         case .unix(let path): return "unix:\(path)"
