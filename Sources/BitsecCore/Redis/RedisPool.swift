@@ -8,8 +8,14 @@
 ///   timeout each. The first success resets the backoff: recovery is automatic.
 /// - Every failure is a `backendUnavailable` error with a clear message; nothing hangs beyond
 ///   the configured timeouts.
+///
+/// In cluster mode (`config.cluster` set) this object is the facade every feature holds:
+/// `command`, `pipeline` and `RedisScript.run` go through `cluster`, which routes each command
+/// by its key to one `RedisPool` per node. The standalone path pays one nil check.
 public final class RedisPool: @unchecked Sendable {
     public let config: RedisConfig
+    /// The router, in cluster mode; nil for a standalone server.
+    public let cluster: RedisCluster?
     private let lock = ConditionLock()
     // Guarded by `lock`.
     private var idle: [RedisConnection] = []
@@ -18,12 +24,17 @@ public final class RedisPool: @unchecked Sendable {
     private var nextAttemptAt: Int64 = 0
     private var lastFailure = ""
 
-    public init(config: RedisConfig) { self.config = config }
+    public init(config: RedisConfig) {
+        self.config = config
+        cluster = config.cluster.map { RedisCluster(config: config, settings: $0) }
+    }
 
     /// Runs `body` with a connection held exclusively. A connection the body leaves broken is
     /// discarded. If a pooled (previously idle) connection fails before anything is read, the
     /// call is retried once on a fresh connection (the server may have restarted).
+    /// In cluster mode the connection is one of any primary: only for keyless commands.
     public func withConnection<R>(_ body: (RedisConnection) throws(BitsecError) -> R) throws(BitsecError) -> R {
+        if let cluster { return try cluster.withAnyConnection(body) }
         var (conn, wasIdle) = try acquire()
         do {
             let r = try body(conn)
@@ -47,12 +58,16 @@ public final class RedisPool: @unchecked Sendable {
 
     /// One command on a pooled connection.
     public func command(_ args: [[UInt8]]) throws(BitsecError) -> RedisReply {
-        try withConnection { (c) throws(BitsecError) -> RedisReply in try c.command(args) }
+        if let cluster { return try cluster.command(args) }
+        return try withConnection { (c) throws(BitsecError) -> RedisReply in try c.command(args) }
     }
 
     /// Several commands in one round trip on one pooled connection (`RedisConnection.pipeline`).
+    /// In cluster mode: one pipeline per node that owns some of the commands' slots, the
+    /// replies in the commands' order (`RedisCluster.pipeline`).
     public func pipeline(_ commands: [[[UInt8]]]) throws(BitsecError) -> [RedisReply] {
-        try withConnection { (c) throws(BitsecError) -> [RedisReply] in try c.pipeline(commands) }
+        if let cluster { return try cluster.pipeline(commands) }
+        return try withConnection { (c) throws(BitsecError) -> [RedisReply] in try c.pipeline(commands) }
     }
 
     public func command(_ args: String...) throws(BitsecError) -> RedisReply {
@@ -61,6 +76,7 @@ public final class RedisPool: @unchecked Sendable {
 
     /// `PING`; returns the round trip in microseconds.
     public func ping() throws(BitsecError) -> Int64 {
+        if let cluster { return try cluster.ping() }
         let start = Clock.nowMicros()
         let r = try command("PING")
         guard r == .status("PONG") else { throw .backend("redis \(config.endpointText): unexpected PING reply") }
@@ -122,6 +138,7 @@ public final class RedisPool: @unchecked Sendable {
 
     /// Closes idle connections (runtime close).
     public func shutdown() {
+        cluster?.shutdown()
         lock.withLock {
             open -= idle.count
             idle.removeAll()
@@ -129,5 +146,5 @@ public final class RedisPool: @unchecked Sendable {
     }
 
     /// Connections currently open (for tests and describe).
-    public var openConnections: Int { lock.withLock { open } }
+    public var openConnections: Int { (cluster?.openConnections ?? 0) + lock.withLock { open } }
 }
