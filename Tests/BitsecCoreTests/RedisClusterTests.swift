@@ -307,6 +307,30 @@ private func transcript(_ rt: Runtime, totpSecret: String, backup: BackupCodes.B
         print("cluster measurements (median µs): take via cluster \(viaCluster), same take standalone on the owning node \(direct), raw EVALSHA 'return 1' on the owner \(raw); GET round trip \(rtt), MOVED reply from the wrong node \(moved) (a redirect costs that plus the round trip to the owner)")
     }
 
+    /// The first calls of a fresh runtime, from 8 threads at once, wait for the one slot-map
+    /// load instead of failing while it is in progress (which would look like an outage).
+    @Test func concurrentFirstCallsShareTheMapLoad() throws {
+        for round in 0..<5 {
+            let prefix = unique("first\(round)")
+            guard let rt = try clusterRuntime(#""rate_limits": {"store": "redis", "outage_retry_ms": 100, "categories": {"default": {"capacity": 10, "period_seconds": 60, "failure_policy": "deny"}}}"#,
+                                              prefix: prefix) else { return }
+            let rl = try #require(rt.rateLimits)
+            let load = Load(keys: 0)
+            let threads = ThreadBox(count: 8) { t in
+                load.ready.add(1, ordering: .relaxed)
+                while load.ready.load(ordering: .relaxed) < 8 {}
+                do {
+                    if try rl.take(category: "default", key: "first-\(t)").degraded { load.degraded.add(1, ordering: .relaxed) }
+                } catch {
+                    load.errors.add(1, ordering: .relaxed)
+                }
+            }
+            threads.join()
+            #expect(load.degraded.load(ordering: .relaxed) == 0, "round \(round)")
+            #expect(load.errors.load(ordering: .relaxed) == 0, "round \(round)")
+        }
+    }
+
     /// A pipeline whose commands live on different primaries is split per node and the
     /// replies come back in the commands' order.
     @Test func pipelineAcrossNodesKeepsTheOrder() throws {
@@ -481,6 +505,7 @@ private final class Load: Sendable {
     let killedAt = Atomic<Int64>(0)
     let killDone = Atomic<Bool>(false)
     let recoveredAt = Atomic<Int64>(0)
+    let ready = Atomic<Int>(0)
     init(keys: Int) { allowed = Mutex(Array(repeating: 0, count: keys)) }
 }
 

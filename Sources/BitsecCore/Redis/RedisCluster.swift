@@ -291,10 +291,17 @@ public final class RedisCluster: @unchecked Sendable {
             return order.map { (nodes[$0], pools[$0]) }
         }
         guard let candidates else {
-            // Another thread is loading the map; without any map there is nothing to route by.
-            if lock.withLock({ loadedAtMs == 0 }) {
-                throw .backend("redis \(config.endpointText): the slot map is being loaded")
+            // Another thread is loading the map. Without any map there is nothing to route by:
+            // wait for that load (bounded by the time it may take) rather than fail as if
+            // Redis were down.
+            let deadline = Clock.monotonicMillis() + Int64(config.connectTimeoutMs + config.commandTimeoutMs) * Int64(max(1, settings.seeds.count))
+            let loaded = lock.withLock { () -> Bool in
+                while loadedAtMs == 0 && refreshing && Clock.monotonicMillis() < deadline {
+                    lock.wait(untilMonotonicMillis: deadline)
+                }
+                return loadedAtMs != 0
             }
+            if !loaded { throw .backend("redis \(config.endpointText): the slot map is being loaded") }
             return
         }
         var lastError = "no node answered"
@@ -314,6 +321,7 @@ public final class RedisCluster: @unchecked Sendable {
         }
         let never = lock.withLock { () -> Bool in
             refreshing = false
+            lock.broadcast()
             if !loaded && loadedAtMs > 1 { loadedAtMs = max(1, Clock.monotonicMillis() - Int64(settings.refreshMs) + Self.minRefreshGapMs) }
             return loadedAtMs == 0
         }
