@@ -331,6 +331,35 @@ private func transcript(_ rt: Runtime, totpSecret: String, backup: BackupCodes.B
         }
     }
 
+    /// A redirect to an address the slot map does not list is never connected to: it makes
+    /// the client reload the map, and with a map that still does not list it the command
+    /// fails after the bounded number of attempts.
+    @Test func redirectToAnUnknownAddressReloadsTheMapAndNeverConnects() throws {
+        let bait = silentServer()  // listens, never accepts: a connection would wait in its queue
+        defer { close(bait.fd) }
+        let fake = FakeClusterNode(movedTo: bait.port)
+        defer { fake.stop() }
+        let rt = try Runtime.open(config: #"{"redis": {"mode": "cluster", "nodes": ["127.0.0.1:\#(fake.port)"], "command_timeout_ms": 500, "cluster_max_redirects": 3}}"#)
+        let pool = try #require(rt.redis)
+        expectError(.backendUnavailable, "redirects") { _ = try pool.command([Array("GET".utf8), Array("k".utf8)]) }
+        let cluster = try #require(pool.cluster)
+        #expect(cluster.counters.refreshes == 1)  // the first load; reloads are spaced by 50 ms
+        usleep(100_000)
+        expectError(.backendUnavailable, "redirects") { _ = try pool.command([Array("GET".utf8), Array("k".utf8)]) }
+        // The unknown address made the client reload the map (not connect there).
+        #expect(cluster.counters.refreshes >= 2)
+        #expect(fake.commands.filter { $0.hasPrefix("CLUSTER") }.count >= 2)
+        #expect(cluster.primaryNodes == [RedisCluster.Node(host: "127.0.0.1", port: fake.port)])
+        // Nothing ever connected to the redirect's address.
+        var flags = fcntl(bait.fd, F_GETFL)
+        flags |= O_NONBLOCK
+        _ = fcntl(bait.fd, F_SETFL, flags)
+        let c = accept(bait.fd, nil, nil)
+        #expect(c < 0, "the client connected to an address only a MOVED reply named")
+        if c >= 0 { close(c) }
+        #expect(fake.commands.contains { $0.hasPrefix("CLUSTER") })
+    }
+
     /// A pipeline whose commands live on different primaries is split per node and the
     /// replies come back in the commands' order.
     @Test func pipelineAcrossNodesKeepsTheOrder() throws {
@@ -364,7 +393,7 @@ private func transcript(_ rt: Runtime, totpSecret: String, backup: BackupCodes.B
         try cluster.loadMap()
         let keys = (0..<8).map { "rk\($0)" }
         let slots = keys.map { ClusterSlot.of(Array("\(prefix)rl:{default:\($0)}".utf8)) }
-        let before = cluster.counters.redirects
+        let before = cluster.counters
         let load = Load(keys: keys.count)
         let threads = ThreadBox(count: 8) { t in
             var i = t
@@ -399,7 +428,10 @@ private func transcript(_ rt: Runtime, totpSecret: String, backup: BackupCodes.B
         #expect(load.errors.load(ordering: .relaxed) == 0)
         let counts = load.allowed.withLock { $0 }
         for k in keys.indices { #expect(counts[k] == 60, "key \(keys[k])") }
-        #expect(cluster.counters.redirects > before)
+        // Both kinds of redirect were met and followed: ASK while a key was half-way, MOVED after.
+        let after = cluster.counters
+        #expect(after.asks > before.asks)
+        #expect(after.redirects - after.asks > before.redirects - before.asks)
         // The map followed: each slot is now served where it was moved.
         for slot in slots {
             let owner = try #require(cluster.primary(forSlot: slot))
@@ -490,6 +522,57 @@ private func transcript(_ rt: Runtime, totpSecret: String, backup: BackupCodes.B
         // Restore the cluster's shape: the killed node rejoins as a replica.
         #expect(TestCluster.restart(victim))
         #expect(TestCluster.waitOK(survivors + [victim]))
+    }
+}
+
+/// A one-node "cluster" on loopback: `CLUSTER SLOTS` gives every slot to itself, every other
+/// command is answered `MOVED 866 127.0.0.1:<movedTo>`. One command per read (the client
+/// under test sends them one at a time).
+private final class FakeClusterNode: @unchecked Sendable {
+    let fd: Int32
+    let port: Int32
+    private let done = Atomic<Bool>(false)
+    private let seen = Mutex<[String]>([])
+    private var thread: ThreadBox?
+
+    init(movedTo: Int32) {
+        let l = silentServer()
+        fd = l.fd
+        port = l.port
+        let me = port
+        thread = ThreadBox(count: 1) { [self] _ in
+            var clients: [Int32] = []
+            while !self.done.load(ordering: .relaxed) {
+                var fds = [pollfd(fd: self.fd, events: Int16(POLLIN), revents: 0)] + clients.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+                guard poll(&fds, nfds_t(fds.count), 20) > 0 else { continue }
+                if fds[0].revents != 0 { let c = accept(self.fd, nil, nil); if c >= 0 { clients.append(c) } }
+                for p in fds.dropFirst() where p.revents != 0 {
+                    var buf = [UInt8](repeating: 0, count: 4096)
+                    let n = read(p.fd, &buf, buf.count)
+                    if n <= 0 { close(p.fd); clients.removeAll { $0 == p.fd }; continue }
+                    let text = String(decoding: buf.prefix(n), as: UTF8.self)
+                    let words = text.split(separator: "\r\n").filter { !$0.hasPrefix("*") && !$0.hasPrefix("$") }
+                    self.seen.withLock { $0.append(words.joined(separator: " ")) }
+                    let reply: String
+                    if words.first?.uppercased() == "CLUSTER" {
+                        let id = String(repeating: "a", count: 40)
+                        reply = "*1\r\n*3\r\n:0\r\n:16383\r\n*3\r\n$9\r\n127.0.0.1\r\n:\(me)\r\n$40\r\n\(id)\r\n"
+                    } else {
+                        reply = "-MOVED 866 127.0.0.1:\(movedTo)\r\n"
+                    }
+                    _ = Array(reply.utf8).withUnsafeBytes { write(p.fd, $0.baseAddress, $0.count) }
+                }
+            }
+            for c in clients { close(c) }
+        }
+    }
+
+    var commands: [String] { seen.withLock { $0 } }
+
+    func stop() {
+        done.store(true, ordering: .relaxed)
+        thread?.join()
+        close(fd)
     }
 }
 

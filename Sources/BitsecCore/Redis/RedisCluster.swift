@@ -39,6 +39,7 @@ public final class RedisCluster: @unchecked Sendable {
     private var rotation = 0
     private var refreshCount: Int64 = 0
     private var redirectCount: Int64 = 0
+    private var askCount: Int64 = 0
 
     private static let noOwner = UInt16.max
     /// Refreshes asked for by errors are at most this often (a storm of MOVED replies during a
@@ -156,6 +157,7 @@ public final class RedisCluster: @unchecked Sendable {
                 let node = addr.host.isEmpty ? Node(host: nodeAt(target).host, port: addr.port) : addr
                 if !learnOwner(slot: s, node: node) { try refresh() } else { requestRefresh() }
             case .ask(_, let addr):
+                lock.withLock { askCount += 1 }
                 let node = addr.host.isEmpty ? Node(host: nodeAt(target).host, port: addr.port) : addr
                 var i = knownIndex(node)
                 if i == nil {
@@ -373,8 +375,9 @@ public final class RedisCluster: @unchecked Sendable {
     /// Loads the map now (tests, runtime open).
     public func loadMap() throws(BitsecError) { try refresh() }
 
-    /// Map loads and redirects followed so far (metrics, tests).
-    public var counters: (refreshes: Int64, redirects: Int64) { lock.withLock { (refreshCount, redirectCount) } }
+    /// Map loads, redirects and retries (all kinds), and `ASK` redirects among them, so far
+    /// (metrics, tests).
+    public var counters: (refreshes: Int64, redirects: Int64, asks: Int64) { lock.withLock { (refreshCount, redirectCount, askCount) } }
 
     /// The primaries of the current map.
     public var primaryNodes: [Node] { lock.withLock { primaries.map { nodes[$0] } } }
