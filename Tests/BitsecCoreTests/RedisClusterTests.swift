@@ -270,6 +270,37 @@ private func transcript(_ rt: Runtime, totpSecret: String, backup: BackupCodes.B
         }
     }
 
+    /// `wait_replicas` in cluster mode: every write followed by `WAIT` (revocations, TOTP
+    /// steps, backup-code claims) is routed by its key and WAITed for on the node that took
+    /// it; the decisions equal a standalone server's. More replicas than a node has is the
+    /// documented `backendUnavailable` (the node's own replica count is reported).
+    @Test func waitReplicasGoesToTheNodeThatTookTheWrite() throws {
+        let cprefix = unique("waitc"), sprefix = unique("waits")
+        guard let c = try clusterRuntime(sections, prefix: cprefix, extra: #", "wait_replicas": 1, "wait_timeout_ms": 5000"#),
+              let s = try standaloneRuntime(sections, prefix: sprefix) else { return }
+        #expect(c.redis?.config.mode == .cluster)
+        let totp = try #require(s.totp)
+        let secret = String(decoding: try OTP.generateSecret(bits: 160), as: UTF8.self)
+        let backup = try totp.generateBackupCodes(count: 10)
+        let now = Clock.nowSeconds()
+        let viaCluster = try transcript(c, totpSecret: secret, backup: backup, now: now)
+        let viaStandalone = try transcript(s, totpSecret: secret, backup: backup, now: now)
+        #expect(viaCluster.count == viaStandalone.count)
+        for (a, b) in zip(viaCluster, viaStandalone) where a != b { Issue.record("cluster: \(a)\nstandalone: \(b)") }
+        #expect(viaCluster.contains { $0.hasPrefix("verify after 0.0: revoked") })
+
+        // Two replicas asked, each node has one: the revocation is written, then refused.
+        guard let c2 = try clusterRuntime(sections, prefix: unique("wait2"), extra: #", "wait_replicas": 2, "wait_timeout_ms": 50"#) else { return }
+        let tokens = try #require(c2.tokens)
+        for i in 0..<6 {
+            expectError(.backendUnavailable, "acknowledged by 1 of 2 replicas") {
+                _ = try tokens.revoke(jti: "wait-jti-\(i)", exp: now + 600, at: now)
+            }
+            // Written on the owner all the same: a second revocation finds it.
+            #expect(try tokens.isRevoked(jti: "wait-jti-\(i)", at: now))
+        }
+    }
+
     /// Numbers for the documentation (printed; never asserted): a take through the cluster
     /// vs the same take in standalone mode on the node that owns the key, and one redirect
     /// (a command answered `MOVED` by the wrong node) vs a direct round trip.

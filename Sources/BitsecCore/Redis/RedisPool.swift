@@ -15,7 +15,7 @@
 ///   forgets the primary and drops the idle connections; the next connection asks the
 ///   sentinels again, so a failover is followed without a restart.
 /// - Cluster mode (`"mode": "cluster"`, `config.cluster` set): this object is the facade
-///   every feature holds: `command`, `pipeline` and `RedisScript.run`
+///   every feature holds: `command`, `pipeline`, the replicated writes and `RedisScript.run`
 ///   go through `cluster`, which routes each command by its key to one `RedisPool` per node
 ///   (each built with `RedisConfig.aimed(at:port:)`: TLS, credentials and timeouts apply to
 ///   every node). The standalone path pays one nil check.
@@ -100,8 +100,24 @@ public final class RedisPool: @unchecked Sendable {
     /// wait_timeout_ms` on the same connection (a second round trip). Fewer replicas than
     /// asked within the timeout is a `backendUnavailable` error (the write is on the primary
     /// but could be lost in a failover).
+    /// In cluster mode the command is routed by its key and the `WAIT` follows it on the
+    /// connection of the node that took the write.
     public func commandReplicated(_ args: [[UInt8]], acknowledged: (RedisReply) -> Bool) throws(BitsecError) -> RedisReply {
-        try withConnection { (c) throws(BitsecError) -> RedisReply in
+        if let cluster {
+            // The WAIT failure is kept out of the routing loop: a thrown error there would be
+            // taken for an unreachable node and the write sent again.
+            var waitError: BitsecError? = nil
+            let r = try cluster.execute(slot: ClusterSlot.of(command: args)) { (c) throws(BitsecError) -> RedisReply in
+                let r = try c.command(args)
+                if acknowledged(r) {
+                    do throws(BitsecError) { try waitForReplicas(c) } catch { waitError = error }
+                }
+                return r
+            }
+            if let waitError { throw waitError }
+            return r
+        }
+        return try withConnection { (c) throws(BitsecError) -> RedisReply in
             let r = try c.command(args)
             if acknowledged(r) { try waitForReplicas(c) }
             return r
@@ -109,12 +125,44 @@ public final class RedisPool: @unchecked Sendable {
     }
 
     /// `pipeline`, then `WAIT` as in `commandReplicated` when `acknowledged(replies)`.
+    /// In cluster mode the commands may live on several nodes: without `wait_replicas` they
+    /// go as `pipeline`; with it each is routed alone and WAITed for on its own node
+    /// (`clusterPipelineReplicated`).
     public func pipelineReplicated(_ commands: [[[UInt8]]], acknowledged: ([RedisReply]) -> Bool) throws(BitsecError) -> [RedisReply] {
-        try withConnection { (c) throws(BitsecError) -> [RedisReply] in
+        if cluster != nil {
+            return try clusterPipelineReplicated(commands, acknowledged: acknowledged)
+        }
+        return try withConnection { (c) throws(BitsecError) -> [RedisReply] in
             let r = try c.pipeline(commands)
             if acknowledged(r) { try waitForReplicas(c) }
             return r
         }
+    }
+
+    /// Cluster mode: the commands one after the other, each routed by its key; after command
+    /// `i`, when `acknowledged` holds for the replies known so far (the later ones read as
+    /// null), `WAIT` on the same connection, i.e. on the node that took that write.
+    private func clusterPipelineReplicated(_ commands: [[[UInt8]]], acknowledged: ([RedisReply]) -> Bool) throws(BitsecError) -> [RedisReply] {
+        guard let cluster else { return [] }
+        guard config.waitReplicas > 0 else { return try cluster.pipeline(commands) }
+        var replies = [RedisReply](repeating: .null, count: commands.count)
+        for (i, args) in commands.enumerated() {
+            var waitError: BitsecError? = nil
+            let known = replies
+            replies[i] = try cluster.execute(slot: ClusterSlot.of(command: args)) { (c) throws(BitsecError) -> RedisReply in
+                let r = try c.command(args)
+                if RedisCluster.redirect(r.errorMessage ?? "") == nil {
+                    var sofar = known
+                    sofar[i] = r
+                    if acknowledged(sofar) {
+                        do throws(BitsecError) { try waitForReplicas(c) } catch { waitError = error }
+                    }
+                }
+                return r
+            }
+            if let waitError { throw waitError }
+        }
+        return replies
     }
 
     private func waitForReplicas(_ c: RedisConnection) throws(BitsecError) {
