@@ -19,6 +19,8 @@ primary, a replica and three sentinels (`redis-server --sentinel`) for failover 
 exports BITSEC_TEST_REDIS_CLUSTER_NODES (`127.0.0.1:port,...`) and
 BITSEC_TEST_REDIS_CLUSTER_DIR (one directory per node, named by its port, holding its
 `redis.conf` and `redis.pid`: a test kills a node by that PID and restarts it with that file).
+It also starts a TLS-only cluster of three primaries with the same certificates (bus and
+replication over TLS too) and exports BITSEC_TEST_REDIS_TLS_CLUSTER_NODES.
 
 A missing redis-server is an error, never a skip: `make test` installs it.
 """
@@ -345,10 +347,20 @@ def port_pair_free(port: int) -> bool:
     return True
 
 
-def command(port: int, *args: str, timeout: float = 1.0) -> bytes:
-    """One command over a fresh connection; the raw reply (enough for status and bulk replies)."""
+def _connect(port: int, timeout: float, certs: Certs | None) -> socket.socket:
+    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    if certs is None:
+        return raw
+    ctx = ssl.create_default_context(cafile=certs.ca)
+    ctx.load_cert_chain(certs.client_cert, certs.client_key)
+    return ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+
+
+def command(port: int, *args: str, timeout: float = 1.0, certs: Certs | None = None) -> bytes:
+    """One command over a fresh connection (TLS with `certs`); the raw reply (enough for
+    status and bulk replies)."""
     payload = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a.encode()), a.encode()) for a in args)
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+    with _connect(port, timeout, certs) as s:
         s.sendall(payload)
         data = b""
         while True:
@@ -368,9 +380,13 @@ def command(port: int, *args: str, timeout: float = 1.0) -> bytes:
 class RedisCluster:
     """Six redis-server processes in cluster mode (3 primaries, 3 replicas) on loopback ports
     whose bus ports are free too, each in its own directory; stopped by PID (the PID the
-    fixture started and the one in the node's pidfile, for nodes a test restarted)."""
+    fixture started and the one in the node's pidfile, for nodes a test restarted).
+    With `certs` every node is TLS-only (`port 0`, `tls-port`), the cluster bus and
+    replication included (`tls-cluster yes`; the nodes present the client certificate to
+    each other), so `CLUSTER SLOTS` names the TLS ports."""
 
-    def __init__(self, size: int = 6, replicas: int = 1, node_timeout_ms: int = 1000) -> None:
+    def __init__(self, size: int = 6, replicas: int = 1, node_timeout_ms: int = 1000, certs: Certs | None = None) -> None:
+        self.certs = certs
         self.size = size
         self.replicas = replicas
         self.node_timeout_ms = node_timeout_ms
@@ -405,17 +421,25 @@ class RedisCluster:
                         f"cluster-node-timeout {self.node_timeout_ms}", "loglevel warning",
                         f"logfile {node_dir}/redis.log", "",
                     ]))
+                    if self.certs:
+                        c = self.certs
+                        f.write("\n".join([
+                            "port 0", f"tls-port {port}", f"tls-cert-file {c.server_cert}", f"tls-key-file {c.server_key}",
+                            f"tls-client-cert-file {c.client_cert}", f"tls-client-key-file {c.client_key}",
+                            f"tls-ca-cert-file {c.ca}", "tls-auth-clients no", "tls-cluster yes", "tls-replication yes", "",
+                        ]))
                 proc = subprocess.Popen([exe, self.conf_path(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 deadline = time.monotonic() + 5
-                while time.monotonic() < deadline and proc.poll() is None and not ping(port):
+                while time.monotonic() < deadline and proc.poll() is None and not self._ping(port):
                     time.sleep(0.02)
-                if proc.poll() is not None or not ping(port):
+                if proc.poll() is not None or not self._ping(port):
                     proc.kill() if proc.poll() is None else None
                     shutil.rmtree(node_dir, ignore_errors=True)
                     continue  # the port was taken meanwhile: another one
                 self.ports.append(port)
                 self.procs.append(proc)
-            subprocess.run([cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in self.ports],
+            tls = ["--tls", "--cacert", self.certs.ca] if self.certs else []
+            subprocess.run([cli, *tls, "--cluster", "create", *[f"127.0.0.1:{p}" for p in self.ports],
                             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
                            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
             self.wait_ok()
@@ -424,12 +448,20 @@ class RedisCluster:
             self.cleanup()
             raise
 
+    def _ping(self, port: int) -> bool:
+        if self.certs is None:
+            return ping(port)
+        try:
+            return command(port, "PING", timeout=0.2, certs=self.certs).startswith(b"+PONG")
+        except OSError:
+            return False
+
     def wait_ok(self, timeout: float = 30.0) -> None:
         """Until every node answers cluster_state:ok and knows every node and slot."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                infos = [command(p, "CLUSTER", "INFO") for p in self.ports]
+                infos = [command(p, "CLUSTER", "INFO", certs=self.certs) for p in self.ports]
                 if all(b"cluster_state:ok" in i and b"cluster_slots_ok:16384" in i
                        and b"cluster_known_nodes:%d" % self.size in i for i in infos):
                     return
@@ -485,10 +517,14 @@ def main(argv: list[str]) -> int:
     server = RedisServer().start()
     certs = make_certs()
     tls_server: RedisServer | None = None
+    cluster: RedisCluster | None = None
     try:
         tls_server = RedisServer(certs=certs).start()
         cluster = RedisCluster().start()
+        tls_cluster = RedisCluster(size=3, replicas=0, certs=certs).start()
     except BaseException:
+        if cluster is not None:
+            cluster.cleanup()
         if tls_server is not None:
             tls_server.cleanup()
         server.cleanup()
@@ -499,7 +535,8 @@ def main(argv: list[str]) -> int:
                BITSEC_TEST_REDIS_TLS_PORT=str(tls_server.port), BITSEC_TEST_REDIS_TLS_CA=certs.ca,
                BITSEC_TEST_REDIS_TLS_CERT=certs.client_cert, BITSEC_TEST_REDIS_TLS_KEY=certs.client_key,
                BITSEC_TEST_REDIS_TLS_OTHER_CA=certs.other_ca,
-               BITSEC_TEST_REDIS_CLUSTER_NODES=cluster.nodes, BITSEC_TEST_REDIS_CLUSTER_DIR=cluster.dir)
+               BITSEC_TEST_REDIS_CLUSTER_NODES=cluster.nodes, BITSEC_TEST_REDIS_CLUSTER_DIR=cluster.dir,
+               BITSEC_TEST_REDIS_TLS_CLUSTER_NODES=tls_cluster.nodes)
     child: subprocess.Popen[bytes] | None = None
 
     def forward(sig: int, _frame: object) -> None:
@@ -512,6 +549,7 @@ def main(argv: list[str]) -> int:
         child = subprocess.Popen(cmd, env=env)
         return child.wait()
     finally:
+        tls_cluster.cleanup()
         cluster.cleanup()
         tls_server.cleanup()
         server.cleanup()

@@ -301,6 +301,40 @@ private func transcript(_ rt: Runtime, totpSecret: String, backup: BackupCodes.B
         }
     }
 
+    /// A TLS-only cluster (the fixture's second cluster: `port 0`, bus over TLS): every node
+    /// pool is built with the section's `tls`, so the slot map loads, rate-limit takes,
+    /// revocations and the rest of the transcript work across the three primaries and equal
+    /// a standalone server's decisions; without `tls` the nodes cannot be reached at all.
+    @Test func clusterOverTLSTakesAndRevokes() throws {
+        guard let list = TestRedisTLS.env("BITSEC_TEST_REDIS_TLS_CLUSTER_NODES"), let ca = TestRedisTLS.env("BITSEC_TEST_REDIS_TLS_CA"),
+              let cert = TestRedisTLS.env("BITSEC_TEST_REDIS_TLS_CERT"), let key = TestRedisTLS.env("BITSEC_TEST_REDIS_TLS_KEY") else { return }
+        let nodes = list.split(separator: ",").map { "\"\($0)\"" }.joined(separator: ", ")
+        let cprefix = unique("tlsc"), sprefix = unique("tlss")
+        func open(tls: Bool) throws -> Runtime {
+            let tlsPart = tls ? #", "tls": {"ca_file": "\#(ca)", "cert_file": "\#(cert)", "key_file": "\#(key)"}"# : ""
+            return try Runtime.open(config: #"{"allow_inline_secrets": true, "redis": {"mode": "cluster", "nodes": [\#(nodes)], "command_timeout_ms": 1000, "connect_timeout_ms": 500, "key_prefix": "\#(cprefix)"\#(tlsPart)}, \#(sections)}"#)
+        }
+        let c = try open(tls: true)
+        guard let s = try standaloneRuntime(sections, prefix: sprefix) else { return }
+        let cluster = try #require(c.redis?.cluster)
+        try cluster.loadMap()
+        #expect(cluster.primaryNodes.count == 3)
+        #expect(Set(cluster.primaryNodes.map(\.text)) == Set(list.split(separator: ",").map(String.init)))
+        let totp = try #require(s.totp)
+        let secret = String(decoding: try OTP.generateSecret(bits: 160), as: UTF8.self)
+        let backup = try totp.generateBackupCodes(count: 10)
+        let now = Clock.nowSeconds()
+        let viaCluster = try transcript(c, totpSecret: secret, backup: backup, now: now)
+        let viaStandalone = try transcript(s, totpSecret: secret, backup: backup, now: now)
+        #expect(viaCluster.count == viaStandalone.count)
+        for (a, b) in zip(viaCluster, viaStandalone) where a != b { Issue.record("cluster: \(a)\nstandalone: \(b)") }
+        #expect(viaCluster.contains { $0.hasPrefix("take client-0 6:") && $0.contains("allowed: false") })
+        #expect(viaCluster.contains { $0.hasPrefix("verify after 0.0: revoked") })
+        // Plain TCP to the same nodes is refused: the map cannot even be loaded.
+        let plain = try open(tls: false)
+        expectError(.backendUnavailable) { _ = try plain.redis?.cluster?.loadMap() }
+    }
+
     /// Numbers for the documentation (printed; never asserted): a take through the cluster
     /// vs the same take in standalone mode on the node that owns the key, and one redirect
     /// (a command answered `MOVED` by the wrong node) vs a direct round trip.
