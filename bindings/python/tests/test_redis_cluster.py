@@ -91,3 +91,43 @@ def test_cluster_decisions_equal_standalone(redis_cluster: RedisCluster, redis_s
 def test_cluster_configuration_errors(field: str, value: object, fragment: str) -> None:
     with pytest.raises(bitsec.ConfigError, match=fragment):
         bitsec.Runtime({"redis": {"mode": "cluster", "nodes": ["127.0.0.1:7000"], field: value}})
+
+
+def test_fork_after_open_child_uses_its_own_node_connections(redis_cluster: RedisCluster) -> None:
+    """A runtime opened in cluster mode before fork(): the parent holds connections to every
+    primary and the loaded slot map; the child drops the inherited connections (node pools
+    included) and opens its own, so parent and child, both busy at once, never read each
+    other's replies."""
+    import os
+
+    run = uuid.uuid4().hex[:8]
+    cfg = {"redis": {"mode": "cluster", "nodes": redis_cluster.nodes.split(","), "command_timeout_ms": 2000,
+                     "key_prefix": f"f{run}:"},
+           "rate_limits": {"categories": {"default": {"capacity": 3, "period_seconds": 3600}}}}
+    rt = bitsec.Runtime(cfg)
+    try:
+        # Connections to the three primaries (keys spread over the slots) before the fork.
+        for n in range(30):
+            assert rt.rate_limit_take(f"warm-{n}", "default").allowed
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                for n in range(120):
+                    ds = [rt.rate_limit_take(f"child-{n}", "default") for _ in range(4)]
+                    assert [d.allowed for d in ds] == [True, True, True, False]
+                    assert [d.remaining for d in ds[:3]] == [2, 1, 0]
+                rt.close()
+                code = 0
+            finally:
+                os._exit(code)
+        for n in range(120):
+            ds = [rt.rate_limit_take(f"parent-{n}", "default") for _ in range(4)]
+            assert [d.allowed for d in ds] == [True, True, True, False]
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        # The child's takes reached the cluster: its buckets are spent for the parent too.
+        for n in (0, 57, 119):
+            assert not rt.rate_limit_take(f"child-{n}", "default").allowed
+    finally:
+        rt.close()
