@@ -14,6 +14,14 @@ exports BITSEC_TEST_REDIS_TLS_PORT, BITSEC_TEST_REDIS_TLS_CA, BITSEC_TEST_REDIS_
 BITSEC_TEST_REDIS_TLS_KEY and BITSEC_TEST_REDIS_TLS_OTHER_CA. `SentinelSet` starts a
 primary, a replica and three sentinels (`redis-server --sentinel`) for failover tests.
 
+`run` also starts a Redis Cluster of six nodes (three primaries, three replicas, a short
+`cluster-node-timeout` so that a replica takes over a killed primary within seconds) and
+exports BITSEC_TEST_REDIS_CLUSTER_NODES (`127.0.0.1:port,...`) and
+BITSEC_TEST_REDIS_CLUSTER_DIR (one directory per node, named by its port, holding its
+`redis.conf` and `redis.pid`: a test kills a node by that PID and restarts it with that file).
+It also starts a TLS-only cluster of three primaries with the same certificates (bus and
+replication over TLS too) and exports BITSEC_TEST_REDIS_TLS_CLUSTER_NODES.
+
 A missing redis-server is an error, never a skip: `make test` installs it.
 """
 from __future__ import annotations
@@ -326,6 +334,181 @@ class SentinelSet:
         self.cleanup()
 
 
+def port_pair_free(port: int) -> bool:
+    """True when `port` and its cluster bus port (+10000) can both be bound on loopback."""
+    if port + 10000 > 65535:
+        return False
+    for p in (port, port + 10000):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", p))
+            except OSError:
+                return False
+    return True
+
+
+def _connect(port: int, timeout: float, certs: Certs | None) -> socket.socket:
+    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    if certs is None:
+        return raw
+    ctx = ssl.create_default_context(cafile=certs.ca)
+    ctx.load_cert_chain(certs.client_cert, certs.client_key)
+    return ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+
+
+def command(port: int, *args: str, timeout: float = 1.0, certs: Certs | None = None) -> bytes:
+    """One command over a fresh connection (TLS with `certs`); the raw reply (enough for
+    status and bulk replies)."""
+    payload = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a.encode()), a.encode()) for a in args)
+    with _connect(port, timeout, certs) as s:
+        s.sendall(payload)
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+            if data.startswith((b"+", b"-", b":")) and data.endswith(b"\r\n"):
+                break
+            if data.startswith(b"$"):
+                head, _, rest = data.partition(b"\r\n")
+                if int(head[1:]) < 0 or len(rest) >= int(head[1:]) + 2:
+                    break
+        return data
+
+
+class RedisCluster:
+    """Six redis-server processes in cluster mode (3 primaries, 3 replicas) on loopback ports
+    whose bus ports are free too, each in its own directory; stopped by PID (the PID the
+    fixture started and the one in the node's pidfile, for nodes a test restarted).
+    With `certs` every node is TLS-only (`port 0`, `tls-port`), the cluster bus and
+    replication included (`tls-cluster yes`; the nodes present the client certificate to
+    each other), so `CLUSTER SLOTS` names the TLS ports."""
+
+    def __init__(self, size: int = 6, replicas: int = 1, node_timeout_ms: int = 1000, certs: Certs | None = None) -> None:
+        self.certs = certs
+        self.size = size
+        self.replicas = replicas
+        self.node_timeout_ms = node_timeout_ms
+        self.dir = tempfile.mkdtemp(prefix="bitsec-cluster-")
+        self.ports: list[int] = []
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def nodes(self) -> str:
+        return ",".join(f"127.0.0.1:{p}" for p in self.ports)
+
+    def conf_path(self, port: int) -> str:
+        return os.path.join(self.dir, str(port), "redis.conf")
+
+    def start(self) -> "RedisCluster":
+        exe = shutil.which("redis-server") or "/usr/bin/redis-server"
+        cli = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+        if not os.path.exists(exe) or not os.path.exists(cli):
+            raise RuntimeError("redis-server and redis-cli are needed (make test installs them with apt)")
+        try:
+            while len(self.ports) < self.size:
+                port = free_port()
+                if port in self.ports or not port_pair_free(port):
+                    continue
+                node_dir = os.path.join(self.dir, str(port))
+                os.makedirs(node_dir, exist_ok=True)
+                with open(self.conf_path(port), "w") as f:
+                    f.write("\n".join([
+                        f"port {port}", "bind 127.0.0.1", "protected-mode yes", "daemonize no",
+                        f"dir {node_dir}", f"pidfile {node_dir}/redis.pid", "save \"\"", "appendonly no",
+                        "cluster-enabled yes", "cluster-config-file nodes.conf",
+                        f"cluster-node-timeout {self.node_timeout_ms}", "loglevel warning",
+                        f"logfile {node_dir}/redis.log", "",
+                    ]))
+                    if self.certs:
+                        c = self.certs
+                        f.write("\n".join([
+                            "port 0", f"tls-port {port}", f"tls-cert-file {c.server_cert}", f"tls-key-file {c.server_key}",
+                            f"tls-client-cert-file {c.client_cert}", f"tls-client-key-file {c.client_key}",
+                            f"tls-ca-cert-file {c.ca}", "tls-auth-clients no", "tls-cluster yes", "tls-replication yes", "",
+                        ]))
+                proc = subprocess.Popen([exe, self.conf_path(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                deadline = time.monotonic() + 5
+                while time.monotonic() < deadline and proc.poll() is None and not self._ping(port):
+                    time.sleep(0.02)
+                if proc.poll() is not None or not self._ping(port):
+                    proc.kill() if proc.poll() is None else None
+                    shutil.rmtree(node_dir, ignore_errors=True)
+                    continue  # the port was taken meanwhile: another one
+                self.ports.append(port)
+                self.procs.append(proc)
+            tls = ["--tls", "--cacert", self.certs.ca] if self.certs else []
+            subprocess.run([cli, *tls, "--cluster", "create", *[f"127.0.0.1:{p}" for p in self.ports],
+                            "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
+            self.wait_ok()
+            return self
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def _ping(self, port: int) -> bool:
+        if self.certs is None:
+            return ping(port)
+        try:
+            return command(port, "PING", timeout=0.2, certs=self.certs).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Until every node answers cluster_state:ok and knows every node and slot."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                infos = [command(p, "CLUSTER", "INFO", certs=self.certs) for p in self.ports]
+                if all(b"cluster_state:ok" in i and b"cluster_slots_ok:16384" in i
+                       and b"cluster_known_nodes:%d" % self.size in i for i in infos):
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("the redis cluster did not reach cluster_state:ok")
+
+    def pids(self) -> list[int]:
+        out = [p.pid for p in self.procs if p.poll() is None]
+        for port in self.ports:
+            try:
+                with open(os.path.join(self.dir, str(port), "redis.pid")) as f:
+                    pid = int(f.read().strip() or "0")
+                if pid > 0 and pid not in out:
+                    out.append(pid)
+            except (OSError, ValueError):
+                pass
+        return out
+
+    def cleanup(self) -> None:
+        for pid in self.pids():
+            # Only a redis-server this fixture (or a test under it) started (it was given a
+            # names a configuration file in this fixture's directory, and works in it).
+            try:
+                if not os.readlink(f"/proc/{pid}/cwd").startswith(self.dir):
+                    continue
+                os.kill(pid, signal.SIGCONT)
+                os.kill(pid, signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                pass
+        for p in self.procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        self.procs = []
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> "RedisCluster":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+
+
 def main(argv: list[str]) -> int:
     if len(argv) < 3 or argv[1] != "run" or "--" not in argv:
         print("usage: redis_fixture.py run -- COMMAND...", file=sys.stderr)
@@ -333,16 +516,27 @@ def main(argv: list[str]) -> int:
     cmd = argv[argv.index("--") + 1:]
     server = RedisServer().start()
     certs = make_certs()
+    tls_server: RedisServer | None = None
+    cluster: RedisCluster | None = None
     try:
         tls_server = RedisServer(certs=certs).start()
+        cluster = RedisCluster().start()
+        tls_cluster = RedisCluster(size=3, replicas=0, certs=certs).start()
     except BaseException:
+        if cluster is not None:
+            cluster.cleanup()
+        if tls_server is not None:
+            tls_server.cleanup()
         server.cleanup()
+        shutil.rmtree(certs.dir, ignore_errors=True)
         raise
     env = dict(os.environ, BITSEC_TEST_REDIS_PORT=str(server.port), BITSEC_TEST_REDIS_PID=str(server.pid),
                BITSEC_TEST_REDIS_SOCKET=server.socket_path,
                BITSEC_TEST_REDIS_TLS_PORT=str(tls_server.port), BITSEC_TEST_REDIS_TLS_CA=certs.ca,
                BITSEC_TEST_REDIS_TLS_CERT=certs.client_cert, BITSEC_TEST_REDIS_TLS_KEY=certs.client_key,
-               BITSEC_TEST_REDIS_TLS_OTHER_CA=certs.other_ca)
+               BITSEC_TEST_REDIS_TLS_OTHER_CA=certs.other_ca,
+               BITSEC_TEST_REDIS_CLUSTER_NODES=cluster.nodes, BITSEC_TEST_REDIS_CLUSTER_DIR=cluster.dir,
+               BITSEC_TEST_REDIS_TLS_CLUSTER_NODES=tls_cluster.nodes)
     child: subprocess.Popen[bytes] | None = None
 
     def forward(sig: int, _frame: object) -> None:
@@ -355,6 +549,8 @@ def main(argv: list[str]) -> int:
         child = subprocess.Popen(cmd, env=env)
         return child.wait()
     finally:
+        tls_cluster.cleanup()
+        cluster.cleanup()
         tls_server.cleanup()
         server.cleanup()
         shutil.rmtree(certs.dir, ignore_errors=True)

@@ -16,17 +16,24 @@
 /// }
 /// ```
 ///
+/// `mode` is one of `standalone` (default), `sentinel` or `cluster`.
+///
 /// Sentinel mode replaces host/port/unix_socket with `"sentinels": ["10.0.0.1:26379", ...]`
 /// and `"master_name": "mymaster"` (optional `sentinel_username`/`sentinel_password`): the
 /// pool asks the sentinels for the primary, confirms it with `ROLE` and discovers it again
 /// after a failover (`RedisPool`).
+///
+/// Redis Cluster: `"mode": "cluster"` with `"nodes"` instead of host/port (see
+/// `RedisClusterSettings`); the other fields (TLS and credentials included) apply to every
+/// node. With `wait_replicas`, the `WAIT` goes to the node that took the write, on the same
+/// connection.
 public struct RedisConfig: Sendable {
     public enum Endpoint: Sendable, Equatable {
         case tcp(host: String, port: Int32)
         case unix(path: String)
     }
 
-    public enum Mode: String, Sendable { case standalone, sentinel }
+    public enum Mode: String, Sendable { case standalone, sentinel, cluster }
 
     public var endpoint: Endpoint
     public var mode: Mode = .standalone
@@ -50,6 +57,8 @@ public struct RedisConfig: Sendable {
     public var backoffInitialMs: Int
     public var backoffMaxMs: Int
     public var keyPrefix: String
+    /// Set in cluster mode (`"mode": "cluster"`): the seeds and the routing settings.
+    public var cluster: RedisClusterSettings? = nil
 
     public init(endpoint: Endpoint, db: Int = 0, username: String? = nil, password: SecretRef? = nil,
                 connectTimeoutMs: Int = 250, commandTimeoutMs: Int = 250, poolSize: Int = 8,
@@ -79,7 +88,8 @@ public struct RedisConfig: Sendable {
     }
 
     public static func read(_ o: ConfigObject, context: ConfigContext) throws(BitsecError) -> RedisConfig {
-        let mode = try o.choice("mode", ["standalone", "sentinel"], default: "standalone")
+        let mode = try o.choice("mode", ["standalone", "sentinel", "cluster"], default: "standalone")
+        let cluster = mode == "cluster" ? try RedisClusterSettings.read(o) : nil
         let host = try o.string("host")
         let port = try o.int("port", in: 1...65535)
         let socket = try o.string("unix_socket")
@@ -99,6 +109,8 @@ public struct RedisConfig: Sendable {
             endpoint = .tcp(host: sentinels[0].host, port: sentinels[0].port)  // replaced by the discovered primary
         } else if o.has("sentinels") || o.has("master_name") || o.has("sentinel_username") || o.has("sentinel_password") {
             throw .config("\(o.path): sentinels, master_name and sentinel credentials need \"mode\": \"sentinel\"")
+        } else if let cluster {
+            endpoint = .tcp(host: cluster.seeds[0].host, port: cluster.seeds[0].port)  // a seed; the router connects per node
         } else if let socket {
             guard host == nil, port == nil else { throw .config("\(o.path): give either unix_socket or host/port, not both") }
             guard !socket.isEmpty, socket.utf8.count < 108 else { throw .config("\(o.fieldPath("unix_socket")) must be a socket path shorter than 108 bytes") }
@@ -120,8 +132,16 @@ public struct RedisConfig: Sendable {
             backoffMaxMs: Int(try o.int("reconnect_backoff_max_ms", in: 0...600_000, default: 5000)),
             keyPrefix: try o.string("key_prefix", default: "bitsec:")
         )
+        cfg.cluster = cluster
+        if cluster != nil {
+            guard cfg.db == 0 else { throw .config("\(o.fieldPath("db")) must be 0 in cluster mode (a Redis Cluster has only database 0)") }
+            // A brace in the prefix would become every key's hash tag: one slot for everything.
+            guard !cfg.keyPrefix.utf8.contains(UInt8(ascii: "{")), !cfg.keyPrefix.utf8.contains(UInt8(ascii: "}")) else {
+                throw .config("\(o.fieldPath("key_prefix")) must not contain { or } in cluster mode (it would put every key in one slot)")
+            }
+        }
         if cfg.username != nil && cfg.password == nil { throw .config("\(o.fieldPath("username")) needs a password") }
-        cfg.mode = mode == "sentinel" ? .sentinel : .standalone
+        cfg.mode = mode == "sentinel" ? .sentinel : mode == "cluster" ? .cluster : .standalone
         cfg.sentinels = sentinels
         cfg.masterName = masterName
         if cfg.mode == .sentinel {
@@ -148,6 +168,7 @@ public struct RedisConfig: Sendable {
         var c = self
         c.endpoint = .tcp(host: host, port: port)
         c.mode = .standalone
+        c.cluster = nil
         return c
     }
 
@@ -165,6 +186,7 @@ public struct RedisConfig: Sendable {
         if mode == .sentinel {
             return "sentinel master \(masterName)"
         }
+        if let cluster { return "cluster " + cluster.seeds.map(\.text).joined(separator: ",") }
         switch endpoint {
         case .tcp(let h, let p): return "\(h):\(p)"
         case .unix(let path): return "unix:\(path)"

@@ -14,8 +14,17 @@
 ///   refused, so nothing is ever written to one. A connection error or a `READONLY` reply
 ///   forgets the primary and drops the idle connections; the next connection asks the
 ///   sentinels again, so a failover is followed without a restart.
+/// - Cluster mode (`"mode": "cluster"`, `config.cluster` set): this object is the facade
+///   every feature holds: `command`, `pipeline`, the replicated writes and `RedisScript.run`
+///   go through `cluster`, which routes each command by its key to one `RedisPool` per node
+///   (each built with `RedisConfig.aimed(at:port:)`: TLS, credentials and timeouts apply to
+///   every node). The standalone path pays one nil check.
+/// - After `fork()` the child drops every inherited connection (the per-node pools of a
+///   cluster too) and opens its own on first use.
 public final class RedisPool: @unchecked Sendable {
     public let config: RedisConfig
+    /// The router, in cluster mode; nil for a standalone server.
+    public let cluster: RedisCluster?
     private let lock = ConditionLock()
     // Guarded by `lock`.
     private var idle: [RedisConnection] = []
@@ -28,7 +37,15 @@ public final class RedisPool: @unchecked Sendable {
 
     public init(config: RedisConfig) {
         self.config = config
+        cluster = config.cluster.map { RedisCluster(config: config, settings: $0) }
         ForkSafety.register(self)
+    }
+
+    /// A node pool of a cluster router: its fork handling is driven by the router (under the
+    /// router's lock), so it is not registered on its own.
+    init(nodeConfig: RedisConfig) {
+        self.config = nodeConfig
+        cluster = nil
     }
 
     deinit { ForkSafety.unregister(id: ObjectIdentifier(self)) }
@@ -36,7 +53,9 @@ public final class RedisPool: @unchecked Sendable {
     /// Runs `body` with a connection held exclusively. A connection the body leaves broken is
     /// discarded. If a pooled (previously idle) connection fails before anything is read, the
     /// call is retried once on a fresh connection (the server may have restarted).
+    /// In cluster mode the connection is one of any primary: only for keyless commands.
     public func withConnection<R>(_ body: (RedisConnection) throws(BitsecError) -> R) throws(BitsecError) -> R {
+        if let cluster { return try cluster.withAnyConnection(body) }
         var (conn, wasIdle) = try acquire()
         do {
             let r = try body(conn)
@@ -60,12 +79,16 @@ public final class RedisPool: @unchecked Sendable {
 
     /// One command on a pooled connection.
     public func command(_ args: [[UInt8]]) throws(BitsecError) -> RedisReply {
-        try withConnection { (c) throws(BitsecError) -> RedisReply in try c.command(args) }
+        if let cluster { return try cluster.command(args) }
+        return try withConnection { (c) throws(BitsecError) -> RedisReply in try c.command(args) }
     }
 
     /// Several commands in one round trip on one pooled connection (`RedisConnection.pipeline`).
+    /// In cluster mode: one pipeline per node that owns some of the commands' slots, the
+    /// replies in the commands' order (`RedisCluster.pipeline`).
     public func pipeline(_ commands: [[[UInt8]]]) throws(BitsecError) -> [RedisReply] {
-        try withConnection { (c) throws(BitsecError) -> [RedisReply] in try c.pipeline(commands) }
+        if let cluster { return try cluster.pipeline(commands) }
+        return try withConnection { (c) throws(BitsecError) -> [RedisReply] in try c.pipeline(commands) }
     }
 
     public func command(_ args: String...) throws(BitsecError) -> RedisReply {
@@ -77,8 +100,24 @@ public final class RedisPool: @unchecked Sendable {
     /// wait_timeout_ms` on the same connection (a second round trip). Fewer replicas than
     /// asked within the timeout is a `backendUnavailable` error (the write is on the primary
     /// but could be lost in a failover).
+    /// In cluster mode the command is routed by its key and the `WAIT` follows it on the
+    /// connection of the node that took the write.
     public func commandReplicated(_ args: [[UInt8]], acknowledged: (RedisReply) -> Bool) throws(BitsecError) -> RedisReply {
-        try withConnection { (c) throws(BitsecError) -> RedisReply in
+        if let cluster {
+            // The WAIT failure is kept out of the routing loop: a thrown error there would be
+            // taken for an unreachable node and the write sent again.
+            var waitError: BitsecError? = nil
+            let r = try cluster.execute(slot: ClusterSlot.of(command: args)) { (c) throws(BitsecError) -> RedisReply in
+                let r = try c.command(args)
+                if acknowledged(r) {
+                    do throws(BitsecError) { try waitForReplicas(c) } catch { waitError = error }
+                }
+                return r
+            }
+            if let waitError { throw waitError }
+            return r
+        }
+        return try withConnection { (c) throws(BitsecError) -> RedisReply in
             let r = try c.command(args)
             if acknowledged(r) { try waitForReplicas(c) }
             return r
@@ -86,12 +125,44 @@ public final class RedisPool: @unchecked Sendable {
     }
 
     /// `pipeline`, then `WAIT` as in `commandReplicated` when `acknowledged(replies)`.
+    /// In cluster mode the commands may live on several nodes: without `wait_replicas` they
+    /// go as `pipeline`; with it each is routed alone and WAITed for on its own node
+    /// (`clusterPipelineReplicated`).
     public func pipelineReplicated(_ commands: [[[UInt8]]], acknowledged: ([RedisReply]) -> Bool) throws(BitsecError) -> [RedisReply] {
-        try withConnection { (c) throws(BitsecError) -> [RedisReply] in
+        if cluster != nil {
+            return try clusterPipelineReplicated(commands, acknowledged: acknowledged)
+        }
+        return try withConnection { (c) throws(BitsecError) -> [RedisReply] in
             let r = try c.pipeline(commands)
             if acknowledged(r) { try waitForReplicas(c) }
             return r
         }
+    }
+
+    /// Cluster mode: the commands one after the other, each routed by its key; after command
+    /// `i`, when `acknowledged` holds for the replies known so far (the later ones read as
+    /// null), `WAIT` on the same connection, i.e. on the node that took that write.
+    private func clusterPipelineReplicated(_ commands: [[[UInt8]]], acknowledged: ([RedisReply]) -> Bool) throws(BitsecError) -> [RedisReply] {
+        guard let cluster else { return [] }
+        guard config.waitReplicas > 0 else { return try cluster.pipeline(commands) }
+        var replies = [RedisReply](repeating: .null, count: commands.count)
+        for (i, args) in commands.enumerated() {
+            var waitError: BitsecError? = nil
+            let known = replies
+            replies[i] = try cluster.execute(slot: ClusterSlot.of(command: args)) { (c) throws(BitsecError) -> RedisReply in
+                let r = try c.command(args)
+                if RedisCluster.redirect(r.errorMessage ?? "") == nil {
+                    var sofar = known
+                    sofar[i] = r
+                    if acknowledged(sofar) {
+                        do throws(BitsecError) { try waitForReplicas(c) } catch { waitError = error }
+                    }
+                }
+                return r
+            }
+            if let waitError { throw waitError }
+        }
+        return replies
     }
 
     private func waitForReplicas(_ c: RedisConnection) throws(BitsecError) {
@@ -162,6 +233,7 @@ public final class RedisPool: @unchecked Sendable {
 
     /// `PING`; returns the round trip in microseconds.
     public func ping() throws(BitsecError) -> Int64 {
+        if let cluster { return try cluster.ping() }
         let start = Clock.nowMicros()
         let r = try command("PING")
         guard r == .status("PONG") else { throw .backend("redis \(config.endpointText): unexpected PING reply") }
@@ -224,6 +296,7 @@ public final class RedisPool: @unchecked Sendable {
 
     /// Closes idle connections (runtime close).
     public func shutdown() {
+        cluster?.shutdown()
         lock.withLock {
             open -= idle.count
             idle.removeAll()
@@ -231,7 +304,7 @@ public final class RedisPool: @unchecked Sendable {
     }
 
     /// Connections currently open (for tests and describe).
-    public var openConnections: Int { lock.withLock { open } }
+    public var openConnections: Int { (cluster?.openConnections ?? 0) + lock.withLock { open } }
 }
 
 /// After `fork()` the child must never use the parent's sockets: a command written on a
@@ -240,9 +313,16 @@ public final class RedisPool: @unchecked Sendable {
 /// which leaves the parent's connection open; ones in use by the parent's other threads are
 /// abandoned) and opens its own on first use.
 extension RedisPool: ForkAware {
-    func prepareFork() { lock.lock() }
-    func afterForkInParent() { lock.unlock() }
+    func prepareFork() {
+        lock.lock()
+        cluster?.prepareFork()
+    }
+    func afterForkInParent() {
+        cluster?.afterForkInParent()
+        lock.unlock()
+    }
     func afterForkInChild() {
+        cluster?.afterForkInChild()
         idle.removeAll()
         open = 0
         backoffMs = 0

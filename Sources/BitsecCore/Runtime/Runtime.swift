@@ -166,6 +166,11 @@ public final class Runtime: Sendable {
                 fields.append(("master_name", .string(c.masterName)))
                 fields.append(("primary", redis.currentPrimary.map { .string($0) } ?? .null))
             }
+            if let cl = c.cluster {
+                fields.append(("nodes", .array(cl.seeds.map { .string($0.text) })))
+                fields.append(("cluster_refresh_ms", .number(JSONNumber(int64: Int64(cl.refreshMs)))))
+                fields.append(("cluster_max_redirects", .number(JSONNumber(int64: Int64(cl.maxRedirects)))))
+            }
             if c.waitReplicas > 0 {
                 fields.append(("wait_replicas", .number(JSONNumber(int64: Int64(c.waitReplicas)))))
                 fields.append(("wait_timeout_ms", .number(JSONNumber(int64: Int64(c.waitTimeoutMs)))))

@@ -311,6 +311,9 @@ public final class MemoryRevocationStore: RevocationStore {
 /// where a revocation by `jti` alone (`bitsec_token_revoke`) goes: a verification of a token
 /// with `sub` and `jti` sends the subject's `MGET` and an `EXISTS` of the bare key in one
 /// pipelined round trip, so a revocation that did not know the subject is still honoured.
+/// In Redis Cluster mode the two tags usually live on different nodes: the pool sends one
+/// pipeline per node and puts the replies back in order (`RedisCluster.pipeline`); no
+/// command ever spans two slots.
 /// A `sub` (or jti) that contains `{` or `}` or starts with `~` or `#` is written in the tag
 /// as `~` + base64url of its bytes, so distinct subjects never share keys.
 /// Epochs are raised with a script (never moved back; the TTL only grows).

@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "tools"))
 
-from redis_fixture import Certs, RedisServer, SentinelSet, make_certs  # noqa: E402
+from redis_fixture import Certs, RedisCluster, RedisServer, SentinelSet, make_certs  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +32,17 @@ def redis_server() -> Iterator[RedisServer]:
 @pytest.fixture()
 def redis_config(redis_server: RedisServer) -> dict:
     return {"redis": {"host": "127.0.0.1", "port": redis_server.port, "command_timeout_ms": 1000}}
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A real six-node Redis Cluster (three primaries, three replicas) of tools/redis_fixture.py,
+    stopped by PID at the end."""
+    cluster = RedisCluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.cleanup()
 
 
 @pytest.fixture()

@@ -156,7 +156,9 @@ def test_tls_config_errors(tls_certs: Any) -> None:
         ({"mode": "sentinel", "sentinels": ["127.0.0.1"], "master_name": "m"}, "host:port"),
         ({"mode": "sentinel", "sentinels": ["127.0.0.1:26379"]}, "master_name is required"),
         ({"master_name": "m"}, "need \"mode\": \"sentinel\""),
-        ({"mode": "cluster"}, "redis.mode must be one of"),
+        ({"mode": "clustre"}, "redis.mode must be one of"),
+        ({"mode": "cluster"}, "redis.nodes must list at least one"),
+        ({"mode": "cluster", "nodes": ["127.0.0.1:7000"], "sentinels": ["127.0.0.1:26379"]}, "need \"mode\": \"sentinel\""),
         ({"wait_replicas": 1, "wait_timeout_ms": 0}, "redis.wait_timeout_ms"),
     ]
     for redis, want in cases:
