@@ -537,6 +537,10 @@ def main(argv: list[str]) -> int:
                BITSEC_TEST_REDIS_TLS_OTHER_CA=certs.other_ca,
                BITSEC_TEST_REDIS_CLUSTER_NODES=cluster.nodes, BITSEC_TEST_REDIS_CLUSTER_DIR=cluster.dir,
                BITSEC_TEST_REDIS_TLS_CLUSTER_NODES=tls_cluster.nodes)
+    # The host store's test regions: a directory of this run, removed with it (a region file
+    # reserves its size in memory when the directory is a tmpfs).
+    region_dir = tempfile.mkdtemp(prefix="bitsec-test-regions-")
+    env["BITSEC_TEST_REGION_DIR"] = region_dir
     child: subprocess.Popen[bytes] | None = None
 
     def forward(sig: int, _frame: object) -> None:
@@ -554,6 +558,7 @@ def main(argv: list[str]) -> int:
         tls_server.cleanup()
         server.cleanup()
         shutil.rmtree(certs.dir, ignore_errors=True)
+        shutil.rmtree(region_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -72,10 +72,17 @@ func expectError(_ status: Status, _ fragment: String? = nil, sourceLocation: So
 /// runtime with one of them through the real configuration path (`store.default`), so the
 /// same assertions pin the same decisions in every store.
 enum TestStores {
-    static let kinds: [StoreKind] = [.process, .redis]
+    static let kinds: [StoreKind] = [.process, .host, .redis]
 
     /// The stores whose tables are bounded in memory (widening, eviction, table-full refusals).
     static var boundedKinds: [StoreKind] { kinds.filter { $0 != .redis } }
+
+    /// Where the host store's test regions go: the directory `tools/redis_fixture.py run`
+    /// makes for the run and removes after it (else /tmp).
+    static let regionDirectory: String = {
+        if let p = getenv("BITSEC_TEST_REGION_DIR") { return String(cString: p) }
+        return "/tmp"
+    }()
 
     /// A name no other runtime of this test run uses (a Redis key prefix, a region name).
     static func uniqueName(_ tag: String) -> String {
@@ -93,7 +100,7 @@ enum TestStores {
             guard let port = TestRedis.port else { return nil }
             return #""redis": {"host": "127.0.0.1", "port": \#(port), "command_timeout_ms": 1000, "key_prefix": "\#(uniqueName("t"))"}, "store": {"default": "redis"}"#
         case .host:
-            return #""store": {"default": "host", "host": {"name": "\#(uniqueName("t"))", "max_bytes": 16777216}}"#
+            return #""store": {"default": "host", "host": {"name": "\#(uniqueName("t"))", "directory": "\#(regionDirectory)", "max_bytes": 33554432}}"#
         }
     }
 

@@ -211,14 +211,15 @@ def _token_claims(user: Any) -> dict[str, Any]:
 
 def create_app(config_path: str | os.PathLike[str], database_url: str, *,
                data_dir: str | os.PathLike[str] | None = None, redis: dict[str, Any] | None = None,
-               store: dict[str, Any] | None = None, max_body_bytes: int = 1 << 20, auth_body_bytes: int = 16 << 10,
+               store: dict[str, Any] | None = None, audit_durability: str | None = None, max_body_bytes: int = 1 << 20, auth_body_bytes: int = 16 << 10,
                body_timeout: float = 30.0) -> FastAPI:
     """The reference service. ``data_dir`` holds the audit log and the generated key files;
     by default the directory of the SQLite database file. ``redis``: a ``redis`` section
     (docs/configuration.md) that replaces the configuration file's, if any: rate limits,
     brute-force windows, revocations and TOTP replay state then live in Redis. ``store``: a
     ``store`` section (``store.py``: the ``host`` store of a service with several worker
-    processes) used when there is no ``redis``.
+    processes) used when there is no ``redis``. ``audit_durability``: replaces the audit
+    section's ``durability`` (the multi-worker entry point, asgi.py, asks ``every_event``).
     ``max_body_bytes`` / ``auth_body_bytes`` (the ``/auth/*`` endpoints, which take only
     small JSON) / ``body_timeout``: the request limits (``RequestLimitsMiddleware``)."""
     url = make_url(database_url)
@@ -236,6 +237,8 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
         cfg["redis"] = dict(redis)
     elif store is not None:
         cfg["store"] = dict(store)
+    if audit_durability is not None and "audit" in cfg:
+        cfg["audit"]["durability"] = audit_durability
 
     app = FastAPI(title="bitsec reference service", lifespan=bitsec_lifespan(cfg))
     app.state.data_dir = data

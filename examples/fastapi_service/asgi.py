@@ -61,7 +61,11 @@ def app_from_env() -> FastAPI:
     config = os.environ.get(CONFIG_ENV) or str(HERE / "config.json")
     redis = redis_from_env()
     store = None if redis else store_section(data_dir, os.environ.get(STORE_DIR_ENV) or None)
-    app = create_app(config, f"sqlite:///{data_dir / 'service.db'}", data_dir=data_dir, redis=redis, store=store)
+    # Every record is on disk before its response starts (the audit middleware emits when the
+    # response starts): a worker killed at any moment loses no record of an answered request.
+    # One process's batched queue would be lost with it.
+    app = create_app(config, f"sqlite:///{data_dir / 'service.db'}", data_dir=data_dir, redis=redis, store=store,
+                     audit_durability="every_event")
     # gunicorn --preload forks the workers from this process: no pooled SQLite connection may
     # cross the fork (each worker opens its own on first use).
     app.state.engine.dispose()

@@ -27,7 +27,7 @@ from typing import Any
 #: Whether a multi-worker service without Redis puts its state in the ``host`` store. When
 #: False, each worker keeps its state in process (the library's default without Redis):
 #: limits then hold per worker, not per service.
-HOST_STORE = False
+HOST_STORE = True
 
 #: Where the region file lives unless told otherwise: memory-backed on Linux.
 DEFAULT_DIRECTORY = "/dev/shm"

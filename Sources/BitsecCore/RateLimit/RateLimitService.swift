@@ -48,7 +48,7 @@ public final class RateLimitService: Capability {
     public static func read(_ o: ConfigObject, context: CapabilityContext) throws(BitsecError) -> RateLimitService {
         let store = try context.stores.settings.select(o, field: "store", aliases: ["local": .process])
         let placement = try context.stores.placement(store, field: o.fieldPath("store"))
-        let maxKeys = Int(try o.int("max_keys", in: 64...100_000_000, default: 100_000))
+        let maxKeys = Int(try o.int("max_keys", in: 64...100_000_000, default: StoreSettings.defaultMaxKeys(store)))
         let retryMs = try o.int("outage_retry_ms", in: 0...600_000, default: 500)
         let prefix = context.redis?.config.keyPrefix ?? ""
         var categories: [RateLimitCategory] = []

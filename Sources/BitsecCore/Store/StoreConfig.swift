@@ -73,6 +73,14 @@ public struct StoreSettings: Sendable {
     }
 
     /// Reads the `store` section (absent: the defaults).
+    /// The default bound (`max_keys`) of a feature's in-memory tables: 100,000 keys in process
+    /// (and for Redis's outage fallback tables); 10,000 in the host store, so that the tables
+    /// of a configuration with every feature fit the region's default 64 MiB (a failure
+    /// window keeps up to `max_failures` instants per key: the login guard's account window,
+    /// 100 of them, is about 1 KB per key). Set `max_keys` and `store.host.max_bytes` together
+    /// for more.
+    public static func defaultMaxKeys(_ kind: StoreKind) -> Int64 { kind == .host ? 10_000 : 100_000 }
+
     static func read(_ o: ConfigObject?, hasRedis: Bool) throws(BitsecError) -> StoreSettings {
         guard let o else { return StoreSettings(hasRedis: hasRedis) }
         let choices = StoreKind.allCases.map(\.rawValue)

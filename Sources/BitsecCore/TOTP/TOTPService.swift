@@ -122,7 +122,7 @@ public final class TOTPService: Capability {
             }
             try b.finish()
         }
-        let maxKeys = try o.int("max_keys", in: 64...100_000_000, default: 100_000)
+        let maxKeys = try o.int("max_keys", in: 64...100_000_000, default: Int64(StoreSettings.defaultMaxKeys(store)))
         try o.finish()
         return try TOTPService(params: OTPParameters(algorithm: algorithm, digits: Int(digits), period: period, t0: t0),
                                window: Int(window), issuer: issuer, minSecretBits: Int(minBits),
