@@ -569,7 +569,8 @@ class Walkthrough:
 def verify_audit(data_dir: Path) -> None:
     import bitsec
 
-    files = sorted(data_dir.glob("audit.jsonl*"))
+    # the trail's files (rotated ones included), not the shared file's sidecar (audit.jsonl.shm)
+    files = sorted(p for p in data_dir.glob("audit.jsonl*") if p.suffix != ".shm")
     step(f"audit chain: bitsec.audit_verify over {', '.join(p.name for p in files) or 'no file'} (service stopped)")
     expect(bool(files), f"no audit file in {data_dir}")
     report = bitsec.audit_verify(files)

@@ -183,7 +183,7 @@ def test_fork_after_open_child_writes_the_chain_and_uses_its_own_redis_connectio
         rt.audit_emit({"type": "application", "subtype": "parent_before_fork"})
         pid = os.fork()
         if pid == 0:
-            code = 1
+            exit_status = 1
             try:
                 for n in range(150):
                     ds = [rt.rate_limit_take(f"{tag}-child-{n}", "default") for _ in range(4)]
@@ -192,9 +192,9 @@ def test_fork_after_open_child_writes_the_chain_and_uses_its_own_redis_connectio
                 seq = rt.audit_emit({"type": "application", "subtype": "child_after_fork", "details": {"pid": os.getpid()}})
                 assert seq and seq > 0
                 rt.close()
-                code = 0
+                exit_status = 0
             finally:
-                os._exit(code)
+                os._exit(exit_status)
         # Meanwhile the parent uses its connections: no reply may cross over.
         for n in range(150):
             ds = [rt.rate_limit_take(f"{tag}-parent-{n}", "default") for _ in range(4)]

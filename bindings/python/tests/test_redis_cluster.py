@@ -111,16 +111,16 @@ def test_fork_after_open_child_uses_its_own_node_connections(redis_cluster: Redi
             assert rt.rate_limit_take(f"warm-{n}", "default").allowed
         pid = os.fork()
         if pid == 0:
-            code = 1
+            exit_status = 1
             try:
                 for n in range(120):
                     ds = [rt.rate_limit_take(f"child-{n}", "default") for _ in range(4)]
                     assert [d.allowed for d in ds] == [True, True, True, False]
                     assert [d.remaining for d in ds[:3]] == [2, 1, 0]
                 rt.close()
-                code = 0
+                exit_status = 0
             finally:
-                os._exit(code)
+                os._exit(exit_status)
         for n in range(120):
             ds = [rt.rate_limit_take(f"parent-{n}", "default") for _ in range(4)]
             assert [d.allowed for d in ds] == [True, True, True, False]

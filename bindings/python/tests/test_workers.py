@@ -14,6 +14,8 @@ made.
 """
 from __future__ import annotations
 
+from http import HTTPStatus
+
 import json
 import re
 import threading
@@ -75,7 +77,7 @@ def test_logout_is_honoured_by_every_worker(svc: WorkerService) -> None:
     client = "127.0.0.13"
     token = svc.token("mia", client=client)
     before = until_workers(lambda: svc.request("GET", f"{API}/equipment", client=client, token=token), 2, 40)
-    assert all(a.status == 200 for a in before), [(a.status, a.body) for a in before]
+    assert all(a.status == HTTPStatus.OK for a in before), [(a.status, a.body) for a in before]
     out = svc.request("POST", f"{API}/auth/logout", client=client, token=token)
     assert out.status == 204, (out.status, out.body)
     after = [svc.request("GET", f"{API}/equipment", client=client, token=token) for _ in range(24)]
@@ -88,13 +90,13 @@ def test_totp_code_is_accepted_once_across_workers(svc: WorkerService) -> None:
     client = "127.0.0.14"
     token = svc.token("bruno", client=client)
     enrol = svc.request("POST", f"{API}/auth/mfa/enroll", client=client, token=token)
-    assert enrol.status == 200, (enrol.status, enrol.body)
+    assert enrol.status == HTTPStatus.OK, (enrol.status, enrol.body)
     secret = parse_qs(urlparse(enrol.json()["provisioning_uri"]).query)["secret"][0]
     totp = pyotp.TOTP(secret)
     now = time.time()
     confirm = svc.request("POST", f"{API}/auth/mfa/confirm", client=client, token=token,
                           json_body={"code": totp.at(now)})
-    assert confirm.status == 200, (confirm.status, confirm.body)
+    assert confirm.status == HTTPStatus.OK, (confirm.status, confirm.body)
     # The next step's code, sent 6 times at once from 6 clients (each client's guard stays
     # below its threshold): one login gets in, every other worker sees the step used.
     code = totp.at(now + totp.interval)
@@ -115,14 +117,14 @@ def test_policy_reload_is_seen_by_every_worker(svc: WorkerService) -> None:
     admin = svc.token("ada", client=client)  # inspection.admin: system:update
     viewer = svc.token("vera", client=client)
     before = until_workers(lambda: svc.request("GET", f"{API}/equipment", client=client, token=viewer), 2, 40)
-    assert all(a.status == 200 for a in before), [(a.status, a.body) for a in before]
+    assert all(a.status == HTTPStatus.OK for a in before), [(a.status, a.body) for a in before]
     original = svc.policy_path.read_text()
     policy = json.loads(original)
     policy["roles"]["viewer"]["allow"].remove("equipment:read")
     try:
         svc.policy_path.write_text(json.dumps(policy))
         reload = svc.request("POST", f"{API}/admin/policy/reload", client=client, token=admin)
-        assert reload.status == 200, (reload.status, reload.body)
+        assert reload.status == HTTPStatus.OK, (reload.status, reload.body)
         after = [svc.request("GET", f"{API}/equipment", client=client, token=viewer) for _ in range(24)]
         assert [a.status for a in after] == [403] * 24, [(a.status, a.worker) for a in after]
         served_by_several(after)
@@ -130,7 +132,7 @@ def test_policy_reload_is_seen_by_every_worker(svc: WorkerService) -> None:
     finally:
         svc.policy_path.write_text(original)
         restored = svc.request("POST", f"{API}/admin/policy/reload", client=client, token=admin)
-    assert restored.status == 200, (restored.status, restored.body)
+    assert restored.status == HTTPStatus.OK, (restored.status, restored.body)
     back = [svc.request("GET", f"{API}/equipment", client=client, token=viewer) for _ in range(12)]
     assert [a.status for a in back] == [200] * 12, [(a.status, a.worker) for a in back]
 
@@ -163,7 +165,7 @@ def test_metrics_counters_are_the_same_whichever_worker_answers(svc: WorkerServi
     svc.burst([("GET", f"{API}/equipment", {"client": client})] * 12
               + [("POST", f"{API}/auth/refresh", {"client": client, "json_body": {"refresh_token": "x"}})] * 14)
     scrapes = svc.burst([("GET", "/metrics", {"client": client})] * 12, threads=4)
-    assert all(a.status == 200 for a in scrapes), [(a.status, a.error) for a in scrapes]
+    assert all(a.status == HTTPStatus.OK for a in scrapes), [(a.status, a.error) for a in scrapes]
     served_by_several(scrapes)
     first = counters(scrapes[0].body.decode())
     assert any(k.startswith("bitsec_") for k in first), scrapes[0].body[:500]

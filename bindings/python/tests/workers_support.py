@@ -22,6 +22,7 @@ refills one request every 6 s, so on a slow machine a burst could earn an 11th; 
 from __future__ import annotations
 
 import http.client
+from http import HTTPStatus
 import json
 import os
 import shutil
@@ -103,7 +104,8 @@ def alive(pid: int) -> bool:
 class WorkerService:
     """The reference service with ``workers`` worker processes under ``server``."""
 
-    def __init__(self, base: Path, server: str, workers: int = 4, extra: Sequence[str] = ()) -> None:
+    def __init__(self, base: Path, server: str, workers: int = 4, extra: Sequence[str] = (),
+                 configure: Callable[[dict[str, Any]], None] | None = None) -> None:
         assert server in SERVERS
         self.server, self.workers = server, workers
         self.data_dir = base / "data"
@@ -115,6 +117,8 @@ class WorkerService:
         self.policy_path = self.config_dir / "policy.json"
         cfg = json.loads((SERVICE / "config.json").read_text())
         cfg["rate_limits"]["categories"]["auth"]["period_seconds"] = 3600
+        if configure is not None:
+            configure(cfg)  # a benchmark's changes
         self.config_path.write_text(json.dumps(cfg, indent=2))
         shutil.copy(SERVICE / "policy.json", self.policy_path)
         self.log_path = base / "serve.log"
@@ -155,7 +159,7 @@ class WorkerService:
             if url is not None:
                 self.url = url
                 for a in self.burst([("GET", "/health", {})] * 8, threads=8):
-                    if a.status == 200 and a.worker is not None:
+                    if a.status == HTTPStatus.OK and a.worker is not None:
                         answered.add(a.worker)
                 if len(answered) >= self.workers:
                     # the PIDs the workers report are the master's children (worker discovery)
@@ -271,7 +275,7 @@ class WorkerService:
 
     def token(self, username: str, *, client: str = "127.0.0.1") -> str:
         a = self.login(username, client=client)
-        assert a.status == 200, (a.status, a.body, a.error)
+        assert a.status == HTTPStatus.OK, (a.status, a.body, a.error)
         return str(a.json()["access_token"])
 
 
