@@ -48,7 +48,7 @@ def cpu_seconds(pids: list[int]) -> float:
 
 def run(workers: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bitsec-workers-bench-") as d:
-        svc = WorkerService(Path(d), "uvicorn", workers=workers, configure=configure)
+        svc = WorkerService(Path(d), "gunicorn", workers=workers, configure=configure)
         try:
             token = svc.token("ada")
             script = Path(d) / "load.lua"
@@ -75,7 +75,7 @@ def main() -> None:
     load = os.getloadavg()
     rows = {w: run(w) for w in (1, 2)}
     print("## workers (reference service, host store)\n")
-    print(f"GET /api/v1/equipment with a bearer token (permission, rate limit, audit record), uvicorn, "
+    print(f"GET /api/v1/equipment with a bearer token (permission, rate limit, audit record), gunicorn with uvicorn workers (--preload), "
           f"wrk {CONNECTIONS} connections for {DURATION} s per run; load average before "
           f"{load[0]:.2f}; {os.cpu_count()} cores\n")
     print("| workers | requests/s | server CPU per request (µs) | CPU vs 1 worker |\n|---|---|---|---|")
