@@ -393,7 +393,9 @@ int32_t bitsec_token_is_revoked(bitsec_runtime *rt, char const *jti, size_t jti_
 /// Replaces the runtime's JWK Set keys (those of tokens.jwks and earlier reloads; the keys
 /// of tokens.keys stay) with the keys of a JWK Set document, atomically: verifications in
 /// flight finish with the old set, later ones use the new one. Clears the verified-token
-/// cache. On any error nothing changes. Keys with "use" other than "sig" are skipped; every
+/// cache. With a host store region (store.host), every process of the host that uses the
+/// region applies the same set at its next call. On any error nothing changes. Keys with
+/// "use" other than "sig" are skipped; every
 /// other key must be valid (alg supported, RSA >= 2048 bits, HMAC secret >= hash size).
 /// jwks, jwks_len: the JWK Set JSON ({"keys": [...]}), at most BITSEC_MAX_CONFIG_BYTES;
 /// caller-owned.
@@ -516,6 +518,8 @@ int32_t bitsec_check_permissions(bitsec_runtime *rt, char const *principal, size
 /// policy, policy_len: the policy JSON, at most BITSEC_MAX_CONFIG_BYTES; caller-owned.
 /// The policy is validated and compiled first; on any error the active policy stays.
 /// The shadow policy, if any, stays. Emits a key_management/policy_reloaded audit event.
+/// With a host store region (store.host), every process of the host that uses the region
+/// applies the same policy at its next call.
 /// Returns BITSEC_OK; BITSEC_E_CONFIG (the detail names the field, the unknown name or the
 /// inheritance cycle); BITSEC_E_TOO_LARGE; BITSEC_E_INVALID_ARGUMENT;
 /// BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED.
@@ -1045,6 +1049,8 @@ int32_t bitsec_field_rewrap(bitsec_runtime *rt, uint8_t const *token, size_t tok
 /// like at open and its secrets are read again from their files and variables; on any
 /// error the current keyring stays in use. Calls in flight finish with the keyring they
 /// started with. Emits key_management/keys_reloaded to the audit hook (success or failure).
+/// With a host store region (store.host), every process of the host that uses the region
+/// applies the same section at its next call.
 /// rt: the runtime (it must have been opened with a fields section).
 /// section, section_len: the JSON text of the new fields section (the object itself, not
 /// a whole configuration document), at most BITSEC_MAX_CONFIG_BYTES. Caller-owned.

@@ -362,6 +362,9 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
         sync.lock()
         if forkedUnshared {
             sync.unlock()
+            // Counted (bitsec_audit_events_dropped_total of this process), never silent: an
+            // automatic event has no caller to hand the error to.
+            metrics.addDropped(1, timeout: false)
             throw BitsecError(.unsupported, Self.forkedUnsharedMessage)
         }
         if stopping {

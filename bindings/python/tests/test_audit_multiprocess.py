@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import re
 import random
 import signal
 import socket
@@ -233,6 +234,11 @@ def test_fork_after_open_without_a_shared_file_fails_in_the_child_naming_the_rem
                 msg = "unsupported: " + str(e)
             except BaseException as e:  # noqa: BLE001 (reported to the parent)
                 msg = f"{type(e).__name__}: {e}"
+            try:  # the refused event is counted, never silently gone
+                counted = re.search(r"^bitsec_audit_events_dropped_total (\d+)$", rt.metrics_text(), re.M)
+                msg += f"|dropped={counted.group(1) if counted else 'absent'}"
+            except BaseException as e:  # noqa: BLE001 (reported to the parent)
+                msg += f"|metrics: {type(e).__name__}: {e}"
             os.write(wr, msg.encode())
             os._exit(0)
         os.close(wr)
@@ -240,6 +246,7 @@ def test_fork_after_open_without_a_shared_file_fails_in_the_child_naming_the_rem
         with os.fdopen(rd) as f:
             msg = f.read()
         assert msg.startswith("unsupported: ") and '"shared": true' in msg and "after fork()" in msg, msg
+        assert msg.endswith("|dropped=1"), msg
         rt.audit_emit({"type": "application", "subtype": "parent_again"})
     finally:
         rt.close()
