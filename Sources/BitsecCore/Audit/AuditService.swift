@@ -608,6 +608,33 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
         return false
     }
 
+    /// What a writer does after a failed write to the file sink.
+    private enum AfterFileFailure { case giveUp, keepForLater, retry }
+
+    /// Counts a failed write of `pending` records to the file sink and publishes the failure
+    /// (stats, waiters); then: give up (stopping, third failure: the records are counted
+    /// lost), keep the records for a later batch (`retry` false), or retry after a pause
+    /// that doubles up to 2 s.
+    private func afterFileFailure(_ detail: String, failures: inout Int, backoffMs: inout UInt32, pending: Int,
+                                  retry: Bool) -> AfterFileFailure {
+        failures += 1
+        fileFailureCount += 1
+        metrics.sinkError("file", lost: 0)
+        sync.lock()
+        fileFailure = detail
+        sync.broadcast(.durable)
+        let giveUp = stopping && failures >= 3
+        sync.unlock()
+        if giveUp {
+            metrics.sinkError("file", lost: pending)
+            return .giveUp
+        }
+        guard retry else { return .keepForLater }
+        usleep(backoffMs * 1000)
+        backoffMs = min(backoffMs * 2, 2000)
+        return .retry
+    }
+
     /// Nobody but the writer thread references the service any more: close quietly (the
     /// thread is not joined by anyone; the service is released when it returns).
     private func abandonedByOwner() {
@@ -688,24 +715,11 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
                     try file.write(out.map { ($0.seq, $0.line) })
                     break
                 } catch {
-                    failures += 1
-                    fileFailureCount += 1
-                    metrics.sinkError("file", lost: 0)
-                    sync.lock()
-                    fileFailure = error.detail
-                    sync.broadcast(.durable)
-                    let giveUp = stopping && failures >= 3
-                    sync.unlock()
-                    if giveUp {
-                        metrics.sinkError("file", lost: out.count)
-                        return nil
+                    switch afterFileFailure(error.detail, failures: &failures, backoffMs: &backoffMs, pending: out.count, retry: retry) {
+                    case .giveUp: return nil
+                    case .keepForLater: unwritten = out; return nil
+                    case .retry: continue
                     }
-                    if !retry {
-                        unwritten = out
-                        return nil
-                    }
-                    usleep(backoffMs * 1000)
-                    backoffMs = min(backoffMs * 2, 2000)
                 }
             }
             if fileFailureCount > 0 {
@@ -815,24 +829,11 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
                 deliverToSecondaries(done)
             }
             guard let failure else { break }
-            failures += 1
-            fileFailureCount += 1
-            metrics.sinkError("file", lost: 0)
-            sync.lock()
-            fileFailure = failure.detail
-            sync.broadcast(.durable)
-            let giveUp = stopping && failures >= 3
-            sync.unlock()
-            if giveUp {
-                metrics.sinkError("file", lost: events.count)
-                return lastLocal
+            switch afterFileFailure(failure.detail, failures: &failures, backoffMs: &backoffMs, pending: events.count, retry: retry) {
+            case .giveUp: return lastLocal
+            case .keepForLater: unwrittenEvents = events; return lastLocal
+            case .retry: continue
             }
-            if !retry {
-                unwrittenEvents = events
-                return lastLocal
-            }
-            usleep(backoffMs * 1000)
-            backoffMs = min(backoffMs * 2, 2000)
         }
         sync.lock()
         if fileFailureCount > 0 {
