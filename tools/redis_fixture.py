@@ -35,12 +35,26 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_started(proc: subprocess.Popen[bytes], ready: Callable[[], bool], bound: float = 5) -> tuple[bool, str]:
+    """Waits up to ``bound`` seconds for a server process to answer (``ready``): (True, "") once
+    it does, (False, its stderr) if it exits first, (False, "") if it never answers."""
+    deadline = time.monotonic() + bound
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False, (proc.stderr.read() if proc.stderr else b"").decode(errors="replace")
+        if ready():
+            return True, ""
+        time.sleep(0.02)
+    return False, ""
 
 
 def ping(port: int, timeout: float = 0.2) -> bool:
@@ -135,15 +149,11 @@ class RedisServer:
             if self.password:
                 args += ["--requirepass", self.password]
             self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    last = (self.proc.stderr.read() if self.proc.stderr else b"").decode(errors="replace")
-                    break
-                if self._ready(port):
-                    self.port = port
-                    return self
-                time.sleep(0.02)
+            started, err = wait_started(self.proc, lambda: self._ready(port))
+            last = err or last
+            if started:
+                self.port = port
+                return self
             self.stop()
         raise RuntimeError(f"redis-server did not start: {last.strip()[:300]}")
 
@@ -261,15 +271,11 @@ class Sentinel(RedisServer):
                     f.write(f"port 0\ntls-port {port}\ntls-cert-file {c.server_cert}\ntls-key-file {c.server_key}\n"
                             f"tls-ca-cert-file {c.ca}\ntls-auth-clients no\ntls-replication yes\n")
             self.proc = subprocess.Popen([exe, conf, "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    last = (self.proc.stderr.read() if self.proc.stderr else b"").decode(errors="replace")
-                    break
-                if self._ready(port):
-                    self.port = port
-                    return self
-                time.sleep(0.02)
+            started, err = wait_started(self.proc, lambda: self._ready(port))
+            last = err or last
+            if started:
+                self.port = port
+                return self
             self.stop()
         raise RuntimeError(f"redis sentinel did not start: {last.strip()[:300]}")
 

@@ -40,18 +40,23 @@ public struct RedisScript: Sendable {
         cmd.bulk(sha)
         cmd.bulk(int: Int64(numKeys))
         body(&cmd)
+        /// The same call as `EVAL` with the script's source (after `NOSCRIPT`).
+        func evalCommand() -> [UInt8] {
+            var again = RESPEncoder(count: 3 + argCount, capacity: source.count + capacity + 96)
+            again.bulk(Self.eval)
+            again.bulk(source)
+            again.bulk(int: Int64(numKeys))
+            body(&again)
+            return again.bytes
+        }
         if let cluster = pool.cluster {
             // Two routed commands, not one connection: after an ASK redirect the ASKING flag
             // covers one command, so the EVAL fallback must be routed (and flagged) again.
             let slot = ClusterSlot.of(resp: cmd.bytes)
             let r = try cluster.execute(slot: slot) { (c) throws(BitsecError) -> RedisReply in try c.command(resp: cmd.bytes) }
             guard case .error(let e) = r, e.hasPrefix("NOSCRIPT") else { return r }
-            var again = RESPEncoder(count: 3 + argCount, capacity: source.count + capacity + 96)
-            again.bulk(Self.eval)
-            again.bulk(source)
-            again.bulk(int: Int64(numKeys))
-            body(&again)
-            return try cluster.execute(slot: slot) { (c) throws(BitsecError) -> RedisReply in try c.command(resp: again.bytes) }
+            let again = evalCommand()
+            return try cluster.execute(slot: slot) { (c) throws(BitsecError) -> RedisReply in try c.command(resp: again) }
         }
         return try pool.withConnection { (c) throws(BitsecError) -> RedisReply in
             let r = try c.command(resp: cmd.bytes)
@@ -59,12 +64,7 @@ public struct RedisScript: Sendable {
             // EVAL with the source runs the script and caches it again in one step, so a
             // SCRIPT FLUSH racing with this retry cannot make it fail (SCRIPT LOAD then
             // EVALSHA could).
-            var again = RESPEncoder(count: 3 + argCount, capacity: source.count + capacity + 96)
-            again.bulk(Self.eval)
-            again.bulk(source)
-            again.bulk(int: Int64(numKeys))
-            body(&again)
-            return try c.command(resp: again.bytes)
+            return try c.command(resp: evalCommand())
         }
     }
 
