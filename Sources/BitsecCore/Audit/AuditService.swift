@@ -734,23 +734,7 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
             if unsyncedEvents == 0 { firstUnsyncedAt = Clock.monotonicMillis() }
             unsyncedEvents += out.count
         }
-        for s in secondaries {
-            let (lost, err) = s.deliver(out[...])
-            if err != nil {
-                metrics.sinkError(s.name, lost: lost)
-                var t = sinkTrouble[s.name] ?? (0, 0)
-                t.errors += 1
-                t.lost += lost
-                sinkTrouble[s.name] = t
-            } else if let t = sinkTrouble[s.name] {
-                sinkTrouble[s.name] = nil
-                sync.lock()
-                appendInternalLocked("sink_recovered", result: "success",
-                                     details: [("sink", .string(s.name)), ("errors", .number(JSONNumber(int64: Int64(t.errors)))),
-                                               ("records_lost", .number(JSONNumber(int64: Int64(t.lost))))])
-                sync.unlock()
-            }
-        }
+        deliverToSecondaries(out)
         metrics.count(out.map(\.key))
         return out.last?.seq
     }
