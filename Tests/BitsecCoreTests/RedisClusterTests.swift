@@ -637,6 +637,7 @@ private final class FakeClusterNode: @unchecked Sendable {
     func stop() {
         done.store(true, ordering: .relaxed)
         thread?.join()
+        thread = nil  // its body holds this node: drop the cycle
         close(fd)
     }
 }
