@@ -36,22 +36,21 @@ enum ForkSafety {
     static func register(_ o: any ForkAware) {
         _ = handlersInstalled
         pthread_mutex_lock(mutex)
-        entries.removeAll { $0.object == nil }
         entries.append(Entry(object: o, id: ObjectIdentifier(o)))
         pthread_mutex_unlock(mutex)
     }
 
     static func unregister(_ o: any ForkAware) {
-        let id = ObjectIdentifier(o)
-        pthread_mutex_lock(mutex)
-        entries.removeAll { $0.id == id || $0.object == nil }
-        pthread_mutex_unlock(mutex)
+        unregister(id: ObjectIdentifier(o))
     }
 
-    /// Called from `deinit` (the weak reference is already nil there).
+    /// Called from `deinit` (the weak reference is already nil there). Every registered
+    /// type unregisters in its deinit, so entries are removed by identity alone: no weak
+    /// reference is loaded while the registry is locked, because a loaded reference can be
+    /// the last one, and its release would run a deinit that takes this same lock.
     static func unregister(id: ObjectIdentifier) {
         pthread_mutex_lock(mutex)
-        entries.removeAll { $0.id == id || $0.object == nil }
+        entries.removeAll { $0.id == id }
         pthread_mutex_unlock(mutex)
     }
 
