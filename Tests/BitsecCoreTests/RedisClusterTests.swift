@@ -501,7 +501,9 @@ private func transcript(_ rt: Runtime, totpSecret: String, backup: BackupCodes.B
         for slot in slots {
             let owner = try #require(cluster.primary(forSlot: slot))
             let r = try TestCluster.admin(owner).command([Array("CLUSTER".utf8), Array("COUNTKEYSINSLOT".utf8), Array(String(slot).utf8)])
-            #expect(r.integer == 1)
+            // At least this test's key: the tests share the cluster, so another test's key may
+            // hash to the same slot.
+            #expect((r.integer ?? 0) >= 1)
         }
     }
 
