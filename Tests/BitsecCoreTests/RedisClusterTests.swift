@@ -468,7 +468,7 @@ private func transcript(_ rt: Runtime, totpSecret: String, backup: BackupCodes.B
                 do {
                     let d = try rl.take(category: "default", key: keys[k])
                     if d.degraded { load.degraded.add(1, ordering: .relaxed) }
-                    if d.allowed { load.allowed.withLock { $0[k] += 1 } }
+                    if d.allowed { load.allowed.with { $0[k] += 1 } }
                 } catch {
                     load.errors.add(1, ordering: .relaxed)
                 }
@@ -491,7 +491,7 @@ private func transcript(_ rt: Runtime, totpSecret: String, backup: BackupCodes.B
         #expect(moved == keys.count)
         #expect(load.degraded.load(ordering: .relaxed) == 0)
         #expect(load.errors.load(ordering: .relaxed) == 0)
-        let counts = load.allowed.withLock { $0 }
+        let counts = load.allowed.with { $0 }
         for k in keys.indices { #expect(counts[k] == 60, "key \(keys[k])") }
         // Both kinds of redirect were met and followed: ASK while a key was half-way, MOVED after.
         let after = cluster.counters
@@ -550,7 +550,7 @@ private func transcript(_ rt: Runtime, totpSecret: String, backup: BackupCodes.B
                         default: wrong = d.limit != Int64(cap / 4)
                         }
                     }
-                    load.tallies.withLock {
+                    load.tallies.with {
                         var x = $0["\(categories[c])/\(keys[k])", default: Tally()]
                         if d.allowed { x.allowed += 1; if d.degraded { x.degradedAllowed += 1 } }
                         if wrong { x.wrongPolicy += 1 }
@@ -578,7 +578,7 @@ private func transcript(_ rt: Runtime, totpSecret: String, backup: BackupCodes.B
             print("cluster failover: correct decisions again \((recovered - load.killedAt.load(ordering: .relaxed)) / 1000) ms after SIGKILL of the primary")
         }
         #expect(load.errors.load(ordering: .relaxed) == 0)
-        let t = load.tallies.withLock { $0 }
+        let t = load.tallies.with { $0 }
         for (name, x) in t.sorted(by: { $0.key < $1.key }) {
             #expect(x.wrongPolicy == 0, "\(name): decisions against the failure policy")
             if name.hasPrefix("deny/") { #expect(x.allowed <= cap, "\(name): \(x.allowed) allowed") }
@@ -651,13 +651,13 @@ private final class Load: Sendable {
     let stop = Atomic<Bool>(false)
     let errors = Atomic<Int>(0)
     let degraded = Atomic<Int>(0)
-    let allowed: Mutex<[Int]>
-    let tallies = Mutex<[String: Tally]>([:])
+    let allowed: Locked<[Int]>
+    let tallies = Locked<[String: Tally]>([:])
     let killedAt = Atomic<Int64>(0)
     let killDone = Atomic<Bool>(false)
     let recoveredAt = Atomic<Int64>(0)
     let ready = Atomic<Int>(0)
-    init(keys: Int) { allowed = Mutex(Array(repeating: 0, count: keys)) }
+    init(keys: Int) { allowed = Locked(Array(repeating: 0, count: keys)) }
 }
 
 /// Moves `slot` from `from` to `to` the way `redis-cli --cluster reshard` does, one key per
