@@ -11,6 +11,8 @@ ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "tools"))
 
 from redis_fixture import Certs, RedisCluster, RedisServer, SentinelSet, make_certs  # noqa: E402
+from redis_modes import REDIS_MODES  # noqa: E402
+from redis_modes import redis_section  # noqa: E402,F401
 
 
 @pytest.fixture(scope="session")
@@ -100,3 +102,17 @@ def tls_sentinel_set(tls_certs: Certs) -> Iterator[SentinelSet]:
     """As `sentinel_set`, every server and sentinel TLS-only (replication over TLS too)."""
     with SentinelSet(certs=tls_certs) as s:
         yield s
+
+
+@pytest.fixture(scope="session")
+def shared_sentinel_set() -> Iterator[SentinelSet]:
+    """A primary, a replica and three sentinels shared by the mode-parametrised tests (no test
+    kills it: the failover tests have sets of their own)."""
+    with SentinelSet() as s:
+        yield s
+
+
+@pytest.fixture(params=REDIS_MODES)
+def redis_mode_config(request: pytest.FixtureRequest) -> dict:
+    """`{"redis": ...}` in each Redis mode in turn (the test runs once per mode)."""
+    return {"redis": redis_section(request, request.param)}

@@ -8,6 +8,7 @@ import pytest
 
 import bitsec
 from bitsec import RateLimitDecision
+from redis_modes import REDIS_MODES, redis_section
 
 T0 = 1_800_000_000
 
@@ -29,8 +30,10 @@ def rt():
 
 
 @pytest.fixture()
-def rrt(redis_config):
-    with bitsec.Runtime({**redis_config, "rate_limits": {"categories": CATEGORIES}}) as r:
+def rrt(redis_mode_config):
+    """A runtime whose rate limits are in Redis, once per Redis mode (standalone, cluster,
+    TLS, sentinel)."""
+    with bitsec.Runtime({**redis_mode_config, "rate_limits": {"categories": CATEGORIES}}) as r:
         yield r
 
 
@@ -127,11 +130,11 @@ def test_reset_and_describe(rt: bitsec.Runtime) -> None:
         "capacity": 7, "refill": 3, "period_seconds": 11, "failure_policy": "local", "local_share_percent": 100}
 
 
-@pytest.mark.parametrize("redis", [False, True])
-def test_bruteforce(redis: bool, redis_config: dict) -> None:
+@pytest.mark.parametrize("mode", [None, *REDIS_MODES])
+def test_bruteforce(mode: str | None, request: pytest.FixtureRequest) -> None:
     cfg = {"rate_limits": {"brute_force": {"max_failures": 5, "window_seconds": 3600, "block_seconds": 3600}}}
-    if redis:
-        cfg.update(redis_config)
+    if mode:
+        cfg["redis"] = redis_section(request, mode)
     with bitsec.Runtime(cfg) as r:
         ip = key("10.1.1.1")
         for n in range(1, 5):
@@ -217,11 +220,11 @@ def test_client_key_agrees_with_the_documented_rule() -> None:
                 assert r.client_key(s) == _reference_client_key(s, v4, v6), s
 
 
-@pytest.mark.parametrize("redis", [False, True])
-def test_login_guard_begin_and_succeeded(redis: bool, redis_config: dict) -> None:
+@pytest.mark.parametrize("mode", [None, *REDIS_MODES])
+def test_login_guard_begin_and_succeeded(mode: str | None, request: pytest.FixtureRequest) -> None:
     cfg: dict = {"rate_limits": {}}
-    if redis:
-        cfg.update(redis_config)
+    if mode:
+        cfg["redis"] = redis_section(request, mode)
     with bitsec.Runtime(cfg) as r:
         ip, victim, own = "10.7.7." + str(os.getpid() % 250), key("victim"), key("own")
         for i in range(4):

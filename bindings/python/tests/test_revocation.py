@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any, Iterator
 
 import pytest
 
 import bitsec
 from bitsec import RevokedTokenError
+from redis_modes import REDIS_MODES, redis_section
 
 SECRET = "0123456789abcdef0123456789abcdef"
 
@@ -20,15 +20,15 @@ def config(**revocation: Any) -> dict:
                        "issuer": "iss", "audience": "aud", "revocation": revocation}}
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", *(f"redis-{m}" for m in REDIS_MODES)])
 def rt(request: pytest.FixtureRequest) -> Iterator[bitsec.Runtime]:
+    """A runtime whose revocations are in process, or in Redis in each mode (standalone,
+    cluster, TLS, sentinel)."""
     cfg = config(max_entries=64)
-    if request.param == "redis":
-        server = request.getfixturevalue("redis_server")
-        cfg["redis"] = {"host": "127.0.0.1", "port": server.port, "command_timeout_ms": 1000,
-                        "key_prefix": f"rev:{uuid.uuid4().hex}:"}
+    if request.param.startswith("redis-"):
+        cfg["redis"] = redis_section(request, request.param.removeprefix("redis-"))
     with bitsec.Runtime(cfg) as r:
-        assert r.describe()["sections"]["tokens"]["revocation"] == {"memory": "process"}.get(request.param, request.param)
+        assert r.describe()["sections"]["tokens"]["revocation"] == ("process" if request.param == "memory" else "redis")
         yield r
 
 

@@ -128,8 +128,8 @@ def test_replay_in_process_and_not_configured() -> None:
         bitsec.Runtime({}).totp_verify(s, code, u)
 
 
-def test_replay_across_two_runtimes_sharing_redis(redis_config: dict) -> None:
-    cfg = dict(redis_config, totp={"state": "redis"})
+def test_replay_across_two_runtimes_sharing_redis(redis_mode_config: dict) -> None:
+    cfg = dict(redis_mode_config, totp={"state": "redis"})
     a, b = bitsec.Runtime(cfg), bitsec.Runtime(cfg)
     s = bitsec.totp_generate_secret()
     u = user()
@@ -144,9 +144,9 @@ def test_replay_across_two_runtimes_sharing_redis(redis_config: dict) -> None:
     assert a.totp_verify(s, nxt, u, at=at + 30).reason == "replayed"
 
 
-def test_concurrent_threads_accept_a_code_once(redis_config: dict) -> None:
+def test_concurrent_threads_accept_a_code_once(redis_mode_config: dict) -> None:
     for cfg in ({"totp": {"throttle": {"max_failures": 100}}},
-                dict(redis_config, totp={"state": "redis", "throttle": {"max_failures": 100}})):
+                dict(redis_mode_config, totp={"state": "redis", "throttle": {"max_failures": 100}})):
         rt = bitsec.Runtime(cfg)
         s = bitsec.totp_generate_secret()
         code = bitsec.totp_now(s, at=1_760_000_000)
@@ -198,9 +198,9 @@ def test_redis_outage_is_an_error_never_an_acceptance(fresh_redis) -> None:  # t
         rt.totp_verify(s, code, user())
 
 
-def test_backup_codes(redis_config: dict) -> None:
-    rt = bitsec.Runtime(dict(redis_config, totp={"state": "redis", "backup_codes": {"count": 8, "iterations": 2000}}))
-    peer = bitsec.Runtime(dict(redis_config, totp={"state": "redis", "backup_codes": {"count": 8, "iterations": 2000}}))
+def test_backup_codes(redis_mode_config: dict) -> None:
+    rt = bitsec.Runtime(dict(redis_mode_config, totp={"state": "redis", "backup_codes": {"count": 8, "iterations": 2000}}))
+    peer = bitsec.Runtime(dict(redis_mode_config, totp={"state": "redis", "backup_codes": {"count": 8, "iterations": 2000}}))
     batch = rt.backup_codes_generate()
     assert len(batch.codes) == len(batch.hashes) == 8 and len(set(batch.codes)) == 8
     assert all(len(c) == 11 and c[5] == "-" for c in batch.codes)
