@@ -22,6 +22,15 @@ BITSEC_TEST_REDIS_CLUSTER_DIR (one directory per node, named by its port, holdin
 It also starts a TLS-only cluster of three primaries with the same certificates (bus and
 replication over TLS too) and exports BITSEC_TEST_REDIS_TLS_CLUSTER_NODES.
 
+`run` also starts a `SentinelSet` (a primary, a replica, three sentinels watching it as
+"mymaster") and exports BITSEC_TEST_REDIS_SENTINELS (`127.0.0.1:port,...`) and
+BITSEC_TEST_REDIS_SENTINEL_MASTER, for the suites parametrised over the Redis modes.
+
+BITSEC_TEST_REDIS_MODES (comma-separated among standalone, cluster, tls, sentinel; all of
+them when unset) limits what `run` starts to the standalone server plus the listed modes and
+is exported to the command (the test suites read it). The sanitizer targets of the Makefile
+set it to `standalone`.
+
 A missing redis-server is an error, never a skip: `make test` installs it.
 """
 from __future__ import annotations
@@ -305,18 +314,27 @@ class SentinelSet:
             self.primary.start()
             self.replica = RedisServer(replicaof=self.primary.port, extra=self.replica_extra, certs=self.certs).start()
             # Wait for the initial sync, so that the replica is eligible for promotion.
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and b"master_link_status:up" not in self.replica.command("INFO", "replication"):
+            # A check that times out (a TLS handshake on a loaded machine) is asked again.
+            def ask(server: RedisServer, *args: str) -> bytes:
+                try:
+                    return server.command(*args)
+                except OSError:
+                    return b""
+
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and b"master_link_status:up" not in ask(self.replica, "INFO", "replication"):
                 time.sleep(0.05)
             self.sentinels = [Sentinel(self.primary.port, certs=self.certs).start() for _ in range(3)]
             # Until every sentinel has found the replica and the others, a failover cannot run.
-            deadline = time.monotonic() + 15
+            deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
-                infos = [sen.command("SENTINEL", "replicas", "mymaster") for sen in self.sentinels]
-                peers = [sen.command("SENTINEL", "sentinels", "mymaster") for sen in self.sentinels]
+                infos = [ask(sen, "SENTINEL", "replicas", "mymaster") for sen in self.sentinels]
+                peers = [ask(sen, "SENTINEL", "sentinels", "mymaster") for sen in self.sentinels]
                 if all(str(self.replica.port).encode() in i for i in infos) and all(p.startswith(b"*2") for p in peers):
                     break
                 time.sleep(0.1)
+            else:
+                raise RuntimeError("the sentinels did not find the replica and each other within 30 s")
             return self
         except BaseException:
             self.cleanup()
@@ -515,34 +533,68 @@ class RedisCluster:
 
 
 
+MODES = ("standalone", "cluster", "tls", "sentinel")
+
+
+def wanted_modes() -> list[str]:
+    """The Redis modes of this run: BITSEC_TEST_REDIS_MODES (comma-separated among
+    standalone, cluster, tls, sentinel), all of them when unset. The standalone server is
+    always started (most suites use it directly)."""
+    raw = os.environ.get("BITSEC_TEST_REDIS_MODES")
+    if raw is None:
+        return list(MODES)
+    modes = [m.strip() for m in raw.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        raise SystemExit(f"BITSEC_TEST_REDIS_MODES: unknown mode(s) {unknown}; known: {', '.join(MODES)}")
+    return modes
+
+
 def main(argv: list[str]) -> int:
     if len(argv) < 3 or argv[1] != "run" or "--" not in argv:
         print("usage: redis_fixture.py run -- COMMAND...", file=sys.stderr)
         return 2
     cmd = argv[argv.index("--") + 1:]
-    server = RedisServer().start()
-    certs = make_certs()
-    tls_server: RedisServer | None = None
-    cluster: RedisCluster | None = None
+    modes = wanted_modes()
+    started: list[RedisServer | RedisCluster | SentinelSet] = []
+    certs: Certs | None = None
+    env = dict(os.environ)
     try:
-        tls_server = RedisServer(certs=certs).start()
-        cluster = RedisCluster().start()
-        tls_cluster = RedisCluster(size=3, replicas=0, certs=certs).start()
+        server = RedisServer().start()
+        started.append(server)
+        env.update(BITSEC_TEST_REDIS_PORT=str(server.port), BITSEC_TEST_REDIS_PID=str(server.pid),
+                   BITSEC_TEST_REDIS_SOCKET=server.socket_path)
+        if "tls" in modes or "cluster" in modes:
+            certs = make_certs()
+        if "tls" in modes:
+            assert certs is not None
+            tls_server = RedisServer(certs=certs).start()
+            started.append(tls_server)
+            env.update(BITSEC_TEST_REDIS_TLS_PORT=str(tls_server.port), BITSEC_TEST_REDIS_TLS_CA=certs.ca,
+                       BITSEC_TEST_REDIS_TLS_CERT=certs.client_cert, BITSEC_TEST_REDIS_TLS_KEY=certs.client_key,
+                       BITSEC_TEST_REDIS_TLS_OTHER_CA=certs.other_ca)
+        if "cluster" in modes:
+            assert certs is not None
+            cluster = RedisCluster().start()
+            started.append(cluster)
+            tls_cluster = RedisCluster(size=3, replicas=0, certs=certs).start()
+            started.append(tls_cluster)
+            env.update(BITSEC_TEST_REDIS_CLUSTER_NODES=cluster.nodes, BITSEC_TEST_REDIS_CLUSTER_DIR=cluster.dir,
+                       BITSEC_TEST_REDIS_TLS_CLUSTER_NODES=tls_cluster.nodes)
+        if "sentinel" in modes:
+            # A primary, a replica and three sentinels (quorum 2, down after 1 s, failover
+            # timeout 3 s) for the mode-parametrised suites; nothing kills it.
+            sentinels = SentinelSet().start()
+            started.append(sentinels)
+            env.update(BITSEC_TEST_REDIS_SENTINELS=",".join(sentinels.addresses),
+                       BITSEC_TEST_REDIS_SENTINEL_MASTER="mymaster")
     except BaseException:
-        if cluster is not None:
-            cluster.cleanup()
-        if tls_server is not None:
-            tls_server.cleanup()
-        server.cleanup()
-        shutil.rmtree(certs.dir, ignore_errors=True)
+        for s in reversed(started):
+            s.cleanup()
+        if certs is not None:
+            shutil.rmtree(certs.dir, ignore_errors=True)
         raise
-    env = dict(os.environ, BITSEC_TEST_REDIS_PORT=str(server.port), BITSEC_TEST_REDIS_PID=str(server.pid),
-               BITSEC_TEST_REDIS_SOCKET=server.socket_path,
-               BITSEC_TEST_REDIS_TLS_PORT=str(tls_server.port), BITSEC_TEST_REDIS_TLS_CA=certs.ca,
-               BITSEC_TEST_REDIS_TLS_CERT=certs.client_cert, BITSEC_TEST_REDIS_TLS_KEY=certs.client_key,
-               BITSEC_TEST_REDIS_TLS_OTHER_CA=certs.other_ca,
-               BITSEC_TEST_REDIS_CLUSTER_NODES=cluster.nodes, BITSEC_TEST_REDIS_CLUSTER_DIR=cluster.dir,
-               BITSEC_TEST_REDIS_TLS_CLUSTER_NODES=tls_cluster.nodes)
+    env["BITSEC_TEST_REDIS_MODES"] = ",".join(modes)
     # The host store's test regions: a directory of this run, removed with it (a region file
     # reserves its size in memory when the directory is a tmpfs).
     region_dir = tempfile.mkdtemp(prefix="bitsec-test-regions-")
@@ -559,11 +611,10 @@ def main(argv: list[str]) -> int:
         child = subprocess.Popen(cmd, env=env)
         return child.wait()
     finally:
-        tls_cluster.cleanup()
-        cluster.cleanup()
-        tls_server.cleanup()
-        server.cleanup()
-        shutil.rmtree(certs.dir, ignore_errors=True)
+        for s in reversed(started):
+            s.cleanup()
+        if certs is not None:
+            shutil.rmtree(certs.dir, ignore_errors=True)
         shutil.rmtree(region_dir, ignore_errors=True)
 
 

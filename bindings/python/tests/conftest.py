@@ -105,6 +105,17 @@ def tls_sentinel_set(tls_certs: Certs) -> Iterator[SentinelSet]:
 
 
 @pytest.fixture(scope="session")
+def tls_redis_cluster(tls_certs: Certs) -> Iterator[RedisCluster]:
+    """A TLS-only Redis Cluster of three primaries (bus and replication over TLS too), stopped
+    by PID at the end."""
+    cluster = RedisCluster(size=3, replicas=0, certs=tls_certs).start()
+    try:
+        yield cluster
+    finally:
+        cluster.cleanup()
+
+
+@pytest.fixture(scope="session")
 def shared_sentinel_set() -> Iterator[SentinelSet]:
     """A primary, a replica and three sentinels shared by the mode-parametrised tests (no test
     kills it: the failover tests have sets of their own)."""

@@ -131,3 +131,36 @@ def test_fork_after_open_child_uses_its_own_node_connections(redis_cluster: Redi
             assert not rt.rate_limit_take(f"child-{n}", "default").allowed
     finally:
         rt.close()
+
+
+def test_tls_cluster_refuses_a_wrong_ca_and_a_wrong_host_name(tls_redis_cluster: RedisCluster, tls_certs) -> None:  # type: ignore[no-untyped-def]
+    """In cluster mode too every node's certificate is verified (against the CA, by the
+    address the slot map names, or `server_name`): a wrong CA or a wrong host name is refused
+    with the reason, a revocation fails with BackendUnavailableError (never a crash, never
+    an acceptance) and a rate limit follows its failure policy."""
+    from bitsec import BackendUnavailableError
+    nodes = tls_redis_cluster.nodes.split(",")
+    client = {"cert_file": tls_certs.client_cert, "key_file": tls_certs.client_key}
+
+    def runtime(tls: dict) -> bitsec.Runtime:
+        return bitsec.Runtime({**sections(), "redis": {
+            "mode": "cluster", "nodes": nodes, "command_timeout_ms": 1000, "connect_timeout_ms": 1000,
+            "key_prefix": f"tlsc-{uuid.uuid4().hex[:10]}:", "tls": tls}})
+
+    with runtime({"ca_file": tls_certs.ca, **client}) as rt:
+        d = rt.rate_limit_take("k", at=T0)
+        assert d.allowed and not d.degraded
+        tok = rt.issue_token_pair({"sub": "s"})
+        assert rt.revoke_token(jti=rt.verify_token(tok["access_token"])["jti"], exp=T0 + 10**9) is True
+
+    for tls, fragments in (({"ca_file": tls_certs.other_ca, **client}, ["server certificate not accepted"]),
+                           ({"ca_file": tls_certs.ca, "server_name": "redis.example.org", **client},
+                            ["server certificate not accepted", "mismatch", "redis.example.org"])):
+        with runtime(tls) as rt:
+            with pytest.raises(BackendUnavailableError) as e:
+                rt.revoke_token(jti="j-" + uuid.uuid4().hex, exp=T0 + 10**9)
+            msg = str(e.value)
+            for f in fragments:
+                assert f in msg, msg
+            d = rt.rate_limit_take("k", at=T0)
+            assert d.degraded  # the category's failure policy decided
