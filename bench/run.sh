@@ -16,8 +16,14 @@ for c in bench/c/*_bench.c; do
     [ -e "$c" ] || continue
     name=$(basename "$c" .c)
     [ -z "$only" ] || [[ "$name" == *"$only"* ]] || continue
-    cc -O2 -std=c11 -Wall -Wextra -I include "$c" -L build/lib -lbitsec -lcrypto -lssl -Wl,-rpath,"$ROOT/build/lib" -o "build/bench/$name"
-    echo; "build/bench/$name" | tee "build/bench/$name.md"
+    cc -O2 -std=c11 -Wall -Wextra -I include "$c" -L build/lib -lbitsec -lcrypto -lssl -lhiredis -Wl,-rpath,"$ROOT/build/lib" -o "build/bench/$name"
+    # A benchmark that needs the test servers (cluster, TLS, sentinels) says so in its source:
+    # it runs under the Redis fixture, which starts them on free ports and stops them by PID.
+    if grep -q "RUNS UNDER tools/redis_fixture.py" "$c"; then
+        echo; python3 tools/redis_fixture.py run -- "build/bench/$name" | tee "build/bench/$name.md"
+    else
+        echo; "build/bench/$name" | tee "build/bench/$name.md"
+    fi
 done
 for py in bench/*_bench.py; do
     [ -e "$py" ] || continue
