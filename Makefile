@@ -138,8 +138,15 @@ test-python: deps build
 # `make test` (unless SANITIZE=0). docs/sanitizers.md.
 # --disable-xctest: every suite is swift-testing; the empty XCTest pass only adds XCTest's
 # own exit-time leaks. -DBITSEC_TSAN_MUTEX: a pthread Mutex TSan can see (Support/Sync.swift).
+# Redis under the sanitizers: the standalone server only (BITSEC_TEST_REDIS_MODES=standalone:
+# the fixture starts no cluster, TLS server or sentinels, and the mode-parametrised suites
+# run their Redis cases against the standalone server). The Redis Cluster, TLS and Sentinel
+# variants and the fault suites below run once, in test-swift; they are excluded here by name.
+SAN_REDIS_MODES := standalone
+SAN_SKIP_SUITES := RedisClusterTests RedisTLSTests
 SAN_SUPP    := $(ROOT)/tools/sanitizers
-SAN_TEST     = $(FIXTURE) $(SWIFT) test --disable-xctest --sanitize=$(1) --scratch-path $(ROOT)/.build-$(2) $(3)
+SAN_TEST     = BITSEC_TEST_REDIS_MODES=$(SAN_REDIS_MODES) $(FIXTURE) $(SWIFT) test --disable-xctest --sanitize=$(1) \
+	--scratch-path $(ROOT)/.build-$(2) $(addprefix --skip ,$(SAN_SKIP_SUITES)) $(3)
 SAN_CHECK    = grep -Eq "Test run with [1-9][0-9]* tests? .*passed" $(1) || { echo "$(2): the suite did not pass"; exit 1; }; \
 	! grep -nE "ERROR: (Address|Leak)Sanitizer|WARNING: ThreadSanitizer|runtime error:" $(1) || { echo "$(2): sanitizer report(s) above ($(1))"; exit 1; }
 

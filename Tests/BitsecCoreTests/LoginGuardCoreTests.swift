@@ -7,7 +7,7 @@ private let t0: Int64 = 1_800_000_000
 
 /// The rate_limits section in a runtime whose features are all in `kind` (through the
 /// configuration), read again with the audit hook when given.
-private func limits(_ kind: StoreKind, _ section: String, audit: (any AuditHook)? = nil) throws -> RateLimitService? {
+private func limits(_ kind: TestStore, _ section: String, audit: (any AuditHook)? = nil) throws -> RateLimitService? {
     guard let rt = try TestStores.runtime(kind, "\"rate_limits\": \(section)") else { return nil }
     guard let audit else { return try rt.require(rt.rateLimits) }
     let doc = try JSONReader.parse(Array(section.utf8))
@@ -19,7 +19,7 @@ private func unique(_ s: String) -> String { "\(s)-\(getpid())-\(Clock.nowMicros
 @Suite struct FailureWindowReserveTests {
     /// reserve is check-and-count: 16 threads reserving at once get exactly max_failures;
     /// the block starts at the first refusal, with one audit event.
-    @Test(arguments: TestStores.kinds) func concurrentReservationsNeverExceedTheLimit(kind: StoreKind) throws {
+    @Test(arguments: TestStores.kinds) func concurrentReservationsNeverExceedTheLimit(kind: TestStore) throws {
         let name = kind.rawValue
         let audit = RecordingAuditHook()
         guard let w = try limits(kind, #"{"brute_force": {"max_failures": 5}}"#, audit: audit)?.bruteForce else { return }
@@ -37,7 +37,7 @@ private func unique(_ s: String) -> String { "\(s)-\(getpid())-\(Clock.nowMicros
     }
 
     /// refund takes back exactly the reservation; other failures stay.
-    @Test(arguments: TestStores.kinds) func refundTakesBackOneReservation(kind: StoreKind) throws {
+    @Test(arguments: TestStores.kinds) func refundTakesBackOneReservation(kind: TestStore) throws {
         let name = kind.rawValue
         guard let w = try limits(kind, #"{"brute_force": {"max_failures": 3}}"#)?.bruteForce else { return }
         let key = unique("k")
@@ -53,7 +53,7 @@ private func unique(_ s: String) -> String { "\(s)-\(getpid())-\(Clock.nowMicros
     }
 
     /// Back-off: free failures, then doubling delays capped, and the hard bound over the window.
-    @Test(arguments: TestStores.kinds) func backoffIsBoundedAndClearable(kind: StoreKind) throws {
+    @Test(arguments: TestStores.kinds) func backoffIsBoundedAndClearable(kind: TestStore) throws {
         let name = kind.rawValue
         let section = #"{"login_guard": {"account": {"free_failures": 3, "base_delay_seconds": 1, "max_delay_seconds": 4, "max_failures": 8, "window_seconds": 3600}}}"#
         guard let w = try limits(kind, section)?.loginGuard.account else { return }

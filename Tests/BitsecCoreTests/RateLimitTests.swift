@@ -26,7 +26,7 @@ private func service(_ section: String, redis: String? = nil, audit: (any AuditH
 
 /// The rate_limits section in a runtime whose features are all in `kind` (through the
 /// configuration: `store.default`), with the audit hook when given.
-private func service(_ kind: StoreKind, _ section: String, audit: (any AuditHook)? = nil) throws -> RateLimitService? {
+private func service(_ kind: TestStore, _ section: String, audit: (any AuditHook)? = nil) throws -> RateLimitService? {
     guard let rt = try TestStores.runtime(kind, "\"rate_limits\": \(section)") else { return nil }
     let r = try rt.require(rt.rateLimits)
     #expect(r.store == kind)
@@ -144,7 +144,7 @@ private let t0: Int64 = 1_800_000_000
         #expect(try s.take(category: "default", key: "k2", cost: 3).remaining == 0)
     }
 
-    @Test(arguments: TestStores.kinds) func keysAreIndependentAndCategoriesToo(kind: StoreKind) throws {
+    @Test(arguments: TestStores.kinds) func keysAreIndependentAndCategoriesToo(kind: TestStore) throws {
         guard let s = try service(kind, cfg) else { return }
         for _ in 0..<3 { #expect(try s.take(category: "default", key: "a", at: t0).allowed) }
         #expect(try !s.take(category: "default", key: "a", at: t0).allowed)
@@ -158,7 +158,7 @@ private let t0: Int64 = 1_800_000_000
 
     /// The 10-per-minute schedule of the arithmetic test, through a runtime in each store:
     /// the same decisions to the second.
-    @Test(arguments: TestStores.kinds) func tenPerMinuteScheduleInEveryStore(kind: StoreKind) throws {
+    @Test(arguments: TestStores.kinds) func tenPerMinuteScheduleInEveryStore(kind: TestStore) throws {
         guard let s = try service(kind, #"{"categories": {"auth": {"capacity": 10, "period_seconds": 60}}}"#) else { return }
         let key = uniqueKey("schedule")
         for k in 0..<10 {
@@ -179,7 +179,7 @@ private let t0: Int64 = 1_800_000_000
 
     /// A random schedule of takes with random costs: every store decides exactly as the
     /// token-bucket arithmetic does (7 tokens, 3 back every 11 s: no whole ms per token).
-    @Test(arguments: TestStores.kinds) func randomScheduleMatchesTheArithmetic(kind: StoreKind) throws {
+    @Test(arguments: TestStores.kinds) func randomScheduleMatchesTheArithmetic(kind: TestStore) throws {
         guard let s = try service(kind, #"{"categories": {"odd": {"capacity": 7, "refill": 3, "period_seconds": 11}}}"#) else { return }
         let shape = try s.category("odd").shape
         let key = uniqueKey("differential")
@@ -227,7 +227,7 @@ private let t0: Int64 = 1_800_000_000
         #expect(allowed.load(ordering: .relaxed) == 100_000)
     }
 
-    @Test(arguments: TestStores.kinds) func denialsAreAuditedOncePerBurst(kind: StoreKind) throws {
+    @Test(arguments: TestStores.kinds) func denialsAreAuditedOncePerBurst(kind: TestStore) throws {
         let hook = RecordingAuditHook()
         guard let s = try service(kind, cfg, audit: hook) else { return }
         for _ in 0..<10 { _ = try s.take(category: "default", key: "burst", at: t0) }
@@ -239,7 +239,7 @@ private let t0: Int64 = 1_800_000_000
 }
 
 @Suite struct BruteForceLocalTests {
-    @Test(arguments: TestStores.kinds) func fiveFailuresInAnHourBlockForAnHour(kind: StoreKind) throws {
+    @Test(arguments: TestStores.kinds) func fiveFailuresInAnHourBlockForAnHour(kind: TestStore) throws {
         let hook = RecordingAuditHook()
         guard let s = try service(kind, "{}", audit: hook) else { return }
         let bf = s.bruteForce
@@ -265,7 +265,7 @@ private let t0: Int64 = 1_800_000_000
         #expect(hook.events.count == 2)
     }
 
-    @Test(arguments: TestStores.kinds) func slidingWindowAndSuccessClears(kind: StoreKind) throws {
+    @Test(arguments: TestStores.kinds) func slidingWindowAndSuccessClears(kind: TestStore) throws {
         guard let bf = try service(kind, "{}")?.bruteForce else { return }
         // Failures 20 minutes apart: at most 3 in any hour, never blocked.
         for k in 0..<12 { #expect(try !bf.recordFailure(key: "slow", at: t0 + Int64(k) * 1200).blocked) }

@@ -16,7 +16,7 @@ private func service(maxEntries: Int = 100_000, maxSessions: Int = 100_000, maxS
 
 /// The tokens section of a runtime whose features are all in `kind` (through the
 /// configuration: `store.default`). Nil when the test run has no Redis (recorded).
-private func service(_ kind: StoreKind, maxEntries: Int = 100_000, maxSessions: Int = 100_000, maxSubjects: Int = 100_000) throws -> TokenService? {
+private func service(_ kind: TestStore, maxEntries: Int = 100_000, maxSessions: Int = 100_000, maxSubjects: Int = 100_000) throws -> TokenService? {
     let tokens = #""allow_inline_secrets": true, "tokens": {"keys": [{"kid": "hs", "alg": "HS256", "secret": {"value": "\#(secret)"}}], "issuer": "iss", "audience": "aud", "cache_size": 0, "revocation": {"max_entries": \#(maxEntries), "max_sessions": \#(maxSessions), "max_subjects": \#(maxSubjects)}}"#
     guard let rt = try TestStores.runtime(kind, tokens) else { return nil }
     let t = try rt.require(rt.tokens)
@@ -86,13 +86,13 @@ private func sessionAndSubject(_ t: TokenService, sub: String) throws {
 }
 
 @Suite struct RevocationTests {
-    @Test(arguments: TestStores.kinds) func sessionAndSubjectEpochs(kind: StoreKind) throws {
+    @Test(arguments: TestStores.kinds) func sessionAndSubjectEpochs(kind: TestStore) throws {
         guard let t = try service(kind) else { return }
         try sessionAndSubject(t, sub: "u1")
         try sessionAndSubject(t, sub: "u{1}")
     }
 
-    @Test(arguments: TestStores.boundedKinds) func floodOfSingleRevocationsWidensInsteadOfFailing(kind: StoreKind) throws {
+    @Test(arguments: TestStores.boundedKinds) func floodOfSingleRevocationsWidensInsteadOfFailing(kind: TestStore) throws {
         guard let t = try service(kind, maxEntries: 64) else { return }
         let store = try #require(t.revocations as? MemoryRevocationStore)
         var pairs: [Pair] = []
@@ -110,7 +110,7 @@ private func sessionAndSubject(_ t: TokenService, sub: String) throws {
         #expect(try t.verify(after.access, at: T0 + 3).isValid)
     }
 
-    @Test(arguments: TestStores.boundedKinds) func escalationStopsAtTheSession(kind: StoreKind) throws {
+    @Test(arguments: TestStores.boundedKinds) func escalationStopsAtTheSession(kind: TestStore) throws {
         guard let t = try service(kind, maxEntries: 4) else { return }
         var pairs: [Pair] = []
         for _ in 0..<20 { pairs.append(try pair(t, #"{"sub":"u"}"#, at: T0)) }
@@ -124,7 +124,7 @@ private func sessionAndSubject(_ t: TokenService, sub: String) throws {
         #expect(try t.verify(other.access, at: T0 + 2).isValid)
     }
 
-    @Test(arguments: TestStores.boundedKinds) func refreshWithAFullTableStaysExactlyOnceAndFailsClosed(kind: StoreKind) throws {
+    @Test(arguments: TestStores.boundedKinds) func refreshWithAFullTableStaysExactlyOnceAndFailsClosed(kind: TestStore) throws {
         guard let t = try service(kind, maxEntries: 2) else { return }
         // Fill the jti table.
         for i in 0..<2 { #expect(try t.revoke(jti: "fill-\(i)", exp: T0 + 10_000, at: T0)) }
@@ -151,7 +151,7 @@ private func sessionAndSubject(_ t: TokenService, sub: String) throws {
         #expect(try t.verify(q.access, at: now + 5).reason == .revoked)
     }
 
-    @Test(arguments: TestStores.boundedKinds) func fullSessionAndSubjectTablesNeverForgetALiveRevocation(kind: StoreKind) throws {
+    @Test(arguments: TestStores.boundedKinds) func fullSessionAndSubjectTablesNeverForgetALiveRevocation(kind: TestStore) throws {
         guard let t = try service(kind, maxEntries: 1, maxSessions: 8, maxSubjects: 8) else { return }
         let store = try #require(t.revocations as? MemoryRevocationStore)
         var pairs: [Pair] = []
@@ -179,7 +179,7 @@ private func sessionAndSubject(_ t: TokenService, sub: String) throws {
         #expect(try t.verify(try pair(t, #"{"sub":"late"}"#, at: late).access, at: late + 2).isValid)
     }
 
-    @Test(arguments: TestStores.boundedKinds) func tablesHoldUpUnderAFloodOfSessions(kind: StoreKind) throws {
+    @Test(arguments: TestStores.boundedKinds) func tablesHoldUpUnderAFloodOfSessions(kind: TestStore) throws {
         // 200,000 session revocations against a bound of 1,000: bounded memory and time.
         guard let t = try service(kind, maxSessions: 1000, maxSubjects: 1000) else { return }
         let store = try #require(t.revocations as? MemoryRevocationStore)
@@ -189,7 +189,7 @@ private func sessionAndSubject(_ t: TokenService, sub: String) throws {
 
     /// The revocation tables are bounded tables like the others: their counters are in the
     /// metrics, and a widened revocation shows as a refusal of the jti table.
-    @Test(arguments: TestStores.boundedKinds) func revocationTablesAreInTheMetrics(kind: StoreKind) throws {
+    @Test(arguments: TestStores.boundedKinds) func revocationTablesAreInTheMetrics(kind: TestStore) throws {
         let tokens = #""allow_inline_secrets": true, "tokens": {"keys": [{"kid": "hs", "alg": "HS256", "secret": {"value": "\#(secret)"}}], "issuer": "iss", "audience": "aud", "revocation": {"max_entries": 2}}"#
         guard let rt = try TestStores.runtime(kind, tokens) else { return }
         let t = try rt.require(rt.tokens)
@@ -205,7 +205,7 @@ private func sessionAndSubject(_ t: TokenService, sub: String) throws {
     /// Of concurrent revocations of one token exactly one is `newly` (or widened): the
     /// refresh exchange relies on it. With room for the jti, and (bounded stores) with the
     /// jti table full, where the revocation widens to the session.
-    @Test(arguments: TestStores.kinds) func concurrentRevokesOfOneTokenHaveOneWinner(kind: StoreKind) throws {
+    @Test(arguments: TestStores.kinds) func concurrentRevokesOfOneTokenHaveOneWinner(kind: TestStore) throws {
         for full in kind == .redis ? [false] : [false, true] {
             guard let t = try service(kind, maxEntries: full ? 1 : 100_000) else { return }
             if full { #expect(try t.revoke(jti: "fill", exp: T0 + 100_000, at: T0)) }

@@ -226,7 +226,7 @@ private func service(_ section: String, redis: Bool = false, hook: (any AuditHoo
 
 /// The totp section of a runtime whose features are all in `kind` (through the
 /// configuration: `store.default`). Nil when the test run has no Redis (recorded).
-private func service(_ kind: StoreKind, _ section: String) throws -> TOTPService? {
+private func service(_ kind: TestStore, _ section: String) throws -> TOTPService? {
     guard let rt = try TestStores.runtime(kind, #""allow_inline_secrets": true, "totp": \#(section)"#) else { return nil }
     let t = try rt.require(rt.totp)
     #expect(t.store == kind && t.usesRedis == (kind == .redis))
@@ -281,7 +281,7 @@ private func uniqueUser(_ tag: String) -> String { "\(tag)-\(getpid())-\(Clock.n
         #expect(try verify(t, s2, c2, nil, at: at).reason == .replayed)
     }
 
-    @Test(arguments: TestStores.kinds) func replay(kind: StoreKind) throws {
+    @Test(arguments: TestStores.kinds) func replay(kind: TestStore) throws {
         guard let t = try service(kind, "{}") else { return }
         try replayScenario(t)
     }
@@ -307,7 +307,7 @@ private func uniqueUser(_ tag: String) -> String { "\(tag)-\(getpid())-\(Clock.n
         #expect(try verify(m2, s, c, user, at: at).accepted)
     }
 
-    @Test(arguments: TestStores.kinds) func concurrentVerificationsAcceptOnce(kind: StoreKind) throws {
+    @Test(arguments: TestStores.kinds) func concurrentVerificationsAcceptOnce(kind: TestStore) throws {
         guard let t = try service(kind, #"{"throttle": {"max_failures": 100}}"#) else { return }
         let s = try secret()
         let user = uniqueUser("race")
@@ -350,7 +350,7 @@ private func uniqueUser(_ tag: String) -> String { "\(tag)-\(getpid())-\(Clock.n
         #expect(try verify(t, s, try code(t, s, at: at + 133), user + "-x", at: at + 133).accepted)
     }
 
-    @Test(arguments: TestStores.kinds) func throttle(kind: StoreKind) throws {
+    @Test(arguments: TestStores.kinds) func throttle(kind: TestStore) throws {
         guard let t = try service(kind, #"{"throttle": {"max_failures": 3, "window_s": 100}}"#) else { return }
         try throttleScenario(t)
     }
@@ -447,7 +447,7 @@ private func uniqueUser(_ tag: String) -> String { "\(tag)-\(getpid())-\(Clock.n
         #expect(try verifyBackup(t, user, batch.codes[0], []).reason == .wrongCode)
     }
 
-    @Test(arguments: TestStores.kinds) func singleUse(kind: StoreKind) throws {
+    @Test(arguments: TestStores.kinds) func singleUse(kind: TestStore) throws {
         guard let t = try service(kind, #"{"backup_codes": {"iterations": 2000}}"#) else { return }
         try scenario(t)
     }
@@ -462,7 +462,7 @@ private func uniqueUser(_ tag: String) -> String { "\(tag)-\(getpid())-\(Clock.n
         #expect(try verifyBackup(b, user, batch.codes[1], batch.hashes).reason == .replayed)
     }
 
-    @Test(arguments: TestStores.kinds) func concurrentUseSucceedsOnce(kind: StoreKind) throws {
+    @Test(arguments: TestStores.kinds) func concurrentUseSucceedsOnce(kind: TestStore) throws {
         guard let t = try service(kind, #"{"backup_codes": {"iterations": 1000}, "throttle": {"max_failures": 100}}"#) else { return }
         let batch = try t.generateBackupCodes(count: 3)
         let user = uniqueUser("backup-race")

@@ -21,6 +21,21 @@ enum TestRedis {
         return String(cString: p)
     }
 
+    /// An environment variable of the fixture (its absence is recorded as an issue).
+    static func env(_ name: String) -> String? {
+        guard let p = getenv(name) else {
+            Issue.record("\(name) is not set: run the tests through tools/redis_fixture.py (make test does)")
+            return nil
+        }
+        return String(cString: p)
+    }
+
+    /// A comma-separated address list of the fixture as a JSON array of strings.
+    static func list(_ name: String) -> String? {
+        guard let v = env(name) else { return nil }
+        return "[" + v.split(separator: ",").map { "\"\($0)\"" }.joined(separator: ", ") + "]"
+    }
+
     static func config(_ extra: String = "") -> String? {
         guard let port else { return nil }
         return #"{"redis": {"host": "127.0.0.1", "port": \#(port), "command_timeout_ms": 1000\#(extra)}}"#
@@ -68,14 +83,61 @@ func expectError(_ status: Status, _ fragment: String? = nil, sourceLocation: So
     }
 }
 
+/// One store a semantics test runs against: in process, the host store, or Redis in one of
+/// its deployment modes (a standalone server, the fixture's six-node cluster, its TLS-only
+/// server with a client certificate, or a primary behind its three sentinels). Every Redis
+/// mode is `StoreKind.redis`; `kind == .redis` is true for each of them.
+enum TestStore: Sendable, Hashable, CustomStringConvertible {
+    case process, host, redisStandalone, redisCluster, redisTLS, redisSentinel
+
+    var kind: StoreKind {
+        switch self {
+        case .process: .process
+        case .host: .host
+        case .redisStandalone, .redisCluster, .redisTLS, .redisSentinel: .redis
+        }
+    }
+
+    /// The store's configuration name ("process", "host", "redis").
+    var rawValue: String { kind.rawValue }
+
+    var description: String {
+        switch self {
+        case .process: "process"
+        case .host: "host"
+        case .redisStandalone: "redis"
+        case .redisCluster: "redis-cluster"
+        case .redisTLS: "redis-tls"
+        case .redisSentinel: "redis-sentinel"
+        }
+    }
+
+    /// The Redis modes a test run covers: BITSEC_TEST_REDIS_MODES (comma-separated among
+    /// standalone, cluster, tls, sentinel), all four when unset. The sanitizer targets of the
+    /// Makefile set it to `standalone`: the other modes run once, in the normal run.
+    static let redisModes: [TestStore] = {
+        let all: [(String, TestStore)] = [("standalone", .redisStandalone), ("cluster", .redisCluster), ("tls", .redisTLS), ("sentinel", .redisSentinel)]
+        guard let p = getenv("BITSEC_TEST_REDIS_MODES") else { return all.map(\.1) }
+        let wanted = String(cString: p).split(separator: ",").map { part in String(part.filter { c in c != " " }) }
+        let unknown = wanted.filter { w in !all.contains { $0.0 == w } }
+        if !unknown.isEmpty { print("BITSEC_TEST_REDIS_MODES: unknown mode(s) \(unknown) ignored (tools/redis_fixture.py refuses them)") }
+        return all.filter { wanted.contains($0.0) }.map(\.1)
+    }()
+}
+
+func == (a: TestStore, b: StoreKind) -> Bool { a.kind == b }
+func != (a: TestStore, b: StoreKind) -> Bool { a.kind != b }
+func == (a: StoreKind, b: TestStore) -> Bool { a == b.kind }
+func != (a: StoreKind, b: TestStore) -> Bool { a != b.kind }
+
 /// The stores every semantics suite runs against, defined once. A parametrised test opens its
 /// runtime with one of them through the real configuration path (`store.default`), so the
-/// same assertions pin the same decisions in every store.
+/// same assertions pin the same decisions in every store and in every Redis mode.
 enum TestStores {
-    static let kinds: [StoreKind] = [.process, .host, .redis]
+    static let kinds: [TestStore] = [.process, .host] + TestStore.redisModes
 
     /// The stores whose tables are bounded in memory (widening, eviction, table-full refusals).
-    static var boundedKinds: [StoreKind] { kinds.filter { $0 != .redis } }
+    static var boundedKinds: [TestStore] { kinds.filter { $0 != .redis } }
 
     /// Where the host store's test regions go: the directory `tools/redis_fixture.py run`
     /// makes for the run and removes after it (else /tmp).
@@ -92,33 +154,46 @@ enum TestStores {
     /// The top-level members that put every stateful feature of a runtime in `kind`, with state
     /// of its own (a fresh key prefix, a fresh region). Nil (recorded as an issue) when the
     /// test run has no Redis.
-    static func members(_ kind: StoreKind) -> String? {
+    static func members(_ kind: TestStore) -> String? {
+        let redis = #""store": {"default": "redis"}"#
+        let common = #""command_timeout_ms": 1000, "key_prefix": "\#(uniqueName("t"))""#
         switch kind {
         case .process:
             return #""store": {"default": "process"}"#
-        case .redis:
+        case .redisStandalone:
             guard let port = TestRedis.port else { return nil }
-            return #""redis": {"host": "127.0.0.1", "port": \#(port), "command_timeout_ms": 1000, "key_prefix": "\#(uniqueName("t"))"}, "store": {"default": "redis"}"#
+            return #""redis": {"host": "127.0.0.1", "port": \#(port), \#(common)}, \#(redis)"#
+        case .redisCluster:
+            guard let nodes = TestRedis.list("BITSEC_TEST_REDIS_CLUSTER_NODES") else { return nil }
+            return #""redis": {"mode": "cluster", "nodes": \#(nodes), \#(common)}, \#(redis)"#
+        case .redisTLS:
+            guard let port = TestRedis.env("BITSEC_TEST_REDIS_TLS_PORT"), let ca = TestRedis.env("BITSEC_TEST_REDIS_TLS_CA"),
+                  let cert = TestRedis.env("BITSEC_TEST_REDIS_TLS_CERT"), let key = TestRedis.env("BITSEC_TEST_REDIS_TLS_KEY") else { return nil }
+            return #""redis": {"host": "127.0.0.1", "port": \#(port), \#(common), "tls": {"ca_file": "\#(ca)", "cert_file": "\#(cert)", "key_file": "\#(key)"}}, \#(redis)"#
+        case .redisSentinel:
+            guard let sentinels = TestRedis.list("BITSEC_TEST_REDIS_SENTINELS"),
+                  let master = TestRedis.env("BITSEC_TEST_REDIS_SENTINEL_MASTER") else { return nil }
+            return #""redis": {"mode": "sentinel", "sentinels": \#(sentinels), "master_name": "\#(master)", \#(common)}, \#(redis)"#
         case .host:
             return #""store": {"default": "host", "host": {"name": "\#(uniqueName("t"))", "directory": "\#(regionDirectory)", "max_bytes": 33554432}}"#
         }
     }
 
     /// A configuration document: `members(kind)` and `sections` (JSON members, no braces).
-    static func document(_ kind: StoreKind, _ sections: String) -> String? {
+    static func document(_ kind: TestStore, _ sections: String) -> String? {
         guard let m = members(kind) else { return nil }
         return "{" + m + (sections.isEmpty ? "" : ", " + sections) + "}"
     }
 
     /// A runtime whose features are all in `kind`.
-    static func runtime(_ kind: StoreKind, _ sections: String) throws -> Runtime? {
+    static func runtime(_ kind: TestStore, _ sections: String) throws -> Runtime? {
         guard let doc = document(kind, sections) else { return nil }
         return try Runtime.open(config: doc)
     }
 
     /// A second runtime sharing the state of `rt` (same Redis prefix, same region), for the
     /// stores that share between runtimes; nil for `process`.
-    static func peer(of doc: String, _ kind: StoreKind) throws -> Runtime? {
+    static func peer(of doc: String, _ kind: TestStore) throws -> Runtime? {
         guard kind != .process else { return nil }
         return try Runtime.open(config: doc)
     }
