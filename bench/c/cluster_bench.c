@@ -249,9 +249,13 @@ int main(void) {
     for (int i = 0; i < 500; i++) { /* warm up: connections, slot maps, script caches */
         for (int w = 0; w < nrows; w++) one_call(&rows[w]);
     }
-    /* Interleaved call by call: a burst of load from other processes touches every row alike. */
+    /* Interleaved call by call, the starting row rotating: a burst of load from other
+     * processes, and whatever the previous call left behind, touch every row alike. */
     for (int i = 0; i < SAMPLES; i++) {
-        for (int w = 0; w < nrows; w++) rows[w].samples[i] = one_call(&rows[w]);
+        for (int k = 0; k < nrows; k++) {
+            int w = (k + i) % nrows;
+            rows[w].samples[i] = one_call(&rows[w]);
+        }
     }
     double med[7], p10[7];
     for (int w = 0; w < nrows; w++) { med[w] = quantile(&rows[w], 0.5); p10[w] = quantile(&rows[w], 0.1); }
