@@ -23,7 +23,7 @@ SWIFT_HDR_FLAGS = -parse-as-library -swift-version 6 -enable-upcoming-feature In
 
 .PHONY: all deps apt venv build lib header header-check check-generated check-symbols mypy check-self-contained test test-swift test-c test-python \
 	demo install bench clean serve sanitize sanitize-address sanitize-thread \
-	fuzz fuzz-build fuzz-smoke
+	fuzz fuzz-build fuzz-smoke dist test-wheel
 
 all: build
 
@@ -96,7 +96,7 @@ check-self-contained:
 # for a quick local run; CI (.ci/run) runs them.
 # Each stage runs in turn, timed; the times are printed at the end (build/test-times.txt).
 SANITIZE ?= 1
-TEST_STAGES = check-self-contained build check-generated check-symbols mypy test-swift test-c test-python \
+TEST_STAGES = check-self-contained build check-generated check-symbols mypy test-swift test-c test-python test-wheel \
 	$(if $(filter 1,$(SANITIZE)),sanitize fuzz-smoke)
 test: deps
 	@mkdir -p build; : > build/test-times.txt; all0=$$(date +%s); \
@@ -130,6 +130,24 @@ test-c: build
 
 test-python: deps build
 	cd bindings/python && BITSEC_LIBRARY=$(LIB) $(VPY) -m pytest -q -p no:cacheprovider tests 2>&1 | tee $(ROOT)/build/python-test.log
+
+# The distribution (docs/packaging.md): an sdist (Python sources, no library) and a platform
+# wheel with libbitsec.so.1, repaired by auditwheel: it bundles hiredis into bitsec.libs/,
+# takes the manylinux tag the glibc symbol versions allow, and leaves OpenSSL (libssl.so.3,
+# libcrypto.so.3) to the system. Both land in dist/.
+dist: deps build
+	@rm -rf dist build/wheel bindings/python/build
+	cd bindings/python && $(VPY) -m build --no-isolation --sdist -o $(ROOT)/dist . >/dev/null
+	cd bindings/python && $(VPY) -m build --no-isolation --wheel -o $(ROOT)/build/wheel . >/dev/null
+	PATH=$(VENV)/bin:$$PATH $(VENV)/bin/auditwheel repair --only-plat --exclude libssl.so.3 --exclude libcrypto.so.3 \
+		-w dist build/wheel/bitsec-*.whl 2>&1 | grep -E "^Fixed-up|tags:" || true
+	@rm -rf bindings/python/build
+	@ls dist/bitsec-*-manylinux_*.whl >/dev/null && echo "dist: $$(cd dist && ls)"
+
+# The wheel installed into a fresh venv outside the repository (tests/wheel/run.sh): ldd
+# resolves the bundled libraries inside it, then a runtime, a token and a FastAPI request.
+test-wheel: dist
+	@bash tests/wheel/run.sh 2>&1 | tee build/wheel-test.log
 
 ## ---- sanitizers ----------------------------------------------------------------------
 # The whole Swift test suite (core, ABI, hostile-input table) under AddressSanitizer (with
@@ -218,4 +236,4 @@ bench: deps build
 	@bash bench/run.sh
 
 clean:
-	rm -rf build .build .build-asan .build-tsan .build-fuzz bindings/python/src/bitsec/_lib
+	rm -rf build dist .build .build-asan .build-tsan .build-fuzz bindings/python/src/bitsec/_lib

@@ -102,7 +102,8 @@ FAMILIES: list[tuple[str, str, str, list[str]]] = [
      ["bitsec_verify_token", "bitsec_token_reason_name", "bitsec_verify_token_at", "bitsec_token_sign",
       "bitsec_token_issue_pair", "bitsec_token_refresh", "bitsec_token_revoke", "bitsec_token_revoke_token",
       "bitsec_token_revoke_session", "bitsec_token_revoke_subject", "bitsec_token_is_revoked",
-      "bitsec_token_keys_reload"]),
+      "bitsec_token_keys_reload",
+      "bitsec_token_key_generate", "bitsec_token_key_public_jwk"]),
     ("PERMISSIONS",
      "Decide whether a principal (a JSON document, or the result of bitsec_verify_token) holds\n"
      "a permission under the configured policy: the decision is a BITSEC_OK result packed\n"

@@ -370,3 +370,56 @@ private func writeDecisionDocument(_ doc: [UInt8], _ out_buf: UnsafeMutablePoint
     }
     try writeOutput(doc, out_buf, out_cap, out_len)
 }
+
+/// Generates a new private signing key for the tokens section, from OpenSSL's generator, as
+/// unencrypted PKCS#8 PEM ("-----BEGIN PRIVATE KEY-----"), the form a tokens key's "pem"
+/// reads. Takes no runtime: for key-provisioning tools (the bitsec command line).
+///
+/// type, type_len: the key type, one of "RSA-2048", "RSA-3072", "RSA-4096" (RS256/PS256
+/// and stronger), "P-256" (ES256), "P-384" (ES384), "P-521" (ES512), "Ed25519" (EdDSA);
+/// caller-owned, at most 16 bytes.
+/// out_buf, out_cap: caller-owned buffer (8192 bytes hold any of these keys, NUL included).
+/// out_len: receives the PEM's length (a NUL follows when there is room), also when the
+/// buffer is too small; a size query generates a key it then discards.
+/// Returns BITSEC_OK; BITSEC_E_INVALID_ARGUMENT (unknown type, NULL, invalid UTF-8);
+/// BITSEC_E_TOO_LARGE (type longer than 16 bytes); BITSEC_E_BUFFER_TOO_SMALL; BITSEC_E_CRYPTO.
+/// The output is a private key: write it to a file only its owner can read, and wipe the
+/// buffer. RSA-4096 takes up to seconds.
+/// Thread safety: safe from any thread; needs no runtime.
+/// Since: 0.3.0
+@c(bitsec_token_key_generate)
+public func bitsec_token_key_generate(_ type: UnsafePointer<CChar>?, _ type_len: UInt, _ out_buf: UnsafeMutablePointer<CChar>?,
+                                      _ out_cap: UInt, _ out_len: UnsafeMutablePointer<UInt>?) -> Int32 {
+    abiCall { () throws(BitsecError) in
+        guard out_len != nil else { throw .invalid("out_len is NULL") }
+        let name = try textArg(type, type_len, "type", max: 16)
+        var pem = try KeyTool.generate(name)
+        defer { wipe(&pem) }
+        try writeOutput(pem, out_buf, out_cap, out_len)
+    }
+}
+
+/// The public JWK (RFC 7517) of a PEM key, in the RFC 7638 canonical form: only the
+/// required members, in lexicographic order, without whitespace (so the SHA-256 of the
+/// output is the key's JWK thumbprint). RSA: {"e","kty","n"}; EC: {"crv","kty","x","y"};
+/// Ed25519: {"crv","kty","x"}. Never contains private members. Takes no runtime.
+///
+/// pem, pem_len: a PEM "PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY" (unencrypted),
+/// "PUBLIC KEY" or "CERTIFICATE" (its subject key); caller-owned, at most 65536 bytes.
+/// out_buf, out_cap: caller-owned buffer (1024 bytes hold the JWK of an RSA-4096 key).
+/// out_len: receives the JSON's length (a NUL follows when there is room), also when the
+/// buffer is too small.
+/// Returns BITSEC_OK; BITSEC_E_MALFORMED (not a PEM key, encrypted private key);
+/// BITSEC_E_UNSUPPORTED (a key type or curve tokens cannot use); BITSEC_E_INVALID_ARGUMENT
+/// (NULL); BITSEC_E_TOO_LARGE; BITSEC_E_BUFFER_TOO_SMALL; BITSEC_E_CRYPTO.
+/// Thread safety: safe from any thread; needs no runtime.
+/// Since: 0.3.0
+@c(bitsec_token_key_public_jwk)
+public func bitsec_token_key_public_jwk(_ pem: UnsafePointer<CChar>?, _ pem_len: UInt, _ out_buf: UnsafeMutablePointer<CChar>?,
+                                        _ out_cap: UInt, _ out_len: UnsafeMutablePointer<UInt>?) -> Int32 {
+    abiCall { () throws(BitsecError) in
+        guard out_len != nil else { throw .invalid("out_len is NULL") }
+        let raw = try boundedBytesArg(pem, pem_len, "pem", max: KeyTool.maxPEMBytes)
+        try writeOutput(try KeyTool.publicJWK(pem: raw), out_buf, out_cap, out_len)
+    }
+}

@@ -245,6 +245,13 @@ private let table: [Entry] = [
     Entry("bitsec_token_keys_reload", inputs: [#"{"keys": []}"#]) { a in
         bitsec_token_keys_reload(a.rt, a.p(0), a.l(0))
     },
+    Entry("bitsec_token_key_generate", rt: false, inputs: ["Ed25519"]) { a in
+        bitsec_token_key_generate(a.p(0), a.l(0), a.out, a.cap, a.outLen)
+    },
+    // A real key does not fit the 64-byte inputs: the PEM here is cut short (malformed).
+    Entry("bitsec_token_key_public_jwk", rt: false, inputs: ["-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAYSW5x0ncyzmesHYs\n"]) { a in
+        bitsec_token_key_public_jwk(a.p(0), a.l(0), a.out, a.cap, a.outLen)
+    },
 ]
 
 /// An HS256 token for the hostile runtime's key "hs" (signature need not verify: the

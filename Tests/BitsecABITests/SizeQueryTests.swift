@@ -81,6 +81,8 @@ private struct Row: Sendable {
 
 private func len(_ s: String) -> UInt { UInt(s.utf8.count) }
 
+private let edPublicPEM = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAYSW5x0ncyzmesHYsxOwpYqYiLzHN6FsKkherCAndois=\n-----END PUBLIC KEY-----\n"
+
 private let rows: [Row] = [
     Row("bitsec_runtime_describe") { f in { b, c, n in bitsec_runtime_describe(f.rt, b, c, n) } },
     Row("bitsec_verify_token", decides: true) { f in
@@ -170,6 +172,9 @@ private let rows: [Row] = [
         }
     },
     Row("bitsec_metrics_text", upperBound: true) { f in { b, c, n in bitsec_metrics_text(f.rt, b, c, n) } },
+    // Ed25519: a PKCS#8 PEM of fixed length (every call generates a new key of that length).
+    Row("bitsec_token_key_generate") { _ in { b, c, n in bitsec_token_key_generate("Ed25519", 7, b, c, n) } },
+    Row("bitsec_token_key_public_jwk") { _ in { b, c, n in bitsec_token_key_public_jwk(edPublicPEM, len(edPublicPEM), b, c, n) } },
 ]
 
 /// The functions of include/bitsec_api.h with an out_cap parameter.

@@ -23,8 +23,33 @@ def test_bitsec_library_env_is_used_first() -> None:
     assert r.stdout.strip() == path
 
 
-def test_falls_back_to_the_bundled_copy() -> None:
-    r = run("import bitsec; print(bitsec.library_path())", {"BITSEC_LIBRARY": "/nonexistent/libbitsec.so"})
+def test_an_unloadable_bitsec_library_is_an_error_that_says_why(tmp_path: Path) -> None:
+    # A path that does not exist: no silent fallback to the bundled copy.
+    r = run("import bitsec", {"BITSEC_LIBRARY": "/nonexistent/libbitsec.so"})
+    assert r.returncode != 0
+    assert "ImportError" in r.stderr
+    assert "BITSEC_LIBRARY=/nonexistent/libbitsec.so" in r.stderr
+    assert "No such file" in r.stderr or "cannot open" in r.stderr
+    assert "(bundled)" not in r.stderr  # no other copy was tried
+    # A file that is not a shared library: the loader's own reason is shown.
+    bogus = tmp_path / "libbitsec.so.1"
+    bogus.write_text("not an ELF file\n")
+    r = run("import bitsec", {"BITSEC_LIBRARY": str(bogus)})
+    assert r.returncode != 0
+    assert f"BITSEC_LIBRARY={bogus}" in r.stderr
+    assert "invalid ELF header" in r.stderr or "file too short" in r.stderr
+    # Another library's ABI behind BITSEC_LIBRARY is refused too, with its version.
+    src = tmp_path / "fake.c"
+    src.write_text("int bitsec_abi_version(void) { return 2; }\n")
+    so = tmp_path / "libfake.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(so), str(src)], check=True)
+    r = run("import bitsec", {"BITSEC_LIBRARY": str(so)})
+    assert r.returncode != 0
+    assert "ABI version 2, this package needs 1" in r.stderr
+
+
+def test_without_bitsec_library_the_bundled_copy_is_used() -> None:
+    r = run("import bitsec; print(bitsec.library_path())", {})
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().endswith(os.path.join("bitsec", "_lib", "libbitsec.so.1"))
 

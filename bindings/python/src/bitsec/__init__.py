@@ -41,6 +41,7 @@ from .ratelimit import BruteForceStatus, LoginGuardDecision, RateLimitDecision
 from .permissions import Decision, PermissionDeniedError, Principal, permission_reason
 from .audit import AuditHandler, AuditProblem, AuditVerifyReport, audit_verify
 from .runtime import Runtime, random_bytes
+from .keys import KEY_TYPES, generate_signing_key, jwk_thumbprint, public_jwk
 from .totp import (
     BackupCodeDecision,
     BackupCodes,
@@ -115,4 +116,6 @@ __all__ = [
     "ExpiredTokenError", "TokenNotYetValidError", "TokenIssuedInFutureError", "WrongIssuerError",
     "WrongAudienceError", "MissingClaimError", "InvalidClaimError", "RevokedTokenError", "CritUnsupportedError",
     "WrongTokenTypeError",
+    # signing keys
+    "KEY_TYPES", "generate_signing_key", "public_jwk", "jwk_thumbprint",
 ]

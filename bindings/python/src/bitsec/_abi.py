@@ -366,6 +366,8 @@ PROTOTYPES: Final[dict[str, tuple[Any, list[Any]]]] = {
     "bitsec_strerror": (c_char_p, [c_int32]),
     "bitsec_token_is_revoked": (c_int32, [c_void_p, c_char_p, c_size_t, c_int64, POINTER(c_int32)]),
     "bitsec_token_issue_pair": (c_int32, [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, c_char_p, c_size_t, POINTER(c_size_t)]),
+    "bitsec_token_key_generate": (c_int32, [c_char_p, c_size_t, c_char_p, c_size_t, POINTER(c_size_t)]),
+    "bitsec_token_key_public_jwk": (c_int32, [c_char_p, c_size_t, c_char_p, c_size_t, POINTER(c_size_t)]),
     "bitsec_token_keys_reload": (c_int32, [c_void_p, c_char_p, c_size_t]),
     "bitsec_token_reason_name": (c_char_p, [c_int32]),
     "bitsec_token_refresh": (c_int32, [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, POINTER(c_int32), c_char_p, c_size_t, POINTER(c_size_t)]),

@@ -1,9 +1,11 @@
 """Loading libbitsec and declaring its C functions.
 
-The library is looked for, in order: the path in ``BITSEC_LIBRARY``; the copy bundled in
-this package (``bitsec/_lib/``); the system's search path (``libbitsec.so.1``). The
-ImportError lists every path tried and why it failed. A library whose ABI version differs
-from ``ABI_VERSION`` is refused.
+The library is the one at the path in ``BITSEC_LIBRARY`` when that variable is set: a
+library there that cannot be loaded (missing, not a shared library, not bitsec, another ABI
+version) is an ImportError that says why, never a silent fall back to another copy.
+Without the variable: the copy bundled in this package (``bitsec/_lib/``), then the
+system's search path (``libbitsec.so.1``). The ImportError lists every path tried and why
+it failed. A library whose ABI version differs from ``ABI_VERSION`` is refused.
 
 The ctypes prototypes (restype, argtypes) of every C function are generated from
 include/bitsec_api.h into ``_abi.PROTOTYPES`` (tools/gen_abi.py, ``make header``); ``declare``
@@ -32,7 +34,9 @@ def _candidates() -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     env = os.environ.get("BITSEC_LIBRARY")
     if env:
-        out.append(("BITSEC_LIBRARY", env))
+        # An explicit choice is the only candidate: falling back would hide a broken path
+        # and run another build than the one asked for.
+        return [("BITSEC_LIBRARY", env)]
     here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_lib")
     for name in ("libbitsec.so.1", "libbitsec.so"):
         out.append(("bundled", os.path.join(here, name)))
@@ -64,8 +68,13 @@ def load_library(candidates: list[tuple[str, str]] | None = None) -> ctypes.CDLL
             tried.append(f"{path} ({origin}): ABI version {abi}, this package needs {ABI_VERSION}")
             continue
         return lib
+    if candidates is None and os.environ.get("BITSEC_LIBRARY"):
+        raise ImportError(f"cannot load libbitsec from BITSEC_LIBRARY={os.environ['BITSEC_LIBRARY']}: "
+                          + tried[0].split(" (BITSEC_LIBRARY): ", 1)[-1]
+                          + "\nFix the path, or unset BITSEC_LIBRARY to use the library bundled in the package.")
     raise ImportError("cannot load libbitsec; tried:\n  " + "\n  ".join(tried)
-                      + "\nSet BITSEC_LIBRARY to the path of libbitsec.so.1.")
+                      + "\nSet BITSEC_LIBRARY to the path of libbitsec.so.1, or build it: make build"
+                      + " (in a source checkout), then reinstall the package.")
 
 
 with _lock:
