@@ -21,7 +21,7 @@ SWIFT_HDR_FLAGS = -parse-as-library -swift-version 6 -enable-upcoming-feature In
 	-module-name Bitsec -I $(BUILD)/Modules -I Sources/COpenSSL -I Sources/CHiredis \
 	$(addprefix -Xcc ,$(shell pkg-config --cflags-only-I hiredis openssl 2>/dev/null))
 
-.PHONY: all deps apt venv build lib header header-check check-generated check-symbols mypy check-self-contained test test-swift test-c test-python \
+.PHONY: all deps apt venv browser-deps build lib header header-check check-generated check-symbols mypy check-self-contained test test-swift test-c test-python \
 	demo install bench clean serve sanitize sanitize-address sanitize-thread \
 	fuzz fuzz-build fuzz-smoke dist test-wheel
 
@@ -128,7 +128,18 @@ test-swift: build
 test-c: build
 	@bash tests/c/run.sh 2>&1 | tee build/c-test.log
 
-test-python: deps build
+# A real headless browser for the reference service's browser tests (tests/test_browser_*.py):
+# Debian's chromium and chromium-driver, without recommended packages. Idempotent.
+BROWSER_PKGS := chromium chromium-driver
+browser-deps:
+	@missing=""; for p in $(BROWSER_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+test-python: deps build browser-deps
 	cd bindings/python && BITSEC_LIBRARY=$(LIB) $(VPY) -m pytest -q -p no:cacheprovider tests 2>&1 | tee $(ROOT)/build/python-test.log
 
 # The distribution (docs/packaging.md): an sdist (Python sources, no library) and a platform

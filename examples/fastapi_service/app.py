@@ -34,6 +34,7 @@ from .authority import PolicyShape, refuse_foreign_refresh_token
 from .common import (Deps, RowId, audit, equipment_out, forget_tokens, no_store, record_pair, user_of,
                      validation_error_response)
 from .datadir import secure_data_dir
+from .webdocs import install_docs
 from .inspections import inspections_router
 from .models import Models, build_models
 from .passwords import check_password, hash_password, verify_password
@@ -240,7 +241,9 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
     if audit_durability is not None and "audit" in cfg:
         cfg["audit"]["durability"] = audit_durability
 
-    app = FastAPI(title="bitsec reference service", lifespan=bitsec_lifespan(cfg))
+    # /docs is served from local assets under a hash-based CSP (webdocs.py); no ReDoc page.
+    app = FastAPI(title="bitsec reference service", lifespan=bitsec_lifespan(cfg), docs_url=None, redoc_url=None)
+    install_docs(app)
     app.state.data_dir = data
     # the resources, actions and roles whose decisions make a user's effective permissions (authority.py)
     app.state.policy_shape = PolicyShape.from_config(cfg["permissions"])
