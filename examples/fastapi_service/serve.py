@@ -364,8 +364,8 @@ def main(argv: list[str] | None = None) -> int:
         app = create_app(args.config, f"sqlite:///{data_dir / 'service.db'}", data_dir=data_dir, redis=redis,
                          store=store)
     except MigrationError as e:
-        raise SystemExit(f"serve: {data_dir / 'service.db'}: {e}; start afresh with --fresh (make serve FRESH=1) "
-                         "or remove the directory") from None
+        raise SystemExit(f"serve: {data_dir / 'service.db'} was written by an older version of the service "
+                         f"({e}); start afresh with --fresh (make serve FRESH=1) or remove the directory") from None
     problem = schema_problem(app)
     if problem:
         raise SystemExit(f"serve: {data_dir / 'service.db'} was written by an older version of the service "
