@@ -21,7 +21,7 @@ SWIFT_HDR_FLAGS = -parse-as-library -swift-version 6 -enable-upcoming-feature In
 	-module-name Bitsec -I $(BUILD)/Modules -I Sources/COpenSSL -I Sources/CHiredis \
 	$(addprefix -Xcc ,$(shell pkg-config --cflags-only-I hiredis openssl 2>/dev/null))
 
-.PHONY: all deps apt venv browser-deps build lib header header-check check-generated check-symbols mypy check-self-contained test test-swift test-c test-python \
+.PHONY: all deps apt venv browser-deps build lib header header-check check-generated check-symbols mypy check-self-contained test test-swift test-c test-python alerts-deps test-alerts \
 	demo install bench clean serve sanitize sanitize-address sanitize-thread \
 	fuzz fuzz-build fuzz-smoke dist test-wheel
 
@@ -96,7 +96,7 @@ check-self-contained:
 # for a quick local run; CI (.ci/run) runs them.
 # Each stage runs in turn, timed; the times are printed at the end (build/test-times.txt).
 SANITIZE ?= 1
-TEST_STAGES = check-self-contained build check-generated check-symbols mypy test-swift test-c test-python test-wheel \
+TEST_STAGES = check-self-contained build check-generated check-symbols mypy test-swift test-c test-alerts test-python test-wheel \
 	$(if $(filter 1,$(SANITIZE)),sanitize fuzz-smoke)
 test: deps
 	@mkdir -p build; : > build/test-times.txt; all0=$$(date +%s); \
@@ -139,7 +139,7 @@ browser-deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-test-python: deps build browser-deps
+test-python: deps build browser-deps alerts-deps
 	cd bindings/python && BITSEC_LIBRARY=$(LIB) $(VPY) -m pytest -q -p no:cacheprovider tests 2>&1 | tee $(ROOT)/build/python-test.log
 
 # The distribution (docs/packaging.md): an sdist (Python sources, no library) and a platform
@@ -159,6 +159,25 @@ dist: deps build
 # resolves the bundled libraries inside it, then a runtime, a token and a FastAPI request.
 test-wheel: dist
 	@bash tests/wheel/run.sh 2>&1 | tee build/wheel-test.log
+
+# Alerting rules (deploy/prometheus): promtool from Debian's prometheus package, installed once
+# without recommends. Debian enables and may start the Prometheus daemon on install; only its
+# promtool is wanted here, so the service is stopped and disabled (where systemd or init
+# scripts run at all) and no daemon is left running.
+alerts-deps:
+	@if ! dpkg -s prometheus >/dev/null 2>&1; then \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  if [ -d /run/systemd/system ]; then $$SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true; \
+	  else $$SUDO service prometheus stop >/dev/null 2>&1 || true; $$SUDO systemctl disable prometheus >/dev/null 2>&1 || true; fi; \
+	fi
+	@! pgrep -x prometheus >/dev/null || { echo "alerts-deps: a prometheus daemon is running (stop it: systemctl disable --now prometheus)"; exit 1; }
+
+# promtool's own checks and unit tests of the rules (the live test that feeds the reference
+# service's scraped metrics to promtool is in the Python suite).
+test-alerts: alerts-deps
+	promtool check rules deploy/prometheus/bitsec-rules.yml
+	cd deploy/prometheus && promtool test rules bitsec-rules.test.yml
 
 ## ---- sanitizers ----------------------------------------------------------------------
 # The whole Swift test suite (core, ABI, hostile-input table) under AddressSanitizer (with

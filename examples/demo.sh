@@ -78,4 +78,16 @@ echo
 echo "-- service stopped (pid $SERVER): its audit queue was flushed at shutdown"
 "$VPY" examples/fastapi_service/walkthrough.py --audit --data-dir "$DATA"
 echo
+echo "-- operations (serve.py): schema revision, retention (nothing is 90 days old yet), the trail with retention records"
+"$VPY" examples/fastapi_service/serve.py migrate --data-dir "$DATA"
+"$VPY" examples/fastapi_service/serve.py retention --data-dir "$DATA"
+"$VPY" examples/fastapi_service/serve.py verify-audit --data-dir "$DATA"
+echo
+echo "-- alert rules (deploy/prometheus): promtool's unit tests of ADR-007's alerts"
+if command -v promtool >/dev/null; then
+    (cd deploy/prometheus && promtool test rules bitsec-rules.test.yml)
+else
+    echo "promtool not installed (make test-alerts installs Debian's prometheus package): skipped"
+fi
+echo
 echo "demo: done (the service's data is left in $DATA; 'make serve' runs it for manual use)"

@@ -25,13 +25,13 @@ import time
 from typing import Any, Callable
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bitsec.fastapi import LoginAttempts, LoginGuard, get_runtime
 
-from .common import Deps, audit, confirm_password, no_store, record_pair, revoke_other_sessions, user_of
+from .common import StrictModel, Deps, audit, confirm_password, no_store, record_pair, revoke_other_sessions, user_of
 from .passwords import check_password, hash_password
 
 #: How long after a password entry a token may change the account (seconds).
@@ -69,13 +69,13 @@ def step_up(auth: Any) -> Callable[..., Any]:
     return dependency
 
 
-class RecoverIn(BaseModel):
+class RecoverIn(StrictModel):
     username: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=1024)
     backup_code: str = Field(min_length=1, max_length=64)
 
 
-class PasswordIn(BaseModel):
+class PasswordIn(StrictModel):
     current_password: str = Field(min_length=1, max_length=1024)
     new_password: str = Field(min_length=12, max_length=1024)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import secrets
 from decimal import Decimal, InvalidOperation
@@ -18,31 +19,38 @@ from typing import Any, Iterator, Sequence
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel, Field
+from pydantic import Field
 from sqlalchemy import create_engine, event, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 import bitsec
 from bitsec.fastapi import (
-    AuditMiddleware, BearerAuth, LoginAttempts, LoginGuard, RateLimitMiddleware, RequestLimitsMiddleware,
-    SecurityHeadersMiddleware, bitsec_lifespan, get_runtime, mfa_enroll, require_permission, verify_mfa_code,
+    BearerAuth, LoginAttempts, LoginGuard, RateLimitMiddleware, RequestLimitsMiddleware,
+    SecurityHeadersMiddleware, bitsec_lifespan, get_runtime, mfa_enroll, request_id, require_permission, verify_mfa_code,
 )
 
 from .account import account_router, auth_time_claim, step_up
-from .authority import PolicyShape, refuse_foreign_refresh_token
-from .common import (Deps, RowId, audit, equipment_out, forget_tokens, no_store, record_pair, user_of,
+from .adr007 import DEFAULT_MAX_BYTES, adr007_router
+from .auditing import ServiceAuditMiddleware
+from .authority import PolicyShape, refuse_foreign_refresh_token, token_subject
+from .common import (StrictModel, Deps, RowId, audit, client_ip, equipment_out, forget_tokens, no_store, record_pair, user_of,
                      validation_error_response)
+from .cors import add_cors
 from .datadir import secure_data_dir
 from .webdocs import install_docs
 from .inspections import inspections_router
+from .keys import jwks, prepare_keys
+from .migrations import upgrade as migrate
 from .models import Models, build_models
 from .passwords import check_password, hash_password, verify_password
 from .privacy import privacy_router
 from .users_admin import users_admin_router
+from .violations import alerter_lifespan, make_alerter, violation
 
 __all__ = ["create_app", "create_user", "hash_password", "verify_password", "load_config"]
 
+log = logging.getLogger("examples.fastapi_service")
 API = "/api/v1"
 REALM = 'Bearer realm="erp-api"'
 
@@ -80,6 +88,12 @@ def load_config(config_path: str | os.PathLike[str], data_dir: Path) -> dict[str
         if isinstance(ref, dict) and "file" in ref:
             ref["file"] = under_data(ref["file"])
             _ensure_key_file(Path(ref["file"]))
+    # RS256 signing keys (keys.py): PEM files in the data directory, generated once
+    for k in cfg.get("tokens", {}).get("keys", []):
+        if isinstance(k.get("pem"), dict) and "file" in k["pem"]:
+            k["pem"]["file"] = under_data(k["pem"]["file"])
+    if "tokens" in cfg:
+        prepare_keys(cfg["tokens"], data_dir)
     perms = cfg.get("permissions", {})
     if "policy_file" in perms and not os.path.isabs(perms["policy_file"]):
         perms["policy_file"] = str((config_path.parent / perms["policy_file"]).resolve())
@@ -116,21 +130,21 @@ class WorkerHeaderMiddleware:
 
 # ---- request and response bodies ----------------------------------------------------------
 
-class LoginIn(BaseModel):
+class LoginIn(StrictModel):
     username: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=1024)
     totp_code: str | None = Field(default=None, max_length=16)
 
 
-class RefreshIn(BaseModel):
+class RefreshIn(StrictModel):
     refresh_token: str = Field(min_length=1, max_length=8192)
 
 
-class LogoutIn(BaseModel):
+class LogoutIn(StrictModel):
     refresh_token: str | None = Field(default=None, max_length=8192)
 
 
-class MFAConfirmIn(BaseModel):
+class MFAConfirmIn(StrictModel):
     code: str = Field(min_length=1, max_length=16)
 
 
@@ -139,16 +153,25 @@ def _cost_field() -> Any:
     return Field(default=None, ge=0, le=10 ** 12, max_digits=17, decimal_places=4)
 
 
-class EquipmentIn(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
-    serial_number: str | None = Field(default=None, max_length=200)
+#: The ERP guide's rules: a name without the characters of markup and quoting (its
+#: ``[<>"';&]`` refused, not stripped), a serial number of upper-case letters, digits and
+#: dashes (a lower-case serial is a 422, not silently upper-cased). Notes are free text,
+#: stored as written: whoever renders them in HTML escapes them (no tag stripping, which
+#: mangles text and misses what a regex does not foresee).
+NAME = r"^[^<>\"';&]*$"
+SERIAL = r"^[A-Z0-9-]+$"
+
+
+class EquipmentIn(StrictModel):
+    name: str = Field(min_length=1, max_length=200, pattern=NAME)
+    serial_number: str | None = Field(default=None, max_length=200, pattern=SERIAL)
     cost: Decimal | None = _cost_field()
     notes: str | None = Field(default=None, max_length=10000)
 
 
-class EquipmentPatch(BaseModel):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    serial_number: str | None = Field(default=None, max_length=200)
+class EquipmentPatch(StrictModel):
+    name: str | None = Field(default=None, min_length=1, max_length=200, pattern=NAME)
+    serial_number: str | None = Field(default=None, max_length=200, pattern=SERIAL)
     cost: Decimal | None = _cost_field()
     notes: str | None = Field(default=None, max_length=10000)
 
@@ -202,6 +225,35 @@ def _revocation_unavailable() -> HTTPException:
     return HTTPException(status_code=503, detail="Service temporarily unavailable", headers={"Retry-After": "1"})
 
 
+def _end_session_of(rt: bitsec.Runtime, refresh_token: str) -> None:
+    """Revokes the session of a refresh token the library refused as revoked (authentic: its
+    signature verified before the revocation was looked up)."""
+    sub, _ = token_subject(refresh_token)
+    try:
+        part = refresh_token.split(".")[1]
+        doc = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+        session_id = doc.get("session_id") if isinstance(doc, dict) else None
+    except (IndexError, ValueError, UnicodeDecodeError):
+        session_id = None
+    if isinstance(session_id, str) and session_id and sub:
+        try:
+            rt.revoke_session(session_id, sub)
+        except bitsec.BitsecError as e:
+            log.warning("session of a replayed refresh token not revoked: %s", e)
+
+
+def _looks_hijacked(db: Session, models: Models, refresh_token: str, request: Request) -> bool:
+    """The refresh token was issued to another client address AND another user agent (either
+    alone changes innocently: a phone changing networks, a browser update)."""
+    _, jti = token_subject(refresh_token)
+    row = db.get(models.IssuedToken, jti) if jti else None
+    if row is None or not row.ip or not row.user_agent:
+        return False
+    ua = request.headers.get("user-agent")
+    ip = client_ip(request)
+    return ip is not None and ip != row.ip and (ua or "")[:512] != row.user_agent
+
+
 def _token_claims(user: Any) -> dict[str, Any]:
     # sub is the user's id, not the username: tokens, rate-limit keys and audit actors carry
     # a pseudonym that anonymisation cuts off from the person (README.md, "GDPR").
@@ -234,6 +286,9 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
                    and url.database != ":memory:" else None)
     secure_data_dir(data, sqlite_file)
     cfg = load_config(config_path, data)
+    # the service's own settings (CORS, artifacts, retention, alert delivery): not bitsec's
+    service_cfg: dict[str, Any] = cfg.pop("service", None) or {}
+    artifacts_cfg: dict[str, Any] = service_cfg.get("artifacts") or {}
     if redis is not None:
         cfg["redis"] = dict(redis)
     elif store is not None:
@@ -241,10 +296,15 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
     if audit_durability is not None and "audit" in cfg:
         cfg["audit"]["durability"] = audit_durability
 
+    # security violations posted to a webhook (violations.py), stopped after the runtime's last flush;
     # /docs is served from local assets under a hash-based CSP (webdocs.py); no ReDoc page.
-    app = FastAPI(title="bitsec reference service", lifespan=bitsec_lifespan(cfg), docs_url=None, redoc_url=None)
+    app = FastAPI(title="bitsec reference service",
+                  lifespan=bitsec_lifespan(cfg, then=alerter_lifespan(lambda a: a.state.alerter)),
+                  docs_url=None, redoc_url=None)
     install_docs(app)
+    app.state.alerter = make_alerter(service_cfg.get("alerting"), str(cfg.get("audit", {}).get("service", "bitsec")))
     app.state.data_dir = data
+    app.state.service_config = service_cfg
     # the resources, actions and roles whose decisions make a user's effective permissions (authority.py)
     app.state.policy_shape = PolicyShape.from_config(cfg["permissions"])
     app.state.audit_path = next((Path(s["path"]) for s in cfg.get("audit", {}).get("sinks", [])
@@ -256,7 +316,8 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
         # Deleted and overwritten content is zeroed in the file, not left in free pages:
         # an anonymised username must not survive in the raw database.
         event.listen(engine, "connect", lambda dbapi_con, _: dbapi_con.execute("PRAGMA secure_delete=ON"))
-    models.Base.metadata.create_all(engine)
+    # the schema by migration (migrations/): a database of an earlier version is upgraded in place
+    migrate(engine)
     app.state.engine = engine
     app.state.models = models
     app.state.sessions = sessionmaker(engine, expire_on_commit=False)
@@ -268,9 +329,17 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
     app.add_middleware(RateLimitMiddleware, exempt=["/health", "/metrics"])
     # Bodies are bounded before anything reads them (413 / 408, recorded by the audit trail).
     app.add_middleware(RequestLimitsMiddleware, max_body_bytes=max_body_bytes, body_timeout=body_timeout,
-                       limits={f"{API}/auth/*": auth_body_bytes})
-    app.add_middleware(AuditMiddleware, sensitive=lambda path: path.startswith(
-        (f"{API}/equipment", "/v1/inspections", f"{API}/privacy", f"{API}/users")))
+                       limits={f"{API}/auth/*": auth_body_bytes,
+                               # an upload: the file's limit plus room for the multipart framing
+                               "/v1/artifacts": int(artifacts_cfg.get("max_bytes", DEFAULT_MAX_BYTES)) + (64 << 10)})
+    # One record per outcome (auditing.py): a 403 the library already recorded, or an outcome
+    # an endpoint recorded itself (a login, a refused account change), is not recorded again.
+    app.add_middleware(ServiceAuditMiddleware, sensitive=lambda path: path.startswith(
+        (f"{API}/equipment", "/v1/inspections", "/v1/defects", "/v1/artifacts", "/v1/reports", f"{API}/privacy",
+         f"{API}/users")),
+        library_records_denials=bool(cfg.get("audit", {}).get("automatic_events", True)))
+    # the allow-list of origins (cors.py), inside the security headers: preflights get them too
+    add_cors(app, service_cfg.get("cors"))
     app.add_middleware(SecurityHeadersMiddleware)
     if os.environ.get(TEST_WORKER_ENV) == "1":
         app.add_middleware(WorkerHeaderMiddleware)
@@ -296,6 +365,15 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
+    # the public keys of the token signing keys (keys.py): other services verify our tokens
+    # with them; both keys of a rotation are published. Never a private member or an HMAC secret.
+    public_keys = jwks(cfg.get("tokens", {}))
+
+    @app.get("/.well-known/jwks.json")
+    def jwks_endpoint(response: Response) -> dict[str, Any]:
+        response.headers["Cache-Control"] = "public, max-age=300"
+        return public_keys
+
     @app.get("/metrics", response_class=PlainTextResponse)
     def metrics(request: Request) -> PlainTextResponse:
         return PlainTextResponse(get_runtime(request).metrics_text(), media_type="text/plain; version=0.0.4")
@@ -310,7 +388,7 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
         # cannot get past the limit; 429 + Retry-After when the client or account is refused.
         attempt = attempts.begin(body.username)
         user = db.scalar(select(User).where(User.username == body.username))
-        ok = check_password(body.password, user.password_hash if user else None) and user is not None
+        ok = password_ok = check_password(body.password, user.password_hash if user else None) and user is not None
         if ok and user.totp_sealed:
             if not body.totp_code:
                 # The password was right: not a failure, but no token without the code.
@@ -320,9 +398,21 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
                 ok = bool(rt.totp_verify_sealed(user.totp_sealed, body.totp_code, str(user.id)))
             except bitsec.BitsecError:
                 ok = False
-        if not ok:  # a wrong password or MFA code: already counted
-            raise attempt.failed(realm=REALM)
+        if not ok:  # a wrong password or MFA code: already counted by the guard
+            # its own event (the failed-login alert counts these), never the password; the
+            # actor only when the account exists (a username is personal data: not recorded)
+            reason = "invalid_mfa_code" if password_ok else "invalid_credentials"
+            audit(request, {"type": "authentication", "subtype": "failed_login", "result": "failure",
+                            "reason": reason, **({"actor": str(user.id), "tenant": user.tenant_id} if user else {})})
+            refusal = attempt.failed(realm=REALM)
+            if refusal.status_code == 429:  # this failure started a block or back-off
+                violation(request.app, "BruteForceBlock", request_id=request_id(request),
+                          actor=str(user.id) if user else None, tenant=user.tenant_id if user else None,
+                          description="The login guard blocks further attempts of this client or account for a while.")
+            raise refusal
         attempt.succeeded()
+        audit(request, {"type": "authentication", "subtype": "login", "result": "success", "actor": str(user.id),
+                        "tenant": user.tenant_id, "details": {"mfa": bool(user.totp_sealed)}}, final=True)
         # auth_time: when the password was entered; step-up endpoints want it recent (account.py)
         pair = rt.issue_token_pair({**_token_claims(user), **auth_time_claim()})
         record_pair(db, models, pair, user.id, request)
@@ -336,6 +426,15 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
         rt = get_runtime(request)
         try:
             pair = rt.refresh_token_pair(body.refresh_token)
+        except bitsec.RevokedTokenError:
+            # An authentic refresh token that was spent or revoked: a replay. The session it
+            # belongs to ends (a thief and the victim share it), then the usual 401.
+            _end_session_of(rt, body.refresh_token)
+            sub, _ = token_subject(body.refresh_token)
+            violation(request.app, "RefreshTokenReplay", request_id=request_id(request), actor=sub,
+                      description="A refresh token was presented after it had been used or revoked; its session is revoked.")
+            raise HTTPException(status_code=401, detail="Invalid refresh token",
+                                headers={"WWW-Authenticate": f'{REALM}, error="invalid_token"'}) from None
         except bitsec.TokenError:
             # Also when the old token could not be recorded as spent: the library then
             # revoked its session instead (fail closed), so a 401 is the honest answer.
@@ -352,6 +451,21 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
             else:
                 rt.revoke_token(pair["access_token"])
                 rt.revoke_token(pair["refresh_token"])
+            raise HTTPException(status_code=401, detail="Invalid refresh token",
+                                headers={"WWW-Authenticate": f'{REALM}, error="invalid_token"'})
+        if _looks_hijacked(db, models, body.refresh_token, request):
+            # issued to another address AND another user agent: the session ends (new pair included)
+            session_id = claims.get("session_id")
+            if session_id:
+                rt.revoke_session(session_id, claims.subject)
+            rt.revoke_token(pair["access_token"])
+            rt.revoke_token(pair["refresh_token"])
+            violation(request.app, "SessionHijackSuspected", request_id=request_id(request), actor=claims.subject,
+                      tenant=claims.tenant_id,
+                      description="A refresh token came from another client address and user agent than its session's.")
+            audit(request, {"type": "security_incident", "subtype": "session_hijack_suspected", "result": "denied",
+                            "actor": claims.subject, "tenant": claims.tenant_id, "reason": "client_changed"},
+                  final=True)
             raise HTTPException(status_code=401, detail="Invalid refresh token",
                                 headers={"WWW-Authenticate": f'{REALM}, error="invalid_token"'})
         record_pair(db, models, pair, user.id, request)
@@ -525,6 +639,8 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
     # ---- ADR-007 inspections and the GDPR endpoints ----
 
     app.include_router(inspections_router(deps))
+    # ADR-007's defects, reports, artifacts and inference (adr007.py)
+    app.include_router(adr007_router(deps, data, artifacts_cfg))
     app.include_router(privacy_router(deps, app.state.audit_path))
     # step-up account changes and the administration of other users (authority.py)
     app.include_router(account_router(deps, _token_claims))

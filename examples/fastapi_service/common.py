@@ -13,12 +13,14 @@ from typing import Annotated, Any, Callable, Iterator
 from fastapi import HTTPException, Path, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 import bitsec
 from bitsec.fastapi import BearerAuth, LoginAttempts, get_runtime, request_id
 
+from .auditing import mark_recorded
 from .models import Models
 from .passwords import check_password
 
@@ -47,6 +49,13 @@ def validation_error_response(request: Request, exc: RequestValidationError) -> 
     errors = [{"type": str(e.get("type", "")), "loc": [p if isinstance(p, int) else str(p) for p in e.get("loc", ())],
                "msg": str(e.get("msg", ""))} for e in exc.errors()]
     return JSONResponse(status_code=422, content={"detail": errors})
+
+
+class StrictModel(BaseModel):
+    """The base of every request body: a member the model does not name is a 422 (a client
+    cannot set ``tenant_id``, ``created_by`` or ``role`` by adding it to a body), and so is a
+    value of the wrong type (Pydantic's coercions stay: ``"12.50"`` is a cost)."""
+    model_config = ConfigDict(extra="forbid")
 
 
 @dataclass(frozen=True)
@@ -147,10 +156,19 @@ def confirm_password(attempts: LoginAttempts, user: Any, password: str) -> None:
     attempt.succeeded()
 
 
-def audit(request: Request, event: dict[str, Any]) -> None:
+def audit(request: Request, event: dict[str, Any], *, final: bool | None = None) -> None:
     """An explicit audit event of an endpoint (sync: endpoints run in the thread pool), with
     the request id, client IP and user agent the middleware's events carry. A refused event
-    is logged, never fails the request (the middleware's rule)."""
+    is logged, never fails the request (the middleware's rule).
+
+    ``final``: this event is the record of the request's outcome, and the audit middleware
+    adds none of its own (auditing.py: one record per outcome). By default true for an
+    ``authentication`` or ``authorization`` event whose result is ``denied`` or ``failure``
+    (the refusal the response reports), false otherwise."""
+    if final is None:
+        final = event.get("type") in ("authentication", "authorization") and event.get("result") in ("denied", "failure")
+    if final:
+        mark_recorded(request)
     event = dict(event)
     ip = client_ip(request)
     if ip:
@@ -169,6 +187,9 @@ def audit(request: Request, event: dict[str, Any]) -> None:
         pass  # a runtime without an audit section
     except bitsec.BitsecError as e:
         log.warning("audit event not recorded: %s", e)
+        from .violations import violation  # (a cycle at import time otherwise)
+        violation(request.app, "AuditEventRejected", request_id=rid, actor=event.get("actor"),
+                  tenant=event.get("tenant"), description=f"{event.get('type')}/{event.get('subtype')}: {e}"[:1024])
 
 
 def equipment_out(e: Any) -> dict[str, Any]:

@@ -5,26 +5,26 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
-from pydantic import BaseModel, Field
+from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bitsec.fastapi import require_permission
 
-from .common import Deps, RowId
+from .common import StrictModel, Deps, RowId
 from .models import iso, utcnow
 
 Status = Literal["open", "passed", "failed"]
 
 
-class InspectionIn(BaseModel):
+class InspectionIn(StrictModel):
     lot_id: str = Field(min_length=1, max_length=64)
     station: str = Field(min_length=1, max_length=64)
     defect_count: int = Field(default=0, ge=0, le=1_000_000, strict=True)  # a JSON integer: not true, "3", 3.0
     findings: str | None = Field(default=None, max_length=10000)
 
 
-class InspectionPatch(BaseModel):
+class InspectionPatch(StrictModel):
     """A partial update; ``status`` "passed" or "failed" closes the inspection (``closed_at``),
     a closed inspection is not reopened and not edited (409)."""
     station: str | None = Field(default=None, min_length=1, max_length=64)

@@ -33,6 +33,9 @@ class Models:
     Equipment: Any
     Inspection: Any
     IssuedToken: Any
+    Defect: Any = None
+    Report: Any = None
+    Artifact: Any = None
 
 
 def build_models(runtime: Callable[[], bitsec.Runtime]) -> Models:
@@ -114,4 +117,46 @@ def build_models(runtime: Callable[[], bitsec.Runtime]) -> Models:
         ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
         user_agent: Mapped[str | None] = mapped_column(String(512), nullable=True)
 
-    return Models(Base, User, Equipment, Inspection, IssuedToken)
+    class Defect(Base):
+        """ADR-007's defect: one finding of an inspection (same tenant), its kind, severity and
+        state; the description is quality data, encrypted."""
+        __tablename__ = "defects"
+        id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+        tenant_id: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+        inspection_id: Mapped[int] = mapped_column(Integer, nullable=False, index=True)  # inspections.id
+        defect_type: Mapped[str] = mapped_column(String(64), nullable=False)
+        severity: Mapped[str] = mapped_column(String(16), nullable=False)  # low | medium | high | critical
+        status: Mapped[str] = mapped_column(String(16), nullable=False, default="open")  # open | confirmed | rejected | fixed
+        description: Mapped[str | None] = mapped_column(encrypted(), nullable=True)
+        created_by: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)  # users.id
+        created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+        updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    class Report(Base):
+        """A quality report: a title and the summary computed when it was created (inspections
+        by status, defects by severity) over the inspections it names, as JSON text."""
+        __tablename__ = "reports"
+        id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+        tenant_id: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+        title: Mapped[str] = mapped_column(String(200), nullable=False)
+        summary: Mapped[str] = mapped_column(Text, nullable=False)
+        created_by: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)  # users.id
+        created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+
+    class Artifact(Base):
+        """An uploaded file (an inspection image, a PDF): stored in the data directory under a
+        generated name (``stored_name``), never the client's; its declared and checked type,
+        size and SHA-256."""
+        __tablename__ = "artifacts"
+        id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+        tenant_id: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+        inspection_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+        stored_name: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+        content_type: Mapped[str] = mapped_column(String(64), nullable=False)
+        size: Mapped[int] = mapped_column(Integer, nullable=False)
+        sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+        original_name: Mapped[str | None] = mapped_column(encrypted(), nullable=True)
+        created_by: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)  # users.id
+        created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+
+    return Models(Base, User, Equipment, Inspection, IssuedToken, Defect, Report, Artifact)

@@ -20,7 +20,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -28,7 +28,7 @@ import bitsec
 from bitsec.fastapi import LoginAttempts, LoginGuard, get_runtime, require_permission
 
 from .authority import require_authority
-from .common import Deps, RowId, audit, confirm_password, equipment_out, revoke_user_tokens, user_of
+from .common import StrictModel, Deps, RowId, audit, confirm_password, equipment_out, revoke_user_tokens, user_of
 from .inspections import inspection_out
 from .models import Models, iso, utcnow
 from .passwords import UNUSABLE
@@ -40,7 +40,7 @@ _AUDIT_MEMBERS = ("seq", "time", "type", "subtype", "result", "reason", "resourc
                   "user_agent", "session_id")
 
 
-class AnonymizeSelfIn(BaseModel):
+class AnonymizeSelfIn(StrictModel):
     password: str = Field(min_length=1, max_length=1024)
 
 

@@ -3,6 +3,7 @@ its data directory first).
 
     python examples/fastapi_service/serve.py [--data-dir DIR] [--port N] [--redis-port N]
                                              [--workers N [--server uvicorn|gunicorn] [--store-dir DIR]]
+    python examples/fastapi_service/serve.py migrate|rotate-keys|retention|verify-audit [--data-dir DIR]
 
 - prepares the data directory (default ``build/fastapi_service/``): the SQLite database,
   the audit log and the generated key files of ``create_app``, plus ``users.json`` (mode
@@ -63,7 +64,7 @@ DEMO_USERS = [
 USERS_FILE = "users.json"
 #: What --fresh removes from the data directory (the service's files, nothing else).
 SERVICE_FILES = ("service.db", "service.db-journal", "service.db-wal", "service.db-shm", "audit.jsonl*",
-                 USERS_FILE, "field-key", "jwt-key", "url")
+                 USERS_FILE, "field-key", "jwt-key", "jwt-rs256-*.pem", "token-keys.json", "url")
 
 
 def roles_of(u: dict[str, Any]) -> list[str]:
@@ -247,7 +248,73 @@ def serve_workers(sock: socket.socket, workers: int, server: str, access_log: bo
     return 1 if any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes) else 0
 
 
+COMMANDS = ("migrate", "rotate-keys", "retention", "verify-audit")
+
+
+def operate(argv: list[str]) -> int:
+    """The operator's commands (the service may run meanwhile: the audit file is shared):
+
+    - ``migrate``: upgrades the database to the newest schema revision (migrations/);
+    - ``rotate-keys [--force]``: a new signing key in the slot not signing now (keys.py); it
+      signs from the next start, the previous key keeps verifying its tokens;
+    - ``retention [--days N]``: purges personal data older than the period (retention.py);
+    - ``verify-audit``: verifies the audit trail, retention records included (exit 1 if not).
+    """
+    import asyncio
+
+    from examples.fastapi_service import create_app
+    from examples.fastapi_service.app import load_config
+    from examples.fastapi_service.keys import rotate
+    from examples.fastapi_service.migrations import MigrationError, upgrade
+    from examples.fastapi_service.retention import purge, verify_trail
+
+    ap = argparse.ArgumentParser(prog=f"serve.py {argv[0]}")
+    ap.add_argument("--data-dir", default=str(ROOT / "build" / "fastapi_service"))
+    ap.add_argument("--config", default=str(HERE / "config.json"))
+    ap.add_argument("--force", action="store_true", help="rotate-keys: even within the refresh-token lifetime")
+    ap.add_argument("--days", type=int, help="retention: the period in days (default: the configuration's)")
+    args = ap.parse_args(argv[1:])
+    data_dir = Path(args.data_dir).resolve()
+    db = f"sqlite:///{data_dir / 'service.db'}"
+    if argv[0] == "rotate-keys":
+        tokens = load_config(args.config, data_dir)["tokens"]
+        from examples.fastapi_service.keys import prepare_keys
+        prepare_keys(tokens, data_dir)
+        try:
+            kid = rotate(tokens, data_dir, force=args.force)
+        except ValueError as e:
+            raise SystemExit(f"rotate-keys: {e}") from None
+        print(f"rotate-keys: {kid} signs from the next start; the previous key keeps verifying its tokens")
+        return 0
+    try:
+        app = create_app(args.config, db, data_dir=data_dir)  # migrates
+    except MigrationError as e:
+        raise SystemExit(f"{argv[0]}: {e}") from None
+    if argv[0] == "migrate":
+        print(f"migrate: {db} at revision {upgrade(app.state.engine)[1]}")
+        return 0
+    if argv[0] == "verify-audit":
+        rep = verify_trail(app.state.audit_path)
+        print(f"verify-audit: {'intact' if rep.intact else 'NOT intact'}: records {rep.first_seq}..{rep.last_seq}"
+              + (f", 1..{rep.purged_through_seq} purged by a retention record" if rep.purged_through_seq else "")
+              + (f"; {rep.problem}" if rep.problem else ""))
+        return 0 if rep.intact else 1
+
+    async def run() -> Any:
+        async with app.router.lifespan_context(app):
+            return purge(app, days=args.days)
+
+    rep = asyncio.run(run())
+    print(f"retention: {rep.tokens_cleared} token records cleared of address and user agent, {rep.tokens_deleted} "
+          f"deleted; {len(rep.files_removed)} audit files removed"
+          + (f" (records through seq {rep.purged_through_seq}, named in a retention record)" if rep.files_removed else ""))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in COMMANDS:
+        return operate(argv)
     ap = argparse.ArgumentParser(description="Run the bitsec reference service on 127.0.0.1 with demo users.")
     ap.add_argument("--data-dir", default=str(ROOT / "build" / "fastapi_service"),
                     help="database, audit log, keys and users.json (default: build/fastapi_service)")
@@ -292,8 +359,13 @@ def main(argv: list[str] | None = None) -> int:
     store = store_section(data_dir, args.store_dir) if multi and not redis else None
     if store is not None:
         Path(store["host"]["directory"]).mkdir(mode=0o700, parents=True, exist_ok=True)
-    app = create_app(args.config, f"sqlite:///{data_dir / 'service.db'}", data_dir=data_dir, redis=redis,
-                     store=store)
+    from examples.fastapi_service.migrations import MigrationError
+    try:  # an older database is upgraded in place (migrations/)
+        app = create_app(args.config, f"sqlite:///{data_dir / 'service.db'}", data_dir=data_dir, redis=redis,
+                         store=store)
+    except MigrationError as e:
+        raise SystemExit(f"serve: {data_dir / 'service.db'} was written by an older version of the service "
+                         f"({e}); start afresh with --fresh (make serve FRESH=1) or remove the directory") from None
     problem = schema_problem(app)
     if problem:
         raise SystemExit(f"serve: {data_dir / 'service.db'} was written by an older version of the service "

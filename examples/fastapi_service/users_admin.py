@@ -15,18 +15,18 @@ import re
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 from sqlalchemy.orm import Session
 
 from bitsec.fastapi import get_runtime, require_permission
 
 from .authority import require_authority
-from .common import Deps, RowId, audit, revoke_other_sessions, user_of
+from .common import StrictModel, Deps, RowId, audit, revoke_other_sessions, user_of
 
 _ROLE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
-class RolesIn(BaseModel):
+class RolesIn(StrictModel):
     roles: list[str] = Field(min_length=1, max_length=16)
 
     @field_validator("roles")

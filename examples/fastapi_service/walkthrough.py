@@ -207,6 +207,10 @@ class Walkthrough:
         self.raw_database(eid)
         self.tenant_isolation(eid)
         self.inspections()
+        self.adr007_records()
+        self.input_rules()
+        self.cors()
+        self.signing_keys()
         self.refresh_and_logout()
         self.gdpr(eid)
         self.brute_force()
@@ -406,6 +410,76 @@ class Walkthrough:
                "the inspection's findings are in clear in the database file")
         say("the findings are a bitsec field token in service.db (the lot id is clear)")
 
+    def adr007_records(self) -> None:
+        ada = self.user("inspection.admin")
+        h = bearer(self.tokens[ada["username"]]["access_token"])
+        step(f"ADR-007 defects, reports, artifacts, inference: {ada['username']} (inspection.admin)")
+        r = self.client.post("/v1/inspections", json={"lot_id": "LOT-2026-0042", "station": "AOI-3"}, headers=h)
+        expect(r.status_code == 201, f"POST /v1/inspections: {show(r)}")
+        iid = r.json()["id"]
+        r = self.client.post("/v1/defects", json={"inspection_id": iid, "defect_type": "solder_bridge",
+                                                  "severity": "high", "description": "U7 pins 3-4"}, headers=h)
+        expect(r.status_code == 201, f"POST /v1/defects: {show(r)}")
+        say(f"POST /v1/defects (inspection {iid}) -> 201 {body(r, 90)}")
+        r = self.client.post("/v1/reports", json={"title": "Lot 42", "inspection_ids": [iid]}, headers=h)
+        expect(r.status_code == 201 and r.json()["summary"]["defects_by_severity"] == {"high": 1}, f"report: {show(r)}")
+        say(f"POST /v1/reports -> 201 summary {body_of(r.json()['summary'], 100)}")
+        png = b"\x89PNG\r\n\x1a\n" + bytes(64)
+        r = self.client.post("/v1/artifacts", files={"file": ("../../die 7.png", png, "image/png")},
+                             data={"inspection_id": str(iid)}, headers=h)
+        expect(r.status_code == 201, f"upload: {show(r)}")
+        art = r.json()
+        stored = [p.name for p in (self.data_dir / "artifacts").iterdir() if not p.name.startswith(".")]
+        say(f"POST /v1/artifacts (multipart, 'die 7.png') -> 201 size {art['size']}, stored as artifacts/{stored[0]}")
+        d = self.client.get(art["download"], headers=h)
+        expect(d.status_code == 200 and d.content == png, f"download: {show(d)}")
+        say(f"GET {art['download']} -> 200 {d.headers['content-type']}, {d.headers['content-disposition']}")
+        r = self.client.post("/v1/artifacts", files={"file": ("x.png", b"<svg onload=alert(1)>", "image/png")},
+                             headers=h)
+        expect(r.status_code == 415, f"a disguised upload: {show(r)}")
+        say(f"an SVG declared image/png -> {show(r)}")
+        viewer = self.bearer_of("viewer")
+        r = self.client.get(art["download"], headers=viewer)
+        expect(r.status_code == 403, f"download as a viewer: {show(r)}")
+        say(f"the same download as a viewer (no artifacts:read) -> {show(r)}")
+        a = self.client.post("/v1/infer", json={"features": [0.12, 3.4, 0.7]}, headers=h)
+        b = self.client.post("/v1/infer", json={"features": [0.12, 3.4, 0.7]}, headers=h)
+        expect(a.status_code == 200 and a.json() == b.json(), f"/v1/infer: {show(a)} / {show(b)}")
+        say(f"POST /v1/infer twice -> {body(a)} (deterministic; rate category inference: "
+            f"X-RateLimit-Limit {a.headers.get('X-RateLimit-Limit')})")
+
+    def input_rules(self) -> None:
+        h = self.bearer_of("manager")
+        step("input rules: the ERP guide's validation, unknown members refused (422, the value not echoed)")
+        for doc in ({"name": "<script>alert(1)</script>"}, {"name": "Lathe", "serial_number": "sn-123"},
+                    {"name": "Lathe", "cost": -5}, {"name": "Lathe", "tenant_id": OTHER_TENANT}):
+            r = self.client.post(f"{API}/equipment", json=doc, headers=h)
+            expect(r.status_code == 422 and "<script>" not in r.text, f"POST {doc}: {show(r)}")
+            say(f"POST {API}/equipment {body_of(doc, 50):<52} -> 422 {r.json()['detail'][0]['type']}")
+
+    def cors(self) -> None:
+        step("CORS: the allow-list of config.json (service.cors)")
+        for origin in ("https://erp.bitcorp.example", "https://evil.example"):
+            r = self.client.options(f"{API}/equipment", headers={"Origin": origin,
+                                                                 "Access-Control-Request-Method": "POST"})
+            allowed = r.headers.get("access-control-allow-origin")
+            expect((r.status_code, allowed) == ((200, origin) if "bitcorp" in origin else (400, None)),
+                   f"preflight from {origin}: {show(r)}")
+            say(f"preflight from {origin:<28} -> {r.status_code} Access-Control-Allow-Origin: {allowed or '(none)'}"
+                f", credentials: {r.headers.get('access-control-allow-credentials', '(none)')}")
+
+    def signing_keys(self) -> None:
+        step("tokens: RS256, public keys at /.well-known/jwks.json (two keys: rotation)")
+        r = self.client.get("/.well-known/jwks.json")
+        expect(r.status_code == 200 and len(r.json()["keys"]) == 2, f"JWKS: {show(r)}")
+        keys = r.json()["keys"]
+        expect(all("d" not in k for k in keys), "a private member in the JWKS")
+        token = self.tokens[self.user("viewer")["username"]]["access_token"]
+        head = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=" * (-len(token.split(".")[0]) % 4)))
+        expect(head.get("alg") == "RS256" and head.get("kid") in {k["kid"] for k in keys}, f"token header {head}")
+        say(f"token header {body_of(head)}; JWKS: " + ", ".join(f"{k['kid']} ({k['kty']} {k['alg']}, "
+                                                                f"n {len(k['n']) * 6 // 8 * 8} bits)" for k in keys))
+
     def refresh_and_logout(self) -> None:
         u = self.user("operator")
         name = u["username"]
@@ -415,12 +489,20 @@ class Walkthrough:
         expect(r.status_code == 200 and r.json()["access_token"] != old["access_token"], f"refresh: {show(r)}")
         new = r.json()
         say(f"POST {API}/auth/refresh -> 200 new pair, access {short(new['access_token'], 16)}")
+        h = bearer(new["access_token"])
+        expect(self.client.get(f"{API}/equipment", headers=h).status_code == 200, "the refreshed access token")
         r = self.client.post(f"{API}/auth/refresh", json={"refresh_token": old["refresh_token"]})
         expect(r.status_code == 401, f"the same refresh token a second time: {show(r)}")
-        say(f"the same refresh token again -> {show(r)}")
-        h = bearer(new["access_token"])
+        say(f"the same refresh token again -> {show(r)} (a replay)")
         r = self.client.get(f"{API}/equipment", headers=h)
-        expect(r.status_code == 200, f"GET /equipment before logout: {show(r)}")
+        expect(r.status_code == 401, f"the refreshed pair after a replay: {show(r)}")
+        say(f"a replay ends the whole session: the refreshed access token -> {r.status_code} "
+            "(and a RefreshTokenReplay alert, when a webhook is configured)")
+        r = self.login(u)
+        expect(r.status_code == 200, f"login of {name} again: {show(r)}")
+        new = r.json()
+        self.tokens[name] = new
+        h = bearer(new["access_token"])
         r = self.client.post(f"{API}/auth/logout", json={"refresh_token": new["refresh_token"]}, headers=h)
         expect(r.status_code == 204, f"logout: {show(r)}")
         say(f"POST {API}/auth/logout (access + refresh token) -> 204; the session revoked (all its tokens)")

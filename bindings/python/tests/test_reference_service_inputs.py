@@ -87,7 +87,7 @@ def test_a_new_data_directory_is_private(svc: Service) -> None:
     data = svc.db_path.parent
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
     modes = _modes(data)
-    assert {"service.db", "audit.jsonl", "field-key", "jwt-key"} <= set(modes)
+    assert {"service.db", "audit.jsonl", "field-key", "jwt-rs256-1.pem", "jwt-rs256-2.pem"} <= set(modes)
     assert modes == {name: 0o600 for name in modes}, modes
 
 

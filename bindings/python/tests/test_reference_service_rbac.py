@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -57,12 +58,36 @@ MATRIX: dict[str, tuple[str, str, str | None, set[str]]] = {
     # the policy reload: system:update, which ADR-007's admin (*:* over its resources, system
     # among them) and super_admin hold; the ERP admin has no grant on system
     "policy.reload":   ("POST", f"{API}/admin/policy/reload",      "system:update", {"super_admin", "inspection.admin"}),
+    # adr007.json: every ADR-007 role reads defects and artifacts; only its admin (*:*) creates
+    # and deletes defects, the quality engineer updates them; artifacts:create and
+    # inspections:execute (the inference endpoint) are the admin's alone
+    "defects.list":   ("GET",    "/v1/defects",         "defects:read",   set(ADR) | {"super_admin"}),
+    "defects.get":    ("GET",    "/v1/defects/{did}",   "defects:read",   set(ADR) | {"super_admin"}),
+    "defects.create": ("POST",   "/v1/defects",         "defects:create", {"inspection.admin", "super_admin"}),
+    "defects.update": ("PUT",    "/v1/defects/{did}",   "defects:update", {"inspection.quality_engineer",
+                                                                           "inspection.admin", "super_admin"}),
+    "defects.delete": ("DELETE", "/v1/defects/{did}",   "defects:delete", {"inspection.admin", "super_admin"}),
+    # reports: both documents grant them: every ERP role reads (viewer up), the ERP manager up
+    # creates; ADR-007's quality engineer, manager and admin read and create
+    "reports.create": ("POST",   "/v1/reports",         "reports:create", {"manager", "admin", "super_admin",
+                                                                           "inspection.quality_engineer",
+                                                                           "inspection.manager", "inspection.admin"}),
+    "reports.list":   ("GET",    "/v1/reports",         "reports:read",   set(ERP) | {"inspection.quality_engineer",
+                                                                                      "inspection.manager", "inspection.admin"}),
+    "reports.get":    ("GET",    "/v1/reports/{rid}",   "reports:read",   set(ERP) | {"inspection.quality_engineer",
+                                                                                      "inspection.manager", "inspection.admin"}),
+    "artifacts.create":   ("POST", "/v1/artifacts",             "artifacts:create", {"inspection.admin", "super_admin"}),
+    "artifacts.get":      ("GET",  "/v1/artifacts/{aid}",         "artifacts:read", set(ADR) | {"super_admin"}),
+    "artifacts.download": ("GET",  "/v1/artifacts/{aid}/content", "artifacts:read", set(ADR) | {"super_admin"}),
+    "infer":              ("POST", "/v1/infer",                 "inspections:execute", {"inspection.admin", "super_admin"}),
     # one's own data: any authenticated user, no permission
     "privacy.export":  ("GET",  f"{API}/privacy/export",           None,           EVERYONE),
 }
 BODIES = {"equipment.update": {"notes": "checked"}, "equipment.create": {"name": "Lathe", "cost": "10.5"},
           "inspections.create": {"lot_id": "L-1", "station": "AOI-1"},
-          "inspections.update": {"defect_count": 1}}
+          "inspections.update": {"defect_count": 1},
+          "defects.update": {"status": "confirmed"}, "infer": {"features": [0.1, 0.2, 0.3]}}
+PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 32
 OK = {"GET": 200, "PUT": 200, "POST": 200, "DELETE": 204}
 # The user endpoints act on a user below the caller (authority.py: effective permissions a
 # strict subset of the caller's): a viewer for the ERP roles, an inspection.operator for
@@ -78,7 +103,20 @@ def body_of(endpoint: str, role: str) -> dict[str, Any] | None:
     if endpoint == "users.roles":
         return {"roles": [subordinate_role(role)]}
     return BODIES.get(endpoint)
-OK_CREATED = {"equipment.create", "inspections.create"}
+
+
+def request_of(endpoint: str, role: str, ids: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of the request (a multipart upload for artifacts.create)."""
+    if endpoint == "artifacts.create":
+        return {"files": {"file": ("die.png", PNG, "image/png")}}
+    if endpoint == "defects.create":
+        return {"json": {"inspection_id": ids["iid"], "defect_type": "scratch", "severity": "low"}}
+    if endpoint == "reports.create":
+        return {"json": {"title": "Week 1", "inspection_ids": [ids["iid"]]}}
+    return {"json": body_of(endpoint, role)}
+
+
+OK_CREATED = {"equipment.create", "inspections.create", "defects.create", "reports.create", "artifacts.create"}
 
 
 class Matrix:
@@ -100,7 +138,15 @@ class Matrix:
             i = models.Inspection(tenant_id="fab-1", lot_id="L-0", station="AOI-0")
             db.add_all([e, i])
             db.flush()
-            ids = {"eid": e.id, "iid": i.id, "uid": self.subject}
+            d = models.Defect(tenant_id="fab-1", inspection_id=i.id, defect_type="scratch", severity="low")
+            r = models.Report(tenant_id="fab-1", title="R", summary="{}")
+            stored = uuid.uuid4().hex
+            (self.svc.app.state.data_dir / "artifacts" / stored).write_bytes(PNG)
+            a = models.Artifact(tenant_id="fab-1", stored_name=stored, content_type="image/png", size=len(PNG),
+                                sha256="0" * 64)
+            db.add_all([d, r, a])
+            db.flush()
+            ids = {"eid": e.id, "iid": i.id, "uid": self.subject, "did": d.id, "rid": r.id, "aid": a.id}
         if endpoint in USER_ENDPOINTS:
             ids["uid"] = self.svc.add_user(f"victim-{ids['eid']}", subordinate_role(role))
         return ids
@@ -144,7 +190,7 @@ def test_matrix_covers_every_role_and_guarded_route(matrix: Matrix) -> None:
 def test_rbac_matrix(matrix: Matrix, endpoint: str, role: str) -> None:
     method, path, permission, allowed = MATRIX[endpoint]
     ids = matrix.target(endpoint, role)
-    r = matrix.svc.client.request(method, path.format(**ids), json=body_of(endpoint, role),
+    r = matrix.svc.client.request(method, path.format(**ids), **request_of(endpoint, role, ids),
                                   headers=bearer(matrix.tokens[role]))
     if role in allowed:
         expected = 201 if endpoint in OK_CREATED else OK[method]

@@ -51,7 +51,8 @@ def test_many_refreshes_then_logout(small: Service) -> None:
             session_access = [pair["access_token"]]
             continue
         old, pair = pair, r.json()
-        assert refresh(s, old["refresh_token"]).status_code == 401  # spent
+        # (a spent refresh token used again is a replay: it ends the whole session, see
+        # test_a_replayed_refresh_token_ends_the_session)
         assert me(s, pair["access_token"]) == 200
         session_access.append(pair["access_token"])
     r = s.client.post(f"{API}/auth/logout", json={"refresh_token": pair["refresh_token"]},
@@ -62,6 +63,19 @@ def test_many_refreshes_then_logout(small: Service) -> None:
     assert refresh(s, pair["refresh_token"]).status_code == 401
     # Another login of the same user is another session: it works.
     assert me(s, s.token("alice")) == 200
+
+
+def test_a_replayed_refresh_token_ends_the_session(small: Service) -> None:
+    s = small
+    pair = s.pair("alice")
+    r = refresh(s, pair["refresh_token"])
+    assert r.status_code == 200
+    new = r.json()
+    assert refresh(s, pair["refresh_token"]).status_code == 401  # spent: a replay
+    # the thief and the victim share the session: all of it ends (the newer pair too)
+    assert me(s, new["access_token"]) == 401
+    assert refresh(s, new["refresh_token"]).status_code == 401
+    assert me(s, s.token("alice")) == 200  # a new login is a new session
 
 
 def test_logouts_past_the_table_bound(small: Service) -> None:

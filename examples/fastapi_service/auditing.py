@@ -1,0 +1,56 @@
+"""One audit record per request outcome.
+
+bitsec's ``AuditMiddleware`` records every 401, every 403 and every write. Two other writers
+record some of the same outcomes: the library itself (with ``audit.automatic_events``, the
+default, ``rt.check_permission`` records each denial it decides), and the service's endpoints
+(a failed login as ``authentication``/``failed_login``, a refused account change as
+``authorization``/``user_authority_denied``, ...). Counted twice, a 403 would make the
+unauthorised-access alert fire at half the real number of attempts, and a failed login
+recorded as a generic ``unauthorized`` would never reach the failed-login alert.
+
+``ServiceAuditMiddleware`` is the library's middleware with one rule added: it leaves out
+its own record of a request whose outcome is already recorded, namely
+
+- a 403 of ``require_permission`` (the library recorded the denial, with its reason), unless
+  the configuration turned automatic events off;
+- any response of a request whose endpoint called ``common.audit`` with ``final=True``
+  (done automatically for an ``authentication`` or ``authorization`` event whose result is
+  ``denied`` or ``failure``: the endpoint's event is the more precise record).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from starlette.requests import Request
+
+from bitsec.fastapi import AuditMiddleware
+
+#: request.state attribute set when an endpoint recorded the request's outcome itself
+RECORDED = "refsvc_outcome_recorded"
+# where RequirePermission leaves (resource, action, reason) of its 403 (bitsec.fastapi)
+_DENIED = "bitsec_denied"
+
+
+def mark_recorded(request: Request) -> None:
+    """The request's outcome is recorded: the middleware adds no record of its own."""
+    setattr(request.state, RECORDED, True)
+
+
+class ServiceAuditMiddleware(AuditMiddleware):
+    """``AuditMiddleware`` without the second record of an outcome already recorded (see the
+    module's text). ``library_records_denials``: the configuration's
+    ``audit.automatic_events`` (default true)."""
+
+    def __init__(self, app: Any, *, library_records_denials: bool = True, **options: Any) -> None:
+        super().__init__(app, **options)
+        self.library_records_denials = library_records_denials
+
+    def _event(self, scope: Any, state: Mapping[str, Any], status: int, rid: str) -> dict[str, Any] | None:
+        if state.get(RECORDED):
+            return None
+        if status == 403 and self.library_records_denials:
+            denied = state.get(_DENIED)
+            # scope_missing is decided in Python (no check_permission call, no automatic event)
+            if denied and denied[2] != "scope_missing":
+                return None
+        return super()._event(scope, state, status, rid)
