@@ -83,8 +83,8 @@ def test_random_bytes() -> None:
         bitsec.random_bytes(64 * 1024 * 1024)
 
 
-def test_redis_ping_against_real_server(redis_config: dict) -> None:
-    with bitsec.Runtime(redis_config) as rt:
+def test_redis_ping_against_real_server(redis_mode_config: dict) -> None:
+    with bitsec.Runtime(redis_mode_config) as rt:
         assert rt.redis_ping() >= 0
 
 
@@ -121,9 +121,9 @@ def test_paused_server_times_out(fresh_redis) -> None:  # type: ignore[no-untype
             fresh_redis.resume()
 
 
-def test_concurrent_use_from_threads(redis_config: dict) -> None:
+def test_concurrent_use_from_threads(redis_mode_config: dict) -> None:
     errors: list[BaseException] = []
-    with bitsec.Runtime(redis_config) as rt:
+    with bitsec.Runtime(redis_mode_config) as rt:
         def work() -> None:
             try:
                 for i in range(200):

@@ -46,8 +46,8 @@ def test_without_redis_every_feature_is_in_process() -> None:
         assert rt.describe()["sections"]["store"] == {"default": "process", "host": None}
 
 
-def test_with_redis_every_feature_defaults_to_redis(redis_config: dict) -> None:
-    with bitsec.Runtime(doc(redis=redis_config["redis"])) as rt:
+def test_with_redis_every_feature_defaults_to_redis(redis_mode_config: dict) -> None:
+    with bitsec.Runtime(doc(redis=redis_mode_config["redis"])) as rt:
         assert kinds(rt) == ("redis", "redis", "redis")
         assert rt.describe()["sections"]["store"]["default"] == "redis"
 
