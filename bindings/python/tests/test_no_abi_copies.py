@@ -123,7 +123,7 @@ def scan(source: str, filename: str) -> list[str]:
 
 
 def python_files() -> list[Path]:
-    files = [p for p in sorted(SRC.glob("*.py")) if p.name != "_abi.py"]
+    files = [p for p in sorted(SRC.rglob("*.py")) if p.name != "_abi.py"]
     return files + sorted(HERE.glob("*.py"))
 
 
