@@ -42,6 +42,8 @@ from .audit import AuditMiddleware
 from .bearer import BearerAuth
 from .config import (DEFAULT_CSP, DEFAULT_PATH_CATEGORIES, DEFAULT_SECURITY_HEADERS, CategoryRule, HTTPPolicy,
                      PathCategories, adr007_category)
+from .guard import (GUARD_SCOPE_KEY, PUBLIC, GuardMiddleware, GuardResult, Requirement, RouteTable, compile_routes,
+                    guard, guard_claims, guard_result, public)
 from .headers import SecurityHeadersMiddleware
 from .lifespan import bitsec_lifespan
 from .limits import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_BYTES, RequestLimitsMiddleware, body_limit
@@ -61,6 +63,9 @@ __all__ = [
     # configuration of the application policy
     "DEFAULT_CSP", "DEFAULT_PATH_CATEGORIES", "CategoryRule", "PathCategories", "HTTPPolicy",
     "OPERATIONS", "SLOW_VERIFY_ALGS", "UNMATCHED_RESOURCE", "ContextFn",
+    # the guard: one ASGI middleware, a route table compiled at startup
+    "GuardMiddleware", "GuardResult", "Requirement", "RouteTable", "compile_routes", "guard", "public",
+    "guard_result", "guard_claims", "PUBLIC", "GUARD_SCOPE_KEY",
 ]
 
 # Kept importable for code written against the single-file module (not part of the API).
