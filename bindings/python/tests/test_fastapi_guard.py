@@ -345,3 +345,30 @@ def test_rbac_matrix_identical_through_guard_and_dependency(tmp_path: Path) -> N
                     allowed += via_guard.status_code == 200
     assert compared == len(roles) * len(perms) * 2
     assert 0 < allowed < compared  # the matrix has both answers
+
+
+# ---- bounded tables --------------------------------------------------------------------------
+
+def test_principal_cache_is_bounded_under_a_flood_of_tokens(rt: Counting) -> None:
+    from bitsec.fastapi.guard import _PRINCIPALS_MAX
+
+    mw = GuardMiddleware(FastAPI())
+    now = int(time.time())
+    for i in range(_PRINCIPALS_MAX + 1500):
+        claims = rt.verify_token(rt.sign_token({"sub": f"flood-{i}", "roles": ["viewer"], "iss": ISS, "aud": AUD,
+                                                "iat": now, "exp": now + 600, "tenant_id": "t1"}))
+        p = mw._principal(claims)
+        assert p.id == f"flood-{i}"
+        assert mw._principal(claims) is p  # packed once per verified token
+        assert len(mw._principals) <= _PRINCIPALS_MAX
+
+
+def test_address_cache_is_bounded_under_a_flood_of_addresses() -> None:
+    from bitsec.fastapi._common import _canonical_ip, _valid_ip
+
+    for i in range(10_000):
+        addr = f"2001:db8::{i + 1:x}"
+        assert _valid_ip(addr) == addr
+        assert _canonical_ip.cache_info().currsize <= 4096
+    assert _valid_ip("2001:DB8:0:0::1") == "2001:db8::1"
+    assert _valid_ip("not an address") is None and _valid_ip("") is None

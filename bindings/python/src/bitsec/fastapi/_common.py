@@ -3,6 +3,7 @@ values kept in ``scope["state"]``, the client address, the request id, the route
 and the small ASGI helpers."""
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import logging
@@ -101,8 +102,14 @@ def _client_ip(scope: Any, resolver: ClientIP) -> str:
 
 
 def _valid_ip(addr: str | None) -> str | None:
+    """The address in canonical form, or None when it is not one."""
     if not addr:
         return None
+    return _canonical_ip(addr)
+
+
+@functools.lru_cache(maxsize=4096)  # bounded: a flood of distinct addresses only evicts
+def _canonical_ip(addr: str) -> str | None:
     try:
         return str(ipaddress.ip_address(addr))
     except ValueError:

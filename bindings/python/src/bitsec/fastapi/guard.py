@@ -30,7 +30,7 @@ from ..errors import BackendUnavailableError, BitsecError
 from ..permissions import Principal
 from ..runtime import Runtime
 from ..tokens import ExpiredTokenError, TokenClaims, TokenError
-from ._common import (_AUTH_FAILURE, _CLAIMS, _DENIED, STATE_ATTR, ClientIP, _adding_headers, _ensure_request_id,
+from ._common import (_AUTH_FAILURE, _CLAIMS, _DENIED, STATE_ATTR, _ensure_request_id,
                       _request_state, _runtime_of_scope, _send_json, log)
 from .audit import AuditMiddleware
 from .bearer import _bearer_challenge
@@ -45,6 +45,8 @@ GUARD_SCOPE_KEY = "bitsec.guard"
 #: ``Requirement.auth`` values.
 AUTH_MODES = ("required", "optional", "none")
 _GUARD_ATTR = "__bitsec_guard__"
+#: Principals kept by ``GuardMiddleware`` (one per recently verified token; cleared when full).
+_PRINCIPALS_MAX = 4096
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
@@ -351,6 +353,7 @@ class GuardMiddleware(AuditMiddleware):
         self.client_ip = self.limiter.client_ip
         self.table: RouteTable | None = None
         self._table_of: Any = None
+        self._principals: dict[int, tuple[TokenClaims, Principal]] = {}
 
     # ---- startup ---------------------------------------------------------------------------
 
@@ -407,17 +410,23 @@ class GuardMiddleware(AuditMiddleware):
                              {**self._refusal_headers(result), "X-Request-ID": rid})
             return
         recorded = False
+        extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in result.rate_headers.items()]
+        extra.append((b"x-request-id", rid.encode("latin-1")))
 
         async def send_wrapper(message: Any) -> None:
             nonlocal recorded
             if message["type"] == "http.response.start" and not recorded:
                 recorded = True
+                # our headers, unless the application set the same header itself
+                existing = list(message.get("headers", ()))
+                names = {n.lower() for n, _ in existing}
+                message = dict(message)
+                message["headers"] = existing + [(n, v) for n, v in extra if n not in names]
                 await self._record(rt, scope, state, message["status"], rid, req.audit)
             await send(message)
 
-        headers = {**result.rate_headers, "X-Request-ID": rid}
         try:
-            await self.app(scope, receive, _adding_headers(send_wrapper, headers, replace=False))
+            await self.app(scope, receive, send_wrapper)
         finally:
             if not recorded:
                 await self._record(rt, scope, state, 500, rid, req.audit)
@@ -486,7 +495,7 @@ class GuardMiddleware(AuditMiddleware):
                               ("department", req.department_param)):
                 if name is not None and name in params:
                     ctx[key] = str(params[name])
-            d = rt.check_permission(Principal.from_claims(claims), req.resource, req.action or "", ctx or None)
+            d = rt.check_permission(self._principal(claims), req.resource, req.action or "", ctx or None)
             if not d:
                 state[_DENIED] = (req.resource, req.action, d.reason)
                 return GuardResult(False, 403, d.reason, req, template, claims)
@@ -499,6 +508,19 @@ class GuardMiddleware(AuditMiddleware):
                     return GuardResult(False, 429, "rate_limited", req, template, claims, rate_headers)
                 return GuardResult(False, 503, "unavailable", req, template, claims, rate_headers)
         return GuardResult(True, 200, "ok" if req.auth != "none" else "public", req, template, claims, rate_headers)
+
+    def _principal(self, claims: TokenClaims) -> Principal:
+        """The claims' principal, packed once per verified token: the runtime returns the same
+        claims object for a token it verified before, so a bounded map by identity (the
+        claims kept alongside, so an id is never reused while mapped) saves the packing."""
+        hit = self._principals.get(id(claims))
+        if hit is not None and hit[0] is claims:
+            return hit[1]
+        p = Principal.from_claims(claims)
+        if len(self._principals) >= _PRINCIPALS_MAX:
+            self._principals.clear()
+        self._principals[id(claims)] = (claims, p)
+        return p
 
     def _detail(self, r: GuardResult) -> str:
         if r.status == 403:
