@@ -372,3 +372,52 @@ def test_address_cache_is_bounded_under_a_flood_of_addresses() -> None:
         assert _canonical_ip.cache_info().currsize <= 4096
     assert _valid_ip("2001:DB8:0:0::1") == "2001:db8::1"
     assert _valid_ip("not an address") is None and _valid_ip("") is None
+
+
+# ---- where the decision runs -----------------------------------------------------------------
+
+class Threads(Counting):
+    """Records the thread of every native call."""
+
+    def __init__(self, cfg: dict) -> None:
+        super().__init__(cfg)
+        self.threads: dict[str, set[int]] = {n: set() for n in NATIVE}
+
+    def verify_token(self, *a: Any, **k: Any) -> Any:
+        import threading
+        self.threads["verify_token"].add(threading.get_ident())
+        return super().verify_token(*a, **k)
+
+    def rate_limit_take(self, *a: Any, **k: Any) -> Any:
+        import threading
+        self.threads["rate_limit_take"].add(threading.get_ident())
+        return super().rate_limit_take(*a, **k)
+
+
+@pytest.mark.parametrize("offload", ["auto", "always"])
+def test_decision_inline_when_nothing_can_wait_else_once_in_the_thread_pool(tmp_path: Path, offload: str) -> None:
+    import threading
+
+    rt = Threads(config(tmp_path))
+    try:
+        app = make_app(rt, offload=offload)
+        loop_threads: set[int] = set()
+
+        @app.get("/where")
+        @guard()
+        async def where() -> dict:
+            loop_threads.add(threading.get_ident())
+            return {}
+
+        with TestClient(app) as c:
+            h = bearer(token(rt, "w"))
+            for _ in range(3):
+                assert c.get("/where", headers=h).status_code == 200
+        used = rt.threads["verify_token"] | rt.threads["rate_limit_take"]
+        assert len(loop_threads) == 1
+        if offload == "auto":  # embedded configuration: every call inline, on the event loop
+            assert used == loop_threads
+        else:  # token and take in the same worker hop, never on the loop
+            assert not (used & loop_threads)
+    finally:
+        rt.close()
