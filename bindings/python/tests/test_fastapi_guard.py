@@ -421,3 +421,24 @@ def test_decision_inline_when_nothing_can_wait_else_once_in_the_thread_pool(tmp_
             assert not (used & loop_threads)
     finally:
         rt.close()
+
+
+def test_a_runtime_that_cannot_decide_answers_503_never_500(tmp_path: Path) -> None:
+    class Broken(Counting):
+        broken = False
+
+        def check_permission(self, *a: Any, **k: Any) -> Any:
+            if self.broken:
+                raise bitsec.BackendUnavailableError("permission store unreachable")
+            return super().check_permission(*a, **k)
+
+    rt = Broken(config(tmp_path))
+    try:
+        with TestClient(make_app(rt), raise_server_exceptions=False) as c:
+            rt.broken = True  # after the startup checks
+            r = c.get("/equipment", headers=bearer(token(rt, "alice")))
+            assert r.status_code == 503 and r.headers["retry-after"] == "1"
+            assert r.json() == {"detail": "Service temporarily unavailable"}
+            assert c.get("/health").status_code == 200
+    finally:
+        rt.close()

@@ -397,10 +397,14 @@ class GuardMiddleware(AuditMiddleware):
         rid = _ensure_request_id(scope)
         entry, params = table.match(scope["method"], _route_path(scope))
         req = entry.requirement if entry is not None else self.default
-        if self._offloads(rt, req, scope):
-            result = await anyio.to_thread.run_sync(self.decide, rt, scope, state, entry, req, params)
-        else:
-            result = self.decide(rt, scope, state, entry, req, params)
+        try:
+            if self._offloads(rt, req, scope):
+                result = await anyio.to_thread.run_sync(self.decide, rt, scope, state, entry, req, params)
+            else:
+                result = self.decide(rt, scope, state, entry, req, params)
+        except BitsecError as e:  # never a 500: the runtime could not decide (closed, a backend down)
+            log.warning("bitsec guard could not decide: %s", e)
+            result = GuardResult(False, 503, "unavailable", req, entry.template if entry is not None else None)
         scope[GUARD_SCOPE_KEY] = result
         if not result.allowed:
             if entry is not None:  # the audit event names the route, as a routed request's would
