@@ -442,3 +442,20 @@ def test_a_runtime_that_cannot_decide_answers_503_never_500(tmp_path: Path) -> N
             assert c.get("/health").status_code == 200
     finally:
         rt.close()
+
+
+def test_token_memo_holds_a_rotation_that_fits_the_configured_cache(tmp_path: Path) -> None:
+    # 6000 distinct tokens in rotation, a verified-token cache of 8000: the second pass finds
+    # every token's parsed claims (the same objects), none is parsed again.
+    cfg = config(tmp_path)
+    cfg["tokens"]["cache_size"] = 8000
+    with bitsec.Runtime(cfg) as rt:
+        toks = [token(rt, f"rot-{i}") for i in range(6000)]
+        first = [rt.verify_token(t) for t in toks]
+        again = [rt.verify_token(t) for t in toks]
+        assert all(a is b for a, b in zip(first, again))
+        assert len(rt.__dict__["_tokens_memo"]) == 6000
+        # bounded: a flood beyond the memo's size clears it, never grows past it
+        for i in range(3000):
+            rt.verify_token(token(rt, f"flood-{i}"))
+            assert len(rt.__dict__["_tokens_memo"]) <= 8000
