@@ -258,11 +258,12 @@ serve: deps build
 		$(if $(PORT),--port $(PORT)) $(if $(REDIS_PORT),--redis-port $(REDIS_PORT)) $(if $(FRESH),--fresh) \
 		$(if $(WORKERS),--workers $(WORKERS)) $(if $(SERVER),--server $(SERVER))
 
-# wrk drives the HTTP benchmark (bench/http_bench.py; without it, its Python load generator).
+# wrk drives the HTTP benchmark (bench/http_bench.py): installed here if missing, and the
+# benchmark fails when it is still missing (no fallback to another load generator).
 bench: deps build
 	@dpkg -s wrk >/dev/null 2>&1 || { SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk >/dev/null; } \
-	  || echo "wrk not installed: the HTTP benchmark uses its Python load generator"
+	  || { case "$(BENCH)" in ""|*http*) echo "wrk is not installed and could not be installed: the HTTP benchmark needs it" >&2; exit 1;; esac; }
 	@bash bench/run.sh
 
 clean:

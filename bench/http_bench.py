@@ -1,7 +1,8 @@
 """HTTP: a protected FastAPI endpoint (bearer token + RBAC permission + per-user rate limit +
 an audit record per request) secured by bitsec.fastapi vs the same endpoint on PyJWT + casbin
 + slowapi + Python logging, same policy, each served by uvicorn (one worker) on 127.0.0.1 and
-loaded by the same generator (wrk, else an asyncio client). Prints markdown tables.
+loaded by wrk (required: the benchmark exits with an error when it is not installed). Prints
+markdown tables and writes build/bench/http.json.
 
 Every app is checked before it is measured (200 for a valid operator token, 401 for a
 tampered, an expired and a missing token, 403 for a viewer's write, X-RateLimit headers that
@@ -13,8 +14,10 @@ stack is then measured with its controls added one at a time, and the per-call c
 control is measured in process (``--no-micro`` skips that).
 
 Environment: HTTP_BENCH_DURATION (s per run, 5), HTTP_BENCH_RUNS (3), HTTP_BENCH_CONNECTIONS
-(32), HTTP_BENCH_WARMUP (s, 2), HTTP_BENCH_LOADGEN (wrk or python; default wrk when installed),
-HTTP_BENCH_QUICK=1 (only the two full stacks, HS256).
+(32), HTTP_BENCH_WARMUP (s, 2), HTTP_BENCH_LOADGEN (wrk, the default; ``python`` only when asked
+for explicitly, for a machine without wrk: its numbers are not comparable), HTTP_BENCH_QUICK=1
+(only the bare endpoint and the full stacks, HS256 and RS256), HTTP_BENCH_JSON (the JSON
+output, default build/bench/http.json).
 """
 from __future__ import annotations
 
@@ -62,7 +65,8 @@ def _have(module: str) -> bool:
 LOOP = "uvloop" if _have("uvloop") else "asyncio"
 HTTP_IMPL = "httptools" if _have("httptools") else "h11"
 WRK = shutil.which("wrk")
-LOADGEN = os.environ.get("HTTP_BENCH_LOADGEN") or ("wrk" if WRK else "python")
+LOADGEN = os.environ.get("HTTP_BENCH_LOADGEN") or "wrk"
+JSON_OUT = Path(os.environ.get("HTTP_BENCH_JSON") or ROOT / "build" / "bench" / "http.json")
 
 
 @dataclass
@@ -415,22 +419,22 @@ INCUMBENT = "incumbent (ADR-007's `@app.middleware(\"http\")` audit)"
 INCUMBENT_ASGI = "incumbent (audit from a plain ASGI middleware)"
 BARE = "bare FastAPI (no security)"
 ALWAYS = "bitsec, `offload=\"always\"` (every native call through the thread pool: the behaviour before)"
+GUARD = "bitsec (guard: `GuardMiddleware`)"
 
 
 def configs() -> list[Config]:
     full = list(bench_apps.LAYERS)
     asgi = full[:-1] + ["audit_asgi"]
-    head = [Config(BITSEC, "bitsec", full), Config(INCUMBENT, "incumbent", full),
-            Config(INCUMBENT_ASGI, "incumbent", asgi), Config(ALWAYS, "bitsec", full, offload="always")]
+    head = [Config(BARE, "bare", []), Config(GUARD, "guard", full), Config(BITSEC, "bitsec", full),
+            Config(INCUMBENT, "incumbent", full), Config(INCUMBENT_ASGI, "incumbent", asgi)]
+    rs = [Config(c.label, c.stack, c.layers, "RS256") for c in head]
     if QUICK:
-        return head
-    out = head + [Config(BARE, "bare", [])]
+        return head + rs
+    out = head + [Config(ALWAYS, "bitsec", full, offload="always")]
     for stack in ("bitsec", "incumbent"):
         for k in range(1, len(full)):
             out.append(Config(f"{stack}: " + " + ".join(full[:k]), stack, full[:k]))
-    out += [Config(BITSEC, "bitsec", full, "RS256"), Config(INCUMBENT, "incumbent", full, "RS256"),
-            Config(INCUMBENT_ASGI, "incumbent", asgi, "RS256")]
-    return out
+    return out + rs
 
 
 def versions() -> str:
@@ -450,8 +454,7 @@ def loadgen_desc() -> str:
     if LOADGEN == "wrk":
         ver = subprocess.run([WRK or "wrk", "-v"], capture_output=True, text=True).stdout.split(" [")[0]
         return f"{ver}, 1 thread, {CONNECTIONS} connections"
-    why = "" if WRK else " (wrk not installed)"
-    return f"the Python asyncio client{why}, {CONNECTIONS} connections"
+    return f"the Python asyncio client (HTTP_BENCH_LOADGEN=python), {CONNECTIONS} connections"
 
 
 def cpu_ratio(bitsec_us: float, incumbent_us: float) -> str:
@@ -460,7 +463,28 @@ def cpu_ratio(bitsec_us: float, incumbent_us: float) -> str:
     return f"{bitsec_us / incumbent_us:.2f}× more"
 
 
+def write_json(servers: list[Server], load0: float, load1: float, med: Any) -> None:
+    """build/bench/http.json: per app and algorithm the medians (req/s, p50/p99 ms, server CPU
+    µs per request) and every run, the load average before and after, the load generator."""
+    apps = []
+    for s in servers:
+        apps.append({"app": s.config.label, "stack": s.config.stack, "layers": s.config.layers, "alg": s.config.alg,
+                     "offload": s.config.offload or "auto", "rps": med(s, "rps"), "p50_ms": med(s, "p50"),
+                     "p99_ms": med(s, "p99"), "cpu_us_per_request": med(s, "cpu"), "runs": s.results})
+    doc = {"benchmark": "http", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "load_generator": loadgen_desc(), "connections": CONNECTIONS, "duration_s": DURATION, "runs": RUNS,
+           "warmup_s": WARMUP, "load_average": {"before": load0, "after": load1}, "cpus": os.cpu_count(),
+           "versions": versions(), "loop": LOOP, "http": HTTP_IMPL, "apps": apps}
+    JSON_OUT.parent.mkdir(parents=True, exist_ok=True)
+    JSON_OUT.write_text(json.dumps(doc, indent=1) + "\n")
+
+
 def main() -> None:
+    if LOADGEN == "wrk" and not WRK:
+        raise SystemExit("http_bench: wrk is not installed (apt-get install wrk); the benchmark needs it "
+                         "(HTTP_BENCH_LOADGEN=python runs the Python load generator instead, on request only)")
+    if LOADGEN not in ("wrk", "python"):
+        raise SystemExit("HTTP_BENCH_LOADGEN must be wrk or python")
     cfgs = configs()
     work = Path(tempfile.mkdtemp(prefix="httpbench-"))
     keys = {alg: bench_apps.make_keys(alg) for alg in sorted({c.alg for c in cfgs})}
@@ -522,8 +546,11 @@ def main() -> None:
 
     print("| stack | token | req/s | p50 ms | p99 ms | server CPU µs/request |")
     print("|---|---|---:|---:|---:|---:|")
+    write_json(servers, load0, load1, med)
     for alg in sorted(keys):
-        for label in (BITSEC, INCUMBENT, INCUMBENT_ASGI):
+        for label in (BARE, GUARD, BITSEC, INCUMBENT, INCUMBENT_ASGI):
+            if (label, alg) not in by:
+                continue
             s = by[(label, alg)]
             print(f"| {label} | {alg} | {med(s, 'rps'):.0f} | {med(s, 'p50'):.2f} | {med(s, 'p99'):.2f} | "
                   f"{med(s, 'cpu'):.0f} |")
@@ -531,6 +558,17 @@ def main() -> None:
             a = by[(ALWAYS, alg)]
             print(f"| {ALWAYS} | {alg} | {med(a, 'rps'):.0f} | {med(a, 'p50'):.2f} | {med(a, 'p99'):.2f} | "
                   f"{med(a, 'cpu'):.0f} |")
+        g = by[(GUARD, alg)]
+        if (BARE, alg) in by:
+            bare_s = by[(BARE, alg)]
+            print(f"| **guard / bare endpoint** | {alg} | **{med(g, 'rps') / med(bare_s, 'rps'):.2f}×** | "
+                  f"{med(g, 'p50') / med(bare_s, 'p50'):.2f}× | {med(g, 'p99') / med(bare_s, 'p99'):.2f}× | "
+                  f"{cpu_ratio(med(g, 'cpu'), med(bare_s, 'cpu'))} |")
+        for label, name in ((INCUMBENT, "ADR-007's"), (INCUMBENT_ASGI, "ASGI")):
+            i = by[(label, alg)]
+            print(f"| **guard / incumbent ({name} audit)** | {alg} | **{med(g, 'rps') / med(i, 'rps'):.2f}×** | "
+                  f"{med(g, 'p50') / med(i, 'p50'):.2f}× | **{med(g, 'p99') / med(i, 'p99'):.2f}×** | "
+                  f"{cpu_ratio(med(g, 'cpu'), med(i, 'cpu'))} |")
         b = by[(BITSEC, alg)]
         for label, name in ((INCUMBENT, "ADR-007's"), (INCUMBENT_ASGI, "ASGI")):
             i = by[(label, alg)]

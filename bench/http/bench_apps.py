@@ -2,6 +2,8 @@
 
 - ``bitsec``: ``bitsec.fastapi`` as docs/fastapi.md writes a service: ``bitsec_lifespan``,
   ``RateLimitMiddleware``, ``AuditMiddleware``, ``require_permission(..., bearer=BearerAuth())``.
+- ``guard``: ``bitsec.fastapi.GuardMiddleware`` with ``@guard`` declarations (one ASGI
+  middleware, the route table compiled at startup).
 - ``incumbent``: what the design documents' services use today, written as FastAPI's docs and
   the seeds write it: PyJWT ``jwt.decode`` (signature, exp, iat, iss, aud) in an ``async``
   dependency, casbin's ``Enforcer`` (RBAC model with role inheritance, the same table),
@@ -16,7 +18,7 @@ every request takes a token from the user's bucket; every request leaves one aud
 (401 and 403 included).
 
 ``create_app()`` (a uvicorn ``--factory``) reads its settings from the JSON file named by
-``HTTPBENCH_SETTINGS``: ``stack`` (``bare``, ``bitsec``, ``incumbent``), ``layers`` (the
+``HTTPBENCH_SETTINGS``: ``stack`` (``bare``, ``bitsec``, ``guard``, ``incumbent``), ``layers`` (the
 controls, cumulative, to measure each one's cost), ``alg`` (HS256 or RS256), the key
 material, ``audit_path``, optionally ``offload`` (bitsec.fastapi's ``offload=``: ``auto``, the
 default, or ``always``, every native call through the thread pool as before) and
@@ -165,6 +167,34 @@ def bitsec_app(settings: dict[str, Any]) -> FastAPI:
     async def update(eid: int, body: dict[str, Any] = Body(...), claims: Any = can_update) -> dict[str, Any]:
         return item(eid) | {"updated": sorted(body)}
 
+    return app
+
+
+def guard_app(settings: dict[str, Any]) -> FastAPI:
+    """bitsec's ``GuardMiddleware``: one pure ASGI middleware, the route table compiled at
+    startup from ``@guard`` declarations; token, permission, rate-limit take before the
+    handler, the audit record (every request, reads too) when the response starts."""
+    from bitsec.fastapi import GuardMiddleware, bitsec_lifespan, guard
+
+    layers = settings["layers"]
+    offload = settings.get("offload") or "auto"
+    app = FastAPI(lifespan=bitsec_lifespan(bitsec_config(settings)))
+    rate = "default" if "ratelimit" in layers else ""
+    audit = True if "audit" in layers else False
+    read_perm = ("equipment", "read") if "permission" in layers else (None, None)
+    update_perm = ("equipment", "update") if "permission" in layers else (None, None)
+
+    @app.get("/api/v1/equipment/{eid}")
+    @guard(*read_perm, rate=rate, audit=audit)
+    async def read(eid: int) -> dict[str, Any]:
+        return item(eid)
+
+    @app.post("/api/v1/equipment/{eid}")
+    @guard(*update_perm, rate=rate, audit=audit)
+    async def update(eid: int, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+        return item(eid) | {"updated": sorted(body)}
+
+    app.add_middleware(GuardMiddleware, realm="erp", offload=offload)
     return app
 
 
@@ -369,6 +399,8 @@ def build_app(settings: dict[str, Any]) -> FastAPI:
         return app
     if stack == "bitsec":
         return bitsec_app(settings)
+    if stack == "guard":
+        return guard_app(settings)
     if stack == "incumbent":
         return incumbent_app(settings)
     raise ValueError(f"unknown stack {stack!r}")

@@ -26,6 +26,7 @@ _spec.loader.exec_module(bench_apps)
 FULL = list(bench_apps.LAYERS)
 STACKS = {
     "bitsec": ("bitsec", FULL),
+    "guard": ("guard", FULL),
     "incumbent": ("incumbent", FULL),
     "incumbent-asgi-audit": ("incumbent", FULL[:-1] + ["audit_asgi"]),
 }
@@ -108,7 +109,7 @@ def test_same_policy_same_answers_and_one_audit_record_per_request(stack: str, k
     assert len(records) == 8  # one per request, refusals included
     text = json.dumps(records)
     assert "op-1" in text and "viewer-1" in text
-    if stack == "bitsec":
+    if stack in ("bitsec", "guard"):
         kinds = [(r["type"], r["result"]) for r in records]
         assert kinds.count(("data_access", "success")) == 4
         assert kinds.count(("authorization", "denied")) == 1

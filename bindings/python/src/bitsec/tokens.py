@@ -240,6 +240,8 @@ class _Buffers(threading.local):
 
 _tls = _Buffers()
 _MEMO_MAX = 4096
+#: The largest memo, whatever the configured cache size (the memo holds parsed claims objects).
+_MEMO_CAP = 65536
 
 
 def _text(value: str | bytes, name: str) -> bytes:
@@ -270,6 +272,17 @@ class TokensMixin:
     def _token_memo(self) -> dict[bytes, TokenClaims]:
         memo = self.__dict__.get("_tokens_memo")
         if memo is None:
+            # As many parsed claims as the library's verified-token cache holds tokens (at
+            # least _MEMO_MAX, at most _MEMO_CAP): a rotation of tokens that fits the cache
+            # also fits the memo, so a cache hit never parses the claims again.
+            size = _MEMO_MAX
+            try:
+                describe = getattr(self, "describe")
+                configured = int((describe().get("sections", {}).get("tokens") or {}).get("cache_size") or 0)
+                size = max(_MEMO_MAX, min(configured, _MEMO_CAP))
+            except Exception:  # noqa: BLE001 - a runtime that cannot describe itself keeps the default
+                pass
+            self.__dict__.setdefault("_tokens_memo_max", size)
             memo = self.__dict__.setdefault("_tokens_memo", {})
         return cast("dict[bytes, TokenClaims]", memo)
 
@@ -334,7 +347,7 @@ class TokensMixin:
         if r:
             raise token_error(r)
         claims = TokenClaims._from_result(ctypes.string_at(b.buf, b.n.value))
-        if len(memo) >= _MEMO_MAX:
+        if len(memo) >= self.__dict__.get("_tokens_memo_max", _MEMO_MAX):
             memo.clear()
         memo[data] = claims
         return claims

@@ -1,0 +1,216 @@
+"""What the modules of ``bitsec.fastapi`` share: where the runtime lives, the per-request
+values kept in ``scope["state"]``, the client address, the request id, the route of a scope
+and the small ASGI helpers."""
+from __future__ import annotations
+
+import functools
+import ipaddress
+import json
+import logging
+import re
+import uuid
+from typing import Any, Iterable, Mapping, cast
+
+from fastapi import HTTPException, Request
+from starlette.routing import Match
+
+from ..runtime import Runtime
+
+#: The logger of every part of ``bitsec.fastapi``.
+log = logging.getLogger("bitsec.fastapi")
+
+#: Where the runtime lives: ``app.state.bitsec``.
+STATE_ATTR = "bitsec"
+# Per-request values kept on ``request.state`` (shared with the ASGI middlewares through
+# ``scope["state"]``).
+_CLAIMS = "bitsec_claims"           # verified TokenClaims of this request
+_AUTH_FAILURE = "bitsec_auth_failure"  # "missing" / reason name of a refused token
+_DENIED = "bitsec_denied"           # (resource, action, reason) of a 403
+_REQUEST_ID = "bitsec_request_id"
+_CLIENT_IP = "bitsec_client_ip"
+_NO_CLAIMS = object()
+
+
+def get_runtime(request: Request, attr: str = STATE_ATTR) -> Runtime:
+    """The runtime of the request's application (``app.state.bitsec``)."""
+    try:
+        return cast(Runtime, getattr(request.app.state, attr))
+    except AttributeError:
+        raise RuntimeError(f"no bitsec runtime on app.state.{attr}: use lifespan=bitsec_lifespan(config)") from None
+
+
+def _runtime_of_scope(scope: Mapping[str, Any], attr: str) -> Runtime | None:
+    app = scope.get("app")
+    state = getattr(app, "state", None)
+    return getattr(state, attr, None)
+
+
+def _request_state(scope: Any) -> dict[str, Any]:
+    return scope.setdefault("state", {})  # type: ignore[no-any-return]
+
+
+def _unavailable(retry_after: int = 1) -> HTTPException:
+    return HTTPException(status_code=503, detail="Service temporarily unavailable",
+                         headers={"Retry-After": str(max(1, retry_after))})
+
+
+# ---- client address ------------------------------------------------------------------------
+
+class ClientIP:
+    """The client's address: the peer's, unless the peer is a trusted proxy; then
+    ``X-Forwarded-For`` is read right to left and the first address that is not a trusted
+    proxy is the client (so a client cannot forge its address by sending its own header).
+    ``trusted_proxies``: addresses or networks (``"10.0.0.0/8"``); empty (the default):
+    ``X-Forwarded-For`` is never trusted."""
+
+    def __init__(self, trusted_proxies: Iterable[str] = ()) -> None:
+        self.networks = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
+
+    def _trusted(self, addr: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(addr)
+        except ValueError:
+            return False
+        return any(ip in n for n in self.networks)
+
+    def __call__(self, scope: Mapping[str, Any]) -> str:
+        client = scope.get("client")
+        peer = client[0] if client else ""
+        if not self.networks or not self._trusted(peer):
+            return peer
+        forwarded: list[str] = []
+        for name, value in scope.get("headers", ()):
+            if name == b"x-forwarded-for":
+                forwarded.extend(v.strip() for v in value.decode("latin-1").split(","))
+        for addr in reversed(forwarded):
+            if not addr:
+                continue
+            if not self._trusted(addr):
+                try:
+                    return str(ipaddress.ip_address(addr))
+                except ValueError:
+                    return peer  # garbage from a trusted proxy's upstream: do not key on it
+        return peer
+
+
+def _client_ip(scope: Any, resolver: ClientIP) -> str:
+    state = _request_state(scope)
+    ip = state.get(_CLIENT_IP)
+    if ip is None:
+        ip = state[_CLIENT_IP] = resolver(scope)
+    return ip
+
+
+def _valid_ip(addr: str | None) -> str | None:
+    """The address in canonical form, or None when it is not one."""
+    if not addr:
+        return None
+    return _canonical_ip(addr)
+
+
+@functools.lru_cache(maxsize=4096)  # bounded: a flood of distinct addresses only evicts
+def _canonical_ip(addr: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(addr))
+    except ValueError:
+        return None
+
+
+async def _send_json(send: Any, status: int, body: Mapping[str, Any], headers: Mapping[str, str]) -> None:
+    data = json.dumps(body).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+    raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": data})
+
+
+def _adding_headers(send: Any, headers: Mapping[str, str], replace: bool) -> Any:
+    """Wraps ``send`` to add ``headers`` to the response start (``replace=False``: a header
+    the application set itself wins)."""
+    if not headers:
+        return send
+    encoded = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+    async def wrapped(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            existing = list(message.get("headers", ()))
+            names = {n.lower() for n, _ in existing}
+            if replace:
+                drop = {n for n, _ in encoded}
+                existing = [(n, v) for n, v in existing if n.lower() not in drop]
+                existing += encoded
+            else:
+                existing += [(n, v) for n, v in encoded if n not in names]
+            message = dict(message)
+            message["headers"] = existing
+        await send(message)
+
+    return wrapped
+
+
+# ---- request ids and routes ----------------------------------------------------------------
+
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_ACTIONS = {"POST": "create", "PUT": "update", "PATCH": "update", "DELETE": "delete"}
+#: The resource of an event whose path matches no route of the application.
+UNMATCHED_RESOURCE = "(no route)"
+
+
+def request_id(request: Request) -> str | None:
+    """The request id ``AuditMiddleware`` (or ``SecurityHeadersMiddleware``) honoured or
+    created (None without them)."""
+    return _request_state(request.scope).get(_REQUEST_ID)
+
+
+def _ensure_request_id(scope: Any) -> str:
+    """The request's id, decided once per request by the outermost bitsec middleware: the
+    client's ``X-Request-ID`` when it is a plain token (``[A-Za-z0-9._:-]{1,128}``), else a
+    new UUID; kept in ``scope["state"]``."""
+    state = _request_state(scope)
+    rid = state.get(_REQUEST_ID)
+    if rid:
+        return rid  # type: ignore[no-any-return]
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            text = value.decode("latin-1").strip()
+            if _REQUEST_ID_RE.match(text):
+                rid = text
+            break
+    rid = state[_REQUEST_ID] = rid or str(uuid.uuid4())
+    return rid
+
+
+def _route_of(scope: Any) -> tuple[Any, Mapping[str, Any]]:
+    """The route that serves (or would serve) the request, and its parsed path parameters:
+    ``scope["route"]``/``scope["path_params"]`` once the router ran, else the application's
+    routes matched here (a request answered before routing: 413, 429, 401 of a middleware).
+    (None, {}) when no route matches."""
+    route = scope.get("route")
+    if route is not None:
+        return route, scope.get("path_params") or {}
+    router = getattr(scope.get("app"), "router", None)
+    partial: tuple[Any, Mapping[str, Any]] | None = None
+    for r in getattr(router, "routes", ()):
+        try:
+            match, child = r.matches(scope)
+        except Exception:  # noqa: BLE001 - a route that cannot judge this scope does not match it
+            continue
+        if match == Match.FULL:
+            return r, child.get("path_params") or {}
+        if match == Match.PARTIAL and partial is None:
+            partial = (r, child.get("path_params") or {})
+    return partial or (None, {})
+
+
+def _route_template(route: Any) -> str | None:
+    t = getattr(route, "path_format", None) or getattr(route, "path", None)
+    return t if isinstance(t, str) and t else None
+
+
+def _text(s: str) -> str:
+    """A str that encodes to UTF-8 (lone surrogates replaced); bitsec cuts long text itself."""
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "replace").decode("utf-8")

@@ -1,0 +1,561 @@
+"""``GuardMiddleware``: one pure ASGI middleware that secures every route from a table compiled
+at startup.
+
+Each route declares what it needs with ``@guard(resource, action, rate=..., audit=...)`` on
+its endpoint (or the middleware's ``requirements`` mapping); at startup the middleware walks
+the application's routes, checks every declaration against the runtime (an unknown
+permission, rate-limit category or option is an error and the application does not start),
+and keeps one ``Requirement`` per route. Per request it then does, before the handler and
+in one place: the bearer token check (with the runtime's verified-token cache), the
+permission decision, the rate-limit take, and puts a typed ``GuardResult`` on the scope for
+``Depends(guard_result)`` / ``Depends(guard_claims)`` (and ``BearerAuth``/``RequirePermission``,
+which reuse the verified claims instead of verifying again). The audit record is emitted
+when the response starts, with its status.
+
+Permission checks that need data from the database (the owner of a row, its department) stay
+dependencies (``RequirePermission(..., context=...)``), which read the guard's claims.
+
+Cookie sessions and CSRF are not decided here yet: ``Requirement.cookies`` is the route flag
+reserved for them (a route that sets it is refused at startup until the runtime supports it).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
+
+import anyio
+from fastapi import HTTPException, Request
+
+from ..errors import BackendUnavailableError, BitsecError
+from ..permissions import Principal
+from ..runtime import Runtime
+from ..tokens import ExpiredTokenError, TokenClaims, TokenError
+from ._common import (_AUTH_FAILURE, _CLAIMS, _DENIED, STATE_ATTR, _ensure_request_id,
+                      _request_state, _runtime_of_scope, _send_json, log)
+from .audit import AuditMiddleware
+from .bearer import _bearer_challenge
+from .config import DEFAULT_PATH_CATEGORIES
+from .offload import offload_plan
+from .ratelimit import _RateLimiting
+
+from starlette._utils import get_route_path as _route_path  # the path without the root_path
+
+#: Where the guard's result lives in the ASGI scope (read it with ``guard_result(request)``).
+GUARD_SCOPE_KEY = "bitsec.guard"
+#: ``Requirement.auth`` values.
+AUTH_MODES = ("required", "optional", "none")
+_GUARD_ATTR = "__bitsec_guard__"
+#: Principals kept by ``GuardMiddleware`` (one per recently verified token; cleared when full).
+_PRINCIPALS_MAX = 4096
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """What a route needs, checked by ``GuardMiddleware`` before its handler runs.
+
+    - ``resource``/``action``: the permission decided by the runtime's policy for the token's
+      principal (both or neither); ``owner_param``/``tenant_param``/``department_param`` name
+      path parameters giving the resource's context (as ``RequirePermission``);
+    - ``scopes``: OAuth2 scopes the token must all carry (403 ``insufficient_scope``);
+    - ``auth``: ``"required"`` (default: a valid bearer token), ``"optional"`` (a token, when
+      sent, must be valid), ``"none"`` (the token is not read; the rate-limit key is the
+      client address);
+    - ``rate``: the rate-limit category (must be configured); None: the category of the path
+      (``HTTPPolicy.categories``); ``""``: no rate limit; ``cost``: tokens taken;
+    - ``audit``: True records a ``data_access`` event for every request (reads too), False
+      only failures, None (default) the writes (POST, PUT, PATCH, DELETE) and failures;
+    - ``cookies``: reserved for cookie sessions with CSRF checks (not supported yet: refused
+      at startup).
+    """
+
+    resource: str | None = None
+    action: str | None = None
+    rate: str | None = None
+    cost: int = 1
+    audit: bool | None = None
+    auth: str = "required"
+    scopes: tuple[str, ...] = ()
+    owner_param: str | None = None
+    tenant_param: str | None = None
+    department_param: str | None = None
+    cookies: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.resource is None) != (self.action is None):
+            raise ValueError("a requirement names both resource and action, or neither")
+        if self.auth not in AUTH_MODES:
+            raise ValueError(f"auth must be one of {AUTH_MODES}")
+        if self.resource is not None and self.auth != "required":
+            raise ValueError(f"{self.resource}:{self.action}: a permission needs auth='required'")
+        if self.scopes and self.auth != "required":
+            raise ValueError("scopes need auth='required'")
+        if self.cost < 1:
+            raise ValueError("cost must be >= 1")
+        object.__setattr__(self, "scopes", tuple(self.scopes))
+
+    @property
+    def permission(self) -> str | None:
+        return None if self.resource is None else f"{self.resource}:{self.action}"
+
+
+#: The requirement of a route that declares none (``GuardMiddleware(default=...)``): no token
+#: read, the path's rate-limit category, the default audit.
+PUBLIC = Requirement(auth="none")
+
+
+def guard(resource: str | None = None, action: str | None = None, **options: Any) -> Callable[[_F], _F]:
+    """Declares an endpoint's ``Requirement`` (``@guard("inspections", "read", rate="default")``
+    next to ``@app.get(...)``; ``@guard()``: a valid token, nothing else)."""
+    req = Requirement(resource, action, **options)
+
+    def mark(fn: _F) -> _F:
+        setattr(fn, _GUARD_ATTR, req)
+        return fn
+
+    return mark
+
+
+def public(fn: _F) -> _F:
+    """Marks an endpoint as public (``PUBLIC``): useful with ``GuardMiddleware(strict=True)``."""
+    setattr(fn, _GUARD_ATTR, PUBLIC)
+    return fn
+
+
+@dataclass(slots=True)
+class GuardResult:
+    """The guard's decision for one request (``guard_result(request)``).
+
+    ``allowed``; ``status`` (200 when allowed, else the answer sent: 400, 401, 403, 429,
+    503); ``reason`` (``ok``, ``public``, a token reason such as ``expired``, a permission
+    reason such as ``no_grant``, ``rate_limited``, ``unavailable``); ``claims`` (the verified
+    token's, or None); ``rate_headers`` (``X-RateLimit-*``, added to the response);
+    ``requirement`` and ``route_template`` of the matched route."""
+
+    allowed: bool
+    status: int
+    reason: str
+    requirement: Requirement
+    route_template: str | None = None
+    claims: TokenClaims | None = None
+    rate_headers: dict[str, str] = field(default_factory=dict)
+    #: How the token was refused (``missing``, ``empty``, ``expired``, ``invalid``), else None.
+    auth_error: str | None = None
+
+    @property
+    def subject(self) -> str | None:
+        return self.claims.subject if self.claims is not None else None
+
+    @property
+    def tenant(self) -> str | None:
+        return self.claims.tenant_id if self.claims is not None else None
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return tuple(self.claims.roles) if self.claims is not None else ()
+
+    @property
+    def session_id(self) -> str | None:
+        if self.claims is None:
+            return None
+        sid = self.claims.get("session_id") or self.claims.get("sid")
+        return sid if isinstance(sid, str) and sid else None
+
+
+def guard_result(request: Request) -> GuardResult:
+    """A dependency: the ``GuardResult`` of this request (RuntimeError without a
+    ``GuardMiddleware``)."""
+    r = request.scope.get(GUARD_SCOPE_KEY)
+    if not isinstance(r, GuardResult):
+        raise RuntimeError("no GuardMiddleware ran for this request: app.add_middleware(GuardMiddleware)")
+    return r
+
+
+def guard_claims(request: Request) -> TokenClaims:
+    """A dependency: the verified claims of this request, as the guard checked them (never
+    verified again); 401 when the route let the request through without a token."""
+    claims = guard_result(request).claims
+    if claims is None:
+        raise HTTPException(status_code=401, detail="Not authenticated", headers={"WWW-Authenticate": "Bearer"})
+    return claims
+
+
+@dataclass(frozen=True)
+class _Entry:
+    route: Any
+    template: str
+    requirement: Requirement
+
+
+class RouteTable:
+    """The compiled routes: ``match(method, path)`` -> (entry or None, path parameters).
+    Routes without parameters are found with one dict lookup; routes with parameters are
+    tried in the application's order, but only those declared before the first static
+    match (the order in which the application itself would match)."""
+
+    def __init__(self, entries: list[tuple[int, str, Any, frozenset[str] | None, _Entry]]) -> None:
+        self.static: dict[tuple[str, str], tuple[int, _Entry]] = {}
+        self.static_any: dict[str, tuple[int, _Entry]] = {}
+        self.dynamic: list[tuple[int, Any, frozenset[str] | None, _Entry]] = []
+        self.entries = [e for *_, e in entries]
+        for index, path, regex, methods, entry in entries:
+            if "{" in path:
+                self.dynamic.append((index, regex, methods, entry))
+            elif methods is None:
+                self.static_any.setdefault(path, (index, entry))
+            else:
+                for m in methods:
+                    self.static.setdefault((m, path), (index, entry))
+
+    def match(self, method: str, path: str) -> tuple[_Entry | None, dict[str, str]]:
+        found = self.static.get((method, path))
+        other = self.static_any.get(path)
+        if other is not None and (found is None or other[0] < found[0]):
+            found = other
+        limit = found[0] if found is not None else 1 << 62
+        for index, regex, methods, entry in self.dynamic:
+            if index > limit:
+                break
+            if methods is not None and method not in methods:
+                continue
+            m = regex.match(path)
+            if m is not None:
+                return entry, m.groupdict()
+        return (found[1], {}) if found is not None else (None, {})
+
+
+def _walk(routes: Iterable[Any]) -> Iterator[Any]:
+    for r in routes:
+        effective = getattr(r, "effective_candidates", None)
+        if callable(effective):  # FastAPI's included router: its routes with the prefix applied
+            yield from _walk(effective())
+        else:
+            yield r
+
+
+def compile_routes(app: Any, rt: Runtime, *, default: Requirement = PUBLIC, strict: bool = False,
+                   requirements: Mapping[str, Requirement] | None = None,
+                   categorize: Callable[[str, str], str | None] = DEFAULT_PATH_CATEGORIES) -> RouteTable:
+    """The route table of ``app`` for ``rt``, every declaration checked (``ValueError``
+    naming the route): a permission whose resource or action the policy does not know, a
+    rate category the configuration does not define, ``cookies``, a token or rate limit the
+    runtime is not configured for; with ``strict``, an endpoint without a declaration.
+    ``requirements`` maps ``"METHOD /template"`` (or ``"/template"``: every method) to a
+    requirement and wins over the endpoint's ``@guard``."""
+    sections = (rt.describe().get("sections") or {})
+    categories = set(((sections.get("rate_limits") or {}).get("categories") or {}))
+    has_tokens = bool(sections.get("tokens"))
+    has_limits = bool(sections.get("rate_limits"))
+    declared = dict(requirements or {})
+    used: set[str] = set()
+    entries: list[tuple[int, str, Any, frozenset[str] | None, _Entry]] = []
+    checked: dict[Requirement, None] = {}
+    for index, route in enumerate(_walk(getattr(getattr(app, "router", None), "routes", ()))):
+        path = getattr(route, "path", None)
+        regex = getattr(route, "path_regex", None)
+        endpoint = getattr(route, "endpoint", None)
+        if not isinstance(path, str) or regex is None or endpoint is None:
+            continue  # a mount, a websocket route without an HTTP endpoint: not guarded
+        methods = getattr(route, "methods", None)
+        mset = frozenset(methods) if methods else None
+        template = getattr(route, "path_format", None) or path
+        where = f"{'/'.join(sorted(mset)) if mset else '*'} {template}"
+        req: Requirement | None = None
+        for m in sorted(mset or ()):
+            if f"{m} {template}" in declared:
+                req = declared[f"{m} {template}"]
+                used.add(f"{m} {template}")
+        if req is None and template in declared:
+            req = declared[template]
+            used.add(template)
+        if req is None:
+            req = getattr(endpoint, _GUARD_ATTR, None)
+        if req is None:
+            if strict:
+                raise ValueError(f"route {where} declares no requirement (strict guard: use @guard or @public)")
+            req = default
+        if req not in checked:
+            _check(req, rt, where, categories, has_tokens, has_limits)
+            checked[req] = None
+        entries.append((index, path, regex, mset, _Entry(route, template, req)))
+    unknown = set(declared) - used
+    if unknown:
+        raise ValueError(f"requirements for routes the application does not have: {', '.join(sorted(unknown))}")
+    return RouteTable(entries)
+
+
+def _check(req: Requirement, rt: Runtime, where: str, categories: set[str], has_tokens: bool,
+           has_limits: bool) -> None:
+    if req.cookies:
+        raise ValueError(f"route {where}: cookie sessions are not supported by the guard yet")
+    if req.auth != "none" and not has_tokens:
+        raise ValueError(f"route {where}: needs tokens, and the runtime has no tokens section")
+    if req.rate and not has_limits:
+        raise ValueError(f"route {where}: rate category {req.rate!r}, and the runtime has no rate_limits section")
+    if req.rate and req.rate not in categories:
+        raise ValueError(f"route {where}: unknown rate category {req.rate!r} "
+                         f"(configured: {', '.join(sorted(categories)) or 'none'})")
+    if req.resource is not None:
+        d = rt.check_permission(Principal(), req.resource, req.action)
+        if d.reason in ("unknown_resource", "unknown_action"):
+            raise ValueError(f"route {where}: the policy does not know the permission {req.permission} ({d.reason})")
+
+
+#: (status, detail, RFC 6750 error, error description) of a refused token, by kind.
+_AUTH_ERRORS = {
+    "missing": (401, "Not authenticated", None, None),
+    "empty": (400, "Invalid token", "invalid_request", "The Authorization header has no token"),
+    "expired": (401, "Token has expired", "invalid_token", "The access token expired"),
+    "invalid": (401, "Invalid token", "invalid_token", "The access token is invalid"),
+}
+
+
+class GuardMiddleware(AuditMiddleware):
+    """The pure ASGI guard (no ``BaseHTTPMiddleware``):
+    ``app.add_middleware(GuardMiddleware, trusted_proxies=[...])``, declarations with
+    ``@guard(...)`` on the endpoints (module docstring).
+
+    - The table is compiled when the application starts (ASGI lifespan, after
+      ``bitsec_lifespan`` opened the runtime); a wrong declaration makes the startup fail
+      with the reason. Without a lifespan it is compiled at the first request.
+    - Refusals answer as the dependencies do: 401 ``WWW-Authenticate: Bearer`` (detail "Not
+      authenticated", "Invalid token", "Token has expired"), 400 for an empty bearer token,
+      403 "Insufficient permissions: <resource>:<action>" (``insufficient_scope`` for a missing
+      scope), 429 "Rate limit exceeded" with ``Retry-After``, 503 with ``Retry-After`` when a
+      backend is unreachable. Allowed responses carry ``X-RateLimit-*`` and ``X-Request-ID``.
+    - The rate-limit key is ``user:<sub>`` when the token verified, else ``ip:<client>``
+      (``trusted_proxies`` as ``ClientIP``).
+    - One audit record per request, emitted when the response starts (status known), as
+      ``AuditMiddleware`` (whose options it takes: ``methods``, ``sensitive``), with the route's
+      ``audit`` flag. A runtime without an audit section records nothing.
+    - Where it runs: the whole decision inline on the event loop when none of its calls can
+      wait, else once in the thread pool (``offload_plan``, decided once per runtime).
+
+    ``default`` is the requirement of a route that declares none (``PUBLIC``); ``strict=True``
+    refuses such a route at startup. ``categorize`` gives the rate category of a route whose
+    requirement has ``rate=None`` (default ``DEFAULT_PATH_CATEGORIES``; ``HTTPPolicy.categories``).
+    """
+
+    def __init__(self, app: Any, *, trusted_proxies: Iterable[str] = (), default: Requirement = PUBLIC,
+                 strict: bool = False, requirements: Mapping[str, Requirement] | None = None,
+                 categorize: Callable[[str, str], str | None] = DEFAULT_PATH_CATEGORIES,
+                 methods: Iterable[str] = ("POST", "PUT", "PATCH", "DELETE"),
+                 sensitive: Callable[[str], bool] | None = None, realm: str | None = None,
+                 on_backend_error: str = "deny", attr: str = STATE_ATTR, offload: str = "auto") -> None:
+        super().__init__(app, trusted_proxies=trusted_proxies, methods=methods, sensitive=sensitive, attr=attr,
+                         offload=offload)
+        self.default = default
+        self.strict = strict
+        self.requirements = dict(requirements or {})
+        self.categorize = categorize
+        self.realm = realm
+        self.limiter = _RateLimiting(trusted_proxies, on_backend_error, attr, offload)
+        self.client_ip = self.limiter.client_ip
+        self.table: RouteTable | None = None
+        self._table_of: Any = None
+        self._principals: dict[int, tuple[TokenClaims, Principal]] = {}
+
+    # ---- startup ---------------------------------------------------------------------------
+
+    def compile(self, app: Any, rt: Runtime) -> RouteTable:
+        table = compile_routes(app, rt, default=self.default, strict=self.strict, requirements=self.requirements,
+                               categorize=self.categorize)
+        self.table, self._table_of = table, rt
+        return table
+
+    async def _lifespan(self, scope: Any, receive: Any, send: Any) -> None:
+        async def send_wrapper(message: Any) -> None:
+            if message.get("type") == "lifespan.startup.complete":
+                rt = _runtime_of_scope(scope, self.attr)
+                if rt is not None:
+                    # A wrong declaration raises here, inside the application's lifespan:
+                    # the lifespan closes the runtime and reports "lifespan.startup.failed"
+                    # with the reason, and the server does not start.
+                    self.compile(scope.get("app"), rt)
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+    # ---- per request -----------------------------------------------------------------------
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(scope, receive, send)
+            return
+        if kind != "http":
+            await self.app(scope, receive, send)
+            return
+        rt = _runtime_of_scope(scope, self.attr)
+        if rt is None:
+            await self.app(scope, receive, send)
+            return
+        table = self.table if self._table_of is rt else None
+        if table is None:
+            table = self.compile(scope.get("app"), rt)
+        state = _request_state(scope)
+        rid = _ensure_request_id(scope)
+        entry, params = table.match(scope["method"], _route_path(scope))
+        req = entry.requirement if entry is not None else self.default
+        try:
+            if self._offloads(rt, req, scope):
+                result = await anyio.to_thread.run_sync(self.decide, rt, scope, state, entry, req, params)
+            else:
+                result = self.decide(rt, scope, state, entry, req, params)
+        except BitsecError as e:  # never a 500: the runtime could not decide (closed, a backend down)
+            log.warning("bitsec guard could not decide: %s", e)
+            result = GuardResult(False, 503, "unavailable", req, entry.template if entry is not None else None)
+        scope[GUARD_SCOPE_KEY] = result
+        if not result.allowed:
+            if entry is not None:  # the audit event names the route, as a routed request's would
+                scope["route"], scope["path_params"] = entry.route, params
+            await self._record(rt, scope, state, result.status, rid, req.audit)
+            await _send_json(send, result.status, {"detail": self._detail(result)},
+                             {**self._refusal_headers(result), "X-Request-ID": rid})
+            return
+        recorded = False
+        extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in result.rate_headers.items()]
+        extra.append((b"x-request-id", rid.encode("latin-1")))
+
+        async def send_wrapper(message: Any) -> None:
+            nonlocal recorded
+            if message["type"] == "http.response.start" and not recorded:
+                recorded = True
+                # our headers, unless the application set the same header itself
+                existing = list(message.get("headers", ()))
+                names = {n.lower() for n, _ in existing}
+                message = dict(message)
+                message["headers"] = existing + [(n, v) for n, v in extra if n not in names]
+                await self._record(rt, scope, state, message["status"], rid, req.audit)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            if not recorded:
+                await self._record(rt, scope, state, 500, rid, req.audit)
+
+    def _offloads(self, rt: Runtime, req: Requirement, scope: Any) -> bool:
+        plan = offload_plan(rt, self.offload)
+        if not plan.reasons:
+            return False
+        if req.auth != "none" and plan.offloads("tokens"):
+            return True
+        if req.resource is not None and plan.offloads("permissions"):
+            return True
+        return req.rate != "" and plan.offloads("rate_limits")
+
+    async def _record(self, rt: Runtime, scope: Any, state: Mapping[str, Any], status: int, rid: str,
+                      flag: bool | None) -> None:
+        if id(rt) in self.disabled:
+            return
+        event = self._event(scope, state, status, rid, flag)
+        if event is None:
+            return
+        if offload_plan(rt, self.offload).offloads("audit"):
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._emit, rt, event)
+        else:
+            self._emit(rt, event)
+
+    def decide(self, rt: Runtime, scope: Any, state: dict[str, Any], entry: _Entry | None, req: Requirement,
+               params: Mapping[str, str]) -> GuardResult:
+        """The decision (sync; the middleware runs it inline or in the thread pool)."""
+        template = entry.template if entry is not None else None
+        claims: TokenClaims | None = None
+        if req.auth != "none":
+            token = _bearer_token(scope)
+            failure: str | None = None  # the reason recorded in the audit trail
+            kind = "invalid"
+            if token is None:
+                if req.auth == "required":
+                    failure = kind = "missing"
+            elif not token:
+                failure, kind = "malformed", "empty"
+            else:
+                try:
+                    claims = rt.verify_token(token)
+                except ExpiredTokenError:
+                    failure = kind = "expired"
+                except TokenError as e:
+                    failure = e.reason
+                except BackendUnavailableError:
+                    return GuardResult(False, 503, "unavailable", req, template)
+                except BitsecError as e:  # a token the library refuses to read at all
+                    failure = type(e).__name__
+            if failure is not None:
+                state[_AUTH_FAILURE] = failure
+                return GuardResult(False, _AUTH_ERRORS[kind][0], failure, req, template, auth_error=kind)
+            if claims is not None:
+                state[_CLAIMS] = claims
+        if req.resource is not None and claims is not None:
+            if req.scopes:
+                have = set(claims.scopes)
+                if any(s not in have for s in req.scopes):
+                    state[_DENIED] = (req.resource, req.action, "scope_missing")
+                    return GuardResult(False, 403, "scope_missing", req, template, claims)
+            ctx: dict[str, Any] = {}
+            for key, name in (("owner_id", req.owner_param), ("tenant_id", req.tenant_param),
+                              ("department", req.department_param)):
+                if name is not None and name in params:
+                    ctx[key] = str(params[name])
+            d = rt.check_permission(self._principal(claims), req.resource, req.action or "", ctx or None)
+            if not d:
+                state[_DENIED] = (req.resource, req.action, d.reason)
+                return GuardResult(False, 403, d.reason, req, template, claims)
+        rate_headers: dict[str, str] = {}
+        category = req.rate if req.rate is not None else self.categorize(scope["method"], scope.get("path", ""))
+        if category:
+            allowed, rate_headers = self.limiter.take(rt, scope, category, req.cost)
+            if not allowed:
+                if "X-RateLimit-Limit" in rate_headers:
+                    return GuardResult(False, 429, "rate_limited", req, template, claims, rate_headers)
+                return GuardResult(False, 503, "unavailable", req, template, claims, rate_headers)
+        return GuardResult(True, 200, "ok" if req.auth != "none" else "public", req, template, claims, rate_headers)
+
+    def _principal(self, claims: TokenClaims) -> Principal:
+        """The claims' principal, packed once per verified token: the runtime returns the same
+        claims object for a token it verified before, so a bounded map by identity (the
+        claims kept alongside, so an id is never reused while mapped) saves the packing."""
+        hit = self._principals.get(id(claims))
+        if hit is not None and hit[0] is claims:
+            return hit[1]
+        p = Principal.from_claims(claims)
+        if len(self._principals) >= _PRINCIPALS_MAX:
+            self._principals.clear()
+        self._principals[id(claims)] = (claims, p)
+        return p
+
+    def _detail(self, r: GuardResult) -> str:
+        if r.status == 403:
+            return f"Insufficient permissions: {r.requirement.permission}"
+        if r.status == 429:
+            return "Rate limit exceeded"
+        if r.status == 503:
+            return "Service temporarily unavailable"
+        return _AUTH_ERRORS[r.auth_error or "invalid"][1]
+
+    def _refusal_headers(self, r: GuardResult) -> dict[str, str]:
+        if r.status in (400, 401):
+            _, _, error, description = _AUTH_ERRORS[r.auth_error or "invalid"]
+            return {"WWW-Authenticate": _bearer_challenge(self.realm, error, description)}
+        if r.status == 403 and r.reason == "scope_missing":
+            scope = " ".join(r.requirement.scopes) if r.requirement.scopes else r.requirement.permission
+            return {"WWW-Authenticate": _bearer_challenge(self.realm, "insufficient_scope",
+                                                          "The access token lacks a required scope", scope)}
+        if r.status == 503:
+            return {"Retry-After": r.rate_headers.get("Retry-After", "1")}
+        return dict(r.rate_headers)
+
+
+def _bearer_token(scope: Mapping[str, Any]) -> str | None:
+    """The token of ``Authorization: Bearer <token>`` read once from the raw headers; None
+    when absent or another scheme; "" for a Bearer header without a token."""
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            scheme, _, cred = value.decode("latin-1").strip().partition(" ")
+            if scheme.lower() != "bearer":
+                return None
+            return str(cred).strip()
+    return None
+

@@ -1,0 +1,91 @@
+"""The login guard for login endpoints: ``LoginGuard`` / ``LoginAttempts`` / ``LoginAttempt``."""
+from __future__ import annotations
+
+from typing import Iterable
+
+from fastapi import HTTPException, Request
+
+from ..ratelimit import LoginGuardDecision
+from ..runtime import Runtime
+from ._common import STATE_ATTR, ClientIP, _client_ip, get_runtime
+
+# ---- the login guard -----------------------------------------------------------------------
+
+class LoginAttempt:
+    """One login attempt reserved by ``LoginAttempts.begin`` (already counted as a failure).
+    End it with ``succeeded()`` after a successful login, ``failed()`` (the exception to
+    raise) after a wrong password or second factor, or ``cancel()`` when it was neither (the
+    password was right and the second factor is still due)."""
+
+    __slots__ = ("rt", "account", "client", "decision")
+
+    def __init__(self, rt: Runtime, account: str, client: str, decision: LoginGuardDecision) -> None:
+        self.rt = rt
+        self.account = account
+        self.client = client
+        self.decision = decision
+
+    def succeeded(self) -> None:
+        """Refunds the attempt and clears the account's failures (the client's failures
+        against other accounts stay)."""
+        self.rt.login_guard_succeeded(self.account, self.client, self.decision)
+
+    def cancel(self) -> None:
+        """Refunds the attempt on both keys without clearing anything."""
+        self.rt.login_guard_cancel(self.account, self.client, self.decision)
+
+    def failed(self, detail: str = "Invalid credentials", realm: str = "Bearer") -> HTTPException:
+        """The exception for a failed attempt (nothing to record: it is already counted):
+        401 with ``WWW-Authenticate``, or, when this failure starts the client's block or the
+        account's back-off, 429 "Too many failed login attempts" with ``Retry-After``."""
+        wait = self.decision.failure_retry_after
+        if wait > 0:
+            return HTTPException(status_code=429, detail="Too many failed login attempts",
+                                 headers={"Retry-After": str(wait)})
+        return HTTPException(status_code=401, detail=detail, headers={"WWW-Authenticate": realm})
+
+
+class LoginAttempts:
+    """The login guard bound to one request (what ``Depends(LoginGuard())`` gives)."""
+
+    __slots__ = ("rt", "client")
+
+    def __init__(self, rt: Runtime, client: str) -> None:
+        self.rt = rt
+        self.client = client
+
+    def begin(self, account: str) -> LoginAttempt:
+        """Reserves the attempt BEFORE the password check; raises 429 "Too many failed login
+        attempts" with ``Retry-After`` when the client or the account is refused."""
+        d = self.rt.login_guard_begin(account, self.client)
+        if not d.allowed:
+            raise HTTPException(status_code=429, detail="Too many failed login attempts", headers=d.headers())
+        return LoginAttempt(self.rt, account, self.client, d)
+
+
+class LoginGuard:
+    """A dependency for login endpoints: the library's login guard (``rate_limits.login_guard``:
+    failures per client address group and per account, each attempt reserved before the
+    password check)::
+
+        guard = LoginGuard(trusted_proxies=["10.0.0.0/8"])
+
+        @app.post("/login")
+        def login(body: LoginIn, attempts: LoginAttempts = Depends(guard)):
+            attempt = attempts.begin(body.username)   # 429 + Retry-After when refused
+            if not password_ok(...):
+                raise attempt.failed()                # 401 (or 429 when this failure blocks)
+            attempt.succeeded()
+            ...
+
+    The client is the peer's address, or ``X-Forwarded-For`` behind ``trusted_proxies`` (as
+    ``ClientIP``). Use a ``def`` endpoint: with Redis, the guard's calls wait on the network.
+    """
+
+    def __init__(self, *, trusted_proxies: Iterable[str] = (), attr: str = STATE_ATTR) -> None:
+        self.client_ip = ClientIP(trusted_proxies)
+        self.attr = attr
+
+    def __call__(self, request: Request) -> LoginAttempts:
+        rt = get_runtime(request, self.attr)
+        return LoginAttempts(rt, _client_ip(request.scope, self.client_ip) or "unknown")

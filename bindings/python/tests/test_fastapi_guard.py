@@ -1,0 +1,461 @@
+"""GuardMiddleware: one pure ASGI middleware deciding token, permission and rate limit from a
+route table compiled at startup, the result typed on the scope, the audit record when the
+response starts. Real runtime, real HTTP through TestClient."""
+from __future__ import annotations
+
+import itertools
+import json
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from fastapi import Depends, FastAPI
+
+with warnings.catch_warnings():  # starlette's TestClient announces a move to httpx2
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+
+import bitsec
+from bitsec.fastapi import (GUARD_SCOPE_KEY, BearerAuth, GuardMiddleware, GuardResult, Requirement,
+                            RequirePermission, bitsec_lifespan, compile_routes, guard, guard_claims,
+                            guard_result, public)
+
+ROOT = Path(__file__).resolve().parents[3]
+ERP_POLICY = ROOT / "examples" / "policies" / "erp.json"
+REF_POLICY = ROOT / "examples" / "fastapi_service" / "policy.json"
+ISS = "https://auth.bitcorp.example"
+AUD = "erp-api"
+SECRET = "s3cr3t-for-tests-only-0123456789abcdef"
+NATIVE = ("verify_token", "check_permission", "rate_limit_take", "audit_emit")
+
+
+def config(tmp_path: Path, policy: Path = ERP_POLICY, capacity: int = 1000) -> dict:
+    return {
+        "allow_inline_secrets": True,
+        "tokens": {"keys": [{"kid": "hs", "alg": "HS256", "secret": {"value": SECRET}}],
+                   "issuer": ISS, "audience": [AUD], "required_claims": ["sub"]},
+        "permissions": {"policy_file": str(policy)},
+        "rate_limits": {"store": "local", "categories": {
+            "default": {"capacity": capacity, "period_seconds": 60},
+            "auth": {"capacity": 2, "period_seconds": 60},
+        }},
+        "audit": {"sinks": [{"type": "file", "path": str(tmp_path / "audit.log")}], "durability": "none",
+                  "service": "erp-api"},
+    }
+
+
+class Counting(bitsec.Runtime):
+    """A runtime counting the integration's native calls."""
+
+    def __init__(self, cfg: dict) -> None:
+        super().__init__(cfg)
+        self.calls = dict.fromkeys(NATIVE, 0)
+
+    def reset(self) -> None:
+        self.calls = dict.fromkeys(NATIVE, 0)
+
+    def verify_token(self, *a: Any, **k: Any) -> Any:
+        self.calls["verify_token"] += 1
+        return super().verify_token(*a, **k)
+
+    def check_permission(self, *a: Any, **k: Any) -> Any:
+        self.calls["check_permission"] += 1
+        return super().check_permission(*a, **k)
+
+    def rate_limit_take(self, *a: Any, **k: Any) -> Any:
+        self.calls["rate_limit_take"] += 1
+        return super().rate_limit_take(*a, **k)
+
+    def audit_emit(self, *a: Any, **k: Any) -> Any:
+        self.calls["audit_emit"] += 1
+        return super().audit_emit(*a, **k)
+
+
+def token(rt: bitsec.Runtime, sub: str = "u1", roles: Any = ("viewer",), exp_in: int = 600, **claims: Any) -> str:
+    now = int(time.time())
+    return rt.sign_token({"sub": sub, "roles": list(roles), "iss": ISS, "aud": AUD, "iat": now, "exp": now + exp_in,
+                          "tenant_id": "t1", **claims})
+
+
+def bearer(t: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {t}"}
+
+
+def make_app(rt: bitsec.Runtime, **options: Any) -> FastAPI:
+    app = FastAPI(lifespan=bitsec_lifespan(rt))
+
+    @app.get("/equipment")
+    @guard("equipment", "read")
+    def list_equipment(result: GuardResult = Depends(guard_result)) -> dict:
+        return {"sub": result.subject, "tenant": result.tenant, "roles": list(result.roles)}
+
+    @app.delete("/equipment/{eid}")
+    @guard("equipment", "delete", rate="auth")
+    def delete_equipment(eid: str) -> dict:
+        return {"deleted": eid}
+
+    @app.get("/me")
+    @guard(audit=True)
+    def me(claims: Any = Depends(guard_claims), again: Any = Depends(BearerAuth())) -> dict:
+        assert again is claims  # the dependency reads the guard's claims, no second verify
+        return {"sub": claims.subject}
+
+    @app.get("/records/{owner}")
+    @guard("maintenance_records", "read")
+    def records(owner: str, claims: Any = Depends(RequirePermission("maintenance_records", "update",
+                                                                      owner_param="owner"))) -> dict:
+        return {"owner": owner}
+
+    @app.get("/health")
+    @public
+    def health() -> dict:
+        return {"ok": True}
+
+    @app.get("/optional")
+    @guard(auth="optional")
+    def optional(result: GuardResult = Depends(guard_result)) -> dict:
+        return {"sub": result.subject}
+
+    app.add_middleware(GuardMiddleware, **options)
+    return app
+
+
+@pytest.fixture()
+def rt(tmp_path: Path) -> Iterator[Counting]:
+    r = Counting(config(tmp_path))
+    yield r
+    r.close()
+
+
+def audit_records(tmp_path: Path, rt: bitsec.Runtime) -> list[dict]:
+    """The records of the HTTP layer (the runtime's own records, such as automatic denial
+    records, have no request id)."""
+    rt.audit_flush()
+    events = [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines() if line.strip()]
+    return [e for e in events if "request_id" in (e.get("details") or {})]
+
+
+def test_allowed_request_gets_typed_result_and_rate_headers(rt: Counting) -> None:
+    with TestClient(make_app(rt)) as c:
+        r = c.get("/equipment", headers=bearer(token(rt, "alice", ["viewer"])))
+        assert r.status_code == 200, r.text
+        assert r.json() == {"sub": "alice", "tenant": "t1", "roles": ["viewer"]}
+        assert r.headers["x-ratelimit-limit"] == "1000"
+        assert int(r.headers["x-ratelimit-remaining"]) == 999
+        assert r.headers["x-request-id"]
+
+
+def test_refusals_answer_as_the_dependencies_do(rt: Counting) -> None:
+    with TestClient(make_app(rt)) as c:
+        r = c.get("/equipment")
+        assert r.status_code == 401 and r.json() == {"detail": "Not authenticated"}
+        assert r.headers["www-authenticate"] == "Bearer"
+        r = c.get("/equipment", headers={"Authorization": "Basic dTpw"})
+        assert r.status_code == 401
+        r = c.get("/equipment", headers={"Authorization": "Bearer "})
+        assert r.status_code == 400 and 'error="invalid_request"' in r.headers["www-authenticate"]
+        r = c.get("/equipment", headers=bearer("not.a.jwt"))
+        assert r.status_code == 401 and r.json() == {"detail": "Invalid token"}
+        assert 'error="invalid_token"' in r.headers["www-authenticate"]
+        r = c.get("/equipment", headers=bearer(token(rt, exp_in=-120)))
+        assert r.status_code == 401 and r.json() == {"detail": "Token has expired"}
+        r = c.delete("/equipment/7", headers=bearer(token(rt, "bob", ["operator"])))
+        assert r.status_code == 403 and r.json() == {"detail": "Insufficient permissions: equipment:delete"}
+        assert r.headers["x-request-id"]
+        # public and optional routes
+        assert c.get("/health").status_code == 200
+        assert c.get("/optional").json() == {"sub": None}
+        assert c.get("/optional", headers=bearer(token(rt, "carol"))).json() == {"sub": "carol"}
+        assert c.get("/optional", headers=bearer("forged")).status_code == 401  # optional is not "may be forged"
+
+
+def test_rate_limit_of_the_declared_category(rt: Counting) -> None:
+    with TestClient(make_app(rt)) as c:
+        h = bearer(token(rt, "root", ["admin"]))
+        assert [c.delete(f"/equipment/{i}", headers=h).status_code for i in range(2)] == [200, 200]
+        r = c.delete("/equipment/3", headers=h)
+        assert r.status_code == 429 and r.json() == {"detail": "Rate limit exceeded"}
+        assert int(r.headers["retry-after"]) >= 1 and r.headers["x-ratelimit-remaining"] == "0"
+        # another user has its own bucket (the key is the verified subject)
+        assert c.delete("/equipment/4", headers=bearer(token(rt, "root2", ["admin"]))).status_code == 200
+
+
+def test_native_calls_per_protected_request(rt: Counting) -> None:
+    # One protected request: one token verify, one permission decision, one rate-limit take
+    # and one audit record -- the Authorization header is read and verified once, also when
+    # the handler asks for the claims through dependencies.
+    with TestClient(make_app(rt, methods=("GET",))) as c:
+        h = bearer(token(rt, "alice", ["viewer"]))
+        rt.reset()
+        assert c.get("/equipment", headers=h).status_code == 200
+        assert rt.calls == {"verify_token": 1, "check_permission": 1, "rate_limit_take": 1, "audit_emit": 1}
+        rt.reset()
+        assert c.get("/me", headers=h).status_code == 200  # guard_claims + BearerAuth: no second verify
+        assert rt.calls == {"verify_token": 1, "check_permission": 0, "rate_limit_take": 1, "audit_emit": 1}
+
+
+def test_database_permission_stays_a_dependency_reading_the_guard(rt: Counting, tmp_path: Path) -> None:
+    with TestClient(make_app(rt)) as c:
+        h = bearer(token(rt, "op", ["operator"]))
+        rt.reset()
+        assert c.get("/records/op", headers=h).status_code == 200  # owner_only update: own record
+        assert rt.calls["verify_token"] == 1 and rt.calls["check_permission"] == 2
+        r = c.get("/records/someone-else", headers=h)
+        assert r.status_code == 403 and r.json() == {"detail": "Insufficient permissions: maintenance_records:update"}
+    denied = [e for e in audit_records(tmp_path, rt) if e.get("type") == "authorization"]
+    assert denied and "owner_only" in denied[-1]["reason"] and denied[-1]["actor"] == "op"
+
+
+def test_audit_record_per_request_with_status(rt: Counting, tmp_path: Path) -> None:
+    with TestClient(make_app(rt)) as c:
+        c.get("/equipment")
+        c.delete("/equipment/9", headers=bearer(token(rt, "bob", ["operator"])))
+        c.delete("/equipment/9", headers=bearer(token(rt, "root", ["admin"])))
+        c.get("/me", headers=bearer(token(rt, "eve")))
+        c.get("/equipment", headers=bearer(token(rt, "v")))  # a read without audit flag: no record
+    events = audit_records(tmp_path, rt)
+    kinds = [(e["type"], e.get("result"), e["details"]["status"]) for e in events]
+    assert kinds == [("authentication", "failure", 401), ("authorization", "denied", 403),
+                     ("data_access", "success", 200), ("data_access", "success", 200)]
+    auth, denied, delete, read = [e for e in events]
+    assert auth["reason"] == "missing" and auth["details"]["path"] == "/equipment"
+    assert denied["resource"] == "equipment" and denied["action"] == "delete" and denied["actor"] == "bob"
+    assert delete["action"] == "delete" and delete["resource"] == "/equipment/{eid}" and delete["resource_id"] == "9"
+    assert read["action"] == "read" and read["resource"] == "/me" and read["actor"] == "eve"
+
+
+@pytest.mark.parametrize("declaration,message", [
+    (Requirement("equipment", "frobnicate"), "unknown_action"),
+    (Requirement("warp_drives", "read"), "unknown_resource"),
+    (Requirement(rate="uploads"), "unknown rate category 'uploads'"),
+    (Requirement(cookies=True), "cookie sessions"),
+])
+def test_wrong_declaration_fails_at_startup(rt: Counting, declaration: Requirement, message: str) -> None:
+    app = FastAPI(lifespan=bitsec_lifespan(rt))
+
+    @app.get("/x")
+    def x() -> dict:
+        return {}
+
+    app.add_middleware(GuardMiddleware, requirements={"GET /x": declaration})
+    with pytest.raises(Exception) as info:
+        with TestClient(app):
+            pass
+    assert message in str(info.value)
+    with pytest.raises(ValueError, match=message.split(" '")[0]):
+        compile_routes(app, rt, requirements={"GET /x": declaration})
+
+
+def test_strict_guard_refuses_undeclared_routes_and_unknown_requirement_keys(rt: Counting) -> None:
+    app = FastAPI()
+
+    @app.get("/undeclared")
+    def undeclared() -> dict:
+        return {}
+
+    with pytest.raises(ValueError, match="declares no requirement"):
+        compile_routes(app, rt, strict=True)
+    with pytest.raises(ValueError, match="routes the application does not have"):
+        compile_routes(app, rt, requirements={"GET /nope": Requirement()})
+    with pytest.raises(ValueError):
+        Requirement("equipment")  # resource without action
+    with pytest.raises(ValueError):
+        Requirement("equipment", "read", auth="none")
+
+
+def test_route_table_matches_in_the_application_order(rt: Counting) -> None:
+    app = FastAPI()
+
+    @app.get("/items/{item_id}")
+    @guard("equipment", "read")
+    def item(item_id: str) -> dict:
+        return {}
+
+    @app.get("/items/special")
+    @public
+    def special() -> dict:  # shadowed by the route above, as in Starlette
+        return {}
+
+    @app.get("/other/special")
+    @public
+    def other_special() -> dict:
+        return {}
+
+    @app.get("/other/{oid}")
+    @guard("equipment", "update")
+    def other(oid: str) -> dict:
+        return {}
+
+    table = compile_routes(app, rt)
+    entry, params = table.match("GET", "/items/special")
+    assert entry is not None and entry.template == "/items/{item_id}" and params == {"item_id": "special"}
+    entry, params = table.match("GET", "/other/special")
+    assert entry is not None and entry.template == "/other/special" and params == {}
+    entry, params = table.match("GET", "/other/42")
+    assert entry is not None and entry.requirement.permission == "equipment:update" and params == {"oid": "42"}
+    assert table.match("POST", "/other/42") == (None, {})
+    assert table.match("GET", "/nothing") == (None, {})
+
+
+def test_scope_holds_the_typed_result(rt: Counting) -> None:
+    app = make_app(rt)
+    seen: list[Any] = []
+
+    @app.get("/peek")
+    @guard()
+    def peek(result: GuardResult = Depends(guard_result)) -> dict:
+        seen.append(result)
+        return {}
+
+    with TestClient(app) as c:
+        assert c.get("/peek", headers=bearer(token(rt, "zed"))).status_code == 200
+    assert isinstance(seen[0], GuardResult) and seen[0].allowed and seen[0].subject == "zed"
+    assert GUARD_SCOPE_KEY == "bitsec.guard"
+
+
+# ---- the full RBAC matrix: identical decisions through the guard and the dependency ---------
+
+def test_rbac_matrix_identical_through_guard_and_dependency(tmp_path: Path) -> None:
+    policy = json.loads(REF_POLICY.read_text())
+    roles = sorted(policy["roles"])
+    perms = list(itertools.product(policy["resources"], policy["actions"]))
+    with bitsec.Runtime(config(tmp_path, REF_POLICY, capacity=1_000_000)) as rt:
+        app = FastAPI(lifespan=bitsec_lifespan(rt))
+        for res, act in perms:
+            def ok() -> dict:
+                return {}
+            guarded = guard(res, act, owner_param="owner")(lambda owner: {})
+            app.add_api_route(f"/g/{res}/{act}/{{owner}}", guarded, methods=["GET"])
+            app.add_api_route(f"/d/{res}/{act}/{{owner}}", ok, methods=["GET"],
+                              dependencies=[Depends(RequirePermission(res, act, owner_param="owner"))])
+        app.add_middleware(GuardMiddleware)
+        compared = 0
+        allowed = 0
+        with TestClient(app) as c:
+            for role in roles:
+                h = bearer(token(rt, "me", [role]))
+                for (res, act), owner in itertools.product(perms, ("me", "other")):
+                    via_guard = c.get(f"/g/{res}/{act}/{owner}", headers=h)
+                    via_dep = c.get(f"/d/{res}/{act}/{owner}", headers=h)
+                    assert via_guard.status_code == via_dep.status_code, (role, res, act, owner)
+                    assert via_guard.json() == via_dep.json() or via_guard.status_code == 200
+                    compared += 1
+                    allowed += via_guard.status_code == 200
+    assert compared == len(roles) * len(perms) * 2
+    assert 0 < allowed < compared  # the matrix has both answers
+
+
+# ---- bounded tables --------------------------------------------------------------------------
+
+def test_principal_cache_is_bounded_under_a_flood_of_tokens(rt: Counting) -> None:
+    from bitsec.fastapi.guard import _PRINCIPALS_MAX
+
+    mw = GuardMiddleware(FastAPI())
+    now = int(time.time())
+    for i in range(_PRINCIPALS_MAX + 1500):
+        claims = rt.verify_token(rt.sign_token({"sub": f"flood-{i}", "roles": ["viewer"], "iss": ISS, "aud": AUD,
+                                                "iat": now, "exp": now + 600, "tenant_id": "t1"}))
+        p = mw._principal(claims)
+        assert p.id == f"flood-{i}"
+        assert mw._principal(claims) is p  # packed once per verified token
+        assert len(mw._principals) <= _PRINCIPALS_MAX
+
+
+def test_address_cache_is_bounded_under_a_flood_of_addresses() -> None:
+    from bitsec.fastapi._common import _canonical_ip, _valid_ip
+
+    for i in range(10_000):
+        addr = f"2001:db8::{i + 1:x}"
+        assert _valid_ip(addr) == addr
+        assert _canonical_ip.cache_info().currsize <= 4096
+    assert _valid_ip("2001:DB8:0:0::1") == "2001:db8::1"
+    assert _valid_ip("not an address") is None and _valid_ip("") is None
+
+
+# ---- where the decision runs -----------------------------------------------------------------
+
+class Threads(Counting):
+    """Records the thread of every native call."""
+
+    def __init__(self, cfg: dict) -> None:
+        super().__init__(cfg)
+        self.threads: dict[str, set[int]] = {n: set() for n in NATIVE}
+
+    def verify_token(self, *a: Any, **k: Any) -> Any:
+        import threading
+        self.threads["verify_token"].add(threading.get_ident())
+        return super().verify_token(*a, **k)
+
+    def rate_limit_take(self, *a: Any, **k: Any) -> Any:
+        import threading
+        self.threads["rate_limit_take"].add(threading.get_ident())
+        return super().rate_limit_take(*a, **k)
+
+
+@pytest.mark.parametrize("offload", ["auto", "always"])
+def test_decision_inline_when_nothing_can_wait_else_once_in_the_thread_pool(tmp_path: Path, offload: str) -> None:
+    import threading
+
+    rt = Threads(config(tmp_path))
+    try:
+        app = make_app(rt, offload=offload)
+        loop_threads: set[int] = set()
+
+        @app.get("/where")
+        @guard()
+        async def where() -> dict:
+            loop_threads.add(threading.get_ident())
+            return {}
+
+        with TestClient(app) as c:
+            h = bearer(token(rt, "w"))
+            for _ in range(3):
+                assert c.get("/where", headers=h).status_code == 200
+        used = rt.threads["verify_token"] | rt.threads["rate_limit_take"]
+        assert len(loop_threads) == 1
+        if offload == "auto":  # embedded configuration: every call inline, on the event loop
+            assert used == loop_threads
+        else:  # token and take in the same worker hop, never on the loop
+            assert not (used & loop_threads)
+    finally:
+        rt.close()
+
+
+def test_a_runtime_that_cannot_decide_answers_503_never_500(tmp_path: Path) -> None:
+    class Broken(Counting):
+        broken = False
+
+        def check_permission(self, *a: Any, **k: Any) -> Any:
+            if self.broken:
+                raise bitsec.BackendUnavailableError("permission store unreachable")
+            return super().check_permission(*a, **k)
+
+    rt = Broken(config(tmp_path))
+    try:
+        with TestClient(make_app(rt), raise_server_exceptions=False) as c:
+            rt.broken = True  # after the startup checks
+            r = c.get("/equipment", headers=bearer(token(rt, "alice")))
+            assert r.status_code == 503 and r.headers["retry-after"] == "1"
+            assert r.json() == {"detail": "Service temporarily unavailable"}
+            assert c.get("/health").status_code == 200
+    finally:
+        rt.close()
+
+
+def test_token_memo_holds_a_rotation_that_fits_the_configured_cache(tmp_path: Path) -> None:
+    # 6000 distinct tokens in rotation, a verified-token cache of 8000: the second pass finds
+    # every token's parsed claims (the same objects), none is parsed again.
+    cfg = config(tmp_path)
+    cfg["tokens"]["cache_size"] = 8000
+    with bitsec.Runtime(cfg) as rt:
+        toks = [token(rt, f"rot-{i}") for i in range(6000)]
+        first = [rt.verify_token(t) for t in toks]
+        again = [rt.verify_token(t) for t in toks]
+        assert all(a is b for a, b in zip(first, again))
+        assert len(rt.__dict__["_tokens_memo"]) == 6000
+        # bounded: a flood beyond the memo's size clears it, never grows past it
+        for i in range(3000):
+            rt.verify_token(token(rt, f"flood-{i}"))
+            assert len(rt.__dict__["_tokens_memo"]) <= 8000
