@@ -41,6 +41,7 @@ from .ratelimit import BruteForceStatus, LoginGuardDecision, RateLimitDecision
 from .permissions import Decision, PermissionDeniedError, Principal, permission_reason
 from .audit import AuditHandler, AuditProblem, AuditVerifyReport, audit_verify
 from .runtime import Runtime, random_bytes
+from .sessions import SESSION_REASONS, Session, SessionCreated, SessionValidation
 from .totp import (
     BackupCodeDecision,
     BackupCodes,
@@ -115,4 +116,6 @@ __all__ = [
     "ExpiredTokenError", "TokenNotYetValidError", "TokenIssuedInFutureError", "WrongIssuerError",
     "WrongAudienceError", "MissingClaimError", "InvalidClaimError", "RevokedTokenError", "CritUnsupportedError",
     "WrongTokenTypeError",
+    # sessions
+    "Session", "SessionCreated", "SessionValidation", "SESSION_REASONS",
 ]

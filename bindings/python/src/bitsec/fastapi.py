@@ -1345,3 +1345,7 @@ class MFACode:
                 setattr(request.state, _AUTH_FAILURE, "mfa_failed")
             raise
         return claims
+
+from ._fastapi_sessions import SESSION_COOKIE, SESSION_DETAILS, CookieSession, session_of  # noqa: E402
+
+__all__ += ["CookieSession", "SESSION_COOKIE", "SESSION_DETAILS", "session_of"]
