@@ -124,15 +124,28 @@ public enum SessionToken {
     static let hashBytes = 18
     static let tagLength = 12
 
-    static func sha256(_ parts: [[UInt8]]) -> [UInt8] {
+    /// SHA-256 of the concatenated parts, with the digest fetched once (an implicit fetch on
+    /// every call costs microseconds in OpenSSL 3).
+    static func sha256Checked(_ parts: [[UInt8]]) -> [UInt8]? {
         var md = [UInt8](repeating: 0, count: 32)
-        guard let ctx = EVP_MD_CTX_new() else { return md }
-        defer { EVP_MD_CTX_free(ctx) }
-        var ok = EVP_DigestInit_ex(ctx, EVP_sha256(), nil) == 1
-        for p in parts where ok { ok = p.withUnsafeBytes { EVP_DigestUpdate(ctx, $0.baseAddress, $0.count) } == 1 }
+        var data: [UInt8] = []
+        data.reserveCapacity(parts.reduce(0) { $0 + $1.count })
+        for p in parts { data.append(contentsOf: p) }
         var n: UInt32 = 0
-        if ok { _ = md.withUnsafeMutableBytes { EVP_DigestFinal_ex(ctx, $0.baseAddress?.assumingMemoryBound(to: UInt8.self), &n) } }
-        return md
+        let type = Fetched.sha256 ?? EVP_sha256()
+        let ok = data.withUnsafeBytes { d in
+            md.withUnsafeMutableBytes { m in
+                EVP_Digest(d.baseAddress, d.count, m.baseAddress?.assumingMemoryBound(to: UInt8.self), &n, type, nil)
+            }
+        }
+        return ok == 1 ? md : nil
+    }
+
+    /// SHA-256 where a failure (an OpenSSL defect: hashing memory cannot fail otherwise) may
+    /// give a fixed value: the tag (placement only) and a request's binding digest (0xFF
+    /// bytes, which no stored binding has: the session is refused).
+    static func sha256(_ parts: [[UInt8]]) -> [UInt8] {
+        sha256Checked(parts) ?? [UInt8](repeating: 0xFF, count: 32)
     }
 
     static let tagDomain = Array("bitsec-session-user\u{0}".utf8)
@@ -149,11 +162,14 @@ public enum SessionToken {
     static func make(tag: String) throws(BitsecError) -> (token: String, id: String) {
         let r = try OpenSSL.randomBytes(count: randomBytes)
         let token = Base64.encodeString(r) + "." + tag
-        return (token, id(ofValidToken: Array(token.utf8), tag: tag))
+        guard let id = id(ofValidToken: Array(token.utf8), tag: tag) else { throw BitsecError(.crypto, "SHA-256 failed") }
+        return (token, id)
     }
 
-    static func id(ofValidToken t: [UInt8], tag: String) -> String {
-        Base64.encodeString(sha256([idDomain, t]).prefix(hashBytes)) + "." + tag
+    /// Nil when hashing failed: never a fixed identifier that many tokens would share.
+    static func id(ofValidToken t: [UInt8], tag: String) -> String? {
+        guard let h = sha256Checked([idDomain, t]) else { return nil }
+        return Base64.encodeString(h.prefix(hashBytes)) + "." + tag
     }
 
     @inline(__always)
@@ -186,6 +202,12 @@ public enum SessionToken {
     static func bindingDigest(kind: UInt8, _ value: [UInt8]) -> [UInt8] {
         guard kind != 0 else { return [UInt8](repeating: 0, count: SessionRecord.bindingBytes) }
         return Array(sha256([bindingDomain, [kind], value]).prefix(SessionRecord.bindingBytes))
+    }
+
+    /// As `bindingDigest`, nil when hashing failed (a session is never stored with it).
+    static func bindingDigestChecked(kind: UInt8, _ value: [UInt8]) -> [UInt8]? {
+        guard kind != 0 else { return [UInt8](repeating: 0, count: SessionRecord.bindingBytes) }
+        return sha256Checked([bindingDomain, [kind], value]).map { Array($0.prefix(SessionRecord.bindingBytes)) }
     }
 }
 

@@ -109,8 +109,11 @@ public final class SessionService: Capability {
         let c = client(address, userAgent)
         let (token, id) = try SessionToken.make(tag: SessionToken.tag(user: u, tenant: t))
         let expires = now.addingReportingOverflow(absoluteTimeout).overflow ? Int64.max : now + absoluteTimeout
+        guard let digest = SessionToken.bindingDigestChecked(kind: binding.code, c.value(kind: binding.code)) else {
+            throw BitsecError(.crypto, "SHA-256 failed")
+        }
         let r = SessionRecord(user: u, tenant: t, created: now, lastSeen: now, expires: expires, idle: idleTimeout,
-                              binding: SessionToken.bindingDigest(kind: binding.code, c.value(kind: binding.code)), kind: binding.code)
+                              binding: digest, kind: binding.code)
         let ended = try store.create(id: id, record: r, maxPerUser: maxPerUser, now: now)
         for old in ended { try revokeTokens(id: old, user: user, now: now) }
         return Created(token: token, id: id, expires: expires)
