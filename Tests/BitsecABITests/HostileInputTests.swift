@@ -244,8 +244,9 @@ private let table: [Entry] = [
     },
     Entry("bitsec_token_keys_reload", inputs: [#"{"keys": []}"#]) { a in
         bitsec_token_keys_reload(a.rt, a.p(0), a.l(0))
-    },    Entry("bitsec_session_create", inputs: ["u1", "t1", "203.0.113.7", "Mozilla/5.0"], ints: [0]) { a in
-        bitsec_session_create(a.rt, a.p(0), a.l(0), a.p(1), a.l(1), a.p(2), a.l(2), a.p(3), a.l(3), a.n[0], a.out, a.out.map { $0 + 128 })
+    },    // Three inputs (the scratch holds three); the user agent is NULL (the binding is the address).
+    Entry("bitsec_session_create", inputs: ["u1", "t1", "203.0.113.7"], ints: [0]) { a in
+        bitsec_session_create(a.rt, a.p(0), a.l(0), a.p(1), a.l(1), a.p(2), a.l(2), nil, 0, a.n[0], a.out, a.out.map { $0 + 128 })
     },
     Entry("bitsec_session_validate", inputs: [sessionToken, "203.0.113.7", "Mozilla/5.0"], ints: [0]) { a in
         bitsec_session_validate(a.rt, a.p(0), a.l(0), a.p(1), a.l(1), a.p(2), a.l(2), a.n[0], a.i32, a.out, a.cap, a.outLen)
