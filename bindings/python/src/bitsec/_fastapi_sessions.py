@@ -22,7 +22,6 @@ from fastapi.openapi.models import APIKey, APIKeyIn
 from fastapi.security.base import SecurityBase
 
 from .errors import BackendUnavailableError
-from .fastapi import STATE_ATTR, ClientIP, get_runtime
 from .runtime import Runtime
 from .sessions import Session, SessionCreated
 
@@ -72,11 +71,12 @@ class CookieSession(SecurityBase):
     carried over, so session fixation gets nothing) and sets the cookie;
     ``rotate(request, response)`` gives the current session a new identifier (call it on a
     change of privilege); ``logout(request, response)`` ends it and clears the cookie.
-    ``client_ip`` resolves the client's address (behind a proxy: ``ClientIP(trusted_proxies)``).
+    ``client_ip`` resolves the client's address (behind a proxy: ``ClientIP(trusted_proxies)``);
+    ``attr``: where the runtime is on ``app.state`` (default ``STATE_ATTR``).
     """
 
     def __init__(self, *, cookie_name: str = SESSION_COOKIE, same_site: str = "lax", max_age: int | None = None,
-                 auto_error: bool = True, client_ip: ClientIP | None = None, attr: str = STATE_ATTR,
+                 auto_error: bool = True, client_ip: "ClientIP | None" = None, attr: str | None = None,
                  scheme_name: str | None = None) -> None:
         if not cookie_name.startswith("__Host-") or len(cookie_name) <= len("__Host-"):
             raise ValueError("cookie_name must start with __Host- (Secure, Path=/, no Domain)")
@@ -92,8 +92,8 @@ class CookieSession(SecurityBase):
         self.max_age = max_age
         self.auto_error = auto_error
         self.client_ip = client_ip or ClientIP()
-        self.attr = attr
-        self.model = APIKey(**{"in": APIKeyIn.cookie}, name=cookie_name)
+        self.attr = STATE_ATTR if attr is None else attr
+        self.model = APIKey(**{"in": APIKeyIn.cookie}, name=cookie_name)  # type: ignore[arg-type]
         self.scheme_name = scheme_name or "CookieSession"
 
     # ---- cookie ----------------------------------------------------------------------------
@@ -197,3 +197,8 @@ def session_of(request: Request) -> Any:
     """The ``Session`` a ``CookieSession`` dependency validated for this request (None
     before)."""
     return getattr(request.state, _SESSION, None)
+
+
+# Imported last: bitsec.fastapi re-exports this module at its end, so whichever of the two is
+# imported first, the names each needs from the other exist by then.
+from .fastapi import STATE_ATTR, ClientIP, get_runtime  # noqa: E402
