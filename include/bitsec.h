@@ -279,6 +279,27 @@ typedef struct bitsec_runtime bitsec_runtime;
 #define BITSEC_AUDIT_DROPPED 0
 /* ==== END GENERATED audit ==== */
 
+/* ---- sessions ---- */
+/* ==== BEGIN GENERATED sessions: Sessions (tools/gen_abi.py from Sources/Bitsec/ABIConstants.swift; do not edit) ==== */
+/* Fixed sizes: a session token (the secret) and a session identifier (public), without the
+ * NUL; the buffers of bitsec_session_create and bitsec_session_rotate hold one more byte. */
+#define BITSEC_SESSION_TOKEN_LEN 56
+#define BITSEC_SESSION_ID_LEN 37
+/* Limits (bytes): user, tenant, client address and user agent. */
+#define BITSEC_SESSION_MAX_USER_BYTES 128
+#define BITSEC_SESSION_MAX_TENANT_BYTES 64
+#define BITSEC_SESSION_MAX_CLIENT_BYTES 256
+#define BITSEC_SESSION_MAX_USER_AGENT_BYTES 1024
+/* The JSON of one session written by bitsec_session_validate never exceeds this. */
+#define BITSEC_SESSION_INFO_MAX_BYTES 2048
+/* Decisions of bitsec_session_validate and bitsec_session_rotate (*out_reason). */
+#define BITSEC_SESSION_REASON_VALID 0
+#define BITSEC_SESSION_REASON_UNKNOWN 1          /* no such session (revoked, rotated, ended, malformed token) */
+#define BITSEC_SESSION_REASON_EXPIRED 2          /* the absolute timeout passed */
+#define BITSEC_SESSION_REASON_IDLE_TIMEOUT 3     /* unused for longer than the idle timeout */
+#define BITSEC_SESSION_REASON_BINDING_MISMATCH 4 /* another client: the session was ended */
+/* ==== END GENERATED sessions ==== */
+
 #include "bitsec_api.h"
 
 #endif /* BITSEC_H */

@@ -37,8 +37,8 @@
  *   (later calls return BITSEC_E_CLOSED). Each section below states its own guarantees.
  *
  * Names. bitsec_<family>_<verb>, with the families runtime, token, permission, rate_limit,
- *   login_guard, bruteforce, totp, hotp, backup_code, field, fernet, audit, metrics and
- *   redis. The six central operations read as sentences and keep their names:
+ *   login_guard, bruteforce, totp, hotp, backup_code, field, fernet, audit, metrics,
+ *   redis and session. The six central operations read as sentences and keep their names:
  *   bitsec_verify_token, bitsec_check_permission, bitsec_rate_limit_take, bitsec_totp_verify,
  *   bitsec_encrypt_field / bitsec_decrypt_field and bitsec_audit_emit (their variants add a
  *   suffix: bitsec_verify_token_at, bitsec_check_permission_claims, ...). A reason code's
@@ -49,7 +49,7 @@
  *   version (see DEPRECATED NAMES at the end).
  *
  * SECTIONS: runtime and errors; tokens; permissions; rate limits and login guard; MFA;
- *   fields; audit and metrics; Redis; deprecated names.
+ *   fields; audit and metrics; Redis; sessions; deprecated names.
  */
 #ifndef BITSEC_API_H
 #define BITSEC_API_H
@@ -1299,6 +1299,131 @@ int32_t bitsec_metrics_text(bitsec_runtime *rt, char *out_buf, size_t out_cap, s
 /// Thread safety: safe from any thread; the pool is shared.
 /// Since: 0.1.0
 int32_t bitsec_redis_ping(bitsec_runtime *rt, int64_t *out_rtt_us) BITSEC_NODISCARD;
+
+/* ======================================================================================
+ * SESSIONS
+ *
+ * Server-side sessions for browsers: create one at login (a secret token for the cookie
+ * and a public identifier, the session_id of the tokens issued for it), validate it on each
+ * request (idle timer, client binding: a refused session is a BITSEC_OK decision with a
+ * BITSEC_SESSION_REASON_* reason), rotate its identifier at login and privilege changes,
+ * list and revoke a user's sessions. In process, on the host or in Redis.
+ *
+ * THREAD SAFETY: every function is safe from any thread; a session's checks and changes are
+ * atomic per session (in process, in the host region and in Redis).
+ */
+
+/// Creates a server-side session for a user who just authenticated, bound to the client by
+/// the configured policy (sessions.binding: client_address (default: the address's network,
+/// IPv4 /24 and IPv6 /64 by default), user_agent or none). The token is the secret to give
+/// the client (a cookie); the identifier is public: put it in tokens issued for the session
+/// (the session_id claim) and show it in session lists. The store keeps only the
+/// identifier, a hash of the token. When the user already holds
+/// sessions.max_sessions_per_user sessions, the oldest ends.
+/// rt: the runtime (sessions section).
+/// user, user_len: the user's identifier (UTF-8, 1 to BITSEC_SESSION_MAX_USER_BYTES bytes).
+/// tenant, tenant_len: the tenant (UTF-8, 0 to BITSEC_SESSION_MAX_TENANT_BYTES bytes; NULL
+/// with 0: none).
+/// client, client_len: the client's address (UTF-8, up to BITSEC_SESSION_MAX_CLIENT_BYTES
+/// bytes; required with the client_address binding).
+/// user_agent, user_agent_len: the User-Agent header (up to
+/// BITSEC_SESSION_MAX_USER_AGENT_BYTES bytes; required with the user_agent binding).
+/// at: the instant, Unix seconds; 0 means now.
+/// out_token: caller-owned buffer of BITSEC_SESSION_TOKEN_LEN + 1 bytes, receives the token
+/// and a NUL. out_id: caller-owned buffer of BITSEC_SESSION_ID_LEN + 1 bytes, receives the
+/// identifier and a NUL. Both written only on BITSEC_OK.
+/// Returns BITSEC_OK; BITSEC_E_INVALID_ARGUMENT (NULL pointer, empty user, invalid UTF-8,
+/// a missing bound value, at < 0); BITSEC_E_TOO_LARGE; BITSEC_E_BACKEND_UNAVAILABLE (Redis);
+/// BITSEC_E_CRYPTO (no randomness); BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread.
+/// Since: 0.3.0
+int32_t bitsec_session_create(bitsec_runtime *rt, char const *user, size_t user_len, char const *tenant, size_t tenant_len, char const *client, size_t client_len, char const *user_agent, size_t user_agent_len, int64_t at, char *out_token, char *out_id) BITSEC_NODISCARD;
+
+/// Validates a session token presented by a client and touches the session's idle timer.
+/// A refused session is a decision (BITSEC_OK with a reason), not an error: unknown (never
+/// created, revoked, rotated away, ended, or not a token), expired (the absolute timeout,
+/// sessions.absolute_timeout_seconds, default 24 hours), idle timeout (unused for longer than
+/// sessions.idle_timeout_seconds, default 30 minutes), binding mismatch (another client
+/// address network or user agent than at creation: the session is ended, its tokens are
+/// revoked and a "session"/"binding_mismatch" audit event is emitted).
+/// rt: the runtime (sessions section).
+/// token, token_len: the session token (as sent by the client; any bytes, up to
+/// BITSEC_MAX_ARGUMENT_BYTES).
+/// client, client_len, user_agent, user_agent_len: the request's client address and
+/// User-Agent, as bitsec_session_create.
+/// at: the instant, Unix seconds; 0 means now.
+/// out_reason: receives a BITSEC_SESSION_REASON_* code on BITSEC_OK.
+/// out, out_cap, out_len: caller-owned buffer for the session, when valid, as JSON
+/// {"session_id","user","tenant","created_at","last_seen_at","expires_at","valid_until"}
+/// (tenant null when none; instants in Unix seconds); nothing is written for a refused
+/// session (*out_len 0). out NULL with out_cap 0: the decision alone, and *out_len receives
+/// the size the JSON needs. A buffer of BITSEC_SESSION_INFO_MAX_BYTES always suffices; a
+/// smaller non-NULL one is refused with BITSEC_E_BUFFER_TOO_SMALL before the session is
+/// looked at (*out_len = BITSEC_SESSION_INFO_MAX_BYTES).
+/// Returns BITSEC_OK for every decision; BITSEC_E_INVALID_ARGUMENT; BITSEC_E_TOO_LARGE;
+/// BITSEC_E_BUFFER_TOO_SMALL; BITSEC_E_BACKEND_UNAVAILABLE; BITSEC_E_NOT_CONFIGURED;
+/// BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread.
+/// Since: 0.3.0
+int32_t bitsec_session_validate(bitsec_runtime *rt, char const *token, size_t token_len, char const *client, size_t client_len, char const *user_agent, size_t user_agent_len, int64_t at, int32_t *out_reason, char *out_, size_t out_cap, size_t *out_len) BITSEC_NODISCARD;
+
+/// Gives a valid session a new token and identifier (call it at login, over a session that
+/// existed before, and at every change of privilege): the old token stops working at once,
+/// so a token an attacker planted before login (session fixation) is worthless. The session
+/// is validated first, exactly as bitsec_session_validate (a refused one is not rotated);
+/// it keeps its user, creation time and absolute expiry.
+/// rt, token, token_len, client, client_len, user_agent, user_agent_len, at: as
+/// bitsec_session_validate.
+/// out_reason: receives a BITSEC_SESSION_REASON_* code on BITSEC_OK.
+/// out_token, out_id: as bitsec_session_create; written only when *out_reason is
+/// BITSEC_SESSION_REASON_VALID.
+/// Returns BITSEC_OK for every decision; BITSEC_E_INVALID_ARGUMENT; BITSEC_E_TOO_LARGE;
+/// BITSEC_E_BACKEND_UNAVAILABLE; BITSEC_E_CRYPTO; BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread; of concurrent rotations of one token one succeeds.
+/// Since: 0.3.0
+int32_t bitsec_session_rotate(bitsec_runtime *rt, char const *token, size_t token_len, char const *client, size_t client_len, char const *user_agent, size_t user_agent_len, int64_t at, int32_t *out_reason, char *out_token, char *out_id) BITSEC_NODISCARD;
+
+/// Ends one session (logout), given its token or its identifier. The tokens issued for it
+/// (session_id claim, sub = the session's user) are revoked when the tokens section is
+/// configured.
+/// rt: the runtime (sessions section).
+/// session, session_len: a session token or identifier (any bytes up to
+/// BITSEC_MAX_ARGUMENT_BYTES; something else ends nothing).
+/// at: the instant, Unix seconds; 0 means now.
+/// out_revoked: optional (NULL allowed); receives 1 when a session ended, 0 when there was
+/// none.
+/// Returns BITSEC_OK; BITSEC_E_INVALID_ARGUMENT; BITSEC_E_TOO_LARGE;
+/// BITSEC_E_BACKEND_UNAVAILABLE; BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread.
+/// Since: 0.3.0
+int32_t bitsec_session_revoke(bitsec_runtime *rt, char const *session, size_t session_len, int64_t at, int32_t *out_revoked) BITSEC_NODISCARD;
+
+/// Ends every session of a user: at a password change, when the user is anonymised or
+/// deleted, or for "log out everywhere". Their tokens are revoked as by
+/// bitsec_session_revoke.
+/// rt: the runtime (sessions section).
+/// user, user_len, tenant, tenant_len: as bitsec_session_create.
+/// at: the instant, Unix seconds; 0 means now.
+/// out_count: optional (NULL allowed); receives the number of sessions ended.
+/// Returns BITSEC_OK; BITSEC_E_INVALID_ARGUMENT; BITSEC_E_TOO_LARGE;
+/// BITSEC_E_BACKEND_UNAVAILABLE; BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread.
+/// Since: 0.3.0
+int32_t bitsec_session_revoke_user(bitsec_runtime *rt, char const *user, size_t user_len, char const *tenant, size_t tenant_len, int64_t at, int64_t *out_count) BITSEC_NODISCARD;
+
+/// Lists the live sessions of a user (an account page, a GDPR export), oldest first, as a
+/// JSON array of the objects bitsec_session_validate writes. Tokens are never listed.
+/// rt: the runtime (sessions section).
+/// user, user_len, tenant, tenant_len: as bitsec_session_create.
+/// at: the instant, Unix seconds; 0 means now.
+/// out, out_cap, out_len: caller-owned buffer for the JSON; with out NULL or out_cap too
+/// small, BITSEC_E_BUFFER_TOO_SMALL and *out_len the size needed.
+/// Returns BITSEC_OK; BITSEC_E_BUFFER_TOO_SMALL; BITSEC_E_INVALID_ARGUMENT;
+/// BITSEC_E_TOO_LARGE; BITSEC_E_BACKEND_UNAVAILABLE; BITSEC_E_NOT_CONFIGURED;
+/// BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread.
+/// Since: 0.3.0
+int32_t bitsec_session_list(bitsec_runtime *rt, char const *user, size_t user_len, char const *tenant, size_t tenant_len, int64_t at, char *out_, size_t out_cap, size_t *out_len) BITSEC_NODISCARD;
 
 /* ======================================================================================
  * DEPRECATED NAMES

@@ -161,6 +161,16 @@ FAMILIES: list[tuple[str, str, str, list[str]]] = [
      "guard and TOTP replay state.",
      "safe from any thread.",
      ["bitsec_redis_ping"]),
+    ("SESSIONS",
+     "Server-side sessions for browsers: create one at login (a secret token for the cookie\n"
+     "and a public identifier, the session_id of the tokens issued for it), validate it on each\n"
+     "request (idle timer, client binding: a refused session is a BITSEC_OK decision with a\n"
+     "BITSEC_SESSION_REASON_* reason), rotate its identifier at login and privilege changes,\n"
+     "list and revoke a user's sessions. In process, on the host or in Redis.",
+     "every function is safe from any thread; a session's checks and changes are\n"
+     "atomic per session (in process, in the host region and in Redis).",
+     ["bitsec_session_create", "bitsec_session_validate", "bitsec_session_rotate", "bitsec_session_revoke",
+      "bitsec_session_revoke_user", "bitsec_session_list"]),
     ("DEPRECATED NAMES",
      "Names of the 0.1 and 0.2 releases, before the companions followed the\n"
      "bitsec_<family>_<verb> scheme. Each is exported for the rest of ABI version 1 and calls\n"
@@ -210,8 +220,8 @@ CONVENTIONS = """\
  *   (later calls return BITSEC_E_CLOSED). Each section below states its own guarantees.
  *
  * Names. bitsec_<family>_<verb>, with the families runtime, token, permission, rate_limit,
- *   login_guard, bruteforce, totp, hotp, backup_code, field, fernet, audit, metrics and
- *   redis. The six central operations read as sentences and keep their names:
+ *   login_guard, bruteforce, totp, hotp, backup_code, field, fernet, audit, metrics,
+ *   redis and session. The six central operations read as sentences and keep their names:
  *   bitsec_verify_token, bitsec_check_permission, bitsec_rate_limit_take, bitsec_totp_verify,
  *   bitsec_encrypt_field / bitsec_decrypt_field and bitsec_audit_emit (their variants add a
  *   suffix: bitsec_verify_token_at, bitsec_check_permission_claims, ...). A reason code's
@@ -222,7 +232,7 @@ CONVENTIONS = """\
  *   version (see DEPRECATED NAMES at the end).
  *
  * SECTIONS: runtime and errors; tokens; permissions; rate limits and login guard; MFA;
- *   fields; audit and metrics; Redis; deprecated names.
+ *   fields; audit and metrics; Redis; sessions; deprecated names.
  */"""
 
 DEPRECATED_RE = re.compile(r"^/// Deprecated: use (bitsec_[a-z0-9_]+)")

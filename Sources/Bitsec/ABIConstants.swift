@@ -192,6 +192,25 @@ public enum BitsecABI {
     public static let BITSEC_AUDIT_HASH_BYTES: Int32 = 32
     //: out_seq of bitsec_audit_emit when the drop policy dropped the event.
     public static let BITSEC_AUDIT_DROPPED: Int32 = 0
+
+    // MARK: family sessions -- Sessions
+    //: Fixed sizes: a session token (the secret) and a session identifier (public), without the
+    //: NUL; the buffers of bitsec_session_create and bitsec_session_rotate hold one more byte.
+    public static let BITSEC_SESSION_TOKEN_LEN: Int32 = 56
+    public static let BITSEC_SESSION_ID_LEN: Int32 = 37
+    //: Limits (bytes): user, tenant, client address and user agent.
+    public static let BITSEC_SESSION_MAX_USER_BYTES: Int32 = 128
+    public static let BITSEC_SESSION_MAX_TENANT_BYTES: Int32 = 64
+    public static let BITSEC_SESSION_MAX_CLIENT_BYTES: Int32 = 256
+    public static let BITSEC_SESSION_MAX_USER_AGENT_BYTES: Int32 = 1024
+    //: The JSON of one session written by bitsec_session_validate never exceeds this.
+    public static let BITSEC_SESSION_INFO_MAX_BYTES: Int32 = 2048
+    //: Decisions of bitsec_session_validate and bitsec_session_rotate (*out_reason).
+    public static let BITSEC_SESSION_REASON_VALID: Int32 = 0
+    public static let BITSEC_SESSION_REASON_UNKNOWN: Int32 = 1 // no such session (revoked, rotated, ended, malformed token)
+    public static let BITSEC_SESSION_REASON_EXPIRED: Int32 = 2 // the absolute timeout passed
+    public static let BITSEC_SESSION_REASON_IDLE_TIMEOUT: Int32 = 3 // unused for longer than the idle timeout
+    public static let BITSEC_SESSION_REASON_BINDING_MISMATCH: Int32 = 4 // another client: the session was ended
 }
 
 // The version, for the ABI tests: declared in BitsecCore (Support/Version.swift), from which

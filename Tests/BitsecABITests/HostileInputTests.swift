@@ -244,6 +244,24 @@ private let table: [Entry] = [
     },
     Entry("bitsec_token_keys_reload", inputs: [#"{"keys": []}"#]) { a in
         bitsec_token_keys_reload(a.rt, a.p(0), a.l(0))
+    },    // Three inputs (the scratch holds three); the user agent is NULL (the binding is the address).
+    Entry("bitsec_session_create", inputs: ["u1", "t1", "203.0.113.7"], ints: [0]) { a in
+        bitsec_session_create(a.rt, a.p(0), a.l(0), a.p(1), a.l(1), a.p(2), a.l(2), nil, 0, a.n[0], a.out, a.out.map { $0 + 128 })
+    },
+    Entry("bitsec_session_validate", inputs: [sessionToken, "203.0.113.7", "Mozilla/5.0"], ints: [0]) { a in
+        bitsec_session_validate(a.rt, a.p(0), a.l(0), a.p(1), a.l(1), a.p(2), a.l(2), a.n[0], a.i32, a.out, a.cap, a.outLen)
+    },
+    Entry("bitsec_session_rotate", inputs: [sessionToken, "203.0.113.7", "Mozilla/5.0"], ints: [0]) { a in
+        bitsec_session_rotate(a.rt, a.p(0), a.l(0), a.p(1), a.l(1), a.p(2), a.l(2), a.n[0], a.i32, a.out, a.out.map { $0 + 128 })
+    },
+    Entry("bitsec_session_revoke", inputs: [sessionToken], ints: [0]) { a in
+        bitsec_session_revoke(a.rt, a.p(0), a.l(0), a.n[0], a.i32)
+    },
+    Entry("bitsec_session_revoke_user", inputs: ["u1", "t1"], ints: [0]) { a in
+        bitsec_session_revoke_user(a.rt, a.p(0), a.l(0), a.p(1), a.l(1), a.n[0], a.i64)
+    },
+    Entry("bitsec_session_list", inputs: ["u1", "t1"], ints: [0]) { a in
+        bitsec_session_list(a.rt, a.p(0), a.l(0), a.p(1), a.l(1), a.n[0], a.out, a.cap, a.outLen)
     },
     Entry("bitsec_token_key_generate", rt: false, inputs: ["Ed25519"]) { a in
         bitsec_token_key_generate(a.p(0), a.l(0), a.out, a.cap, a.outLen)
@@ -253,6 +271,9 @@ private let table: [Entry] = [
         bitsec_token_key_public_jwk(a.p(0), a.l(0), a.out, a.cap, a.outLen)
     },
 ]
+
+/// A well-formed session token (of no session: the lookup path is exercised either way).
+private let sessionToken = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA.AAAAAAAAAAAA"
 
 /// An HS256 token for the hostile runtime's key "hs" (signature need not verify: the
 /// verification path is exercised either way).
@@ -337,7 +358,8 @@ func hostileConfig(_ dir: String) -> String {
                 "primary": "k1", "fernet": {"keys": [{"value": "cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4=", "encoding": "base64url"}]}},
      "rate_limits": {"categories": {"default": {"capacity": 5, "period_seconds": 10}}},
      "tokens": {"keys": [{"kid": "hs", "alg": "HS256", "secret": {"value": "0123456789abcdef0123456789abcdef"}}], "issuer": "iss", "audience": "aud"},
-     "totp": {"backup_codes": {"count": 2, "iterations": 1000}}}
+     "totp": {"backup_codes": {"count": 2, "iterations": 1000}},
+     "sessions": {}}
     """#
 }
 

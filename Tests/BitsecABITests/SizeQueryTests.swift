@@ -24,6 +24,7 @@ private struct Fixture {
     var fieldToken: [UInt8] = []
     var fernetToken = ""
     var decision: UInt64 = 0
+    var sessionToken = ""
 }
 
 /// Runs `call` and returns its output as bytes (the call must succeed with a large buffer).
@@ -58,6 +59,9 @@ private func makeFixture(_ rt: OpaquePointer, _ dir: String) -> Fixture {
     let event = #"{"type": "session"}"#
     #expect(bitsec_audit_emit(rt, event, UInt(event.utf8.count), &seq) == OK, "\(lastError())")
     #expect(bitsec_audit_flush(rt) == OK, "\(lastError())")
+    var tok = [CChar](repeating: 0, count: 64), sid = [CChar](repeating: 0, count: 64)
+    #expect(bitsec_session_create(rt, "u1", 2, nil, 0, "203.0.113.7", 11, nil, 0, AT, &tok, &sid) == OK, "\(lastError())")
+    f.sessionToken = String(cString: tok)
     return f
 }
 
@@ -175,6 +179,10 @@ private let rows: [Row] = [
     // Ed25519: a PKCS#8 PEM of fixed length (every call generates a new key of that length).
     Row("bitsec_token_key_generate") { _ in { b, c, n in bitsec_token_key_generate("Ed25519", 7, b, c, n) } },
     Row("bitsec_token_key_public_jwk") { _ in { b, c, n in bitsec_token_key_public_jwk(edPublicPEM, len(edPublicPEM), b, c, n) } },
+    Row("bitsec_session_validate", upperBound: true, decides: true) { f in
+        { b, c, n in var r: Int32 = -1; return bitsec_session_validate(f.rt, f.sessionToken, len(f.sessionToken), "203.0.113.7", 11, nil, 0, AT, &r, b, c, n) }
+    },
+    Row("bitsec_session_list") { f in { b, c, n in bitsec_session_list(f.rt, "u1", 2, nil, 0, AT, b, c, n) } },
 ]
 
 /// The functions of include/bitsec_api.h with an out_cap parameter.

@@ -31,7 +31,8 @@ from sqlalchemy.orm import Session
 
 from bitsec.fastapi import LoginAttempts, LoginGuard, get_runtime
 
-from .common import StrictModel, Deps, audit, confirm_password, no_store, record_pair, revoke_other_sessions, user_of
+from .common import (StrictModel, Deps, audit, confirm_password, end_server_sessions, no_store, record_pair,
+                     revoke_other_sessions, user_of)
 from .passwords import check_password, hash_password
 
 #: How long after a password entry a token may change the account (seconds).
@@ -163,6 +164,7 @@ def account_router(deps: Deps, token_claims: Callable[[Any], dict[str, Any]]) ->
         user.password_hash = hash_password(body.new_password)
         # Every other session ends; the caller's own stays.
         revoked = revoke_other_sessions(rt, db, models, user.id, keep_session=claims.get("session_id"))
+        end_server_sessions(rt, user)
         db.commit()
         event(request, claims, "authentication", "password_change", tokens_revoked=revoked)
         return {"password_changed": True, "tokens_revoked": revoked}

@@ -144,6 +144,27 @@ def revoke_other_sessions(rt: bitsec.Runtime, db: Session, models: Models, user_
     return sum(1 for r in rows if r.expires_at >= now)
 
 
+def end_server_sessions(rt: bitsec.Runtime, user: Any) -> int:
+    """Ends every server-side (cookie) session of the user (``sessions`` section; their
+    tokens are revoked with them): at a password change and an anonymisation. Returns how
+    many ended; 0 when the runtime has no ``sessions`` section."""
+    try:
+        return rt.session_revoke_user(str(user.id), user.tenant_id)
+    except bitsec.NotConfiguredError:
+        return 0
+
+
+def server_sessions(rt: bitsec.Runtime, user: Any) -> list[dict[str, Any]]:
+    """The user's live server-side sessions for the GDPR export (never their tokens); empty
+    when the runtime has no ``sessions`` section."""
+    try:
+        listed = rt.session_list(str(user.id), user.tenant_id)
+    except bitsec.NotConfiguredError:
+        return []
+    return [{"session_id": s.session_id, "created_at": s.created_at, "last_seen_at": s.last_seen_at,
+             "expires_at": s.expires_at} for s in listed]
+
+
 def confirm_password(attempts: LoginAttempts, user: Any, password: str) -> None:
     """The user's password again (an account change or an irreversible action), checked
     through the login guard like a login: the attempt is counted before the check. Raises 403

@@ -28,7 +28,8 @@ import bitsec
 from bitsec.fastapi import LoginAttempts, LoginGuard, get_runtime, require_permission
 
 from .authority import require_authority
-from .common import StrictModel, Deps, RowId, audit, confirm_password, equipment_out, revoke_user_tokens, user_of
+from .common import (StrictModel, Deps, RowId, audit, confirm_password, end_server_sessions, equipment_out,
+                     revoke_user_tokens, server_sessions, user_of)
 from .inspections import inspection_out
 from .models import Models, iso, utcnow
 from .passwords import UNUSABLE
@@ -110,6 +111,7 @@ def export_user(rt: bitsec.Runtime, db: Session, models: Models, user: Any, requ
         "equipment": records(equipment, "equipment", equipment_out, ("serial_number", "cost", "notes")),
         "inspections": records(inspections, "inspections", inspection_out, ("findings",)),
         "sessions": list(sessions.values()),
+        "server_sessions": server_sessions(rt, user),
         "audit_events": _audit_events_of(rt, audit_path, user.id),
     }
 
@@ -129,6 +131,7 @@ def anonymize_user(rt: bitsec.Runtime, db: Session, models: Models, user: Any) -
     user.totp_pending = None
     user.anonymized_at = utcnow()
     revoked = revoke_user_tokens(rt, db, models, user.id)
+    end_server_sessions(rt, user)
     db.commit()
     return revoked
 

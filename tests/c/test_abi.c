@@ -22,7 +22,40 @@ static void deprecated_alias_still_works(void) {
 #endif
 }
 
+/* Sessions from C: create, validate (a decision), rotate, a hijack, list and revoke. */
+static void sessions_work(void) {
+    const char *cfg = "{\"sessions\": {\"binding\": \"client_address\"}}";
+    bitsec_runtime *rt = NULL;
+    CHECK(bitsec_runtime_open(cfg, strlen(cfg), &rt) == BITSEC_OK);
+    char token[BITSEC_SESSION_TOKEN_LEN + 1], id[BITSEC_SESSION_ID_LEN + 1];
+    const char *addr = "203.0.113.7";
+    CHECK(bitsec_session_create(rt, "alice", 5, NULL, 0, addr, strlen(addr), NULL, 0, 0, token, id) == BITSEC_OK);
+    CHECK(strlen(token) == BITSEC_SESSION_TOKEN_LEN && strlen(id) == BITSEC_SESSION_ID_LEN);
+    int32_t reason = -1;
+    char info[BITSEC_SESSION_INFO_MAX_BYTES];
+    size_t len = 0;
+    CHECK(bitsec_session_validate(rt, token, strlen(token), addr, strlen(addr), NULL, 0, 0, &reason, info, sizeof info, &len) == BITSEC_OK);
+    CHECK(reason == BITSEC_SESSION_REASON_VALID && len > 0 && strstr(info, "\"user\":\"alice\"") != NULL);
+    char token2[BITSEC_SESSION_TOKEN_LEN + 1], id2[BITSEC_SESSION_ID_LEN + 1];
+    CHECK(bitsec_session_rotate(rt, token, strlen(token), addr, strlen(addr), NULL, 0, 0, &reason, token2, id2) == BITSEC_OK);
+    CHECK(reason == BITSEC_SESSION_REASON_VALID && strcmp(token, token2) != 0);
+    CHECK(bitsec_session_validate(rt, token, strlen(token), addr, strlen(addr), NULL, 0, 0, &reason, NULL, 0, &len) == BITSEC_OK);
+    CHECK(reason == BITSEC_SESSION_REASON_UNKNOWN);
+    CHECK(bitsec_session_list(rt, "alice", 5, NULL, 0, 0, NULL, 0, &len) == BITSEC_E_BUFFER_TOO_SMALL);
+    CHECK(len > 0 && len < sizeof info);
+    CHECK(bitsec_session_list(rt, "alice", 5, NULL, 0, 0, info, sizeof info, &len) == BITSEC_OK);
+    CHECK(strstr(info, id2) != NULL);
+    CHECK(bitsec_session_validate(rt, token2, strlen(token2), "198.51.100.1", 12, NULL, 0, 0, &reason, NULL, 0, &len) == BITSEC_OK);
+    CHECK(reason == BITSEC_SESSION_REASON_BINDING_MISMATCH);
+    int64_t n = -1;
+    CHECK(bitsec_session_revoke_user(rt, "alice", 5, NULL, 0, 0, &n) == BITSEC_OK && n == 0);
+    int32_t ended = -1;
+    CHECK(bitsec_session_revoke(rt, id2, strlen(id2), 0, &ended) == BITSEC_OK && ended == 0);
+    bitsec_runtime_close(rt);
+}
+
 int main(void) {
+    sessions_work();
     deprecated_alias_still_works();
     CHECK(bitsec_version_number() == BITSEC_VERSION_NUMBER);
     CHECK(bitsec_abi_version() == BITSEC_ABI_VERSION);

@@ -30,14 +30,18 @@ public struct CapabilityContext: Sendable {
     public let audit: (any AuditHook)?
     public let rateLimits: RateLimitService?
     public let fields: FieldService?
+    /// The token service (for the sessions, whose endings revoke their tokens).
+    public let tokens: TokenService?
 
     public init(config: ConfigContext, redis: RedisPool?, audit: (any AuditHook)?,
-                rateLimits: RateLimitService? = nil, fields: FieldService? = nil, stores: StoreContext? = nil) {
+                rateLimits: RateLimitService? = nil, fields: FieldService? = nil, stores: StoreContext? = nil,
+                tokens: TokenService? = nil) {
         self.config = config
         self.redis = redis
         self.stores = stores ?? StoreContext(settings: StoreSettings(hasRedis: redis != nil))
         self.audit = audit
         self.rateLimits = rateLimits
         self.fields = fields
+        self.tokens = tokens
     }
 }

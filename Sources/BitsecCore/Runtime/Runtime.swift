@@ -21,12 +21,14 @@ public final class Runtime: Sendable {
     public let tokens: TokenService?
     public let permissions: PermissionService?
     public let totp: TOTPService?
+    public let sessions: SessionService?
     /// Reloads shared with the other processes of the host region (nil without one).
     let hostReloads: HostReloads?
 
     private init(redis: RedisPool?, stores: StoreContext, allowInlineSecrets: Bool, audit: AuditService?, rateLimits: RateLimitService?,
                  fields: FieldService?, tokens: TokenService?, permissions: PermissionService?, totp: TOTPService?,
-                 hostReloads: HostReloads?) {
+                 sessions: SessionService?, hostReloads: HostReloads?) {
+        self.sessions = sessions
         self.hostReloads = hostReloads
         self.redis = redis
         self.stores = stores
@@ -54,12 +56,14 @@ public final class Runtime: Sendable {
         if let tokens { out.append(tokens) }
         if let permissions { out.append(permissions) }
         if let totp { out.append(totp) }
+        if let sessions { out.append(sessions) }
         return out
     }
 
     /// Section names, in construction order (audit first: the others emit into it).
     public static let sectionNames = ["redis", AuditService.sectionName, RateLimitService.sectionName, FieldService.sectionName,
-                                      TokenService.sectionName, PermissionService.sectionName, TOTPService.sectionName]
+                                      TokenService.sectionName, PermissionService.sectionName, TOTPService.sectionName,
+                                      SessionService.sectionName]
 
     /// Builds a runtime from a JSON configuration document.
     public static func open(config bytes: UnsafeRawBufferPointer) throws(BitsecError) -> Runtime {
@@ -92,10 +96,14 @@ public final class Runtime: Sendable {
             let tokens = keep(try section(root, TokenService.self, cc))
             let permissions = keep(try section(root, PermissionService.self, cc))
             let totp = keep(try section(root, TOTPService.self, cc))
+            let sessions = keep(try section(root, SessionService.self, CapabilityContext(
+                config: ctx, redis: redis, audit: cc.audit, rateLimits: rateLimits, fields: fields, stores: stores, tokens: tokens)))
+            if let sessions, let tokens { tokens.onFamilyRevoked { id, now in sessions.familyRevoked(id: id, at: now) } }
             try root.finish()
             let reloads = try stores.hostReloads(config: bytes)
             return Runtime(redis: redis, stores: stores, allowInlineSecrets: ctx.allowInlineSecrets, audit: audit, rateLimits: rateLimits,
-                           fields: fields, tokens: tokens, permissions: permissions, totp: totp, hostReloads: reloads)
+                           fields: fields, tokens: tokens, permissions: permissions, totp: totp, sessions: sessions,
+                           hostReloads: reloads)
         } catch {
             for c in built.reversed() { c.shutdown() }
             redis?.shutdown()

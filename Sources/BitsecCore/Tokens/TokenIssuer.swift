@@ -136,11 +136,20 @@ extension TokenService {
     public func refresh(_ token: UnsafeRawBufferPointer, kid: String? = nil, at: Int64) throws(BitsecError) -> Refresh {
         let now = Clock.resolve(at)
         let v = try verify(token, at: now, expect: .refresh)
+        if v.reason == .revoked, let c = v.claims {
+            // A refresh token presented again after its exchange (or after its revocation):
+            // stolen or replayed. Its whole family goes (RFC 9700 section 4.14.2).
+            try revokeFamily(c, now: now)
+            return Refresh(reason: .revoked, pair: nil)
+        }
         guard v.reason == .valid, let c = v.claims else { return Refresh(reason: v.reason, pair: nil) }
         guard c.jti != nil, c.exp != nil else { return Refresh(reason: .missingClaim, pair: nil) }
         switch try revoke(c, at: now) {
         case .newly: break
-        case .already: return Refresh(reason: .revoked, pair: nil)
+        case .already:
+            // A concurrent exchange of the same token won: this one is a replay.
+            try revokeFamily(c, now: now)
+            return Refresh(reason: .revoked, pair: nil)
         case .widened:
             // The epoch is the old token's iat: a pair issued in that same second would be
             // revoked by it too, so refuse (fail closed) rather than hand it out.
@@ -148,5 +157,23 @@ extension TokenService {
         }
         let base = JSONObject(c.claims.members.filter { !Self.reservedClaims.contains($0.key) })
         return Refresh(reason: .valid, pair: try issuePair(base: base, kid: kid, now: now))
+    }
+
+    /// Revokes the family of a replayed refresh token: every access and refresh token of its
+    /// session (`session_id` and `sub`) issued until now, and the server-side session of that
+    /// identifier when the `sessions` section is configured; emits a `security_incident`
+    /// `refresh_token_reused` audit event. A token without `session_id` or `sub` has no
+    /// family: only the event is emitted.
+    func revokeFamily(_ c: VerifiedClaims, now: Int64) throws(BitsecError) {
+        if let audit, audit.automaticEventsEnabled {
+            var details: [(key: String, value: JSONValue)] = []
+            if let sid = c.sessionId { details.append(("session_id", .string(sid))) }
+            audit.emitAutomatic(AutomaticAuditEvent(
+                type: "security_incident", subtype: "refresh_token_reused", result: "failure", reason: "revoked",
+                actor: c.sub, tenant: c.tenant, details: details))
+        }
+        guard let sid = c.sessionId, let sub = c.sub, !sid.isEmpty, sid.utf8.count <= 512, !sub.isEmpty, sub.utf8.count <= 512 else { return }
+        _ = try revokeSession(sid, subject: sub, at: now)
+        familyHook.withLock { $0 }?(sid, now)
     }
 }

@@ -16,7 +16,9 @@ public final class TokenService: Capability {
     public let cache: VerifiedTokenCache?
     private let headers = HeaderCache()
     public let revocations: any RevocationStore
-    private let audit: (any AuditHook)?
+    let audit: (any AuditHook)?
+    /// Called with (session_id, now) when a replayed refresh token revoked its family.
+    let familyHook = Mutex<(@Sendable (String, Int64) -> Void)?>(nil)
     let issuingKid: String?
     let issuingIssuer: String?
     let issuingAudience: [String]
@@ -51,6 +53,12 @@ public final class TokenService: Capability {
     }
 
     public var keys: KeySet { keySet.withLock { $0 } }
+
+    /// Registers what else ends when a replayed refresh token revokes its family (the
+    /// server-side session of that identifier).
+    public func onFamilyRevoked(_ hook: @escaping @Sendable (String, Int64) -> Void) {
+        familyHook.withLock { $0 = hook }
+    }
 
     /// The verified-token cache, and the revocation tables of the `process` and `host` stores.
     public var boundedTables: [BoundedTableStats] {

@@ -42,6 +42,7 @@ from .permissions import Decision, PermissionDeniedError, Principal, permission_
 from .audit import AuditHandler, AuditProblem, AuditVerifyReport, audit_verify
 from .runtime import Runtime, random_bytes
 from .keys import KEY_TYPES, generate_signing_key, jwk_thumbprint, public_jwk
+from .sessions import SESSION_REASONS, Session, SessionCreated, SessionValidation
 from .totp import (
     BackupCodeDecision,
     BackupCodes,
@@ -118,4 +119,6 @@ __all__ = [
     "WrongTokenTypeError",
     # signing keys
     "KEY_TYPES", "generate_signing_key", "public_jwk", "jwk_thumbprint",
+    # sessions
+    "Session", "SessionCreated", "SessionValidation", "SESSION_REASONS",
 ]

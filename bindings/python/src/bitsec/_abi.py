@@ -305,6 +305,29 @@ BITSEC_AUDIT_HASH_BYTES: Final = 32
 # out_seq of bitsec_audit_emit when the drop policy dropped the event.
 BITSEC_AUDIT_DROPPED: Final = 0
 
+# ---- sessions: Sessions ------------------------------------------------------
+# Fixed sizes: a session token (the secret) and a session identifier (public), without the
+# NUL; the buffers of bitsec_session_create and bitsec_session_rotate hold one more byte.
+BITSEC_SESSION_TOKEN_LEN: Final = 56
+BITSEC_SESSION_ID_LEN: Final = 37
+# Limits (bytes): user, tenant, client address and user agent.
+BITSEC_SESSION_MAX_USER_BYTES: Final = 128
+BITSEC_SESSION_MAX_TENANT_BYTES: Final = 64
+BITSEC_SESSION_MAX_CLIENT_BYTES: Final = 256
+BITSEC_SESSION_MAX_USER_AGENT_BYTES: Final = 1024
+# The JSON of one session written by bitsec_session_validate never exceeds this.
+BITSEC_SESSION_INFO_MAX_BYTES: Final = 2048
+# Decisions of bitsec_session_validate and bitsec_session_rotate (*out_reason).
+BITSEC_SESSION_REASON_VALID: Final = 0
+#: no such session (revoked, rotated, ended, malformed token)
+BITSEC_SESSION_REASON_UNKNOWN: Final = 1
+#: the absolute timeout passed
+BITSEC_SESSION_REASON_EXPIRED: Final = 2
+#: unused for longer than the idle timeout
+BITSEC_SESSION_REASON_IDLE_TIMEOUT: Final = 3
+#: another client: the session was ended
+BITSEC_SESSION_REASON_BINDING_MISMATCH: Final = 4
+
 #: Every export of include/bitsec_api.h: name -> (restype, argtypes).
 PROTOTYPES: Final[dict[str, tuple[Any, list[Any]]]] = {
     "bitsec_abi_version": (c_int32, []),
@@ -363,6 +386,12 @@ PROTOTYPES: Final[dict[str, tuple[Any, list[Any]]]] = {
     "bitsec_runtime_describe_alloc": (c_int32, [c_void_p, POINTER(c_void_p), POINTER(c_size_t)]),
     "bitsec_runtime_open": (c_int32, [c_char_p, c_size_t, POINTER(c_void_p)]),
     "bitsec_runtime_open_file": (c_int32, [c_char_p, POINTER(c_void_p)]),
+    "bitsec_session_create": (c_int32, [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, c_char_p, c_char_p]),
+    "bitsec_session_list": (c_int32, [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, c_char_p, c_size_t, POINTER(c_size_t)]),
+    "bitsec_session_revoke": (c_int32, [c_void_p, c_char_p, c_size_t, c_int64, POINTER(c_int32)]),
+    "bitsec_session_revoke_user": (c_int32, [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, POINTER(c_int64)]),
+    "bitsec_session_rotate": (c_int32, [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, POINTER(c_int32), c_char_p, c_char_p]),
+    "bitsec_session_validate": (c_int32, [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, POINTER(c_int32), c_char_p, c_size_t, POINTER(c_size_t)]),
     "bitsec_strerror": (c_char_p, [c_int32]),
     "bitsec_token_is_revoked": (c_int32, [c_void_p, c_char_p, c_size_t, c_int64, POINTER(c_int32)]),
     "bitsec_token_issue_pair": (c_int32, [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, c_char_p, c_size_t, POINTER(c_size_t)]),

@@ -1,7 +1,8 @@
 """``bitsec.fastapi``: FastAPI integration of a ``bitsec.Runtime`` (docs/fastapi.md).
 
 A package with one module per concern (``lifespan``, ``offload``, ``bearer``, ``permissions``,
-``ratelimit``, ``login``, ``audit``, ``limits``, ``headers``, ``mfa``, ``config``); every public
+``ratelimit``, ``login``, ``audit``, ``limits``, ``headers``, ``mfa``, ``config``, ``guard``,
+``sessions``); every public
 name is importable from ``bitsec.fastapi`` itself, which is the supported import path.
 
 In FastAPI's own idiom:
@@ -52,6 +53,7 @@ from .mfa import MFACode, MFAEnrollment, mfa_enroll, verify_mfa_code
 from .offload import OFFLOAD_MODES, OPERATIONS, SLOW_VERIFY_ALGS, OffloadPlan, offload_plan, run_native
 from .permissions import ContextFn, RequirePermission, require_permission
 from .ratelimit import RateLimit, RateLimitMiddleware, _RateLimiting
+from .sessions import SESSION_COOKIE, SESSION_DETAILS, CookieSession, session_of
 
 __all__ = [
     "STATE_ATTR", "bitsec_lifespan", "get_runtime", "BearerAuth", "RequirePermission", "require_permission",
@@ -66,6 +68,8 @@ __all__ = [
     # the guard: one ASGI middleware, a route table compiled at startup
     "GuardMiddleware", "GuardResult", "Requirement", "RouteTable", "compile_routes", "guard", "public",
     "guard_result", "guard_claims", "PUBLIC", "GUARD_SCOPE_KEY",
+    # cookie sessions
+    "CookieSession", "SESSION_COOKIE", "SESSION_DETAILS", "session_of",
 ]
 
 # Kept importable for code written against the single-file module (not part of the API).
