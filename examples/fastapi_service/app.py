@@ -332,12 +332,12 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
                        limits={f"{API}/auth/*": auth_body_bytes,
                                # an upload: the file's limit plus room for the multipart framing
                                "/v1/artifacts": int(artifacts_cfg.get("max_bytes", DEFAULT_MAX_BYTES)) + (64 << 10)})
-    # One record per outcome (auditing.py): a 403 the library already recorded, or an outcome
-    # an endpoint recorded itself (a login, a refused account change), is not recorded again.
+    # One record per outcome (auditing.py): an outcome an endpoint recorded itself (a login, a
+    # refused account change) is not recorded again; a 403 is the middleware's record alone
+    # (config.json turns the library's own denial events off: permissions.audit_denials).
     app.add_middleware(ServiceAuditMiddleware, sensitive=lambda path: path.startswith(
         (f"{API}/equipment", "/v1/inspections", "/v1/defects", "/v1/artifacts", "/v1/reports", f"{API}/privacy",
-         f"{API}/users")),
-        library_records_denials=bool(cfg.get("audit", {}).get("automatic_events", True)))
+         f"{API}/users")))
     # the allow-list of origins (cors.py), inside the security headers: preflights get them too
     add_cors(app, service_cfg.get("cors"))
     app.add_middleware(SecurityHeadersMiddleware)

@@ -8,14 +8,13 @@ default, ``rt.check_permission`` records each denial it decides), and the servic
 unauthorised-access alert fire at half the real number of attempts, and a failed login
 recorded as a generic ``unauthorized`` would never reach the failed-login alert.
 
-``ServiceAuditMiddleware`` is the library's middleware with one rule added: it leaves out
-its own record of a request whose outcome is already recorded, namely
-
-- a 403 of ``require_permission`` (the library recorded the denial, with its reason), unless
-  the configuration turned automatic events off;
-- any response of a request whose endpoint called ``common.audit`` with ``final=True``
-  (done automatically for an ``authentication`` or ``authorization`` event whose result is
-  ``denied`` or ``failure``: the endpoint's event is the more precise record).
+The library's own record of a permission denial is turned off in config.json
+(``permissions.audit_denials: false``): the middleware's record of the 403 carries the same
+resource, action and decision reason plus the request's context (request id, path, client),
+so it is the one kept. ``ServiceAuditMiddleware`` is the library's middleware with one rule
+added: it leaves out its own record of a request whose endpoint called ``common.audit`` with
+``final=True`` (done automatically for an ``authentication`` or ``authorization`` event whose
+result is ``denied`` or ``failure``: the endpoint's event is the more precise record).
 """
 from __future__ import annotations
 
@@ -27,8 +26,6 @@ from bitsec.fastapi import AuditMiddleware
 
 #: request.state attribute set when an endpoint recorded the request's outcome itself
 RECORDED = "refsvc_outcome_recorded"
-# where RequirePermission leaves (resource, action, reason) of its 403 (bitsec.fastapi)
-_DENIED = "bitsec_denied"
 
 
 def mark_recorded(request: Request) -> None:
@@ -37,20 +34,10 @@ def mark_recorded(request: Request) -> None:
 
 
 class ServiceAuditMiddleware(AuditMiddleware):
-    """``AuditMiddleware`` without the second record of an outcome already recorded (see the
-    module's text). ``library_records_denials``: the configuration's
-    ``audit.automatic_events`` (default true)."""
-
-    def __init__(self, app: Any, *, library_records_denials: bool = True, **options: Any) -> None:
-        super().__init__(app, **options)
-        self.library_records_denials = library_records_denials
+    """``AuditMiddleware`` without a second record of an outcome an endpoint recorded (see the
+    module's text)."""
 
     def _event(self, scope: Any, state: Mapping[str, Any], status: int, rid: str) -> dict[str, Any] | None:
         if state.get(RECORDED):
             return None
-        if status == 403 and self.library_records_denials:
-            denied = state.get(_DENIED)
-            # scope_missing is decided in Python (no check_permission call, no automatic event)
-            if denied and denied[2] != "scope_missing":
-                return None
         return super()._event(scope, state, status, rid)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -39,15 +40,26 @@ def _b64u(n: int) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-def _write_private(path: Path, pem: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _write_private(path: Path, pem: bytes, *, replace: bool = True) -> None:
+    """Writes a key file (0600) atomically: a unique temporary file, then a rename over
+    ``path`` (``replace``) or a link that fails when ``path`` exists (several worker processes
+    starting at once: the first key written is the one every worker uses)."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(pem)
+            f.flush()
+            os.fsync(f.fileno())
+        if replace:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # another process created it first
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def new_rsa_pem() -> bytes:
@@ -68,7 +80,7 @@ def prepare_keys(tokens: dict[str, Any], data_dir: Path) -> None:
         path = Path(k["pem"]["file"])
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            _write_private(path, new_rsa_pem())
+            _write_private(path, new_rsa_pem(), replace=False)
     state = read_state(data_dir)
     kids = {k.get("kid") for k in tokens.get("keys", [])}
     if state.get("signing") in kids:

@@ -58,6 +58,9 @@ def test_each_403_is_recorded_once(svc: Service) -> None:
     denied = [e for e in records(svc) if e.get("type") == "authorization"]
     assert len(denied) == 1, denied
     assert denied[0]["resource"] == "equipment" and denied[0]["action"] == "create" and denied[0]["result"] == "denied"
+    # the record kept has the decision's reason and the request's context
+    assert denied[0]["reason"] == "no_grant" and denied[0]["details"]["request_id"] == "deny-1"
+    assert denied[0]["details"]["path"] == f"{API}/equipment" and denied[0]["actor"] == str(svc.ids["victor"])
 
 
 def test_a_refusal_the_endpoint_records_is_not_recorded_again(svc: Service) -> None:
