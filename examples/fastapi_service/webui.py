@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bitsec.fastapi import CookieSession, CSRFProtect, get_runtime
+from bitsec.fastapi import CookieSession, CSRFProtect, LoginAttempts, LoginGuard, get_runtime
 from bitsec.permissions import Principal
 
 WEB = Path(__file__).resolve().parent / "web"
@@ -56,13 +56,15 @@ class UILogin(BaseModel):
 
 
 def install_web_ui(app: FastAPI, *, db_session: Callable[..., Any], models: Any, equipment_in: type[BaseModel],
-                   authenticate: Callable[..., Any], new_equipment: Callable[[Any, Any, Any], Any],
+                   login_guard: LoginGuard, authenticate: Callable[..., Any],
+                   new_equipment: Callable[[Session, str, str, Any], Any],
                    equipment_out: Callable[[Any], dict[str, Any]]) -> None:
     """Adds ``/ui/`` (the page), ``/ui/static/*`` and the UI's JSON routes to ``app``.
 
-    ``authenticate(request, db, username, password, totp_code)`` returns the user or raises
-    the same HTTPException as the API's login (401, 429); ``new_equipment(db, principal,
-    body)`` adds a row the way the API's create does."""
+    ``authenticate(request, db, attempts, username, password, totp_code)`` returns the user or
+    raises the same HTTPException as the API's login (401, 429), with the same login guard and
+    audit events; ``new_equipment(db, tenant, subject, body)`` adds a row the way the API's
+    create does."""
     User, Equipment = models.User, models.Equipment
     app.mount("/ui/static", StaticFiles(directory=str(WEB)), name="ui-static")
 
@@ -87,13 +89,14 @@ def install_web_ui(app: FastAPI, *, db_session: Callable[..., Any], models: Any,
             raise HTTPException(status_code=403, detail=f"Insufficient permissions: equipment:{action}")
 
     @app.post("/ui/login", include_in_schema=False)
-    def login(body: UILogin, request: Request, response: Response, db: Session = Depends(db_session)) -> dict[str, Any]:
+    def login(body: UILogin, request: Request, response: Response, db: Session = Depends(db_session),
+              attempts: LoginAttempts = Depends(login_guard)) -> dict[str, Any]:
         rt = get_runtime(request)
         # Login itself is a state change: only from the service's own pages.
         d = rt.csrf_origin_check("POST", request.headers.get("origin"), request.headers.get("sec-fetch-site"))
         if not d:
             raise HTTPException(status_code=403, detail=d.reason)
-        user = authenticate(request, db, body.username, body.password, body.totp_code)
+        user = authenticate(request, db, attempts, body.username, body.password, body.totp_code)
         created = ui_session.login(request, response, str(user.id), user.tenant_id)
         response.headers["Cache-Control"] = "no-store"
         return {"username": user.username, "csrf_token": rt.csrf_token_issue(created.session_id)}
@@ -118,12 +121,12 @@ def install_web_ui(app: FastAPI, *, db_session: Callable[..., Any], models: Any,
                 db: Session = Depends(db_session)) -> dict[str, Any]:
         user = user_of_session(request, db)
         allowed(request, user, "create")
-        return equipment_out(new_equipment(db, principal(user), body))
+        return equipment_out(new_equipment(db, user.tenant_id, str(user.id), body))
 
     app.add_api_route("/ui/equipment", _create, methods=["POST"], status_code=201, include_in_schema=False,
-                      dependencies=[Depends(ui_session), Depends(csrf)])
+                      dependencies=[Depends(csrf), Depends(ui_session)])
 
     @app.post("/ui/logout", status_code=204, include_in_schema=False,
-              dependencies=[Depends(ui_session), Depends(csrf)])
+              dependencies=[Depends(csrf), Depends(ui_session)])
     def logout(request: Request, response: Response) -> None:
         ui_session.logout(request, response)
