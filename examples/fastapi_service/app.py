@@ -39,6 +39,7 @@ from .common import (StrictModel, Deps, RowId, audit, client_ip, equipment_out, 
 from .cors import add_cors
 from .datadir import secure_data_dir
 from .webdocs import install_docs
+from .webui import install_web_ui
 from .inspections import inspections_router
 from .keys import jwks, prepare_keys
 from .migrations import upgrade as migrate
@@ -380,22 +381,24 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
 
     # ---- authentication ----
 
-    @app.post(f"{API}/auth/login")
-    def login(body: LoginIn, request: Request, response: Response, db: Session = Depends(db_session),
-              attempts: LoginAttempts = Depends(login_guard)) -> dict[str, Any]:
+    def authenticate(request: Request, db: Session, attempts: LoginAttempts, username: str, password: str,
+                     totp_code: str | None) -> Any:
+        """The user whose password (and TOTP code, when enrolled) is right, with the login
+        guard's accounting and the login / failed-login audit events; else the HTTPException
+        to answer (401, 429). The API's login and the web UI's both use it."""
         rt = get_runtime(request)
         # Reserved (counted as a failure) before the password is checked: concurrent guesses
         # cannot get past the limit; 429 + Retry-After when the client or account is refused.
-        attempt = attempts.begin(body.username)
-        user = db.scalar(select(User).where(User.username == body.username))
-        ok = password_ok = check_password(body.password, user.password_hash if user else None) and user is not None
+        attempt = attempts.begin(username)
+        user = db.scalar(select(User).where(User.username == username))
+        ok = password_ok = check_password(password, user.password_hash if user else None) and user is not None
         if ok and user.totp_sealed:
-            if not body.totp_code:
+            if not totp_code:
                 # The password was right: not a failure, but no token without the code.
                 attempt.cancel()
                 raise HTTPException(status_code=401, detail="MFA code required", headers={"WWW-Authenticate": REALM})
             try:
-                ok = bool(rt.totp_verify_sealed(user.totp_sealed, body.totp_code, str(user.id)))
+                ok = bool(rt.totp_verify_sealed(user.totp_sealed, totp_code, str(user.id)))
             except bitsec.BitsecError:
                 ok = False
         if not ok:  # a wrong password or MFA code: already counted by the guard
@@ -413,6 +416,13 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
         attempt.succeeded()
         audit(request, {"type": "authentication", "subtype": "login", "result": "success", "actor": str(user.id),
                         "tenant": user.tenant_id, "details": {"mfa": bool(user.totp_sealed)}}, final=True)
+        return user
+
+    @app.post(f"{API}/auth/login")
+    def login(body: LoginIn, request: Request, response: Response, db: Session = Depends(db_session),
+              attempts: LoginAttempts = Depends(login_guard)) -> dict[str, Any]:
+        rt = get_runtime(request)
+        user = authenticate(request, db, attempts, body.username, body.password, body.totp_code)
         # auth_time: when the password was entered; step-up endpoints want it recent (account.py)
         pair = rt.issue_token_pair({**_token_claims(user), **auth_time_claim()})
         record_pair(db, models, pair, user.id, request)
@@ -576,16 +586,19 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
                           .order_by(Equipment.id).limit(1000))
         return {"items": [equipment_out(e) for e in rows]}
 
+    def add_equipment(db: Session, tenant: str, subject: str | None, body: EquipmentIn) -> Any:
+        e = Equipment(tenant_id=tenant, name=body.name, serial_number=body.serial_number,
+                      cost=_cost_text(body.cost), notes=body.notes,
+                      created_by=int(subject) if subject and subject.isdigit() else None)
+        db.add(e)
+        db.commit()
+        return e
+
     @app.post(f"{API}/equipment", status_code=201)
     def create_equipment(body: EquipmentIn,
                          claims: Any = Depends(require_permission("equipment", "create", bearer=auth)),
                          db: Session = Depends(db_session)) -> dict[str, Any]:
-        e = Equipment(tenant_id=claims.tenant_id, name=body.name, serial_number=body.serial_number,
-                      cost=_cost_text(body.cost), notes=body.notes,
-                      created_by=int(claims.subject) if claims.subject and claims.subject.isdigit() else None)
-        db.add(e)
-        db.commit()
-        return equipment_out(e)
+        return equipment_out(add_equipment(db, claims.tenant_id, claims.subject, body))
 
     @app.get(f"{API}/equipment/{{eid}}")
     def get_equipment(eid: RowId, claims: Any = Depends(require_permission("equipment", "read", bearer=auth)),
@@ -645,6 +658,10 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
     # step-up account changes and the administration of other users (authority.py)
     app.include_router(account_router(deps, _token_claims))
     app.include_router(users_admin_router(deps))
+    # the web UI (webui.py): cookie sessions and CSRF over the same checks as the API
+    install_web_ui(app, db_session=db_session, models=models, equipment_in=EquipmentIn, login_guard=login_guard,
+                   authenticate=authenticate, new_equipment=add_equipment, equipment_out=equipment_out)
+
     return app
 
 
