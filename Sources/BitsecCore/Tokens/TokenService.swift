@@ -249,7 +249,10 @@ public final class TokenService: Capability {
         let now = Clock.resolve(at)
         let until = until(exp: exp, now: now)
         guard until > now else { return false }  // already expired beyond the leeway: nothing to remember
-        return try revocations.revoke(TokenIdentity(jti: jti), until: until, now: now) != .already
+        // No token, only its jti: the token was issued at or before now, so `now` is the
+        // latest issue time it can have (an epoch before now does not cover it; one recorded
+        // because the table is full is set at now and does).
+        return try revocations.revoke(TokenIdentity(jti: jti, iat: now), until: until, now: now) != .already
     }
 
     /// Revokes a verified token: its `jti` until its `exp` plus the leeway, in its subject's
