@@ -181,6 +181,7 @@ public final class TokenService: Capability {
             guard case .string(let s) = k else { return .failure(Refusal(reason: .malformed)) }
             kid = s
         }
+        if kid == nil && policy.requireKid { return .failure(Refusal(reason: .missingKid)) }
         var typOK = true
         if let t = header["typ"] {
             guard case .string(let s) = t else { return .failure(Refusal(reason: .malformed)) }
@@ -338,6 +339,7 @@ public final class TokenService: Capability {
             ("leeway_seconds", .number(JSONNumber(int64: policy.leeway))),
             ("required_claims", .array(policy.requiredClaims.map { .string($0) })),
             ("require_exp", .bool(policy.requireExp)),
+            ("require_kid", .bool(policy.requireKid)),
             ("typ", policy.typ.map { .string($0) } ?? .null),
             ("max_token_bytes", .number(JSONNumber(int64: Int64(policy.maxTokenBytes)))),
             ("cache_size", .number(JSONNumber(int64: Int64(cache?.capacity ?? 0)))),
