@@ -170,6 +170,8 @@ private let rows: [Row] = [
         }
     },
     Row("bitsec_metrics_text", upperBound: true) { f in { b, c, n in bitsec_metrics_text(f.rt, b, c, n) } },
+    Row("bitsec_csrf_token_issue") { f in { b, c, n in bitsec_csrf_token_issue(f.rt, "session-1", 9, AT, b, c, n) } },
+    Row("bitsec_csrf_cookie_issue") { f in { b, c, n in bitsec_csrf_cookie_issue(f.rt, "binding-1", 9, AT, b, c, n) } },
 ]
 
 /// The functions of include/bitsec_api.h with an out_cap parameter.

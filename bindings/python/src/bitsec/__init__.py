@@ -41,6 +41,7 @@ from .ratelimit import BruteForceStatus, LoginGuardDecision, RateLimitDecision
 from .permissions import Decision, PermissionDeniedError, Principal, permission_reason
 from .audit import AuditHandler, AuditProblem, AuditVerifyReport, audit_verify
 from .runtime import Runtime, random_bytes
+from .csrf import CSRFDecision
 from .totp import (
     BackupCodeDecision,
     BackupCodes,
@@ -75,6 +76,7 @@ from .tokens import (
     WrongAudienceError,
     WrongIssuerError,
     WrongTokenTypeError,
+    MissingKeyIdError,
     token_reason_name,
 )
 
@@ -115,4 +117,6 @@ __all__ = [
     "ExpiredTokenError", "TokenNotYetValidError", "TokenIssuedInFutureError", "WrongIssuerError",
     "WrongAudienceError", "MissingClaimError", "InvalidClaimError", "RevokedTokenError", "CritUnsupportedError",
     "WrongTokenTypeError",
+    "MissingKeyIdError",
+    "CSRFDecision",
 ]
