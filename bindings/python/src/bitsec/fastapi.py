@@ -1345,3 +1345,10 @@ class MFACode:
                 setattr(request.state, _AUTH_FAILURE, "mfa_failed")
             raise
         return claims
+
+# CSRF protection and the JWKS refresher (their own modules; re-exported here).
+from ._fastapi_csrf import CSRFProtect, set_csrf_cookie, CSRF_HEADER, CSRF_FORM_FIELD, CSRF_COOKIE  # noqa: E402
+from ._fastapi_jwks import JWKSBackgroundRefresher, jwks_lifespan, bitsec_jwks_lifespan  # noqa: E402
+
+__all__ += ["CSRFProtect", "set_csrf_cookie", "CSRF_HEADER", "CSRF_FORM_FIELD", "CSRF_COOKIE",
+            "JWKSBackgroundRefresher", "jwks_lifespan", "bitsec_jwks_lifespan"]
