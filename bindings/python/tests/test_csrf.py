@@ -201,3 +201,12 @@ def test_fastapi_double_submit() -> None:
 def test_csrf_protect_rejects_bad_mode() -> None:
     with pytest.raises(ValueError):
         CSRFProtect(session_id=session_of, mode="cookie")
+
+
+def test_origin_decisions_are_remembered_within_a_bound(rt: Any) -> None:
+    # Many distinct origins (an attacker's flood): every answer stays right, memory bounded.
+    for i in range(3000):
+        assert rt.csrf_origin_check("POST", f"https://evil{i}.example").reason == "origin_not_allowed"
+        assert len(rt.__dict__["_csrf_origin_memo"]) <= 1024
+    assert rt.csrf_origin_check("POST", APP_ORIGIN)
+    assert rt.csrf_origin_check("post", APP_ORIGIN.upper())

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from ctypes import byref, c_int32
-from typing import Any, Mapping, TYPE_CHECKING, Union
+from typing import Any, Mapping, TYPE_CHECKING, Union, cast
 
 from . import _abi
 from . import _native as N
@@ -70,6 +70,7 @@ class CSRFDecision:
         return f"CSRFDecision(reason={self.reason!r})"
 
 
+_ORIGIN_MEMO_MAX = 1024
 _DECISIONS = tuple(CSRFDecision(i) for i in range(len(REASONS)))
 
 
@@ -137,11 +138,25 @@ class CSRFMixin:
         an allowed origin, ``Sec-Fetch-Site: same-origin`` (or ``none``), or, with neither
         header, ``csrf.missing_origin: "allow"``."""
         m, o, f = _b(method, "method"), _b(origin, "origin"), _b(fetch_site, "fetch_site")
+        # The decision depends only on these three values and the configuration, which a
+        # reload does not change: remembered per runtime (bounded; cleared when full, so a
+        # flood of distinct origins costs C calls, never memory).
+        memo = self.__dict__.get("_csrf_origin_memo")
+        if memo is None:
+            memo = self.__dict__.setdefault("_csrf_origin_memo", {})
+        key = (m, o, f)
+        d = memo.get(key)
+        if d is not None:
+            return cast(CSRFDecision, d)
         r = c_int32(0)
         rc = _origin_check(self.handle, m, len(m), o, len(o), f, len(f), byref(r))
         if rc:
             N.check(rc)
-        return _decision(r.value)
+        d = _decision(r.value)
+        if len(memo) >= _ORIGIN_MEMO_MAX:
+            memo.clear()
+        memo[key] = d
+        return d
 
     def csrf_keys_reload(self, keys: Mapping[str, Any] | str | bytes) -> None:
         """Replaces the csrf keys (``{"key": secret, "previous_keys": [...]}``) atomically in
