@@ -78,6 +78,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lib", default=str(ROOT / "build/lib/libbitsec.so.1"))
     ap.add_argument("--vectors", default=str(ROOT / "tests/vectors"))
+    ap.add_argument("--only", action="append", default=[], help="write only these targets' seeds (repeatable)")
     a = ap.parse_args()
     lib = Lib(a.lib)
     vec = pathlib.Path(a.vectors)
@@ -293,7 +294,24 @@ def main() -> None:
         j({"type": "fuzz_event", "operation": "x", "failure_reason": "y"}),
         j({"type": "audit", "subtype": "started"}), j({"type": "session", "seq": 1}), b"[]", b"{}")
 
+    # ---- csrf --------------------------------------------------------------------------------
+    rt = lib.open("csrf")
+    seeds = []
+    for binding in (b"fuzz-session", b"s", "s\u00e9ssion".encode(), b"x" * 300):
+        at = ctypes.c_int64(1_800_000_000 - 10)
+        tok = lib.out(lib.l.bitsec_csrf_token_issue, rt, binding, ctypes.c_size_t(len(binding)), at)
+        cookie = lib.out(lib.l.bitsec_csrf_cookie_issue, rt, binding, ctypes.c_size_t(len(binding)), at)
+        seeds += [binding + RS + tok, binding + RS + cookie + RS + cookie, binding + RS + cookie + RS + tok,
+                  binding + RS + tok[:-1] + RS + tok + RS + b"POST" + RS + b"https://app.example.com" + RS + b"same-origin"]
+    seeds += [b"s" + RS + RS + RS + b"DELETE" + RS + b"null", b"s" + RS + b"x" + RS + b"x" + RS + b"put" + RS + RS + b"cross-site",
+              b"s" + RS + b"A" * 76 + RS + RS + b"POST" + RS + b"HTTPS://APP.EXAMPLE.COM:443",
+              b"s" + RS + RS + RS + b"post" + RS + b"http://[::1]:8080" + RS + b"same-site", b"" + RS + b"t"]
+    add("csrf", *seeds)
+    lib.l.bitsec_runtime_close(rt)
+
     for target, seeds in corpus.items():
+        if a.only and target not in a.only:
+            continue
         d = FUZZ / "corpus" / target
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True)
