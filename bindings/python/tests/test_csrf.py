@@ -205,8 +205,21 @@ def test_csrf_protect_rejects_bad_mode() -> None:
 
 def test_origin_decisions_are_remembered_within_a_bound(rt: Any) -> None:
     # Many distinct origins (an attacker's flood): every answer stays right, memory bounded.
-    for i in range(3000):
+    from bitsec.csrf import _ORIGIN_MEMO_MAX
+    for i in range(2 * _ORIGIN_MEMO_MAX + 100):
         assert rt.csrf_origin_check("POST", f"https://evil{i}.example").reason == "origin_not_allowed"
-        assert len(rt.__dict__["_csrf_origin_memo"]) <= 1024
+        assert len(rt.__dict__["_csrf_origin_memo"]) <= _ORIGIN_MEMO_MAX
     assert rt.csrf_origin_check("POST", APP_ORIGIN)
     assert rt.csrf_origin_check("post", APP_ORIGIN.upper())
+
+
+def test_closed_runtime_raises() -> None:
+    from bitsec.errors import ClosedError
+    r = bitsec.Runtime(config())
+    t = r.csrf_token_issue("s")
+    assert r.csrf_token_verify("s", t) and r.csrf_cookie_verify("s", "", "").reason == "csrf_token_missing"
+    r.close()
+    with pytest.raises(ClosedError):
+        r.csrf_token_verify("s", t)
+    with pytest.raises(ClosedError):
+        r.csrf_cookie_verify("s", t, t)

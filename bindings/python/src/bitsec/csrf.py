@@ -13,7 +13,8 @@ A refused request is a decision (a falsy ``CSRFDecision`` whose ``reason`` is
 from __future__ import annotations
 
 import json
-from ctypes import byref, c_int32
+import threading
+from ctypes import byref, c_int32, c_int64, c_size_t, c_void_p
 from typing import Any, Mapping, TYPE_CHECKING, Union, cast
 
 from . import _abi
@@ -30,6 +31,20 @@ _cookie_verify = N.declare("bitsec_csrf_cookie_verify")
 _origin_check = N.declare("bitsec_csrf_origin_check")
 _reason_name = N.declare("bitsec_csrf_reason_name")
 _keys_reload = N.declare("bitsec_csrf_keys_reload")
+# Hot paths without ctypes' per-argument conversion (N.unconverted): every argument is passed
+# with exactly its declared C type (c_void_p handle, bytes, c_size_t, c_int64, byref(c_int32)).
+_token_verify_fast = N.unconverted(_token_verify)
+_cookie_verify_fast = N.unconverted(_cookie_verify)
+_AT_NOW = c_int64(0)
+_tls = threading.local()
+
+
+def _reason_ref() -> tuple[c_int32, Any]:
+    r = getattr(_tls, "r", None)
+    if r is None:
+        c = c_int32(0)
+        r = _tls.r = (c, byref(c))
+    return cast("tuple[c_int32, Any]", r)
 
 #: Length of every issued token (ASCII, URL-safe: usable as a cookie value or form field).
 TOKEN_BYTES: int = _abi.BITSEC_CSRF_TOKEN_BYTES
@@ -70,7 +85,7 @@ class CSRFDecision:
         return f"CSRFDecision(reason={self.reason!r})"
 
 
-_ORIGIN_MEMO_MAX = 1024
+_ORIGIN_MEMO_MAX = 2000
 _DECISIONS = tuple(CSRFDecision(i) for i in range(len(REASONS)))
 
 
@@ -105,12 +120,19 @@ class CSRFMixin:
         s = _b(session_id, "session_id")
         return N.call_with_output(_token_issue, self.handle, s, len(s), _at(at), initial=TOKEN_BYTES + 1).decode()
 
+    def _csrf_handle(self) -> c_void_p:
+        hp = self.__dict__.get("_csrf_hp")
+        if hp is None or hp.value != self.handle:  # the handle property raises once closed
+            hp = self.__dict__["_csrf_hp"] = c_void_p(self.handle)
+        return cast(c_void_p, hp)
+
     def csrf_token_verify(self, session_id: Text, token: Text | None, at: float | int | None = None) -> CSRFDecision:
         """Checks a presented synchronizer token for ``session_id``: MAC in constant time,
         then age. ``None`` or empty is ``csrf_token_missing``."""
         s, t = _b(session_id, "session_id"), _b(token, "token")
-        r = c_int32(0)
-        rc = _token_verify(self.handle, s, len(s), t, len(t), _at(at), byref(r))
+        r, ref = _reason_ref()
+        rc = _token_verify_fast(self._csrf_handle(), s, c_size_t(len(s)), t, c_size_t(len(t)),
+                                _AT_NOW if at is None else c_int64(int(at)), ref)
         if rc:
             N.check(rc)
         return _decision(r.value)
@@ -126,8 +148,9 @@ class CSRFMixin:
         """Checks a double-submit request: ``cookie`` and ``submitted`` (header or form field)
         equal in constant time, and the cookie's MAC valid for ``binding``."""
         b, c, s = _b(binding, "binding"), _b(cookie, "cookie"), _b(submitted, "submitted")
-        r = c_int32(0)
-        rc = _cookie_verify(self.handle, b, len(b), c, len(c), s, len(s), _at(at), byref(r))
+        r, ref = _reason_ref()
+        rc = _cookie_verify_fast(self._csrf_handle(), b, c_size_t(len(b)), c, c_size_t(len(c)), s, c_size_t(len(s)),
+                                 _AT_NOW if at is None else c_int64(int(at)), ref)
         if rc:
             N.check(rc)
         return _decision(r.value)
