@@ -104,6 +104,7 @@ typedef struct bitsec_runtime bitsec_runtime;
 #define BITSEC_TOKEN_REVOKED 14          /* its jti, session, subject was revoked */
 #define BITSEC_TOKEN_CRIT_UNSUPPORTED 15 /* crit names an extension bitsec does not implement */
 #define BITSEC_TOKEN_WRONG_TYPE 16       /* typ header mismatch, or refresh token used as access */
+#define BITSEC_TOKEN_MISSING_KID 17      /* no kid header while tokens.require_kid is true */
 /* Default of tokens.max_token_bytes; the configurable range is 256 .. 1 MiB. */
 #define BITSEC_TOKEN_MAX_BYTES_DEFAULT 8192
 /* Longest jti accepted by bitsec_token_revoke / bitsec_token_is_revoked; also the longest
@@ -299,6 +300,24 @@ typedef struct bitsec_runtime bitsec_runtime;
 #define BITSEC_SESSION_REASON_IDLE_TIMEOUT 3     /* unused for longer than the idle timeout */
 #define BITSEC_SESSION_REASON_BINDING_MISMATCH 4 /* another client: the session was ended */
 /* ==== END GENERATED sessions ==== */
+/* ---- csrf ---- */
+/* ==== BEGIN GENERATED csrf: CSRF: synchronizer tokens, signed double-submit cookies, origin check (tools/gen_abi.py from Sources/Bitsec/ABIConstants.swift; do not edit) ==== */
+/* Decisions of bitsec_csrf_token_verify, bitsec_csrf_cookie_verify, bitsec_csrf_origin_check (*out_reason). */
+#define BITSEC_CSRF_VALID 0
+#define BITSEC_CSRF_MISSING 1              /* no token presented (empty) */
+#define BITSEC_CSRF_MALFORMED 2            /* not a bitsec CSRF token (length, base64url, version) */
+#define BITSEC_CSRF_INVALID 3              /* MAC fails: forged, another session's, or the other kind */
+#define BITSEC_CSRF_EXPIRED 4              /* older than csrf.max_age_s, or issued in the future */
+#define BITSEC_CSRF_MISMATCH 5             /* double-submit: cookie and submitted value differ */
+#define BITSEC_CSRF_ORIGIN_NOT_ALLOWED 6   /* Origin not in csrf.allowed_origins (or "null") */
+#define BITSEC_CSRF_ORIGIN_MISSING 7       /* unsafe method without Origin and Sec-Fetch-Site */
+#define BITSEC_CSRF_CROSS_SITE 8           /* Sec-Fetch-Site cross-site/same-site, no allowed Origin */
+/* Sizes and limits (bytes). */
+#define BITSEC_CSRF_TOKEN_BYTES 76         /* every issued token (base64url of 57 bytes) */
+#define BITSEC_CSRF_MAX_TOKEN_BYTES 256    /* longer presented tokens are MALFORMED unread */
+#define BITSEC_CSRF_MAX_BINDING_BYTES 4096 /* session_id / binding */
+#define BITSEC_CSRF_MAX_HEADER_BYTES 2048  /* longer Origin / Sec-Fetch-Site match nothing */
+/* ==== END GENERATED csrf ==== */
 
 #include "bitsec_api.h"
 

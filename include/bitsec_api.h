@@ -397,6 +397,14 @@ int32_t bitsec_token_is_revoked(bitsec_runtime *rt, char const *jti, size_t jti_
 /// region applies the same set at its next call. On any error nothing changes. Keys with
 /// "use" other than "sig" are skipped; every
 /// other key must be valid (alg supported, RSA >= 2048 bits, HMAC secret >= hash size).
+/// Following a JWKS URL from C: bitsec never fetches anything itself. Fetch the set over
+/// https (bound the response size), call this function with the body, and fetch again on a
+/// timer (e.g. every hour) and when bitsec_verify_token refuses a token with
+/// BITSEC_TOKEN_UNKNOWN_KID (a key rotation): at most once per cooldown (e.g. a minute)
+/// for the whole process, so that tokens with invented kids cannot make every request
+/// fetch; after a reload, verify that token once more. When a fetch fails, do not call
+/// this function: the last good set stays. Reload only when the set changed: each call
+/// records a keys_reloaded audit event.
 /// jwks, jwks_len: the JWK Set JSON ({"keys": [...]}), at most BITSEC_MAX_CONFIG_BYTES;
 /// caller-owned.
 /// Returns BITSEC_OK; BITSEC_E_CONFIG (invalid set; the detail names the key and member);
@@ -1424,6 +1432,126 @@ int32_t bitsec_session_revoke_user(bitsec_runtime *rt, char const *user, size_t 
 /// Thread safety: safe from any thread.
 /// Since: 0.3.0
 int32_t bitsec_session_list(bitsec_runtime *rt, char const *user, size_t user_len, char const *tenant, size_t tenant_len, int64_t at, char *out_, size_t out_cap, size_t *out_len) BITSEC_NODISCARD;
+ * CSRF
+ *
+ * Cross-site request forgery defences (OWASP CSRF Prevention Cheat Sheet): synchronizer
+ * tokens bound to a session (bitsec_csrf_token_issue / _verify), signed double-submit
+ * cookies bound to a session binding value (bitsec_csrf_cookie_issue / _verify) and the
+ * Origin / Sec-Fetch-Site check of unsafe methods (bitsec_csrf_origin_check). A refusal is a
+ * BITSEC_OK decision with a BITSEC_CSRF_* reason. Needs the configuration's csrf section.
+ *
+ * THREAD SAFETY: every function is safe from any thread; checks run concurrently with
+ * bitsec_csrf_keys_reload (each call sees the old or the new keys).
+ */
+
+/// Issues a synchronizer CSRF token bound to a session: base64url of a version, the issue
+/// time, 16 random bytes and an HMAC-SHA256 under the runtime's csrf key over the SHA-256
+/// of the session identifier and those fields. Store it in the session (or render it into
+/// the page) and check what the page sends back with bitsec_csrf_token_verify. The token
+/// never contains the session identifier.
+/// rt: the runtime (its configuration must have a csrf section).
+/// session_id, session_id_len: the session identifier (or any value that is secret to the
+/// session and stable for its life), 1 to BITSEC_CSRF_MAX_BINDING_BYTES bytes; caller-owned.
+/// at: Unix seconds of issue; 0 means now.
+/// out_buf, out_cap: caller-owned buffer for the token (always BITSEC_CSRF_TOKEN_BYTES ASCII
+/// bytes), NUL-terminated when there is room.
+/// out_len: receives the token's length (also on BITSEC_E_BUFFER_TOO_SMALL).
+/// Returns BITSEC_OK; BITSEC_E_BUFFER_TOO_SMALL; BITSEC_E_INVALID_ARGUMENT (NULL, empty
+/// session_id); BITSEC_E_TOO_LARGE (session_id over the limit); BITSEC_E_NOT_CONFIGURED;
+/// BITSEC_E_CRYPTO; BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread, concurrently with bitsec_csrf_keys_reload.
+/// Since: 0.2.0
+int32_t bitsec_csrf_token_issue(bitsec_runtime *rt, char const *session_id, size_t session_id_len, int64_t at, char *out_buf, size_t out_cap, size_t *out_len) BITSEC_NODISCARD;
+
+/// Checks a synchronizer CSRF token presented with a request (header or form field) against
+/// the session it must belong to: the MAC under the csrf key or one of its previous_keys,
+/// compared in constant time, then the age (csrf.max_age_s). A refusal is a decision: the
+/// call returns BITSEC_OK and *out_reason says why (BITSEC_CSRF_MISSING for an empty token,
+/// BITSEC_CSRF_MALFORMED, BITSEC_CSRF_INVALID for a forged token or another session's,
+/// BITSEC_CSRF_EXPIRED).
+/// rt: the runtime (csrf section).
+/// session_id, session_id_len: as bitsec_csrf_token_issue.
+/// token, token_len: the presented token, caller-owned; NULL with 0 is an absent token.
+/// Longer than BITSEC_CSRF_MAX_TOKEN_BYTES is BITSEC_CSRF_MALFORMED without decoding.
+/// at: Unix seconds to judge the age at; 0 means now.
+/// out_reason: receives BITSEC_CSRF_VALID (0) or a BITSEC_CSRF_* reason.
+/// Returns BITSEC_OK (decision in *out_reason); BITSEC_E_INVALID_ARGUMENT;
+/// BITSEC_E_TOO_LARGE (session_id over its limit, token_len over BITSEC_MAX_ARGUMENT_BYTES);
+/// BITSEC_E_NOT_CONFIGURED; BITSEC_E_CRYPTO; BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread, concurrently with bitsec_csrf_keys_reload.
+/// Since: 0.2.0
+int32_t bitsec_csrf_token_verify(bitsec_runtime *rt, char const *session_id, size_t session_id_len, char const *token, size_t token_len, int64_t at, int32_t *out_reason) BITSEC_NODISCARD;
+
+/// Issues the value of a signed double-submit CSRF cookie bound to a session binding value
+/// (for stateless servers: the session identifier, or a value derived from the
+/// authenticated session). Set it as a cookie the page can read and have the page repeat
+/// it in a header or form field; check both with bitsec_csrf_cookie_verify. Its MAC label
+/// differs from the synchronizer token's: neither kind verifies as the other.
+/// rt, binding, binding_len, at, out_buf, out_cap, out_len: as bitsec_csrf_token_issue
+/// (binding in place of session_id).
+/// Returns as bitsec_csrf_token_issue.
+/// Thread safety: safe from any thread, concurrently with bitsec_csrf_keys_reload.
+/// Since: 0.2.0
+int32_t bitsec_csrf_cookie_issue(bitsec_runtime *rt, char const *binding, size_t binding_len, int64_t at, char *out_buf, size_t out_cap, size_t *out_len) BITSEC_NODISCARD;
+
+/// Checks a signed double-submit request: the cookie's value and the submitted value
+/// (header or form field) must be equal (constant time) and the cookie's value must verify
+/// for the binding (MAC, then age). A refusal is a decision: BITSEC_OK with *out_reason
+/// (BITSEC_CSRF_MISSING when either is empty, BITSEC_CSRF_MISMATCH when they differ, then
+/// as bitsec_csrf_token_verify).
+/// rt: the runtime (csrf section).
+/// binding, binding_len: as bitsec_csrf_cookie_issue.
+/// cookie, cookie_len: the cookie's value; submitted, submitted_len: the header's or form
+/// field's value; caller-owned; NULL with 0 is absent.
+/// at: Unix seconds; 0 means now.
+/// out_reason: receives BITSEC_CSRF_VALID (0) or a BITSEC_CSRF_* reason.
+/// Returns as bitsec_csrf_token_verify.
+/// Thread safety: safe from any thread, concurrently with bitsec_csrf_keys_reload.
+/// Since: 0.2.0
+int32_t bitsec_csrf_cookie_verify(bitsec_runtime *rt, char const *binding, size_t binding_len, char const *cookie, size_t cookie_len, char const *submitted, size_t submitted_len, int64_t at, int32_t *out_reason) BITSEC_NODISCARD;
+
+/// The Origin / Sec-Fetch-Site check of a request (OWASP CSRF Prevention Cheat Sheet).
+/// Safe methods (GET, HEAD, OPTIONS, TRACE) are always BITSEC_CSRF_VALID. For any other
+/// method: an Origin in csrf.allowed_origins (scheme and host compared case-insensitively,
+/// the default port ignored) is valid; else Sec-Fetch-Site same-origin or none is valid;
+/// else an Origin (including "null") is BITSEC_CSRF_ORIGIN_NOT_ALLOWED and a
+/// Sec-Fetch-Site of cross-site or same-site is BITSEC_CSRF_CROSS_SITE; with neither
+/// header csrf.missing_origin decides (default "refuse": BITSEC_CSRF_ORIGIN_MISSING). A
+/// value over BITSEC_CSRF_MAX_HEADER_BYTES or not UTF-8 matches nothing.
+/// rt: the runtime (csrf section).
+/// method, method_len: the HTTP method (any case); caller-owned.
+/// origin, origin_len: the Origin header's value; NULL with 0 (or empty) means absent.
+/// fetch_site, fetch_site_len: the Sec-Fetch-Site header's value; NULL with 0 means absent.
+/// out_reason: receives BITSEC_CSRF_VALID (0) or a BITSEC_CSRF_* reason.
+/// Returns BITSEC_OK (decision in *out_reason); BITSEC_E_INVALID_ARGUMENT (NULL with a
+/// non-zero length, out_reason NULL); BITSEC_E_TOO_LARGE (a length over
+/// BITSEC_MAX_ARGUMENT_BYTES); BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread.
+/// Since: 0.2.0
+int32_t bitsec_csrf_origin_check(bitsec_runtime *rt, char const *method, size_t method_len, char const *origin, size_t origin_len, char const *fetch_site, size_t fetch_site_len, int32_t *out_reason) BITSEC_NODISCARD;
+
+/// The stable name of a BITSEC_CSRF_* reason ("valid", "csrf_token_missing",
+/// "csrf_token_invalid", "origin_not_allowed", ...): the detail a web framework can return.
+/// reason: any value; unknown codes give "unknown".
+/// Returns a static NUL-terminated string; never free it.
+/// Thread safety: safe from any thread.
+/// Since: 0.2.0
+char const *bitsec_csrf_reason_name(int32_t reason) BITSEC_NODISCARD;
+
+/// Replaces the csrf keys at run time, atomically: checks in flight finish with the old
+/// keys, later ones use the new. To rotate, put the new key in key and the old one first in
+/// previous_keys, and keep it there for at least csrf.max_age_s. Each attempt is recorded
+/// as an audit event (key_management, keys_reloaded, resource csrf) with the number of keys,
+/// never key material. On any error nothing changes. This process only: with several
+/// worker processes, call it in each.
+/// keys, keys_len: a JSON object {"key": secret, "previous_keys": [secret, ...]} with
+/// secrets as in the configuration (file, env, or value when allow_inline_secrets), at most
+/// BITSEC_MAX_CONFIG_BYTES; caller-owned.
+/// Returns BITSEC_OK; BITSEC_E_CONFIG (the detail names the field); BITSEC_E_TOO_LARGE;
+/// BITSEC_E_INVALID_ARGUMENT; BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread, concurrently with checks.
+/// Since: 0.2.0
+int32_t bitsec_csrf_keys_reload(bitsec_runtime *rt, char const *keys, size_t keys_len) BITSEC_NODISCARD;
 
 /* ======================================================================================
  * DEPRECATED NAMES

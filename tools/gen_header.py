@@ -171,6 +171,16 @@ FAMILIES: list[tuple[str, str, str, list[str]]] = [
      "atomic per session (in process, in the host region and in Redis).",
      ["bitsec_session_create", "bitsec_session_validate", "bitsec_session_rotate", "bitsec_session_revoke",
       "bitsec_session_revoke_user", "bitsec_session_list"]),
+    ("CSRF",
+     "Cross-site request forgery defences (OWASP CSRF Prevention Cheat Sheet): synchronizer\n"
+     "tokens bound to a session (bitsec_csrf_token_issue / _verify), signed double-submit\n"
+     "cookies bound to a session binding value (bitsec_csrf_cookie_issue / _verify) and the\n"
+     "Origin / Sec-Fetch-Site check of unsafe methods (bitsec_csrf_origin_check). A refusal is a\n"
+     "BITSEC_OK decision with a BITSEC_CSRF_* reason. Needs the configuration's csrf section.",
+     "every function is safe from any thread; checks run concurrently with\n"
+     "bitsec_csrf_keys_reload (each call sees the old or the new keys).",
+     ["bitsec_csrf_token_issue", "bitsec_csrf_token_verify", "bitsec_csrf_cookie_issue", "bitsec_csrf_cookie_verify",
+      "bitsec_csrf_origin_check", "bitsec_csrf_reason_name", "bitsec_csrf_keys_reload"]),
     ("DEPRECATED NAMES",
      "Names of the 0.1 and 0.2 releases, before the companions followed the\n"
      "bitsec_<family>_<verb> scheme. Each is exported for the rest of ABI version 1 and calls\n"

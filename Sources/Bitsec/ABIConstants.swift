@@ -59,6 +59,7 @@ public enum BitsecABI {
     public static let BITSEC_TOKEN_REVOKED: Int32 = 14 // its jti, session, subject was revoked
     public static let BITSEC_TOKEN_CRIT_UNSUPPORTED: Int32 = 15 // crit names an extension bitsec does not implement
     public static let BITSEC_TOKEN_WRONG_TYPE: Int32 = 16 // typ header mismatch, or refresh token used as access
+    public static let BITSEC_TOKEN_MISSING_KID: Int32 = 17 // no kid header while tokens.require_kid is true
     //: Default of tokens.max_token_bytes; the configurable range is 256 .. 1 MiB.
     public static let BITSEC_TOKEN_MAX_BYTES_DEFAULT: Int32 = 8192
     //: Longest jti accepted by bitsec_token_revoke / bitsec_token_is_revoked; also the longest
@@ -211,6 +212,22 @@ public enum BitsecABI {
     public static let BITSEC_SESSION_REASON_EXPIRED: Int32 = 2 // the absolute timeout passed
     public static let BITSEC_SESSION_REASON_IDLE_TIMEOUT: Int32 = 3 // unused for longer than the idle timeout
     public static let BITSEC_SESSION_REASON_BINDING_MISMATCH: Int32 = 4 // another client: the session was ended
+    // MARK: family csrf -- CSRF: synchronizer tokens, signed double-submit cookies, origin check
+    //: Decisions of bitsec_csrf_token_verify, bitsec_csrf_cookie_verify, bitsec_csrf_origin_check (*out_reason).
+    public static let BITSEC_CSRF_VALID: Int32 = 0
+    public static let BITSEC_CSRF_MISSING: Int32 = 1 // no token presented (empty)
+    public static let BITSEC_CSRF_MALFORMED: Int32 = 2 // not a bitsec CSRF token (length, base64url, version)
+    public static let BITSEC_CSRF_INVALID: Int32 = 3 // MAC fails: forged, another session's, or the other kind
+    public static let BITSEC_CSRF_EXPIRED: Int32 = 4 // older than csrf.max_age_s, or issued in the future
+    public static let BITSEC_CSRF_MISMATCH: Int32 = 5 // double-submit: cookie and submitted value differ
+    public static let BITSEC_CSRF_ORIGIN_NOT_ALLOWED: Int32 = 6 // Origin not in csrf.allowed_origins (or "null")
+    public static let BITSEC_CSRF_ORIGIN_MISSING: Int32 = 7 // unsafe method without Origin and Sec-Fetch-Site
+    public static let BITSEC_CSRF_CROSS_SITE: Int32 = 8 // Sec-Fetch-Site cross-site/same-site, no allowed Origin
+    //: Sizes and limits (bytes).
+    public static let BITSEC_CSRF_TOKEN_BYTES: Int32 = 76 // every issued token (base64url of 57 bytes)
+    public static let BITSEC_CSRF_MAX_TOKEN_BYTES: Int32 = 256 // longer presented tokens are MALFORMED unread
+    public static let BITSEC_CSRF_MAX_BINDING_BYTES: Int32 = 4096 // session_id / binding
+    public static let BITSEC_CSRF_MAX_HEADER_BYTES: Int32 = 2048 // longer Origin / Sec-Fetch-Site match nothing
 }
 
 // The version, for the ABI tests: declared in BitsecCore (Support/Version.swift), from which

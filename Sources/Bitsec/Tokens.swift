@@ -342,6 +342,15 @@ public func bitsec_token_is_revoked(_ rt: OpaquePointer?, _ jti: UnsafePointer<C
 /// "use" other than "sig" are skipped; every
 /// other key must be valid (alg supported, RSA >= 2048 bits, HMAC secret >= hash size).
 ///
+/// Following a JWKS URL from C: bitsec never fetches anything itself. Fetch the set over
+/// https (bound the response size), call this function with the body, and fetch again on a
+/// timer (e.g. every hour) and when bitsec_verify_token refuses a token with
+/// BITSEC_TOKEN_UNKNOWN_KID (a key rotation): at most once per cooldown (e.g. a minute)
+/// for the whole process, so that tokens with invented kids cannot make every request
+/// fetch; after a reload, verify that token once more. When a fetch fails, do not call
+/// this function: the last good set stays. Reload only when the set changed: each call
+/// records a keys_reloaded audit event.
+///
 /// jwks, jwks_len: the JWK Set JSON ({"keys": [...]}), at most BITSEC_MAX_CONFIG_BYTES;
 /// caller-owned.
 /// Returns BITSEC_OK; BITSEC_E_CONFIG (invalid set; the detail names the key and member);

@@ -270,10 +270,30 @@ private let table: [Entry] = [
     Entry("bitsec_token_key_public_jwk", rt: false, inputs: ["-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAYSW5x0ncyzmesHYs\n"]) { a in
         bitsec_token_key_public_jwk(a.p(0), a.l(0), a.out, a.cap, a.outLen)
     },
+    Entry("bitsec_csrf_token_issue", inputs: ["session-1"], ints: [0]) { a in
+        bitsec_csrf_token_issue(a.rt, a.p(0), a.l(0), a.n[0], a.out, a.cap, a.outLen)
+    },
+    Entry("bitsec_csrf_token_verify", inputs: ["session-1", "AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"], ints: [0]) { a in
+        bitsec_csrf_token_verify(a.rt, a.p(0), a.l(0), a.p(1), a.l(1), a.n[0], a.i32)
+    },
+    Entry("bitsec_csrf_cookie_issue", inputs: ["binding-1"], ints: [0]) { a in
+        bitsec_csrf_cookie_issue(a.rt, a.p(0), a.l(0), a.n[0], a.out, a.cap, a.outLen)
+    },
+    Entry("bitsec_csrf_cookie_verify", inputs: ["binding-1", "cookie", "cookie"], ints: [0]) { a in
+        bitsec_csrf_cookie_verify(a.rt, a.p(0), a.l(0), a.p(1), a.l(1), a.p(2), a.l(2), a.n[0], a.i32)
+    },
+    Entry("bitsec_csrf_origin_check", inputs: ["POST", "https://app.example.com", "same-origin"]) { a in
+        bitsec_csrf_origin_check(a.rt, a.p(0), a.l(0), a.p(1), a.l(1), a.p(2), a.l(2), a.i32)
+    },
+    Entry("bitsec_csrf_keys_reload", inputs: [#"{"key": {"value": "\#(csrfKeyHex)", "encoding": "hex"}}"#]) { a in
+        bitsec_csrf_keys_reload(a.rt, a.p(0), a.l(0))
+    },
 ]
 
 /// A well-formed session token (of no session: the lookup path is exercised either way).
 private let sessionToken = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA.AAAAAAAAAAAA"
+private let csrfKeyHex = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+
 
 /// An HS256 token for the hostile runtime's key "hs" (signature need not verify: the
 /// verification path is exercised either way).
@@ -283,6 +303,7 @@ private let hsToken = "eyJhbGciOiJIUzI1NiIsImtpZCI6ImhzIn0.eyJzdWIiOiJ1MSJ9.c2ln
 private let withoutStatus: Set<String> = [
     "bitsec_abi_version", "bitsec_field_bound", "bitsec_fernet_bound", "bitsec_field_reason_name", "bitsec_free",
     "bitsec_last_error", "bitsec_permission_reason", "bitsec_permission_reason_name", "bitsec_runtime_close", "bitsec_strerror", "bitsec_token_reason_name",
+    "bitsec_csrf_reason_name",
     "bitsec_version_number", "bitsec_version_string",
 ]
 
@@ -360,6 +381,7 @@ func hostileConfig(_ dir: String) -> String {
      "tokens": {"keys": [{"kid": "hs", "alg": "HS256", "secret": {"value": "0123456789abcdef0123456789abcdef"}}], "issuer": "iss", "audience": "aud"},
      "totp": {"backup_codes": {"count": 2, "iterations": 1000}},
      "sessions": {}}
+     "csrf": {"key": {"value": "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f", "encoding": "hex"}, "allowed_origins": ["https://app.example.com"]}}
     """#
 }
 
@@ -512,6 +534,7 @@ private func isStatus(_ rc: Int32) -> Bool { (0...14).contains(rc) }
             #expect(strlen(bitsec_permission_reason_name(code)) > 0)
             #expect(strlen(bitsec_field_reason_name(code)) > 0)
             #expect(strlen(bitsec_token_reason_name(code)) > 0)
+            #expect(strlen(bitsec_csrf_reason_name(code)) > 0)
         }
         for n in hugeLengths {
             #expect(bitsec_field_bound(n, 0) == 0)

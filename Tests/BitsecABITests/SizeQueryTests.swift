@@ -183,6 +183,8 @@ private let rows: [Row] = [
         { b, c, n in var r: Int32 = -1; return bitsec_session_validate(f.rt, f.sessionToken, len(f.sessionToken), "203.0.113.7", 11, nil, 0, AT, &r, b, c, n) }
     },
     Row("bitsec_session_list") { f in { b, c, n in bitsec_session_list(f.rt, "u1", 2, nil, 0, AT, b, c, n) } },
+    Row("bitsec_csrf_token_issue") { f in { b, c, n in bitsec_csrf_token_issue(f.rt, "session-1", 9, AT, b, c, n) } },
+    Row("bitsec_csrf_cookie_issue") { f in { b, c, n in bitsec_csrf_cookie_issue(f.rt, "binding-1", 9, AT, b, c, n) } },
 ]
 
 /// The functions of include/bitsec_api.h with an out_cap parameter.

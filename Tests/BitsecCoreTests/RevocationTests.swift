@@ -92,6 +92,43 @@ private func sessionAndSubject(_ t: TokenService, sub: String) throws {
         try sessionAndSubject(t, sub: "u{1}")
     }
 
+    /// A token without `iat` cannot prove it was issued after an epoch: every epoch that
+    /// concerns it (session, subject, global) covers it. A bare `jti` lookup, which has no
+    /// token, is not turned into "revoked" by an epoch, and a bare revocation after a global
+    /// epoch is still recorded.
+    @Test(arguments: TestStores.kinds) func aTokenWithoutIatIsCoveredByEveryEpoch(kind: TestStore) throws {
+        guard let t = try service(kind) else { return }
+        let r = t.revocations
+        let sub = "noiat\(Clock.nowMicros())"
+        let bare = TokenIdentity(jti: "j-\(sub)", sub: sub, sid: "s-\(sub)", iat: nil)
+        #expect(try !r.isRevoked(bare, now: T0))
+        #expect(try r.revokeSession(sub: sub, sid: "s-\(sub)", epoch: T0, until: T0 + 1000, now: T0))
+        #expect(try r.isRevoked(bare, now: T0 + 1))
+        #expect(try !r.isRevoked(TokenIdentity(jti: "j2-\(sub)", sub: sub, sid: "other", iat: nil), now: T0 + 1))
+        #expect(try r.revokeSubject(sub: sub, notBefore: T0, until: T0 + 1000, now: T0))
+        #expect(try r.isRevoked(TokenIdentity(jti: "j3-\(sub)", sub: sub, sid: "other", iat: nil), now: T0 + 1))
+        #expect(try r.isRevoked(TokenIdentity(sub: sub), now: T0 + 1))
+        // Issued after the epochs: not covered.
+        #expect(try !r.isRevoked(TokenIdentity(jti: "j4-\(sub)", sub: sub, sid: "s-\(sub)", iat: T0 + 1), now: T0 + 2))
+        // The bare jti lookup knows no token: an epoch does not make every jti revoked.
+        #expect(try !r.isRevoked(jti: "j-\(sub)", now: T0 + 1))
+        #expect(try !t.isRevoked(jti: "never-revoked-\(sub)", at: T0 + 1))
+    }
+
+    /// Past the jti bound a bare revocation moves the global epoch; a token without `iat`
+    /// is then refused, while bare lookups of other jtis stay false and later bare
+    /// revocations are still recorded (each moves the epoch again).
+    @Test(arguments: TestStores.boundedKinds) func theGlobalEpochCoversTokensWithoutIat(kind: TestStore) throws {
+        guard let t = try service(kind, maxEntries: 1) else { return }
+        #expect(try t.revoke(jti: "fill", exp: T0 + 1000, at: T0))
+        #expect(try t.revoke(jti: "past-bound", exp: T0 + 1000, at: T0 + 1))
+        let noIat = TokenIdentity(jti: "other", sub: "u", iat: nil)
+        #expect(try t.revocations.isRevoked(noIat, now: T0 + 2))
+        #expect(try !t.revocations.isRevoked(TokenIdentity(jti: "other", sub: "u", iat: T0 + 2), now: T0 + 3))
+        #expect(try !t.isRevoked(jti: "other", at: T0 + 2))
+        #expect(try t.revoke(jti: "later", exp: T0 + 1000, at: T0 + 5))
+    }
+
     @Test(arguments: TestStores.boundedKinds) func floodOfSingleRevocationsWidensInsteadOfFailing(kind: TestStore) throws {
         guard let t = try service(kind, maxEntries: 64) else { return }
         let store = try #require(t.revocations as? MemoryRevocationStore)

@@ -10,7 +10,7 @@ private let ua: [UInt8] = Array("Mozilla/5.0 (X11; Linux x86_64)".utf8)
 private let tokensSection = #""tokens": {"keys": [{"kid": "hs", "alg": "HS256", "secret": {"value": "0123456789abcdef0123456789abcdef"}}]}"#
 
 /// A runtime in `kind` with a sessions section (and tokens when asked).
-private func runtime(_ kind: StoreKind, _ sessions: String = "{}", tokens: Bool = false) throws -> Runtime? {
+private func runtime(_ kind: TestStore, _ sessions: String = "{}", tokens: Bool = false) throws -> Runtime? {
     try TestStores.runtime(kind, #""allow_inline_secrets": true, "sessions": \#(sessions)"# + (tokens ? ", " + tokensSection : ""))
 }
 
@@ -31,7 +31,7 @@ private func rotate(_ s: SessionService, _ token: String, at: Int64) throws -> (
 private func user(_ tag: String) -> String { TestStores.uniqueName(tag) }
 
 @Suite struct SessionTests {
-    @Test(arguments: TestStores.kinds) func createValidateTouchAndIdleTimeout(kind: StoreKind) throws {
+    @Test(arguments: TestStores.kinds) func createValidateTouchAndIdleTimeout(kind: TestStore) throws {
         guard let rt = try runtime(kind, #"{"idle_timeout_seconds": 1800}"#) else { return }
         let s = try rt.require(rt.sessions)
         let u = user("life")
@@ -52,7 +52,7 @@ private func user(_ tag: String) -> String { TestStores.uniqueName(tag) }
         #expect(try s.list(user: u, tenant: "t1", at: AT + 5000).isEmpty)
     }
 
-    @Test(arguments: TestStores.kinds) func absoluteTimeout(kind: StoreKind) throws {
+    @Test(arguments: TestStores.kinds) func absoluteTimeout(kind: TestStore) throws {
         guard let rt = try runtime(kind, #"{"idle_timeout_seconds": 0, "absolute_timeout_seconds": 3600}"#) else { return }
         let s = try rt.require(rt.sessions)
         let c = try s.create(user: user("abs"), tenant: "", client: addr, userAgent: ua, at: AT)
@@ -61,7 +61,7 @@ private func user(_ tag: String) -> String { TestStores.uniqueName(tag) }
         #expect(try validate(s, c.token, at: AT + 3601).reason == .unknown)
     }
 
-    @Test(arguments: TestStores.kinds) func addressBindingDetectsHijack(kind: StoreKind) throws {
+    @Test(arguments: TestStores.kinds) func addressBindingDetectsHijack(kind: TestStore) throws {
         guard let rt = try runtime(kind) else { return }
         let hook = RecordingAuditHook()
         let s = try withAudit(rt, "{}", hook)
@@ -83,7 +83,7 @@ private func user(_ tag: String) -> String { TestStores.uniqueName(tag) }
         #expect(try validate(s, c2.token, client: "", at: AT + 1).reason == .bindingMismatch)
     }
 
-    @Test(arguments: TestStores.kinds) func userAgentAndNoBinding(kind: StoreKind) throws {
+    @Test(arguments: TestStores.kinds) func userAgentAndNoBinding(kind: TestStore) throws {
         guard let rt = try runtime(kind, #"{"binding": "user_agent"}"#) else { return }
         let s = try rt.require(rt.sessions)
         let c = try s.create(user: user("ua"), tenant: "", client: "", userAgent: ua, at: AT)
@@ -95,7 +95,7 @@ private func user(_ tag: String) -> String { TestStores.uniqueName(tag) }
         #expect(try validate(s2, c2.token, client: "198.51.100.1", userAgent: Array("x".utf8), at: AT + 1).reason == .valid)
     }
 
-    @Test(arguments: TestStores.kinds) func rotationEndsTheOldIdentifier(kind: StoreKind) throws {
+    @Test(arguments: TestStores.kinds) func rotationEndsTheOldIdentifier(kind: TestStore) throws {
         guard let rt = try runtime(kind) else { return }
         let s = try rt.require(rt.sessions)
         let u = user("rotate")
@@ -116,7 +116,7 @@ private func user(_ tag: String) -> String { TestStores.uniqueName(tag) }
         #expect(v2.reason == .unknown && n2 == nil)
     }
 
-    @Test(arguments: TestStores.kinds) func listRevokeAndPerUserBound(kind: StoreKind) throws {
+    @Test(arguments: TestStores.kinds) func listRevokeAndPerUserBound(kind: TestStore) throws {
         guard let rt = try runtime(kind, #"{"max_sessions_per_user": 3}"#) else { return }
         let s = try rt.require(rt.sessions)
         let u = user("list"), other = user("other")
@@ -146,7 +146,7 @@ private func user(_ tag: String) -> String { TestStores.uniqueName(tag) }
         #expect(try s.revokeUser(user: u, tenant: "t", at: AT + 15) == 0)
     }
 
-    @Test(arguments: TestStores.kinds) func malformedTokensAreUnknown(kind: StoreKind) throws {
+    @Test(arguments: TestStores.kinds) func malformedTokensAreUnknown(kind: TestStore) throws {
         guard let rt = try runtime(kind) else { return }
         let s = try rt.require(rt.sessions)
         let c = try s.create(user: user("mal"), tenant: "", client: addr, userAgent: ua, at: AT)
@@ -162,7 +162,7 @@ private func user(_ tag: String) -> String { TestStores.uniqueName(tag) }
     }
 
     /// Ending a session revokes the tokens issued for it (session_id and sub).
-    @Test(arguments: TestStores.kinds) func endingASessionRevokesItsTokens(kind: StoreKind) throws {
+    @Test(arguments: TestStores.kinds) func endingASessionRevokesItsTokens(kind: TestStore) throws {
         guard let rt = try runtime(kind, tokens: true) else { return }
         let s = try rt.require(rt.sessions), t = try rt.require(rt.tokens)
         let u = user("tok")
@@ -180,7 +180,7 @@ private func user(_ tag: String) -> String { TestStores.uniqueName(tag) }
     }
 
     /// RFC 9700 4.14.2: a refresh token presented after its exchange revokes its whole family.
-    @Test(arguments: TestStores.kinds) func delayedRefreshReplayRevokesTheFamily(kind: StoreKind) throws {
+    @Test(arguments: TestStores.kinds) func delayedRefreshReplayRevokesTheFamily(kind: TestStore) throws {
         guard let rt = try runtime(kind, tokens: true) else { return }
         let s = try rt.require(rt.sessions), t = try rt.require(rt.tokens)
         let u = user("replay")
@@ -201,7 +201,7 @@ private func user(_ tag: String) -> String { TestStores.uniqueName(tag) }
         #expect(try validate(s, other.token, at: AT + 604).reason == .valid)
     }
 
-    @Test(arguments: TestStores.kinds) func concurrentRefreshReplaysRevokeTheFamily(kind: StoreKind) throws {
+    @Test(arguments: TestStores.kinds) func concurrentRefreshReplaysRevokeTheFamily(kind: TestStore) throws {
         guard let rt = try runtime(kind, tokens: true) else { return }
         let s = try rt.require(rt.sessions), t = try rt.require(rt.tokens)
         let u = user("race")
@@ -224,7 +224,7 @@ private func user(_ tag: String) -> String { TestStores.uniqueName(tag) }
         #expect(try validate(s, c.token, at: AT + 6).reason == .unknown)
     }
 
-    @Test(arguments: TestStores.kinds) func refreshReplayEmitsAnAuditEvent(kind: StoreKind) throws {
+    @Test(arguments: TestStores.kinds) func refreshReplayEmitsAnAuditEvent(kind: TestStore) throws {
         guard let rt = try runtime(kind, tokens: true) else { return }
         let hook = RecordingAuditHook()
         let doc = try JSONReader.parse(Array(#"{"keys": [{"kid": "hs", "alg": "HS256", "secret": {"value": "0123456789abcdef0123456789abcdef"}}]}"#.utf8))
@@ -238,7 +238,7 @@ private func user(_ tag: String) -> String { TestStores.uniqueName(tag) }
     }
 
     /// The in-memory tables hold at most max_keys sessions however many are created.
-    @Test(arguments: TestStores.boundedKinds) func floodStaysBounded(kind: StoreKind) throws {
+    @Test(arguments: TestStores.boundedKinds) func floodStaysBounded(kind: TestStore) throws {
         guard let rt = try runtime(kind, #"{"max_keys": 64}"#) else { return }
         let s = try rt.require(rt.sessions)
         let store = try #require(s.store as? MemorySessionStore)

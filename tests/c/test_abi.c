@@ -51,11 +51,32 @@ static void sessions_work(void) {
     CHECK(bitsec_session_revoke_user(rt, "alice", 5, NULL, 0, 0, &n) == BITSEC_OK && n == 0);
     int32_t ended = -1;
     CHECK(bitsec_session_revoke(rt, id2, strlen(id2), 0, &ended) == BITSEC_OK && ended == 0);
+/* CSRF from C: a synchronizer token issued, accepted for its session, refused for another;
+ * the origin check refuses a foreign origin; the reason names are the 403 details. */
+static void csrf_from_c(void) {
+    const char *cfg = "{\"allow_inline_secrets\": true, \"csrf\": {\"key\": {\"value\": "
+                      "\"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\", \"encoding\": \"hex\"},"
+                      " \"allowed_origins\": [\"https://app.example.com\"]}}";
+    bitsec_runtime *rt = NULL;
+    CHECK(bitsec_runtime_open(cfg, strlen(cfg), &rt) == BITSEC_OK);
+    char tok[BITSEC_CSRF_TOKEN_BYTES + 1];
+    size_t n = 0;
+    CHECK(bitsec_csrf_token_issue(rt, "session-1", 9, 0, NULL, 0, &n) == BITSEC_E_BUFFER_TOO_SMALL);
+    CHECK(n == BITSEC_CSRF_TOKEN_BYTES);
+    CHECK(bitsec_csrf_token_issue(rt, "session-1", 9, 0, tok, sizeof tok, &n) == BITSEC_OK);
+    CHECK(n == BITSEC_CSRF_TOKEN_BYTES && tok[n] == '\0');
+    int32_t reason = -1;
+    CHECK(bitsec_csrf_token_verify(rt, "session-1", 9, tok, n, 0, &reason) == BITSEC_OK && reason == BITSEC_CSRF_VALID);
+    CHECK(bitsec_csrf_token_verify(rt, "session-2", 9, tok, n, 0, &reason) == BITSEC_OK && reason == BITSEC_CSRF_INVALID);
+    CHECK(strcmp(bitsec_csrf_reason_name(reason), "csrf_token_invalid") == 0);
+    CHECK(bitsec_csrf_origin_check(rt, "POST", 4, "https://evil.example", 20, NULL, 0, &reason) == BITSEC_OK);
+    CHECK(reason == BITSEC_CSRF_ORIGIN_NOT_ALLOWED);
     bitsec_runtime_close(rt);
 }
 
 int main(void) {
     sessions_work();
+    csrf_from_c();
     deprecated_alias_still_works();
     CHECK(bitsec_version_number() == BITSEC_VERSION_NUMBER);
     CHECK(bitsec_abi_version() == BITSEC_ABI_VERSION);

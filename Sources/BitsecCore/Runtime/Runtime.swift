@@ -22,13 +22,15 @@ public final class Runtime: Sendable {
     public let permissions: PermissionService?
     public let totp: TOTPService?
     public let sessions: SessionService?
+    public let csrf: CSRFService?
     /// Reloads shared with the other processes of the host region (nil without one).
     let hostReloads: HostReloads?
 
     private init(redis: RedisPool?, stores: StoreContext, allowInlineSecrets: Bool, audit: AuditService?, rateLimits: RateLimitService?,
                  fields: FieldService?, tokens: TokenService?, permissions: PermissionService?, totp: TOTPService?,
-                 sessions: SessionService?, hostReloads: HostReloads?) {
+                 sessions: SessionService?, hostReloads: HostReloads?, csrf: CSRFService? = nil) {
         self.sessions = sessions
+        self.csrf = csrf
         self.hostReloads = hostReloads
         self.redis = redis
         self.stores = stores
@@ -57,13 +59,14 @@ public final class Runtime: Sendable {
         if let permissions { out.append(permissions) }
         if let totp { out.append(totp) }
         if let sessions { out.append(sessions) }
+        if let csrf { out.append(csrf) }
         return out
     }
 
     /// Section names, in construction order (audit first: the others emit into it).
     public static let sectionNames = ["redis", AuditService.sectionName, RateLimitService.sectionName, FieldService.sectionName,
                                       TokenService.sectionName, PermissionService.sectionName, TOTPService.sectionName,
-                                      SessionService.sectionName]
+                                      SessionService.sectionName, CSRFService.sectionName]
 
     /// Builds a runtime from a JSON configuration document.
     public static func open(config bytes: UnsafeRawBufferPointer) throws(BitsecError) -> Runtime {
@@ -99,11 +102,12 @@ public final class Runtime: Sendable {
             let sessions = keep(try section(root, SessionService.self, CapabilityContext(
                 config: ctx, redis: redis, audit: cc.audit, rateLimits: rateLimits, fields: fields, stores: stores, tokens: tokens)))
             if let sessions, let tokens { tokens.onFamilyRevoked { id, now in sessions.familyRevoked(id: id, at: now) } }
+            let csrf = keep(try section(root, CSRFService.self, cc))
             try root.finish()
             let reloads = try stores.hostReloads(config: bytes)
             return Runtime(redis: redis, stores: stores, allowInlineSecrets: ctx.allowInlineSecrets, audit: audit, rateLimits: rateLimits,
                            fields: fields, tokens: tokens, permissions: permissions, totp: totp, sessions: sessions,
-                           hostReloads: reloads)
+                           hostReloads: reloads, csrf: csrf)
         } catch {
             for c in built.reversed() { c.shutdown() }
             redis?.shutdown()

@@ -53,7 +53,10 @@ public protocol RevocationStore: Sendable {
 extension TokenIdentity {
     /// Whether an epoch covers this token: issued at or before it (no `iat`: covered).
     @inline(__always)
-    func coveredBy(_ epoch: Int64) -> Bool { (iat ?? Int64.max) <= epoch }
+    func coveredBy(_ epoch: Int64) -> Bool {
+        guard let iat else { return true }  // cannot prove it was issued after the epoch
+        return iat <= epoch
+    }
 }
 
 /// Revocations in memory: three bounded `StateTable`s (single `jti`s: `max_entries`,

@@ -51,6 +51,10 @@ struct TokenConfig {
         c.policy.typ = try o.string("typ")
         c.policy.maxTokenBytes = Int(try o.int("max_token_bytes", in: 256...(1 << 20), default: 8192))
         c.policy.rejectRefreshTokens = try o.bool("reject_refresh_tokens", default: true)
+        c.policy.requireKid = try o.bool("require_kid", default: false)
+        if c.policy.requireKid, let k = c.staticKeys.first(where: { $0.kid == nil }) {
+            throw .config("\(o.fieldPath("require_kid")): every key needs a kid (a \(k.alg.rawValue) key in keys has none)")
+        }
         c.cacheSize = Int(try o.int("cache_size", in: 0...(1 << 20), default: 1024))
         let r = try o.object("revocation")
         c.revocationStore = try context.stores.settings.select(r, field: "store", oldField: "backend",

@@ -10,6 +10,8 @@ public struct TokenPolicy: Sendable {
     public var maxTokenBytes = 8192
     /// Refuse a refresh token (`"type": "refresh"`) where an access token is expected.
     public var rejectRefreshTokens = true
+    /// Refuse a token whose header has no `kid` (`missing_kid`), even when one key applies.
+    public var requireKid = false
 
     public init() {}
 

@@ -26,6 +26,9 @@ public enum TokenReason: Int32, Sendable, CaseIterable {
     /// The `typ` header is not the configured one, or a refresh token was presented as an
     /// access token (or the reverse).
     case wrongType = 16
+    /// The header has no `kid` and `require_kid` is true (refused even when only one key
+    /// could apply).
+    case missingKid = 17
 
     public var name: StaticString {
         switch self {
@@ -46,6 +49,7 @@ public enum TokenReason: Int32, Sendable, CaseIterable {
         case .revoked: return "revoked"
         case .critUnsupported: return "crit_unsupported"
         case .wrongType: return "wrong_type"
+        case .missingKid: return "missing_kid"
         }
     }
 

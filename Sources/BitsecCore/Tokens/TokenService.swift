@@ -189,6 +189,7 @@ public final class TokenService: Capability {
             guard case .string(let s) = k else { return .failure(Refusal(reason: .malformed)) }
             kid = s
         }
+        if kid == nil && policy.requireKid { return .failure(Refusal(reason: .missingKid)) }
         var typOK = true
         if let t = header["typ"] {
             guard case .string(let s) = t else { return .failure(Refusal(reason: .malformed)) }
@@ -257,7 +258,10 @@ public final class TokenService: Capability {
         let now = Clock.resolve(at)
         let until = until(exp: exp, now: now)
         guard until > now else { return false }  // already expired beyond the leeway: nothing to remember
-        return try revocations.revoke(TokenIdentity(jti: jti), until: until, now: now) != .already
+        // No token, only its jti: the token was issued at or before now, so `now` is the
+        // latest issue time it can have (an epoch before now does not cover it; one recorded
+        // because the table is full is set at now and does).
+        return try revocations.revoke(TokenIdentity(jti: jti, iat: now), until: until, now: now) != .already
     }
 
     /// Revokes a verified token: its `jti` until its `exp` plus the leeway, in its subject's
@@ -343,6 +347,7 @@ public final class TokenService: Capability {
             ("leeway_seconds", .number(JSONNumber(int64: policy.leeway))),
             ("required_claims", .array(policy.requiredClaims.map { .string($0) })),
             ("require_exp", .bool(policy.requireExp)),
+            ("require_kid", .bool(policy.requireKid)),
             ("typ", policy.typ.map { .string($0) } ?? .null),
             ("max_token_bytes", .number(JSONNumber(int64: Int64(policy.maxTokenBytes)))),
             ("cache_size", .number(JSONNumber(int64: Int64(cache?.capacity ?? 0)))),

@@ -335,3 +335,27 @@ func auditEmitTarget() -> (UnsafeRawBufferPointer) -> Void {
         }
     }
 }
+
+// MARK: - csrf
+
+/// The input is `binding RS token [RS submitted [RS method RS origin RS fetch_site]]`:
+/// `bitsec_csrf_token_verify` (binding as the session identifier, token as presented),
+/// `bitsec_csrf_cookie_verify` (token as the cookie, submitted as the header; the token itself
+/// when absent) and `bitsec_csrf_origin_check`, at a fixed instant (fuzz/runtime/csrf.json).
+func csrfTarget() -> (UnsafeRawBufferPointer) -> Void {
+    let rt = openRuntime("csrf")
+    return { data in
+        let p = parts(data, max: 6)
+        let binding = p[0]
+        let token = p.count > 1 ? p[1] : Arg("")
+        let submitted = p.count > 2 ? p[2] : token
+        var reason: Int32 = 0
+        _ = bitsec_csrf_token_verify(rt, binding.p, binding.len, token.p, token.len, fixedNow, &reason)
+        _ = bitsec_csrf_cookie_verify(rt, binding.p, binding.len, token.p, token.len, submitted.p, submitted.len, fixedNow, &reason)
+        if p.count > 3 {
+            let origin = p.count > 4 ? p[4] : Arg("")
+            let site = p.count > 5 ? p[5] : Arg("")
+            _ = bitsec_csrf_origin_check(rt, p[3].p, p[3].len, origin.p, origin.len, site.p, site.len, &reason)
+        }
+    }
+}

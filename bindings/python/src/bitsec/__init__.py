@@ -43,6 +43,7 @@ from .audit import AuditHandler, AuditProblem, AuditVerifyReport, audit_verify
 from .runtime import Runtime, random_bytes
 from .keys import KEY_TYPES, generate_signing_key, jwk_thumbprint, public_jwk
 from .sessions import SESSION_REASONS, Session, SessionCreated, SessionValidation
+from .csrf import CSRFDecision
 from .totp import (
     BackupCodeDecision,
     BackupCodes,
@@ -77,6 +78,7 @@ from .tokens import (
     WrongAudienceError,
     WrongIssuerError,
     WrongTokenTypeError,
+    MissingKeyIdError,
     token_reason_name,
 )
 
@@ -121,4 +123,6 @@ __all__ = [
     "KEY_TYPES", "generate_signing_key", "public_jwk", "jwk_thumbprint",
     # sessions
     "Session", "SessionCreated", "SessionValidation", "SESSION_REASONS",
+    "MissingKeyIdError",
+    "CSRFDecision",
 ]

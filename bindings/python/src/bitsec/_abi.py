@@ -93,6 +93,8 @@ BITSEC_TOKEN_REVOKED: Final = 14
 BITSEC_TOKEN_CRIT_UNSUPPORTED: Final = 15
 #: typ header mismatch, or refresh token used as access
 BITSEC_TOKEN_WRONG_TYPE: Final = 16
+#: no kid header while tokens.require_kid is true
+BITSEC_TOKEN_MISSING_KID: Final = 17
 # Default of tokens.max_token_bytes; the configurable range is 256 .. 1 MiB.
 BITSEC_TOKEN_MAX_BYTES_DEFAULT: Final = 8192
 # Longest jti accepted by bitsec_token_revoke / bitsec_token_is_revoked; also the longest
@@ -327,6 +329,34 @@ BITSEC_SESSION_REASON_EXPIRED: Final = 2
 BITSEC_SESSION_REASON_IDLE_TIMEOUT: Final = 3
 #: another client: the session was ended
 BITSEC_SESSION_REASON_BINDING_MISMATCH: Final = 4
+# ---- csrf: CSRF: synchronizer tokens, signed double-submit cookies, origin check ----
+# Decisions of bitsec_csrf_token_verify, bitsec_csrf_cookie_verify, bitsec_csrf_origin_check (*out_reason).
+BITSEC_CSRF_VALID: Final = 0
+#: no token presented (empty)
+BITSEC_CSRF_MISSING: Final = 1
+#: not a bitsec CSRF token (length, base64url, version)
+BITSEC_CSRF_MALFORMED: Final = 2
+#: MAC fails: forged, another session's, or the other kind
+BITSEC_CSRF_INVALID: Final = 3
+#: older than csrf.max_age_s, or issued in the future
+BITSEC_CSRF_EXPIRED: Final = 4
+#: double-submit: cookie and submitted value differ
+BITSEC_CSRF_MISMATCH: Final = 5
+#: Origin not in csrf.allowed_origins (or "null")
+BITSEC_CSRF_ORIGIN_NOT_ALLOWED: Final = 6
+#: unsafe method without Origin and Sec-Fetch-Site
+BITSEC_CSRF_ORIGIN_MISSING: Final = 7
+#: Sec-Fetch-Site cross-site/same-site, no allowed Origin
+BITSEC_CSRF_CROSS_SITE: Final = 8
+# Sizes and limits (bytes).
+#: every issued token (base64url of 57 bytes)
+BITSEC_CSRF_TOKEN_BYTES: Final = 76
+#: longer presented tokens are MALFORMED unread
+BITSEC_CSRF_MAX_TOKEN_BYTES: Final = 256
+#: session_id / binding
+BITSEC_CSRF_MAX_BINDING_BYTES: Final = 4096
+#: longer Origin / Sec-Fetch-Site match nothing
+BITSEC_CSRF_MAX_HEADER_BYTES: Final = 2048
 
 #: Every export of include/bitsec_api.h: name -> (restype, argtypes).
 PROTOTYPES: Final[dict[str, tuple[Any, list[Any]]]] = {
@@ -347,6 +377,13 @@ PROTOTYPES: Final[dict[str, tuple[Any, list[Any]]]] = {
     "bitsec_check_permission_packed": (c_int32, [c_void_p, c_char_p, c_size_t, POINTER(c_uint64)]),
     "bitsec_check_permissions": (c_int32, [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t, POINTER(c_uint64), c_size_t, POINTER(c_size_t)]),
     "bitsec_client_key": (c_int32, [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, POINTER(c_size_t)]),
+    "bitsec_csrf_cookie_issue": (c_int32, [c_void_p, c_char_p, c_size_t, c_int64, c_char_p, c_size_t, POINTER(c_size_t)]),
+    "bitsec_csrf_cookie_verify": (c_int32, [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, POINTER(c_int32)]),
+    "bitsec_csrf_keys_reload": (c_int32, [c_void_p, c_char_p, c_size_t]),
+    "bitsec_csrf_origin_check": (c_int32, [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t, POINTER(c_int32)]),
+    "bitsec_csrf_reason_name": (c_char_p, [c_int32]),
+    "bitsec_csrf_token_issue": (c_int32, [c_void_p, c_char_p, c_size_t, c_int64, c_char_p, c_size_t, POINTER(c_size_t)]),
+    "bitsec_csrf_token_verify": (c_int32, [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, POINTER(c_int32)]),
     "bitsec_decrypt_field": (c_int32, [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t, POINTER(c_size_t), POINTER(c_int32)]),
     "bitsec_encrypt_field": (c_int32, [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_uint32, c_char_p, c_size_t, POINTER(c_size_t)]),
     "bitsec_fernet_bound": (c_size_t, [c_size_t]),

@@ -9,6 +9,7 @@ from typing import Any, Mapping, Union, cast
 
 from . import _native as N
 from .audit import AuditMixin
+from .csrf import CSRFMixin
 from .errors import ClosedError, InvalidArgumentError
 from .fields import FieldsMixin
 from .permissions import PermissionsMixin
@@ -24,7 +25,7 @@ def _close_handle(h: int) -> None:
     N.runtime_close(h)
 
 
-class Runtime(TokensMixin, PermissionsMixin, RateLimitMixin, TOTPMixin, FieldsMixin, AuditMixin, SessionsMixin):
+class Runtime(TokensMixin, PermissionsMixin, RateLimitMixin, TOTPMixin, FieldsMixin, AuditMixin, SessionsMixin, CSRFMixin):
     """A bitsec runtime: safe to share between threads (calls release the GIL).
 
     ``config`` is a dict, a JSON document (``str`` starting with ``{``, or ``bytes``), or

@@ -15,7 +15,7 @@ import threading
 import time
 import urllib.request
 from ctypes import POINTER, byref, c_char_p, c_int32, c_int64, c_size_t
-from typing import Any, Iterator, Mapping, TYPE_CHECKING, Union, cast
+from typing import Any, Callable, Iterator, Mapping, TYPE_CHECKING, Union, cast
 
 from . import _abi
 from . import _native as N
@@ -48,6 +48,7 @@ _AT_NOW = c_int64(0)
 _ZERO = c_size_t(0)
 
 _BUFFER_TOO_SMALL: int = _abi.BITSEC_E_BUFFER_TOO_SMALL
+_UNKNOWN_KID: int = _abi.BITSEC_TOKEN_UNKNOWN_KID
 
 Claims = Union[Mapping[str, Any], str, bytes]
 
@@ -130,12 +131,16 @@ class WrongTokenTypeError(TokenError):
     reason, reason_code, message = "wrong_type", _abi.BITSEC_TOKEN_WRONG_TYPE, "Wrong token type"
 
 
+class MissingKeyIdError(TokenError):
+    reason, reason_code, message = "missing_kid", _abi.BITSEC_TOKEN_MISSING_KID, "Token has no key id (kid)"
+
+
 TOKEN_ERRORS: dict[int, type[TokenError]] = {
     cls.reason_code: cls for cls in (
         MalformedTokenError, TokenTooLargeError, UnsupportedAlgorithmError, AlgorithmMismatchError,
         UnknownKeyError, InvalidSignatureError, ExpiredTokenError, TokenNotYetValidError,
         TokenIssuedInFutureError, WrongIssuerError, WrongAudienceError, MissingClaimError,
-        InvalidClaimError, RevokedTokenError, CritUnsupportedError, WrongTokenTypeError,
+        InvalidClaimError, RevokedTokenError, CritUnsupportedError, WrongTokenTypeError, MissingKeyIdError,
     )
 }
 
@@ -265,6 +270,11 @@ def _instant(at: float | int | None) -> int:
 class TokensMixin:
     """Mixed into ``bitsec.Runtime``; uses its ``handle``."""
 
+    #: Called when a token is refused for an unknown ``kid``; returns True when it changed the
+    #: key set (then the token is verified once more). Set by a JWKS refresher
+    #: (``bitsec.fastapi.JWKSBackgroundRefresher``), which rate-limits it; None: no refetch.
+    _unknown_kid_hook: "Callable[[], bool] | None" = None
+
     if TYPE_CHECKING:
         @property
         def handle(self) -> int: ...
@@ -345,6 +355,9 @@ class TokensMixin:
             N.check(rc)
         r = b.reason.value
         if r:
+            if r == _UNKNOWN_KID and self._unknown_kid_hook is not None and self._unknown_kid_hook():
+                # The key set changed (a rotation): verify once more with the new keys.
+                return self.verify_token(token, at)
             raise token_error(r)
         claims = TokenClaims._from_result(ctypes.string_at(b.buf, b.n.value))
         if len(memo) >= self.__dict__.get("_tokens_memo_max", _MEMO_MAX):
@@ -369,6 +382,8 @@ class TokensMixin:
             N.check(rc)
             break
         if reason.value:
+            if reason.value == _UNKNOWN_KID and self._unknown_kid_hook is not None and self._unknown_kid_hook():
+                return self._verify_token_at(data, at)
             raise token_error(reason.value)
         return TokenClaims._from_result(buf.raw[: n.value])
 

@@ -2,7 +2,7 @@
 
 A package with one module per concern (``lifespan``, ``offload``, ``bearer``, ``permissions``,
 ``ratelimit``, ``login``, ``audit``, ``limits``, ``headers``, ``mfa``, ``config``, ``guard``,
-``sessions``); every public
+``sessions``, ``csrf``, ``jwks``); every public
 name is importable from ``bitsec.fastapi`` itself, which is the supported import path.
 
 In FastAPI's own idiom:
@@ -54,6 +54,8 @@ from .offload import OFFLOAD_MODES, OPERATIONS, SLOW_VERIFY_ALGS, OffloadPlan, o
 from .permissions import ContextFn, RequirePermission, require_permission
 from .ratelimit import RateLimit, RateLimitMiddleware, _RateLimiting
 from .sessions import SESSION_COOKIE, SESSION_DETAILS, CookieSession, session_of
+from .csrf import CSRF_COOKIE, CSRF_FORM_FIELD, CSRF_HEADER, CSRFProtect, set_csrf_cookie
+from .jwks import JWKSBackgroundRefresher, bitsec_jwks_lifespan, jwks_lifespan
 
 __all__ = [
     "STATE_ATTR", "bitsec_lifespan", "get_runtime", "BearerAuth", "RequirePermission", "require_permission",
@@ -70,6 +72,9 @@ __all__ = [
     "guard_result", "guard_claims", "PUBLIC", "GUARD_SCOPE_KEY",
     # cookie sessions
     "CookieSession", "SESSION_COOKIE", "SESSION_DETAILS", "session_of",
+    # CSRF and the JWKS refresher
+    "CSRFProtect", "set_csrf_cookie", "CSRF_HEADER", "CSRF_FORM_FIELD", "CSRF_COOKIE",
+    "JWKSBackgroundRefresher", "jwks_lifespan", "bitsec_jwks_lifespan",
 ]
 
 # Kept importable for code written against the single-file module (not part of the API).
