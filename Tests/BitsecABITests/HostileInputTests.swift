@@ -245,7 +245,22 @@ private let table: [Entry] = [
     Entry("bitsec_token_keys_reload", inputs: [#"{"keys": []}"#]) { a in
         bitsec_token_keys_reload(a.rt, a.p(0), a.l(0))
     },
+    Entry("bitsec_password_hash", inputs: ["correct horse battery staple"]) { a in
+        bitsec_password_hash(a.rt, a.p(0), a.l(0), a.out, a.cap, a.outLen)
+    },
+    Entry("bitsec_password_verify", inputs: ["correct horse battery staple", storedPasswordHash]) { a in
+        bitsec_password_verify(a.rt, a.p(0), a.l(0), a.p(1), a.l(1), a.i32, a.i32b)
+    },
+    Entry("bitsec_password_needs_rehash", inputs: [storedPasswordHash]) { a in
+        bitsec_password_needs_rehash(a.rt, a.p(0), a.l(0), a.i32)
+    },
+    Entry("bitsec_password_check", inputs: ["correct horse battery staple"], ints: [0]) { a in
+        bitsec_password_check(a.rt, a.p(0), a.l(0), a.f(0), UnsafeMutableRawPointer(a.i32)?.assumingMemoryBound(to: UInt32.self), a.outLen)
+    },
 ]
+
+/// A scrypt PHC string at the hostile runtime's parameters (ln 10; hash of another password).
+private let storedPasswordHash = "$scrypt$ln=10,r=8,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"
 
 /// An HS256 token for the hostile runtime's key "hs" (signature need not verify: the
 /// verification path is exercised either way).
@@ -330,7 +345,8 @@ func hostileConfig(_ dir: String) -> String {
                 "primary": "k1", "fernet": {"keys": [{"value": "cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4=", "encoding": "base64url"}]}},
      "rate_limits": {"categories": {"default": {"capacity": 5, "period_seconds": 10}}},
      "tokens": {"keys": [{"kid": "hs", "alg": "HS256", "secret": {"value": "0123456789abcdef0123456789abcdef"}}], "issuer": "iss", "audience": "aud"},
-     "totp": {"backup_codes": {"count": 2, "iterations": 1000}}}
+     "totp": {"backup_codes": {"count": 2, "iterations": 1000}},
+     "passwords": {"ln": 10}}
     """#
 }
 

@@ -170,6 +170,7 @@ private let rows: [Row] = [
         }
     },
     Row("bitsec_metrics_text", upperBound: true) { f in { b, c, n in bitsec_metrics_text(f.rt, b, c, n) } },
+    Row("bitsec_password_hash") { f in { b, c, n in bitsec_password_hash(f.rt, "correct horse battery staple", 28, b, c, n) } },
 ]
 
 /// The functions of include/bitsec_api.h with an out_cap parameter.

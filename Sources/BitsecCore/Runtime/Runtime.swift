@@ -21,12 +21,13 @@ public final class Runtime: Sendable {
     public let tokens: TokenService?
     public let permissions: PermissionService?
     public let totp: TOTPService?
+    public let passwords: PasswordService?
     /// Reloads shared with the other processes of the host region (nil without one).
     let hostReloads: HostReloads?
 
     private init(redis: RedisPool?, stores: StoreContext, allowInlineSecrets: Bool, audit: AuditService?, rateLimits: RateLimitService?,
                  fields: FieldService?, tokens: TokenService?, permissions: PermissionService?, totp: TOTPService?,
-                 hostReloads: HostReloads?) {
+                 passwords: PasswordService? = nil, hostReloads: HostReloads?) {
         self.hostReloads = hostReloads
         self.redis = redis
         self.stores = stores
@@ -37,6 +38,7 @@ public final class Runtime: Sendable {
         self.tokens = tokens
         self.permissions = permissions
         self.totp = totp
+        self.passwords = passwords
     }
 
     /// Reads one capability's section when present.
@@ -54,12 +56,14 @@ public final class Runtime: Sendable {
         if let tokens { out.append(tokens) }
         if let permissions { out.append(permissions) }
         if let totp { out.append(totp) }
+        if let passwords { out.append(passwords) }
         return out
     }
 
     /// Section names, in construction order (audit first: the others emit into it).
     public static let sectionNames = ["redis", AuditService.sectionName, RateLimitService.sectionName, FieldService.sectionName,
-                                      TokenService.sectionName, PermissionService.sectionName, TOTPService.sectionName]
+                                      TokenService.sectionName, PermissionService.sectionName, TOTPService.sectionName,
+                                      PasswordService.sectionName]
 
     /// Builds a runtime from a JSON configuration document.
     public static func open(config bytes: UnsafeRawBufferPointer) throws(BitsecError) -> Runtime {
@@ -92,10 +96,12 @@ public final class Runtime: Sendable {
             let tokens = keep(try section(root, TokenService.self, cc))
             let permissions = keep(try section(root, PermissionService.self, cc))
             let totp = keep(try section(root, TOTPService.self, cc))
+            let passwords = keep(try section(root, PasswordService.self, cc))
             try root.finish()
             let reloads = try stores.hostReloads(config: bytes)
             return Runtime(redis: redis, stores: stores, allowInlineSecrets: ctx.allowInlineSecrets, audit: audit, rateLimits: rateLimits,
-                           fields: fields, tokens: tokens, permissions: permissions, totp: totp, hostReloads: reloads)
+                           fields: fields, tokens: tokens, permissions: permissions, totp: totp, passwords: passwords,
+                           hostReloads: reloads)
         } catch {
             for c in built.reversed() { c.shutdown() }
             redis?.shutdown()
