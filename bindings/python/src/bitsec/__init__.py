@@ -77,6 +77,7 @@ from .tokens import (
     WrongTokenTypeError,
     token_reason_name,
 )
+from .passwords import PasswordPolicyDecision, PasswordVerification, normalize_password
 
 __version__: str = _abi.VERSION
 ABI_VERSION = _native.ABI_VERSION
@@ -115,4 +116,6 @@ __all__ = [
     "ExpiredTokenError", "TokenNotYetValidError", "TokenIssuedInFutureError", "WrongIssuerError",
     "WrongAudienceError", "MissingClaimError", "InvalidClaimError", "RevokedTokenError", "CritUnsupportedError",
     "WrongTokenTypeError",
+    # passwords
+    "PasswordPolicyDecision", "PasswordVerification", "normalize_password",
 ]

@@ -15,6 +15,7 @@ from .permissions import PermissionsMixin
 from .ratelimit import RateLimitMixin
 from .tokens import TokensMixin
 from .totp import TOTPMixin
+from .passwords import PasswordsMixin
 
 ConfigSource = Union[Mapping[str, Any], str, bytes, "os.PathLike[str]"]
 
@@ -23,7 +24,7 @@ def _close_handle(h: int) -> None:
     N.runtime_close(h)
 
 
-class Runtime(TokensMixin, PermissionsMixin, RateLimitMixin, TOTPMixin, FieldsMixin, AuditMixin):
+class Runtime(TokensMixin, PermissionsMixin, RateLimitMixin, TOTPMixin, FieldsMixin, AuditMixin, PasswordsMixin):
     """A bitsec runtime: safe to share between threads (calls release the GIL).
 
     ``config`` is a dict, a JSON document (``str`` starting with ``{``, or ``bytes``), or
