@@ -1293,7 +1293,7 @@ int32_t bitsec_redis_ping(bitsec_runtime *rt, int64_t *out_rtt_us) BITSEC_NODISC
 /// buffer is too small.
 /// Returns BITSEC_OK; BITSEC_E_INVALID_ARGUMENT (NULL, not UTF-8); BITSEC_E_TOO_LARGE;
 /// BITSEC_E_BUFFER_TOO_SMALL; BITSEC_E_NOT_CONFIGURED; BITSEC_E_CRYPTO; BITSEC_E_CLOSED.
-/// Cost: one scrypt (about 128 MiB and a fifth of a second at the defaults): call it from a
+/// Cost: one scrypt (128 MiB and roughly 0.4 s of CPU at the defaults): call it from a
 /// worker thread, not an event loop.
 /// Thread safety: safe from any thread.
 /// Since: 0.3.0

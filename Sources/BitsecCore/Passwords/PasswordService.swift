@@ -9,7 +9,7 @@
 /// ```
 ///
 /// Defaults: scrypt N = 2^17, r = 8, p = 1 (the OWASP Password Storage Cheat Sheet's scrypt
-/// setting: 128 MiB and about a fifth of a second per hash on a current server core), a
+/// setting: 128 MiB and about 0.4 s of CPU per hash on the benchmark machine), a
 /// 16-byte salt and a 32-byte hash. `max_memory_mib` bounds what verifying a stored hash may
 /// allocate (a hash with larger parameters is refused, not computed).
 public final class PasswordService: Capability {

@@ -84,8 +84,8 @@ class PasswordsMixin:
 
     def password_hash(self, password: Text) -> str:
         """A new scrypt PHC string (``$scrypt$ln=17,r=8,p=1$salt$hash``) for the NFKC form of
-        ``password``, with a fresh random salt. Costs one scrypt (128 MiB and about a fifth of a
-        second at the defaults): call it from a worker thread (FastAPI ``def`` dependencies
+        ``password``, with a fresh random salt. Costs one scrypt (128 MiB and roughly 0.4 s of CPU
+        at the defaults): call it from a worker thread (FastAPI ``def`` dependencies
         and endpoints run in one); ctypes releases the GIL during the call."""
         pw = normalize_password(password)
         return N.call_with_output(_hash, self.handle, pw, len(pw), initial=_HASH_CAP).decode("ascii")
