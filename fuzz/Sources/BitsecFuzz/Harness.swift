@@ -35,7 +35,7 @@ public func fuzzTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int3
 }
 
 let targetNames = ["config", "jwks", "verify_token", "verify_token_jose", "policy", "check_permission",
-                   "totp", "decrypt_field", "audit_emit"]
+                   "totp", "decrypt_field", "audit_emit", "password_phc"]
 
 private func makeTarget(_ name: String) -> ((UnsafeRawBufferPointer) -> Void)? {
     switch name {
@@ -48,6 +48,7 @@ private func makeTarget(_ name: String) -> ((UnsafeRawBufferPointer) -> Void)? {
     case "totp": return totpTarget()
     case "decrypt_field": return decryptFieldTarget()
     case "audit_emit": return auditEmitTarget()
+    case "password_phc": return passwordPHCTarget()
     default: return nil
     }
 }
