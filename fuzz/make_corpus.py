@@ -267,6 +267,18 @@ def main() -> None:
     add("totp", *seeds)
     lib.l.bitsec_runtime_close(rt)
 
+    # ---- password_phc ------------------------------------------------------------------------
+    rt = lib.open("passwords")
+    seeds = []
+    for pw in (b"correct horse battery staple", b"", "caf\u00e9 \U0001F512".encode()):
+        stored = lib.out(lib.l.bitsec_password_hash, rt, pw, ctypes.c_size_t(len(pw)))
+        seeds += [stored + RS + pw, stored + RS + b"wrong"]
+    seeds += [b"$scrypt$ln=10,r=1,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g" + RS + b"x",
+              b"$scrypt$ln=30,r=8,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g" + RS + b"x",
+              b"scrypt$16384$8$1$c2FsdA==$aGFzaA==" + RS + b"password", b"$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA"]
+    add("password_phc", *seeds)
+    lib.l.bitsec_runtime_close(rt)
+
     # ---- decrypt_field -----------------------------------------------------------------------
     rt = lib.open("fields")
     seeds = []

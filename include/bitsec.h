@@ -318,6 +318,20 @@ typedef struct bitsec_runtime bitsec_runtime;
 #define BITSEC_CSRF_MAX_BINDING_BYTES 4096 /* session_id / binding */
 #define BITSEC_CSRF_MAX_HEADER_BYTES 2048  /* longer Origin / Sec-Fetch-Site match nothing */
 /* ==== END GENERATED csrf ==== */
+/* ---- passwords ---- */
+/* ==== BEGIN GENERATED passwords: Passwords: scrypt hashes and the password policy (tools/gen_abi.py from Sources/Bitsec/ABIConstants.swift; do not edit) ==== */
+/* Decisions of bitsec_password_verify (*out_reason). */
+#define BITSEC_PASSWORD_MATCH 0
+#define BITSEC_PASSWORD_MISMATCH 1            /* also every dummy verification (stored NULL) */
+/* bitsec_password_check: flags, and the reasons written through *out_reasons (bit flags, 0 = accepted). */
+#define BITSEC_PASSWORD_FLAG_MFA 1u           /* the password is one factor of several: min_length_mfa applies */
+#define BITSEC_PASSWORD_POLICY_TOO_SHORT 1u   /* fewer code points than the minimum */
+#define BITSEC_PASSWORD_POLICY_TOO_LONG 2u    /* more code points than max_length */
+#define BITSEC_PASSWORD_POLICY_BLOCKLISTED 4u /* a common or breached password (case-insensitive) */
+/* Limits (bytes). */
+#define BITSEC_PASSWORD_MAX_BYTES 4096        /* longest password hashed, verified or checked */
+#define BITSEC_PASSWORD_MAX_HASH_BYTES 256    /* longest PHC string read; holds any hash written, NUL included */
+/* ==== END GENERATED passwords ==== */
 
 #include "bitsec_api.h"
 

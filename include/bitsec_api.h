@@ -1552,6 +1552,89 @@ char const *bitsec_csrf_reason_name(int32_t reason) BITSEC_NODISCARD;
 /// Thread safety: safe from any thread, concurrently with checks.
 /// Since: 0.2.0
 int32_t bitsec_csrf_keys_reload(bitsec_runtime *rt, char const *keys, size_t keys_len) BITSEC_NODISCARD;
+ * PASSWORDS
+ *
+ * Hash passwords with scrypt into PHC strings ($scrypt$ln=17,r=8,p=1$salt$hash), verify
+ * them in constant time (with a dummy verification for unknown accounts: a stored NULL),
+ * tell when a stored hash needs rehashing, and check new passwords against the policy
+ * (NIST SP 800-63B-4: lengths in code points, no composition rules, a blocklist). Passwords
+ * are passed NFKC-normalised; the library does not normalise. Needs the configuration's
+ * passwords section.
+ *
+ * THREAD SAFETY: every function is safe from any thread. Hashing and verifying cost one scrypt
+ * each (memory and time set by the configuration): call them from worker threads.
+ */
+
+/// Hashes a password with scrypt at the configured parameters and a fresh random salt, as a
+/// PHC string: $scrypt$ln=17,r=8,p=1$<salt>$<hash> (salt and hash in standard base64
+/// without padding).
+/// rt: an open runtime with a passwords section.
+/// password, password_len: the password as NFKC-normalised UTF-8 (the library does not
+/// normalise: normalise before hashing, checking and verifying, as the Python binding does),
+/// at most BITSEC_PASSWORD_MAX_BYTES; caller-owned, only read.
+/// out_buf, out_cap: caller-owned buffer; BITSEC_PASSWORD_MAX_HASH_BYTES holds any hash.
+/// out_len: receives the string's length (a NUL follows when there is room), also when the
+/// buffer is too small.
+/// Returns BITSEC_OK; BITSEC_E_INVALID_ARGUMENT (NULL, not UTF-8); BITSEC_E_TOO_LARGE;
+/// BITSEC_E_BUFFER_TOO_SMALL; BITSEC_E_NOT_CONFIGURED; BITSEC_E_CRYPTO; BITSEC_E_CLOSED.
+/// Cost: one scrypt (128 MiB and roughly 0.4 s of CPU at the defaults): call it from a
+/// worker thread, not an event loop.
+/// Thread safety: safe from any thread.
+/// Since: 0.3.0
+int32_t bitsec_password_hash(bitsec_runtime *rt, char const *password, size_t password_len, char *out_buf, size_t out_cap, size_t *out_len) BITSEC_NODISCARD;
+
+/// Verifies a password against a stored PHC string; with stored NULL (length 0), runs the
+/// dummy verification for an unknown (or disabled) account: the same scrypt work at the
+/// configured parameters, never a match, so the response time does not tell whether the
+/// account exists.
+/// rt: an open runtime with a passwords section.
+/// password, password_len: as bitsec_password_hash.
+/// stored, stored_len: the stored hash (at most BITSEC_PASSWORD_MAX_HASH_BYTES), or NULL
+/// with length 0 for the dummy verification. Its parameters must need at most the configured
+/// max_memory_mib (a larger hash is refused before anything is allocated).
+/// out_reason: receives BITSEC_PASSWORD_MATCH or BITSEC_PASSWORD_MISMATCH
+/// (BITSEC_PASSWORD_MISMATCH is written first, so an error never reads as a match).
+/// out_needs_rehash: optional; receives 1 when the password matched and the stored hash has
+/// other parameters than the configuration (store bitsec_password_hash's result), else 0.
+/// Returns BITSEC_OK (match or not); BITSEC_E_MALFORMED (the stored value is not a valid
+/// scrypt PHC string); BITSEC_E_UNSUPPORTED (another scheme: verify it yourself, then
+/// rehash); BITSEC_E_TOO_LARGE (password, hash, or parameters beyond max_memory_mib);
+/// BITSEC_E_INVALID_ARGUMENT; BITSEC_E_NOT_CONFIGURED; BITSEC_E_CRYPTO; BITSEC_E_CLOSED.
+/// The derived hash is compared in constant time (CRYPTO_memcmp).
+/// Thread safety: safe from any thread.
+/// Since: 0.3.0
+int32_t bitsec_password_verify(bitsec_runtime *rt, char const *password, size_t password_len, char const *stored, size_t stored_len, int32_t *out_reason, int32_t *out_needs_rehash) BITSEC_NODISCARD;
+
+/// Whether a stored hash should be replaced at the next successful login: 1 for anything
+/// that is not a well-formed scrypt PHC string with exactly the configured parameters (older
+/// parameters, another scheme the application still verifies itself, an unparsable value).
+/// rt: an open runtime with a passwords section.
+/// stored, stored_len: the stored value (any bytes; longer than BITSEC_PASSWORD_MAX_HASH_BYTES
+/// is BITSEC_E_TOO_LARGE); caller-owned.
+/// out_needs_rehash: receives 1 or 0 (1 is written first).
+/// Returns BITSEC_OK; BITSEC_E_INVALID_ARGUMENT; BITSEC_E_TOO_LARGE; BITSEC_E_NOT_CONFIGURED;
+/// BITSEC_E_CLOSED. No hashing: cheap.
+/// Thread safety: safe from any thread.
+/// Since: 0.3.0
+int32_t bitsec_password_needs_rehash(bitsec_runtime *rt, char const *stored, size_t stored_len, int32_t *out_needs_rehash) BITSEC_NODISCARD;
+
+/// Checks a new password against the policy (NIST SP 800-63B-4 section 3.1.1.2): minimum length
+/// (min_length, 15 by default; min_length_mfa, 8, with BITSEC_PASSWORD_FLAG_MFA), maximum
+/// length (max_length, 128), and the blocklist of common and breached passwords (built-in
+/// list and blocklist_file; compared case-insensitively). No composition rules. Lengths are
+/// Unicode code points of the UTF-8 text, never bytes.
+/// rt: an open runtime with a passwords section.
+/// password, password_len: as bitsec_password_hash (NFKC-normalised UTF-8: the length is
+/// counted on what the caller passes).
+/// flags: 0 or BITSEC_PASSWORD_FLAG_MFA; other bits are BITSEC_E_INVALID_ARGUMENT.
+/// out_reasons: receives 0 (accepted) or the BITSEC_PASSWORD_POLICY_* bits that apply
+/// (BITSEC_PASSWORD_POLICY_TOO_SHORT is written first, so an error never reads as accepted).
+/// out_length: optional; receives the length in code points.
+/// Returns BITSEC_OK (accepted or not); BITSEC_E_INVALID_ARGUMENT (NULL, not UTF-8, flags);
+/// BITSEC_E_TOO_LARGE; BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread.
+/// Since: 0.3.0
+int32_t bitsec_password_check(bitsec_runtime *rt, char const *password, size_t password_len, uint32_t flags, uint32_t *out_reasons, size_t *out_length) BITSEC_NODISCARD;
 
 /* ======================================================================================
  * DEPRECATED NAMES

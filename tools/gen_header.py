@@ -181,6 +181,17 @@ FAMILIES: list[tuple[str, str, str, list[str]]] = [
      "bitsec_csrf_keys_reload (each call sees the old or the new keys).",
      ["bitsec_csrf_token_issue", "bitsec_csrf_token_verify", "bitsec_csrf_cookie_issue", "bitsec_csrf_cookie_verify",
       "bitsec_csrf_origin_check", "bitsec_csrf_reason_name", "bitsec_csrf_keys_reload"]),
+    ("PASSWORDS",
+     "Hash passwords with scrypt into PHC strings ($scrypt$ln=17,r=8,p=1$salt$hash), verify\n"
+     "them in constant time (with a dummy verification for unknown accounts: a stored NULL),\n"
+     "tell when a stored hash needs rehashing, and check new passwords against the policy\n"
+     "(NIST SP 800-63B-4: lengths in code points, no composition rules, a blocklist). Passwords\n"
+     "are passed NFKC-normalised; the library does not normalise. Needs the configuration's\n"
+     "passwords section.",
+     "every function is safe from any thread. Hashing and verifying cost one scrypt\n"
+     "each (memory and time set by the configuration): call them from worker threads.",
+     ["bitsec_password_hash", "bitsec_password_verify", "bitsec_password_needs_rehash",
+      "bitsec_password_check"]),
     ("DEPRECATED NAMES",
      "Names of the 0.1 and 0.2 releases, before the companions followed the\n"
      "bitsec_<family>_<verb> scheme. Each is exported for the rest of ABI version 1 and calls\n"

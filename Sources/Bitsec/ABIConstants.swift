@@ -228,6 +228,18 @@ public enum BitsecABI {
     public static let BITSEC_CSRF_MAX_TOKEN_BYTES: Int32 = 256 // longer presented tokens are MALFORMED unread
     public static let BITSEC_CSRF_MAX_BINDING_BYTES: Int32 = 4096 // session_id / binding
     public static let BITSEC_CSRF_MAX_HEADER_BYTES: Int32 = 2048 // longer Origin / Sec-Fetch-Site match nothing
+    // MARK: family passwords -- Passwords: scrypt hashes and the password policy
+    //: Decisions of bitsec_password_verify (*out_reason).
+    public static let BITSEC_PASSWORD_MATCH: Int32 = 0
+    public static let BITSEC_PASSWORD_MISMATCH: Int32 = 1 // also every dummy verification (stored NULL)
+    //: bitsec_password_check: flags, and the reasons written through *out_reasons (bit flags, 0 = accepted).
+    public static let BITSEC_PASSWORD_FLAG_MFA: UInt32 = 1 // the password is one factor of several: min_length_mfa applies
+    public static let BITSEC_PASSWORD_POLICY_TOO_SHORT: UInt32 = 1 // fewer code points than the minimum
+    public static let BITSEC_PASSWORD_POLICY_TOO_LONG: UInt32 = 2 // more code points than max_length
+    public static let BITSEC_PASSWORD_POLICY_BLOCKLISTED: UInt32 = 4 // a common or breached password (case-insensitive)
+    //: Limits (bytes).
+    public static let BITSEC_PASSWORD_MAX_BYTES: Int32 = 4096 // longest password hashed, verified or checked
+    public static let BITSEC_PASSWORD_MAX_HASH_BYTES: Int32 = 256 // longest PHC string read; holds any hash written, NUL included
 }
 
 // The version, for the ABI tests: declared in BitsecCore (Support/Version.swift), from which

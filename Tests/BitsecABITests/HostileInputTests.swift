@@ -288,12 +288,26 @@ private let table: [Entry] = [
     Entry("bitsec_csrf_keys_reload", inputs: [#"{"key": {"value": "\#(csrfKeyHex)", "encoding": "hex"}}"#]) { a in
         bitsec_csrf_keys_reload(a.rt, a.p(0), a.l(0))
     },
+    Entry("bitsec_password_hash", inputs: ["correct horse battery staple"]) { a in
+        bitsec_password_hash(a.rt, a.p(0), a.l(0), a.out, a.cap, a.outLen)
+    },
+    Entry("bitsec_password_verify", inputs: ["correct horse battery staple", storedPasswordHash]) { a in
+        bitsec_password_verify(a.rt, a.p(0), a.l(0), a.p(1), a.l(1), a.i32, a.i32b)
+    },
+    Entry("bitsec_password_needs_rehash", inputs: [storedPasswordHash]) { a in
+        bitsec_password_needs_rehash(a.rt, a.p(0), a.l(0), a.i32)
+    },
+    Entry("bitsec_password_check", inputs: ["correct horse battery staple"], ints: [0]) { a in
+        bitsec_password_check(a.rt, a.p(0), a.l(0), a.f(0), UnsafeMutableRawPointer(a.i32)?.assumingMemoryBound(to: UInt32.self), a.outLen)
+    },
 ]
 
 /// A well-formed session token (of no session: the lookup path is exercised either way).
 private let sessionToken = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA.AAAAAAAAAAAA"
 private let csrfKeyHex = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
 
+/// A scrypt PHC string at the hostile runtime's parameters (ln 10; hash of another password).
+private let storedPasswordHash = "$scrypt$ln=10,r=8,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"
 
 /// An HS256 token for the hostile runtime's key "hs" (signature need not verify: the
 /// verification path is exercised either way).
@@ -382,6 +396,7 @@ func hostileConfig(_ dir: String) -> String {
      "totp": {"backup_codes": {"count": 2, "iterations": 1000}},
      "sessions": {}}
      "csrf": {"key": {"value": "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f", "encoding": "hex"}, "allowed_origins": ["https://app.example.com"]}}
+     "passwords": {"ln": 10}}
     """#
 }
 

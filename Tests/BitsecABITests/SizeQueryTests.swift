@@ -185,6 +185,7 @@ private let rows: [Row] = [
     Row("bitsec_session_list") { f in { b, c, n in bitsec_session_list(f.rt, "u1", 2, nil, 0, AT, b, c, n) } },
     Row("bitsec_csrf_token_issue") { f in { b, c, n in bitsec_csrf_token_issue(f.rt, "session-1", 9, AT, b, c, n) } },
     Row("bitsec_csrf_cookie_issue") { f in { b, c, n in bitsec_csrf_cookie_issue(f.rt, "binding-1", 9, AT, b, c, n) } },
+    Row("bitsec_password_hash") { f in { b, c, n in bitsec_password_hash(f.rt, "correct horse battery staple", 28, b, c, n) } },
 ]
 
 /// The functions of include/bitsec_api.h with an out_cap parameter.

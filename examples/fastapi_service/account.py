@@ -33,7 +33,7 @@ from bitsec.fastapi import LoginAttempts, LoginGuard, get_runtime
 
 from .common import (StrictModel, Deps, audit, confirm_password, end_server_sessions, no_store, record_pair,
                      revoke_other_sessions, user_of)
-from .passwords import check_password, hash_password
+from .passwords import check_password, hash_password, policy_problem
 
 #: How long after a password entry a token may change the account (seconds).
 STEP_UP_MAX_AGE = 300
@@ -78,7 +78,9 @@ class RecoverIn(StrictModel):
 
 class PasswordIn(StrictModel):
     current_password: str = Field(min_length=1, max_length=1024)
-    new_password: str = Field(min_length=12, max_length=1024)
+    # Length rules are the policy's (bitsec password_check, in characters after NFKC
+    # normalisation); this bound only caps the request size.
+    new_password: str = Field(min_length=1, max_length=1024)
 
 
 def _hashes(user: Any) -> list[str]:
@@ -131,7 +133,7 @@ def account_router(deps: Deps, token_claims: Callable[[Any], dict[str, Any]]) ->
         rt = get_runtime(request)
         attempt = attempts.begin(body.username)
         user = db.scalar(select(models.User).where(models.User.username == body.username))
-        ok = check_password(body.password, user.password_hash if user else None) and user is not None
+        ok = check_password(rt, body.password, user) and user is not None
         decision = None
         if ok and user.totp_sealed and _hashes(user):
             decision = rt.backup_code_verify(str(user.id), body.backup_code, _hashes(user))
@@ -161,7 +163,10 @@ def account_router(deps: Deps, token_claims: Callable[[Any], dict[str, Any]]) ->
         confirm_password(attempts, user, body.current_password)
         if body.new_password == body.current_password:
             raise HTTPException(status_code=422, detail="The new password must differ from the current one")
-        user.password_hash = hash_password(body.new_password)
+        problem = policy_problem(rt, body.new_password, mfa=user.totp_sealed is not None)
+        if problem:
+            raise HTTPException(status_code=422, detail=problem)
+        user.password_hash = hash_password(rt, body.new_password)
         # Every other session ends; the caller's own stays.
         revoked = revoke_other_sessions(rt, db, models, user.id, keep_session=claims.get("session_id"))
         end_server_sessions(rt, user)

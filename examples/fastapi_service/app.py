@@ -44,12 +44,12 @@ from .inspections import inspections_router
 from .keys import jwks, prepare_keys
 from .migrations import upgrade as migrate
 from .models import Models, build_models
-from .passwords import check_password, hash_password, verify_password
+from .passwords import check_password, hash_password
 from .privacy import privacy_router
 from .users_admin import users_admin_router
 from .violations import alerter_lifespan, make_alerter, violation
 
-__all__ = ["create_app", "create_user", "hash_password", "verify_password", "load_config"]
+__all__ = ["create_app", "create_user", "hash_password", "check_password", "load_config"]
 
 log = logging.getLogger("examples.fastapi_service")
 API = "/api/v1"
@@ -201,7 +201,7 @@ def create_user(app: FastAPI, username: str, password: str, role: str | Sequence
         raise ValueError("role: one or more role names without spaces")
     models: Models = app.state.models
     with app.state.sessions() as db, db.begin():
-        u = models.User(username=username, password_hash=hash_password(password), role=" ".join(roles),
+        u = models.User(username=username, password_hash=hash_password(app.state.password_runtime, password), role=" ".join(roles),
                         tenant_id=tenant_id, email=email, full_name=full_name, phone=phone)
         db.add(u)
         db.flush()
@@ -266,7 +266,7 @@ def _token_claims(user: Any) -> dict[str, Any]:
 def create_app(config_path: str | os.PathLike[str], database_url: str, *,
                data_dir: str | os.PathLike[str] | None = None, redis: dict[str, Any] | None = None,
                store: dict[str, Any] | None = None, audit_durability: str | None = None, max_body_bytes: int = 1 << 20, auth_body_bytes: int = 16 << 10,
-               body_timeout: float = 30.0) -> FastAPI:
+               body_timeout: float = 30.0, passwords: dict[str, Any] | None = None) -> FastAPI:
     """The reference service. ``data_dir`` holds the audit log and the generated key files;
     by default the directory of the SQLite database file. ``redis``: a ``redis`` section
     (docs/configuration.md) that replaces the configuration file's, if any: rate limits,
@@ -274,7 +274,8 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
     ``store`` section (``store.py``: the ``host`` store of a service with several worker
     processes) used when there is no ``redis``. ``audit_durability``: replaces the audit
     section's ``durability`` (the multi-worker entry point, asgi.py, asks ``every_event``).
-    ``max_body_bytes`` / ``auth_body_bytes`` (the ``/auth/*`` endpoints, which take only
+    ``passwords``: fields that replace the ``passwords`` section's (tests use a cheaper scrypt
+    cost than the production default N = 2^17). ``max_body_bytes`` / ``auth_body_bytes`` (the ``/auth/*`` endpoints, which take only
     small JSON) / ``body_timeout``: the request limits (``RequestLimitsMiddleware``)."""
     url = make_url(database_url)
     if data_dir is None:
@@ -297,6 +298,9 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
     if audit_durability is not None and "audit" in cfg:
         cfg["audit"]["durability"] = audit_durability
 
+    if passwords is not None:
+        cfg["passwords"] = {**cfg.get("passwords", {}), **passwords}
+
     # security violations posted to a webhook (violations.py), stopped after the runtime's last flush;
     # /docs is served from local assets under a hash-based CSP (webdocs.py); no ReDoc page.
     app = FastAPI(title="bitsec reference service",
@@ -304,6 +308,9 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
                   docs_url=None, redoc_url=None)
     install_docs(app)
     app.state.alerter = make_alerter(service_cfg.get("alerting"), str(cfg.get("audit", {}).get("service", "bitsec")))
+    # Users can be created before the application starts (create_user): their hashes come from
+    # a runtime with the same passwords section, open for the application's lifetime.
+    app.state.password_runtime = bitsec.Runtime({"passwords": cfg.get("passwords", {})})
     app.state.data_dir = data
     app.state.service_config = service_cfg
     # the resources, actions and roles whose decisions make a user's effective permissions (authority.py)
@@ -391,7 +398,7 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
         # cannot get past the limit; 429 + Retry-After when the client or account is refused.
         attempt = attempts.begin(username)
         user = db.scalar(select(User).where(User.username == username))
-        ok = password_ok = check_password(password, user.password_hash if user else None) and user is not None
+        ok = password_ok = check_password(rt, password, user) and user is not None
         if ok and user.totp_sealed:
             if not totp_code:
                 # The password was right: not a failure, but no token without the code.

@@ -171,7 +171,7 @@ def confirm_password(attempts: LoginAttempts, user: Any, password: str) -> None:
     "Password confirmation failed" when it is wrong, 429 when the guard refuses the attempt or
     this failure starts a block."""
     attempt = attempts.begin(user.username)
-    if not check_password(password, user.password_hash):
+    if not check_password(attempts.rt, password, user):
         failed = attempt.failed()
         raise failed if failed.status_code == 429 else HTTPException(status_code=403, detail="Password confirmation failed")
     attempt.succeeded()

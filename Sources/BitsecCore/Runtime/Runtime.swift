@@ -23,12 +23,14 @@ public final class Runtime: Sendable {
     public let totp: TOTPService?
     public let sessions: SessionService?
     public let csrf: CSRFService?
+    public let passwords: PasswordService?
     /// Reloads shared with the other processes of the host region (nil without one).
     let hostReloads: HostReloads?
 
     private init(redis: RedisPool?, stores: StoreContext, allowInlineSecrets: Bool, audit: AuditService?, rateLimits: RateLimitService?,
                  fields: FieldService?, tokens: TokenService?, permissions: PermissionService?, totp: TOTPService?,
-                 sessions: SessionService?, hostReloads: HostReloads?, csrf: CSRFService? = nil) {
+                 sessions: SessionService?, hostReloads: HostReloads?, csrf: CSRFService? = nil,
+                 passwords: PasswordService? = nil) {
         self.sessions = sessions
         self.csrf = csrf
         self.hostReloads = hostReloads
@@ -41,6 +43,7 @@ public final class Runtime: Sendable {
         self.tokens = tokens
         self.permissions = permissions
         self.totp = totp
+        self.passwords = passwords
     }
 
     /// Reads one capability's section when present.
@@ -60,13 +63,14 @@ public final class Runtime: Sendable {
         if let totp { out.append(totp) }
         if let sessions { out.append(sessions) }
         if let csrf { out.append(csrf) }
+        if let passwords { out.append(passwords) }
         return out
     }
 
     /// Section names, in construction order (audit first: the others emit into it).
     public static let sectionNames = ["redis", AuditService.sectionName, RateLimitService.sectionName, FieldService.sectionName,
                                       TokenService.sectionName, PermissionService.sectionName, TOTPService.sectionName,
-                                      SessionService.sectionName, CSRFService.sectionName]
+                                      SessionService.sectionName, CSRFService.sectionName, PasswordService.sectionName]
 
     /// Builds a runtime from a JSON configuration document.
     public static func open(config bytes: UnsafeRawBufferPointer) throws(BitsecError) -> Runtime {
@@ -103,11 +107,12 @@ public final class Runtime: Sendable {
                 config: ctx, redis: redis, audit: cc.audit, rateLimits: rateLimits, fields: fields, stores: stores, tokens: tokens)))
             if let sessions, let tokens { tokens.onFamilyRevoked { id, now in sessions.familyRevoked(id: id, at: now) } }
             let csrf = keep(try section(root, CSRFService.self, cc))
+            let passwords = keep(try section(root, PasswordService.self, cc))
             try root.finish()
             let reloads = try stores.hostReloads(config: bytes)
             return Runtime(redis: redis, stores: stores, allowInlineSecrets: ctx.allowInlineSecrets, audit: audit, rateLimits: rateLimits,
                            fields: fields, tokens: tokens, permissions: permissions, totp: totp, sessions: sessions,
-                           hostReloads: reloads, csrf: csrf)
+                           hostReloads: reloads, csrf: csrf, passwords: passwords)
         } catch {
             for c in built.reversed() { c.shutdown() }
             redis?.shutdown()

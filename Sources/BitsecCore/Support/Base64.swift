@@ -56,6 +56,12 @@ public enum Base64 {
         return a.withUnsafeBufferPointer { decode($0, table: urlTable, allowPadding: false) }
     }
 
+    /// Strict standard base64 (`+`, `/`), no padding, canonical trailing bits (PHC strings). nil if invalid.
+    public static func decodeStdStrict<C: Collection>(_ s: C) -> [UInt8]? where C.Element == UInt8 {
+        let a = Array(s)
+        return a.withUnsafeBufferPointer { decode($0, table: stdTable, allowPadding: false) }
+    }
+
     /// Padding-tolerant decode in either alphabet (configuration values, Fernet keys).
     public static func decodeLenient<C: Collection>(_ s: C, urlSafe: Bool) -> [UInt8]? where C.Element == UInt8 {
         let a = Array(s)

@@ -35,7 +35,8 @@ class Service:
     def __init__(self, tmp_path: Path, redis: dict | None = None, config: Path = CONFIG) -> None:
         self.db_path = tmp_path / "service.db"
         self.redis = redis
-        self.app = create_app(config, f"sqlite:///{self.db_path}", redis=redis)
+        # A cheaper scrypt than the production default (N = 2^14 instead of 2^17): many logins.
+        self.app = create_app(config, f"sqlite:///{self.db_path}", redis=redis, passwords={"ln": 14})
         self.audit_path: Path = self.app.state.audit_path
         self.ids: dict[str, int] = {}
         for name, role in [("alice", "admin"), ("victor", "viewer"), ("otto", "operator"), ("mia", "manager")]:

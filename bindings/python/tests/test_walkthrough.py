@@ -93,11 +93,11 @@ def walkthrough(*args: str) -> subprocess.CompletedProcess[str]:
 def test_walkthrough_over_http(state: str, tmp_path: Path, served: list[Served],
                                request: pytest.FixtureRequest) -> None:
     data = tmp_path / "service"
-    extra: list[str] = []
+    extra: list[str] = ["--config", str(_cheap_password_config(tmp_path))]
     prefix = f"walkthrough:{uuid.uuid4().hex}:"
     if state == "redis":
         server = request.getfixturevalue("redis_server")
-        extra = ["--redis-port", str(server.port), "--redis-key-prefix", prefix]
+        extra += ["--redis-port", str(server.port), "--redis-key-prefix", prefix]
     svc = Served(data, *extra)
     served.append(svc)
     assert svc.url.startswith("http://127.0.0.1:")
@@ -171,13 +171,25 @@ def test_walkthrough_over_http(state: str, tmp_path: Path, served: list[Served],
                for r in records)
 
     if state == "embedded":  # `make serve` after `make demo`: the same directory serves again
-        again = Served(data)
+        again = Served(data, *extra)
         served.append(again)
         assert "mia    plant-a" in again.output() and "(anonymised: cannot log in)" in again.output()
         assert "ada    plant-a" in again.output() and "+ TOTP (enrolled)" in again.output()
         vera = next(u for u in users if u["username"] == "vera")
         r = httpx.post(again.url + "/api/v1/auth/login", json={"username": "vera", "password": vera["password"]})
         assert r.status_code == 200
+
+
+def _cheap_password_config(tmp_path: Path) -> Path:
+    """The service's configuration with a cheaper scrypt (N = 2^14 instead of 2^17): the
+    walkthrough's burst of logins must reach the rate limit (10 a minute) before the bucket
+    refills, which at 2^17 depends on how busy the machine is."""
+    cfg = json.loads((SERVICE / "config.json").read_text())
+    cfg["permissions"]["policy_file"] = str(SERVICE / "policy.json")
+    cfg["passwords"]["ln"] = 14
+    path = tmp_path / "config-cheap-passwords.json"
+    path.write_text(json.dumps(cfg))
+    return path
 
 
 def _permissive_config(tmp_path: Path) -> Path:

@@ -117,6 +117,7 @@ class WorkerService:
         self.policy_path = self.config_dir / "policy.json"
         cfg = json.loads((SERVICE / "config.json").read_text())
         cfg["rate_limits"]["categories"]["auth"]["period_seconds"] = 3600
+        cfg["passwords"]["ln"] = 14  # a cheaper scrypt than production's 2^17: concurrent logins
         if configure is not None:
             configure(cfg)  # a benchmark's changes
         self.config_path.write_text(json.dumps(cfg, indent=2))

@@ -35,7 +35,7 @@ public func fuzzTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int3
 }
 
 let targetNames = ["config", "jwks", "verify_token", "verify_token_jose", "policy", "check_permission",
-                   "totp", "decrypt_field", "audit_emit", "csrf"]
+                   "totp", "decrypt_field", "audit_emit", "csrf", "password_phc"]
 
 private func makeTarget(_ name: String) -> ((UnsafeRawBufferPointer) -> Void)? {
     switch name {
@@ -49,6 +49,7 @@ private func makeTarget(_ name: String) -> ((UnsafeRawBufferPointer) -> Void)? {
     case "decrypt_field": return decryptFieldTarget()
     case "audit_emit": return auditEmitTarget()
     case "csrf": return csrfTarget()
+    case "password_phc": return passwordPHCTarget()
     default: return nil
     }
 }

@@ -357,5 +357,25 @@ func csrfTarget() -> (UnsafeRawBufferPointer) -> Void {
             let site = p.count > 5 ? p[5] : Arg("")
             _ = bitsec_csrf_origin_check(rt, p[3].p, p[3].len, origin.p, origin.len, site.p, site.len, &reason)
         }
+// MARK: - password_phc
+
+/// The input is `stored RS password`: `bitsec_password_needs_rehash(stored)`, then
+/// `bitsec_password_verify(password, stored)` (the PHC parser, the parameter bounds, scrypt
+/// for strings that parse) and `bitsec_password_check(password)` with and without the MFA
+/// flag. The runtime (fuzz/runtime/passwords.json) allows 1 MiB of scrypt memory, so a
+/// fuzzed string that parses costs at most N·r ≤ 8192 with p ≤ 64: well within the timeout.
+func passwordPHCTarget() -> (UnsafeRawBufferPointer) -> Void {
+    let rt = openRuntime("passwords")
+    return { data in
+        let p = parts(data, max: 2)
+        let stored = p[0]
+        let password = p.count > 1 ? p[1] : Arg("")
+        var needs: Int32 = 0, reason: Int32 = 0
+        _ = bitsec_password_needs_rehash(rt, stored.p, stored.len, &needs)
+        _ = bitsec_password_verify(rt, password.p, password.len, stored.p, stored.len, &reason, &needs)
+        var reasons: UInt32 = 0
+        var length: UInt = 0
+        _ = bitsec_password_check(rt, password.p, password.len, 0, &reasons, &length)
+        _ = bitsec_password_check(rt, password.p, password.len, 1, &reasons, &length)
     }
 }

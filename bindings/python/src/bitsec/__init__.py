@@ -81,6 +81,7 @@ from .tokens import (
     MissingKeyIdError,
     token_reason_name,
 )
+from .passwords import PasswordPolicyDecision, PasswordVerification, normalize_password
 
 __version__: str = _abi.VERSION
 ABI_VERSION = _native.ABI_VERSION
@@ -125,4 +126,6 @@ __all__ = [
     "Session", "SessionCreated", "SessionValidation", "SESSION_REASONS",
     "MissingKeyIdError",
     "CSRFDecision",
+    # passwords
+    "PasswordPolicyDecision", "PasswordVerification", "normalize_password",
 ]

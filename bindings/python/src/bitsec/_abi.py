@@ -357,6 +357,25 @@ BITSEC_CSRF_MAX_TOKEN_BYTES: Final = 256
 BITSEC_CSRF_MAX_BINDING_BYTES: Final = 4096
 #: longer Origin / Sec-Fetch-Site match nothing
 BITSEC_CSRF_MAX_HEADER_BYTES: Final = 2048
+# ---- passwords: Passwords: scrypt hashes and the password policy -------------
+# Decisions of bitsec_password_verify (*out_reason).
+BITSEC_PASSWORD_MATCH: Final = 0
+#: also every dummy verification (stored NULL)
+BITSEC_PASSWORD_MISMATCH: Final = 1
+# bitsec_password_check: flags, and the reasons written through *out_reasons (bit flags, 0 = accepted).
+#: the password is one factor of several: min_length_mfa applies
+BITSEC_PASSWORD_FLAG_MFA: Final = 1
+#: fewer code points than the minimum
+BITSEC_PASSWORD_POLICY_TOO_SHORT: Final = 1
+#: more code points than max_length
+BITSEC_PASSWORD_POLICY_TOO_LONG: Final = 2
+#: a common or breached password (case-insensitive)
+BITSEC_PASSWORD_POLICY_BLOCKLISTED: Final = 4
+# Limits (bytes).
+#: longest password hashed, verified or checked
+BITSEC_PASSWORD_MAX_BYTES: Final = 4096
+#: longest PHC string read; holds any hash written, NUL included
+BITSEC_PASSWORD_MAX_HASH_BYTES: Final = 256
 
 #: Every export of include/bitsec_api.h: name -> (restype, argtypes).
 PROTOTYPES: Final[dict[str, tuple[Any, list[Any]]]] = {
@@ -407,6 +426,10 @@ PROTOTYPES: Final[dict[str, tuple[Any, list[Any]]]] = {
     "bitsec_login_guard_client_key": (c_int32, [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, POINTER(c_size_t)]),
     "bitsec_login_guard_succeeded": (c_int32, [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, c_int64]),
     "bitsec_metrics_text": (c_int32, [c_void_p, c_char_p, c_size_t, POINTER(c_size_t)]),
+    "bitsec_password_check": (c_int32, [c_void_p, c_char_p, c_size_t, c_uint32, POINTER(c_uint32), POINTER(c_size_t)]),
+    "bitsec_password_hash": (c_int32, [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, POINTER(c_size_t)]),
+    "bitsec_password_needs_rehash": (c_int32, [c_void_p, c_char_p, c_size_t, POINTER(c_int32)]),
+    "bitsec_password_verify": (c_int32, [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, POINTER(c_int32), POINTER(c_int32)]),
     "bitsec_permission_policy_load": (c_int32, [c_void_p, c_char_p, c_size_t]),
     "bitsec_permission_reason": (c_char_p, [c_int32]),
     "bitsec_permission_reason_name": (c_char_p, [c_int32]),

@@ -17,6 +17,7 @@ from .ratelimit import RateLimitMixin
 from .tokens import TokensMixin
 from .totp import TOTPMixin
 from .sessions import SessionsMixin
+from .passwords import PasswordsMixin
 
 ConfigSource = Union[Mapping[str, Any], str, bytes, "os.PathLike[str]"]
 
@@ -25,7 +26,7 @@ def _close_handle(h: int) -> None:
     N.runtime_close(h)
 
 
-class Runtime(TokensMixin, PermissionsMixin, RateLimitMixin, TOTPMixin, FieldsMixin, AuditMixin, SessionsMixin, CSRFMixin):
+class Runtime(TokensMixin, PermissionsMixin, RateLimitMixin, TOTPMixin, FieldsMixin, AuditMixin, SessionsMixin, CSRFMixin, PasswordsMixin):
     """A bitsec runtime: safe to share between threads (calls release the GIL).
 
     ``config`` is a dict, a JSON document (``str`` starting with ``{``, or ``bytes``), or
