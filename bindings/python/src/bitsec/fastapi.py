@@ -1345,3 +1345,8 @@ class MFACode:
                 setattr(request.state, _AUTH_FAILURE, "mfa_failed")
             raise
         return claims
+
+
+from ._fastapi_metrics import PROMETHEUS_TEXT_CONTENT_TYPE, metrics_router  # noqa: E402
+
+__all__ += ["metrics_router", "PROMETHEUS_TEXT_CONTENT_TYPE"]
