@@ -157,3 +157,29 @@ def test_import_without_prometheus_client_names_the_extra() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=dict(os.environ))
     assert out.returncode == 0, out.stderr
     assert "pip install 'bitsec[prometheus]'" in out.stdout
+
+
+def test_a_forked_child_starts_its_histograms_from_zero(tmp_path: Path) -> None:
+    with bitsec.Runtime(config(tmp_path)) as rt:
+        for _ in range(5):
+            rt.check_permission(PRINCIPAL, "docs", "read")
+        pid = os.fork()
+        if pid == 0:  # the child: its own pid label, none of the parent's observations
+            code = 1
+            try:
+                fams = families(rt.metrics_text())
+                mine = {s.labels["pid"] for s in fams["bitsec_operation_duration_seconds"].samples}
+                counts = [s.value for s in fams["bitsec_operation_duration_seconds"].samples
+                          if s.name.endswith("_count") and s.labels["operation"] == "permission_check"]
+                rt.check_permission(PRINCIPAL, "docs", "read")
+                after = [s.value for s in families(rt.metrics_text())["bitsec_operation_duration_seconds"].samples
+                         if s.name.endswith("_count") and s.labels["operation"] == "permission_check"]
+                code = 0 if mine == {str(os.getpid())} and counts == [0] and after == [1] else 3
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        # The parent keeps its own counts.
+        fams = families(rt.metrics_text())
+        assert [s.value for s in fams["bitsec_operation_duration_seconds"].samples
+                if s.name.endswith("_count") and s.labels["operation"] == "permission_check"] == [5]
