@@ -94,9 +94,10 @@ check-self-contained:
 # ASan+LSan and TSan (`sanitize`, docs/sanitizers.md) and every fuzz target for
 # FUZZ_SMOKE_SECONDS (`fuzz-smoke`, docs/fuzzing.md). `make test SANITIZE=0` leaves them out
 # for a quick local run; CI (.ci/run) runs them.
+# `docs` (the manual, about 10 s after the build) fails on a Doxygen warning or a dead link between guides.
 # Each stage runs in turn, timed; the times are printed at the end (build/test-times.txt).
 SANITIZE ?= 1
-TEST_STAGES = check-self-contained build check-generated check-symbols mypy test-swift test-c test-alerts test-python test-wheel \
+TEST_STAGES = check-self-contained build check-generated check-symbols mypy docs test-swift test-c test-alerts test-python test-wheel \
 	$(if $(filter 1,$(SANITIZE)),sanitize fuzz-smoke)
 test: deps
 	@mkdir -p build; : > build/test-times.txt; all0=$$(date +%s); \
@@ -268,3 +269,27 @@ bench: deps build
 
 clean:
 	rm -rf build dist .build .build-asan .build-tsan .build-fuzz bindings/python/src/bitsec/_lib
+
+
+## ---- the reference manual ----------------------------------------------------------------
+# `make docs`: build/docs/index.html links the guides of docs/ rendered to HTML
+# (tools/build_docs.py), the Python API (pdoc, from requirements-dev.txt) and the C API
+# (Doxygen from include/*.h, installed from apt on first use, only for this target). Fails on
+# any Doxygen warning and on a link between guides to a missing page. pdoc imports the
+# package, so the library is built first.
+DOCS_OUT := $(ROOT)/build/docs
+# The package sets __all__, so pdoc renders its submodules only when they are named.
+PDOC_MODULES := bitsec bitsec.runtime bitsec.errors bitsec.tokens bitsec.permissions bitsec.ratelimit \
+	bitsec.totp bitsec.fields bitsec.audit bitsec.sessions bitsec.csrf bitsec.passwords bitsec.keys bitsec.alerting \
+	bitsec.fastapi bitsec.prometheus bitsec.sqlalchemy
+.PHONY: docs
+docs: deps build
+	@command -v doxygen >/dev/null 2>&1 || { SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; echo "installing: doxygen"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq doxygen >/dev/null; }
+	@rm -rf $(DOCS_OUT) && mkdir -p $(DOCS_OUT)/c
+	@BITSEC_VERSION=$(VERSION) BITSEC_DOCS_C=$(DOCS_OUT)/c doxygen docs/Doxyfile 2> $(DOCS_OUT)/doxygen-warnings.txt
+	@if [ -s $(DOCS_OUT)/doxygen-warnings.txt ]; then cat $(DOCS_OUT)/doxygen-warnings.txt; \
+	  echo "make docs: Doxygen warnings (above)"; exit 1; fi
+	@cd bindings/python && BITSEC_LIBRARY=$(LIB) $(VPY) -m pdoc --docformat restructuredtext \
+	  --footer-text "bitsec $(VERSION)" -o $(DOCS_OUT)/python $(PDOC_MODULES)
+	@$(VPY) tools/build_docs.py $(DOCS_OUT)

@@ -1278,7 +1278,10 @@ int32_t bitsec_audit_verify(char const *paths, size_t paths_len, uint8_t const *
 /// (so ADR-007's alert rules select them), drops, rejections, sink errors, queue gauges
 /// (when the runtime has an audit section); then, for each bounded in-process table of the
 /// configured capabilities, bitsec_table_entries, bitsec_table_capacity,
-/// bitsec_table_evictions_total and bitsec_table_full_refusals_total with a table label.
+/// bitsec_table_evictions_total and bitsec_table_full_refusals_total with a table label;
+/// then, unless the configuration's metrics.histograms is off, the latency histograms of this
+/// process (labels operation and pid): bitsec_operation_duration_seconds for the timed calls
+/// of the configured sections and bitsec_redis_roundtrip_seconds with a redis section.
 /// Empty text when nothing is configured that has metrics.
 /// rt: the runtime.
 /// out_buf, out_cap: caller-owned buffer. out_len: receives the text's length (excluding the

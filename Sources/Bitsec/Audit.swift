@@ -42,7 +42,7 @@ internal import Glibc
 @c(bitsec_audit_emit)
 public func bitsec_audit_emit(_ rt: OpaquePointer?, _ event: UnsafePointer<CChar>?, _ event_len: UInt, _ out_seq: UnsafeMutablePointer<UInt64>?) -> Int32 {
     out_seq?.pointee = 0
-    return withRuntime(rt) { (r) throws(BitsecError) in
+    return withRuntime(rt, timed: .auditEmit) { (r) throws(BitsecError) in
         let audit = try r.require(r.audit)
         if event != nil, event_len > UInt(AuditConfig.maxEventBytesLimit) {
             throw audit.rejected(.tooLarge("event of \(event_len) bytes exceeds \(AuditConfig.maxEventBytesLimit) bytes"), nil)
@@ -95,7 +95,10 @@ public func bitsec_audit_stats(_ rt: OpaquePointer?, _ out_buf: UnsafeMutablePoi
 /// (so ADR-007's alert rules select them), drops, rejections, sink errors, queue gauges
 /// (when the runtime has an audit section); then, for each bounded in-process table of the
 /// configured capabilities, bitsec_table_entries, bitsec_table_capacity,
-/// bitsec_table_evictions_total and bitsec_table_full_refusals_total with a table label.
+/// bitsec_table_evictions_total and bitsec_table_full_refusals_total with a table label;
+/// then, unless the configuration's metrics.histograms is off, the latency histograms of this
+/// process (labels operation and pid): bitsec_operation_duration_seconds for the timed calls
+/// of the configured sections and bitsec_redis_roundtrip_seconds with a redis section.
 /// Empty text when nothing is configured that has metrics.
 ///
 /// rt: the runtime.

@@ -32,7 +32,7 @@ internal import Glibc
 public func bitsec_encrypt_field(_ rt: OpaquePointer?, _ plaintext: UnsafePointer<UInt8>?, _ plaintext_len: UInt,
                                  _ context: UnsafePointer<CChar>?, _ context_len: UInt, _ flags: UInt32,
                                  _ out_buf: UnsafeMutablePointer<CChar>?, _ out_cap: UInt, _ out_len: UnsafeMutablePointer<UInt>?) -> Int32 {
-    withRuntime(rt) { (r) throws(BitsecError) in
+    withRuntime(rt, timed: .fieldEncrypt) { (r) throws(BitsecError) in
         let fields = try r.require(r.fields)
         let out_len = try requiredOut(out_len, "out_len")
         let pt = try bytesArg(UnsafeRawPointer(plaintext), plaintext_len, "plaintext", lengthName: "plaintext_len", max: FieldFormat.maxPlaintextBytes)
@@ -72,7 +72,7 @@ public func bitsec_decrypt_field(_ rt: OpaquePointer?, _ token: UnsafePointer<UI
                                  _ out_buf: UnsafeMutablePointer<UInt8>?, _ out_cap: UInt, _ out_len: UnsafeMutablePointer<UInt>?,
                                  _ out_reason: UnsafeMutablePointer<Int32>?) -> Int32 {
     out_reason?.pointee = FieldReason.malformed.rawValue
-    return withRuntime(rt) { (r) throws(BitsecError) in
+    return withRuntime(rt, timed: .fieldDecrypt) { (r) throws(BitsecError) in
         let fields = try r.require(r.fields)
         let (out_len, out_reason) = try (requiredOut(out_len, "out_len"), requiredOut(out_reason, "out_reason"))
         let tok = try fieldTokenArg(token, token_len)

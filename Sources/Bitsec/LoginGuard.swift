@@ -41,7 +41,7 @@ internal import BitsecCore
 public func bitsec_login_guard_begin(_ rt: OpaquePointer?, _ account: UnsafePointer<CChar>?, _ account_len: UInt,
                                      _ client: UnsafePointer<CChar>?, _ client_len: UInt, _ at: Int64,
                                      _ out_decision: UnsafeMutablePointer<Int64>?) -> Int32 {
-    withRuntime(rt) { (r) throws(BitsecError) in
+    withRuntime(rt, timed: .loginGuard) { (r) throws(BitsecError) in
         let out_decision = try requiredOut(out_decision, "out_decision")
         let g = try r.require(r.rateLimits).loginGuard
         let d = try g.begin(account: try keyArg(account, account_len, "account"),
@@ -67,7 +67,7 @@ public func bitsec_login_guard_begin(_ rt: OpaquePointer?, _ account: UnsafePoin
 public func bitsec_login_guard_succeeded(_ rt: OpaquePointer?, _ account: UnsafePointer<CChar>?, _ account_len: UInt,
                                          _ client: UnsafePointer<CChar>?, _ client_len: UInt, _ ticket: Int64,
                                          _ at: Int64) -> Int32 {
-    withRuntime(rt) { (r) throws(BitsecError) in
+    withRuntime(rt, timed: .loginGuard) { (r) throws(BitsecError) in
         let g = try r.require(r.rateLimits).loginGuard
         _ = try RateLimitLimits.instantMs(at)
         try g.succeeded(account: try keyArg(account, account_len, "account"),

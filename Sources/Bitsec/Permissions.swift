@@ -8,7 +8,7 @@ internal import Glibc
 @inline(__always)
 private func permissionDecision(_ rt: OpaquePointer?, _ out_decision: UnsafeMutablePointer<UInt64>?,
                                 _ decide: (PermissionService) throws(BitsecError) -> UInt64) -> Int32 {
-    withRuntime(rt) { (r) throws(BitsecError) in
+    withRuntime(rt, timed: .permissionCheck) { (r) throws(BitsecError) in
         let out = try clearedOut(out_decision, "out_decision", 0)
         out.pointee = try decide(try r.require(r.permissions))
     }
@@ -131,7 +131,7 @@ public func bitsec_check_permissions(_ rt: OpaquePointer?, _ principal: UnsafePo
                                      _ context: UnsafePointer<CChar>?, _ context_len: UInt,
                                      _ out_decisions: UnsafeMutablePointer<UInt64>?, _ decisions_cap: UInt,
                                      _ out_count: UnsafeMutablePointer<UInt>?) -> Int32 {
-    withRuntime(rt) { (r) throws(BitsecError) in
+    withRuntime(rt, timed: .permissionCheck) { (r) throws(BitsecError) in
         let out_count = try clearedOut(out_count, "out_count", 0)
         let svc = try r.require(r.permissions)
         let p = try PrincipalView.parse(try documentArg(principal, principal_len, "principal"))

@@ -28,7 +28,7 @@ internal import BitsecCore
 public func bitsec_rate_limit_take(_ rt: OpaquePointer?, _ category: UnsafePointer<CChar>?, _ category_len: UInt,
                                    _ key: UnsafePointer<CChar>?, _ key_len: UInt, _ cost: Int64, _ at: Int64,
                                    _ out_decision: UnsafeMutablePointer<Int64>?) -> Int32 {
-    withRuntime(rt) { (r) throws(BitsecError) in
+    withRuntime(rt, timed: .rateLimitTake) { (r) throws(BitsecError) in
         let out_decision = try requiredOut(out_decision, "out_decision")
         let service = try r.require(r.rateLimits)
         let d = try service.take(in: try categoryArg(service, category, category_len), key: try keyArg(key, key_len), cost: cost, at: at)
@@ -77,7 +77,7 @@ public func bitsec_rate_limit_reset(_ rt: OpaquePointer?, _ category: UnsafePoin
 @c(bitsec_bruteforce_record_failure)
 public func bitsec_bruteforce_record_failure(_ rt: OpaquePointer?, _ key: UnsafePointer<CChar>?, _ key_len: UInt, _ at: Int64,
                                              _ out_status: UnsafeMutablePointer<Int64>?) -> Int32 {
-    withRuntime(rt) { (r) throws(BitsecError) in
+    withRuntime(rt, timed: .bruteforce) { (r) throws(BitsecError) in
         write(try r.require(r.rateLimits).bruteForce.recordFailure(key: try keyArg(key, key_len), at: at), out_status)
     }
 }
@@ -93,7 +93,7 @@ public func bitsec_bruteforce_record_failure(_ rt: OpaquePointer?, _ key: Unsafe
 @c(bitsec_bruteforce_record_success)
 public func bitsec_bruteforce_record_success(_ rt: OpaquePointer?, _ key: UnsafePointer<CChar>?, _ key_len: UInt, _ at: Int64,
                                              _ out_status: UnsafeMutablePointer<Int64>?) -> Int32 {
-    withRuntime(rt) { (r) throws(BitsecError) in
+    withRuntime(rt, timed: .bruteforce) { (r) throws(BitsecError) in
         write(try r.require(r.rateLimits).bruteForce.recordSuccess(key: try keyArg(key, key_len), at: at), out_status)
     }
 }
@@ -109,7 +109,7 @@ public func bitsec_bruteforce_record_success(_ rt: OpaquePointer?, _ key: Unsafe
 @c(bitsec_bruteforce_check)
 public func bitsec_bruteforce_check(_ rt: OpaquePointer?, _ key: UnsafePointer<CChar>?, _ key_len: UInt, _ at: Int64,
                                     _ out_status: UnsafeMutablePointer<Int64>?) -> Int32 {
-    withRuntime(rt) { (r) throws(BitsecError) in
+    withRuntime(rt, timed: .bruteforce) { (r) throws(BitsecError) in
         let out_status = try requiredOut(out_status, "out_status")
         write(try r.require(r.rateLimits).bruteForce.check(key: try keyArg(key, key_len), at: at), out_status)
     }

@@ -78,6 +78,17 @@ func withRuntime(_ rt: OpaquePointer?, _ body: (Runtime) throws(BitsecError) -> 
     }
 }
 
+/// `withRuntime`, timed: the call's latency goes into the runtime's histogram of `op`
+/// (`bitsec_operation_duration_seconds`; nothing when `metrics.histograms` is off).
+@inline(__always)
+func withRuntime(_ rt: OpaquePointer?, timed op: TimedOperation, _ body: (Runtime) throws(BitsecError) -> Void) -> Int32 {
+    withRuntime(rt) { (r) throws(BitsecError) in
+        let t0 = r.latency.start(op)
+        defer { r.latency.finish(op, t0) }
+        try body(r)
+    }
+}
+
 // MARK: - Arguments
 
 /// A caller's (pointer, length) pair as bytes. NULL with length 0 is the empty input.

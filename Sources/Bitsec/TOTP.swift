@@ -6,11 +6,12 @@ internal import BitsecCore
 /// bitsec_backup_code_verify): the outputs are set first (WRONG_CODE, position -1, no wait),
 /// then from the decision `decide` makes with the runtime's TOTP service.
 private func otpDecision(_ rt: OpaquePointer?, _ out_reason: UnsafeMutablePointer<Int32>?, _ out_retry_after: UnsafeMutablePointer<Int64>?,
+                         timed op: TimedOperation = .totpVerify,
                          position: (Int64) -> Void, _ decide: (TOTPService) throws(BitsecError) -> OTPDecision) -> Int32 {
     store(out_reason, OTPReason.wrongCode.rawValue)
     position(-1)
     store(out_retry_after, 0)
-    return withRuntime(rt) { (r) throws(BitsecError) in
+    return withRuntime(rt, timed: op) { (r) throws(BitsecError) in
         let reason = try requiredOut(out_reason, "out_reason")
         let d = try decide(try r.require(r.totp))
         position(d.step)
@@ -313,7 +314,7 @@ public func bitsec_backup_code_generate(_ rt: OpaquePointer?, _ count: Int32, _ 
 public func bitsec_backup_code_verify(_ rt: OpaquePointer?, _ user: UnsafePointer<CChar>?, _ user_len: UInt, _ code: UnsafePointer<CChar>?, _ code_len: UInt,
                                       _ stored: UnsafePointer<CChar>?, _ stored_len: UInt, _ at: Int64, _ out_reason: UnsafeMutablePointer<Int32>?,
                                       _ out_index: UnsafeMutablePointer<Int32>?, _ out_retry_after: UnsafeMutablePointer<Int64>?) -> Int32 {
-    otpDecision(rt, out_reason, out_retry_after, position: { store(out_index, Int32(truncatingIfNeeded: $0)) }) { (totp) throws(BitsecError) in
+    otpDecision(rt, out_reason, out_retry_after, timed: .backupCodeVerify, position: { store(out_index, Int32(truncatingIfNeeded: $0)) }) { (totp) throws(BitsecError) in
         let u = try userArg(user, user_len, required: true) ?? ""
         let c = try codeArg(code, code_len)
         let s = try textArg(stored, stored_len, "stored", max: 64 * 1024)

@@ -42,7 +42,7 @@ internal import Glibc
 public func bitsec_verify_token(_ rt: OpaquePointer?, _ token: UnsafePointer<CChar>?, _ token_len: UInt, _ at: Int64,
                                 _ out_reason: UnsafeMutablePointer<Int32>?, _ out_buf: UnsafeMutablePointer<CChar>?,
                                 _ out_cap: UInt, _ out_len: UnsafeMutablePointer<UInt>?) -> Int32 {
-    withRuntime(rt) { (r) throws(BitsecError) in
+    withRuntime(rt, timed: .tokenVerify) { (r) throws(BitsecError) in
         guard let out_reason, let out_len else { throw .invalid("out_reason and out_len are required") }
         out_len.pointee = 0
         let n = try sizeArg(token_len, "token_len")
@@ -73,7 +73,7 @@ public func bitsec_verify_token_at(_ rt: OpaquePointer?, _ token: UnsafePointer<
                                    _ at_nsec: Int32, _ out_reason: UnsafeMutablePointer<Int32>?,
                                    _ out_buf: UnsafeMutablePointer<CChar>?, _ out_cap: UInt,
                                    _ out_len: UnsafeMutablePointer<UInt>?) -> Int32 {
-    withRuntime(rt) { (r) throws(BitsecError) in
+    withRuntime(rt, timed: .tokenVerify) { (r) throws(BitsecError) in
         guard let out_reason, let out_len else { throw .invalid("out_reason and out_len are required") }
         out_len.pointee = 0
         guard at_nsec >= 0, at_nsec < 1_000_000_000 else { throw .invalid("at_nsec must be 0 to 999999999") }
@@ -115,7 +115,7 @@ public func bitsec_token_reason_name(_ reason: Int32) -> UnsafePointer<CChar> {
 public func bitsec_token_sign(_ rt: OpaquePointer?, _ claims: UnsafePointer<CChar>?, _ claims_len: UInt,
                               _ kid: UnsafePointer<CChar>?, _ kid_len: UInt, _ out_buf: UnsafeMutablePointer<CChar>?,
                               _ out_cap: UInt, _ out_len: UnsafeMutablePointer<UInt>?) -> Int32 {
-    withRuntime(rt) { (r) throws(BitsecError) in
+    withRuntime(rt, timed: .tokenSign) { (r) throws(BitsecError) in
         let t = try r.require(r.tokens)
         let bytes = try bytesArg(UnsafeRawPointer(claims), claims_len, "claims", lengthName: "claims_len")
         let k = try optionalText(kid, kid_len, "kid")
@@ -142,7 +142,7 @@ public func bitsec_token_issue_pair(_ rt: OpaquePointer?, _ claims: UnsafePointe
                                     _ kid: UnsafePointer<CChar>?, _ kid_len: UInt, _ at: Int64,
                                     _ out_buf: UnsafeMutablePointer<CChar>?, _ out_cap: UInt,
                                     _ out_len: UnsafeMutablePointer<UInt>?) -> Int32 {
-    withRuntime(rt) { (r) throws(BitsecError) in
+    withRuntime(rt, timed: .tokenSign) { (r) throws(BitsecError) in
         let t = try r.require(r.tokens)
         let bytes = try bytesArg(UnsafeRawPointer(claims), claims_len, "claims", lengthName: "claims_len")
         let k = try optionalText(kid, kid_len, "kid")

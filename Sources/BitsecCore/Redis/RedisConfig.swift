@@ -37,6 +37,9 @@ public struct RedisConfig: Sendable {
 
     public var endpoint: Endpoint
     public var mode: Mode = .standalone
+    /// Where connections record their round trips (`bitsec_redis_roundtrip_seconds`); set by
+    /// the runtime from its `metrics` section, nil when histograms are off.
+    public var latency: LatencyHistograms? = nil
     /// TLS for every connection (the server, and in sentinel mode the sentinels too).
     public var tls: RedisTLSConfig? = nil
     /// Sentinel mode: the sentinels' addresses, the primary's name, their credentials.

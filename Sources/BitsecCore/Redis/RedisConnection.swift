@@ -17,6 +17,8 @@ public final class RedisConnection {
     public private(set) var broken = false
     let endpointText: String
     let commandTimeoutMs: Int
+    /// Round-trip histogram (nil: not timed).
+    var latency: LatencyHistograms? = nil
 
     private init(ctx: UnsafeMutablePointer<redisContext>?, tls: RedisTLSStream?, endpointText: String, commandTimeoutMs: Int) {
         self.ctx = ctx
@@ -66,6 +68,7 @@ public final class RedisConnection {
                 throw .backend("redis \(config.endpointText): cannot set the command timeout")
             }
         }
+        conn.latency = config.latency
         if let password = config.password {
             var args: [[UInt8]] = [Array("AUTH".utf8)]
             if let user = config.username { args.append(Array(user.utf8)) }
@@ -113,6 +116,9 @@ public final class RedisConnection {
     public func command(resp: [UInt8]) throws(BitsecError) -> RedisReply {
         guard !broken else { throw .backend("redis \(endpointText): connection is broken") }
         guard !resp.isEmpty else { throw .invalid("redis command needs arguments") }
+        guard let latency else { return try readReply(appended: append(resp)) }
+        let t0 = latency.start(.redisRoundTrip)
+        defer { latency.finish(.redisRoundTrip, t0) }
         return try readReply(appended: append(resp))
     }
 
@@ -135,6 +141,8 @@ public final class RedisConnection {
         }
         var replies: [RedisReply] = []
         replies.reserveCapacity(commands.count)
+        let t0 = latency?.start(.redisRoundTrip) ?? 0
+        defer { latency?.finish(.redisRoundTrip, t0) }
         for _ in commands { replies.append(try readReply(appended: appended)) }
         return replies
     }

@@ -8,6 +8,7 @@
 /// - `redis`: see `RedisConfig`.
 /// - `store`: where stateful features keep their state by default (`process`, `host`,
 ///   `redis`) and the shared region of the `host` store; see `StoreSettings`.
+/// - `metrics`: the latency histograms; see `MetricsSettings`.
 ///
 /// Unknown fields anywhere are refused, with the field's path in the message.
 public final class Runtime: Sendable {
@@ -24,16 +25,20 @@ public final class Runtime: Sendable {
     public let sessions: SessionService?
     public let csrf: CSRFService?
     public let passwords: PasswordService?
+    /// Per-operation latency histograms (the `metrics` section), shared by the ABI's timed
+    /// calls and the Redis pool's round trips.
+    public let latency: LatencyHistograms
     /// Reloads shared with the other processes of the host region (nil without one).
     let hostReloads: HostReloads?
 
     private init(redis: RedisPool?, stores: StoreContext, allowInlineSecrets: Bool, audit: AuditService?, rateLimits: RateLimitService?,
                  fields: FieldService?, tokens: TokenService?, permissions: PermissionService?, totp: TOTPService?,
-                 sessions: SessionService?, hostReloads: HostReloads?, csrf: CSRFService? = nil,
+                 sessions: SessionService?, hostReloads: HostReloads?, latency: LatencyHistograms, csrf: CSRFService? = nil,
                  passwords: PasswordService? = nil) {
         self.sessions = sessions
         self.csrf = csrf
         self.hostReloads = hostReloads
+        self.latency = latency
         self.redis = redis
         self.stores = stores
         self.allowInlineSecrets = allowInlineSecrets
@@ -83,9 +88,12 @@ public final class Runtime: Sendable {
         let root = try ConfigObject(doc, path: "")
         let ctx = ConfigContext(allowInlineSecrets: try root.bool("allow_inline_secrets", default: false))
         _ = root.value("$schema")  // editors' schema hint, ignored
+        let latency = LatencyHistograms(settings: try MetricsSettings.read(try root.object("metrics")))
         var redis: RedisPool? = nil
         if let o = try root.object("redis") {
-            redis = RedisPool(config: try RedisConfig.read(o, context: ctx))
+            var rc = try RedisConfig.read(o, context: ctx)
+            if latency.enabled { rc.latency = latency }
+            redis = RedisPool(config: rc)
         }
         // Capabilities built so far; if a later section fails, they are shut down (a writer
         // thread or a connection must not outlive a runtime that never opened).
@@ -112,7 +120,7 @@ public final class Runtime: Sendable {
             let reloads = try stores.hostReloads(config: bytes)
             return Runtime(redis: redis, stores: stores, allowInlineSecrets: ctx.allowInlineSecrets, audit: audit, rateLimits: rateLimits,
                            fields: fields, tokens: tokens, permissions: permissions, totp: totp, sessions: sessions,
-                           hostReloads: reloads, csrf: csrf, passwords: passwords)
+                           hostReloads: reloads, latency: latency, csrf: csrf, passwords: passwords)
         } catch {
             for c in built.reversed() { c.shutdown() }
             redis?.shutdown()
@@ -147,9 +155,23 @@ public final class Runtime: Sendable {
     /// What is configured, as JSON, without any secret: for `make demo`, health endpoints
     /// and support tickets.
     /// The Prometheus text of `bitsec_metrics_text`: the audit counters (when the audit
-    /// section exists), then the bounded in-process tables' gauges and counters.
+    /// section exists), then the bounded in-process tables' gauges and counters, then the
+    /// latency histograms of the configured capabilities (unless `metrics.histograms` is off).
     public func metricsText() -> String {
         (audit?.metricsText() ?? "") + BoundedTableStats.prometheusText(capabilities.flatMap(\.boundedTables))
+            + latency.prometheusText(timedOperations, redis: redis != nil)
+    }
+
+    /// The timed operations of the configured capabilities, in a fixed order.
+    public var timedOperations: [TimedOperation] {
+        var ops: [TimedOperation] = []
+        if tokens != nil { ops += [.tokenVerify, .tokenSign] }
+        if permissions != nil { ops.append(.permissionCheck) }
+        if rateLimits != nil { ops += [.rateLimitTake, .bruteforce, .loginGuard] }
+        if totp != nil { ops += [.totpVerify, .backupCodeVerify] }
+        if fields != nil { ops += [.fieldEncrypt, .fieldDecrypt] }
+        if audit != nil { ops.append(.auditEmit) }
+        return ops
     }
 
     public func describe() -> JSONValue {
@@ -197,6 +219,10 @@ public final class Runtime: Sendable {
             sections.append(("redis", .null))
         }
         sections.append(("store", stores.describe()))
+        sections.append(("metrics", .object(JSONObject([
+            ("histograms", .string(latency.settings.histograms.rawValue)),
+            ("sample_every", .number(JSONNumber(int64: Int64(latency.settings.sampleEvery)))),
+        ]))))
         let configured = capabilities
         for name in Self.sectionNames.dropFirst() {
             let c = configured.first { type(of: $0).sectionName == name }

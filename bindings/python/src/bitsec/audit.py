@@ -120,7 +120,11 @@ class AuditMixin:
         return cast("dict[str, Any]", json.loads(N.call_with_output(_stats, self.handle)))
 
     def metrics_text(self) -> str:
-        """The Prometheus text exposition of the runtime's metrics (audit counters)."""
+        """The Prometheus text exposition of the runtime's metrics: audit counters, the bounded
+        tables' gauges and counters, and the latency histograms of this process
+        (``bitsec_operation_duration_seconds{operation,pid}``, ``bitsec_redis_roundtrip_seconds``;
+        the ``metrics`` configuration section). ``bitsec.prometheus.BitsecCollector`` feeds it
+        to a ``prometheus_client`` registry; ``bitsec.fastapi.metrics_router`` serves it."""
         return N.call_with_output(_metrics_text, self.handle, initial=8192).decode("utf-8")
 
 

@@ -2,7 +2,7 @@
 
 A package with one module per concern (``lifespan``, ``offload``, ``bearer``, ``permissions``,
 ``ratelimit``, ``login``, ``audit``, ``limits``, ``headers``, ``mfa``, ``config``, ``guard``,
-``sessions``, ``csrf``, ``jwks``); every public
+``sessions``, ``csrf``, ``jwks``, ``metrics``); every public
 name is importable from ``bitsec.fastapi`` itself, which is the supported import path.
 
 In FastAPI's own idiom:
@@ -56,6 +56,7 @@ from .ratelimit import RateLimit, RateLimitMiddleware, _RateLimiting
 from .sessions import SESSION_COOKIE, SESSION_DETAILS, CookieSession, session_of
 from .csrf import CSRF_COOKIE, CSRF_FORM_FIELD, CSRF_HEADER, CSRFProtect, set_csrf_cookie
 from .jwks import JWKSBackgroundRefresher, bitsec_jwks_lifespan, jwks_lifespan
+from .metrics import PROMETHEUS_TEXT_CONTENT_TYPE, metrics_router
 
 __all__ = [
     "STATE_ATTR", "bitsec_lifespan", "get_runtime", "BearerAuth", "RequirePermission", "require_permission",
@@ -75,6 +76,8 @@ __all__ = [
     # CSRF and the JWKS refresher
     "CSRFProtect", "set_csrf_cookie", "CSRF_HEADER", "CSRF_FORM_FIELD", "CSRF_COOKIE",
     "JWKSBackgroundRefresher", "jwks_lifespan", "bitsec_jwks_lifespan",
+    # the Prometheus metrics route
+    "metrics_router", "PROMETHEUS_TEXT_CONTENT_TYPE",
 ]
 
 # Kept importable for code written against the single-file module (not part of the API).
