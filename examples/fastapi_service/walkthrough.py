@@ -418,6 +418,15 @@ class Walkthrough:
         r = self.client.post(f"{API}/auth/refresh", json={"refresh_token": old["refresh_token"]})
         expect(r.status_code == 401, f"the same refresh token a second time: {show(r)}")
         say(f"the same refresh token again -> {show(r)}")
+        # A replayed refresh token was copied: its whole family (the session) is revoked,
+        # the pair just issued included (RFC 9700 section 4.14.2).
+        r = self.client.get(f"{API}/equipment", headers=bearer(new["access_token"]))
+        expect(r.status_code == 401, f"the new pair after the replay: {show(r)}")
+        say(f"GET {API}/equipment with the new pair's access token -> {show(r)} (the replay revoked the session)")
+        r = self.login(u)
+        expect(r.status_code == 200, f"the new login of {name}: {show(r)}")
+        new = r.json()
+        say(f"{name} logs in again: a new session")
         h = bearer(new["access_token"])
         r = self.client.get(f"{API}/equipment", headers=h)
         expect(r.status_code == 200, f"GET /equipment before logout: {show(r)}")
