@@ -284,7 +284,12 @@ int32_t bitsec_token_issue_pair(bitsec_runtime *rt, char const *claims, size_t c
 
 /// Exchanges a refresh token for a new pair and revokes it (set-if-absent: of concurrent
 /// exchanges of one refresh token, exactly one succeeds). The refresh token is verified as
-/// by bitsec_verify_token, and must carry "type": "refresh" and a jti.
+/// by bitsec_verify_token, and must carry "type": "refresh" and a jti. A refresh token
+/// presented again after its exchange (or after its revocation) was copied: besides
+/// BITSEC_TOKEN_REVOKED, its whole family is revoked (every access and refresh token with its
+/// session_id and sub issued until now, the pair its exchange issued included, and the
+/// sessions-section session of that id) and a "security_incident"/"refresh_token_reused"
+/// audit event is emitted (RFC 9700 section 4.14.2; since 0.3.0).
 /// token, token_len: the refresh token; caller-owned.
 /// kid, kid_len: the key for the new pair, as for bitsec_token_sign.
 /// at: Unix seconds (0 = now).

@@ -172,8 +172,9 @@ private func sessionAndSubject(_ t: TokenService, sub: String) throws {
             #expect(reason == .valid)
             let n = try #require(next)
             #expect(n.session == p.session)
-            // The old refresh token is spent (exactly once), the new pair works.
-            #expect(try refresh(t, p.refresh, at: now).0 == .revoked)
+            // The old refresh token is spent (exactly once: verified, not presented again,
+            // since a replay would revoke the whole family), the new pair works.
+            #expect(try t.verify(p.refresh, at: now, expect: .refresh).reason == .revoked)
             #expect(try t.verify(n.access, at: now).isValid)
             p = n
         }
@@ -275,7 +276,8 @@ private func sessionAndSubject(_ t: TokenService, sub: String) throws {
         for _ in 0..<10 {
             let (reason, next) = try refresh(t, p.refresh, at: now)
             #expect(reason == .valid)
-            #expect(try refresh(t, p.refresh, at: now).0 == .revoked)
+            // Spent: verified, not presented again (a replay revokes the whole family).
+            #expect(try t.verify(p.refresh, at: now, expect: .refresh).reason == .revoked)
             p = try #require(next)
         }
     }
