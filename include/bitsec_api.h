@@ -1440,6 +1440,8 @@ int32_t bitsec_session_revoke_user(bitsec_runtime *rt, char const *user, size_t 
 /// Thread safety: safe from any thread.
 /// Since: 0.3.0
 int32_t bitsec_session_list(bitsec_runtime *rt, char const *user, size_t user_len, char const *tenant, size_t tenant_len, int64_t at, char *out_, size_t out_cap, size_t *out_len) BITSEC_NODISCARD;
+
+/* ======================================================================================
  * CSRF
  *
  * Cross-site request forgery defences (OWASP CSRF Prevention Cheat Sheet): synchronizer
@@ -1560,6 +1562,8 @@ char const *bitsec_csrf_reason_name(int32_t reason) BITSEC_NODISCARD;
 /// Thread safety: safe from any thread, concurrently with checks.
 /// Since: 0.2.0
 int32_t bitsec_csrf_keys_reload(bitsec_runtime *rt, char const *keys, size_t keys_len) BITSEC_NODISCARD;
+
+/* ======================================================================================
  * PASSWORDS
  *
  * Hash passwords with scrypt into PHC strings ($scrypt$ln=17,r=8,p=1$salt$hash), verify

@@ -329,6 +329,7 @@ BITSEC_SESSION_REASON_EXPIRED: Final = 2
 BITSEC_SESSION_REASON_IDLE_TIMEOUT: Final = 3
 #: another client: the session was ended
 BITSEC_SESSION_REASON_BINDING_MISMATCH: Final = 4
+
 # ---- csrf: CSRF: synchronizer tokens, signed double-submit cookies, origin check ----
 # Decisions of bitsec_csrf_token_verify, bitsec_csrf_cookie_verify, bitsec_csrf_origin_check (*out_reason).
 BITSEC_CSRF_VALID: Final = 0
@@ -357,6 +358,7 @@ BITSEC_CSRF_MAX_TOKEN_BYTES: Final = 256
 BITSEC_CSRF_MAX_BINDING_BYTES: Final = 4096
 #: longer Origin / Sec-Fetch-Site match nothing
 BITSEC_CSRF_MAX_HEADER_BYTES: Final = 2048
+
 # ---- passwords: Passwords: scrypt hashes and the password policy -------------
 # Decisions of bitsec_password_verify (*out_reason).
 BITSEC_PASSWORD_MATCH: Final = 0
