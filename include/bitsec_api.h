@@ -1552,8 +1552,9 @@ char const *bitsec_csrf_reason_name(int32_t reason) BITSEC_NODISCARD;
 /// keys, later ones use the new. To rotate, put the new key in key and the old one first in
 /// previous_keys, and keep it there for at least csrf.max_age_s. Each attempt is recorded
 /// as an audit event (key_management, keys_reloaded, resource csrf) with the number of keys,
-/// never key material. On any error nothing changes. This process only: with several
-/// worker processes, call it in each.
+/// never key material. On any error nothing changes. With a host store region
+/// (store.host), every process of the host that uses the region applies the same keys at
+/// its next call; without one, only this process changes (call it in each worker).
 /// keys, keys_len: a JSON object {"key": secret, "previous_keys": [secret, ...]} with
 /// secrets as in the configuration (file, env, or value when allow_inline_secrets), at most
 /// BITSEC_MAX_CONFIG_BYTES; caller-owned.

@@ -215,6 +215,28 @@ private func doubleSubmit(_ c: CSRFService, _ binding: String, _ cookie: String,
     }
 }
 
+/// With the host store, a key reload made through one process's runtime reaches every
+/// runtime of the region (here a second runtime on the same region) at its next call.
+@Suite struct CSRFHostReloadTests {
+    @Test func aKeyReloadReachesEveryRuntimeOfTheHost() throws {
+        let sections = #""allow_inline_secrets": true, "csrf": {"key": {"value": "\#(keyA)", "encoding": "hex"}}"#
+        guard let doc = TestStores.document(.host, sections) else { return }
+        let a = try Runtime.open(config: doc)
+        defer { a.shutdown() }
+        guard let b = try TestStores.peer(of: doc, .host) else { Issue.record("no peer"); return }
+        defer { b.shutdown() }
+        let ca = try a.require(a.csrf), cb = try b.require(b.csrf)
+        let old = try issue(ca, .synchronizer, "s")
+        #expect(try verify(cb, .synchronizer, "s", old) == .valid)
+        let reload = #"{"key": {"value": "\#(keyB)", "encoding": "hex"}}"#
+        try Array(reload.utf8).withRawBytes { (r) throws(BitsecError) in try a.reloadCSRFKeys(r) }
+        #expect(try verify(ca, .synchronizer, "s", old) == .invalid)
+        b.followHostReloads()  // what every ABI call does first
+        #expect(try verify(cb, .synchronizer, "s", old) == .invalid)
+        #expect(try verify(cb, .synchronizer, "s", try issue(ca, .synchronizer, "s")) == .valid)
+    }
+}
+
 private final class RecordingAudit: AuditHook, Sendable {
     let events = Mutex<[AutomaticAuditEvent]>([])
     var automaticEventsEnabled: Bool { true }

@@ -271,6 +271,8 @@ public final class Runtime: Sendable {
             try payload.withRawBytes { (p) throws(BitsecError) in try permissions?.loadShadowPolicy(p) }
         case .fieldKeys:
             try payload.withRawBytes { (p) throws(BitsecError) in try fields?.reload(section: p) }
+        case .csrfKeys:
+            try payload.withRawBytes { (p) throws(BitsecError) in try csrf?.reloadKeys(p) }
         }
     }
 
@@ -299,6 +301,13 @@ public final class Runtime: Sendable {
     public func reloadFieldKeys(_ section: UnsafeRawBufferPointer) throws(BitsecError) {
         try require(fields).reload(section: section)
         try publish(.fieldKeys, section)
+    }
+
+    /// Replaces the CSRF keys (`CSRFService.reloadKeys`) here and, with a host region, in
+    /// every process of the host.
+    public func reloadCSRFKeys(_ keys: UnsafeRawBufferPointer) throws(BitsecError) {
+        try require(csrf).reloadKeys(keys)
+        try publish(.csrfKeys, keys)
     }
 
     private func publish(_ kind: HostReloads.Kind, _ payload: UnsafeRawBufferPointer) throws(BitsecError) {

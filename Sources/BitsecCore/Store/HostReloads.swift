@@ -33,7 +33,7 @@ protocol GenerationCounters: AnyObject, Sendable {
 /// user only, in the region's directory (a tmpfs by default: never on disk).
 final class HostReloads: Sendable {
     enum Kind: Int, CaseIterable, Sendable {
-        case tokenKeys = 1, policy = 2, shadowPolicy = 3, fieldKeys = 4
+        case tokenKeys = 1, policy = 2, shadowPolicy = 3, fieldKeys = 4, csrfKeys = 5
 
         var fileSuffix: String {
             switch self {
@@ -41,6 +41,7 @@ final class HostReloads: Sendable {
             case .policy: return "policy"
             case .shadowPolicy: return "shadow-policy"
             case .fieldKeys: return "field-keys"
+            case .csrfKeys: return "csrf-keys"
             }
         }
     }

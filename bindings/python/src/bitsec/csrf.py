@@ -182,8 +182,9 @@ class CSRFMixin:
         return d
 
     def csrf_keys_reload(self, keys: Mapping[str, Any] | str | bytes) -> None:
-        """Replaces the csrf keys (``{"key": secret, "previous_keys": [...]}``) atomically in
-        this process; an audit event records it."""
+        """Replaces the csrf keys (``{"key": secret, "previous_keys": [...]}``) atomically; with
+        a host store region every worker of the host follows at its next call. An audit event
+        records it."""
         doc = keys if isinstance(keys, (str, bytes)) else json.dumps(keys)
         d = doc.encode() if isinstance(doc, str) else bytes(doc)
         N.check(_keys_reload(self.handle, d, len(d)))
