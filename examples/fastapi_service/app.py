@@ -85,6 +85,7 @@ def load_config(config_path: str | os.PathLike[str], data_dir: Path) -> dict[str
             sink["path"] = under_data(sink["path"])
     secret_refs = [k.get("secret") for k in cfg.get("fields", {}).get("keys", [])]
     secret_refs += [k.get("secret") for k in cfg.get("tokens", {}).get("keys", [])]
+    secret_refs.append(cfg.get("csrf", {}).get("key"))  # the web UI's CSRF tokens (webui.py)
     for ref in secret_refs:
         if isinstance(ref, dict) and "file" in ref:
             ref["file"] = under_data(ref["file"])

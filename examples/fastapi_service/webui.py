@@ -117,12 +117,13 @@ def install_web_ui(app: FastAPI, *, db_session: Callable[..., Any], models: Any,
                           .order_by(Equipment.id).limit(1000))
         return {"items": [equipment_out(e) for e in rows]}
 
-    def _create(request: Request, body: equipment_in,  # type: ignore[valid-type]
+    def _create(request: Request, body: Any,
                 db: Session = Depends(db_session)) -> dict[str, Any]:
         user = user_of_session(request, db)
         allowed(request, user, "create")
         return equipment_out(new_equipment(db, user.tenant_id, str(user.id), body))
 
+    _create.__annotations__["body"] = equipment_in  # the API's model (a local: resolved here, not by name)
     app.add_api_route("/ui/equipment", _create, methods=["POST"], status_code=201, include_in_schema=False,
                       dependencies=[Depends(csrf), Depends(ui_session)])
 
