@@ -19,7 +19,7 @@ internal import BitsecCore
 /// session_id); BITSEC_E_TOO_LARGE (session_id over the limit); BITSEC_E_NOT_CONFIGURED;
 /// BITSEC_E_CRYPTO; BITSEC_E_CLOSED.
 /// Thread safety: safe from any thread, concurrently with bitsec_csrf_keys_reload.
-/// Since: 0.2.0
+/// Since: 0.3.0
 @c(bitsec_csrf_token_issue)
 public func bitsec_csrf_token_issue(_ rt: OpaquePointer?, _ session_id: UnsafePointer<CChar>?, _ session_id_len: UInt, _ at: Int64,
                                     _ out_buf: UnsafeMutablePointer<CChar>?, _ out_cap: UInt, _ out_len: UnsafeMutablePointer<UInt>?) -> Int32 {
@@ -49,7 +49,7 @@ public func bitsec_csrf_token_issue(_ rt: OpaquePointer?, _ session_id: UnsafePo
 /// BITSEC_E_TOO_LARGE (session_id over its limit, token_len over BITSEC_MAX_ARGUMENT_BYTES);
 /// BITSEC_E_NOT_CONFIGURED; BITSEC_E_CRYPTO; BITSEC_E_CLOSED.
 /// Thread safety: safe from any thread, concurrently with bitsec_csrf_keys_reload.
-/// Since: 0.2.0
+/// Since: 0.3.0
 @c(bitsec_csrf_token_verify)
 public func bitsec_csrf_token_verify(_ rt: OpaquePointer?, _ session_id: UnsafePointer<CChar>?, _ session_id_len: UInt,
                                      _ token: UnsafePointer<CChar>?, _ token_len: UInt, _ at: Int64,
@@ -72,7 +72,7 @@ public func bitsec_csrf_token_verify(_ rt: OpaquePointer?, _ session_id: UnsafeP
 /// (binding in place of session_id).
 /// Returns as bitsec_csrf_token_issue.
 /// Thread safety: safe from any thread, concurrently with bitsec_csrf_keys_reload.
-/// Since: 0.2.0
+/// Since: 0.3.0
 @c(bitsec_csrf_cookie_issue)
 public func bitsec_csrf_cookie_issue(_ rt: OpaquePointer?, _ binding: UnsafePointer<CChar>?, _ binding_len: UInt, _ at: Int64,
                                      _ out_buf: UnsafeMutablePointer<CChar>?, _ out_cap: UInt, _ out_len: UnsafeMutablePointer<UInt>?) -> Int32 {
@@ -99,7 +99,7 @@ public func bitsec_csrf_cookie_issue(_ rt: OpaquePointer?, _ binding: UnsafePoin
 /// out_reason: receives BITSEC_CSRF_VALID (0) or a BITSEC_CSRF_* reason.
 /// Returns as bitsec_csrf_token_verify.
 /// Thread safety: safe from any thread, concurrently with bitsec_csrf_keys_reload.
-/// Since: 0.2.0
+/// Since: 0.3.0
 @c(bitsec_csrf_cookie_verify)
 public func bitsec_csrf_cookie_verify(_ rt: OpaquePointer?, _ binding: UnsafePointer<CChar>?, _ binding_len: UInt,
                                       _ cookie: UnsafePointer<CChar>?, _ cookie_len: UInt,
@@ -132,7 +132,7 @@ public func bitsec_csrf_cookie_verify(_ rt: OpaquePointer?, _ binding: UnsafePoi
 /// non-zero length, out_reason NULL); BITSEC_E_TOO_LARGE (a length over
 /// BITSEC_MAX_ARGUMENT_BYTES); BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED.
 /// Thread safety: safe from any thread.
-/// Since: 0.2.0
+/// Since: 0.3.0
 @c(bitsec_csrf_origin_check)
 public func bitsec_csrf_origin_check(_ rt: OpaquePointer?, _ method: UnsafePointer<CChar>?, _ method_len: UInt,
                                      _ origin: UnsafePointer<CChar>?, _ origin_len: UInt,
@@ -162,7 +162,7 @@ public func bitsec_csrf_origin_check(_ rt: OpaquePointer?, _ method: UnsafePoint
 /// Returns BITSEC_OK; BITSEC_E_CONFIG (the detail names the field); BITSEC_E_TOO_LARGE;
 /// BITSEC_E_INVALID_ARGUMENT; BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED.
 /// Thread safety: safe from any thread, concurrently with checks.
-/// Since: 0.2.0
+/// Since: 0.3.0
 @c(bitsec_csrf_keys_reload)
 public func bitsec_csrf_keys_reload(_ rt: OpaquePointer?, _ keys: UnsafePointer<CChar>?, _ keys_len: UInt) -> Int32 {
     withRuntime(rt) { (r) throws(BitsecError) in
@@ -178,7 +178,7 @@ public func bitsec_csrf_keys_reload(_ rt: OpaquePointer?, _ keys: UnsafePointer<
 /// reason: any value; unknown codes give "unknown".
 /// Returns a static NUL-terminated string; never free it.
 /// Thread safety: safe from any thread.
-/// Since: 0.2.0
+/// Since: 0.3.0
 @c(bitsec_csrf_reason_name)
 public func bitsec_csrf_reason_name(_ reason: Int32) -> UnsafePointer<CChar> {
     let text: StaticString = CSRFReason(rawValue: reason)?.name ?? "unknown"
