@@ -51,6 +51,9 @@ static void sessions_work(void) {
     CHECK(bitsec_session_revoke_user(rt, "alice", 5, NULL, 0, 0, &n) == BITSEC_OK && n == 0);
     int32_t ended = -1;
     CHECK(bitsec_session_revoke(rt, id2, strlen(id2), 0, &ended) == BITSEC_OK && ended == 0);
+    bitsec_runtime_close(rt);
+}
+
 /* CSRF from C: a synchronizer token issued, accepted for its session, refused for another;
  * the origin check refuses a foreign origin; the reason names are the 403 details. */
 static void csrf_from_c(void) {

@@ -357,6 +357,9 @@ func csrfTarget() -> (UnsafeRawBufferPointer) -> Void {
             let site = p.count > 5 ? p[5] : Arg("")
             _ = bitsec_csrf_origin_check(rt, p[3].p, p[3].len, origin.p, origin.len, site.p, site.len, &reason)
         }
+    }
+}
+
 // MARK: - password_phc
 
 /// The input is `stored RS password`: `bitsec_password_needs_rehash(stored)`, then
