@@ -221,7 +221,7 @@ sanitize-thread: apt
 # `make fuzz` runs every target FUZZ_SECONDS (default 600) one after the other;
 # `make fuzz-smoke` FUZZ_SMOKE_SECONDS each (CI); both fail on any crash, leak or timeout.
 # FUZZ_RUNS=N (optional, exported to fuzz/run.sh) also stops each target after N executions.
-FUZZ_TARGETS       ?= config jwks verify_token verify_token_jose policy check_permission totp decrypt_field audit_emit csrf password_phc
+FUZZ_TARGETS       ?= config jwks verify_token verify_token_jose policy check_permission totp decrypt_field audit_emit csrf password_phc session
 FUZZ_SECONDS       ?= 600
 FUZZ_SMOKE_SECONDS ?= 5
 

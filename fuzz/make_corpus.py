@@ -322,6 +322,24 @@ def main() -> None:
     add("csrf", *seeds)
     lib.l.bitsec_runtime_close(rt)
 
+    # ---- session -----------------------------------------------------------------------------
+    rt = lib.open("sessions")
+    seeds = []
+    for user, client, agent in ((b"alice", b"203.0.113.7", b"Mozilla/5.0"), (b"u\xc3\xa9", b"2001:db8::1", b""),
+                                (b"x" * 128, b"198.51.100.1", b"curl/8")):
+        tok = ctypes.create_string_buffer(128)
+        sid = ctypes.create_string_buffer(128)
+        rc = lib.l.bitsec_session_create(rt, user, ctypes.c_size_t(len(user)), None, ctypes.c_size_t(0), client,
+                                         ctypes.c_size_t(len(client)), agent, ctypes.c_size_t(len(agent)),
+                                         ctypes.c_int64(1_800_000_000 - 10), tok, sid)
+        assert rc == 0, (rc, lib.l.bitsec_last_error())
+        t, i = tok.value, sid.value
+        seeds += [t + RS + client + RS + agent, t + RS + b"192.0.2.1" + RS + agent, i + RS + client,
+                  t[:-1] + RS + client, t + b"A" + RS + client, t.lower() + RS + client + RS + agent]
+    seeds += [b"", RS + RS, b"A" * 56, b"-" * 56 + RS + b"not an address", b"\xff" * 56 + RS + b"::1"]
+    add("session", *seeds)
+    lib.l.bitsec_runtime_close(rt)
+
     for target, seeds in corpus.items():
         if a.only and target not in a.only:
             continue

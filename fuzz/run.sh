@@ -17,7 +17,7 @@ OUT=$ROOT/build/fuzz
 max_len() {
     case $1 in
         check_permission) echo 1024 ;;
-        totp | csrf | password_phc) echo 512 ;;
+        totp | csrf | password_phc | session) echo 512 ;;
         decrypt_field) echo 2048 ;;
         verify_token | verify_token_jose | audit_emit) echo 4096 ;;
         *) echo 8192 ;;
@@ -26,7 +26,7 @@ max_len() {
 dict() {
     case $1 in
         verify_token) echo "$ROOT/fuzz/dict/jose.dict" ;;
-        totp | decrypt_field | csrf | password_phc) echo "" ;;
+        totp | decrypt_field | csrf | password_phc | session) echo "" ;;
         *) echo "$ROOT/fuzz/dict/json.dict" ;;
     esac
 }

@@ -35,7 +35,7 @@ public func fuzzTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int3
 }
 
 let targetNames = ["config", "jwks", "verify_token", "verify_token_jose", "policy", "check_permission",
-                   "totp", "decrypt_field", "audit_emit", "csrf", "password_phc"]
+                   "totp", "decrypt_field", "audit_emit", "csrf", "password_phc", "session"]
 
 private func makeTarget(_ name: String) -> ((UnsafeRawBufferPointer) -> Void)? {
     switch name {
@@ -50,6 +50,7 @@ private func makeTarget(_ name: String) -> ((UnsafeRawBufferPointer) -> Void)? {
     case "audit_emit": return auditEmitTarget()
     case "csrf": return csrfTarget()
     case "password_phc": return passwordPHCTarget()
+    case "session": return sessionTarget()
     default: return nil
     }
 }

@@ -382,3 +382,29 @@ func passwordPHCTarget() -> (UnsafeRawBufferPointer) -> Void {
         _ = bitsec_password_check(rt, password.p, password.len, 1, &reasons, &length)
     }
 }
+
+// MARK: - session
+
+/// The input is `token RS client RS user_agent`: `bitsec_session_validate` of the token as
+/// presented (the token parser: length, alphabet, the user tag, the hash lookup) with that
+/// client address and user agent, then `bitsec_session_revoke` of the same bytes as a session
+/// identifier or token. The runtime (fuzz/runtime/sessions.json) holds a few sessions the
+/// seed corpus names, bound to their client's network, in the process store.
+func sessionTarget() -> (UnsafeRawBufferPointer) -> Void {
+    let rt = openRuntime("sessions")
+    return { data in
+        let p = parts(data, max: 3)
+        let token = p[0]
+        let client = p.count > 1 ? p[1] : Arg("")
+        let agent = p.count > 2 ? p[2] : Arg("")
+        var reason: Int32 = 0
+        var out = [CChar](repeating: 0, count: 2048)
+        var len: UInt = 0
+        _ = out.withUnsafeMutableBufferPointer { b in
+            bitsec_session_validate(rt, token.p, token.len, client.p, client.len, agent.p, agent.len, fixedNow, &reason,
+                                    b.baseAddress, UInt(b.count), &len)
+        }
+        var ended: Int32 = 0
+        _ = bitsec_session_revoke(rt, token.p, token.len, fixedNow, &ended)
+    }
+}
