@@ -64,7 +64,7 @@ DEMO_USERS = [
 USERS_FILE = "users.json"
 #: What --fresh removes from the data directory (the service's files, nothing else).
 SERVICE_FILES = ("service.db", "service.db-journal", "service.db-wal", "service.db-shm", "audit.jsonl*",
-                 USERS_FILE, "field-key", "jwt-key", "jwt-rs256-*.pem", "token-keys.json", "url")
+                 USERS_FILE, "field-key", "jwt-key", "csrf-key", "jwt-rs256-*.pem", "token-keys.json", "url")
 
 
 def roles_of(u: dict[str, Any]) -> list[str]:

@@ -12,12 +12,13 @@ import http.server
 import json
 import socket
 import threading
+import time
 from typing import Any, Iterator
 
 import pytest
 
 from browser_support import browser, csp_violations, wait_for  # noqa: F401  (fixture)
-from workers_support import WorkerService
+from workers_support import API, WorkerService
 
 SESSION_COOKIE = "__Host-session"
 
@@ -69,6 +70,39 @@ def test_login_list_create_logout(service: WorkerService, browser: Any) -> None:
     # the session is gone on the server too: the page's data route answers 401
     assert browser.execute_script(
         "return fetch('/ui/equipment', {credentials: 'same-origin'}).then(r => r.status)") == 401
+
+
+def test_login_with_password_and_totp(service: WorkerService, browser: Any) -> None:
+    """An account with MFA: the password alone gets "MFA code required"; password and a fresh
+    code from the authenticator log in."""
+    import urllib.parse
+
+    import pyotp
+
+    user = "vera"
+    token = service.token(user)
+    enrol = service.request("POST", f"{API}/auth/mfa/enroll", token=token)
+    assert enrol.status == 200, enrol.body
+    secret = urllib.parse.parse_qs(urllib.parse.urlparse(enrol.json()["provisioning_uri"]).query)["secret"][0]
+    totp = pyotp.TOTP(secret)
+    confirm = service.request("POST", f"{API}/auth/mfa/confirm", token=token, json_body={"code": totp.now()})
+    assert confirm.status == 200, confirm.body
+
+    browser.delete_all_cookies()
+    browser.get(service.url + "/ui/")
+    wait_for(lambda: browser.find_element("id", "login-view").is_displayed(), "the login form")
+    browser.find_element("id", "username").send_keys(user)
+    browser.find_element("id", "password").send_keys(service.users[user]["password"])
+    browser.find_element("id", "login-submit").click()
+    assert "MFA code required" in wait_for(lambda: browser.find_element("id", "message").text, "the MFA prompt")
+    assert SESSION_COOKIE not in {c["name"] for c in browser.get_cookies()}
+    # the confirmation used this time step's code: the next step's is fresh (within the window)
+    browser.find_element("id", "password").send_keys(service.users[user]["password"])
+    browser.find_element("id", "totp").send_keys(totp.at(time.time() + 30))
+    browser.find_element("id", "login-submit").click()
+    wait_for(lambda: browser.find_element("id", "app-view").is_displayed(), f"{user}'s equipment view",
+             driver=browser)
+    assert browser.find_element("id", "who").text == user
 
 
 def test_a_wrong_password_is_refused(service: WorkerService, browser: Any) -> None:
