@@ -210,6 +210,7 @@ class Walkthrough:
         self.adr007_records()
         self.input_rules()
         self.cors()
+        self.web_ui()
         self.signing_keys()
         self.refresh_and_logout()
         self.gdpr(eid)
@@ -467,6 +468,41 @@ class Walkthrough:
                    f"preflight from {origin}: {show(r)}")
             say(f"preflight from {origin:<28} -> {r.status_code} Access-Control-Allow-Origin: {allowed or '(none)'}"
                 f", credentials: {r.headers.get('access-control-allow-credentials', '(none)')}")
+
+    def web_ui(self) -> None:
+        u = self.user("manager")
+        step("the web UI at /ui/: a server-side session in a cookie, CSRF tokens, no inline script")
+        r = self.client.get("/ui/")
+        expect(r.status_code == 200 and '<script src="/ui/static/app.js"' in r.text and "<script>" not in r.text,
+               f"GET /ui/: {show(r)}")
+        say(f"GET /ui/ -> 200, one script file and no inline script under CSP "
+            f"{r.headers['content-security-policy'].split(';')[0]}; ...")
+        creds = {"username": u["username"], "password": u["password"]}
+        r = self.client.post("/ui/login", json=creds, headers={"Origin": "https://evil.example"})
+        expect(r.status_code == 403 and r.json()["detail"] == "origin_not_allowed", f"UI login from another origin: {show(r)}")
+        say(f"POST /ui/login from Origin https://evil.example -> {show(r)}")
+        same = {"Sec-Fetch-Site": "same-origin"}  # what a browser sends for the page's own requests
+        r = self.client.post("/ui/login", json=creds, headers=same)
+        expect(r.status_code == 200 and r.json().get("csrf_token"), f"UI login: {show(r)}")
+        token = r.json()["csrf_token"]
+        set_cookie = r.headers["set-cookie"]
+        flags = [f for f in ("HttpOnly", "Secure", "SameSite=strict", "Path=/") if f.lower() in set_cookie.lower()]
+        expect(set_cookie.startswith("__Host-session=") and len(flags) == 4, f"the session cookie: {set_cookie}")
+        say(f"POST /ui/login -> 200; Set-Cookie: __Host-session=...; {'; '.join(flags)}")
+        cookie = {"Cookie": set_cookie.split(";", 1)[0]}
+        self.client.cookies.clear()  # sent by hand: the client keeps Secure cookies for https only
+        doc = {"name": "Walkthrough press", "notes": "<script>alert(1)</script> stays text in the page"}
+        r = self.client.post("/ui/equipment", json=doc, headers={**same, **cookie})
+        expect(r.status_code == 403 and r.json()["detail"] == "csrf_token_missing", f"UI create without CSRF: {show(r)}")
+        say(f"POST /ui/equipment with the cookie, without X-CSRF-Token -> {show(r)}")
+        r = self.client.post("/ui/equipment", json=doc, headers={**same, **cookie, "X-CSRF-Token": token})
+        expect(r.status_code == 201, f"UI create: {show(r)}")
+        say(f"... with the session's X-CSRF-Token -> 201 (notes stored as written; the page inserts them as text)")
+        r = self.client.post("/ui/logout", headers={**same, **cookie, "X-CSRF-Token": token})
+        expect(r.status_code == 204, f"UI logout: {show(r)}")
+        r = self.client.get("/ui/equipment", headers=cookie)
+        expect(r.status_code == 401, f"the cookie after logout: {show(r)}")
+        say(f"POST /ui/logout -> 204; the same cookie afterwards -> {r.status_code} (the session ended on the server)")
 
     def signing_keys(self) -> None:
         step("tokens: RS256, public keys at /.well-known/jwks.json (two keys: rotation)")
