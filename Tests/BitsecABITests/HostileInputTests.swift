@@ -394,8 +394,8 @@ func hostileConfig(_ dir: String) -> String {
      "rate_limits": {"categories": {"default": {"capacity": 5, "period_seconds": 10}}},
      "tokens": {"keys": [{"kid": "hs", "alg": "HS256", "secret": {"value": "0123456789abcdef0123456789abcdef"}}], "issuer": "iss", "audience": "aud"},
      "totp": {"backup_codes": {"count": 2, "iterations": 1000}},
-     "sessions": {}}
-     "csrf": {"key": {"value": "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f", "encoding": "hex"}, "allowed_origins": ["https://app.example.com"]}}
+     "sessions": {},
+     "csrf": {"key": {"value": "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f", "encoding": "hex"}, "allowed_origins": ["https://app.example.com"]},
      "passwords": {"ln": 10}}
     """#
 }
