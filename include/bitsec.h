@@ -41,10 +41,10 @@
 /* ==== BEGIN GENERATED version: Versions (tools/gen_abi.py from Sources/BitsecCore/Support/Version.swift; do not edit) ==== */
 /* Versions: one number, MAJOR*10000 + MINOR*100 + PATCH (compare with bitsec_version_number()). */
 #define BITSEC_VERSION_MAJOR 0
-#define BITSEC_VERSION_MINOR 2
+#define BITSEC_VERSION_MINOR 3
 #define BITSEC_VERSION_PATCH 0
 #define BITSEC_VERSION_NUMBER (BITSEC_VERSION_MAJOR * 10000 + BITSEC_VERSION_MINOR * 100 + BITSEC_VERSION_PATCH)
-#define BITSEC_VERSION_STRING "0.2.0"
+#define BITSEC_VERSION_STRING "0.3.0"
 /* ABI version: the SONAME suffix (libbitsec.so.1); compare with bitsec_abi_version(). */
 #define BITSEC_ABI_VERSION 1
 /* ==== END GENERATED version ==== */

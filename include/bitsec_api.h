@@ -1470,7 +1470,7 @@ int32_t bitsec_session_list(bitsec_runtime *rt, char const *user, size_t user_le
 /// session_id); BITSEC_E_TOO_LARGE (session_id over the limit); BITSEC_E_NOT_CONFIGURED;
 /// BITSEC_E_CRYPTO; BITSEC_E_CLOSED.
 /// Thread safety: safe from any thread, concurrently with bitsec_csrf_keys_reload.
-/// Since: 0.2.0
+/// Since: 0.3.0
 int32_t bitsec_csrf_token_issue(bitsec_runtime *rt, char const *session_id, size_t session_id_len, int64_t at, char *out_buf, size_t out_cap, size_t *out_len) BITSEC_NODISCARD;
 
 /// Checks a synchronizer CSRF token presented with a request (header or form field) against
@@ -1489,7 +1489,7 @@ int32_t bitsec_csrf_token_issue(bitsec_runtime *rt, char const *session_id, size
 /// BITSEC_E_TOO_LARGE (session_id over its limit, token_len over BITSEC_MAX_ARGUMENT_BYTES);
 /// BITSEC_E_NOT_CONFIGURED; BITSEC_E_CRYPTO; BITSEC_E_CLOSED.
 /// Thread safety: safe from any thread, concurrently with bitsec_csrf_keys_reload.
-/// Since: 0.2.0
+/// Since: 0.3.0
 int32_t bitsec_csrf_token_verify(bitsec_runtime *rt, char const *session_id, size_t session_id_len, char const *token, size_t token_len, int64_t at, int32_t *out_reason) BITSEC_NODISCARD;
 
 /// Issues the value of a signed double-submit CSRF cookie bound to a session binding value
@@ -1501,7 +1501,7 @@ int32_t bitsec_csrf_token_verify(bitsec_runtime *rt, char const *session_id, siz
 /// (binding in place of session_id).
 /// Returns as bitsec_csrf_token_issue.
 /// Thread safety: safe from any thread, concurrently with bitsec_csrf_keys_reload.
-/// Since: 0.2.0
+/// Since: 0.3.0
 int32_t bitsec_csrf_cookie_issue(bitsec_runtime *rt, char const *binding, size_t binding_len, int64_t at, char *out_buf, size_t out_cap, size_t *out_len) BITSEC_NODISCARD;
 
 /// Checks a signed double-submit request: the cookie's value and the submitted value
@@ -1517,7 +1517,7 @@ int32_t bitsec_csrf_cookie_issue(bitsec_runtime *rt, char const *binding, size_t
 /// out_reason: receives BITSEC_CSRF_VALID (0) or a BITSEC_CSRF_* reason.
 /// Returns as bitsec_csrf_token_verify.
 /// Thread safety: safe from any thread, concurrently with bitsec_csrf_keys_reload.
-/// Since: 0.2.0
+/// Since: 0.3.0
 int32_t bitsec_csrf_cookie_verify(bitsec_runtime *rt, char const *binding, size_t binding_len, char const *cookie, size_t cookie_len, char const *submitted, size_t submitted_len, int64_t at, int32_t *out_reason) BITSEC_NODISCARD;
 
 /// The Origin / Sec-Fetch-Site check of a request (OWASP CSRF Prevention Cheat Sheet).
@@ -1537,7 +1537,7 @@ int32_t bitsec_csrf_cookie_verify(bitsec_runtime *rt, char const *binding, size_
 /// non-zero length, out_reason NULL); BITSEC_E_TOO_LARGE (a length over
 /// BITSEC_MAX_ARGUMENT_BYTES); BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED.
 /// Thread safety: safe from any thread.
-/// Since: 0.2.0
+/// Since: 0.3.0
 int32_t bitsec_csrf_origin_check(bitsec_runtime *rt, char const *method, size_t method_len, char const *origin, size_t origin_len, char const *fetch_site, size_t fetch_site_len, int32_t *out_reason) BITSEC_NODISCARD;
 
 /// The stable name of a BITSEC_CSRF_* reason ("valid", "csrf_token_missing",
@@ -1545,7 +1545,7 @@ int32_t bitsec_csrf_origin_check(bitsec_runtime *rt, char const *method, size_t 
 /// reason: any value; unknown codes give "unknown".
 /// Returns a static NUL-terminated string; never free it.
 /// Thread safety: safe from any thread.
-/// Since: 0.2.0
+/// Since: 0.3.0
 char const *bitsec_csrf_reason_name(int32_t reason) BITSEC_NODISCARD;
 
 /// Replaces the csrf keys at run time, atomically: checks in flight finish with the old
@@ -1561,7 +1561,7 @@ char const *bitsec_csrf_reason_name(int32_t reason) BITSEC_NODISCARD;
 /// Returns BITSEC_OK; BITSEC_E_CONFIG (the detail names the field); BITSEC_E_TOO_LARGE;
 /// BITSEC_E_INVALID_ARGUMENT; BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED.
 /// Thread safety: safe from any thread, concurrently with checks.
-/// Since: 0.2.0
+/// Since: 0.3.0
 int32_t bitsec_csrf_keys_reload(bitsec_runtime *rt, char const *keys, size_t keys_len) BITSEC_NODISCARD;
 
 /* ======================================================================================

@@ -12,6 +12,7 @@ import http.server
 import json
 import socket
 import threading
+from http import HTTPStatus
 import time
 from typing import Any, Iterator
 
@@ -82,11 +83,11 @@ def test_login_with_password_and_totp(service: WorkerService, browser: Any) -> N
     user = "vera"
     token = service.token(user)
     enrol = service.request("POST", f"{API}/auth/mfa/enroll", token=token)
-    assert enrol.status == 200, enrol.body
+    assert enrol.status == HTTPStatus.OK, enrol.body
     secret = urllib.parse.parse_qs(urllib.parse.urlparse(enrol.json()["provisioning_uri"]).query)["secret"][0]
     totp = pyotp.TOTP(secret)
     confirm = service.request("POST", f"{API}/auth/mfa/confirm", token=token, json_body={"code": totp.now()})
-    assert confirm.status == 200, confirm.body
+    assert confirm.status == HTTPStatus.OK, confirm.body
 
     browser.delete_all_cookies()
     browser.get(service.url + "/ui/")

@@ -54,6 +54,7 @@ NOT_ABI = {
     "MAX_BYTES": "the JWKS fetcher's HTTP response limit",
     "MAX_KEYS": "a test's configured rate_limits.max_keys",
     "_PRINCIPALS_MAX": "entries of the FastAPI guard's packed-principal map",
+    "_MAX_VALUE": "the alert webhook's longest label value (characters)",
 }
 
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.LShift: operator.lshift,

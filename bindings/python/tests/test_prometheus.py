@@ -165,7 +165,7 @@ def test_a_forked_child_starts_its_histograms_from_zero(tmp_path: Path) -> None:
             rt.check_permission(PRINCIPAL, "docs", "read")
         pid = os.fork()
         if pid == 0:  # the child: its own pid label, none of the parent's observations
-            code = 1
+            exit_status = 1
             try:
                 fams = families(rt.metrics_text())
                 mine = {s.labels["pid"] for s in fams["bitsec_operation_duration_seconds"].samples}
@@ -174,9 +174,9 @@ def test_a_forked_child_starts_its_histograms_from_zero(tmp_path: Path) -> None:
                 rt.check_permission(PRINCIPAL, "docs", "read")
                 after = [s.value for s in families(rt.metrics_text())["bitsec_operation_duration_seconds"].samples
                          if s.name.endswith("_count") and s.labels["operation"] == "permission_check"]
-                code = 0 if mine == {str(os.getpid())} and counts == [0] and after == [1] else 3
+                exit_status = 0 if mine == {str(os.getpid())} and counts == [0] and after == [1] else 3
             finally:
-                os._exit(code)
+                os._exit(exit_status)
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
         # The parent keeps its own counts.

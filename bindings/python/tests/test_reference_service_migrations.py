@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from examples.fastapi_service import create_app
 from examples.fastapi_service.migrations import MigrationError, current, head, upgrade
-from examples.fastapi_service.passwords import hash_password
+from test_reference_service_passwords import _old_hash
 
 OLD_SCHEMA = Path(__file__).parent / "data" / "refsvc_schema_before_migrations.sql"
 
@@ -24,7 +24,7 @@ def old_database(path: Path) -> None:
     with sqlite3.connect(path) as con:
         con.executescript(OLD_SCHEMA.read_text())
         con.execute("INSERT INTO users (id, username, password_hash, role, tenant_id) VALUES (1, 'olga', ?, 'admin', 'fab-1')",
-                    (hash_password(PASSWORD.format("olga")),))
+                    (_old_hash(PASSWORD.format("olga")),))  # the database's own era: the earlier format
         con.execute("INSERT INTO inspections (id, tenant_id, lot_id, station, status, defect_count, created_at) "
                     "VALUES (7, 'fab-1', 'L-OLD', 'AOI-1', 'open', 0, '2026-01-01 00:00:00')")
 

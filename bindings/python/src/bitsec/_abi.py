@@ -10,15 +10,15 @@ from ctypes import POINTER, c_char_p, c_double, c_int32, c_int64, c_size_t, c_ui
 from typing import Any, Final
 
 #: The library's version, also the Python package's version (pyproject reads it).
-VERSION = "0.2.0"
+VERSION = "0.3.0"
 
 # ---- version: Versions -------------------------------------------------------
 # Versions: one number, MAJOR*10000 + MINOR*100 + PATCH (compare with bitsec_version_number()).
 BITSEC_VERSION_MAJOR: Final = 0
-BITSEC_VERSION_MINOR: Final = 2
+BITSEC_VERSION_MINOR: Final = 3
 BITSEC_VERSION_PATCH: Final = 0
-BITSEC_VERSION_NUMBER: Final = 200
-BITSEC_VERSION_STRING: Final = '0.2.0'
+BITSEC_VERSION_NUMBER: Final = 300
+BITSEC_VERSION_STRING: Final = '0.3.0'
 # ABI version: the SONAME suffix (libbitsec.so.1); compare with bitsec_abi_version().
 BITSEC_ABI_VERSION: Final = 1
 
