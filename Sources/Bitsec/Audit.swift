@@ -95,8 +95,9 @@ public func bitsec_audit_stats(_ rt: OpaquePointer?, _ out_buf: UnsafeMutablePoi
 /// (so ADR-007's alert rules select them), drops, rejections, sink errors, queue gauges
 /// (when the runtime has an audit section); then, for each bounded in-process table of the
 /// configured capabilities, bitsec_table_entries, bitsec_table_capacity,
-/// bitsec_table_evictions_total and bitsec_table_full_refusals_total with a table label.
-/// Empty text when nothing is configured that has metrics.
+/// bitsec_table_evictions_total and bitsec_table_full_refusals_total with a table label;
+/// last, always, bitsec_abi_calls_total: the calls through the C ABI on this runtime (every
+/// function taking the runtime handle counts one, this one included).
 ///
 /// rt: the runtime.
 /// out_buf, out_cap: caller-owned buffer. out_len: receives the text's length (excluding the

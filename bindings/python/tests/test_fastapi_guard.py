@@ -196,6 +196,34 @@ def test_native_calls_per_protected_request(rt: Counting) -> None:
         assert rt.calls == {"verify_token": 1, "check_permission": 0, "rate_limit_take": 1, "audit_emit": 1}
 
 
+def abi_calls(rt: bitsec.Runtime) -> int:
+    """The runtime's count of calls through the C ABI (``bitsec_abi_calls_total`` of the
+    metrics text), not counting the metrics call that reads it."""
+    for line in rt.metrics_text().splitlines():
+        if line.startswith("bitsec_abi_calls_total "):
+            return int(line.split()[1]) - 1
+    raise AssertionError("bitsec_abi_calls_total is missing from the metrics text")
+
+
+def test_runtime_counts_native_crossings_per_protected_request(rt: Counting) -> None:
+    # The runtime itself counts every call that crosses the C ABI on it: what a protected
+    # request costs in crossings, whatever Python layer made them.
+    with TestClient(make_app(rt, methods=("GET",))) as c:
+        h = bearer(token(rt, "alice", ["viewer"]))
+        # warm: the route table, the offload plan, the client-address grouping (once per runtime)
+        assert c.get("/equipment", headers=h).status_code == 200
+        assert c.get("/health").status_code == 200
+        counts = []
+        for _ in range(3):
+            before = abi_calls(rt)
+            assert c.get("/equipment", headers=h).status_code == 200
+            counts.append(abi_calls(rt) - before - 1)  # - 1: the metrics call of `before`
+        assert counts == [4, 4, 4]  # token, permission, rate-limit take, audit record
+        before = abi_calls(rt)
+        assert c.get("/health").status_code == 200  # public: the rate-limit take and the audit record
+        assert abi_calls(rt) - before - 1 == 2
+
+
 def test_database_permission_stays_a_dependency_reading_the_guard(rt: Counting, tmp_path: Path) -> None:
     with TestClient(make_app(rt)) as c:
         h = bearer(token(rt, "op", ["operator"]))
