@@ -170,6 +170,17 @@ private let rows: [Row] = [
         }
     },
     Row("bitsec_metrics_text", upperBound: true) { f in { b, c, n in bitsec_metrics_text(f.rt, b, c, n) } },
+    // The guard decides like the verify calls: NULL with out_claims_cap 0 is the decision
+    // alone (no rate limit here: calling it again takes nothing).
+    Row("bitsec_guard_check", decides: true) { f in
+        { b, c, n in
+            var g = [Int64](repeating: 0, count: 8)
+            return g.withUnsafeMutableBytes { res in
+                bitsec_guard_check(f.rt, f.token, len(f.token), nil, 0, nil, 0, nil, 0, nil, 0, nil, 0, 1, AT, 0,
+                                   res.baseAddress, b, c, n)
+            }
+        }
+    },
 ]
 
 /// The functions of include/bitsec_api.h with an out_cap parameter.

@@ -11,6 +11,7 @@ from . import _native as N
 from .audit import AuditMixin
 from .errors import ClosedError, InvalidArgumentError
 from .fields import FieldsMixin
+from .guardcheck import GuardCheckMixin
 from .permissions import PermissionsMixin
 from .ratelimit import RateLimitMixin
 from .tokens import TokensMixin
@@ -23,7 +24,7 @@ def _close_handle(h: int) -> None:
     N.runtime_close(h)
 
 
-class Runtime(TokensMixin, PermissionsMixin, RateLimitMixin, TOTPMixin, FieldsMixin, AuditMixin):
+class Runtime(TokensMixin, PermissionsMixin, RateLimitMixin, TOTPMixin, FieldsMixin, AuditMixin, GuardCheckMixin):
     """A bitsec runtime: safe to share between threads (calls release the GIL).
 
     ``config`` is a dict, a JSON document (``str`` starting with ``{``, or ``bytes``), or
