@@ -83,7 +83,7 @@ public enum RequestGuard {
             }
             if let permission {
                 let svc = try r.require(r.permissions)
-                let packed = try c.result.withRawBytes { (raw) throws(BitsecError) -> [UInt8] in try ClaimsPrincipal.pack(raw) }
+                let packed = try c.packedPrincipal()
                 let d = try packed.withRawBytes { (raw) throws(BitsecError) -> PermissionDecision in
                     try svc.check(try PrincipalView.parse(raw), permission: permission, context)
                 }

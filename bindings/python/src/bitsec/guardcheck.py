@@ -5,11 +5,12 @@ from __future__ import annotations
 import ctypes
 import struct
 import threading
-from ctypes import byref, c_size_t
+from ctypes import byref, c_int64, c_size_t, c_uint32, c_void_p
 from typing import TYPE_CHECKING, Any, Mapping
 
 from . import _abi
 from . import _native as N
+from .errors import InvalidArgumentError
 from .permissions import REASONS as PERMISSION_REASONS
 from .permissions import _packed_context
 from .ratelimit import REASONS as RATE_REASONS
@@ -18,6 +19,8 @@ from .tokens import TOKEN_ERRORS, TokenClaims, _text
 __all__ = ["GuardCheck", "GuardCheckMixin", "GUARD_DECISIONS"]
 
 _guard = N.declare("bitsec_guard_check")
+#: The hot path passes prebuilt C objects (thread-local below), skipping ctypes' conversion.
+_guard_fast = N.unconverted(_guard)
 
 #: Decision names by code (``BITSEC_GUARD_*``).
 GUARD_DECISIONS = ("allowed", "token_refused", "scope_missing", "permission_denied", "rate_limited",
@@ -26,6 +29,7 @@ _RESULT = struct.Struct("6i5q")
 assert _RESULT.size == _abi.BITSEC_GUARD_RESULT_BYTES
 _NOT_CHECKED = _abi.BITSEC_GUARD_NOT_CHECKED
 _BUFFER_TOO_SMALL = _abi.BITSEC_E_BUFFER_TOO_SMALL
+_I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 class GuardCheck:
@@ -103,8 +107,18 @@ class _Buffers(threading.local):
         self.result = ctypes.create_string_buffer(_RESULT.size)
         self.n = c_size_t(0)
         self.n_ref = byref(self.n)
-        self.cap = 16384
+        # the arguments of the fast call, as the exact C types of the prototype
+        self.lens = [c_size_t(0) for _ in range(6)]
+        self.cost = c_int64(1)
+        self.at = c_int64(0)
+        self.flags = c_uint32(0)
+        self.zero = c_size_t(0)
+        self.grow(16383)
+
+    def grow(self, need: int) -> None:
+        self.cap = need + 1
         self.buf = ctypes.create_string_buffer(self.cap)
+        self.capv = c_size_t(self.cap)
 
 
 _tls = _Buffers()
@@ -134,30 +148,41 @@ class GuardCheckMixin:
         token verified; ``token_advisory``: an invalid token is no refusal (it only keys the
         rate limit). Decisions are results (``GuardCheck``); errors raise ``BitsecError``
         (``BackendUnavailableError`` when the revocation store cannot answer)."""
-        data = b"" if token is None else _text(token, "token")
+        data = b"" if token is None else token.encode("utf-8") if type(token) is str else _text(token, "token")
         perm = b"" if permission is None else _text(permission, "permission")
-        ctx = _packed_context(context) or b""
+        ctx = (_packed_context(context) or b"") if context else b""
         sc = " ".join(scopes).encode("utf-8") if scopes else b""
         cat = b"" if category is None else _text(category, "category")
         k = b"" if key is None else _text(key, "key")
         flags = ((_abi.BITSEC_GUARD_FLAG_KEY_BY_SUBJECT if key_by_subject else 0)
                  | (_abi.BITSEC_GUARD_FLAG_TOKEN_ADVISORY if token_advisory else 0))
+        if not (_I64_MIN <= cost <= _I64_MAX and _I64_MIN <= at <= _I64_MAX):
+            raise InvalidArgumentError("cost and at must fit in 64 bits")
         b = _tls
         memo = self._token_memo() if data else None
         known = memo.get(data) if memo is not None else None
+        lens = b.lens
+        lens[0].value = len(data)
+        lens[1].value = len(sc)
+        lens[2].value = len(perm)
+        lens[3].value = len(ctx)
+        lens[4].value = len(cat)
+        lens[5].value = len(k)
+        b.cost.value = cost
+        b.at.value = at
+        b.flags.value = flags
         if known is not None or not data:
-            buf, cap = None, 0  # the claims of this exact token are known: the decision alone
+            buf, capv = None, b.zero  # the claims of this exact token are known: the decision alone
         else:
-            buf, cap = b.buf, b.cap
-        rc = _guard(self.handle, data, len(data), sc, len(sc), perm, len(perm), ctx, len(ctx), cat, len(cat),
-                    k, len(k), cost, at, flags, b.result, buf, cap, b.n_ref)
-        fields = _RESULT.unpack_from(b.result.raw)
+            buf, capv = b.buf, b.capv
+        rc = _guard_fast(c_void_p(self.handle), data, lens[0], sc, lens[1], perm, lens[2], ctx, lens[3], cat, lens[4],
+                         k, lens[5], b.cost, b.at, b.flags, b.result, buf, capv, b.n_ref)
+        fields = _RESULT.unpack_from(b.result)
         claims: TokenClaims | None = None
         if rc == _BUFFER_TOO_SMALL and buf is not None and fields[2] == 0:
             # Decided (and taken from the bucket); only the document did not fit: read it
             # through the verify call (a cache hit), never by deciding again.
-            b.cap = b.n.value + 1
-            b.buf = ctypes.create_string_buffer(b.cap)
+            b.grow(b.n.value)
             claims = self.verify_token(data, at=at or None)
         elif rc:
             N.check(rc)
