@@ -23,8 +23,7 @@ _guard = N.declare("bitsec_guard_check")
 _guard_fast = N.unconverted(_guard)
 
 #: Decision names by code (``BITSEC_GUARD_*``).
-GUARD_DECISIONS = ("allowed", "token_refused", "scope_missing", "permission_denied", "rate_limited",
-                   "rate_unavailable")
+GUARD_DECISIONS = N.names_by_value("BITSEC_GUARD_", exclude=("NOT_CHECKED", "FLAG_", "RESULT_"))
 _RESULT = struct.Struct("6i5q")
 assert _RESULT.size == _abi.BITSEC_GUARD_RESULT_BYTES
 _NOT_CHECKED = _abi.BITSEC_GUARD_NOT_CHECKED
