@@ -332,6 +332,40 @@ typedef struct bitsec_runtime bitsec_runtime;
 #define BITSEC_PASSWORD_MAX_BYTES 4096        /* longest password hashed, verified or checked */
 #define BITSEC_PASSWORD_MAX_HASH_BYTES 256    /* longest PHC string read; holds any hash written, NUL included */
 /* ==== END GENERATED passwords ==== */
+/* ---- request guard ---- */
+/* ==== BEGIN GENERATED guard: Request guard (tools/gen_abi.py from Sources/Bitsec/ABIConstants.swift; do not edit) ==== */
+/* bitsec_guard_check: decision codes (bitsec_guard_result.decision). Stable: never renumbered. */
+#define BITSEC_GUARD_ALLOWED 0
+#define BITSEC_GUARD_TOKEN_REFUSED 1        /* token_reason says why (HTTP 401) */
+#define BITSEC_GUARD_SCOPE_MISSING 2        /* the token lacks a required scope (HTTP 403) */
+#define BITSEC_GUARD_PERMISSION_DENIED 3    /* permission_reason says why (HTTP 403) */
+#define BITSEC_GUARD_RATE_LIMITED 4         /* rate_retry_after says when to retry (HTTP 429) */
+#define BITSEC_GUARD_RATE_UNAVAILABLE 5     /* the rate-limit store did not answer (HTTP 503) */
+/* A reason field of a step that did not run. */
+#define BITSEC_GUARD_NOT_CHECKED (-1)
+/* Flags of bitsec_guard_check. */
+#define BITSEC_GUARD_FLAG_KEY_BY_SUBJECT 1u /* rate-limit key "user:<sub>" when the token verified */
+#define BITSEC_GUARD_FLAG_TOKEN_ADVISORY 2u /* an invalid token is no refusal (it only keys the rate limit) */
+/* sizeof(bitsec_guard_result). */
+#define BITSEC_GUARD_RESULT_BYTES 64
+/* ==== END GENERATED guard ==== */
+
+/* The decision of bitsec_guard_check: fixed layout, 64 bytes (BITSEC_GUARD_RESULT_BYTES).
+ * A reason of a step that did not run is BITSEC_GUARD_NOT_CHECKED (-1); the rate_* fields
+ * are 0 without a take. */
+typedef struct bitsec_guard_result {
+    int32_t decision;          /* BITSEC_GUARD_* */
+    int32_t http_status;       /* 200, or the refusal's status: 401, 403, 429, 503 */
+    int32_t token_reason;      /* BITSEC_TOKEN_* */
+    int32_t permission_reason; /* BITSEC_PERM_* */
+    int32_t permission_rule;   /* the deciding rule's index (bitsec_permission_rule), or -1 */
+    int32_t rate_reason;       /* BITSEC_RATE_LIMIT_REASON_* */
+    int64_t rate_limit;        /* the bucket's capacity (X-RateLimit-Limit) */
+    int64_t rate_remaining;    /* whole tokens left (X-RateLimit-Remaining) */
+    int64_t rate_reset_after;  /* seconds until full (X-RateLimit-Reset) */
+    int64_t rate_retry_after;  /* seconds to wait when limited (Retry-After), else 0 */
+    int64_t rate_flags;        /* BITSEC_RATE_LIMIT_FLAG_DEGRADED */
+} bitsec_guard_result;
 
 #include "bitsec_api.h"
 

@@ -1288,6 +1288,8 @@ int32_t bitsec_audit_verify(char const *paths, size_t paths_len, uint8_t const *
 /// process (labels operation and pid): bitsec_operation_duration_seconds for the timed calls
 /// of the configured sections and bitsec_redis_roundtrip_seconds with a redis section.
 /// Empty text when nothing is configured that has metrics.
+/// last, always, bitsec_abi_calls_total: the calls through the C ABI on this runtime (every
+/// function taking the runtime handle counts one, this one included).
 /// rt: the runtime.
 /// out_buf, out_cap: caller-owned buffer. out_len: receives the text's length (excluding the
 /// NUL written after it when there is room), also when the buffer is too small.
@@ -1678,6 +1680,70 @@ int32_t bitsec_client_key(bitsec_runtime *rt, char const *client, size_t client_
 /// Deprecated: use bitsec_backup_code_generate (same arguments, same result).
 /// Since: 0.1.0; deprecated since 0.2.0, removed in the next ABI version.
 int32_t bitsec_backup_codes_generate(bitsec_runtime *rt, int32_t count, char *out_buf, size_t out_cap, size_t *out_len) BITSEC_NODISCARD BITSEC_DEPRECATED("use bitsec_backup_code_generate");
+
+/* ======================================================================================
+ * REQUEST GUARD
+ *
+ * One call per protected request: the bearer token (through the verified-token cache),
+ * its scopes, the permission for its principal and the rate-limit take, deciding as the
+ * separate calls do, into the fixed-layout bitsec_guard_result of <bitsec.h>.
+ *
+ * THREAD SAFETY: safe from any thread.
+ */
+
+/// Decides one protected request in one call: verifies the bearer token (through the
+/// verified-token cache, revocations included), checks that it carries the required scopes,
+/// decides the permission for the token's principal, then takes from the rate-limit bucket.
+/// Each step decides exactly as its own function (bitsec_verify_token,
+/// bitsec_check_permission_claims, bitsec_rate_limit_take), with the same audit events; the
+/// first refusal ends the call, so a refused token, scope or permission takes nothing from
+/// the bucket. A refusal is a decision: the call returns BITSEC_OK and out_guard says why.
+/// rt: the runtime (a tokens section when a token is given, permissions when a permission
+/// is, rate_limits when a category is).
+/// token, token_len: the bearer token (not the "Bearer " prefix); NULL/0: no token (then no
+/// scopes and no permission may be given). At most BITSEC_MAX_ARGUMENT_BYTES; longer than
+/// the tokens section's max_token_bytes is the reason BITSEC_TOKEN_TOO_LARGE.
+/// scopes, scopes_len: space-separated OAuth2 scopes the token must all carry (UTF-8); NULL/0:
+/// none. A missing one: BITSEC_GUARD_SCOPE_MISSING, HTTP 403. At most BITSEC_MAX_PERMISSION_BYTES.
+/// permission, permission_len: "resource:action"; NULL/0: no permission check. At most
+/// BITSEC_MAX_PERMISSION_BYTES.
+/// context, context_len: the resource's attributes "owner_id\0tenant\0department", as
+/// bitsec_check_permission; NULL/0: none.
+/// category, category_len: the rate-limit category; NULL/0: no rate limit (unlike
+/// bitsec_rate_limit_take, where it means "default"). An unknown one: BITSEC_E_NOT_FOUND.
+/// key, key_len: the rate-limit key (1 to BITSEC_RATE_LIMIT_MAX_KEY_BYTES bytes of UTF-8),
+/// required with a category; with BITSEC_GUARD_FLAG_KEY_BY_SUBJECT the key is
+/// "user:<sub>" instead when the token verified with a non-empty sub (its SHA-256 as
+/// "sha256:<hex>" when that is longer than a key may be).
+/// cost: tokens to take, 1 to the category's capacity (ignored without a category).
+/// at: Unix seconds for the token's time claims and the bucket; 0 means now.
+/// flags: BITSEC_GUARD_FLAG_KEY_BY_SUBJECT, BITSEC_GUARD_FLAG_TOKEN_ADVISORY (the token only
+/// keys the rate limit: an invalid one, or one whose revocation store is unreachable, is no
+/// refusal; no scopes or permission then); other bits are BITSEC_E_INVALID_ARGUMENT.
+/// out_guard: caller-owned bitsec_guard_result (include/bitsec.h), written on BITSEC_OK and
+/// BITSEC_E_BUFFER_TOO_SMALL: decision (a BITSEC_GUARD_xxx code), http_status (200, 401, 403, 429,
+/// 503), token_reason (a BITSEC_TOKEN_xxx reason), permission_reason (a BITSEC_PERM_xxx reason), permission_rule
+/// (the deciding rule or -1), rate_reason (a BITSEC_RATE_LIMIT_REASON_xxx code), each
+/// BITSEC_GUARD_NOT_CHECKED (-1) when that step did not run; rate_limit, rate_remaining,
+/// rate_reset_after, rate_retry_after, rate_flags as bitsec_rate_limit_take's decision (0
+/// without a take). A rate limit whose Redis is unreachable (when the category's failure
+/// policy does not decide) is BITSEC_GUARD_RATE_UNAVAILABLE, HTTP 503.
+/// out_buf, out_cap: caller-owned buffer for the verified token's result document
+/// (as bitsec_verify_token's), NUL-terminated when there is room; NULL with cap 0: not
+/// written, its size alone in *out_len (BITSEC_OK).
+/// out_len: receives the document's length (0 when no token verified).
+/// Returns BITSEC_OK (decision in *out_guard); BITSEC_E_BUFFER_TOO_SMALL (out_cap
+/// not 0 and too small: every check ran, *out_guard holds the decision and the bucket was
+/// taken from; only the document is missing, its size in *out_len: read it with
+/// bitsec_verify_token, never by calling this function again, which would take twice);
+/// BITSEC_E_INVALID_ARGUMENT (NULL, bad flags, scopes or permission without a token, an
+/// empty key with a category, cost out of range, at < 0, invalid UTF-8);
+/// BITSEC_E_TOO_LARGE; BITSEC_E_NOT_FOUND (unknown category); BITSEC_E_NOT_CONFIGURED;
+/// BITSEC_E_BACKEND_UNAVAILABLE (revocations in Redis unreachable: no decision, nothing
+/// taken); BITSEC_E_CLOSED. Input buffers are caller-owned and only read during the call.
+/// Thread safety: safe from any thread, concurrently with key and policy reloads.
+/// Since: 0.3.0
+int32_t bitsec_guard_check(bitsec_runtime *rt, char const *token, size_t token_len, char const *scopes, size_t scopes_len, char const *permission, size_t permission_len, char const *context, size_t context_len, char const *category, size_t category_len, char const *key, size_t key_len, int64_t cost, int64_t at, uint32_t flags, bitsec_guard_result *out_guard, char *out_buf, size_t out_cap, size_t *out_len) BITSEC_NODISCARD;
 
 #ifdef __cplusplus
 } /* extern "C" */

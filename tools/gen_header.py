@@ -23,6 +23,11 @@ import sys
 HANDLE_PARAMS = {
     "rt": "bitsec_runtime",
 }
+# Fixed-layout result structs (include/bitsec.h), printed as `void *` (Swift's raw pointer),
+# get their C type back by parameter name.
+STRUCT_PARAMS = {
+    "out_guard": "bitsec_guard_result",
+}
 
 
 def extract(text: str) -> list[tuple[list[str], str]]:
@@ -54,6 +59,8 @@ def clean_decl(decl: str) -> str:
     for name, ctype in HANDLE_PARAMS.items():
         d = re.sub(rf"void \* \* out_{name}\b", f"{ctype} **out_{name}", d)
         d = re.sub(rf"void \* {name}\b", f"{ctype} *{name}", d)
+    for name, ctype in STRUCT_PARAMS.items():
+        d = re.sub(rf"void \* {name}\b", f"{ctype} * {name}", d)
     d = d.replace(" * ", " *").replace("** ", "**")
     return d
 
@@ -199,6 +206,12 @@ FAMILIES: list[tuple[str, str, str, list[str]]] = [
      "as the function each one calls.",
      ["bitsec_permission_reason", "bitsec_fields_reload", "bitsec_rewrap_field", "bitsec_client_key",
       "bitsec_backup_codes_generate"]),
+    ("REQUEST GUARD",
+     "One call per protected request: the bearer token (through the verified-token cache),\n"
+     "its scopes, the permission for its principal and the rate-limit take, deciding as the\n"
+     "separate calls do, into the fixed-layout bitsec_guard_result of <bitsec.h>.",
+     "safe from any thread.",
+     ["bitsec_guard_check"]),
 ]
 
 CONVENTIONS = """\

@@ -240,6 +240,21 @@ public enum BitsecABI {
     //: Limits (bytes).
     public static let BITSEC_PASSWORD_MAX_BYTES: Int32 = 4096 // longest password hashed, verified or checked
     public static let BITSEC_PASSWORD_MAX_HASH_BYTES: Int32 = 256 // longest PHC string read; holds any hash written, NUL included
+    // MARK: family guard -- Request guard
+    //: bitsec_guard_check: decision codes (bitsec_guard_result.decision). Stable: never renumbered.
+    public static let BITSEC_GUARD_ALLOWED: Int32 = 0
+    public static let BITSEC_GUARD_TOKEN_REFUSED: Int32 = 1 // token_reason says why (HTTP 401)
+    public static let BITSEC_GUARD_SCOPE_MISSING: Int32 = 2 // the token lacks a required scope (HTTP 403)
+    public static let BITSEC_GUARD_PERMISSION_DENIED: Int32 = 3 // permission_reason says why (HTTP 403)
+    public static let BITSEC_GUARD_RATE_LIMITED: Int32 = 4 // rate_retry_after says when to retry (HTTP 429)
+    public static let BITSEC_GUARD_RATE_UNAVAILABLE: Int32 = 5 // the rate-limit store did not answer (HTTP 503)
+    //: A reason field of a step that did not run.
+    public static let BITSEC_GUARD_NOT_CHECKED: Int32 = -1
+    //: Flags of bitsec_guard_check.
+    public static let BITSEC_GUARD_FLAG_KEY_BY_SUBJECT: UInt32 = 1 // rate-limit key "user:<sub>" when the token verified
+    public static let BITSEC_GUARD_FLAG_TOKEN_ADVISORY: UInt32 = 2 // an invalid token is no refusal (it only keys the rate limit)
+    //: sizeof(bitsec_guard_result).
+    public static let BITSEC_GUARD_RESULT_BYTES: Int32 = 64
 }
 
 // The version, for the ABI tests: declared in BitsecCore (Support/Version.swift), from which

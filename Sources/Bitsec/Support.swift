@@ -72,6 +72,7 @@ func withRuntime(_ rt: OpaquePointer?, _ body: (Runtime) throws(BitsecError) -> 
         }
         defer { handle.leave() }
         return runtime._withUnsafeGuaranteedRef { r in
+            r.countABICall()
             r.followHostReloads()
             return abiCall { () throws(BitsecError) in try body(r) }
         }

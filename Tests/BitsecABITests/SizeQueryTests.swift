@@ -186,6 +186,17 @@ private let rows: [Row] = [
     Row("bitsec_csrf_token_issue") { f in { b, c, n in bitsec_csrf_token_issue(f.rt, "session-1", 9, AT, b, c, n) } },
     Row("bitsec_csrf_cookie_issue") { f in { b, c, n in bitsec_csrf_cookie_issue(f.rt, "binding-1", 9, AT, b, c, n) } },
     Row("bitsec_password_hash") { f in { b, c, n in bitsec_password_hash(f.rt, "correct horse battery staple", 28, b, c, n) } },
+    // The guard decides like the verify calls: NULL with out_claims_cap 0 is the decision
+    // alone (no rate limit here: calling it again takes nothing).
+    Row("bitsec_guard_check", decides: true) { f in
+        { b, c, n in
+            var g = [Int64](repeating: 0, count: 8)
+            return g.withUnsafeMutableBytes { res in
+                bitsec_guard_check(f.rt, f.token, len(f.token), nil, 0, nil, 0, nil, 0, nil, 0, nil, 0, 1, AT, 0,
+                                   res.baseAddress, b, c, n)
+            }
+        }
+    },
 ]
 
 /// The functions of include/bitsec_api.h with an out_cap parameter.

@@ -77,10 +77,37 @@ static void csrf_from_c(void) {
     bitsec_runtime_close(rt);
 }
 
+/* bitsec_guard_check from C: the result struct's fixed layout, and one rate-limited
+ * request through it (no token: the take alone). */
+static void guard_check_from_c(void) {
+    CHECK(sizeof(bitsec_guard_result) == BITSEC_GUARD_RESULT_BYTES);
+    CHECK(offsetof(bitsec_guard_result, rate_reason) == 20);
+    CHECK(offsetof(bitsec_guard_result, rate_limit) == 24);
+    CHECK(offsetof(bitsec_guard_result, rate_flags) == 56);
+    const char *cfg = "{\"rate_limits\": {\"categories\": {\"default\": {\"capacity\": 1, \"period_seconds\": 60}}}}";
+    bitsec_runtime *rt = NULL;
+    CHECK(bitsec_runtime_open(cfg, strlen(cfg), &rt) == BITSEC_OK);
+    bitsec_guard_result g;
+    size_t n = 99;
+    CHECK(bitsec_guard_check(rt, NULL, 0, NULL, 0, NULL, 0, NULL, 0, "default", 7, "ip:1", 4, 1, 0, 0,
+                             &g, NULL, 0, &n) == BITSEC_OK);
+    CHECK(g.decision == BITSEC_GUARD_ALLOWED && g.http_status == 200 && n == 0);
+    CHECK(g.token_reason == BITSEC_GUARD_NOT_CHECKED && g.permission_reason == BITSEC_GUARD_NOT_CHECKED);
+    CHECK(g.rate_limit == 1 && g.rate_remaining == 0 && g.rate_retry_after == 0);
+    CHECK(bitsec_guard_check(rt, NULL, 0, NULL, 0, NULL, 0, NULL, 0, "default", 7, "ip:1", 4, 1, 0, 0,
+                             &g, NULL, 0, &n) == BITSEC_OK);
+    CHECK(g.decision == BITSEC_GUARD_RATE_LIMITED && g.http_status == 429 && g.rate_retry_after >= 1);
+    /* a permission without a token is an error, not a decision */
+    CHECK(bitsec_guard_check(rt, NULL, 0, NULL, 0, "a:b", 3, NULL, 0, NULL, 0, NULL, 0, 1, 0, 0,
+                             &g, NULL, 0, &n) == BITSEC_E_INVALID_ARGUMENT);
+    bitsec_runtime_close(rt);
+}
+
 int main(void) {
     sessions_work();
     csrf_from_c();
     deprecated_alias_still_works();
+    guard_check_from_c();
     CHECK(bitsec_version_number() == BITSEC_VERSION_NUMBER);
     CHECK(bitsec_abi_version() == BITSEC_ABI_VERSION);
     CHECK(strcmp(bitsec_version_string(), BITSEC_VERSION_STRING) == 0);

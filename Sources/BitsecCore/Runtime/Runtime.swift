@@ -1,3 +1,5 @@
+internal import Synchronization
+
 /// One runtime: everything built from one configuration document. Immutable after `open`
 /// except through the capabilities' own atomic reloads, so it is shared between threads freely.
 ///
@@ -30,6 +32,15 @@ public final class Runtime: Sendable {
     public let latency: LatencyHistograms
     /// Reloads shared with the other processes of the host region (nil without one).
     let hostReloads: HostReloads?
+    /// Calls that crossed the C ABI on this runtime (every export taking the runtime handle
+    /// adds one, relaxed: a statistic, not a synchronisation point; wraps at 2^64).
+    private let abiCalls = Atomic<UInt64>(0)
+
+    /// Counts one call through the C ABI (called by the ABI's runtime-handle lookup).
+    public func countABICall() { abiCalls.wrappingAdd(1, ordering: .relaxed) }
+
+    /// The calls through the C ABI on this runtime so far.
+    public var abiCallCount: UInt64 { abiCalls.load(ordering: .relaxed) }
 
     private init(redis: RedisPool?, stores: StoreContext, allowInlineSecrets: Bool, audit: AuditService?, rateLimits: RateLimitService?,
                  fields: FieldService?, tokens: TokenService?, permissions: PermissionService?, totp: TOTPService?,
@@ -156,10 +167,14 @@ public final class Runtime: Sendable {
     /// and support tickets.
     /// The Prometheus text of `bitsec_metrics_text`: the audit counters (when the audit
     /// section exists), then the bounded in-process tables' gauges and counters, then the
-    /// latency histograms of the configured capabilities (unless `metrics.histograms` is off).
+    /// latency histograms of the configured capabilities (unless `metrics.histograms` is off),
+    /// then the count of ABI calls on this runtime (`bitsec_abi_calls_total`, always present).
     public func metricsText() -> String {
         (audit?.metricsText() ?? "") + BoundedTableStats.prometheusText(capabilities.flatMap(\.boundedTables))
             + latency.prometheusText(timedOperations, redis: redis != nil)
+            + "# HELP bitsec_abi_calls_total Calls through the C ABI on this runtime.\n"
+            + "# TYPE bitsec_abi_calls_total counter\n"
+            + "bitsec_abi_calls_total \(abiCalls.load(ordering: .relaxed))\n"
     }
 
     /// The timed operations of the configured capabilities, in a fixed order.

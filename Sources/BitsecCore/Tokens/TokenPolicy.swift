@@ -1,3 +1,5 @@
+internal import Synchronization
+
 /// The claim rules of one runtime (the `tokens` section).
 public struct TokenPolicy: Sendable {
     public var leeway: Int64 = 30
@@ -78,6 +80,17 @@ public final class VerifiedClaims: Sendable {
     /// The first registered claim that had the wrong JSON type (reported after the
     /// signature check as `invalid_claim`).
     public let invalidClaim: String?
+    /// The packed principal of `result` (as `bitsec_check_permission_claims` reads it), built on
+    /// first use by the request guard and kept with the claims (so with the verified-token
+    /// cache entry): a cached token's permission check parses no JSON.
+    private let principalMemo = Mutex<[UInt8]?>(nil)
+
+    public func packedPrincipal() throws(BitsecError) -> [UInt8] {
+        if let p = principalMemo.withLock({ $0 }) { return p }
+        let p = try result.withRawBytes { (raw) throws(BitsecError) -> [UInt8] in try ClaimsPrincipal.pack(raw) }
+        principalMemo.withLock { $0 = p }
+        return p
+    }
 
     /// Parses the payload JSON; nil when it is not a JSON object.
     public init?(payload: [UInt8], maxDepth: Int = Limits.maxJSONDepth) {

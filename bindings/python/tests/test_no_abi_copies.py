@@ -53,7 +53,6 @@ NOT_ABI = {
     "_MEMO_MAX": "entries of the Python verify memo",
     "MAX_BYTES": "the JWKS fetcher's HTTP response limit",
     "MAX_KEYS": "a test's configured rate_limits.max_keys",
-    "_PRINCIPALS_MAX": "entries of the FastAPI guard's packed-principal map",
     "_MAX_VALUE": "the alert webhook's longest label value (characters)",
 }
 

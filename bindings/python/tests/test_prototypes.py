@@ -30,6 +30,7 @@ C_TO_CTYPES = {
     "void *": c_void_p,
     "bitsec_runtime *": c_void_p,
     "bitsec_runtime **": POINTER(c_void_p),
+    "bitsec_guard_result *": c_void_p,
     "char **": POINTER(c_void_p),
     "size_t *": POINTER(c_size_t),
     "int32_t *": POINTER(c_int32),

@@ -378,6 +378,28 @@ BITSEC_PASSWORD_POLICY_BLOCKLISTED: Final = 4
 BITSEC_PASSWORD_MAX_BYTES: Final = 4096
 #: longest PHC string read; holds any hash written, NUL included
 BITSEC_PASSWORD_MAX_HASH_BYTES: Final = 256
+# ---- guard: Request guard ----------------------------------------------------
+# bitsec_guard_check: decision codes (bitsec_guard_result.decision). Stable: never renumbered.
+BITSEC_GUARD_ALLOWED: Final = 0
+#: token_reason says why (HTTP 401)
+BITSEC_GUARD_TOKEN_REFUSED: Final = 1
+#: the token lacks a required scope (HTTP 403)
+BITSEC_GUARD_SCOPE_MISSING: Final = 2
+#: permission_reason says why (HTTP 403)
+BITSEC_GUARD_PERMISSION_DENIED: Final = 3
+#: rate_retry_after says when to retry (HTTP 429)
+BITSEC_GUARD_RATE_LIMITED: Final = 4
+#: the rate-limit store did not answer (HTTP 503)
+BITSEC_GUARD_RATE_UNAVAILABLE: Final = 5
+# A reason field of a step that did not run.
+BITSEC_GUARD_NOT_CHECKED: Final = -1
+# Flags of bitsec_guard_check.
+#: rate-limit key "user:<sub>" when the token verified
+BITSEC_GUARD_FLAG_KEY_BY_SUBJECT: Final = 1
+#: an invalid token is no refusal (it only keys the rate limit)
+BITSEC_GUARD_FLAG_TOKEN_ADVISORY: Final = 2
+# sizeof(bitsec_guard_result).
+BITSEC_GUARD_RESULT_BYTES: Final = 64
 
 #: Every export of include/bitsec_api.h: name -> (restype, argtypes).
 PROTOTYPES: Final[dict[str, tuple[Any, list[Any]]]] = {
@@ -420,6 +442,7 @@ PROTOTYPES: Final[dict[str, tuple[Any, list[Any]]]] = {
     "bitsec_field_rewrap": (c_int32, [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_uint32, c_char_p, c_size_t, POINTER(c_size_t), POINTER(c_int32), POINTER(c_int32)]),
     "bitsec_fields_reload": (c_int32, [c_void_p, c_char_p, c_size_t]),
     "bitsec_free": (None, [c_void_p]),
+    "bitsec_guard_check": (c_int32, [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, c_int64, c_uint32, c_void_p, c_char_p, c_size_t, POINTER(c_size_t)]),
     "bitsec_hotp_check": (c_int32, [c_char_p, c_size_t, c_char_p, c_size_t, c_int32, c_int32, c_uint64, c_int32, POINTER(c_int32), POINTER(c_uint64)]),
     "bitsec_hotp_code": (c_int32, [c_char_p, c_size_t, c_int32, c_int32, c_uint64, c_char_p, c_size_t, POINTER(c_size_t)]),
     "bitsec_last_error": (c_char_p, []),

@@ -12,6 +12,7 @@ from .audit import AuditMixin
 from .csrf import CSRFMixin
 from .errors import ClosedError, InvalidArgumentError
 from .fields import FieldsMixin
+from .guardcheck import GuardCheckMixin
 from .permissions import PermissionsMixin
 from .ratelimit import RateLimitMixin
 from .tokens import TokensMixin
@@ -26,7 +27,8 @@ def _close_handle(h: int) -> None:
     N.runtime_close(h)
 
 
-class Runtime(TokensMixin, PermissionsMixin, RateLimitMixin, TOTPMixin, FieldsMixin, AuditMixin, SessionsMixin, CSRFMixin, PasswordsMixin):
+class Runtime(TokensMixin, PermissionsMixin, RateLimitMixin, TOTPMixin, FieldsMixin, AuditMixin, SessionsMixin, CSRFMixin, PasswordsMixin,
+              GuardCheckMixin):
     """A bitsec runtime: safe to share between threads (calls release the GIL).
 
     ``config`` is a dict, a JSON document (``str`` starting with ``{``, or ``bytes``), or

@@ -26,17 +26,17 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
 import anyio
 from fastapi import HTTPException, Request
 
-from ..errors import BackendUnavailableError, BitsecError
+from ..errors import BackendUnavailableError, BitsecError, InvalidArgumentError, TooLargeError
 from ..permissions import Principal
 from ..runtime import Runtime
-from ..tokens import ExpiredTokenError, TokenClaims, TokenError
+from ..tokens import TokenClaims
 from ._common import (_AUTH_FAILURE, _CLAIMS, _DENIED, STATE_ATTR, _ensure_request_id,
                       _request_state, _runtime_of_scope, _send_json, log)
 from .audit import AuditMiddleware
 from .bearer import _bearer_challenge
 from .config import DEFAULT_PATH_CATEGORIES
 from .offload import offload_plan
-from .ratelimit import _RateLimiting
+from .ratelimit import _address_key, _RateLimiting
 
 from starlette._utils import get_route_path as _route_path  # the path without the root_path
 
@@ -45,8 +45,6 @@ GUARD_SCOPE_KEY = "bitsec.guard"
 #: ``Requirement.auth`` values.
 AUTH_MODES = ("required", "optional", "none")
 _GUARD_ATTR = "__bitsec_guard__"
-#: Principals kept by ``GuardMiddleware`` (one per recently verified token; cleared when full).
-_PRINCIPALS_MAX = 4096
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
@@ -353,7 +351,7 @@ class GuardMiddleware(AuditMiddleware):
         self.client_ip = self.limiter.client_ip
         self.table: RouteTable | None = None
         self._table_of: Any = None
-        self._principals: dict[int, tuple[TokenClaims, Principal]] = {}
+        self._categories: tuple[Runtime, frozenset[str]] | None = None
 
     # ---- startup ---------------------------------------------------------------------------
 
@@ -439,8 +437,8 @@ class GuardMiddleware(AuditMiddleware):
         plan = offload_plan(rt, self.offload)
         if not plan.reasons:
             return False
-        if req.auth != "none" and plan.offloads("tokens"):
-            return True
+        if plan.offloads("tokens") and (req.auth != "none" or (req.rate != "" and _bearer_token(scope))):
+            return True  # (a public route's bearer token keys its rate limit: verified too)
         if req.resource is not None and plan.offloads("permissions"):
             return True
         return req.rate != "" and plan.offloads("rate_limits")
@@ -460,71 +458,88 @@ class GuardMiddleware(AuditMiddleware):
 
     def decide(self, rt: Runtime, scope: Any, state: dict[str, Any], entry: _Entry | None, req: Requirement,
                params: Mapping[str, str]) -> GuardResult:
-        """The decision (sync; the middleware runs it inline or in the thread pool)."""
+        """The decision (sync; the middleware runs it inline or in the thread pool): one
+        native call (``Runtime.guard_check``) for the token, its scopes, the permission and
+        the rate-limit take."""
         template = entry.template if entry is not None else None
-        claims: TokenClaims | None = None
+        token: str | None = None
+        advisory = False
         if req.auth != "none":
             token = _bearer_token(scope)
-            failure: str | None = None  # the reason recorded in the audit trail
-            kind = "invalid"
             if token is None:
                 if req.auth == "required":
-                    failure = kind = "missing"
+                    state[_AUTH_FAILURE] = "missing"
+                    return GuardResult(False, _AUTH_ERRORS["missing"][0], "missing", req, template,
+                                       auth_error="missing")
             elif not token:
-                failure, kind = "malformed", "empty"
-            else:
-                try:
-                    claims = rt.verify_token(token)
-                except ExpiredTokenError:
-                    failure = kind = "expired"
-                except TokenError as e:
-                    failure = e.reason
-                except BackendUnavailableError:
-                    return GuardResult(False, 503, "unavailable", req, template)
-                except BitsecError as e:  # a token the library refuses to read at all
-                    failure = type(e).__name__
-            if failure is not None:
-                state[_AUTH_FAILURE] = failure
-                return GuardResult(False, _AUTH_ERRORS[kind][0], failure, req, template, auth_error=kind)
-            if claims is not None:
-                state[_CLAIMS] = claims
-        if req.resource is not None and claims is not None:
-            if req.scopes:
-                have = set(claims.scopes)
-                if any(s not in have for s in req.scopes):
-                    state[_DENIED] = (req.resource, req.action, "scope_missing")
-                    return GuardResult(False, 403, "scope_missing", req, template, claims)
-            ctx: dict[str, Any] = {}
-            for key, name in (("owner_id", req.owner_param), ("tenant_id", req.tenant_param),
-                              ("department", req.department_param)):
-                if name is not None and name in params:
-                    ctx[key] = str(params[name])
-            d = rt.check_permission(self._principal(claims), req.resource, req.action or "", ctx or None)
-            if not d:
-                state[_DENIED] = (req.resource, req.action, d.reason)
-                return GuardResult(False, 403, d.reason, req, template, claims)
-        rate_headers: dict[str, str] = {}
+                state[_AUTH_FAILURE] = "malformed"
+                return GuardResult(False, _AUTH_ERRORS["empty"][0], "malformed", req, template, auth_error="empty")
         category = req.rate if req.rate is not None else self.categorize(scope["method"], scope.get("path", ""))
+        key: str | None = None
         if category:
-            allowed, rate_headers = self.limiter.take(rt, scope, category, req.cost)
-            if not allowed:
-                if "X-RateLimit-Limit" in rate_headers:
-                    return GuardResult(False, 429, "rate_limited", req, template, claims, rate_headers)
-                return GuardResult(False, 503, "unavailable", req, template, claims, rate_headers)
-        return GuardResult(True, 200, "ok" if req.auth != "none" else "public", req, template, claims, rate_headers)
+            if category not in self._categories_of(rt):
+                category = "default"  # a path category the configuration does not define
+            if req.auth == "none":
+                # As the rate-limit dependencies: a bearer token that verifies keys the
+                # bucket by its subject, whatever the route requires.
+                token = _bearer_token(scope) or None
+                advisory = token is not None
+            key = _address_key(rt, scope, self.client_ip)
+        else:
+            category = None
+        ctx: dict[str, Any] | None = None
+        if req.resource is not None:
+            for k, name in (("owner_id", req.owner_param), ("tenant_id", req.tenant_param),
+                            ("department", req.department_param)):
+                if name is not None and name in params:
+                    ctx = ctx or {}
+                    ctx[k] = str(params[name])
+        try:
+            g = rt.guard_check(token, permission=req.permission, context=ctx, scopes=req.scopes, category=category,
+                               key=key, cost=req.cost, key_by_subject=True, token_advisory=advisory)
+        except BackendUnavailableError:
+            return GuardResult(False, 503, "unavailable", req, template)
+        except (TooLargeError, InvalidArgumentError) as e:
+            if token is None:
+                raise
+            # a token the library refuses to read at all
+            state[_AUTH_FAILURE] = type(e).__name__
+            return GuardResult(False, _AUTH_ERRORS["invalid"][0], type(e).__name__, req, template, auth_error="invalid")
+        claims = g.claims
+        if claims is not None:
+            state[_CLAIMS] = claims
+        if advisory:
+            claims = None  # a public route: the token only keyed the rate limit
+        d = g.decision
+        if d == "allowed":
+            return GuardResult(True, 200, "ok" if req.auth != "none" else "public", req, template, claims,
+                               g.rate_headers())
+        if d == "token_refused":
+            failure = g.token_reason or "invalid"
+            state[_AUTH_FAILURE] = failure
+            kind = "expired" if failure == "expired" else "invalid"
+            return GuardResult(False, _AUTH_ERRORS[kind][0], failure, req, template, auth_error=kind)
+        if d == "scope_missing" or d == "permission_denied":
+            reason = "scope_missing" if d == "scope_missing" else (g.permission_reason or "no_grant")
+            state[_DENIED] = (req.resource, req.action, reason)
+            return GuardResult(False, 403, reason, req, template, claims)
+        if d == "rate_limited":
+            return GuardResult(False, 429, "rate_limited", req, template, claims, g.rate_headers())
+        # rate_unavailable: the store did not answer and its failure policy did not decide
+        log.warning("bitsec rate limit backend unavailable (category %s): %s", category, self.limiter.on_backend_error)
+        if self.limiter.on_backend_error == "allow":
+            return GuardResult(True, 200, "ok" if req.auth != "none" else "public", req, template, claims)
+        return GuardResult(False, 503, "unavailable", req, template, claims, {"Retry-After": "1"})
 
-    def _principal(self, claims: TokenClaims) -> Principal:
-        """The claims' principal, packed once per verified token: the runtime returns the same
-        claims object for a token it verified before, so a bounded map by identity (the
-        claims kept alongside, so an id is never reused while mapped) saves the packing."""
-        hit = self._principals.get(id(claims))
-        if hit is not None and hit[0] is claims:
-            return hit[1]
-        p = Principal.from_claims(claims)
-        if len(self._principals) >= _PRINCIPALS_MAX:
-            self._principals.clear()
-        self._principals[id(claims)] = (claims, p)
-        return p
+    def _categories_of(self, rt: Runtime) -> frozenset[str]:
+        """The rate-limit categories the runtime defines (read once per runtime)."""
+        cached = self._categories
+        if cached is not None and cached[0] is rt:
+            return cached[1]
+        sections = rt.describe().get("sections") or {}
+        names = frozenset((sections.get("rate_limits") or {}).get("categories") or {})
+        self._categories = (rt, names)
+        return names
 
     def _detail(self, r: GuardResult) -> str:
         if r.status == 403:

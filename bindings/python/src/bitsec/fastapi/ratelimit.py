@@ -39,12 +39,21 @@ def _identity(rt: Runtime, scope: Any, resolver: ClientIP) -> str:
             except BitsecError:  # refused, or the revocation store is down: not a verified user
                 claims = None
     if claims is not None and claims.subject:
-        key = "user:" + claims.subject
-    else:
-        ip = _client_ip(scope, resolver)
-        key = "ip:" + (_grouped_client(rt, ip) if ip else "unknown")
+        return _bounded_key("user:" + claims.subject)
+    return _address_key(rt, scope, resolver)
+
+
+def _address_key(rt: Runtime, scope: Any, resolver: ClientIP) -> str:
+    """``ip:<client address>`` (grouped as the login guard counts it)."""
+    ip = _client_ip(scope, resolver)
+    return _bounded_key("ip:" + (_grouped_client(rt, ip) if ip else "unknown"))
+
+
+def _bounded_key(key: str) -> str:
+    """The key, or ``sha256:<hex>`` of it when longer than a rate-limit key may be (the
+    library's guard derives ``user:<sub>`` keys the same way)."""
     if len(key) > 128 and len(key.encode("utf-8")) > _MAX_KEY_BYTES:
-        key = "sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()
+        return "sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()
     return key
 
 

@@ -1,0 +1,118 @@
+// bitsec_guard_check through the exported C symbols only: the same decisions as the separate
+// calls (bitsec_verify_token, bitsec_check_permission_claims, bitsec_rate_limit_take).
+import Testing
+import Glibc
+import Bitsec
+
+private let AT: Int64 = 1_900_000_000
+private let guardConfig = #"""
+{"allow_inline_secrets": true,
+ "tokens": {"keys": [{"kid": "hs", "alg": "HS256", "secret": {"value": "0123456789abcdef0123456789abcdef"}}],
+            "issuer": "iss", "audience": "aud"},
+ "permissions": {"policy": {"resources": ["docs", "system"], "actions": ["read", "write"],
+   "roles": {"reader": {"allow": ["*:read"]},
+             "writer": {"inherits": ["reader"], "allow": [{"permission": "docs:write", "owner_only": true}],
+                        "deny": ["system:*"]}}}},
+ "rate_limits": {"categories": {"default": {"capacity": 4, "period_seconds": 60}}}}
+"""#
+
+private struct Outcome: Equatable {
+    var decision: Int32, status: Int32, token: Int32, permission: Int32, rule: Int32, rate: [Int64]
+}
+
+private func sign(_ rt: OpaquePointer, _ claims: String) -> String {
+    var buf = [CChar](repeating: 0, count: 4096)
+    var n: UInt = 0
+    let rc = claims.withCString { c in bitsec_token_sign(rt, c, UInt(strlen(c)), nil, 0, &buf, UInt(buf.count), &n) }
+    #expect(rc == OK, "\(lastError())")
+    return String(decoding: buf.prefix(Int(n)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
+/// The three separate calls, in the guard's order.
+private func separate(_ rt: OpaquePointer, _ token: String, _ perm: String, _ ctx: [UInt8]) -> Outcome {
+    var out = Outcome(decision: 0, status: 200, token: -1, permission: -1, rule: -1, rate: [0, 0, 0, 0, 0])
+    var doc = [CChar](repeating: 0, count: 4096)
+    var n: UInt = 0
+    var reason: Int32 = -1
+    #expect(bitsec_verify_token(rt, token, UInt(token.utf8.count), AT, &reason, &doc, UInt(doc.count), &n) == OK)
+    out.token = reason
+    guard reason == 0 else { out.decision = 1; out.status = 401; return out }
+    var d: UInt64 = 0
+    let rc = ctx.withUnsafeBufferPointer { c in
+        bitsec_check_permission_claims(rt, doc, n, perm, UInt(perm.utf8.count),
+                                       ctx.isEmpty ? nil : UnsafeRawPointer(c.baseAddress)?.assumingMemoryBound(to: CChar.self),
+                                       UInt(ctx.count), &d)
+    }
+    #expect(rc == OK, "\(lastError())")
+    out.permission = Int32((d >> 8) & 0xFF)
+    out.rule = Int32(Int64(d >> 32) - 1)
+    guard d & 1 == 1 else { out.decision = 3; out.status = 403; return out }
+    var r = [Int64](repeating: 0, count: 7)
+    #expect(bitsec_rate_limit_take(rt, "default", 7, "k", 1, 1, AT, &r) == OK)
+    out.rate = [r[1], r[2], r[3], r[4], r[5]]
+    if r[0] != 1 { out.decision = 4; out.status = 429 }
+    return out
+}
+
+private func combined(_ rt: OpaquePointer, _ token: String, _ perm: String, _ ctx: [UInt8]) -> Outcome {
+    var g = [Int64](repeating: 0, count: 8)
+    var n: UInt = 0
+    let rc = g.withUnsafeMutableBytes { res in
+        ctx.withUnsafeBufferPointer { c in
+            bitsec_guard_check(rt, token, UInt(token.utf8.count), nil, 0, perm, UInt(perm.utf8.count),
+                               ctx.isEmpty ? nil : UnsafeRawPointer(c.baseAddress)?.assumingMemoryBound(to: CChar.self),
+                               UInt(ctx.count), "default", 7, "k", 1, 1, AT, 0, res.baseAddress, nil, 0, &n)
+        }
+    }
+    #expect(rc == OK, "\(lastError())")
+    let i32 = g.withUnsafeBytes { Array($0.bindMemory(to: Int32.self).prefix(6)) }
+    return Outcome(decision: i32[0], status: i32[1], token: i32[2], permission: i32[3], rule: i32[4],
+                   rate: [g[3], g[4], g[5], g[6], g[7]])
+}
+
+@Suite struct GuardABITests {
+    @Test func sameDecisionsAsTheSeparateCalls() throws {
+        let (rc1, a) = open(guardConfig), (rc2, b) = open(guardConfig)
+        #expect(rc1 == OK && rc2 == OK, "\(lastError())")
+        let ra = try #require(a), rb = try #require(b)
+        defer { bitsec_runtime_close(ra); bitsec_runtime_close(rb) }
+        var tokens = ["not.a.token"]
+        for (sub, roles, exp) in [("alice", "reader", 2_000_000_000), ("bob", "writer", 2_000_000_000),
+                                  ("carol", "writer", 1_800_000_000), ("dave", "nobody", 2_000_000_000)] {
+            tokens.append(sign(ra, #"{"sub":"\#(sub)","roles":["\#(roles)"],"iss":"iss","aud":"aud","exp":\#(exp)}"#))
+        }
+        let contexts: [[UInt8]] = [[], Array("bob\0\0".utf8), Array("alice\0\0".utf8)]
+        var compared = 0
+        for token in tokens {
+            for perm in ["docs:read", "docs:write", "system:read", "nope:read", "docs:nope"] {
+                for ctx in contexts {
+                    #expect(combined(ra, token, perm, ctx) == separate(rb, token, perm, ctx), "\(token.prefix(20)) \(perm)")
+                    compared += 1
+                }
+            }
+        }
+        #expect(compared == 75)
+        // Both took from "k" the same number of times and reached the limit (capacity 4).
+        #expect(combined(ra, tokens[1], "docs:read", []).decision == BitsecABI.BITSEC_GUARD_RATE_LIMITED)
+    }
+
+    @Test func abiCallsAreCounted() throws {
+        let (rc, h) = open(guardConfig)
+        #expect(rc == OK)
+        let rt = try #require(h)
+        defer { bitsec_runtime_close(rt) }
+        func count() -> Int {
+            var buf = [CChar](repeating: 0, count: 1 << 16)
+            var n: UInt = 0
+            #expect(bitsec_metrics_text(rt, &buf, UInt(buf.count), &n) == OK)
+            let text = String(decoding: buf.prefix(Int(n)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            let line = text.split(separator: "\n").first { $0.hasPrefix("bitsec_abi_calls_total ") } ?? ""
+            return Int(line.split(separator: " ").last ?? "") ?? -1
+        }
+        let before = count()
+        let token = sign(rt, #"{"sub":"x","roles":["reader"],"iss":"iss","aud":"aud","exp":2000000000}"#)
+        _ = combined(rt, token, "docs:read", [])
+        _ = bitsec_redis_ping(nil, nil)  // no runtime: not counted
+        #expect(count() - before == 3)  // sign, guard check, and the metrics call itself
+    }
+}

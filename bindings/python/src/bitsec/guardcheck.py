@@ -1,0 +1,197 @@
+"""The request guard: token, scopes, permission and rate limit of one request in one native
+call (``bitsec_guard_check``)."""
+from __future__ import annotations
+
+import ctypes
+import struct
+import threading
+from ctypes import byref, c_int64, c_size_t, c_uint32, c_void_p
+from typing import TYPE_CHECKING, Any, Mapping
+
+from . import _abi
+from . import _native as N
+from .errors import InvalidArgumentError
+from .permissions import REASONS as PERMISSION_REASONS
+from .permissions import _packed_context
+from .ratelimit import REASONS as RATE_REASONS
+from .tokens import TOKEN_ERRORS, TokenClaims, _text
+
+__all__ = ["GuardCheck", "GuardCheckMixin", "GUARD_DECISIONS"]
+
+_guard = N.declare("bitsec_guard_check")
+#: The hot path passes prebuilt C objects (thread-local below), skipping ctypes' conversion.
+_guard_fast = N.unconverted(_guard)
+
+#: Decision names by code (``BITSEC_GUARD_*``).
+GUARD_DECISIONS = N.names_by_value("BITSEC_GUARD_", exclude=("NOT_CHECKED", "FLAG_", "RESULT_"))
+_RESULT = struct.Struct("6i5q")
+assert _RESULT.size == _abi.BITSEC_GUARD_RESULT_BYTES
+_NOT_CHECKED = _abi.BITSEC_GUARD_NOT_CHECKED
+_BUFFER_TOO_SMALL = _abi.BITSEC_E_BUFFER_TOO_SMALL
+_I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+class GuardCheck:
+    """The decision of ``Runtime.guard_check``: truthy when allowed.
+
+    ``decision`` (``allowed``, ``token_refused``, ``scope_missing``, ``permission_denied``,
+    ``rate_limited``, ``rate_unavailable``), ``http_status`` (200, 401, 403, 429, 503);
+    ``token_reason`` (``valid``, ``expired``, ... as ``TokenError.reason``; None when no token
+    was checked), ``permission_reason`` (``granted``, ``no_grant``, ...; None when not
+    checked), ``permission_rule`` (the deciding rule's index, -1 for none); ``rate_reason``
+    and ``rate_limit``/``rate_remaining``/``rate_reset_after``/``rate_retry_after``/
+    ``rate_degraded`` (when a take ran); ``claims`` (the verified token's ``TokenClaims``)."""
+
+    __slots__ = ("decision", "http_status", "token_code", "permission_code", "permission_rule", "rate_code",
+                 "rate_limit", "rate_remaining", "rate_reset_after", "rate_retry_after", "rate_flags", "claims")
+
+    def __init__(self, fields: tuple[int, ...], claims: TokenClaims | None) -> None:
+        (d, self.http_status, self.token_code, self.permission_code, self.permission_rule, self.rate_code,
+         self.rate_limit, self.rate_remaining, self.rate_reset_after, self.rate_retry_after, self.rate_flags) = fields
+        self.decision = GUARD_DECISIONS[d] if 0 <= d < len(GUARD_DECISIONS) else f"unknown({d})"
+        self.claims = claims
+
+    def __bool__(self) -> bool:
+        return self.decision == "allowed"
+
+    @property
+    def token_reason(self) -> str | None:
+        c = self.token_code
+        if c == _NOT_CHECKED:
+            return None
+        if c == 0:
+            return "valid"
+        cls = TOKEN_ERRORS.get(c)
+        return cls.reason if cls is not None else f"unknown({c})"
+
+    @property
+    def permission_reason(self) -> str | None:
+        c = self.permission_code
+        return None if c == _NOT_CHECKED else PERMISSION_REASONS.get(c, "unknown")
+
+    @property
+    def rate_checked(self) -> bool:
+        return self.rate_code != _NOT_CHECKED
+
+    @property
+    def rate_reason(self) -> str | None:
+        c = self.rate_code
+        if c == _NOT_CHECKED:
+            return None
+        return RATE_REASONS[c] if 0 <= c < len(RATE_REASONS) else "unknown"
+
+    @property
+    def rate_degraded(self) -> bool:
+        return bool(self.rate_flags & _abi.BITSEC_RATE_LIMIT_FLAG_DEGRADED)
+
+    def rate_headers(self) -> dict[str, str]:
+        """``X-RateLimit-Limit/Remaining/Reset`` and, when limited, ``Retry-After`` (as
+        ``RateLimitDecision.headers``); empty without a take."""
+        if self.rate_code == _NOT_CHECKED or self.decision == "rate_unavailable":
+            return {}
+        h = {"X-RateLimit-Limit": str(self.rate_limit), "X-RateLimit-Remaining": str(self.rate_remaining),
+             "X-RateLimit-Reset": str(self.rate_reset_after)}
+        if self.decision == "rate_limited":
+            h["Retry-After"] = str(self.rate_retry_after)
+        return h
+
+    def __repr__(self) -> str:
+        return (f"GuardCheck(decision={self.decision!r}, http_status={self.http_status}, "
+                f"token_reason={self.token_reason!r}, permission_reason={self.permission_reason!r}, "
+                f"rate_reason={self.rate_reason!r})")
+
+
+class _Buffers(threading.local):
+    def __init__(self) -> None:
+        self.result = ctypes.create_string_buffer(_RESULT.size)
+        self.n = c_size_t(0)
+        self.n_ref = byref(self.n)
+        # the arguments of the fast call, as the exact C types of the prototype
+        self.lens = [c_size_t(0) for _ in range(6)]
+        self.cost = c_int64(1)
+        self.at = c_int64(0)
+        self.flags = c_uint32(0)
+        self.zero = c_size_t(0)
+        self.grow(16383)
+
+    def grow(self, need: int) -> None:
+        self.cap = need + 1
+        self.buf = ctypes.create_string_buffer(self.cap)
+        self.capv = c_size_t(self.cap)
+
+
+_tls = _Buffers()
+
+
+class GuardCheckMixin:
+    """Mixed into ``bitsec.Runtime``; uses its ``handle`` and the tokens' claims memo."""
+
+    if TYPE_CHECKING:
+        @property
+        def handle(self) -> int: ...
+
+        def _token_memo(self) -> dict[bytes, TokenClaims]: ...
+
+        def verify_token(self, token: str | bytes, at: float | int | None = None) -> TokenClaims: ...
+
+    def guard_check(self, token: str | bytes | None = None, *, permission: str | None = None,
+                    context: Mapping[str, Any] | None = None, scopes: tuple[str, ...] | list[str] = (),
+                    category: str | None = None, key: str | bytes | None = None, cost: int = 1, at: int = 0,
+                    key_by_subject: bool = False, token_advisory: bool = False) -> GuardCheck:
+        """One protected request in one native call: verifies ``token`` (through the
+        verified-token cache), checks it carries every scope of ``scopes``, decides
+        ``permission`` ("resource:action", with the resource ``context`` as
+        ``check_permission``) for the token's principal, then takes ``cost`` from the bucket of
+        ``key`` in ``category`` (None: no rate limit). The first refusal ends the check (a
+        refused token takes nothing). ``key_by_subject``: the key is ``user:<sub>`` when the
+        token verified; ``token_advisory``: an invalid token is no refusal (it only keys the
+        rate limit). Decisions are results (``GuardCheck``); errors raise ``BitsecError``
+        (``BackendUnavailableError`` when the revocation store cannot answer)."""
+        data = b"" if token is None else token.encode("utf-8") if type(token) is str else _text(token, "token")
+        perm = b"" if permission is None else _text(permission, "permission")
+        ctx = (_packed_context(context) or b"") if context else b""
+        sc = " ".join(scopes).encode("utf-8") if scopes else b""
+        cat = b"" if category is None else _text(category, "category")
+        k = b"" if key is None else _text(key, "key")
+        flags = ((_abi.BITSEC_GUARD_FLAG_KEY_BY_SUBJECT if key_by_subject else 0)
+                 | (_abi.BITSEC_GUARD_FLAG_TOKEN_ADVISORY if token_advisory else 0))
+        if not (_I64_MIN <= cost <= _I64_MAX and _I64_MIN <= at <= _I64_MAX):
+            raise InvalidArgumentError("cost and at must fit in 64 bits")
+        b = _tls
+        memo = self._token_memo() if data else None
+        known = memo.get(data) if memo is not None else None
+        lens = b.lens
+        lens[0].value = len(data)
+        lens[1].value = len(sc)
+        lens[2].value = len(perm)
+        lens[3].value = len(ctx)
+        lens[4].value = len(cat)
+        lens[5].value = len(k)
+        b.cost.value = cost
+        b.at.value = at
+        b.flags.value = flags
+        if known is not None or not data:
+            buf, capv = None, b.zero  # the claims of this exact token are known: the decision alone
+        else:
+            buf, capv = b.buf, b.capv
+        rc = _guard_fast(c_void_p(self.handle), data, lens[0], sc, lens[1], perm, lens[2], ctx, lens[3], cat, lens[4],
+                         k, lens[5], b.cost, b.at, b.flags, b.result, buf, capv, b.n_ref)
+        fields = _RESULT.unpack_from(b.result)
+        claims: TokenClaims | None = None
+        if rc == _BUFFER_TOO_SMALL and buf is not None and fields[2] == 0:
+            # Decided (and taken from the bucket); only the document did not fit: read it
+            # through the verify call (a cache hit), never by deciding again.
+            b.grow(b.n.value)
+            claims = self.verify_token(data, at=at or None)
+        elif rc:
+            N.check(rc)
+        elif fields[2] == 0 and data:
+            if known is not None:
+                claims = known
+            else:
+                claims = TokenClaims._from_result(ctypes.string_at(b.buf, b.n.value))
+                if memo is not None:
+                    if len(memo) >= self.__dict__.get("_tokens_memo_max", 4096):
+                        memo.clear()
+                    memo[data] = claims
+        return GuardCheck(fields, claims)

@@ -1,0 +1,224 @@
+"""Runtime.guard_check (bitsec_guard_check): one native call deciding token, scopes,
+permission and rate limit, with the same decisions as the separate calls."""
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+import bitsec
+from bitsec import BackendUnavailableError, InvalidArgumentError, NotFoundError, TokenError
+
+ROOT = Path(__file__).resolve().parents[3]
+ERP_POLICY = ROOT / "examples" / "policies" / "erp.json"
+ISS = "https://auth.bitcorp.example"
+AUD = "erp-api"
+SECRET = "s3cr3t-for-tests-only-0123456789abcdef"
+AT = 1_900_000_000
+
+
+def config(capacity: int = 3) -> dict:
+    return {
+        "allow_inline_secrets": True,
+        "tokens": {"keys": [{"kid": "hs", "alg": "HS256", "secret": {"value": SECRET}}],
+                   "issuer": ISS, "audience": [AUD], "required_claims": ["sub"]},
+        "permissions": {"policy_file": str(ERP_POLICY)},
+        "rate_limits": {"store": "local", "categories": {
+            "default": {"capacity": capacity, "period_seconds": 60},
+        }},
+    }
+
+
+@pytest.fixture()
+def pair() -> Iterator[tuple[bitsec.Runtime, bitsec.Runtime]]:
+    a, b = bitsec.Runtime(config()), bitsec.Runtime(config())
+    yield a, b
+    a.close()
+    b.close()
+
+
+def abi_calls(rt: bitsec.Runtime) -> int:
+    for line in rt.metrics_text().splitlines():
+        if line.startswith("bitsec_abi_calls_total "):
+            return int(line.split()[1]) - 1
+    raise AssertionError("no bitsec_abi_calls_total")
+
+
+def tokens(rt: bitsec.Runtime) -> list[str]:
+    out = ["", "not.a.jwt", "a.b", "x" * 5000]
+    for sub, roles, extra in itertools.product(
+            ("alice", "bob", ""), (["viewer"], ["operator"], ["admin"], ["auditor", "viewer"], []),
+            ({}, {"scope": "read write"}, {"scope": ""}, {"exp": AT - 10}, {"nbf": AT + 1000},
+             {"aud": "other"}, {"department": "maintenance"}, {"tenant_id": "t2"})):
+        claims = {"sub": sub, "roles": roles, "iss": ISS, "aud": AUD, "iat": AT - 60, "exp": AT + 600,
+                  "tenant_id": "t1", **extra}
+        out.append(rt.sign_token(claims))
+    forged = out[-1].rsplit(".", 1)[0] + ".AAAA"
+    out.append(forged)
+    return out
+
+
+PERMISSIONS = [None, "equipment:read", "equipment:delete", "maintenance_records:update", "nosuch:read",
+               "equipment:nosuch"]
+CONTEXTS = [None, {"owner_id": "alice", "tenant_id": "t1"}, {"owner_id": "bob", "tenant_id": "t2"},
+            {"department": "maintenance"}]
+SCOPES: list[tuple[str, ...]] = [(), ("read",), ("read", "admin")]
+
+
+def separate(rt: bitsec.Runtime, tok: str, permission: str | None, ctx: Any, scopes: tuple[str, ...],
+             category: str | None, key: str) -> tuple[str, Any, Any, Any]:
+    """The decision of the three separate calls, in the guard's order."""
+    claims = None
+    if tok:
+        try:
+            claims = rt.verify_token(tok, at=AT)
+        except TokenError as e:
+            return ("token_refused", e.reason, None, None)
+    if scopes and any(s not in set(claims.scopes) for s in scopes):  # type: ignore[union-attr]
+        return ("scope_missing", "valid", None, None)
+    perm = None
+    if permission is not None:
+        d = rt.check_permission(claims, permission, ctx)  # type: ignore[arg-type]
+        perm = (d.reason, d.raw >> 32)
+        if not d:
+            return ("permission_denied", "valid", perm, None)
+    rate = None
+    if category is not None:
+        k = "user:" + claims.subject if claims is not None and claims.subject else key
+        d = rt.rate_limit_take(k, category, 1, at=AT)
+        rate = (d.allowed, d.limit, d.remaining, d.reset_after, d.retry_after)
+        if not d:
+            return ("rate_limited", "valid" if tok else None, perm, rate)
+    return ("allowed", "valid" if tok else None, perm, rate)
+
+
+def combined(rt: bitsec.Runtime, tok: str, permission: str | None, ctx: Any, scopes: tuple[str, ...],
+             category: str | None, key: str) -> tuple[str, Any, Any, Any]:
+    g = rt.guard_check(tok or None, permission=permission, context=ctx, scopes=scopes, category=category, key=key,
+                       at=AT, key_by_subject=True)
+    perm = None if g.permission_reason is None else (g.permission_reason, g.permission_rule + 1)
+    rate = None if not g.rate_checked else (g.decision != "rate_limited", g.rate_limit, g.rate_remaining,
+                                            g.rate_reset_after, g.rate_retry_after)
+    if g.decision == "allowed" and tok:
+        assert g.claims is not None and g.claims == rt.verify_token(tok, at=AT)
+    return (g.decision, g.token_reason, perm, rate)
+
+
+def test_same_decisions_as_the_separate_calls(pair: tuple[bitsec.Runtime, bitsec.Runtime]) -> None:
+    a, b = pair
+    toks = tokens(a)
+    cases = 0
+    for tok in toks:
+        for permission, ctx, scopes in itertools.product(PERMISSIONS, CONTEXTS, SCOPES):
+            if not tok and (permission is not None or scopes):
+                continue  # a permission or scopes need a token (an invalid argument, below)
+            for category in (None, "default"):
+                want = separate(b, tok, permission, ctx, scopes, category, "ip:10.0.0.1")
+                got = combined(a, tok, permission, ctx, scopes, category, "ip:10.0.0.1")
+                assert got == want, (tok[:40], permission, ctx, scopes, category)
+                cases += 1
+    assert cases > 3000
+    # both runtimes took the same tokens from the same buckets, and some were refused
+    assert a.guard_check(category="default", key="ip:10.0.0.1", at=AT).decision == "rate_limited"
+
+
+def test_refused_token_or_permission_takes_nothing() -> None:
+    with bitsec.Runtime(config(capacity=2)) as rt:
+        t = rt.sign_token({"sub": "op", "roles": ["operator"], "iss": ISS, "aud": AUD, "exp": AT + 600})
+        for _ in range(5):
+            assert rt.guard_check("forged.token.x", category="default", key="k", at=AT).decision == "token_refused"
+            g = rt.guard_check(t, permission="equipment:delete", category="default", key="k", at=AT,
+                               key_by_subject=True)
+            assert g.decision == "permission_denied" and not g.rate_checked
+        g = rt.guard_check(t, permission="equipment:read", category="default", key="k", at=AT, key_by_subject=True)
+        assert g and g.rate_remaining == 1 and g.rate_headers()["X-RateLimit-Remaining"] == "1"
+        assert rt.rate_limit_take("user:op", "default", 1, at=AT).remaining == 0  # the subject's bucket
+        assert rt.rate_limit_take("k", "default", 1, at=AT).remaining == 1  # "k" untouched
+
+
+def test_advisory_token_only_keys_the_rate_limit() -> None:
+    with bitsec.Runtime(config(capacity=1)) as rt:
+        t = rt.sign_token({"sub": "u9", "iss": ISS, "aud": AUD, "exp": AT + 600})
+        g = rt.guard_check("forged.token.x", category="default", key="ip:1", at=AT, key_by_subject=True,
+                           token_advisory=True)
+        assert g and g.token_reason == "malformed" and g.claims is None
+        g = rt.guard_check(t, category="default", key="ip:1", at=AT, key_by_subject=True, token_advisory=True)
+        assert g and g.claims is not None and g.claims.subject == "u9"  # its own bucket, not ip:1's
+        assert rt.guard_check(None, category="default", key="ip:1", at=AT).decision == "rate_limited"
+        with pytest.raises(InvalidArgumentError):
+            rt.guard_check(t, permission="equipment:read", token_advisory=True)
+
+
+def test_long_subject_keys_by_its_hash() -> None:
+    with bitsec.Runtime(config(capacity=1)) as rt:
+        sub = "s" * 600  # "user:" + sub is longer than a key may be (512 bytes)
+        t = rt.sign_token({"sub": sub, "iss": ISS, "aud": AUD, "exp": AT + 600})
+        assert rt.guard_check(t, category="default", key="ip:1", at=AT, key_by_subject=True)
+        import hashlib
+        key = "sha256:" + hashlib.sha256(("user:" + sub).encode()).hexdigest()
+        assert rt.rate_limit_take(key, "default", 1, at=AT).allowed is False  # the same bucket
+
+
+def test_invalid_arguments_are_errors_not_decisions() -> None:
+    with bitsec.Runtime(config()) as rt:
+        t = rt.sign_token({"sub": "u1", "iss": ISS, "aud": AUD, "exp": AT + 600})
+        with pytest.raises(InvalidArgumentError):
+            rt.guard_check(None, permission="equipment:read")
+        with pytest.raises(InvalidArgumentError):
+            rt.guard_check(None, scopes=("read",))
+        with pytest.raises(InvalidArgumentError):
+            rt.guard_check(t, category="default", key="")
+        with pytest.raises(InvalidArgumentError):
+            rt.guard_check(t, category="default", key="k", cost=0)
+        with pytest.raises(InvalidArgumentError):
+            rt.guard_check(t, at=-1)
+        with pytest.raises(InvalidArgumentError):
+            rt.guard_check(t, permission="no-colon")
+        with pytest.raises(NotFoundError):
+            rt.guard_check(t, category="nosuch", key="k")
+        with pytest.raises(InvalidArgumentError):
+            _raw_scopes(rt, t)
+
+
+def _raw_scopes(rt: bitsec.Runtime, t: str) -> None:
+    """Scopes that are not UTF-8, through the C function itself."""
+    import ctypes
+
+    from bitsec import _native as N
+    from bitsec.guardcheck import _guard
+    res = ctypes.create_string_buffer(64)
+    n = ctypes.c_size_t(0)
+    data = t.encode()
+    rc = _guard(rt.handle, data, len(data), b"\xff\xfe", 2, b"", 0, b"", 0, b"", 0, b"", 0, 1, AT, 0, res, None, 0,
+                ctypes.byref(n))
+    N.check(rc)
+
+
+def test_one_crossing_and_claims_reused() -> None:
+    with bitsec.Runtime(config(capacity=1000)) as rt:
+        t = rt.sign_token({"sub": "u1", "roles": ["viewer"], "iss": ISS, "aud": AUD, "exp": int(time.time()) + 600})
+        first = rt.guard_check(t, permission="equipment:read", category="default", key="ip:1", key_by_subject=True)
+        before = abi_calls(rt)
+        again = rt.guard_check(t, permission="equipment:read", category="default", key="ip:1", key_by_subject=True)
+        assert abi_calls(rt) - before - 1 == 1
+        assert first and again and again.claims is first.claims  # parsed once, then the memo
+
+
+def test_closed_runtime_and_revocation_store_down(fresh_redis: Any) -> None:
+    cfg = config()  # with a redis section, revocations live in Redis (rate limits stay local)
+    cfg["redis"] = {"host": "127.0.0.1", "port": fresh_redis.port, "command_timeout_ms": 200}
+    rt = bitsec.Runtime(cfg)
+    t = rt.sign_token({"sub": "u1", "iss": ISS, "aud": AUD, "exp": AT + 600, "jti": "j1"})
+    assert rt.guard_check(t, at=AT)
+    fresh_redis.stop()
+    with pytest.raises(BackendUnavailableError):
+        rt.guard_check(t, category="default", key="k", at=AT)
+    # advisory: an undecidable token is no user, the request is keyed by its address
+    g = rt.guard_check(t, category="default", key="k", at=AT, token_advisory=True, key_by_subject=True)
+    assert g and g.token_reason is None
+    rt.close()
+    with pytest.raises(bitsec.ClosedError):
+        rt.guard_check(t)
