@@ -1287,7 +1287,6 @@ int32_t bitsec_audit_verify(char const *paths, size_t paths_len, uint8_t const *
 /// then, unless the configuration's metrics.histograms is off, the latency histograms of this
 /// process (labels operation and pid): bitsec_operation_duration_seconds for the timed calls
 /// of the configured sections and bitsec_redis_roundtrip_seconds with a redis section.
-/// Empty text when nothing is configured that has metrics.
 /// last, always, bitsec_abi_calls_total: the calls through the C ABI on this runtime (every
 /// function taking the runtime handle counts one, this one included).
 /// rt: the runtime.

@@ -378,6 +378,7 @@ BITSEC_PASSWORD_POLICY_BLOCKLISTED: Final = 4
 BITSEC_PASSWORD_MAX_BYTES: Final = 4096
 #: longest PHC string read; holds any hash written, NUL included
 BITSEC_PASSWORD_MAX_HASH_BYTES: Final = 256
+
 # ---- guard: Request guard ----------------------------------------------------
 # bitsec_guard_check: decision codes (bitsec_guard_result.decision). Stable: never renumbered.
 BITSEC_GUARD_ALLOWED: Final = 0
