@@ -125,7 +125,8 @@ class AuditMixin:
         (``bitsec_operation_duration_seconds{operation,pid}``, ``bitsec_redis_roundtrip_seconds``;
         the ``metrics`` configuration section). ``bitsec.prometheus.BitsecCollector`` feeds it
         to a ``prometheus_client`` registry; ``bitsec.fastapi.metrics_router`` serves it."""
-        return N.call_with_output(_metrics_text, self.handle, initial=8192).decode("utf-8")
+        # 128 KiB: the text with every latency histogram fits, so a scrape is one native call
+        return N.call_with_output(_metrics_text, self.handle, initial=1 << 17).decode("utf-8")
 
 
 # LogRecord attributes that are not "extra" fields.
