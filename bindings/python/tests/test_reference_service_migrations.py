@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, inspect
 
+import bitsec
 from refsvc_support import API, CONFIG, PASSWORD, bearer
 from fastapi.testclient import TestClient
 
@@ -24,7 +25,7 @@ def old_database(path: Path) -> None:
     with sqlite3.connect(path) as con:
         con.executescript(OLD_SCHEMA.read_text())
         con.execute("INSERT INTO users (id, username, password_hash, role, tenant_id) VALUES (1, 'olga', ?, 'admin', 'fab-1')",
-                    (hash_password(PASSWORD.format("olga")),))
+                    (hash_password(bitsec.Runtime({"passwords": {"ln": 14}}), PASSWORD.format("olga")),))
         con.execute("INSERT INTO inspections (id, tenant_id, lot_id, station, status, defect_count, created_at) "
                     "VALUES (7, 'fab-1', 'L-OLD', 'AOI-1', 'open', 0, '2026-01-01 00:00:00')")
 
