@@ -29,7 +29,7 @@ from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bitsec.fastapi import LoginAttempts, LoginGuard, get_runtime
+from bitsec.fastapi import LoginAttempts, LoginGuard, get_runtime, guard, public
 
 from .common import (StrictModel, Deps, audit, confirm_password, end_server_sessions, no_store, record_pair,
                      revoke_other_sessions, user_of)
@@ -103,6 +103,7 @@ def account_router(deps: Deps, token_claims: Callable[[Any], dict[str, Any]]) ->
                         "tenant": tenant, "details": details})
 
     @router.delete("/mfa")
+    @guard()
     def mfa_remove(request: Request, claims: Any = Depends(fresh), db: Session = Depends(db_session)) -> dict[str, Any]:
         user = user_of(db, models, claims)
         if not (user.totp_sealed or user.totp_pending):
@@ -113,6 +114,7 @@ def account_router(deps: Deps, token_claims: Callable[[Any], dict[str, Any]]) ->
         return {"mfa_enabled": False}
 
     @router.post("/mfa/backup-codes")
+    @guard()
     def backup_codes(request: Request, response: Response, claims: Any = Depends(fresh),
                      db: Session = Depends(db_session)) -> dict[str, Any]:
         user = user_of(db, models, claims)
@@ -126,6 +128,7 @@ def account_router(deps: Deps, token_claims: Callable[[Any], dict[str, Any]]) ->
         return {"backup_codes": list(codes.codes)}
 
     @router.post("/mfa/recover")
+    @public
     def mfa_recover(body: RecoverIn, request: Request, response: Response, db: Session = Depends(db_session),
                     attempts: LoginAttempts = Depends(login_guard)) -> dict[str, Any]:
         """Login with a backup code instead of a TOTP code (a lost authenticator). Every
@@ -155,6 +158,7 @@ def account_router(deps: Deps, token_claims: Callable[[Any], dict[str, Any]]) ->
         return {**pair, "tokens_revoked": revoked, "backup_codes_left": len(hashes)}
 
     @router.post("/password")
+    @guard()
     def change_password(body: PasswordIn, request: Request, claims: Any = Depends(fresh),
                         db: Session = Depends(db_session),
                         attempts: LoginAttempts = Depends(login_guard)) -> dict[str, Any]:

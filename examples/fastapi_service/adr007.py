@@ -1,5 +1,5 @@
 """ADR-007's defects, reports, artifacts and inference endpoints, each guarded by ADR-007's
-roles (``require_permission``) and scoped to the caller's tenant. Their rate categories come
+roles (``@guard(resource, action)``, decided by ``GuardMiddleware`` before the handler) and scoped to the caller's tenant. Their rate categories come
 from the path (``adr007_category``): a POST under ``/artifacts`` is ``upload`` (20 per 5
 minutes), ``/infer`` is ``inference`` (50 a minute), the rest ``default``.
 
@@ -31,7 +31,7 @@ from pydantic import Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from bitsec.fastapi import require_permission
+from bitsec.fastapi import guard, guard_claims
 
 from .common import Deps, RowId, StrictModel
 from .models import iso, utcnow
@@ -139,8 +139,9 @@ def adr007_router(deps: Deps, data_dir: Path, artifacts: dict[str, Any] | None =
     # ---- defects ----
 
     @router.get("/defects")
+    @guard("defects", "read")
     def list_defects(inspection_id: RowId | None = None,
-                     claims: Any = Depends(require_permission("defects", "read", bearer=auth)),
+                     claims: Any = Depends(guard_claims),
                      db: Session = Depends(db_session)) -> dict[str, Any]:
         q = select(m.Defect).where(m.Defect.tenant_id == claims.tenant_id)
         if inspection_id is not None:
@@ -148,7 +149,8 @@ def adr007_router(deps: Deps, data_dir: Path, artifacts: dict[str, Any] | None =
         return {"items": [defect_out(d) for d in db.scalars(q.order_by(m.Defect.id).limit(1000))]}
 
     @router.post("/defects", status_code=201)
-    def create_defect(body: DefectIn, claims: Any = Depends(require_permission("defects", "create", bearer=auth)),
+    @guard("defects", "create")
+    def create_defect(body: DefectIn, claims: Any = Depends(guard_claims),
                       db: Session = Depends(db_session)) -> dict[str, Any]:
         i = inspection(db, claims, body.inspection_id)
         d = m.Defect(tenant_id=claims.tenant_id, inspection_id=i.id, defect_type=body.defect_type,
@@ -160,13 +162,15 @@ def adr007_router(deps: Deps, data_dir: Path, artifacts: dict[str, Any] | None =
         return defect_out(d)
 
     @router.get("/defects/{did}")
-    def get_defect(did: RowId, claims: Any = Depends(require_permission("defects", "read", bearer=auth)),
+    @guard("defects", "read")
+    def get_defect(did: RowId, claims: Any = Depends(guard_claims),
                    db: Session = Depends(db_session)) -> dict[str, Any]:
         return defect_out(one(db, m.Defect, claims, did, "Defect"))
 
     @router.put("/defects/{did}")
+    @guard("defects", "update")
     def update_defect(did: RowId, body: DefectPatch,
-                      claims: Any = Depends(require_permission("defects", "update", bearer=auth)),
+                      claims: Any = Depends(guard_claims),
                       db: Session = Depends(db_session)) -> dict[str, Any]:
         d = one(db, m.Defect, claims, did, "Defect")
         fields = body.model_dump(exclude_unset=True)
@@ -179,7 +183,8 @@ def adr007_router(deps: Deps, data_dir: Path, artifacts: dict[str, Any] | None =
         return defect_out(d)
 
     @router.delete("/defects/{did}", status_code=204)
-    def delete_defect(did: RowId, claims: Any = Depends(require_permission("defects", "delete", bearer=auth)),
+    @guard("defects", "delete")
+    def delete_defect(did: RowId, claims: Any = Depends(guard_claims),
                       db: Session = Depends(db_session)) -> None:
         d = one(db, m.Defect, claims, did, "Defect")
         i = db.get(m.Inspection, d.inspection_id)
@@ -191,7 +196,8 @@ def adr007_router(deps: Deps, data_dir: Path, artifacts: dict[str, Any] | None =
     # ---- reports ----
 
     @router.post("/reports", status_code=201)
-    def create_report(body: ReportIn, claims: Any = Depends(require_permission("reports", "create", bearer=auth)),
+    @guard("reports", "create")
+    def create_report(body: ReportIn, claims: Any = Depends(guard_claims),
                       db: Session = Depends(db_session)) -> dict[str, Any]:
         ids = sorted(set(body.inspection_ids))
         rows = list(db.scalars(select(m.Inspection).where(m.Inspection.tenant_id == claims.tenant_id,
@@ -212,13 +218,15 @@ def adr007_router(deps: Deps, data_dir: Path, artifacts: dict[str, Any] | None =
         return report_out(r)
 
     @router.get("/reports")
-    def list_reports(claims: Any = Depends(require_permission("reports", "read", bearer=auth)),
+    @guard("reports", "read")
+    def list_reports(claims: Any = Depends(guard_claims),
                      db: Session = Depends(db_session)) -> dict[str, Any]:
         q = select(m.Report).where(m.Report.tenant_id == claims.tenant_id).order_by(m.Report.id).limit(1000)
         return {"items": [report_out(r) for r in db.scalars(q)]}
 
     @router.get("/reports/{rid}")
-    def get_report(rid: RowId, claims: Any = Depends(require_permission("reports", "read", bearer=auth)),
+    @guard("reports", "read")
+    def get_report(rid: RowId, claims: Any = Depends(guard_claims),
                    db: Session = Depends(db_session)) -> dict[str, Any]:
         return report_out(one(db, m.Report, claims, rid, "Report"))
 
@@ -234,9 +242,10 @@ def adr007_router(deps: Deps, data_dir: Path, artifacts: dict[str, Any] | None =
                                           for k in unknown or ["file"]])
 
     @router.post("/artifacts", status_code=201, dependencies=[Depends(only_known_fields)])
+    @guard("artifacts", "create")
     def upload_artifact(request: Request, file: UploadFile = File(...),
                         inspection_id: int | None = Form(default=None, ge=1, le=2 ** 63 - 1),
-                        claims: Any = Depends(require_permission("artifacts", "create", bearer=auth)),
+                        claims: Any = Depends(guard_claims),
                         db: Session = Depends(db_session)) -> dict[str, Any]:
         ctype = (file.content_type or "").split(";")[0].strip().lower()
         if ctype not in allowed:
@@ -282,12 +291,14 @@ def adr007_router(deps: Deps, data_dir: Path, artifacts: dict[str, Any] | None =
         return artifact_out(a)
 
     @router.get("/artifacts/{aid}")
-    def get_artifact(aid: RowId, claims: Any = Depends(require_permission("artifacts", "read", bearer=auth)),
+    @guard("artifacts", "read")
+    def get_artifact(aid: RowId, claims: Any = Depends(guard_claims),
                      db: Session = Depends(db_session)) -> dict[str, Any]:
         return artifact_out(one(db, m.Artifact, claims, aid, "Artifact"))
 
     @router.get("/artifacts/{aid}/content")
-    def download_artifact(aid: RowId, claims: Any = Depends(require_permission("artifacts", "read", bearer=auth)),
+    @guard("artifacts", "read")
+    def download_artifact(aid: RowId, claims: Any = Depends(guard_claims),
                           db: Session = Depends(db_session)) -> FileResponse:
         a = one(db, m.Artifact, claims, aid, "Artifact")
         path = store / a.stored_name
@@ -300,7 +311,8 @@ def adr007_router(deps: Deps, data_dir: Path, artifacts: dict[str, Any] | None =
     # ---- inference ----
 
     @router.post("/infer")
-    def infer(body: InferIn, claims: Any = Depends(require_permission("inspections", "execute", bearer=auth)),
+    @guard("inspections", "execute")
+    def infer(body: InferIn, claims: Any = Depends(guard_claims),
               db: Session = Depends(db_session)) -> dict[str, Any]:
         if body.inspection_id is not None:
             inspection(db, claims, body.inspection_id)

@@ -26,13 +26,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import bitsec
 from bitsec.fastapi import (
-    BearerAuth, LoginAttempts, LoginGuard, RateLimitMiddleware, RequestLimitsMiddleware,
-    SecurityHeadersMiddleware, bitsec_lifespan, get_runtime, mfa_enroll, request_id, require_permission, verify_mfa_code,
+    PUBLIC, BearerAuth, LoginAttempts, LoginGuard, RequestLimitsMiddleware, SecurityHeadersMiddleware,
+    bitsec_lifespan, get_runtime, guard, guard_claims, mfa_enroll, public, request_id, verify_mfa_code,
 )
 
 from .account import account_router, auth_time_claim, step_up
 from .adr007 import DEFAULT_MAX_BYTES, adr007_router
-from .auditing import ServiceAuditMiddleware
+from .auditing import ServiceGuardMiddleware, service_categories
 from .authority import PolicyShape, refuse_foreign_refresh_token, token_subject
 from .common import (StrictModel, Deps, RowId, audit, client_ip, equipment_out, forget_tokens, no_store, record_pair, user_of,
                      validation_error_response)
@@ -332,21 +332,27 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
     app.state.sessions = sessionmaker(engine, expire_on_commit=False)
     User, Equipment, IssuedToken = models.User, models.Equipment, models.IssuedToken
 
-    # Outermost first: security headers on everything (429s included), the audit trail
-    # around the rate limiter so that refusals are recorded too. Writes to the encrypted
-    # and personal records are flagged sensitive_data_accessed.
-    app.add_middleware(RateLimitMiddleware, exempt=["/health", "/metrics"])
-    # Bodies are bounded before anything reads them (413 / 408, recorded by the audit trail).
+    # Outermost first: security headers on everything (the guard's refusals included), then
+    # one GuardMiddleware: per request the token, the permission of the route's @guard, the
+    # rate-limit take and the audit record, decided once before the handler (auditing.py).
+    # strict=True: a route that declares neither @guard nor @public stops the startup.
+    # Request bodies are bounded inside it (413 / 408 answers are recorded by it too).
     app.add_middleware(RequestLimitsMiddleware, max_body_bytes=max_body_bytes, body_timeout=body_timeout,
                        limits={f"{API}/auth/*": auth_body_bytes,
                                # an upload: the file's limit plus room for the multipart framing
                                "/v1/artifacts": int(artifacts_cfg.get("max_bytes", DEFAULT_MAX_BYTES)) + (64 << 10)})
     # One record per outcome (auditing.py): an outcome an endpoint recorded itself (a login, a
-    # refused account change) is not recorded again; a 403 is the middleware's record alone
+    # refused account change) is not recorded again; a 403 is the guard's record alone
     # (config.json turns the library's own denial events off: permissions.audit_denials).
-    app.add_middleware(ServiceAuditMiddleware, sensitive=lambda path: path.startswith(
-        (f"{API}/equipment", "/v1/inspections", "/v1/defects", "/v1/artifacts", "/v1/reports", f"{API}/privacy",
-         f"{API}/users")))
+    # Writes to the encrypted and personal records are flagged sensitive_data_accessed.
+    # Rate categories by path (service_categories): /auth/ paths "auth", uploads "upload",
+    # /infer "inference", the rest "default"; /health and /metrics are not limited.
+    app.add_middleware(ServiceGuardMiddleware, strict=True, realm="erp-api", categorize=service_categories,
+                       # FastAPI's own schema route (the /docs page reads it) is public
+                       requirements={"GET /openapi.json": PUBLIC},
+                       sensitive=lambda path: path.startswith(
+                           (f"{API}/equipment", "/v1/inspections", "/v1/defects", "/v1/artifacts", "/v1/reports",
+                            f"{API}/privacy", f"{API}/users")))
     # the allow-list of origins (cors.py), inside the security headers: preflights get them too
     add_cors(app, service_cfg.get("cors"))
     app.add_middleware(SecurityHeadersMiddleware)
@@ -371,6 +377,7 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
     # ---- health and metrics ----
 
     @app.get("/health")
+    @public
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
@@ -379,11 +386,13 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
     public_keys = jwks(cfg.get("tokens", {}))
 
     @app.get("/.well-known/jwks.json")
+    @public
     def jwks_endpoint(response: Response) -> dict[str, Any]:
         response.headers["Cache-Control"] = "public, max-age=300"
         return public_keys
 
     @app.get("/metrics", response_class=PlainTextResponse)
+    @public
     def metrics(request: Request) -> PlainTextResponse:
         return PlainTextResponse(get_runtime(request).metrics_text(), media_type="text/plain; version=0.0.4")
 
@@ -427,6 +436,7 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
         return user
 
     @app.post(f"{API}/auth/login")
+    @public
     def login(body: LoginIn, request: Request, response: Response, db: Session = Depends(db_session),
               attempts: LoginAttempts = Depends(login_guard)) -> dict[str, Any]:
         rt = get_runtime(request)
@@ -439,6 +449,7 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
         return pair
 
     @app.post(f"{API}/auth/refresh")
+    @public
     def refresh(body: RefreshIn, request: Request, response: Response,
                 db: Session = Depends(db_session)) -> dict[str, Any]:
         rt = get_runtime(request)
@@ -492,6 +503,7 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
         return pair
 
     @app.post(f"{API}/auth/logout", status_code=204)
+    @guard()
     def logout(request: Request, body: LogoutIn | None = None, claims: Any = Depends(auth),
                db: Session = Depends(db_session)) -> None:
         """Ends the session: the access token, every live token the service issued in the
@@ -528,12 +540,14 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
         db.commit()
 
     @app.get(f"{API}/auth/me")
+    @guard()
     def me(claims: Any = Depends(auth), db: Session = Depends(db_session)) -> dict[str, Any]:
         user = user_of(db, models, claims)
         return {"username": user.username, "roles": list(claims.roles), "tenant_id": claims.tenant_id,
                 "mfa_enabled": bool(user.totp_sealed)}
 
     @app.post(f"{API}/auth/mfa/enroll")
+    @guard()
     def mfa_enroll_start(request: Request, response: Response, claims: Any = Depends(step_up(auth)),
                          db: Session = Depends(db_session)) -> dict[str, Any]:
         """Needs a password entered in the last 5 minutes (account.py): a stolen access token
@@ -553,6 +567,7 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
         return {"provisioning_uri": enrolment.uri, "qr_png": enrolment.qr_data_uri, "confirmed": False}
 
     @app.post(f"{API}/auth/mfa/confirm")
+    @guard()
     def mfa_confirm(body: MFAConfirmIn, request: Request, claims: Any = Depends(auth),
                     db: Session = Depends(db_session)) -> dict[str, Any]:
         user = user_of(db, models, claims)
@@ -577,8 +592,9 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
         return e
 
     @app.get(f"{API}/equipment/search")
+    @guard("equipment", "read")
     def search_equipment(q: str = Query(min_length=1, max_length=100),
-                         claims: Any = Depends(require_permission("equipment", "read", bearer=auth)),
+                         claims: Any = Depends(guard_claims),
                          db: Session = Depends(db_session)) -> dict[str, Any]:
         # A bound parameter, LIKE wildcards escaped: q is data, never SQL.
         pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
@@ -588,7 +604,8 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
         return {"items": [equipment_out(e) for e in rows]}
 
     @app.get(f"{API}/equipment")
-    def list_equipment(claims: Any = Depends(require_permission("equipment", "read", bearer=auth)),
+    @guard("equipment", "read")
+    def list_equipment(claims: Any = Depends(guard_claims),
                        db: Session = Depends(db_session)) -> dict[str, Any]:
         rows = db.scalars(select(Equipment).where(Equipment.tenant_id == claims.tenant_id)
                           .order_by(Equipment.id).limit(1000))
@@ -603,19 +620,22 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
         return e
 
     @app.post(f"{API}/equipment", status_code=201)
+    @guard("equipment", "create")
     def create_equipment(body: EquipmentIn,
-                         claims: Any = Depends(require_permission("equipment", "create", bearer=auth)),
+                         claims: Any = Depends(guard_claims),
                          db: Session = Depends(db_session)) -> dict[str, Any]:
         return equipment_out(add_equipment(db, claims.tenant_id, claims.subject, body))
 
     @app.get(f"{API}/equipment/{{eid}}")
-    def get_equipment(eid: RowId, claims: Any = Depends(require_permission("equipment", "read", bearer=auth)),
+    @guard("equipment", "read")
+    def get_equipment(eid: RowId, claims: Any = Depends(guard_claims),
                       db: Session = Depends(db_session)) -> dict[str, Any]:
         return equipment_out(_get_equipment(db, claims, eid))
 
     @app.put(f"{API}/equipment/{{eid}}")
+    @guard("equipment", "update")
     def update_equipment(eid: RowId, body: EquipmentPatch,
-                         claims: Any = Depends(require_permission("equipment", "update", bearer=auth)),
+                         claims: Any = Depends(guard_claims),
                          db: Session = Depends(db_session)) -> dict[str, Any]:
         e = _get_equipment(db, claims, eid)
         fields = body.model_dump(exclude_unset=True)
@@ -629,7 +649,8 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
         return equipment_out(e)
 
     @app.delete(f"{API}/equipment/{{eid}}", status_code=204)
-    def delete_equipment(eid: RowId, claims: Any = Depends(require_permission("equipment", "delete", bearer=auth)),
+    @guard("equipment", "delete")
+    def delete_equipment(eid: RowId, claims: Any = Depends(guard_claims),
                          db: Session = Depends(db_session)) -> None:
         db.delete(_get_equipment(db, claims, eid))
         db.commit()
@@ -639,8 +660,9 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
     policy_file = cfg["permissions"].get("policy_file")
 
     @app.post(f"{API}/admin/policy/reload")
+    @guard("system", "update")
     def reload_policy(request: Request,
-                      claims: Any = Depends(require_permission("system", "update", bearer=auth))) -> dict[str, Any]:
+                      claims: Any = Depends(guard_claims)) -> dict[str, Any]:
         """Reads the configured policy file again and makes it the active policy, atomically
         (the library records a ``policy_reloaded`` audit event). A file the library refuses
         leaves the active policy in place: 422 with the library's reason. Needs

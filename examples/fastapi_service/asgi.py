@@ -61,7 +61,7 @@ def app_from_env() -> FastAPI:
     config = os.environ.get(CONFIG_ENV) or str(HERE / "config.json")
     redis = redis_from_env()
     store = None if redis else store_section(data_dir, os.environ.get(STORE_DIR_ENV) or None)
-    # Every record is on disk before its response starts (the audit middleware emits when the
+    # Every record is on disk before its response starts (the guard emits it when the
     # response starts): a worker killed at any moment loses no record of an answered request.
     # One process's batched queue would be lost with it.
     app = create_app(config, f"sqlite:///{data_dir / 'service.db'}", data_dir=data_dir, redis=redis, store=store,

@@ -1,6 +1,7 @@
-"""One audit record per request outcome.
+"""One audit record per request outcome, and the service's rate-limit categories.
 
-bitsec's ``AuditMiddleware`` records every 401, every 403 and every write. Two other writers
+The service runs on bitsec's ``GuardMiddleware``, which records (as ``AuditMiddleware``
+does) every 401, every 403 and every write. Two other writers
 record some of the same outcomes: the library itself (with ``audit.automatic_events``, the
 default, ``rt.check_permission`` records each denial it decides), and the service's endpoints
 (a failed login as ``authentication``/``failed_login``, a refused account change as
@@ -11,8 +12,8 @@ recorded as a generic ``unauthorized`` would never reach the failed-login alert.
 The library's own record of a permission denial is turned off in config.json
 (``permissions.audit_denials: false``): the middleware's record of the 403 carries the same
 resource, action and decision reason plus the request's context (request id, path, client),
-so it is the one kept. ``ServiceAuditMiddleware`` is the library's middleware with one rule
-added: it leaves out its own record of a request whose endpoint called ``common.audit`` with
+so it is the one kept. ``ServiceGuardMiddleware`` is the library's guard with one rule
+added to its audit trail: it leaves out its own record of a request whose endpoint called ``common.audit`` with
 ``final=True`` (done automatically for an ``authentication`` or ``authorization`` event whose
 result is ``denied`` or ``failure``: the endpoint's event is the more precise record).
 """
@@ -22,7 +23,8 @@ from typing import Any, Mapping
 
 from starlette.requests import Request
 
-from bitsec.fastapi import AuditMiddleware
+import bitsec
+from bitsec.fastapi import DEFAULT_PATH_CATEGORIES, GuardMiddleware, GuardResult, Requirement
 
 #: request.state attribute set when an endpoint recorded the request's outcome itself
 RECORDED = "refsvc_outcome_recorded"
@@ -33,11 +35,47 @@ def mark_recorded(request: Request) -> None:
     setattr(request.state, RECORDED, True)
 
 
-class ServiceAuditMiddleware(AuditMiddleware):
-    """``AuditMiddleware`` without a second record of an outcome an endpoint recorded (see the
-    module's text)."""
+#: Paths outside every rate limit: a load balancer's health probe and the metrics scraper
+#: poll them, and they reveal nothing a limit would protect.
+UNLIMITED = frozenset({"/health", "/metrics"})
 
-    def _event(self, scope: Any, state: Mapping[str, Any], status: int, rid: str) -> dict[str, Any] | None:
+
+def service_categories(method: str, path: str) -> str | None:
+    """The rate-limit category of a request (``GuardMiddleware(categorize=...)``): none for
+    ``UNLIMITED`` paths, else the library's defaults (``DEFAULT_PATH_CATEGORIES``: a path
+    with an ``auth`` segment -> ``auth``, a POST under ``artifacts`` -> ``upload``, ``infer``
+    -> ``inference``, everything else -> ``default``)."""
+    if path in UNLIMITED:
+        return None
+    return DEFAULT_PATH_CATEGORIES(method, path)
+
+
+class ServiceGuardMiddleware(GuardMiddleware):
+    """``GuardMiddleware`` without a second record of an outcome an endpoint recorded (see the
+    module's text), and with requests refused for their token (400 / 401) rate limited too.
+
+    The guard answers a request without a valid token before it takes a rate-limit token;
+    here such a request also takes one from its path's category, keyed by the client's
+    address: a client guessing or replaying tokens, or polling a protected endpoint without
+    one, is answered 429 once over its limit, as a valid caller would be."""
+
+    def decide(self, rt: bitsec.Runtime, scope: Any, state: dict[str, Any], entry: Any, req: Requirement,
+               params: Mapping[str, str]) -> GuardResult:
+        result = super().decide(rt, scope, state, entry, req, params)
+        if result.status not in (400, 401):
+            return result
+        category = req.rate if req.rate is not None else self.categorize(scope["method"], scope.get("path", ""))
+        if not category:
+            return result
+        allowed, headers = self.limiter.take(rt, scope, category, req.cost)
+        if allowed:
+            return result
+        status = 429 if "X-RateLimit-Limit" in headers else 503
+        return GuardResult(False, status, "rate_limited" if status == 429 else "unavailable", req,
+                           result.route_template, None, headers)
+
+    def _event(self, scope: Any, state: Mapping[str, Any], status: int, rid: str,
+               data_access: bool | None = None) -> dict[str, Any] | None:
         if state.get(RECORDED):
             return None
-        return super()._event(scope, state, status, rid)
+        return super()._event(scope, state, status, rid, data_access)

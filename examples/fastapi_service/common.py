@@ -182,7 +182,7 @@ def audit(request: Request, event: dict[str, Any], *, final: bool | None = None)
     the request id, client IP and user agent the middleware's events carry. A refused event
     is logged, never fails the request (the middleware's rule).
 
-    ``final``: this event is the record of the request's outcome, and the audit middleware
+    ``final``: this event is the record of the request's outcome, and the guard (its audit trail)
     adds none of its own (auditing.py: one record per outcome). By default true for an
     ``authentication`` or ``authorization`` event whose result is ``denied`` or ``failure``
     (the refusal the response reports), false otherwise."""

@@ -1,5 +1,5 @@
 """ADR-007's inspections API (``/v1/inspections``), guarded by ADR-007's roles through
-``require_permission("inspections", <action>)`` and scoped to the caller's tenant."""
+``@guard("inspections", <action>)`` (decided by ``GuardMiddleware`` before the handler) and scoped to the caller's tenant."""
 from __future__ import annotations
 
 from typing import Any, Literal
@@ -9,7 +9,7 @@ from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bitsec.fastapi import require_permission
+from bitsec.fastapi import guard, guard_claims
 
 from .common import StrictModel, Deps, RowId
 from .models import iso, utcnow
@@ -51,9 +51,10 @@ def inspections_router(deps: Deps) -> APIRouter:
         return i
 
     @router.get("")
+    @guard("inspections", "read")
     def list_inspections(status: Status | None = None, lot_id: str | None = Query(default=None, max_length=64),
                          limit: int = Query(default=100, ge=1, le=1000),
-                         claims: Any = Depends(require_permission("inspections", "read", bearer=auth)),
+                         claims: Any = Depends(guard_claims),
                          db: Session = Depends(db_session)) -> dict[str, Any]:
         q = select(Inspection).where(Inspection.tenant_id == claims.tenant_id)
         if status is not None:
@@ -63,8 +64,9 @@ def inspections_router(deps: Deps) -> APIRouter:
         return {"items": [inspection_out(i) for i in db.scalars(q.order_by(Inspection.id).limit(limit))]}
 
     @router.post("", status_code=201)
+    @guard("inspections", "create")
     def create_inspection(body: InspectionIn,
-                          claims: Any = Depends(require_permission("inspections", "create", bearer=auth)),
+                          claims: Any = Depends(guard_claims),
                           db: Session = Depends(db_session)) -> dict[str, Any]:
         i = Inspection(tenant_id=claims.tenant_id, lot_id=body.lot_id, station=body.station, status="open",
                        defect_count=body.defect_count, findings=body.findings, created_by=_uid(claims))
@@ -73,13 +75,15 @@ def inspections_router(deps: Deps) -> APIRouter:
         return inspection_out(i)
 
     @router.get("/{iid}")
-    def get_inspection(iid: RowId, claims: Any = Depends(require_permission("inspections", "read", bearer=auth)),
+    @guard("inspections", "read")
+    def get_inspection(iid: RowId, claims: Any = Depends(guard_claims),
                        db: Session = Depends(db_session)) -> dict[str, Any]:
         return inspection_out(get_one(db, claims, iid))
 
     @router.put("/{iid}")
+    @guard("inspections", "update")
     def update_inspection(iid: RowId, body: InspectionPatch,
-                          claims: Any = Depends(require_permission("inspections", "update", bearer=auth)),
+                          claims: Any = Depends(guard_claims),
                           db: Session = Depends(db_session)) -> dict[str, Any]:
         i = get_one(db, claims, iid)
         if i.status != "open":
@@ -98,7 +102,8 @@ def inspections_router(deps: Deps) -> APIRouter:
         return inspection_out(i)
 
     @router.delete("/{iid}", status_code=204)
-    def delete_inspection(iid: RowId, claims: Any = Depends(require_permission("inspections", "delete", bearer=auth)),
+    @guard("inspections", "delete")
+    def delete_inspection(iid: RowId, claims: Any = Depends(guard_claims),
                           db: Session = Depends(db_session)) -> None:
         db.delete(get_one(db, claims, iid))
         db.commit()

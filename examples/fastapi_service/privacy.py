@@ -25,7 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import bitsec
-from bitsec.fastapi import LoginAttempts, LoginGuard, get_runtime, require_permission
+from bitsec.fastapi import LoginAttempts, LoginGuard, get_runtime, guard, guard_claims
 
 from .authority import require_authority
 from .common import (StrictModel, Deps, RowId, audit, confirm_password, end_server_sessions, equipment_out,
@@ -170,6 +170,7 @@ def privacy_router(deps: Deps, audit_path: Path | None) -> APIRouter:
                         "details": {"reason": reason, "tokens_revoked": revoked}})
 
     @router.get("/privacy/export")
+    @guard()
     def export_me(request: Request, claims: Any = Depends(auth), db: Session = Depends(db_session)) -> JSONResponse:
         user = user_of(db, models, claims)
         doc = export_user(get_runtime(request), db, models, user, claims, audit_path)
@@ -177,6 +178,7 @@ def privacy_router(deps: Deps, audit_path: Path | None) -> APIRouter:
         return _attachment(doc, user.id)
 
     @router.post("/privacy/anonymize")
+    @guard()
     def anonymize_me(body: AnonymizeSelfIn, request: Request, claims: Any = Depends(auth),
                      db: Session = Depends(db_session),
                      attempts: LoginAttempts = Depends(login_guard)) -> dict[str, Any]:
@@ -190,8 +192,9 @@ def privacy_router(deps: Deps, audit_path: Path | None) -> APIRouter:
         return {"id": user.id, "anonymized": True, "tokens_revoked": revoked}
 
     @router.get("/users/{user_id}/export")
+    @guard("users", "export")
     def export_user_admin(user_id: RowId, request: Request,
-                          claims: Any = Depends(require_permission("users", "export", bearer=auth)),
+                          claims: Any = Depends(guard_claims),
                           db: Session = Depends(db_session)) -> JSONResponse:
         user = target(request, db, claims, user_id, "export")
         if user.anonymized_at is not None:
@@ -201,8 +204,9 @@ def privacy_router(deps: Deps, audit_path: Path | None) -> APIRouter:
         return _attachment(doc, user.id)
 
     @router.post("/users/{user_id}/anonymize")
+    @guard("users", "delete")
     def anonymize_user_admin(user_id: RowId, request: Request,
-                             claims: Any = Depends(require_permission("users", "delete", bearer=auth)),
+                             claims: Any = Depends(guard_claims),
                              db: Session = Depends(db_session)) -> dict[str, Any]:
         user = target(request, db, claims, user_id, "anonymize")
         if user.anonymized_at is not None:

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import Field, field_validator
 from sqlalchemy.orm import Session
 
-from bitsec.fastapi import get_runtime, require_permission
+from bitsec.fastapi import get_runtime, guard, guard_claims
 
 from .authority import require_authority
 from .common import StrictModel, Deps, RowId, audit, revoke_other_sessions, user_of
@@ -48,8 +48,9 @@ def users_admin_router(deps: Deps) -> APIRouter:
         return u
 
     @router.put("/users/{user_id}/roles")
+    @guard("users", "update")
     def set_roles(user_id: RowId, body: RolesIn, request: Request,
-                  claims: Any = Depends(require_permission("users", "update", bearer=auth)),
+                  claims: Any = Depends(guard_claims),
                   db: Session = Depends(db_session)) -> dict[str, Any]:
         shape = request.app.state.policy_shape
         unknown = [r for r in body.roles if r not in shape.roles]
@@ -73,8 +74,9 @@ def users_admin_router(deps: Deps) -> APIRouter:
         return {"id": user.id, "roles": body.roles, "tokens_revoked": revoked}
 
     @router.post("/users/{user_id}/revoke-sessions")
+    @guard("users", "update")
     def revoke_sessions(user_id: RowId, request: Request,
-                        claims: Any = Depends(require_permission("users", "update", bearer=auth)),
+                        claims: Any = Depends(guard_claims),
                         db: Session = Depends(db_session)) -> dict[str, Any]:
         actor, user = user_of(db, models, claims), target(db, user_id)
         rt = get_runtime(request)

@@ -28,6 +28,8 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from bitsec.fastapi import public
+
 ASSETS = "/docs-assets"
 
 
@@ -64,6 +66,7 @@ def install_docs(app: FastAPI, *, path: str = "/docs") -> None:
     page: dict[str, Any] = {}
 
     @app.get(path, include_in_schema=False)
+    @public
     def docs() -> HTMLResponse:
         if "body" not in page:  # rendered once: the hash must match the bytes sent
             html = get_swagger_ui_html(

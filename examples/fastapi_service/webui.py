@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bitsec.fastapi import CookieSession, CSRFProtect, LoginAttempts, LoginGuard, get_runtime
+from bitsec.fastapi import CookieSession, CSRFProtect, LoginAttempts, LoginGuard, get_runtime, public
 from bitsec.permissions import Principal
 
 WEB = Path(__file__).resolve().parent / "web"
@@ -69,6 +69,7 @@ def install_web_ui(app: FastAPI, *, db_session: Callable[..., Any], models: Any,
     app.mount("/ui/static", StaticFiles(directory=str(WEB)), name="ui-static")
 
     @app.get("/ui/", include_in_schema=False)
+    @public
     def page() -> FileResponse:
         return FileResponse(WEB / "index.html", media_type="text/html", headers={"Cache-Control": "no-store"})
 
@@ -89,6 +90,7 @@ def install_web_ui(app: FastAPI, *, db_session: Callable[..., Any], models: Any,
             raise HTTPException(status_code=403, detail=f"Insufficient permissions: equipment:{action}")
 
     @app.post("/ui/login", include_in_schema=False)
+    @public
     def login(body: UILogin, request: Request, response: Response, db: Session = Depends(db_session),
               attempts: LoginAttempts = Depends(login_guard)) -> dict[str, Any]:
         rt = get_runtime(request)
@@ -102,6 +104,7 @@ def install_web_ui(app: FastAPI, *, db_session: Callable[..., Any], models: Any,
         return {"username": user.username, "csrf_token": rt.csrf_token_issue(created.session_id)}
 
     @app.get("/ui/me", include_in_schema=False)
+    @public
     def me(request: Request, response: Response, db: Session = Depends(db_session)) -> dict[str, Any]:
         user = user_of_session(request, db)
         s = ui_session.validate(request)
@@ -110,6 +113,7 @@ def install_web_ui(app: FastAPI, *, db_session: Callable[..., Any], models: Any,
         return {"username": user.username, "csrf_token": get_runtime(request).csrf_token_issue(s.session_id)}
 
     @app.get("/ui/equipment", include_in_schema=False)
+    @public
     def list_equipment(request: Request, db: Session = Depends(db_session)) -> dict[str, Any]:
         user = user_of_session(request, db)
         allowed(request, user, "read")
@@ -123,11 +127,13 @@ def install_web_ui(app: FastAPI, *, db_session: Callable[..., Any], models: Any,
         allowed(request, user, "create")
         return equipment_out(new_equipment(db, user.tenant_id, str(user.id), body))
 
+    public(_create)  # cookie-authenticated: its own dependencies decide (ui_session, csrf, allowed)
     _create.__annotations__["body"] = equipment_in  # the API's model (a local: resolved here, not by name)
     app.add_api_route("/ui/equipment", _create, methods=["POST"], status_code=201, include_in_schema=False,
                       dependencies=[Depends(csrf), Depends(ui_session)])
 
     @app.post("/ui/logout", status_code=204, include_in_schema=False,
               dependencies=[Depends(csrf), Depends(ui_session)])
+    @public
     def logout(request: Request, response: Response) -> None:
         ui_session.logout(request, response)

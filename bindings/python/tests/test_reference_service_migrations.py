@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, inspect
 
+import bitsec
 from refsvc_support import API, CONFIG, PASSWORD, bearer
 from fastapi.testclient import TestClient
 

@@ -160,27 +160,30 @@ def matrix(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         yield Matrix(s)
 
 
+def guard_of(app: Any) -> Any:
+    """The service's GuardMiddleware instance (in the built middleware stack)."""
+    from bitsec.fastapi import GuardMiddleware
+
+    layer = app.middleware_stack
+    while layer is not None and not isinstance(layer, GuardMiddleware):
+        layer = getattr(layer, "app", None)
+    assert layer is not None, "the service runs without a GuardMiddleware"
+    return layer
+
+
 def test_matrix_covers_every_role_and_guarded_route(matrix: Matrix) -> None:
-    # every route of the service that has a permission guard is in MATRIX (a new guarded
-    # route without a row fails here)
-    from fastapi.routing import APIRoute
-    from bitsec.fastapi import RequirePermission
-
-    def guarded(dependant: Any) -> bool:
-        return any(isinstance(d.call, RequirePermission) or guarded(d) for d in dependant.dependencies)
-
+    # every route of the service whose guard decides a permission is in MATRIX with that very
+    # permission (a new guarded route without a row, or a row naming another permission, fails
+    # here); the table is the one GuardMiddleware compiled at startup (strict: every route
+    # declares @guard or @public)
     def shape(path: str) -> str:  # parameter names do not matter
         return re.sub(r"\{[^}]*\}", "{}", path.split("?")[0])
 
-    def walk(routes: Any) -> Iterator[APIRoute]:
-        for r in routes:
-            if isinstance(r, APIRoute):
-                yield r
-            elif hasattr(r, "original_router"):  # FastAPI's included routers (prefixes already in the paths)
-                yield from walk(r.original_router.routes)
-
-    routes = {(m, shape(r.path)) for r in walk(matrix.svc.app.routes) if guarded(r.dependant) for m in r.methods}
-    rows = {(m, shape(p)) for m, p, perm, _ in MATRIX.values() if perm is not None}
+    guard = guard_of(matrix.svc.app)
+    assert guard.strict and guard.table is not None
+    routes = {(m, shape(e.template), e.requirement.permission) for e in guard.table.entries
+              if e.requirement.permission is not None for m in (getattr(e.route, "methods", None) or ()) if m != "HEAD"}
+    rows = {(m, shape(p), perm) for m, p, perm, _ in MATRIX.values() if perm is not None}
     assert routes == rows
     roles = json.loads((ROOT / "examples/fastapi_service/policy.json").read_text())["roles"]
     assert sorted(roles) == sorted(ROLES)
