@@ -15,7 +15,7 @@ import bitsec
 from refsvc_support import API, Service, bearer, redis_section
 
 #: The runtime methods the guard calls per request (each one native crossing).
-GUARD_CALLS = ("verify_token", "check_permission", "rate_limit_take", "audit_emit")
+GUARD_CALLS = ("guard_check", "verify_token", "check_permission", "rate_limit_take", "audit_emit")
 
 
 class Counter:
@@ -65,15 +65,18 @@ def test_native_crossings_per_protected_request(counted: tuple[Service, Counter]
     svc, c = counted
     h = bearer(svc.token("alice"))  # admin: equipment:*
     eid = svc.client.post(f"{API}/equipment", json={"name": "Lathe"}, headers=h).json()["id"]
-    # A protected read: one token verify, one permission decision, one rate-limit take (a GET
-    # is not recorded); the handler's claims come from the guard, never verified again.
+    # A protected read: one native guard call (token verify, permission decision and rate-limit
+    # take together; a GET is not recorded); the handler's claims come from the guard, never
+    # verified again.
     c.reset()
     assert svc.client.get(f"{API}/equipment/{eid}", headers=h).status_code == 200
-    assert c.guard() == {"verify_token": 1, "check_permission": 1, "rate_limit_take": 1, "audit_emit": 0}
+    assert c.guard() == {"guard_check": 1, "verify_token": 0, "check_permission": 0, "rate_limit_take": 0,
+                         "audit_emit": 0}
     # A protected write: the same, plus its one audit record.
     c.reset()
     assert svc.client.put(f"{API}/equipment/{eid}", json={"notes": "n"}, headers=h).status_code == 200
-    assert c.guard() == {"verify_token": 1, "check_permission": 1, "rate_limit_take": 1, "audit_emit": 1}
+    assert c.guard() == {"guard_check": 1, "verify_token": 0, "check_permission": 0, "rate_limit_take": 0,
+                         "audit_emit": 1}
 
 
 def test_refusals_cost_and_records(counted: tuple[Service, Counter]) -> None:
@@ -82,7 +85,8 @@ def test_refusals_cost_and_records(counted: tuple[Service, Counter]) -> None:
     c.reset()
     r = svc.client.delete(f"{API}/equipment/1", headers=viewer)
     assert r.status_code == 403 and r.json() == {"detail": "Insufficient permissions: equipment:delete"}
-    assert c.guard() == {"verify_token": 1, "check_permission": 1, "rate_limit_take": 0, "audit_emit": 1}
+    assert c.guard() == {"guard_check": 1, "verify_token": 0, "check_permission": 0, "rate_limit_take": 0,
+                         "audit_emit": 1}  # the permission refused: nothing taken from the bucket
     rec = records(svc, r.headers["x-request-id"])
     assert len(rec) == 1 and rec[0]["subtype"] == "permission_denied" and rec[0]["action"] == "delete"
     assert rec[0]["actor"] == str(svc.ids["victor"]) and rec[0]["resource"] == "equipment"
@@ -91,7 +95,8 @@ def test_refusals_cost_and_records(counted: tuple[Service, Counter]) -> None:
     c.reset()
     r = svc.client.get(f"{API}/equipment")
     assert r.status_code == 401 and r.headers["www-authenticate"].startswith('Bearer realm="erp-api"')
-    assert c.guard() == {"verify_token": 0, "check_permission": 0, "rate_limit_take": 1, "audit_emit": 1}
+    assert c.guard() == {"guard_check": 0, "verify_token": 0, "check_permission": 0, "rate_limit_take": 1,
+                         "audit_emit": 1}
     rec = records(svc, r.headers["x-request-id"])
     assert len(rec) == 1 and rec[0]["subtype"] == "unauthorized" and rec[0]["reason"] == "missing"
 
