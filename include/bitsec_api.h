@@ -1287,8 +1287,8 @@ int32_t bitsec_audit_verify(char const *paths, size_t paths_len, uint8_t const *
 /// then, unless the configuration's metrics.histograms is off, the latency histograms of this
 /// process (labels operation and pid): bitsec_operation_duration_seconds for the timed calls
 /// of the configured sections and bitsec_redis_roundtrip_seconds with a redis section.
-/// last, always, bitsec_abi_calls_total: the calls through the C ABI on this runtime (every
-/// function taking the runtime handle counts one, this one included).
+/// last, always, bitsec_abi_calls_total{pid}: the calls through the C ABI on this runtime in this
+/// process (every function taking the runtime handle counts one, this one included).
 /// rt: the runtime.
 /// out_buf, out_cap: caller-owned buffer. out_len: receives the text's length (excluding the
 /// NUL written after it when there is room), also when the buffer is too small.

@@ -99,8 +99,8 @@ public func bitsec_audit_stats(_ rt: OpaquePointer?, _ out_buf: UnsafeMutablePoi
 /// then, unless the configuration's metrics.histograms is off, the latency histograms of this
 /// process (labels operation and pid): bitsec_operation_duration_seconds for the timed calls
 /// of the configured sections and bitsec_redis_roundtrip_seconds with a redis section.
-/// last, always, bitsec_abi_calls_total: the calls through the C ABI on this runtime (every
-/// function taking the runtime handle counts one, this one included).
+/// last, always, bitsec_abi_calls_total{pid}: the calls through the C ABI on this runtime in this
+/// process (every function taking the runtime handle counts one, this one included).
 ///
 /// rt: the runtime.
 /// out_buf, out_cap: caller-owned buffer. out_len: receives the text's length (excluding the

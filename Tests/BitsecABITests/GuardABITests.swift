@@ -106,7 +106,7 @@ private func combined(_ rt: OpaquePointer, _ token: String, _ perm: String, _ ct
             var n: UInt = 0
             #expect(bitsec_metrics_text(rt, &buf, UInt(buf.count), &n) == OK)
             let text = String(decoding: buf.prefix(Int(n)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            let line = text.split(separator: "\n").first { $0.hasPrefix("bitsec_abi_calls_total ") } ?? ""
+            let line = text.split(separator: "\n").first { $0.hasPrefix("bitsec_abi_calls_total{") } ?? ""
             return Int(line.split(separator: " ").last ?? "") ?? -1
         }
         let before = count()

@@ -1,3 +1,4 @@
+internal import Glibc
 internal import Synchronization
 
 /// One runtime: everything built from one configuration document. Immutable after `open`
@@ -168,13 +169,14 @@ public final class Runtime: Sendable {
     /// The Prometheus text of `bitsec_metrics_text`: the audit counters (when the audit
     /// section exists), then the bounded in-process tables' gauges and counters, then the
     /// latency histograms of the configured capabilities (unless `metrics.histograms` is off),
-    /// then the count of ABI calls on this runtime (`bitsec_abi_calls_total`, always present).
+    /// then the count of ABI calls on this runtime (`bitsec_abi_calls_total{pid}`, always present:
+    /// a per-process series, like the histograms, since each worker process counts its own).
     public func metricsText() -> String {
         (audit?.metricsText() ?? "") + BoundedTableStats.prometheusText(capabilities.flatMap(\.boundedTables))
             + latency.prometheusText(timedOperations, redis: redis != nil)
-            + "# HELP bitsec_abi_calls_total Calls through the C ABI on this runtime.\n"
+            + "# HELP bitsec_abi_calls_total Calls through the C ABI on this runtime (per process).\n"
             + "# TYPE bitsec_abi_calls_total counter\n"
-            + "bitsec_abi_calls_total \(abiCalls.load(ordering: .relaxed))\n"
+            + "bitsec_abi_calls_total{pid=\"\(getpid())\"} \(abiCalls.load(ordering: .relaxed))\n"
     }
 
     /// The timed operations of the configured capabilities, in a fixed order.

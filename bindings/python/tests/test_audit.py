@@ -91,7 +91,7 @@ def test_not_configured() -> None:
             rt.audit_emit({"type": "session"})
         # Nothing with metrics is configured: only the runtime's own count of ABI calls.
         lines = [ln for ln in rt.metrics_text().splitlines() if not ln.startswith("#")]
-        assert len(lines) == 1 and lines[0].startswith("bitsec_abi_calls_total ")
+        assert len(lines) == 1 and lines[0].startswith(f'bitsec_abi_calls_total{{pid="{os.getpid()}"}} ')
 
 
 def test_metrics_follow_adr007_names(tmp_path: Path) -> None:

@@ -206,7 +206,7 @@ def abi_calls(rt: bitsec.Runtime) -> int:
     """The runtime's count of calls through the C ABI (``bitsec_abi_calls_total`` of the
     metrics text), not counting the metrics call that reads it."""
     for line in rt.metrics_text().splitlines():
-        if line.startswith("bitsec_abi_calls_total "):
+        if line.startswith("bitsec_abi_calls_total{"):
             return int(line.split()[1]) - 1
     raise AssertionError("bitsec_abi_calls_total is missing from the metrics text")
 

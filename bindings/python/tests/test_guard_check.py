@@ -42,7 +42,7 @@ def pair() -> Iterator[tuple[bitsec.Runtime, bitsec.Runtime]]:
 
 def abi_calls(rt: bitsec.Runtime) -> int:
     for line in rt.metrics_text().splitlines():
-        if line.startswith("bitsec_abi_calls_total "):
+        if line.startswith("bitsec_abi_calls_total{"):
             return int(line.split()[1]) - 1
     raise AssertionError("no bitsec_abi_calls_total")
 

@@ -149,12 +149,13 @@ _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
 
 
 def counters(text: str) -> dict[str, str]:
-    """The samples of the metrics declared ``counter`` in a Prometheus text exposition."""
+    """The samples of the metrics declared ``counter`` in a Prometheus text exposition, except
+    the per-process series (a ``pid`` label: each worker's own, such as its ABI call count)."""
     kinds = {m.group(1): m.group(2) for m in re.finditer(r"^# TYPE (\S+) (\S+)$", text, re.M)}
     out = {}
     for line in text.splitlines():
         m = _SAMPLE.match(line)
-        if m and kinds.get(m.group(1)) == "counter":
+        if m and kinds.get(m.group(1)) == "counter" and 'pid="' not in (m.group(2) or ""):
             out[m.group(1) + (m.group(2) or "")] = m.group(3)
     return out
 
