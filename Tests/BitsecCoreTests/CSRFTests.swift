@@ -208,7 +208,7 @@ private func doubleSubmit(_ c: CSRFService, _ binding: String, _ cookie: String,
         try Array(doc.utf8).withRawBytes { (r) throws(BitsecError) in try c.reloadKeys(r) }
         let bad = #"{"key": {"value": "00", "encoding": "hex"}}"#
         expectError(.config) { try Array(bad.utf8).withRawBytes { (r) throws(BitsecError) in try c.reloadKeys(r) } }
-        let events = sink.events.withLock { $0 }
+        let events = sink.events.with { $0 }
         #expect(events.map(\.subtype) == ["keys_reloaded", "keys_reloaded"])
         #expect(events.map(\.result) == ["success", "failure"])
         #expect(events.allSatisfy { $0.resource == "csrf" })
@@ -238,7 +238,7 @@ private func doubleSubmit(_ c: CSRFService, _ binding: String, _ cookie: String,
 }
 
 private final class RecordingAudit: AuditHook, Sendable {
-    let events = Mutex<[AutomaticAuditEvent]>([])
+    let events = Locked<[AutomaticAuditEvent]>([])  // pthread-based: ThreadSanitizer follows it
     var automaticEventsEnabled: Bool { true }
-    func emitAutomatic(_ event: AutomaticAuditEvent) { events.withLock { $0.append(event) } }
+    func emitAutomatic(_ event: AutomaticAuditEvent) { events.with { $0.append(event) } }
 }

@@ -207,14 +207,14 @@ private func user(_ tag: String) -> String { TestStores.uniqueName(tag) }
         let u = user("race")
         let c = try s.create(user: u, tenant: "", client: addr, userAgent: ua, at: AT)
         let first = try issue(t, sub: u, sid: c.id, at: AT)
-        let winners = Mutex<[String]>([])
+        let winners = Locked<[String]>([])  // pthread-based: ThreadSanitizer follows it (docs/sanitizers.md)
         let refused = Atomic<Int>(0)
         DispatchQueue.concurrentPerform(iterations: 16) { _ in
             guard let r = try? refresh(t, first.refresh, at: AT + 5) else { return }
-            if r.reason == .valid, let p = r.pair { winners.withLock { $0.append(String(decoding: p, as: UTF8.self)) } }
+            if r.reason == .valid, let p = r.pair { winners.with { $0.append(String(decoding: p, as: UTF8.self)) } }
             if r.reason == .revoked { refused.add(1, ordering: .relaxed) }
         }
-        let won = winners.withLock { $0 }
+        let won = winners.with { $0 }
         #expect(won.count == 1)
         #expect(refused.load(ordering: .relaxed) == 15)
         // The replays came after (or with) the winning exchange: the winner's pair is revoked too.
