@@ -186,7 +186,7 @@ def test_generated_keys_sign_and_their_jwks_verifies(tmp_path: Path) -> None:
     signer = write_config(tmp_path / "signer.json", {"tokens": {"keys": list(kids.values())}})
     verifier = write_config(tmp_path / "verifier.json", {"tokens": {"jwks": {"file": str(jwks_path)}}})
     for kind in kids:
-        r = run("token", "sign", '{"sub": "alice", "role": "x"}', "-c", str(signer), "--kid", kids[kind]["kid"], "--ttl", "600")
+        r = run("token", "sign", '{"sub": "alice", "role": "x"}', "-c", str(signer), f"--kid={kids[kind]['kid']}", "--ttl", "600")
         assert r.returncode == 0, r.stderr
         token = r.stdout.strip()
         r = run("token", "verify", "-c", str(verifier), "--json", stdin=token)
