@@ -125,7 +125,8 @@ public final class Runtime: Sendable {
             let totp = keep(try section(root, TOTPService.self, cc))
             let sessions = keep(try section(root, SessionService.self, CapabilityContext(
                 config: ctx, redis: redis, audit: cc.audit, rateLimits: rateLimits, fields: fields, stores: stores, tokens: tokens)))
-            if let sessions, let tokens { tokens.onFamilyRevoked { id, now in sessions.familyRevoked(id: id, at: now) } }
+            // weak: the sessions hold the tokens; a strong capture would be a cycle that never frees either
+            if let sessions, let tokens { tokens.onFamilyRevoked { [weak sessions] id, now in sessions?.familyRevoked(id: id, at: now) } }
             let csrf = keep(try section(root, CSRFService.self, cc))
             let passwords = keep(try section(root, PasswordService.self, cc))
             try root.finish()
