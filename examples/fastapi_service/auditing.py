@@ -60,8 +60,8 @@ class ServiceGuardMiddleware(GuardMiddleware):
     one, is answered 429 once over its limit, as a valid caller would be."""
 
     def decide(self, rt: bitsec.Runtime, scope: Any, state: dict[str, Any], entry: Any, req: Requirement,
-               params: Mapping[str, str]) -> GuardResult:
-        result = super().decide(rt, scope, state, entry, req, params)
+               params: Mapping[str, str], *token: Any) -> GuardResult:
+        result = super().decide(rt, scope, state, entry, req, params, *token)
         if result.status not in (400, 401):
             return result
         category = req.rate if req.rate is not None else self.categorize(scope["method"], scope.get("path", ""))
@@ -75,7 +75,7 @@ class ServiceGuardMiddleware(GuardMiddleware):
                            result.route_template, None, headers)
 
     def _event(self, scope: Any, state: Mapping[str, Any], status: int, rid: str,
-               data_access: bool | None = None) -> dict[str, Any] | None:
+               data_access: bool | None = None, **read: Any) -> str | None:
         if state.get(RECORDED):
             return None
-        return super()._event(scope, state, status, rid, data_access)
+        return super()._event(scope, state, status, rid, data_access, **read)

@@ -474,7 +474,9 @@ def test_a_runtime_that_cannot_decide_answers_503_never_500(tmp_path: Path) -> N
         broken = False
 
         def guard_check(self, *a: Any, **k: Any) -> Any:
-            if self.broken and k.get("permission"):  # the permission step cannot decide
+            prepared = k.get("prepared")  # the guard passes each route's requirement prepared
+            if self.broken and (k.get("permission") or (prepared is not None and prepared.permission)):
+                # the permission step cannot decide
                 raise bitsec.BackendUnavailableError("permission store unreachable")
             return super().guard_check(*a, **k)
 
@@ -505,3 +507,32 @@ def test_token_memo_holds_a_rotation_that_fits_the_configured_cache(tmp_path: Pa
         for i in range(3000):
             rt.verify_token(token(rt, f"flood-{i}"))
             assert len(rt.__dict__["_tokens_memo"]) <= 8000
+
+
+def test_new_request_ids_are_uuid4_and_differ_across_forked_workers() -> None:
+    import os
+    import uuid
+
+    from bitsec.fastapi._common import new_request_id
+
+    ids = [new_request_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for r in ids:
+        u = uuid.UUID(r)
+        assert str(u) == r and u.version == 4 and u.variant == uuid.RFC_4122
+    # A forked worker does not repeat its parent's sequence (Python reseeds in the child).
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: write its next ids and leave at once
+        os.close(rfd)
+        os.write(wfd, ",".join(new_request_id() for _ in range(8)).encode())
+        os._exit(0)
+    os.close(wfd)
+    child = b""
+    while chunk := os.read(rfd, 4096):
+        child += chunk
+    os.close(rfd)
+    os.waitpid(pid, 0)
+    mine = [new_request_id() for _ in range(8)]
+    theirs = child.decode().split(",")
+    assert len(theirs) == 8 and not set(theirs) & set(mine)

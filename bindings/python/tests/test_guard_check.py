@@ -222,3 +222,32 @@ def test_closed_runtime_and_revocation_store_down(fresh_redis: Any) -> None:
     rt.close()
     with pytest.raises(bitsec.ClosedError):
         rt.guard_check(t)
+
+
+def test_prepared_requirement_decides_as_the_keywords(pair: tuple[bitsec.Runtime, bitsec.Runtime]) -> None:
+    # The same requirement given once as GuardArgs (what the FastAPI guard keeps per route)
+    # and as keywords on every call: the same decisions, the same buckets.
+    a, b = pair
+    for token in tokens(a)[:40]:
+        for perm, scopes, advisory in (("equipment:read", (), False), ("equipment:delete", ("write",), False),
+                                       (None, (), True)):
+            if advisory:
+                scopes, perm = (), None
+            prepared = bitsec.GuardArgs(permission=perm, scopes=scopes, category="default", cost=1,
+                                        key_by_subject=True, token_advisory=advisory)
+            try:
+                x = a.guard_check(token, key="ip:1", at=AT, prepared=prepared)
+            except bitsec.BitsecError as e:
+                with pytest.raises(type(e)):
+                    b.guard_check(token, permission=perm, scopes=scopes, category="default", key="ip:1", at=AT,
+                                  key_by_subject=True, token_advisory=advisory)
+                continue
+            y = b.guard_check(token, permission=perm, scopes=scopes, category="default", key="ip:1", at=AT,
+                              key_by_subject=True, token_advisory=advisory)
+            assert x.fields == y.fields and repr(x) == repr(y)
+            assert (x.claims is None) == (y.claims is None)
+    prepared = bitsec.GuardArgs(permission="equipment:read")
+    with pytest.raises(InvalidArgumentError, match="prepared"):
+        a.guard_check("t", permission="equipment:read", prepared=prepared)
+    with pytest.raises(InvalidArgumentError):
+        bitsec.GuardArgs(cost=1 << 64)

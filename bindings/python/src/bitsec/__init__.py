@@ -83,7 +83,7 @@ from .tokens import (
 )
 from .passwords import PasswordPolicyDecision, PasswordVerification, normalize_password
 
-from .guardcheck import GuardCheck  # noqa: E402
+from .guardcheck import GuardArgs, GuardCheck  # noqa: E402
 
 __version__: str = _abi.VERSION
 ABI_VERSION = _native.ABI_VERSION
@@ -100,7 +100,7 @@ def library_path() -> str:
 
 
 __all__ = [
-    "ABI_VERSION", "Runtime", "random_bytes", "library_version", "library_path", "GuardCheck",
+    "ABI_VERSION", "Runtime", "random_bytes", "library_version", "library_path", "GuardArgs", "GuardCheck",
     "RateLimitDecision", "BruteForceStatus",
     "BitsecError", "InvalidArgumentError", "ConfigError", "NotConfiguredError", "BufferTooSmallError",
     "BackendUnavailableError", "CryptoError", "ClosedError", "TooLargeError", "MalformedError",

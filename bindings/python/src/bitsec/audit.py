@@ -8,6 +8,7 @@ import ctypes
 import json
 import logging
 import os
+import threading
 from ctypes import POINTER, c_char_p, c_int32, c_size_t, c_uint64, c_void_p
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, TYPE_CHECKING, Union, cast
@@ -15,6 +16,18 @@ from typing import Any, Iterable, Mapping, TYPE_CHECKING, Union, cast
 from . import _native as N
 
 _emit = N.declare("bitsec_audit_emit")
+#: The hot path passes prebuilt C objects (thread-local below), skipping ctypes' conversion.
+_emit_fast = N.unconverted(_emit)
+
+
+class _EmitArgs(threading.local):
+    def __init__(self) -> None:
+        self.n = c_size_t(0)
+        self.seq = c_uint64(0)
+        self.seq_ref = ctypes.byref(self.seq)
+
+
+_emit_args = _EmitArgs()
 _flush = N.declare("bitsec_audit_flush")
 _stats = N.declare("bitsec_audit_stats")
 _metrics_text = N.declare("bitsec_metrics_text")
@@ -105,11 +118,12 @@ class AuditMixin:
             data = _encode(event).encode("ascii")
         else:  # another Mapping (or anything else: the library says what is wrong with it)
             data = _encode(dict(event) if isinstance(event, Mapping) else event).encode("ascii")
-        seq = c_uint64()
-        rc = _emit(self.handle, data, len(data), _byref(seq))
+        a = _emit_args
+        a.n.value = len(data)
+        rc = _emit_fast(c_void_p(self.handle), data, a.n, a.seq_ref)
         if rc:
             _check(rc)
-        return seq.value or None
+        return a.seq.value or None
 
     def audit_flush(self) -> None:
         """Returns once every event emitted before the call is durable."""

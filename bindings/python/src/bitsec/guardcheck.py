@@ -16,7 +16,7 @@ from .permissions import _packed_context
 from .ratelimit import REASONS as RATE_REASONS
 from .tokens import TOKEN_ERRORS, TokenClaims, _text
 
-__all__ = ["GuardCheck", "GuardCheckMixin", "GUARD_DECISIONS"]
+__all__ = ["GuardArgs", "GuardCheck", "GuardCheckMixin", "GUARD_DECISIONS"]
 
 _guard = N.declare("bitsec_guard_check")
 #: The hot path passes prebuilt C objects (thread-local below), skipping ctypes' conversion.
@@ -43,13 +43,15 @@ class GuardCheck:
     ``rate_degraded`` (when a take ran); ``claims`` (the verified token's ``TokenClaims``)."""
 
     __slots__ = ("decision", "http_status", "token_code", "permission_code", "permission_rule", "rate_code",
-                 "rate_limit", "rate_remaining", "rate_reset_after", "rate_retry_after", "rate_flags", "claims")
+                 "rate_limit", "rate_remaining", "rate_reset_after", "rate_retry_after", "rate_flags", "claims",
+                 "fields")
 
     def __init__(self, fields: tuple[int, ...], claims: TokenClaims | None) -> None:
         (d, self.http_status, self.token_code, self.permission_code, self.permission_rule, self.rate_code,
          self.rate_limit, self.rate_remaining, self.rate_reset_after, self.rate_retry_after, self.rate_flags) = fields
         self.decision = GUARD_DECISIONS[d] if 0 <= d < len(GUARD_DECISIONS) else f"unknown({d})"
         self.claims = claims
+        self.fields = fields  #: the raw ``bitsec_guard_result`` fields, in the C struct's order
 
     def __bool__(self) -> bool:
         return self.decision == "allowed"
@@ -106,11 +108,11 @@ class _Buffers(threading.local):
         self.result = ctypes.create_string_buffer(_RESULT.size)
         self.n = c_size_t(0)
         self.n_ref = byref(self.n)
-        # the arguments of the fast call, as the exact C types of the prototype
-        self.lens = [c_size_t(0) for _ in range(6)]
-        self.cost = c_int64(1)
+        # the per-request lengths of the fast call, as the exact C types of the prototype
+        self.token_len = c_size_t(0)
+        self.ctx_len = c_size_t(0)
+        self.key_len = c_size_t(0)
         self.at = c_int64(0)
-        self.flags = c_uint32(0)
         self.zero = c_size_t(0)
         self.grow(16383)
 
@@ -121,6 +123,29 @@ class _Buffers(threading.local):
 
 
 _tls = _Buffers()
+
+
+class GuardArgs:
+    """The constant arguments of a guard call, encoded once (a route's requirement: scopes,
+    permission, rate-limit category, cost, flags) as the exact C types of the prototype."""
+
+    __slots__ = ("scopes", "scopes_len", "permission", "permission_len", "category", "category_len", "cost",
+                 "flags")
+
+    def __init__(self, *, permission: str | None = None, scopes: tuple[str, ...] | list[str] = (),
+                 category: str | None = None, cost: int = 1, key_by_subject: bool = False,
+                 token_advisory: bool = False) -> None:
+        if not (_I64_MIN <= cost <= _I64_MAX):
+            raise InvalidArgumentError("cost must fit in 64 bits")
+        self.scopes = " ".join(scopes).encode("utf-8") if scopes else b""
+        self.scopes_len = c_size_t(len(self.scopes))
+        self.permission = b"" if permission is None else _text(permission, "permission")
+        self.permission_len = c_size_t(len(self.permission))
+        self.category = b"" if category is None else _text(category, "category")
+        self.category_len = c_size_t(len(self.category))
+        self.cost = c_int64(cost)
+        self.flags = c_uint32((_abi.BITSEC_GUARD_FLAG_KEY_BY_SUBJECT if key_by_subject else 0)
+                              | (_abi.BITSEC_GUARD_FLAG_TOKEN_ADVISORY if token_advisory else 0))
 
 
 class GuardCheckMixin:
@@ -137,7 +162,8 @@ class GuardCheckMixin:
     def guard_check(self, token: str | bytes | None = None, *, permission: str | None = None,
                     context: Mapping[str, Any] | None = None, scopes: tuple[str, ...] | list[str] = (),
                     category: str | None = None, key: str | bytes | None = None, cost: int = 1, at: int = 0,
-                    key_by_subject: bool = False, token_advisory: bool = False) -> GuardCheck:
+                    key_by_subject: bool = False, token_advisory: bool = False,
+                    prepared: GuardArgs | None = None) -> GuardCheck:
         """One protected request in one native call: verifies ``token`` (through the
         verified-token cache), checks it carries every scope of ``scopes``, decides
         ``permission`` ("resource:action", with the resource ``context`` as
@@ -146,36 +172,44 @@ class GuardCheckMixin:
         refused token takes nothing). ``key_by_subject``: the key is ``user:<sub>`` when the
         token verified; ``token_advisory``: an invalid token is no refusal (it only keys the
         rate limit). Decisions are results (``GuardCheck``); errors raise ``BitsecError``
-        (``BackendUnavailableError`` when the revocation store cannot answer)."""
+        (``BackendUnavailableError`` when the revocation store cannot answer).
+
+        ``prepared``: the per-route arguments (permission, scopes, category, cost and the two
+        flags) encoded once as a ``GuardArgs``, for a caller that checks many requests
+        against the same requirement (``bitsec.fastapi.GuardMiddleware`` keeps one per
+        route); then those keywords must keep their defaults."""
         data = b"" if token is None else token.encode("utf-8") if type(token) is str else _text(token, "token")
-        perm = b"" if permission is None else _text(permission, "permission")
         ctx = (_packed_context(context) or b"") if context else b""
-        sc = " ".join(scopes).encode("utf-8") if scopes else b""
-        cat = b"" if category is None else _text(category, "category")
         k = b"" if key is None else _text(key, "key")
-        flags = ((_abi.BITSEC_GUARD_FLAG_KEY_BY_SUBJECT if key_by_subject else 0)
-                 | (_abi.BITSEC_GUARD_FLAG_TOKEN_ADVISORY if token_advisory else 0))
-        if not (_I64_MIN <= cost <= _I64_MAX and _I64_MIN <= at <= _I64_MAX):
+        if not (_I64_MIN <= at <= _I64_MAX):
             raise InvalidArgumentError("cost and at must fit in 64 bits")
+        if prepared is None:
+            prepared = GuardArgs(permission=permission, scopes=scopes, category=category, cost=cost,
+                                 key_by_subject=key_by_subject, token_advisory=token_advisory)
+        elif (permission is not None or scopes or category is not None or cost != 1 or key_by_subject
+              or token_advisory):
+            raise InvalidArgumentError("give the requirement either as prepared= or as keywords, not both")
+        fields, claims = self._guard_call(data, prepared, k, ctx, at)
+        return GuardCheck(fields, claims)
+
+    def _guard_call(self, data: bytes, args: GuardArgs, k: bytes, ctx: bytes = b"",
+                    at: int = 0) -> tuple[tuple[int, ...], TokenClaims | None]:
+        """The native call of ``guard_check`` with its arguments encoded: (the result's
+        fields, the verified claims or None). Errors raise ``BitsecError``."""
         b = _tls
         memo = self._token_memo() if data else None
         known = memo.get(data) if memo is not None else None
-        lens = b.lens
-        lens[0].value = len(data)
-        lens[1].value = len(sc)
-        lens[2].value = len(perm)
-        lens[3].value = len(ctx)
-        lens[4].value = len(cat)
-        lens[5].value = len(k)
-        b.cost.value = cost
+        b.token_len.value = len(data)
+        b.ctx_len.value = len(ctx)
+        b.key_len.value = len(k)
         b.at.value = at
-        b.flags.value = flags
         if known is not None or not data:
             buf, capv = None, b.zero  # the claims of this exact token are known: the decision alone
         else:
             buf, capv = b.buf, b.capv
-        rc = _guard_fast(c_void_p(self.handle), data, lens[0], sc, lens[1], perm, lens[2], ctx, lens[3], cat, lens[4],
-                         k, lens[5], b.cost, b.at, b.flags, b.result, buf, capv, b.n_ref)
+        rc = _guard_fast(c_void_p(self.handle), data, b.token_len, args.scopes, args.scopes_len, args.permission,
+                         args.permission_len, ctx, b.ctx_len, args.category, args.category_len, k, b.key_len,
+                         args.cost, b.at, args.flags, b.result, buf, capv, b.n_ref)
         fields = _RESULT.unpack_from(b.result)
         claims: TokenClaims | None = None
         if rc == _BUFFER_TOO_SMALL and buf is not None and fields[2] == 0:
@@ -194,4 +228,4 @@ class GuardCheckMixin:
                     if len(memo) >= self.__dict__.get("_tokens_memo_max", 4096):
                         memo.clear()
                     memo[data] = claims
-        return GuardCheck(fields, claims)
+        return fields, claims

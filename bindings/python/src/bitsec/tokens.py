@@ -163,7 +163,7 @@ class TokenClaims(Mapping[str, Any]):
     Built from the library's result document, the hot fields are parsed at once (a small
     prefix of the document) and the full claims object only on first access as a mapping."""
 
-    __slots__ = ("_c", "_raw", "subject", "roles", "scopes", "tenant_id", "jti", "expires_at")
+    __slots__ = ("_c", "_raw", "_audit_members", "subject", "roles", "scopes", "tenant_id", "jti", "expires_at")
 
     def __init__(self, doc: dict[str, Any]) -> None:
         self._c: dict[str, Any] | None = doc["claims"]

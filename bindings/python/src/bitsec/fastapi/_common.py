@@ -8,7 +8,7 @@ import ipaddress
 import json
 import logging
 import re
-import uuid
+from random import getrandbits as _randbits
 from typing import Any, Iterable, Mapping, cast
 
 from fastapi import HTTPException, Request
@@ -162,22 +162,40 @@ def request_id(request: Request) -> str | None:
     return _request_state(request.scope).get(_REQUEST_ID)
 
 
-def _ensure_request_id(scope: Any) -> str:
+def _ensure_request_id(scope: Any, header: Any = None) -> str:
     """The request's id, decided once per request by the outermost bitsec middleware: the
     client's ``X-Request-ID`` when it is a plain token (``[A-Za-z0-9._:-]{1,128}``), else a
-    new UUID; kept in ``scope["state"]``."""
+    new random UUID; kept in ``scope["state"]``. ``header``: the raw
+    ``X-Request-ID`` value when the caller already read the headers (``b""`` when absent)."""
     state = _request_state(scope)
     rid = state.get(_REQUEST_ID)
     if rid:
         return rid  # type: ignore[no-any-return]
-    for name, value in scope.get("headers", ()):
-        if name == b"x-request-id":
-            text = value.decode("latin-1").strip()
-            if _REQUEST_ID_RE.match(text):
-                rid = text
-            break
-    rid = state[_REQUEST_ID] = rid or str(uuid.uuid4())
+    if header is None:
+        header = b""
+        for name, value in scope.get("headers", ()):
+            if name == b"x-request-id":
+                header = value
+                break
+    if header:
+        text = header.decode("latin-1").strip()
+        if _REQUEST_ID_RE.match(text):
+            rid = text
+    rid = state[_REQUEST_ID] = rid or new_request_id()
     return rid
+
+
+def new_request_id() -> str:
+    """A new request id: a version-4 UUID (122 random bits) from Python's ``random`` (reseeded
+    in every forked worker), not from the system's CSPRNG as ``uuid.uuid4()``: a request id
+    correlates log lines and is no secret, and this costs a fifth of ``uuid.uuid4()`` on the
+    path of every request."""
+    h = "%032x" % (_randbits(128) & _UUID_CLEAR | _UUID_SET)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_UUID_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))  # the version and variant bits
+_UUID_SET = (0x4000 << 64) | (0x8000 << 48)       # version 4, variant RFC 4122
 
 
 def _route_of(scope: Any) -> tuple[Any, Mapping[str, Any]]:

@@ -1,6 +1,8 @@
 """``AuditMiddleware``: one audit record per request, emitted when the response starts."""
 from __future__ import annotations
 
+import json
+from json.encoder import encode_basestring_ascii as _quote
 from typing import Any, Callable, Iterable, Mapping
 
 import anyio
@@ -13,6 +15,36 @@ from ._common import (_ACTIONS, _AUTH_FAILURE, _CLAIMS, _DENIED, STATE_ATTR, UNM
 from .offload import _check_offload, offload_plan
 
 # ---- audit ---------------------------------------------------------------------------------
+
+_UNREAD: Any = object()
+
+
+def _j(v: Any) -> str:
+    """``v`` as JSON (a str through the C escaper; ASCII out)."""
+    return _quote(v) if type(v) is str else json.dumps(v)
+
+
+def _claims_members(claims: Any) -> str:
+    """``,"actor":..,"tenant":..,"session_id":..`` of verified claims, written once per
+    claims object (the runtime keeps one per token) and kept on it."""
+    cached: str | None = getattr(claims, "_audit_members", None)
+    if cached is not None:
+        return cached
+    out: list[str] = []
+    if claims.subject:
+        out += (',"actor":', _j(_text(claims.subject) if type(claims.subject) is str else claims.subject))
+    if claims.tenant_id:
+        out += (',"tenant":', _j(_text(claims.tenant_id) if type(claims.tenant_id) is str else claims.tenant_id))
+    sid = claims.get("session_id") or claims.get("sid")
+    if isinstance(sid, str) and sid:
+        out += (',"session_id":', _j(_text(sid)))
+    text = "".join(out)
+    try:
+        claims._audit_members = text
+    except AttributeError:  # a claims object without the slot: written again next time
+        pass
+    return text
+
 
 class AuditMiddleware:
     """ASGI middleware emitting, through ``rt.audit_emit``, for each HTTP request:
@@ -97,62 +129,71 @@ class AuditMiddleware:
                 await record(500)
 
     def _event(self, scope: Any, state: Mapping[str, Any], status: int, rid: str,
-               data_access: bool | None = None) -> dict[str, Any] | None:
-        """The request's event (None: nothing to record). ``data_access`` (a route's own
-        audit flag): True records a ``data_access`` event whatever the method (``read`` for
-        GET/HEAD), False records none (failures are still recorded), None follows ``methods``."""
+               data_access: bool | None = None, *, user_agent: Any = _UNREAD,
+               route: tuple[str | None, Mapping[str, Any]] | None = None) -> str | None:
+        """The request's event as JSON text (None: nothing to record). ``data_access`` (a
+        route's own audit flag): True records a ``data_access`` event whatever the method
+        (``read`` for GET/HEAD), False records none (failures are still recorded), None
+        follows ``methods``. ``user_agent`` (the raw header, None when absent) and ``route``
+        (the template and path parameters) when the caller already read them.
+
+        The text is written here, member by member (every string through the ``json``
+        module's C escaper), rather than as a dict passed to ``json.dumps``: the same JSON
+        for about a third of the time, on the path of every request."""
         method = _text(str(scope["method"]))
-        path = _text(scope.get("path", ""))
-        route, params = _route_of(scope)
-        resource = _route_template(route) or UNMATCHED_RESOURCE
-        event: dict[str, Any]
+        if route is None:
+            r, params = _route_of(scope)
+            template = _route_template(r)
+        else:
+            template, params = route
+        resource = template or UNMATCHED_RESOURCE
         if status == 401:
-            event = {"type": "authentication", "subtype": "unauthorized", "result": "failure",
-                     "reason": str(state.get(_AUTH_FAILURE) or "unauthorized")}
+            out = ['{"type":"authentication","subtype":"unauthorized","result":"failure","reason":',
+                   _j(str(state.get(_AUTH_FAILURE) or "unauthorized"))]
         elif status == 403:
             denied = state.get(_DENIED)
-            event = {"type": "authorization", "subtype": "permission_denied", "result": "denied"}
+            out = ['{"type":"authorization","subtype":"permission_denied","result":"denied"']
             if denied:
-                event.update(resource=denied[0], action=denied[1], reason=denied[2])
+                out += (',"resource":', _j(denied[0]), ',"action":', _j(denied[1]), ',"reason":', _j(denied[2]))
             else:
-                event.update(resource=resource, action=method.lower())
+                out += (',"resource":', _j(resource), ',"action":', _j(method.lower()))
         elif data_access or (data_access is None and method in self.methods):
             action = _ACTIONS.get(method) or ("read" if method in ("GET", "HEAD") else method.lower())
-            event = {"type": "data_access", "action": action, "resource": resource,
-                     "result": "success" if status < 400 else "failure"}
+            out = ['{"type":"data_access","action":', _j(action), ',"resource":', _j(resource),
+                   ',"result":"success"' if status < 400 else ',"result":"failure"']
             if self.sensitive is not None:
-                event["sensitive_data_accessed"] = bool(self.sensitive(path))
+                out.append(',"sensitive_data_accessed":true' if self.sensitive(_text(scope.get("path", "")))
+                           else ',"sensitive_data_accessed":false')
         elif status == 500:
-            event = {"type": "application", "subtype": "server_error", "result": "error", "resource": resource,
-                     "action": method.lower()}
+            out = ['{"type":"application","subtype":"server_error","result":"error","resource":', _j(resource),
+                   ',"action":', _j(method.lower())]
         else:
             return None
-        path_params = {_text(str(k)): _text(str(v)) for k, v in params.items()}
-        if len(path_params) == 1:
-            event.setdefault("resource_id", next(iter(path_params.values())))
+        pp = ""
+        if params:
+            items = [(_text(str(k)), _text(str(v))) for k, v in params.items()]
+            if len(items) == 1:
+                out += (',"resource_id":', _j(items[0][1]))
+            pp = ',"path_params":{' + ",".join(_j(k) + ":" + _j(v) for k, v in items) + "}"
         claims = state.get(_CLAIMS)
         if claims is not None:
-            if claims.subject:
-                event["actor"] = claims.subject
-            if claims.tenant_id:
-                event["tenant"] = claims.tenant_id
-            sid = claims.get("session_id") or claims.get("sid")
-            if isinstance(sid, str) and sid:
-                event["session_id"] = sid
+            out.append(_claims_members(claims))
         ip = _valid_ip(_client_ip(scope, self.client_ip))
         if ip:
-            event["ip"] = ip
-        for name, value in scope.get("headers", ()):
-            if name == b"user-agent":
-                event["user_agent"] = value.decode("latin-1")
-                break
-        details: dict[str, Any] = {"request_id": rid, "method": method, "path": path, "status": status}
-        if path_params:
-            details["path_params"] = path_params
-        event["details"] = details
-        return event
+            out += (',"ip":', _j(ip))
+        if user_agent is _UNREAD:
+            user_agent = None
+            for name, value in scope.get("headers", ()):
+                if name == b"user-agent":
+                    user_agent = value
+                    break
+        if user_agent is not None:
+            out += (',"user_agent":', _j(user_agent.decode("latin-1")))
+        out += (',"details":{"request_id":', _j(rid), ',"method":', _j(method), ',"path":',
+                _j(_text(scope.get("path", ""))), ',"status":%d' % status, pp, "}}")
+        return "".join(out)
 
-    def _emit(self, rt: Runtime, event: dict[str, Any]) -> None:
+    def _emit(self, rt: Runtime, event: str) -> None:
         try:
             rt.audit_emit(event)
         except NotConfiguredError:

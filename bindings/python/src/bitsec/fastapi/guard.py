@@ -27,12 +27,14 @@ import anyio
 from fastapi import HTTPException, Request
 
 from ..errors import BackendUnavailableError, BitsecError, InvalidArgumentError, TooLargeError
+from .. import _abi
+from ..guardcheck import GUARD_DECISIONS, GuardArgs
 from ..permissions import Principal
 from ..runtime import Runtime
 from ..tokens import TokenClaims
 from ._common import (_AUTH_FAILURE, _CLAIMS, _DENIED, STATE_ATTR, _ensure_request_id,
                       _request_state, _runtime_of_scope, _send_json, log)
-from .audit import AuditMiddleware
+from .audit import _UNREAD, AuditMiddleware
 from .bearer import _bearer_challenge
 from .config import DEFAULT_PATH_CATEGORIES
 from .offload import offload_plan
@@ -139,6 +141,8 @@ class GuardResult:
     rate_headers: dict[str, str] = field(default_factory=dict)
     #: How the token was refused (``missing``, ``empty``, ``expired``, ``invalid``), else None.
     auth_error: str | None = None
+    #: ``rate_headers`` as the response's raw header pairs, when the guard wrote them.
+    _wire: list[tuple[bytes, bytes]] | None = field(default=None, repr=False, compare=False)
 
     @property
     def subject(self) -> str | None:
@@ -178,11 +182,27 @@ def guard_claims(request: Request) -> TokenClaims:
     return claims
 
 
-@dataclass(frozen=True)
 class _Entry:
-    route: Any
-    template: str
-    requirement: Requirement
+    """A compiled route: its requirement and, per rate-limit category, the guard call's
+    constant arguments encoded once."""
+
+    __slots__ = ("route", "template", "requirement", "_args")
+
+    def __init__(self, route: Any, template: str | None, requirement: Requirement) -> None:
+        self.route = route
+        self.template = template
+        self.requirement = requirement
+        self._args: dict[tuple[str | None, bool], GuardArgs] = {}
+
+    def args(self, category: str | None, advisory: bool) -> GuardArgs:
+        a = self._args.get((category, advisory))
+        if a is None:
+            req = self.requirement
+            a = GuardArgs(permission=req.permission, scopes=req.scopes, category=category, cost=req.cost,
+                          key_by_subject=True, token_advisory=advisory)
+            if len(self._args) < 64:  # categories are the configured ones: a handful
+                self._args[(category, advisory)] = a
+        return a
 
 
 class RouteTable:
@@ -352,12 +372,15 @@ class GuardMiddleware(AuditMiddleware):
         self.table: RouteTable | None = None
         self._table_of: Any = None
         self._categories: tuple[Runtime, frozenset[str]] | None = None
+        self._default_entry = _Entry(None, None, default)
+        self._plan: Any = None  # the runtime's OffloadPlan, read once per compiled table
 
     # ---- startup ---------------------------------------------------------------------------
 
     def compile(self, app: Any, rt: Runtime) -> RouteTable:
         table = compile_routes(app, rt, default=self.default, strict=self.strict, requirements=self.requirements,
                                categorize=self.categorize)
+        self._plan = offload_plan(rt, self.offload)
         self.table, self._table_of = table, rt
         return table
 
@@ -378,11 +401,11 @@ class GuardMiddleware(AuditMiddleware):
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         kind = scope["type"]
-        if kind == "lifespan":
-            await self._lifespan(scope, receive, send)
-            return
         if kind != "http":
-            await self.app(scope, receive, send)
+            if kind == "lifespan":
+                await self._lifespan(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
             return
         rt = _runtime_of_scope(scope, self.attr)
         if rt is None:
@@ -392,28 +415,48 @@ class GuardMiddleware(AuditMiddleware):
         if table is None:
             table = self.compile(scope.get("app"), rt)
         state = _request_state(scope)
-        rid = _ensure_request_id(scope)
+        # The headers the guard reads, in one pass (the first of each).
+        auth = ua = xrid = None
+        for name, value in scope.get("headers", ()):
+            if name == b"authorization":
+                if auth is None:
+                    auth = value
+            elif name == b"user-agent":
+                if ua is None:
+                    ua = value
+            elif name == b"x-request-id" and xrid is None:
+                xrid = value
+        rid = _ensure_request_id(scope, xrid or b"")
         entry, params = table.match(scope["method"], _route_path(scope))
-        req = entry.requirement if entry is not None else self.default
+        if entry is None:
+            entry = self._default_entry
+        req = entry.requirement
+        token = _bearer_value(auth)
         try:
-            if self._offloads(rt, req, scope):
-                result = await anyio.to_thread.run_sync(self.decide, rt, scope, state, entry, req, params)
+            if self._plan.reasons and self._offloads(rt, req, scope, token):
+                result = await anyio.to_thread.run_sync(self.decide, rt, scope, state, entry, req, params, token)
             else:
-                result = self.decide(rt, scope, state, entry, req, params)
+                result = self.decide(rt, scope, state, entry, req, params, token)
         except BitsecError as e:  # never a 500: the runtime could not decide (closed, a backend down)
             log.warning("bitsec guard could not decide: %s", e)
-            result = GuardResult(False, 503, "unavailable", req, entry.template if entry is not None else None)
+            result = GuardResult(False, 503, "unavailable", req, entry.template)
         scope[GUARD_SCOPE_KEY] = result
+        # the event's route: the compiled one; a path no compiled route matches (a mount) is
+        # looked up again after routing
+        where = (entry.template, params) if entry.route is not None else None
         if not result.allowed:
-            if entry is not None:  # the audit event names the route, as a routed request's would
+            if entry.route is not None:  # the audit event names the route, as a routed request's would
                 scope["route"], scope["path_params"] = entry.route, params
-            await self._record(rt, scope, state, result.status, rid, req.audit)
+            await self._record(rt, scope, state, result.status, rid, req.audit, ua, where)
             await _send_json(send, result.status, {"detail": self._detail(result)},
                              {**self._refusal_headers(result), "X-Request-ID": rid})
             return
         recorded = False
-        extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in result.rate_headers.items()]
+        extra = result._wire
+        if extra is None:
+            extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in result.rate_headers.items()]
         extra.append((b"x-request-id", rid.encode("latin-1")))
+        inline_audit = not self._audit_offloads(rt)
 
         async def send_wrapper(message: Any) -> None:
             nonlocal recorded
@@ -421,51 +464,76 @@ class GuardMiddleware(AuditMiddleware):
                 recorded = True
                 # our headers, unless the application set the same header itself
                 existing = list(message.get("headers", ()))
-                names = {n.lower() for n, _ in existing}
                 message = dict(message)
-                message["headers"] = existing + [(n, v) for n, v in extra if n not in names]
-                await self._record(rt, scope, state, message["status"], rid, req.audit)
+                if existing:
+                    names = {n.lower() for n, _ in existing}
+                    existing += [(n, v) for n, v in extra if n not in names]
+                    message["headers"] = existing
+                else:
+                    message["headers"] = extra
+                if inline_audit:
+                    self._record_inline(rt, scope, state, message["status"], rid, req.audit, ua, where)
+                else:
+                    await self._record(rt, scope, state, message["status"], rid, req.audit, ua, where)
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
             if not recorded:
-                await self._record(rt, scope, state, 500, rid, req.audit)
+                await self._record(rt, scope, state, 500, rid, req.audit, ua, where)
 
-    def _offloads(self, rt: Runtime, req: Requirement, scope: Any) -> bool:
-        plan = offload_plan(rt, self.offload)
+    def _audit_offloads(self, rt: Runtime) -> bool:
+        plan = self._plan if self._table_of is rt and self._plan is not None else offload_plan(rt, self.offload)
+        return bool(plan.reasons) and plan.offloads("audit")
+
+    def _record_inline(self, rt: Runtime, scope: Any, state: Mapping[str, Any], status: int, rid: str,
+                       flag: bool | None, ua: Any, where: tuple[str | None, Mapping[str, Any]] | None) -> None:
+        """``_record`` when the emit cannot wait (the runtime's offload plan): no coroutine."""
+        if id(rt) in self.disabled:
+            return
+        event = self._event(scope, state, status, rid, flag, user_agent=ua, route=where)
+        if event is not None:
+            self._emit(rt, event)
+
+    def _offloads(self, rt: Runtime, req: Requirement, scope: Any, token: Any = _UNREAD) -> bool:
+        plan = self._plan if self._table_of is rt and self._plan is not None else offload_plan(rt, self.offload)
         if not plan.reasons:
             return False
-        if plan.offloads("tokens") and (req.auth != "none" or (req.rate != "" and _bearer_token(scope))):
+        if token is _UNREAD:
+            token = _bearer_token(scope)
+        if plan.offloads("tokens") and (req.auth != "none" or (req.rate != "" and token)):
             return True  # (a public route's bearer token keys its rate limit: verified too)
         if req.resource is not None and plan.offloads("permissions"):
             return True
         return req.rate != "" and plan.offloads("rate_limits")
 
     async def _record(self, rt: Runtime, scope: Any, state: Mapping[str, Any], status: int, rid: str,
-                      flag: bool | None) -> None:
+                      flag: bool | None, ua: Any = _UNREAD,
+                      where: tuple[str | None, Mapping[str, Any]] | None = None) -> None:
+        if not self._audit_offloads(rt):
+            self._record_inline(rt, scope, state, status, rid, flag, ua, where)
+            return
         if id(rt) in self.disabled:
             return
-        event = self._event(scope, state, status, rid, flag)
-        if event is None:
-            return
-        if offload_plan(rt, self.offload).offloads("audit"):
+        event = self._event(scope, state, status, rid, flag, user_agent=ua, route=where)
+        if event is not None:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self._emit, rt, event)
-        else:
-            self._emit(rt, event)
 
     def decide(self, rt: Runtime, scope: Any, state: dict[str, Any], entry: _Entry | None, req: Requirement,
-               params: Mapping[str, str]) -> GuardResult:
+               params: Mapping[str, str], token: Any = _UNREAD) -> GuardResult:
         """The decision (sync; the middleware runs it inline or in the thread pool): one
         native call (``Runtime.guard_check``) for the token, its scopes, the permission and
-        the rate-limit take."""
-        template = entry.template if entry is not None else None
-        token: str | None = None
+        the rate-limit take. ``token``: the bearer token as ``_bearer_token`` reads it, when
+        the caller already read it (else it is read here)."""
+        if entry is None:
+            entry = self._default_entry if req is self.default else _Entry(None, None, req)
+        template = entry.template
+        if token is _UNREAD:
+            token = _bearer_token(scope)
         advisory = False
         if req.auth != "none":
-            token = _bearer_token(scope)
             if token is None:
                 if req.auth == "required":
                     state[_AUTH_FAILURE] = "missing"
@@ -474,29 +542,34 @@ class GuardMiddleware(AuditMiddleware):
             elif not token:
                 state[_AUTH_FAILURE] = "malformed"
                 return GuardResult(False, _AUTH_ERRORS["empty"][0], "malformed", req, template, auth_error="empty")
+        else:
+            # As the rate-limit dependencies: on a public route a bearer token that verifies
+            # keys the bucket by its subject; it is read only for that.
+            token = token or None
         category = req.rate if req.rate is not None else self.categorize(scope["method"], scope.get("path", ""))
         key: str | None = None
         if category:
-            if category not in self._categories_of(rt):
+            cats = self._categories
+            if category not in (cats[1] if cats is not None and cats[0] is rt else self._categories_of(rt)):
                 category = "default"  # a path category the configuration does not define
             if req.auth == "none":
-                # As the rate-limit dependencies: a bearer token that verifies keys the
-                # bucket by its subject, whatever the route requires.
-                token = _bearer_token(scope) or None
                 advisory = token is not None
+            else:
+                token = token or None
             key = _address_key(rt, scope, self.client_ip)
         else:
             category = None
+            if req.auth == "none":
+                token = None
         ctx: dict[str, Any] | None = None
-        if req.resource is not None:
+        if req.resource is not None and params and (req.owner_param or req.tenant_param or req.department_param):
             for k, name in (("owner_id", req.owner_param), ("tenant_id", req.tenant_param),
                             ("department", req.department_param)):
                 if name is not None and name in params:
                     ctx = ctx or {}
                     ctx[k] = str(params[name])
         try:
-            g = rt.guard_check(token, permission=req.permission, context=ctx, scopes=req.scopes, category=category,
-                               key=key, cost=req.cost, key_by_subject=True, token_advisory=advisory)
+            g = rt.guard_check(token, context=ctx, key=key, prepared=entry.args(category, advisory))
         except BackendUnavailableError:
             return GuardResult(False, 503, "unavailable", req, template)
         except (TooLargeError, InvalidArgumentError) as e:
@@ -505,25 +578,31 @@ class GuardMiddleware(AuditMiddleware):
             # a token the library refuses to read at all
             state[_AUTH_FAILURE] = type(e).__name__
             return GuardResult(False, _AUTH_ERRORS["invalid"][0], type(e).__name__, req, template, auth_error="invalid")
+        fields = g.fields
         claims = g.claims
         if claims is not None:
             state[_CLAIMS] = claims
         if advisory:
             claims = None  # a public route: the token only keyed the rate limit
-        d = g.decision
-        if d == "allowed":
-            return GuardResult(True, 200, "ok" if req.auth != "none" else "public", req, template, claims,
-                               g.rate_headers())
-        if d == "token_refused":
+        d = fields[0]
+        if d == _ALLOWED:
+            if fields[5] == _NOT_CHECKED:
+                return GuardResult(True, 200, "ok" if req.auth != "none" else "public", req, template, claims)
+            r = GuardResult(True, 200, "ok" if req.auth != "none" else "public", req, template, claims,
+                            _rate_headers(fields, False))
+            r._wire = [(b"x-ratelimit-limit", b"%d" % fields[6]), (b"x-ratelimit-remaining", b"%d" % fields[7]),
+                       (b"x-ratelimit-reset", b"%d" % fields[8])]
+            return r
+        if d == _TOKEN_REFUSED:
             failure = g.token_reason or "invalid"
             state[_AUTH_FAILURE] = failure
             kind = "expired" if failure == "expired" else "invalid"
             return GuardResult(False, _AUTH_ERRORS[kind][0], failure, req, template, auth_error=kind)
-        if d == "scope_missing" or d == "permission_denied":
-            reason = "scope_missing" if d == "scope_missing" else (g.permission_reason or "no_grant")
+        if d == _SCOPE_MISSING or d == _PERMISSION_DENIED:
+            reason = "scope_missing" if d == _SCOPE_MISSING else (g.permission_reason or "no_grant")
             state[_DENIED] = (req.resource, req.action, reason)
             return GuardResult(False, 403, reason, req, template, claims)
-        if d == "rate_limited":
+        if d == _RATE_LIMITED:
             return GuardResult(False, 429, "rate_limited", req, template, claims, g.rate_headers())
         # rate_unavailable: the store did not answer and its failure policy did not decide
         log.warning("bitsec rate limit backend unavailable (category %s): %s", category, self.limiter.on_backend_error)
@@ -568,9 +647,29 @@ def _bearer_token(scope: Mapping[str, Any]) -> str | None:
     when absent or another scheme; "" for a Bearer header without a token."""
     for name, value in scope.get("headers", ()):
         if name == b"authorization":
-            scheme, _, cred = value.decode("latin-1").strip().partition(" ")
-            if scheme.lower() != "bearer":
-                return None
-            return str(cred).strip()
+            return _bearer_value(value)
     return None
 
+
+def _bearer_value(value: bytes | None) -> str | None:
+    """The token of one raw ``Authorization`` value (as ``_bearer_token``)."""
+    if value is None:
+        return None
+    scheme, _, cred = value.decode("latin-1").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return str(cred).strip()
+
+
+def _rate_headers(fields: tuple[int, ...], limited: bool) -> dict[str, str]:
+    h = {"X-RateLimit-Limit": str(fields[6]), "X-RateLimit-Remaining": str(fields[7]),
+         "X-RateLimit-Reset": str(fields[8])}
+    if limited:
+        h["Retry-After"] = str(fields[9])
+    return h
+
+
+_NOT_CHECKED = _abi.BITSEC_GUARD_NOT_CHECKED
+_ALLOWED, _TOKEN_REFUSED, _SCOPE_MISSING, _PERMISSION_DENIED, _RATE_LIMITED = (
+    GUARD_DECISIONS.index(n) for n in ("allowed", "token_refused", "scope_missing", "permission_denied",
+                                       "rate_limited"))
