@@ -42,6 +42,9 @@ def get_runtime(request: Request, attr: str = STATE_ATTR) -> Runtime:
 def _runtime_of_scope(scope: Mapping[str, Any], attr: str) -> Runtime | None:
     app = scope.get("app")
     state = getattr(app, "state", None)
+    values = getattr(state, "_state", None)  # Starlette's State keeps its values in this dict
+    if type(values) is dict:
+        return values.get(attr)
     return getattr(state, attr, None)
 
 
