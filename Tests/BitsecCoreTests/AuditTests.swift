@@ -590,6 +590,19 @@ extension String {
 
     @Test func fastScannerAndStrictPathAgree() {
         var cases: [String] = [
+            // details the record copies as they are, and near misses the reader must judge
+            #"{"type":"data_access","details":{"request_id":"r-1","method":"GET","path":"/a/é/日","status":200,"path_params":{"eid":"5"}}}"#,
+            #"{"type":"data_access","details":{"a":-0}}"#, #"{"type":"data_access","details":{"a":0,"b":-12,"c":123456789012345678}}"#,
+            #"{"type":"data_access","details":{"a":1234567890123456789}}"#, #"{"type":"data_access","details":{"a":1.0,"b":1e2}}"#,
+            #"{"type":"data_access","details":{"a":01}}"#, #"{"type":"data_access","details":{"a":"x","a":"y"}}"#,
+            #"{"type":"data_access","details":{"a":{"b":{"a":1}},"b":[true,false,null,[],{}]}}"#,
+            #"{"type":"data_access","details":{"a":"\u0041","b":"tab\there"}}"#, #"{"type":"data_access","details":{ "a":1}}"#,
+            #"{"type":"data_access","details":{"a":[1,2,]}}"#, #"{"type":"data_access","details":{"a":tru}}"#,
+            #"{"type":"data_access","details":{"a":nul,"b":1}}"#, #"{"type":"data_access","details":{"a":fals}}"#,
+            #"{"type":"data_access","details":{"a":[[[[[[[[[1]]]]]]]]]}}"#, #"{"type":"data_access","details":{"a":[[[[[[1]]]]]]}}"#,
+            #"{"type":"data_access","details":{"a":[[[[[[[1]]]]]]]}}"#, #"{"type":"data_access","details":{"a":{"b":{"c":{"d":{"e":{"f":1}}}}}}}"#,
+            #"{"type":"data_access","details":{"":"","x":""}}"#, #"{"type":"data_access","details":{"k":"\#u{7F}"}}"#,
+            #"{"type":"data_access","details":{"k":"\#u{1}"}}"#, #"{"type":"data_access","details":{"k":-}}"#,
             #"{"type":"login_failure","user_id":"alice","ip_address":"2001:db8::1"}"#,
             #"{"type":"authentication","event_subtype":"login","success":true}"#,
             #"{"type":"authentication","success":true,"result":"failure"}"#,
@@ -616,6 +629,22 @@ extension String {
         for _ in 0..<50 { cases.append("{" + members.shuffled().joined(separator: ",") + "}") }
         for c in cases {
             #expect(AuditScannerProbe.agree(Array(c.utf8)), "\(c)")
+        }
+        // Invalid UTF-8 inside a details string: never copied as it is.
+        var bad = Array(#"{"type":"data_access","details":{"k":"a"#.utf8)
+        bad += [0xC3, 0x28]
+        bad += Array(#""}}"#.utf8)
+        #expect(AuditScannerProbe.agree(bad))
+        #expect(!AuditScannerProbe.keepsDetailsAsWritten(bad))
+    }
+
+    @Test func canonicalDetailsAreCopiedAsWritten() {
+        let common = #"{"type":"data_access","action":"read","resource":"/api/v1/equipment/{eid}","result":"success","resource_id":"5","actor":"u","ip":"127.0.0.1","user_agent":"wrk","details":{"request_id":"0f2c","method":"GET","path":"/api/v1/equipment/5","status":200,"path_params":{"eid":"5"}}}"#
+        #expect(AuditScannerProbe.keepsDetailsAsWritten(Array(common.utf8)))
+        #expect(AuditScannerProbe.agree(Array(common.utf8)))
+        for near in [#"{"type":"session","details":{"a":1.5}}"#, #"{"type":"session","details":{"a":"\n"}}"#,
+                     #"{"type":"session","details":{"a": 1}}"#, #"{"type":"session","details":{"a":1,"a":1}}"#] {
+            #expect(!AuditScannerProbe.keepsDetailsAsWritten(Array(near.utf8)), "\(near)")
         }
     }
 }

@@ -108,6 +108,9 @@ struct EventBuilder {
     var sensitive: Bool?
     var classification: String?
     var details: JSONValue?
+    /// `details` as the caller wrote it, when that is exactly what the writer would write
+    /// (`CanonicalJSON`); then `details` is nil.
+    var detailsRaw: [UInt8]?
     var automatic = false
     /// The members (and `details.<key>`s) that were cut to their limits, in order.
     var truncated: [String] = []
@@ -139,7 +142,10 @@ struct EventBuilder {
         Self.opt(",\"data_classification\":", classification, &w)
         Self.opt(",\"service\":", service, &w)
         if automatic { Self.lit(",\"automatic\":true", &w) }
-        if let details {
+        if let detailsRaw {
+            Self.lit(",\"details\":", &w)
+            w.append(contentsOf: detailsRaw)
+        } else if let details {
             Self.lit(",\"details\":", &w)
             w.append(contentsOf: JSONWriter.serialize(details))
         }
@@ -264,7 +270,14 @@ struct EventValidator {
         // The JSON writer emits at most 6 bytes per byte read (a raw DEL becomes \u007f; a
         // number such as 1e18 becomes 19 digits): a small event cannot need cutting down, and
         // the common case skips serializing details twice.
-        if bytes.count > maxBytes / 6 { boundDetails(&b) }
+        if bytes.count > maxBytes / 6 {
+            // the tree is needed to cut it down (canonical JSON always parses)
+            if let raw = b.detailsRaw, let tree = try? JSONReader.parse(raw, options: .init(maxBytes: raw.count, maxDepth: maxDepth)) {
+                b.details = tree
+                b.detailsRaw = nil
+            }
+            boundDetails(&b)
+        }
         return b
     }
 

@@ -1,3 +1,120 @@
+/// JSON that `JSONWriter` would write back byte for byte, recognised without building a tree:
+/// compact (no whitespace), strings of printable UTF-8 without escapes (no control character,
+/// quote, backslash or DEL), integers in canonical form of at most 18 digits (no `-0`, no
+/// fraction or exponent), `true`, `false`, `null`, objects without a repeated name and with at
+/// most 32 members, nesting within `maxDepth` (the outermost object at depth 1, as the
+/// reader counts). Everything else is left to the strict reader, which accepts a superset.
+struct CanonicalJSON {
+    let b: UnsafeBufferPointer<UInt8>
+    let maxDepth: Int
+    var i = 0
+
+    init(b: UnsafeBufferPointer<UInt8>, maxDepth: Int) {
+        self.b = b
+        self.maxDepth = maxDepth
+    }
+
+    mutating func value(depth: Int) -> Bool {
+        guard i < b.count else { return false }
+        switch b[i] {
+        case 0x22: return string() != nil
+        case 0x7B: return object(depth: depth + 1)
+        case 0x5B: return array(depth: depth + 1)
+        case 0x74: return literal(0x74, 0x72, 0x75, 0x65)
+        case 0x6E: return literal(0x6E, 0x75, 0x6C, 0x6C)
+        case 0x66:
+            guard literal(0x66, 0x61, 0x6C, 0x73), i < b.count, b[i] == 0x65 else { return false }
+            i += 1
+            return true
+        case 0x2D, 0x30...0x39: return integer()
+        default: return false
+        }
+    }
+
+    private mutating func literal(_ c0: UInt8, _ c1: UInt8, _ c2: UInt8, _ c3: UInt8) -> Bool {
+        guard b.count - i >= 4, b[i] == c0, b[i + 1] == c1, b[i + 2] == c2, b[i + 3] == c3 else { return false }
+        i += 4
+        return true
+    }
+
+    /// At a quote: the range of the string's bytes (without quotes), nil when not plain.
+    private mutating func string() -> Range<Int>? {
+        i += 1
+        let start = i
+        var ascii = true
+        while i < b.count {
+            let c = b[i]
+            if c == 0x22 {
+                let r = start..<i
+                i += 1
+                if !ascii && !UTF8Validation.isValid(UnsafeBufferPointer(rebasing: b[r])) { return nil }
+                return r
+            }
+            if c < 0x20 || c == 0x5C || c == 0x7F { return nil }
+            if c >= 0x80 { ascii = false }
+            i += 1
+        }
+        return nil
+    }
+
+    private mutating func integer() -> Bool {
+        var j = i
+        let negative = b[j] == 0x2D
+        if negative { j += 1 }
+        guard j < b.count else { return false }
+        let first = j
+        if b[j] == 0x30 {
+            j += 1
+            if negative { return false }  // -0 is written back as 0
+        } else {
+            guard b[j] >= 0x31 && b[j] <= 0x39 else { return false }
+            while j < b.count && b[j] >= 0x30 && b[j] <= 0x39 { j += 1 }
+        }
+        guard j - first <= 18 else { return false }
+        if j < b.count && (b[j] == 0x2E || b[j] == 0x65 || b[j] == 0x45) { return false }
+        i = j
+        return true
+    }
+
+    private mutating func array(depth: Int) -> Bool {
+        guard depth <= maxDepth else { return false }
+        i += 1
+        guard i < b.count else { return false }
+        if b[i] == 0x5D { i += 1; return true }
+        while true {
+            guard value(depth: depth), i < b.count else { return false }
+            if b[i] == 0x2C { i += 1; continue }
+            if b[i] == 0x5D { i += 1; return true }
+            return false
+        }
+    }
+
+    /// At an opening brace.
+    mutating func object(depth: Int) -> Bool {
+        guard depth <= maxDepth, i < b.count, b[i] == 0x7B, let base = b.baseAddress else { return false }
+        i += 1
+        guard i < b.count else { return false }
+        if b[i] == 0x7D { i += 1; return true }
+        var names: [Range<Int>] = []
+        while true {
+            guard i < b.count, b[i] == 0x22, let name = string() else { return false }
+            for other in names where other.count == name.count {
+                if memcmpEqual(base + other.lowerBound, base + name.lowerBound, name.count) {
+                    return false  // a repeated name: the reader refuses it, with its reason
+                }
+            }
+            guard names.count < 32 else { return false }
+            names.append(name)
+            guard i < b.count, b[i] == 0x3A else { return false }
+            i += 1
+            guard value(depth: depth), i < b.count else { return false }
+            if b[i] == 0x2C { i += 1; continue }
+            if b[i] == 0x7D { i += 1; return true }
+            return false
+        }
+    }
+}
+
 /// The common case of `EventValidator`, without building a JSON tree: a top-level object
 /// whose members are known names with plain values (strings without escapes, booleans) and
 /// an optional `details` object (read by the strict reader). Anything else, including every
@@ -92,8 +209,10 @@ struct FastEventScanner {
         return nil
     }
 
-    /// The extent of an object value (strings and nesting tracked), parsed strictly.
-    private mutating func detailsObject() -> JSONValue? {
+    /// The extent of an object value (strings and nesting tracked), parsed strictly. When the
+    /// bytes are already what the writer would write back (`CanonicalJSON`), they are kept as
+    /// they are (`raw`) and the record copies them instead of serializing the tree again.
+    private mutating func detailsObject() -> (value: JSONValue, raw: [UInt8]?)? {
         guard i < b.count, b[i] == 0x7B else { return nil }
         let start = i
         var depth = 0
@@ -111,10 +230,14 @@ struct FastEventScanner {
                 depth -= 1
                 if depth == 0 {
                     i += 1
-                    let slice = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(b)[start..<i])
-                    guard let v = try? JSONReader.parse(slice, options: .init(maxBytes: b.count, maxDepth: maxDepth - 1)),
+                    let slice = UnsafeBufferPointer(rebasing: b[start..<i])
+                    var canonical = CanonicalJSON(b: slice, maxDepth: maxDepth - 1)
+                    if canonical.object(depth: 1) && canonical.i == slice.count {
+                        return (.null, Array(slice))
+                    }
+                    guard let v = try? JSONReader.parse(UnsafeRawBufferPointer(slice), options: .init(maxBytes: b.count, maxDepth: maxDepth - 1)),
                           case .object = v else { return nil }
-                    return v
+                    return (v, nil)
                 }
             }
             i += 1
@@ -148,8 +271,8 @@ struct FastEventScanner {
                 guard let v = literalBool() else { return nil }
                 r.builder.sensitive = v
             case .details:
-                guard let v = detailsObject() else { return nil }
-                r.builder.details = v
+                guard let d = detailsObject() else { return nil }
+                if let raw = d.raw { r.builder.detailsRaw = raw } else { r.builder.details = d.value }
             default:
                 guard let s = plainString(), s.count <= max else { return nil }
                 let v = String(decoding: s, as: UTF8.self)
@@ -210,6 +333,14 @@ public enum AuditScannerProbe {
             case (.failure(let a), .failure(let b)): return a.status == b.status && a.detail == b.detail
             default: return false
             }
+        }
+    }
+
+    /// Whether the fast scanner keeps the event's details as the caller wrote them.
+    public static func keepsDetailsAsWritten(_ event: [UInt8], maxDepth: Int = 8) -> Bool {
+        event.withUnsafeBytes { raw -> Bool in
+            var scanner = FastEventScanner(bytes: raw.bindMemory(to: UInt8.self), maxDepth: maxDepth)
+            return scanner.scan()?.builder.detailsRaw != nil
         }
     }
 
