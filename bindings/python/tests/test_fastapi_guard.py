@@ -536,3 +536,32 @@ def test_new_request_ids_are_uuid4_and_differ_across_forked_workers() -> None:
     mine = [new_request_id() for _ in range(8)]
     theirs = child.decode().split(",")
     assert len(theirs) == 8 and not set(theirs) & set(mine)
+
+
+def test_event_text_carries_any_claim_path_and_header_text(tmp_path: Path) -> None:
+    # The guard writes the audit record's JSON itself: quotes, backslashes, control
+    # characters and non-ASCII text in the claims, the path parameters and the headers come
+    # back unchanged, and each token's actor/tenant/session part is its own (kept per token).
+    with bitsec.Runtime(config(tmp_path)) as plain:  # no wrapper: the guard's direct call
+        app = make_app(plain)
+
+        @app.get("/items/{item}")
+        @guard(audit=True)
+        def item(item: str) -> dict:
+            return {"item": item}
+
+        odd = 'q"u\\o\tte\u00e9\u65e5\U0001f389'
+        people = [(odd, 't"1\\', 's\nid'), ("plain", "t2", "sid-2")]
+        with TestClient(app) as c:
+            for sub, tenant, sid in people * 2:
+                h = {**bearer(token(plain, sub, tenant_id=tenant, session_id=sid)), "User-Agent": 'ua "x" \\ \x7f',
+                     "X-Request-ID": f"r-{sub.isascii()}-{len(sid)}"}
+                assert c.get("/items/" + "%22%5C%C3%A9", headers=h).status_code == 200
+        recs = [r for r in audit_records(tmp_path, plain) if r.get("resource") == "/items/{item}"]
+        assert len(recs) == 4
+        for r, (sub, tenant, sid) in zip(recs, people * 2):
+            assert (r["actor"], r["tenant"], r["session_id"]) == (sub, tenant, sid)
+            assert r["user_agent"] == 'ua "x" \\ \x7f' and r["resource_id"] == '"\\\u00e9'
+            assert r["details"]["path"] == '/items/"\\\u00e9' and r["details"]["path_params"] == {"item": '"\\\u00e9'}
+            assert r["type"] == "data_access" and r["action"] == "read" and r["result"] == "success"
+            assert r["details"]["status"] == 200 and r["details"]["method"] == "GET"

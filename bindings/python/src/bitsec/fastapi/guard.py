@@ -453,10 +453,10 @@ class GuardMiddleware(AuditMiddleware):
                              {**self._refusal_headers(result), "X-Request-ID": rid})
             return
         recorded = False
-        extra = result._wire
-        if extra is None:
-            extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in result.rate_headers.items()]
-        extra.append((b"x-request-id", rid.encode("latin-1")))
+        wire = result._wire
+        if wire is None:
+            wire = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in result.rate_headers.items()]
+        extra = [*wire, (b"x-request-id", rid.encode("latin-1"))]
         inline_audit = not self._audit_offloads(rt)
 
         async def send_wrapper(message: Any) -> None:
