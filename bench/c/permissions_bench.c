@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "synthetic_policy.h"
 
 /* CPU time of this thread: the machine is shared, and wall time under load measures the
  * scheduler as much as the code. The wall-clock figure of the main case is printed too. */
@@ -30,34 +31,9 @@ static unsigned long long rnd(void) {
     return z ^ (z >> 31);
 }
 
-/* A synthetic policy: `roles` roles over 50 resources x 5 actions, `rules` grants spread
- * over them, every 10th role inheriting the previous one, one deny per 50 roles. */
+/* The synthetic policy (synthetic_policy.h) in a configuration. */
 static char *synthetic(int roles, int rules) {
-    size_t cap = (size_t)rules * 64 + (size_t)roles * 96 + 4096, len = 0;
-    char *s = malloc(cap);
-    if (!s) exit(1);
-    len += (size_t)sprintf(s + len, "{\"permissions\": {\"policy\": {\"resources\": [");
-    for (int r = 0; r < 50; r++) len += (size_t)sprintf(s + len, "%s\"res%d\"", r ? "," : "", r);
-    len += (size_t)sprintf(s + len, "], \"actions\": [\"create\",\"read\",\"update\",\"delete\",\"execute\"], \"roles\": {");
-    const char *acts[] = {"create", "read", "update", "delete", "execute"};
-    int per = rules / roles, extra = rules % roles;
-    for (int i = 0; i < roles; i++) {
-        len += (size_t)sprintf(s + len, "%s\"role%d\": {\"allow\": [", i ? "," : "", i);
-        int n = per + (i < extra ? 1 : 0);
-        for (int k = 0; k < n; k++) {
-            if (k % 7 == 6)
-                len += (size_t)sprintf(s + len, "%s{\"permission\": \"res%d:%s\", \"owner_only\": true}", k ? "," : "", (int)(rnd() % 50), acts[rnd() % 5]);
-            else
-                len += (size_t)sprintf(s + len, "%s\"res%d:%s\"", k ? "," : "", (int)(rnd() % 50), acts[rnd() % 5]);
-        }
-        len += (size_t)sprintf(s + len, "]");
-        if (i % 10 == 9) len += (size_t)sprintf(s + len, ", \"inherits\": [\"role%d\"]", i - 1);
-        if (i % 50 == 49) len += (size_t)sprintf(s + len, ", \"deny\": [\"res0:delete\"]");
-        len += (size_t)sprintf(s + len, "}");
-        if (len + 512 > cap) { fprintf(stderr, "buffer\n"); exit(1); }
-    }
-    sprintf(s + len, "}}}}");
-    return s;
+    return synthetic_policy(roles, rules, rnd, "{\"permissions\": {\"policy\": ", "}}", NULL);
 }
 
 typedef struct { char principal[128]; size_t plen; char perm[64]; size_t permlen; } request;

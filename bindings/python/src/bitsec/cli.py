@@ -425,24 +425,34 @@ def cmd_field_encrypt(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_field_decrypt(args: argparse.Namespace) -> int:
+def _field_op(args: argparse.Namespace, verb: str, done: str, op: Callable[[Any, str, Any], Any]) -> tuple[str, Any] | int:
+    """Runs ``op(rt, token, context)`` on the token of ``args`` with the field keys: (the
+    token, the result), or 1 after printing why the token was refused (``{done: false,
+    "reason": ...}`` with ``--json``); any other error stops the command."""
     from .fields import FieldDecryptError
     from .errors import BitsecError
 
     token = _text_input(args.token, "field token")
     rt, ctx = _field_common(args)
     try:
-        plaintext = rt.decrypt_field(token, ctx)
+        return token, op(rt, token, ctx)
     except FieldDecryptError as e:
         if args.json:
-            _print_json({"decrypted": False, "reason": e.reason})
+            _print_json({done: False, "reason": e.reason})
         else:
             print(f"refused: {e.reason}", file=sys.stderr)
         return 1
     except BitsecError as e:
-        _fail(f"cannot decrypt: {e}")
+        _fail(f"cannot {verb}: {e}")
     finally:
         rt.close()
+
+
+def cmd_field_decrypt(args: argparse.Namespace) -> int:
+    r = _field_op(args, "decrypt", "decrypted", lambda rt, token, ctx: rt.decrypt_field(token, ctx))
+    if isinstance(r, int):
+        return r
+    plaintext: bytes = r[1]
     if args.json:
         try:
             _print_json({"decrypted": True, "plaintext": plaintext.decode("utf-8")})
@@ -457,23 +467,12 @@ def cmd_field_decrypt(args: argparse.Namespace) -> int:
 
 
 def cmd_field_rewrap(args: argparse.Namespace) -> int:
-    from .fields import FieldDecryptError, field_key_id
-    from .errors import BitsecError
+    from .fields import field_key_id
 
-    token = _text_input(args.token, "field token")
-    rt, ctx = _field_common(args)
-    try:
-        new = rt.rewrap_field(token, ctx)
-    except FieldDecryptError as e:
-        if args.json:
-            _print_json({"rewrapped": False, "reason": e.reason})
-        else:
-            print(f"refused: {e.reason}", file=sys.stderr)
-        return 1
-    except BitsecError as e:
-        _fail(f"cannot rewrap: {e}")
-    finally:
-        rt.close()
+    r = _field_op(args, "rewrap", "rewrapped", lambda rt, token, ctx: rt.rewrap_field(token, ctx))
+    if isinstance(r, int):
+        return r
+    token, new = r
     if args.json:
         _print_json({"token": new, "rewrapped": new != token, "key_id": field_key_id(new)})
     else:
