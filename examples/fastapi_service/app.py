@@ -18,7 +18,6 @@ from typing import Any, Iterator, Sequence
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import PlainTextResponse
 from pydantic import Field
 from sqlalchemy import create_engine, event, select
 from sqlalchemy.engine import make_url
@@ -27,7 +26,8 @@ from sqlalchemy.orm import Session, sessionmaker
 import bitsec
 from bitsec.fastapi import (
     PUBLIC, BearerAuth, LoginAttempts, LoginGuard, RequestLimitsMiddleware, SecurityHeadersMiddleware,
-    bitsec_lifespan, get_runtime, guard, guard_claims, mfa_enroll, public, request_id, verify_mfa_code,
+    bitsec_lifespan, get_runtime, guard, guard_claims, metrics_router, mfa_enroll, public, request_id,
+    verify_mfa_code,
 )
 
 from .account import account_router, auth_time_claim, step_up
@@ -349,7 +349,7 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
     # /infer "inference", the rest "default"; /health and /metrics are not limited.
     app.add_middleware(ServiceGuardMiddleware, strict=True, realm="erp-api", categorize=service_categories,
                        # FastAPI's own schema route (the /docs page reads it) is public
-                       requirements={"GET /openapi.json": PUBLIC},
+                       requirements={"GET /openapi.json": PUBLIC, "GET /metrics": PUBLIC},
                        sensitive=lambda path: path.startswith(
                            (f"{API}/equipment", "/v1/inspections", "/v1/defects", "/v1/artifacts", "/v1/reports",
                             f"{API}/privacy", f"{API}/users")))
@@ -391,10 +391,9 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
         response.headers["Cache-Control"] = "public, max-age=300"
         return public_keys
 
-    @app.get("/metrics", response_class=PlainTextResponse)
-    @public
-    def metrics(request: Request) -> PlainTextResponse:
-        return PlainTextResponse(get_runtime(request).metrics_text(), media_type="text/plain; version=0.0.4")
+    # bitsec's Prometheus text of this worker (counters, gauges, latency histograms), served
+    # by the library's router; public as the health probe, outside every rate limit.
+    app.include_router(metrics_router("/metrics"))
 
     # ---- authentication ----
 
