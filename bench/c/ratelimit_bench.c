@@ -23,6 +23,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include "take_script.h"
 
 extern char **environ;
 
@@ -81,28 +82,8 @@ static size_t roundtrip(int fd, const char *cmd, size_t cmd_len, char *buf, size
     return got;
 }
 
-/* The take script, read from the Swift source so the raw baseline runs exactly the same Lua. */
-static char *load_script(void) {
-    FILE *f = fopen("Sources/BitsecCore/RateLimit/RedisScripts.swift", "r");
-    if (!f) die("open RedisScripts.swift (run from the repository root)");
-    static char out[16384];
-    char line[1024];
-    size_t n = 0;
-    int in = 0;
-    while (fgets(line, sizeof line, f)) {
-        if (!in) { if (strstr(line, "static let take = RedisScript(#\"\"\"")) in = 1; continue; }
-        if (strncmp(line, "    \"\"\"#", 8) == 0) break;
-        const char *s = strncmp(line, "    ", 4) == 0 ? line + 4 : line;
-        size_t l = strlen(s);
-        if (n + l >= sizeof out) die("script too long");
-        memcpy(out + n, s, l);
-        n += l;
-    }
-    fclose(f);
-    if (n > 0 && out[n - 1] == '\n') n--;
-    out[n] = 0;
-    return out;
-}
+/* The take script (take_script.h). */
+static char *load_script(void) { return load_take_script(die); }
 
 typedef struct { bitsec_runtime *rt; const char *key; long iters; double ns; } job;
 
