@@ -40,7 +40,8 @@ class GuardCheck:
     was checked), ``permission_reason`` (``granted``, ``no_grant``, ...; None when not
     checked), ``permission_rule`` (the deciding rule's index, -1 for none); ``rate_reason``
     and ``rate_limit``/``rate_remaining``/``rate_reset_after``/``rate_retry_after``/
-    ``rate_degraded`` (when a take ran); ``claims`` (the verified token's ``TokenClaims``)."""
+    ``rate_degraded`` (when a take ran); ``claims`` (the verified token's ``TokenClaims``);
+    ``fields`` (the raw ``bitsec_guard_result`` integers, in the C struct's order)."""
 
     __slots__ = ("decision", "http_status", "token_code", "permission_code", "permission_rule", "rate_code",
                  "rate_limit", "rate_remaining", "rate_reset_after", "rate_retry_after", "rate_flags", "claims",
