@@ -520,7 +520,19 @@ def test_new_request_ids_are_uuid4_and_differ_across_forked_workers() -> None:
     for r in ids:
         u = uuid.UUID(r)
         assert str(u) == r and u.version == 4 and u.variant == uuid.RFC_4122
-    # A forked worker does not repeat its parent's sequence (Python reseeds in the child).
+    # An application seeding Python's random (a fixed seed, the same in every worker) does
+    # not make the ids repeat: they come from a generator of their own.
+    import random
+
+    state = random.getstate()
+    try:
+        random.seed(7)
+        first = new_request_id()
+        random.seed(7)
+        assert new_request_id() != first
+    finally:
+        random.setstate(state)
+    # A forked worker does not repeat its parent's sequence (the generator is reseeded in the child).
     rfd, wfd = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: write its next ids and leave at once

@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import threading
-from ctypes import POINTER, c_char_p, c_int32, c_size_t, c_uint64, c_void_p
+from ctypes import c_size_t, c_uint64, c_void_p
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, TYPE_CHECKING, Union, cast
 
@@ -35,7 +35,6 @@ _verify = N.declare("bitsec_audit_verify")
 
 # Compact, ASCII-only JSON (the C encoder's fastest path); bitsec reads \\u escapes.
 _encode = json.JSONEncoder(separators=(",", ":")).encode
-_byref = ctypes.byref
 _check = N.check
 
 Event = Union[Mapping[str, Any], str, bytes]
