@@ -577,3 +577,125 @@ def test_event_text_carries_any_claim_path_and_header_text(tmp_path: Path) -> No
             assert r["details"]["path"] == '/items/"\\\u00e9' and r["details"]["path_params"] == {"item": '"\\\u00e9'}
             assert r["type"] == "data_access" and r["action"] == "read" and r["result"] == "success"
             assert r["details"]["status"] == 200 and r["details"]["method"] == "GET"
+
+
+def _asgi_app(rt: bitsec.Runtime) -> FastAPI:
+    """An application whose requests never suspend: ``async`` endpoints only, so a request
+    driven through its ASGI callable runs to the end within one turn of the event loop."""
+    app = FastAPI()
+
+    @app.get("/items/{item}")
+    @guard("equipment", "read", audit=True)
+    async def item(item: str) -> dict:
+        return {"item": item}
+
+    @app.get("/boom")
+    @guard(audit=True)
+    async def boom() -> dict:
+        raise RuntimeError("boom")
+
+    app.state.bitsec = rt
+    app.add_middleware(GuardMiddleware)
+    return app
+
+
+async def _request(app: FastAPI, path: str, auth: str, rid: str) -> int:
+    """One request through the ASGI callable, with a ``send`` that never suspends (as a
+    server's writing into its transport buffer); its status."""
+    status = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            status.append(message["status"])
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+             "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"",
+             "headers": [(b"host", b"t"), (b"authorization", b"Bearer " + auth.encode()),
+                         (b"x-request-id", rid.encode())],
+             "client": ("127.0.0.1", 5555), "server": ("127.0.0.1", 80), "app": app}
+    try:
+        await app(scope, receive, send)
+    except RuntimeError:
+        pass  # /boom: the application's exception, re-raised after its 500 is recorded
+    return status[0]
+
+
+def test_request_records_are_handed_over_in_one_batch_at_the_end_of_the_loop_turn(rt: Counting,
+                                                                                      tmp_path: Path) -> None:
+    # The responses that start in one turn of the event loop have their records handed to
+    # bitsec together at the end of that turn: in the order the responses started, none
+    # lost, an application's 500 included, before anything of the next turn.
+    import asyncio
+
+    app = _asgi_app(rt)
+    h = token(rt, "alice", ["viewer"])
+
+    async def main() -> tuple[int, int, list[int]]:
+        rt.reset()
+        statuses = [await _request(app, f"/items/{i}", h, f"rid-{i}") for i in range(5)]
+        statuses.append(await _request(app, "/boom", h, "rid-boom"))
+        waiting = rt.calls["audit_emit"]  # nothing suspended yet: the turn is not over
+        await asyncio.sleep(0)            # one turn
+        return waiting, rt.calls["audit_emit"], statuses
+
+    waiting, after_turn, statuses = asyncio.run(main())
+    assert statuses == [200] * 5 + [500]
+    assert waiting == 0 and after_turn == 6
+    records = audit_records(tmp_path, rt)
+    assert [e["details"]["request_id"] for e in records] == [f"rid-{i}" for i in range(5)] + ["rid-boom"]
+    assert [e["details"]["status"] for e in records] == [200] * 5 + [500]
+    assert records[0]["actor"] == "alice" and records[0]["resource_id"] == "0"
+    assert records[-1]["resource"] == "/boom" and records[-1]["result"] == "failure"
+
+
+@pytest.mark.parametrize("hand_over", ["audit_flush", "audit_stats", "metrics_text", "close"])
+def test_waiting_records_are_handed_over_by_flush_stats_metrics_and_close(tmp_path: Path, hand_over: str) -> None:
+    # A caller that reads the trail, its counters or closes the runtime right after the
+    # responses -- from another thread, before the loop's turn ended -- never misses a record.
+    import asyncio
+
+    rt = Counting(config(tmp_path))
+    app = _asgi_app(rt)
+    h = token(rt, "bob", ["viewer"])
+    seen: dict[str, Any] = {}
+
+    async def main() -> None:
+        for i in range(3):
+            assert await _request(app, f"/items/{i}", h, f"r{i}") == 200
+        assert rt.calls["audit_emit"] == 0
+        # the call, made while the turn has not ended (as a thread reading the trail would)
+        seen["value"] = getattr(rt, hand_over)()
+        seen["emitted"] = rt.calls["audit_emit"]
+
+    try:
+        asyncio.run(main())
+    finally:
+        rt.close()
+    assert seen["emitted"] == 3
+    if hand_over == "audit_stats":
+        assert seen["value"]["last_seq"] >= 3
+    events = [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines() if line.strip()]
+    assert [e["details"]["request_id"] for e in events if "request_id" in (e.get("details") or {})] == ["r0", "r1", "r2"]
+
+
+def test_a_forked_child_never_hands_over_its_parents_waiting_records(rt: Counting, tmp_path: Path) -> None:
+    import asyncio
+    import os
+
+    app = _asgi_app(rt)
+    h = token(rt, "carol", ["viewer"])
+
+    async def main() -> int:
+        assert await _request(app, "/items/1", h, "parent-1") == 200
+        pid = os.fork()  # with the record waiting for the end of the turn
+        if pid == 0:
+            rt._audit_run_soon()
+            os._exit(10 + rt.calls["audit_emit"])
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status)
+
+    assert asyncio.run(main()) == 10  # the child emitted nothing
+    assert [e["details"]["request_id"] for e in audit_records(tmp_path, rt)] == ["parent-1"]  # the parent did

@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import json
 import logging
@@ -11,7 +12,7 @@ import os
 import threading
 from ctypes import c_size_t, c_uint64, c_void_p
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, TYPE_CHECKING, Union, cast
+from typing import Any, Callable, Iterable, Mapping, TYPE_CHECKING, Union, cast
 
 from . import _native as N
 
@@ -38,6 +39,24 @@ _encode = json.JSONEncoder(separators=(",", ":")).encode
 _check = N.check
 
 Event = Union[Mapping[str, Any], str, bytes]
+
+log = logging.getLogger("bitsec")
+
+
+class _Soon:
+    """A runtime's audit work that runs at the end of the event loop's turn (``_audit_soon``)."""
+
+    __slots__ = ("items", "lock", "order", "loop", "pid")
+
+    #: Items that make the appending call run the batch itself (a loop that never yields).
+    HAND_OVER_AT = 256
+
+    def __init__(self) -> None:
+        self.items: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
+        self.lock = threading.Lock()   # items and loop
+        self.order = threading.Lock()  # one batch at a time: records keep the order they came in
+        self.loop: Any = None          # the loop a run is scheduled on (None: none is)
+        self.pid = os.getpid()
 
 
 @dataclass(frozen=True)
@@ -124,12 +143,59 @@ class AuditMixin:
             _check(rc)
         return a.seq.value or None
 
+    def _audit_soon(self, fn: Callable[..., None], *args: Any) -> None:
+        """Runs ``fn(*args)``, work that ends in an emit that cannot wait (the request records
+        of ``bitsec.fastapi``), at the end of the running event loop's current turn, in one
+        batch with that turn's others: the same code run back to back stays in the CPU's
+        caches, which on a server's request path costs less than running it once per request
+        between the other requests' code (BENCHMARKS.md, HTTP). Without a running event loop it
+        runs now; with ``_Soon.HAND_OVER_AT`` waiting, the caller runs the batch. ``audit_flush``, ``audit_stats``, ``metrics_text`` and ``close``
+        run what is waiting first. ``fn`` handles its own errors (one that escapes is logged)."""
+        soon: _Soon | None = self.__dict__.get("_soon")
+        if soon is None:
+            soon = self.__dict__.setdefault("_soon", _Soon())
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            fn(*args)
+            return
+        with soon.lock:
+            soon.items.append((fn, args))
+            n = len(soon.items)
+            schedule = soon.loop is not loop
+            if schedule:
+                soon.loop = loop
+        if n >= _Soon.HAND_OVER_AT:
+            self._audit_run_soon()
+        elif schedule:
+            loop.call_soon(self._audit_run_soon)
+
+    def _audit_run_soon(self) -> None:
+        """Runs the waiting ``_audit_soon`` work, in the order it came (any thread)."""
+        soon: _Soon | None = self.__dict__.get("_soon")
+        if soon is None or not soon.items:
+            return
+        with soon.order:
+            with soon.lock:
+                items, soon.items = soon.items, []
+                soon.loop = None
+            if soon.pid != os.getpid():
+                return  # a forked child: the parent's requests, which the parent records
+            for fn, args in items:
+                try:
+                    fn(*args)
+                except Exception:  # fn reports its own failures; this is a bug, never a lost batch
+                    log.exception("bitsec: deferred audit work failed")
+
     def audit_flush(self) -> None:
-        """Returns once every event emitted before the call is durable."""
+        """Returns once every event emitted before the call is durable (the request records
+        ``bitsec.fastapi`` hands over at the end of the event loop's turn included)."""
+        self._audit_run_soon()
         _check(_flush(self.handle))
 
     def audit_stats(self) -> dict[str, Any]:
         """Queue and sink state: queued, capacity, last_seq, durable_seq, dropped, sink_errors, ..."""
+        self._audit_run_soon()
         return cast("dict[str, Any]", json.loads(N.call_with_output(_stats, self.handle)))
 
     def metrics_text(self) -> str:
@@ -138,6 +204,7 @@ class AuditMixin:
         (``bitsec_operation_duration_seconds{operation,pid}``, ``bitsec_redis_roundtrip_seconds``;
         the ``metrics`` configuration section). ``bitsec.prometheus.BitsecCollector`` feeds it
         to a ``prometheus_client`` registry; ``bitsec.fastapi.metrics_router`` serves it."""
+        self._audit_run_soon()
         # 128 KiB: the text with every latency histogram fits, so a scrape is one native call
         return N.call_with_output(_metrics_text, self.handle, initial=1 << 17).decode("utf-8")
 

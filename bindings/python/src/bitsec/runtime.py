@@ -73,8 +73,11 @@ class Runtime(TokensMixin, PermissionsMixin, RateLimitMixin, TOTPMixin, FieldsMi
     def close(self) -> None:
         """Closes the runtime (idempotent). Calls in flight on other threads finish first."""
         if self._h is not None:
-            self._h = None
-            self._finalizer()
+            try:
+                self._audit_run_soon()  # the request records waiting for the loop's turn
+            finally:
+                self._h = None
+                self._finalizer()
 
     def __enter__(self) -> "Runtime":
         return self

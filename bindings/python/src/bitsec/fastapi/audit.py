@@ -1,4 +1,4 @@
-"""``AuditMiddleware``: one audit record per request, emitted when the response starts."""
+"""``AuditMiddleware``: one audit record per request, written when the response starts."""
 from __future__ import annotations
 
 import json
@@ -71,13 +71,17 @@ class AuditMiddleware:
     new UUID; it is echoed in the response's ``X-Request-ID``. An exception of the
     application is recorded as a 500 (and re-raised).
 
-    The record is emitted when the response starts (its status is known then), before the
-    client gets anything: with ``every_event`` durability a client never holds an answer whose
-    record is not on disk, whichever worker process served it and even if that process is
-    killed right after. It never fails a request. It runs inline
-    when an emit cannot wait (durability ``none``/``batched`` and full policy ``drop``: it
-    only enqueues), in the thread pool for ``every_event`` or ``block`` (``offload_plan``;
-    ``offload="always"``). Never fails a request: without an ``audit`` section the middleware only sets request ids;
+    The record is written when the response starts (its status is known then). With
+    ``every_event`` durability (or the ``block`` policy) it is emitted then, in the thread
+    pool, before the client gets anything: a client never holds an answer whose record is
+    not on disk, whichever worker process served it and even if that process is killed right
+    after. When an emit cannot wait (durability ``none``/``batched`` and full policy
+    ``drop``: it only enqueues, and the record is not durable when the answer leaves either
+    way) it is handed to bitsec at the end of the event loop's turn, in one batch with the
+    records of the other responses that started in that turn: back to back, the same code
+    stays in the CPU's caches, which costs less than emitting each record on its own between
+    the other requests' code under a loaded server. ``Runtime.audit_flush``, ``audit_stats``, ``metrics_text`` and
+    ``close`` hand over what is waiting first (``offload_plan``; ``offload="always"``). Never fails a request: without an ``audit`` section the middleware only sets request ids;
     a refused or dropped event is logged (``bitsec.fastapi`` logger), counted by bitsec and
     recorded in the trail (``audit``/``event_rejected``, ``audit``/``events_dropped``).
     """
@@ -112,8 +116,8 @@ class AuditMiddleware:
                     if offload_plan(rt, self.offload).offloads("audit"):
                         with anyio.CancelScope(shield=True):
                             await anyio.to_thread.run_sync(self._emit, rt, event)
-                    else:
-                        self._emit(rt, event)
+                    else:  # at the end of the loop's turn, with the turn's other records
+                        rt._audit_soon(self._emit, rt, event)
 
         async def send_wrapper(message: Any) -> None:
             # The record is emitted before the response starts: a client never holds an

@@ -9,8 +9,8 @@ and keeps one ``Requirement`` per route. Per request it then does, before the ha
 in one place: the bearer token check (with the runtime's verified-token cache), the
 permission decision, the rate-limit take, and puts a typed ``GuardResult`` on the scope for
 ``Depends(guard_result)`` / ``Depends(guard_claims)`` (and ``BearerAuth``/``RequirePermission``,
-which reuse the verified claims instead of verifying again). The audit record is emitted
-when the response starts, with its status.
+which reuse the verified claims instead of verifying again). The audit record is written
+when the response starts, with its status (handed to bitsec as ``AuditMiddleware`` does).
 
 Permission checks that need data from the database (the owner of a row, its department) stay
 dependencies (``RequirePermission(..., context=...)``), which read the guard's claims.
@@ -344,8 +344,9 @@ class GuardMiddleware(AuditMiddleware):
       backend is unreachable. Allowed responses carry ``X-RateLimit-*`` and ``X-Request-ID``.
     - The rate-limit key is ``user:<sub>`` when the token verified, else ``ip:<client>``
       (``trusted_proxies`` as ``ClientIP``).
-    - One audit record per request, emitted when the response starts (status known), as
-      ``AuditMiddleware`` (whose options it takes: ``methods``, ``sensitive``), with the route's
+    - One audit record per request, written when the response starts (status known) and
+      handed to bitsec as ``AuditMiddleware`` does (at the end of the event loop's turn, in a
+      batch, unless the emit may wait), as ``AuditMiddleware`` (whose options it takes: ``methods``, ``sensitive``), with the route's
       ``audit`` flag. A runtime without an audit section records nothing.
     - Where it runs: the whole decision inline on the event loop when none of its calls can
       wait, else once in the thread pool (``offload_plan``, decided once per runtime).
@@ -490,9 +491,14 @@ class GuardMiddleware(AuditMiddleware):
 
     def _record_inline(self, rt: Runtime, scope: Any, state: Mapping[str, Any], status: int, rid: str,
                        flag: bool | None, ua: Any, where: tuple[str | None, Mapping[str, Any]] | None) -> None:
-        """``_record`` when the emit cannot wait (the runtime's offload plan): no coroutine."""
-        if id(rt) in self.disabled:
-            return
+        """``_record`` when the emit cannot wait (the runtime's offload plan): no coroutine. The
+        record is written and handed to bitsec at the end of the event loop's turn, in one
+        batch with the turn's other records (``Runtime._audit_soon``)."""
+        if id(rt) not in self.disabled:
+            rt._audit_soon(self._record_now, rt, scope, state, status, rid, flag, ua, where)
+
+    def _record_now(self, rt: Runtime, scope: Any, state: Mapping[str, Any], status: int, rid: str,
+                    flag: bool | None, ua: Any, where: tuple[str | None, Mapping[str, Any]] | None) -> None:
         event = self._event(scope, state, status, rid, flag, user_agent=ua, route=where)
         if event is not None:
             self._emit(rt, event)
