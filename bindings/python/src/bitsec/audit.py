@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import ctypes
 import json
 import logging
@@ -41,20 +42,22 @@ _check = N.check
 Event = Union[Mapping[str, Any], str, bytes]
 
 log = logging.getLogger("bitsec")
+_running_loop = asyncio.get_running_loop
 
 
 class _Soon:
-    """A runtime's audit work that runs at the end of the event loop's turn (``_audit_soon``)."""
+    """A runtime's audit work that runs at the end of the event loop's turn (``_audit_soon``).
+    Appending takes no lock (``deque.append`` is atomic); a run takes ``order`` and pops until
+    the queue is empty, so each item runs once, in the order it came."""
 
-    __slots__ = ("items", "lock", "order", "loop", "pid")
+    __slots__ = ("items", "order", "loop", "pid")
 
     #: Items that make the appending call run the batch itself (a loop that never yields).
     HAND_OVER_AT = 256
 
     def __init__(self) -> None:
-        self.items: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
-        self.lock = threading.Lock()   # items and loop
-        self.order = threading.Lock()  # one batch at a time: records keep the order they came in
+        self.items: collections.deque[tuple[Callable[..., None], tuple[Any, ...]]] = collections.deque()
+        self.order = threading.Lock()  # one run at a time
         self.loop: Any = None          # the loop a run is scheduled on (None: none is)
         self.pid = os.getpid()
 
@@ -155,20 +158,19 @@ class AuditMixin:
         if soon is None:
             soon = self.__dict__.setdefault("_soon", _Soon())
         try:
-            loop = asyncio.get_running_loop()
+            loop = _running_loop()
         except RuntimeError:
             fn(*args)
             return
-        with soon.lock:
-            soon.items.append((fn, args))
-            n = len(soon.items)
-            schedule = soon.loop is not loop
-            if schedule:
-                soon.loop = loop
-        if n >= _Soon.HAND_OVER_AT:
-            self._audit_run_soon()
-        elif schedule:
+        items = soon.items
+        items.append((fn, args))
+        # after the append: a run that already reset ``loop`` either pops this item or
+        # left ``loop`` None, and then this schedules another run
+        if soon.loop is not loop:
+            soon.loop = loop
             loop.call_soon(self._audit_run_soon)
+        elif len(items) >= _Soon.HAND_OVER_AT:
+            self._audit_run_soon()
 
     def _audit_run_soon(self) -> None:
         """Runs the waiting ``_audit_soon`` work, in the order it came (any thread)."""
@@ -176,12 +178,16 @@ class AuditMixin:
         if soon is None or not soon.items:
             return
         with soon.order:
-            with soon.lock:
-                items, soon.items = soon.items, []
-                soon.loop = None
+            soon.loop = None  # before the pops: an item appended from now on schedules a run
             if soon.pid != os.getpid():
-                return  # a forked child: the parent's requests, which the parent records
-            for fn, args in items:
+                soon.items.clear()  # a forked child: the parent's requests, which the parent records
+                return
+            pop = soon.items.popleft
+            while True:
+                try:
+                    fn, args = pop()
+                except IndexError:
+                    break
                 try:
                     fn(*args)
                 except Exception:  # fn reports its own failures; this is a bug, never a lost batch
