@@ -31,3 +31,25 @@ def redis_section(request: pytest.FixtureRequest, mode: str) -> dict:
         ss = request.getfixturevalue("shared_sentinel_set")
         return {"mode": "sentinel", "sentinels": ss.addresses, "master_name": "mymaster", **common}
     raise ValueError(f"unknown redis mode {mode!r}")
+
+
+def redis_client(section: dict):  # type: ignore[no-untyped-def]
+    """A redis-py client for the servers of a `redis` section of `redis_section` (the
+    cluster's, the TLS server's with the client certificate, the sentinels' primary), to look
+    at what bitsec wrote. The section's key prefix is not applied."""
+    import redis
+    from redis.cluster import ClusterNode, RedisCluster
+    from redis.sentinel import Sentinel
+
+    mode = section.get("mode", "standalone")
+    if mode == "cluster":
+        nodes = [ClusterNode(n.rsplit(":", 1)[0], int(n.rsplit(":", 1)[1])) for n in section["nodes"]]
+        return RedisCluster(startup_nodes=nodes)
+    if mode == "sentinel":
+        sentinels = [(a.rsplit(":", 1)[0], int(a.rsplit(":", 1)[1])) for a in section["sentinels"]]
+        return Sentinel(sentinels, socket_timeout=2).master_for(section["master_name"], socket_timeout=2)
+    tls = section.get("tls")
+    if tls:
+        return redis.Redis(host=section["host"], port=section["port"], ssl=True, ssl_ca_certs=tls["ca_file"],
+                           ssl_certfile=tls["cert_file"], ssl_keyfile=tls["key_file"])
+    return redis.Redis(host=section["host"], port=section["port"])

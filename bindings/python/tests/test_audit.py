@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis_modes import REDIS_MODES, redis_client, redis_section
 
 import bitsec
 from bitsec import (AuditHandler, BitsecIOError, InvalidArgumentError, MalformedError, NotConfiguredError, TooLargeError,
@@ -284,21 +285,28 @@ def test_sigkill_in_every_event_mode_loses_nothing_acknowledged(tmp_path: Path, 
     assert again.intact and again.torn_tail is None
 
 
-def test_redis_stream_sink(tmp_path: Path, redis_server, redis_config: dict) -> None:
+@pytest.mark.parametrize("mode", REDIS_MODES)
+def test_redis_stream_sink(tmp_path: Path, request: pytest.FixtureRequest, mode: str) -> None:
+    # The stream sink in every Redis deployment mode: the stream holds exactly the file's
+    # records, in order (in a cluster, on the node that owns the stream's key).
     stream = f"audit-py-{os.getpid()}-{time.monotonic_ns()}"
-    cfg = dict(redis_config)
-    cfg["audit"] = {"sinks": [{"type": "file", "path": str(tmp_path / "a.log")},
-                              {"type": "redis", "stream": stream, "maxlen": 100}]}
+    section = redis_section(request, mode)
+    cfg = {"redis": section,
+           "audit": {"sinks": [{"type": "file", "path": str(tmp_path / "a.log")},
+                               {"type": "redis", "stream": stream, "maxlen": 100}]}}
     with bitsec.Runtime(cfg) as rt:
         for k in range(3):
             rt.audit_emit({"type": "authorization", "result": "denied", "actor": f"u{k}"})
         rt.audit_flush()
-        r = redis.Redis(port=redis_server.port)
-        entries = r.xrange(f"bitsec:{stream}")
-        lines = (tmp_path / "a.log").read_text().splitlines()
-        assert [e[1][b"record"].decode() for e in entries] == lines
-        assert [int(e[1][b"seq"]) for e in entries] == [1, 2, 3, 4]
-        r.delete(f"bitsec:{stream}")
+        assert rt.audit_stats()["sink_errors"].get("redis", 0) == 0
+    r = redis_client(section)
+    key = section["key_prefix"] + stream
+    entries = r.xrange(key)
+    lines = (tmp_path / "a.log").read_text().splitlines()
+    assert len(lines) >= 4  # started, the three events (closed: stopped)
+    assert [e[1][b"record"].decode() for e in entries] == lines
+    assert [int(e[1][b"seq"]) for e in entries] == list(range(1, len(lines) + 1))
+    r.delete(key)
 
 
 def test_redis_outage_is_counted_and_recovery_reported(tmp_path: Path, fresh_redis) -> None:

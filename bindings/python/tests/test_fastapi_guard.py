@@ -17,6 +17,8 @@ with warnings.catch_warnings():  # starlette's TestClient announces a move to ht
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
+from redis_modes import REDIS_MODES, redis_section
+
 import bitsec
 from bitsec.fastapi import (GUARD_SCOPE_KEY, BearerAuth, GuardMiddleware, GuardResult, Requirement,
                             RequirePermission, bitsec_lifespan, compile_routes, guard, guard_claims,
@@ -465,6 +467,48 @@ def test_decision_inline_when_nothing_can_wait_else_once_in_the_thread_pool(tmp_
             assert used == loop_threads
         else:  # token and take in one call in a worker thread, never on the loop
             assert not (used & loop_threads)
+    finally:
+        rt.close()
+
+
+@pytest.mark.parametrize("mode", REDIS_MODES)
+def test_guard_with_redis_stores_in_every_mode(tmp_path: Path, request: pytest.FixtureRequest, mode: str) -> None:
+    # Rate limits and revocation in Redis (standalone, cluster, TLS, sentinel): the decision
+    # runs once per request in a worker thread, never on the event loop; the bucket counts
+    # in Redis; a revoked token is refused at the next request; one record per request.
+    import threading
+
+    cfg = config(tmp_path)
+    cfg["redis"] = redis_section(request, mode)
+    cfg["rate_limits"]["store"] = "redis"
+    cfg["tokens"]["revocation"] = {"backend": "redis"}
+    rt = Threads(cfg)
+    try:
+        app = make_app(rt, methods=("GET",))
+        loop_threads: set[int] = set()
+
+        @app.get("/where")
+        @guard()
+        async def where() -> dict:
+            loop_threads.add(threading.get_ident())
+            return {}
+
+        with TestClient(app) as c:
+            t = token(rt, f"redis-{mode}")
+            remaining = []
+            for _ in range(3):
+                r = c.get("/where", headers=bearer(t))
+                assert r.status_code == 200, r.text
+                remaining.append(int(r.headers["X-RateLimit-Remaining"]))
+            assert remaining == [999, 998, 997]
+            assert rt.revoke_token(t)
+            r = c.get("/where", headers=bearer(t))
+            assert r.status_code == 401 and r.json() == {"detail": "Invalid token"}
+        used = rt.threads["guard_check"] | rt.threads["verify_token"] | rt.threads["rate_limit_take"]
+        assert used and len(loop_threads) == 1 and not (used & loop_threads)
+        records = audit_records(tmp_path, rt)
+        assert [e["details"]["status"] for e in records] == [200, 200, 200, 401]
+        assert records[-1]["type"] == "authentication" and records[-1]["reason"] == "revoked"
     finally:
         rt.close()
 

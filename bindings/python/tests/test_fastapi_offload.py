@@ -22,6 +22,8 @@ with warnings.catch_warnings():  # starlette's TestClient announces a move to ht
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
+from redis_modes import REDIS_MODES, redis_section
+
 import bitsec
 from bitsec.fastapi import (
     AuditMiddleware, BearerAuth, OffloadPlan, RateLimit, RateLimitMiddleware, bitsec_lifespan, offload_plan,
@@ -207,8 +209,9 @@ def test_offload_always_runs_every_call_in_worker_threads(tmp_path: Path) -> Non
             assert not rt.threads[name] & loop, name
 
 
-def test_redis_config_calls_run_in_worker_threads(tmp_path: Path, redis_config: dict) -> None:
-    with _Recording(config(tmp_path, redis=redis_config["redis"], audit={"durability": "every_event"})) as rt:
+@pytest.mark.parametrize("mode", REDIS_MODES)
+def test_redis_config_calls_run_in_worker_threads(tmp_path: Path, request: pytest.FixtureRequest, mode: str) -> None:
+    with _Recording(config(tmp_path, redis=redis_section(request, mode), audit={"durability": "every_event"})) as rt:
         loop = exercise(rt)
         for name in ("verify_token", "rate_limit_take", "audit_emit"):
             assert not rt.threads[name] & loop, name
