@@ -743,3 +743,39 @@ def test_a_forked_child_never_hands_over_its_parents_waiting_records(rt: Countin
 
     assert asyncio.run(main()) == 10  # the child emitted nothing
     assert [e["details"]["request_id"] for e in audit_records(tmp_path, rt)] == ["parent-1"]  # the parent did
+
+
+def test_flush_waits_for_a_hand_over_in_progress_on_another_thread(rt: Counting, tmp_path: Path) -> None:
+    # The event loop's thread has taken the waiting records and is still handing them over
+    # when another thread calls audit_flush: the flush returns only after they are handed
+    # over, so what it promises (every record handed over before it is durable) holds.
+    import asyncio
+    import threading
+
+    started, go = threading.Event(), threading.Event()
+
+    def slow(tag: str) -> None:
+        started.set()
+        go.wait(10)
+        rt.audit_emit({"type": "session", "subtype": tag})
+
+    async def loop_side() -> None:
+        rt._audit_soon(slow, "first")  # the only one: taken, nothing waits any more
+        await asyncio.sleep(0)  # the run starts on this thread and blocks in `slow`
+
+    loop_thread = threading.Thread(target=asyncio.run, args=(loop_side(),))
+    loop_thread.start()
+    assert started.wait(10)
+    seen: list[str] = []
+
+    def flush_and_read() -> None:
+        rt.audit_flush()
+        seen.extend(json.loads(line).get("subtype", "") for line in (tmp_path / "audit.log").read_text().splitlines())
+
+    flusher = threading.Thread(target=flush_and_read)
+    flusher.start()
+    time.sleep(0.3)  # a flush that did not wait would have read the file by now
+    go.set()
+    flusher.join(10)
+    loop_thread.join(10)
+    assert "first" in seen

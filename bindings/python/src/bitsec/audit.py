@@ -57,7 +57,7 @@ class _Soon:
 
     def __init__(self) -> None:
         self.items: collections.deque[tuple[Callable[..., None], tuple[Any, ...]]] = collections.deque()
-        self.order = threading.Lock()  # one run at a time
+        self.order = threading.RLock()  # one run at a time (an item's own emit may flush)
         self.loop: Any = None          # the loop a run is scheduled on (None: none is)
         self.pid = os.getpid()
 
@@ -172,16 +172,21 @@ class AuditMixin:
         elif len(items) >= _Soon.HAND_OVER_AT:
             self._audit_run_soon()
 
-    def _audit_run_soon(self) -> None:
-        """Runs the waiting ``_audit_soon`` work, in the order it came (any thread)."""
+    def _audit_run_soon(self, wait: bool = False) -> None:
+        """Runs the waiting ``_audit_soon`` work, in the order it came (any thread). ``wait``:
+        first wait for a run in progress on another thread, whose items are already taken
+        (``audit_flush`` and the others that promise what was handed over before them)."""
         soon: _Soon | None = self.__dict__.get("_soon")
-        if soon is None or not soon.items:
+        if soon is None or (not wait and not soon.items):
+            return
+        if soon.pid != os.getpid():
+            # A forked child: what waits is the parent's requests, which the parent records;
+            # the lock may have been held by a thread of the parent that the child lacks.
+            soon.items.clear()
+            soon.order, soon.loop, soon.pid = threading.RLock(), None, os.getpid()
             return
         with soon.order:
             soon.loop = None  # before the pops: an item appended from now on schedules a run
-            if soon.pid != os.getpid():
-                soon.items.clear()  # a forked child: the parent's requests, which the parent records
-                return
             pop = soon.items.popleft
             while True:
                 try:
@@ -196,12 +201,12 @@ class AuditMixin:
     def audit_flush(self) -> None:
         """Returns once every event emitted before the call is durable (the request records
         ``bitsec.fastapi`` hands over at the end of the event loop's turn included)."""
-        self._audit_run_soon()
+        self._audit_run_soon(wait=True)
         _check(_flush(self.handle))
 
     def audit_stats(self) -> dict[str, Any]:
         """Queue and sink state: queued, capacity, last_seq, durable_seq, dropped, sink_errors, ..."""
-        self._audit_run_soon()
+        self._audit_run_soon(wait=True)
         return cast("dict[str, Any]", json.loads(N.call_with_output(_stats, self.handle)))
 
     def metrics_text(self) -> str:
@@ -210,7 +215,7 @@ class AuditMixin:
         (``bitsec_operation_duration_seconds{operation,pid}``, ``bitsec_redis_roundtrip_seconds``;
         the ``metrics`` configuration section). ``bitsec.prometheus.BitsecCollector`` feeds it
         to a ``prometheus_client`` registry; ``bitsec.fastapi.metrics_router`` serves it."""
-        self._audit_run_soon()
+        self._audit_run_soon(wait=True)
         # 128 KiB: the text with every latency histogram fits, so a scrape is one native call
         return N.call_with_output(_metrics_text, self.handle, initial=1 << 17).decode("utf-8")
 

@@ -74,7 +74,7 @@ class Runtime(TokensMixin, PermissionsMixin, RateLimitMixin, TOTPMixin, FieldsMi
         """Closes the runtime (idempotent). Calls in flight on other threads finish first."""
         if self._h is not None:
             try:
-                self._audit_run_soon()  # the request records waiting for the loop's turn
+                self._audit_run_soon(wait=True)  # the request records waiting for the loop's turn
             finally:
                 self._h = None
                 self._finalizer()
