@@ -501,6 +501,7 @@ def test_guard_with_redis_stores_in_every_mode(tmp_path: Path, request: pytest.F
                 assert r.status_code == 200, r.text
                 remaining.append(int(r.headers["X-RateLimit-Remaining"]))
             assert remaining == [999, 998, 997]
+            assert rt.calls["guard_check"] == 3  # one decision per request
             assert rt.revoke_token(t)
             r = c.get("/where", headers=bearer(t))
             assert r.status_code == 401 and r.json() == {"detail": "Invalid token"}
@@ -698,7 +699,7 @@ def test_request_records_are_handed_over_in_one_batch_at_the_end_of_the_loop_tur
 @pytest.mark.parametrize("hand_over", ["audit_flush", "audit_stats", "metrics_text", "close"])
 def test_waiting_records_are_handed_over_by_flush_stats_metrics_and_close(tmp_path: Path, hand_over: str) -> None:
     # A caller that reads the trail, its counters or closes the runtime right after the
-    # responses -- from another thread, before the loop's turn ended -- never misses a record.
+    # responses, before the loop's turn ended (a handler, a test), never misses a record.
     import asyncio
 
     rt = Counting(config(tmp_path))
@@ -736,8 +737,18 @@ def test_a_forked_child_never_hands_over_its_parents_waiting_records(rt: Countin
         assert await _request(app, "/items/1", h, "parent-1") == 200
         pid = os.fork()  # with the record waiting for the end of the turn
         if pid == 0:
-            rt._audit_run_soon()
-            os._exit(10 + rt.calls["audit_emit"])
+            # The child's own deferred work, on an event loop of its own (a worker process),
+            # is handed over; the parent's never is.
+            ran: list[str] = []
+
+            async def child() -> None:
+                rt._audit_soon(ran.append, "child-1")
+                await asyncio.sleep(0)
+                rt._audit_soon(ran.append, "child-2")
+                await asyncio.sleep(0)
+
+            asyncio.run(child())
+            os._exit(10 + rt.calls["audit_emit"] if ran == ["child-1", "child-2"] else 99)
         _, status = os.waitpid(pid, 0)
         return os.waitstatus_to_exitcode(status)
 
@@ -774,8 +785,70 @@ def test_flush_waits_for_a_hand_over_in_progress_on_another_thread(rt: Counting,
 
     flusher = threading.Thread(target=flush_and_read)
     flusher.start()
-    time.sleep(0.3)  # a flush that did not wait would have read the file by now
+    flusher.join(0.3)  # a flush that did not wait would have returned by now
+    assert flusher.is_alive()  # waiting for the hand-over in progress
     go.set()
     flusher.join(10)
     loop_thread.join(10)
+    assert not flusher.is_alive() and not loop_thread.is_alive()
     assert "first" in seen
+
+
+def test_a_run_that_finds_the_queue_emptied_by_another_thread_still_lets_later_records_schedule(
+        rt: Counting) -> None:
+    # A flush on another thread takes the waiting work while the run scheduled for the end of
+    # the turn is pending; that run finds nothing -- and the records of later turns are still
+    # handed over at the end of their turns, not left waiting for the next flush.
+    import asyncio
+    import threading
+
+    ran: list[str] = []
+    inside, go = threading.Event(), threading.Event()
+
+    def blocking(tag: str) -> None:
+        inside.set()
+        go.wait(10)
+        ran.append(tag)
+
+    async def main() -> list[str]:
+        rt._audit_soon(blocking, "a")  # schedules the run of this turn
+        flusher = threading.Thread(target=rt._audit_run_soon, kwargs={"wait": True})
+        flusher.start()
+        assert inside.wait(10)          # the flusher took "a" and is inside it
+        rt._audit_soon(ran.append, "b")  # appended during the flusher's run: it takes "b" too
+        go.set()
+        flusher.join(10)
+        await asyncio.sleep(0)          # the scheduled runs: nothing left for them
+        rt._audit_soon(ran.append, "c")  # a later turn's record
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return list(ran)
+
+    assert asyncio.run(main()) == ["a", "b", "c"]
+
+
+def test_records_still_waiting_at_interpreter_exit_are_handed_over(tmp_path: Path) -> None:
+    # A loop that stops with the turn's hand-over still scheduled, and a runtime nobody
+    # closes: the record is handed over when the interpreter exits, before the runtime's own
+    # finalizer closes it.
+    import subprocess
+    import sys
+    import textwrap
+
+    log_path = tmp_path / "exit.log"
+    script = textwrap.dedent("""
+        import asyncio, sys, bitsec
+        rt = bitsec.Runtime({"audit": {"sinks": [{"type": "file", "path": sys.argv[1]}], "durability": "none"}})
+        loop = asyncio.new_event_loop()
+        async def main():
+            rt._audit_soon(rt.audit_emit, {"type": "session", "subtype": "stranded"})
+            loop.stop()  # the loop stops after this turn: the hand-over scheduled for its end never runs
+        loop.create_task(main())
+        loop.run_forever()
+        loop.close()
+        assert len(rt._soon.items) == 1, "the record should still be waiting here"
+    """)
+    r = subprocess.run([sys.executable, "-c", script, str(log_path)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    subtypes = [json.loads(line).get("subtype") for line in log_path.read_text().splitlines()]
+    assert "stranded" in subtypes

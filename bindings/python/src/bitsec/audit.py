@@ -5,12 +5,15 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import collections
+import contextvars
 import ctypes
 import json
 import logging
 import os
 import threading
+import weakref
 from ctypes import c_size_t, c_uint64, c_void_p
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, TYPE_CHECKING, Union, cast
@@ -50,7 +53,7 @@ class _Soon:
     Appending takes no lock (``deque.append`` is atomic); a run takes ``order`` and pops until
     the queue is empty, so each item runs once, in the order it came."""
 
-    __slots__ = ("items", "order", "loop", "pid")
+    __slots__ = ("items", "order", "loop", "__weakref__")
 
     #: Items that make the appending call run the batch itself (a loop that never yields).
     HAND_OVER_AT = 256
@@ -58,8 +61,63 @@ class _Soon:
     def __init__(self) -> None:
         self.items: collections.deque[tuple[Callable[..., None], tuple[Any, ...]]] = collections.deque()
         self.order = threading.RLock()  # one run at a time (an item's own emit may flush)
-        self.loop: Any = None          # the loop a run is scheduled on (None: none is)
-        self.pid = os.getpid()
+        self.loop: Any = None           # the loop a run is scheduled on (None: none is)
+        global _atexit_registered
+        if not _atexit_registered:
+            # Registered after the runtime's finalizer (weakref.finalize registers its exit hook
+            # at the first runtime): exit hooks run last first, so this runs before the runtime
+            # is closed at exit.
+            atexit.register(_run_all_soon)
+            _atexit_registered = True
+        _ALL_SOON.add(self)
+
+    def run(self, wait: bool) -> None:
+        """Runs what waits, in order. ``wait``: also when nothing waits, to wait for a run in
+        progress on another thread, whose items it already took (``audit_flush`` and the others
+        that promise what was handed over before them)."""
+        # Before looking: an item appended from now on schedules a run of its own, also when
+        # this one (the scheduled run, finding the queue emptied by another thread) ends here.
+        self.loop = None
+        if not wait and not self.items:
+            return
+        with self.order:
+            self.loop = None
+            pop = self.items.popleft
+            while True:
+                try:
+                    fn, args = pop()
+                except IndexError:
+                    break
+                try:
+                    fn(*args)
+                except Exception:  # fn reports its own failures; this is a bug, never a lost batch
+                    log.exception("bitsec: deferred audit work failed")
+
+    def after_fork_in_child(self) -> None:
+        """What waits is the parent's requests, which the parent records; the lock may have
+        been held by a thread of the parent that the child does not have."""
+        self.items.clear()
+        self.order = threading.RLock()
+        self.loop = None
+
+
+#: Every runtime's queue: reset in a forked child, run at interpreter exit (a runtime that is
+#: never closed still hands over what waits).
+_ALL_SOON: "weakref.WeakSet[_Soon]" = weakref.WeakSet()
+
+
+def _run_all_soon() -> None:
+    for soon in list(_ALL_SOON):
+        soon.run(wait=True)
+
+
+def _reset_all_soon_in_child() -> None:
+    for soon in list(_ALL_SOON):
+        soon.after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_reset_all_soon_in_child)
+_atexit_registered = False
 
 
 @dataclass(frozen=True)
@@ -147,13 +205,16 @@ class AuditMixin:
         return a.seq.value or None
 
     def _audit_soon(self, fn: Callable[..., None], *args: Any) -> None:
-        """Runs ``fn(*args)``, work that ends in an emit that cannot wait (the request records
-        of ``bitsec.fastapi``), at the end of the running event loop's current turn, in one
-        batch with that turn's others: the same code run back to back stays in the CPU's
-        caches, which on a server's request path costs less than running it once per request
-        between the other requests' code (BENCHMARKS.md, HTTP). Without a running event loop it
-        runs now; with ``_Soon.HAND_OVER_AT`` waiting, the caller runs the batch. ``audit_flush``, ``audit_stats``, ``metrics_text`` and ``close``
-        run what is waiting first. ``fn`` handles its own errors (one that escapes is logged)."""
+        """Runs ``fn(*args)``, the emit of a request record (``bitsec.fastapi``, when an emit
+        cannot wait), at the end of the running event loop's current turn, in one batch with
+        that turn's others: the same code run back to back stays in the CPU's caches, which
+        on a server's request path costs less than running it once per request between the
+        other requests' code (BENCHMARKS.md, HTTP). Without a running event loop it runs now;
+        with ``_Soon.HAND_OVER_AT`` waiting, the caller runs the batch. ``audit_flush``,
+        ``audit_stats``, ``metrics_text`` and ``close`` run what is waiting first, on the thread
+        that calls them; the batch at the end of the turn runs on the loop's thread in an empty
+        ``contextvars`` context (no request's). ``fn`` handles its own errors (one that escapes
+        is logged)."""
         soon: _Soon | None = self.__dict__.get("_soon")
         if soon is None:
             soon = self.__dict__.setdefault("_soon", _Soon())
@@ -168,35 +229,16 @@ class AuditMixin:
         # left ``loop`` None, and then this schedules another run
         if soon.loop is not loop:
             soon.loop = loop
-            loop.call_soon(self._audit_run_soon)
+            loop.call_soon(soon.run, False, context=contextvars.Context())
         elif len(items) >= _Soon.HAND_OVER_AT:
-            self._audit_run_soon()
+            soon.run(False)
 
     def _audit_run_soon(self, wait: bool = False) -> None:
-        """Runs the waiting ``_audit_soon`` work, in the order it came (any thread). ``wait``:
-        first wait for a run in progress on another thread, whose items are already taken
-        (``audit_flush`` and the others that promise what was handed over before them)."""
+        """Runs the waiting ``_audit_soon`` work, in the order it came, on this thread
+        (``_Soon.run``)."""
         soon: _Soon | None = self.__dict__.get("_soon")
-        if soon is None or (not wait and not soon.items):
-            return
-        if soon.pid != os.getpid():
-            # A forked child: what waits is the parent's requests, which the parent records;
-            # the lock may have been held by a thread of the parent that the child lacks.
-            soon.items.clear()
-            soon.order, soon.loop, soon.pid = threading.RLock(), None, os.getpid()
-            return
-        with soon.order:
-            soon.loop = None  # before the pops: an item appended from now on schedules a run
-            pop = soon.items.popleft
-            while True:
-                try:
-                    fn, args = pop()
-                except IndexError:
-                    break
-                try:
-                    fn(*args)
-                except Exception:  # fn reports its own failures; this is a bug, never a lost batch
-                    log.exception("bitsec: deferred audit work failed")
+        if soon is not None:
+            soon.run(wait)
 
     def audit_flush(self) -> None:
         """Returns once every event emitted before the call is durable (the request records

@@ -80,9 +80,13 @@ class AuditMiddleware:
     way) it is handed to bitsec at the end of the event loop's turn, in one batch with the
     records of the other responses that started in that turn: back to back, the same code
     stays in the CPU's caches, which costs less than emitting each record on its own between
-    the other requests' code under a loaded server. ``Runtime.audit_flush``, ``audit_stats``, ``metrics_text`` and
-    ``close`` hand over what is waiting first (``offload_plan``; ``offload="always"``). Never fails a request: without an ``audit`` section the middleware only sets request ids;
-    a refused or dropped event is logged (``bitsec.fastapi`` logger), counted by bitsec and
+    the other requests' code under a loaded server. ``Runtime.audit_flush``, ``audit_stats``,
+    ``metrics_text`` and ``close`` hand over what is waiting first. So in the trail a
+    request's record follows the records the library or the handler emitted directly during
+    the same turn (a background task's, the library's own ``rate_limit`` record). Which of
+    the two paths is taken: ``offload_plan``, and ``offload="always"`` always takes the
+    thread pool. Never fails a request: without an ``audit`` section the middleware only sets
+    request ids; a refused or dropped event is logged (``bitsec.fastapi`` logger), counted by bitsec and
     recorded in the trail (``audit``/``event_rejected``, ``audit``/``events_dropped``).
     """
 
@@ -120,8 +124,9 @@ class AuditMiddleware:
                         rt._audit_soon(self._emit, rt, event)
 
         async def send_wrapper(message: Any) -> None:
-            # The record is emitted before the response starts: a client never holds an
-            # answer whose record was not handed to bitsec (with every_event: not durable).
+            # The record is written before the response starts; with every_event (or block)
+            # it is emitted then too, so a client never holds an answer whose record is not
+            # durable; otherwise it is handed over at the end of the loop's turn.
             if message["type"] == "http.response.start" and not recorded:
                 await record(message["status"])
             await send(message)

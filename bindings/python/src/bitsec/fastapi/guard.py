@@ -492,16 +492,13 @@ class GuardMiddleware(AuditMiddleware):
     def _record_inline(self, rt: Runtime, scope: Any, state: Mapping[str, Any], status: int, rid: str,
                        flag: bool | None, ua: Any, where: tuple[str | None, Mapping[str, Any]] | None) -> None:
         """``_record`` when the emit cannot wait (the runtime's offload plan): no coroutine. The
-        record is written and handed to bitsec at the end of the event loop's turn, in one
+        record is written now and handed to bitsec at the end of the event loop's turn, in one
         batch with the turn's other records (``Runtime._audit_soon``)."""
-        if id(rt) not in self.disabled:
-            rt._audit_soon(self._record_now, rt, scope, state, status, rid, flag, ua, where)
-
-    def _record_now(self, rt: Runtime, scope: Any, state: Mapping[str, Any], status: int, rid: str,
-                    flag: bool | None, ua: Any, where: tuple[str | None, Mapping[str, Any]] | None) -> None:
+        if id(rt) in self.disabled:
+            return
         event = self._event(scope, state, status, rid, flag, user_agent=ua, route=where)
         if event is not None:
-            self._emit(rt, event)
+            rt._audit_soon(self._emit, rt, event)
 
     def _offloads(self, rt: Runtime, req: Requirement, scope: Any, token: Any = _UNREAD) -> bool:
         plan = self._plan if self._table_of is rt and self._plan is not None else offload_plan(rt, self.offload)
