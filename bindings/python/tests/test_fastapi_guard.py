@@ -852,3 +852,35 @@ def test_records_still_waiting_at_interpreter_exit_are_handed_over(tmp_path: Pat
     assert r.returncode == 0, r.stderr
     subtypes = [json.loads(line).get("subtype") for line in log_path.read_text().splitlines()]
     assert "stranded" in subtypes
+
+
+@pytest.mark.parametrize("middleware", ["guard", "audit"])
+def test_a_sensitive_callable_that_raises_keeps_the_record_as_sensitive(tmp_path: Path, middleware: str) -> None:
+    # The application's `sensitive` callable fails: the request is answered, its record is
+    # kept (counted as sensitive: erring on the side of the data), the failure is logged.
+    from bitsec.fastapi import AuditMiddleware
+
+    def sensitive(path: str) -> bool:
+        raise ValueError(f"cannot classify {path}")
+
+    rt = Counting(config(tmp_path))
+    try:
+        app = FastAPI(lifespan=bitsec_lifespan(rt))
+
+        @app.post("/payroll/{pid}")
+        @guard(audit=True)
+        def payroll(pid: str) -> dict:
+            return {"pid": pid}
+
+        if middleware == "guard":
+            app.add_middleware(GuardMiddleware, sensitive=sensitive)
+        else:
+            app.add_middleware(AuditMiddleware, sensitive=sensitive)
+        with TestClient(app) as c:
+            h = bearer(token(rt, "pat", ["admin"]))
+            assert c.post("/payroll/7", headers=h).status_code == 200
+        records = [e for e in audit_records(tmp_path, rt) if e.get("type") == "data_access"]
+        assert len(records) == 1 and records[0]["sensitive_data_accessed"] is True
+        assert records[0]["resource"] == "/payroll/{pid}"
+    finally:
+        rt.close()

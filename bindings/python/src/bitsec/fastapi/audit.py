@@ -55,7 +55,7 @@ class AuditMiddleware:
       the decision's reason when ``RequirePermission`` refused;
     - POST, PUT, PATCH, DELETE otherwise (``methods``): ``data_access`` with the action
       (create/update/delete), ``success`` below 400, else ``failure``; ``sensitive`` (a
-      callable of the path) sets ``sensitive_data_accessed``;
+      callable of the path; one that raises counts as sensitive) sets ``sensitive_data_accessed``;
     - any other request answered 500 (an unhandled exception): ``application`` /
       ``server_error`` / error.
 
@@ -171,7 +171,7 @@ class AuditMiddleware:
             out = ['{"type":"data_access","action":', _j(action), ',"resource":', _j(resource),
                    ',"result":"success"' if status < 400 else ',"result":"failure"']
             if self.sensitive is not None:
-                out.append(',"sensitive_data_accessed":true' if self.sensitive(_text(scope.get("path", "")))
+                out.append(',"sensitive_data_accessed":true' if self._sensitive(scope)
                            else ',"sensitive_data_accessed":false')
         elif status == 500:
             out = ['{"type":"application","subtype":"server_error","result":"error","resource":', _j(resource),
@@ -201,6 +201,19 @@ class AuditMiddleware:
         out += (',"details":{"request_id":', _j(rid), ',"method":', _j(method), ',"path":',
                 _j(_text(scope.get("path", ""))), ',"status":%d' % status, pp, "}}")
         return "".join(out)
+
+    def _sensitive(self, scope: Any) -> bool:
+        """``sensitive(path)``; a callable that raises counts the access as sensitive (the
+        record is kept, and errs on the side of the data), and the error is logged."""
+        fn = self.sensitive
+        if fn is None:
+            return False
+        try:
+            return bool(fn(_text(scope.get("path", ""))))
+        except Exception as e:  # the message may quote the path: only the exception's type is logged
+            log.warning("bitsec audit: the sensitive callable raised %s; the access is recorded as sensitive",
+                        type(e).__name__)
+            return True
 
     def _emit(self, rt: Runtime, event: str) -> None:
         try:

@@ -9,8 +9,9 @@ and keeps one ``Requirement`` per route. Per request it then does, before the ha
 in one place: the bearer token check (with the runtime's verified-token cache), the
 permission decision, the rate-limit take, and puts a typed ``GuardResult`` on the scope for
 ``Depends(guard_result)`` / ``Depends(guard_claims)`` (and ``BearerAuth``/``RequirePermission``,
-which reuse the verified claims instead of verifying again). The audit record is written
-when the response starts, with its status (handed to bitsec as ``AuditMiddleware`` does).
+which reuse the verified claims instead of verifying again). The audit record is that of the
+response's start, with its status: emitted then when the emit may wait, else written and
+handed to bitsec at the end of the event loop's turn, in one batch with the turn's others.
 
 Permission checks that need data from the database (the owner of a row, its department) stay
 dependencies (``RequirePermission(..., context=...)``), which read the guard's claims.
@@ -344,9 +345,10 @@ class GuardMiddleware(AuditMiddleware):
       backend is unreachable. Allowed responses carry ``X-RateLimit-*`` and ``X-Request-ID``.
     - The rate-limit key is ``user:<sub>`` when the token verified, else ``ip:<client>``
       (``trusted_proxies`` as ``ClientIP``).
-    - One audit record per request, written when the response starts (status known) and
-      handed to bitsec as ``AuditMiddleware`` does (at the end of the event loop's turn, in a
-      batch, unless the emit may wait), as ``AuditMiddleware`` (whose options it takes: ``methods``, ``sensitive``), with the route's
+    - One audit record per request, of the response's start (status known): emitted then
+      when the emit may wait, else written and handed to bitsec at the end of the event
+      loop's turn, in a batch (``AuditMiddleware`` writes it at the start and defers only the
+      emit), as ``AuditMiddleware`` (whose options it takes: ``methods``, ``sensitive``), with the route's
       ``audit`` flag. A runtime without an audit section records nothing.
     - Where it runs: the whole decision inline on the event loop when none of its calls can
       wait, else once in the thread pool (``offload_plan``, decided once per runtime).
@@ -492,13 +494,18 @@ class GuardMiddleware(AuditMiddleware):
     def _record_inline(self, rt: Runtime, scope: Any, state: Mapping[str, Any], status: int, rid: str,
                        flag: bool | None, ua: Any, where: tuple[str | None, Mapping[str, Any]] | None) -> None:
         """``_record`` when the emit cannot wait (the runtime's offload plan): no coroutine. The
-        record is written now and handed to bitsec at the end of the event loop's turn, in one
-        batch with the turn's other records (``Runtime._audit_soon``)."""
-        if id(rt) in self.disabled:
-            return
+        record (of the response's start: its status, the request as the guard and the
+        dependencies left it) is written and handed to bitsec at the end of the event loop's
+        turn, in one batch with the turn's other records (``Runtime._audit_soon``): written
+        there too, the event text's code stays in the CPU's caches as well."""
+        if id(rt) not in self.disabled:
+            rt._audit_soon(self._record_now, rt, scope, state, status, rid, flag, ua, where)
+
+    def _record_now(self, rt: Runtime, scope: Any, state: Mapping[str, Any], status: int, rid: str,
+                    flag: bool | None, ua: Any, where: tuple[str | None, Mapping[str, Any]] | None) -> None:
         event = self._event(scope, state, status, rid, flag, user_agent=ua, route=where)
         if event is not None:
-            rt._audit_soon(self._emit, rt, event)
+            self._emit(rt, event)
 
     def _offloads(self, rt: Runtime, req: Requirement, scope: Any, token: Any = _UNREAD) -> bool:
         plan = self._plan if self._table_of is rt and self._plan is not None else offload_plan(rt, self.offload)
