@@ -442,21 +442,28 @@ class Threads(Counting):
         return super().rate_limit_take(*a, **k)
 
 
-@pytest.mark.parametrize("offload", ["auto", "always"])
-def test_decision_inline_when_nothing_can_wait_else_once_in_the_thread_pool(tmp_path: Path, offload: str) -> None:
+def _app_recording_the_loop(rt: bitsec.Runtime, **options: Any) -> tuple[FastAPI, set[int]]:
+    """``make_app`` plus ``/where``, a guarded ``async`` endpoint that records the thread it
+    runs on (the event loop's)."""
     import threading
 
+    app = make_app(rt, **options)
+    loop_threads: set[int] = set()
+
+    @app.get("/where")
+    @guard()
+    async def where() -> dict:
+        loop_threads.add(threading.get_ident())
+        return {}
+
+    return app, loop_threads
+
+
+@pytest.mark.parametrize("offload", ["auto", "always"])
+def test_decision_inline_when_nothing_can_wait_else_once_in_the_thread_pool(tmp_path: Path, offload: str) -> None:
     rt = Threads(config(tmp_path))
     try:
-        app = make_app(rt, offload=offload)
-        loop_threads: set[int] = set()
-
-        @app.get("/where")
-        @guard()
-        async def where() -> dict:
-            loop_threads.add(threading.get_ident())
-            return {}
-
+        app, loop_threads = _app_recording_the_loop(rt, offload=offload)
         with TestClient(app) as c:
             h = bearer(token(rt, "w"))
             for _ in range(3):
@@ -476,23 +483,13 @@ def test_guard_with_redis_stores_in_every_mode(tmp_path: Path, request: pytest.F
     # Rate limits and revocation in Redis (standalone, cluster, TLS, sentinel): the decision
     # runs once per request in a worker thread, never on the event loop; the bucket counts
     # in Redis; a revoked token is refused at the next request; one record per request.
-    import threading
-
     cfg = config(tmp_path)
     cfg["redis"] = redis_section(request, mode)
     cfg["rate_limits"]["store"] = "redis"
     cfg["tokens"]["revocation"] = {"backend": "redis"}
     rt = Threads(cfg)
     try:
-        app = make_app(rt, methods=("GET",))
-        loop_threads: set[int] = set()
-
-        @app.get("/where")
-        @guard()
-        async def where() -> dict:
-            loop_threads.add(threading.get_ident())
-            return {}
-
+        app, loop_threads = _app_recording_the_loop(rt, methods=("GET",))
         with TestClient(app) as c:
             t = token(rt, f"redis-{mode}")
             remaining = []
