@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "bench_clock.h"
 #include "synthetic_policy.h"
 
 #define ROUNDS 7
@@ -51,18 +52,6 @@ static void die(const char *what) {
     exit(1);
 }
 
-static double cpu_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
-}
-
-static double wall_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
-}
-
 /* A loop of n calls; returns 0 when every result was right. */
 typedef int (*loop_fn)(void *arg, long n);
 typedef struct { double cpu, wall; } timing;
@@ -72,9 +61,9 @@ static timing measure(const char *name, loop_fn fn, void *arg, long n) {
     if (fn(arg, n / 10 + 1)) die(name);
     timing best = {1e18, 1e18};
     for (int r = 0; r < ROUNDS; r++) {
-        double w0 = wall_ns(), c0 = cpu_ns();
+        double w0 = bench_wall_ns(), c0 = bench_cpu_ns();
         if (fn(arg, n)) die(name);
-        double c = (cpu_ns() - c0) / (double)n, w = (wall_ns() - w0) / (double)n;
+        double c = (bench_cpu_ns() - c0) / (double)n, w = (bench_wall_ns() - w0) / (double)n;
         if (c < best.cpu) best.cpu = c;
         if (w < best.wall) best.wall = w;
     }

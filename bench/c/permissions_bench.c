@@ -7,21 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "bench_clock.h"
 #include "synthetic_policy.h"
-
-/* CPU time of this thread: the machine is shared, and wall time under load measures the
- * scheduler as much as the code. The wall-clock figure of the main case is printed too. */
-static double now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
-}
-
-static double wall_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
-}
 
 static unsigned long long rng_state = 42;
 static unsigned long long rnd(void) {
@@ -65,35 +52,35 @@ static void run(const char *label, const char *config, int roles, int rules) {
         request *q = &reqs[i & (NREQ - 1)];
         if (bitsec_check_permission(rt, q->principal, q->plen, q->perm, q->permlen, NULL, 0, &d) != BITSEC_OK) { fprintf(stderr, "%s\n", bitsec_last_error()); exit(1); }
     }
-    double w0 = wall_ns();
-    double t0 = now_ns();
+    double w0 = bench_wall_ns();
+    double t0 = bench_cpu_ns();
     for (long i = 0; i < iters; i++) {
         request *q = &reqs[i & (NREQ - 1)];
         if (bitsec_check_permission(rt, q->principal, q->plen, q->perm, q->permlen, NULL, 0, &d) != BITSEC_OK) exit(1);
         allowed += d & 1;
     }
-    double single = (now_ns() - t0) / (double)iters;
-    double single_wall = (wall_ns() - w0) / (double)iters;
+    double single = (bench_cpu_ns() - t0) / (double)iters;
+    double single_wall = (bench_wall_ns() - w0) / (double)iters;
 
     /* An undeclared resource is refused after the ABI entry (handle check, two
      * atomics), argument parsing and the policy fetch, before any role is looked at. */
-    t0 = now_ns();
+    t0 = bench_cpu_ns();
     for (long i = 0; i < iters; i++) {
         request *q = &reqs[i & (NREQ - 1)];
         if (bitsec_check_permission(rt, q->principal, q->plen, "zz:read", 7, NULL, 0, &d) != BITSEC_OK) exit(1);
         allowed += d & 1;
     }
-    double floor_ns = (now_ns() - t0) / (double)iters;
+    double floor_ns = (bench_cpu_ns() - t0) / (double)iters;
 
     /* With a context (owner, tenant, department): conditions and tenant isolation run. */
     const char ctx[] = "user-1\0acme\0quality";
-    t0 = now_ns();
+    t0 = bench_cpu_ns();
     for (long i = 0; i < iters; i++) {
         request *q = &reqs[i & (NREQ - 1)];
         if (bitsec_check_permission(rt, q->principal, q->plen, q->perm, q->permlen, ctx, sizeof ctx - 1, &d) != BITSEC_OK) exit(1);
         allowed += d & 1;
     }
-    double withctx = (now_ns() - t0) / (double)iters;
+    double withctx = (bench_cpu_ns() - t0) / (double)iters;
 
     /* Batch: 32 permissions per call. */
     char list[32 * 24];
@@ -102,13 +89,13 @@ static void run(const char *label, const char *config, int roles, int rules) {
     uint64_t out[32];
     size_t count = 0;
     long biters = iters / 32;
-    t0 = now_ns();
+    t0 = bench_cpu_ns();
     for (long i = 0; i < biters; i++) {
         request *q = &reqs[i & (NREQ - 1)];
         if (bitsec_check_permissions(rt, q->principal, q->plen, list, ll, NULL, 0, out, 32, &count) != BITSEC_OK) exit(1);
         allowed += out[0] & 1;
     }
-    double batch = (now_ns() - t0) / (double)(biters * 32);
+    double batch = (bench_cpu_ns() - t0) / (double)(biters * 32);
 
     char stats[1024];
     size_t sl = 0;

@@ -19,17 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static double now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);  /* CPU time: the machine is shared */
-    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
-}
-
-static double wall_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
-}
+#include "bench_clock.h"
 
 static void die(const char *what) {
     fprintf(stderr, "sessions_bench: %s (%s)\n", what, bitsec_last_error());
@@ -43,28 +33,28 @@ static void run(const char *label, const char *config, int creates, int iters) {
     if (bitsec_runtime_open(config, strlen(config), &rt) != BITSEC_OK) die("open");
     char token[BITSEC_SESSION_TOKEN_LEN + 1], id[BITSEC_SESSION_ID_LEN + 1];
     const char *addr = "203.0.113.7", *ua = "Mozilla/5.0 (X11; Linux x86_64)";
-    double t0 = now_ns(), w0 = wall_ns();
+    double t0 = bench_cpu_ns(), w0 = bench_wall_ns();
     for (int i = 0; i < creates; i++) {
         char user[32];
         int n = snprintf(user, sizeof user, "user-%d", i);
         if (bitsec_session_create(rt, user, (size_t)n, "t1", 2, addr, strlen(addr), ua, strlen(ua), 0, token, id) != BITSEC_OK) die("create");
     }
-    double create_ns = (now_ns() - t0) / creates, create_wall = (wall_ns() - w0) / creates;
+    double create_ns = (bench_cpu_ns() - t0) / creates, create_wall = (bench_wall_ns() - w0) / creates;
     int32_t reason = -1;
     size_t len = 0;
-    t0 = now_ns();
-    w0 = wall_ns();
+    t0 = bench_cpu_ns();
+    w0 = bench_wall_ns();
     for (int i = 0; i < iters; i++) {
         if (bitsec_session_validate(rt, token, BITSEC_SESSION_TOKEN_LEN, addr, strlen(addr), ua, strlen(ua), 0, &reason, NULL, 0, &len) != BITSEC_OK || reason != 0) die("validate");
     }
-    double decision_ns = (now_ns() - t0) / iters, decision_wall = (wall_ns() - w0) / iters;
+    double decision_ns = (bench_cpu_ns() - t0) / iters, decision_wall = (bench_wall_ns() - w0) / iters;
     char out[BITSEC_SESSION_INFO_MAX_BYTES];
-    t0 = now_ns();
-    w0 = wall_ns();
+    t0 = bench_cpu_ns();
+    w0 = bench_wall_ns();
     for (int i = 0; i < iters; i++) {
         if (bitsec_session_validate(rt, token, BITSEC_SESSION_TOKEN_LEN, addr, strlen(addr), ua, strlen(ua), 0, &reason, out, sizeof out, &len) != BITSEC_OK || reason != 0) die("validate json");
     }
-    double json_ns = (now_ns() - t0) / iters, json_wall = (wall_ns() - w0) / iters;
+    double json_ns = (bench_cpu_ns() - t0) / iters, json_wall = (bench_wall_ns() - w0) / iters;
     printf("| %s | %.2f (%.2f) | %.2f (%.2f) | %.2f (%.2f) |\n", label, decision_ns / 1e3, decision_wall / 1e3,
            json_ns / 1e3, json_wall / 1e3, create_ns / 1e3, create_wall / 1e3);
     bitsec_runtime_close(rt);
@@ -81,13 +71,13 @@ static double raw_get_us(int port, int iters) {
     redisReply *r = redisCommand(c, "SET sessbench:floor %s", value);
     if (!r || r->type == REDIS_REPLY_ERROR) die("SET");
     freeReplyObject(r);
-    double w0 = wall_ns();
+    double w0 = bench_wall_ns();
     for (int i = 0; i < iters; i++) {
         r = redisCommand(c, "GET sessbench:floor");
         if (!r || r->type != REDIS_REPLY_STRING || r->len != 400) die("GET");
         freeReplyObject(r);
     }
-    double us = (wall_ns() - w0) / iters / 1e3;
+    double us = (bench_wall_ns() - w0) / iters / 1e3;
     r = redisCommand(c, "DEL sessbench:floor");
     if (r) freeReplyObject(r);
     redisFree(c);
