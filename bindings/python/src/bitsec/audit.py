@@ -81,7 +81,6 @@ class _Soon:
         if not wait and not self.items:
             return
         with self.order:
-            self.loop = None
             pop = self.items.popleft
             while True:
                 try:
