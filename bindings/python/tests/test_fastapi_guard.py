@@ -270,7 +270,7 @@ def test_audit_record_per_request_with_status(rt: Counting, tmp_path: Path) -> N
     (Requirement("equipment", "frobnicate"), "unknown_action"),
     (Requirement("warp_drives", "read"), "unknown_resource"),
     (Requirement(rate="uploads"), "unknown rate category 'uploads'"),
-    (Requirement(cookies=True), "cookie sessions"),
+    (Requirement(cookies=True), "needs sessions, and the runtime has no sessions section"),
 ])
 def test_wrong_declaration_fails_at_startup(rt: Counting, declaration: Requirement, message: str) -> None:
     app = FastAPI(lifespan=bitsec_lifespan(rt))

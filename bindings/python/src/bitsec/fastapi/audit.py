@@ -13,6 +13,8 @@ from ._common import (_ACTIONS, _AUTH_FAILURE, _CLAIMS, _DENIED, STATE_ATTR, UNM
                       _adding_headers, _client_ip, _ensure_request_id, _request_state, _route_of, _route_template,
                       _runtime_of_scope, _text, _valid_ip, log)
 from .offload import _check_offload, offload_plan
+from .sessions import _SESSION
+from ..sessions import Session
 
 # ---- audit ---------------------------------------------------------------------------------
 
@@ -46,6 +48,15 @@ def _claims_members(claims: Any) -> str:
     return text
 
 
+def _session_members(session: Session) -> str:
+    """``,"actor":..,"tenant":..,"session_id":..`` of a validated cookie session."""
+    out = [',"actor":', _j(_text(session.user))]
+    if session.tenant:
+        out += (',"tenant":', _j(_text(session.tenant)))
+    out += (',"session_id":', _j(session.session_id))
+    return "".join(out)
+
+
 class AuditMiddleware:
     """ASGI middleware emitting, through ``rt.audit_emit``, for each HTTP request:
 
@@ -61,9 +72,9 @@ class AuditMiddleware:
 
     The resource is canonical: the matched route's template (``/api/v1/equipment/{eid}``),
     never the raw path (``(no route)`` when nothing matches); with one path parameter its
-    value is the ``resource_id``. Every event carries the actor and tenant (verified claims
-    only), the client IP (``trusted_proxies`` as for rate limits), the user agent, the token's
-    ``session_id``, and ``details`` with ``request_id``, ``method``, the raw ``path``,
+    value is the ``resource_id``. Every event carries the actor and tenant (verified claims,
+    or the validated cookie session), the client IP (``trusted_proxies`` as for rate limits), the user agent, the token's
+    ``session_id`` (a cookie route's: the session's), and ``details`` with ``request_id``, ``method``, the raw ``path``,
     ``path_params`` and ``status``. Values are passed as they are: bitsec cuts text over a
     member's limit by bytes (at a character boundary) and lists what it cut in the record's
     ``truncated``, so no request can make its event disappear. The request id is the
@@ -187,6 +198,10 @@ class AuditMiddleware:
         claims = state.get(_CLAIMS)
         if claims is not None:
             out.append(_claims_members(claims))
+        else:
+            session = state.get(_SESSION)
+            if type(session) is Session:  # a cookie session (the guard's or CookieSession's)
+                out.append(_session_members(session))
         ip = _valid_ip(_client_ip(scope, self.client_ip))
         if ip:
             out += (',"ip":', _j(ip))

@@ -39,6 +39,7 @@ SESSION_DETAILS: Mapping[str, str] = {
     "binding_mismatch": "Session ended: it was used from another client",
 }
 _SESSION = "bitsec_session"  # request.state: the validated Session
+_SESSION_COOKIE = "bitsec_session_cookie"  # request.state: the name of the cookie it came from
 _MEMORY_STORES = frozenset({"process", "host"})
 _OFFLOAD: "weakref.WeakKeyDictionary[Runtime, bool]" = weakref.WeakKeyDictionary()
 
@@ -127,8 +128,8 @@ class CookieSession(SecurityBase):
     def validate(self, request: Request) -> Session | None:
         """The dependency's work as a plain sync method."""
         cached = getattr(request.state, _SESSION, None)
-        if cached is not None:
-            return cached  # type: ignore[no-any-return]
+        if cached is not None and getattr(request.state, _SESSION_COOKIE, None) == self.cookie_name:
+            return cached  # type: ignore[no-any-return]  # validated from this very cookie
         token = request.cookies.get(self.cookie_name)
         if not token:
             if not self.auto_error:
@@ -144,6 +145,7 @@ class CookieSession(SecurityBase):
         if not v or v.session is None:
             raise self._refused(v.reason, True)
         setattr(request.state, _SESSION, v.session)
+        setattr(request.state, _SESSION_COOKIE, self.cookie_name)
         return v.session
 
     async def __call__(self, request: Request) -> Session | None:
