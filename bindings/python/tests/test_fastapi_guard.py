@@ -881,3 +881,34 @@ def test_a_sensitive_callable_that_raises_keeps_the_record_as_sensitive(tmp_path
         assert records[0]["resource"] == "/payroll/{pid}"
     finally:
         rt.close()
+
+
+@pytest.mark.parametrize("categories", [None, {"api": {"capacity": 5, "period_seconds": 60}}])
+def test_routes_limited_by_path_category_need_a_bucket_for_it(tmp_path: Path, categories: Any) -> None:
+    """Without a rate_limits section (or without a bucket for the path's category and no
+    ``default`` one), a route whose category comes from its path is not limited: before, it
+    answered 503 on every request, public routes included."""
+    cfg = config(tmp_path)
+    if categories is None:
+        del cfg["rate_limits"]
+    else:
+        cfg["rate_limits"]["categories"] = categories
+    with bitsec.Runtime(cfg) as rt:
+        app = FastAPI(lifespan=bitsec_lifespan(rt))
+
+        @app.get("/equipment")
+        @guard("equipment", "read")
+        def list_equipment() -> dict:
+            return {}
+
+        @app.get("/health")
+        @public
+        def health() -> dict:
+            return {"ok": True}
+
+        app.add_middleware(GuardMiddleware)
+        with TestClient(app) as c:
+            r = c.get("/equipment", headers=bearer(token(rt)))
+            assert r.status_code == 200 and "X-RateLimit-Limit" not in r.headers
+            assert c.get("/health").status_code == 200
+            assert c.get("/equipment").status_code == 401

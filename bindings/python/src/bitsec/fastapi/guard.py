@@ -634,8 +634,12 @@ class GuardMiddleware(AuditMiddleware):
         key: str | None = None
         if category:
             cats = self._categories
-            if category not in (cats[1] if cats is not None and cats[0] is rt else self._categories_of(rt)):
-                category = "default"  # a path category the configuration does not define
+            names = cats[1] if cats is not None and cats[0] is rt else self._categories_of(rt)
+            if category not in names:
+                # a path category the configuration does not define: the default bucket limits
+                # it; without one (or without a rate_limits section) the route is not limited
+                category = "default" if "default" in names else None
+        if category:
             if req.auth == "none":
                 advisory = token is not None
             else:
@@ -782,10 +786,10 @@ class GuardMiddleware(AuditMiddleware):
                 state[_DENIED] = (req.resource, req.action, p.reason)
                 return GuardResult(False, 403, p.reason, req, template, session=session)
         category = req.rate if req.rate is not None else self.categorize(method, scope.get("path", ""))
+        if category and category not in self._categories_of(rt):
+            category = "default" if "default" in self._categories_of(rt) else None  # as decide
         if not category:
             return GuardResult(True, 200, "ok", req, template, session=session)
-        if category not in self._categories_of(rt):
-            category = "default"  # a path category the configuration does not define
         try:
             r = rt.rate_limit_take(_bounded_key("user:" + session.user), category, req.cost)
         except BackendUnavailableError:  # the store did not answer: as the bearer path
