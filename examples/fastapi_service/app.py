@@ -39,7 +39,7 @@ from .common import (StrictModel, Deps, RowId, audit, client_ip, equipment_out, 
 from .cors import add_cors
 from .datadir import secure_data_dir
 from .webdocs import install_docs
-from .webui import install_web_ui
+from .webui import install_web_ui, ui_principal, ui_session
 from .inspections import inspections_router
 from .keys import jwks, prepare_keys
 from .migrations import upgrade as migrate
@@ -347,7 +347,10 @@ def create_app(config_path: str | os.PathLike[str], database_url: str, *,
     # Writes to the encrypted and personal records are flagged sensitive_data_accessed.
     # Rate categories by path (service_categories): /auth/ paths "auth", uploads "upload",
     # /infer "inference", the rest "default"; /health and /metrics are not limited.
+    # The web UI's routes are cookie routes (webui.py): the guard validates their session
+    # cookie, checks CSRF and decides their permission for the session's user.
     app.add_middleware(ServiceGuardMiddleware, strict=True, realm="erp-api", categorize=service_categories,
+                       session=ui_session, session_principal=ui_principal(app),
                        # FastAPI's own schema route (the /docs page reads it) is public
                        requirements={"GET /openapi.json": PUBLIC, "GET /metrics": PUBLIC},
                        sensitive=lambda path: path.startswith(

@@ -7,14 +7,17 @@ How the browser is protected, all by bitsec:
   cookie, ``Secure``, ``HttpOnly`` (no script can read it), ``SameSite=Strict``; created at
   login with a new identifier (a session identifier from before the login is never reused),
   bound to the client's address prefix, ended at logout.
-- **CSRF** (``CSRFProtect``): every unsafe request must come from an allowed origin
-  (``Origin`` / ``Sec-Fetch-Site``) and carry the session's synchronizer token in
-  ``X-CSRF-Token``; the page gets the token from ``/ui/login`` or ``/ui/me``.
+- **One guard** (the service's ``GuardMiddleware``, ``@guard(..., cookies=True)``): before
+  the handler it validates the session cookie, checks CSRF on every unsafe request (an
+  allowed origin by ``Origin`` / ``Sec-Fetch-Site``, and the session's synchronizer token in
+  ``X-CSRF-Token``; the page gets the token from ``/ui/login`` or ``/ui/me``), decides the
+  route's permission for the session's user (``ui_principal``: the roles from the users
+  table) and takes from that user's rate-limit bucket; the audit record names the user.
 - **No inline scripts**: ``/ui/`` is a static page with one script file from the service's
   origin; the service's Content-Security-Policy blocks any other script, and the page inserts
   data with ``textContent`` (a stored ``<script>`` shows as text).
 
-The UI's JSON routes (``/ui/...``) take the same input models and permission checks as the
+The UI's JSON routes (``/ui/...``) take the same input models and permissions as the
 bearer-token API (``/api/v1/equipment``).
 """
 
@@ -30,7 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bitsec.fastapi import CookieSession, CSRFProtect, LoginAttempts, LoginGuard, get_runtime, public
+import bitsec
+from bitsec.fastapi import CookieSession, LoginAttempts, LoginGuard, get_runtime, guard, public
 from bitsec.permissions import Principal
 
 WEB = Path(__file__).resolve().parent / "web"
@@ -40,12 +44,21 @@ WEB = Path(__file__).resolve().parent / "web"
 ui_session = CookieSession(same_site="strict")
 
 
-def _session_id(request: Request) -> str | None:
-    s = ui_session.validate(request)
-    return None if s is None else s.session_id
+def ui_principal(app: FastAPI) -> Callable[[bitsec.Session], Principal | None]:
+    """The guard's ``session_principal`` for the UI's cookie routes: the session's user with
+    the roles and tenant of the users table, None when the user is gone or anonymised (the
+    guard then answers 401). It queries the database, so the guard runs it in the thread pool."""
 
+    def principal_of(session: bitsec.Session) -> Principal | None:
+        if not session.user.isdigit():
+            return None
+        with app.state.sessions() as db:
+            user = db.get(app.state.models.User, int(session.user))
+            if user is None or user.username is None:
+                return None
+            return Principal(str(user.id), user.roles, tenant=user.tenant_id)
 
-csrf = CSRFProtect(session_id=_session_id)
+    return principal_of
 
 
 class UILogin(BaseModel):
@@ -74,20 +87,12 @@ def install_web_ui(app: FastAPI, *, db_session: Callable[..., Any], models: Any,
         return FileResponse(WEB / "index.html", media_type="text/html", headers={"Cache-Control": "no-store"})
 
     def user_of_session(request: Request, db: Session) -> Any:
-        s = ui_session.validate(request)
-        assert s is not None  # auto_error: a missing or refused session is a 401 already
+        s = ui_session.validate(request)  # the guard's validation, not a second one
+        assert s is not None  # a missing or refused session is the guard's 401 already
         user = db.get(User, int(s.user)) if s.user.isdigit() else None
         if user is None or user.username is None:
             raise HTTPException(status_code=401, detail="Session is not valid: log in again")
         return user
-
-    def principal(user: Any) -> Principal:
-        return Principal(str(user.id), user.roles, tenant=user.tenant_id)
-
-    def allowed(request: Request, user: Any, action: str) -> None:
-        d = get_runtime(request).check_permission(principal(user), "equipment", action)
-        if not d:
-            raise HTTPException(status_code=403, detail=f"Insufficient permissions: equipment:{action}")
 
     @app.post("/ui/login", include_in_schema=False)
     @public
@@ -104,7 +109,7 @@ def install_web_ui(app: FastAPI, *, db_session: Callable[..., Any], models: Any,
         return {"username": user.username, "csrf_token": rt.csrf_token_issue(created.session_id)}
 
     @app.get("/ui/me", include_in_schema=False)
-    @public
+    @guard(cookies=True)
     def me(request: Request, response: Response, db: Session = Depends(db_session)) -> dict[str, Any]:
         user = user_of_session(request, db)
         s = ui_session.validate(request)
@@ -113,10 +118,9 @@ def install_web_ui(app: FastAPI, *, db_session: Callable[..., Any], models: Any,
         return {"username": user.username, "csrf_token": get_runtime(request).csrf_token_issue(s.session_id)}
 
     @app.get("/ui/equipment", include_in_schema=False)
-    @public
+    @guard("equipment", "read", cookies=True)
     def list_equipment(request: Request, db: Session = Depends(db_session)) -> dict[str, Any]:
         user = user_of_session(request, db)
-        allowed(request, user, "read")
         rows = db.scalars(select(Equipment).where(Equipment.tenant_id == user.tenant_id)
                           .order_by(Equipment.id).limit(1000))
         return {"items": [equipment_out(e) for e in rows]}
@@ -124,16 +128,13 @@ def install_web_ui(app: FastAPI, *, db_session: Callable[..., Any], models: Any,
     def _create(request: Request, body: Any,
                 db: Session = Depends(db_session)) -> dict[str, Any]:
         user = user_of_session(request, db)
-        allowed(request, user, "create")
         return equipment_out(new_equipment(db, user.tenant_id, str(user.id), body))
 
-    public(_create)  # cookie-authenticated: its own dependencies decide (ui_session, csrf, allowed)
+    guard("equipment", "create", cookies=True)(_create)  # session, CSRF, permission, rate limit
     _create.__annotations__["body"] = equipment_in  # the API's model (a local: resolved here, not by name)
-    app.add_api_route("/ui/equipment", _create, methods=["POST"], status_code=201, include_in_schema=False,
-                      dependencies=[Depends(csrf), Depends(ui_session)])
+    app.add_api_route("/ui/equipment", _create, methods=["POST"], status_code=201, include_in_schema=False)
 
-    @app.post("/ui/logout", status_code=204, include_in_schema=False,
-              dependencies=[Depends(csrf), Depends(ui_session)])
-    @public
+    @app.post("/ui/logout", status_code=204, include_in_schema=False)
+    @guard(cookies=True)  # a valid session and the CSRF check: no cross-site logout
     def logout(request: Request, response: Response) -> None:
         ui_session.logout(request, response)

@@ -181,10 +181,14 @@ def test_matrix_covers_every_role_and_guarded_route(matrix: Matrix) -> None:
 
     guard = guard_of(matrix.svc.app)
     assert guard.strict and guard.table is not None
-    routes = {(m, shape(e.template), e.requirement.permission) for e in guard.table.entries
-              if e.requirement.permission is not None for m in (getattr(e.route, "methods", None) or ()) if m != "HEAD"}
-    rows = {(m, shape(p), perm) for m, p, perm, _ in MATRIX.values() if perm is not None}
-    assert routes == rows
+    def declared(cookies: bool) -> set[tuple[str, str, str | None]]:
+        return {(m, shape(e.template), e.requirement.permission) for e in guard.table.entries
+                if e.requirement.permission is not None and e.requirement.cookies == cookies
+                for m in (getattr(e.route, "methods", None) or ()) if m != "HEAD"}
+
+    assert declared(False) == {(m, shape(p), perm) for m, p, perm, _ in MATRIX.values() if perm is not None}
+    # the web UI's cookie routes: decided for the session's user (COOKIE_MATRIX)
+    assert declared(True) == {(m, p, perm) for m, p, perm, _ in COOKIE_MATRIX.values()}
     roles = json.loads((ROOT / "examples/fastapi_service/policy.json").read_text())["roles"]
     assert sorted(roles) == sorted(ROLES)
 
@@ -201,6 +205,34 @@ def test_rbac_matrix(matrix: Matrix, endpoint: str, role: str) -> None:
     else:
         assert r.status_code == 403, (r.status_code, r.text)
         assert r.json() == {"detail": f"Insufficient permissions: {permission}"}
+
+
+# The web UI's cookie routes (webui.py): the guard decides their permission for the session's
+# user, whose roles the service reads from its users table (ui_principal).
+COOKIE_MATRIX: dict[str, tuple[str, str, str, set[str]]] = {
+    "ui.equipment.list":   ("GET",  "/ui/equipment", "equipment:read",   set(ERP)),
+    "ui.equipment.create": ("POST", "/ui/equipment", "equipment:create", {"manager", "admin", "super_admin"}),
+}
+UI_ORIGIN = "https://erp.bitcorp.example"
+
+
+@pytest.mark.parametrize("endpoint,role", list(itertools.product(COOKIE_MATRIX, ROLES)))
+def test_rbac_matrix_of_the_cookie_routes(matrix: Matrix, endpoint: str, role: str) -> None:
+    from examples.fastapi_service.webui import ui_session
+
+    method, path, permission, allowed = COOKIE_MATRIX[endpoint]
+    svc = matrix.svc
+    user = svc.ids["u-" + role.replace(".", "-")]
+    client = svc.client_at("10.9.2.1")
+    session = svc.rt.session_create(str(user), "fab-1", "10.9.2.1")
+    client.cookies.set(ui_session.cookie_name, session.token)
+    headers = {"Origin": UI_ORIGIN, "X-CSRF-Token": svc.rt.csrf_token_issue(session.session_id)}
+    body = {"name": "Lathe", "serial_number": f"SN-{uuid.uuid4().hex[:8].upper()}"} if method == "POST" else None
+    r = client.request(method, "https://testserver" + path, json=body, headers=headers)
+    if role in allowed:
+        assert r.status_code == (201 if method == "POST" else 200), (r.status_code, r.text)
+    else:
+        assert (r.status_code, r.json()) == (403, {"detail": f"Insufficient permissions: {permission}"})
 
 
 def test_a_user_with_roles_of_both_families(matrix: Matrix) -> None:
