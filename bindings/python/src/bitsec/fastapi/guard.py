@@ -649,13 +649,8 @@ class GuardMiddleware(AuditMiddleware):
             category = None
             if req.auth == "none":
                 token = None
-        ctx: dict[str, Any] | None = None
-        if req.resource is not None and params and (req.owner_param or req.tenant_param or req.department_param):
-            for k, name in (("owner_id", req.owner_param), ("tenant_id", req.tenant_param),
-                            ("department", req.department_param)):
-                if name is not None and name in params:
-                    ctx = ctx or {}
-                    ctx[k] = str(params[name])
+        ctx = (_resource_context(req, params) if req.resource is not None and params
+               and (req.owner_param or req.tenant_param or req.department_param) else None)
         try:
             if type(rt).guard_check is _GUARD_CHECK and "guard_check" not in rt.__dict__:
                 # the library's own method: its native call without building a GuardCheck
@@ -768,13 +763,7 @@ class GuardMiddleware(AuditMiddleware):
             if principal is None:  # the session's user is gone (or has no principal)
                 state[_AUTH_FAILURE] = "unknown"
                 return GuardResult(False, 401, "unknown", req, template, auth_error="session")
-            ctx: dict[str, Any] | None = None
-            if params and (req.owner_param or req.tenant_param or req.department_param):
-                for k, name in (("owner_id", req.owner_param), ("tenant_id", req.tenant_param),
-                                ("department", req.department_param)):
-                    if name is not None and name in params:
-                        ctx = ctx or {}
-                        ctx[k] = str(params[name])
+            ctx = _resource_context(req, params) if params else None
             try:
                 p = rt.check_permission(principal, req.resource, req.action, context=ctx)
             except (TooLargeError, InvalidArgumentError) as e:
@@ -845,6 +834,19 @@ class GuardMiddleware(AuditMiddleware):
         if r.status == 503:
             return {"Retry-After": r.rate_headers.get("Retry-After", "1")}
         return dict(r.rate_headers)
+
+
+def _resource_context(req: Requirement, params: Mapping[str, str]) -> dict[str, Any] | None:
+    """The resource's context from the route's path parameters (``owner_param``,
+    ``tenant_param``, ``department_param``), or None when the route names none."""
+    ctx: dict[str, Any] | None = None
+    if req.owner_param or req.tenant_param or req.department_param:
+        for k, name in (("owner_id", req.owner_param), ("tenant_id", req.tenant_param),
+                        ("department", req.department_param)):
+            if name is not None and name in params:
+                ctx = ctx or {}
+                ctx[k] = str(params[name])
+    return ctx
 
 
 def _bearer_token(scope: Mapping[str, Any]) -> str | bytes | None:
