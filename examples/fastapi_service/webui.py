@@ -46,15 +46,15 @@ ui_session = CookieSession(same_site="strict")
 
 def ui_principal(app: FastAPI) -> Callable[[bitsec.Session], Principal | None]:
     """The guard's ``session_principal`` for the UI's cookie routes: the session's user with
-    the roles and tenant of the users table, None when the user is gone or anonymised (the
-    guard then answers 401). It queries the database, so the guard runs it in the thread pool."""
+    the roles of the users table, None when the user is gone or anonymised or the session's
+    tenant is not the user's (the guard then answers 401). It queries the database, so the guard runs it in the thread pool."""
 
     def principal_of(session: bitsec.Session) -> Principal | None:
         if not session.user.isdigit():
             return None
         with app.state.sessions() as db:
             user = db.get(app.state.models.User, int(session.user))
-            if user is None or user.username is None:
+            if user is None or user.anonymized_at is not None or user.tenant_id != session.tenant:
                 return None
             return Principal(str(user.id), user.roles, tenant=user.tenant_id)
 
@@ -90,7 +90,7 @@ def install_web_ui(app: FastAPI, *, db_session: Callable[..., Any], models: Any,
         s = ui_session.validate(request)  # the guard's validation, not a second one
         assert s is not None  # a missing or refused session is the guard's 401 already
         user = db.get(User, int(s.user)) if s.user.isdigit() else None
-        if user is None or user.username is None:
+        if user is None or user.anonymized_at is not None:
             raise HTTPException(status_code=401, detail="Session is not valid: log in again")
         return user
 

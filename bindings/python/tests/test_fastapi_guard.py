@@ -884,10 +884,10 @@ def test_a_sensitive_callable_that_raises_keeps_the_record_as_sensitive(tmp_path
 
 
 @pytest.mark.parametrize("categories", [None, {"api": {"capacity": 5, "period_seconds": 60}}])
-def test_routes_limited_by_path_category_need_a_bucket_for_it(tmp_path: Path, categories: Any) -> None:
-    """Without a rate_limits section (or without a bucket for the path's category and no
-    ``default`` one), a route whose category comes from its path is not limited: before, it
-    answered 503 on every request, public routes included."""
+def test_path_categories_without_their_bucket(tmp_path: Path, categories: Any) -> None:
+    """Without a rate_limits section, a route whose category comes from its path is not
+    limited (before: 503 on every request, public routes included); with buckets but none for
+    the path's category and no ``default`` one, the application does not start."""
     cfg = config(tmp_path)
     if categories is None:
         del cfg["rate_limits"]
@@ -907,6 +907,10 @@ def test_routes_limited_by_path_category_need_a_bucket_for_it(tmp_path: Path, ca
             return {"ok": True}
 
         app.add_middleware(GuardMiddleware)
+        if categories is not None:
+            with pytest.raises(ValueError, match="rate category 'default' is not configured, and there is no 'default'"):
+                compile_routes(app, rt)
+            return
         with TestClient(app) as c:
             r = c.get("/equipment", headers=bearer(token(rt)))
             assert r.status_code == 200 and "X-RateLimit-Limit" not in r.headers

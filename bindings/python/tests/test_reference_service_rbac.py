@@ -183,12 +183,14 @@ def test_matrix_covers_every_role_and_guarded_route(matrix: Matrix) -> None:
     assert guard.strict and guard.table is not None
     def declared(cookies: bool) -> set[tuple[str, str, str | None]]:
         return {(m, shape(e.template), e.requirement.permission) for e in guard.table.entries
-                if e.requirement.permission is not None and e.requirement.cookies == cookies
+                if (e.requirement.permission is not None or cookies) and e.requirement.cookies == cookies
                 for m in (getattr(e.route, "methods", None) or ()) if m != "HEAD"}
 
     assert declared(False) == {(m, shape(p), perm) for m, p, perm, _ in MATRIX.values() if perm is not None}
-    # the web UI's cookie routes: decided for the session's user (COOKIE_MATRIX)
-    assert declared(True) == {(m, p, perm) for m, p, perm, _ in COOKIE_MATRIX.values()}
+    # the web UI's cookie routes: a session (and CSRF on POST) on each, the permissions decided
+    # for the session's user (COOKIE_MATRIX)
+    assert declared(True) == {(m, p, perm) for m, p, perm, _ in COOKIE_MATRIX.values()} | {
+        ("GET", "/ui/me", None), ("POST", "/ui/logout", None)}
     roles = json.loads((ROOT / "examples/fastapi_service/policy.json").read_text())["roles"]
     assert sorted(roles) == sorted(ROLES)
 

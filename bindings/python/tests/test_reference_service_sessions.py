@@ -34,3 +34,42 @@ def test_anonymisation_ends_the_sessions(svc: Service) -> None:
     for c in cookies:
         assert svc.rt.session_validate(c.token, ADDR).reason == "unknown"
     assert svc.rt.session_list(str(uid), "fab-1") == []
+
+
+UI_ORIGIN = "https://erp.bitcorp.example"
+
+
+def test_the_web_ui_routes_need_a_session_and_csrf(svc: Service) -> None:
+    from examples.fastapi_service.webui import ui_session
+
+    c = svc.client_at(ADDR)
+    assert c.get("https://testserver/ui/equipment").status_code == 401  # no cookie
+    s = svc.rt.session_create(str(svc.ids["mia"]), "fab-1", ADDR)
+    c.cookies.set(ui_session.cookie_name, s.token)
+    assert c.get("https://testserver/ui/equipment").status_code == 200
+    token = svc.rt.csrf_token_issue(s.session_id)
+    for headers, reason in [({"Origin": UI_ORIGIN}, "csrf_token_missing"),
+                            ({"Origin": "https://evil.example", "X-CSRF-Token": token}, "origin_not_allowed"),
+                            ({"X-CSRF-Token": token}, "origin_missing")]:
+        for path in ("/ui/equipment", "/ui/logout"):  # a cross-site logout is refused too
+            r = c.post("https://testserver" + path, json={"name": "Lathe"}, headers=headers)
+            assert (r.status_code, r.json()) == (403, {"detail": reason}), (path, headers)
+    r = c.post("https://testserver/ui/logout", headers={"Origin": UI_ORIGIN, "X-CSRF-Token": token})
+    assert r.status_code == 204
+    assert not svc.rt.session_validate(s.token, ADDR)
+
+
+def test_the_web_ui_refuses_the_session_of_an_anonymised_user(svc: Service) -> None:
+    from examples.fastapi_service.webui import ui_session
+
+    uid = svc.ids["mia"]
+    t = svc.token("mia")
+    r = svc.client.post(f"{API}/privacy/anonymize", headers=bearer(t), json={"password": PASSWORD.format("mia")})
+    assert r.status_code == 200, r.text
+    # the anonymisation ended the user's sessions; one created afterwards is still refused
+    s = svc.rt.session_create(str(uid), "fab-1", ADDR)
+    c = svc.client_at(ADDR)
+    c.cookies.set(ui_session.cookie_name, s.token)
+    for path in ("/ui/me", "/ui/equipment"):
+        r = c.get("https://testserver" + path)
+        assert r.status_code == 401 and "log in again" in r.json()["detail"], (path, r.text)

@@ -326,6 +326,12 @@ def compile_routes(app: Any, rt: Runtime, *, default: Requirement = PUBLIC, stri
             checked[req] = None
         if req.cookies:
             _check_cookies(req, where, mset, sections, session_principal is not None)
+        if req.rate is None and categories and "default" not in categories:
+            for m in sorted(mset or ("GET",)):
+                c = categorize(m, template)
+                if c and c not in categories:
+                    raise ValueError(f"route {where}: its path's rate category {c!r} is not configured, and there "
+                                     "is no 'default' bucket to limit it (configure one, or give the route rate=)")
         entries.append((index, path, regex, mset, _Entry(route, template, req)))
     unknown = set(declared) - used
     if unknown:
@@ -637,8 +643,9 @@ class GuardMiddleware(AuditMiddleware):
             names = cats[1] if cats is not None and cats[0] is rt else self._categories_of(rt)
             if category not in names:
                 # a path category the configuration does not define: the default bucket limits
-                # it; without one (or without a rate_limits section) the route is not limited
-                category = "default" if "default" in names else None
+                # it (startup refuses a route whose path category has neither); with no bucket
+                # configured at all (no rate_limits section) nothing is limited
+                category = "default" if names else None
         if category:
             if req.auth == "none":
                 advisory = token is not None
@@ -776,7 +783,7 @@ class GuardMiddleware(AuditMiddleware):
                 return GuardResult(False, 403, p.reason, req, template, session=session)
         category = req.rate if req.rate is not None else self.categorize(method, scope.get("path", ""))
         if category and category not in self._categories_of(rt):
-            category = "default" if "default" in self._categories_of(rt) else None  # as decide
+            category = "default" if self._categories_of(rt) else None  # as decide
         if not category:
             return GuardResult(True, 200, "ok", req, template, session=session)
         try:
