@@ -335,3 +335,23 @@ def test_a_session_principal_that_fails_is_a_recorded_503(rt: Counting, tmp_path
 
     with pytest.raises(ValueError, match="sync"):
         GuardMiddleware(FastAPI(), session_principal=coroutine)
+
+
+def test_the_first_origin_counts_and_a_refused_context_is_a_403(rt: Counting, tmp_path: Path) -> None:
+    app, _ = make_app(rt)
+
+    @app.get("/ui/owned/{owner}")
+    @guard("equipment", "read", cookies=True, owner_param="owner")
+    def owned(owner: str) -> dict[str, str]:
+        return {"owner": owner}
+
+    with client(app) as c:
+        csrf = log_in(c, "alice")
+        r = c.post("/ui/equipment/7", headers=[("Origin", "https://evil.example"), ("Origin", ORIGIN),
+                                               ("X-CSRF-Token", csrf)])
+        assert (r.status_code, r.json()) == (403, {"detail": "origin_not_allowed"})  # as CSRFProtect reads it
+        assert c.get("/ui/owned/alice").status_code == 200
+        r = c.get("/ui/owned/a%00b")  # a NUL byte: refused by the library as context
+        assert (r.status_code, r.json()) == (403, {"detail": "Insufficient permissions: equipment:read"})
+    last = records(tmp_path, rt)[-1]
+    assert (last["details"]["status"], last["reason"], last["actor"]) == (403, "invalid_argument", "alice")
