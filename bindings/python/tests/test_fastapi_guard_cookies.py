@@ -355,3 +355,37 @@ def test_the_first_origin_counts_and_a_refused_context_is_a_403(rt: Counting, tm
         assert (r.status_code, r.json()) == (403, {"detail": "Insufficient permissions: equipment:read"})
     last = records(tmp_path, rt)[-1]
     assert (last["details"]["status"], last["reason"], last["actor"]) == (403, "invalid_argument", "alice")
+
+
+@pytest.mark.parametrize("policy,status", [("deny", 429), ("allow", 200)])
+def test_a_rate_limit_store_that_does_not_answer_is_decided_as_on_the_bearer_path(
+        tmp_path: Path, policy: str, status: int) -> None:
+    import time
+
+    secret = "s3cr3t-for-tests-only-0123456789abcdef"
+    cfg = config(tmp_path)
+    cfg["redis"] = {"host": "127.0.0.1", "port": 1, "connect_timeout_ms": 100, "command_timeout_ms": 100}
+    cfg["rate_limits"] = {"store": "redis", "categories": {
+        "default": {"capacity": 5, "period_seconds": 60, "failure_policy": policy}}}
+    cfg["tokens"] = {"keys": [{"kid": "hs", "alg": "HS256", "secret": {"value": secret}}],
+                     "revocation": {"store": "process"}}  # only the buckets are in the unreachable Redis
+    with Counting(cfg) as rt:
+        app, sessions = make_app(rt)
+
+        @app.get("/api/equipment")
+        @guard("equipment", "read")
+        def api() -> dict[str, str]:
+            return {}
+
+        now = int(time.time())
+        bearer = {"Authorization": "Bearer " + rt.sign_token({"sub": "alice", "roles": ["operator"], "iat": now,
+                                                              "exp": now + 600})}
+        with client(app) as c:
+            # the session made directly: the login route's own bucket is in the same store
+            c.cookies.set(sessions.cookie_name, rt.session_create("alice", "t1", "testclient", UA).token)
+            cookie_route = c.get("/ui/equipment/7")
+            bearer_route = c.get("/api/equipment", headers=bearer)
+            assert cookie_route.status_code == bearer_route.status_code == status, (cookie_route.text,
+                                                                                    bearer_route.text)
+            if status == 429:
+                assert cookie_route.headers["Retry-After"] == bearer_route.headers["Retry-After"] == "1"
