@@ -73,8 +73,9 @@ class AuditMiddleware:
     The resource is canonical: the matched route's template (``/api/v1/equipment/{eid}``),
     never the raw path (``(no route)`` when nothing matches); with one path parameter its
     value is the ``resource_id``. Every event carries the actor and tenant (verified claims,
-    or the validated cookie session), the client IP (``trusted_proxies`` as for rate limits), the user agent, the token's
-    ``session_id`` (a cookie route's: the session's), and ``details`` with ``request_id``, ``method``, the raw ``path``,
+    or the validated cookie session), the client IP (``trusted_proxies`` as for rate
+    limits), the user agent, the token's ``session_id`` (a cookie route's: the session's),
+    and ``details`` with ``request_id``, ``method``, the raw ``path``,
     ``path_params`` and ``status``. Values are passed as they are: bitsec cuts text over a
     member's limit by bytes (at a character boundary) and lists what it cut in the record's
     ``truncated``, so no request can make its event disappear. The request id is the

@@ -782,8 +782,10 @@ class GuardMiddleware(AuditMiddleware):
                 state[_DENIED] = (req.resource, req.action, p.reason)
                 return GuardResult(False, 403, p.reason, req, template, session=session)
         category = req.rate if req.rate is not None else self.categorize(method, scope.get("path", ""))
-        if category and category not in self._categories_of(rt):
-            category = "default" if self._categories_of(rt) else None  # as decide
+        if category:
+            names = self._categories_of(rt)
+            if category not in names:
+                category = "default" if names else None  # as decide
         if not category:
             return GuardResult(True, 200, "ok", req, template, session=session)
         try:
