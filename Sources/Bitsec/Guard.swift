@@ -27,12 +27,17 @@ private func write(_ o: RequestGuard.Outcome, _ p: UnsafeMutableRawPointer) {
 }
 
 /// Decides one protected request in one call: verifies the bearer token (through the
-/// verified-token cache, revocations included), checks that it carries the required scopes,
-/// decides the permission for the token's principal, then takes from the rate-limit bucket.
-/// Each step decides exactly as its own function (bitsec_verify_token,
-/// bitsec_check_permission_claims, bitsec_rate_limit_take), with the same audit events; the
-/// first refusal ends the call, so a refused token, scope or permission takes nothing from
-/// the bucket. A refusal is a decision: the call returns BITSEC_OK and out_guard says why.
+/// verified-token cache, revocations included), takes from the rate-limit bucket, checks that
+/// the token carries the required scopes, then decides the permission for its principal.
+/// Each step decides exactly as its own function (bitsec_verify_token, bitsec_rate_limit_take,
+/// bitsec_check_permission_claims), with the same audit events. Every request with a category
+/// counts against its bucket, refused ones included: a request refused for its token, a scope
+/// or the permission takes too (from key; from "user:<sub>" with
+/// BITSEC_GUARD_FLAG_KEY_BY_SUBJECT and a verified token), so a caller cannot send refused
+/// requests, each leaving an audit record, without limit. The answer's precedence: rate
+/// limited (429), a refused token (401), a missing scope or a denied permission (403), an
+/// unreachable rate-limit store (503, only for a request that is otherwise allowed). A
+/// refusal is a decision: the call returns BITSEC_OK and out_guard says why.
 ///
 /// rt: the runtime (a tokens section when a token is given, permissions when a permission
 /// is, rate_limits when a category is).
@@ -69,7 +74,7 @@ private func write(_ o: RequestGuard.Outcome, _ p: UnsafeMutableRawPointer) {
 /// written, its size alone in *out_len (BITSEC_OK).
 /// out_len: receives the document's length (0 when no token verified).
 /// Returns BITSEC_OK (decision in *out_guard); BITSEC_E_BUFFER_TOO_SMALL (out_cap
-/// not 0 and too small: every check ran, *out_guard holds the decision and the bucket was
+/// not 0 and too small: the decision is made, *out_guard holds it and the bucket was
 /// taken from; only the document is missing, its size in *out_len: read it with
 /// bitsec_verify_token, never by calling this function again, which would take twice);
 /// BITSEC_E_INVALID_ARGUMENT (NULL, bad flags, scopes or permission without a token, an

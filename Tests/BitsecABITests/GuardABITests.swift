@@ -13,7 +13,7 @@ private let guardConfig = #"""
    "roles": {"reader": {"allow": ["*:read"]},
              "writer": {"inherits": ["reader"], "allow": [{"permission": "docs:write", "owner_only": true}],
                         "deny": ["system:*"]}}}},
- "rate_limits": {"categories": {"default": {"capacity": 4, "period_seconds": 60}}}}
+ "rate_limits": {"categories": {"default": {"capacity": 80, "period_seconds": 60}}}}
 """#
 
 private struct Outcome: Equatable {
@@ -28,7 +28,8 @@ private func sign(_ rt: OpaquePointer, _ claims: String) -> String {
     return String(decoding: buf.prefix(Int(n)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
 
-/// The three separate calls, in the guard's order.
+/// The three separate calls, in the guard's order: the token, the take (every request, a
+/// refused one too), the permission; rate limited first, then a refused token, then a denial.
 private func separate(_ rt: OpaquePointer, _ token: String, _ perm: String, _ ctx: [UInt8]) -> Outcome {
     var out = Outcome(decision: 0, status: 200, token: -1, permission: -1, rule: -1, rate: [0, 0, 0, 0, 0])
     var doc = [CChar](repeating: 0, count: 4096)
@@ -36,6 +37,10 @@ private func separate(_ rt: OpaquePointer, _ token: String, _ perm: String, _ ct
     var reason: Int32 = -1
     #expect(bitsec_verify_token(rt, token, UInt(token.utf8.count), AT, &reason, &doc, UInt(doc.count), &n) == OK)
     out.token = reason
+    var r = [Int64](repeating: 0, count: 7)
+    #expect(bitsec_rate_limit_take(rt, "default", 7, "k", 1, 1, AT, &r) == OK)
+    out.rate = [r[1], r[2], r[3], r[4], r[5]]
+    if r[0] != 1 { out.decision = 4; out.status = 429; return out }
     guard reason == 0 else { out.decision = 1; out.status = 401; return out }
     var d: UInt64 = 0
     let rc = ctx.withUnsafeBufferPointer { c in
@@ -47,10 +52,6 @@ private func separate(_ rt: OpaquePointer, _ token: String, _ perm: String, _ ct
     out.permission = Int32((d >> 8) & 0xFF)
     out.rule = Int32(Int64(d >> 32) - 1)
     guard d & 1 == 1 else { out.decision = 3; out.status = 403; return out }
-    var r = [Int64](repeating: 0, count: 7)
-    #expect(bitsec_rate_limit_take(rt, "default", 7, "k", 1, 1, AT, &r) == OK)
-    out.rate = [r[1], r[2], r[3], r[4], r[5]]
-    if r[0] != 1 { out.decision = 4; out.status = 429 }
     return out
 }
 
@@ -92,8 +93,55 @@ private func combined(_ rt: OpaquePointer, _ token: String, _ perm: String, _ ct
             }
         }
         #expect(compared == 75)
-        // Both took from "k" the same number of times and reached the limit (capacity 4).
-        #expect(combined(ra, tokens[1], "docs:read", []).decision == BitsecABI.BITSEC_GUARD_RATE_LIMITED)
+        // Every one of the 75 took from "k", refused or not (capacity 80): 5 left on both.
+        #expect(combined(ra, tokens[1], "docs:read", []).rate[1] == 4)
+        #expect(separate(rb, tokens[1], "docs:read", []).rate[1] == 4)
+        // Once the bucket is empty, 429 comes before any other answer, on both.
+        for _ in 0..<4 { _ = combined(ra, tokens[0], "docs:read", []); _ = separate(rb, tokens[0], "docs:read", []) }
+        for token in [tokens[0], tokens[1], tokens[4]] {  // invalid, allowed, denied
+            let c = combined(ra, token, "docs:read", [])
+            #expect(c.decision == BitsecABI.BITSEC_GUARD_RATE_LIMITED && c.status == 429)
+            #expect(c == separate(rb, token, "docs:read", []))
+        }
+    }
+
+    /// A caller's refused requests count against its bucket: its own valid token refused by
+    /// the permission, a scope it lacks, an invalid token (keyed by the caller's key). Before,
+    /// a refused request took nothing, so refusals (each with its audit record) had no limit.
+    @Test func refusedRequestsTakeFromTheBucket() throws {
+        let config = guardConfig.replacing(#""capacity": 80"#, with: #""capacity": 3"#)
+        let (rc, h) = open(config)
+        #expect(rc == OK, "\(lastError())")
+        let rt = try #require(h)
+        defer { bitsec_runtime_close(rt) }
+        let reader = sign(rt, #"{"sub":"mallory","roles":["reader"],"iss":"iss","aud":"aud","exp":2000000000}"#)
+        func check(_ token: String, _ perm: String, scopes: String = "", key: String = "ip:1",
+                   flags: UInt32 = UInt32(BitsecABI.BITSEC_GUARD_FLAG_KEY_BY_SUBJECT)) -> (Int32, Int32, Int64) {
+            var g = [Int64](repeating: 0, count: 8)
+            var n: UInt = 0
+            let rc = g.withUnsafeMutableBytes { res in
+                bitsec_guard_check(rt, token, UInt(token.utf8.count), scopes, UInt(scopes.utf8.count), perm,
+                                   UInt(perm.utf8.count), nil, 0, "default", 7, key, UInt(key.utf8.count), 1, AT,
+                                   flags, res.baseAddress, nil, 0, &n)
+            }
+            #expect(rc == OK, "\(lastError())")
+            let i32 = g.withUnsafeBytes { Array($0.bindMemory(to: Int32.self).prefix(2)) }
+            return (i32[0], i32[1], g[4])
+        }
+        // mallory's own token, refused: each refusal takes from user:mallory
+        #expect(check(reader, "docs:write") == (BitsecABI.BITSEC_GUARD_PERMISSION_DENIED, 403, 2))
+        #expect(check(reader, "docs:read", scopes: "admin") == (BitsecABI.BITSEC_GUARD_SCOPE_MISSING, 403, 1))
+        #expect(check(reader, "docs:write") == (BitsecABI.BITSEC_GUARD_PERMISSION_DENIED, 403, 0))
+        // the bucket is empty: refused for the rate limit, whatever the permission says
+        #expect(check(reader, "docs:write").1 == 429)
+        #expect(check(reader, "docs:read").1 == 429)
+        // invalid tokens take from the caller's key (here the address), then meet 429
+        for left in [2, 1, 0] as [Int64] {
+            #expect(check("not.a.token", "docs:read") == (BitsecABI.BITSEC_GUARD_TOKEN_REFUSED, 401, left))
+        }
+        #expect(check("not.a.token", "docs:read").1 == 429)
+        // another address is not affected
+        #expect(check("not.a.token", "docs:read", key: "ip:2") == (BitsecABI.BITSEC_GUARD_TOKEN_REFUSED, 401, 2))
     }
 
     @Test func abiCallsAreCounted() throws {

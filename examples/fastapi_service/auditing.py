@@ -23,8 +23,7 @@ from typing import Any, Mapping
 
 from starlette.requests import Request
 
-import bitsec
-from bitsec.fastapi import DEFAULT_PATH_CATEGORIES, GuardMiddleware, GuardResult, Requirement
+from bitsec.fastapi import DEFAULT_PATH_CATEGORIES, GuardMiddleware
 
 #: request.state attribute set when an endpoint recorded the request's outcome itself
 RECORDED = "refsvc_outcome_recorded"
@@ -52,27 +51,9 @@ def service_categories(method: str, path: str) -> str | None:
 
 class ServiceGuardMiddleware(GuardMiddleware):
     """``GuardMiddleware`` without a second record of an outcome an endpoint recorded (see the
-    module's text), and with requests refused for their token (400 / 401) rate limited too.
-
-    The guard answers a request without a valid token before it takes a rate-limit token;
-    here such a request also takes one from its path's category, keyed by the client's
-    address: a client guessing or replaying tokens, or polling a protected endpoint without
-    one, is answered 429 once over its limit, as a valid caller would be."""
-
-    def decide(self, rt: bitsec.Runtime, scope: Any, state: dict[str, Any], entry: Any, req: Requirement,
-               params: Mapping[str, str], *token: Any) -> GuardResult:
-        result = super().decide(rt, scope, state, entry, req, params, *token)
-        if result.status not in (400, 401):
-            return result
-        category = req.rate if req.rate is not None else self.categorize(scope["method"], scope.get("path", ""))
-        if not category:
-            return result
-        allowed, headers = self.limiter.take(rt, scope, category, req.cost)
-        if allowed:
-            return result
-        status = 429 if "X-RateLimit-Limit" in headers else 503
-        return GuardResult(False, status, "rate_limited" if status == 429 else "unavailable", req,
-                           result.route_template, None, headers)
+    module's text). (Requests refused for their token, 400 / 401, are rate limited by the
+    guard itself, keyed by the client's address: a client guessing or replaying tokens, or
+    polling a protected endpoint without one, is answered 429 once over its limit.)"""
 
     def _event(self, scope: Any, state: Mapping[str, Any], status: int, rid: str,
                data_access: bool | None = None, **read: Any) -> str | None:

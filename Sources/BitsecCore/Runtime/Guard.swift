@@ -1,11 +1,16 @@
 internal import COpenSSL
 
 /// The decisions of one protected request in one call (`bitsec_guard_check`): the bearer
-/// token (through the verified-token cache), the scopes it must carry, the permission (its
-/// principal from the verified claims), then the rate-limit take. Each step decides exactly
+/// token (through the verified-token cache), the rate-limit take, the scopes the token must
+/// carry, then the permission (its principal from the verified claims). Each step decides exactly
 /// as its own call does (`TokenService.verify`, `PermissionService.check`,
-/// `RateLimitService.take`), including their audit events; a step that refuses ends the
-/// check, so a refused token or permission takes nothing from the rate-limit bucket.
+/// `RateLimitService.take`), including their audit events. The take comes right after the
+/// token, before the scopes and the permission: every request counts against its bucket,
+/// refused ones included (`user:<sub>` for a verified token with `flagKeyBySubject`, else
+/// the caller's key), so a caller cannot send refused requests without limit, each with its
+/// audit record. Precedence of the answer: rate limited (429), then a refused token (401),
+/// a missing scope or a denied permission (403), then an unreachable rate-limit store (503,
+/// only for a request that would otherwise be allowed).
 public enum RequestGuard {
     /// Decision codes (BITSEC_GUARD_*).
     public enum Decision: Int32, Sendable {
@@ -49,7 +54,17 @@ public enum RequestGuard {
                              key: String?, cost: Int64, at: Int64, flags: UInt32) throws(BitsecError) -> Outcome {
         var out = Outcome()
         let advisory = flags & flagTokenAdvisory != 0
+        // The arguments first: an invalid call decides nothing and takes nothing.
+        if scopes.count > 0 || permission != nil {
+            guard !advisory, token != nil else {
+                throw .invalid("scopes and permission need a token (and not BITSEC_GUARD_FLAG_TOKEN_ADVISORY)")
+            }
+            if scopes.count > 0 {
+                guard UTF8Validation.isValid(scopes.bindMemory(to: UInt8.self)) else { throw .invalid("scopes is not valid UTF-8") }
+            }
+        }
         var verified: VerifiedClaims? = nil
+        var refused = false
         if let token {
             let tokens = try r.require(r.tokens)
             do {
@@ -59,21 +74,49 @@ public enum RequestGuard {
                     verified = c
                     out.claims = c.result
                 } else if !advisory {
-                    out.decision = .tokenRefused
-                    out.httpStatus = 401
-                    return out
+                    refused = true
                 }
             } catch where advisory && error.status == .backendUnavailable {
                 // Advisory token (it only keys the rate limit): an undecidable one is no user.
                 out.tokenReason = notChecked
             }
         }
-        if scopes.count > 0 || permission != nil {
-            guard !advisory, let c = verified else {
-                throw .invalid("scopes and permission need a token (and not BITSEC_GUARD_FLAG_TOKEN_ADVISORY)")
+        var rateUnavailable = false
+        if let category {
+            let svc = try r.require(r.rateLimits)
+            var k = key
+            if flags & flagKeyBySubject != 0, let sub = verified?.sub, !sub.isEmpty {
+                k = try subjectKey(sub)
             }
+            if let k {
+                do {
+                    let d = try svc.take(in: category, key: k, cost: cost, at: at)
+                    out.rateReason = Int32(truncatingIfNeeded: d.reason.rawValue)
+                    out.rateLimit = d.limit
+                    out.rateRemaining = d.remaining
+                    out.rateResetAfter = d.resetAfter
+                    out.rateRetryAfter = d.retryAfter
+                    out.rateFlags = d.degraded ? RateLimitDecision.flagDegraded : 0
+                    if !d.allowed {
+                        out.decision = .rateLimited
+                        out.httpStatus = 429
+                        return out
+                    }
+                } catch where error.status == .backendUnavailable {
+                    rateUnavailable = true
+                }
+            } else if !refused {
+                throw .invalid("key is empty")
+            }
+            // (a refused token without a key of the caller's: no bucket to count it in)
+        }
+        if refused {
+            out.decision = .tokenRefused
+            out.httpStatus = 401
+            return out
+        }
+        if let c = verified, scopes.count > 0 || permission != nil {
             if scopes.count > 0 {
-                guard UTF8Validation.isValid(scopes.bindMemory(to: UInt8.self)) else { throw .invalid("scopes is not valid UTF-8") }
                 let have = Set(c.scopes)
                 for s in split(scopes) where !have.contains(s) {
                     out.decision = .scopeMissing
@@ -96,29 +139,9 @@ public enum RequestGuard {
                 }
             }
         }
-        if let category {
-            let svc = try r.require(r.rateLimits)
-            var k = key
-            if flags & flagKeyBySubject != 0, let sub = verified?.sub, !sub.isEmpty {
-                k = try subjectKey(sub)
-            }
-            guard let k else { throw .invalid("key is empty") }
-            do {
-                let d = try svc.take(in: category, key: k, cost: cost, at: at)
-                out.rateReason = Int32(truncatingIfNeeded: d.reason.rawValue)
-                out.rateLimit = d.limit
-                out.rateRemaining = d.remaining
-                out.rateResetAfter = d.resetAfter
-                out.rateRetryAfter = d.retryAfter
-                out.rateFlags = d.degraded ? RateLimitDecision.flagDegraded : 0
-                if !d.allowed {
-                    out.decision = .rateLimited
-                    out.httpStatus = 429
-                }
-            } catch where error.status == .backendUnavailable {
-                out.decision = .rateUnavailable
-                out.httpStatus = 503
-            }
+        if rateUnavailable {
+            out.decision = .rateUnavailable
+            out.httpStatus = 503
         }
         return out
     }

@@ -188,6 +188,36 @@ def test_rate_limit_of_the_declared_category(rt: Counting) -> None:
         assert c.delete("/equipment/4", headers=bearer(token(rt, "root2", ["admin"]))).status_code == 200
 
 
+def test_refused_requests_count_against_the_callers_bucket(tmp_path: Path) -> None:
+    """Every request to a limited route takes from a bucket, refused ones included. The owner
+    of a valid account whose requests the permission refuses meets 429 (its own bucket); a
+    client without a token, or with an invalid one, too (its address's bucket). Before, a
+    refused request took nothing: forbidden requests, each leaving an audit record, had no
+    limit."""
+    with Counting(config(tmp_path, capacity=3)) as rt, TestClient(make_app(rt)) as c:
+        h = bearer(token(rt, "mallory", ["viewer"]))
+        # mallory's own requests, refused by the permission (delete; the auth bucket of 2)
+        r = c.delete("/equipment/1", headers=h)
+        assert r.status_code == 403 and r.headers["x-ratelimit-remaining"] == "1"
+        assert c.delete("/equipment/2", headers=h).status_code == 403
+        r = c.delete("/equipment/3", headers=h)
+        assert r.status_code == 429 and r.json() == {"detail": "Rate limit exceeded"}
+        assert int(r.headers["retry-after"]) >= 1
+        # her bucket of the default category is her own, and counts her reads
+        assert [c.get("/equipment", headers=h).status_code for _ in range(4)] == [200, 200, 200, 429]
+        # no token, an empty one, an invalid one: the client address's bucket (default: 3)
+        statuses = [c.get("/equipment").status_code, c.get("/equipment", headers=bearer("not.a.jwt")).status_code,
+                    c.get("/equipment", headers={"Authorization": "Bearer "}).status_code]
+        assert statuses == [401, 401, 400]
+        r = c.get("/equipment", headers=bearer("not.a.jwt"))
+        assert r.status_code == 429 and r.json() == {"detail": "Rate limit exceeded"}
+        assert c.get("/equipment").status_code == 429
+        # another user is not affected
+        assert c.get("/equipment", headers=bearer(token(rt, "alice", ["viewer"]))).status_code == 200
+        # the records (401, 403 and writes; a refused write's 429 too)
+        assert [e["details"]["status"] for e in audit_records(tmp_path, rt)] == [403, 403, 429, 401, 401]
+
+
 def test_native_calls_per_protected_request(rt: Counting) -> None:
     # One protected request: one guard check (token, permission and rate-limit take in one
     # native call) and one audit record -- the Authorization header is read and verified

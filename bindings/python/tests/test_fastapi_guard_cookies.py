@@ -243,6 +243,33 @@ def test_the_bucket_is_the_session_users(tmp_path: Path) -> None:
             assert other.get("/ui/me").status_code == 200  # another user, another bucket
 
 
+def test_refused_requests_count_against_the_bucket(tmp_path: Path) -> None:
+    """A session's requests refused by CSRF or the permission take from its user's bucket, and
+    requests without a valid session from the client address's: neither can be sent without
+    limit (each leaves a record). Before, a refused request took nothing."""
+    with Counting(config(tmp_path, capacity=4)) as rt:
+        app, _ = make_app(rt)
+        with client(app) as c:
+            csrf = log_in(c, "vic")  # (the login: one from the address's bucket)
+            ok = {"Origin": ORIGIN, "X-CSRF-Token": csrf}
+            r = c.post("/ui/equipment/1", headers=ok)  # a viewer may not update
+            assert r.status_code == 403 and r.headers["X-RateLimit-Remaining"] == "3"
+            assert c.post("/ui/equipment/1", headers={"Origin": ORIGIN}).json() == {"detail": "csrf_token_missing"}
+            assert c.post("/ui/equipment/1", headers={"Origin": "https://evil.example"}).status_code == 403
+            r = c.get("/ui/equipment/1")
+            assert r.status_code == 200 and r.headers["X-RateLimit-Remaining"] == "0"
+            r = c.post("/ui/equipment/1", headers=ok)
+            assert r.status_code == 429 and r.json() == {"detail": "Rate limit exceeded"} and "Retry-After" in r.headers
+            assert c.post("/ui/equipment/1", headers={"Origin": ORIGIN}).status_code == 429
+            # without a session (none, or a forged one): the address's bucket, 3 left
+            c.cookies.clear()
+            assert c.get("/ui/equipment/1").status_code == 401
+            c.cookies.set("__Host-session", "forged-session-cookie-value")
+            assert [c.get("/ui/equipment/1").status_code for _ in range(3)] == [401, 401, 429]
+        posts = [e["details"]["status"] for e in records(tmp_path, rt) if e["details"]["method"] == "POST"]
+        assert posts[-5:] == [403, 403, 403, 429, 429]
+
+
 def test_cookie_declarations_are_checked_at_startup(tmp_path: Path) -> None:
     def app_with(route: Requirement, methods: tuple[str, ...] = ("GET",)) -> FastAPI:
         app = FastAPI()

@@ -70,28 +70,33 @@ SCOPES: list[tuple[str, ...]] = [(), ("read",), ("read", "admin")]
 
 def separate(rt: bitsec.Runtime, tok: str, permission: str | None, ctx: Any, scopes: tuple[str, ...],
              category: str | None, key: str) -> tuple[str, Any, Any, Any]:
-    """The decision of the three separate calls, in the guard's order."""
+    """The decision of the three separate calls, in the guard's order: the token, the take
+    (every request, refused ones too: ``user:<sub>`` for a verified token, else ``key``), the
+    scopes, the permission; rate limited first, then a refused token, then a 403."""
     claims = None
+    refused = None
     if tok:
         try:
             claims = rt.verify_token(tok, at=AT)
         except TokenError as e:
-            return ("token_refused", e.reason, None, None)
-    if scopes and any(s not in set(claims.scopes) for s in scopes):  # type: ignore[union-attr]
-        return ("scope_missing", "valid", None, None)
-    perm = None
-    if permission is not None:
-        d = rt.check_permission(claims, permission, ctx)  # type: ignore[arg-type]
-        perm = (d.reason, d.raw >> 32)
-        if not d:
-            return ("permission_denied", "valid", perm, None)
+            refused = e.reason
     rate = None
     if category is not None:
         k = "user:" + claims.subject if claims is not None and claims.subject else key
         d = rt.rate_limit_take(k, category, 1, at=AT)
         rate = (d.allowed, d.limit, d.remaining, d.reset_after, d.retry_after)
         if not d:
-            return ("rate_limited", "valid" if tok else None, perm, rate)
+            return ("rate_limited", refused or ("valid" if tok else None), None, rate)
+    if refused is not None:
+        return ("token_refused", refused, None, rate)
+    if scopes and any(s not in set(claims.scopes) for s in scopes):  # type: ignore[union-attr]
+        return ("scope_missing", "valid", None, rate)
+    perm = None
+    if permission is not None:
+        d = rt.check_permission(claims, permission, ctx)  # type: ignore[arg-type]
+        perm = (d.reason, d.raw >> 32)
+        if not d:
+            return ("permission_denied", "valid", perm, rate)
     return ("allowed", "valid" if tok else None, perm, rate)
 
 
@@ -125,18 +130,33 @@ def test_same_decisions_as_the_separate_calls(pair: tuple[bitsec.Runtime, bitsec
     assert a.guard_check(category="default", key="ip:10.0.0.1", at=AT).decision == "rate_limited"
 
 
-def test_refused_token_or_permission_takes_nothing() -> None:
-    with bitsec.Runtime(config(capacity=2)) as rt:
+def test_refused_requests_take_from_the_bucket() -> None:
+    """A refused request counts against its bucket: a valid token's (its subject's bucket)
+    refused by the permission or a scope, an invalid token (the caller's key). Before, a
+    refused request took nothing: the owner of any valid account could send forbidden requests,
+    each leaving an audit record, without limit."""
+    with bitsec.Runtime(config(capacity=4)) as rt:
         t = rt.sign_token({"sub": "op", "roles": ["operator"], "iss": ISS, "aud": AUD, "exp": AT + 600})
-        for _ in range(5):
-            assert rt.guard_check("forged.token.x", category="default", key="k", at=AT).decision == "token_refused"
+        for left in (3, 2):
             g = rt.guard_check(t, permission="equipment:delete", category="default", key="k", at=AT,
                                key_by_subject=True)
-            assert g.decision == "permission_denied" and not g.rate_checked
+            assert g.decision == "permission_denied" and g.rate_checked and g.rate_remaining == left
+        g = rt.guard_check(t, permission="equipment:read", scopes=("admin",), category="default", key="k", at=AT,
+                           key_by_subject=True)
+        assert g.decision == "scope_missing" and g.rate_remaining == 1
         g = rt.guard_check(t, permission="equipment:read", category="default", key="k", at=AT, key_by_subject=True)
-        assert g and g.rate_remaining == 1 and g.rate_headers()["X-RateLimit-Remaining"] == "1"
-        assert rt.rate_limit_take("user:op", "default", 1, at=AT).remaining == 0  # the subject's bucket
-        assert rt.rate_limit_take("k", "default", 1, at=AT).remaining == 1  # "k" untouched
+        assert g and g.rate_remaining == 0 and g.rate_headers()["X-RateLimit-Remaining"] == "0"
+        # the subject's bucket is empty: 429 before the permission is decided, allowed or not
+        for perm in ("equipment:read", "equipment:delete"):
+            g = rt.guard_check(t, permission=perm, category="default", key="k", at=AT, key_by_subject=True)
+            assert g.decision == "rate_limited" and g.http_status == 429 and g.permission_reason is None
+        # invalid tokens: the caller's key ("k" untouched so far), then 429
+        for left in (3, 2, 1, 0):
+            g = rt.guard_check("forged.token.x", category="default", key="k", at=AT, key_by_subject=True)
+            assert g.decision == "token_refused" and g.http_status == 401 and g.rate_remaining == left
+        g = rt.guard_check("forged.token.x", category="default", key="k", at=AT, key_by_subject=True)
+        assert g.decision == "rate_limited" and g.http_status == 429 and g.token_reason == "malformed"
+        assert rt.rate_limit_take("k2", "default", 1, at=AT).remaining == 3  # another caller: untouched
 
 
 def test_advisory_token_only_keys_the_rate_limit() -> None:

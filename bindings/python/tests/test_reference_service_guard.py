@@ -86,7 +86,8 @@ def test_refusals_cost_and_records(counted: tuple[Service, Counter]) -> None:
     r = svc.client.delete(f"{API}/equipment/1", headers=viewer)
     assert r.status_code == 403 and r.json() == {"detail": "Insufficient permissions: equipment:delete"}
     assert c.guard() == {"guard_check": 1, "verify_token": 0, "check_permission": 0, "rate_limit_take": 0,
-                         "audit_emit": 1}  # the permission refused: nothing taken from the bucket
+                         "audit_emit": 1}  # the permission refused: taken from victor's bucket, same call
+    assert r.headers["x-ratelimit-remaining"]
     rec = records(svc, r.headers["x-request-id"])
     assert len(rec) == 1 and rec[0]["subtype"] == "permission_denied" and rec[0]["action"] == "delete"
     assert rec[0]["actor"] == str(svc.ids["victor"]) and rec[0]["resource"] == "equipment"

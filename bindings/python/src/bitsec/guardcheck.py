@@ -166,11 +166,15 @@ class GuardCheckMixin:
                     key_by_subject: bool = False, token_advisory: bool = False,
                     prepared: GuardArgs | None = None) -> GuardCheck:
         """One protected request in one native call: verifies ``token`` (through the
-        verified-token cache), checks it carries every scope of ``scopes``, decides
+        verified-token cache), takes ``cost`` from the bucket of ``key`` in ``category`` (None:
+        no rate limit), checks the token carries every scope of ``scopes``, then decides
         ``permission`` ("resource:action", with the resource ``context`` as
-        ``check_permission``) for the token's principal, then takes ``cost`` from the bucket of
-        ``key`` in ``category`` (None: no rate limit). The first refusal ends the check (a
-        refused token takes nothing). ``key_by_subject``: the key is ``user:<sub>`` when the
+        ``check_permission``) for its principal. Every request takes, refused ones included (an
+        invalid token from ``key``'s bucket, a refused scope or permission from the subject's
+        with ``key_by_subject``), so refused requests meet the limit too; the answer is
+        ``rate_limited`` first, then ``token_refused``, then ``scope_missing`` /
+        ``permission_denied``, then ``rate_unavailable`` (only for an otherwise allowed
+        request). ``key_by_subject``: the key is ``user:<sub>`` when the
         token verified; ``token_advisory``: an invalid token is no refusal (it only keys the
         rate limit). Decisions are results (``GuardCheck``); errors raise ``BitsecError``
         (``BackendUnavailableError`` when the revocation store cannot answer).

@@ -7,7 +7,7 @@ the application's routes, checks every declaration against the runtime (an unkno
 permission, rate-limit category or option is an error and the application does not start),
 and keeps one ``Requirement`` per route. Per request it then does, before the handler and
 in one place: the bearer token check (with the runtime's verified-token cache), the
-permission decision, the rate-limit take, and puts a typed ``GuardResult`` on the scope for
+rate-limit take, the permission decision, and puts a typed ``GuardResult`` on the scope for
 ``Depends(guard_result)`` / ``Depends(guard_claims)`` (and ``BearerAuth``/``RequirePermission``,
 which reuse the verified claims instead of verifying again). The audit record is that of the
 response's start, with its status: emitted then when the emit may wait, else written and
@@ -16,11 +16,18 @@ handed to bitsec at the end of the event loop's turn, in one batch with the turn
 Permission checks that need data from the database (the owner of a row, its department) stay
 dependencies (``RequirePermission(..., context=...)``), which read the guard's claims.
 
+Every request to a rate-limited route takes from a bucket, refused ones included: the
+bucket of ``user:<sub>`` (a cookie route: ``user:<session user>``) when the credential is
+valid, even when the permission, a scope or CSRF then refuses; else the client address's
+(no token, an invalid one, no valid session cookie). So no caller, the owner of a valid
+account included, can send refused requests (each with its audit record) without limit: it
+meets 429 once over its limit, which comes before any other answer.
+
 A route declared with ``cookies=True`` is a browser's: the guard authenticates it by the
 session cookie (``CookieSession``) instead of a bearer token, checks CSRF on its unsafe
 methods (the ``Origin``/``Sec-Fetch-Site`` check and the ``X-CSRF-Token`` header bound to the
-session), then decides the permission for the session's principal (``session_principal``)
-and takes from the bucket of ``user:<session user>``.
+session) after taking from the bucket of ``user:<session user>``, then decides the
+permission for the session's principal (``session_principal``).
 """
 from __future__ import annotations
 
@@ -612,9 +619,10 @@ class GuardMiddleware(AuditMiddleware):
     def decide(self, rt: Runtime, scope: Any, state: dict[str, Any], entry: _Entry | None, req: Requirement,
                params: Mapping[str, str], token: Any = _UNREAD) -> GuardResult:
         """The decision (sync; the middleware runs it inline or in the thread pool): one
-        native call (``Runtime.guard_check``) for the token, its scopes, the permission and
-        the rate-limit take. ``token``: the bearer token as ``_bearer_token`` reads it, when
-        the caller already read it (else it is read here)."""
+        native call (``Runtime.guard_check``) for the token, the rate-limit take, its scopes
+        and the permission; every request of a limited route takes, refused ones included
+        (a request without a token from its address's bucket). ``token``: the bearer token as
+        ``_bearer_token`` reads it, when the caller already read it (else it is read here)."""
         if entry is None:
             entry = self._default_entry if req is self.default else _Entry(None, None, req)
         template = entry.template
@@ -623,29 +631,22 @@ class GuardMiddleware(AuditMiddleware):
         if token is _UNREAD:
             token = _bearer_token(scope)
         advisory = False
+        category = self._category(rt, scope, req)
         if req.auth != "none":
             if token is None:
                 if req.auth == "required":
                     state[_AUTH_FAILURE] = "missing"
-                    return GuardResult(False, _AUTH_ERRORS["missing"][0], "missing", req, template,
-                                       auth_error="missing")
+                    return self._refused_counted(rt, scope, category, GuardResult(
+                        False, _AUTH_ERRORS["missing"][0], "missing", req, template, auth_error="missing"))
             elif not token:
                 state[_AUTH_FAILURE] = "malformed"
-                return GuardResult(False, _AUTH_ERRORS["empty"][0], "malformed", req, template, auth_error="empty")
+                return self._refused_counted(rt, scope, category, GuardResult(
+                    False, _AUTH_ERRORS["empty"][0], "malformed", req, template, auth_error="empty"))
         else:
             # As the rate-limit dependencies: on a public route a bearer token that verifies
             # keys the bucket by its subject; it is read only for that.
             token = token or None
-        category = req.rate if req.rate is not None else self.categorize(scope["method"], scope.get("path", ""))
         key: str | None = None
-        if category:
-            cats = self._categories
-            names = cats[1] if cats is not None and cats[0] is rt else self._categories_of(rt)
-            if category not in names:
-                # a path category the configuration does not define: the default bucket limits
-                # it (startup refuses a route whose path category has neither); with no bucket
-                # configured at all (no rate_limits section) nothing is limited
-                category = "default" if names else None
         if category:
             if req.auth == "none":
                 advisory = token is not None
@@ -697,7 +698,9 @@ class GuardMiddleware(AuditMiddleware):
         if d == _SCOPE_MISSING or d == _PERMISSION_DENIED:
             reason = "scope_missing" if d == _SCOPE_MISSING else (g.permission_reason or "no_grant")
             state[_DENIED] = (req.resource, req.action, reason)
-            return GuardResult(False, 403, reason, req, template, claims)
+            # (taken from the bucket too: the remaining budget is on the answer)
+            return GuardResult(False, 403, reason, req, template, claims,
+                               _rate_headers(fields, False) if fields[5] != _NOT_CHECKED else {})
         if d == _RATE_LIMITED:
             return GuardResult(False, 429, "rate_limited", req, template, claims, g.rate_headers())
         # rate_unavailable: the store did not answer and its failure policy did not decide
@@ -709,11 +712,12 @@ class GuardMiddleware(AuditMiddleware):
     def _decide_cookies(self, rt: Runtime, scope: Any, state: dict[str, Any], req: Requirement,
                         template: str | None, params: Mapping[str, str]) -> GuardResult:
         """A cookie route's decision (sync, as ``decide``): the session cookie validated (client
-        binding checked, idle timer touched), CSRF on an unsafe method (Origin /
-        Sec-Fetch-Site, then the token of the ``csrf_header`` bound to the session), the
-        permission for ``session_principal(session)``, the take from ``user:<user>``'s bucket.
-        One native call per step: 2 for a safe method, 4 for an unsafe one, one more with a
-        permission."""
+        binding checked, idle timer touched), the take from ``user:<user>``'s bucket, CSRF on
+        an unsafe method (Origin / Sec-Fetch-Site, then the token of the ``csrf_header`` bound
+        to the session), the permission for ``session_principal(session)``. The take comes
+        before CSRF and the permission, so refused requests count too; a request without a
+        valid session takes from its address's bucket (``_refused_counted``). One native call
+        per step: 2 for a safe method, 4 for an unsafe one, one more with a permission."""
         origin = fetch_site = submitted = ua = None
         jar: dict[str, str] = {}
         for name, value in scope.get("headers", ()):
@@ -730,23 +734,44 @@ class GuardMiddleware(AuditMiddleware):
                     ua = value.decode("latin-1")
             elif name == self.csrf_header and submitted is None:
                 submitted = value.decode("latin-1")
+        category = self._category(rt, scope, req)
         token = jar.get(self.session.cookie_name)
         if not token:
             state[_AUTH_FAILURE] = "missing"
-            return GuardResult(False, 401, "missing", req, template, auth_error="session")
+            return self._refused_counted(rt, scope, category,
+                                         GuardResult(False, 401, "missing", req, template, auth_error="session"))
         try:
             v = rt.session_validate(token, self.session.client_ip(scope), ua or "")
         except (TooLargeError, InvalidArgumentError):
             # a cookie or user agent over the library's limits: refused, the cookie kept (the
             # request, not the session, is what cannot be read)
             state[_AUTH_FAILURE] = "malformed"
-            return GuardResult(False, 401, "malformed", req, template, auth_error="session")
+            return self._refused_counted(rt, scope, category,
+                                         GuardResult(False, 401, "malformed", req, template, auth_error="session"))
         session = v.session
         if not v or session is None:
             state[_AUTH_FAILURE] = v.reason
-            return GuardResult(False, 401, v.reason, req, template, auth_error="session")
+            return self._refused_counted(rt, scope, category,
+                                         GuardResult(False, 401, v.reason, req, template, auth_error="session"))
         # CookieSession's dependency of the same cookie (and session_of) reuse it
         state[_SESSION], state[_SESSION_COOKIE] = session, self.session.cookie_name
+        # The take before CSRF and the permission, as on the bearer path: the session's
+        # refused requests count against its user's bucket too.
+        headers: dict[str, str] = {}
+        unavailable = False
+        if category:
+            try:
+                r = rt.rate_limit_take(_bounded_key("user:" + session.user), category, req.cost)
+            except BackendUnavailableError:  # the store did not answer: as the bearer path
+                log.warning("bitsec rate limit backend unavailable (category %s): %s", category,
+                            self.limiter.on_backend_error)
+                unavailable = True
+            else:
+                headers = r.headers()
+                if not r:
+                    # refused, a store failure decided by the category's policy included: 429,
+                    # as the bearer path and the RateLimit dependency answer
+                    return GuardResult(False, 429, "rate_limited", req, template, None, headers, session=session)
         method = str(scope["method"]).upper()
         if method not in SAFE_METHODS:
             d = rt.csrf_origin_check(method, origin, fetch_site)
@@ -777,30 +802,44 @@ class GuardMiddleware(AuditMiddleware):
                 # a principal the library cannot read, or a path parameter it refuses as context
                 # (the client's doing: refused and recorded, not logged per request)
                 state[_DENIED] = (req.resource, req.action, "invalid_argument")
-                return GuardResult(False, 403, "invalid_argument", req, template, session=session)
+                return GuardResult(False, 403, "invalid_argument", req, template, None, headers, session=session)
             if not p:
                 state[_DENIED] = (req.resource, req.action, p.reason)
-                return GuardResult(False, 403, p.reason, req, template, session=session)
-        category = req.rate if req.rate is not None else self.categorize(method, scope.get("path", ""))
-        if category:
-            names = self._categories_of(rt)
-            if category not in names:
-                category = "default" if names else None  # as decide
-        if not category:
-            return GuardResult(True, 200, "ok", req, template, session=session)
-        try:
-            r = rt.rate_limit_take(_bounded_key("user:" + session.user), category, req.cost)
-        except BackendUnavailableError:  # the store did not answer: as the bearer path
-            log.warning("bitsec rate limit backend unavailable (category %s): %s", category,
-                        self.limiter.on_backend_error)
-            if self.limiter.on_backend_error == "allow":
-                return GuardResult(True, 200, "ok", req, template, session=session)
+                return GuardResult(False, 403, p.reason, req, template, None, headers, session=session)
+        if unavailable and self.limiter.on_backend_error != "allow":
             return GuardResult(False, 503, "unavailable", req, template, None, {"Retry-After": "1"}, session=session)
+        return GuardResult(True, 200, "ok", req, template, None, headers, session=session)
+
+    def _category(self, rt: Runtime, scope: Any, req: Requirement) -> str | None:
+        """The route's rate category as the runtime defines it: a path category the
+        configuration does not define is limited by the default bucket (startup refuses a
+        route whose path category has neither); with no bucket configured at all (no
+        rate_limits section) nothing is limited. None: not limited."""
+        category = req.rate if req.rate is not None else self.categorize(scope["method"], scope.get("path", ""))
+        if not category:
+            return None
+        cats = self._categories
+        names = cats[1] if cats is not None and cats[0] is rt else self._categories_of(rt)
+        if category not in names:
+            return "default" if names else None
+        return category
+
+    def _refused_counted(self, rt: Runtime, scope: Any, category: str | None, refusal: GuardResult) -> GuardResult:
+        """A request refused before the library saw a credential (no token, an empty one, no
+        or a refused session cookie) still takes from its route's bucket, keyed by the
+        client's address, as the native guard takes for a refused token: a client guessing
+        tokens or session cookies, or polling without one, meets 429 once over its limit. A
+        store that does not answer changes nothing (the refusal stands)."""
+        if not category:
+            return refusal
+        try:
+            r = rt.rate_limit_take(_address_key(rt, scope, self.client_ip), category, refusal.requirement.cost)
+        except BackendUnavailableError:
+            return refusal
         if r:
-            return GuardResult(True, 200, "ok", req, template, None, r.headers(), session=session)
-        # refused, a store failure decided by the category's policy included: 429, as the
-        # bearer path and the RateLimit dependency answer
-        return GuardResult(False, 429, "rate_limited", req, template, None, r.headers(), session=session)
+            return refusal
+        return GuardResult(False, 429, "rate_limited", refusal.requirement, refusal.route_template, None,
+                           r.headers())
 
     def _categories_of(self, rt: Runtime) -> frozenset[str]:
         """The rate-limit categories the runtime defines (read once per runtime)."""
