@@ -218,6 +218,14 @@ def test_refused_requests_count_against_the_callers_bucket(tmp_path: Path) -> No
         assert [e["details"]["status"] for e in audit_records(tmp_path, rt)] == [403, 403, 429, 401, 401]
 
 
+def test_a_token_over_the_librarys_argument_limit_is_counted_too(tmp_path: Path) -> None:
+    """A token the library refuses to read at all (over ``BITSEC_MAX_ARGUMENT_BYTES``) is a 401
+    counted against the client's address like any invalid token, not a way around the limit."""
+    huge = "a" * (bitsec._abi.BITSEC_MAX_ARGUMENT_BYTES + 1)
+    with Counting(config(tmp_path, capacity=2)) as rt, TestClient(make_app(rt)) as c:
+        assert [c.get("/equipment", headers=bearer(huge)).status_code for _ in range(3)] == [401, 401, 429]
+
+
 def test_native_calls_per_protected_request(rt: Counting) -> None:
     # One protected request: one guard check (token, permission and rate-limit take in one
     # native call) and one audit record -- the Authorization header is read and verified

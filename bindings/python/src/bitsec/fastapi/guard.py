@@ -673,9 +673,11 @@ class GuardMiddleware(AuditMiddleware):
         except (TooLargeError, InvalidArgumentError) as e:
             if token is None:
                 raise
-            # a token the library refuses to read at all
+            # a token the library refuses to read at all (over its argument limit): refused,
+            # and counted against the address as any other refused token
             state[_AUTH_FAILURE] = type(e).__name__
-            return GuardResult(False, _AUTH_ERRORS["invalid"][0], type(e).__name__, req, template, auth_error="invalid")
+            return self._refused_counted(rt, scope, category, GuardResult(
+                False, _AUTH_ERRORS["invalid"][0], type(e).__name__, req, template, auth_error="invalid"))
         if claims is not None:
             state[_CLAIMS] = claims
         if advisory:
