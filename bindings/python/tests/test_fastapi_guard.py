@@ -226,6 +226,30 @@ def test_a_token_over_the_librarys_argument_limit_is_counted_too(tmp_path: Path)
         assert [c.get("/equipment", headers=bearer(huge)).status_code for _ in range(3)] == [401, 401, 429]
 
 
+def test_a_path_parameter_refused_as_context_is_a_counted_403(tmp_path: Path) -> None:
+    """A path parameter the library refuses as the resource's context (a NUL byte) is a 403
+    ``invalid_argument`` recorded and counted against the client's address, whatever the token.
+    Before, it was a 401 "Invalid token" (also for a valid token) and took nothing."""
+    with Counting(config(tmp_path, capacity=3)) as rt:
+        app = FastAPI(lifespan=bitsec_lifespan(rt))
+
+        @app.get("/owned/{owner}")
+        @guard("maintenance_records", "update", owner_param="owner")
+        def owned(owner: str) -> dict:
+            return {"owner": owner}
+
+        app.add_middleware(GuardMiddleware)
+        with TestClient(app) as c:
+            h = bearer(token(rt, "op", ["operator"]))
+            assert c.get("/owned/op", headers=h).status_code == 200  # (op's own bucket)
+            r = c.get("/owned/a%00b", headers=h)
+            assert r.status_code == 403 and r.json() == {"detail": "Insufficient permissions: maintenance_records:update"}
+            assert [c.get("/owned/a%00b", headers=bearer("x.y.z")).status_code for _ in range(3)] == [403, 403, 429]
+            assert c.get("/owned/op", headers=h).status_code == 200  # op's bucket was not spent
+        last = [e for e in audit_records(tmp_path, rt) if e["details"]["status"] == 403][-1]
+        assert (last["type"], last["reason"]) == ("authorization", "invalid_argument")
+
+
 def test_native_calls_per_protected_request(rt: Counting) -> None:
     # One protected request: one guard check (token, permission and rate-limit take in one
     # native call) and one audit record -- the Authorization header is read and verified

@@ -244,30 +244,40 @@ def test_the_bucket_is_the_session_users(tmp_path: Path) -> None:
 
 
 def test_refused_requests_count_against_the_bucket(tmp_path: Path) -> None:
-    """A session's requests refused by CSRF or the permission take from its user's bucket, and
-    requests without a valid session from the client address's: neither can be sent without
-    limit (each leaves a record). Before, a refused request took nothing."""
+    """A session's requests refused by the CSRF token or the permission take from its user's
+    bucket; requests from another origin, and requests without a valid session, from the
+    client address's: none can be sent without limit (each leaves a record), and a page of
+    another origin cannot spend the user's budget. Before, a refused request took nothing."""
     with Counting(config(tmp_path, capacity=4)) as rt:
-        app, _ = make_app(rt)
+        app, sessions = make_app(rt)
         with client(app) as c:
-            csrf = log_in(c, "vic")  # (the login: one from the address's bucket)
+            csrf = log_in(c, "vic")  # (the login: one from the address's bucket, 3 left)
             ok = {"Origin": ORIGIN, "X-CSRF-Token": csrf}
             r = c.post("/ui/equipment/1", headers=ok)  # a viewer may not update
             assert r.status_code == 403 and r.headers["X-RateLimit-Remaining"] == "3"
-            assert c.post("/ui/equipment/1", headers={"Origin": ORIGIN}).json() == {"detail": "csrf_token_missing"}
-            assert c.post("/ui/equipment/1", headers={"Origin": "https://evil.example"}).status_code == 403
+            r = c.post("/ui/equipment/1", headers={"Origin": ORIGIN})
+            assert r.json() == {"detail": "csrf_token_missing"} and r.headers["X-RateLimit-Remaining"] == "2"
+            # another origin (a sibling site the SameSite cookie is sent to as well): the
+            # address's bucket (1 left after these), not vic's
+            for _ in range(2):
+                assert c.post("/ui/equipment/1", headers={"Origin": "https://evil.example"}).json() == {
+                    "detail": "origin_not_allowed"}
+            assert c.get("/ui/equipment/1").headers["X-RateLimit-Remaining"] == "1"
             r = c.get("/ui/equipment/1")
             assert r.status_code == 200 and r.headers["X-RateLimit-Remaining"] == "0"
             r = c.post("/ui/equipment/1", headers=ok)
             assert r.status_code == 429 and r.json() == {"detail": "Rate limit exceeded"} and "Retry-After" in r.headers
             assert c.post("/ui/equipment/1", headers={"Origin": ORIGIN}).status_code == 429
-            # without a session (none, or a forged one): the address's bucket, 3 left
+            # without a valid session: the address's bucket, its last token, then 429
             c.cookies.clear()
             assert c.get("/ui/equipment/1").status_code == 401
-            c.cookies.set("__Host-session", "forged-session-cookie-value")
-            assert [c.get("/ui/equipment/1").status_code for _ in range(3)] == [401, 401, 429]
+            c.cookies.set(sessions.cookie_name, "forged-session-cookie-value")
+            r = c.get("/ui/equipment/1")
+            assert r.status_code == 429 and r.json() == {"detail": "Rate limit exceeded"}
+            # the 429 of a refused session still clears its cookie and names the scheme
+            assert r.headers["WWW-Authenticate"].startswith("Cookie") and "Max-Age=0" in r.headers["Set-Cookie"]
         posts = [e["details"]["status"] for e in records(tmp_path, rt) if e["details"]["method"] == "POST"]
-        assert posts[-5:] == [403, 403, 403, 429, 429]
+        assert posts[-6:] == [403, 403, 403, 403, 429, 429]
 
 
 def test_cookie_declarations_are_checked_at_startup(tmp_path: Path) -> None:

@@ -82,12 +82,13 @@ def test_native_crossings_per_protected_request(counted: tuple[Service, Counter]
 def test_refusals_cost_and_records(counted: tuple[Service, Counter]) -> None:
     svc, c = counted
     viewer = bearer(svc.token("victor"))
+    left = int(svc.client.get(f"{API}/equipment", headers=viewer).headers["x-ratelimit-remaining"])
     c.reset()
     r = svc.client.delete(f"{API}/equipment/1", headers=viewer)
     assert r.status_code == 403 and r.json() == {"detail": "Insufficient permissions: equipment:delete"}
     assert c.guard() == {"guard_check": 1, "verify_token": 0, "check_permission": 0, "rate_limit_take": 0,
                          "audit_emit": 1}  # the permission refused: taken from victor's bucket, same call
-    assert r.headers["x-ratelimit-remaining"]
+    assert int(r.headers["x-ratelimit-remaining"]) == left - 1
     rec = records(svc, r.headers["x-request-id"])
     assert len(rec) == 1 and rec[0]["subtype"] == "permission_denied" and rec[0]["action"] == "delete"
     assert rec[0]["actor"] == str(svc.ids["victor"]) and rec[0]["resource"] == "equipment"

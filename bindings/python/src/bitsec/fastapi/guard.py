@@ -26,8 +26,9 @@ meets 429 once over its limit, which comes before any other answer.
 A route declared with ``cookies=True`` is a browser's: the guard authenticates it by the
 session cookie (``CookieSession``) instead of a bearer token, checks CSRF on its unsafe
 methods (the ``Origin``/``Sec-Fetch-Site`` check and the ``X-CSRF-Token`` header bound to the
-session) after taking from the bucket of ``user:<session user>``, then decides the
-permission for the session's principal (``session_principal``).
+session; the token after taking from the bucket of ``user:<session user>``, a request from
+another origin taking from its address's instead), then decides the permission for the
+session's principal (``session_principal``).
 """
 from __future__ import annotations
 
@@ -659,12 +660,21 @@ class GuardMiddleware(AuditMiddleware):
                 token = None
         ctx = (_resource_context(req, params) if req.resource is not None and params
                and (req.owner_param or req.tenant_param or req.department_param) else None)
+        packed = b""
+        if ctx:
+            try:
+                packed = _packed_context(ctx) or b""
+            except (TooLargeError, InvalidArgumentError):
+                # a path parameter the library refuses as context (a NUL, over its limit): the
+                # client's doing, refused and recorded as on cookie routes, and counted
+                state[_DENIED] = (req.resource, req.action, "invalid_argument")
+                return self._refused_counted(rt, scope, category,
+                                             GuardResult(False, 403, "invalid_argument", req, template))
         try:
             if type(rt).guard_check is _GUARD_CHECK and "guard_check" not in rt.__dict__:
                 # the library's own method: its native call without building a GuardCheck
                 fields, claims = rt._guard_call(_token_bytes(token), entry.args(category, advisory),
-                                                b"" if key is None else key.encode("utf-8"),
-                                                (_packed_context(ctx) or b"") if ctx else b"")
+                                                b"" if key is None else key.encode("utf-8"), packed)
             else:  # a runtime that wraps guard_check (counting, testing): through it
                 g = rt.guard_check(token, context=ctx, key=key, prepared=entry.args(category, advisory))
                 fields, claims = g.fields, g.claims
@@ -714,12 +724,13 @@ class GuardMiddleware(AuditMiddleware):
     def _decide_cookies(self, rt: Runtime, scope: Any, state: dict[str, Any], req: Requirement,
                         template: str | None, params: Mapping[str, str]) -> GuardResult:
         """A cookie route's decision (sync, as ``decide``): the session cookie validated (client
-        binding checked, idle timer touched), the take from ``user:<user>``'s bucket, CSRF on
-        an unsafe method (Origin / Sec-Fetch-Site, then the token of the ``csrf_header`` bound
-        to the session), the permission for ``session_principal(session)``. The take comes
-        before CSRF and the permission, so refused requests count too; a request without a
-        valid session takes from its address's bucket (``_refused_counted``). One native call
-        per step: 2 for a safe method, 4 for an unsafe one, one more with a permission."""
+        binding checked, idle timer touched), on an unsafe method the Origin / Sec-Fetch-Site
+        check, the take from ``user:<user>``'s bucket, on an unsafe method the token of the
+        ``csrf_header`` bound to the session, the permission for ``session_principal(session)``.
+        The take comes before the CSRF token and the permission, so refused requests count too;
+        a request without a valid session or from another origin takes from its address's
+        bucket (``_refused_counted``). One native call per step: 2 for a safe method, 4 for an
+        unsafe one, one more with a permission."""
         origin = fetch_site = submitted = ua = None
         jar: dict[str, str] = {}
         for name, value in scope.get("headers", ()):
@@ -757,8 +768,18 @@ class GuardMiddleware(AuditMiddleware):
                                          GuardResult(False, 401, v.reason, req, template, auth_error="session"))
         # CookieSession's dependency of the same cookie (and session_of) reuse it
         state[_SESSION], state[_SESSION_COOKIE] = session, self.session.cookie_name
-        # The take before CSRF and the permission, as on the bearer path: the session's
-        # refused requests count against its user's bucket too.
+        method = str(scope["method"]).upper()
+        unsafe = method not in SAFE_METHODS
+        if unsafe:
+            # The Origin check first: a request from another origin (a sibling site whose
+            # browser sends the SameSite cookie too) must not spend the user's budget; it is
+            # counted against its address instead.
+            d = rt.csrf_origin_check(method, origin, fetch_site)
+            if not d:
+                return self._refused_counted(rt, scope, category, self._csrf_refused(state, req, template, method, d,
+                                                                                     session))
+        # The take before the CSRF token and the permission, as on the bearer path: the
+        # session's refused requests count against its user's bucket too.
         headers: dict[str, str] = {}
         unavailable = False
         if category:
@@ -774,18 +795,15 @@ class GuardMiddleware(AuditMiddleware):
                     # refused, a store failure decided by the category's policy included: 429,
                     # as the bearer path and the RateLimit dependency answer
                     return GuardResult(False, 429, "rate_limited", req, template, None, headers, session=session)
-        method = str(scope["method"]).upper()
-        if method not in SAFE_METHODS:
-            d = rt.csrf_origin_check(method, origin, fetch_site)
-            if d:
-                if self.csrf_mode == "synchronizer":
-                    d = rt.csrf_token_verify(session.session_id, submitted)
-                else:
-                    d = rt.csrf_cookie_verify(session.session_id, jar.get(self.csrf_cookie), submitted)
+        if unsafe:
+            if self.csrf_mode == "synchronizer":
+                d = rt.csrf_token_verify(session.session_id, submitted)
+            else:
+                d = rt.csrf_cookie_verify(session.session_id, jar.get(self.csrf_cookie), submitted)
             if not d:
-                state[_CSRF_STATE] = d.reason
-                state[_DENIED] = (req.resource or template or method, req.action or method.lower(), d.reason)
-                return GuardResult(False, 403, d.reason, req, template, auth_error="csrf", session=session)
+                refusal = self._csrf_refused(state, req, template, method, d, session)
+                refusal.rate_headers.update(headers)
+                return refusal
         if req.resource is not None:
             resolve = self.session_principal
             try:
@@ -811,6 +829,13 @@ class GuardMiddleware(AuditMiddleware):
         if unavailable and self.limiter.on_backend_error != "allow":
             return GuardResult(False, 503, "unavailable", req, template, None, {"Retry-After": "1"}, session=session)
         return GuardResult(True, 200, "ok", req, template, None, headers, session=session)
+
+    @staticmethod
+    def _csrf_refused(state: dict[str, Any], req: Requirement, template: str | None, method: str, d: Any,
+                      session: Session) -> GuardResult:
+        state[_CSRF_STATE] = d.reason
+        state[_DENIED] = (req.resource or template or method, req.action or method.lower(), d.reason)
+        return GuardResult(False, 403, d.reason, req, template, auth_error="csrf", session=session)
 
     def _category(self, rt: Runtime, scope: Any, req: Requirement) -> str | None:
         """The route's rate category as the runtime defines it: a path category the
@@ -839,9 +864,13 @@ class GuardMiddleware(AuditMiddleware):
         except BackendUnavailableError:
             return refusal
         if r:
+            refusal.rate_headers.update(r.headers())
             return refusal
-        return GuardResult(False, 429, "rate_limited", refusal.requirement, refusal.route_template, None,
-                           r.headers())
+        headers = r.headers()
+        if refusal.auth_error == "session":
+            # the 429 still clears a refused session's cookie and says how to authenticate
+            headers.update(self._refusal_headers(refusal))
+        return GuardResult(False, 429, "rate_limited", refusal.requirement, refusal.route_template, None, headers)
 
     def _categories_of(self, rt: Runtime) -> frozenset[str]:
         """The rate-limit categories the runtime defines (read once per runtime)."""
@@ -873,14 +902,14 @@ class GuardMiddleware(AuditMiddleware):
                 h["Set-Cookie"] = self.session._clear_header()
             return h
         if r.auth_error == "csrf":
-            return {}
+            return dict(r.rate_headers)
         if r.status in (400, 401):
             _, _, error, description = _AUTH_ERRORS[r.auth_error or "invalid"]
             return {"WWW-Authenticate": _bearer_challenge(self.realm, error, description)}
         if r.status == 403 and r.reason == "scope_missing":
             scope = " ".join(r.requirement.scopes) if r.requirement.scopes else r.requirement.permission
-            return {"WWW-Authenticate": _bearer_challenge(self.realm, "insufficient_scope",
-                                                          "The access token lacks a required scope", scope)}
+            return {**r.rate_headers, "WWW-Authenticate": _bearer_challenge(
+                self.realm, "insufficient_scope", "The access token lacks a required scope", scope)}
         if r.status == 503:
             return {"Retry-After": r.rate_headers.get("Retry-After", "1")}
         return dict(r.rate_headers)
