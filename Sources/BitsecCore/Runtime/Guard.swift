@@ -81,6 +81,15 @@ public enum RequestGuard {
                 out.tokenReason = notChecked
             }
         }
+        // What the permission needs, read before the take: a principal the library cannot
+        // read (a NUL in a claim, claims over the limit) or a runtime without permissions is
+        // an error that takes nothing, never an error after the bucket was charged.
+        var permissions: PermissionService? = nil
+        var packed: [UInt8]? = nil
+        if permission != nil, let c = verified {
+            permissions = try r.require(r.permissions)
+            packed = try c.packedPrincipal()
+        }
         var rateUnavailable = false
         if let category {
             let svc = try r.require(r.rateLimits)
@@ -124,9 +133,7 @@ public enum RequestGuard {
                     return out
                 }
             }
-            if let permission {
-                let svc = try r.require(r.permissions)
-                let packed = try c.packedPrincipal()
+            if let permission, let svc = permissions, let packed {
                 let d = try packed.withRawBytes { (raw) throws(BitsecError) -> PermissionDecision in
                     try svc.check(try PrincipalView.parse(raw), permission: permission, context)
                 }

@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
+import anyio
 import pytest
 from fastapi import Depends, FastAPI
 
@@ -244,10 +245,26 @@ def test_a_path_parameter_refused_as_context_is_a_counted_403(tmp_path: Path) ->
             assert c.get("/owned/op", headers=h).status_code == 200  # (op's own bucket)
             r = c.get("/owned/a%00b", headers=h)
             assert r.status_code == 403 and r.json() == {"detail": "Insufficient permissions: maintenance_records:update"}
+            # over the context limit (a path longer than httpx sends: through the ASGI callable)
+            tok = h["Authorization"].split()[1]
+            assert anyio.run(_request, app, "/owned/" + "o" * 70_000, tok, "rid-ctx") == 403
             assert [c.get("/owned/a%00b", headers=bearer("x.y.z")).status_code for _ in range(3)] == [403, 403, 429]
             assert c.get("/owned/op", headers=h).status_code == 200  # op's bucket was not spent
         last = [e for e in audit_records(tmp_path, rt) if e["details"]["status"] == 403][-1]
         assert (last["type"], last["reason"]) == ("authorization", "invalid_argument")
+
+
+def test_a_principal_the_library_cannot_read_is_refused_and_counted_once(tmp_path: Path) -> None:
+    """Verified claims the library cannot read as a principal (a NUL in the tenant: only the
+    token's issuer can do that) are a 401 counted once, against the address: the native guard
+    reads the principal before it takes, so the refusal never charges ``user:<sub>`` and then
+    the address as well."""
+    with Counting(config(tmp_path, capacity=3)) as rt, TestClient(make_app(rt)) as c:
+        odd = bearer(token(rt, "eve", ["viewer"], tenant_id="t\x00x"))
+        assert [c.get("/equipment", headers=odd).status_code for _ in range(3)] == [401, 401, 401]
+        r = c.get("/equipment", headers=bearer(token(rt, "eve", ["viewer"])))
+        assert r.status_code == 200 and r.headers["x-ratelimit-remaining"] == "2"  # eve's bucket: one take
+        assert c.get("/equipment").status_code == 429  # the address's: the three refusals
 
 
 def test_native_calls_per_protected_request(rt: Counting) -> None:

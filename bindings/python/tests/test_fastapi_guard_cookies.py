@@ -245,26 +245,32 @@ def test_the_bucket_is_the_session_users(tmp_path: Path) -> None:
 
 def test_refused_requests_count_against_the_bucket(tmp_path: Path) -> None:
     """A session's requests refused by the CSRF token or the permission take from its user's
-    bucket; requests from another origin, and requests without a valid session, from the
-    client address's: none can be sent without limit (each leaves a record), and a page of
-    another origin cannot spend the user's budget. Before, a refused request took nothing."""
-    with Counting(config(tmp_path, capacity=4)) as rt:
+    bucket; requests from another origin, safe requests another site starts, and requests
+    without a valid session, from the client address's: none can be sent without limit (each
+    refusal leaves a record), and no other page can spend the user's budget. Before, a
+    refused request took nothing."""
+    with Counting(config(tmp_path, capacity=5)) as rt:
         app, sessions = make_app(rt)
         with client(app) as c:
-            csrf = log_in(c, "vic")  # (the login: one from the address's bucket, 3 left)
+            csrf = log_in(c, "vic")  # (the login: one from the address's bucket, 4 left)
             ok = {"Origin": ORIGIN, "X-CSRF-Token": csrf}
             r = c.post("/ui/equipment/1", headers=ok)  # a viewer may not update
-            assert r.status_code == 403 and r.headers["X-RateLimit-Remaining"] == "3"
+            assert r.status_code == 403 and r.headers["X-RateLimit-Remaining"] == "4"
             r = c.post("/ui/equipment/1", headers={"Origin": ORIGIN})
-            assert r.json() == {"detail": "csrf_token_missing"} and r.headers["X-RateLimit-Remaining"] == "2"
+            assert r.json() == {"detail": "csrf_token_missing"} and r.headers["X-RateLimit-Remaining"] == "3"
             # another origin (a sibling site the SameSite cookie is sent to as well): the
-            # address's bucket (1 left after these), not vic's
-            for _ in range(2):
-                assert c.post("/ui/equipment/1", headers={"Origin": "https://evil.example"}).json() == {
-                    "detail": "origin_not_allowed"}
-            assert c.get("/ui/equipment/1").headers["X-RateLimit-Remaining"] == "1"
-            r = c.get("/ui/equipment/1")
-            assert r.status_code == 200 and r.headers["X-RateLimit-Remaining"] == "0"
+            # address's bucket (3 left), not vic's
+            r = c.post("/ui/equipment/1", headers={"Origin": "https://evil.example"})
+            assert r.json() == {"detail": "origin_not_allowed"}
+            assert c.get("/ui/equipment/1").headers["X-RateLimit-Remaining"] == "2"  # vic's
+            # a GET another site or a sibling starts (a link, an image): the address's bucket
+            for site, left in (("cross-site", "2"), ("same-site", "1")):
+                r = c.get("/ui/equipment/1", headers={"Sec-Fetch-Site": site})
+                assert r.status_code == 200 and r.headers["X-RateLimit-Remaining"] == left, site
+            # the application's own pages: vic's
+            assert c.get("/ui/equipment/1", headers={"Sec-Fetch-Site": "same-origin"}).headers[
+                "X-RateLimit-Remaining"] == "1"
+            assert c.get("/ui/equipment/1").headers["X-RateLimit-Remaining"] == "0"
             r = c.post("/ui/equipment/1", headers=ok)
             assert r.status_code == 429 and r.json() == {"detail": "Rate limit exceeded"} and "Retry-After" in r.headers
             assert c.post("/ui/equipment/1", headers={"Origin": ORIGIN}).status_code == 429
@@ -277,7 +283,7 @@ def test_refused_requests_count_against_the_bucket(tmp_path: Path) -> None:
             # the 429 of a refused session still clears its cookie and names the scheme
             assert r.headers["WWW-Authenticate"].startswith("Cookie") and "Max-Age=0" in r.headers["Set-Cookie"]
         posts = [e["details"]["status"] for e in records(tmp_path, rt) if e["details"]["method"] == "POST"]
-        assert posts[-6:] == [403, 403, 403, 403, 429, 429]
+        assert posts[-5:] == [403, 403, 403, 429, 429]
 
 
 def test_cookie_declarations_are_checked_at_startup(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping, Sequence, TYPE_CHECKING, Union, cast
 from . import _abi
 from . import _native as N
 from . import errors as bitsec_errors
-from .errors import BitsecError, InvalidArgumentError, NotFoundError
+from .errors import BitsecError, InvalidArgumentError, NotFoundError, TooLargeError
 
 _check = N.declare("bitsec_check_permission")
 _check_packed = N.declare("bitsec_check_permission_packed")
@@ -220,6 +220,8 @@ def _packed_context(c: Mapping[str, Any] | None) -> bytes | None:
     packed = "\0".join(fields).encode("utf-8")
     if packed.count(b"\0") != 2:
         raise InvalidArgumentError("context fields must not contain NUL")
+    if len(packed) > _abi.BITSEC_MAX_PRINCIPAL_BYTES:
+        raise TooLargeError(f"context: {len(packed)} bytes exceeds the limit of {_abi.BITSEC_MAX_PRINCIPAL_BYTES}")
     return packed
 
 

@@ -779,12 +779,20 @@ class GuardMiddleware(AuditMiddleware):
                 return self._refused_counted(rt, scope, category, self._csrf_refused(state, req, template, method, d,
                                                                                      session))
         # The take before the CSRF token and the permission, as on the bearer path: the
-        # session's refused requests count against its user's bucket too.
+        # session's refused requests count against its user's bucket too. A safe request the
+        # browser marks as started by another site or a sibling origin (Sec-Fetch-Site
+        # cross-site / same-site: a link, an image, a frame; the SameSite=Lax cookie goes with
+        # some of them) takes from the address's bucket instead: another page must not be able
+        # to spend the user's budget. (An unsafe one passed the Origin check above.)
         headers: dict[str, str] = {}
         unavailable = False
         if category:
+            if not unsafe and fetch_site is not None and fetch_site.lower() in ("cross-site", "same-site"):
+                bucket = _address_key(rt, scope, self.client_ip)
+            else:
+                bucket = _bounded_key("user:" + session.user)
             try:
-                r = rt.rate_limit_take(_bounded_key("user:" + session.user), category, req.cost)
+                r = rt.rate_limit_take(bucket, category, req.cost)
             except BackendUnavailableError:  # the store did not answer: as the bearer path
                 log.warning("bitsec rate limit backend unavailable (category %s): %s", category,
                             self.limiter.on_backend_error)
