@@ -18,10 +18,12 @@ dependencies (``RequirePermission(..., context=...)``), which read the guard's c
 
 Every request to a rate-limited route takes from a bucket, refused ones included: the
 bucket of ``user:<sub>`` (a cookie route: ``user:<session user>``) when the credential is
-valid, even when the permission, a scope or CSRF then refuses; else the client address's
-(no token, an invalid one, no valid session cookie). So no caller, the owner of a valid
-account included, can send refused requests (each with its audit record) without limit: it
-meets 429 once over its limit, which comes before any other answer.
+valid, even when the permission, a scope or the CSRF token then refuses; else the client
+address's (no token, an invalid one, no valid session cookie; on a cookie route also a
+request from another origin, and a safe request another site or a sibling origin started,
+so that no other page can spend a user's budget). So no caller, the owner of a valid account
+included, can send refused requests (each with its audit record) without limit: it meets 429
+once over its limit, which comes before any other answer.
 
 A route declared with ``cookies=True`` is a browser's: the guard authenticates it by the
 session cookie (``CookieSession``) instead of a bearer token, checks CSRF on its unsafe
