@@ -274,6 +274,8 @@ typedef struct bitsec_runtime bitsec_runtime;
 #define BITSEC_AUDIT_MAX_EVENT_BYTES (1024 * 1024) /* events read; ceiling of max_event_bytes (default 16 KiB) */
 #define BITSEC_AUDIT_MAX_DEPTH 32                  /* ceiling of max_depth (default 8) */
 #define BITSEC_AUDIT_MAX_QUEUE_CAPACITY (4 * 1024 * 1024)
+/* bitsec_audit_submit: the most events one call hands over. */
+#define BITSEC_AUDIT_SUBMIT_MAX_EVENTS 4096
 /* Chain: hash_n = SHA-256(hash_{n-1} || canonical_n), or HMAC-SHA-256 with hmac_key. */
 #define BITSEC_AUDIT_HASH_BYTES 32
 /* out_seq of bitsec_audit_emit when the drop policy dropped the event. */

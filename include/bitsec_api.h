@@ -1235,6 +1235,38 @@ int32_t bitsec_fernet_migrate_ttl(bitsec_runtime *rt, char const *token, size_t 
 /// Since: 0.1.0
 int32_t bitsec_audit_emit(bitsec_runtime *rt, char const *event, size_t event_len, uint64_t *out_seq) BITSEC_NODISCARD;
 
+/// Hands a batch of events to the audit trail in one call: each is validated, stamped and
+/// recorded as bitsec_audit_emit would record it, but by the writer thread, outside the
+/// queue's lock and off the caller's thread. For a caller with many events at once: a
+/// server hands over the request records of one event-loop turn (bitsec's FastAPI guard
+/// does). The call never waits (for room, disk or network), so it is refused where an emit
+/// may wait: under the block policy and in every_event mode.
+/// Each event gets its sequence number in the call, in the order given; bitsec_audit_flush
+/// returns once they are durable. An event the writer refuses (as bitsec_audit_emit would
+/// refuse it) leaves an audit/event_rejected record at its sequence number instead (reason,
+/// status, source "bitsec_audit_submit", request id; never the refused content): the caller
+/// learns of it from bitsec_audit_stats ("rejected") and the trail, not from the return
+/// value. Events the queue has no room for are dropped as the drop policy drops an emit
+/// (counted in bitsec_audit_events_dropped_total, reported by an audit/events_dropped
+/// record) and not counted in out_accepted.
+/// rt: the runtime (its configuration must have an audit section).
+/// events, events_len: the events' UTF-8 JSON texts back to back, no separators; caller-owned,
+/// only read during the call (the texts are copied). At most 16 MiB.
+/// lengths, count: each event's length in bytes, in order; they add up to events_len.
+/// count at most BITSEC_AUDIT_SUBMIT_MAX_EVENTS; 0 submits nothing. An event longer than
+/// BITSEC_AUDIT_MAX_EVENT_BYTES is refused as the writer refuses any other (its
+/// event_rejected record says BITSEC_E_TOO_LARGE).
+/// out_accepted: optional; receives how many events were queued.
+/// Returns BITSEC_OK (also when some were dropped for room); BITSEC_E_INVALID_ARGUMENT (rt,
+/// events or lengths NULL with count > 0, lengths that do not add up to events_len, count
+/// over the limit); BITSEC_E_TOO_LARGE (events_len over 16 MiB); BITSEC_E_UNSUPPORTED (the
+/// block policy or every_event durability; in a child after fork() when the file sink is not
+/// shared); BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED. Nothing is queued on an error.
+/// Thread safety: safe from any thread; the events of one call are consecutive in the
+/// chain, and calls from one thread keep their order (also among bitsec_audit_emit calls).
+/// Since: 0.3.0
+int32_t bitsec_audit_submit(bitsec_runtime *rt, char const *events, size_t events_len, size_t const *lengths, size_t count, size_t *out_accepted) BITSEC_NODISCARD;
+
 /// Waits until every event emitted before the call is durable: written to every sink and,
 /// with a file sink, fdatasync'ed, whatever the durability mode.
 /// rt: the runtime.

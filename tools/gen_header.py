@@ -161,7 +161,7 @@ FAMILIES: list[tuple[str, str, str, list[str]]] = [
      "statistics, verify a trail file; and the runtime's metrics in the Prometheus text format.",
      "every function is safe from any thread; events of concurrent emitters are\n"
      "chained in one order.",
-     ["bitsec_audit_emit", "bitsec_audit_flush", "bitsec_audit_stats", "bitsec_audit_verify",
+     ["bitsec_audit_emit", "bitsec_audit_submit", "bitsec_audit_flush", "bitsec_audit_stats", "bitsec_audit_verify",
       "bitsec_metrics_text"]),
     ("REDIS",
      "The runtime's Redis connection pool, shared by revocations, rate limits, the login\n"

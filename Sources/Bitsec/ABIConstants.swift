@@ -189,6 +189,8 @@ public enum BitsecABI {
     public static let BITSEC_AUDIT_MAX_EVENT_BYTES: Int32 = 1024 * 1024 // events read; ceiling of max_event_bytes (default 16 KiB)
     public static let BITSEC_AUDIT_MAX_DEPTH: Int32 = 32 // ceiling of max_depth (default 8)
     public static let BITSEC_AUDIT_MAX_QUEUE_CAPACITY: Int32 = 4 * 1024 * 1024
+    //: bitsec_audit_submit: the most events one call hands over.
+    public static let BITSEC_AUDIT_SUBMIT_MAX_EVENTS: Int32 = 4096
     //: Chain: hash_n = SHA-256(hash_{n-1} || canonical_n), or HMAC-SHA-256 with hmac_key.
     public static let BITSEC_AUDIT_HASH_BYTES: Int32 = 32
     //: out_seq of bitsec_audit_emit when the drop policy dropped the event.

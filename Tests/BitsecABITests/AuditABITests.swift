@@ -4,6 +4,7 @@ import Glibc
 import Bitsec
 
 private let E_MALFORMED = BitsecABI.BITSEC_E_MALFORMED, E_TIMEOUT = BitsecABI.BITSEC_E_TIMEOUT
+private let E_UNSUPPORTED = BitsecABI.BITSEC_E_UNSUPPORTED
 
 private func emit(_ rt: OpaquePointer?, _ event: String) -> (Int32, UInt64) {
     var seq: UInt64 = 99
@@ -27,6 +28,34 @@ private func verifyJSON(_ paths: String, key: [UInt8] = []) -> (Int32, String) {
             key.withUnsafeBufferPointer { k in bitsec_audit_verify(p, UInt(strlen(p)), k.baseAddress, UInt(k.count), out, cap, len) }
         }
     }
+}
+
+/// bitsec_audit_submit of `events` (their texts back to back, one length each).
+private func submit(_ rt: OpaquePointer?, _ events: [[UInt8]]) -> (Int32, UInt) {
+    let data = events.flatMap { $0 }
+    let lengths = events.map { UInt($0.count) }
+    var accepted: UInt = 99
+    let rc = data.withUnsafeBufferPointer { d in
+        d.withMemoryRebound(to: CChar.self) { c in
+            lengths.withUnsafeBufferPointer { l in
+                bitsec_audit_submit(rt, c.baseAddress, UInt(c.count), l.baseAddress, UInt(l.count), &accepted)
+            }
+        }
+    }
+    return (rc, accepted)
+}
+
+private func lines(_ path: String) -> [String] {
+    let fd = open(path, O_RDONLY)
+    defer { close(fd) }
+    var out: [UInt8] = []
+    var buf = [UInt8](repeating: 0, count: 1 << 16)
+    while true {
+        let n = read(fd, &buf, buf.count)
+        if n <= 0 { break }
+        out += buf.prefix(n)
+    }
+    return String(decoding: out, as: UTF8.self).split(separator: "\n").map(String.init)
 }
 
 @Suite struct AuditABITests {
@@ -114,5 +143,102 @@ private func verifyJSON(_ paths: String, key: [UInt8] = []) -> (Int32, String) {
         bitsec_runtime_close(rt)
         let (_, report) = verifyJSON(#"["\#(dir)/a.log"]"#)
         #expect(report.hasPrefix(#"{"intact":true,"records":1002,"#))
+    }
+
+    @Test func submitHandsOverABatchInOrderAndRecordsRefusalsInPlace() {
+        let dir = makeTempDir("audit-abi")
+        defer { removeTempDir(dir) }
+        let (rc, rt) = open(#"{"audit": {"sinks": [{"type": "file", "path": "\#(dir)/a.log"}], "durability": "batched"}}"#)
+        #expect(rc == OK)
+        let events: [String] = [
+            #"{"type": "session", "actor": "a1"}"#,
+            #"{"type": "nonsense", "details": {"request_id": "req-7"}}"#,  // refused by the writer
+            #"{"type": "data_access", "action": "read", "resource": "r", "actor": "a2"}"#,
+            #"{"type": "session", "#,  // not JSON
+        ]
+        let (src, accepted) = submit(rt, events.map { Array($0.utf8) })
+        #expect(src == OK && accepted == 4)
+        #expect(emit(rt, #"{"type": "session", "actor": "after"}"#) == (OK, 6))  // after the batch's 2...5
+        #expect(bitsec_audit_flush(rt) == OK)
+        let (_, stats) = text { bitsec_audit_stats(rt, $0, $1, $2) }
+        #expect(stats.contains(#""rejected":2"#) && stats.contains(#""dropped":0"#))
+        bitsec_runtime_close(rt)
+        let recs = lines("\(dir)/a.log")
+        #expect(recs.count == 7)  // started, the four, the emit, stopped
+        guard recs.count == 7 else { return }
+        #expect(recs[1].hasPrefix(#"{"seq":2,"#) && recs[1].contains(#""actor":"a1""#))
+        #expect(recs[2].hasPrefix(#"{"seq":3,"#) && recs[2].contains(#""subtype":"event_rejected""#)
+                && recs[2].contains(#""status":"BITSEC_E_INVALID_ARGUMENT""#)
+                && recs[2].contains(#""source":"bitsec_audit_submit""#) && recs[2].contains(#""request_id":"req-7""#)
+                && recs[2].contains("not a known type"))  // the reason, as an emit's refusal gives it
+        #expect(recs[3].hasPrefix(#"{"seq":4,"#) && recs[3].contains(#""actor":"a2""#))
+        #expect(recs[4].hasPrefix(#"{"seq":5,"#) && recs[4].contains(#""status":"BITSEC_E_MALFORMED""#))
+        #expect(recs[5].hasPrefix(#"{"seq":6,"#) && recs[5].contains(#""actor":"after""#))
+        let (vrc, report) = verifyJSON(#"["\#(dir)/a.log"]"#)
+        #expect(vrc == OK && report.hasPrefix(#"{"intact":true,"records":7,"#) && report.contains(#""events_rejected":2"#))
+    }
+
+    @Test func submitArgumentsAndModes() {
+        let dir = makeTempDir("audit-abi")
+        defer { removeTempDir(dir) }
+        let (_, rt) = open(#"{"audit": {"sinks": [{"type": "file", "path": "\#(dir)/a.log"}], "durability": "none"}}"#)
+        let ev = Array(#"{"type": "session"}"#.utf8)
+        var accepted: UInt = 9
+        // lengths that do not add up to events_len, either way: nothing queued
+        let two = ev + ev
+        for lens in [[UInt(ev.count)], [UInt(ev.count), UInt(ev.count) + 1], [UInt.max, 2]] {
+            let rc = two.withUnsafeBufferPointer { d in
+                d.withMemoryRebound(to: CChar.self) { c in
+                    lens.withUnsafeBufferPointer { bitsec_audit_submit(rt, c.baseAddress, UInt(c.count), $0.baseAddress, UInt(lens.count), &accepted) }
+                }
+            }
+            #expect(rc == E_INVALID && accepted == 0)
+        }
+        #expect(bitsec_audit_submit(rt, "{}", 2, nil, 1, &accepted) == E_INVALID)  // lengths NULL
+        var many = [UInt](repeating: 0, count: Int(BitsecABI.BITSEC_AUDIT_SUBMIT_MAX_EVENTS) + 1)
+        #expect(bitsec_audit_submit(rt, "", 0, &many, UInt(many.count), &accepted) == E_INVALID)
+        #expect(lastError().contains("exceeds the limit of 4096"))
+        #expect(bitsec_audit_submit(rt, "x", UInt.max, &many, 1, &accepted) == E_TOO_LARGE)
+        #expect(bitsec_audit_submit(nil, "", 0, nil, 0, &accepted) == E_INVALID)
+        #expect(bitsec_audit_submit(rt, nil, 0, nil, 0, &accepted) == OK && accepted == 0)  // nothing to hand over
+        // An event over BITSEC_AUDIT_MAX_EVENT_BYTES is queued and refused by the writer, not silenced.
+        let huge = [UInt8](repeating: 0x20, count: (1 << 20) + 1)
+        #expect(submit(rt, [ev, huge]) == (OK, 2))
+        #expect(bitsec_audit_flush(rt) == OK)
+        bitsec_runtime_close(rt)
+        #expect(submit(rt, [ev]).0 == E_CLOSED)
+        let recs = lines("\(dir)/a.log")
+        #expect(recs.contains { $0.contains(#""subtype":"event_rejected""#) && $0.contains(#""status":"BITSEC_E_TOO_LARGE""#) })
+        #expect(recs.filter { $0.contains(#""type":"session""#) }.count == 1)
+        // The modes where an emit may wait: submit never does, so it is refused there.
+        for extra in [#""durability": "every_event""#, #""full_policy": "block""#] {
+            let (_, w) = open(#"{"audit": {"sinks": [{"type": "file", "path": "\#(dir)/b.log"}], \#(extra)}}"#)
+            #expect(submit(w, [ev]) == (E_UNSUPPORTED, 0))
+            #expect(lastError().contains("bitsec_audit_emit"))
+            bitsec_runtime_close(w)
+        }
+        let (_, none) = open("{}")
+        #expect(submit(none, [ev]).0 == E_NOT_CONFIGURED)
+        bitsec_runtime_close(none)
+    }
+
+    @Test func submitFloodOfTheBoundedQueueDropsCountsAndReports() {
+        // One call with more events than the queue holds: what fits is queued, the rest is
+        // dropped as the drop policy drops an emit, counted, and reported in the chain.
+        let dir = makeTempDir("audit-abi")
+        defer { removeTempDir(dir) }
+        let (_, rt) = open(#"{"audit": {"sinks": [{"type": "file", "path": "\#(dir)/a.log"}], "queue_capacity": 100}}"#)
+        let events = (0..<4096).map { Array(#"{"type": "session", "actor": "f\#($0)"}"#.utf8) }
+        let (rc, accepted) = submit(rt, events)
+        #expect(rc == OK && accepted > 0 && accepted <= 100)
+        #expect(bitsec_audit_flush(rt) == OK)
+        let (_, stats) = text { bitsec_audit_stats(rt, $0, $1, $2) }
+        #expect(stats.contains(#""dropped":\#(4096 - Int(accepted))"#))
+        bitsec_runtime_close(rt)
+        let recs = lines("\(dir)/a.log")
+        #expect(recs.filter { $0.contains(#""actor":"f"#) }.count == Int(accepted))
+        #expect(recs.contains { $0.contains(#""subtype":"events_dropped""#) && $0.contains(#""count":\#(4096 - Int(accepted))"#) })
+        let (_, report) = verifyJSON(#"["\#(dir)/a.log"]"#)
+        #expect(report.contains(#""intact":true"#) && report.contains(#""events_dropped":\#(4096 - Int(accepted))"#))
     }
 }

@@ -74,6 +74,10 @@ private let principal = "u1\0reader\0t1\0sales"
 
 private let table: [Entry] = [
     Entry("bitsec_audit_emit", inputs: [#"{"type": "session", "actor": "u1"}"#]) { a in bitsec_audit_emit(a.rt, a.p(0), a.l(0), a.u64) },
+    Entry("bitsec_audit_submit", inputs: [#"{"type": "session", "actor": "u1"}"#]) { a in
+        var lengths = [a.l(0)]  // the one event's length: a hostile events_len is a hostile length too
+        return bitsec_audit_submit(a.rt, a.p(0), a.l(0), &lengths, 1, a.outLen)
+    },
     Entry("bitsec_audit_flush") { a in bitsec_audit_flush(a.rt) },
     Entry("bitsec_audit_stats") { a in bitsec_audit_stats(a.rt, a.out, a.cap, a.outLen) },
     Entry("bitsec_audit_verify", rt: false, inputs: ["[]", ""]) { a in

@@ -90,7 +90,21 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
     struct QueuedEvent {
         var seq: UInt64
         var event: PreparedEvent
+        /// A submitted event (`submit`): its text, validated and encoded by the writer
+        /// (`event` is a placeholder until then); nil for an event validated at emit.
+        var submitted: Submitted? = nil
     }
+
+    /// An event of `submit`, as the caller gave it, and when it was handed over.
+    struct Submitted {
+        var text: [UInt8]
+        /// The text's length when it was over the event limit (then `text` is empty).
+        var oversize: Int
+        var micros: Int64
+    }
+
+    /// The most events one `submit` takes (BITSEC_AUDIT_SUBMIT_MAX_EVENTS).
+    public static let submitMaxEvents = 4096
 
     init(config: AuditConfig, redis: RedisPool?) throws(BitsecError) {
         self.config = config
@@ -204,6 +218,121 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
         return try enqueue(p, waitDurable: config.durability == .everyEvent, policy: config.fullPolicy)
     }
 
+    /// Hands `lengths.count` events (their texts back to back in `bytes`) to the writer, which
+    /// validates and encodes each as `emit` would, outside the queue's lock and off the
+    /// caller's thread: one call and one lock for a batch (a server's request records of one
+    /// event-loop turn). Each event gets its sequence number here, in order. Never waits: the
+    /// events the queue has no room for are dropped and counted as `emit` drops them (an
+    /// `events_dropped` record reports them). An event the writer refuses leaves an
+    /// `audit`/`event_rejected` record in its place (reason, status, source, request id; never
+    /// the content), one per refused event. Only with the `drop` policy outside every_event
+    /// mode (elsewhere an emit may wait, and this call never does). Returns how many were
+    /// queued.
+    public func submit(_ bytes: UnsafeRawBufferPointer, lengths: UnsafeBufferPointer<UInt>) throws(BitsecError) -> Int {
+        guard config.durability != .everyEvent, config.fullPolicy == .drop else {
+            throw BitsecError(.unsupported, "audit: submit never waits, and this trail's \(config.durability == .everyEvent ? "every_event durability" : "block policy") asks emits to wait; use bitsec_audit_emit")
+        }
+        guard lengths.count <= Self.submitMaxEvents else {
+            throw .invalid("count: \(lengths.count) events exceeds the limit of \(Self.submitMaxEvents)")
+        }
+        var total = 0
+        for n in lengths {
+            guard n <= UInt(bytes.count - total) else {
+                throw .invalid("lengths: the events' lengths add up to more than events_len (\(bytes.count))")
+            }
+            total += Int(n)
+        }
+        guard total == bytes.count else {
+            throw .invalid("lengths: the events' lengths add up to \(total), not events_len (\(bytes.count))")
+        }
+        let micros = Clock.nowMicros()
+        var items: [QueuedEvent] = []
+        items.reserveCapacity(lengths.count)
+        var offset = 0
+        for n in lengths {
+            let len = Int(n)
+            let text = len > AuditConfig.maxEventBytesLimit ? [] : Array(UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + len)]))
+            items.append(QueuedEvent(seq: 0, event: Self.placeholder,
+                                     submitted: Submitted(text: text, oversize: len > AuditConfig.maxEventBytesLimit ? len : 0, micros: micros)))
+            offset += len
+        }
+        sync.lock()
+        if forkedUnshared {
+            sync.unlock()
+            metrics.addDropped(UInt64(items.count), timeout: false)
+            throw BitsecError(.unsupported, Self.forkedUnsharedMessage)
+        }
+        if stopping {
+            sync.unlock()
+            throw BitsecError(.closed, "audit: the runtime is closing")
+        }
+        if !started {
+            do { try startWriterLocked() } catch { sync.unlock(); throw error }
+        }
+        let before = pending.count
+        let accepted = min(items.count, max(0, config.queueCapacity - before))
+        for i in 0..<accepted {
+            items[i].seq = nextSeq
+            nextSeq &+= 1
+            pending.append(items[i])
+        }
+        let dropped = items.count - accepted
+        if dropped > 0 { dropsUnreported &+= UInt64(dropped) }
+        if writerWaiting && accepted > 0 && (before == 0 || (before < Self.wakeBatch && pending.count >= Self.wakeBatch)) {
+            sync.signal(.work)
+        }
+        sync.unlock()
+        if dropped > 0 { metrics.addDropped(UInt64(dropped), timeout: false) }
+        return accepted
+    }
+
+    static let placeholder = PreparedEvent(body: [], key: MetricKey(type: "", subtype: "", result: "", sensitive: nil))
+
+    /// The writer's part of `submit`: each submitted event of `batch` validated and encoded,
+    /// or replaced, at its sequence number, by the `event_rejected` record of its refusal.
+    private func prepareSubmitted(_ batch: inout [QueuedEvent]) {
+        for i in batch.indices {
+            guard let s = batch[i].submitted else { continue }
+            batch[i].submitted = nil
+            let outcome: Result<EventBuilder, BitsecError>
+            if s.oversize > 0 {
+                outcome = .failure(.tooLarge("event of \(s.oversize) bytes exceeds \(AuditConfig.maxEventBytesLimit) bytes"))
+            } else {
+                outcome = s.text.withUnsafeBytes { (raw) -> Result<EventBuilder, BitsecError> in
+                    do throws(BitsecError) { return .success(try validator.validate(raw)) } catch { return .failure(error) }
+                }
+            }
+            switch outcome {
+            case .success(let b):
+                batch[i].event = b.encode(timeMicros: s.micros, service: config.service)
+            case .failure(let error):
+                metrics.addRejected()
+                let rid = s.text.isEmpty ? nil : s.text.withUnsafeBytes { Self.requestID($0) }
+                var d: [(key: String, value: JSONValue)] = [
+                    ("count", .number(JSONNumber(int64: 1))), ("status", .string(Self.statusName(error.status))),
+                    ("source", .string("bitsec_audit_submit")),
+                ]
+                if let rid { d.append(("request_id", .string(rid))) }
+                var b = EventBuilder()
+                b.type = AuditSchema.internalType
+                b.subtype = "event_rejected"
+                b.result = "failure"
+                b.reason = UTF8Cut.prefix(error.detail, 512)
+                b.details = .object(JSONObject(d))
+                batch[i].event = b.encode(timeMicros: s.micros, service: config.service)
+            }
+        }
+    }
+
+    static func statusName(_ status: Status) -> String {
+        switch status {
+        case .invalidArgument: return "BITSEC_E_INVALID_ARGUMENT"
+        case .malformed: return "BITSEC_E_MALFORMED"
+        case .tooLarge: return "BITSEC_E_TOO_LARGE"
+        default: return "BITSEC_E_\(status.rawValue)"
+        }
+    }
+
     public func emit(_ text: String) throws(BitsecError) -> UInt64 {
         try Array(text.utf8).withRawBytes { (raw) throws(BitsecError) -> UInt64 in try emit(raw) }
     }
@@ -219,13 +348,7 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
         metrics.addRejected()
         let rid = bytes.flatMap(Self.requestID)
         let reason = UTF8Cut.prefix(error.detail, 512)
-        let status: String
-        switch error.status {
-        case .invalidArgument: status = "BITSEC_E_INVALID_ARGUMENT"
-        case .malformed: status = "BITSEC_E_MALFORMED"
-        case .tooLarge: status = "BITSEC_E_TOO_LARGE"
-        default: status = "BITSEC_E_\(error.status.rawValue)"
-        }
+        let status = Self.statusName(error.status)
         sync.lock()
         defer { sync.unlock() }
         if stopping || forkedUnshared { return error }
@@ -666,6 +789,8 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
         if blockedEmitters > 0 { sync.broadcast(.room) }
         let forceSync = flushTarget > durableSeq || stopping
         sync.unlock()
+
+        prepareSubmitted(&batch)
 
         let last = sharedHead != nil ? processShared(batch, retry: retry) : process(batch, retry: retry)
         let stillUnwritten = !unwritten.isEmpty || !unwrittenEvents.isEmpty

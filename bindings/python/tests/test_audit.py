@@ -86,6 +86,62 @@ def test_bad_events_are_rejected_with_reasons(tmp_path: Path) -> None:
         assert "bitsec_audit_events_rejected_total 7" in rt.metrics_text()
 
 
+
+def test_submit_hands_over_many_events_in_order(tmp_path: Path) -> None:
+    p = tmp_path / "a.log"
+    with runtime(p, service="erp-api") as rt:
+        assert rt.audit_emit({"type": "session", "actor": "first"}) == 2
+        events = [{"type": "session", "actor": "u1"}, '{"type": "lunch", "details": {"request_id": "r-9"}}',
+                  b'{"type": "data_access", "operation": "read", "actor": "u2"}', '{"type": "session",',
+                  {"type": "security_incident", "details": {"\u00e9": "\u00fcn\u00efcode"}}]
+        # refusals are recorded by the writer, not raised here
+        assert rt.audit_submit(events) == 5
+        assert rt.audit_emit({"type": "session", "actor": "last"}) == 8
+        assert rt.audit_submit([]) == 0
+        rt.audit_flush()
+        st = rt.audit_stats()
+        assert st["durable_seq"] == 8 and st["rejected"] == 2 and st["dropped"] == 0
+    recs = records(p)
+    assert [r["seq"] for r in recs] == list(range(1, 10))
+    assert [r.get("actor") for r in recs[1:4]] == ["first", "u1", None]
+    assert recs[3]["subtype"] == "event_rejected" and recs[3]["details"]["request_id"] == "r-9"
+    assert recs[3]["details"]["source"] == "bitsec_audit_submit" and "not a known type" in recs[3]["reason"]
+    assert recs[4]["actor"] == "u2" and recs[4]["subtype"] == "read" and recs[4]["service"] == "erp-api"
+    assert recs[5]["details"]["status"] == "BITSEC_E_MALFORMED"
+    assert recs[6]["details"] == {"\u00e9": "\u00fcn\u00efcode"} and recs[7]["actor"] == "last"
+    assert audit_verify([p]).intact
+
+
+def test_submit_splits_long_lists_and_refuses_modes_that_wait(tmp_path: Path) -> None:
+    from bitsec import UnsupportedError
+    from bitsec.audit import SUBMIT_MAX_EVENTS
+    p = tmp_path / "a.log"
+    n = SUBMIT_MAX_EVENTS * 2 + 3  # three native calls
+    with runtime(p, durability="none", queue_capacity=1 << 16) as rt:
+        assert rt.audit_submit({"type": "session", "actor": f"u{k}"} for k in range(n)) == n
+        rt.audit_flush()
+    assert [r.get("actor") for r in records(p)[1:-1]] == [f"u{k}" for k in range(n)]
+    for extra in ({"durability": "every_event"}, {"full_policy": "block"}):
+        with runtime(tmp_path / "b.log", **extra) as rt:
+            with pytest.raises(UnsupportedError, match="bitsec_audit_emit"):
+                rt.audit_submit([{"type": "session"}])
+    with bitsec.Runtime({}) as rt:
+        with pytest.raises(NotConfiguredError):
+            rt.audit_submit([{"type": "session"}])
+
+
+def test_submit_floods_the_bounded_queue_drops_counted_and_reported(tmp_path: Path) -> None:
+    p = tmp_path / "a.log"
+    with runtime(p, queue_capacity=64) as rt:
+        accepted = rt.audit_submit([{"type": "session", "actor": f"f{k}"} for k in range(4000)])
+        assert 0 < accepted <= 64
+        rt.audit_flush()
+        assert rt.audit_stats()["dropped"] == 4000 - accepted
+    recs = records(p)
+    assert sum(1 for r in recs if str(r.get("actor", "")).startswith("f")) == accepted
+    assert [r["details"]["count"] for r in recs if r["subtype"] == "events_dropped"] == [4000 - accepted]
+    assert audit_verify([p]).events_dropped == 4000 - accepted
+
 def test_not_configured() -> None:
     with bitsec.Runtime({}) as rt:
         with pytest.raises(NotConfiguredError):

@@ -71,6 +71,39 @@ def test_processes_append_to_one_chain(tmp_path: Path, method: str) -> None:
     assert r.records == 4 * 150 + 8
 
 
+
+def _submit_many(path: str, worker: int, q) -> None:  # a multiprocessing target
+    with bitsec.Runtime(shared_cfg(Path(path), durability="batched")) as rt:
+        accepted = sum(rt.audit_submit([{"type": "application", "subtype": "mp", "details": {"w": worker, "k": k}}
+                                        for k in range(b * 50, b * 50 + 50)]) for b in range(4))
+        rt.audit_submit(['{"type": "lunch"}'])  # refused by the writer: its event_rejected record, on the chain
+    q.put((worker, accepted))
+
+
+def test_submitted_batches_of_several_processes_land_on_one_chain(tmp_path: Path) -> None:
+    # bitsec_audit_submit on a shared file: the writer validates each process's events and
+    # chains them after the host's head, each event once, a refusal in its place.
+    p = tmp_path / "audit.log"
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_submit_many, args=(str(p), w, q)) for w in range(3)]
+    for pr in procs:
+        pr.start()
+    results = dict(q.get(timeout=120) for _ in procs)
+    for pr in procs:
+        pr.join(60)
+        assert pr.exitcode == 0
+    assert results == {0: 200, 1: 200, 2: 200}
+    r = audit_verify([p])
+    assert r.intact, r.problem
+    assert r.events_rejected == 3
+    seen = sorted((rec["details"]["w"], rec["details"]["k"]) for rec in records(p) if rec["type"] == "application")
+    assert seen == [(w, k) for w in range(3) for k in range(200)]
+    # one process's events stay in its order
+    for w in range(3):
+        ks = [rec["details"]["k"] for rec in records(p) if rec["type"] == "application" and rec["details"]["w"] == w]
+        assert ks == list(range(200))
+
 WRITER = textwrap.dedent("""
     import sys, bitsec
     path, name, durability = sys.argv[1], sys.argv[2], sys.argv[3]

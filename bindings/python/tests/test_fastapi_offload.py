@@ -36,7 +36,11 @@ ISS = "https://auth.bitcorp.example"
 AUD = "erp-api"
 SECRET = "s3cr3t-for-tests-only-0123456789abcdef"
 CLIENT = ("203.0.113.9", 40000)
-NATIVE = ("verify_token", "check_permission", "rate_limit_take", "audit_emit")
+NATIVE = ("verify_token", "check_permission", "rate_limit_take", "audit_emit", "audit_submit")
+#: Where a request record is handed over: in the batch of the loop's turn (inline), or one emit
+#: per record in a worker thread (offloaded).
+INLINE = ("verify_token", "check_permission", "rate_limit_take", "audit_submit")
+OFFLOADED = ("verify_token", "check_permission", "rate_limit_take", "audit_emit")
 
 
 def config(tmp_path: Path, *, redis: dict | None = None, audit: dict | None = None) -> dict:
@@ -83,6 +87,10 @@ class _Recording(bitsec.Runtime):
     def audit_emit(self, *a: Any, **k: Any) -> Any:
         self.threads["audit_emit"].add(threading.get_ident())
         return super().audit_emit(*a, **k)
+
+    def audit_submit(self, *a: Any, **k: Any) -> Any:
+        self.threads["audit_submit"].add(threading.get_ident())
+        return super().audit_submit(*a, **k)
 
 
 def token(rt: bitsec.Runtime, sub: str = "u1", roles: Any = ("operator",)) -> str:
@@ -133,7 +141,9 @@ def exercise(rt: _Recording, offload: str = "auto") -> set[int]:
         assert r.status_code == 200 and r.json() == {"sub": "u2"}
         assert c.get("/me", headers={"Authorization": "Bearer nope"}).status_code == 401
     rt.audit_flush()
-    assert all(rt.threads[name] for name in NATIVE), rt.threads  # every call was made
+    # every call was made (a record: in its turn's batch, or one emit in the thread pool)
+    made = OFFLOADED if offload_plan(rt, offload).offloads("audit") else INLINE
+    assert all(rt.threads[name] for name in made), rt.threads
     loop: set[int] = app.state.loop_threads  # type: ignore[attr-defined]
     assert len(loop) == 1
     return loop
@@ -198,15 +208,17 @@ def test_plan_unknown_backend_counts_as_waiting() -> None:
 def test_embedded_config_calls_run_on_the_event_loop(tmp_path: Path) -> None:
     with _Recording(config(tmp_path)) as rt:
         loop = exercise(rt)
-        for name in NATIVE:
+        for name in INLINE:
             assert rt.threads[name] == loop, name
+        assert not rt.threads["audit_emit"]  # every record in its turn's batch
 
 
 def test_offload_always_runs_every_call_in_worker_threads(tmp_path: Path) -> None:
     with _Recording(config(tmp_path)) as rt:
         loop = exercise(rt, "always")
-        for name in NATIVE:
+        for name in OFFLOADED:
             assert not rt.threads[name] & loop, name
+        assert not rt.threads["audit_submit"]  # one emit per record, in the thread pool
 
 
 @pytest.mark.parametrize("mode", REDIS_MODES)

@@ -33,6 +33,7 @@ C_TO_CTYPES = {
     "bitsec_guard_result *": c_void_p,
     "char **": POINTER(c_void_p),
     "size_t *": POINTER(c_size_t),
+    "size_t const *": POINTER(c_size_t),
     "int32_t *": POINTER(c_int32),
     "uint32_t *": POINTER(c_uint32),
     "int64_t *": POINTER(c_int64),

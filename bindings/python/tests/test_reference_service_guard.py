@@ -15,7 +15,8 @@ import bitsec
 from refsvc_support import API, Service, bearer, redis_section
 
 #: The runtime methods the guard calls per request (each one native crossing).
-GUARD_CALLS = ("guard_check", "verify_token", "check_permission", "rate_limit_take", "audit_emit")
+GUARD_CALLS = ("guard_check", "verify_token", "check_permission", "rate_limit_take", "audit_emit",
+               "audit_submit")
 
 
 class Counter:
@@ -71,12 +72,12 @@ def test_native_crossings_per_protected_request(counted: tuple[Service, Counter]
     c.reset()
     assert svc.client.get(f"{API}/equipment/{eid}", headers=h).status_code == 200
     assert c.guard() == {"guard_check": 1, "verify_token": 0, "check_permission": 0, "rate_limit_take": 0,
-                         "audit_emit": 0}
+                         "audit_emit": 0, "audit_submit": 0}
     # A protected write: the same, plus its one audit record.
     c.reset()
     assert svc.client.put(f"{API}/equipment/{eid}", json={"notes": "n"}, headers=h).status_code == 200
     assert c.guard() == {"guard_check": 1, "verify_token": 0, "check_permission": 0, "rate_limit_take": 0,
-                         "audit_emit": 1}
+                         "audit_emit": 0, "audit_submit": 1}
 
 
 def test_refusals_cost_and_records(counted: tuple[Service, Counter]) -> None:
@@ -87,7 +88,7 @@ def test_refusals_cost_and_records(counted: tuple[Service, Counter]) -> None:
     r = svc.client.delete(f"{API}/equipment/1", headers=viewer)
     assert r.status_code == 403 and r.json() == {"detail": "Insufficient permissions: equipment:delete"}
     assert c.guard() == {"guard_check": 1, "verify_token": 0, "check_permission": 0, "rate_limit_take": 0,
-                         "audit_emit": 1}  # the permission refused: taken from victor's bucket, same call
+                         "audit_emit": 0, "audit_submit": 1}  # the permission refused: taken from victor's bucket, same call
     assert int(r.headers["x-ratelimit-remaining"]) == left - 1
     rec = records(svc, r.headers["x-request-id"])
     assert len(rec) == 1 and rec[0]["subtype"] == "permission_denied" and rec[0]["action"] == "delete"
@@ -98,7 +99,7 @@ def test_refusals_cost_and_records(counted: tuple[Service, Counter]) -> None:
     r = svc.client.get(f"{API}/equipment")
     assert r.status_code == 401 and r.headers["www-authenticate"].startswith('Bearer realm="erp-api"')
     assert c.guard() == {"guard_check": 0, "verify_token": 0, "check_permission": 0, "rate_limit_take": 1,
-                         "audit_emit": 1}
+                         "audit_emit": 0, "audit_submit": 1}
     rec = records(svc, r.headers["x-request-id"])
     assert len(rec) == 1 and rec[0]["subtype"] == "unauthorized" and rec[0]["reason"] == "missing"
 

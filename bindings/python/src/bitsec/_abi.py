@@ -302,6 +302,8 @@ BITSEC_AUDIT_MAX_EVENT_BYTES: Final = 1048576
 #: ceiling of max_depth (default 8)
 BITSEC_AUDIT_MAX_DEPTH: Final = 32
 BITSEC_AUDIT_MAX_QUEUE_CAPACITY: Final = 4194304
+# bitsec_audit_submit: the most events one call hands over.
+BITSEC_AUDIT_SUBMIT_MAX_EVENTS: Final = 4096
 # Chain: hash_n = SHA-256(hash_{n-1} || canonical_n), or HMAC-SHA-256 with hmac_key.
 BITSEC_AUDIT_HASH_BYTES: Final = 32
 # out_seq of bitsec_audit_emit when the drop policy dropped the event.
@@ -408,6 +410,7 @@ PROTOTYPES: Final[dict[str, tuple[Any, list[Any]]]] = {
     "bitsec_audit_emit": (c_int32, [c_void_p, c_char_p, c_size_t, POINTER(c_uint64)]),
     "bitsec_audit_flush": (c_int32, [c_void_p]),
     "bitsec_audit_stats": (c_int32, [c_void_p, c_char_p, c_size_t, POINTER(c_size_t)]),
+    "bitsec_audit_submit": (c_int32, [c_void_p, c_char_p, c_size_t, POINTER(c_size_t), c_size_t, POINTER(c_size_t)]),
     "bitsec_audit_verify": (c_int32, [c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t, POINTER(c_size_t)]),
     "bitsec_backup_code_generate": (c_int32, [c_void_p, c_int32, c_char_p, c_size_t, POINTER(c_size_t)]),
     "bitsec_backup_code_verify": (c_int32, [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, POINTER(c_int32), POINTER(c_int32), POINTER(c_int64)]),

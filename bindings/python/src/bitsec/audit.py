@@ -18,7 +18,9 @@ from ctypes import c_size_t, c_uint64, c_void_p
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, TYPE_CHECKING, Union, cast
 
+from . import _abi
 from . import _native as N
+from .errors import BitsecError, NotConfiguredError
 
 _emit = N.declare("bitsec_audit_emit")
 #: The hot path passes prebuilt C objects (thread-local below), skipping ctypes' conversion.
@@ -33,6 +35,9 @@ class _EmitArgs(threading.local):
 
 
 _emit_args = _EmitArgs()
+_submit = N.declare("bitsec_audit_submit")
+#: The most events one ``bitsec_audit_submit`` call takes (``audit_submit`` splits longer lists).
+SUBMIT_MAX_EVENTS: int = _abi.BITSEC_AUDIT_SUBMIT_MAX_EVENTS
 _flush = N.declare("bitsec_audit_flush")
 _stats = N.declare("bitsec_audit_stats")
 _metrics_text = N.declare("bitsec_metrics_text")
@@ -48,20 +53,36 @@ log = logging.getLogger("bitsec")
 _running_loop = asyncio.get_running_loop
 
 
+def _event_bytes(event: Event) -> bytes:
+    """An event as the bytes bitsec reads: JSON text as given, a mapping encoded."""
+    if isinstance(event, bytes):
+        return event
+    if isinstance(event, str):
+        return event.encode("utf-8", "surrogatepass")  # lone surrogates: refused (and recorded) by bitsec
+    if type(event) is dict:
+        return _encode(event).encode("ascii")
+    # another Mapping (or anything else: the library says what is wrong with it)
+    return _encode(dict(event) if isinstance(event, Mapping) else event).encode("ascii")
+
+
 class _Soon:
     """A runtime's audit work that runs at the end of the event loop's turn (``_audit_soon``).
     Appending takes no lock (``deque.append`` is atomic); a run takes ``order`` and pops until
-    the queue is empty, so each item runs once, in the order it came."""
+    the queue is empty, so each item runs once, in the order it came. An item returns its
+    event's JSON text (or None: nothing to record); the run hands the texts to bitsec in one
+    ``bitsec_audit_submit`` call, in the order they came."""
 
-    __slots__ = ("items", "order", "loop", "__weakref__")
+    __slots__ = ("items", "order", "loop", "runtime", "absent", "__weakref__")
 
     #: Items that make the appending call run the batch itself (a loop that never yields).
     HAND_OVER_AT = 256
 
-    def __init__(self) -> None:
-        self.items: collections.deque[tuple[Callable[..., None], tuple[Any, ...]]] = collections.deque()
+    def __init__(self, rt: "AuditMixin") -> None:
+        self.items: collections.deque[tuple[Callable[..., str | None], tuple[Any, ...]]] = collections.deque()
         self.order = threading.RLock()  # one run at a time (an item's own emit may flush)
         self.loop: Any = None           # the loop a run is scheduled on (None: none is)
+        self.runtime = weakref.ref(rt)  # (no cycle: the runtime holds this queue)
+        self.absent = False             # the runtime has no audit section: nothing to record
         global _atexit_registered
         if not _atexit_registered:
             # Registered after the runtime's finalizer (weakref.finalize registers its exit hook
@@ -82,15 +103,36 @@ class _Soon:
             return
         with self.order:
             pop = self.items.popleft
+            texts: list[str] = []
             while True:
                 try:
                     fn, args = pop()
                 except IndexError:
                     break
                 try:
-                    fn(*args)
+                    text = fn(*args)
                 except Exception:  # fn reports its own failures; this is a bug, never a lost batch
                     log.exception("bitsec: deferred audit work failed")
+                    continue
+                if type(text) is str:  # (an item that emitted by itself returns something else)
+                    texts.append(text)
+                    if len(texts) >= SUBMIT_MAX_EVENTS:
+                        self._hand_over(texts)
+                        texts = []
+            if texts:
+                self._hand_over(texts)
+
+    def _hand_over(self, texts: list[str]) -> None:
+        rt = self.runtime()
+        if rt is None:  # (the runtime's exit hook runs what waits before it closes)
+            log.warning("bitsec audit: %d request records not handed over: the runtime is gone", len(texts))
+            return
+        try:
+            rt.audit_submit(texts)
+        except NotConfiguredError:
+            self.absent = True  # no audit section: later items are not even written
+        except BitsecError as e:  # closing, a forked child without a shared sink: never raised into a request
+            log.warning("bitsec audit: %d request records not handed over: %s", len(texts), e)
 
     def after_fork_in_child(self) -> None:
         """What waits is the parent's requests, which the parent records; the lock may have
@@ -98,6 +140,7 @@ class _Soon:
         self.items.clear()
         self.order = threading.RLock()
         self.loop = None
+        self.absent = False
 
 
 #: Every runtime's queue: reset in a forked child, run at interpreter exit (a runtime that is
@@ -188,14 +231,7 @@ class AuditMixin:
         ``shared`` (the message names the remedy). Never waits on disk or network except in
         every_event mode. With a shared file sink outside every_event mode the record's
         number is not known yet and the event's local number in this runtime is returned."""
-        if isinstance(event, bytes):
-            data = event
-        elif isinstance(event, str):
-            data = event.encode("utf-8", "surrogatepass")  # lone surrogates: refused (and recorded) by bitsec
-        elif type(event) is dict:
-            data = _encode(event).encode("ascii")
-        else:  # another Mapping (or anything else: the library says what is wrong with it)
-            data = _encode(dict(event) if isinstance(event, Mapping) else event).encode("ascii")
+        data = _event_bytes(event)
         a = _emit_args
         a.n.value = len(data)
         rc = _emit_fast(c_void_p(self.handle), data, a.n, a.seq_ref)
@@ -203,24 +239,69 @@ class AuditMixin:
             _check(rc)
         return a.seq.value or None
 
-    def _audit_soon(self, fn: Callable[..., None], *args: Any) -> None:
-        """Runs ``fn(*args)``, the emit of a request record (``bitsec.fastapi``, when an emit
-        cannot wait), at the end of the running event loop's current turn, in one batch with
-        that turn's others: the same code run back to back stays in the CPU's caches, which
-        on a server's request path costs less than running it once per request between the
-        other requests' code (BENCHMARKS.md, HTTP). Without a running event loop it runs now;
-        with ``_Soon.HAND_OVER_AT`` waiting, the caller runs the batch. ``audit_flush``,
-        ``audit_stats``, ``metrics_text`` and ``close`` run what is waiting first, on the thread
-        that calls them; the batch at the end of the turn runs on the loop's thread in an empty
-        ``contextvars`` context (no request's). ``fn`` handles its own errors (one that escapes
-        is logged)."""
+    def audit_submit(self, events: Iterable[Event]) -> int:
+        """Hands many events (mappings, or their JSON as ``str``/``bytes``) to the audit trail
+        in one native call per ``SUBMIT_MAX_EVENTS``: bitsec's writer thread validates, stamps
+        and records each as ``audit_emit`` would, off the calling thread. Never waits, so the
+        trail must use the ``drop`` policy outside ``every_event`` mode (else
+        ``UnsupportedError``). An event the writer refuses leaves an ``audit``/
+        ``event_rejected`` record in its place (counted in ``audit_stats()["rejected"]``); it
+        raises nothing here. Returns how many were queued (the others were dropped for room:
+        counted, and reported by an ``audit``/``events_dropped`` record). Raises
+        ``NotConfiguredError`` without an audit section, ``ClosedError``; nothing is queued
+        from the call that raised."""
+        if type(events) is not list:
+            events = list(events)
+        accepted = 0
+        for start in range(0, len(events), SUBMIT_MAX_EVENTS):
+            chunk = events[start:start + SUBMIT_MAX_EVENTS] if len(events) > SUBMIT_MAX_EVENTS else events
+            if all(type(e) is str for e in chunk):
+                # JSON texts (the request records of an event-loop turn): ASCII as
+                # ``bitsec.fastapi`` writes them, so encoded in one piece
+                data = "".join(chunk)  # type: ignore[arg-type]
+                if data.isascii():
+                    lengths = (c_size_t * len(chunk))(*map(len, chunk))
+                    accepted += self._submit_joined(data.encode("ascii"), lengths)
+                    continue
+            parts = [_event_bytes(e) for e in chunk]
+            accepted += self._submit_joined(b"".join(parts), (c_size_t * len(parts))(*map(len, parts)))
+        return accepted
+
+    def _submit_joined(self, data: bytes, lengths: Any) -> int:
+        out = c_size_t(0)
+        rc = _submit(self.handle, data, len(data), lengths, len(lengths), ctypes.byref(out))
+        if rc:
+            _check(rc)
+        return out.value
+
+    def _audit_soon(self, fn: Callable[..., str | None], *args: Any) -> None:
+        """Writes a request record (``bitsec.fastapi``, when an emit cannot wait) at the end
+        of the running event loop's current turn, in one batch with that turn's others:
+        ``fn(*args)`` returns the event's JSON text (None: nothing to record), and the batch's
+        texts go to bitsec in one ``bitsec_audit_submit`` call, validated by its writer
+        thread, off the event loop (BENCHMARKS.md, HTTP). Written back to back, the event
+        text's code stays in the CPU's caches too. Without a running event loop it is written
+        and emitted now; with ``_Soon.HAND_OVER_AT`` waiting, the caller runs the batch.
+        ``audit_flush``, ``audit_stats``, ``metrics_text`` and ``close`` run what is waiting
+        first, on the thread that calls them; the batch at the end of the turn runs on the
+        loop's thread in an empty ``contextvars`` context (no request's). An error of ``fn``
+        is logged; one of the hand-over is logged once per batch (without an audit section,
+        nothing more is written)."""
         soon: _Soon | None = self.__dict__.get("_soon")
         if soon is None:
-            soon = self.__dict__.setdefault("_soon", _Soon())
+            soon = self.__dict__.setdefault("_soon", _Soon(self))
+        if soon.absent:
+            return
         try:
             loop = _running_loop()
         except RuntimeError:
-            fn(*args)
+            try:
+                text = fn(*args)
+            except Exception:
+                log.exception("bitsec: deferred audit work failed")
+                return
+            if type(text) is str:
+                soon._hand_over([text])
             return
         items = soon.items
         items.append((fn, args))

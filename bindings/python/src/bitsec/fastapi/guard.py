@@ -582,17 +582,15 @@ class GuardMiddleware(AuditMiddleware):
                        flag: bool | None, ua: Any, where: tuple[str | None, Mapping[str, Any]] | None) -> None:
         """``_record`` when the emit cannot wait (the runtime's offload plan): no coroutine. The
         record (of the response's start: its status, the request as the guard and the
-        dependencies left it) is written and handed to bitsec at the end of the event loop's
-        turn, in one batch with the turn's other records (``Runtime._audit_soon``): written
-        there too, the event text's code stays in the CPU's caches as well."""
+        dependencies left it) is written at the end of the event loop's turn and handed to
+        bitsec in one call with the turn's other records (``Runtime._audit_soon``), whose
+        writer thread validates them off the event loop."""
         if id(rt) not in self.disabled:
-            rt._audit_soon(self._record_now, rt, scope, state, status, rid, flag, ua, where)
+            rt._audit_soon(self._text, scope, state, status, rid, flag, ua, where)
 
-    def _record_now(self, rt: Runtime, scope: Any, state: Mapping[str, Any], status: int, rid: str,
-                    flag: bool | None, ua: Any, where: tuple[str | None, Mapping[str, Any]] | None) -> None:
-        event = self._event(scope, state, status, rid, flag, user_agent=ua, route=where)
-        if event is not None:
-            self._emit(rt, event)
+    def _text(self, scope: Any, state: Mapping[str, Any], status: int, rid: str, flag: bool | None, ua: Any,
+              where: tuple[str | None, Mapping[str, Any]] | None) -> str | None:
+        return self._event(scope, state, status, rid, flag, user_agent=ua, route=where)
 
     def _offloads(self, rt: Runtime, req: Requirement, scope: Any, token: Any = _UNREAD) -> bool:
         plan = self._plan if self._table_of is rt and self._plan is not None else offload_plan(rt, self.offload)
