@@ -55,8 +55,8 @@ class ServiceGuardMiddleware(GuardMiddleware):
     guard itself, keyed by the client's address: a client guessing or replaying tokens, or
     polling a protected endpoint without one, is answered 429 once over its limit.)"""
 
-    def _event(self, scope: Any, state: Mapping[str, Any], status: int, rid: str,
-               data_access: bool | None = None, **read: Any) -> str | None:
+    def _event(self, scope: Any, state: Mapping[str, Any], status: int, rid: str, *rest: Any,
+               **read: Any) -> str | None:
         if state.get(RECORDED):
             return None
-        return super()._event(scope, state, status, rid, data_access, **read)
+        return super()._event(scope, state, status, rid, *rest, **read)

@@ -150,7 +150,7 @@ class AuditMiddleware:
                 await record(500)
 
     def _event(self, scope: Any, state: Mapping[str, Any], status: int, rid: str,
-               data_access: bool | None = None, *, user_agent: Any = _UNREAD,
+               data_access: bool | None = None, user_agent: Any = _UNREAD,
                route: tuple[str | None, Mapping[str, Any]] | None = None) -> str | None:
         """The request's event as JSON text (None: nothing to record). ``data_access`` (a
         route's own audit flag): True records a ``data_access`` event whatever the method

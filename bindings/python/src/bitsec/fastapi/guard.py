@@ -49,8 +49,8 @@ from ..permissions import Principal
 from ..runtime import Runtime
 from ..sessions import Session
 from ..tokens import TokenClaims
-from ._common import (_AUTH_FAILURE, _CLAIMS, _DENIED, STATE_ATTR, _ensure_request_id,
-                      _request_state, _runtime_of_scope, _send_json, log)
+from ._common import (_AUTH_FAILURE, _CLAIMS, _DENIED, _REQUEST_ID, STATE_ATTR, _client_ip, _ensure_request_id,
+                      _runtime_of_scope, _send_json, log, new_request_id)
 from .audit import _UNREAD, AuditMiddleware
 from .bearer import _bearer_challenge
 from .config import DEFAULT_PATH_CATEGORIES
@@ -457,6 +457,9 @@ class GuardMiddleware(AuditMiddleware):
         self._categories: tuple[Runtime, frozenset[str]] | None = None
         self._default_entry = _Entry(None, None, default)
         self._plan: Any = None  # the runtime's OffloadPlan, read once per compiled table
+        self._audit_inline = True  # the plan's: an emit never waits (records handed over per loop turn)
+        #: (runtime, client address -> its rate-limit key, encoded)
+        self._keys: tuple[Any, dict[str, bytes]] = (None, {})
 
     # ---- startup ---------------------------------------------------------------------------
 
@@ -464,6 +467,7 @@ class GuardMiddleware(AuditMiddleware):
         table = compile_routes(app, rt, default=self.default, strict=self.strict, requirements=self.requirements,
                                categorize=self.categorize, session_principal=self.session_principal)
         self._plan = offload_plan(rt, self.offload)
+        self._audit_inline = not (self._plan.reasons and self._plan.offloads("audit"))
         self.table, self._table_of = table, rt
         return table
 
@@ -497,7 +501,9 @@ class GuardMiddleware(AuditMiddleware):
         table = self.table if self._table_of is rt else None
         if table is None:
             table = self.compile(scope.get("app"), rt)
-        state = _request_state(scope)
+        state = scope.get("state")
+        if state is None:
+            state = scope["state"] = {}
         # The headers the guard reads, in one pass (the first of each).
         auth = ua = xrid = None
         for name, value in scope.get("headers", ()):
@@ -509,7 +515,10 @@ class GuardMiddleware(AuditMiddleware):
                     ua = value
             elif name == b"x-request-id" and xrid is None:
                 xrid = value
-        rid = _ensure_request_id(scope, xrid or b"")
+        rid = state.get(_REQUEST_ID)
+        if not rid:  # (as _ensure_request_id, without its call when the client sent no id)
+            rid = _ensure_request_id(scope, xrid) if xrid is not None else new_request_id()
+            state[_REQUEST_ID] = rid
         entry, params = table.match(scope["method"], _route_path(scope))
         if entry is None:
             entry = self._default_entry
@@ -540,7 +549,7 @@ class GuardMiddleware(AuditMiddleware):
         if wire is None:
             wire = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in result.rate_headers.items()]
         extra = [*wire, (b"x-request-id", rid.encode("latin-1"))]
-        inline_audit = not self._audit_offloads(rt)
+        inline_audit = self._audit_inline
 
         async def send_wrapper(message: Any) -> None:
             nonlocal recorded
@@ -550,8 +559,13 @@ class GuardMiddleware(AuditMiddleware):
                 existing = list(message.get("headers", ()))
                 message = dict(message)
                 if existing:
-                    names = {n.lower() for n, _ in existing}
-                    existing += [(n, v) for n, v in extra if n not in names]
+                    for n, _ in existing:
+                        if n.lower() in _GUARD_HEADERS:  # (every name of ``extra`` is one)
+                            names = {n.lower() for n, _ in existing}
+                            existing += [(n, v) for n, v in extra if n not in names]
+                            break
+                    else:
+                        existing += extra
                     message["headers"] = existing
                 else:
                     message["headers"] = extra
@@ -586,11 +600,7 @@ class GuardMiddleware(AuditMiddleware):
         bitsec in one call with the turn's other records (``Runtime._audit_soon``), whose
         writer thread validates them off the event loop."""
         if id(rt) not in self.disabled:
-            rt._audit_soon(self._text, scope, state, status, rid, flag, ua, where)
-
-    def _text(self, scope: Any, state: Mapping[str, Any], status: int, rid: str, flag: bool | None, ua: Any,
-              where: tuple[str | None, Mapping[str, Any]] | None) -> str | None:
-        return self._event(scope, state, status, rid, flag, user_agent=ua, route=where)
+            rt._audit_soon(self._event, scope, state, status, rid, flag, ua, where)
 
     def _offloads(self, rt: Runtime, req: Requirement, scope: Any, token: Any = _UNREAD) -> bool:
         plan = self._plan if self._table_of is rt and self._plan is not None else offload_plan(rt, self.offload)
@@ -648,12 +658,13 @@ class GuardMiddleware(AuditMiddleware):
             # keys the bucket by its subject; it is read only for that.
             token = token or None
         key: str | None = None
+        kb = b""
         if category:
             if req.auth == "none":
                 advisory = token is not None
             else:
                 token = token or None
-            key = _address_key(rt, scope, self.client_ip)
+            kb = self._address_key_bytes(rt, scope)
         else:
             category = None
             if req.auth == "none":
@@ -673,9 +684,9 @@ class GuardMiddleware(AuditMiddleware):
         try:
             if type(rt).guard_check is _GUARD_CHECK and "guard_check" not in rt.__dict__:
                 # the library's own method: its native call without building a GuardCheck
-                fields, claims = rt._guard_call(_token_bytes(token), entry.args(category, advisory),
-                                                b"" if key is None else key.encode("utf-8"), packed)
+                fields, claims = rt._guard_call(_token_bytes(token), entry.args(category, advisory), kb, packed)
             else:  # a runtime that wraps guard_check (counting, testing): through it
+                key = kb.decode("utf-8") if category else None
                 g = rt.guard_check(token, context=ctx, key=key, prepared=entry.args(category, advisory))
                 fields, claims = g.fields, g.claims
         except BackendUnavailableError:
@@ -859,6 +870,23 @@ class GuardMiddleware(AuditMiddleware):
             return "default" if names else None
         return category
 
+    def _address_key_bytes(self, rt: Runtime, scope: Any) -> bytes:
+        """``_address_key`` encoded, from a bounded cache per runtime keyed by the client's
+        address (the key depends on nothing else): one dict lookup on the path of a request."""
+        ip = _client_ip(scope, self.client_ip)
+        cache = self._keys
+        if cache[0] is rt:
+            kb = cache[1].get(ip)
+            if kb is not None:
+                return kb
+        else:
+            cache = self._keys = (rt, {})
+        kb = _address_key(rt, scope, self.client_ip).encode("utf-8")
+        if len(cache[1]) >= 4096:  # bounded: a flood of addresses only evicts
+            cache[1].clear()
+        cache[1][ip] = kb
+        return kb
+
     def _refused_counted(self, rt: Runtime, scope: Any, category: str | None, refusal: GuardResult) -> GuardResult:
         """A request refused before the library saw a credential (no token, an empty one, no
         or a refused session cookie) still takes from its route's bucket, keyed by the
@@ -975,6 +1003,9 @@ def _rate_headers(fields: tuple[int, ...], limited: bool) -> dict[str, str]:
 
 
 _NOT_CHECKED = _abi.BITSEC_GUARD_NOT_CHECKED
+#: The response headers the guard adds (lower case, as ASGI sends them).
+_GUARD_HEADERS = frozenset({b"x-ratelimit-limit", b"x-ratelimit-remaining", b"x-ratelimit-reset", b"retry-after",
+                            b"x-request-id"})
 _ALLOWED, _TOKEN_REFUSED, _SCOPE_MISSING, _PERMISSION_DENIED, _RATE_LIMITED = (
     GUARD_DECISIONS.index(n) for n in ("allowed", "token_refused", "scope_missing", "permission_denied",
                                        "rate_limited"))
