@@ -350,6 +350,9 @@ typedef struct bitsec_runtime bitsec_runtime;
 #define BITSEC_GUARD_FLAG_TOKEN_ADVISORY 2u /* an invalid token is no refusal (it only keys the rate limit) */
 /* sizeof(bitsec_guard_result). */
 #define BITSEC_GUARD_RESULT_BYTES 64
+/* sizeof(bitsec_guard_route) and sizeof(bitsec_guard_request) (bitsec_guard_check_request). */
+#define BITSEC_GUARD_ROUTE_BYTES 64
+#define BITSEC_GUARD_REQUEST_BYTES 144
 /* ==== END GENERATED guard ==== */
 
 /* The decision of bitsec_guard_check: fixed layout, 64 bytes (BITSEC_GUARD_RESULT_BYTES).
@@ -368,6 +371,37 @@ typedef struct bitsec_guard_result {
     int64_t rate_retry_after;  /* seconds to wait when limited (Retry-After), else 0 */
     int64_t rate_flags;        /* BITSEC_RATE_LIMIT_FLAG_DEGRADED */
 } bitsec_guard_result;
+
+/* A route's requirement for bitsec_guard_check_request: the inputs of bitsec_guard_check that
+ * are the same for every request of a route, filled once. 64 bytes (BITSEC_GUARD_ROUTE_BYTES);
+ * the bytes it points to are the caller's and must stay valid while it is used. */
+typedef struct bitsec_guard_route {
+    char const *scopes;        /* as bitsec_guard_check's scopes, scopes_len */
+    size_t scopes_len;
+    char const *permission;    /* as bitsec_guard_check's permission, permission_len */
+    size_t permission_len;
+    char const *category;      /* as bitsec_guard_check's category, category_len */
+    size_t category_len;
+    int64_t cost;              /* as bitsec_guard_check's cost */
+    uint32_t flags;            /* BITSEC_GUARD_FLAG_* */
+    uint32_t reserved;         /* 0 */
+} bitsec_guard_route;
+
+/* One request for bitsec_guard_check_request: its own inputs, the claims document's buffer,
+ * and the outputs. 144 bytes (BITSEC_GUARD_REQUEST_BYTES). */
+typedef struct bitsec_guard_request {
+    char const *token;         /* as bitsec_guard_check's token, token_len */
+    size_t token_len;
+    char const *key;           /* as bitsec_guard_check's key, key_len */
+    size_t key_len;
+    char const *context;       /* as bitsec_guard_check's context, context_len */
+    size_t context_len;
+    int64_t at;                /* as bitsec_guard_check's at */
+    char *out_buf;             /* as bitsec_guard_check's out_buf, out_cap */
+    size_t out_cap;
+    size_t out_len;            /* out: as bitsec_guard_check's *out_len */
+    bitsec_guard_result result; /* out: as bitsec_guard_check's *out_guard */
+} bitsec_guard_request;
 
 #include "bitsec_api.h"
 

@@ -1781,6 +1781,26 @@ int32_t bitsec_backup_codes_generate(bitsec_runtime *rt, int32_t count, char *ou
 /// Since: 0.3.0
 int32_t bitsec_guard_check(bitsec_runtime *rt, char const *token, size_t token_len, char const *scopes, size_t scopes_len, char const *permission, size_t permission_len, char const *context, size_t context_len, char const *category, size_t category_len, char const *key, size_t key_len, int64_t cost, int64_t at, uint32_t flags, bitsec_guard_result *out_guard, char *out_buf, size_t out_cap, size_t *out_len) BITSEC_NODISCARD;
 
+/// bitsec_guard_check with its inputs in two structs: the route's requirement, the same for
+/// every request of a route (bitsec_guard_route: scopes, permission, category, cost, flags;
+/// filled once), and the request's own inputs and outputs (bitsec_guard_request: token,
+/// key, context, at; the claims document's buffer; out_len and the result). It decides
+/// exactly as bitsec_guard_check called with the same values, field by field, and returns
+/// the same codes. For callers whose cost per argument matters more than the call itself
+/// (bindings through an FFI: Python's ctypes converts each argument on every call): two
+/// pointers instead of nineteen arguments.
+/// rt: the runtime.
+/// route: caller-owned bitsec_guard_route (include/bitsec.h); its reserved field must be 0.
+/// Only read during the call.
+/// request: caller-owned bitsec_guard_request; its inputs are read and its out_len and
+/// result written as bitsec_guard_check's out_len and out_guard (out_buf, out_cap: its
+/// claims buffer, as bitsec_guard_check's).
+/// Returns as bitsec_guard_check; BITSEC_E_INVALID_ARGUMENT also for a NULL route or
+/// request, or a reserved field that is not 0.
+/// Thread safety: as bitsec_guard_check; one request struct per call in flight.
+/// Since: 0.3.0
+int32_t bitsec_guard_check_request(bitsec_runtime *rt, bitsec_guard_route const *route, bitsec_guard_request *request) BITSEC_NODISCARD;
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

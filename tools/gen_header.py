@@ -27,6 +27,11 @@ HANDLE_PARAMS = {
 # get their C type back by parameter name.
 STRUCT_PARAMS = {
     "out_guard": "bitsec_guard_result",
+    "request": "bitsec_guard_request",
+}
+# The same for structs passed as `const void *` (Swift's UnsafeRawPointer).
+CONST_STRUCT_PARAMS = {
+    "route": "bitsec_guard_route",
 }
 
 
@@ -61,6 +66,8 @@ def clean_decl(decl: str) -> str:
         d = re.sub(rf"void \* {name}\b", f"{ctype} *{name}", d)
     for name, ctype in STRUCT_PARAMS.items():
         d = re.sub(rf"void \* {name}\b", f"{ctype} * {name}", d)
+    for name, ctype in CONST_STRUCT_PARAMS.items():
+        d = re.sub(rf"void const \* {name}\b", f"{ctype} const * {name}", d)
     d = d.replace(" * ", " *").replace("** ", "**")
     return d
 
@@ -211,7 +218,7 @@ FAMILIES: list[tuple[str, str, str, list[str]]] = [
      "its scopes, the permission for its principal and the rate-limit take, deciding as the\n"
      "separate calls do, into the fixed-layout bitsec_guard_result of <bitsec.h>.",
      "safe from any thread.",
-     ["bitsec_guard_check"]),
+     ["bitsec_guard_check", "bitsec_guard_check_request"]),
 ]
 
 CONVENTIONS = """\

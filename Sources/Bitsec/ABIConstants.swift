@@ -257,6 +257,9 @@ public enum BitsecABI {
     public static let BITSEC_GUARD_FLAG_TOKEN_ADVISORY: UInt32 = 2 // an invalid token is no refusal (it only keys the rate limit)
     //: sizeof(bitsec_guard_result).
     public static let BITSEC_GUARD_RESULT_BYTES: Int32 = 64
+    //: sizeof(bitsec_guard_route) and sizeof(bitsec_guard_request) (bitsec_guard_check_request).
+    public static let BITSEC_GUARD_ROUTE_BYTES: Int32 = 64
+    public static let BITSEC_GUARD_REQUEST_BYTES: Int32 = 144
 }
 
 // The version, for the ABI tests: declared in BitsecCore (Support/Version.swift), from which

@@ -71,6 +71,64 @@ private func combined(_ rt: OpaquePointer, _ token: String, _ perm: String, _ ct
                    rate: [g[3], g[4], g[5], g[6], g[7]])
 }
 
+/// One guard call made both ways: the nineteen arguments on `a`, the two structs
+/// (bitsec_guard_route, bitsec_guard_request) on `b`. Returns (rc, result bytes, out_len,
+/// document) of each.
+private func bothWays(_ a: OpaquePointer, _ b: OpaquePointer, token: String?, scopes: String, perm: String, ctx: [UInt8],
+                      category: String?, key: String, cost: Int64, flags: UInt32, cap: Int, reserved: UInt32 = 0)
+    -> (args: (Int32, [UInt8], UInt, [CChar]), structs: (Int32, [UInt8], UInt, [CChar])) {
+    func dup(_ s: String?) -> UnsafeMutablePointer<CChar>? { s.map { strdup($0)! } }
+    let tok = dup(token), sc = dup(scopes), pm = dup(perm), cat = dup(category), k = dup(key)
+    let cx = UnsafeMutablePointer<CChar>.allocate(capacity: max(ctx.count, 1))
+    for (i, c) in ctx.enumerated() { cx[i] = CChar(bitPattern: c) }
+    defer { free(tok); free(sc); free(pm); free(cat); free(k); cx.deallocate() }
+    let tl = UInt(token?.utf8.count ?? 0), cl = UInt(category?.utf8.count ?? 0)
+    let ctxp: UnsafeMutablePointer<CChar>? = ctx.isEmpty ? nil : cx
+    // the arguments
+    var g1 = [UInt8](repeating: 0xAA, count: 64)
+    var doc1 = [CChar](repeating: 0, count: max(cap, 1))
+    var n1: UInt = 99
+    let rc1 = doc1.withUnsafeMutableBufferPointer { d in
+        g1.withUnsafeMutableBytes { res in
+            bitsec_guard_check(a, tok, tl, sc, UInt(scopes.utf8.count), pm, UInt(perm.utf8.count), ctxp, UInt(ctx.count),
+                               cat, cl, k, UInt(key.utf8.count), cost, AT, flags, res.baseAddress,
+                               cap == 0 ? nil : d.baseAddress, UInt(cap), &n1)
+        }
+    }
+    // the structs
+    var route = [UInt8](repeating: 0, count: Int(BitsecABI.BITSEC_GUARD_ROUTE_BYTES))
+    var request = [UInt8](repeating: 0xAA, count: Int(BitsecABI.BITSEC_GUARD_REQUEST_BYTES))
+    var doc2 = [CChar](repeating: 0, count: max(cap, 1))
+    let rc2 = doc2.withUnsafeMutableBufferPointer { d in
+        route.withUnsafeMutableBytes { r in
+            r.storeBytes(of: UnsafePointer(sc), toByteOffset: 0, as: UnsafePointer<CChar>?.self)
+            r.storeBytes(of: UInt(scopes.utf8.count), toByteOffset: 8, as: UInt.self)
+            r.storeBytes(of: UnsafePointer(pm), toByteOffset: 16, as: UnsafePointer<CChar>?.self)
+            r.storeBytes(of: UInt(perm.utf8.count), toByteOffset: 24, as: UInt.self)
+            r.storeBytes(of: UnsafePointer(cat), toByteOffset: 32, as: UnsafePointer<CChar>?.self)
+            r.storeBytes(of: cl, toByteOffset: 40, as: UInt.self)
+            r.storeBytes(of: cost, toByteOffset: 48, as: Int64.self)
+            r.storeBytes(of: flags, toByteOffset: 56, as: UInt32.self)
+            r.storeBytes(of: reserved, toByteOffset: 60, as: UInt32.self)
+            return request.withUnsafeMutableBytes { q in
+                q.storeBytes(of: UnsafePointer(tok), toByteOffset: 0, as: UnsafePointer<CChar>?.self)
+                q.storeBytes(of: tl, toByteOffset: 8, as: UInt.self)
+                q.storeBytes(of: UnsafePointer(k), toByteOffset: 16, as: UnsafePointer<CChar>?.self)
+                q.storeBytes(of: UInt(key.utf8.count), toByteOffset: 24, as: UInt.self)
+                q.storeBytes(of: UnsafePointer(ctxp), toByteOffset: 32, as: UnsafePointer<CChar>?.self)
+                q.storeBytes(of: UInt(ctx.count), toByteOffset: 40, as: UInt.self)
+                q.storeBytes(of: AT, toByteOffset: 48, as: Int64.self)
+                q.storeBytes(of: cap == 0 ? nil : d.baseAddress, toByteOffset: 56, as: UnsafeMutablePointer<CChar>?.self)
+                q.storeBytes(of: UInt(cap), toByteOffset: 64, as: UInt.self)
+                return bitsec_guard_check_request(b, r.baseAddress, q.baseAddress)
+            }
+        }
+    }
+    let n2 = request.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 72, as: UInt.self) }
+    return ((rc1, g1, n1, Array(doc1.prefix(Int(min(n1, UInt(cap)))))),
+            (rc2, Array(request[80...]), n2, Array(doc2.prefix(Int(min(n2, UInt(cap)))))))
+}
+
 @Suite struct GuardABITests {
     @Test func sameDecisionsAsTheSeparateCalls() throws {
         let (rc1, a) = open(guardConfig), (rc2, b) = open(guardConfig)
@@ -142,6 +200,48 @@ private func combined(_ rt: OpaquePointer, _ token: String, _ perm: String, _ ct
         #expect(check("not.a.token", "docs:read").1 == 429)
         // another address is not affected
         #expect(check("not.a.token", "docs:read", key: "ip:2") == (BitsecABI.BITSEC_GUARD_TOKEN_REFUSED, 401, 2))
+    }
+
+    /// bitsec_guard_check_request decides as bitsec_guard_check with the same values: the
+    /// same status, result, document and bucket, case by case on two runtimes.
+    @Test func requestStructsDecideAsTheArguments() throws {
+        let (rc1, h1) = open(guardConfig), (rc2, h2) = open(guardConfig)
+        #expect(rc1 == OK && rc2 == OK, "\(lastError())")
+        let a = try #require(h1), b = try #require(h2)
+        defer { bitsec_runtime_close(a); bitsec_runtime_close(b) }
+        let reader = sign(a, #"{"sub":"alice","roles":["reader"],"iss":"iss","aud":"aud","exp":2000000000,"scope":"read"}"#)
+        let writer = sign(a, #"{"sub":"bob","roles":["writer"],"iss":"iss","aud":"aud","exp":2000000000}"#)
+        let keyed = UInt32(BitsecABI.BITSEC_GUARD_FLAG_KEY_BY_SUBJECT), advisory = UInt32(BitsecABI.BITSEC_GUARD_FLAG_TOKEN_ADVISORY)
+        var compared = 0
+        for token in [nil, "not.a.token", reader, writer] as [String?] {
+            for (perm, scopes) in [("", ""), ("docs:read", ""), ("docs:write", ""), ("docs:read", "read"), ("docs:read", "admin")] {
+                for ctx in [[], Array("bob\0\0".utf8)] as [[UInt8]] {
+                    for (category, flags) in [(nil, UInt32(0)), ("default", keyed), ("default", advisory), ("nope", UInt32(0)), ("default", UInt32(8))] as [(String?, UInt32)] {
+                        for cap in [0, 8, 4096] {
+                            let r = bothWays(a, b, token: token, scopes: scopes, perm: perm, ctx: ctx, category: category,
+                                             key: "ip:9", cost: 1, flags: flags, cap: cap)
+                            #expect(r.args.0 == r.structs.0 && r.args.1 == r.structs.1 && r.args.2 == r.structs.2
+                                    && r.args.3 == r.structs.3, "\(String(describing: token?.prefix(12))) \(perm) \(scopes) \(flags) \(cap)")
+                            compared += 1
+                        }
+                    }
+                }
+            }
+        }
+        #expect(compared == 600)
+        // the bucket of "ip:9" and of the subjects: taken as often on both
+        let last = bothWays(a, b, token: nil, scopes: "", perm: "", ctx: [], category: "default", key: "ip:9", cost: 1,
+                            flags: 0, cap: 0)
+        #expect(last.args.0 == OK && last.args.1 == last.structs.1)
+        // the struct's own refusals: a reserved field that is not 0, NULL structs
+        let bad = bothWays(a, b, token: reader, scopes: "", perm: "docs:read", ctx: [], category: "default", key: "ip:9",
+                           cost: 1, flags: 0, cap: 0, reserved: 1)
+        #expect(bad.structs.0 == E_INVALID && lastError().contains("reserved"))
+        var request = [UInt8](repeating: 0, count: 144)
+        #expect(bitsec_guard_check_request(a, nil, &request) == E_INVALID)
+        var route = [UInt8](repeating: 0, count: 64)
+        #expect(bitsec_guard_check_request(a, &route, nil) == E_INVALID)
+        #expect(bitsec_guard_check_request(nil, &route, &request) == E_INVALID)
     }
 
     @Test func abiCallsAreCounted() throws {

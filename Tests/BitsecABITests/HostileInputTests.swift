@@ -304,6 +304,29 @@ private let table: [Entry] = [
     Entry("bitsec_password_check", inputs: ["correct horse battery staple"], ints: [0]) { a in
         bitsec_password_check(a.rt, a.p(0), a.l(0), a.f(0), UnsafeMutableRawPointer(a.i32)?.assumingMemoryBound(to: UInt32.self), a.outLen)
     },    // out_guard: the 128-byte status scratch (bitsec_guard_result is 64 bytes).
+    Entry("bitsec_guard_check_request", inputs: ["a.b.c", "", "", "", "default", "k1"], ints: [1, 0, 0]) { a in
+        // the structs carry the same (hostile) pointers and lengths as bitsec_guard_check's arguments
+        var route = [UInt8](repeating: 0, count: 64)
+        var request = [UInt8](repeating: 0, count: 144)
+        route.withUnsafeMutableBytes { r in
+            for (i, k) in [1, 2, 4].enumerated() {
+                r.storeBytes(of: a.p(k), toByteOffset: 16 * i, as: UnsafePointer<CChar>?.self)
+                r.storeBytes(of: a.l(k), toByteOffset: 16 * i + 8, as: UInt.self)
+            }
+            r.storeBytes(of: a.n[0], toByteOffset: 48, as: Int64.self)
+            r.storeBytes(of: a.f(2), toByteOffset: 56, as: UInt32.self)
+        }
+        request.withUnsafeMutableBytes { q in
+            for (i, k) in [0, 5, 3].enumerated() {
+                q.storeBytes(of: a.p(k), toByteOffset: 16 * i, as: UnsafePointer<CChar>?.self)
+                q.storeBytes(of: a.l(k), toByteOffset: 16 * i + 8, as: UInt.self)
+            }
+            q.storeBytes(of: a.n[1], toByteOffset: 48, as: Int64.self)
+            q.storeBytes(of: a.out, toByteOffset: 56, as: UnsafeMutablePointer<CChar>?.self)
+            q.storeBytes(of: a.cap, toByteOffset: 64, as: UInt.self)
+        }
+        return bitsec_guard_check_request(a.rt, &route, &request)
+    },
     Entry("bitsec_guard_check", inputs: ["a.b.c", "", "", "", "default", "k1"], ints: [1, 0, 0]) { a in
         bitsec_guard_check(a.rt, a.p(0), a.l(0), a.p(1), a.l(1), a.p(2), a.l(2), a.p(3), a.l(3), a.p(4), a.l(4),
                            a.p(5), a.l(5), a.n[0], a.n[1], a.f(2), UnsafeMutableRawPointer(a.i64), a.out, a.cap, a.outLen)

@@ -100,6 +100,26 @@ static void guard_check_from_c(void) {
     /* a permission without a token is an error, not a decision */
     CHECK(bitsec_guard_check(rt, NULL, 0, NULL, 0, "a:b", 3, NULL, 0, NULL, 0, NULL, 0, 1, 0, 0,
                              &g, NULL, 0, &n) == BITSEC_E_INVALID_ARGUMENT);
+    /* the same through the two structs of bitsec_guard_check_request: another key's bucket */
+    CHECK(sizeof(bitsec_guard_route) == BITSEC_GUARD_ROUTE_BYTES);
+    CHECK(sizeof(bitsec_guard_request) == BITSEC_GUARD_REQUEST_BYTES);
+    CHECK(offsetof(bitsec_guard_route, cost) == 48 && offsetof(bitsec_guard_route, reserved) == 60);
+    CHECK(offsetof(bitsec_guard_request, out_len) == 72 && offsetof(bitsec_guard_request, result) == 80);
+    bitsec_guard_route route;
+    bitsec_guard_request req;
+    memset(&route, 0, sizeof route);
+    memset(&req, 0, sizeof req);
+    route.category = "default";
+    route.category_len = 7;
+    route.cost = 1;
+    req.key = "ip:2";
+    req.key_len = 4;
+    CHECK(bitsec_guard_check_request(rt, &route, &req) == BITSEC_OK);
+    CHECK(req.result.decision == BITSEC_GUARD_ALLOWED && req.result.rate_remaining == 0 && req.out_len == 0);
+    CHECK(bitsec_guard_check_request(rt, &route, &req) == BITSEC_OK);
+    CHECK(req.result.decision == BITSEC_GUARD_RATE_LIMITED && req.result.http_status == 429);
+    route.reserved = 1;
+    CHECK(bitsec_guard_check_request(rt, &route, &req) == BITSEC_E_INVALID_ARGUMENT);
     bitsec_runtime_close(rt);
 }
 

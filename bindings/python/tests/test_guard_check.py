@@ -244,6 +244,41 @@ def test_closed_runtime_and_revocation_store_down(fresh_redis: Any) -> None:
         rt.guard_check(t)
 
 
+
+def test_the_struct_call_decides_as_the_argument_call(pair: tuple[bitsec.Runtime, bitsec.Runtime]) -> None:
+    # The binding's call passes its inputs in two structs (bitsec_guard_check_request) when
+    # they fit its thread's buffers, else as nineteen arguments (bitsec_guard_check): the
+    # same decisions, claims and buckets either way, also when the claims document does not fit
+    # the thread's buffer (decided once, the document read through the verify call).
+    from bitsec import guardcheck
+    a, b = pair
+    big = a.sign_token({"sub": "carol", "roles": ["viewer"], "iss": ISS, "aud": AUD, "iat": AT - 60, "exp": AT + 600,
+                        "note": "n" * 4000})
+    toks = tokens(a)[:60] + ["y" * (guardcheck._TOKEN_ROOM + 1), big]
+    room = guardcheck._TOKEN_ROOM
+    cases = 0
+    try:
+        for tok in toks:
+            for permission, ctx in itertools.product(("equipment:read", "maintenance_records:update", None),
+                                                     (None, {"owner_id": "alice"}, {"owner_id": "o" * 5000})):
+                prepared = bitsec.GuardArgs(permission=permission, category="default", key_by_subject=True)
+                out = []
+                for rt, limit in ((a, room), (b, 0)):  # b: every call through the arguments
+                    guardcheck._TOKEN_ROOM = limit
+                    guardcheck._tls.grow(100 if cases % 2 else 16383)  # every other case: too small a buffer
+                    try:
+                        g = rt.guard_check(tok or None, context=ctx, key="ip:10.0.0.2", at=AT, prepared=prepared)
+                        out.append((g.fields, g.claims))
+                    except bitsec.BitsecError as e:
+                        out.append((type(e), None))
+                assert out[0] == out[1], (tok[:30], permission, ctx and len(ctx["owner_id"]))
+                cases += 1
+    finally:
+        guardcheck._TOKEN_ROOM = room
+    assert cases == len(toks) * 9
+    guardcheck._tls.grow(100)
+    assert a.guard_check(big, at=AT).claims["note"] == "n" * 4000
+
 def test_prepared_requirement_decides_as_the_keywords(pair: tuple[bitsec.Runtime, bitsec.Runtime]) -> None:
     # The same requirement given once as GuardArgs (what the FastAPI guard keeps per route)
     # and as keywords on every call: the same decisions, the same buckets.

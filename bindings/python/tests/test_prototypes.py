@@ -31,6 +31,8 @@ C_TO_CTYPES = {
     "bitsec_runtime *": c_void_p,
     "bitsec_runtime **": POINTER(c_void_p),
     "bitsec_guard_result *": c_void_p,
+    "bitsec_guard_route const *": c_void_p,
+    "bitsec_guard_request *": c_void_p,
     "char **": POINTER(c_void_p),
     "size_t *": POINTER(c_size_t),
     "size_t const *": POINTER(c_size_t),

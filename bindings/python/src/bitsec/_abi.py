@@ -403,6 +403,9 @@ BITSEC_GUARD_FLAG_KEY_BY_SUBJECT: Final = 1
 BITSEC_GUARD_FLAG_TOKEN_ADVISORY: Final = 2
 # sizeof(bitsec_guard_result).
 BITSEC_GUARD_RESULT_BYTES: Final = 64
+# sizeof(bitsec_guard_route) and sizeof(bitsec_guard_request) (bitsec_guard_check_request).
+BITSEC_GUARD_ROUTE_BYTES: Final = 64
+BITSEC_GUARD_REQUEST_BYTES: Final = 144
 
 #: Every export of include/bitsec_api.h: name -> (restype, argtypes).
 PROTOTYPES: Final[dict[str, tuple[Any, list[Any]]]] = {
@@ -447,6 +450,7 @@ PROTOTYPES: Final[dict[str, tuple[Any, list[Any]]]] = {
     "bitsec_fields_reload": (c_int32, [c_void_p, c_char_p, c_size_t]),
     "bitsec_free": (None, [c_void_p]),
     "bitsec_guard_check": (c_int32, [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, c_int64, c_uint32, c_void_p, c_char_p, c_size_t, POINTER(c_size_t)]),
+    "bitsec_guard_check_request": (c_int32, [c_void_p, c_void_p, c_void_p]),
     "bitsec_hotp_check": (c_int32, [c_char_p, c_size_t, c_char_p, c_size_t, c_int32, c_int32, c_uint64, c_int32, POINTER(c_int32), POINTER(c_uint64)]),
     "bitsec_hotp_code": (c_int32, [c_char_p, c_size_t, c_int32, c_int32, c_uint64, c_char_p, c_size_t, POINTER(c_size_t)]),
     "bitsec_last_error": (c_char_p, []),

@@ -21,11 +21,24 @@ __all__ = ["GuardArgs", "GuardCheck", "GuardCheckMixin", "GUARD_DECISIONS"]
 _guard = N.declare("bitsec_guard_check")
 #: The hot path passes prebuilt C objects (thread-local below), skipping ctypes' conversion.
 _guard_fast = N.unconverted(_guard)
+#: The hot path's call: two structs (bitsec_guard_route, bitsec_guard_request) instead of
+#: nineteen arguments, each of which ctypes would handle on every call.
+_guard_request = N.unconverted(N.declare("bitsec_guard_check_request"))
 
 #: Decision names by code (``BITSEC_GUARD_*``).
-GUARD_DECISIONS = N.names_by_value("BITSEC_GUARD_", exclude=("NOT_CHECKED", "FLAG_", "RESULT_"))
+GUARD_DECISIONS = N.names_by_value("BITSEC_GUARD_", exclude=("NOT_CHECKED", "FLAG_", "RESULT_", "ROUTE_", "REQUEST_"))
 _RESULT = struct.Struct("6i5q")
 assert _RESULT.size == _abi.BITSEC_GUARD_RESULT_BYTES
+#: bitsec_guard_route, and bitsec_guard_request's inputs, then its out_len and result.
+_ROUTE = struct.Struct("@PNPNPNqII")
+_REQUEST_IN = struct.Struct("@PNPNPNqPN")
+_REQUEST_OUT = struct.Struct("@N6i5q")
+assert _ROUTE.size == _abi.BITSEC_GUARD_ROUTE_BYTES
+_pack_request, _unpack_request, _REQUEST_IN_SIZE = _REQUEST_IN.pack_into, _REQUEST_OUT.unpack_from, _REQUEST_IN.size
+assert _REQUEST_IN.size + _REQUEST_OUT.size == _abi.BITSEC_GUARD_REQUEST_BYTES
+#: What the thread's request buffers hold (a longer token, key or context takes the
+#: nineteen-argument call).
+_TOKEN_ROOM, _KEY_ROOM, _CONTEXT_ROOM = 8192, 1024, 4096
 _NOT_CHECKED = _abi.BITSEC_GUARD_NOT_CHECKED
 _BUFFER_TOO_SMALL = _abi.BITSEC_E_BUFFER_TOO_SMALL
 _I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
@@ -115,12 +128,28 @@ class _Buffers(threading.local):
         self.key_len = c_size_t(0)
         self.at = c_int64(0)
         self.zero = c_size_t(0)
+        # bitsec_guard_request and the bytes its pointers point to, copied in per call
+        self.request = ctypes.create_string_buffer(_abi.BITSEC_GUARD_REQUEST_BYTES)
+        self.request_mv = memoryview(self.request).cast("B")
+        self.token = ctypes.create_string_buffer(_TOKEN_ROOM)
+        self.token_mv = memoryview(self.token).cast("B")
+        self.token_at = ctypes.addressof(self.token)
+        self.key = ctypes.create_string_buffer(_KEY_ROOM)
+        self.key_mv = memoryview(self.key).cast("B")
+        self.key_at = ctypes.addressof(self.key)
+        self.context = ctypes.create_string_buffer(_CONTEXT_ROOM)
+        self.context_mv = memoryview(self.context).cast("B")
+        self.context_at = ctypes.addressof(self.context)
         self.grow(16383)
 
     def grow(self, need: int) -> None:
         self.cap = need + 1
         self.buf = ctypes.create_string_buffer(self.cap)
         self.capv = c_size_t(self.cap)
+        self.buf_at = ctypes.addressof(self.buf)
+        # what the fast call uses, in one attribute (a thread-local's attributes cost a lookup each)
+        self.fast = (self.token_mv, self.key_mv, self.context_mv, self.request_mv, self.request, self.token_at,
+                     self.key_at, self.context_at, self.buf_at, self.cap)
 
 
 _tls = _Buffers()
@@ -131,7 +160,7 @@ class GuardArgs:
     permission, rate-limit category, cost, flags) as the exact C types of the prototype."""
 
     __slots__ = ("scopes", "scopes_len", "permission", "permission_len", "category", "category_len", "cost",
-                 "flags")
+                 "flags", "route", "_held")
 
     def __init__(self, *, permission: str | None = None, scopes: tuple[str, ...] | list[str] = (),
                  category: str | None = None, cost: int = 1, key_by_subject: bool = False,
@@ -147,6 +176,12 @@ class GuardArgs:
         self.cost = c_int64(cost)
         self.flags = c_uint32((_abi.BITSEC_GUARD_FLAG_KEY_BY_SUBJECT if key_by_subject else 0)
                               | (_abi.BITSEC_GUARD_FLAG_TOKEN_ADVISORY if token_advisory else 0))
+        # the same as a bitsec_guard_route, over copies this object holds
+        held = tuple(ctypes.create_string_buffer(b, max(len(b), 1)) for b in (self.scopes, self.permission, self.category))
+        self._held = held
+        self.route = ctypes.create_string_buffer(_ROUTE.size)
+        _ROUTE.pack_into(self.route, 0, ctypes.addressof(held[0]), len(self.scopes), ctypes.addressof(held[1]),
+                         len(self.permission), ctypes.addressof(held[2]), len(self.category), cost, self.flags.value, 0)
 
 
 class GuardCheckMixin:
@@ -204,23 +239,35 @@ class GuardCheckMixin:
         b = _tls
         memo = self._token_memo() if data else None
         known = memo.get(data) if memo is not None else None
-        b.token_len.value = len(data)
-        b.ctx_len.value = len(ctx)
-        b.key_len.value = len(k)
-        b.at.value = at
-        if known is not None or not data:
-            buf, capv = None, b.zero  # the claims of this exact token are known: the decision alone
+        want = known is None and bool(data)  # else the claims of this exact token are known: the decision alone
+        n, kn, cn = len(data), len(k), len(ctx)
+        if n <= _TOKEN_ROOM and kn <= _KEY_ROOM and cn <= _CONTEXT_ROOM:
+            token_mv, key_mv, context_mv, request_mv, request, token_at, key_at, context_at, buf_at, cap = b.fast
+            token_mv[:n] = data
+            key_mv[:kn] = k
+            if cn:
+                context_mv[:cn] = ctx
+            _pack_request(request_mv, 0, token_at, n, key_at, kn, context_at, cn, at, buf_at if want else 0,
+                          cap if want else 0)
+            rc = _guard_request(c_void_p(self.handle), args.route, request)
+            out = _unpack_request(request_mv, _REQUEST_IN_SIZE)
+            size, fields = out[0], out[1:]
         else:
-            buf, capv = b.buf, b.capv
-        rc = _guard_fast(c_void_p(self.handle), data, b.token_len, args.scopes, args.scopes_len, args.permission,
-                         args.permission_len, ctx, b.ctx_len, args.category, args.category_len, k, b.key_len,
-                         args.cost, b.at, args.flags, b.result, buf, capv, b.n_ref)
-        fields = _RESULT.unpack_from(b.result)
+            b.token_len.value = n
+            b.ctx_len.value = cn
+            b.key_len.value = kn
+            b.at.value = at
+            buf, capv = (b.buf, b.capv) if want else (None, b.zero)
+            rc = _guard_fast(c_void_p(self.handle), data, b.token_len, args.scopes, args.scopes_len,
+                             args.permission, args.permission_len, ctx, b.ctx_len, args.category, args.category_len,
+                             k, b.key_len, args.cost, b.at, args.flags, b.result, buf, capv, b.n_ref)
+            fields = _RESULT.unpack_from(b.result)
+            size = b.n.value
         claims: TokenClaims | None = None
-        if rc == _BUFFER_TOO_SMALL and buf is not None and fields[2] == 0:
+        if rc == _BUFFER_TOO_SMALL and want and fields[2] == 0:
             # Decided (and taken from the bucket); only the document did not fit: read it
             # through the verify call (a cache hit), never by deciding again.
-            b.grow(b.n.value)
+            b.grow(size)
             claims = self.verify_token(data, at=at or None)
         elif rc:
             N.check(rc)
@@ -228,7 +275,7 @@ class GuardCheckMixin:
             if known is not None:
                 claims = known
             else:
-                claims = TokenClaims._from_result(ctypes.string_at(b.buf, b.n.value))
+                claims = TokenClaims._from_result(ctypes.string_at(b.buf, size))
                 if memo is not None:
                     if len(memo) >= self.__dict__.get("_tokens_memo_max", 4096):
                         memo.clear()
