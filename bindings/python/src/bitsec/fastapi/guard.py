@@ -570,7 +570,8 @@ class GuardMiddleware(AuditMiddleware):
                 else:
                     message["headers"] = extra
                 if inline_audit:
-                    self._record_inline(rt, scope, state, message["status"], rid, req.audit, ua, where)
+                    if id(rt) not in self.disabled:  # (_record_inline, without its call)
+                        rt._audit_soon(self._event, scope, state, message["status"], rid, req.audit, ua, where)
                 else:
                     await self._record(rt, scope, state, message["status"], rid, req.audit, ua, where)
             await send(message)
@@ -684,7 +685,8 @@ class GuardMiddleware(AuditMiddleware):
         try:
             if type(rt).guard_check is _GUARD_CHECK and "guard_check" not in rt.__dict__:
                 # the library's own method: its native call without building a GuardCheck
-                fields, claims = rt._guard_call(_token_bytes(token), entry.args(category, advisory), kb, packed)
+                fields, claims = rt._guard_call(token if type(token) is bytes else _token_bytes(token),
+                                                entry.args(category, advisory), kb, packed)
             else:  # a runtime that wraps guard_check (counting, testing): through it
                 key = kb.decode("utf-8") if category else None
                 g = rt.guard_check(token, context=ctx, key=key, prepared=entry.args(category, advisory))
