@@ -303,7 +303,7 @@ private let table: [Entry] = [
     },
     Entry("bitsec_password_check", inputs: ["correct horse battery staple"], ints: [0]) { a in
         bitsec_password_check(a.rt, a.p(0), a.l(0), a.f(0), UnsafeMutableRawPointer(a.i32)?.assumingMemoryBound(to: UInt32.self), a.outLen)
-    },    // out_guard: the 128-byte status scratch (bitsec_guard_result is 64 bytes).
+    },
     Entry("bitsec_guard_check_request", inputs: ["a.b.c", "", "", "", "default", "k1"], ints: [1, 0, 0]) { a in
         // the structs carry the same (hostile) pointers and lengths as bitsec_guard_check's arguments
         var route = [UInt8](repeating: 0, count: 64)
@@ -326,7 +326,7 @@ private let table: [Entry] = [
             q.storeBytes(of: a.cap, toByteOffset: 64, as: UInt.self)
         }
         return bitsec_guard_check_request(a.rt, &route, &request)
-    },
+    },    // out_guard: the 128-byte status scratch (bitsec_guard_result is 64 bytes).
     Entry("bitsec_guard_check", inputs: ["a.b.c", "", "", "", "default", "k1"], ints: [1, 0, 0]) { a in
         bitsec_guard_check(a.rt, a.p(0), a.l(0), a.p(1), a.l(1), a.p(2), a.l(2), a.p(3), a.l(3), a.p(4), a.l(4),
                            a.p(5), a.l(5), a.n[0], a.n[1], a.f(2), UnsafeMutableRawPointer(a.i64), a.out, a.cap, a.outLen)

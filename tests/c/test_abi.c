@@ -103,7 +103,14 @@ static void guard_check_from_c(void) {
     /* the same through the two structs of bitsec_guard_check_request: another key's bucket */
     CHECK(sizeof(bitsec_guard_route) == BITSEC_GUARD_ROUTE_BYTES);
     CHECK(sizeof(bitsec_guard_request) == BITSEC_GUARD_REQUEST_BYTES);
-    CHECK(offsetof(bitsec_guard_route, cost) == 48 && offsetof(bitsec_guard_route, reserved) == 60);
+    CHECK(offsetof(bitsec_guard_route, scopes_len) == 8 && offsetof(bitsec_guard_route, permission) == 16);
+    CHECK(offsetof(bitsec_guard_route, permission_len) == 24 && offsetof(bitsec_guard_route, category) == 32);
+    CHECK(offsetof(bitsec_guard_route, category_len) == 40 && offsetof(bitsec_guard_route, cost) == 48);
+    CHECK(offsetof(bitsec_guard_route, flags) == 56 && offsetof(bitsec_guard_route, reserved) == 60);
+    CHECK(offsetof(bitsec_guard_request, token_len) == 8 && offsetof(bitsec_guard_request, key) == 16);
+    CHECK(offsetof(bitsec_guard_request, key_len) == 24 && offsetof(bitsec_guard_request, context) == 32);
+    CHECK(offsetof(bitsec_guard_request, context_len) == 40 && offsetof(bitsec_guard_request, at) == 48);
+    CHECK(offsetof(bitsec_guard_request, out_buf) == 56 && offsetof(bitsec_guard_request, out_cap) == 64);
     CHECK(offsetof(bitsec_guard_request, out_len) == 72 && offsetof(bitsec_guard_request, result) == 80);
     bitsec_guard_route route;
     bitsec_guard_request req;

@@ -251,24 +251,23 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
         var offset = 0
         for n in lengths {
             let len = Int(n)
-            let text = len > AuditConfig.maxEventBytesLimit ? [] : Array(UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + len)]))
-            items.append(QueuedEvent(seq: 0, event: Self.placeholder,
-                                     submitted: Submitted(text: text, oversize: len > AuditConfig.maxEventBytesLimit ? len : 0, micros: micros)))
+            if len > config.maxEventBytes {
+                // Longer than a record may be: prepared here, on the caller's thread, as an
+                // emit would prepare it (cut down, or its refusal), so that what waits for the
+                // writer stays within max_event_bytes per event, as the emits' records do.
+                let raw = UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + len)])
+                let s = Submitted(text: len > AuditConfig.maxEventBytesLimit ? [] : Array(raw),
+                                  oversize: len > AuditConfig.maxEventBytesLimit ? len : 0, micros: micros)
+                items.append(QueuedEvent(seq: 0, event: prepare(s)))
+            } else {
+                items.append(QueuedEvent(seq: 0, event: Self.placeholder,
+                                         submitted: Submitted(text: Array(UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + len)])),
+                                                              oversize: 0, micros: micros)))
+            }
             offset += len
         }
         sync.lock()
-        if forkedUnshared {
-            sync.unlock()
-            metrics.addDropped(UInt64(items.count), timeout: false)
-            throw BitsecError(.unsupported, Self.forkedUnsharedMessage)
-        }
-        if stopping {
-            sync.unlock()
-            throw BitsecError(.closed, "audit: the runtime is closing")
-        }
-        if !started {
-            do { try startWriterLocked() } catch { sync.unlock(); throw error }
-        }
+        try admitLocked(UInt64(items.count))
         let before = pending.count
         let accepted = min(items.count, max(0, config.queueCapacity - before))
         for i in 0..<accepted {
@@ -294,33 +293,38 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
         for i in batch.indices {
             guard let s = batch[i].submitted else { continue }
             batch[i].submitted = nil
-            let outcome: Result<EventBuilder, BitsecError>
-            if s.oversize > 0 {
-                outcome = .failure(.tooLarge("event of \(s.oversize) bytes exceeds \(AuditConfig.maxEventBytesLimit) bytes"))
-            } else {
-                outcome = s.text.withUnsafeBytes { (raw) -> Result<EventBuilder, BitsecError> in
-                    do throws(BitsecError) { return .success(try validator.validate(raw)) } catch { return .failure(error) }
-                }
+            batch[i].event = prepare(s)
+        }
+    }
+
+    /// A submitted event validated and encoded, or the `event_rejected` record of its refusal.
+    private func prepare(_ s: Submitted) -> PreparedEvent {
+        let outcome: Result<EventBuilder, BitsecError>
+        if s.oversize > 0 {
+            outcome = .failure(.tooLarge("event of \(s.oversize) bytes exceeds \(AuditConfig.maxEventBytesLimit) bytes"))
+        } else {
+            outcome = s.text.withUnsafeBytes { (raw) -> Result<EventBuilder, BitsecError> in
+                do throws(BitsecError) { return .success(try validator.validate(raw)) } catch { return .failure(error) }
             }
-            switch outcome {
-            case .success(let b):
-                batch[i].event = b.encode(timeMicros: s.micros, service: config.service)
-            case .failure(let error):
-                metrics.addRejected()
-                let rid = s.text.isEmpty ? nil : s.text.withUnsafeBytes { Self.requestID($0) }
-                var d: [(key: String, value: JSONValue)] = [
-                    ("count", .number(JSONNumber(int64: 1))), ("status", .string(Self.statusName(error.status))),
-                    ("source", .string("bitsec_audit_submit")),
-                ]
-                if let rid { d.append(("request_id", .string(rid))) }
-                var b = EventBuilder()
-                b.type = AuditSchema.internalType
-                b.subtype = "event_rejected"
-                b.result = "failure"
-                b.reason = UTF8Cut.prefix(error.detail, 512)
-                b.details = .object(JSONObject(d))
-                batch[i].event = b.encode(timeMicros: s.micros, service: config.service)
-            }
+        }
+        switch outcome {
+        case .success(let b):
+            return b.encode(timeMicros: s.micros, service: config.service)
+        case .failure(let error):
+            metrics.addRejected()
+            let rid = s.text.isEmpty ? nil : s.text.withUnsafeBytes { Self.requestID($0) }
+            var d: [(key: String, value: JSONValue)] = [
+                ("count", .number(JSONNumber(int64: 1))), ("status", .string(Self.statusName(error.status))),
+                ("source", .string("bitsec_audit_submit")),
+            ]
+            if let rid { d.append(("request_id", .string(rid))) }
+            var b = EventBuilder()
+            b.type = AuditSchema.internalType
+            b.subtype = "event_rejected"
+            b.result = "failure"
+            b.reason = UTF8Cut.prefix(error.detail, 512)
+            b.details = .object(JSONObject(d))
+            return b.encode(timeMicros: s.micros, service: config.service)
         }
     }
 
@@ -481,13 +485,14 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
 
     static let forkedUnsharedMessage = "audit: this runtime was opened before fork() and its file sink is not shared, so only the parent process may write it; set \"shared\": true on the file sink (every process then appends to the same chain), or open the runtime in each process after fork()"
 
-    private func enqueue(_ p: PreparedEvent, waitDurable: Bool, policy: AuditConfig.FullPolicy) throws(BitsecError) -> UInt64 {
-        sync.lock()
+    /// With the lock held, before `events` are queued: refused in a forked child that does not
+    /// own the file (the events counted as dropped: never silent, an automatic event has no
+    /// caller to hand the error to) and once closing; the writer started at the first record.
+    /// Unlocks before it throws.
+    private func admitLocked(_ events: UInt64) throws(BitsecError) {
         if forkedUnshared {
             sync.unlock()
-            // Counted (bitsec_audit_events_dropped_total of this process), never silent: an
-            // automatic event has no caller to hand the error to.
-            metrics.addDropped(1, timeout: false)
+            metrics.addDropped(events, timeout: false)
             throw BitsecError(.unsupported, Self.forkedUnsharedMessage)
         }
         if stopping {
@@ -497,6 +502,11 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
         if !started {
             do { try startWriterLocked() } catch { sync.unlock(); throw error }
         }
+    }
+
+    private func enqueue(_ p: PreparedEvent, waitDurable: Bool, policy: AuditConfig.FullPolicy) throws(BitsecError) -> UInt64 {
+        sync.lock()
+        try admitLocked(1)
         if pending.count >= config.queueCapacity {
             if policy == .drop {
                 dropsUnreported &+= 1

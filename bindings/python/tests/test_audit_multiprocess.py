@@ -17,6 +17,7 @@ import textwrap
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,18 +42,25 @@ def _emit_many(path: str, worker: int, n: int, q) -> None:  # a multiprocessing 
     q.put((worker, acked))
 
 
-@pytest.mark.parametrize("method", ["fork", "spawn"])
-def test_processes_append_to_one_chain(tmp_path: Path, method: str) -> None:
-    p = tmp_path / "audit.log"
+def run_workers(method: str, target: Any, args: list[tuple]) -> dict:
+    """Runs ``target(*a, queue)`` for each ``a`` of ``args`` in its own process; each puts
+    (worker, result) on the queue. Returns the results by worker once all exited cleanly."""
     ctx = mp.get_context(method)
     q = ctx.Queue()
-    procs = [ctx.Process(target=_emit_many, args=(str(p), w, 150, q)) for w in range(4)]
+    procs = [ctx.Process(target=target, args=(*a, q)) for a in args]
     for pr in procs:
         pr.start()
     results = dict(q.get(timeout=120) for _ in procs)
     for pr in procs:
         pr.join(60)
         assert pr.exitcode == 0
+    return results
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_processes_append_to_one_chain(tmp_path: Path, method: str) -> None:
+    p = tmp_path / "audit.log"
+    results = run_workers(method, _emit_many, [(str(p), w, 150) for w in range(4)])
     r = audit_verify([p])
     assert r.intact, r.problem
     assert r.first_seq == 1 and r.torn_tail is None
@@ -84,15 +92,7 @@ def test_submitted_batches_of_several_processes_land_on_one_chain(tmp_path: Path
     # bitsec_audit_submit on a shared file: the writer validates each process's events and
     # chains them after the host's head, each event once, a refusal in its place.
     p = tmp_path / "audit.log"
-    ctx = mp.get_context("fork")
-    q = ctx.Queue()
-    procs = [ctx.Process(target=_submit_many, args=(str(p), w, q)) for w in range(3)]
-    for pr in procs:
-        pr.start()
-    results = dict(q.get(timeout=120) for _ in procs)
-    for pr in procs:
-        pr.join(60)
-        assert pr.exitcode == 0
+    results = run_workers("fork", _submit_many, [(str(p), w) for w in range(3)])
     assert results == {0: 200, 1: 200, 2: 200}
     r = audit_verify([p])
     assert r.intact, r.problem

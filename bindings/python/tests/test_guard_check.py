@@ -279,6 +279,30 @@ def test_the_struct_call_decides_as_the_argument_call(pair: tuple[bitsec.Runtime
     guardcheck._tls.grow(100)
     assert a.guard_check(big, at=AT).claims["note"] == "n" * 4000
 
+
+def test_guard_args_copies_are_their_own_and_immutable(pair: tuple[bitsec.Runtime, bitsec.Runtime]) -> None:
+    # The route struct points into the GuardArgs' own buffers: a copy or an unpickled one is
+    # built again (never pointing into another object's memory), and no field can change
+    # under one of the two forms only.
+    import copy
+    import gc
+    import pickle
+
+    a, b = pair
+    tok = a.sign_token({"sub": "alice", "roles": ["operator"], "iss": ISS, "aud": AUD, "iat": AT - 60,
+                        "exp": AT + 600})
+    original = bitsec.GuardArgs(permission="equipment:read", category="default", key_by_subject=True)
+    copies = [copy.copy(original), copy.deepcopy(original), pickle.loads(pickle.dumps(original))]
+    assert all(c.route.raw != original.route.raw for c in copies)  # their own pointers
+    del original
+    gc.collect()
+    for c in copies:
+        assert a.guard_check(tok, key="ip:1", at=AT, prepared=c).fields == \
+            b.guard_check(tok, permission="equipment:read", category="default", key="ip:1", at=AT,
+                          key_by_subject=True).fields
+    with pytest.raises(AttributeError, match="immutable"):
+        copies[0].cost = 5  # type: ignore[misc]
+
 def test_prepared_requirement_decides_as_the_keywords(pair: tuple[bitsec.Runtime, bitsec.Runtime]) -> None:
     # The same requirement given once as GuardArgs (what the FastAPI guard keeps per route)
     # and as keywords on every call: the same decisions, the same buckets.

@@ -38,6 +38,8 @@ _emit_args = _EmitArgs()
 _submit = N.declare("bitsec_audit_submit")
 #: The most events one ``bitsec_audit_submit`` call takes (``audit_submit`` splits longer lists).
 SUBMIT_MAX_EVENTS: int = _abi.BITSEC_AUDIT_SUBMIT_MAX_EVENTS
+_MAX_ARGUMENT_BYTES: int = _abi.BITSEC_MAX_ARGUMENT_BYTES
+_MAX_EVENT_BYTES: int = _abi.BITSEC_AUDIT_MAX_EVENT_BYTES
 _flush = N.declare("bitsec_audit_flush")
 _stats = N.declare("bitsec_audit_stats")
 _metrics_text = N.declare("bitsec_metrics_text")
@@ -92,10 +94,11 @@ class _Soon:
             _atexit_registered = True
         _ALL_SOON.add(self)
 
-    def run(self, wait: bool) -> None:
+    def run(self, wait: bool, rt: "AuditMixin | None" = None) -> None:
         """Runs what waits, in order. ``wait``: also when nothing waits, to wait for a run in
         progress on another thread, whose items it already took (``audit_flush`` and the others
-        that promise what was handed over before them)."""
+        that promise what was handed over before them). ``rt``: the runtime, held by the
+        scheduled run so that a runtime nothing else holds still hands over what waits."""
         # Before looking: an item appended from now on schedules a run of its own, also when
         # this one (the scheduled run, finding the queue emptied by another thread) ends here.
         self.loop = None
@@ -117,21 +120,24 @@ class _Soon:
                 if type(text) is str:  # (an item that emitted by itself returns something else)
                     texts.append(text)
                     if len(texts) >= SUBMIT_MAX_EVENTS:
-                        self._hand_over(texts)
+                        self._hand_over(texts, rt)
                         texts = []
             if texts:
-                self._hand_over(texts)
+                self._hand_over(texts, rt)
 
-    def _hand_over(self, texts: list[str]) -> None:
-        rt = self.runtime()
-        if rt is None:  # (the runtime's exit hook runs what waits before it closes)
+    def _hand_over(self, texts: list[str], rt: "AuditMixin | None" = None) -> None:
+        if rt is None:
+            rt = self.runtime()
+        if rt is None:  # (a scheduled run holds its runtime; this is a run after it was collected)
             log.warning("bitsec audit: %d request records not handed over: the runtime is gone", len(texts))
             return
         try:
             rt.audit_submit(texts)
         except NotConfiguredError:
             self.absent = True  # no audit section: later items are not even written
-        except BitsecError as e:  # closing, a forked child without a shared sink: never raised into a request
+        except BitsecError as e:
+            # the runtime closed meanwhile, or a forked child without a shared file sink (the
+            # library counted the records as dropped): never raised into a request
             log.warning("bitsec audit: %d request records not handed over: %s", len(texts), e)
 
     def after_fork_in_child(self) -> None:
@@ -240,31 +246,41 @@ class AuditMixin:
         return a.seq.value or None
 
     def audit_submit(self, events: Iterable[Event]) -> int:
-        """Hands many events (mappings, or their JSON as ``str``/``bytes``) to the audit trail
-        in one native call per ``SUBMIT_MAX_EVENTS``: bitsec's writer thread validates, stamps
-        and records each as ``audit_emit`` would, off the calling thread. Never waits, so the
-        trail must use the ``drop`` policy outside ``every_event`` mode (else
-        ``UnsupportedError``). An event the writer refuses leaves an ``audit``/
-        ``event_rejected`` record in its place (counted in ``audit_stats()["rejected"]``); it
-        raises nothing here. Returns how many were queued (the others were dropped for room:
-        counted, and reported by an ``audit``/``events_dropped`` record). Raises
-        ``NotConfiguredError`` without an audit section, ``ClosedError``; nothing is queued
-        from the call that raised."""
+        """Hands many events (mappings, or their JSON as ``str``/``bytes``) to the audit trail,
+        in as few native calls as ``bitsec_audit_submit``'s limits allow (4096 events and
+        16 MiB a call): bitsec's writer thread validates, stamps and records each as
+        ``audit_emit`` would, off the calling thread. Never waits, so the trail must use the
+        ``drop`` policy outside ``every_event`` mode (else ``UnsupportedError``). An event the
+        library refuses leaves an ``audit``/``event_rejected`` record in its place (counted in
+        ``audit_stats()["rejected"]``; one over ``BITSEC_AUDIT_MAX_EVENT_BYTES`` is refused for
+        its size without being passed on whole); it raises nothing here. Returns how many were
+        queued (the others were dropped for room: counted, and reported by an
+        ``audit``/``events_dropped`` record). Raises ``NotConfiguredError`` without an audit
+        section, ``ClosedError``, ``UnsupportedError``; a mapping ``json`` cannot encode raises
+        before anything is queued; an error of a later call leaves the earlier calls' events
+        queued."""
         if type(events) is not list:
             events = list(events)
+        if len(events) <= SUBMIT_MAX_EVENTS and all(type(e) is str for e in events):
+            # JSON texts (the request records of an event-loop turn): ASCII as
+            # ``bitsec.fastapi`` writes them, so encoded in one piece
+            data = "".join(events)  # type: ignore[arg-type]
+            if len(data) <= _MAX_ARGUMENT_BYTES and data.isascii():
+                return self._submit_joined(data.encode("ascii"), (c_size_t * len(events))(*map(len, events)))
+        parts = [_event_bytes(e) for e in events]
         accepted = 0
-        for start in range(0, len(events), SUBMIT_MAX_EVENTS):
-            chunk = events[start:start + SUBMIT_MAX_EVENTS] if len(events) > SUBMIT_MAX_EVENTS else events
-            if all(type(e) is str for e in chunk):
-                # JSON texts (the request records of an event-loop turn): ASCII as
-                # ``bitsec.fastapi`` writes them, so encoded in one piece
-                data = "".join(chunk)  # type: ignore[arg-type]
-                if data.isascii():
-                    lengths = (c_size_t * len(chunk))(*map(len, chunk))
-                    accepted += self._submit_joined(data.encode("ascii"), lengths)
-                    continue
-            parts = [_event_bytes(e) for e in chunk]
-            accepted += self._submit_joined(b"".join(parts), (c_size_t * len(parts))(*map(len, parts)))
+        chunk: list[bytes] = []
+        size = 0
+        for b in parts:
+            if len(b) > _MAX_EVENT_BYTES:
+                b = b[:_MAX_EVENT_BYTES + 1]  # refused for its size all the same: the rest is never read
+            if chunk and (len(chunk) == SUBMIT_MAX_EVENTS or size + len(b) > _MAX_ARGUMENT_BYTES):
+                accepted += self._submit_joined(b"".join(chunk), (c_size_t * len(chunk))(*map(len, chunk)))
+                chunk, size = [], 0
+            chunk.append(b)
+            size += len(b)
+        if chunk:
+            accepted += self._submit_joined(b"".join(chunk), (c_size_t * len(chunk))(*map(len, chunk)))
         return accepted
 
     def _submit_joined(self, data: bytes, lengths: Any) -> int:
@@ -309,7 +325,7 @@ class AuditMixin:
         # left ``loop`` None, and then this schedules another run
         if soon.loop is not loop:
             soon.loop = loop
-            loop.call_soon(soon.run, False, context=contextvars.Context())
+            loop.call_soon(soon.run, False, self, context=contextvars.Context())
         elif len(items) >= _Soon.HAND_OVER_AT:
             soon.run(False)
 

@@ -157,16 +157,19 @@ _tls = _Buffers()
 
 class GuardArgs:
     """The constant arguments of a guard call, encoded once (a route's requirement: scopes,
-    permission, rate-limit category, cost, flags) as the exact C types of the prototype."""
+    permission, rate-limit category, cost, flags) as the exact C types of the prototype, and as
+    a ``bitsec_guard_route`` over copies it holds. Immutable (a change would reach one of the
+    two forms only); a copy or an unpickled one is built again from the same requirement."""
 
     __slots__ = ("scopes", "scopes_len", "permission", "permission_len", "category", "category_len", "cost",
-                 "flags", "route", "_held")
+                 "flags", "route", "_held", "_given")
 
     def __init__(self, *, permission: str | None = None, scopes: tuple[str, ...] | list[str] = (),
                  category: str | None = None, cost: int = 1, key_by_subject: bool = False,
                  token_advisory: bool = False) -> None:
         if not (_I64_MIN <= cost <= _I64_MAX):
             raise InvalidArgumentError("cost must fit in 64 bits")
+        self._given = (permission, tuple(scopes), category, cost, key_by_subject, token_advisory)
         self.scopes = " ".join(scopes).encode("utf-8") if scopes else b""
         self.scopes_len = c_size_t(len(self.scopes))
         self.permission = b"" if permission is None else _text(permission, "permission")
@@ -182,6 +185,21 @@ class GuardArgs:
         self.route = ctypes.create_string_buffer(_ROUTE.size)
         _ROUTE.pack_into(self.route, 0, ctypes.addressof(held[0]), len(self.scopes), ctypes.addressof(held[1]),
                          len(self.permission), ctypes.addressof(held[2]), len(self.category), cost, self.flags.value, 0)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if hasattr(self, "route"):  # (set last in __init__)
+            raise AttributeError("GuardArgs is immutable: make a new one")
+        object.__setattr__(self, name, value)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # copy, deepcopy and pickle build it again: the route's pointers are this object's own
+        return (_guard_args, self._given)
+
+
+def _guard_args(permission: str | None, scopes: tuple[str, ...], category: str | None, cost: int,
+                key_by_subject: bool, token_advisory: bool) -> GuardArgs:
+    return GuardArgs(permission=permission, scopes=scopes, category=category, cost=cost,
+                     key_by_subject=key_by_subject, token_advisory=token_advisory)
 
 
 class GuardCheckMixin:

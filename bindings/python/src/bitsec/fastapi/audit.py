@@ -98,8 +98,9 @@ class AuditMiddleware:
     the same turn (a background task's, the library's own ``rate_limit`` record). Which of
     the two paths is taken: ``offload_plan``, and ``offload="always"`` always takes the
     thread pool. Never fails a request: without an ``audit`` section the middleware only sets
-    request ids; a refused or dropped event is logged (``bitsec.fastapi`` logger), counted by bitsec and
-    recorded in the trail (``audit``/``event_rejected``, ``audit``/``events_dropped``).
+    request ids; a refused or dropped event is counted by bitsec and recorded in the trail
+    (``audit``/``event_rejected``, ``audit``/``events_dropped``); one emitted in a worker
+    thread and refused is also logged (``bitsec.fastapi`` logger).
     """
 
     def __init__(self, app: Any, *, trusted_proxies: Iterable[str] = (),

@@ -501,6 +501,7 @@ class GuardMiddleware(AuditMiddleware):
         table = self.table if self._table_of is rt else None
         if table is None:
             table = self.compile(scope.get("app"), rt)
+        inline_audit = self._audit_inline  # (this runtime's: read before anything awaits)
         state = scope.get("state")
         if state is None:
             state = scope["state"] = {}
@@ -546,10 +547,10 @@ class GuardMiddleware(AuditMiddleware):
             return
         recorded = False
         wire = result._wire
+        own_names = wire is not None  # the guard's own rate headers (a subclass may return others)
         if wire is None:
             wire = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in result.rate_headers.items()]
         extra = [*wire, (b"x-request-id", rid.encode("latin-1"))]
-        inline_audit = self._audit_inline
 
         async def send_wrapper(message: Any) -> None:
             nonlocal recorded
@@ -559,11 +560,16 @@ class GuardMiddleware(AuditMiddleware):
                 existing = list(message.get("headers", ()))
                 message = dict(message)
                 if existing:
-                    for n, _ in existing:
-                        if n.lower() in _GUARD_HEADERS:  # (every name of ``extra`` is one)
-                            names = {n.lower() for n, _ in existing}
-                            existing += [(n, v) for n, v in extra if n not in names]
-                            break
+                    clash = True
+                    if own_names:  # (every name of ``extra`` is one of _GUARD_HEADERS)
+                        clash = False
+                        for n, _ in existing:
+                            if n.lower() in _GUARD_HEADERS:
+                                clash = True
+                                break
+                    if clash:
+                        names = {n.lower() for n, _ in existing}
+                        existing += [(n, v) for n, v in extra if n not in names]
                     else:
                         existing += extra
                     message["headers"] = existing
