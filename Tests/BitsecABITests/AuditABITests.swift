@@ -232,6 +232,9 @@ private func lines(_ path: String) -> [String] {
         let bad = #"{"type": "lunch", "details": {"request_id": "r-long", "k": "\#(String(repeating: "z", count: 2000))"}}"#
         let events = [#"{"type": "session", "actor": "a"}"#, long, bad, #"{"type": "session", "actor": "b"}"#]
         #expect(submit(rt, events.map { Array($0.utf8) }) == (OK, 4))
+        #expect(bitsec_audit_flush(rt) == OK)
+        let (_, stats) = text { bitsec_audit_stats(rt, $0, $1, $2) }
+        #expect(stats.contains(#""rejected":1"#))
         bitsec_runtime_close(rt)
         let recs = lines("\(dir)/a.log")
         #expect(recs.count == 6)
@@ -250,12 +253,15 @@ private func lines(_ path: String) -> [String] {
         let dir = makeTempDir("audit-abi")
         defer { removeTempDir(dir) }
         let (_, rt) = open(#"{"audit": {"sinks": [{"type": "file", "path": "\#(dir)/a.log"}], "queue_capacity": 100}}"#)
-        let events = (0..<4096).map { Array(#"{"type": "session", "actor": "f\#($0)"}"#.utf8) }
+        // the last ones longer than a record and refused (prepared in the call): dropped for
+        // room as the others, so neither recorded nor counted as refused
+        let long = Array(#"{"type": "lunch", "details": {"k": "\#(String(repeating: "z", count: 20_000))"}}"#.utf8)
+        let events = (0..<4000).map { Array(#"{"type": "session", "actor": "f\#($0)"}"#.utf8) } + Array(repeating: long, count: 96)
         let (rc, accepted) = submit(rt, events)
         #expect(rc == OK && accepted == 99)  // the queue of 100 holds the writer's "started" record too
         #expect(bitsec_audit_flush(rt) == OK)
         let (_, stats) = text { bitsec_audit_stats(rt, $0, $1, $2) }
-        #expect(stats.contains(#""dropped":\#(4096 - Int(accepted))"#))
+        #expect(stats.contains(#""dropped":\#(4096 - Int(accepted))"#) && stats.contains(#""rejected":0"#))
         bitsec_runtime_close(rt)
         let recs = lines("\(dir)/a.log")
         #expect(recs.filter { $0.contains(#""actor":"f"#) }.count == Int(accepted))

@@ -249,6 +249,7 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
         var items: [QueuedEvent] = []
         items.reserveCapacity(lengths.count)
         var offset = 0
+        var refusedAt: [Int] = []
         for n in lengths {
             let len = Int(n)
             if len > config.maxEventBytes {
@@ -258,7 +259,9 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
                 let raw = UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + len)])
                 let s = Submitted(text: len > AuditConfig.maxEventBytesLimit ? [] : Array(raw),
                                   oversize: len > AuditConfig.maxEventBytesLimit ? len : 0, micros: micros)
-                items.append(QueuedEvent(seq: 0, event: prepare(s)))
+                let (event, refused) = prepare(s)
+                if refused { refusedAt.append(items.count) }  // counted once queued
+                items.append(QueuedEvent(seq: 0, event: event))
             } else {
                 items.append(QueuedEvent(seq: 0, event: Self.placeholder,
                                          submitted: Submitted(text: Array(UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + len)])),
@@ -282,6 +285,7 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
         }
         sync.unlock()
         if dropped > 0 { metrics.addDropped(UInt64(dropped), timeout: false) }
+        for i in refusedAt where i < accepted { metrics.addRejected() }
         return accepted
     }
 
@@ -293,12 +297,15 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
         for i in batch.indices {
             guard let s = batch[i].submitted else { continue }
             batch[i].submitted = nil
-            batch[i].event = prepare(s)
+            let (event, refused) = prepare(s)
+            if refused { metrics.addRejected() }
+            batch[i].event = event
         }
     }
 
-    /// A submitted event validated and encoded, or the `event_rejected` record of its refusal.
-    private func prepare(_ s: Submitted) -> PreparedEvent {
+    /// A submitted event validated and encoded, or the `event_rejected` record of its refusal
+    /// (then `refused`; the caller counts it once the record is queued).
+    private func prepare(_ s: Submitted) -> (event: PreparedEvent, refused: Bool) {
         let outcome: Result<EventBuilder, BitsecError>
         if s.oversize > 0 {
             outcome = .failure(.tooLarge("event of \(s.oversize) bytes exceeds \(AuditConfig.maxEventBytesLimit) bytes"))
@@ -309,9 +316,8 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
         }
         switch outcome {
         case .success(let b):
-            return b.encode(timeMicros: s.micros, service: config.service)
+            return (b.encode(timeMicros: s.micros, service: config.service), false)
         case .failure(let error):
-            metrics.addRejected()
             let rid = s.text.isEmpty ? nil : s.text.withUnsafeBytes { Self.requestID($0) }
             var d: [(key: String, value: JSONValue)] = [
                 ("count", .number(JSONNumber(int64: 1))), ("status", .string(Self.statusName(error.status))),
@@ -324,7 +330,7 @@ public final class AuditService: Capability, AuditHook, @unchecked Sendable {
             b.result = "failure"
             b.reason = UTF8Cut.prefix(error.detail, 512)
             b.details = .object(JSONObject(d))
-            return b.encode(timeMicros: s.micros, service: config.service)
+            return (b.encode(timeMicros: s.micros, service: config.service), true)
         }
     }
 

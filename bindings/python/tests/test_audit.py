@@ -97,7 +97,7 @@ def test_submit_hands_over_many_events_in_order(tmp_path: Path) -> None:
         # refusals are recorded by the writer, not raised here
         assert rt.audit_submit(events) == 5
         assert rt.audit_emit({"type": "session", "actor": "last"}) == 8
-        assert rt.audit_submit([]) == 0
+        assert rt.audit_submit([]) == 0 and rt.audit_submit(iter(())) == 0
         rt.audit_flush()
         st = rt.audit_stats()
         assert st["durable_seq"] == 8 and st["rejected"] == 2 and st["dropped"] == 0
@@ -128,6 +128,7 @@ def test_submit_splits_long_lists_and_refuses_modes_that_wait(tmp_path: Path) ->
     with bitsec.Runtime({}) as rt:
         with pytest.raises(NotConfiguredError):
             rt.audit_submit([{"type": "session"}])
+        assert rt.audit_submit([]) == 0  # nothing to hand over: no call at all
 
 
 

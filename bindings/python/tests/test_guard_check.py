@@ -302,6 +302,10 @@ def test_guard_args_copies_are_their_own_and_immutable(pair: tuple[bitsec.Runtim
                           key_by_subject=True).fields
     with pytest.raises(AttributeError, match="immutable"):
         copies[0].cost = 5  # type: ignore[misc]
+    # scopes given as an iterator are read once, for both forms
+    once = bitsec.GuardArgs(permission="equipment:read", scopes=iter(["admin"]), category="default")
+    assert once.scopes == b"admin" and copy.copy(once).scopes == b"admin"
+    assert a.guard_check(tok, key="ip:1", at=AT, prepared=once).decision == "scope_missing"
 
 def test_prepared_requirement_decides_as_the_keywords(pair: tuple[bitsec.Runtime, bitsec.Runtime]) -> None:
     # The same requirement given once as GuardArgs (what the FastAPI guard keeps per route)

@@ -261,6 +261,8 @@ class AuditMixin:
         queued."""
         if type(events) is not list:
             events = list(events)
+        if not events:
+            return 0
         if len(events) <= SUBMIT_MAX_EVENTS and all(type(e) is str for e in events):
             # JSON texts (the request records of an event-loop turn): ASCII as
             # ``bitsec.fastapi`` writes them, so encoded in one piece

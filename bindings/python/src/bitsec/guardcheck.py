@@ -169,7 +169,8 @@ class GuardArgs:
                  token_advisory: bool = False) -> None:
         if not (_I64_MIN <= cost <= _I64_MAX):
             raise InvalidArgumentError("cost must fit in 64 bits")
-        self._given = (permission, tuple(scopes), category, cost, key_by_subject, token_advisory)
+        scopes = tuple(scopes)  # read once: an iterator would be empty the second time
+        self._given = (permission, scopes, category, cost, key_by_subject, token_advisory)
         self.scopes = " ".join(scopes).encode("utf-8") if scopes else b""
         self.scopes_len = c_size_t(len(self.scopes))
         self.permission = b"" if permission is None else _text(permission, "permission")
