@@ -1251,15 +1251,19 @@ int32_t bitsec_audit_emit(bitsec_runtime *rt, char const *event, size_t event_le
 /// record) and not counted in out_accepted.
 /// rt: the runtime (its configuration must have an audit section).
 /// events, events_len: the events' UTF-8 JSON texts back to back, no separators; caller-owned,
-/// only read during the call (the texts are copied). At most 16 MiB.
+/// only read during the call (the texts are copied; one longer than the section's
+/// max_event_bytes is validated in the call, on the caller's thread, so that what waits for
+/// the writer stays as small as an emit's record). At most BITSEC_MAX_ARGUMENT_BYTES
+/// (16 MiB) in all: split a larger batch.
 /// lengths, count: each event's length in bytes, in order; they add up to events_len.
 /// count at most BITSEC_AUDIT_SUBMIT_MAX_EVENTS; 0 submits nothing. An event longer than
 /// BITSEC_AUDIT_MAX_EVENT_BYTES is refused as the writer refuses any other (its
 /// event_rejected record says BITSEC_E_TOO_LARGE).
 /// out_accepted: optional; receives how many events were queued.
-/// Returns BITSEC_OK (also when some were dropped for room); BITSEC_E_INVALID_ARGUMENT (rt,
-/// events or lengths NULL with count > 0, lengths that do not add up to events_len, count
-/// over the limit); BITSEC_E_TOO_LARGE (events_len over 16 MiB); BITSEC_E_UNSUPPORTED (the
+/// Returns BITSEC_OK (also when some were dropped for room); BITSEC_E_INVALID_ARGUMENT (rt
+/// NULL, events NULL with events_len > 0, lengths NULL with count > 0, lengths that do not
+/// add up to events_len, count over the limit); BITSEC_E_TOO_LARGE (events_len over
+/// BITSEC_MAX_ARGUMENT_BYTES); BITSEC_E_UNSUPPORTED (the
 /// block policy or every_event durability; in a child after fork() when the file sink is not
 /// shared); BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED. Nothing is queued on an error.
 /// Thread safety: safe from any thread; the events of one call are consecutive in the
