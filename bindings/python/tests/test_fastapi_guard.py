@@ -1006,3 +1006,25 @@ def test_path_categories_without_their_bucket(tmp_path: Path, categories: Any) -
             assert r.status_code == 200 and "X-RateLimit-Limit" not in r.headers
             assert c.get("/health").status_code == 200
             assert c.get("/equipment").status_code == 401
+
+
+def test_address_key_cache_stays_bounded_under_a_flood_of_addresses(tmp_path: Path) -> None:
+    # The guard keeps each client address's rate-limit key encoded, per runtime: a flood of
+    # distinct addresses (one request each) only evicts, and every request still gets its own
+    # address's key, also right after an eviction and for another runtime.
+    (tmp_path / "other").mkdir()
+    with Counting(config(tmp_path)) as rt, Counting(config(tmp_path / "other")) as other:
+        app = make_app(rt)
+        mw = GuardMiddleware(app)
+        seen = 0
+        for i in range(10_000):
+            ip = f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"
+            key = mw._address_key_bytes(rt, {"type": "http", "client": (ip, 1234), "headers": [], "state": {}})
+            assert key == f"ip:{ip}".encode()
+            assert len(mw._keys[1]) <= 4096
+            seen = max(seen, len(mw._keys[1]))
+        assert seen == 4096
+        # another runtime: its own cache, never the first one's keys
+        assert mw._address_key_bytes(other, {"type": "http", "client": ("10.0.0.1", 1), "headers": [],
+                                             "state": {}}) == b"ip:10.0.0.1"
+        assert mw._keys[0] is other and len(mw._keys[1]) == 1
