@@ -129,6 +129,27 @@ private func sessionAndSubject(_ t: TokenService, sub: String) throws {
         #expect(try t.revoke(jti: "later", exp: T0 + 1000, at: T0 + 5))
     }
 
+    @Test(arguments: TestStores.kinds) func aStoreHoldsNoneOnlyUntilTheFirstRevocationOfAnyKind(kind: TestStore) throws {
+        // Verification skips the lookups while nothing is revoked (`holdsNone`): each kind of
+        // revocation ends that at once, and Redis (shared with other hosts) never claims it.
+        let memory = !TestStore.redisModes.contains(kind)
+        for revoke in 0..<(memory ? 4 : 3) {  // (the global epoch: in memory only)
+            guard let t = try service(kind, maxEntries: 10) else { return }
+            let id = TokenIdentity(jti: "j\(revoke)", sub: "u\(revoke)", sid: "s\(revoke)", iat: T0)
+            #expect(t.revocations.holdsNone() == memory)
+            #expect(try !t.revocations.isRevoked(id, now: T0 + 1))
+            switch revoke {
+            case 0: #expect(try t.revoke(jti: "j0", exp: T0 + 1000, at: T0 + 1))
+            case 1: #expect(try t.revokeSession("s1", subject: "u1", at: T0 + 1))
+            case 2: #expect(try t.revokeSubject("u2", notBefore: T0 + 1, at: T0 + 1))
+            default: _ = try t.revocations.revoke(TokenIdentity(jti: nil, sub: nil, sid: nil, iat: T0), until: T0 + 1000,
+                                                    now: T0 + 1)
+            }
+            #expect(!t.revocations.holdsNone())
+            #expect(try t.revocations.isRevoked(id, now: T0 + 2), "revocation kind \(revoke) in \(kind)")
+        }
+    }
+
     @Test(arguments: TestStores.boundedKinds) func floodOfSingleRevocationsWidensInsteadOfFailing(kind: TestStore) throws {
         guard let t = try service(kind, maxEntries: 64) else { return }
         let store = try #require(t.revocations as? MemoryRevocationStore)

@@ -47,7 +47,14 @@ public protocol RevocationStore: Sendable {
     func isRevoked(_ id: TokenIdentity, now: Int64) throws(BitsecError) -> Bool
     /// Whether a single `jti` is revoked (a token without `sub` in Redis; any token in process).
     func isRevoked(jti: String, now: Int64) throws(BitsecError) -> Bool
+    /// True only when no revocation of any kind is held (no token can be covered): the
+    /// verification of every token then skips the lookups. A shared store answers false.
+    func holdsNone() -> Bool
     var backendName: String { get }
+}
+
+extension RevocationStore {
+    public func holdsNone() -> Bool { false }
 }
 
 extension TokenIdentity {
@@ -114,6 +121,11 @@ public final class MemoryRevocationStore: RevocationStore {
     private let sessions: StateTable<Epoch>
     private let subjects: StateTable<Epoch>
     private let global: StateTable<Epoch>
+    /// The four tables' counters, read on every verification (`holdsNone`).
+    private let jtiStats: BoundedTableStats
+    private let sessionStats: BoundedTableStats
+    private let subjectStats: BoundedTableStats
+    private let globalStats: BoundedTableStats
     private static let globalKey = "*"
     public let maxEntries: Int
     public let maxSessions: Int
@@ -160,6 +172,10 @@ public final class MemoryRevocationStore: RevocationStore {
         self.sessions = sessions
         self.subjects = subjects
         self.global = global
+        jtiStats = jtis.stats
+        sessionStats = sessions.stats
+        subjectStats = subjects.stats
+        globalStats = global.stats
     }
 
     // Instants are Unix seconds: an entry is idle (dropping it changes no decision) once
@@ -187,7 +203,7 @@ public final class MemoryRevocationStore: RevocationStore {
 
     private func covered(_ id: TokenIdentity, now: Int64) -> Bool {
         if global.stats.entryCount > 0, let g = Self.liveEpoch(global, Self.globalKey, now: now), id.coveredBy(g) { return true }
-        if let jti = id.jti, isRevoked(jti: jti, now: now) { return true }
+        if let jti = id.jti, jtiStats.entryCount > 0, isRevoked(jti: jti, now: now) { return true }
         if let sid = id.sid, sessions.stats.entryCount > 0,
            let e = Self.liveEpoch(sessions, Self.sessionKey(sub: id.sub ?? "", sid: sid), now: now), id.coveredBy(e) { return true }
         if let sub = id.sub, subjects.stats.entryCount > 0, let e = Self.liveEpoch(subjects, sub, now: now), id.coveredBy(e) { return true }
@@ -283,6 +299,13 @@ public final class MemoryRevocationStore: RevocationStore {
 
     public func isRevoked(_ id: TokenIdentity, now: Int64) -> Bool {
         covered(id, now: now)
+    }
+
+    /// No entry in any of the four tables (each count is one atomic load; in the host's
+    /// region, the region's count, so another process's revocation is seen).
+    public func holdsNone() -> Bool {
+        jtiStats.entryCount == 0 && globalStats.entryCount == 0 && sessionStats.entryCount == 0
+            && subjectStats.entryCount == 0
     }
 
     public func isRevoked(jti: String, now: Int64) -> Bool {

@@ -122,7 +122,7 @@ public final class TokenService: Capability {
         let reason = check(claims, now: instant, expect: expect)
         let now = instant.seconds
         guard reason == .valid else { return Verification(reason: reason, claims: claims) }
-        if try revocations.isRevoked(TokenIdentity(claims), now: now) {
+        if !revocations.holdsNone(), try revocations.isRevoked(TokenIdentity(claims), now: now) {
             return Verification(reason: .revoked, claims: claims)
         }
         return Verification(reason: .valid, claims: claims)
