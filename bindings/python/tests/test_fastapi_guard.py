@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import time
 import warnings
 from pathlib import Path
@@ -1028,3 +1029,106 @@ def test_address_key_cache_stays_bounded_under_a_flood_of_addresses(tmp_path: Pa
         assert mw._address_key_bytes(other, {"type": "http", "client": ("10.0.0.1", 1), "headers": [],
                                              "state": {}}) == b"ip:10.0.0.1"
         assert mw._keys[0] is other and len(mw._keys[1]) == 1
+
+
+# ---- the route's record text -------------------------------------------------------------------
+
+def test_route_record_text_is_the_generic_event_text(tmp_path: Path) -> None:
+    # ``_record_text`` writes a compiled route's record from parts kept per route, method,
+    # address and user agent: byte for byte the text ``_event`` writes, for every kind of
+    # record, method, status, parameter, principal, address, user agent and path; twice each
+    # (the second time from the kept parts).
+    with bitsec.Runtime(config(tmp_path)) as plain:
+        app = make_app(plain)
+
+        @app.api_route("/items/{a}/{b}", methods=["GET", "POST", "PATCH"])
+        def two(a: str, b: str) -> dict:
+            return {}
+
+        @app.post("/quiet/{q}")
+        @guard(audit=False)
+        def quiet(q: str) -> dict:
+            return {}
+
+        for sensitive in (None, lambda p: "secret" in p, lambda p: 1 / 0):
+            mw = GuardMiddleware(app, sensitive=sensitive, trusted_proxies=["10.0.0.0/8"])
+            table = mw.compile(app, plain)
+            assert mw._own_event
+            claims = plain.verify_token(token(plain, 'o"dd\u00e9', tenant_id="t\\1", session_id="s1"))
+            session = bitsec.Session("sid-1", 'us"er', "t9", 0, 0, 0, 0)
+            states = [{}, {"bitsec_claims": claims}, {"bitsec_session": session}]
+            n = 0
+            for entry in table.entries:
+                names = re.findall(r"{(\w+)", entry.template or "")
+                for method, status, state, ua, client, path in itertools.product(
+                        ("GET", "POST", "DELETE", "PURGE"), (200, 302, 404, 422, 500, 503), states,
+                        (None, b'ua "x" \\ \x7f\xe9'), (("10.1.2.3", 1), ("2001:DB8::1", 2), ("bad", 3), None),
+                        ("/items/x/y", "/secret/\u00e9", "/s\udc80")):
+                    params = {k: v for k, v in zip(names, ('v"1\u00e9', "2", "\udc80"))}
+                    for _ in range(2):
+                        scope = {"type": "http", "method": method, "path": path, "headers": [], "client": client,
+                                 "state": dict(state)}
+                        st = scope["state"]
+                        want = mw._event(scope, st, status, "rid-1", entry.requirement.audit, ua, (entry.template, params))
+                        scope["state"] = st = {k: v for k, v in st.items() if k != "bitsec_client_ip"}
+                        got = mw._record_text(entry, scope, st, status, "rid-1", ua, params)
+                        assert got == want, (entry.template, method, status, state, ua, client, path)
+                        n += want is not None
+            assert n > 1000
+
+
+def test_record_parts_are_bounded_under_a_flood_of_addresses_and_user_agents(tmp_path: Path) -> None:
+    # The kept ``ip`` and ``user_agent`` members are bounded tables: a flood of distinct
+    # client addresses or user agents only evicts; a user agent over 512 bytes is never kept.
+    with bitsec.Runtime(config(tmp_path)) as plain:
+        app = make_app(plain)
+        mw = GuardMiddleware(app)
+        table = mw.compile(app, plain)
+        entry = next(e for e in table.entries if e.template == "/me")
+        for i in range(10_000):
+            ua = b"agent-%d" % i
+            scope = {"type": "http", "method": "GET", "path": "/me", "headers": [],
+                     "client": (f"2001:db8::{i + 1:x}", 1), "state": {}}
+            text = mw._record_text(entry, scope, scope["state"], 200, "r", ua, {})
+            rec = json.loads(text)
+            assert rec["ip"] == f"2001:db8::{i + 1:x}" and rec["user_agent"] == ua.decode()
+            assert len(mw._ip_members) <= 4096 and len(mw._ua_members) <= 4096
+        long_ua = b"x" * 513
+        scope = {"type": "http", "method": "GET", "path": "/me", "headers": [], "client": ("127.0.0.1", 1), "state": {}}
+        assert json.loads(mw._record_text(entry, scope, scope["state"], 200, "r", long_ua, {}))["user_agent"] == "x" * 513
+        assert long_ua not in mw._ua_members
+        for i in range(100):  # methods a client makes up: a bounded table per route too
+            scope = {"type": "http", "method": f"M{i}", "path": "/me", "headers": [], "client": None, "state": {}}
+            mw._record_text(entry, scope, scope["state"], 500, "r", None, {})
+        assert len(entry.heads) <= 16
+
+
+@pytest.mark.parametrize("value,status", [
+    ("Bearer {t}", 200), ("Bearer   {t}  ", 200), ("Bearer \t{t}", 200), ("bearer {t}", 200),
+    ("BEARER\t{t}", 401), ("Bearer ", 400), ("Bearer", 400), ("Basic {t}", 401), ("Bearer x\u00e9", 401)])
+def test_bearer_header_forms(tmp_path: Path, value: str, status: int) -> None:
+    # The guard reads ``Authorization`` as the dependencies do (``_bearer_value``), its
+    # shortcut for ``Bearer <token>`` included: the scheme in any case, spaces around the token.
+    with bitsec.Runtime(config(tmp_path)) as plain:
+        app = make_app(plain)
+        t = token(plain)
+
+        async def run() -> int:
+            got = []
+
+            async def receive() -> dict:
+                return {"type": "http.request", "body": b"", "more_body": False}
+
+            async def send(message: dict) -> None:
+                if message["type"] == "http.response.start":
+                    got.append(message["status"])
+
+            app.state.bitsec = plain
+            scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+                     "scheme": "http", "path": "/equipment", "raw_path": b"/equipment", "root_path": "",
+                     "query_string": b"", "headers": [(b"authorization", value.format(t=t).encode("latin-1"))],
+                     "client": ("127.0.0.1", 5555), "server": ("127.0.0.1", 80), "app": app}
+            await app(scope, receive, send)
+            return got[0]
+
+        assert anyio.run(run) == status

@@ -36,6 +36,7 @@ class _EmitArgs(threading.local):
 
 _emit_args = _EmitArgs()
 _submit = N.declare("bitsec_audit_submit")
+_submit_fast = N.unconverted(_submit)
 #: The most events one ``bitsec_audit_submit`` call takes (``audit_submit`` splits longer lists).
 SUBMIT_MAX_EVENTS: int = _abi.BITSEC_AUDIT_SUBMIT_MAX_EVENTS
 _MAX_ARGUMENT_BYTES: int = _abi.BITSEC_MAX_ARGUMENT_BYTES
@@ -105,13 +106,11 @@ class _Soon:
         if not wait and not self.items:
             return
         with self.order:
-            pop = self.items.popleft
+            items = self.items
+            pop = items.popleft  # (only a run pops, and runs hold ``order``: a non-empty queue stays so)
             texts: list[str] = []
-            while True:
-                try:
-                    fn, args = pop()
-                except IndexError:
-                    break
+            while items:
+                fn, args = pop()
                 try:
                     text = fn(*args)
                 except Exception:  # fn reports its own failures; this is a bug, never a lost batch
@@ -263,11 +262,14 @@ class AuditMixin:
             events = list(events)
         if not events:
             return 0
-        if len(events) <= SUBMIT_MAX_EVENTS and all(type(e) is str for e in events):
+        if len(events) <= SUBMIT_MAX_EVENTS:
             # JSON texts (the request records of an event-loop turn): ASCII as
             # ``bitsec.fastapi`` writes them, so encoded in one piece
-            data = "".join(events)  # type: ignore[arg-type]
-            if len(data) <= _MAX_ARGUMENT_BYTES and data.isascii():
+            try:
+                data = "".join(events)  # type: ignore[arg-type]
+            except TypeError:  # not all str: each encoded below
+                data = None
+            if data is not None and len(data) <= _MAX_ARGUMENT_BYTES and data.isascii():
                 return self._submit_joined(data.encode("ascii"), (c_size_t * len(events))(*map(len, events)))
         parts = [_event_bytes(e) for e in events]
         accepted = 0
@@ -287,7 +289,10 @@ class AuditMixin:
 
     def _submit_joined(self, data: bytes, lengths: Any) -> int:
         out = c_size_t(0)
-        rc = _submit(self.handle, data, len(data), lengths, len(lengths), ctypes.byref(out))
+        # the exact C types of the prototype (``_submit_fast`` converts nothing): the lengths
+        # are a ``c_size_t`` array, passed as its pointer
+        rc = _submit_fast(c_void_p(self.handle), data, c_size_t(len(data)), lengths, c_size_t(len(lengths)),
+                          ctypes.byref(out))
         if rc:
             _check(rc)
         return out.value

@@ -210,7 +210,12 @@ class GuardCheckMixin:
         @property
         def handle(self) -> int: ...
 
+        _h: int | None
+        _tokens_hp_cache: ctypes.c_void_p | None
+
         def _token_memo(self) -> dict[bytes, TokenClaims]: ...
+
+        def _tokens_hp(self) -> ctypes.c_void_p: ...
 
         def verify_token(self, token: str | bytes, at: float | int | None = None) -> TokenClaims: ...
 
@@ -256,8 +261,13 @@ class GuardCheckMixin:
         """The native call of ``guard_check`` with its arguments encoded: (the result's
         fields, the verified claims or None). Errors raise ``BitsecError``."""
         b = _tls
-        memo = self._token_memo() if data else None
-        known = memo.get(data) if memo is not None else None
+        if data:
+            memo = self.__dict__.get("_tokens_memo")
+            if memo is None:
+                memo = self._token_memo()
+            known = memo.get(data)
+        else:
+            memo = known = None
         want = known is None and bool(data)  # else the claims of this exact token are known: the decision alone
         n, kn, cn = len(data), len(k), len(ctx)
         if n <= _TOKEN_ROOM and kn <= _KEY_ROOM and cn <= _CONTEXT_ROOM:
@@ -268,7 +278,10 @@ class GuardCheckMixin:
                 context_mv[:cn] = ctx
             _pack_request(request_mv, 0, token_at, n, key_at, kn, context_at, cn, at, buf_at if want else 0,
                           cap if want else 0)
-            rc = _guard_request(c_void_p(self.handle), args.route, request)
+            hp = self._tokens_hp_cache
+            if hp is None or self._h is None:
+                hp = self._tokens_hp()  # (ClosedError after close())
+            rc = _guard_request(hp, args.route, request)
             out = _unpack_request(request_mv, _REQUEST_IN_SIZE)
             size, fields = out[0], out[1:]
         else:

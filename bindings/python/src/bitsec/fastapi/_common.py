@@ -252,6 +252,8 @@ def _route_template(route: Any) -> str | None:
 
 def _text(s: str) -> str:
     """A str that encodes to UTF-8 (lone surrogates replaced); bitsec cuts long text itself."""
+    if s.isascii():  # (constant time: most text on the path of a request)
+        return s
     try:
         s.encode("utf-8")
         return s

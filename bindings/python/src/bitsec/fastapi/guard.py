@@ -49,9 +49,10 @@ from ..permissions import Principal
 from ..runtime import Runtime
 from ..sessions import Session
 from ..tokens import TokenClaims
-from ._common import (_AUTH_FAILURE, _CLAIMS, _DENIED, _REQUEST_ID, STATE_ATTR, _client_ip, _ensure_request_id,
-                      _runtime_of_scope, _send_json, log, new_request_id)
-from .audit import _UNREAD, AuditMiddleware
+from ._common import (_ACTIONS, _AUTH_FAILURE, _CLAIMS, _CLIENT_IP, _DENIED, _REQUEST_ID, STATE_ATTR, UNMATCHED_RESOURCE,
+                      _client_ip, _ensure_request_id, _runtime_of_scope, _send_json, _text, _valid_ip, log,
+                      new_request_id)
+from .audit import _UNREAD, AuditMiddleware, _claims_members, _j, _session_members
 from .bearer import _bearer_challenge
 from .config import DEFAULT_PATH_CATEGORIES
 from .csrf import _STATE as _CSRF_STATE
@@ -223,13 +224,20 @@ class _Entry:
     """A compiled route: its requirement and, per rate-limit category, the guard call's
     constant arguments encoded once."""
 
-    __slots__ = ("route", "template", "requirement", "_args")
+    __slots__ = ("route", "template", "requirement", "_args", "plan", "heads")
 
     def __init__(self, route: Any, template: str | None, requirement: Requirement) -> None:
         self.route = route
         self.template = template
         self.requirement = requirement
         self._args: dict[tuple[str | None, bool], GuardArgs] = {}
+        #: (runtime, rate category, its GuardArgs, the advisory GuardArgs, whether the route's
+        #: path parameters give a resource context): what ``decide`` would work out again on
+        #: every request, once per runtime (only for a route whose category is declared, not
+        #: derived from the path).
+        self.plan: tuple[Any, str | None, GuardArgs, GuardArgs, bool] | None = None
+        #: method -> the constant start of its audit records (``GuardMiddleware._record_text``)
+        self.heads: dict[str, tuple[str, str, str]] = {}
 
     def args(self, category: str | None, advisory: bool) -> GuardArgs:
         a = self._args.get((category, advisory))
@@ -460,6 +468,13 @@ class GuardMiddleware(AuditMiddleware):
         self._audit_inline = True  # the plan's: an emit never waits (records handed over per loop turn)
         #: (runtime, client address -> its rate-limit key, encoded)
         self._keys: tuple[Any, dict[str, bytes]] = (None, {})
+        #: the audit record's ``ip`` member by client address, and ``user_agent`` member by
+        #: raw header (``_record_text``; each bounded: a flood of either only evicts)
+        self._ip_members: dict[str, str] = {}
+        self._ua_members: dict[bytes, str] = {}
+        #: whether ``_event`` is ``AuditMiddleware``'s own (a subclass may write its records
+        #: otherwise): then ``_record_text`` writes the same text from the route's parts
+        self._own_event = type(self)._event is AuditMiddleware._event
 
     # ---- startup ---------------------------------------------------------------------------
 
@@ -520,11 +535,16 @@ class GuardMiddleware(AuditMiddleware):
         if not rid:  # (as _ensure_request_id, without its call when the client sent no id)
             rid = _ensure_request_id(scope, xrid) if xrid is not None else new_request_id()
             state[_REQUEST_ID] = rid
-        entry, params = table.match(scope["method"], _route_path(scope))
+        entry, params = table.match(scope["method"], _route_path(scope) if scope.get("root_path") else scope["path"])
         if entry is None:
             entry = self._default_entry
         req = entry.requirement
-        token = _bearer_value(auth)
+        if auth is not None and auth[:7] == b"Bearer ":  # (_bearer_value's result, in fewer steps)
+            token = auth[7:].strip()
+            if not token.isascii():
+                token = token.decode("latin-1")
+        else:
+            token = _bearer_value(auth)
         try:
             if self._cookie_offloads(rt, req) if req.cookies else (self._plan.reasons and
                                                                    self._offloads(rt, req, scope, token)):
@@ -545,17 +565,19 @@ class GuardMiddleware(AuditMiddleware):
             await _send_json(send, result.status, {"detail": self._detail(result)},
                              {**self._refusal_headers(result), "X-Request-ID": rid})
             return
-        recorded = False
         wire = result._wire
         own_names = wire is not None  # the guard's own rate headers (a subclass may return others)
         if wire is None:
             wire = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in result.rate_headers.items()]
-        extra = [*wire, (b"x-request-id", rid.encode("latin-1"))]
+        # What the wrapper reads, in one list (whether the record is written, then the rest):
+        # every variable a closure reads is a cell, made on each call of this method.
+        box: list[Any] = [False, [*wire, (b"x-request-id", rid.encode("latin-1"))], own_names, inline_audit, rt,
+                          entry, scope, state, rid, ua, params, where]
 
         async def send_wrapper(message: Any) -> None:
-            nonlocal recorded
-            if message["type"] == "http.response.start" and not recorded:
-                recorded = True
+            if message["type"] == "http.response.start" and not box[0]:
+                box[0] = True
+                _, extra, own_names, inline_audit, rt, entry, scope, state, rid, ua, params, where = box
                 # our headers, unless the application set the same header itself
                 existing = list(message.get("headers", ()))
                 message = dict(message)
@@ -577,15 +599,19 @@ class GuardMiddleware(AuditMiddleware):
                     message["headers"] = extra
                 if inline_audit:
                     if id(rt) not in self.disabled:  # (_record_inline, without its call)
-                        rt._audit_soon(self._event, scope, state, message["status"], rid, req.audit, ua, where)
+                        if where is not None and self._own_event:
+                            rt._audit_soon(self._record_text, entry, scope, state, message["status"], rid, ua, params)
+                        else:
+                            rt._audit_soon(self._event, scope, state, message["status"], rid, entry.requirement.audit,
+                                           ua, where)
                 else:
-                    await self._record(rt, scope, state, message["status"], rid, req.audit, ua, where)
+                    await self._record(rt, scope, state, message["status"], rid, entry.requirement.audit, ua, where)
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            if not recorded:
+            if not box[0]:
                 await self._record(rt, scope, state, 500, rid, req.audit, ua, where)
 
     def _cookie_offloads(self, rt: Runtime, req: Requirement) -> bool:
@@ -608,6 +634,86 @@ class GuardMiddleware(AuditMiddleware):
         writer thread validates them off the event loop."""
         if id(rt) not in self.disabled:
             rt._audit_soon(self._event, scope, state, status, rid, flag, ua, where)
+
+    def _record_text(self, entry: _Entry, scope: Any, state: Mapping[str, Any], status: int, rid: str, ua: Any,
+                     params: Mapping[str, Any]) -> str | None:
+        """``_event(scope, state, status, rid, req.audit, ua, (entry.template, params))`` of a
+        compiled route, the same text (tests/test_fastapi_guard.py compares them), from parts
+        written once: the record's start per route and method, the ``ip`` member per client
+        address, the ``user_agent`` member per header value. A refusal's record (401, 403)
+        is ``_event``'s."""
+        if status == 401 or status == 403:
+            return self._event(scope, state, status, rid, entry.requirement.audit, ua, (entry.template, params))
+        method = scope["method"]
+        heads = entry.heads.get(method)
+        if heads is None:
+            heads = self._heads(entry, method)
+        if heads[0]:
+            out = heads[0] + (',"result":"success"' if status < 400 else ',"result":"failure"')
+            if self.sensitive is not None:
+                out += ',"sensitive_data_accessed":true' if self._sensitive(scope) else ',"sensitive_data_accessed":false'
+        elif status == 500:
+            out = heads[1]
+        else:
+            return None
+        pp = ""
+        if params:
+            if len(params) == 1:
+                for k, v in params.items():
+                    vj = _j(v if type(v) is str and v.isascii() else _text(str(v)))
+                    out += ',"resource_id":' + vj
+                    pp = ',"path_params":{' + _j(_text(str(k))) + ":" + vj + "}"
+            else:
+                pp = ',"path_params":{' + ",".join(_j(_text(str(k))) + ":" + _j(_text(str(v)))
+                                                   for k, v in params.items()) + "}"
+        claims = state.get(_CLAIMS)
+        if claims is not None:
+            out += _claims_members(claims)
+        else:
+            session = state.get(_SESSION)
+            if type(session) is Session:
+                out += _session_members(session)
+        addr = state.get(_CLIENT_IP)  # (the guard's rate-limit key resolved it)
+        if addr is None:
+            addr = _client_ip(scope, self.client_ip)
+        ipm = self._ip_members.get(addr)
+        if ipm is None:
+            ip = _valid_ip(addr)
+            ipm = ',"ip":' + _j(ip) if ip else ""
+            if len(self._ip_members) >= 4096:  # bounded: a flood of addresses only evicts
+                self._ip_members.clear()
+            self._ip_members[addr] = ipm
+        if ua is not None:
+            uam = self._ua_members.get(ua)
+            if uam is None:
+                uam = ',"user_agent":' + _j(ua.decode("latin-1"))
+                if len(ua) <= 512:  # (a longer one is written each time, never kept)
+                    if len(self._ua_members) >= 4096:  # bounded: a flood of user agents only evicts
+                        self._ua_members.clear()
+                    self._ua_members[ua] = uam
+            out += ipm + uam
+        else:
+            out += ipm
+        return (f'{out},"details":{{"request_id":{_j(rid)}{heads[2]}{_j(_text(scope.get("path", "")))}'
+                f',"status":{status:d}{pp}}}}}')
+
+    def _heads(self, entry: _Entry, method: Any) -> tuple[str, str, str]:
+        """The constant parts of a route's audit records for one method (as ``_event`` writes
+        them): the ``data_access`` record's start ("" when the route records none for this
+        method), the ``server_error`` record's start (up to its ``action``), and the details'
+        ``method`` member. Kept per route for its own methods and a few others (bounded)."""
+        m = _text(str(method))
+        resource = _j(entry.template or UNMATCHED_RESOURCE)
+        flag = entry.requirement.audit
+        data = ""
+        if flag or (flag is None and m in self.methods):
+            action = _ACTIONS.get(m) or ("read" if m in ("GET", "HEAD") else m.lower())
+            data = '{"type":"data_access","action":' + _j(action) + ',"resource":' + resource
+        heads = (data, '{"type":"application","subtype":"server_error","result":"error","resource":' + resource
+                 + ',"action":' + _j(m.lower()), ',"method":' + _j(m) + ',"path":')
+        if len(entry.heads) < 16:  # the route's methods, and a few a client sent (bounded)
+            entry.heads[method] = heads
+        return heads
 
     def _offloads(self, rt: Runtime, req: Requirement, scope: Any, token: Any = _UNREAD) -> bool:
         plan = self._plan if self._table_of is rt and self._plan is not None else offload_plan(rt, self.offload)
@@ -649,7 +755,10 @@ class GuardMiddleware(AuditMiddleware):
         if token is _UNREAD:
             token = _bearer_token(scope)
         advisory = False
-        category = self._category(rt, scope, req)
+        plan = entry.plan
+        if plan is None or plan[0] is not rt or entry.requirement is not req:
+            plan = self._plan_of(rt, scope, entry, req)
+        category = plan[1]
         if req.auth != "none":
             if token is None:
                 if req.auth == "required":
@@ -676,8 +785,7 @@ class GuardMiddleware(AuditMiddleware):
             category = None
             if req.auth == "none":
                 token = None
-        ctx = (_resource_context(req, params) if req.resource is not None and params
-               and (req.owner_param or req.tenant_param or req.department_param) else None)
+        ctx = _resource_context(req, params) if plan[4] and params else None
         packed = b""
         if ctx:
             try:
@@ -692,10 +800,10 @@ class GuardMiddleware(AuditMiddleware):
             if type(rt).guard_check is _GUARD_CHECK and "guard_check" not in rt.__dict__:
                 # the library's own method: its native call without building a GuardCheck
                 fields, claims = rt._guard_call(token if type(token) is bytes else _token_bytes(token),
-                                                entry.args(category, advisory), kb, packed)
+                                                plan[3] if advisory else plan[2], kb, packed)
             else:  # a runtime that wraps guard_check (counting, testing): through it
                 key = kb.decode("utf-8") if category else None
-                g = rt.guard_check(token, context=ctx, key=key, prepared=entry.args(category, advisory))
+                g = rt.guard_check(token, context=ctx, key=key, prepared=plan[3] if advisory else plan[2])
                 fields, claims = g.fields, g.claims
         except BackendUnavailableError:
             return GuardResult(False, 503, "unavailable", req, template)
@@ -715,10 +823,11 @@ class GuardMiddleware(AuditMiddleware):
         if d == _ALLOWED:
             if fields[5] == _NOT_CHECKED:
                 return GuardResult(True, 200, "ok" if req.auth != "none" else "public", req, template, claims)
+            limit, remaining, reset = str(fields[6]), str(fields[7]), str(fields[8])  # (_rate_headers)
             r = GuardResult(True, 200, "ok" if req.auth != "none" else "public", req, template, claims,
-                            _rate_headers(fields, False))
-            r._wire = [(b"x-ratelimit-limit", b"%d" % fields[6]), (b"x-ratelimit-remaining", b"%d" % fields[7]),
-                       (b"x-ratelimit-reset", b"%d" % fields[8])]
+                            {"X-RateLimit-Limit": limit, "X-RateLimit-Remaining": remaining, "X-RateLimit-Reset": reset})
+            r._wire = [(b"x-ratelimit-limit", limit.encode()), (b"x-ratelimit-remaining", remaining.encode()),
+                       (b"x-ratelimit-reset", reset.encode())]
             return r
         g = GuardCheck(fields, claims)
         if d == _TOKEN_REFUSED:
@@ -863,6 +972,17 @@ class GuardMiddleware(AuditMiddleware):
         state[_CSRF_STATE] = d.reason
         state[_DENIED] = (req.resource or template or method, req.action or method.lower(), d.reason)
         return GuardResult(False, 403, d.reason, req, template, auth_error="csrf", session=session)
+
+    def _plan_of(self, rt: Runtime, scope: Any, entry: _Entry,
+                 req: Requirement) -> tuple[Any, str | None, GuardArgs, GuardArgs, bool]:
+        """``_Entry.plan`` for ``rt``: kept on the entry when the route's category does not
+        depend on the request's path (``rate`` declared)."""
+        category = self._category(rt, scope, req)
+        plan = (rt, category, entry.args(category, False), entry.args(category, True),
+                req.resource is not None and bool(req.owner_param or req.tenant_param or req.department_param))
+        if req.rate is not None and entry.requirement is req:
+            entry.plan = plan
+        return plan
 
     def _category(self, rt: Runtime, scope: Any, req: Requirement) -> str | None:
         """The route's rate category as the runtime defines it: a path category the
