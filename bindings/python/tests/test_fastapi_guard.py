@@ -8,6 +8,7 @@ import json
 import re
 import time
 import warnings
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -1061,8 +1062,8 @@ def test_route_record_text_is_the_generic_event_text(tmp_path: Path) -> None:
             for entry in table.entries:
                 names = re.findall(r"{(\w+)", entry.template or "")
                 for method, status, state, ua, client, path in itertools.product(
-                        ("GET", "POST", "DELETE", "PURGE"), (200, 302, 404, 422, 500, 503), states,
-                        (None, b'ua "x" \\ \x7f\xe9'), (("10.1.2.3", 1), ("2001:DB8::1", 2), ("bad", 3), None),
+                        ("GET", "POST", "DELETE", "PURGE"), (200, 302, 404, 422, 500, 503, HTTPStatus.CREATED), states,
+                        (None, b'ua "x" \\ \x7f\xe9', bytearray(b"ba")), (("10.1.2.3", 1), ("2001:DB8::1", 2), ("bad", 3), None),
                         ("/items/x/y", "/secret/\u00e9", "/s\udc80")):
                     params = {k: v for k, v in zip(names, ('v"1\u00e9', "2", "\udc80"))}
                     for _ in range(2):
@@ -1079,7 +1080,7 @@ def test_route_record_text_is_the_generic_event_text(tmp_path: Path) -> None:
 
 def test_record_parts_are_bounded_under_a_flood_of_addresses_and_user_agents(tmp_path: Path) -> None:
     # The kept ``ip`` and ``user_agent`` members are bounded tables: a flood of distinct
-    # client addresses or user agents only evicts; a user agent over 512 bytes is never kept.
+    # client addresses or user agents only evicts; a user agent over 256 bytes is never kept.
     with bitsec.Runtime(config(tmp_path)) as plain:
         app = make_app(plain)
         mw = GuardMiddleware(app)
@@ -1092,10 +1093,10 @@ def test_record_parts_are_bounded_under_a_flood_of_addresses_and_user_agents(tmp
             text = mw._record_text(entry, scope, scope["state"], 200, "r", ua, {})
             rec = json.loads(text)
             assert rec["ip"] == f"2001:db8::{i + 1:x}" and rec["user_agent"] == ua.decode()
-            assert len(mw._ip_members) <= 4096 and len(mw._ua_members) <= 4096
-        long_ua = b"x" * 513
+            assert len(mw._ip_members) <= 4096 and len(mw._ua_members) <= 1024
+        long_ua = b"x" * 257
         scope = {"type": "http", "method": "GET", "path": "/me", "headers": [], "client": ("127.0.0.1", 1), "state": {}}
-        assert json.loads(mw._record_text(entry, scope, scope["state"], 200, "r", long_ua, {}))["user_agent"] == "x" * 513
+        assert json.loads(mw._record_text(entry, scope, scope["state"], 200, "r", long_ua, {}))["user_agent"] == "x" * 257
         assert long_ua not in mw._ua_members
         for i in range(100):  # methods a client makes up: a bounded table per route too
             scope = {"type": "http", "method": f"M{i}", "path": "/me", "headers": [], "client": None, "state": {}}

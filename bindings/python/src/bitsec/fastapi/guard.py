@@ -468,12 +468,15 @@ class GuardMiddleware(AuditMiddleware):
         self._audit_inline = True  # the plan's: an emit never waits (records handed over per loop turn)
         #: (runtime, client address -> its rate-limit key, encoded)
         self._keys: tuple[Any, dict[str, bytes]] = (None, {})
-        #: the audit record's ``ip`` member by client address, and ``user_agent`` member by
-        #: raw header (``_record_text``; each bounded: a flood of either only evicts)
+        #: the audit record's ``ip`` member by client address (at most 4096), and
+        #: ``user_agent`` member by raw header (at most 1024 of up to 256 bytes): parts of
+        #: ``_record_text``; a flood of either only evicts
         self._ip_members: dict[str, str] = {}
         self._ua_members: dict[bytes, str] = {}
         #: whether ``_event`` is ``AuditMiddleware``'s own (a subclass may write its records
         #: otherwise): then ``_record_text`` writes the same text from the route's parts
+        #: (decided here, from the class; the options it reads, such as ``methods``, are read
+        #: when a route's parts are first written)
         self._own_event = type(self)._event is AuditMiddleware._event
 
     # ---- startup ---------------------------------------------------------------------------
@@ -684,18 +687,18 @@ class GuardMiddleware(AuditMiddleware):
                 self._ip_members.clear()
             self._ip_members[addr] = ipm
         if ua is not None:
-            uam = self._ua_members.get(ua)
+            uam = self._ua_members.get(ua) if type(ua) is bytes else None
             if uam is None:
                 uam = ',"user_agent":' + _j(ua.decode("latin-1"))
-                if len(ua) <= 512:  # (a longer one is written each time, never kept)
-                    if len(self._ua_members) >= 4096:  # bounded: a flood of user agents only evicts
+                if type(ua) is bytes and len(ua) <= 256:  # (a longer one is written each time, never kept)
+                    if len(self._ua_members) >= 1024:  # bounded: a flood of user agents only evicts
                         self._ua_members.clear()
                     self._ua_members[ua] = uam
             out += ipm + uam
         else:
             out += ipm
         return (f'{out},"details":{{"request_id":{_j(rid)}{heads[2]}{_j(_text(scope.get("path", "")))}'
-                f',"status":{status:d}{pp}}}}}')
+                + ',"status":%d' % status + pp + "}}")
 
     def _heads(self, entry: _Entry, method: Any) -> tuple[str, str, str]:
         """The constant parts of a route's audit records for one method (as ``_event`` writes
