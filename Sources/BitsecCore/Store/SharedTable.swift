@@ -402,17 +402,19 @@ public final class SharedTable<Value: FixedLayoutValue>: @unchecked Sendable {
     }
 
     /// Recomputes the global count from the shards, holding every shard lock at once (after a
-    /// repair: a process that died may have reserved room it never used).
+    /// repair: a process that died may have reserved room it never used). A shard that cannot
+    /// be locked leaves the count as it was: too high is the safe side (less room; a
+    /// revocation table that is not empty is looked up), too low is not.
     private func recount() {
         _ = region.withRegionLock {
             var locked: [Int] = []
             var total = 0
             for i in 0..<shardCount {
-                guard lock(i, holdingRegion: true) != nil else { continue }
+                guard lock(i, holdingRegion: true) != nil else { break }
                 locked.append(i)
                 total += count(shard(i))
             }
-            counter(0).pointee.store(UInt64(total), ordering: .relaxed)
+            if locked.count == shardCount { counter(0).pointee.store(UInt64(total), ordering: .relaxed) }
             for i in locked { RobustMutex.unlock(shard(i)) }
         }
     }
