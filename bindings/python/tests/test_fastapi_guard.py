@@ -735,6 +735,12 @@ def _asgi_app(rt: bitsec.Runtime) -> FastAPI:
 async def _request(app: FastAPI, path: str, auth: str, rid: str) -> int:
     """One request through the ASGI callable, with a ``send`` that never suspends (as a
     server's writing into its transport buffer); its status."""
+    return await _asgi_get(app, path, [(b"host", b"t"), (b"authorization", b"Bearer " + auth.encode()),
+                                       (b"x-request-id", rid.encode())])
+
+
+async def _asgi_get(app: FastAPI, path: str, headers: list[tuple[bytes, bytes]]) -> int:
+    """A GET of ``path`` with these raw headers through the ASGI callable; its status."""
     status = []
 
     async def receive() -> dict:
@@ -745,9 +751,7 @@ async def _request(app: FastAPI, path: str, auth: str, rid: str) -> int:
             status.append(message["status"])
 
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
-             "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"",
-             "headers": [(b"host", b"t"), (b"authorization", b"Bearer " + auth.encode()),
-                         (b"x-request-id", rid.encode())],
+             "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"", "headers": headers,
              "client": ("127.0.0.1", 5555), "server": ("127.0.0.1", 80), "app": app}
     try:
         await app(scope, receive, send)
@@ -1112,24 +1116,6 @@ def test_bearer_header_forms(tmp_path: Path, value: str, status: int) -> None:
     # shortcut for ``Bearer <token>`` included: the scheme in any case, spaces around the token.
     with bitsec.Runtime(config(tmp_path)) as plain:
         app = make_app(plain)
-        t = token(plain)
-
-        async def run() -> int:
-            got = []
-
-            async def receive() -> dict:
-                return {"type": "http.request", "body": b"", "more_body": False}
-
-            async def send(message: dict) -> None:
-                if message["type"] == "http.response.start":
-                    got.append(message["status"])
-
-            app.state.bitsec = plain
-            scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-                     "scheme": "http", "path": "/equipment", "raw_path": b"/equipment", "root_path": "",
-                     "query_string": b"", "headers": [(b"authorization", value.format(t=t).encode("latin-1"))],
-                     "client": ("127.0.0.1", 5555), "server": ("127.0.0.1", 80), "app": app}
-            await app(scope, receive, send)
-            return got[0]
-
-        assert anyio.run(run) == status
+        app.state.bitsec = plain
+        header = value.format(t=token(plain)).encode("latin-1")
+        assert anyio.run(_asgi_get, app, "/equipment", [(b"authorization", header)]) == status
