@@ -1119,3 +1119,74 @@ def test_bearer_header_forms(tmp_path: Path, value: str, status: int) -> None:
         app.state.bitsec = plain
         header = value.format(t=token(plain)).encode("latin-1")
         assert anyio.run(_asgi_get, app, "/equipment", [(b"authorization", header)]) == status
+
+
+# ---- the common route's path through __call__ ----------------------------------------------------
+
+class _ThroughDecide(GuardMiddleware):
+    """Every request through ``decide`` (the fused path of ``__call__`` off)."""
+
+    def _fast_route(self, rt: Any, req: Requirement) -> bool:
+        return False
+
+
+class _CountingDecide(GuardMiddleware):
+    decided = 0
+
+    def decide(self, *a: Any, **k: Any) -> Any:
+        type(self).decided += 1
+        return super().decide(*a, **k)
+
+
+def test_the_fused_path_answers_and_records_as_decide(tmp_path: Path) -> None:
+    # ``__call__`` decides a bearer request on a common route (``_fast_route``) without
+    # ``decide``: the same answers (status, body, headers, the remaining budget), the same
+    # audit records, for allowed, refused, limited and malformed tokens, on routes whose rate
+    # category is declared and on routes whose category is the path's.
+    def run(mw_class: type, where: Path) -> tuple[list[Any], list[dict[str, Any]]]:
+        where.mkdir()
+        rt = bitsec.Runtime(config(where))
+        app = make_app(rt)
+        app.add_middleware(mw_class, realm="erp")
+        now = int(time.time())
+        ok = token(rt)
+        admin = token(rt, "a1", ("admin",))
+        cases: list[tuple[str, str, dict[str, Any]]] = [
+            ("GET", "/equipment", bearer(ok)), ("GET", "/equipment", bearer(ok)),
+            ("GET", "/equipment", bearer(token(rt, exp_in=-60))),
+            ("GET", "/equipment", bearer(ok[:-2] + ("AA" if not ok.endswith("AA") else "BB"))),
+            ("GET", "/equipment", bearer("x" * 20000)), ("GET", "/equipment", {"Authorization": "Bearer \u00e9t\u00e9".encode("latin-1")}),  # type: ignore[dict-item]
+            ("DELETE", "/equipment/e1", bearer(ok)),  # viewer: no grant (and taken from "auth")
+            ("DELETE", "/equipment/e1", bearer(admin)), ("DELETE", "/equipment/e2", bearer(admin)),
+            ("DELETE", "/equipment/e3", bearer(admin)),  # over the "auth" capacity of 2: 429
+            ("GET", "/me", bearer(admin)), ("GET", "/health", bearer(ok)),
+            ("GET", "/equipment", {"Authorization": "Bearer "}), ("GET", "/equipment", {}),
+        ]
+        answers = []
+        with TestClient(app) as client:
+            for method, path, headers in cases:
+                r = client.request(method, path, headers={**headers, "X-Request-ID": f"req-{len(answers)}"})
+                answers.append((method, path, r.status_code, r.text, sorted(
+                    (k, v) for k, v in r.headers.items() if k not in ("date", "x-ratelimit-reset"))))
+        rt.close()
+        records = [json.loads(line) for line in (where / "audit.log").read_text().splitlines() if line.strip()]
+        for e in records:  # what differs between two runs: the clock, ids and the chain
+            for k in ("time", "id", "seq", "prev", "hash"):
+                e.pop(k, None)
+        assert now  # (the tokens were signed at the same second in both runs, or within a minute)
+        return answers, records
+
+    _CountingDecide.decided = 0
+    fused = run(_CountingDecide, tmp_path / "fused")
+    through = run(_ThroughDecide, tmp_path / "decide")
+    assert len(fused[0]) == len(through[0])
+    for a, b in zip(*(fused[0], through[0])):
+        assert a == b
+    assert [r["subtype"] if "subtype" in r else r.get("type") for r in fused[1]] == \
+        [r["subtype"] if "subtype" in r else r.get("type") for r in through[1]]
+    assert fused[1] == through[1]
+    statuses = [a[2] for a in fused[0]]
+    assert statuses.count(200) >= 4 and 401 in statuses and 403 in statuses and 429 in statuses and 400 in statuses
+    # the bearer requests on common routes did not go through decide: the missing and empty
+    # tokens, the token that is not ASCII and the public route did (and nothing else)
+    assert _CountingDecide.decided == 4, _CountingDecide.decided

@@ -34,7 +34,12 @@ _ROUTE = struct.Struct("@PNPNPNqII")
 _REQUEST_IN = struct.Struct("@PNPNPNqPN")
 _REQUEST_OUT = struct.Struct("@N6i5q")
 assert _ROUTE.size == _abi.BITSEC_GUARD_ROUTE_BYTES
-_pack_request, _unpack_request, _REQUEST_IN_SIZE = _REQUEST_IN.pack_into, _REQUEST_OUT.unpack_from, _REQUEST_IN.size
+_pack_request, _REQUEST_IN_SIZE = _REQUEST_IN.pack_into, _REQUEST_IN.size
+#: bitsec_guard_request's out_len, then its result (the fields, read without the length when
+#: no document was asked for)
+_unpack_fields, _FIELDS_AT = _RESULT.unpack_from, _REQUEST_IN_SIZE + struct.calcsize("@N")
+_unpack_size = struct.Struct("@N").unpack_from
+assert _REQUEST_OUT.size == struct.calcsize("@N") + _RESULT.size
 assert _REQUEST_IN.size + _REQUEST_OUT.size == _abi.BITSEC_GUARD_REQUEST_BYTES
 #: What the thread's request buffers hold (a longer token, key or context takes the
 #: nineteen-argument call).
@@ -282,8 +287,8 @@ class GuardCheckMixin:
             if hp is None or self._h is None:
                 hp = self._tokens_hp()  # (ClosedError after close())
             rc = _guard_request(hp, args.route, request)
-            out = _unpack_request(request_mv, _REQUEST_IN_SIZE)
-            size, fields = out[0], out[1:]
+            fields = _unpack_fields(request_mv, _FIELDS_AT)
+            size = _unpack_size(request_mv, _REQUEST_IN_SIZE)[0] if want else 0
         else:
             b.token_len.value = n
             b.ctx_len.value = cn

@@ -35,8 +35,10 @@ session's principal (``session_principal``).
 from __future__ import annotations
 
 import inspect
+import operator
+from json.encoder import encode_basestring_ascii as _quote
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
+from typing import Any, Awaitable, Callable, Iterable, Iterator, Mapping, TypeVar
 
 import anyio
 from fastapi import HTTPException, Request
@@ -50,7 +52,7 @@ from ..runtime import Runtime
 from ..sessions import Session
 from ..tokens import TokenClaims
 from ._common import (_ACTIONS, _AUTH_FAILURE, _CLAIMS, _CLIENT_IP, _DENIED, _REQUEST_ID, STATE_ATTR, UNMATCHED_RESOURCE,
-                      _client_ip, _ensure_request_id, _runtime_of_scope, _send_json, _text, _valid_ip, log,
+                      ClientIP, _client_ip, _ensure_request_id, _runtime_of_scope, _send_json, _text, _valid_ip, log,
                       new_request_id)
 from .audit import _UNREAD, AuditMiddleware, _claims_members, _j, _session_members
 from .bearer import _bearer_challenge
@@ -224,7 +226,7 @@ class _Entry:
     """A compiled route: its requirement and, per rate-limit category, the guard call's
     constant arguments encoded once."""
 
-    __slots__ = ("route", "template", "requirement", "_args", "plan", "heads")
+    __slots__ = ("route", "template", "requirement", "_args", "plan", "fast", "heads")
 
     def __init__(self, route: Any, template: str | None, requirement: Requirement) -> None:
         self.route = route
@@ -236,8 +238,12 @@ class _Entry:
         #: every request, once per runtime (only for a route whose category is declared, not
         #: derived from the path).
         self.plan: tuple[Any, str | None, GuardArgs, GuardArgs, bool] | None = None
+        #: (runtime, GuardArgs, rate category) when a request with a bearer token needs no more
+        #: than the native call (``GuardMiddleware._fast_route``); (runtime, None, None) when the
+        #: category is the request path's
+        self.fast: tuple[Any, GuardArgs | None, str | None] | None = None
         #: method -> the constant start of its audit records (``GuardMiddleware._record_text``)
-        self.heads: dict[str, tuple[str, str, str]] = {}
+        self.heads: dict[str, tuple[str, str, str, str, str]] = {}
 
     def args(self, category: str | None, advisory: bool) -> GuardArgs:
         a = self._args.get((category, advisory))
@@ -261,6 +267,7 @@ class RouteTable:
         self.static_any: dict[str, tuple[int, _Entry]] = {}
         self.dynamic: list[tuple[int, Any, frozenset[str] | None, _Entry]] = []
         self.entries = [e for *_, e in entries]
+        self.static_paths = frozenset(path for _, path, *_ in entries if "{" not in path)
         for index, path, regex, methods, entry in entries:
             if "{" in path:
                 self.dynamic.append((index, regex, methods, entry))
@@ -271,11 +278,14 @@ class RouteTable:
                     self.static.setdefault((m, path), (index, entry))
 
     def match(self, method: str, path: str) -> tuple[_Entry | None, dict[str, str]]:
-        found = self.static.get((method, path))
-        other = self.static_any.get(path)
-        if other is not None and (found is None or other[0] < found[0]):
-            found = other
-        limit = found[0] if found is not None else 1 << 62
+        if path in self.static_paths:
+            found = self.static.get((method, path))
+            other = self.static_any.get(path)
+            if other is not None and (found is None or other[0] < found[0]):
+                found = other
+            limit = found[0] if found is not None else 1 << 62
+        else:  # (a path no route without parameters has: one set lookup)
+            found, limit = None, 1 << 62
         for index, regex, methods, entry in self.dynamic:
             if index > limit:
                 break
@@ -473,6 +483,8 @@ class GuardMiddleware(AuditMiddleware):
         #: ``_record_text``; a flood of either only evicts
         self._ip_members: dict[str, str] = {}
         self._ua_members: dict[bytes, str] = {}
+        #: ``,"path_params":{"<name>":`` by route parameter name (the routes' own: bounded)
+        self._param_members: dict[Any, str] = {}
         #: whether ``_event`` is ``AuditMiddleware``'s own (a subclass may write its records
         #: otherwise): then ``_record_text`` writes the same text from the route's parts
         #: (decided here, from the class; the options it reads, such as ``methods``, are read
@@ -487,6 +499,14 @@ class GuardMiddleware(AuditMiddleware):
         self._plan = offload_plan(rt, self.offload)
         self._audit_inline = not (self._plan.reasons and self._plan.offloads("audit"))
         self.table, self._table_of = table, rt
+        for entry in table.entries:  # the plans of the routes, now (``_Entry.plan``, ``_Entry.fast``)
+            req = entry.requirement
+            if req.cookies:
+                continue
+            if req.rate is not None:
+                self._plan_of(rt, None, entry, req)
+            elif self._fast_route(rt, req):
+                entry.fast = (rt, None, None)  # (the category is the request path's)
         return table
 
     async def _lifespan(self, scope: Any, receive: Any, send: Any) -> None:
@@ -512,7 +532,11 @@ class GuardMiddleware(AuditMiddleware):
             else:
                 await self.app(scope, receive, send)
             return
-        rt = _runtime_of_scope(scope, self.attr)
+        try:  # (_runtime_of_scope, without its call: Starlette's State keeps its values in _state)
+            values = scope["app"].state._state
+        except (KeyError, AttributeError):
+            values = None
+        rt = values.get(self.attr) if type(values) is dict else _runtime_of_scope(scope, self.attr)
         if rt is None:
             await self.app(scope, receive, send)
             return
@@ -549,8 +573,44 @@ class GuardMiddleware(AuditMiddleware):
         else:
             token = _bearer_value(auth)
         try:
-            if self._cookie_offloads(rt, req) if req.cookies else (self._plan.reasons and
-                                                                   self._offloads(rt, req, scope, token)):
+            fast = entry.fast
+            if fast is not None and fast[0] is rt and token and type(token) is bytes and "guard_check" not in rt.__dict__:
+                # ``decide`` for the common route (``_fast_route``) and a bearer token, in fewer
+                # steps: the rate-limit key from the cache by client address, one native call,
+                # then ``_outcome``.
+                args, category = fast[1], fast[2]
+                if args is None:  # (a route whose rate category is its path's)
+                    category = self._category(rt, scope, req)
+                    args = entry.args(category, False)
+                if category:
+                    ip = state.get(_CLIENT_IP)
+                    if ip is None:
+                        resolver = self.client_ip
+                        if type(resolver) is ClientIP and not resolver.networks:
+                            client = scope.get("client")
+                            ip = state[_CLIENT_IP] = client[0] if client else ""
+                        else:
+                            ip = _client_ip(scope, resolver)
+                    keys = self._keys
+                    kb = keys[1].get(ip) if keys[0] is rt else None
+                    if kb is None:
+                        kb = self._address_key_bytes(rt, scope)
+                else:
+                    kb = b""
+                try:
+                    fields, claims = rt._guard_call(token, args, kb)
+                except (TooLargeError, InvalidArgumentError) as e:  # (as decide: refused, and counted)
+                    state[_AUTH_FAILURE] = type(e).__name__
+                    result = self._refused_counted(rt, scope, category, GuardResult(
+                        False, _AUTH_ERRORS["invalid"][0], type(e).__name__, req, entry.template, auth_error="invalid"))
+                except BackendUnavailableError:
+                    result = GuardResult(False, 503, "unavailable", req, entry.template)
+                else:
+                    if claims is not None:
+                        state[_CLAIMS] = claims
+                    result = self._outcome(state, req, entry.template, fields, claims, category)
+            elif self._cookie_offloads(rt, req) if req.cookies else (self._plan.reasons and
+                                                                     self._offloads(rt, req, scope, token)):
                 result = await anyio.to_thread.run_sync(self.decide, rt, scope, state, entry, req, params, token)
             else:
                 result = self.decide(rt, scope, state, entry, req, params, token)
@@ -577,21 +637,18 @@ class GuardMiddleware(AuditMiddleware):
         box: list[Any] = [False, [*wire, (b"x-request-id", rid.encode("latin-1"))], own_names, inline_audit, rt,
                           entry, scope, state, rid, ua, params, where]
 
-        async def send_wrapper(message: Any) -> None:
-            if message["type"] == "http.response.start" and not box[0]:
+        # A plain function that returns the server's ``send`` awaitable (the application awaits
+        # it): no coroutine of its own per message.
+        def send_wrapper(message: Any) -> Awaitable[None]:
+            if not box[0] and message["type"] == "http.response.start":
                 box[0] = True
                 _, extra, own_names, inline_audit, rt, entry, scope, state, rid, ua, params, where = box
                 # our headers, unless the application set the same header itself
                 existing = list(message.get("headers", ()))
                 message = dict(message)
                 if existing:
-                    clash = True
-                    if own_names:  # (every name of ``extra`` is one of _GUARD_HEADERS)
-                        clash = False
-                        for n, _ in existing:
-                            if n.lower() in _GUARD_HEADERS:
-                                clash = True
-                                break
+                    # (every name of ``extra`` is one of _GUARD_HEADERS: the names compared in C)
+                    clash = not own_names or not _GUARD_HEADERS.isdisjoint(map(_lower, map(_name, existing)))
                     if clash:
                         names = {n.lower() for n, _ in existing}
                         existing += [(n, v) for n, v in extra if n not in names]
@@ -608,14 +665,22 @@ class GuardMiddleware(AuditMiddleware):
                             rt._audit_soon(self._event, scope, state, message["status"], rid, entry.requirement.audit,
                                            ua, where)
                 else:
-                    await self._record(rt, scope, state, message["status"], rid, entry.requirement.audit, ua, where)
-            await send(message)
+                    return self._record_then_send(rt, scope, state, message, rid, entry.requirement.audit, ua, where,
+                                                  send)
+            return send(message)  # type: ignore[no-any-return]
 
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
             if not box[0]:
                 await self._record(rt, scope, state, 500, rid, req.audit, ua, where)
+
+    async def _record_then_send(self, rt: Runtime, scope: Any, state: Mapping[str, Any], message: Any, rid: str,
+                                flag: bool | None, ua: Any, where: tuple[str | None, Mapping[str, Any]] | None,
+                                send: Any) -> None:
+        """The response's start when the emit may wait: its record first, then the message."""
+        await self._record(rt, scope, state, message["status"], rid, flag, ua, where)
+        await send(message)
 
     def _cookie_offloads(self, rt: Runtime, req: Requirement) -> bool:
         """Whether a cookie route decides in the thread pool: when the application's
@@ -652,7 +717,7 @@ class GuardMiddleware(AuditMiddleware):
         if heads is None:
             heads = self._heads(entry, method)
         if heads[0]:
-            out = heads[0] + (',"result":"success"' if status < 400 else ',"result":"failure"')
+            out = heads[3] if status < 400 else heads[4]
             if self.sensitive is not None:
                 out += ',"sensitive_data_accessed":true' if self._sensitive(scope) else ',"sensitive_data_accessed":false'
         elif status == 500:
@@ -663,15 +728,25 @@ class GuardMiddleware(AuditMiddleware):
         if params:
             if len(params) == 1:
                 for k, v in params.items():
-                    vj = _j(v if type(v) is str and v.isascii() else _text(str(v)))
+                    # (_j, without its call: the C escaper of a str)
+                    vj = _quote(v if type(v) is str and v.isascii() else _text(str(v)))
                     out += ',"resource_id":' + vj
-                    pp = ',"path_params":{' + _j(_text(str(k))) + ":" + vj + "}"
+                    pk = self._param_members.get(k)
+                    if pk is None:
+                        pk = ',"path_params":{' + _quote(_text(str(k))) + ":"
+                        if len(self._param_members) < 256:  # route parameter names (a few)
+                            self._param_members[k] = pk
+                    pp = pk + vj + "}"
             else:
                 pp = ',"path_params":{' + ",".join(_j(_text(str(k))) + ":" + _j(_text(str(v)))
                                                    for k, v in params.items()) + "}"
         claims = state.get(_CLAIMS)
         if claims is not None:
-            out += _claims_members(claims)
+            try:  # (_claims_members, without its call when the claims object keeps them)
+                cm = claims._audit_members
+            except AttributeError:
+                cm = None
+            out += cm if cm is not None else _claims_members(claims)
         else:
             session = state.get(_SESSION)
             if type(session) is Session:
@@ -697,14 +772,17 @@ class GuardMiddleware(AuditMiddleware):
             out += ipm + uam
         else:
             out += ipm
-        return (f'{out},"details":{{"request_id":{_j(rid)}{heads[2]}{_j(_text(scope.get("path", "")))}'
+        path = scope.get("path", "")
+        return (f'{out},"details":{{"request_id":{_quote(rid) if type(rid) is str else _j(rid)}{heads[2]}'
+                f'{_quote(path if type(path) is str and path.isascii() else _text(path))}'
                 + ',"status":%d' % status + pp + "}}")
 
-    def _heads(self, entry: _Entry, method: Any) -> tuple[str, str, str]:
+    def _heads(self, entry: _Entry, method: Any) -> tuple[str, str, str, str, str]:
         """The constant parts of a route's audit records for one method (as ``_event`` writes
         them): the ``data_access`` record's start ("" when the route records none for this
-        method), the ``server_error`` record's start (up to its ``action``), and the details'
-        ``method`` member. Kept per route for its own methods and a few others (bounded)."""
+        method), the ``server_error`` record's start (up to its ``action``), the details'
+        ``method`` member, then the ``data_access`` start with its ``result`` for a success and
+        for a failure. Kept per route for its own methods and a few others (bounded)."""
         m = _text(str(method))
         resource = _j(entry.template or UNMATCHED_RESOURCE)
         flag = entry.requirement.audit
@@ -713,7 +791,8 @@ class GuardMiddleware(AuditMiddleware):
             action = _ACTIONS.get(m) or ("read" if m in ("GET", "HEAD") else m.lower())
             data = '{"type":"data_access","action":' + _j(action) + ',"resource":' + resource
         heads = (data, '{"type":"application","subtype":"server_error","result":"error","resource":' + resource
-                 + ',"action":' + _j(m.lower()), ',"method":' + _j(m) + ',"path":')
+                 + ',"action":' + _j(m.lower()), ',"method":' + _j(m) + ',"path":',
+                 data and data + ',"result":"success"', data and data + ',"result":"failure"')
         if len(entry.heads) < 16:  # the route's methods, and a few a client sent (bounded)
             entry.heads[method] = heads
         return heads
@@ -757,36 +836,35 @@ class GuardMiddleware(AuditMiddleware):
             return self._decide_cookies(rt, scope, state, req, template, params)
         if token is _UNREAD:
             token = _bearer_token(scope)
-        advisory = False
         plan = entry.plan
         if plan is None or plan[0] is not rt or entry.requirement is not req:
             plan = self._plan_of(rt, scope, entry, req)
         category = plan[1]
-        if req.auth != "none":
-            if token is None:
-                if req.auth == "required":
+        auth = req.auth
+        advisory = False
+        if auth != "none":
+            if not token:
+                if token is not None:
+                    state[_AUTH_FAILURE] = "malformed"
+                    return self._refused_counted(rt, scope, category, GuardResult(
+                        False, _AUTH_ERRORS["empty"][0], "malformed", req, template, auth_error="empty"))
+                if auth == "required":
                     state[_AUTH_FAILURE] = "missing"
                     return self._refused_counted(rt, scope, category, GuardResult(
                         False, _AUTH_ERRORS["missing"][0], "missing", req, template, auth_error="missing"))
-            elif not token:
-                state[_AUTH_FAILURE] = "malformed"
-                return self._refused_counted(rt, scope, category, GuardResult(
-                    False, _AUTH_ERRORS["empty"][0], "malformed", req, template, auth_error="empty"))
+            # (here the token is None, on an optional route, or not empty)
         else:
             # As the rate-limit dependencies: on a public route a bearer token that verifies
             # keys the bucket by its subject; it is read only for that.
             token = token or None
-        key: str | None = None
         kb = b""
         if category:
-            if req.auth == "none":
+            if auth == "none":
                 advisory = token is not None
-            else:
-                token = token or None
             kb = self._address_key_bytes(rt, scope)
         else:
             category = None
-            if req.auth == "none":
+            if auth == "none":
                 token = None
         ctx = _resource_context(req, params) if plan[4] and params else None
         packed = b""
@@ -822,16 +900,24 @@ class GuardMiddleware(AuditMiddleware):
             state[_CLAIMS] = claims
         if advisory:
             claims = None  # a public route: the token only keyed the rate limit
+        return self._outcome(state, req, template, fields, claims, category)
+
+    def _outcome(self, state: dict[str, Any], req: Requirement, template: str | None, fields: tuple[int, ...],
+                 claims: TokenClaims | None, category: str | None) -> GuardResult:
+        """The ``GuardResult`` of the native guard call's ``fields`` (``claims``: the verified
+        token's, None on a public route)."""
         d = fields[0]
         if d == _ALLOWED:
+            reason = "ok" if req.auth != "none" else "public"
             if fields[5] == _NOT_CHECKED:
-                return GuardResult(True, 200, "ok" if req.auth != "none" else "public", req, template, claims)
+                return GuardResult(True, 200, reason, req, template, claims)
             limit, remaining, reset = str(fields[6]), str(fields[7]), str(fields[8])  # (_rate_headers)
-            r = GuardResult(True, 200, "ok" if req.auth != "none" else "public", req, template, claims,
-                            {"X-RateLimit-Limit": limit, "X-RateLimit-Remaining": remaining, "X-RateLimit-Reset": reset})
-            r._wire = [(b"x-ratelimit-limit", limit.encode()), (b"x-ratelimit-remaining", remaining.encode()),
-                       (b"x-ratelimit-reset", reset.encode())]
-            return r
+            return GuardResult(True, 200, reason, req, template, claims,
+                               {"X-RateLimit-Limit": limit, "X-RateLimit-Remaining": remaining,
+                                "X-RateLimit-Reset": reset},
+                               _wire=[(b"x-ratelimit-limit", limit.encode()),
+                                      (b"x-ratelimit-remaining", remaining.encode()),
+                                      (b"x-ratelimit-reset", reset.encode())])
         g = GuardCheck(fields, claims)
         if d == _TOKEN_REFUSED:
             failure = g.token_reason or "invalid"
@@ -985,7 +1071,18 @@ class GuardMiddleware(AuditMiddleware):
                 req.resource is not None and bool(req.owner_param or req.tenant_param or req.department_param))
         if req.rate is not None and entry.requirement is req:
             entry.plan = plan
+            entry.fast = (rt, plan[2], category) if self._fast_route(rt, req) else None
         return plan
+
+    def _fast_route(self, rt: Runtime, req: Requirement) -> bool:
+        """Whether ``__call__`` decides the route's requests with a bearer token in one native
+        call, without ``decide``: the route takes a token, needs no resource context and no
+        cookies, nothing of the compiled runtime offloads, and its ``guard_check`` is the
+        library's own."""
+        return (req.auth != "none" and not req.cookies
+                and not (req.resource is not None and bool(req.owner_param or req.tenant_param or req.department_param))
+                and self._table_of is rt and self._plan is not None and not self._plan.reasons
+                and type(rt).guard_check is _GUARD_CHECK)
 
     def _category(self, rt: Runtime, scope: Any, req: Requirement) -> str | None:
         """The route's rate category as the runtime defines it: a path category the
@@ -1004,7 +1101,16 @@ class GuardMiddleware(AuditMiddleware):
     def _address_key_bytes(self, rt: Runtime, scope: Any) -> bytes:
         """``_address_key`` encoded, from a bounded cache per runtime keyed by the client's
         address (the key depends on nothing else): one dict lookup on the path of a request."""
-        ip = _client_ip(scope, self.client_ip)
+        resolver = self.client_ip
+        state = scope.get("state")
+        if type(state) is dict and type(resolver) is ClientIP and not resolver.networks:
+            # (_client_ip without its calls: no trusted proxy, so the peer is the client)
+            ip = state.get(_CLIENT_IP)
+            if ip is None:
+                client = scope.get("client")
+                ip = state[_CLIENT_IP] = client[0] if client else ""
+        else:
+            ip = _client_ip(scope, resolver)
         cache = self._keys
         if cache[0] is rt:
             kb = cache[1].get(ip)
@@ -1135,6 +1241,7 @@ def _rate_headers(fields: tuple[int, ...], limited: bool) -> dict[str, str]:
 
 _NOT_CHECKED = _abi.BITSEC_GUARD_NOT_CHECKED
 #: The response headers the guard adds (lower case, as ASGI sends them).
+_name, _lower = operator.itemgetter(0), operator.methodcaller("lower")
 _GUARD_HEADERS = frozenset({b"x-ratelimit-limit", b"x-ratelimit-remaining", b"x-ratelimit-reset", b"retry-after",
                             b"x-request-id"})
 _ALLOWED, _TOKEN_REFUSED, _SCOPE_MISSING, _PERMISSION_DENIED, _RATE_LIMITED = (
