@@ -83,9 +83,9 @@ public final class VerifiedTokenCache: Sendable {
         return acc == 0
     }
 
-    /// `sameBytes` (tests: every length and every differing byte against `CRYPTO_memcmp`).
-    public static func sameBytesForTesting(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-        a.withUnsafeBytes { x in b.withUnsafeBytes { y in sameBytes(x, y) } }
+    /// `sameBytes` (tests: every length, alignment and differing byte against `CRYPTO_memcmp`).
+    public static func sameBytesForTesting(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {
+        sameBytes(a, b)
     }
 
     func insert(_ token: UnsafeRawBufferPointer, hash: Int, claims: VerifiedClaims, generation: UInt64) {

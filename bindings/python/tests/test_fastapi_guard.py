@@ -100,7 +100,7 @@ def bearer(t: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {t}"}
 
 
-def make_app(rt: bitsec.Runtime, **options: Any) -> FastAPI:
+def make_app(rt: bitsec.Runtime, middleware: type = GuardMiddleware, **options: Any) -> FastAPI:
     app = FastAPI(lifespan=bitsec_lifespan(rt))
 
     @app.get("/equipment")
@@ -135,7 +135,7 @@ def make_app(rt: bitsec.Runtime, **options: Any) -> FastAPI:
     def optional(result: GuardResult = Depends(guard_result)) -> dict:
         return {"sub": result.subject}
 
-    app.add_middleware(GuardMiddleware, **options)
+    app.add_middleware(middleware, **options)
     return app
 
 
@@ -1130,42 +1130,44 @@ class _ThroughDecide(GuardMiddleware):
         return False
 
 
-class _CountingDecide(GuardMiddleware):
-    decided = 0
-
-    def decide(self, *a: Any, **k: Any) -> Any:
-        type(self).decided += 1
-        return super().decide(*a, **k)
-
-
-def test_the_fused_path_answers_and_records_as_decide(tmp_path: Path) -> None:
+@pytest.mark.parametrize("proxies", [(), ("10.0.0.0/8",)])
+def test_the_fused_path_answers_and_records_as_decide(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      proxies: tuple[str, ...]) -> None:
     # ``__call__`` decides a bearer request on a common route (``_fast_route``) without
     # ``decide``: the same answers (status, body, headers, the remaining budget), the same
     # audit records, for allowed, refused, limited and malformed tokens, on routes whose rate
-    # category is declared and on routes whose category is the path's.
+    # category is declared, is the path's, or is none, and on an optional-token route.
     def run(mw_class: type, where: Path) -> tuple[list[Any], list[dict[str, Any]]]:
         where.mkdir()
         rt = bitsec.Runtime(config(where))
-        app = make_app(rt)
-        app.add_middleware(mw_class, realm="erp")
-        now = int(time.time())
+        app = make_app(rt, mw_class, realm="erp", trusted_proxies=proxies)
+
+        @app.get("/free")
+        @guard(rate="")
+        def free() -> dict:
+            return {}
+
         ok = token(rt)
         admin = token(rt, "a1", ("admin",))
         cases: list[tuple[str, str, dict[str, Any]]] = [
             ("GET", "/equipment", bearer(ok)), ("GET", "/equipment", bearer(ok)),
             ("GET", "/equipment", bearer(token(rt, exp_in=-60))),
             ("GET", "/equipment", bearer(ok[:-2] + ("AA" if not ok.endswith("AA") else "BB"))),
-            ("GET", "/equipment", bearer("x" * 20000)), ("GET", "/equipment", {"Authorization": "Bearer \u00e9t\u00e9".encode("latin-1")}),  # type: ignore[dict-item]
+            ("GET", "/equipment", bearer("x" * 20000)),
+            ("GET", "/equipment", {"Authorization": "Bearer \u00e9t\u00e9".encode("latin-1")}),
             ("DELETE", "/equipment/e1", bearer(ok)),  # viewer: no grant (and taken from "auth")
-            ("DELETE", "/equipment/e1", bearer(admin)), ("DELETE", "/equipment/e2", bearer(admin)),
+            ("DELETE", "/equipment/e1", bearer(admin)),
+            ("DELETE", "/equipment/e2", bearer(admin)),
             ("DELETE", "/equipment/e3", bearer(admin)),  # over the "auth" capacity of 2: 429
-            ("GET", "/me", bearer(admin)), ("GET", "/health", bearer(ok)),
+            ("GET", "/me", bearer(admin)), ("GET", "/health", bearer(ok)), ("GET", "/free", bearer(ok)),
+            ("GET", "/optional", bearer(ok)), ("GET", "/optional", bearer(token(rt, exp_in=-60))), ("GET", "/optional", {}),
             ("GET", "/equipment", {"Authorization": "Bearer "}), ("GET", "/equipment", {}),
         ]
         answers = []
         with TestClient(app) as client:
             for method, path, headers in cases:
-                r = client.request(method, path, headers={**headers, "X-Request-ID": f"req-{len(answers)}"})
+                r = client.request(method, path, headers={**headers, "X-Request-ID": f"req-{len(answers)}",
+                                                          "X-Forwarded-For": "10.9.8.7"})
                 answers.append((method, path, r.status_code, r.text, sorted(
                     (k, v) for k, v in r.headers.items() if k not in ("date", "x-ratelimit-reset"))))
         rt.close()
@@ -1173,20 +1175,46 @@ def test_the_fused_path_answers_and_records_as_decide(tmp_path: Path) -> None:
         for e in records:  # what differs between two runs: the clock, ids and the chain
             for k in ("time", "id", "seq", "prev", "hash"):
                 e.pop(k, None)
-        assert now  # (the tokens were signed at the same second in both runs, or within a minute)
         return answers, records
 
-    _CountingDecide.decided = 0
-    fused = run(_CountingDecide, tmp_path / "fused")
+    decided: list[str] = []
+    plain_decide = GuardMiddleware.decide
+
+    def counting(self: GuardMiddleware, rt: Any, scope: Any, *a: Any, **k: Any) -> Any:
+        decided.append(scope["path"])
+        return plain_decide(self, rt, scope, *a, **k)
+
+    with monkeypatch.context() as m:  # (the class's own decide, counted: the fused path stays on)
+        m.setattr(GuardMiddleware, "decide", counting)
+        fused = run(GuardMiddleware, tmp_path / "fused")
     through = run(_ThroughDecide, tmp_path / "decide")
-    assert len(fused[0]) == len(through[0])
-    for a, b in zip(*(fused[0], through[0])):
+    assert len(fused[0]) == len(through[0]) == 18
+    for a, b in zip(fused[0], through[0]):
         assert a == b
-    assert [r["subtype"] if "subtype" in r else r.get("type") for r in fused[1]] == \
-        [r["subtype"] if "subtype" in r else r.get("type") for r in through[1]]
-    assert fused[1] == through[1]
+    assert fused[1] == through[1] and len(fused[1]) > 18
     statuses = [a[2] for a in fused[0]]
-    assert statuses.count(200) >= 4 and 401 in statuses and 403 in statuses and 429 in statuses and 400 in statuses
-    # the bearer requests on common routes did not go through decide: the missing and empty
-    # tokens, the token that is not ASCII and the public route did (and nothing else)
-    assert _CountingDecide.decided == 4, _CountingDecide.decided
+    assert statuses.count(200) >= 6 and 401 in statuses and 403 in statuses and 429 in statuses and 400 in statuses
+    remaining = [dict(a[4]).get("x-ratelimit-remaining") for a in fused[0]]
+    assert remaining[0] is not None and remaining[8] == "0"  # (the headers compared are the guard's own)
+    # decide ran only for what the fused path leaves to it: the token that is not ASCII, the
+    # public route, the optional route without a token, the empty and the missing token
+    assert decided == ["/equipment", "/health", "/optional", "/equipment", "/equipment"]
+
+
+def test_a_subclass_that_overrides_decide_decides_every_request(tmp_path: Path) -> None:
+    # A subclass that adds its own rule in ``decide`` (here: a subject it refuses) sees every
+    # bearer request on every route; the fused path of ``__call__`` is only for the class's
+    # own steps.
+    class DenyList(GuardMiddleware):
+        def decide(self, rt: Any, scope: Any, state: Any, entry: Any, req: Any, params: Any,
+                   token: Any = None) -> GuardResult:
+            result = super().decide(rt, scope, state, entry, req, params, token)
+            if result.claims is not None and result.claims.subject == "banned":
+                return GuardResult(False, 403, "banned", req, result.route_template)
+            return result
+
+    with bitsec.Runtime(config(tmp_path)) as rt, TestClient(make_app(rt, DenyList)) as c:
+        for _ in range(3):
+            assert c.get("/equipment", headers=bearer(token(rt, "banned"))).status_code == 403
+            assert c.get("/me", headers=bearer(token(rt, "banned"))).status_code == 403
+            assert c.get("/equipment", headers=bearer(token(rt, "fine"))).status_code == 200

@@ -38,7 +38,7 @@ import inspect
 import operator
 from json.encoder import encode_basestring_ascii as _quote
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterable, Iterator, Mapping, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
 
 import anyio
 from fastapi import HTTPException, Request
@@ -490,6 +490,11 @@ class GuardMiddleware(AuditMiddleware):
         #: (decided here, from the class; the options it reads, such as ``methods``, are read
         #: when a route's parts are first written)
         self._own_event = type(self)._event is AuditMiddleware._event
+        #: whether ``decide`` and the steps ``__call__``'s fused path does in its place are
+        #: this class's own (``_fast_route``)
+        self._own_steps = all(getattr(type(self), n) is getattr(GuardMiddleware, n)
+                              for n in ("decide", "_outcome", "_category", "_plan_of", "_address_key_bytes",
+                                        "_refused_counted"))
 
     # ---- startup ---------------------------------------------------------------------------
 
@@ -501,7 +506,7 @@ class GuardMiddleware(AuditMiddleware):
         self.table, self._table_of = table, rt
         for entry in table.entries:  # the plans of the routes, now (``_Entry.plan``, ``_Entry.fast``)
             req = entry.requirement
-            if req.cookies:
+            if req.cookies or not self._own_steps:
                 continue
             if req.rate is not None:
                 self._plan_of(rt, None, entry, req)
@@ -574,7 +579,8 @@ class GuardMiddleware(AuditMiddleware):
             token = _bearer_value(auth)
         try:
             fast = entry.fast
-            if fast is not None and fast[0] is rt and token and type(token) is bytes and "guard_check" not in rt.__dict__:
+            if (fast is not None and fast[0] is rt and token and type(token) is bytes
+                    and type(rt).guard_check is _GUARD_CHECK and "guard_check" not in rt.__dict__):
                 # ``decide`` for the common route (``_fast_route``) and a bearer token, in fewer
                 # steps: the rate-limit key from the cache by client address, one native call,
                 # then ``_outcome``.
@@ -637,9 +643,7 @@ class GuardMiddleware(AuditMiddleware):
         box: list[Any] = [False, [*wire, (b"x-request-id", rid.encode("latin-1"))], own_names, inline_audit, rt,
                           entry, scope, state, rid, ua, params, where]
 
-        # A plain function that returns the server's ``send`` awaitable (the application awaits
-        # it): no coroutine of its own per message.
-        def send_wrapper(message: Any) -> Awaitable[None]:
+        async def send_wrapper(message: Any) -> None:
             if not box[0] and message["type"] == "http.response.start":
                 box[0] = True
                 _, extra, own_names, inline_audit, rt, entry, scope, state, rid, ua, params, where = box
@@ -665,22 +669,14 @@ class GuardMiddleware(AuditMiddleware):
                             rt._audit_soon(self._event, scope, state, message["status"], rid, entry.requirement.audit,
                                            ua, where)
                 else:
-                    return self._record_then_send(rt, scope, state, message, rid, entry.requirement.audit, ua, where,
-                                                  send)
-            return send(message)  # type: ignore[no-any-return]
+                    await self._record(rt, scope, state, message["status"], rid, entry.requirement.audit, ua, where)
+            await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
             if not box[0]:
                 await self._record(rt, scope, state, 500, rid, req.audit, ua, where)
-
-    async def _record_then_send(self, rt: Runtime, scope: Any, state: Mapping[str, Any], message: Any, rid: str,
-                                flag: bool | None, ua: Any, where: tuple[str | None, Mapping[str, Any]] | None,
-                                send: Any) -> None:
-        """The response's start when the emit may wait: its record first, then the message."""
-        await self._record(rt, scope, state, message["status"], rid, flag, ua, where)
-        await send(message)
 
     def _cookie_offloads(self, rt: Runtime, req: Requirement) -> bool:
         """Whether a cookie route decides in the thread pool: when the application's
@@ -1077,9 +1073,11 @@ class GuardMiddleware(AuditMiddleware):
     def _fast_route(self, rt: Runtime, req: Requirement) -> bool:
         """Whether ``__call__`` decides the route's requests with a bearer token in one native
         call, without ``decide``: the route takes a token, needs no resource context and no
-        cookies, nothing of the compiled runtime offloads, and its ``guard_check`` is the
-        library's own."""
-        return (req.auth != "none" and not req.cookies
+        cookies, nothing of the compiled runtime offloads, its ``guard_check`` is the
+        library's own, and so are the middleware's ``decide`` and the steps the fused path
+        does in its place (a subclass that overrides one of them has every request decided
+        through it)."""
+        return (self._own_steps and req.auth != "none" and not req.cookies
                 and not (req.resource is not None and bool(req.owner_param or req.tenant_param or req.department_param))
                 and self._table_of is rt and self._plan is not None and not self._plan.reasons
                 and type(rt).guard_check is _GUARD_CHECK)
