@@ -588,21 +588,7 @@ class GuardMiddleware(AuditMiddleware):
                 if args is None:  # (a route whose rate category is its path's)
                     category = self._category(rt, scope, req)
                     args = entry.args(category, False)
-                if category:
-                    ip = state.get(_CLIENT_IP)
-                    if ip is None:
-                        resolver = self.client_ip
-                        if type(resolver) is ClientIP and not resolver.networks:
-                            client = scope.get("client")
-                            ip = state[_CLIENT_IP] = client[0] if client else ""
-                        else:
-                            ip = _client_ip(scope, resolver)
-                    keys = self._keys
-                    kb = keys[1].get(ip) if keys[0] is rt else None
-                    if kb is None:
-                        kb = self._address_key_bytes(rt, scope)
-                else:
-                    kb = b""
+                kb = self._address_key_bytes(rt, scope) if category else b""
                 try:
                     fields, claims = rt._guard_call(token, args, kb)
                 except (TooLargeError, InvalidArgumentError) as e:  # (as decide: refused, and counted)
