@@ -1139,7 +1139,11 @@ def test_the_fused_path_answers_and_records_as_decide(tmp_path: Path, monkeypatc
     # category is declared, is the path's, or is none, and on an optional-token route.
     def run(mw_class: type, where: Path) -> tuple[list[Any], list[dict[str, Any]]]:
         where.mkdir()
-        rt = bitsec.Runtime(config(where))
+        cfg = config(where)
+        # a bucket that refills one token a minute: the remaining budget on the answers is the
+        # same in both runs however long a run takes (1000 a minute would refill mid-run)
+        cfg["rate_limits"]["categories"]["default"]["refill"] = 1
+        rt = bitsec.Runtime(cfg)
         app = make_app(rt, mw_class, realm="erp", trusted_proxies=proxies)
 
         @app.get("/free")
