@@ -172,3 +172,19 @@ def test_requests_without_a_valid_token_are_rate_limited(counted: tuple[Service,
     # another client is not affected, nor a valid caller from the same address
     assert svc.client_at("10.9.0.2").get(f"{API}/equipment").status_code == 401
     assert c.get(f"{API}/equipment", headers=bearer(svc.token("victor"))).status_code == 200
+
+
+def test_a_final_newline_in_the_path_meets_the_routes_requirement(tmp_path: Path) -> None:
+    # Starlette serves /api/v1/equipment%0A with the /api/v1/equipment route: the guard must
+    # apply that route's requirement, and /health%0A stays unlimited as /health. (Before, the
+    # guard applied the public default there; this endpoint's claims dependency then refused
+    # every request, valid token or not. An endpoint without one was open:
+    # test_fastapi_route_newline.py.)
+    svc = Service(tmp_path)
+    with svc.client:
+        r = svc.client.get(f"{API}/equipment%0A")
+        assert r.status_code == 401, r.text
+        t = svc.token("victor", svc.client)
+        assert svc.client.get(f"{API}/equipment%0A", headers=bearer(t)).status_code == 200
+        r = svc.client.get("/health%0A")
+        assert r.status_code == 200 and "x-ratelimit-limit" not in r.headers

@@ -189,6 +189,17 @@ def _ensure_request_id(scope: Any, header: Any = None) -> str:
     return rid
 
 
+def routed_path(path: str) -> str:
+    """The request path as Starlette's router matches it. A route's pattern ends in ``$``,
+    which in Python's ``re`` also matches just before one final newline: ``GET /admin%0A``
+    (path ``"/admin\n"``) is served by the ``/admin`` route. Every decision this package
+    makes from the path (the guard's route table, rate categories, exemptions, body limits,
+    ``sensitive``) reads it without that newline, so a client cannot add ``%0A`` to reach a
+    route under the rules of another path (or of none). The audit record keeps the path as
+    sent."""
+    return path[:-1] if path[-1:] == "\n" else path
+
+
 def new_request_id() -> str:
     """A new request id in the form of a version-4 UUID: 74 bits drawn from the OS once per
     process (and again in every forked worker), then a 48-bit counter that starts at a random

@@ -11,7 +11,7 @@ from ..errors import BitsecError, NotConfiguredError
 from ..runtime import Runtime
 from ._common import (_ACTIONS, _AUTH_FAILURE, _CLAIMS, _DENIED, STATE_ATTR, UNMATCHED_RESOURCE, ClientIP,
                       _adding_headers, _client_ip, _ensure_request_id, _request_state, _route_of, _route_template,
-                      _runtime_of_scope, _text, _valid_ip, log)
+                      _runtime_of_scope, _text, _valid_ip, log, routed_path)
 from .offload import _check_offload, offload_plan
 from .sessions import _SESSION
 from ..sessions import Session
@@ -226,7 +226,7 @@ class AuditMiddleware:
         if fn is None:
             return False
         try:
-            return bool(fn(_text(scope.get("path", ""))))
+            return bool(fn(_text(routed_path(scope.get("path", "")))))  # (as the router matches it)
         except Exception as e:  # the message may quote the path: only the exception's type is logged
             log.warning("bitsec audit: the sensitive callable raised %s; the access is recorded as sensitive",
                         type(e).__name__)

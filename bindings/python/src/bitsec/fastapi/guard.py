@@ -53,7 +53,7 @@ from ..sessions import Session
 from ..tokens import TokenClaims
 from ._common import (_ACTIONS, _AUTH_FAILURE, _CLAIMS, _CLIENT_IP, _DENIED, _REQUEST_ID, STATE_ATTR, UNMATCHED_RESOURCE,
                       ClientIP, _client_ip, _ensure_request_id, _runtime_of_scope, _send_json, _text, _valid_ip, log,
-                      new_request_id)
+                      new_request_id, routed_path)
 from .audit import _UNREAD, AuditMiddleware, _claims_members, _j, _session_members
 from .bearer import _bearer_challenge
 from .config import DEFAULT_PATH_CATEGORIES
@@ -278,9 +278,13 @@ class RouteTable:
                     self.static.setdefault((m, path), (index, entry))
 
     def match(self, method: str, path: str) -> tuple[_Entry | None, dict[str, str]]:
-        if path in self.static_paths:
-            found = self.static.get((method, path))
-            other = self.static_any.get(path)
+        # A route without parameters matches its path, and its path with one final newline
+        # (Starlette's pattern ends in ``$``: ``routed_path``); the others are tried with
+        # Starlette's own patterns, against the path as sent.
+        key = path if path[-1:] != "\n" else path[:-1]
+        if key in self.static_paths:
+            found = self.static.get((method, key))
+            other = self.static_any.get(key)
             if other is not None and (found is None or other[0] < found[0]):
                 found = other
             limit = found[0] if found is not None else 1 << 62
@@ -1073,7 +1077,8 @@ class GuardMiddleware(AuditMiddleware):
         configuration does not define is limited by the default bucket (startup refuses a
         route whose path category has neither); with no bucket configured at all (no
         rate_limits section) nothing is limited. None: not limited."""
-        category = req.rate if req.rate is not None else self.categorize(scope["method"], scope.get("path", ""))
+        category = req.rate if req.rate is not None else self.categorize(scope["method"],
+                                                                          routed_path(scope.get("path", "")))
         if not category:
             return None
         cats = self._categories

@@ -6,7 +6,7 @@ from typing import Any, Callable, Mapping, TypeVar
 
 import anyio
 
-from ._common import _route_of, _route_template, _send_json
+from ._common import _route_of, _route_template, _send_json, routed_path
 
 # ---- request limits ------------------------------------------------------------------------
 
@@ -99,7 +99,7 @@ class RequestLimitsMiddleware:
         if mark is not None:
             size, timeout = mark
             return size, self.body_timeout if timeout is _DEFAULT else timeout
-        path = scope.get("path", "")
+        path = routed_path(scope.get("path", ""))  # (as the router matches it)
         template = _route_template(route)
         if path in self.exact:
             return self.exact[path], self.body_timeout

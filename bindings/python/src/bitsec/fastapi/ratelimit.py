@@ -12,7 +12,7 @@ from .. import _abi
 from ..errors import BackendUnavailableError, BitsecError, NotFoundError
 from ..runtime import Runtime
 from ._common import (_CLAIMS, STATE_ATTR, ClientIP, _adding_headers, _client_ip, _request_state, _runtime_of_scope,
-                      _send_json, _unavailable, get_runtime, log)
+                      _send_json, _unavailable, get_runtime, log, routed_path)
 from .config import DEFAULT_PATH_CATEGORIES
 from .offload import _check_offload, offload_plan
 
@@ -174,7 +174,7 @@ class RateLimitMiddleware(_RateLimiting):
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = scope.get("path", "")
+        path = routed_path(scope.get("path", ""))  # (as the router matches it)
         rt = _runtime_of_scope(scope, self.attr)
         category = None if (path in self.exact or path.startswith(self.prefixes) or rt is None) \
             else self.categorize(scope["method"], path)
