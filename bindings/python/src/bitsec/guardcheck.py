@@ -275,7 +275,7 @@ class GuardCheckMixin:
             memo = known = None
         want = known is None and bool(data)  # else the claims of this exact token are known: the decision alone
         n, kn, cn = len(data), len(k), len(ctx)
-        if n <= _TOKEN_ROOM and kn <= _KEY_ROOM and cn <= _CONTEXT_ROOM:
+        if n <= _TOKEN_ROOM and kn <= _KEY_ROOM and cn <= _CONTEXT_ROOM:  # (the thread's buffers)
             token_mv, key_mv, context_mv, request_mv, request, token_at, key_at, context_at, buf_at, cap = b.fast
             token_mv[:n] = data
             key_mv[:kn] = k
@@ -288,6 +288,8 @@ class GuardCheckMixin:
                 hp = self._tokens_hp()  # (ClosedError after close())
             rc = _guard_request(hp, args.route, request)
             fields = _unpack_fields(request_mv, _FIELDS_AT)
+            if known is not None and not rc:  # (the common request: the claims of this token are known)
+                return fields, (known if fields[2] == 0 else None)
             size = _unpack_size(request_mv, _REQUEST_IN_SIZE)[0] if want else 0
         else:
             b.token_len.value = n
