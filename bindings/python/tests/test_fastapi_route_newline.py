@@ -63,14 +63,22 @@ def records(tmp_path: Path, rt: bitsec.Runtime) -> list[dict[str, Any]]:
     return [e for e in (json.loads(x) for x in lines if x) if "request_id" in (e.get("details") or {})]
 
 
-def test_routed_path_drops_one_final_newline_only() -> None:
+def test_routed_path_reads_the_path_as_the_router_does() -> None:
     from bitsec.fastapi._common import routed_path
 
-    assert routed_path("/admin\n") == "/admin"
-    assert routed_path("/admin") == "/admin"
-    assert routed_path("/admin\n\n") == "/admin\n"  # (``$`` matches before one newline, not two)
-    assert routed_path("/ad\nmin") == "/ad\nmin"
-    assert routed_path("") == ""
+    def p(path: str, root: str = "") -> str:
+        return routed_path({"type": "http", "path": path, "root_path": root})
+
+    assert p("/admin\n") == "/admin"
+    assert p("/admin") == "/admin"
+    assert p("/admin\n\n") == "/admin\n"  # (``$`` matches before one newline, not two)
+    assert p("/ad\nmin") == "/ad\nmin"
+    assert p("") == ""
+    # the root_path left out when the path starts with it (as Starlette's get_route_path)
+    assert p("/api/auth/login", "/api") == "/auth/login"
+    assert p("/auth/login", "/api") == "/auth/login"
+    assert p("/api/auth/login\n", "/api") == "/auth/login"
+    assert p("/apiary", "/api") == "/apiary"
 
 
 def test_a_final_newline_reaches_a_protected_route_under_its_own_requirement(rt: bitsec.Runtime,

@@ -10,9 +10,10 @@ import json
 import logging
 import os
 import re
-from typing import Any, Iterable, Mapping, cast
+from typing import Any, Iterable, Iterator, Mapping, cast
 
 from fastapi import HTTPException, Request
+from starlette._utils import get_route_path
 from starlette.routing import Match
 
 from ..runtime import Runtime
@@ -189,14 +190,18 @@ def _ensure_request_id(scope: Any, header: Any = None) -> str:
     return rid
 
 
-def routed_path(path: str) -> str:
-    """The request path as Starlette's router matches it. A route's pattern ends in ``$``,
-    which in Python's ``re`` also matches just before one final newline: ``GET /admin%0A``
-    (path ``"/admin\n"``) is served by the ``/admin`` route. Every decision this package
-    makes from the path (the guard's route table, rate categories, exemptions, body limits,
-    ``sensitive``) reads it without that newline, so a client cannot add ``%0A`` to reach a
-    route under the rules of another path (or of none). The audit record keeps the path as
-    sent."""
+def routed_path(scope: Any) -> str:
+    """The request's path as Starlette's router matches it against the routes. Two things
+    differ from ``scope["path"]``: the ``root_path`` is left out when the path starts with it
+    (``FastAPI(root_path="/api")`` serves both ``/api/auth/login`` and ``/auth/login`` with the
+    ``/auth/login`` route), and a route's pattern ends in ``$``, which in Python's ``re`` also
+    matches just before one final newline (``GET /admin%0A``, path ``"/admin\n"``, is served by
+    the ``/admin`` route), so that newline is left out too. Every decision this package takes
+    from the path (the guard's route table, rate categories, exemptions, body limits,
+    ``sensitive``) reads it this way, so a client cannot pick a spelling of the path that
+    reaches a route under the rules of another path (or of none). The audit record keeps the
+    path as sent."""
+    path: str = get_route_path(scope) if scope.get("root_path") else scope.get("path", "")
     return path[:-1] if path[-1:] == "\n" else path
 
 
@@ -234,6 +239,19 @@ _rid_reseed()
 os.register_at_fork(after_in_child=_rid_reseed)
 
 
+def _walk_routes(routes: Iterable[Any]) -> Iterator[Any]:
+    """The application's routes in the order the router tries them, an included router's
+    routes in its place (FastAPI's effective routes, the prefix applied: for a route that is
+    not an ``APIRoute``, the Starlette route FastAPI made of it)."""
+    for r in routes:
+        effective = getattr(r, "effective_candidates", None)
+        if callable(effective):  # FastAPI's included router
+            yield from _walk_routes(effective())
+        else:
+            inner = getattr(r, "starlette_route", None)
+            yield inner if inner is not None else r
+
+
 def _route_of(scope: Any) -> tuple[Any, Mapping[str, Any]]:
     """The route that serves (or would serve) the request, and its parsed path parameters:
     ``scope["route"]``/``scope["path_params"]`` once the router ran, else the application's
@@ -244,7 +262,7 @@ def _route_of(scope: Any) -> tuple[Any, Mapping[str, Any]]:
         return route, scope.get("path_params") or {}
     router = getattr(scope.get("app"), "router", None)
     partial: tuple[Any, Mapping[str, Any]] | None = None
-    for r in getattr(router, "routes", ()):
+    for r in _walk_routes(getattr(router, "routes", ())):
         try:
             match, child = r.matches(scope)
         except Exception:  # noqa: BLE001 - a route that cannot judge this scope does not match it

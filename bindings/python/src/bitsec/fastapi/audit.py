@@ -226,7 +226,7 @@ class AuditMiddleware:
         if fn is None:
             return False
         try:
-            return bool(fn(_text(routed_path(scope.get("path", "")))))  # (as the router matches it)
+            return bool(fn(_text(routed_path(scope))))  # (as the router matches it)
         except Exception as e:  # the message may quote the path: only the exception's type is logged
             log.warning("bitsec audit: the sensitive callable raised %s; the access is recorded as sensitive",
                         type(e).__name__)

@@ -38,7 +38,7 @@ import inspect
 import operator
 from json.encoder import encode_basestring_ascii as _quote
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 import anyio
 from fastapi import HTTPException, Request
@@ -53,7 +53,7 @@ from ..sessions import Session
 from ..tokens import TokenClaims
 from ._common import (_ACTIONS, _AUTH_FAILURE, _CLAIMS, _CLIENT_IP, _DENIED, _REQUEST_ID, STATE_ATTR, UNMATCHED_RESOURCE,
                       ClientIP, _client_ip, _ensure_request_id, _runtime_of_scope, _send_json, _text, _valid_ip, log,
-                      new_request_id, routed_path)
+                      _walk_routes, new_request_id, routed_path)
 from .audit import _UNREAD, AuditMiddleware, _claims_members, _j, _session_members
 from .bearer import _bearer_challenge
 from .config import DEFAULT_PATH_CATEGORIES
@@ -67,6 +67,7 @@ from .sessions import _offloads as _sessions_offload
 from starlette.requests import cookie_parser as _cookie_parser
 
 from starlette._utils import get_route_path as _route_path  # the path without the root_path
+from starlette.routing import Host, Mount, WebSocketRoute
 
 #: Where the guard's result lives in the ASGI scope (read it with ``guard_result(request)``).
 GUARD_SCOPE_KEY = "bitsec.guard"
@@ -301,13 +302,67 @@ class RouteTable:
         return (found[1], {}) if found is not None else (None, {})
 
 
-def _walk(routes: Iterable[Any]) -> Iterator[Any]:
-    for r in routes:
-        effective = getattr(r, "effective_candidates", None)
-        if callable(effective):  # FastAPI's included router: its routes with the prefix applied
-            yield from _walk(effective())
+def _routes_version(app: Any) -> Any:
+    """What changes when the application's routes change: FastAPI's routes version (its
+    included routers' too), else the route list's identity and length."""
+    router = getattr(app, "router", None)
+    version = getattr(router, "_get_routes_version", None)
+    if callable(version):
+        try:
+            return version()
+        except Exception:  # noqa: BLE001 - a FastAPI whose private method changed: the list below
+            pass
+    routes = getattr(router, "routes", None)
+    return (id(routes), len(routes)) if isinstance(routes, list) else None
+
+
+def _is_public(req: Requirement) -> bool:
+    """A requirement that asks nothing of the request but, at most, a rate limit."""
+    return req.auth == "none" and req.resource is None and not req.scopes and not req.cookies
+
+
+def _own_guard(app: Any) -> bool:
+    """Whether an application has a ``GuardMiddleware`` of its own (``add_middleware``)."""
+    return any(isinstance(getattr(m, "cls", None), type) and issubclass(m.cls, GuardMiddleware)
+               for m in getattr(app, "user_middleware", None) or ())
+
+
+def _check_unguarded(route: Any, declared: Mapping[str, Requirement], used: set[str], strict: bool) -> None:
+    """A route this guard does not decide (a WebSocket route; a ``Mount`` or ``Host`` and the
+    routes under it): its declarations are refused at startup, since nothing would enforce
+    them, and with ``strict`` so is a WebSocket route not declared ``@public``, or a mounted
+    application with routes of its own and no ``GuardMiddleware``."""
+    if isinstance(route, WebSocketRoute):  # (FastAPI's APIWebSocketRoute is one)
+        template = getattr(route, "path_format", None) or route.path
+        req = declared.get(template)
+        if req is not None:
+            used.add(template)
         else:
-            yield r
+            req = getattr(route.endpoint, _GUARD_ATTR, None)
+        if req is not None and not _is_public(req):
+            raise ValueError(f"websocket route {template} declares a requirement, and GuardMiddleware guards HTTP "
+                             "requests only: authenticate the connection in its endpoint, and declare it @public")
+        if req is None and strict:
+            raise ValueError(f"websocket route {template} declares no requirement (strict guard: GuardMiddleware "
+                             "does not see WebSocket connections; authenticate in the endpoint and declare it "
+                             "@public)")
+        return
+    sub = getattr(route, "app", None)
+    where = f"{type(route).__name__} {getattr(route, 'path', None) or getattr(route, 'host', '')}"
+    if sub is None or _own_guard(sub):
+        return
+    for r in _walk_routes(getattr(sub, "routes", None) or ()):
+        if isinstance(r, (Mount, Host)):
+            _check_unguarded(r, {}, set(), strict)
+            continue
+        req = getattr(getattr(r, "endpoint", None), _GUARD_ATTR, None)
+        if req is not None and not _is_public(req):
+            raise ValueError(f"route {getattr(r, 'path', '?')} under {where} declares a requirement this "
+                             "GuardMiddleware does not enforce (it decides the application's own routes): add "
+                             "GuardMiddleware to the mounted application")
+        if strict and not isinstance(r, WebSocketRoute) and getattr(r, "endpoint", None) is not None:
+            raise ValueError(f"route {getattr(r, 'path', '?')} under {where} is not guarded (strict guard): add "
+                             "GuardMiddleware to the mounted application")
 
 
 def compile_routes(app: Any, rt: Runtime, *, default: Requirement = PUBLIC, strict: bool = False,
@@ -329,42 +384,61 @@ def compile_routes(app: Any, rt: Runtime, *, default: Requirement = PUBLIC, stri
     used: set[str] = set()
     entries: list[tuple[int, str, Any, frozenset[str] | None, _Entry]] = []
     checked: dict[Requirement, None] = {}
-    for index, route in enumerate(_walk(getattr(getattr(app, "router", None), "routes", ()))):
+    for index, route in enumerate(_walk_routes(getattr(getattr(app, "router", None), "routes", ()))):
+        if isinstance(route, (WebSocketRoute, Mount, Host)):
+            # Never an HTTP route of this table: a WebSocketRoute matches no HTTP request (one
+            # compiled here would take the path of the HTTP routes after it), a Mount or Host
+            # serves another application's routes
+            _check_unguarded(route, declared, used, strict)
+            continue
         path = getattr(route, "path", None)
         regex = getattr(route, "path_regex", None)
         endpoint = getattr(route, "endpoint", None)
         if not isinstance(path, str) or regex is None or endpoint is None:
-            continue  # a mount, a websocket route without an HTTP endpoint: not guarded
+            continue  # another kind of route: not guarded
         methods = getattr(route, "methods", None)
         mset = frozenset(methods) if methods else None
         template = getattr(route, "path_format", None) or path
-        where = f"{'/'.join(sorted(mset)) if mset else '*'} {template}"
-        req: Requirement | None = None
-        for m in sorted(mset or ()):
-            if f"{m} {template}" in declared:
-                req = declared[f"{m} {template}"]
-                used.add(f"{m} {template}")
-        if req is None and template in declared:
-            req = declared[template]
+        # The requirement of each method: "METHOD /template" (a HEAD, a GET without its body,
+        # that of "GET /template" unless it has its own), then "/template", then the
+        # endpoint's @guard, then ``default``; the methods are grouped by requirement, one
+        # entry each.
+        base = declared.get(template)
+        if base is not None:
             used.add(template)
-        if req is None:
-            req = getattr(endpoint, _GUARD_ATTR, None)
-        if req is None:
-            if strict:
-                raise ValueError(f"route {where} declares no requirement (strict guard: use @guard or @public)")
-            req = default
-        if req not in checked:
-            _check(req, rt, where, categories, has_tokens, has_limits)
-            checked[req] = None
-        if req.cookies:
-            _check_cookies(req, where, mset, sections, session_principal is not None)
-        if req.rate is None and categories and "default" not in categories:
-            for m in sorted(mset or ("GET",)):
-                c = categorize(m, template)
-                if c and c not in categories:
-                    raise ValueError(f"route {where}: its path's rate category {c!r} is not configured, and there "
-                                     "is no 'default' bucket to limit it (configure one, or give the route rate=)")
-        entries.append((index, path, regex, mset, _Entry(route, template, req)))
+        else:
+            base = getattr(endpoint, _GUARD_ATTR, None)
+        groups: dict[Requirement | None, list[str]] = {}
+        for m in sorted(mset or ()):
+            key = f"{m} {template}"
+            if key not in declared and m == "HEAD":
+                key = f"GET {template}"
+            r = declared.get(key)
+            if r is not None:
+                used.add(key)
+            groups.setdefault(r if r is not None else base, []).append(m)
+        if not groups:
+            groups[base] = []
+        for req, ms in groups.items():
+            gset = frozenset(ms) if mset else None
+            where = f"{'/'.join(sorted(gset)) if gset else '*'} {template}"
+            if req is None:
+                if strict:
+                    raise ValueError(f"route {where} declares no requirement (strict guard: use @guard or @public)")
+                req = default
+            if req not in checked:
+                _check(req, rt, where, categories, has_tokens, has_limits)
+                checked[req] = None
+            if req.cookies:
+                _check_cookies(req, where, gset, sections, session_principal is not None)
+            if req.rate is None and categories and "default" not in categories:
+                for m in sorted(gset or ("GET",)):
+                    c = categorize(m, template)
+                    if c and c not in categories:
+                        raise ValueError(f"route {where}: its path's rate category {c!r} is not configured, and "
+                                         "there is no 'default' bucket to limit it (configure one, or give the "
+                                         "route rate=)")
+            entries.append((index, path, regex, gset, _Entry(route, template, req)))
     unknown = set(declared) - used
     if unknown:
         raise ValueError(f"requirements for routes the application does not have: {', '.join(sorted(unknown))}")
@@ -476,6 +550,8 @@ class GuardMiddleware(AuditMiddleware):
         self.csrf_cookie = csrf_cookie
         self.table: RouteTable | None = None
         self._table_of: Any = None
+        self._routes_seen: Any = None  # the application's routes when the table was compiled
+        self._no_runtime_logged = False
         self._categories: tuple[Runtime, frozenset[str]] | None = None
         self._default_entry = _Entry(None, None, default)
         self._plan: Any = None  # the runtime's OffloadPlan, read once per compiled table
@@ -508,6 +584,7 @@ class GuardMiddleware(AuditMiddleware):
         self._plan = offload_plan(rt, self.offload)
         self._audit_inline = not (self._plan.reasons and self._plan.offloads("audit"))
         self.table, self._table_of = table, rt
+        self._routes_seen = _routes_version(app)
         for entry in table.entries:  # the plans of the routes, now (``_Entry.plan``, ``_Entry.fast``)
             req = entry.requirement
             if req.cookies or not self._own_steps:
@@ -547,7 +624,13 @@ class GuardMiddleware(AuditMiddleware):
             values = None
         rt = values.get(self.attr) if type(values) is dict else _runtime_of_scope(scope, self.attr)
         if rt is None:
-            await self.app(scope, receive, send)
+            # Fail closed: without its runtime (bitsec_lifespan did not run: a server started
+            # with the lifespan off, a lifespan that does not open it) nothing can be decided
+            if not self._no_runtime_logged:
+                self._no_runtime_logged = True
+                log.error("bitsec guard: no runtime on app.state.%s (is bitsec_lifespan the application's "
+                          "lifespan, and the server's lifespan on?); answering 503", self.attr)
+            await _send_json(send, 503, {"detail": "Service temporarily unavailable"}, {"Retry-After": "1"})
             return
         table = self.table if self._table_of is rt else None
         if table is None:
@@ -573,7 +656,13 @@ class GuardMiddleware(AuditMiddleware):
             state[_REQUEST_ID] = rid
         entry, params = table.match(scope["method"], _route_path(scope) if scope.get("root_path") else scope["path"])
         if entry is None:
-            entry = self._default_entry
+            if _routes_version(scope.get("app")) != self._routes_seen:
+                # routes added since the table was compiled (include_router after startup)
+                table = self.compile(scope.get("app"), rt)
+                entry, params = table.match(scope["method"],
+                                            _route_path(scope) if scope.get("root_path") else scope["path"])
+            if entry is None:
+                entry = self._default_entry
         req = entry.requirement
         if auth is not None and auth[:7] == b"Bearer ":  # (_bearer_value's result, in fewer steps)
             token = auth[7:].strip()
@@ -590,7 +679,7 @@ class GuardMiddleware(AuditMiddleware):
                 # then ``_outcome``.
                 args, category = fast[1], fast[2]
                 if args is None:  # (a route whose rate category is its path's)
-                    category = self._category(rt, scope, req)
+                    category = self._category(rt, scope, req, entry.template)
                     args = entry.args(category, False)
                 kb = self._address_key_bytes(rt, scope) if category else b""
                 try:
@@ -950,7 +1039,7 @@ class GuardMiddleware(AuditMiddleware):
                     ua = value.decode("latin-1")
             elif name == self.csrf_header and submitted is None:
                 submitted = value.decode("latin-1")
-        category = self._category(rt, scope, req)
+        category = self._category(rt, scope, req, template)
         token = jar.get(self.session.cookie_name)
         if not token:
             state[_AUTH_FAILURE] = "missing"
@@ -1052,7 +1141,7 @@ class GuardMiddleware(AuditMiddleware):
                  req: Requirement) -> tuple[Any, str | None, GuardArgs, GuardArgs, bool]:
         """``_Entry.plan`` for ``rt``: kept on the entry when the route's category does not
         depend on the request's path (``rate`` declared)."""
-        category = self._category(rt, scope, req)
+        category = self._category(rt, scope, req, entry.template)
         plan = (rt, category, entry.args(category, False), entry.args(category, True),
                 req.resource is not None and bool(req.owner_param or req.tenant_param or req.department_param))
         if req.rate is not None and entry.requirement is req:
@@ -1072,13 +1161,16 @@ class GuardMiddleware(AuditMiddleware):
                 and self._table_of is rt and self._plan is not None and not self._plan.reasons
                 and type(rt).guard_check is _GUARD_CHECK)
 
-    def _category(self, rt: Runtime, scope: Any, req: Requirement) -> str | None:
-        """The route's rate category as the runtime defines it: a path category the
+    def _category(self, rt: Runtime, scope: Any, req: Requirement, template: str | None = None) -> str | None:
+        """The route's rate category as the runtime defines it (``req.rate``, else
+        ``categorize`` of the method and the route's ``template``; the request's path,
+        ``routed_path``, only where no compiled route matched: a path parameter's value never
+        picks the bucket): a path category the
         configuration does not define is limited by the default bucket (startup refuses a
         route whose path category has neither); with no bucket configured at all (no
         rate_limits section) nothing is limited. None: not limited."""
-        category = req.rate if req.rate is not None else self.categorize(scope["method"],
-                                                                          routed_path(scope.get("path", "")))
+        category = req.rate if req.rate is not None else self.categorize(
+            scope["method"], template if template is not None else routed_path(scope))
         if not category:
             return None
         cats = self._categories

@@ -6,7 +6,7 @@ from typing import Any, Callable, Mapping, TypeVar
 
 import anyio
 
-from ._common import _route_of, _route_template, _send_json, routed_path
+from ._common import _route_of, _route_template, _send_json, _walk_routes, routed_path
 
 # ---- request limits ------------------------------------------------------------------------
 
@@ -87,7 +87,7 @@ class RequestLimitsMiddleware:
         if known is None:
             routes = getattr(getattr(app, "router", None), "routes", None)
             known = routes is None or any("{" in k for k in self.exact) or any(
-                hasattr(getattr(r, "endpoint", None), _BODY_LIMIT_ATTR) for r in routes)
+                hasattr(getattr(r, "endpoint", None), _BODY_LIMIT_ATTR) for r in _walk_routes(routes))
             self._route_matters[app] = known
         return known
 
@@ -99,7 +99,7 @@ class RequestLimitsMiddleware:
         if mark is not None:
             size, timeout = mark
             return size, self.body_timeout if timeout is _DEFAULT else timeout
-        path = routed_path(scope.get("path", ""))  # (as the router matches it)
+        path = routed_path(scope)  # (as the router matches it)
         template = _route_template(route)
         if path in self.exact:
             return self.exact[path], self.body_timeout

@@ -174,7 +174,7 @@ class RateLimitMiddleware(_RateLimiting):
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = routed_path(scope.get("path", ""))  # (as the router matches it)
+        path = routed_path(scope)  # (as the router matches it)
         rt = _runtime_of_scope(scope, self.attr)
         category = None if (path in self.exact or path.startswith(self.prefixes) or rt is None) \
             else self.categorize(scope["method"], path)

@@ -1,0 +1,311 @@
+"""The guard decides each request under the requirement of the route Starlette serves it with.
+
+``GuardMiddleware`` finds the route before the router does, in a table compiled from the
+application's routes; wherever the two disagree, a request is decided under another route's
+requirement, or under ``default`` (public). Each test here was a way through before its fix:
+a WebSocket route compiled as an HTTP route of every method, a Starlette route inside an
+included router left out of the table, ``@guard`` on routes nothing enforces (WebSocket
+endpoints, mounted applications), routes added after startup, a ``"GET /path"`` requirement
+applied to every method of the route, the ``root_path`` and a path parameter's value choosing
+the rate bucket, a body limit of an included route not applied, and a missing runtime letting
+every request through."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from fastapi import APIRouter, FastAPI, Request, WebSocket
+from fastapi.testclient import TestClient
+from starlette.responses import JSONResponse
+from starlette.routing import Host
+
+import bitsec
+from bitsec.fastapi import (PUBLIC, GuardMiddleware, PathCategories, RateLimitMiddleware, Requirement,
+                            RequestLimitsMiddleware, body_limit, bitsec_lifespan, guard, public)
+from test_fastapi import base_config, bearer, token
+
+
+@pytest.fixture()
+def rt(tmp_path: Path) -> Iterator[bitsec.Runtime]:
+    r = bitsec.Runtime(base_config(tmp_path))
+    yield r
+    r.close()
+
+
+def app_of(rt: bitsec.Runtime, **kw: Any) -> FastAPI:
+    return FastAPI(lifespan=bitsec_lifespan(rt), openapi_url=None, **kw)
+
+
+def test_a_websocket_route_does_not_take_the_path_of_the_http_routes_after_it(rt: bitsec.Runtime) -> None:
+    app = app_of(rt)
+
+    @app.websocket("/events")
+    async def events_ws(ws: WebSocket) -> None:  # undeclared: the default (public)
+        await ws.accept()
+        await ws.close()
+
+    @app.get("/events")
+    @guard("equipment", "read")
+    def events_poll() -> dict:
+        return {"secret": "events"}
+
+    @app.websocket("/items/{iid}")
+    async def item_ws(ws: WebSocket, iid: str) -> None:
+        await ws.accept()
+        await ws.close()
+
+    @app.delete("/items/{iid}")
+    @guard("equipment", "delete")
+    def delete_item(iid: str) -> dict:
+        return {"deleted": iid}
+
+    @app.websocket("/ws/{room}")
+    async def room_ws(ws: WebSocket, room: str) -> None:
+        await ws.accept()
+        await ws.close()
+
+    @app.get("/ws/stats")
+    @guard("equipment", "read")
+    def ws_stats() -> dict:
+        return {"secret": "stats"}
+
+    app.add_middleware(GuardMiddleware)
+    with TestClient(app) as c:
+        # each was 200 without a token: the guard applied the WebSocket route's default
+        assert c.get("/events").status_code == 401
+        assert c.delete("/items/7").status_code == 401
+        assert c.get("/ws/stats").status_code == 401
+        assert c.get("/events", headers=bearer(token(rt, "vic", ["viewer"]))).json() == {"secret": "events"}
+        with c.websocket_connect("/events"):  # (the WebSocket route itself still connects)
+            pass
+
+
+def test_a_requirement_on_a_websocket_route_stops_the_startup(rt: bitsec.Runtime) -> None:
+    app = app_of(rt)
+
+    @app.websocket("/ws/admin")
+    @guard("equipment", "delete")  # nothing would enforce it: the guard sees HTTP requests only
+    async def admin_ws(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.send_json({"secret": "admin"})
+        await ws.close()
+
+    app.add_middleware(GuardMiddleware)
+    with pytest.raises(Exception, match="websocket route /ws/admin declares a requirement"):
+        with TestClient(app):
+            pass
+
+
+def test_strict_wants_a_websocket_route_declared_public(tmp_path: Path) -> None:
+    for declared, fails in ((False, True), (True, False)):
+        r = bitsec.Runtime(base_config(tmp_path / str(declared)))
+        app = app_of(r)
+
+        async def feed(ws: WebSocket) -> None:
+            await ws.accept()
+            await ws.close()
+
+        app.add_api_websocket_route("/feed", public(feed) if declared else feed)
+        app.add_middleware(GuardMiddleware, strict=True)
+        try:
+            if fails:
+                with pytest.raises(Exception, match="websocket route /feed declares no requirement"):
+                    with TestClient(app):
+                        pass
+            else:
+                with TestClient(app) as c, c.websocket_connect("/feed"):
+                    pass
+        finally:
+            r.close()
+
+
+def test_a_starlette_route_of_an_included_router_is_guarded(rt: bitsec.Runtime) -> None:
+    app = app_of(rt)
+
+    @guard("equipment", "delete")
+    async def purge(request: Request) -> JSONResponse:
+        return JSONResponse({"purged": True})
+
+    router = APIRouter()
+    router.add_route("/purge", purge, methods=["POST"])
+    app.include_router(router, prefix="/api")
+    app.add_middleware(GuardMiddleware)
+    with TestClient(app) as c:
+        assert c.post("/api/purge").status_code == 401  # was 200: the route was not in the table
+        assert c.post("/api/purge", headers=bearer(token(rt, "vic", ["viewer"]))).status_code == 403
+        assert c.post("/api/purge", headers=bearer(token(rt, "ada", ["admin"]))).json() == {"purged": True}
+
+
+def test_a_requirement_under_a_mount_or_host_without_a_guard_stops_the_startup(tmp_path: Path) -> None:
+    def sub_app(guarded: bool) -> FastAPI:
+        sub = FastAPI(openapi_url=None)
+
+        @sub.delete("/equipment/{eid}")
+        @guard("equipment", "delete")
+        def sub_delete(eid: str) -> dict:
+            return {"deleted": eid}
+
+        if guarded:
+            sub.add_middleware(GuardMiddleware)
+        return sub
+
+    for how in ("mount", "host"):
+        r = bitsec.Runtime(base_config(tmp_path / how))
+        app = app_of(r)
+        if how == "mount":
+            app.mount("/v2", sub_app(False))
+        else:
+            app.router.routes.append(Host("admin.example.com", sub_app(False)))
+        app.add_middleware(GuardMiddleware)
+        try:
+            with pytest.raises(Exception, match="/equipment/{eid} under .* declares a requirement"):
+                with TestClient(app):
+                    pass
+        finally:
+            r.close()
+    # a mounted application with a guard of its own (it reads the same runtime) starts
+    r = bitsec.Runtime(base_config(tmp_path / "own"))
+    app = app_of(r)
+    sub = sub_app(True)
+    app.mount("/v2", sub)
+    app.add_middleware(GuardMiddleware)
+    try:
+        with TestClient(app) as c:
+            sub.state.bitsec = app.state.bitsec
+            assert c.delete("/v2/equipment/9").status_code == 401
+    finally:
+        r.close()
+
+
+def test_routes_added_after_startup_are_guarded(rt: bitsec.Runtime) -> None:
+    app = app_of(rt)
+
+    @app.get("/health")
+    @public
+    def health() -> dict:
+        return {"ok": True}
+
+    app.add_middleware(GuardMiddleware, strict=True)
+    with TestClient(app) as c:
+        assert c.get("/health").status_code == 200  # the table is compiled
+        plugin = APIRouter()
+
+        @plugin.delete("/equipment/{eid}")
+        @guard("equipment", "delete")
+        def plugin_delete(eid: str) -> dict:
+            return {"deleted": eid}
+
+        app.include_router(plugin, prefix="/plugin")
+        assert c.delete("/plugin/equipment/3").status_code == 401  # was 200: the default
+        assert c.delete("/plugin/equipment/3", headers=bearer(token(rt, "ada", ["admin"]))).status_code == 200
+
+
+def test_a_method_requirement_applies_to_that_method_only(rt: bitsec.Runtime) -> None:
+    app = app_of(rt)
+
+    @app.api_route("/doc/{did}", methods=["GET", "HEAD", "DELETE"])
+    @guard("equipment", "delete")
+    def doc(did: str) -> dict:
+        return {"did": did}
+
+    @app.api_route("/item/{iid}", methods=["GET", "DELETE"])
+    def item(iid: str) -> dict:
+        return {"iid": iid}
+
+    app.add_middleware(GuardMiddleware, requirements={
+        "GET /doc/{did}": PUBLIC,
+        "DELETE /item/{iid}": Requirement("equipment", "delete"),
+        "GET /item/{iid}": PUBLIC,
+    })
+    with TestClient(app) as c:
+        assert c.get("/doc/1").status_code == 200
+        assert c.head("/doc/1").status_code == 200  # (a HEAD follows its GET)
+        assert c.delete("/doc/1").status_code == 401  # was 200: the GET key applied to DELETE
+        assert c.get("/item/1").status_code == 200
+        assert c.delete("/item/1").status_code == 401  # was 200: the GET key won
+        assert c.delete("/item/1", headers=bearer(token(rt, "ada", ["admin"]))).status_code == 200
+
+
+@pytest.mark.filterwarnings("ignore:The `root_path` parameter is deprecated")
+def test_the_root_path_does_not_change_what_the_path_decides(rt: bitsec.Runtime, tmp_path: Path) -> None:
+    cats = PathCategories.from_config([{"category": "auth", "path_prefix": "/auth/"}])
+    app = app_of(rt, root_path="/api")
+
+    @app.post("/auth/login")
+    @public
+    def login() -> dict:
+        return {"ok": True}
+
+    app.add_middleware(GuardMiddleware, categorize=cats)
+    with TestClient(app) as c:
+        # auth: two a minute, whichever spelling (was unlimited by it under /api/...)
+        codes = [c.post(p).status_code for p in ("/api/auth/login", "/auth/login", "/api/auth/login")]
+        assert codes == [200, 200, 429]
+
+    r = bitsec.Runtime(base_config(tmp_path / "mw"))
+    app = app_of(r, root_path="/api")
+
+    @app.post("/auth/login")
+    async def login2(request: Request) -> dict:
+        return {"n": len(await request.body())}
+
+    app.add_middleware(RequestLimitsMiddleware, limits={"/auth/login": 16})
+    app.add_middleware(RateLimitMiddleware, categorize=cats)
+    try:
+        with TestClient(app) as c:
+            assert c.post("/api/auth/login", content=b"x" * 64).status_code == 413
+            codes = [c.post(p).status_code for p in ("/api/auth/login", "/auth/login", "/api/auth/login")]
+            assert codes[-1] == 429
+    finally:
+        r.close()
+
+
+def test_a_path_parameter_does_not_pick_the_rate_bucket(rt: bitsec.Runtime) -> None:
+    app = app_of(rt)
+
+    @app.post("/artifacts/{name}")
+    @guard()
+    def store(name: str) -> dict:  # POST with an "artifacts" segment: upload, one per five minutes
+        return {"stored": name}
+
+    app.add_middleware(GuardMiddleware)
+    op = bearer(token(rt, "olga", ["operator"]))
+    with TestClient(app) as c:
+        codes = [c.post(f"/artifacts/{n}", headers=op) for n in ("a", "b", "auth", "auth")]
+    # "auth" as the name took the auth bucket (two a minute) before
+    assert [r.status_code for r in codes] == [200, 429, 429, 429]
+    assert codes[0].headers["X-RateLimit-Limit"] == "1"
+
+
+def test_a_body_limit_of_an_included_route_applies(rt: bitsec.Runtime) -> None:
+    app = app_of(rt)
+    router = APIRouter()
+
+    @router.post("/login")
+    @body_limit(64)
+    async def login(request: Request) -> dict:
+        return {"n": len(await request.body())}
+
+    app.include_router(router, prefix="/v1")
+    app.add_middleware(RequestLimitsMiddleware)
+    with TestClient(app) as c:
+        assert c.post("/v1/login", content=b"x" * 10_000).status_code == 413  # was 200 (1 MiB default)
+        assert c.post("/v1/login", content=b"x" * 10).json() == {"n": 10}
+
+
+def test_without_its_runtime_the_guard_answers_503(caplog: pytest.LogCaptureFixture) -> None:
+    app = FastAPI(openapi_url=None)  # no bitsec_lifespan: nothing opens a runtime
+
+    @app.delete("/equipment/{eid}")
+    @guard("equipment", "delete")
+    def delete(eid: str) -> dict:
+        return {"deleted": eid}
+
+    app.add_middleware(GuardMiddleware)
+    with caplog.at_level(logging.ERROR, logger="bitsec"), TestClient(app) as c:
+        r = c.delete("/equipment/1")  # was 200: every request went through
+        assert r.status_code == 503 and r.headers["Retry-After"] == "1"
+        assert c.delete("/equipment/1").status_code == 503
+    assert sum("no runtime" in m for m in caplog.messages) == 1  # said once, not per request
