@@ -268,24 +268,25 @@ class RouteTable:
         self.static_any: dict[str, tuple[int, _Entry]] = {}
         self.dynamic: list[tuple[int, Any, frozenset[str] | None, _Entry]] = []
         self.entries = [e for *_, e in entries]
-        self.static_paths = frozenset(path for _, path, *_ in entries if "{" not in path)
+        # A route without parameters matches its path, and its path with one final newline
+        # (Starlette's pattern ends in ``$``: ``routed_path``): both spellings are keys. The
+        # others are tried with Starlette's own patterns, against the path as sent.
+        self.static_paths = frozenset(p for _, path, *_ in entries if "{" not in path for p in (path, path + "\n"))
         for index, path, regex, methods, entry in entries:
             if "{" in path:
                 self.dynamic.append((index, regex, methods, entry))
-            elif methods is None:
-                self.static_any.setdefault(path, (index, entry))
-            else:
-                for m in methods:
-                    self.static.setdefault((m, path), (index, entry))
+                continue
+            for p in (path, path + "\n"):
+                if methods is None:
+                    self.static_any.setdefault(p, (index, entry))
+                else:
+                    for m in methods:
+                        self.static.setdefault((m, p), (index, entry))
 
     def match(self, method: str, path: str) -> tuple[_Entry | None, dict[str, str]]:
-        # A route without parameters matches its path, and its path with one final newline
-        # (Starlette's pattern ends in ``$``: ``routed_path``); the others are tried with
-        # Starlette's own patterns, against the path as sent.
-        key = path if path[-1:] != "\n" else path[:-1]
-        if key in self.static_paths:
-            found = self.static.get((method, key))
-            other = self.static_any.get(key)
+        if path in self.static_paths:
+            found = self.static.get((method, path))
+            other = self.static_any.get(path)
             if other is not None and (found is None or other[0] < found[0]):
                 found = other
             limit = found[0] if found is not None else 1 << 62
