@@ -38,6 +38,19 @@ def app_of(rt: bitsec.Runtime, **kw: Any) -> FastAPI:
     return FastAPI(lifespan=bitsec_lifespan(rt), openapi_url=None, **kw)
 
 
+def health_app(rt: bitsec.Runtime, **options: Any) -> FastAPI:
+    """An application with one public route, under a GuardMiddleware with ``options``."""
+    app = app_of(rt)
+
+    @app.get("/health")
+    @public
+    def health() -> dict:
+        return {"ok": True}
+
+    app.add_middleware(GuardMiddleware, **options)
+    return app
+
+
 def test_a_websocket_route_does_not_take_the_path_of_the_http_routes_after_it(rt: bitsec.Runtime) -> None:
     app = app_of(rt)
 
@@ -173,21 +186,13 @@ def test_a_requirement_under_a_mount_or_host_without_a_guard_stops_the_startup(t
     app.add_middleware(GuardMiddleware)
     try:
         with TestClient(app) as c:
-            sub.state.bitsec = app.state.bitsec
             assert c.delete("/v2/equipment/9").status_code == 401
     finally:
         r.close()
 
 
 def test_routes_added_after_startup_are_guarded(rt: bitsec.Runtime) -> None:
-    app = app_of(rt)
-
-    @app.get("/health")
-    @public
-    def health() -> dict:
-        return {"ok": True}
-
-    app.add_middleware(GuardMiddleware, strict=True)
+    app = health_app(rt, strict=True)
     with TestClient(app) as c:
         assert c.get("/health").status_code == 200  # the table is compiled
         plugin = APIRouter()
@@ -309,3 +314,149 @@ def test_without_its_runtime_the_guard_answers_503(caplog: pytest.LogCaptureFixt
         assert r.status_code == 503 and r.headers["Retry-After"] == "1"
         assert c.delete("/equipment/1").status_code == 503
     assert sum("no runtime" in m for m in caplog.messages) == 1  # said once, not per request
+
+
+# ---- second review: the fixes above, and what they left -------------------------------------
+
+def test_a_route_added_after_startup_ahead_of_a_compiled_one_is_guarded(rt: bitsec.Runtime) -> None:
+    app = app_of(rt)
+    r = APIRouter()
+    app.include_router(r, prefix="/r")
+
+    @app.get("/r/{name}")
+    @public
+    def page(name: str) -> dict:
+        return {"page": name}
+
+    app.add_middleware(GuardMiddleware, routes_recheck=0.0)  # (default: within a second)
+    with TestClient(app) as c:
+        assert c.get("/r/x").json() == {"page": "x"}
+
+        @r.get("/secret")
+        @guard("equipment", "delete")
+        def secret() -> dict:
+            return {"secret": True}
+
+        # the compiled /r/{name} (public) matches it; Starlette serves the new route first
+        assert c.get("/r/secret").status_code == 401
+
+
+def test_a_route_appended_to_the_list_itself_is_guarded(rt: bitsec.Runtime) -> None:
+    from starlette.routing import Route
+
+    app = health_app(rt)
+    with TestClient(app) as c:
+        assert c.get("/health").status_code == 200
+
+        @guard("equipment", "delete")
+        async def purge(request: Request) -> JSONResponse:
+            return JSONResponse({"purged": True})
+
+        app.router.routes.append(Route("/purge", purge, methods=["POST"]))  # (FastAPI's version stays)
+        assert c.post("/purge").status_code == 401
+
+
+def test_routes_added_after_startup_that_cannot_be_guarded_get_503(rt: bitsec.Runtime,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    app = health_app(rt, strict=True)
+    with caplog.at_level(logging.ERROR, logger="bitsec"), TestClient(app) as c:
+        assert c.get("/health").status_code == 200
+
+        @app.get("/undeclared")
+        def undeclared() -> dict:
+            return {"open": True}
+
+        # a table that does not match the routes decides nothing: 503 (was 500 per request,
+        # each one a full compile)
+        assert [c.get(p).status_code for p in ("/undeclared", "/nowhere", "/undeclared")] == [503, 503, 503]
+    assert sum("cannot be guarded" in m for m in caplog.messages) == 1
+
+
+def test_a_template_key_of_an_http_route_is_not_a_websocket_routes(rt: bitsec.Runtime) -> None:
+    app = app_of(rt)
+
+    @app.websocket("/events")
+    async def events_ws(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.close()
+
+    @app.get("/events")
+    def events_poll() -> dict:
+        return {"secret": "events"}
+
+    app.add_middleware(GuardMiddleware, requirements={"/events": Requirement("equipment", "read")})
+    with TestClient(app) as c:  # (the startup failed: the key was read as the WebSocket route's)
+        assert c.get("/events").status_code == 401
+
+
+def test_an_endpoint_guarded_here_and_served_by_a_mount_stops_the_startup(rt: bitsec.Runtime) -> None:
+    app = app_of(rt)
+    api = APIRouter()
+
+    @api.delete("/equipment/{eid}")
+    def delete(eid: str) -> dict:
+        return {"deleted": eid}
+
+    app.include_router(api)
+    v1 = FastAPI(openapi_url=None)
+    v1.include_router(api)
+    app.mount("/v1", v1)  # the same endpoint, under /v1 (was open there: 200 without a token)
+    app.add_middleware(GuardMiddleware, requirements={"/equipment/{eid}": Requirement("equipment", "delete")})
+    with pytest.raises(Exception, match="under Mount /v1"):
+        with TestClient(app):
+            pass
+
+
+def test_a_catch_all_route_is_categorized_by_the_request_path(rt: bitsec.Runtime) -> None:
+    app = app_of(rt)
+
+    @app.api_route("/{rest:path}", methods=["POST"])
+    @public
+    def gateway(rest: str) -> dict:
+        return {"rest": rest}
+
+    app.add_middleware(GuardMiddleware)
+    with TestClient(app) as c:
+        codes = [c.post("/auth/login") for _ in range(3)]
+    assert [r.status_code for r in codes] == [200, 200, 429]  # auth: two a minute (not default's 1000)
+    assert codes[0].headers["X-RateLimit-Limit"] == "2"
+
+
+def test_rate_limit_middleware_categorizes_by_the_route(tmp_path: Path) -> None:
+    r = bitsec.Runtime(base_config(tmp_path))
+    app = app_of(r)
+
+    @app.post("/artifacts/{name}")
+    def store(name: str) -> dict:
+        return {"stored": name}
+
+    app.add_middleware(RateLimitMiddleware)
+    try:
+        with TestClient(app) as c:
+            codes = [c.post(f"/artifacts/{n}").status_code for n in ("a", "auth", "auth")]
+        assert codes == [200, 429, 429]  # upload, one per five minutes ("auth" took the auth bucket)
+    finally:
+        r.close()
+
+
+def test_a_mounted_application_with_its_own_guard_reads_the_enclosing_runtime(rt: bitsec.Runtime) -> None:
+    app = app_of(rt)
+    sub = FastAPI(openapi_url=None)
+
+    @sub.delete("/equipment/{eid}")
+    @guard("equipment", "delete")
+    def sub_delete(eid: str) -> dict:
+        return {"deleted": eid}
+
+    @sub.get("/status")
+    @public
+    def status() -> dict:
+        return {"ok": True}
+
+    sub.add_middleware(GuardMiddleware)
+    app.mount("/v2", sub)
+    app.add_middleware(GuardMiddleware)
+    with TestClient(app) as c:  # (no sub.state.bitsec: Starlette runs no lifespan for a mount)
+        assert c.get("/v2/status").status_code == 200  # was 503: no runtime
+        assert c.delete("/v2/equipment/9").status_code == 401
+        assert c.delete("/v2/equipment/9", headers=bearer(token(rt, "ada", ["admin"]))).status_code == 200

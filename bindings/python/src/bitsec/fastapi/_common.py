@@ -14,6 +14,7 @@ from typing import Any, Iterable, Iterator, Mapping, cast
 
 from fastapi import HTTPException, Request
 from starlette._utils import get_route_path
+from starlette.convertors import PathConvertor
 from starlette.routing import Match
 
 from ..runtime import Runtime
@@ -23,6 +24,9 @@ log = logging.getLogger("bitsec.fastapi")
 
 #: Where the runtime lives: ``app.state.bitsec``.
 STATE_ATTR = "bitsec"
+#: Where ``GuardMiddleware`` leaves the runtime in the ASGI scope, for an application mounted
+#: under the one whose lifespan opened it (Starlette runs no lifespan for a mounted app).
+RUNTIME_SCOPE_KEY = "bitsec.runtime"
 # Per-request values kept on ``request.state`` (shared with the ASGI middlewares through
 # ``scope["state"]``).
 _CLAIMS = "bitsec_claims"           # verified TokenClaims of this request
@@ -45,9 +49,10 @@ def _runtime_of_scope(scope: Mapping[str, Any], attr: str) -> Runtime | None:
     app = scope.get("app")
     state = getattr(app, "state", None)
     values = getattr(state, "_state", None)  # Starlette's State keeps its values in this dict
-    if type(values) is dict:
-        return values.get(attr)
-    return getattr(state, attr, None)
+    rt = values.get(attr) if type(values) is dict else getattr(state, attr, None)
+    if rt is None:  # a mounted application: the runtime an enclosing guard found
+        rt = scope.get(RUNTIME_SCOPE_KEY)
+    return cast("Runtime | None", rt)
 
 
 def _request_state(scope: Any) -> dict[str, Any]:
@@ -73,10 +78,13 @@ class ClientIP:
 
     def _trusted(self, addr: str) -> bool:
         try:
-            ip = ipaddress.ip_address(addr)
+            ip: Any = ipaddress.ip_address(addr)
         except ValueError:
             return False
-        return any(ip in n for n in self.networks)
+        # an IPv4 proxy as a dual-stack socket reports it (``::ffff:10.0.0.1``, uvicorn --host ::)
+        # is the IPv4 address its networks name
+        mapped = getattr(ip, "ipv4_mapped", None)
+        return any(ip in n for n in self.networks) or (mapped is not None and any(mapped in n for n in self.networks))
 
     def __call__(self, scope: Mapping[str, Any]) -> str:
         client = scope.get("client")
@@ -90,12 +98,25 @@ class ClientIP:
         for addr in reversed(forwarded):
             if not addr:
                 continue
+            addr = _without_port(addr)
             if not self._trusted(addr):
                 try:
                     return str(ipaddress.ip_address(addr))
                 except ValueError:
                     return peer  # garbage from a trusted proxy's upstream: do not key on it
         return peer
+
+
+def _without_port(addr: str) -> str:
+    """An ``X-Forwarded-For`` entry without the port some proxies add (``203.0.113.10:5678``,
+    ``[2001:db8::1]:443``; an Azure application gateway does): else each client behind them
+    would be keyed as the proxy."""
+    if addr[:1] == "[":
+        end = addr.find("]")
+        return addr[1:end] if end > 0 else addr
+    if addr.count(":") == 1:
+        return addr.split(":", 1)[0]
+    return addr
 
 
 def _client_ip(scope: Any, resolver: ClientIP) -> str:
@@ -250,6 +271,19 @@ def _walk_routes(routes: Iterable[Any]) -> Iterator[Any]:
         else:
             inner = getattr(r, "starlette_route", None)
             yield inner if inner is not None else r
+
+
+def _category_path(scope: Any, route: Any) -> str:
+    """The path a rate category is worked out from (``categorize(method, path)``): the
+    matched route's template, so that a path parameter's value never picks the bucket
+    (``POST /artifacts/auth`` is ``/artifacts/{name}``); the request's path (``routed_path``)
+    when no route matched, or for a route with a ``{name:path}`` parameter (a catch-all
+    serves many paths, each of its own category)."""
+    template = _route_template(route)
+    if template is None or any(isinstance(c, PathConvertor) for c in (getattr(route, "param_convertors", None)
+                                                                      or {}).values()):
+        return routed_path(scope)
+    return template
 
 
 def _route_of(scope: Any) -> tuple[Any, Mapping[str, Any]]:

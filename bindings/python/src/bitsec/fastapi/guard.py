@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import inspect
 import operator
+from time import monotonic as _monotonic
 from json.encoder import encode_basestring_ascii as _quote
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, TypeVar
@@ -53,7 +54,7 @@ from ..sessions import Session
 from ..tokens import TokenClaims
 from ._common import (_ACTIONS, _AUTH_FAILURE, _CLAIMS, _CLIENT_IP, _DENIED, _REQUEST_ID, STATE_ATTR, UNMATCHED_RESOURCE,
                       ClientIP, _client_ip, _ensure_request_id, _runtime_of_scope, _send_json, _text, _valid_ip, log,
-                      _walk_routes, new_request_id, routed_path)
+                      RUNTIME_SCOPE_KEY, _walk_routes, new_request_id, routed_path)
 from .audit import _UNREAD, AuditMiddleware, _claims_members, _j, _session_members
 from .bearer import _bearer_challenge
 from .config import DEFAULT_PATH_CATEGORIES
@@ -67,6 +68,7 @@ from .sessions import _offloads as _sessions_offload
 from starlette.requests import cookie_parser as _cookie_parser
 
 from starlette._utils import get_route_path as _route_path  # the path without the root_path
+from starlette.convertors import PathConvertor
 from starlette.routing import Host, Mount, WebSocketRoute
 
 #: Where the guard's result lives in the ASGI scope (read it with ``guard_result(request)``).
@@ -88,8 +90,9 @@ class Requirement:
     - ``auth``: ``"required"`` (default: a valid bearer token), ``"optional"`` (a token, when
       sent, must be valid), ``"none"`` (the token is not read; the rate-limit key is the
       client address);
-    - ``rate``: the rate-limit category (must be configured); None: the category of the path
-      (``HTTPPolicy.categories``); ``""``: no rate limit; ``cost``: tokens taken;
+    - ``rate``: the rate-limit category (must be configured); None: the category of the
+      method and the route's template (``categorize``, ``HTTPPolicy.categories``; never of a
+      path parameter's value); ``""``: no rate limit; ``cost``: tokens taken;
     - ``audit``: True records a ``data_access`` event for every request (reads too), False
       only failures, None (default) the writes (POST, PUT, PATCH, DELETE) and failures;
     - ``cookies``: the route is a browser's, authenticated by the session cookie instead of
@@ -227,12 +230,16 @@ class _Entry:
     """A compiled route: its requirement and, per rate-limit category, the guard call's
     constant arguments encoded once."""
 
-    __slots__ = ("route", "template", "requirement", "_args", "plan", "fast", "heads")
+    __slots__ = ("route", "template", "requirement", "_args", "plan", "fast", "heads", "category_path")
 
     def __init__(self, route: Any, template: str | None, requirement: Requirement) -> None:
         self.route = route
         self.template = template
         self.requirement = requirement
+        #: the path ``categorize`` reads for this route: its template, or None (the request's
+        #: path) for a catch-all route (a ``{name:path}`` parameter) and the default entry
+        catch_all = any(isinstance(c, PathConvertor) for c in (getattr(route, "param_convertors", None) or {}).values())
+        self.category_path: str | None = None if route is None or catch_all else template
         self._args: dict[tuple[str | None, bool], GuardArgs] = {}
         #: (runtime, rate category, its GuardArgs, the advisory GuardArgs, whether the route's
         #: path parameters give a resource context): what ``decide`` would work out again on
@@ -241,7 +248,7 @@ class _Entry:
         self.plan: tuple[Any, str | None, GuardArgs, GuardArgs, bool] | None = None
         #: (runtime, GuardArgs, rate category) when a request with a bearer token needs no more
         #: than the native call (``GuardMiddleware._fast_route``); (runtime, None, None) when the
-        #: category is the request path's
+        #: category is worked out per request (``categorize`` of the method and the template)
         self.fast: tuple[Any, GuardArgs | None, str | None] | None = None
         #: method -> the constant start of its audit records (``GuardMiddleware._record_text``)
         self.heads: dict[str, tuple[str, str, str, str, str]] = {}
@@ -307,14 +314,15 @@ def _routes_version(app: Any) -> Any:
     """What changes when the application's routes change: FastAPI's routes version (its
     included routers' too), else the route list's identity and length."""
     router = getattr(app, "router", None)
+    routes = getattr(router, "routes", None)
+    listed = (id(routes), len(routes)) if isinstance(routes, list) else None
     version = getattr(router, "_get_routes_version", None)
     if callable(version):
         try:
-            return version()
-        except Exception:  # noqa: BLE001 - a FastAPI whose private method changed: the list below
+            return (version(), listed)  # (a route appended to the list itself does not change it)
+        except Exception:  # noqa: BLE001 - a FastAPI whose private method changed: the list alone
             pass
-    routes = getattr(router, "routes", None)
-    return (id(routes), len(routes)) if isinstance(routes, list) else None
+    return listed
 
 
 def _is_public(req: Requirement) -> bool:
@@ -328,18 +336,20 @@ def _own_guard(app: Any) -> bool:
                for m in getattr(app, "user_middleware", None) or ())
 
 
-def _check_unguarded(route: Any, declared: Mapping[str, Requirement], used: set[str], strict: bool) -> None:
+def _check_unguarded(route: Any, declared: Mapping[str, Requirement], used: set[str], strict: bool,
+                     http_templates: set[str | None], guarded: set[int]) -> None:
     """A route this guard does not decide (a WebSocket route; a ``Mount`` or ``Host`` and the
     routes under it): its declarations are refused at startup, since nothing would enforce
     them, and with ``strict`` so is a WebSocket route not declared ``@public``, or a mounted
-    application with routes of its own and no ``GuardMiddleware``."""
+    application with routes of its own and no ``GuardMiddleware``. ``http_templates``: the
+    templates of the HTTP routes (a ``"/template"`` key is theirs); ``guarded``: the ids of
+    the endpoints the table guards (served under a mount too, they would be open there)."""
     if isinstance(route, WebSocketRoute):  # (FastAPI's APIWebSocketRoute is one)
         template = getattr(route, "path_format", None) or route.path
-        req = declared.get(template)
-        if req is not None:
+        req = getattr(route.endpoint, _GUARD_ATTR, None)
+        if template in declared and template not in http_templates:
+            req = declared[template]
             used.add(template)
-        else:
-            req = getattr(route.endpoint, _GUARD_ATTR, None)
         if req is not None and not _is_public(req):
             raise ValueError(f"websocket route {template} declares a requirement, and GuardMiddleware guards HTTP "
                              "requests only: authenticate the connection in its endpoint, and declare it @public")
@@ -354,10 +364,11 @@ def _check_unguarded(route: Any, declared: Mapping[str, Requirement], used: set[
         return
     for r in _walk_routes(getattr(sub, "routes", None) or ()):
         if isinstance(r, (Mount, Host)):
-            _check_unguarded(r, {}, set(), strict)
+            _check_unguarded(r, {}, set(), strict, set(), guarded)
             continue
-        req = getattr(getattr(r, "endpoint", None), _GUARD_ATTR, None)
-        if req is not None and not _is_public(req):
+        endpoint = getattr(r, "endpoint", None)
+        req = getattr(endpoint, _GUARD_ATTR, None)
+        if (req is not None and not _is_public(req)) or (endpoint is not None and id(endpoint) in guarded):
             raise ValueError(f"route {getattr(r, 'path', '?')} under {where} declares a requirement this "
                              "GuardMiddleware does not enforce (it decides the application's own routes): add "
                              "GuardMiddleware to the mounted application")
@@ -384,13 +395,14 @@ def compile_routes(app: Any, rt: Runtime, *, default: Requirement = PUBLIC, stri
     declared = dict(requirements or {})
     used: set[str] = set()
     entries: list[tuple[int, str, Any, frozenset[str] | None, _Entry]] = []
+    unguarded: list[Any] = []
     checked: dict[Requirement, None] = {}
     for index, route in enumerate(_walk_routes(getattr(getattr(app, "router", None), "routes", ()))):
         if isinstance(route, (WebSocketRoute, Mount, Host)):
             # Never an HTTP route of this table: a WebSocketRoute matches no HTTP request (one
             # compiled here would take the path of the HTTP routes after it), a Mount or Host
-            # serves another application's routes
-            _check_unguarded(route, declared, used, strict)
+            # serves another application's routes (checked below, once the table is known)
+            unguarded.append(route)
             continue
         path = getattr(route, "path", None)
         regex = getattr(route, "path_regex", None)
@@ -440,6 +452,10 @@ def compile_routes(app: Any, rt: Runtime, *, default: Requirement = PUBLIC, stri
                                          "there is no 'default' bucket to limit it (configure one, or give the "
                                          "route rate=)")
             entries.append((index, path, regex, gset, _Entry(route, template, req)))
+    http_templates = {e.template for *_, e in entries}
+    guarded = {id(e.route.endpoint) for *_, e in entries if not _is_public(e.requirement)}
+    for route in unguarded:
+        _check_unguarded(route, declared, used, strict, http_templates, guarded)
     unknown = set(declared) - used
     if unknown:
         raise ValueError(f"requirements for routes the application does not have: {', '.join(sorted(unknown))}")
@@ -518,6 +534,9 @@ class GuardMiddleware(AuditMiddleware):
     ``default`` is the requirement of a route that declares none (``PUBLIC``); ``strict=True``
     refuses such a route at startup. ``categorize`` gives the rate category of a route whose
     requirement has ``rate=None`` (default ``DEFAULT_PATH_CATEGORIES``; ``HTTPPolicy.categories``).
+    Routes added after startup are compiled when a request finds no route and the routes have
+    changed, and otherwise within ``routes_recheck`` seconds (default 1; 0: every request);
+    while such routes have declarations the table refuses, every request is answered 503.
     """
 
     def __init__(self, app: Any, *, trusted_proxies: Iterable[str] = (), default: Requirement = PUBLIC,
@@ -529,7 +548,7 @@ class GuardMiddleware(AuditMiddleware):
                  session: CookieSession | None = None,
                  session_principal: Callable[[Session], Principal | None] | None = None,
                  csrf_mode: str = "synchronizer", csrf_header: str = CSRF_HEADER,
-                 csrf_cookie: str = CSRF_COOKIE) -> None:
+                 csrf_cookie: str = CSRF_COOKIE, routes_recheck: float = 1.0) -> None:
         super().__init__(app, trusted_proxies=trusted_proxies, methods=methods, sensitive=sensitive, attr=attr,
                          offload=offload)
         if csrf_mode not in ("synchronizer", "double_submit"):
@@ -552,6 +571,9 @@ class GuardMiddleware(AuditMiddleware):
         self.table: RouteTable | None = None
         self._table_of: Any = None
         self._routes_seen: Any = None  # the application's routes when the table was compiled
+        self._routes_check_at = 0.0  # when to look at the routes again (_current_table)
+        self.routes_recheck = routes_recheck
+        self._broken: Any = None  # the routes version whose declarations compile refused
         self._no_runtime_logged = False
         self._categories: tuple[Runtime, frozenset[str]] | None = None
         self._default_entry = _Entry(None, None, default)
@@ -593,7 +615,7 @@ class GuardMiddleware(AuditMiddleware):
             if req.rate is not None:
                 self._plan_of(rt, None, entry, req)
             elif self._fast_route(rt, req):
-                entry.fast = (rt, None, None)  # (the category is the request path's)
+                entry.fast = (rt, None, None)  # (the category: of the request's method and the template)
         return table
 
     async def _lifespan(self, scope: Any, receive: Any, send: Any) -> None:
@@ -625,17 +647,23 @@ class GuardMiddleware(AuditMiddleware):
             values = None
         rt = values.get(self.attr) if type(values) is dict else _runtime_of_scope(scope, self.attr)
         if rt is None:
-            # Fail closed: without its runtime (bitsec_lifespan did not run: a server started
-            # with the lifespan off, a lifespan that does not open it) nothing can be decided
-            if not self._no_runtime_logged:
-                self._no_runtime_logged = True
-                log.error("bitsec guard: no runtime on app.state.%s (is bitsec_lifespan the application's "
-                          "lifespan, and the server's lifespan on?); answering 503", self.attr)
-            await _send_json(send, 503, {"detail": "Service temporarily unavailable"}, {"Retry-After": "1"})
-            return
+            rt = scope.get(RUNTIME_SCOPE_KEY)  # (a mounted application: an enclosing guard's)
+            if rt is None:
+                # Fail closed: without its runtime (bitsec_lifespan did not run: a server started
+                # with the lifespan off, a lifespan that does not open it) nothing can be decided
+                if not self._no_runtime_logged:
+                    self._no_runtime_logged = True
+                    log.error("bitsec guard: no runtime on app.state.%s (is bitsec_lifespan the application's "
+                              "lifespan, and the server's lifespan on?); answering 503", self.attr)
+                await _send_json(send, 503, {"detail": "Service temporarily unavailable"}, {"Retry-After": "1"})
+                return
+        scope[RUNTIME_SCOPE_KEY] = rt  # (for a guard of an application mounted under this one)
         table = self.table if self._table_of is rt else None
-        if table is None:
-            table = self.compile(scope.get("app"), rt)
+        if table is None or _monotonic() >= self._routes_check_at:
+            table = self._current_table(scope.get("app"), rt, table)
+            if table is None:  # routes changed after startup, and their declarations are wrong
+                await _send_json(send, 503, {"detail": "Service temporarily unavailable"}, {"Retry-After": "1"})
+                return
         inline_audit = self._audit_inline  # (this runtime's: read before anything awaits)
         state = scope.get("state")
         if state is None:
@@ -658,8 +686,13 @@ class GuardMiddleware(AuditMiddleware):
         entry, params = table.match(scope["method"], _route_path(scope) if scope.get("root_path") else scope["path"])
         if entry is None:
             if _routes_version(scope.get("app")) != self._routes_seen:
-                # routes added since the table was compiled (include_router after startup)
-                table = self.compile(scope.get("app"), rt)
+                # routes added since the table was compiled (include_router after startup):
+                # looked at on every request no route matched, and once a second on the others
+                self._routes_check_at = 0.0
+                table = self._current_table(scope.get("app"), rt, table)
+                if table is None:
+                    await _send_json(send, 503, {"detail": "Service temporarily unavailable"}, {"Retry-After": "1"})
+                    return
                 entry, params = table.match(scope["method"],
                                             _route_path(scope) if scope.get("root_path") else scope["path"])
             if entry is None:
@@ -679,8 +712,8 @@ class GuardMiddleware(AuditMiddleware):
                 # steps: the rate-limit key from the cache by client address, one native call,
                 # then ``_outcome``.
                 args, category = fast[1], fast[2]
-                if args is None:  # (a route whose rate category is its path's)
-                    category = self._category(rt, scope, req, entry.template)
+                if args is None:  # (a route whose rate category comes from categorize)
+                    category = self._category(rt, scope, req, entry.category_path)
                     args = entry.args(category, False)
                 kb = self._address_key_bytes(rt, scope) if category else b""
                 try:
@@ -757,6 +790,34 @@ class GuardMiddleware(AuditMiddleware):
         finally:
             if not box[0]:
                 await self._record(rt, scope, state, 500, rid, req.audit, ua, where)
+
+    def _current_table(self, app: Any, rt: Runtime, table: RouteTable | None) -> RouteTable | None:
+        """The table for ``rt``: compiled when there is none, and again when the application's
+        routes changed since (looked at every ``routes_recheck`` seconds). None while routes
+        added after startup have declarations ``compile`` refuses: the guard then answers 503
+        (logged once per change) rather than decide by a table that does not match the
+        routes. A first compile that fails raises, as at startup. (On a request no route
+        matches, the routes are looked at every time.)"""
+        now = _monotonic()
+        if self._broken is not None and now < self._routes_check_at:
+            return None
+        self._routes_check_at = now + self.routes_recheck
+        version = _routes_version(app)
+        if table is not None and version == self._routes_seen:
+            return table
+        try:
+            table = self.compile(app, rt)
+        except ValueError as e:
+            if self._routes_seen is None:
+                raise
+            if self._broken != version:
+                log.error("bitsec guard: the application's routes changed and cannot be guarded (%s); "
+                          "answering 503 until they are fixed", e)
+            self._broken = version
+            self._table_of = None  # (every request comes back here: 503, a compile once a second)
+            return None
+        self._broken = None
+        return table
 
     def _cookie_offloads(self, rt: Runtime, req: Requirement) -> bool:
         """Whether a cookie route decides in the thread pool: when the application's
@@ -909,7 +970,7 @@ class GuardMiddleware(AuditMiddleware):
             entry = self._default_entry if req is self.default else _Entry(None, None, req)
         template = entry.template
         if req.cookies:
-            return self._decide_cookies(rt, scope, state, req, template, params)
+            return self._decide_cookies(rt, scope, state, req, template, params, entry.category_path)
         if token is _UNREAD:
             token = _bearer_token(scope)
         plan = entry.plan
@@ -1015,7 +1076,8 @@ class GuardMiddleware(AuditMiddleware):
         return GuardResult(False, 503, "unavailable", req, template, claims, {"Retry-After": "1"})
 
     def _decide_cookies(self, rt: Runtime, scope: Any, state: dict[str, Any], req: Requirement,
-                        template: str | None, params: Mapping[str, str]) -> GuardResult:
+                        template: str | None, params: Mapping[str, str],
+                        category_path: str | None = None) -> GuardResult:
         """A cookie route's decision (sync, as ``decide``): the session cookie validated (client
         binding checked, idle timer touched), on an unsafe method the Origin / Sec-Fetch-Site
         check, the take from ``user:<user>``'s bucket, on an unsafe method the token of the
@@ -1040,7 +1102,7 @@ class GuardMiddleware(AuditMiddleware):
                     ua = value.decode("latin-1")
             elif name == self.csrf_header and submitted is None:
                 submitted = value.decode("latin-1")
-        category = self._category(rt, scope, req, template)
+        category = self._category(rt, scope, req, category_path)
         token = jar.get(self.session.cookie_name)
         if not token:
             state[_AUTH_FAILURE] = "missing"
@@ -1075,13 +1137,15 @@ class GuardMiddleware(AuditMiddleware):
         # session's refused requests count against its user's bucket too. A safe request the
         # browser marks as started by another site or a sibling origin (Sec-Fetch-Site
         # cross-site / same-site: a link, an image, a frame; the SameSite=Lax cookie goes with
-        # some of them) takes from the address's bucket instead: another page must not be able
-        # to spend the user's budget. (An unsafe one passed the Origin check above.)
+        # some of them) takes from a second bucket of the user's, ``xsite:user:<user>``: another
+        # page must not be able to spend the user's own budget, and a client that sends the
+        # header itself gets at most the two budgets, from however many addresses (it was the
+        # address's bucket, one more per address). (An unsafe one passed the Origin check.)
         headers: dict[str, str] = {}
         unavailable = False
         if category:
             if not unsafe and fetch_site is not None and fetch_site.lower() in ("cross-site", "same-site"):
-                bucket = _address_key(rt, scope, self.client_ip)
+                bucket = _bounded_key("xsite:user:" + session.user)
             else:
                 bucket = _bounded_key("user:" + session.user)
             try:
@@ -1142,7 +1206,7 @@ class GuardMiddleware(AuditMiddleware):
                  req: Requirement) -> tuple[Any, str | None, GuardArgs, GuardArgs, bool]:
         """``_Entry.plan`` for ``rt``: kept on the entry when the route's category does not
         depend on the request's path (``rate`` declared)."""
-        category = self._category(rt, scope, req, entry.template)
+        category = self._category(rt, scope, req, entry.category_path)
         plan = (rt, category, entry.args(category, False), entry.args(category, True),
                 req.resource is not None and bool(req.owner_param or req.tenant_param or req.department_param))
         if req.rate is not None and entry.requirement is req:
@@ -1164,9 +1228,9 @@ class GuardMiddleware(AuditMiddleware):
 
     def _category(self, rt: Runtime, scope: Any, req: Requirement, template: str | None = None) -> str | None:
         """The route's rate category as the runtime defines it (``req.rate``, else
-        ``categorize`` of the method and the route's ``template``; the request's path,
-        ``routed_path``, only where no compiled route matched: a path parameter's value never
-        picks the bucket): a path category the
+        ``categorize`` of the method and ``template``, the route's ``_Entry.category_path``: a
+        path parameter's value never picks the bucket; the request's path, ``routed_path``,
+        where no compiled route matched and for a catch-all route): a path category the
         configuration does not define is limited by the default bucket (startup refuses a
         route whose path category has neither); with no bucket configured at all (no
         rate_limits section) nothing is limited. None: not limited."""

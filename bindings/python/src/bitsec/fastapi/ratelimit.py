@@ -12,7 +12,7 @@ from .. import _abi
 from ..errors import BackendUnavailableError, BitsecError, NotFoundError
 from ..runtime import Runtime
 from ._common import (_CLAIMS, STATE_ATTR, ClientIP, _adding_headers, _client_ip, _request_state, _runtime_of_scope,
-                      _send_json, _unavailable, get_runtime, log, routed_path)
+                      _send_json, _unavailable, get_runtime, log, routed_path, _category_path, _route_of)
 from .config import DEFAULT_PATH_CATEGORIES
 from .offload import _check_offload, offload_plan
 
@@ -176,8 +176,9 @@ class RateLimitMiddleware(_RateLimiting):
             return
         path = routed_path(scope)  # (as the router matches it)
         rt = _runtime_of_scope(scope, self.attr)
+        # exempt by path; the category of the route's template (_category_path)
         category = None if (path in self.exact or path.startswith(self.prefixes) or rt is None) \
-            else self.categorize(scope["method"], path)
+            else self.categorize(scope["method"], _category_path(scope, _route_of(scope)[0]))
         if category is None or rt is None:
             await self.app(scope, receive, send)
             return

@@ -21,7 +21,7 @@ from fastapi import HTTPException, Request, Response
 from fastapi.openapi.models import APIKey, APIKeyIn
 from fastapi.security.base import SecurityBase
 
-from ..errors import BackendUnavailableError
+from ..errors import BackendUnavailableError, InvalidArgumentError, TooLargeError
 from ..runtime import Runtime
 from ..sessions import Session, SessionCreated
 from ._common import STATE_ATTR, ClientIP, get_runtime
@@ -142,6 +142,11 @@ class CookieSession(SecurityBase):
         except BackendUnavailableError:
             raise HTTPException(status_code=503, detail="Service temporarily unavailable",
                                 headers={"Retry-After": "1"}) from None
+        except (TooLargeError, InvalidArgumentError):
+            # a cookie or user agent over the library's limits: refused as the guard's cookie
+            # routes refuse it (401, the "unknown" detail), the cookie kept (the request, not
+            # the session, cannot be read)
+            raise self._refused("malformed", False) from None
         if not v or v.session is None:
             raise self._refused(v.reason, True)
         setattr(request.state, _SESSION, v.session)
@@ -165,7 +170,12 @@ class CookieSession(SecurityBase):
         if old:
             rt.session_revoke(old)
         client, agent = self._client(request)
-        created = rt.session_create(user, tenant, client, agent)
+        try:
+            created = rt.session_create(user, tenant, client, agent)
+        except (TooLargeError, InvalidArgumentError) as e:  # (a user agent over the library's limit)
+            raise HTTPException(status_code=400, detail="The session cannot be bound to this client: "
+                                + ("a request header is too long" if isinstance(e, TooLargeError)
+                                   else "invalid user or client")) from None
         self.set_cookie(response, created.token)
         setattr(request.state, _SESSION, None)
         return created
@@ -178,11 +188,16 @@ class CookieSession(SecurityBase):
         if not token:
             raise self._refused("missing", False)
         client, agent = self._client(request)
-        v = rt.session_rotate(token, client, agent)
+        try:
+            v = rt.session_rotate(token, client, agent)
+        except (TooLargeError, InvalidArgumentError):
+            raise self._refused("malformed", False) from None
         if not v or v.rotated is None:
             raise self._refused(v.reason, True)
         self.set_cookie(response, v.rotated.token)
-        setattr(request.state, _SESSION, None)
+        # validate() of this request no longer reuses the old session; the request's audit
+        # record still names who rotated it
+        setattr(request.state, _SESSION_COOKIE, None)
         return v.rotated
 
     def logout(self, request: Request, response: Response) -> bool:
@@ -192,7 +207,9 @@ class CookieSession(SecurityBase):
         token = request.cookies.get(self.cookie_name)
         ended = bool(token) and rt.session_revoke(token or "")
         self.clear_cookie(response)
-        setattr(request.state, _SESSION, None)
+        # validate() of this request no longer reuses the ended session; the request's audit
+        # record still names who logged out
+        setattr(request.state, _SESSION_COOKIE, None)
         return ended
 
 

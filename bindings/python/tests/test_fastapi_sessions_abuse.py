@@ -1,0 +1,138 @@
+"""Cookie sessions and client addresses against a client that uses the service as designed:
+its own session from many addresses, a proxy reported in IPv4-mapped form, a logout or a
+rotation that must still be attributed, headers over the library's limits. Each test failed
+before its fix."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.testclient import TestClient
+
+import bitsec
+from bitsec.fastapi import (CookieSession, GuardMiddleware, GuardResult, LoginAttempts, LoginGuard,
+                            bitsec_lifespan, get_runtime, guard, guard_result, public)
+from bitsec.fastapi._common import ClientIP
+from test_fastapi import base_config
+from test_fastapi_guard_cookies import ORIGIN, UA, config, records
+
+
+def session_app(rt: bitsec.Runtime) -> tuple[FastAPI, CookieSession]:
+    app = FastAPI(lifespan=bitsec_lifespan(rt), openapi_url=None)
+    sessions = CookieSession()
+
+    @app.post("/login")
+    @public
+    def login(user: str, request: Request, response: Response) -> dict[str, str]:
+        created = sessions.login(request, response, user, "t1")
+        return {"csrf": get_runtime(request).csrf_token_issue(created.session_id), "token": created.token}
+
+    @app.get("/ui/export")
+    @guard(cookies=True, rate="default")
+    def export(result: GuardResult = Depends(guard_result)) -> dict[str, Any]:
+        return {"user": result.subject}
+
+    @app.post("/ui/step-up")
+    @guard(cookies=True)
+    def step_up(request: Request, response: Response) -> dict[str, str]:
+        return {"csrf": get_runtime(request).csrf_token_issue(sessions.rotate(request, response).session_id)}
+
+    @app.post("/ui/logout")
+    @guard(cookies=True)
+    def logout(request: Request, response: Response) -> dict[str, bool]:
+        return {"ended": sessions.logout(request, response)}
+
+    @app.get("/me")
+    def me(s: Any = Depends(sessions)) -> dict[str, str]:
+        return {"user": s.user}
+
+    app.add_middleware(GuardMiddleware, session=sessions)
+    return app, sessions
+
+
+def test_a_session_does_not_spread_over_addresses_with_sec_fetch_site(tmp_path: Path) -> None:
+    with bitsec.Runtime(config(tmp_path, capacity=3)) as rt:
+        app, sessions = session_app(rt)
+        with TestClient(app, base_url="https://testserver", headers={"User-Agent": UA},
+                        client=("2001:db8:0:ffff::1", 1)) as c0:
+            token = c0.post("/login", params={"user": "alice"}, headers={"Origin": ORIGIN}).json()["token"]
+            assert [c0.get("/ui/export").status_code for _ in range(4)] == [200, 200, 200, 429]
+            served = 0
+            for i in range(5):  # the same session from five /64s, each GET marked cross-site
+                c = TestClient(app, base_url="https://testserver", headers={"User-Agent": UA},
+                               client=(f"2001:db8:0:{i:x}::1", 1), cookies={sessions.cookie_name: token})
+                served += sum(c.get("/ui/export", headers={"Sec-Fetch-Site": "cross-site"}).status_code == 200
+                          for _ in range(3))
+    # its second bucket (xsite:user:alice, 3): was 15, three per address
+    assert served == 3
+
+
+def test_a_trusted_proxy_in_ipv4_mapped_form_is_trusted(tmp_path: Path) -> None:
+    resolver = ClientIP(["10.0.0.0/8"])
+    for peer in ("10.0.0.1", "::ffff:10.0.0.1"):
+        scope = {"client": (peer, 1), "headers": [(b"x-forwarded-for", b"203.0.113.10")]}
+        assert resolver(scope) == "203.0.113.10", peer  # was "::ffff:10.0.0.1": every client the proxy
+    # the login guard behind such a proxy: one client's failures do not lock out another
+    rt = bitsec.Runtime(base_config(tmp_path, limits={"store": "local", "categories": {
+        "default": {"capacity": 1000, "period_seconds": 60}},
+        "login_guard": {"client": {"max_failures": 5, "window_seconds": 3600, "block_seconds": 3600}}}))
+    app = FastAPI(lifespan=bitsec_lifespan(rt), openapi_url=None)
+    lg = LoginGuard(trusted_proxies=["10.0.0.0/8"])
+
+    @app.post("/login")
+    def login(user: str, pw: str, attempts: LoginAttempts = Depends(lg)) -> dict[str, str]:
+        a = attempts.begin(user)
+        if pw != "right":
+            raise a.failed()
+        a.succeeded()
+        return {"client": attempts.client}
+
+    try:
+        with TestClient(app, client=("::ffff:10.0.0.1", 1)) as c:
+            for i in range(6):
+                c.post("/login", params={"user": f"victim{i}", "pw": "guess"},
+                       headers={"X-Forwarded-For": "198.51.100.66"})
+            r = c.post("/login", params={"user": "bob", "pw": "right"}, headers={"X-Forwarded-For": "203.0.113.10"})
+            assert r.status_code == 200 and r.json() == {"client": "203.0.113.10"}  # was 429
+    finally:
+        rt.close()
+
+
+def test_logout_and_rotation_records_name_the_session(tmp_path: Path) -> None:
+    with bitsec.Runtime(config(tmp_path)) as rt:
+        app, _ = session_app(rt)
+        with TestClient(app, base_url="https://testserver", headers={"User-Agent": UA, "Origin": ORIGIN}) as c:
+            csrf = c.post("/login", params={"user": "alice"}).json()["csrf"]
+            csrf = c.post("/ui/step-up", headers={"X-CSRF-Token": csrf}).json()["csrf"]
+            assert c.post("/ui/logout", headers={"X-CSRF-Token": csrf}).json() == {"ended": True}
+            assert c.get("/ui/export").status_code == 401  # the session is gone
+        mine = {e["details"]["path"]: e for e in records(tmp_path, rt) if e["details"]["method"] == "POST"}
+    # who rotated and who logged out (both were recorded without an actor)
+    assert mine["/ui/step-up"]["actor"] == "alice" and mine["/ui/step-up"].get("session_id")
+    assert mine["/ui/logout"]["actor"] == "alice" and mine["/ui/logout"].get("session_id")
+
+
+def test_headers_over_the_librarys_limits_are_refused_not_a_500(tmp_path: Path) -> None:
+    with bitsec.Runtime(config(tmp_path)) as rt:
+        app, sessions = session_app(rt)
+        with TestClient(app, base_url="https://testserver", headers={"User-Agent": UA, "Origin": ORIGIN},
+                        raise_server_exceptions=False) as c:
+            token = c.post("/login", params={"user": "alice"}).json()["token"]
+            c.cookies.clear()
+            long_ua = {"Cookie": f"{sessions.cookie_name}={token}", "User-Agent": "U" * 5000}
+            r = c.get("/me", headers=long_ua)  # the CookieSession dependency (was 500)
+            assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Cookie")
+            assert c.get("/ui/export", headers=long_ua).status_code == 401  # (the guard already did)
+            r = c.post("/login", params={"user": "alice"}, headers={"User-Agent": "U" * 1100})
+            assert r.status_code == 400 and "too long" in r.json()["detail"]  # (was 500)
+
+
+def test_forwarded_addresses_with_a_port_name_the_client() -> None:
+    resolver = ClientIP(["10.0.0.0/8"])
+    for sent, client in (("203.0.113.10:5678", "203.0.113.10"), ("[2001:db8::1]:443", "2001:db8::1"),
+                         ("[2001:db8::1]", "2001:db8::1"), ("2001:db8::2", "2001:db8::2"),
+                         ("10.0.0.9:80, 203.0.113.10", "203.0.113.10"), ("203.0.113.10, 10.0.0.9:80", "203.0.113.10"),
+                         ("[garbage", "10.0.0.1"), ("a:b", "10.0.0.1")):
+        scope = {"client": ("10.0.0.1", 1), "headers": [(b"x-forwarded-for", sent.encode())]}
+        assert resolver(scope) == client, sent  # (with a port: the proxy's address before)
