@@ -460,3 +460,100 @@ def test_a_mounted_application_with_its_own_guard_reads_the_enclosing_runtime(rt
         assert c.get("/v2/status").status_code == 200  # was 503: no runtime
         assert c.delete("/v2/equipment/9").status_code == 401
         assert c.delete("/v2/equipment/9", headers=bearer(token(rt, "ada", ["admin"]))).status_code == 200
+
+
+# ---- third review: mounted applications with guards of their own, replaced routes -----------
+
+def test_a_mounted_guard_reads_the_runtime_of_its_own_attr(tmp_path: Path) -> None:
+    a = bitsec.Runtime(base_config(tmp_path / "a"))
+    cfg = base_config(tmp_path / "b")
+    cfg["tokens"] = {**cfg["tokens"], "keys": [{"kid": "hs2", "alg": "HS256", "secret": {"value": "p" * 40}}]}
+    b = bitsec.Runtime(cfg)
+    app = FastAPI(lifespan=bitsec_lifespan(a, then=bitsec_lifespan(b, attr="partner")), openapi_url=None)
+    sub = FastAPI(openapi_url=None)
+
+    @sub.get("/orders/{oid}")
+    @guard()
+    def order(oid: str) -> dict:
+        return {"order": oid}
+
+    sub.add_middleware(GuardMiddleware, attr="partner")
+    app.mount("/partner", sub)
+    app.add_middleware(GuardMiddleware)
+    try:
+        with TestClient(app) as c:
+            # never the enclosing guard's runtime (another attr): its tokens answered 200 here.
+            # The enclosing guard passes on its own attr only: without "partner" on the
+            # mounted app's state, 503
+            assert c.get("/partner/orders/1", headers=bearer(token(a, "ada"))).status_code == 503
+            sub.state.partner = b
+            assert c.get("/partner/orders/1", headers=bearer(token(a, "ada"))).status_code == 401
+            assert c.get("/partner/orders/1", headers=bearer(token(b, "ada"))).status_code == 200
+    finally:
+        b.close()
+        a.close()
+
+
+def test_a_mounted_application_with_its_own_guard_is_decided_once(rt: bitsec.Runtime, tmp_path: Path) -> None:
+    app = app_of(rt)
+    sub = FastAPI(openapi_url=None)
+
+    @sub.post("/auth/login")
+    @public
+    def sub_login() -> dict:
+        return {"ok": True}
+
+    sub.add_middleware(GuardMiddleware)
+    app.mount("/v2", sub)
+    app.add_middleware(GuardMiddleware, methods=("POST",))
+    with TestClient(app) as c:
+        rs = [c.post("/v2/auth/login") for _ in range(3)]
+    # auth: two a minute; each request took twice (the enclosing guard, then the mounted one)
+    assert [r.status_code for r in rs] == [200, 200, 429]
+    rt.audit_flush()
+    lines = [x for x in (tmp_path / "audit.log").read_text().splitlines() if '"/v2/auth/login"' in x]
+    assert len(lines) == 3  # one record per request (was two for each allowed one)
+
+
+def test_a_mounted_guard_whose_declarations_are_wrong_answers_503(rt: bitsec.Runtime) -> None:
+    app = health_app(rt)
+    sub = FastAPI(openapi_url=None)
+
+    @sub.get("/status")
+    def status() -> dict:  # undeclared, under strict
+        return {"ok": True}
+
+    sub.add_middleware(GuardMiddleware, strict=True)
+    app.mount("/v2", sub)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        assert {c.get(f"/v2/nowhere{i}").status_code for i in range(5)} == {503}  # was 500, a compile each
+        assert c.get("/health").status_code == 200
+
+
+def test_a_route_replaced_in_place_is_compiled(rt: bitsec.Runtime) -> None:
+    from starlette.routing import Route
+
+    app = app_of(rt)
+
+    @app.get("/old")
+    @public
+    def old() -> dict:
+        return {"old": True}
+
+    app.add_middleware(GuardMiddleware, routes_recheck=0.0)
+    with TestClient(app) as c:
+        assert c.get("/old").status_code == 200
+
+        @guard("equipment", "delete")
+        async def purge(request: Request) -> JSONResponse:
+            return JSONResponse({"purged": True})
+
+        i = next(k for k, r in enumerate(app.router.routes) if getattr(r, "path", "") == "/old")
+        app.router.routes[i] = Route("/purge", purge, methods=["POST"])  # (same length, same version)
+        assert c.post("/purge").status_code == 401
+
+
+def test_routes_recheck_must_be_seconds() -> None:
+    for bad in (None, -1, "1", True):
+        with pytest.raises(ValueError, match="routes_recheck"):
+            GuardMiddleware(FastAPI(), routes_recheck=bad)  # type: ignore[arg-type]

@@ -136,3 +136,27 @@ def test_forwarded_addresses_with_a_port_name_the_client() -> None:
                          ("[garbage", "10.0.0.1"), ("a:b", "10.0.0.1")):
         scope = {"client": ("10.0.0.1", 1), "headers": [(b"x-forwarded-for", sent.encode())]}
         assert resolver(scope) == client, sent  # (with a port: the proxy's address before)
+
+
+def test_session_of_gives_no_ended_session(tmp_path: Path) -> None:
+    from bitsec.fastapi import session_of
+
+    seen: list[Any] = []
+    with bitsec.Runtime(config(tmp_path)) as rt:
+        app, sessions = session_app(rt)
+
+        @app.post("/ui/leave")
+        @guard(cookies=True)
+        def leave(request: Request, response: Response) -> dict[str, bool]:
+            seen.append(session_of(request))
+            sessions.logout(request, response)
+            seen.append(session_of(request))
+            return {}
+
+        with TestClient(app, base_url="https://testserver", headers={"User-Agent": UA, "Origin": ORIGIN}) as c:
+            csrf = c.post("/login", params={"user": "alice"}).json()["csrf"]
+            assert c.post("/ui/leave", headers={"X-CSRF-Token": csrf}).status_code == 200
+        leave_records = [e for e in records(tmp_path, rt) if e["details"]["path"] == "/ui/leave"]
+    assert seen[0] is not None and seen[0].user == "alice"
+    assert seen[1] is None  # (it gave the ended session)
+    assert leave_records[0]["actor"] == "alice"  # the record still names who logged out

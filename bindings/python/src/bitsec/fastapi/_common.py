@@ -24,8 +24,9 @@ log = logging.getLogger("bitsec.fastapi")
 
 #: Where the runtime lives: ``app.state.bitsec``.
 STATE_ATTR = "bitsec"
-#: Where ``GuardMiddleware`` leaves the runtime in the ASGI scope, for an application mounted
-#: under the one whose lifespan opened it (Starlette runs no lifespan for a mounted app).
+#: Where ``GuardMiddleware`` leaves the runtime in the ASGI scope (the key, then ``:`` and the
+#: runtime's ``attr``), for an application mounted under the one whose lifespan opened it
+#: (Starlette runs no lifespan for a mounted app).
 RUNTIME_SCOPE_KEY = "bitsec.runtime"
 # Per-request values kept on ``request.state`` (shared with the ASGI middlewares through
 # ``scope["state"]``).
@@ -50,8 +51,8 @@ def _runtime_of_scope(scope: Mapping[str, Any], attr: str) -> Runtime | None:
     state = getattr(app, "state", None)
     values = getattr(state, "_state", None)  # Starlette's State keeps its values in this dict
     rt = values.get(attr) if type(values) is dict else getattr(state, attr, None)
-    if rt is None:  # a mounted application: the runtime an enclosing guard found
-        rt = scope.get(RUNTIME_SCOPE_KEY)
+    if rt is None:  # a mounted application: the runtime of this attr an enclosing guard found
+        rt = scope.get(RUNTIME_SCOPE_KEY + ":" + attr)
     return cast("Runtime | None", rt)
 
 

@@ -13,7 +13,7 @@ from ._common import (_ACTIONS, _AUTH_FAILURE, _CLAIMS, _DENIED, STATE_ATTR, UNM
                       _adding_headers, _client_ip, _ensure_request_id, _request_state, _route_of, _route_template,
                       _runtime_of_scope, _text, _valid_ip, log, routed_path)
 from .offload import _check_offload, offload_plan
-from .sessions import _SESSION
+from .sessions import _SESSION, _SESSION_ENDED
 from ..sessions import Session
 
 # ---- audit ---------------------------------------------------------------------------------
@@ -201,7 +201,7 @@ class AuditMiddleware:
         if claims is not None:
             out.append(_claims_members(claims))
         else:
-            session = state.get(_SESSION)
+            session = state.get(_SESSION) or state.get(_SESSION_ENDED)  # (ended by this request)
             if type(session) is Session:  # a cookie session (the guard's or CookieSession's)
                 out.append(_session_members(session))
         ip = _valid_ip(_client_ip(scope, self.client_ip))

@@ -62,14 +62,14 @@ from .csrf import _STATE as _CSRF_STATE
 from .csrf import CSRF_COOKIE, CSRF_HEADER, SAFE_METHODS
 from .offload import offload_plan
 from .ratelimit import _address_key, _bounded_key, _RateLimiting
-from .sessions import _SESSION, _SESSION_COOKIE, SESSION_DETAILS, CookieSession
+from .sessions import _SESSION, _SESSION_COOKIE, _SESSION_ENDED, SESSION_DETAILS, CookieSession
 from .sessions import _offloads as _sessions_offload
 
 from starlette.requests import cookie_parser as _cookie_parser
 
 from starlette._utils import get_route_path as _route_path  # the path without the root_path
 from starlette.convertors import PathConvertor
-from starlette.routing import Host, Mount, WebSocketRoute
+from starlette.routing import Host, Match, Mount, WebSocketRoute
 
 #: Where the guard's result lives in the ASGI scope (read it with ``guard_result(request)``).
 GUARD_SCOPE_KEY = "bitsec.guard"
@@ -315,7 +315,9 @@ def _routes_version(app: Any) -> Any:
     included routers' too), else the route list's identity and length."""
     router = getattr(app, "router", None)
     routes = getattr(router, "routes", None)
-    listed = (id(routes), len(routes)) if isinstance(routes, list) else None
+    # the list and the routes in it (a route replaced in place changes neither FastAPI's
+    # version nor the list's length)
+    listed = (id(routes), tuple(map(id, routes))) if isinstance(routes, list) else None
     version = getattr(router, "_get_routes_version", None)
     if callable(version):
         try:
@@ -572,7 +574,14 @@ class GuardMiddleware(AuditMiddleware):
         self._table_of: Any = None
         self._routes_seen: Any = None  # the application's routes when the table was compiled
         self._routes_check_at = 0.0  # when to look at the routes again (_current_table)
-        self.routes_recheck = routes_recheck
+        if not isinstance(routes_recheck, (int, float)) or isinstance(routes_recheck, bool) or not (
+                routes_recheck >= 0):
+            raise ValueError("routes_recheck must be a number of seconds, 0 or more")
+        self.routes_recheck = float(routes_recheck)
+        self._scope_key = RUNTIME_SCOPE_KEY + ":" + attr
+        #: the Mount and Host routes whose application has a GuardMiddleware of its own: a
+        #: request under one is that guard's to decide and record (compile)
+        self._guarded_mounts: tuple[Any, ...] = ()
         self._broken: Any = None  # the routes version whose declarations compile refused
         self._no_runtime_logged = False
         self._categories: tuple[Runtime, frozenset[str]] | None = None
@@ -608,6 +617,8 @@ class GuardMiddleware(AuditMiddleware):
         self._audit_inline = not (self._plan.reasons and self._plan.offloads("audit"))
         self.table, self._table_of = table, rt
         self._routes_seen = _routes_version(app)
+        self._guarded_mounts = tuple(r for r in _walk_routes(getattr(getattr(app, "router", None), "routes", ()))
+                                     if isinstance(r, (Mount, Host)) and _own_guard(getattr(r, "app", None)))
         for entry in table.entries:  # the plans of the routes, now (``_Entry.plan``, ``_Entry.fast``)
             req = entry.requirement
             if req.cookies or not self._own_steps:
@@ -647,7 +658,7 @@ class GuardMiddleware(AuditMiddleware):
             values = None
         rt = values.get(self.attr) if type(values) is dict else _runtime_of_scope(scope, self.attr)
         if rt is None:
-            rt = scope.get(RUNTIME_SCOPE_KEY)  # (a mounted application: an enclosing guard's)
+            rt = scope.get(self._scope_key)  # (a mounted application: an enclosing guard's, same attr)
             if rt is None:
                 # Fail closed: without its runtime (bitsec_lifespan did not run: a server started
                 # with the lifespan off, a lifespan that does not open it) nothing can be decided
@@ -657,7 +668,7 @@ class GuardMiddleware(AuditMiddleware):
                               "lifespan, and the server's lifespan on?); answering 503", self.attr)
                 await _send_json(send, 503, {"detail": "Service temporarily unavailable"}, {"Retry-After": "1"})
                 return
-        scope[RUNTIME_SCOPE_KEY] = rt  # (for a guard of an application mounted under this one)
+        scope[self._scope_key] = rt  # (for a guard of an application mounted under this one)
         table = self.table if self._table_of is rt else None
         if table is None or _monotonic() >= self._routes_check_at:
             table = self._current_table(scope.get("app"), rt, table)
@@ -696,6 +707,12 @@ class GuardMiddleware(AuditMiddleware):
                 entry, params = table.match(scope["method"],
                                             _route_path(scope) if scope.get("root_path") else scope["path"])
             if entry is None:
+                for mount in self._guarded_mounts:
+                    if mount.matches(scope)[0] == Match.FULL:
+                        # an application with a guard of its own: that guard decides and
+                        # records (deciding here too would take from a bucket twice)
+                        await self.app(scope, receive, send)
+                        return
                 entry = self._default_entry
         req = entry.requirement
         if auth is not None and auth[:7] == b"Bearer ":  # (_bearer_value's result, in fewer steps)
@@ -796,8 +813,8 @@ class GuardMiddleware(AuditMiddleware):
         routes changed since (looked at every ``routes_recheck`` seconds). None while routes
         added after startup have declarations ``compile`` refuses: the guard then answers 503
         (logged once per change) rather than decide by a table that does not match the
-        routes. A first compile that fails raises, as at startup. (On a request no route
-        matches, the routes are looked at every time.)"""
+        routes (at startup, ``_lifespan``'s compile raises instead: the server does not start).
+        (On a request no route matches, the routes are looked at every time.)"""
         now = _monotonic()
         if self._broken is not None and now < self._routes_check_at:
             return None
@@ -808,12 +825,10 @@ class GuardMiddleware(AuditMiddleware):
         try:
             table = self.compile(app, rt)
         except ValueError as e:
-            if self._routes_seen is None:
-                raise
-            if self._broken != version:
-                log.error("bitsec guard: the application's routes changed and cannot be guarded (%s); "
-                          "answering 503 until they are fixed", e)
-            self._broken = version
+            if self._broken != (version,):
+                log.error("bitsec guard: the application's routes cannot be guarded (%s); answering 503 until "
+                          "they are fixed", e)
+            self._broken = (version,)
             self._table_of = None  # (every request comes back here: 503, a compile once a second)
             return None
         self._broken = None
@@ -885,7 +900,7 @@ class GuardMiddleware(AuditMiddleware):
                 cm = None
             out += cm if cm is not None else _claims_members(claims)
         else:
-            session = state.get(_SESSION)
+            session = state.get(_SESSION) or state.get(_SESSION_ENDED)  # (ended by this request)
             if type(session) is Session:
                 out += _session_members(session)
         addr = state.get(_CLIENT_IP)  # (the guard's rate-limit key resolved it)

@@ -40,6 +40,8 @@ SESSION_DETAILS: Mapping[str, str] = {
 }
 _SESSION = "bitsec_session"  # request.state: the validated Session
 _SESSION_COOKIE = "bitsec_session_cookie"  # request.state: the name of the cookie it came from
+#: request.state: the session a rotate or logout of this request ended (its audit record names it)
+_SESSION_ENDED = "bitsec_session_ended"
 _MEMORY_STORES = frozenset({"process", "host"})
 _OFFLOAD: "weakref.WeakKeyDictionary[Runtime, bool]" = weakref.WeakKeyDictionary()
 
@@ -195,9 +197,7 @@ class CookieSession(SecurityBase):
         if not v or v.rotated is None:
             raise self._refused(v.reason, True)
         self.set_cookie(response, v.rotated.token)
-        # validate() of this request no longer reuses the old session; the request's audit
-        # record still names who rotated it
-        setattr(request.state, _SESSION_COOKIE, None)
+        self._ended(request)
         return v.rotated
 
     def logout(self, request: Request, response: Response) -> bool:
@@ -207,10 +207,17 @@ class CookieSession(SecurityBase):
         token = request.cookies.get(self.cookie_name)
         ended = bool(token) and rt.session_revoke(token or "")
         self.clear_cookie(response)
-        # validate() of this request no longer reuses the ended session; the request's audit
-        # record still names who logged out
-        setattr(request.state, _SESSION_COOKIE, None)
+        self._ended(request)
         return ended
+
+    @staticmethod
+    def _ended(request: Request) -> None:
+        """The request's session is over (rotated, logged out): ``validate`` and ``session_of``
+        no longer give it; the request's audit record still names who did it."""
+        ended = getattr(request.state, _SESSION, None)
+        if ended is not None:
+            setattr(request.state, _SESSION_ENDED, ended)
+        setattr(request.state, _SESSION, None)
 
 
 def session_of(request: Request) -> Any:
