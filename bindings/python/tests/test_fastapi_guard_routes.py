@@ -557,3 +557,33 @@ def test_routes_recheck_must_be_seconds() -> None:
     for bad in (None, -1, "1", True):
         with pytest.raises(ValueError, match="routes_recheck"):
             GuardMiddleware(FastAPI(), routes_recheck=bad)  # type: ignore[arg-type]
+
+
+def test_only_the_mount_that_serves_a_request_can_take_it_from_the_enclosing_guard(rt: bitsec.Runtime) -> None:
+    def sub_app(guarded: bool, label: str) -> FastAPI:
+        sub = FastAPI(openapi_url=None)
+
+        @sub.get("/secret")
+        def secret() -> dict:  # undeclared: the default of the guard that decides it
+            return {"secret": label}
+
+        if guarded:
+            sub.add_middleware(GuardMiddleware, default=Requirement())
+        return sub
+
+    # an application without a guard of its own, mounted before one with a guard whose
+    # prefix also matches: Starlette serves the first, so the enclosing guard decides
+    app = app_of(rt)
+    app.mount("/api/internal", sub_app(False, "internal"))
+    app.mount("/api", sub_app(True, "api"))
+    app.add_middleware(GuardMiddleware, default=Requirement())  # every undeclared route: a token
+    with TestClient(app) as c:
+        assert c.get("/api/internal/secret").status_code == 401  # was 200: passed on, decided by no one
+        assert c.get("/api/secret").status_code == 401
+    app = app_of(rt)
+    app.host("admin.example.com", sub_app(False, "admin"))
+    app.mount("/", sub_app(True, "root"))
+    app.add_middleware(GuardMiddleware, default=Requirement())
+    with TestClient(app) as c:
+        assert c.get("/secret", headers={"host": "admin.example.com"}).status_code == 401  # was 200
+        assert c.get("/secret").status_code == 401

@@ -579,9 +579,10 @@ class GuardMiddleware(AuditMiddleware):
             raise ValueError("routes_recheck must be a number of seconds, 0 or more")
         self.routes_recheck = float(routes_recheck)
         self._scope_key = RUNTIME_SCOPE_KEY + ":" + attr
-        #: the Mount and Host routes whose application has a GuardMiddleware of its own: a
-        #: request under one is that guard's to decide and record (compile)
-        self._guarded_mounts: tuple[Any, ...] = ()
+        #: the Mount and Host routes in the router's order, each with whether its application
+        #: has a GuardMiddleware of its own (a request the first matching one serves is then
+        #: that guard's to decide and record); empty when none has (compile)
+        self._mounts: tuple[tuple[Any, bool], ...] = ()
         self._broken: Any = None  # the routes version whose declarations compile refused
         self._no_runtime_logged = False
         self._categories: tuple[Runtime, frozenset[str]] | None = None
@@ -617,8 +618,11 @@ class GuardMiddleware(AuditMiddleware):
         self._audit_inline = not (self._plan.reasons and self._plan.offloads("audit"))
         self.table, self._table_of = table, rt
         self._routes_seen = _routes_version(app)
-        self._guarded_mounts = tuple(r for r in _walk_routes(getattr(getattr(app, "router", None), "routes", ()))
-                                     if isinstance(r, (Mount, Host)) and _own_guard(getattr(r, "app", None)))
+        mounts = tuple((r, _own_guard(getattr(r, "app", None)))
+                       for r in _walk_routes(getattr(getattr(app, "router", None), "routes", ()))
+                       if isinstance(r, (Mount, Host)))
+        # (the router's order: the first that matches serves; none when no mounted app has a guard)
+        self._mounts = mounts if any(own for _, own in mounts) else ()
         for entry in table.entries:  # the plans of the routes, now (``_Entry.plan``, ``_Entry.fast``)
             req = entry.requirement
             if req.cookies or not self._own_steps:
@@ -707,12 +711,15 @@ class GuardMiddleware(AuditMiddleware):
                 entry, params = table.match(scope["method"],
                                             _route_path(scope) if scope.get("root_path") else scope["path"])
             if entry is None:
-                for mount in self._guarded_mounts:
+                for mount, own in self._mounts:
                     if mount.matches(scope)[0] == Match.FULL:
-                        # an application with a guard of its own: that guard decides and
-                        # records (deciding here too would take from a bucket twice)
-                        await self.app(scope, receive, send)
-                        return
+                        if own:
+                            # the first Mount or Host that serves it has a guard of its own:
+                            # that guard decides and records (deciding here too would take
+                            # from a bucket twice)
+                            await self.app(scope, receive, send)
+                            return
+                        break  # an application without one: decided here, by ``default``
                 entry = self._default_entry
         req = entry.requirement
         if auth is not None and auth[:7] == b"Bearer ":  # (_bearer_value's result, in fewer steps)
