@@ -587,3 +587,30 @@ def test_only_the_mount_that_serves_a_request_can_take_it_from_the_enclosing_gua
     with TestClient(app) as c:
         assert c.get("/secret", headers={"host": "admin.example.com"}).status_code == 401  # was 200
         assert c.get("/secret").status_code == 401
+
+
+def test_a_mount_declared_before_a_route_serves_its_paths_under_the_default(rt: bitsec.Runtime) -> None:
+    files = FastAPI(openapi_url=None)
+
+    @files.get("/secret")
+    def secret() -> dict:  # undeclared: the enclosing guard's default
+        return {"secret": "files"}
+
+    app = app_of(rt)
+    app.mount("/files", files)  # declared first: Starlette serves /files/... from it
+
+    @app.get("/files/{name}")
+    @public
+    def listing(name: str) -> dict:
+        return {"name": name}
+
+    @app.get("/other/{name}")
+    @public
+    def other(name: str) -> dict:
+        return {"name": name}
+
+    app.add_middleware(GuardMiddleware, default=Requirement())  # every undeclared route: a token
+    with TestClient(app) as c:
+        assert c.get("/files/secret").status_code == 401  # was 200: decided as the public route
+        assert c.get("/files/secret", headers=bearer(token(rt, "vic", ["viewer"]))).json() == {"secret": "files"}
+        assert c.get("/other/x").json() == {"name": "x"}  # (a route no mount can serve: as declared)

@@ -230,7 +230,8 @@ class _Entry:
     """A compiled route: its requirement and, per rate-limit category, the guard call's
     constant arguments encoded once."""
 
-    __slots__ = ("route", "template", "requirement", "_args", "plan", "fast", "heads", "category_path")
+    __slots__ = ("route", "template", "requirement", "_args", "plan", "fast", "heads", "category_path",
+                 "mounts_before")
 
     def __init__(self, route: Any, template: str | None, requirement: Requirement) -> None:
         self.route = route
@@ -240,6 +241,10 @@ class _Entry:
         #: path) for a catch-all route (a ``{name:path}`` parameter) and the default entry
         catch_all = any(isinstance(c, PathConvertor) for c in (getattr(route, "param_convertors", None) or {}).values())
         self.category_path: str | None = None if route is None or catch_all else template
+        #: the Mount and Host routes declared before this route that may serve some of its
+        #: paths (Starlette serves the first match), each with whether its application has a
+        #: guard of its own (compile_routes)
+        self.mounts_before: tuple[tuple[Any, bool], ...] = ()
         self._args: dict[tuple[str | None, bool], GuardArgs] = {}
         #: (runtime, rate category, its GuardArgs, the advisory GuardArgs, whether the route's
         #: path parameters give a resource context): what ``decide`` would work out again on
@@ -327,6 +332,17 @@ def _routes_version(app: Any) -> Any:
     return listed
 
 
+def _may_serve(mount: Any, path: str) -> bool:
+    """Whether a Mount (or Host) may serve a request for a path of the route ``path``: a Host
+    any; a Mount those under its path, so a route whose paths cannot start with it (its text
+    before the first parameter and the mount's path differ) is never shadowed by it."""
+    if not isinstance(mount, Mount):
+        return True
+    prefix = mount.path.rstrip("/") + "/"
+    fixed = path.split("{", 1)[0]
+    return fixed.startswith(prefix) or prefix.startswith(fixed) or path.rstrip("/") == mount.path.rstrip("/")
+
+
 def _is_public(req: Requirement) -> bool:
     """A requirement that asks nothing of the request but, at most, a rate limit."""
     return req.auth == "none" and req.resource is None and not req.scopes and not req.cookies
@@ -399,12 +415,15 @@ def compile_routes(app: Any, rt: Runtime, *, default: Requirement = PUBLIC, stri
     entries: list[tuple[int, str, Any, frozenset[str] | None, _Entry]] = []
     unguarded: list[Any] = []
     checked: dict[Requirement, None] = {}
+    mounts: list[tuple[Any, bool]] = []  # the Mount and Host routes so far
     for index, route in enumerate(_walk_routes(getattr(getattr(app, "router", None), "routes", ()))):
         if isinstance(route, (WebSocketRoute, Mount, Host)):
             # Never an HTTP route of this table: a WebSocketRoute matches no HTTP request (one
             # compiled here would take the path of the HTTP routes after it), a Mount or Host
             # serves another application's routes (checked below, once the table is known)
             unguarded.append(route)
+            if not isinstance(route, WebSocketRoute):
+                mounts.append((route, _own_guard(getattr(route, "app", None))))
             continue
         path = getattr(route, "path", None)
         regex = getattr(route, "path_regex", None)
@@ -453,7 +472,9 @@ def compile_routes(app: Any, rt: Runtime, *, default: Requirement = PUBLIC, stri
                         raise ValueError(f"route {where}: its path's rate category {c!r} is not configured, and "
                                          "there is no 'default' bucket to limit it (configure one, or give the "
                                          "route rate=)")
-            entries.append((index, path, regex, gset, _Entry(route, template, req)))
+            entry = _Entry(route, template, req)
+            entry.mounts_before = tuple(m for m in mounts if _may_serve(m[0], path))
+            entries.append((index, path, regex, gset, entry))
     http_templates = {e.template for *_, e in entries}
     guarded = {id(e.route.endpoint) for *_, e in entries if not _is_public(e.requirement)}
     for route in unguarded:
@@ -699,6 +720,16 @@ class GuardMiddleware(AuditMiddleware):
             rid = _ensure_request_id(scope, xrid) if xrid is not None else new_request_id()
             state[_REQUEST_ID] = rid
         entry, params = table.match(scope["method"], _route_path(scope) if scope.get("root_path") else scope["path"])
+        if entry is not None and entry.mounts_before:
+            # a Mount or Host declared before the route may serve the request (Starlette serves
+            # the first match): then its own guard, or this guard's default, decides
+            for mount, own in entry.mounts_before:
+                if mount.matches(scope)[0] == Match.FULL:
+                    if own:
+                        await self.app(scope, receive, send)
+                        return
+                    entry, params = self._default_entry, {}
+                    break
         if entry is None:
             if _routes_version(scope.get("app")) != self._routes_seen:
                 # routes added since the table was compiled (include_router after startup):
