@@ -317,7 +317,8 @@ class RouteTable:
 
 def _routes_version(app: Any) -> Any:
     """What changes when the application's routes change: FastAPI's routes version (its
-    included routers' too), else the route list's identity and length."""
+    included routers' too) with the route list's identity and the identities of its routes;
+    the list's alone for a plain Starlette application."""
     router = getattr(app, "router", None)
     routes = getattr(router, "routes", None)
     # the list and the routes in it (a route replaced in place changes neither FastAPI's
