@@ -614,3 +614,55 @@ def test_a_mount_declared_before_a_route_serves_its_paths_under_the_default(rt: 
         assert c.get("/files/secret").status_code == 401  # was 200: decided as the public route
         assert c.get("/files/secret", headers=bearer(token(rt, "vic", ["viewer"]))).json() == {"secret": "files"}
         assert c.get("/other/x").json() == {"name": "x"}  # (a route no mount can serve: as declared)
+
+
+def test_a_mount_with_a_parameter_declared_before_a_route_serves_its_paths_under_the_default(
+        rt: bitsec.Runtime) -> None:
+    def unguarded() -> FastAPI:
+        sub = FastAPI(openapi_url=None)
+
+        @sub.get("/{rest}")
+        def anything(rest: str) -> dict:  # undeclared: the enclosing guard's default
+            return {"served_by": "mount", "rest": rest}
+
+        return sub
+
+    for mount_path, route, request in (("/t/{tenant}", "/t/acme/x", "/t/acme/x"),
+                                       ("/t/{tenant}", "/t/acme/{item}", "/t/acme/x"),
+                                       ("/{lang}", "/en/docs", "/en/docs"),
+                                       ("/t{n}", "/ta/{x}", "/ta/y")):
+        app = app_of(rt)
+        app.mount(mount_path, unguarded())
+
+        @app.get(route)
+        @public
+        def declared_after() -> dict:
+            return {"served_by": "route"}
+
+        app.add_middleware(GuardMiddleware, default=Requirement())
+        with TestClient(app) as c:
+            r = c.get(request)
+            assert r.status_code == 401, (mount_path, route, r.text)  # was 200, served by the mount
+
+
+def test_a_route_added_after_startup_behind_a_mount_is_decided_as_served(rt: bitsec.Runtime) -> None:
+    files = FastAPI(openapi_url=None)
+
+    @files.get("/{rest}")
+    def anything(rest: str) -> dict:
+        return {"served_by": "mount", "rest": rest}
+
+    app = app_of(rt)
+    app.mount("/files", files)
+    app.add_middleware(GuardMiddleware, default=Requirement(), routes_recheck=60.0)
+    with TestClient(app) as c:
+        assert c.get("/files/secret").status_code == 401
+
+        @app.get("/files/{name}")
+        @public
+        def listing(name: str) -> dict:
+            return {"served_by": "route"}
+
+        # the first request after the change finds the new route; the mount still serves it
+        assert c.get("/files/secret").status_code == 401  # was 200 once per change
+        assert c.get("/files/secret").status_code == 401

@@ -339,8 +339,11 @@ def _may_serve(mount: Any, path: str) -> bool:
     before the first parameter and the mount's path differ) is never shadowed by it."""
     if not isinstance(mount, Mount):
         return True
-    prefix = mount.path.rstrip("/") + "/"
     fixed = path.split("{", 1)[0]
+    if "{" in mount.path:  # (a parameter in the mount's path: its text before it)
+        head = mount.path.split("{", 1)[0]
+        return fixed.startswith(head) or head.startswith(fixed)
+    prefix = mount.path.rstrip("/") + "/"
     return fixed.startswith(prefix) or prefix.startswith(fixed) or path.rstrip("/") == mount.path.rstrip("/")
 
 
@@ -721,38 +724,37 @@ class GuardMiddleware(AuditMiddleware):
             rid = _ensure_request_id(scope, xrid) if xrid is not None else new_request_id()
             state[_REQUEST_ID] = rid
         entry, params = table.match(scope["method"], _route_path(scope) if scope.get("root_path") else scope["path"])
-        if entry is not None and entry.mounts_before:
-            # a Mount or Host declared before the route may serve the request (Starlette serves
-            # the first match): then its own guard, or this guard's default, decides
-            for mount, own in entry.mounts_before:
-                if mount.matches(scope)[0] == Match.FULL:
-                    if own:
-                        await self.app(scope, receive, send)
-                        return
-                    entry, params = self._default_entry, {}
-                    break
-        if entry is None:
-            if _routes_version(scope.get("app")) != self._routes_seen:
-                # routes added since the table was compiled (include_router after startup):
-                # looked at on every request no route matched, and once a second on the others
-                self._routes_check_at = 0.0
-                table = self._current_table(scope.get("app"), rt, table)
-                if table is None:
-                    await _send_json(send, 503, {"detail": "Service temporarily unavailable"}, {"Retry-After": "1"})
-                    return
-                entry, params = table.match(scope["method"],
-                                            _route_path(scope) if scope.get("root_path") else scope["path"])
-            if entry is None:
-                for mount, own in self._mounts:
+        if entry is None and _routes_version(scope.get("app")) != self._routes_seen:
+            # routes added since the table was compiled (include_router after startup): looked
+            # at on every request no route matched, and once a second on the others
+            self._routes_check_at = 0.0
+            table = self._current_table(scope.get("app"), rt, table)
+            if table is None:
+                await _send_json(send, 503, {"detail": "Service temporarily unavailable"}, {"Retry-After": "1"})
+                return
+            entry, params = table.match(scope["method"], _route_path(scope) if scope.get("root_path") else scope["path"])
+        if entry is not None:
+            if entry.mounts_before:
+                # a Mount or Host declared before the route may serve the request (Starlette
+                # serves the first match): then its own guard, or this guard's default, decides
+                for mount, own in entry.mounts_before:
                     if mount.matches(scope)[0] == Match.FULL:
                         if own:
-                            # the first Mount or Host that serves it has a guard of its own:
-                            # that guard decides and records (deciding here too would take
-                            # from a bucket twice)
                             await self.app(scope, receive, send)
                             return
-                        break  # an application without one: decided here, by ``default``
-                entry = self._default_entry
+                        entry, params = self._default_entry, {}
+                        break
+        else:
+            for mount, own in self._mounts:
+                if mount.matches(scope)[0] == Match.FULL:
+                    if own:
+                        # the first Mount or Host that serves it has a guard of its own: that
+                        # guard decides and records (deciding here too would take from a
+                        # bucket twice)
+                        await self.app(scope, receive, send)
+                        return
+                    break  # an application without one: decided here, by ``default``
+            entry = self._default_entry
         req = entry.requirement
         if auth is not None and auth[:7] == b"Bearer ":  # (_bearer_value's result, in fewer steps)
             token = auth[7:].strip()
