@@ -281,10 +281,12 @@ def _category_path(scope: Any, route: Any) -> str:
     when no route matched, or for a route with a ``{name:path}`` parameter (a catch-all
     serves many paths, each of its own category)."""
     template = _route_template(route)
-    if template is None or any(isinstance(c, PathConvertor) for c in (getattr(route, "param_convertors", None)
-                                                                      or {}).values()):
-        return routed_path(scope)
-    return template
+    return routed_path(scope) if template is None or _catch_all(route) else template
+
+
+def _catch_all(route: Any) -> bool:
+    """Whether a route has a ``{name:path}`` parameter (it serves paths of many shapes)."""
+    return any(isinstance(c, PathConvertor) for c in (getattr(route, "param_convertors", None) or {}).values())
 
 
 def _route_of(scope: Any) -> tuple[Any, Mapping[str, Any]]:

@@ -54,7 +54,7 @@ from ..sessions import Session
 from ..tokens import TokenClaims
 from ._common import (_ACTIONS, _AUTH_FAILURE, _CLAIMS, _CLIENT_IP, _DENIED, _REQUEST_ID, STATE_ATTR, UNMATCHED_RESOURCE,
                       ClientIP, _client_ip, _ensure_request_id, _runtime_of_scope, _send_json, _text, _valid_ip, log,
-                      RUNTIME_SCOPE_KEY, _walk_routes, new_request_id, routed_path)
+                      RUNTIME_SCOPE_KEY, _catch_all, _walk_routes, new_request_id, routed_path)
 from .audit import _UNREAD, AuditMiddleware, _claims_members, _j, _session_members
 from .bearer import _bearer_challenge
 from .config import DEFAULT_PATH_CATEGORIES
@@ -68,7 +68,6 @@ from .sessions import _offloads as _sessions_offload
 from starlette.requests import cookie_parser as _cookie_parser
 
 from starlette._utils import get_route_path as _route_path  # the path without the root_path
-from starlette.convertors import PathConvertor
 from starlette.routing import Host, Match, Mount, WebSocketRoute
 
 #: Where the guard's result lives in the ASGI scope (read it with ``guard_result(request)``).
@@ -239,8 +238,7 @@ class _Entry:
         self.requirement = requirement
         #: the path ``categorize`` reads for this route: its template, or None (the request's
         #: path) for a catch-all route (a ``{name:path}`` parameter) and the default entry
-        catch_all = any(isinstance(c, PathConvertor) for c in (getattr(route, "param_convertors", None) or {}).values())
-        self.category_path: str | None = None if route is None or catch_all else template
+        self.category_path: str | None = None if route is None or _catch_all(route) else template
         #: the Mount and Host routes declared before this route that may serve some of its
         #: paths (Starlette serves the first match), each with whether its application has a
         #: guard of its own (compile_routes)
