@@ -812,7 +812,9 @@ class GuardMiddleware(AuditMiddleware):
         box: list[Any] = [False, [*wire, (b"x-request-id", rid.encode("latin-1"))], own_names, inline_audit, rt,
                           entry, scope, state, rid, ua, params, where]
 
-        async def send_wrapper(message: Any) -> None:
+        def send_wrapper(message: Any) -> Any:
+            # (not a coroutine function: it returns the inner send's awaitable, one coroutine and
+            # one frame less per message)
             if not box[0] and message["type"] == "http.response.start":
                 box[0] = True
                 _, extra, own_names, inline_audit, rt, entry, scope, state, rid, ua, params, where = box
@@ -838,8 +840,9 @@ class GuardMiddleware(AuditMiddleware):
                             rt._audit_soon(self._event, scope, state, message["status"], rid, entry.requirement.audit,
                                            ua, where)
                 else:
-                    await self._record(rt, scope, state, message["status"], rid, entry.requirement.audit, ua, where)
-            await send(message)
+                    return _record_then_send(self._record(rt, scope, state, message["status"], rid,
+                                                          entry.requirement.audit, ua, where), send, message)
+            return send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
@@ -1386,6 +1389,13 @@ class GuardMiddleware(AuditMiddleware):
         if r.status == 503:
             return {"Retry-After": r.rate_headers.get("Retry-After", "1")}
         return dict(r.rate_headers)
+
+
+async def _record_then_send(record: Any, send: Any, message: Any) -> None:
+    """The guard's ``send`` for a response's start when the record's emit may wait (the
+    runtime's offload plan): the record first, as before the response."""
+    await record
+    await send(message)
 
 
 def _resource_context(req: Requirement, params: Mapping[str, str]) -> dict[str, Any] | None:
