@@ -191,6 +191,104 @@ def test_out_of_range_numbers_answer_with_headers_and_request_id(service: tuple[
         assert r.headers["x-request-id"] == "big-number"
 
 
+ISS, AUD, SECRET = "https://auth.example", "erp-api", "s3cr3t-for-tests-only-0123456789abcdef"
+
+
+@pytest.fixture(params=["guard", "audit"])
+def amplified(request: Any, tmp_path: Path) -> Iterator[tuple[str, FastAPI, bitsec.Runtime, Path, str]]:
+    """A small app recording through the guard or ``AuditMiddleware`` (with a bearer
+    dependency), and an administrator's token."""
+    from fastapi import Depends, Response
+
+    from bitsec.fastapi import BearerAuth, GuardMiddleware, guard
+
+    log = tmp_path / "audit.log"
+    rt = bitsec.Runtime({"allow_inline_secrets": True,
+                         "tokens": {"keys": [{"kid": "hs", "alg": "HS256", "secret": {"value": SECRET}}],
+                                    "issuer": ISS, "audience": [AUD], "required_claims": ["sub"]},
+                         "permissions": {"policy": {"resources": ["equipment"], "actions": ["delete"],
+                                                     "roles": {"admin": {"allow": ["equipment:delete"]}}}},
+                         "audit": {"sinks": [{"type": "file", "path": str(log)}], "durability": "none"}})
+    app = FastAPI(lifespan=bitsec_lifespan(rt))
+    deps = [] if request.param == "guard" else [Depends(BearerAuth())]
+
+    @app.delete("/equipment/{eid:path}", status_code=204, response_model=None, dependencies=deps)
+    @guard("equipment", "delete")
+    def delete(eid: str) -> Response:
+        return Response(status_code=204)
+
+    app.add_middleware(GuardMiddleware if request.param == "guard" else AuditMiddleware)
+    now = int(time.time())
+    token = rt.sign_token({"sub": "mallory", "roles": ["admin"], "iss": ISS, "aud": AUD, "iat": now,
+                           "exp": now + 600, "tenant_id": "t1"})
+    try:
+        yield request.param, app, rt, log, token
+    finally:
+        rt.close()
+
+
+def test_a_huge_non_ascii_user_agent_keeps_the_record(
+        amplified: tuple[str, FastAPI, bitsec.Runtime, Path, str]) -> None:
+    # 180 KB of bytes >= 0x80 (uvicorn takes such a header): each is written \u00a0 (6 bytes)
+    # in the record's JSON, which was then over the 1 MiB bitsec refuses whole: the record of
+    # the delete was lost (an audit/event_rejected in its place, without actor or request id).
+    _, app, rt, log, token = amplified
+    with Served(app) as served:
+        s = raw_request(served.port, (f"DELETE /equipment/8 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                      f"Authorization: Bearer {token}\r\nX-Request-ID: ua-huge\r\n"
+                                      "Connection: close\r\n").encode() + b"User-Agent: " + b"\xa0" * 180_000
+                        + b"\r\n\r\n")
+        status, _ = read_response(s)
+        s.close()
+        assert status == 204
+        (rec,) = recorded(rt, log, rid_is("ua-huge"))
+    assert rec["type"] == "data_access" and rec["action"] == "delete" and rec["result"] == "success"
+    assert rec["actor"] == "mallory" and rec["tenant"] == "t1" and rec["resource_id"] == "8"
+    assert rec["user_agent"] == "\u00a0" * 512 and "user_agent" in rec["truncated"]  # (1,024 bytes)
+    assert not [r for r in records(log) if r.get("subtype") == "event_rejected"]
+
+
+def test_a_huge_non_ascii_path_keeps_the_record(amplified: tuple[str, FastAPI, bitsec.Runtime, Path, str]) -> None:
+    # The path is in the record three times (details.path, path_params, resource_id), each
+    # character 12 bytes of JSON: 360 KB of URL made a record over 1 MiB, refused whole.
+    # (uvicorn's httptools refuses a URL over about 64 KB; other servers take more: the ASGI
+    # app itself here.)
+    from fastapi.testclient import TestClient
+
+    _, app, rt, log, token = amplified
+    value = "\U0001F600" * 30_000
+    path = "/equipment/" + value
+    statuses: list[int] = []
+
+    async def one() -> None:  # (httpx refuses a URL this long: the ASGI call itself)
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        await app({"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "DELETE",
+                   "scheme": "http", "path": path, "raw_path": path.encode("utf-8"), "root_path": "",
+                   "query_string": b"", "server": ("testserver", 80), "client": ("127.0.0.1", 50000),
+                   "headers": [(b"host", b"testserver"), (b"authorization", f"Bearer {token}".encode()),
+                               (b"x-request-id", b"path-huge")]}, receive, send)
+
+    with TestClient(app) as client:  # (the lifespan)
+        client.portal.call(one)
+        assert statuses == [204]
+        (rec,) = recorded(rt, log, rid_is("path-huge"))
+    assert rec["type"] == "data_access" and rec["actor"] == "mallory" and rec["details"]["status"] == 204
+    # cut by the middleware (named in details.cut), then by bitsec to max_event_bytes
+    # (named in truncated): what is kept is the start of each value
+    d = rec["details"]
+    assert d["cut"] == ["path", "path_params"]
+    assert path.startswith(d["path"]) and len(d["path"]) > 200
+    assert value.startswith(d["path_params"]["eid"]) and len(d["path_params"]["eid"]) > 200
+    assert rec["resource_id"] == value[:64] and "resource_id" in rec["truncated"]  # (256 bytes)
+    assert not [r for r in records(log) if r.get("subtype") == "event_rejected"]
+
+
 # ---- request limits -------------------------------------------------------------------------
 
 def test_a_huge_chunked_body_is_refused_before_it_is_sent(service: tuple[Served, FastAPI]) -> None:

@@ -20,6 +20,19 @@ from ..sessions import Session
 
 _UNREAD: Any = object()
 
+#: What a request record keeps of the values a client chooses, in characters (bitsec's own
+#: limits are in bytes; each escapes to up to 12 bytes of JSON text, so a record of the
+#: longest allowed values stays far below ``BITSEC_AUDIT_MAX_EVENT_BYTES``, the size over which
+#: bitsec refuses an event whole instead of cutting it):
+#: - the User-Agent and ``resource_id``: 1,025 characters, over bitsec's limits (1,024 and 256
+#:   bytes), so bitsec still cuts them and names them in the record's ``truncated``;
+#: - the path and each path parameter's value: 2,048 characters, at most 16 parameters; a
+#:   value cut here is named in the record's ``details.cut`` (bitsec cuts ``details`` only
+#:   when it is over ``max_event_bytes``).
+_TEXT_CUT = 1025
+_PATH_CUT = 2048
+_PARAMS_CUT = 16
+
 
 def _j(v: Any) -> str:
     """``v`` as JSON (a str through the C escaper; ASCII out)."""
@@ -192,10 +205,15 @@ class AuditMiddleware:
         else:
             return None
         pp = ""
+        cut: list[str] = []
         if params:
-            items = [(_text(str(k)), _text(str(v))) for k, v in params.items()]
+            items = [(_text(str(k)), str(v)) for k, v in params.items()]
+            if len(items) > _PARAMS_CUT or any(len(v) > _PATH_CUT for _, v in items):
+                cut.append("path_params")
+                items = [(k, v[:_PATH_CUT]) for k, v in items[:_PARAMS_CUT]]
+            items = [(k, _text(v)) for k, v in items]
             if len(items) == 1:
-                out += (',"resource_id":', _j(items[0][1]))
+                out += (',"resource_id":', _j(items[0][1][:_TEXT_CUT]))
             pp = ',"path_params":{' + ",".join(_j(k) + ":" + _j(v) for k, v in items) + "}"
         claims = state.get(_CLAIMS)
         if claims is not None:
@@ -214,9 +232,16 @@ class AuditMiddleware:
                     user_agent = value
                     break
         if user_agent is not None:
-            out += (',"user_agent":', _j(user_agent.decode("latin-1")))
+            out += (',"user_agent":', _j(user_agent[:_TEXT_CUT].decode("latin-1")))
+        path = scope.get("path", "")
+        if len(path) > _PATH_CUT:
+            path = path[:_PATH_CUT]
+            cut.insert(0, "path")
         out += (',"details":{"request_id":', _j(rid), ',"method":', _j(method), ',"path":',
-                _j(_text(scope.get("path", ""))), ',"status":%d' % status, pp, "}}")
+                _j(_text(path)), ',"status":%d' % status, pp)
+        if cut:
+            out.append(',"cut":' + json.dumps(cut))
+        out.append("}}")
         return "".join(out)
 
     def _sensitive(self, scope: Any) -> bool:

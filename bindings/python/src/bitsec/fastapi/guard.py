@@ -55,7 +55,7 @@ from ..tokens import TokenClaims
 from ._common import (_ACTIONS, _AUTH_FAILURE, _CLAIMS, _CLIENT_IP, _DENIED, _REQUEST_ID, STATE_ATTR, UNMATCHED_RESOURCE,
                       ClientIP, _client_ip, _ensure_request_id, _runtime_of_scope, _send_json, _text, _valid_ip, log,
                       RUNTIME_SCOPE_KEY, _catch_all, _walk_routes, new_request_id, routed_path)
-from .audit import _UNREAD, AuditMiddleware, _claims_members, _j, _session_members
+from .audit import _PARAMS_CUT, _PATH_CUT, _TEXT_CUT, _UNREAD, AuditMiddleware, _claims_members, _j, _session_members
 from .bearer import _bearer_challenge
 from .config import DEFAULT_PATH_CATEGORIES
 from .csrf import _STATE as _CSRF_STATE
@@ -904,7 +904,9 @@ class GuardMiddleware(AuditMiddleware):
         written once: the record's start per route and method, the ``ip`` member per client
         address, the ``user_agent`` member per header value. A refusal's record (401, 403)
         is ``_event``'s."""
-        if status == 401 or status == 403:
+        path = scope.get("path", "")
+        if status == 401 or status == 403 or len(path) > _PATH_CUT or (ua is not None and len(ua) > _TEXT_CUT):
+            # (a refusal, or a value the record cuts: _event's)
             return self._event(scope, state, status, rid, entry.requirement.audit, ua, (entry.template, params))
         method = scope["method"]
         heads = entry.heads.get(method)
@@ -922,6 +924,9 @@ class GuardMiddleware(AuditMiddleware):
         if params:
             if len(params) == 1:
                 for k, v in params.items():
+                    if len(v if type(v) is str else str(v)) > _TEXT_CUT:  # (cut: _event's)
+                        return self._event(scope, state, status, rid, entry.requirement.audit, ua,
+                                           (entry.template, params))
                     # (_j, without its call: the C escaper of a str)
                     vj = _quote(v if type(v) is str and v.isascii() else _text(str(v)))
                     out += ',"resource_id":' + vj
@@ -931,6 +936,8 @@ class GuardMiddleware(AuditMiddleware):
                         if len(self._param_members) < 256:  # route parameter names (a few)
                             self._param_members[k] = pk
                     pp = pk + vj + "}"
+            elif len(params) > _PARAMS_CUT or any(len(str(v)) > _PATH_CUT for v in params.values()):
+                return self._event(scope, state, status, rid, entry.requirement.audit, ua, (entry.template, params))
             else:
                 pp = ',"path_params":{' + ",".join(_j(_text(str(k))) + ":" + _j(_text(str(v)))
                                                    for k, v in params.items()) + "}"
@@ -966,7 +973,6 @@ class GuardMiddleware(AuditMiddleware):
             out += ipm + uam
         else:
             out += ipm
-        path = scope.get("path", "")
         return (f'{out},"details":{{"request_id":{_quote(rid) if type(rid) is str else _j(rid)}{heads[2]}'
                 f'{_quote(path if type(path) is str and path.isascii() else _text(path))}'
                 + ',"status":%d' % status + pp + "}}")
