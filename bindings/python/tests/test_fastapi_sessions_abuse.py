@@ -160,3 +160,24 @@ def test_session_of_gives_no_ended_session(tmp_path: Path) -> None:
     assert seen[0] is not None and seen[0].user == "alice"
     assert seen[1] is None  # (it gave the ended session)
     assert leave_records[0]["actor"] == "alice"  # the record still names who logged out
+
+
+def test_a_session_id_in_the_cookie_ends_no_session(tmp_path: Path) -> None:
+    # A session's id is no secret (audit records, a token's session_id claim, session_list):
+    # sent as the cookie to /login or /logout, it ended the session it names (session_revoke
+    # takes an id too), so anyone who read an id could log its user out.
+    with bitsec.Runtime(config(tmp_path)) as rt:
+        app, sessions = session_app(rt)
+        with TestClient(app, base_url="https://testserver", headers={"User-Agent": UA}) as victim:
+            csrf = victim.post("/login", params={"user": "alice"}, headers={"Origin": ORIGIN}).json()["csrf"]
+            (alice,) = rt.session_list("alice", "t1")
+            attacker = TestClient(app, base_url="https://testserver", headers={"User-Agent": "attacker"})
+            for path, params in (("/ui/logout", {}), ("/login", {"user": "mallory"})):
+                attacker.cookies.clear()
+                attacker.post(path, params=params, headers={"Origin": ORIGIN},
+                              cookies={sessions.cookie_name: alice.session_id})
+                assert victim.get("/me").json() == {"user": "alice"}, path
+            assert [s.session_id for s in rt.session_list("alice", "t1")] == [alice.session_id]
+            # the holder of the token still logs out
+            assert victim.post("/ui/logout", headers={"Origin": ORIGIN, "X-CSRF-Token": csrf}).json() == {"ended": True}
+            assert victim.get("/me").status_code == 401 and rt.session_list("alice", "t1") == []

@@ -166,7 +166,9 @@ class SessionsMixin:
 
     def session_revoke(self, session: Text, at: float | int | None = None) -> bool:
         """Ends one session given its token or its session id (logout); True when one
-        ended. Tokens issued for it are revoked when the ``tokens`` section exists."""
+        ended. Tokens issued for it are revoked when the ``tokens`` section exists. An id is
+        no secret (audit records, ``session_list``, a token's ``session_id`` claim): pass a
+        value a client sent only when it has a token's length, as ``CookieSession`` does."""
         s = _b(session, "session")
         r = c_int32()
         N.check(_revoke(self.handle, s, len(s), _at(at), byref(r)))

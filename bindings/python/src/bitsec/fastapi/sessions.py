@@ -23,7 +23,7 @@ from fastapi.security.base import SecurityBase
 
 from ..errors import BackendUnavailableError, InvalidArgumentError, TooLargeError
 from ..runtime import Runtime
-from ..sessions import Session, SessionCreated
+from ..sessions import _TOKEN_LEN, Session, SessionCreated
 from ._common import STATE_ATTR, ClientIP, get_runtime
 
 __all__ = ["CookieSession", "SESSION_COOKIE", "SESSION_DETAILS", "session_of"]
@@ -168,7 +168,7 @@ class CookieSession(SecurityBase):
         identifier (no session fixation). Sync: from an ``async def`` endpoint with a Redis
         store, run it with ``anyio.to_thread.run_sync``."""
         rt = get_runtime(request, self.attr)
-        old = request.cookies.get(self.cookie_name)
+        old = _token_of(request.cookies.get(self.cookie_name))
         if old:
             rt.session_revoke(old)
         client, agent = self._client(request)
@@ -204,7 +204,7 @@ class CookieSession(SecurityBase):
         """Ends the request's session (its tokens too) and clears the cookie; True when a
         session ended."""
         rt = get_runtime(request, self.attr)
-        token = request.cookies.get(self.cookie_name)
+        token = _token_of(request.cookies.get(self.cookie_name))
         ended = bool(token) and rt.session_revoke(token or "")
         self.clear_cookie(response)
         self._ended(request)
@@ -218,6 +218,14 @@ class CookieSession(SecurityBase):
         if ended is not None:
             setattr(request.state, _SESSION_ENDED, ended)
         setattr(request.state, _SESSION, None)
+
+
+def _token_of(value: str | None) -> str | None:
+    """The cookie's value when it has a session token's form (its length), else None.
+    ``session_revoke`` also ends a session given its id, which is no secret (audit records,
+    a token's ``session_id`` claim, ``session_list``): a cookie holding an id must end
+    nothing, or anyone who read an id could log its user out."""
+    return value if value and len(value) == _TOKEN_LEN else None
 
 
 def session_of(request: Request) -> Any:
