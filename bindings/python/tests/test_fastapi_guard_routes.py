@@ -11,6 +11,7 @@ the rate bucket, a body limit of an included route not applied, and a missing ru
 every request through."""
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any, Iterator
@@ -666,3 +667,30 @@ def test_a_route_added_after_startup_behind_a_mount_is_decided_as_served(rt: bit
         # the first request after the change finds the new route; the mount still serves it
         assert c.get("/files/secret").status_code == 401  # was 200 once per change
         assert c.get("/files/secret").status_code == 401
+
+
+def test_the_startup_check_of_permissions_records_no_denial(tmp_path: Path, rt: bitsec.Runtime) -> None:
+    # The route table's check that each @guard permission is known asked the policy with
+    # check_permission for an empty principal: each guarded route left an automatic
+    # authorization/permission_denied record and counted in authorization_events_total
+    # (an alert on denials fired at every deploy), with no request made.
+    app = app_of(rt)
+    for i, (resource, action) in enumerate([("equipment", "read"), ("equipment", "update"), ("users", "read")]):
+        app.add_api_route(f"/r{i}", guard(resource, action)(lambda: {}), methods=["GET"])
+
+    @app.get("/misnamed")
+    @guard("equipment", "launch")
+    def misnamed() -> dict:
+        return {}
+
+    app.add_middleware(GuardMiddleware)
+    with pytest.raises(ValueError, match="equipment:launch"):  # an unknown permission still stops the startup
+        with TestClient(app):
+            pass
+    app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) != "/misnamed"]
+    with TestClient(app) as c:
+        assert c.get("/r0", headers=bearer(token(rt, roles=["viewer"]))).status_code == 200
+    rt.audit_flush()
+    lines = (tmp_path / "audit.log").read_text().splitlines()
+    assert [json.loads(x)["resource"] for x in lines if '"authorization"' in x] == []
+    assert 'authorization_events_total{event_subtype="permission_denied",result="denied"}' not in rt.metrics_text()

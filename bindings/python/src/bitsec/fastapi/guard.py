@@ -497,7 +497,12 @@ def _check(req: Requirement, rt: Runtime, where: str, categories: set[str], has_
         raise ValueError(f"route {where}: unknown rate category {req.rate!r} "
                          f"(configured: {', '.join(sorted(categories)) or 'none'})")
     if req.resource is not None:
-        d = rt.check_permission(Principal(), req.resource, req.action)
+        # (the batch call: a denial of check_permission is audited, and this is no request:
+        # a startup wrote one authorization/permission_denied record per guarded route)
+        try:
+            (d,) = rt.check_permissions(Principal(), [(req.resource, req.action or "")])
+        except InvalidArgumentError as e:
+            raise ValueError(f"route {where}: {req.permission} is not a permission name ({e})") from None
         if d.reason in ("unknown_resource", "unknown_action"):
             raise ValueError(f"route {where}: the policy does not know the permission {req.permission} ({d.reason})")
 
