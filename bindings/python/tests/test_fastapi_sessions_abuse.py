@@ -11,8 +11,8 @@ from fastapi import Depends, FastAPI, Request, Response
 from fastapi.testclient import TestClient
 
 import bitsec
-from bitsec.fastapi import (CookieSession, GuardMiddleware, GuardResult, LoginAttempts, LoginGuard,
-                            bitsec_lifespan, get_runtime, guard, guard_result, public)
+from bitsec.fastapi import (AuditMiddleware, CookieSession, GuardMiddleware, GuardResult, LoginAttempts, LoginGuard,
+                            RateLimitMiddleware, bitsec_lifespan, get_runtime, guard, guard_result, public)
 from bitsec.fastapi._common import ClientIP
 from test_fastapi import base_config
 from test_fastapi_guard_cookies import ORIGIN, UA, config, records
@@ -181,3 +181,46 @@ def test_a_session_id_in_the_cookie_ends_no_session(tmp_path: Path) -> None:
             # the holder of the token still logs out
             assert victim.post("/ui/logout", headers={"Origin": ORIGIN, "X-CSRF-Token": csrf}).json() == {"ended": True}
             assert victim.get("/me").status_code == 401 and rt.session_list("alice", "t1") == []
+
+
+def test_each_component_resolves_the_client_with_its_own_trusted_proxies() -> None:
+    # The address was resolved once per request by whichever component read it first: a
+    # RateLimitMiddleware trusting no proxy (its default) ran before a LoginGuard trusting
+    # the proxy, so the login guard keyed every user as the proxy: five wrong passwords from
+    # five users behind it blocked everyone's logins (429).
+    rt = bitsec.Runtime({"rate_limits": {"categories": {"default": {"capacity": 1000, "period_seconds": 60},
+                                                         "auth": {"capacity": 1000, "period_seconds": 60}}}})
+    app = FastAPI(openapi_url=None)
+    app.state.bitsec = rt
+    app.add_middleware(RateLimitMiddleware)
+    login_guard = LoginGuard(trusted_proxies=["10.0.0.0/8"])
+
+    @app.post("/auth/login")
+    def login(user: str, attempts: LoginAttempts = Depends(login_guard)) -> None:
+        raise attempts.begin(user).failed()
+
+    try:
+        c = TestClient(app, client=("10.0.0.1", 4444))  # the proxy
+        statuses = [c.post("/auth/login", params={"user": f"user{i}"},
+                           headers={"X-Forwarded-For": f"198.51.100.{i + 1}"}).status_code for i in range(8)]
+        assert statuses == [401] * 8
+    finally:
+        rt.close()
+
+
+def test_a_client_address_with_an_ipv6_zone_keeps_the_record(tmp_path: Path) -> None:
+    # A link-local peer is reported with its zone (fe80::1%eth0); the record's ip kept it, and
+    # bitsec refused the whole record (audit/event_rejected in its place).
+    with bitsec.Runtime(config(tmp_path)) as rt:
+        app = FastAPI(lifespan=bitsec_lifespan(rt), openapi_url=None)
+
+        @app.post("/things")
+        def create() -> dict[str, bool]:
+            return {"ok": True}
+
+        app.add_middleware(AuditMiddleware)
+        with TestClient(app, client=("fe80::1%eth0", 50000)) as c:
+            assert c.post("/things", headers={"X-Request-ID": "zone-1"}).status_code == 200
+        recs = records(tmp_path, rt)
+        assert [r["ip"] for r in recs if r.get("details", {}).get("request_id") == "zone-1"] == ["fe80::1"]
+        assert not [r for r in recs if r.get("subtype") == "event_rejected"]

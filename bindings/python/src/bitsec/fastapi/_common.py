@@ -76,6 +76,10 @@ class ClientIP:
 
     def __init__(self, trusted_proxies: Iterable[str] = ()) -> None:
         self.networks = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
+        #: Where the address is kept for the rest of the request (``_client_ip``): one place per
+        #: list of trusted proxies, so that a component trusting none (the peer is the client)
+        #: and one trusting a proxy each get their own answer, whichever reads it first.
+        self.state_key = _CLIENT_IP + "".join(sorted("@" + str(n) for n in self.networks))
 
     def _trusted(self, addr: str) -> bool:
         try:
@@ -121,10 +125,13 @@ def _without_port(addr: str) -> str:
 
 
 def _client_ip(scope: Any, resolver: ClientIP) -> str:
+    """The client's address by ``resolver``, resolved once per request and resolver (its
+    list of trusted proxies)."""
     state = _request_state(scope)
-    ip = state.get(_CLIENT_IP)
+    key = resolver.state_key if type(resolver) is ClientIP else f"{_CLIENT_IP}@{id(resolver):x}"
+    ip = state.get(key)
     if ip is None:
-        ip = state[_CLIENT_IP] = resolver(scope)
+        ip = state[key] = resolver(scope)
     return ip
 
 
@@ -137,10 +144,15 @@ def _valid_ip(addr: str | None) -> str | None:
 
 @functools.lru_cache(maxsize=4096)  # bounded: a flood of distinct addresses only evicts
 def _canonical_ip(addr: str) -> str | None:
+    """Without an IPv6 zone (``fe80::1%eth0``, as a link-local peer is reported): bitsec's
+    records take an address only, and would refuse the whole record for it."""
     try:
-        return str(ipaddress.ip_address(addr))
+        ip: Any = ipaddress.ip_address(addr)
     except ValueError:
         return None
+    if getattr(ip, "scope_id", None) is not None:
+        return str(ipaddress.IPv6Address(ip.packed))
+    return str(ip)
 
 
 async def _send_json(send: Any, status: int, body: Mapping[str, Any], headers: Mapping[str, str]) -> None:

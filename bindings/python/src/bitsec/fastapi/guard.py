@@ -957,7 +957,7 @@ class GuardMiddleware(AuditMiddleware):
             session = state.get(_SESSION) or state.get(_SESSION_ENDED)  # (ended by this request)
             if type(session) is Session:
                 out += _session_members(session)
-        addr = state.get(_CLIENT_IP)  # (the guard's rate-limit key resolved it)
+        addr = state.get(self.client_ip.state_key)  # (the guard's rate-limit key resolved it)
         if addr is None:
             addr = _client_ip(scope, self.client_ip)
         ipm = self._ip_members.get(addr)
