@@ -134,6 +134,17 @@ def client() -> Any:
         yield c
 
 
+def test_fastapi_a_form_with_many_fields(client: Any) -> None:
+    # parse_qs(max_num_fields=1000) raised past 1000 fields: a 500, not a decision
+    token = client.get("/form").json()["csrf_token"]
+    form = {"Origin": APP_ORIGIN, "Content-Type": "application/x-www-form-urlencoded"}
+    many = "&".join(["a=1"] * 1001)
+    r = client.post("/transfer-form", content=many, headers=form)
+    assert (r.status_code, r.json()["detail"]) == (403, "csrf_token_missing")
+    r = client.post("/transfer-form", content=f"{many}&csrf%5Ftoken={token}&csrf_token=second", headers=form)
+    assert r.status_code == 200 and r.json()["body"].startswith("a=1&")  # (the first value, its name decoded)
+
+
 def test_fastapi_synchronizer_accepts_and_refuses(client: Any) -> None:
     token = client.get("/form").json()["csrf_token"]
     ok = {"Origin": APP_ORIGIN, "X-CSRF-Token": token}

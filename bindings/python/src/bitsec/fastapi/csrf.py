@@ -87,10 +87,7 @@ class CSRFProtect:
         if ctype == "application/x-www-form-urlencoded":
             # Parsed here with the standard library (no python-multipart needed); Starlette
             # keeps the body, so the endpoint still reads it.
-            body = await request.body()
-            values = urllib.parse.parse_qs(body.decode("latin-1"), keep_blank_values=True, max_num_fields=1000)
-            got = values.get(self.form_field)
-            return got[0] if got else None
+            return _form_value((await request.body()).decode("latin-1"), self.form_field)
         if ctype == "multipart/form-data":
             try:
                 form = await request.form()
@@ -124,6 +121,17 @@ class CSRFProtect:
             d = rt.csrf_cookie_verify(sid, request.cookies.get(self.cookie), submitted)
         if not d:
             raise self._refuse(request, d.reason)
+
+
+def _form_value(body: str, name: str) -> str | None:
+    """The first value of ``name`` in a urlencoded body, decoded as ``parse_qs`` decodes it,
+    without parsing the other fields (``parse_qs`` raises past ``max_num_fields``: a form with
+    more fields was a 500)."""
+    for pair in body.split("&"):
+        key, _, value = pair.partition("=")
+        if urllib.parse.unquote_plus(key) == name:
+            return urllib.parse.unquote_plus(value)
+    return None
 
 
 def set_csrf_cookie(response: Response, rt: Any, binding: str | bytes, *, name: str = CSRF_COOKIE,
