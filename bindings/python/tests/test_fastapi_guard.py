@@ -164,6 +164,22 @@ def test_allowed_request_gets_typed_result_and_rate_headers(rt: Counting) -> Non
         assert r.headers["x-request-id"]
 
 
+def test_an_empty_bearer_token_is_recorded(tmp_path: Path, rt: Counting) -> None:
+    # Answered 400 (invalid_request), it left no record on a GET route, while no header (401
+    # missing) and a garbage token (401 malformed) did: an authentication refusal the trail
+    # never saw.
+    with TestClient(make_app(rt)) as c:
+        for i, value in enumerate(("Bearer ", "Bearer \t", "Bearer")):
+            r = c.get("/equipment", headers={"Authorization": value, "X-Request-ID": f"empty-{i}"})
+            assert r.status_code == 400, value
+    recs = {e["details"]["request_id"]: e for e in audit_records(tmp_path, rt)}
+    for i in range(3):
+        e = recs[f"empty-{i}"]
+        assert (e["type"], e["subtype"], e["result"], e["reason"]) == (
+            "authentication", "unauthorized", "failure", "malformed")
+        assert e["details"]["status"] == 400
+
+
 def test_refusals_answer_as_the_dependencies_do(rt: Counting) -> None:
     with TestClient(make_app(rt)) as c:
         r = c.get("/equipment")
@@ -225,8 +241,8 @@ def test_refused_requests_count_against_the_callers_bucket(tmp_path: Path) -> No
         assert c.get("/equipment").status_code == 429
         # another user is not affected
         assert c.get("/equipment", headers=bearer(token(rt, "alice", ["viewer"]))).status_code == 200
-        # the records (401, 403 and writes; a refused write's 429 too)
-        assert [e["details"]["status"] for e in audit_records(tmp_path, rt)] == [403, 403, 429, 401, 401]
+        # the records (401, 403, the empty token's 400 and writes; a refused write's 429 too)
+        assert [e["details"]["status"] for e in audit_records(tmp_path, rt)] == [403, 403, 429, 401, 401, 400]
 
 
 def test_a_token_over_the_librarys_argument_limit_is_counted_too(tmp_path: Path) -> None:

@@ -182,7 +182,7 @@ class AuditMiddleware:
         else:
             template, params = route
         resource = template or UNMATCHED_RESOURCE
-        if status == 401:
+        if status == 401 or (status == 400 and state.get(_AUTH_FAILURE)):  # (400: an empty bearer token)
             out = ['{"type":"authentication","subtype":"unauthorized","result":"failure","reason":',
                    _j(str(state.get(_AUTH_FAILURE) or "unauthorized"))]
         elif status == 403:

@@ -910,7 +910,8 @@ class GuardMiddleware(AuditMiddleware):
         address, the ``user_agent`` member per header value. A refusal's record (401, 403)
         is ``_event``'s."""
         path = scope.get("path", "")
-        if status == 401 or status == 403 or len(path) > _PATH_CUT or (ua is not None and len(ua) > _TEXT_CUT):
+        if (status == 401 or status == 403 or status == 400 or len(path) > _PATH_CUT
+                or (ua is not None and len(ua) > _TEXT_CUT)):
             # (a refusal, or a value the record cuts: _event's)
             return self._event(scope, state, status, rid, entry.requirement.audit, ua, (entry.template, params))
         method = scope["method"]
