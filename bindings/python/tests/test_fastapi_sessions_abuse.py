@@ -224,3 +224,28 @@ def test_a_client_address_with_an_ipv6_zone_keeps_the_record(tmp_path: Path) -> 
         recs = records(tmp_path, rt)
         assert [r["ip"] for r in recs if r.get("details", {}).get("request_id") == "zone-1"] == ["fe80::1"]
         assert not [r for r in recs if r.get("subtype") == "event_rejected"]
+
+
+def test_a_login_name_the_library_cannot_key_is_counted_not_a_500(tmp_path: Path) -> None:
+    # LoginAttempts.begin passed the name as it came: over 512 UTF-8 bytes (also 171 characters
+    # of three bytes), empty, or with a lone surrogate (which JSON carries as \ud800), it raised
+    # (TooLargeError, InvalidArgumentError, UnicodeEncodeError): a 500 that counted nothing.
+    rt = bitsec.Runtime(base_config(tmp_path, limits={"store": "local", "categories": {
+        "default": {"capacity": 1000, "period_seconds": 60}},
+        "login_guard": {"client": {"max_failures": 4, "window_seconds": 3600, "block_seconds": 3600}}}))
+    app = FastAPI(lifespan=bitsec_lifespan(rt), openapi_url=None)
+    lg = LoginGuard()
+
+    @app.post("/login")
+    async def login(request: Request, attempts: LoginAttempts = Depends(lg)) -> None:
+        raise attempts.begin((await request.json())["user"]).failed()
+
+    try:
+        with TestClient(app, raise_server_exceptions=False) as c:
+            statuses = [c.post("/login", content=body, headers={"Content-Type": "application/json"}).status_code
+                        for body in ('{"user": "%s"}' % ("a" * 513), '{"user": "%s"}' % ("\u20ac" * 171),
+                                     '{"user": ""}', '{"user": "\\ud800vera"}', '{"user": "vera"}')]
+        # each counted against the client: the fourth failure blocks it, the fifth is refused
+        assert statuses == [401, 401, 401, 429, 429]
+    finally:
+        rt.close()

@@ -1,10 +1,12 @@
 """The login guard for login endpoints: ``LoginGuard`` / ``LoginAttempts`` / ``LoginAttempt``."""
 from __future__ import annotations
 
+import hashlib
 from typing import Iterable
 
 from fastapi import HTTPException, Request
 
+from .. import _abi
 from ..ratelimit import LoginGuardDecision
 from ..runtime import Runtime
 from ._common import STATE_ATTR, ClientIP, _client_ip, get_runtime
@@ -57,10 +59,29 @@ class LoginAttempts:
     def begin(self, account: str) -> LoginAttempt:
         """Reserves the attempt BEFORE the password check; raises 429 "Too many failed login
         attempts" with ``Retry-After`` when the client or the account is refused."""
+        account = _account_key(account)
         d = self.rt.login_guard_begin(account, self.client)
         if not d.allowed:
             raise HTTPException(status_code=429, detail="Too many failed login attempts", headers=d.headers())
         return LoginAttempt(self.rt, account, self.client, d)
+
+
+def _account_key(account: str) -> str:
+    """The name the login guard counts the attempt under: the name as typed, or, for a name
+    the library cannot take as a key (empty, over ``BITSEC_RATE_LIMIT_MAX_KEY_BYTES`` in
+    UTF-8, a lone surrogate, which JSON can carry), ``sha256:`` and the hex digest of it. No
+    account has such a name, and the attempt still counts against the client (these were a
+    500, which counted nothing)."""
+    try:
+        n = len(account.encode("utf-8"))
+    except UnicodeEncodeError:
+        n = 0
+    if 0 < n <= _MAX_KEY_BYTES:
+        return account
+    return "sha256:" + hashlib.sha256(account.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+_MAX_KEY_BYTES: int = _abi.BITSEC_RATE_LIMIT_MAX_KEY_BYTES
 
 
 class LoginGuard:
