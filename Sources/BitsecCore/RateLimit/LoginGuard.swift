@@ -62,9 +62,10 @@ public struct LoginGuardDecision: Sendable, Equatable {
 ///   guesses does not reset the count.
 /// - Account rule (default: 10 free failures, then a delay between attempts doubling from 1 s
 ///   to at most 60 s; never more than 100 failures in an hour): stops many sources guessing
-///   one password, without letting an attacker lock the owner out: the wait an attacker
-///   can impose is at most `max_delay_seconds` (OWASP Authentication Cheat Sheet: prefer
-///   throttling to lock-out; NIST SP 800-63B 5.2.2: at most 100 consecutive failures).
+///   one password, throttling rather than locking the account (OWASP Authentication Cheat
+///   Sheet; NIST SP 800-63B 5.2.2: at most 100 consecutive failures). One guess delays the
+///   owner at most `max_delay_seconds`; an attacker who guesses each time the delay ends
+///   keeps the owner refused while the attack lasts (docs/configuration.md).
 ///   A success of the account clears its failures.
 /// - Clients are grouped by network: IPv6 /64 (one customer's allocation), IPv4 /32, by
 ///   default; accounts are folded with NFKC_Casefold (`LoginKeys`).
