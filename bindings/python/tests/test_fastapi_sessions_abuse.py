@@ -249,3 +249,48 @@ def test_a_login_name_the_library_cannot_key_is_counted_not_a_500(tmp_path: Path
         assert statuses == [401, 401, 401, 429, 429]
     finally:
         rt.close()
+
+
+def test_a_proxy_on_a_unix_socket_can_be_trusted(tmp_path: Path) -> None:
+    # Behind a proxy that connects over a Unix socket (uvicorn --uds) the server reports no
+    # peer address: every client was "" (the login guard's "unknown", the rate limits'
+    # ip:unknown), so anyone's five failed logins blocked everyone's. "unix" trusts that peer.
+    uds = {"client": None, "headers": [(b"x-forwarded-for", b"198.51.100.7, 203.0.113.10")]}
+    assert ClientIP()(uds) == "" and ClientIP(["10.0.0.0/8"])(uds) == ""
+    assert ClientIP(["unix"])(uds) == "203.0.113.10"
+    assert ClientIP(["unix", "203.0.113.0/24"])(uds) == "198.51.100.7"
+    # a TCP peer is still only trusted when listed
+    tcp = {"client": ("192.0.2.1", 1), "headers": uds["headers"]}
+    assert ClientIP(["unix"])(tcp) == "192.0.2.1"
+    rt = bitsec.Runtime(base_config(tmp_path, limits={"store": "local", "categories": {
+        "default": {"capacity": 1000, "period_seconds": 60}},
+        "login_guard": {"client": {"max_failures": 2, "window_seconds": 3600, "block_seconds": 3600}}}))
+    app = FastAPI(lifespan=bitsec_lifespan(rt), openapi_url=None)
+    lg = LoginGuard(trusted_proxies=["unix"])
+
+    @app.post("/login")
+    def login(user: str, attempts: LoginAttempts = Depends(lg)) -> None:
+        raise attempts.begin(user).failed()
+
+    statuses: list[int] = []
+
+    async def post(forwarded: bytes) -> None:  # (TestClient always reports a peer: the ASGI call)
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        await app({"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                   "scheme": "http", "path": "/login", "raw_path": b"/login", "root_path": "",
+                   "query_string": b"user=" + forwarded, "server": None, "client": None,
+                   "headers": [(b"host", b"t"), (b"x-forwarded-for", forwarded)]}, receive, send)
+
+    try:
+        with TestClient(app) as c:  # (the lifespan)
+            for i in range(6):  # six clients, one wrong password each
+                c.portal.call(post, f"198.51.100.{i + 1}".encode())
+        assert statuses == [401] * 6  # was 401, 429, 429, ...: one "unknown" client
+    finally:
+        rt.close()

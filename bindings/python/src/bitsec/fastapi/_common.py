@@ -71,15 +71,22 @@ class ClientIP:
     """The client's address: the peer's, unless the peer is a trusted proxy; then
     ``X-Forwarded-For`` is read right to left and the first address that is not a trusted
     proxy is the client (so a client cannot forge its address by sending its own header).
-    ``trusted_proxies``: addresses or networks (``"10.0.0.0/8"``); empty (the default):
+    ``trusted_proxies``: addresses or networks (``"10.0.0.0/8"``), and ``"unix"`` for a proxy
+    that connects over a Unix socket (``uvicorn --uds``: the server reports no peer address,
+    so without it every client would be the same unknown one); empty (the default):
     ``X-Forwarded-For`` is never trusted."""
 
     def __init__(self, trusted_proxies: Iterable[str] = ()) -> None:
-        self.networks = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
+        proxies = list(trusted_proxies)
+        self.unix = "unix" in proxies
+        self.networks = [ipaddress.ip_network(p, strict=False) for p in proxies if p != "unix"]
+        #: No proxy is trusted: the peer is the client.
+        self.direct = not self.networks and not self.unix
         #: Where the address is kept for the rest of the request (``_client_ip``): one place per
         #: list of trusted proxies, so that a component trusting none (the peer is the client)
         #: and one trusting a proxy each get their own answer, whichever reads it first.
-        self.state_key = _CLIENT_IP + "".join(sorted("@" + str(n) for n in self.networks))
+        self.state_key = (_CLIENT_IP + "".join(sorted("@" + str(n) for n in self.networks))
+                          + ("@unix" if self.unix else ""))
 
     def _trusted(self, addr: str) -> bool:
         try:
@@ -94,7 +101,7 @@ class ClientIP:
     def __call__(self, scope: Mapping[str, Any]) -> str:
         client = scope.get("client")
         peer = client[0] if client else ""
-        if not self.networks or not self._trusted(peer):
+        if not (self.unix and not peer) and (not self.networks or not self._trusted(peer)):
             return peer
         forwarded: list[str] = []
         for name, value in scope.get("headers", ()):

@@ -1318,7 +1318,7 @@ class GuardMiddleware(AuditMiddleware):
         address (the key depends on nothing else): one dict lookup on the path of a request."""
         resolver = self.client_ip
         state = scope.get("state")
-        if type(state) is dict and type(resolver) is ClientIP and not resolver.networks:
+        if type(state) is dict and type(resolver) is ClientIP and resolver.direct:
             # (_client_ip without its calls: no trusted proxy, so the peer is the client)
             ip = state.get(_CLIENT_IP)
             if ip is None:
