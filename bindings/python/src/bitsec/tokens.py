@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import logging
 import math
 import threading
 import time
@@ -21,6 +22,7 @@ from . import _abi
 from . import _native as N
 from .errors import BitsecError
 
+_log = logging.getLogger("bitsec.tokens")
 _handle = N.handle
 _verify = N.declare("bitsec_verify_token")
 _verify_at = N.declare("bitsec_verify_token_at")
@@ -279,6 +281,16 @@ class TokensMixin:
         @property
         def handle(self) -> int: ...
 
+    def _unknown_kid_refetched(self) -> bool:
+        """Calls ``_unknown_kid_hook``: True when it changed the key set. A hook that raises
+        counts as no change (logged): the token is refused as unknown, never an error."""
+        hook = self._unknown_kid_hook
+        try:
+            return hook is not None and bool(hook())
+        except Exception:  # noqa: BLE001
+            _log.exception("the unknown-kid hook failed")
+            return False
+
     def _token_memo(self) -> dict[bytes, TokenClaims]:
         memo = self.__dict__.get("_tokens_memo")
         if memo is None:
@@ -355,7 +367,7 @@ class TokensMixin:
             N.check(rc)
         r = b.reason.value
         if r:
-            if r == _UNKNOWN_KID and self._unknown_kid_hook is not None and self._unknown_kid_hook():
+            if r == _UNKNOWN_KID and self._unknown_kid_hook is not None and self._unknown_kid_refetched():
                 # The key set changed (a rotation): verify once more with the new keys.
                 return self.verify_token(token, at)
             raise token_error(r)
@@ -382,7 +394,7 @@ class TokensMixin:
             N.check(rc)
             break
         if reason.value:
-            if reason.value == _UNKNOWN_KID and self._unknown_kid_hook is not None and self._unknown_kid_hook():
+            if reason.value == _UNKNOWN_KID and self._unknown_kid_hook is not None and self._unknown_kid_refetched():
                 return self._verify_token_at(data, at)
             raise token_error(reason.value)
         return TokenClaims._from_result(buf.raw[: n.value])

@@ -12,7 +12,9 @@ in the background.
   tokens with invented kids cannot make requests fetch. ``BearerAuth`` (and any
   ``rt.verify_token``) gets this without extra code: the token is verified again when the
   refetch changed the set. The refetch runs in the calling thread, bounded by ``timeout``.
-- A failed fetch (network, HTTP status, size, invalid JSON or key set) keeps the last good set.
+- A failed fetch (network, HTTP status, size, invalid JSON or key set, and any other error: a
+  malformed HTTP answer, JSON nested too deep) keeps the last good set and sets ``last_error``;
+  it never stops the background thread nor reaches the request.
 - The keys are replaced only when the set changed; each change is an audit event
   (``key_management`` / ``jwks_changed`` with the kids added and removed, when the runtime has
   an ``audit`` section) besides the library's own ``keys_reloaded`` record.
@@ -31,7 +33,6 @@ import json
 import logging
 import threading
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Any, AsyncIterator, Callable
@@ -146,7 +147,10 @@ class JWKSBackgroundRefresher:
                     self.last_error = None
                     return False
                 self.runtime.reload_token_keys(body)  # validates every key; nothing changes on error
-            except (OSError, ValueError, urllib.error.URLError, BitsecError) as e:
+            except Exception as e:  # noqa: BLE001 - any failure is a failed fetch, never the caller's
+                # (OSError, URLError, ValueError, BitsecError, but also what the HTTP client or the
+                # JSON parser raise for a malformed answer: http.client.HTTPException -
+                # BadStatusLine, IncompleteRead, LineTooLong -, RecursionError for deep nesting.)
                 self.failures += 1
                 # The message names the failure class and the URL's host, never the body.
                 self.last_error = f"{type(e).__name__}: {e}"[:300]
@@ -166,19 +170,23 @@ class JWKSBackgroundRefresher:
                  "resource": "tokens", "details": {"url": self.url, "keys": count, "added": added, "removed": removed}}
         try:
             self.runtime.audit_emit(event)
-        except BitsecError:
+        except Exception:  # noqa: BLE001
             pass  # no audit section, or the queue refused it: the library's keys_reloaded record remains
 
     def on_unknown_kid(self) -> bool:
         """The hook ``rt.verify_token`` calls on an unknown kid: one refetch per ``cooldown``
-        for the whole process; True when it changed the set."""
+        for the whole process; True when it changed the set. Never raises."""
         now = time.monotonic()
         with self._state_lock:
             if now - self._last_unknown < self.cooldown:
                 return False
             self._last_unknown = now
             self.unknown_kid_refetches += 1
-        changed = self.refresh()
+        try:
+            changed = self.refresh()
+        except Exception:  # noqa: BLE001 - (refresh catches its failures) the token is refused, not a 500
+            log.exception("JWKS unknown-kid refetch failed")
+            return False
         if changed:
             self._wake.set()  # the TTL starts again from this fetch
         return changed
@@ -188,15 +196,20 @@ class JWKSBackgroundRefresher:
     def _run(self) -> None:
         delay = self.ttl if self.last_error is None else self.retry
         while not self._stop.is_set():
-            self._wake.wait(delay)
-            if self._stop.is_set():
-                return
-            if self._wake.is_set():
-                self._wake.clear()
-                delay = self.ttl  # an unknown-kid refetch just loaded a new set
-                continue
-            self.refresh()
-            delay = self.ttl if self.last_error is None else self.retry
+            try:
+                self._wake.wait(delay)
+                if self._stop.is_set():
+                    return
+                if self._wake.is_set():
+                    self._wake.clear()
+                    delay = self.ttl  # an unknown-kid refetch just loaded a new set
+                    continue
+                self.refresh()
+                delay = self.ttl if self.last_error is None else self.retry
+            except Exception as e:  # noqa: BLE001 - the thread must outlive any one failure
+                self.last_error = f"{type(e).__name__}: {e}"[:300]
+                log.error("JWKS refresher: unexpected %s, retrying in %ss", type(e).__name__, self.retry)
+                delay = self.retry
 
     def start(self, *, initial_fetch: bool = True) -> None:
         """Fetches once (unless ``initial_fetch`` is False), installs the unknown-kid hook and

@@ -1,0 +1,226 @@
+"""The JWKS refresher (bitsec.fastapi.JWKSBackgroundRefresher) against a hostile or broken
+identity provider, a raw HTTP server on 127.0.0.1 (a socket in a thread) that can answer
+malformed responses:
+
+- a malformed answer (a bad status line, a truncated body, an overlong header line, JSON nested
+  too deep) is a failed fetch like any other: the last good set stays, ``last_error`` says
+  why, the background thread keeps refreshing, and a token with an unknown kid is a 401,
+  never a 500."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import socket
+import threading
+import time
+import warnings
+from typing import Any, Callable, Iterator
+
+import pytest
+from fastapi import Depends, FastAPI
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+
+import bitsec
+from bitsec.fastapi import BearerAuth, JWKSBackgroundRefresher, bitsec_jwks_lifespan
+from bitsec.tokens import UnknownKeyError
+
+#: How long a test waits for something that must happen (a background fetch). Only a deadlock
+#: breaker: nothing is asserted about how fast it happens.
+PATIENCE = 30.0
+
+
+def b64(b: bytes) -> str:
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def secret(kid: str) -> bytes:
+    return hashlib.sha256(kid.encode()).digest()
+
+
+def jwk(kid: str) -> dict:
+    return {"kty": "oct", "kid": kid, "alg": "HS256", "use": "sig", "k": b64(secret(kid))}
+
+
+def token(kid: str, sub: str = "u1") -> str:
+    h = b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": kid}).encode())
+    p = b64(json.dumps({"sub": sub, "exp": int(time.time()) + 600}).encode())
+    sig = hmac.new(secret(kid), f"{h}.{p}".encode(), hashlib.sha256).digest()
+    return f"{h}.{p}.{b64(sig)}"
+
+
+def good(kids: list[str]) -> bytes:
+    body = json.dumps({"keys": [jwk(k) for k in kids]}).encode()
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+            b"Connection: close\r\n\r\n" % len(body)) + body
+
+
+#: Answers the HTTP client cannot read, or whose body is no JSON the parser can take; each
+#: raised an exception refresh() did not catch (http.client.HTTPException is no OSError).
+MALFORMED = {
+    "bad_status_line": b"HTTP/1.1 2OO OK\r\nContent-Length: 0\r\n\r\n",  # BadStatusLine
+    # a chunk announced 1000 bytes long, cut after ten: IncompleteRead
+    "incomplete_read": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                        b"3e8\r\n{\"keys\": ["),
+    "line_too_long": b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 70000 + b"\r\nContent-Length: 0\r\n\r\n",
+    "deep_json": (b"HTTP/1.1 200 OK\r\nContent-Length: 200000\r\nConnection: close\r\n\r\n"
+                  + b"[" * 200000),  # RecursionError in json.loads
+}
+
+
+class RawIdP:
+    """A JWKS URL on 127.0.0.1 answering raw bytes: ``answer(n)`` gives the bytes of the n-th
+    request (from 1); ``hits`` counts requests. One thread per connection."""
+
+    def __init__(self, answer: Callable[[int], bytes]) -> None:
+        self.answer = answer
+        self.hits = 0
+        self.lock = threading.Lock()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(32)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/jwks.json"
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.settimeout(PATIENCE)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                with self.lock:
+                    self.hits += 1
+                    n = self.hits
+                conn.sendall(self.answer(n))
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def wait_until(pred: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + PATIENCE
+    while not pred():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.01)
+
+
+def runtime() -> Any:
+    # The configured set holds k0 only; the refresher replaces it with the URL's.
+    return bitsec.Runtime({"allow_inline_secrets": True, "tokens": {"jwks": {"keys": [jwk("k0")]}}})
+
+
+@pytest.fixture()
+def idp_factory() -> Iterator[Callable[[Callable[[int], bytes]], RawIdP]]:
+    made: list[RawIdP] = []
+
+    def make(answer: Callable[[int], bytes]) -> RawIdP:
+        made.append(RawIdP(answer))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
+
+
+# ---- a malformed answer is a failed fetch ---------------------------------------------------
+
+@pytest.mark.parametrize("kind", sorted(MALFORMED))
+def test_a_malformed_answer_is_a_failed_fetch(kind: str, idp_factory: Any) -> None:
+    idp = idp_factory(lambda n: good(["k1"]) if n == 1 else MALFORMED[kind])
+    with runtime() as rt:
+        r = JWKSBackgroundRefresher(rt, idp.url, ttl=3600, cooldown=0.0)
+        assert r.refresh() is True
+        assert r.refresh() is False  # no exception: a failed fetch
+        assert r.failures == 1 and r.last_error is not None
+        assert rt.verify_token(token("k1"))["sub"] == "u1"  # the last good set stays
+
+
+def test_the_background_thread_survives_a_malformed_answer(idp_factory: Any) -> None:
+    """One bad status line, then the provider withdraws k1 and publishes k2: the thread
+    (ttl/retry of a few hundredths of a second) keeps refreshing and follows it."""
+    idp = idp_factory(lambda n: good(["k1"]) if n == 1 else MALFORMED["bad_status_line"] if n == 2 else good(["k2"]))
+    with runtime() as rt:
+        r = JWKSBackgroundRefresher(rt, idp.url, ttl=0.05, retry=0.05, cooldown=3600)
+        r.start()
+        try:
+            assert rt.verify_token(token("k1"))["sub"] == "u1"
+            wait_until(lambda: r.changes == 2, "the set after the bad answer was loaded")
+            assert r.failures == 1
+            assert r._thread is not None and r._thread.is_alive()
+            with pytest.raises(UnknownKeyError):
+                rt.verify_token(token("k1"))  # withdrawn by the provider: no longer trusted
+            assert rt.verify_token(token("k2"))["sub"] == "u1"
+        finally:
+            r.stop()
+
+
+def test_the_background_thread_survives_an_unexpected_error(idp_factory: Any) -> None:
+    """Whatever one iteration raises, the thread records it and carries on."""
+    idp = idp_factory(lambda n: good(["k1"]) if n == 1 else good(["k2"]))
+    with runtime() as rt:
+        r = JWKSBackgroundRefresher(rt, idp.url, ttl=0.05, retry=0.05, cooldown=3600)
+        real, calls = r.refresh, [0]
+
+        def refresh() -> bool:
+            calls[0] += 1
+            if calls[0] == 2:  # the thread's first refresh
+                raise RuntimeError("boom")
+            return real()
+
+        r.refresh = refresh  # type: ignore[method-assign]
+        r.start()
+        try:
+            wait_until(lambda: r.changes == 2, "the thread refreshed after the error")
+            assert r._thread is not None and r._thread.is_alive()
+        finally:
+            r.stop()
+
+
+def test_an_unknown_kid_during_a_malformed_answer_is_refused_not_an_error(idp_factory: Any) -> None:
+    idp = idp_factory(lambda n: good(["k1"]) if n == 1 else MALFORMED["bad_status_line"])
+    cfg = {"allow_inline_secrets": True, "tokens": {"jwks": {"keys": [jwk("k0")]}}}
+    app = FastAPI(lifespan=bitsec_jwks_lifespan(cfg, idp.url, ttl=3600, cooldown=0.0))
+
+    @app.get("/me")
+    async def me(claims: Any = Depends(BearerAuth())) -> dict:
+        return {"sub": claims["sub"]}
+
+    with TestClient(app, raise_server_exceptions=False) as c:
+        rt = app.state.bitsec
+        with pytest.raises(UnknownKeyError):
+            rt.verify_token(token("invented-1"))
+        r = c.get("/me", headers={"Authorization": f"Bearer {token('invented-2')}"})
+        assert r.status_code == 401 and r.json() == {"detail": "Invalid token"}
+        assert c.get("/me", headers={"Authorization": f"Bearer {token('k1')}"}).json() == {"sub": "u1"}
+
+
+def test_a_hook_that_raises_is_a_refused_token() -> None:
+    with runtime() as rt:
+        def hook() -> bool:
+            raise RuntimeError("boom")
+
+        rt._unknown_kid_hook = hook
+        with pytest.raises(UnknownKeyError):
+            rt.verify_token(token("invented"))
+        with pytest.raises(UnknownKeyError):
+            rt.verify_token(token("invented"), at=time.time() + 0.5)  # (the fractional-instant path)
