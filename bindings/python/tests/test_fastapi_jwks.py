@@ -1,7 +1,7 @@
 """The JWKS refresher of bitsec.fastapi against a real HTTP server on 127.0.0.1 (http.server in
 a thread): rotation under load (threads verifying while the keys rotate), the last good set
-kept when the URL fails, the unknown-kid refetch rate limited, an audit event per change, and
-BearerAuth following a rotation without extra code."""
+kept when the URL fails, the unknown-kid refetch rate limited and made by the background
+thread, an audit event per change, and BearerAuth following a rotation without extra code."""
 from __future__ import annotations
 
 import base64
@@ -96,6 +96,14 @@ def server() -> Iterator[JWKSServer]:
     s.close()
 
 
+def wait_until(pred: Any, what: str) -> None:
+    """Waits for a background fetch (a deadlock breaker, not a time limit under test)."""
+    deadline = time.monotonic() + 30.0
+    while not pred():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.01)
+
+
 def runtime(tmp_path: Path) -> Any:
     # The configured set holds k0 only; the refresher replaces it with the URL's.
     return bitsec.Runtime({"allow_inline_secrets": True,
@@ -144,16 +152,21 @@ def test_unknown_kid_refetch_is_rate_limited(server: JWKSServer, tmp_path: Path)
         try:
             hits = server.hits
             server.set(["k1", "k2"])
-            # The first token with the new kid triggers a refetch and is accepted.
+            # The first token with the new kid is refused at once (verify_token never waits for
+            # a download) and asks the background thread for a refetch, which loads the key.
+            with pytest.raises(UnknownKeyError):
+                rt.verify_token(token("k2"))
+            wait_until(lambda: r.changes == 2, "the unknown-kid refetch")
             assert rt.verify_token(token("k2"))["sub"] == "u1"
             assert server.hits == hits + 1 and r.unknown_kid_refetches == 1
             # Invented kids: refused, and no further fetch within the cooldown.
             for i in range(200):
                 with pytest.raises(UnknownKeyError):
                     rt.verify_token(token(f"forged-{i}"))
-            assert server.hits == hits + 1
         finally:
             r.stop()
+        # (the thread has ended: these counts are final)
+        assert server.hits == hits + 1 and r.unknown_kid_refetches == 1
         assert rt._unknown_kid_hook is None
 
 
@@ -209,10 +222,15 @@ def test_bearer_auth_follows_a_rotation_through_the_lifespan(server: JWKSServer,
         assert app.state.bitsec_jwks.changes == 1  # fetched at startup
         assert c.get("/me", headers={"Authorization": f"Bearer {token('k1')}"}).json() == {"sub": "u1"}
         server.set(["k1", "k2"])  # the provider rotates
+        # The first token of the new key is refused (the request does not wait for the
+        # refetch it asked for); once the background thread has loaded the set, it is accepted.
+        assert c.get("/me", headers={"Authorization": f"Bearer {token('k2', 'u2')}"}).status_code == 401
+        refresher = app.state.bitsec_jwks
+        wait_until(lambda: refresher.changes == 2, "the unknown-kid refetch")
         r = c.get("/me", headers={"Authorization": f"Bearer {token('k2', 'u2')}"})
         assert (r.status_code, r.json()) == (200, {"sub": "u2"})
         # Within the cooldown an invented kid is refused without a fetch.
         hits = server.hits
         assert c.get("/me", headers={"Authorization": f"Bearer {token('nope')}"}).status_code == 401
-        assert server.hits == hits
+    assert server.hits == hits  # (the lifespan stopped the thread: final)
     assert not hasattr(app.state, "bitsec_jwks")

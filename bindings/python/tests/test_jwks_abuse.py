@@ -5,7 +5,11 @@ malformed responses:
 - a malformed answer (a bad status line, a truncated body, an overlong header line, JSON nested
   too deep) is a failed fetch like any other: the last good set stays, ``last_error`` says
   why, the background thread keeps refreshing, and a token with an unknown kid is a 401,
-  never a 500."""
+  never a 500;
+- a token with an unknown (invented) kid never makes the request fetch or wait for a fetch:
+  while the provider holds the refetch it asked for, the event loop keeps serving (uvicorn on
+  loopback) and ``rt.verify_token`` refuses at once; the background thread makes the refetch,
+  at most one per ``cooldown``, and a key the provider just published is accepted after it."""
 from __future__ import annotations
 
 import base64
@@ -18,7 +22,9 @@ import time
 import warnings
 from typing import Any, Callable, Iterator
 
+import httpx
 import pytest
+import uvicorn
 from fastapi import Depends, FastAPI
 
 with warnings.catch_warnings():
@@ -224,3 +230,145 @@ def test_a_hook_that_raises_is_a_refused_token() -> None:
             rt.verify_token(token("invented"))
         with pytest.raises(UnknownKeyError):
             rt.verify_token(token("invented"), at=time.time() + 0.5)  # (the fractional-instant path)
+
+
+# ---- an unknown kid never fetches on the request path ----------------------------------------
+
+class Hold:
+    """An answer that holds the refetch: the provider publishes ``kids`` only once the test
+    releases it. ``holding`` is set when a request waits; ``waiting`` counts those waiting now."""
+
+    def __init__(self, first: list[str], kids: list[str]) -> None:
+        self.first, self.kids = first, kids
+        self.holding = threading.Event()
+        self.release = threading.Event()
+        self.waiting = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, n: int) -> bytes:
+        if n == 1:
+            return good(self.first)
+        with self.lock:
+            self.waiting += 1
+        self.holding.set()
+        self.release.wait(PATIENCE)  # (a deadlock breaker: the test releases it)
+        with self.lock:
+            self.waiting -= 1
+        return good(self.kids)
+
+
+def test_verify_token_refuses_an_unknown_kid_without_waiting_for_the_fetch(idp_factory: Any) -> None:
+    hold = Hold(["k1"], ["k1", "k2"])
+    idp = idp_factory(hold)
+    with runtime() as rt:
+        r = JWKSBackgroundRefresher(rt, idp.url, ttl=3600, cooldown=3600, timeout=PATIENCE * 2)
+        r.start()
+        try:
+            with pytest.raises(UnknownKeyError):
+                rt.verify_token(token("k2"))  # published, but not yet loaded: asks for a refetch
+            assert hold.holding.wait(PATIENCE), "the background thread never fetched"
+            # While the provider holds that fetch, unknown kids are refused at once.
+            for i in range(20):
+                with pytest.raises(UnknownKeyError):
+                    rt.verify_token(token(f"invented-{i}"))
+            assert hold.waiting == 1 and not hold.release.is_set()
+            hold.release.set()
+            wait_until(lambda: r.changes == 2, "the refetch loaded the new set")
+            assert rt.verify_token(token("k2"))["sub"] == "u1"
+        finally:
+            hold.release.set()
+            r.stop()
+        # (the thread has ended: final) one refetch for all those unknown kids
+        assert idp.hits == 2 and r.unknown_kid_refetches == 1
+
+
+def test_an_unknown_kid_does_not_stall_the_event_loop(idp_factory: Any) -> None:
+    """The reviewer's scenario under uvicorn on loopback: BearerAuth verifies inline (HS256,
+    revocation in the process); a token with an invented kid while the provider is slow must
+    not stop the server: /health is answered while the provider still holds the refetch."""
+    hold = Hold(["k1"], ["k1", "k2"])
+    idp = idp_factory(hold)
+    cfg = {"allow_inline_secrets": True, "tokens": {"jwks": {"keys": [jwk("k0")]}, "require_kid": True}}
+    app = FastAPI(lifespan=bitsec_jwks_lifespan(cfg, idp.url, ttl=3600, cooldown=3600, timeout=PATIENCE * 2))
+    bearer = BearerAuth()
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"ok": True}
+
+    @app.get("/me")
+    async def me(claims: Any = Depends(bearer)) -> dict:
+        return {"sub": claims["sub"]}
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started or not thread.is_alive(), "uvicorn started")
+        assert server.started
+        with httpx.Client(base_url=base, timeout=PATIENCE * 3) as c:
+            assert c.get("/me", headers={"Authorization": f"Bearer {token('k1')}"}).json() == {"sub": "u1"}
+            answers: list[int] = []
+
+            def attack() -> None:
+                with httpx.Client(base_url=base, timeout=PATIENCE * 3) as a:
+                    answers.append(a.get("/me", headers={"Authorization": f"Bearer {token('invented')}"}).status_code)
+
+            attacker = threading.Thread(target=attack)
+            attacker.start()
+            assert hold.holding.wait(PATIENCE), "the unknown kid never caused a refetch"
+            # The provider holds the refetch: the server still answers, on the event loop.
+            assert c.get("/health").json() == {"ok": True}
+            assert hold.waiting == 1, "/health was answered only after the provider's answer"
+            assert c.get("/me", headers={"Authorization": f"Bearer {token('k1')}"}).json() == {"sub": "u1"}
+            assert c.get("/me", headers={"Authorization": f"Bearer {token('k2')}"}).status_code == 401
+            assert hold.waiting == 1 and not hold.release.is_set()  # (answered while it held)
+            attacker.join(PATIENCE * 3)
+            assert answers == [401]
+            hold.release.set()
+            refresher = app.state.bitsec_jwks
+            wait_until(lambda: refresher.changes == 2, "the refetch loaded the new set")
+            # The key the provider published is accepted after the background refetch.
+            assert c.get("/me", headers={"Authorization": f"Bearer {token('k2', 'u2')}"}).json() == {"sub": "u2"}
+    finally:
+        hold.release.set()
+        server.should_exit = True
+        thread.join(PATIENCE)
+        sock.close()
+    assert not thread.is_alive()
+    assert idp.hits == 2
+
+
+def test_unknown_kid_refetches_stay_one_per_cooldown(idp_factory: Any) -> None:
+    """Unknown kids within the cooldown of the last refetch: refused, and one deferred refetch
+    when the cooldown ends (a key published meanwhile is then accepted without another
+    unknown-kid token); never more than one refetch per cooldown."""
+    answers = {1: good(["k1"]), 2: good(["k1", "k2"])}
+    idp = idp_factory(lambda n: answers.get(n, good(["k1", "k2", "k3"])))
+    cooldown = 1.0
+    with runtime() as rt:
+        r = JWKSBackgroundRefresher(rt, idp.url, ttl=3600, cooldown=cooldown)
+        r.start()
+        try:
+            t0 = time.monotonic()
+            with pytest.raises(UnknownKeyError):
+                rt.verify_token(token("k2"))
+            wait_until(lambda: r.changes == 2, "the first unknown-kid refetch")
+            assert rt.verify_token(token("k2"))["sub"] == "u1"
+            for i in range(100):
+                with pytest.raises(UnknownKeyError):
+                    rt.verify_token(token(f"invented-{i}"))
+            # k3, published at the third fetch: accepted once the deferred refetch ran, with no
+            # unknown-kid token after these.
+            wait_until(lambda: r.changes == 3, "the deferred refetch")
+            assert rt.verify_token(token("k3"))["sub"] == "u1"
+        finally:
+            r.stop()
+        elapsed = time.monotonic() - t0
+    # (the thread has ended: final) each refetch starts at least a cooldown after the last
+    assert 2 <= r.unknown_kid_refetches <= 1 + elapsed / cooldown
+    assert idp.hits == 1 + r.unknown_kid_refetches

@@ -274,7 +274,9 @@ class TokensMixin:
 
     #: Called when a token is refused for an unknown ``kid``; returns True when it changed the
     #: key set (then the token is verified once more). Set by a JWKS refresher
-    #: (``bitsec.fastapi.JWKSBackgroundRefresher``), which rate-limits it; None: no refetch.
+    #: (``bitsec.fastapi.JWKSBackgroundRefresher``, whose hook only asks its background thread
+    #: for a rate-limited refetch and returns False: verify_token may run on an event loop and
+    #: must not wait for a download); None: no refetch.
     _unknown_kid_hook: "Callable[[], bool] | None" = None
 
     if TYPE_CHECKING:

@@ -7,11 +7,14 @@ in the background.
 - At startup the set is fetched once (a failure is logged and the configured keys stay); then a
   background thread refetches it every ``ttl`` seconds (default 3600), and ``retry`` seconds
   (default 30) after a failed fetch.
-- A token refused for an unknown ``kid`` (a key rotation at the identity provider) triggers
-  one refetch, at most once per ``cooldown`` seconds (default 60) for the whole process, so
-  tokens with invented kids cannot make requests fetch. ``BearerAuth`` (and any
-  ``rt.verify_token``) gets this without extra code: the token is verified again when the
-  refetch changed the set. The refetch runs in the calling thread, bounded by ``timeout``.
+- A token refused for an unknown ``kid`` (a key rotation at the identity provider) asks the
+  background thread for one refetch, at most one per ``cooldown`` seconds (default 60) for
+  the whole process, so tokens with invented kids cannot make the process fetch more often.
+  The request never fetches nor waits for the fetch (it may be on the event loop): that
+  token is refused, and tokens of the new key are accepted once the refetch has loaded it -
+  one round trip to the provider later, or, when an unknown kid already caused a refetch
+  less than ``cooldown`` ago, one round trip after that cooldown ends. ``BearerAuth`` and
+  any ``rt.verify_token`` get this without extra code.
 - A failed fetch (network, HTTP status, size, invalid JSON or key set, and any other error: a
   malformed HTTP answer, JSON nested too deep) keeps the last good set and sets ``last_error``;
   it never stops the background thread nor reaches the request.
@@ -82,7 +85,9 @@ class JWKSBackgroundRefresher:
     """Keeps a runtime's JWK Set in step with ``url`` (see the module's documentation).
 
     ``start()`` runs the background thread, ``stop()`` ends it; ``refresh()`` fetches now;
-    ``on_unknown_kid()`` is the rate-limited refetch installed on the runtime while started.
+    ``on_unknown_kid()``, installed on the runtime while started, asks the thread for a
+    rate-limited refetch (it never fetches itself). Counters for monitoring also include
+    ``unknown_kid_refetches``.
     Counters for monitoring: ``fetches``, ``failures``, ``changes``, ``last_error``.
     """
 
@@ -102,7 +107,8 @@ class JWKSBackgroundRefresher:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._last_unknown = float("-inf")
+        self._last_unknown = float("-inf")  # when the last unknown-kid refetch started
+        self._unknown_pending = False  # an unknown kid asked for a refetch the thread has not made yet
         self._digest: bytes | None = None
         self._kids: frozenset[str] = self._current_kids()
         self.fetches = 0
@@ -174,42 +180,50 @@ class JWKSBackgroundRefresher:
             pass  # no audit section, or the queue refused it: the library's keys_reloaded record remains
 
     def on_unknown_kid(self) -> bool:
-        """The hook ``rt.verify_token`` calls on an unknown kid: one refetch per ``cooldown``
-        for the whole process; True when it changed the set. Never raises."""
-        now = time.monotonic()
-        with self._state_lock:
-            if now - self._last_unknown < self.cooldown:
-                return False
-            self._last_unknown = now
-            self.unknown_kid_refetches += 1
+        """The hook ``rt.verify_token`` calls on an unknown kid. It never fetches and never
+        waits (it may run on the event loop): it asks the background thread for one refetch
+        and returns False, so the token at hand is refused. The thread makes at most one
+        unknown-kid refetch per ``cooldown`` for the whole process: at once when the last one
+        is older, else when the cooldown ends (however many unknown kids arrived in it)."""
         try:
-            changed = self.refresh()
-        except Exception:  # noqa: BLE001 - (refresh catches its failures) the token is refused, not a 500
-            log.exception("JWKS unknown-kid refetch failed")
-            return False
-        if changed:
-            self._wake.set()  # the TTL starts again from this fetch
-        return changed
+            with self._state_lock:
+                if self._unknown_pending:
+                    return False  # already asked
+                self._unknown_pending = True
+            self._wake.set()
+        except Exception:  # noqa: BLE001 - never into verify_token
+            log.exception("JWKS unknown-kid hook failed")
+        return False
 
     # ---- background ----------------------------------------------------------------------
 
     def _run(self) -> None:
-        delay = self.ttl if self.last_error is None else self.retry
+        """The thread: a fetch every ``ttl`` (``retry`` after a failure) and the unknown-kid
+        refetches ``on_unknown_kid`` asks for, each due ``cooldown`` after the previous one;
+        any fetch starts the TTL again."""
+        next_ttl = time.monotonic() + (self.ttl if self.last_error is None else self.retry)
         while not self._stop.is_set():
             try:
-                self._wake.wait(delay)
+                with self._state_lock:
+                    due = min(next_ttl, self._last_unknown + self.cooldown) if self._unknown_pending else next_ttl
+                self._wake.wait(max(0.0, due - time.monotonic()))
+                self._wake.clear()  # (before reading the state: a later ask sets it again)
                 if self._stop.is_set():
                     return
-                if self._wake.is_set():
-                    self._wake.clear()
-                    delay = self.ttl  # an unknown-kid refetch just loaded a new set
-                    continue
-                self.refresh()
-                delay = self.ttl if self.last_error is None else self.retry
+                now = time.monotonic()
+                with self._state_lock:
+                    unknown = self._unknown_pending and now - self._last_unknown >= self.cooldown
+                    if unknown:
+                        self._unknown_pending = False
+                        self._last_unknown = now
+                        self.unknown_kid_refetches += 1
+                if unknown or now >= next_ttl:
+                    self.refresh()
+                    next_ttl = time.monotonic() + (self.ttl if self.last_error is None else self.retry)
             except Exception as e:  # noqa: BLE001 - the thread must outlive any one failure
                 self.last_error = f"{type(e).__name__}: {e}"[:300]
                 log.error("JWKS refresher: unexpected %s, retrying in %ss", type(e).__name__, self.retry)
-                delay = self.retry
+                next_ttl = time.monotonic() + self.retry
 
     def start(self, *, initial_fetch: bool = True) -> None:
         """Fetches once (unless ``initial_fetch`` is False), installs the unknown-kid hook and
