@@ -372,3 +372,34 @@ def test_unknown_kid_refetches_stay_one_per_cooldown(idp_factory: Any) -> None:
     # (the thread has ended: final) each refetch starts at least a cooldown after the last
     assert 2 <= r.unknown_kid_refetches <= 1 + elapsed / cooldown
     assert idp.hits == 1 + r.unknown_kid_refetches
+
+
+def test_guard_middleware_asks_for_a_refetch_on_an_unknown_kid(idp_factory: Any) -> None:
+    """GuardMiddleware decides the token in one native call (no verify_token): a token refused
+    for an unknown kid asks the refresher's thread for the refetch too, so a key the provider
+    publishes is accepted without waiting for the TTL (3600 s here)."""
+    from bitsec.fastapi import GuardMiddleware, guard, guard_claims
+
+    hold = Hold(["k1"], ["k1", "k2"])
+    idp = idp_factory(hold)
+    cfg = {"allow_inline_secrets": True, "tokens": {"jwks": {"keys": [jwk("k0")]}, "require_kid": True}}
+    app = FastAPI(lifespan=bitsec_jwks_lifespan(cfg, idp.url, ttl=3600, cooldown=3600, timeout=PATIENCE * 2))
+
+    @app.get("/me")
+    @guard()
+    async def me(claims: Any = Depends(guard_claims)) -> dict:
+        return {"sub": claims["sub"]}
+
+    app.add_middleware(GuardMiddleware)
+    with TestClient(app) as c:
+        assert c.get("/me", headers={"Authorization": f"Bearer {token('k1')}"}).json() == {"sub": "u1"}
+        assert c.get("/me", headers={"Authorization": f"Bearer {token('k2')}"}).status_code == 401
+        assert hold.holding.wait(PATIENCE), "the unknown kid never caused a refetch"
+        # refused at once while the provider holds the refetch
+        assert c.get("/me", headers={"Authorization": f"Bearer {token('invented')}"}).status_code == 401
+        assert hold.waiting == 1
+        hold.release.set()
+        refresher = app.state.bitsec_jwks
+        wait_until(lambda: refresher.changes == 2, "the refetch loaded the new set")
+        assert c.get("/me", headers={"Authorization": f"Bearer {token('k2', 'u2')}"}).json() == {"sub": "u2"}
+    assert idp.hits == 2 and refresher.unknown_kid_refetches == 1

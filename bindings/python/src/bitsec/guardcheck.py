@@ -6,7 +6,7 @@ import ctypes
 import struct
 import threading
 from ctypes import byref, c_int64, c_size_t, c_uint32, c_void_p
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from . import _abi
 from . import _native as N
@@ -46,6 +46,7 @@ assert _REQUEST_IN.size + _REQUEST_OUT.size == _abi.BITSEC_GUARD_REQUEST_BYTES
 _TOKEN_ROOM, _KEY_ROOM, _CONTEXT_ROOM = 8192, 1024, 4096
 _NOT_CHECKED = _abi.BITSEC_GUARD_NOT_CHECKED
 _BUFFER_TOO_SMALL = _abi.BITSEC_E_BUFFER_TOO_SMALL
+_UNKNOWN_KID = _abi.BITSEC_TOKEN_UNKNOWN_KID
 _I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 
 
@@ -224,6 +225,10 @@ class GuardCheckMixin:
 
         def verify_token(self, token: str | bytes, at: float | int | None = None) -> TokenClaims: ...
 
+        def _unknown_kid_refetched(self) -> bool: ...
+
+        _unknown_kid_hook: Callable[[], bool] | None
+
     def guard_check(self, token: str | bytes | None = None, *, permission: str | None = None,
                     context: Mapping[str, Any] | None = None, scopes: tuple[str, ...] | list[str] = (),
                     category: str | None = None, key: str | bytes | None = None, cost: int = 1, at: int = 0,
@@ -319,4 +324,8 @@ class GuardCheckMixin:
                     if len(memo) >= self.__dict__.get("_tokens_memo_max", 4096):
                         memo.clear()
                     memo[data] = claims
+        elif fields[2] == _UNKNOWN_KID and self._unknown_kid_hook is not None:
+            # Refused for a kid the keys lack: a JWKS refresher's hook asks its thread for a
+            # (rate-limited) refetch and returns at once; the decision stands.
+            self._unknown_kid_refetched()
         return fields, claims

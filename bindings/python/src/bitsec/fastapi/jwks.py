@@ -13,8 +13,9 @@ in the background.
   The request never fetches nor waits for the fetch (it may be on the event loop): that
   token is refused, and tokens of the new key are accepted once the refetch has loaded it -
   one round trip to the provider later, or, when an unknown kid already caused a refetch
-  less than ``cooldown`` ago, one round trip after that cooldown ends. ``BearerAuth`` and
-  any ``rt.verify_token`` get this without extra code.
+  less than ``cooldown`` ago, one round trip after that cooldown ends. ``BearerAuth``,
+  ``GuardMiddleware``, any ``rt.verify_token`` and ``rt.guard_check`` get this without extra
+  code.
 - A failed fetch (network, HTTP status, size, invalid JSON or key set, and any other error: a
   malformed HTTP answer, JSON nested too deep) keeps the last good set and sets ``last_error``;
   it never stops the background thread nor reaches the request.
