@@ -16,6 +16,18 @@ import BitsecCore
         #expect(LoginKeys.account("vera") != LoginKeys.account("vera2"))
     }
 
+    /// Canonically equivalent spellings are one account, also when a mark the fold turns into
+    /// a letter (U+0345, of combining class 240) is typed before another mark: the name is
+    /// put in canonical order before it is mapped (toNFKC_Casefold maps NFD(X)). Each of these
+    /// had its own key, and so its own failure budget.
+    @Test func canonicallyEquivalentSpellingsAreOneAccount() {
+        let nfc = LoginKeys.account("\u{398}\u{3C1}\u{1FB4}\u{3BA}\u{3B7}")          // Θρᾴκη
+        #expect(nfc == "\u{3B8}\u{3C1}\u{3AC}\u{3B9}\u{3BA}\u{3B7}")
+        #expect(LoginKeys.account("\u{398}\u{3C1}\u{3B1}\u{301}\u{345}\u{3BA}\u{3B7}") == nfc)  // NFD
+        #expect(LoginKeys.account("\u{398}\u{3C1}\u{3B1}\u{345}\u{301}\u{3BA}\u{3B7}") == nfc)  // marks swapped
+        #expect(LoginKeys.account("k\u{345}\u{301}\u{323}") == LoginKeys.account("\u{1E33}\u{301}\u{345}"))
+    }
+
     @Test func clientsAreGroupedByPrefix() {
         #expect(LoginKeys.client("2001:db8:1:2:3:4:5:6") == "2001:db8:1:2::/64")
         #expect(LoginKeys.client("2001:DB8:1:2:ffff::1") == "2001:db8:1:2::/64")

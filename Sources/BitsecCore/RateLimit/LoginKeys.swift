@@ -24,7 +24,13 @@ public enum LoginKeys {
         }
         let table = foldTable
         var mapped = String.UnicodeScalarView()
-        for u in s.unicodeScalars {
+        // Canonically ordered first (toNFKC_Casefold maps NFD(X), Unicode 3.13): the mapping
+        // turns U+0345 (a mark of class 240) into a base letter, which freezes the order of
+        // the marks around it; equivalent spellings of one name ("Θρᾴκη" as NFC, as NFD, or
+        // with its two marks swapped) must fold to one key. (NFC orders marks as NFD does;
+        // the table maps a composed character as its decomposition.)
+        let ordered = String(decoding: s._nfcCodeUnits, as: UTF8.self)
+        for u in ordered.unicodeScalars {
             if u.value < 0x80 {
                 mapped.append(u.value >= 0x41 && u.value <= 0x5A ? Unicode.Scalar(u.value | 0x20) ?? u : u)
             } else if let m = table[u.value] {
