@@ -48,6 +48,11 @@ private func revokeToken(_ t: TokenService, _ token: String, at: Int64) throws -
     try Array(token.utf8).withRawBytes { (raw) throws(BitsecError) -> (reason: TokenReason, newly: Bool) in try t.revoke(token: raw, at: at) }
 }
 
+private func sign(_ t: TokenService, _ claims: String) throws -> String {
+    let out = try Array(claims.utf8).withRawBytes { (raw) throws(BitsecError) -> [UInt8] in try t.sign(claims: raw, kid: nil) }
+    return String(decoding: out, as: UTF8.self)
+}
+
 private let T0: Int64 = 1_900_000_000
 
 /// The checks both backends must pass: session and subject revocation with their epochs.
@@ -113,6 +118,39 @@ private func sessionAndSubject(_ t: TokenService, sub: String) throws {
         // The bare jti lookup knows no token: an epoch does not make every jti revoked.
         #expect(try !r.isRevoked(jti: "j-\(sub)", now: T0 + 1))
         #expect(try !t.isRevoked(jti: "never-revoked-\(sub)", at: T0 + 1))
+    }
+
+    /// Epochs are whole seconds and `iat <= epoch` revokes: a fractional `iat` counts as its
+    /// whole second rounded down, so a session or subject revocation made later in the second
+    /// a token was issued covers it. (It was rounded up, as for the "issued in the future"
+    /// check, and such a token survived a revocation made just after it was issued.)
+    @Test(arguments: TestStores.kinds) func aFractionalIatIsCoveredByAnEpochOfItsSecond(kind: TestStore) throws {
+        guard let t = try service(kind) else { return }
+        let sub = "frac\(Clock.nowMicros())"
+        func token(_ sid: String, iat: String) throws -> String {
+            try sign(t, #"{"iss":"iss","aud":"aud","exp":\#(T0 + 3600),"sub":"\#(sub)","session_id":"\#(sid)","iat":\#(iat),"jti":"\#(sid)-\#(iat)"}"#)
+        }
+        // Session: issued at T0+10.25, the session revoked in second T0+10 (at T0+10.75, say).
+        let s1 = try token("s1", iat: "1900000010.25")
+        let s1Int = try token("s1", iat: "1900000010")
+        let s1Next = try token("s1", iat: "1900000011.25")
+        // Just below T0+11 (the nearest double is 0.24 µs below it): still second T0+10,
+        // although its instant rounded up for the future check is in second T0+11.
+        let s2 = try token("s2", iat: "1900000010.9999998")
+        #expect(try t.verify(s1, at: T0 + 12).isValid)
+        #expect(try t.revokeSession("s1", subject: sub, at: T0 + 10))
+        #expect(try t.revokeSession("s2", subject: sub, at: T0 + 10))
+        #expect(try t.verify(s1Int, at: T0 + 12).reason == .revoked)
+        #expect(try t.verify(s1, at: T0 + 12).reason == .revoked)
+        #expect(try t.verify(s2, at: T0 + 12).reason == .revoked)
+        #expect(try t.verify(s1Next, at: T0 + 12).isValid)
+        // Subject (an account disabled at T0+20.75 with not-before T0+20).
+        let s3 = try token("s3", iat: "1900000020.5")
+        let s3Next = try token("s3", iat: "1900000021.5")
+        #expect(try t.verify(s3, at: T0 + 22).isValid)
+        #expect(try t.revokeSubject(sub, notBefore: T0 + 20, at: T0 + 20))
+        #expect(try t.verify(s3, at: T0 + 22).reason == .revoked)
+        #expect(try t.verify(s3Next, at: T0 + 22).isValid)
     }
 
     /// Past the jti bound a bare revocation moves the global epoch; a token without `iat`

@@ -279,6 +279,11 @@ private final class RecordingHook: AuditHook, @unchecked Sendable {
     @Test func verifiedClaimsRoundTowardsRefusing() throws {
         let c = try #require(VerifiedClaims(payload: Array(#"{"exp":10.5,"nbf":10.5,"iat":-0.5}"#.utf8)))
         #expect(c.exp == 11 && c.nbf == 11 && c.iat == 0)
+        // For the revocation epochs, iat rounds towards revoking: down.
+        #expect(c.revocationIat == -1)
+        #expect(VerifiedClaims(payload: Array(#"{"iat":7}"#.utf8))?.revocationIat == 7)
+        #expect(VerifiedClaims(payload: Array(#"{"iat":7.9999999999}"#.utf8))?.revocationIat == 7)
+        #expect(VerifiedClaims(payload: Array(#"{}"#.utf8))?.revocationIat == nil)
         let e = try #require(c.expires), n = try #require(c.notBefore), i = try #require(c.issuedAt)
         #expect(e < Instant(seconds: 10, nanoseconds: 500_000_000) && e > Instant(seconds: 10, nanoseconds: 499_999_990))
         #expect(n > Instant(seconds: 10, nanoseconds: 500_000_000) && n < Instant(seconds: 10, nanoseconds: 500_000_010))

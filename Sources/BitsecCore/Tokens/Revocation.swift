@@ -1,5 +1,5 @@
 /// What the revocation checks read of a verified token: its `jti`, `sub`, `session_id` and
-/// `iat`.
+/// `iat` (whole seconds; a fractional `iat` rounded down, towards revoking).
 public struct TokenIdentity: Sendable, Equatable {
     public var jti: String?
     public var sub: String?
@@ -10,7 +10,10 @@ public struct TokenIdentity: Sendable, Equatable {
         self.jti = jti; self.sub = sub; self.sid = sid; self.iat = iat
     }
 
-    init(_ c: VerifiedClaims) { self.init(jti: c.jti, sub: c.sub, sid: c.sessionId, iat: c.iat) }
+    /// The token's identity for the revocation checks. Its `iat` is the claim's whole second
+    /// rounded down (`revocationIat`), not up as for the "issued in the future" check: an
+    /// epoch recorded in the second a token with a fractional `iat` was issued covers it.
+    init(_ c: VerifiedClaims) { self.init(jti: c.jti, sub: c.sub, sid: c.sessionId, iat: c.revocationIat) }
 }
 
 /// The outcome of revoking one token.
@@ -31,7 +34,8 @@ public enum RevokeOutcome: Sendable, Equatable {
 ///   epoch (`iat <= epoch`), until the longest lifetime of a token of that session is over;
 /// - a subject epoch (not-before): every token with that `sub` issued at or before it.
 /// `iat` has a granularity of one second: a token issued in the very second of an epoch is
-/// revoked (equality revokes; a token without `iat` is revoked by any epoch that concerns it).
+/// revoked (equality revokes; a fractional `iat` counts as its whole second, rounded down; a
+/// token without `iat` is revoked by any epoch that concerns it).
 public protocol RevocationStore: Sendable {
     /// Revokes one token (its `jti` until `until`, or wider when there is no room). Of
     /// concurrent calls for one token exactly one gets `.newly` or `.widened`: the refresh

@@ -151,9 +151,10 @@ extension TokenService {
             try revokeFamily(c, now: now)
             return Refresh(reason: .revoked, pair: nil)
         case .widened:
-            // The epoch is the old token's iat: a pair issued in that same second would be
-            // revoked by it too, so refuse (fail closed) rather than hand it out.
-            guard let iat = c.iat, iat < now else { return Refresh(reason: .revoked, pair: nil) }
+            // The epoch is the old token's iat (its whole second, rounded down, as the
+            // revocation checks read it): a pair issued in that same second would be revoked
+            // by it too, so refuse (fail closed) rather than hand it out.
+            guard let iat = c.revocationIat, iat < now else { return Refresh(reason: .revoked, pair: nil) }
         }
         let base = JSONObject(c.claims.members.filter { !Self.reservedClaims.contains($0.key) })
         return Refresh(reason: .valid, pair: try issuePair(base: base, kid: kid, now: now))

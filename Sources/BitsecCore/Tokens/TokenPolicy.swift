@@ -49,6 +49,11 @@ public final class VerifiedClaims: Sendable {
     /// `nbf` and `iat` in whole seconds (a fraction rounded up: never earlier than the claim).
     public let nbf: Int64?
     public let iat: Int64?
+    /// `iat` in whole seconds rounded the other way (a fraction rounded down: never later
+    /// than the claim): what revocation epochs (whole seconds, `iat <= epoch` revokes) are
+    /// compared with, so that a revocation in the second a token was issued covers it, also
+    /// when its `iat` has a fraction. Equal to `iat` for an integer `iat`.
+    public let revocationIat: Int64?
     /// The time claims as instants: `exp` never later, `nbf` and `iat` never earlier than the
     /// number in the token (exact for integers and to the nanosecond for fractions).
     public let expires: Instant?
@@ -97,7 +102,7 @@ public final class VerifiedClaims: Sendable {
         self.payload = payload
         self.maxDepth = maxDepth
         var bad: String? = nil
-        var exp: Instant? = nil, nbf: Instant? = nil, iat: Instant? = nil
+        var exp: Instant? = nil, nbf: Instant? = nil, iat: Instant? = nil, iatDown: Instant? = nil
         var iss: String? = nil, sub: String? = nil, jti: String? = nil, tenant: String? = nil, type: String? = nil
         var tenantAlt: String? = nil, department: String? = nil
         var sessionId: String? = nil
@@ -113,7 +118,9 @@ public final class VerifiedClaims: Sendable {
                 switch ClaimName.of(key) {
                 case .exp: exp = Self.time(v, key, roundUp: false, &bad)
                 case .nbf: nbf = Self.time(v, key, roundUp: true, &bad)
-                case .iat: iat = Self.time(v, key, roundUp: true, &bad)
+                case .iat:
+                    iat = Self.time(v, key, roundUp: true, &bad)
+                    if case .number(let n) = v { iatDown = Instant(n, roundUp: false) }
                 case .iss: iss = Self.string(v, key, &bad)
                 case .sub: sub = Self.string(v, key, &bad)
                 case .jti: jti = Self.string(v, key, &bad)
@@ -138,6 +145,7 @@ public final class VerifiedClaims: Sendable {
         let chosenScopes = scopeClaim ?? scopesClaim ?? scpClaim
         self.expires = exp; self.notBefore = nbf; self.issuedAt = iat
         self.exp = exp?.secondsRoundedUp; self.nbf = nbf?.secondsRoundedUp; self.iat = iat?.secondsRoundedUp
+        self.revocationIat = iatDown?.seconds
         self.hasScopes = chosenScopes != nil
         self.iss = iss; self.sub = sub; self.jti = jti; self.tenant = tenant ?? tenantAlt; self.type = type
         self.department = department

@@ -62,6 +62,28 @@ def test_session_and_subject(rt: bitsec.Runtime) -> None:
         rt.revoke_subject("", at=now)
 
 
+def test_a_fractional_iat_is_covered_by_a_revocation_in_its_second(rt: bitsec.Runtime) -> None:
+    # An IdP that writes time.time() as iat: the token is issued at now+0.25, the account is
+    # disabled (or the session ended) later in that same second. Epochs are whole seconds
+    # and cover "that whole second included": the fraction must not let the token survive.
+    now = int(time.time())
+
+    def token(sid: str, iat: float) -> str:
+        return rt.sign_token({"iss": "iss", "aud": "aud", "sub": "frac", "session_id": sid,
+                              "iat": iat, "exp": now + 3600, "jti": f"{sid}-{iat}"})
+
+    in_second = token("s1", now + 0.25)
+    next_second = token("s1", now + 1.25)
+    assert not revoked(rt, in_second, now + 2)
+    assert rt.revoke_session("s1", "frac", at=now) is True
+    assert revoked(rt, in_second, now + 2)
+    assert not revoked(rt, next_second, now + 2)
+    disabled = token("s2", now + 10.5)
+    assert rt.revoke_subject("frac", at=now + 10) is True
+    assert revoked(rt, disabled, now + 12)
+    assert not revoked(rt, token("s2", now + 11.5), now + 12)
+
+
 def test_a_flood_past_max_entries_still_revokes(rt: bitsec.Runtime) -> None:
     now = int(time.time())
     pairs = [rt.issue_token_pair({"sub": f"user-{i % 20}"}, at=now) for i in range(600)]
