@@ -158,6 +158,35 @@ private final class RecordingHook: AuditHook, @unchecked Sendable {
         #expect(doc["scope"]?.arrayValue?.count == 2)
     }
 
+    /// `iss`, `aud`, required claim names and `kid` match byte for byte (RFC 7519 section 2:
+    /// no canonicalisation), not up to Unicode canonical equivalence as Swift's String `==`
+    /// and hashing do: an NFD "cafe\u{301}-api" is not the configured NFC "caf\u{e9}-api".
+    @Test func issuerAudienceClaimNamesAndKidMatchByteForByte() throws {
+        // The JSON escapes keep the exact code points: NFC é is \u00e9, NFD is e\u0301.
+        let keys = #""keys": [{"kid": "cl\u00e9", "alg": "HS256", "secret": {"value": "\#(hsSecret)"}}]"#
+        let t = try tokenService(#"{\#(keys), "issuer": "https://issuer.example/\u00e9", "audience": "caf\u00e9-api", "required_claims": ["\u00e9tat"]}"#)
+        let iss = #""iss":"https://issuer.example/\u00e9""#, issNFD = #""iss":"https://issuer.example/e\u0301""#
+        let aud = #""aud":"caf\u00e9-api""#, audNFD = #""aud":"cafe\u0301-api""#
+        let etat = #""\u00e9tat":1"#, etatNFD = #""e\u0301tat":1"#
+        func verify(_ claims: String) throws -> TokenReason {
+            try t.verify(try sign(t, "{" + claims + #","exp":2000000000}"#), at: 1_900_000_000).reason
+        }
+        #expect(try verify([iss, aud, etat].joined(separator: ",")) == .valid)
+        #expect(try verify([issNFD, aud, etat].joined(separator: ",")) == .wrongIssuer)
+        #expect(try verify([iss, audNFD, etat].joined(separator: ",")) == .wrongAudience)
+        #expect(try verify([iss, #""aud":["other","cafe\u0301-api"]"#, etat].joined(separator: ",")) == .wrongAudience)
+        #expect(try verify([iss, #""aud":["other","caf\u00e9-api"]"#, etat].joined(separator: ",")) == .valid)
+        #expect(try verify([iss, aud, etatNFD].joined(separator: ",")) == .missingClaim)
+        // kid: a key named with the NFD form of the configured kid signs; the NFC key is not
+        // selected for it (unknown_kid), and kids that differ only so are two kids.
+        let signer = try tokenService(#"{"keys": [{"kid": "cle\u0301", "alg": "HS256", "secret": {"value": "\#(hsSecret)"}}]}"#)
+        let nfdKid = try sign(signer, "{" + [iss, aud, etat].joined(separator: ",") + #","exp":2000000000}"#)
+        #expect(try t.verify(nfdKid, at: 1_900_000_000).reason == .unknownKid)
+        #expect(t.keys.key(kid: "cle\u{301}") == nil && t.keys.key(kid: "cl\u{e9}") != nil)
+        let both = try tokenService(#"{"keys": [{"kid": "cl\u00e9", "alg": "HS256", "secret": {"value": "\#(hsSecret)"}}, {"kid": "cle\u0301", "alg": "HS256", "secret": {"value": "fedcba9876543210fedcba9876543210"}}]}"#)
+        #expect(both.keys.keys.count == 2)
+    }
+
     @Test func wrongTypesAreInvalidClaims() throws {
         let t = try tokenService(hsConfig)
         for claims in [#"{"iss":"iss","aud":"aud","exp":"2000000000"}"#, #"{"iss":"iss","aud":"aud","exp":2000000000,"nbf":true}"#,

@@ -126,8 +126,10 @@ public enum RequestGuard {
         }
         if let c = verified, scopes.count > 0 || permission != nil {
             if scopes.count > 0 {
-                let have = Set(c.scopes)
-                for s in split(scopes) where !have.contains(s) {
+                // Byte for byte (a Set<String> would equate canonically equivalent names), and
+                // without building Strings or a Set: scope lists are short.
+                let have = c.scopes
+                for s in scopes.split(separator: 0x20) where !have.contains(where: { $0.sameBytes(s) }) {
                     out.decision = .scopeMissing
                     out.httpStatus = 403
                     return out
@@ -170,8 +172,4 @@ public enum RequestGuard {
         return "sha256:" + Hex.encode(md)
     }
 
-    /// Space-separated scope names (empty items skipped).
-    private static func split(_ raw: UnsafeRawBufferPointer) -> [String] {
-        raw.split(separator: 0x20).map { String(decoding: $0, as: UTF8.self) }
-    }
 }

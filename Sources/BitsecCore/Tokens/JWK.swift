@@ -124,16 +124,17 @@ public enum JWK {
 /// The keys of a runtime at one moment: immutable, replaced as a whole on reload.
 public final class KeySet: Sendable {
     public let keys: [TokenKey]
-    private let byKid: [String: TokenKey]
+    /// By exact `kid` bytes (a `String` key would match a canonically equivalent kid).
+    private let byKid: [ExactText: TokenKey]
     /// Bumped on every reload (the verified-token cache drops entries of older sets).
     public let generation: UInt64
 
     public init(_ keys: [TokenKey], generation: UInt64) throws(BitsecError) {
-        var map: [String: TokenKey] = [:]
+        var map: [ExactText: TokenKey] = [:]
         for k in keys {
             guard let kid = k.kid else { continue }
-            guard map[kid] == nil else { throw .config("two keys have the kid \(kid)") }
-            map[kid] = k
+            guard map[ExactText(kid)] == nil else { throw .config("two keys have the kid \(kid)") }
+            map[ExactText(kid)] = k
         }
         if keys.count > 1 {
             // Without kids, a token could only be matched by trying keys: refuse ambiguity early.
@@ -156,7 +157,7 @@ public final class KeySet: Sendable {
     @inline(__always)
     public func select(kid: String?, alg: JWSAlgorithm) -> Selection {
         if let kid {
-            guard let k = byKid[kid] else { return .unknownKid }
+            guard let k = byKid[ExactText(kid)] else { return .unknownKid }
             return k.alg == alg ? .key(k) : .algMismatch
         }
         if keys.count == 1 { return keys[0].alg == alg ? .key(keys[0]) : .algMismatch }
@@ -168,5 +169,5 @@ public final class KeySet: Sendable {
         return found.map { .key($0) } ?? .unknownKid
     }
 
-    public func key(kid: String) -> TokenKey? { byKid[kid] }
+    public func key(kid: String) -> TokenKey? { byKid[ExactText(kid)] }
 }

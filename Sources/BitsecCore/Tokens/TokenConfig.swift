@@ -77,7 +77,7 @@ struct TokenConfig {
             c.issuingAudience = Array(c.policy.audiences.prefix(1))
         }
         if let kid = c.issuingKid {
-            guard let k = (c.staticKeys + c.jwksKeys).first(where: { $0.kid == kid }) else {
+            guard let k = (c.staticKeys + c.jwksKeys).first(where: { $0.kid?.sameBytes(kid) == true }) else {
                 throw .config("\(o.path).issuing.kid: no key has the kid \(kid)")
             }
             guard k.canSign else { throw .config("\(o.path).issuing.kid: key \(kid) has no private part") }

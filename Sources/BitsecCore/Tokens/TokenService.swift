@@ -216,19 +216,22 @@ public final class TokenService: Capability {
     public func check(_ c: VerifiedClaims, now: Instant, expect: Expect = .access) -> TokenReason {
         if c.invalidClaim != nil { return .invalidClaim }
         if policy.requireExp && c.expires == nil { return .missingClaim }
-        for r in policy.requiredClaims where !c.claimNames.contains(r) { return .missingClaim }
+        for r in policy.requiredClaims where !c.claimNames.containsBytes(of: r) { return .missingClaim }
         let leeway = policy.leeway
         let late = now.adding(seconds: leeway)  // the latest instant the leeway lets a claim be
         if let exp = c.expires, now >= exp.adding(seconds: leeway) { return .expired }
         if let nbf = c.notBefore, nbf > late { return .notYetValid }
         if let iat = c.issuedAt, iat > late { return .issuedInFuture }
+        // `iss`, `aud` and required claim names are compared byte for byte (RFC 7519 section
+        // 2: no transformation, no canonicalisation), not with String's `==`, which equates
+        // canonically equivalent text (an NFD "cafe\u{301}" with an NFC "café").
         if !policy.issuers.isEmpty {
             guard let iss = c.iss else { return .missingClaim }
-            guard policy.issuers.contains(iss) else { return .wrongIssuer }
+            guard policy.issuers.containsBytes(of: iss) else { return .wrongIssuer }
         }
         if let aud = c.aud {
             // A token meant for named audiences is only accepted by a runtime that is one of them.
-            guard !policy.audiences.isEmpty, aud.contains(where: { policy.audiences.contains($0) }) else { return .wrongAudience }
+            guard !policy.audiences.isEmpty, aud.contains(where: { policy.audiences.containsBytes(of: $0) }) else { return .wrongAudience }
         } else if !policy.audiences.isEmpty {
             return .missingClaim
         }

@@ -130,6 +130,20 @@ def test_same_decisions_as_the_separate_calls(pair: tuple[bitsec.Runtime, bitsec
     assert a.guard_check(category="default", key="ip:10.0.0.1", at=AT).decision == "rate_limited"
 
 
+def test_scopes_are_compared_byte_for_byte() -> None:
+    # A required scope matches a token's scope only with the same bytes: the NFD
+    # "cafe\u0301:read" is not the NFC "caf\u00e9:read" (it was, by canonical equivalence).
+    with bitsec.Runtime(config()) as rt:
+        nfc, nfd = "caf\u00e9:read", "cafe\u0301:read"
+        t = rt.sign_token({"sub": "op", "iss": ISS, "aud": AUD, "exp": AT + 600, "scope": f"other {nfc}"})
+        assert rt.guard_check(t, scopes=(nfc,), at=AT).decision == "allowed"
+        assert rt.guard_check(t, scopes=("other", nfc), at=AT).decision == "allowed"
+        assert rt.guard_check(t, scopes=(nfd,), at=AT).decision == "scope_missing"
+        assert rt.guard_check(t, scopes=("other", nfd), at=AT).decision == "scope_missing"
+        u = rt.sign_token({"sub": "op", "iss": ISS, "aud": AUD, "exp": AT + 600, "scope": nfd})
+        assert rt.guard_check(u, scopes=(nfc,), at=AT).decision == "scope_missing"
+
+
 def test_refused_requests_take_from_the_bucket() -> None:
     """A refused request counts against its bucket: a valid token's (its subject's bucket)
     refused by the permission or a scope, an invalid token (the caller's key). Before, a

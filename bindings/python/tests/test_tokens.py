@@ -359,6 +359,31 @@ def test_no_kid_only_when_one_key_applies(keys: Keys) -> None:
             r.verify_token(jwt.encode(claims(), keys.private["RS256"], algorithm="RS256"), at=NOW)
 
 
+def test_iss_aud_and_kid_are_compared_byte_for_byte(keys: Keys) -> None:
+    # RFC 7519 section 2: StringOrURI values are compared with no transformation or
+    # canonicalisation. An NFD "cafe\u0301" is canonically equivalent to the NFC "caf\u00e9"
+    # (and was accepted for it), but it is a different audience, issuer and kid.
+    nfc_iss, nfd_iss = ISS + "/\u00e9", ISS + "/e\u0301"
+    nfc_aud, nfd_aud = "caf\u00e9-api", "cafe\u0301-api"
+    key = keys.private["HS256"]
+    cfg = {"allow_inline_secrets": True,
+           "tokens": {"jwks": {"keys": [dict(keys.jwk["HS256"], kid="cl\u00e9")]}, "issuer": nfc_iss, "audience": nfc_aud}}
+    with bitsec.Runtime(cfg) as r:
+        def sign(kid: str = "cl\u00e9", **c: Any) -> str:
+            return hs256(claims(**{"iss": nfc_iss, "aud": nfc_aud, **c}), {"alg": "HS256", "kid": kid}, key)
+
+        assert r.verify_token(sign(), at=NOW)
+        with pytest.raises(WrongIssuerError):
+            r.verify_token(sign(iss=nfd_iss), at=NOW)
+        with pytest.raises(WrongAudienceError):
+            r.verify_token(sign(aud=nfd_aud), at=NOW)
+        with pytest.raises(WrongAudienceError):
+            r.verify_token(sign(aud=["other", nfd_aud]), at=NOW)
+        assert r.verify_token(sign(aud=["other", nfc_aud]), at=NOW)
+        with pytest.raises(UnknownKeyError):
+            r.verify_token(sign(kid="cle\u0301"), at=NOW)
+
+
 def test_typ_and_required_claims(keys: Keys) -> None:
     with bitsec.Runtime(config(keys, typ="at+jwt", required_claims=["tenant_id"])) as r:
         ok = pyjwt_sign(keys, "HS256", claims(), {"typ": "application/at+jwt"})
