@@ -26,6 +26,13 @@ import BitsecCore
         #expect(LoginKeys.account("\u{398}\u{3C1}\u{3B1}\u{301}\u{345}\u{3BA}\u{3B7}") == nfc)  // NFD
         #expect(LoginKeys.account("\u{398}\u{3C1}\u{3B1}\u{345}\u{301}\u{3BA}\u{3B7}") == nfc)  // marks swapped
         #expect(LoginKeys.account("k\u{345}\u{301}\u{323}") == LoginKeys.account("\u{1E33}\u{301}\u{345}"))
+        // NFC composes U+0345 into its letter past a mark of a lower class that stays apart
+        // (α U+0316 U+0301 U+0345 is ᾴ U+0316): the ι still goes last in the sequence, as
+        // toNFKC_Casefold puts it, so the capital spelling (no composed form) is the same key.
+        let lower = LoginKeys.account("m\u{3B1}\u{316}\u{301}\u{345}ria")
+        #expect(lower == "m\u{3AC}\u{316}\u{3B9}ria")
+        #expect(LoginKeys.account("M\u{391}\u{316}\u{301}\u{345}RIA") == lower)
+        #expect(LoginKeys.account("\u{345}") == "\u{3B9}" && LoginKeys.account("\u{1FBC}") == "\u{3B1}\u{3B9}")
     }
 
     @Test func clientsAreGroupedByPrefix() {

@@ -29,17 +29,46 @@ public enum LoginKeys {
         // the marks around it; equivalent spellings of one name ("Θρᾴκη" as NFC, as NFD, or
         // with its two marks swapped) must fold to one key. (NFC orders marks as NFD does;
         // the table maps a composed character as its decomposition.)
+        // NFC may also have composed U+0345 into its letter (ᾳ) past a mark of a lower class
+        // that stays apart (α U+0316 U+0301 U+0345 is ᾴ U+0316): its ι then goes where NFD
+        // puts U+0345, last in its combining sequence, so held until the next starter.
         let ordered = String(decoding: s._nfcCodeUnits, as: UTF8.self)
+        var iotas = 0
         for u in ordered.unicodeScalars {
+            if iotas > 0 && u.properties.canonicalCombiningClass == .notReordered {
+                for _ in 0..<iotas { mapped.append(Self.iota) }
+                iotas = 0
+            }
             if u.value < 0x80 {
                 mapped.append(u.value >= 0x41 && u.value <= 0x5A ? Unicode.Scalar(u.value | 0x20) ?? u : u)
             } else if let m = table[u.value] {
-                for x in m where !x.properties.isDefaultIgnorableCodePoint { mapped.append(x) }
+                var out = m[...]
+                if Self.hasYpogegrammeni(u.value), out.last == Self.iota {
+                    out = out.dropLast()
+                    iotas += 1
+                }
+                for x in out where !x.properties.isDefaultIgnorableCodePoint { mapped.append(x) }
             } else if !u.properties.isDefaultIgnorableCodePoint {
                 mapped.append(u)
             }
         }
+        for _ in 0..<iotas { mapped.append(Self.iota) }
         return String(decoding: String(mapped)._nfcCodeUnits, as: UTF8.self)
+    }
+
+    static let iota: Unicode.Scalar = "\u{3B9}"
+
+    /// U+0345 and the characters whose canonical decomposition ends in it (Greek letters with
+    /// ypogegrammeni or prosgegrammeni; Unicode 14 data, the table's). U+0345 is the only
+    /// combining mark whose fold is a letter (ι).
+    static func hasYpogegrammeni(_ v: UInt32) -> Bool {
+        switch v {
+        case 0x345, 0x1F80...0x1FAF, 0x1FB2...0x1FB4, 0x1FB7, 0x1FBC, 0x1FC2...0x1FC4, 0x1FC7, 0x1FCC,
+             0x1FF2...0x1FF4, 0x1FF7, 0x1FFC:
+            return true
+        default:
+            return false
+        }
     }
 
     /// The fold table, parsed once on first use.

@@ -141,7 +141,9 @@ public final class VerifiedClaims: Sendable {
         }
         guard let names else { return nil }
         self.claimNames = names
-        for r in extraRoles where !roles.contains(r) { roles.append(r) }
+        // (by bytes: `role` "r\u{E9}viseur" and `roles` ["re\u{301}viseur"] are two roles, as
+        // the permission engine and a token's raw claims compare them)
+        for r in extraRoles where !roles.containsBytes(of: r) { roles.append(r) }
         let chosenScopes = scopeClaim ?? scopesClaim ?? scpClaim
         self.expires = exp; self.notBefore = nbf; self.issuedAt = iat
         self.exp = exp?.secondsRoundedUp; self.nbf = nbf?.secondsRoundedUp; self.iat = iat?.secondsRoundedUp

@@ -144,6 +144,23 @@ def test_scopes_are_compared_byte_for_byte() -> None:
         assert rt.guard_check(u, scopes=(nfc,), at=AT).decision == "scope_missing"
 
 
+def test_role_and_roles_are_merged_by_bytes() -> None:
+    # The verified claims merged `role` into `roles` with String == (canonical equivalence):
+    # "re\u0301viseur" in `roles` was dropped as a copy of the `role` "r\u00e9viseur", so the
+    # guard, which decides from the verified claims, never applied a deny rule on it, while
+    # check_permission on the raw claims did.
+    nfd, nfc = "re\u0301viseur", "r\u00e9viseur"
+    cfg = config()
+    cfg["permissions"] = {"policy": {"resources": ["docs"], "actions": ["read", "delete"],
+                                     "roles": {"editor": {"allow": ["docs:*"]}, nfd: {"allow": ["docs:read"]}},
+                                     "deny": [{"permission": "docs:delete", "roles": [nfd]}]}}
+    with bitsec.Runtime(cfg) as rt:
+        claims = {"sub": "u1", "iss": ISS, "aud": AUD, "exp": AT + 600, "role": nfc, "roles": [nfd, "editor"]}
+        assert not rt.check_permission(claims, "docs", "delete")
+        assert sorted(rt.verify_token(rt.sign_token(claims), at=AT).roles) == sorted([nfc, nfd, "editor"])
+        assert rt.guard_check(rt.sign_token(claims), permission="docs:delete", at=AT).decision == "permission_denied"
+
+
 def test_refused_requests_take_from_the_bucket() -> None:
     """A refused request counts against its bucket: a valid token's (its subject's bucket)
     refused by the permission or a scope, an invalid token (the caller's key). Before, a
