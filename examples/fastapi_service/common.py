@@ -80,9 +80,11 @@ def user_of(db: Session, models: Models, claims: Any) -> Any:
 
 
 def client_ip(request: Request) -> str | None:
+    """The peer's address, without an IPv6 zone (``fe80::1%eth0``: bitsec refuses an event
+    whose ``ip`` has one)."""
     host = request.client.host if request.client else None
     try:
-        return str(ipaddress.ip_address(host)) if host else None
+        return str(ipaddress.ip_address(host.split("%", 1)[0])) if host else None
     except ValueError:
         return None  # e.g. TestClient's "testclient"
 

@@ -224,6 +224,37 @@ def test_a_client_address_with_an_ipv6_zone_keeps_the_record(tmp_path: Path) -> 
         recs = records(tmp_path, rt)
         assert [r["ip"] for r in recs if r.get("details", {}).get("request_id") == "zone-1"] == ["fe80::1"]
         assert not [r for r in recs if r.get("subtype") == "event_rejected"]
+    # nor does the zone make each address its own client (the /64 groups them, as without it):
+    # a link-local client naming itself through other interface ids got a new budget each time
+    assert ClientIP()({"client": ("fe80::1%eth0", 1)}) == "fe80::1"
+    assert ClientIP(["10.0.0.0/8"])({"client": ("10.0.0.1", 1),
+                                     "headers": [(b"x-forwarded-for", b"fe80::2%eth1")]}) == "fe80::2"
+    rt = bitsec.Runtime(base_config(tmp_path / "lg", limits={"store": "local", "categories": {
+        "default": {"capacity": 1000, "period_seconds": 60}},
+        "login_guard": {"client": {"max_failures": 2, "window_seconds": 3600, "block_seconds": 3600}}}))
+    app = FastAPI(lifespan=bitsec_lifespan(rt), openapi_url=None)
+    lg = LoginGuard()
+
+    @app.post("/login")
+    def login(user: str, attempts: LoginAttempts = Depends(lg)) -> None:
+        raise attempts.begin(user).failed()
+
+    try:
+        statuses = []
+        for i in range(1, 5):
+            with TestClient(app, client=(f"fe80::{i:x}%eth0", 1)) as c:
+                statuses.append(c.post("/login", params={"user": f"u{i}"}).status_code)
+        assert statuses == [401, 429, 429, 429]  # was four 401s: four clients
+    finally:
+        rt.close()
+    # the reference service's own records
+    import sys
+    from types import SimpleNamespace
+    root = str(Path(__file__).resolve().parents[3])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from examples.fastapi_service.common import client_ip
+    assert client_ip(SimpleNamespace(client=SimpleNamespace(host="fe80::1%eth0"))) == "fe80::1"  # type: ignore[arg-type]
 
 
 def test_a_login_name_the_library_cannot_key_is_counted_not_a_500(tmp_path: Path) -> None:

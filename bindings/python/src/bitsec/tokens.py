@@ -524,7 +524,11 @@ class JWKSRefresher:
     - Only ``http``/``https`` URLs; the response is bounded to 4 MiB. Keys are trusted
       because this URL is configured: ``jku``/``x5u`` headers are never followed.
 
-    Thread safe: concurrent callers share one fetch at a time.
+    Thread safe: concurrent callers share one fetch at a time. The fetches (the ``ttl``
+    refresh, an unknown ``kid``) run in the calling thread, which waits for them (up to
+    ``timeout``): never call its ``verify_token`` from an event loop. A FastAPI service uses
+    ``bitsec.fastapi.bitsec_jwks_lifespan`` / ``JWKSBackgroundRefresher`` instead, whose
+    background thread fetches and whose requests never wait.
     """
 
     MAX_BYTES = 4 << 20

@@ -101,6 +101,8 @@ class ClientIP:
     def __call__(self, scope: Mapping[str, Any]) -> str:
         client = scope.get("client")
         peer = client[0] if client else ""
+        if "%" in peer:
+            peer = _without_zone(peer)
         if not (self.unix and not peer) and (not self.networks or not self._trusted(peer)):
             return peer
         forwarded: list[str] = []
@@ -113,10 +115,17 @@ class ClientIP:
             addr = _without_port(addr)
             if not self._trusted(addr):
                 try:
-                    return str(ipaddress.ip_address(addr))
+                    return _without_zone(str(ipaddress.ip_address(addr)))
                 except ValueError:
                     return peer  # garbage from a trusted proxy's upstream: do not key on it
         return peer
+
+
+def _without_zone(addr: str) -> str:
+    """An IPv6 address without its zone (``fe80::1%eth0``, as a link-local peer is reported):
+    one client whatever interface it is named through, grouped by its /64 as other IPv6
+    clients are, and an address bitsec's records take."""
+    return addr.split("%", 1)[0]
 
 
 def _without_port(addr: str) -> str:

@@ -54,7 +54,7 @@ from ..sessions import Session
 from ..tokens import TokenClaims
 from ._common import (_ACTIONS, _AUTH_FAILURE, _CLAIMS, _CLIENT_IP, _DENIED, _REQUEST_ID, STATE_ATTR, UNMATCHED_RESOURCE,
                       ClientIP, _client_ip, _ensure_request_id, _runtime_of_scope, _send_json, _text, _valid_ip, log,
-                      RUNTIME_SCOPE_KEY, _catch_all, _walk_routes, new_request_id, routed_path)
+                      RUNTIME_SCOPE_KEY, _catch_all, _walk_routes, _without_zone, new_request_id, routed_path)
 from .audit import _PARAMS_CUT, _PATH_CUT, _TEXT_CUT, _UNREAD, AuditMiddleware, _claims_members, _j, _session_members
 from .bearer import _bearer_challenge
 from .config import DEFAULT_PATH_CATEGORIES
@@ -1323,7 +1323,10 @@ class GuardMiddleware(AuditMiddleware):
             ip = state.get(_CLIENT_IP)
             if ip is None:
                 client = scope.get("client")
-                ip = state[_CLIENT_IP] = client[0] if client else ""
+                ip = client[0] if client else ""
+                if "%" in ip:  # (an IPv6 zone: ClientIP's answer)
+                    ip = _without_zone(ip)
+                state[_CLIENT_IP] = ip
         else:
             ip = _client_ip(scope, resolver)
         cache = self._keys
