@@ -109,6 +109,26 @@ def raw_request(port: int, head: bytes) -> socket.socket:
     return s
 
 
+async def asgi_status(app: Any, method: str, path: str, headers: list[tuple[bytes, bytes]], *,
+                      client: tuple[str, int] | None = ("127.0.0.1", 50000), query: bytes = b"") -> int:
+    """One request through the ASGI call itself (for what an HTTP client cannot send: a URL
+    over httpx's limit, no peer address); the response's status."""
+    statuses: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    await app({"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+               "path": path, "raw_path": path.encode("utf-8"), "root_path": "", "query_string": query,
+               "server": ("testserver", 80), "client": client, "headers": [(b"host", b"testserver"), *headers]},
+              receive, send)
+    return statuses[0]
+
+
 def read_response(s: socket.socket) -> tuple[int, dict[str, str]]:
     data = b""
     while b"\r\n\r\n" not in data:
@@ -258,25 +278,11 @@ def test_a_huge_non_ascii_path_keeps_the_record(amplified: tuple[str, FastAPI, b
     _, app, rt, log, token = amplified
     value = "\U0001F600" * 30_000
     path = "/equipment/" + value
-    statuses: list[int] = []
 
-    async def one() -> None:  # (httpx refuses a URL this long: the ASGI call itself)
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": b"", "more_body": False}
-
-        async def send(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                statuses.append(message["status"])
-
-        await app({"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "DELETE",
-                   "scheme": "http", "path": path, "raw_path": path.encode("utf-8"), "root_path": "",
-                   "query_string": b"", "server": ("testserver", 80), "client": ("127.0.0.1", 50000),
-                   "headers": [(b"host", b"testserver"), (b"authorization", f"Bearer {token}".encode()),
-                               (b"x-request-id", b"path-huge")]}, receive, send)
-
-    with TestClient(app) as client:  # (the lifespan)
-        client.portal.call(one)
-        assert statuses == [204]
+    with TestClient(app) as client:  # (the lifespan; httpx refuses a URL this long: the ASGI call itself)
+        status = client.portal.call(lambda: asgi_status(
+            app, "DELETE", path, [(b"authorization", f"Bearer {token}".encode()), (b"x-request-id", b"path-huge")]))
+        assert status == 204
         (rec,) = recorded(rt, log, rid_is("path-huge"))
     assert rec["type"] == "data_access" and rec["actor"] == "mallory" and rec["details"]["status"] == 204
     # cut by the middleware (named in details.cut), then by bitsec to max_event_bytes

@@ -14,6 +14,7 @@ import bitsec
 from bitsec.fastapi import (AuditMiddleware, CookieSession, GuardMiddleware, GuardResult, LoginAttempts, LoginGuard,
                             RateLimitMiddleware, bitsec_lifespan, get_runtime, guard, guard_result, public)
 from bitsec.fastapi._common import ClientIP
+from test_audit_limits_http import asgi_status
 from test_fastapi import base_config
 from test_fastapi_guard_cookies import ORIGIN, UA, config, records
 
@@ -303,25 +304,11 @@ def test_a_proxy_on_a_unix_socket_can_be_trusted(tmp_path: Path) -> None:
     def login(user: str, attempts: LoginAttempts = Depends(lg)) -> None:
         raise attempts.begin(user).failed()
 
-    statuses: list[int] = []
-
-    async def post(forwarded: bytes) -> None:  # (TestClient always reports a peer: the ASGI call)
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": b"", "more_body": False}
-
-        async def send(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                statuses.append(message["status"])
-
-        await app({"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-                   "scheme": "http", "path": "/login", "raw_path": b"/login", "root_path": "",
-                   "query_string": b"user=" + forwarded, "server": None, "client": None,
-                   "headers": [(b"host", b"t"), (b"x-forwarded-for", forwarded)]}, receive, send)
-
     try:
         with TestClient(app) as c:  # (the lifespan)
-            for i in range(6):  # six clients, one wrong password each
-                c.portal.call(post, f"198.51.100.{i + 1}".encode())
+            statuses = [c.portal.call(lambda i=i: asgi_status(  # (TestClient always reports a peer)
+                app, "POST", "/login", [(b"x-forwarded-for", f"198.51.100.{i + 1}".encode())], client=None,
+                query=b"user=u%d" % i)) for i in range(6)]  # six clients, one wrong password each
         assert statuses == [401] * 6  # was 401, 429, 429, ...: one "unknown" client
     finally:
         rt.close()

@@ -12,9 +12,6 @@ malformed responses:
   at most one per ``cooldown``, and a key the provider just published is accepted after it."""
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import socket
 import threading
@@ -34,29 +31,11 @@ with warnings.catch_warnings():
 import bitsec
 from bitsec.fastapi import BearerAuth, JWKSBackgroundRefresher, bitsec_jwks_lifespan
 from bitsec.tokens import UnknownKeyError
+from test_fastapi_jwks import jwk, token  # noqa: E402  (the same keys and tokens)
 
 #: How long a test waits for something that must happen (a background fetch). Only a deadlock
 #: breaker: nothing is asserted about how fast it happens.
 PATIENCE = 30.0
-
-
-def b64(b: bytes) -> str:
-    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-
-
-def secret(kid: str) -> bytes:
-    return hashlib.sha256(kid.encode()).digest()
-
-
-def jwk(kid: str) -> dict:
-    return {"kty": "oct", "kid": kid, "alg": "HS256", "use": "sig", "k": b64(secret(kid))}
-
-
-def token(kid: str, sub: str = "u1") -> str:
-    h = b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": kid}).encode())
-    p = b64(json.dumps({"sub": sub, "exp": int(time.time()) + 600}).encode())
-    sig = hmac.new(secret(kid), f"{h}.{p}".encode(), hashlib.sha256).digest()
-    return f"{h}.{p}.{b64(sig)}"
 
 
 def good(kids: list[str]) -> bytes:
