@@ -33,6 +33,15 @@ import BitsecCore
         #expect(lower == "m\u{3AC}\u{316}\u{3B9}ria")
         #expect(LoginKeys.account("M\u{391}\u{316}\u{301}\u{345}RIA") == lower)
         #expect(LoginKeys.account("\u{345}") == "\u{3B9}" && LoginKeys.account("\u{1FBC}") == "\u{3B1}\u{3B9}")
+        // The standard library's NFC composed z with U+0301 across U+0F81 (z U+0342 U+0F81 U+0301
+        // became ź U+0342 U+0F71 U+0F80): the name's own NFD spelling was another account, and
+        // another name's (ź U+0F71 U+0F80 U+0342) the same one.
+        let tibetan = LoginKeys.account("z\u{342}\u{F81}\u{301}")
+        #expect(tibetan == "z\u{F71}\u{F80}\u{342}\u{301}")
+        #expect(LoginKeys.account("z\u{F71}\u{F80}\u{342}\u{301}") == tibetan)
+        #expect(LoginKeys.account("\u{17A}\u{F71}\u{F80}\u{342}") != tibetan)
+        #expect(LoginKeys.account("z\u{342}\u{F73}\u{301}") == "z\u{F71}\u{F72}\u{342}\u{301}")
+        #expect(LoginKeys.account("a\u{342}\u{F75}\u{301}") == "a\u{F71}\u{F74}\u{342}\u{301}")
     }
 
     @Test func clientsAreGroupedByPrefix() {

@@ -32,7 +32,7 @@ public enum LoginKeys {
         // NFC may also have composed U+0345 into its letter (ᾳ) past a mark of a lower class
         // that stays apart (α U+0316 U+0301 U+0345 is ᾴ U+0316): its ι then goes where NFD
         // puts U+0345, last in its combining sequence, so held until the next starter.
-        let ordered = String(decoding: s._nfcCodeUnits, as: UTF8.self)
+        let ordered = String(decoding: Self.tibetanMarksExpanded(s)._nfcCodeUnits, as: UTF8.self)
         var iotas = 0
         for u in ordered.unicodeScalars {
             if iotas > 0 && u.properties.canonicalCombiningClass == .notReordered {
@@ -57,6 +57,30 @@ public enum LoginKeys {
     }
 
     static let iota: Unicode.Scalar = "\u{3B9}"
+
+    /// U+0F73, U+0F75 and U+0F81 written as their canonical decompositions (U+0F71 and a
+    /// second mark). They are the only combining marks that decompose into two marks besides
+    /// U+0344, and the standard library's NFC (Swift 6.3) composes the letter before them with
+    /// a later mark they should block (z U+0342 U+0F81 U+0301 became ź U+0342 U+0F71 U+0F80,
+    /// not equivalent to it): decomposed first, they are ordinary marks to it.
+    static func tibetanMarksExpanded(_ s: String) -> String {
+        var found = false
+        for u in s.unicodeScalars where u.value == 0xF73 || u.value == 0xF75 || u.value == 0xF81 {
+            found = true
+            break
+        }
+        guard found else { return s }
+        var out = String.UnicodeScalarView()
+        for u in s.unicodeScalars {
+            switch u.value {
+            case 0xF73: out.append("\u{F71}"); out.append("\u{F72}")
+            case 0xF75: out.append("\u{F71}"); out.append("\u{F74}")
+            case 0xF81: out.append("\u{F71}"); out.append("\u{F80}")
+            default: out.append(u)
+            }
+        }
+        return String(out)
+    }
 
     /// U+0345 and the characters whose canonical decomposition ends in it (Greek letters with
     /// ypogegrammeni or prosgegrammeni; Unicode 14 data, the table's). U+0345 is the only

@@ -230,6 +230,8 @@ def test_a_client_address_with_an_ipv6_zone_keeps_the_record(tmp_path: Path) -> 
     assert ClientIP()({"client": ("fe80::1%eth0", 1)}) == "fe80::1"
     assert ClientIP(["10.0.0.0/8"])({"client": ("10.0.0.1", 1),
                                      "headers": [(b"x-forwarded-for", b"fe80::2%eth1")]}) == "fe80::2"
+    # (only an IPv6 address loses a zone: "%eth0" is no empty peer, which "unix" would trust)
+    assert ClientIP(["unix"])({"client": ("%eth0", 1), "headers": [(b"x-forwarded-for", b"203.0.113.9")]}) == "%eth0"
     rt = bitsec.Runtime(base_config(tmp_path / "lg", limits={"store": "local", "categories": {
         "default": {"capacity": 1000, "period_seconds": 60}},
         "login_guard": {"client": {"max_failures": 2, "window_seconds": 3600, "block_seconds": 3600}}}))

@@ -102,7 +102,7 @@ class ClientIP:
         client = scope.get("client")
         peer = client[0] if client else ""
         if "%" in peer:
-            peer = _without_zone(peer)
+            peer = _without_zone(peer)  # (only from an IPv6 address)
         if not (self.unix and not peer) and (not self.networks or not self._trusted(peer)):
             return peer
         forwarded: list[str] = []
@@ -124,8 +124,10 @@ class ClientIP:
 def _without_zone(addr: str) -> str:
     """An IPv6 address without its zone (``fe80::1%eth0``, as a link-local peer is reported):
     one client whatever interface it is named through, grouped by its /64 as other IPv6
-    clients are, and an address bitsec's records take."""
-    return addr.split("%", 1)[0]
+    clients are, and an address bitsec's records take. Anything else as it is (``%eth0``
+    does not become the empty peer of a Unix socket)."""
+    head = addr.split("%", 1)[0]
+    return head if ":" in head else addr
 
 
 def _without_port(addr: str) -> str:
