@@ -710,8 +710,9 @@ int32_t bitsec_login_guard_cancel(bitsec_runtime *rt, char const *account, size_
 /// rate_limits.login_guard; an IPv4-mapped IPv6 address (::ffff:a.b.c.d) counts as the IPv4
 /// address. Written canonically: dotted decimal, or RFC 5952 IPv6 (lowercase, "::" for the
 /// longest run of zero groups), followed by "/<prefix>" unless the prefix is the whole
-/// address. A string that is not an IP address in standard notation (a host name, a zone
-/// "%eth0", IPv4 with leading zeros) is returned unchanged.
+/// address. An IPv6 address loses its zone ("fe80::1%eth0" is keyed as "fe80::1": a new
+/// interface name is no new budget). A string that is not an IP address in standard notation
+/// (a host name, IPv4 with leading zeros) is returned unchanged.
 /// rt: the runtime (rate_limits section).
 /// client, client_len: the address (UTF-8, 1 to BITSEC_RATE_LIMIT_MAX_KEY_BYTES bytes).
 /// out_buf, out_cap: caller-owned buffer (BITSEC_RATE_LIMIT_MAX_KEY_BYTES + 1 always

@@ -53,7 +53,12 @@ import BitsecCore
         #expect(LoginKeys.client("192.0.2.77") == "192.0.2.77")
         #expect(LoginKeys.client("192.0.2.77", ipv4Prefix: 24) == "192.0.2.0/24")
         #expect(LoginKeys.client("::1") == "::/64")
-        for notIP in ["localhost", "fe80::1%eth0", "01.2.3.4", "1.2.3", "1.2.3.256", "1:2:3:4:5:6:7:8:9", "1::2::3", ":1", "testclient", ""] {
+        // An IPv6 zone is dropped: one link-local client whatever interface names it.
+        #expect(LoginKeys.client("fe80::1%eth0") == "fe80::/64")
+        #expect(LoginKeys.client("fe80::1%eth1", ipv6Prefix: 128) == "fe80::1")
+        #expect(LoginKeys.client("FE80::1%25", ipv6Prefix: 128) == "fe80::1")
+        #expect(LoginKeys.client("::ffff:192.0.2.1%eth0") == "192.0.2.1")
+        for notIP in ["localhost", "fe80::1%", "%eth0", "192.0.2.1%eth0", "fe80::1%%eth0x%", "fe80::g%eth0", "01.2.3.4", "1.2.3", "1.2.3.256", "1:2:3:4:5:6:7:8:9", "1::2::3", ":1", "testclient", ""] {
             #expect(LoginKeys.client(notIP) == notIP)
         }
     }

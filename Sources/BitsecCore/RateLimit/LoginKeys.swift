@@ -131,15 +131,23 @@ public enum LoginKeys {
     /// address, `ipv6Prefix` bits of an IPv6 one), written in canonical form: IPv4 dotted
     /// decimal, IPv6 as RFC 5952 (lowercase, `::` for the longest run of zero groups), with
     /// `/<prefix>` appended unless the prefix is the full address (32 or 128). An IPv4-mapped
-    /// IPv6 address (`::ffff:192.0.2.1`) is the IPv4 address. Anything that is not an IP
-    /// address in standard notation (a host name, an address with a zone `%eth0`, IPv4 with
-    /// leading zeros) is returned unchanged.
+    /// IPv6 address (`::ffff:192.0.2.1`) is the IPv4 address. An IPv6 address with a zone
+    /// (`fe80::1%eth0`, as a link-local peer is reported) loses the zone: one client whatever
+    /// interface names it, grouped by its network like any other, so a new interface name is
+    /// no new budget. Anything else that is not an IP address in standard notation (a host
+    /// name, IPv4 with leading zeros, `%eth0` alone) is returned unchanged.
     public static func client(_ s: String, ipv4Prefix: Int = 32, ipv6Prefix: Int = 64) -> String {
         var text = s
-        return text.withUTF8 { (b: UnsafeBufferPointer<UInt8>) -> String in
-            if let v4 = parseIPv4(b, from: 0, to: b.count) {
+        return text.withUTF8 { (whole: UnsafeBufferPointer<UInt8>) -> String in
+            if let v4 = parseIPv4(whole, from: 0, to: whole.count) {
                 // Parsed means canonical already (no leading zeros): a full prefix is the input.
                 return ipv4Prefix >= 32 ? s : formatIPv4(v4, prefix: ipv4Prefix)
+            }
+            // A zone (RFC 4007 section 11: "%" and a non-empty identifier without another "%",
+            // as Python's ipaddress takes it) after an IPv6 address.
+            var b = whole
+            if let pct = whole.firstIndex(of: 0x25), pct > 0, pct < whole.count - 1, !whole[(pct + 1)...].contains(0x25) {
+                b = UnsafeBufferPointer(rebasing: whole[..<pct])
             }
             guard let (hi, lo) = parseIPv6(b) else { return s }
             if hi == 0 && lo >> 32 == 0xFFFF {

@@ -191,8 +191,15 @@ def test_decision_objects_can_be_built_and_compared() -> None:
 def _reference_client_key(addr: str, v4: int = 32, v6: int = 64) -> str:
     """The documented rule, written independently with Python's ipaddress."""
     import ipaddress
-    if "%" in addr:  # a zone (link-local scope): not grouped, used as is
-        return addr
+    if "%" in addr:  # an IPv6 zone (link-local scope) is dropped; any other "%" is no address
+        head, _, zone = addr.partition("%")
+        try:
+            ipaddress.IPv6Address(head)
+        except ValueError:
+            return addr
+        if not zone or "%" in zone:
+            return addr
+        addr = head
     try:
         ip = ipaddress.ip_address(addr)
     except ValueError:
@@ -207,7 +214,8 @@ def _reference_client_key(addr: str, v4: int = 32, v6: int = 64) -> str:
 def test_client_key_agrees_with_the_documented_rule() -> None:
     import random
     rnd = random.Random(7)
-    samples = ["127.0.0.1", "::1", "::", "::ffff:10.1.2.3", "2001:db8::1", "fe80::1%eth0", "testclient",
+    samples = ["127.0.0.1", "::1", "::", "::ffff:10.1.2.3", "2001:db8::1", "fe80::1%eth0", "fe80::1%eth1", "FE80::1%25",
+               "fe80::1%", "%eth0", "192.0.2.1%eth0", "fe80::1%%x", "::ffff:1.2.3.4%z", "testclient",
                "1.2.3.04", "001.2.3.4", "1:2:3:4:5:6:7:8", "1::8", "::2:3:4:5:6:7:8", "2001:DB8:0:0:8:800:200C:417A"]
     for _ in range(300):
         groups = [rnd.choice([0, 0, rnd.randrange(0x10000)]) for _ in range(8)]

@@ -404,8 +404,9 @@ class RateLimitMixin:
     def client_key(self, client: Key) -> str:
         """The key a client address is counted under: IPv4 reduced to ``ipv4_prefix`` bits
         (default 32), IPv6 to ``ipv6_prefix`` bits (default 64; ``rate_limits.login_guard``),
-        IPv4-mapped IPv6 as IPv4, canonical text plus ``/<prefix>`` unless the prefix is the
-        whole address; anything that is not an IP address unchanged."""
+        IPv4-mapped IPv6 as IPv4, an IPv6 zone (``%eth0``) dropped, canonical text plus
+        ``/<prefix>`` unless the prefix is the whole address; anything that is not an IP
+        address unchanged."""
         c = _key(client)
         buf = ctypes.create_string_buffer(_MAX_CLIENT_KEY + 1)
         n = c_size_t(0)
