@@ -6,12 +6,12 @@ import BitsecCore
 
 /// Collects automatic audit events (the audit capability is another issue's).
 final class RecordingAuditHook: AuditHook, @unchecked Sendable {
-    private let lock = Mutex<[String]>([])
+    private let lock = Locked<[String]>([])
     var automaticEventsEnabled: Bool { true }
     func emitAutomatic(_ event: AutomaticAuditEvent) {
-        lock.withLock { $0.append("\(event.type)/\(event.subtype)/\(event.actor ?? "")") }
+        lock.with { $0.append("\(event.type)/\(event.subtype)/\(event.actor ?? "")") }
     }
-    var events: [String] { lock.withLock { $0 } }
+    var events: [String] { lock.with { $0 } }
 }
 
 private func service(_ section: String, redis: String? = nil, audit: (any AuditHook)? = nil) throws -> RateLimitService {

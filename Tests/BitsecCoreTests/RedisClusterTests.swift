@@ -599,7 +599,7 @@ private final class FakeClusterNode: @unchecked Sendable {
     let fd: Int32
     let port: Int32
     private let done = Atomic<Bool>(false)
-    private let seen = Mutex<[String]>([])
+    private let seen = Locked<[String]>([])
     private var thread: ThreadBox?
 
     init(movedTo: Int32) {
@@ -619,7 +619,7 @@ private final class FakeClusterNode: @unchecked Sendable {
                     if n <= 0 { close(p.fd); clients.removeAll { $0 == p.fd }; continue }
                     let text = String(decoding: buf.prefix(n), as: UTF8.self)
                     let words = text.split(separator: "\r\n").filter { !$0.hasPrefix("*") && !$0.hasPrefix("$") }
-                    self.seen.withLock { $0.append(words.joined(separator: " ")) }
+                    self.seen.with { $0.append(words.joined(separator: " ")) }
                     let reply: String
                     if words.first?.uppercased() == "CLUSTER" {
                         let id = String(repeating: "a", count: 40)
@@ -634,7 +634,7 @@ private final class FakeClusterNode: @unchecked Sendable {
         }
     }
 
-    var commands: [String] { seen.withLock { $0 } }
+    var commands: [String] { seen.with { $0 } }
 
     func stop() {
         done.store(true, ordering: .relaxed)

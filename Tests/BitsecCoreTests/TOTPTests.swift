@@ -200,12 +200,12 @@ private func secret(_ bits: Int = 160) throws -> String { text(try OTP.generateS
 
 /// Records automatic audit events.
 private final class RecordingHook: AuditHook, @unchecked Sendable {
-    private let events = Mutex<[String]>([])
+    private let events = Locked<[String]>([])
     var automaticEventsEnabled: Bool { true }
     func emitAutomatic(_ event: AutomaticAuditEvent) {
-        events.withLock { $0.append("\(event.type)/\(event.subtype)/\(event.reason ?? "")/\(event.actor ?? "-")") }
+        events.with { $0.append("\(event.type)/\(event.subtype)/\(event.reason ?? "")/\(event.actor ?? "-")") }
     }
-    var recorded: [String] { events.withLock { $0 } }
+    var recorded: [String] { events.with { $0 } }
 }
 
 private func service(_ section: String, redis: Bool = false, hook: (any AuditHook)? = nil) throws -> TOTPService? {

@@ -120,10 +120,10 @@ private func sign(_ t: TokenService, _ claims: String, kid: String? = nil) throw
 }
 
 private final class RecordingHook: AuditHook, @unchecked Sendable {
-    let events = Mutex<[(String, String, String?)]>([])
+    let events = Locked<[(String, String, String?)]>([])
     var automaticEventsEnabled: Bool { true }
     func emitAutomatic(_ event: AutomaticAuditEvent) {
-        events.withLock { $0.append((event.type, event.subtype, event.reason)) }
+        events.with { $0.append((event.type, event.subtype, event.reason)) }
     }
 }
 
@@ -136,7 +136,7 @@ private final class RecordingHook: AuditHook, @unchecked Sendable {
         #expect(try t.verify(good, at: 2_100_000_000).reason == .expired)
         #expect(try t.verify("garbage", at: 0).reason == .malformed)
         try t.reload(jwks: Array(#"{"keys": []}"#.utf8))
-        let events = hook.events.withLock { $0 }
+        let events = hook.events.with { $0 }
         #expect(events.count == 3)
         #expect(events[0] == ("authentication", "token_rejected", "expired"))
         #expect(events[1] == ("authentication", "token_rejected", "malformed"))
