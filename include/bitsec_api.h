@@ -645,15 +645,19 @@ int32_t bitsec_rate_limit_reset(bitsec_runtime *rt, char const *category, size_t
 /// it. The attempt is counted as a failure of both keys up front (check-and-count, atomic
 /// per key), so N concurrent guesses can never exceed a limit; after a successful login call
 /// bitsec_login_guard_succeeded (which refunds it), after a failed one nothing (already
-/// counted). Two rules, each with its own counter:
+/// counted). Three rules, each with its own counter:
 /// client: the address group (IPv6 /64 and IPv4 /32 by default, see bitsec_login_guard_client_key): by
 /// default 5 failures in an hour block it for an hour;
 /// account: its NFKC_Casefold form (case, fullwidth and other compatibility forms, and
 /// default-ignorable characters make no difference): by default 10 free failures, then a
 /// delay between attempts doubling from 1 s up to 60 s, and never more than 100 failures in
 /// an hour; the wait an attacker can impose on the owner is bounded, there is no lock-out.
-/// The client is checked first; when the account refuses, the client's reservation is
-/// refunded. A newly blocked key emits a "blocked" audit event.
+/// network (IPv6 only): every newly blocked client also counts against its /48
+/// (network_ipv6_prefix); 16 blocked clients (network_max_blocked) within the client window
+/// block the whole /48 for the client's block time, refused as CLIENT_BLOCKED before its
+/// client is looked at, so an attacker's allocation cannot fill the client table with blocks.
+/// The network is checked first, then the client; when the account refuses, the client's
+/// reservation is refunded. A newly blocked key emits a "blocked" audit event.
 /// rt: the runtime (rate_limits section; its login_guard part, or the defaults).
 /// account, account_len: the account name as typed (UTF-8, 1 to
 /// BITSEC_RATE_LIMIT_MAX_KEY_BYTES bytes).

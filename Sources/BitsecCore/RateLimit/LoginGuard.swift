@@ -69,6 +69,12 @@ public struct LoginGuardDecision: Sendable, Equatable {
 ///   A success of the account clears its failures.
 /// - Clients are grouped by network: IPv6 /64 (one customer's allocation), IPv4 /32, by
 ///   default; accounts are folded with NFKC_Casefold (`LoginKeys`).
+/// - Network rule (IPv6 only; default: 16 clients of one /48 blocked within the client
+///   window block the whole /48 for the client rule's block time): an attacker holding a
+///   large IPv6 allocation cannot mint a fresh client per five guesses, and cannot fill the
+///   in-memory client table with blocks (each costs six requests and one /64) so that every
+///   new client is refused (`table_full`). A blocked network is refused before its client is
+///   looked at, so it adds no entries. Its neighbours share the block: the price of the rule.
 ///
 /// `begin` reserves the attempt on the client, then on the account (refunding the client's
 /// reservation if the account refuses); N concurrent attempts never exceed either limit.
@@ -77,8 +83,26 @@ public struct LoginGuardDecision: Sendable, Equatable {
 public final class LoginGuard: Sendable {
     public let client: FailureWindow
     public let account: FailureWindow
+    /// Blocked clients counted per IPv6 network of `networkPrefix` bits; nil when the network
+    /// rule is off (`networkPrefix >= ipv6Prefix`).
+    public let network: FailureWindow?
     public let ipv4Prefix: Int
     public let ipv6Prefix: Int
+    public let networkPrefix: Int
+    public let networkMaxBlocked: Int64
+
+    public static let defaultNetworkPrefix = 48
+    public static let defaultNetworkMaxBlocked: Int64 = 16
+
+    /// The network rule's policy: `maxBlocked` blocked clients within the client window block
+    /// the network for the client's block time; Redis outages as the client rule.
+    static func networkPolicy(_ client: FailureWindowPolicy, maxBlocked: Int64) -> FailureWindowPolicy {
+        FailureWindowPolicy(maxFailures: maxBlocked, windowSeconds: client.windowSeconds, blockSeconds: client.blockSeconds,
+                            failurePolicy: client.failurePolicy)
+    }
+
+    /// The network table's bound: each entry stands for at least one blocked client.
+    static func networkMaxKeys(_ maxKeys: Int) -> Int { max(64, maxKeys / 16) }
 
     public static let defaultClient = FailureWindowPolicy()
     public static let defaultAccount = FailureWindowPolicy(
@@ -87,32 +111,46 @@ public final class LoginGuard: Sendable {
 
     /// With the in-memory windows in this process.
     public init(client: FailureWindowPolicy = LoginGuard.defaultClient, account: FailureWindowPolicy = LoginGuard.defaultAccount,
-                ipv4Prefix: Int = 32, ipv6Prefix: Int = 64, redis: RedisPool?, audit: (any AuditHook)?,
+                ipv4Prefix: Int = 32, ipv6Prefix: Int = 64, networkPrefix: Int = LoginGuard.defaultNetworkPrefix,
+                networkMaxBlocked: Int64 = LoginGuard.defaultNetworkMaxBlocked, redis: RedisPool?, audit: (any AuditHook)?,
                 maxKeys: Int = 100_000, outageRetryMs: Int64 = 500) {
         self.client = FailureWindow(name: "login_client", policy: client, redis: redis, audit: audit, maxKeys: maxKeys,
                                     outageRetryMs: outageRetryMs)
         self.account = FailureWindow(name: "login_account", policy: account, redis: redis, audit: audit, maxKeys: maxKeys,
                                      outageRetryMs: outageRetryMs)
+        self.network = networkPrefix < ipv6Prefix
+            ? FailureWindow(name: "login_network", policy: Self.networkPolicy(client, maxBlocked: networkMaxBlocked), redis: redis,
+                            audit: audit, maxKeys: Self.networkMaxKeys(maxKeys), outageRetryMs: outageRetryMs)
+            : nil
         self.ipv4Prefix = ipv4Prefix
         self.ipv6Prefix = ipv6Prefix
+        self.networkPrefix = networkPrefix
+        self.networkMaxBlocked = networkMaxBlocked
     }
 
     /// With the in-memory windows at `placement` (this process, or the host's shared region).
     init(client: FailureWindowPolicy = LoginGuard.defaultClient, account: FailureWindowPolicy = LoginGuard.defaultAccount,
-         ipv4Prefix: Int = 32, ipv6Prefix: Int = 64, redis: RedisPool?, audit: (any AuditHook)?,
+         ipv4Prefix: Int = 32, ipv6Prefix: Int = 64, networkPrefix: Int = LoginGuard.defaultNetworkPrefix,
+         networkMaxBlocked: Int64 = LoginGuard.defaultNetworkMaxBlocked, redis: RedisPool?, audit: (any AuditHook)?,
          maxKeys: Int = 100_000, outageRetryMs: Int64 = 500, placement: TablePlacement) throws(BitsecError) {
         self.client = try FailureWindow(name: "login_client", policy: client, redis: redis, audit: audit, maxKeys: maxKeys,
                                         outageRetryMs: outageRetryMs, placement: placement)
         self.account = try FailureWindow(name: "login_account", policy: account, redis: redis, audit: audit, maxKeys: maxKeys,
                                          outageRetryMs: outageRetryMs, placement: placement)
+        self.network = networkPrefix < ipv6Prefix
+            ? try FailureWindow(name: "login_network", policy: Self.networkPolicy(client, maxBlocked: networkMaxBlocked), redis: redis,
+                                audit: audit, maxKeys: Self.networkMaxKeys(maxKeys), outageRetryMs: outageRetryMs, placement: placement)
+            : nil
         self.ipv4Prefix = ipv4Prefix
         self.ipv6Prefix = ipv6Prefix
+        self.networkPrefix = networkPrefix
+        self.networkMaxBlocked = networkMaxBlocked
     }
 
     /// Reads the `login_guard` object: `client` {max_failures, window_seconds,
     /// block_seconds, failure_policy}, `account` {free_failures, base_delay_seconds,
     /// max_delay_seconds, max_failures, window_seconds, failure_policy}, `ipv4_prefix`,
-    /// `ipv6_prefix`; each optional.
+    /// `ipv6_prefix`, `network_ipv6_prefix`, `network_max_blocked`; each optional.
     static func read(_ o: ConfigObject?, redis: RedisPool?, audit: (any AuditHook)?, maxKeys: Int, outageRetryMs: Int64,
                      placement: TablePlacement = .process) throws(BitsecError) -> LoginGuard {
         guard let o else { return try LoginGuard(redis: redis, audit: audit, maxKeys: maxKeys, outageRetryMs: outageRetryMs, placement: placement) }
@@ -134,8 +172,11 @@ public final class LoginGuard: Sendable {
         }
         let v4 = Int(try o.int("ipv4_prefix", in: 8...32, default: 32))
         let v6 = Int(try o.int("ipv6_prefix", in: 16...128, default: 64))
+        let net = Int(try o.int("network_ipv6_prefix", in: 16...128, default: Int64(defaultNetworkPrefix)))
+        let netMax = try o.int("network_max_blocked", in: 1...1000, default: defaultNetworkMaxBlocked)
         try o.finish()
-        return try LoginGuard(client: clientPolicy, account: accountPolicy, ipv4Prefix: v4, ipv6Prefix: v6, redis: redis, audit: audit,
+        return try LoginGuard(client: clientPolicy, account: accountPolicy, ipv4Prefix: v4, ipv6Prefix: v6, networkPrefix: net,
+                              networkMaxBlocked: netMax, redis: redis, audit: audit,
                               maxKeys: maxKeys, outageRetryMs: outageRetryMs, placement: placement)
     }
 
@@ -165,6 +206,13 @@ public final class LoginGuard: Sendable {
         return "#" + Hex.encode(md)
     }
 
+    /// The network key of an IPv6 client (`networkPrefix` bits), nil for anything else.
+    func networkKey(_ client: String, clientKey c: String) -> String? {
+        guard network != nil, c.utf8.contains(UInt8(ascii: ":")) else { return nil }
+        let n = LoginKeys.client(client, ipv4Prefix: ipv4Prefix, ipv6Prefix: networkPrefix)
+        return n == c ? nil : n
+    }
+
     private func clientKeyChecked(_ client: String) throws(BitsecError) -> String {
         guard !client.isEmpty else { throw .invalid("client is empty") }
         guard client.utf8.count <= RateLimitLimits.maxKeyBytes else {
@@ -179,7 +227,20 @@ public final class LoginGuard: Sendable {
         let a = try accountKey(account)
         let c = try clientKeyChecked(client)
         _ = try RateLimitLimits.instantMs(at)
+        let n = networkKey(client, clientKey: c)
+        if let network, let n {
+            // A blocked network is refused before its client is looked at (no entry is made).
+            let ns = try network.check(key: n, at: at)
+            if ns.blocked && !(ns.degraded && network.policy.failurePolicy == .deny) {
+                return LoginGuardDecision(allowed: false, reason: .clientBlocked, refusedBy: .client, retryAfter: max(1, ns.retryAfter),
+                                          remaining: 0, failureRetryAfter: 0, ticket: 0, degraded: false, newlyBlocked: false, tableFull: false)
+            }
+        }
         let cr = try self.client.reserve(key: c, at: at)
+        if cr.newlyBlocked, let network, let n {
+            // One more blocked client of its network (a full network table only loses the count).
+            _ = try? network.recordFailure(key: n, at: at)
+        }
         if !cr.allowed {
             let reason: LoginGuardReason = cr.tableFull ? .tableFull : (cr.degraded && self.client.policy.failurePolicy == .deny ? .backendDeny : .clientBlocked)
             return LoginGuardDecision(allowed: false, reason: reason, refusedBy: .client, retryAfter: Self.seconds(cr.retryAfterMs),
@@ -252,6 +313,8 @@ public final class LoginGuard: Sendable {
             ]))),
             ("ipv4_prefix", .number(JSONNumber(int64: Int64(ipv4Prefix)))),
             ("ipv6_prefix", .number(JSONNumber(int64: Int64(ipv6Prefix)))),
+            ("network_ipv6_prefix", .number(JSONNumber(int64: Int64(networkPrefix)))),
+            ("network_max_blocked", .number(JSONNumber(int64: networkMaxBlocked))),
         ]))
     }
 }

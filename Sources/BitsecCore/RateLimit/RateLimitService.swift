@@ -243,7 +243,7 @@ public final class RateLimitService: Capability {
             if redis == nil { out.append(c.buckets.table.stats) } else if c.failurePolicy == .local { out.append(c.fallback.table.stats) }
         }
         if redis == nil || bruteForce.policy.failurePolicy == .local { out.append(bruteForce.tableStats) }
-        for w in [loginGuard.client, loginGuard.account] where redis == nil || w.policy.failurePolicy == .local {
+        for w in [loginGuard.client, loginGuard.account] + (loginGuard.network.map { [$0] } ?? []) where redis == nil || w.policy.failurePolicy == .local {
             out.append(w.tableStats)
         }
         return out

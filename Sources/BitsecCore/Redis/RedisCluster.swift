@@ -409,7 +409,9 @@ public final class RedisCluster: @unchecked Sendable {
     /// The child keeps the slot map (the addresses are still right) but none of the
     /// parent's connections, and a map load the parent had under way is not waited for.
     func afterForkInChild() {
-        for p in pools.reversed() { p.afterForkInChild() }
+        // By index: no new witness tables in the child (ForkSafety.child).
+        var i = pools.count
+        while i > 0 { i -= 1; pools[i].afterForkInChild() }
         refreshing = false
         lock.unlock()
     }

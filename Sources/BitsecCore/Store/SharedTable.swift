@@ -28,7 +28,9 @@ internal import Synchronization
 /// lowest rank) like a full table does: the bound is never exceeded and nothing fails open.
 ///
 /// **Eviction** follows `ShardedTable`: idle entries of the key's shard first (a sample of 8
-/// from a cursor; half idle or more and the whole shard is swept), then of up to 4
+/// from a cursor, and up to 3 more samples of 8 while none of those examined may go: slots
+/// are in insertion order, so a burst of kept entries sits side by side; half idle or more
+/// and the whole shard is swept), then of up to 4
 /// neighbours (only when their lock is free), then the examined entry of lowest rank; an
 /// entry whose rank is nil is never evicted; when nothing may go the caller refuses and the
 /// refusal is counted. A shard is swept every 1024 operations on it and when inserts have
@@ -474,12 +476,23 @@ public final class SharedTable<Value: FixedLayoutValue>: @unchecked Sendable {
         return r
     }
 
+    /// Windows of `ShardedTable.sampleSize` slots of its own shard a new key examines at most.
+    static var ownWindows: Int { 4 }
+
     /// Makes room for one new entry in the locked shard `s` (see `ShardedTable.makeRoom`).
     private func makeRoom(_ s: UnsafeMutableRawPointer, shard index: Int, nowMs: Int64,
                           reserved: inout Int, recount: inout Bool) -> Bool {
         let ownFull = count(s) >= cap
         if !ownFull && reserve() { reserved += 1; return true }
-        let own = sample(s, nowMs: nowMs)
+        var own = sample(s, nowMs: nowMs)
+        // Slots are in insertion order, so kept entries made in one burst (the blocks of a
+        // flood) sit side by side: a window of them alone is no proof the shard has nothing
+        // that may go. Up to `ownWindows` windows are examined before the neighbours.
+        var looked = own.examined
+        while own.dropped == 0 && own.best == nil && looked < min(count(s), ShardedTable<Int>.sampleSize * Self.ownWindows) {
+            own = sample(s, nowMs: nowMs)
+            looked += max(1, own.examined)
+        }
         if own.dropped > 0 {
             if own.dropped * 2 >= own.examined { _ = dropIdle(s, nowMs: nowMs) }
             return true

@@ -62,10 +62,19 @@ enum ForkSafety {
 
     // The held references are dropped after the registry is unlocked: a last release runs
     // a deinit that unregisters (and takes the registry lock).
+    //
+    // The loops below index the array instead of iterating `h.reversed()`: an unoptimised
+    // build asks the Swift runtime for the witness tables of that iteration on first use, and
+    // in the child that first use can wait forever on a runtime lock or one-time initialisation
+    // another of the parent's threads held at the fork (seen under ThreadSanitizer: the
+    // child spun in swift_getWitnessTable and the parent waited for it). Only code that needs
+    // no new type metadata runs in the child: an array already built in `prepare` and calls
+    // through its existentials.
     private static func parent() {
         let h = held
         held = []
-        for o in h.reversed() { o.afterForkInParent() }
+        var i = h.count
+        while i > 0 { i -= 1; h[i].afterForkInParent() }
         pthread_mutex_unlock(mutex)
         withExtendedLifetime(h) {}
     }
@@ -74,7 +83,8 @@ enum ForkSafety {
         generation &+= 1
         let h = held
         held = []
-        for o in h.reversed() { o.afterForkInChild() }
+        var i = h.count
+        while i > 0 { i -= 1; h[i].afterForkInChild() }
         pthread_mutex_unlock(mutex)
         withExtendedLifetime(h) {}
     }
