@@ -652,12 +652,13 @@ int32_t bitsec_rate_limit_reset(bitsec_runtime *rt, char const *category, size_t
 /// default-ignorable characters make no difference): by default 10 free failures, then a
 /// delay between attempts doubling from 1 s up to 60 s, and never more than 100 failures in
 /// an hour; the wait an attacker can impose on the owner is bounded, there is no lock-out.
-/// network (IPv6 only): every newly blocked client also counts against its /48
-/// (network_ipv6_prefix); 16 blocked clients (network_max_blocked) within the client window
-/// block the whole /48 for the client's block time, refused as CLIENT_BLOCKED before its
-/// client is looked at, so an attacker's allocation cannot fill the client table with blocks.
-/// The network is checked first, then the client; when the account refuses, the client's
-/// reservation is refunded. A newly blocked key emits a "blocked" audit event.
+/// network (IPv6 only): every attempt also counts against the client's /48
+/// (network_ipv6_prefix); 80 failures (network_max_failures) within the client window block
+/// the whole /48 for the client's block time, refused as CLIENT_BLOCKED before its client is
+/// looked at, so an attacker's allocation can neither guess five times per /64 nor fill the
+/// client table with blocks.
+/// The network is reserved first, then the client, then the account; when one refuses, the
+/// earlier reservations are refunded. A newly blocked key emits a "blocked" audit event.
 /// rt: the runtime (rate_limits section; its login_guard part, or the defaults).
 /// account, account_len: the account name as typed (UTF-8, 1 to
 /// BITSEC_RATE_LIMIT_MAX_KEY_BYTES bytes).
@@ -714,8 +715,8 @@ int32_t bitsec_login_guard_cancel(bitsec_runtime *rt, char const *account, size_
 /// rate_limits.login_guard; an IPv4-mapped IPv6 address (::ffff:a.b.c.d) counts as the IPv4
 /// address. Written canonically: dotted decimal, or RFC 5952 IPv6 (lowercase, "::" for the
 /// longest run of zero groups), followed by "/<prefix>" unless the prefix is the whole
-/// address. An IPv6 address loses its zone ("fe80::1%eth0" is keyed as "fe80::1": a new
-/// interface name is no new budget). A string that is not an IP address in standard notation
+/// address. An IPv6 address loses its zone ("fe80::1%eth0" is grouped as "fe80::1" would be:
+/// a new interface name is no new budget). A string that is not an IP address in standard notation
 /// (a host name, IPv4 with leading zeros) is returned unchanged.
 /// rt: the runtime (rate_limits section).
 /// client, client_len: the address (UTF-8, 1 to BITSEC_RATE_LIMIT_MAX_KEY_BYTES bytes).

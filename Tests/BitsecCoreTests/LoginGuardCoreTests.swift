@@ -76,67 +76,99 @@ private func unique(_ s: String) -> String { "\(s)-\(getpid())-\(Clock.nowMicros
     }
 }
 
-/// The network rule: blocked IPv6 clients are also counted per /48, and enough of them block
-/// the /48 before its next client is looked at.
+/// The network rule: the attempts of an IPv6 client are also reserved against its /48, and
+/// enough failures block the /48 before its next client is looked at.
 @Suite struct LoginNetworkRuleTests {
     /// A fresh /48 of the documentation range per test (Redis state outlives a run).
     private func network() -> String { "2001:db8:\(String(Int.random(in: 1..<0xFFFF), radix: 16))" }
 
-    /// Five failures from `client`, then the sixth attempt, refused, which starts its block.
-    private func block(_ g: LoginGuard, _ client: String, at: Int64, served: Bool = true) throws -> LoginGuardDecision {
-        for k in 0..<5 {
-            let d = try g.begin(account: unique("acct-\(k)"), client: client, at: at)
-            if served { #expect(d.allowed, "\(client): attempt \(k): \(d)") }
-        }
-        return try g.begin(account: unique("acct-x"), client: client, at: at)
+    /// `n` failed attempts from `client` (each its own account); the decisions.
+    @discardableResult
+    private func fail(_ g: LoginGuard, _ client: String, _ n: Int, at: Int64) throws -> [LoginGuardDecision] {
+        try (0..<n).map { k in try g.begin(account: unique("acct-\(k)"), client: client, at: at) }
     }
 
-    @Test(arguments: TestStores.kinds) func blockedClientsOfANetworkBlockIt(kind: TestStore) throws {
+    /// The careful attacker: five guesses per /64 and on to the next, never blocked by the
+    /// client rule. The /48's 80th failure blocks it; its further clients are refused without
+    /// new entries; successes and cancels refund; other networks and IPv4 are not affected.
+    @Test(arguments: TestStores.kinds) func failuresOfANetworkBlockIt(kind: TestStore) throws {
         let name = kind.rawValue
         let audit = RecordingAuditHook()
         guard let g = try limits(kind, "{}", audit: audit)?.loginGuard else { return }
-        #expect(g.networkPrefix == 48 && g.networkMaxBlocked == 16 && g.network != nil)
+        #expect(g.networkPrefix == 48 && g.networkMaxFailures == 80 && g.network != nil)
         let net = network()
-        for i in 1...15 {
-            let d = try block(g, "\(net):\(String(i, radix: 16))::1", at: t0)
-            #expect(!d.allowed && d.reason == .clientBlocked && d.newlyBlocked, "\(name): client \(i): \(d)")
+        // An owner's success and a cancel take their reservations back from the /48 too.
+        let owner = "\(net):ffff::1"
+        for _ in 0..<3 {
+            let d = try g.begin(account: "owner", client: owner, at: t0)
+            #expect(d.allowed, "\(name): \(d)")
+            try g.succeeded(account: "owner", client: owner, ticket: d.ticket, at: t0)
+            let m = try g.begin(account: "owner", client: owner, at: t0)
+            try g.cancel(account: "owner", client: owner, ticket: m.ticket, at: t0)
         }
-        // Fifteen blocked clients: the network's other clients are still served.
-        #expect(try g.begin(account: unique("owner"), client: "\(net):ff::1", at: t0 + 1).allowed, "\(name)")
-        // The sixteenth blocks the /48.
-        _ = try block(g, "\(net):10::1", at: t0 + 2)
+        for i in 1...15 {
+            for d in try fail(g, "\(net):\(String(i, radix: 16))::1", 5, at: t0) { #expect(d.allowed, "\(name): \(d)") }
+        }
+        // 75 failures: the network's other clients are still served (four more guesses)...
+        for d in try fail(g, "\(net):10::1", 5, at: t0 + 1) { #expect(d.allowed, "\(name): \(d)") }
+        // ...and the 80th failure blocked it.
         let net48 = LoginKeys.client("\(net)::", ipv6Prefix: 48)
-        #expect(audit.events.contains("authentication/blocked/\(net48)"), "\(name): \(audit.events.suffix(3))")
         let entries = g.client.trackedKeys
         for i in 0..<20 {
-            let d = try g.begin(account: unique("owner"), client: "\(net):\(String(0x100 + i, radix: 16))::1", at: t0 + 3)
+            let d = try g.begin(account: unique("owner"), client: "\(net):\(String(0x100 + i, radix: 16))::1", at: t0 + 2)
             #expect(!d.allowed && d.reason == .clientBlocked && d.refusedBy == .client && !d.tableFull, "\(name): \(d)")
             #expect(d.retryAfter > 3500 && d.retryAfter <= 3600, "\(name): \(d.retryAfter)")
         }
+        #expect(audit.events.filter { $0 == "authentication/blocked/\(net48)" }.count == 1, "\(name): \(audit.events.suffix(3))")
         // Refused before the client is looked at: no new entries.
         #expect(g.client.trackedKeys == entries, "\(name)")
         // Another /48 and IPv4 clients are not affected; the block ends with the client rule's.
-        #expect(try g.begin(account: unique("owner"), client: "\(network()):1::1", at: t0 + 3).allowed, "\(name)")
-        #expect(try g.begin(account: unique("owner"), client: "192.0.2.\(Int.random(in: 1...254))", at: t0 + 3).allowed, "\(name)")
-        #expect(try g.begin(account: unique("owner"), client: "\(net):200::1", at: t0 + 2 + 3600).allowed, "\(name)")
+        #expect(try g.begin(account: unique("owner"), client: "\(network()):1::1", at: t0 + 2).allowed, "\(name)")
+        #expect(try g.begin(account: unique("owner"), client: "192.0.2.\(Int.random(in: 1...254))", at: t0 + 2).allowed, "\(name)")
+        #expect(try g.begin(account: unique("owner"), client: "\(net):200::1", at: t0 + 1 + 3600).allowed, "\(name)")
+    }
+
+    /// A blocked client's refused attempts do not spend its network's budget.
+    @Test(arguments: TestStores.kinds) func aBlockedClientsRetriesCostTheNetworkNothing(kind: TestStore) throws {
+        guard let g = try limits(kind, "{}")?.loginGuard else { return }
+        let net = network()
+        try fail(g, "\(net):1::1", 5, at: t0)
+        for d in try fail(g, "\(net):1::1", 200, at: t0 + 1) { #expect(!d.allowed && d.reason == .clientBlocked) }
+        for d in try fail(g, "\(net):2::1", 5, at: t0 + 2) { #expect(d.allowed, "\(kind.rawValue): \(d)") }
+    }
+
+    /// The window is the client's block time when that is longer: pacing blocked clients to
+    /// a short client window does not keep more than 16 of them blocked at once.
+    @Test func theWindowCoversTheBlock() throws {
+        guard let g = try limits(.process, #"{"login_guard": {"client": {"window_seconds": 300, "block_seconds": 3600}}}"#)?.loginGuard else { return }
+        #expect(g.network?.policy.windowSeconds == 3600)
+        let net = network()
+        var blockedAt: [Int64] = []
+        for i in 1...40 {
+            let at = t0 + Int64(i) * 150
+            let d = try fail(g, "\(net):\(String(i, radix: 16))::1", 6, at: at)
+            if d.prefix(5).allSatisfy(\.allowed) { blockedAt.append(at) }  // its own five: blocked by the client rule
+        }
+        let most = blockedAt.map { t in blockedAt.filter { $0 > t - 3600 && $0 <= t }.count }.max() ?? 0
+        #expect(most <= 16 && blockedAt.count < 40, "\(blockedAt.count) clients blocked, \(most) at once")
     }
 
     /// IPv4 clients have no network rule, and `network_ipv6_prefix` >= `ipv6_prefix` turns it off.
     @Test func ipv4AndTheSwitch() throws {
         guard let g = try limits(.process, "{}")?.loginGuard else { return }
-        for i in 1...20 { _ = try block(g, "198.51.100.\(i)", at: t0) }
+        for i in 1...20 { try fail(g, "198.51.100.\(i)", 6, at: t0) }
         #expect(try g.begin(account: unique("owner"), client: "198.51.100.200", at: t0 + 1).allowed)
         guard let off = try limits(.process, #"{"login_guard": {"network_ipv6_prefix": 64}}"#)?.loginGuard else { return }
         #expect(off.network == nil)
         let net = network()
-        for i in 1...20 { _ = try block(off, "\(net):\(String(i, radix: 16))::1", at: t0) }
+        for i in 1...20 { try fail(off, "\(net):\(String(i, radix: 16))::1", 6, at: t0) }
         #expect(try off.begin(account: unique("owner"), client: "\(net):ff::1", at: t0 + 1).allowed)
-        expectError(.config, "network_max_blocked") { _ = try limits(.process, #"{"login_guard": {"network_max_blocked": 0}}"#) }
+        expectError(.config, "network_max_failures") { _ = try limits(.process, #"{"login_guard": {"network_max_failures": 0}}"#) }
     }
 
     /// The flood the rule exists for: an attacker rotating /64s of one /48 through a table of
     /// 64 entries. Without the rule every entry ends up a live block and every new client is
-    /// refused (`table_full`) for the block's hour; with it the /48 holds at most 17 entries
+    /// refused (`table_full`) for the block's hour; with it the /48 holds at most 16 blocks
     /// and new clients are served (a rare refusal remains when an eviction's small sample
     /// finds only blocks). The host table used to examine one window of 8 slots in insertion
     /// order, where the flood's blocks sit side by side: 38 of 200 were refused there.
@@ -144,14 +176,14 @@ private func unique(_ s: String) -> String { "\(s)-\(getpid())-\(Clock.nowMicros
         let name = kind.rawValue
         guard let g = try limits(kind, #"{"max_keys": 64}"#)?.loginGuard else { return }
         let net = network()
-        for i in 1...100 { _ = try block(g, "\(net):\(String(i, radix: 16))::1", at: t0, served: false) }
+        for i in 1...100 { try fail(g, "\(net):\(String(i, radix: 16))::1", 6, at: t0) }
         #expect(g.client.trackedKeys <= 64, "\(name)")
-        var refused = 0, byAccount = 0
+        var refused = 0
         for i in 0..<200 {
             let d = try g.begin(account: unique("owner"), client: "10.\(i >> 8).\(i & 0xFF).7", at: t0 + 1)
-            if !d.allowed { refused += 1; #expect(d.reason == .tableFull, "\(name): \(d)"); if d.refusedBy == .account { byAccount += 1 } }
+            if !d.allowed { refused += 1; #expect(d.reason == .tableFull, "\(name): \(d)") }
         }
-        print("\(name): new clients refused after the /48's flood: \(refused)/200 (by the account table: \(byAccount)); client entries \(g.client.trackedKeys), account entries \(g.account.trackedKeys)")
+        print("\(name): new clients refused after the /48's flood: \(refused)/200")
         #expect(refused < 20, "\(name): \(refused)/200 refused")
     }
 }

@@ -69,12 +69,13 @@ public struct LoginGuardDecision: Sendable, Equatable {
 ///   A success of the account clears its failures.
 /// - Clients are grouped by network: IPv6 /64 (one customer's allocation), IPv4 /32, by
 ///   default; accounts are folded with NFKC_Casefold (`LoginKeys`).
-/// - Network rule (IPv6 only; default: 16 clients of one /48 blocked within the client
-///   window block the whole /48 for the client rule's block time): an attacker holding a
-///   large IPv6 allocation cannot mint a fresh client per five guesses, and cannot fill the
-///   in-memory client table with blocks (each costs six requests and one /64) so that every
-///   new client is refused (`table_full`). A blocked network is refused before its client is
-///   looked at, so it adds no entries. Its neighbours share the block: the price of the rule.
+/// - Network rule (IPv6 only; default: 80 failures of one /48's clients within an hour
+///   block the whole /48 for the client rule's block time): the client rule at the network
+///   an attacker holds. Without it a /48 (65,536 /64 clients) guesses five times per /64,
+///   and its blocked /64s fill the in-memory client table so that every new client is
+///   refused (`table_full`). Reserved first, refunded like the client's; a blocked network is
+///   refused before its client is looked at, so it makes no entries. Its neighbours share the
+///   block: the price of the rule.
 ///
 /// `begin` reserves the attempt on the client, then on the account (refunding the client's
 /// reservation if the account refuses); N concurrent attempts never exceed either limit.
@@ -83,25 +84,28 @@ public struct LoginGuardDecision: Sendable, Equatable {
 public final class LoginGuard: Sendable {
     public let client: FailureWindow
     public let account: FailureWindow
-    /// Blocked clients counted per IPv6 network of `networkPrefix` bits; nil when the network
-    /// rule is off (`networkPrefix >= ipv6Prefix`).
+    /// Failures counted per IPv6 network of `networkPrefix` bits; nil when the network rule is
+    /// off (`networkPrefix >= ipv6Prefix`).
     public let network: FailureWindow?
     public let ipv4Prefix: Int
     public let ipv6Prefix: Int
     public let networkPrefix: Int
-    public let networkMaxBlocked: Int64
+    public let networkMaxFailures: Int64
 
     public static let defaultNetworkPrefix = 48
-    public static let defaultNetworkMaxBlocked: Int64 = 16
+    /// Sixteen clients' worth of the default client rule (5 failures each).
+    public static let defaultNetworkMaxFailures: Int64 = 80
 
-    /// The network rule's policy: `maxBlocked` blocked clients within the client window block
-    /// the network for the client's block time; Redis outages as the client rule.
-    static func networkPolicy(_ client: FailureWindowPolicy, maxBlocked: Int64) -> FailureWindowPolicy {
-        FailureWindowPolicy(maxFailures: maxBlocked, windowSeconds: client.windowSeconds, blockSeconds: client.blockSeconds,
-                            failurePolicy: client.failurePolicy)
+    /// The network rule's policy: `maxFailures` within the client's window, or its block time
+    /// when that is longer (else a network could pace its clients to keep more of them blocked
+    /// at once than the bound says), block the network for the client's block time; Redis
+    /// outages as the client rule.
+    static func networkPolicy(_ client: FailureWindowPolicy, maxFailures: Int64) -> FailureWindowPolicy {
+        FailureWindowPolicy(maxFailures: maxFailures, windowSeconds: max(client.windowSeconds, client.blockSeconds),
+                            blockSeconds: client.blockSeconds, failurePolicy: client.failurePolicy)
     }
 
-    /// The network table's bound: each entry stands for at least one blocked client.
+    /// The network table's bound: a network's entry stands for several clients' entries.
     static func networkMaxKeys(_ maxKeys: Int) -> Int { max(64, maxKeys / 16) }
 
     public static let defaultClient = FailureWindowPolicy()
@@ -112,45 +116,45 @@ public final class LoginGuard: Sendable {
     /// With the in-memory windows in this process.
     public init(client: FailureWindowPolicy = LoginGuard.defaultClient, account: FailureWindowPolicy = LoginGuard.defaultAccount,
                 ipv4Prefix: Int = 32, ipv6Prefix: Int = 64, networkPrefix: Int = LoginGuard.defaultNetworkPrefix,
-                networkMaxBlocked: Int64 = LoginGuard.defaultNetworkMaxBlocked, redis: RedisPool?, audit: (any AuditHook)?,
+                networkMaxFailures: Int64 = LoginGuard.defaultNetworkMaxFailures, redis: RedisPool?, audit: (any AuditHook)?,
                 maxKeys: Int = 100_000, outageRetryMs: Int64 = 500) {
         self.client = FailureWindow(name: "login_client", policy: client, redis: redis, audit: audit, maxKeys: maxKeys,
                                     outageRetryMs: outageRetryMs)
         self.account = FailureWindow(name: "login_account", policy: account, redis: redis, audit: audit, maxKeys: maxKeys,
                                      outageRetryMs: outageRetryMs)
         self.network = networkPrefix < ipv6Prefix
-            ? FailureWindow(name: "login_network", policy: Self.networkPolicy(client, maxBlocked: networkMaxBlocked), redis: redis,
+            ? FailureWindow(name: "login_network", policy: Self.networkPolicy(client, maxFailures: networkMaxFailures), redis: redis,
                             audit: audit, maxKeys: Self.networkMaxKeys(maxKeys), outageRetryMs: outageRetryMs)
             : nil
         self.ipv4Prefix = ipv4Prefix
         self.ipv6Prefix = ipv6Prefix
         self.networkPrefix = networkPrefix
-        self.networkMaxBlocked = networkMaxBlocked
+        self.networkMaxFailures = networkMaxFailures
     }
 
     /// With the in-memory windows at `placement` (this process, or the host's shared region).
     init(client: FailureWindowPolicy = LoginGuard.defaultClient, account: FailureWindowPolicy = LoginGuard.defaultAccount,
          ipv4Prefix: Int = 32, ipv6Prefix: Int = 64, networkPrefix: Int = LoginGuard.defaultNetworkPrefix,
-         networkMaxBlocked: Int64 = LoginGuard.defaultNetworkMaxBlocked, redis: RedisPool?, audit: (any AuditHook)?,
+         networkMaxFailures: Int64 = LoginGuard.defaultNetworkMaxFailures, redis: RedisPool?, audit: (any AuditHook)?,
          maxKeys: Int = 100_000, outageRetryMs: Int64 = 500, placement: TablePlacement) throws(BitsecError) {
         self.client = try FailureWindow(name: "login_client", policy: client, redis: redis, audit: audit, maxKeys: maxKeys,
                                         outageRetryMs: outageRetryMs, placement: placement)
         self.account = try FailureWindow(name: "login_account", policy: account, redis: redis, audit: audit, maxKeys: maxKeys,
                                          outageRetryMs: outageRetryMs, placement: placement)
         self.network = networkPrefix < ipv6Prefix
-            ? try FailureWindow(name: "login_network", policy: Self.networkPolicy(client, maxBlocked: networkMaxBlocked), redis: redis,
+            ? try FailureWindow(name: "login_network", policy: Self.networkPolicy(client, maxFailures: networkMaxFailures), redis: redis,
                                 audit: audit, maxKeys: Self.networkMaxKeys(maxKeys), outageRetryMs: outageRetryMs, placement: placement)
             : nil
         self.ipv4Prefix = ipv4Prefix
         self.ipv6Prefix = ipv6Prefix
         self.networkPrefix = networkPrefix
-        self.networkMaxBlocked = networkMaxBlocked
+        self.networkMaxFailures = networkMaxFailures
     }
 
     /// Reads the `login_guard` object: `client` {max_failures, window_seconds,
     /// block_seconds, failure_policy}, `account` {free_failures, base_delay_seconds,
     /// max_delay_seconds, max_failures, window_seconds, failure_policy}, `ipv4_prefix`,
-    /// `ipv6_prefix`, `network_ipv6_prefix`, `network_max_blocked`; each optional.
+    /// `ipv6_prefix`, `network_ipv6_prefix`, `network_max_failures`; each optional.
     static func read(_ o: ConfigObject?, redis: RedisPool?, audit: (any AuditHook)?, maxKeys: Int, outageRetryMs: Int64,
                      placement: TablePlacement = .process) throws(BitsecError) -> LoginGuard {
         guard let o else { return try LoginGuard(redis: redis, audit: audit, maxKeys: maxKeys, outageRetryMs: outageRetryMs, placement: placement) }
@@ -173,10 +177,10 @@ public final class LoginGuard: Sendable {
         let v4 = Int(try o.int("ipv4_prefix", in: 8...32, default: 32))
         let v6 = Int(try o.int("ipv6_prefix", in: 16...128, default: 64))
         let net = Int(try o.int("network_ipv6_prefix", in: 16...128, default: Int64(defaultNetworkPrefix)))
-        let netMax = try o.int("network_max_blocked", in: 1...1000, default: defaultNetworkMaxBlocked)
+        let netMax = try o.int("network_max_failures", in: 1...1000, default: defaultNetworkMaxFailures)
         try o.finish()
         return try LoginGuard(client: clientPolicy, account: accountPolicy, ipv4Prefix: v4, ipv6Prefix: v6, networkPrefix: net,
-                              networkMaxBlocked: netMax, redis: redis, audit: audit,
+                              networkMaxFailures: netMax, redis: redis, audit: audit,
                               maxKeys: maxKeys, outageRetryMs: outageRetryMs, placement: placement)
     }
 
@@ -228,20 +232,33 @@ public final class LoginGuard: Sendable {
         let c = try clientKeyChecked(client)
         _ = try RateLimitLimits.instantMs(at)
         let n = networkKey(client, clientKey: c)
+        var ticket: Int64? = nil
         if let network, let n {
-            // A blocked network is refused before its client is looked at (no entry is made).
-            let ns = try network.check(key: n, at: at)
-            if ns.blocked && !(ns.degraded && network.policy.failurePolicy == .deny) {
-                return LoginGuardDecision(allowed: false, reason: .clientBlocked, refusedBy: .client, retryAfter: max(1, ns.retryAfter),
-                                          remaining: 0, failureRetryAfter: 0, ticket: 0, degraded: false, newlyBlocked: false, tableFull: false)
+            // The network first: a blocked one is refused before its client is looked at (no
+            // entry is made). A network table full of live blocks only skips the rule: the
+            // client rule still decides.
+            let nr = try network.reserve(key: n, at: at)
+            if !nr.allowed && !nr.tableFull {
+                let reason: LoginGuardReason = nr.degraded && network.policy.failurePolicy == .deny ? .backendDeny : .clientBlocked
+                return LoginGuardDecision(allowed: false, reason: reason, refusedBy: .client, retryAfter: Self.seconds(nr.retryAfterMs),
+                                          remaining: 0, failureRetryAfter: 0, ticket: 0, degraded: nr.degraded,
+                                          newlyBlocked: nr.newlyBlocked, tableFull: false)
             }
+            if nr.allowed { ticket = nr.ticketMs }
         }
-        let cr = try self.client.reserve(key: c, at: at)
-        if cr.newlyBlocked, let network, let n {
-            // One more blocked client of its network (a full network table only loses the count).
-            _ = try? network.recordFailure(key: n, at: at)
+        /// Takes back the network's reservation of a refused attempt.
+        func refundNetwork(_ t: Int64) {
+            if let network, let n, ticket != nil { _ = try? network.refund(key: n, ticketMs: t, at: at) }
+        }
+        let cr: FailureReservation
+        do {
+            cr = try self.client.reserve(key: c, at: at, nowMs: ticket)
+        } catch {
+            if let ticket { refundNetwork(ticket) }
+            throw error
         }
         if !cr.allowed {
+            if let ticket { refundNetwork(ticket) }
             let reason: LoginGuardReason = cr.tableFull ? .tableFull : (cr.degraded && self.client.policy.failurePolicy == .deny ? .backendDeny : .clientBlocked)
             return LoginGuardDecision(allowed: false, reason: reason, refusedBy: .client, retryAfter: Self.seconds(cr.retryAfterMs),
                                       remaining: 0, failureRetryAfter: 0, ticket: 0, degraded: cr.degraded,
@@ -252,10 +269,12 @@ public final class LoginGuard: Sendable {
             ar = try self.account.reserve(key: a, at: at, nowMs: cr.ticketMs)
         } catch {
             _ = try? self.client.refund(key: c, ticketMs: cr.ticketMs, at: at)
+            refundNetwork(cr.ticketMs)
             throw error
         }
         if !ar.allowed {
             _ = try? self.client.refund(key: c, ticketMs: cr.ticketMs, at: at)
+            refundNetwork(cr.ticketMs)
             let reason: LoginGuardReason = ar.tableFull ? .tableFull
                 : (ar.degraded && self.account.policy.failurePolicy == .deny ? .backendDeny
                    : (ar.atLimit ? .accountLimit : .accountBackoff))
@@ -276,7 +295,10 @@ public final class LoginGuard: Sendable {
         let a = try accountKey(account)
         let c = try clientKeyChecked(client)
         guard ticket >= 0 else { throw .invalid("ticket must be >= 0") }
-        if ticket > 0 { try self.client.refund(key: c, ticketMs: ticket, at: at) }
+        if ticket > 0 {
+            try self.client.refund(key: c, ticketMs: ticket, at: at)
+            if let network, let n = networkKey(client, clientKey: c) { _ = try network.refund(key: n, ticketMs: ticket, at: at) }
+        }
         try self.account.clear(key: a, at: at)
     }
 
@@ -289,6 +311,7 @@ public final class LoginGuard: Sendable {
         guard ticket >= 0 else { throw .invalid("ticket must be >= 0") }
         guard ticket > 0 else { return }
         try self.client.refund(key: c, ticketMs: ticket, at: at)
+        if let network, let n = networkKey(client, clientKey: c) { _ = try network.refund(key: n, ticketMs: ticket, at: at) }
         try self.account.refund(key: a, ticketMs: ticket, at: at)
     }
 
@@ -314,7 +337,7 @@ public final class LoginGuard: Sendable {
             ("ipv4_prefix", .number(JSONNumber(int64: Int64(ipv4Prefix)))),
             ("ipv6_prefix", .number(JSONNumber(int64: Int64(ipv6Prefix)))),
             ("network_ipv6_prefix", .number(JSONNumber(int64: Int64(networkPrefix)))),
-            ("network_max_blocked", .number(JSONNumber(int64: networkMaxBlocked))),
+            ("network_max_failures", .number(JSONNumber(int64: networkMaxFailures))),
         ]))
     }
 }
