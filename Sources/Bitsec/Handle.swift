@@ -27,7 +27,10 @@ final class RuntimeHandle: @unchecked Sendable {
 
     init(_ runtime: Runtime) {
         self.runtime = Unmanaged.passRetained(runtime)
-        forkHook = ForkChildHook { [unowned self] in
+        // weak, not unowned: a handle another parent thread was destroying at the fork is
+        // gone in the child, and an unowned load of it would trap there.
+        forkHook = ForkChildHook { [weak self] in
+            guard let self else { return }
             let s = self.state.load(ordering: .relaxed)
             self.state.store(s & Self.closedBit, ordering: .relaxed)
         }

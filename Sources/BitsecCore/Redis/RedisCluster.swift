@@ -402,7 +402,8 @@ public final class RedisCluster: @unchecked Sendable {
     }
 
     func afterForkInParent() {
-        for p in pools.reversed() { p.afterForkInParent() }
+        var i = pools.count
+        while i > 0 { i -= 1; pools[i].afterForkInParent() }
         lock.unlock()
     }
 

@@ -29,6 +29,11 @@ public final class RedisConnection {
 
     deinit { if let ctx { redisFree(ctx) } }
 
+    /// In a forked child, before the parent's connection is dropped: a TLS stream closes its
+    /// socket only (RedisTLSStream.abandonedByFork). A plain hiredis context frees as usual
+    /// (close and free: no lock another thread could hold).
+    func abandonAfterFork() { tls?.abandonedByFork = true }
+
     private static func timeval(ms: Int) -> Glibc.timeval {
         Glibc.timeval(tv_sec: ms / 1000, tv_usec: (ms % 1000) * 1000)
     }

@@ -323,6 +323,9 @@ extension RedisPool: ForkAware {
     }
     func afterForkInChild() {
         cluster?.afterForkInChild()
+        // By index (no new witness tables in the child: ForkSafety.child).
+        var i = idle.count
+        while i > 0 { i -= 1; idle[i].abandonAfterFork() }
         idle.removeAll()
         open = 0
         backoffMs = 0

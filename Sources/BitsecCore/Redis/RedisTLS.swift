@@ -138,6 +138,10 @@ final class RedisTLSStream {
     /// handshake, so the first exchange is where that shows.
     private var answered = false
     var offeredClientCertificate = false
+    /// Set in a forked child: the deinit closes the socket only. SSL_free takes locks of the
+    /// shared SSL_CTX that another of the parent's threads may have held at the fork; the
+    /// SSL object and the reader are left to the process's exit.
+    var abandonedByFork = false
 
     private init(fd: Int32, ssl: OpaquePointer, rbio: OpaquePointer, wbio: OpaquePointer, reader: UnsafeMutablePointer<redisReader>) {
         self.fd = fd
@@ -148,6 +152,7 @@ final class RedisTLSStream {
     }
 
     deinit {
+        if abandonedByFork { close(fd); return }
         SSL_free(ssl)  // frees the BIOs; no close_notify: the peer may be gone
         close(fd)
         redisReaderFree(reader)

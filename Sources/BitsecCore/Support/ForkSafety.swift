@@ -55,6 +55,9 @@ enum ForkSafety {
     }
 
     private static func prepare() {
+        // Globals the child handler uses are initialised here, in the parent (a lazy global's
+        // first use in the child would be a one-time initialisation there).
+        _ = generation
         pthread_mutex_lock(mutex)
         held = entries.compactMap { $0.object }
         for o in held { o.prepareFork() }

@@ -232,6 +232,11 @@ def test_a_client_address_with_an_ipv6_zone_keeps_the_record(tmp_path: Path) -> 
                                      "headers": [(b"x-forwarded-for", b"fe80::2%eth1")]}) == "fe80::2"
     # (only an IPv6 address loses a zone: "%eth0" is no empty peer, which "unix" would trust)
     assert ClientIP(["unix"])({"client": ("%eth0", 1), "headers": [(b"x-forwarded-for", b"203.0.113.9")]}) == "%eth0"
+    # and only a zone the core takes for one (non-empty, no second "%"): both keep the rest
+    rt0 = bitsec.Runtime({"rate_limits": {}})
+    for odd in ["fe80::1%", "fe80::1%%x", "fe80::1%eth0%", "junk:x%y", "fe80::1%eth0"]:
+        assert rt0.client_key(ClientIP()({"client": (odd, 1)})) == rt0.client_key(odd), odd
+    rt0.close()
     rt = bitsec.Runtime(base_config(tmp_path / "lg", limits={"store": "local", "categories": {
         "default": {"capacity": 1000, "period_seconds": 60}},
         "login_guard": {"client": {"max_failures": 2, "window_seconds": 3600, "block_seconds": 3600}}}))

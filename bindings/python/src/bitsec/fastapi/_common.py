@@ -126,8 +126,14 @@ def _without_zone(addr: str) -> str:
     one client whatever interface it is named through, grouped by its /64 as other IPv6
     clients are, and an address bitsec's records take. Anything else as it is (``%eth0``
     does not become the empty peer of a Unix socket)."""
-    head = addr.split("%", 1)[0]
-    return head if ":" in head else addr
+    head, _, zone = addr.partition("%")
+    if not zone or "%" in zone or ":" not in head:
+        return addr  # no zone (RFC 4007 section 11: "%" and a non-empty identifier without "%")
+    try:
+        ipaddress.IPv6Address(head)
+    except ValueError:
+        return addr
+    return head
 
 
 def _without_port(addr: str) -> str:
