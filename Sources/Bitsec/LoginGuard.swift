@@ -14,12 +14,12 @@ internal import BitsecCore
 /// delay between attempts doubling from 1 s up to 60 s, and never more than 100 failures in
 /// an hour; the wait an attacker can impose on the owner is bounded, there is no lock-out.
 /// network (IPv6 only): every attempt also counts against the client's /48
-/// (network_ipv6_prefix); 80 failures (network_max_failures) within the client window block
-/// the whole /48 for the client's block time, refused as CLIENT_BLOCKED before its client is
+/// (network_ipv6_prefix); 80 failures (network_max_failures) within the client window plus
+/// its block time block the whole /48 for the client's block time, refused as CLIENT_BLOCKED before its client is
 /// looked at, so an attacker's allocation can neither guess five times per /64 nor fill the
 /// client table with blocks.
-/// The network is reserved first, then the client, then the account; when one refuses, the
-/// earlier reservations are refunded. A newly blocked key emits a "blocked" audit event.
+/// The network's block is checked first; then the client, the network and the account are
+/// reserved; when one refuses, the earlier reservations are refunded. A newly blocked key emits a "blocked" audit event.
 ///
 /// rt: the runtime (rate_limits section; its login_guard part, or the defaults).
 /// account, account_len: the account name as typed (UTF-8, 1 to

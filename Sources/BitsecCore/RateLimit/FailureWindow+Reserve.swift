@@ -48,6 +48,11 @@ public struct FailureReservation: Sendable, Equatable {
     public var newlyBlocked: Bool
     public var tableFull: Bool
 
+    /// After `refund`: whether the reservation was there and was taken back (`failures` is
+    /// then 1: what was removed). A repeated or forged ticket, or one a block or a clear
+    /// already took, refunds nothing.
+    public var refunded: Bool { failures > 0 }
+
     public init(allowed: Bool, failures: Int64, retryAfterMs: Int64, failureRetryAfterMs: Int64, ticketMs: Int64,
                 atLimit: Bool = false, degraded: Bool = false, newlyBlocked: Bool = false, tableFull: Bool = false) {
         self.allowed = allowed
@@ -84,7 +89,7 @@ extension FailureWindow {
     }
 
     /// Gives back the reservation counted at `ticketMs` (no effect if it is no longer there:
-    /// a block or a clear already took it).
+    /// a block or a clear already took it); `refunded` says which.
     @discardableResult
     public func refund(key: String, ticketMs: Int64, at: Int64 = 0) throws(BitsecError) -> FailureReservation {
         try guardRun(.refund, key: key, at: at, nowMs: nil, ticket: ticketMs)
@@ -159,9 +164,10 @@ extension FailureWindow {
                 entry = e
                 return idle
             case .refund:
-                if let j = e.failures.lastIndex(of: ticket) { e.failures.remove(at: j) }
+                var r = idle
+                if let j = e.failures.lastIndex(of: ticket) { e.failures.remove(at: j); r.failures = 1 }
                 entry = e
-                return idle
+                return r
             case .reserve:
                 break
             }
@@ -270,8 +276,8 @@ enum FailureReserveScript {
       return {1, 0, 0, now, 0, now}
     end
     if op == 'refund' then
-      redis.call('LREM', KEYS[1], 1, ARGV[10])
-      return {1, 0, 0, now, 0, now}
+      local removed = redis.call('LREM', KEYS[1], 1, ARGV[10])
+      return {1, removed, 0, now, 0, now}
     end
     local untilms = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
     if untilms > now then

@@ -69,12 +69,12 @@ public struct LoginGuardDecision: Sendable, Equatable {
 ///   A success of the account clears its failures.
 /// - Clients are grouped by network: IPv6 /64 (one customer's allocation), IPv4 /32, by
 ///   default; accounts are folded with NFKC_Casefold (`LoginKeys`).
-/// - Network rule (IPv6 only; default: 80 failures of one /48's clients within an hour
-///   block the whole /48 for the client rule's block time): the client rule at the network
-///   an attacker holds. Without it a /48 (65,536 /64 clients) guesses five times per /64,
+/// - Network rule (IPv6 only; default: 80 failures of one /48's clients within the client
+///   window plus its block time block the whole /48 for the client rule's block time): the
+///   client rule at the network an attacker holds. Without it a /48 (65,536 /64 clients) guesses five times per /64,
 ///   and its blocked /64s fill the in-memory client table so that every new client is
-///   refused (`table_full`). Reserved first, refunded like the client's; a blocked network is
-///   refused before its client is looked at, so it makes no entries. Its neighbours share the
+///   refused (`table_full`). Its block is checked before the client is looked at (a blocked
+///   network makes no entries); it is reserved after the client and refunded like it. Its neighbours share the
 ///   block: the price of the rule.
 ///
 /// `begin` reserves the attempt on the client, then on the account (refunding the client's
@@ -96,12 +96,13 @@ public final class LoginGuard: Sendable {
     /// Sixteen clients' worth of the default client rule (5 failures each).
     public static let defaultNetworkMaxFailures: Int64 = 80
 
-    /// The network rule's policy: `maxFailures` within the client's window, or its block time
-    /// when that is longer (else a network could pace its clients to keep more of them blocked
-    /// at once than the bound says), block the network for the client's block time; Redis
-    /// outages as the client rule.
+    /// The network rule's policy: `maxFailures` within the client's window plus its block time
+    /// (every failure of every client still blocked stays counted: else a network could pace
+    /// its clients to keep more of them blocked at once than the bound says) block the network
+    /// for the client's block time; Redis outages as the client rule.
     static func networkPolicy(_ client: FailureWindowPolicy, maxFailures: Int64) -> FailureWindowPolicy {
-        FailureWindowPolicy(maxFailures: maxFailures, windowSeconds: max(client.windowSeconds, client.blockSeconds),
+        FailureWindowPolicy(maxFailures: maxFailures,
+                            windowSeconds: min(RateLimitLimits.maxPeriodSeconds, client.windowSeconds + client.blockSeconds),
                             blockSeconds: client.blockSeconds, failurePolicy: client.failurePolicy)
     }
 
@@ -232,49 +233,61 @@ public final class LoginGuard: Sendable {
         let c = try clientKeyChecked(client)
         _ = try RateLimitLimits.instantMs(at)
         let n = networkKey(client, clientKey: c)
-        var ticket: Int64? = nil
         if let network, let n {
-            // The network first: a blocked one is refused before its client is looked at (no
-            // entry is made). A network table full of live blocks only skips the rule: the
-            // client rule still decides.
-            let nr = try network.reserve(key: n, at: at)
-            if !nr.allowed && !nr.tableFull {
-                let reason: LoginGuardReason = nr.degraded && network.policy.failurePolicy == .deny ? .backendDeny : .clientBlocked
-                return LoginGuardDecision(allowed: false, reason: reason, refusedBy: .client, retryAfter: Self.seconds(nr.retryAfterMs),
-                                          remaining: 0, failureRetryAfter: 0, ticket: 0, degraded: nr.degraded,
-                                          newlyBlocked: nr.newlyBlocked, tableFull: false)
+            // A blocked network is refused before its client is looked at: no entry is made.
+            // (Only a check: a reservation here, before the client's, would let a blocked
+            // client's refused retries hold the network's budget while they are in flight.)
+            let ns = try network.check(key: n, at: at)
+            if ns.blocked {
+                let deny = ns.degraded && network.policy.failurePolicy == .deny
+                return LoginGuardDecision(allowed: false, reason: deny ? .backendDeny : .clientBlocked, refusedBy: .client,
+                                          retryAfter: max(1, ns.retryAfter), remaining: 0, failureRetryAfter: 0, ticket: 0,
+                                          degraded: ns.degraded, newlyBlocked: false, tableFull: false)
             }
-            if nr.allowed { ticket = nr.ticketMs }
         }
-        /// Takes back the network's reservation of a refused attempt.
-        func refundNetwork(_ t: Int64) {
-            if let network, let n, ticket != nil { _ = try? network.refund(key: n, ticketMs: t, at: at) }
-        }
-        let cr: FailureReservation
-        do {
-            cr = try self.client.reserve(key: c, at: at, nowMs: ticket)
-        } catch {
-            if let ticket { refundNetwork(ticket) }
-            throw error
-        }
+        let cr = try self.client.reserve(key: c, at: at)
         if !cr.allowed {
-            if let ticket { refundNetwork(ticket) }
             let reason: LoginGuardReason = cr.tableFull ? .tableFull : (cr.degraded && self.client.policy.failurePolicy == .deny ? .backendDeny : .clientBlocked)
             return LoginGuardDecision(allowed: false, reason: reason, refusedBy: .client, retryAfter: Self.seconds(cr.retryAfterMs),
                                       remaining: 0, failureRetryAfter: 0, ticket: 0, degraded: cr.degraded,
                                       newlyBlocked: cr.newlyBlocked, tableFull: cr.tableFull)
         }
+        // The network at the client's instant (one ticket for all three): a client holds at
+        // most its own max_failures of the network's budget, in flight or not. A network
+        // table full of live blocks refuses (table_full), as the other tables do.
+        var networkReserved = false
+        if let network, let n {
+            let nr: FailureReservation
+            do {
+                nr = try network.reserve(key: n, at: at, nowMs: cr.ticketMs)
+            } catch {
+                _ = try? self.client.refund(key: c, ticketMs: cr.ticketMs, at: at)
+                throw error
+            }
+            if !nr.allowed {
+                _ = try? self.client.refund(key: c, ticketMs: cr.ticketMs, at: at)
+                let reason: LoginGuardReason = nr.tableFull ? .tableFull
+                    : (nr.degraded && network.policy.failurePolicy == .deny ? .backendDeny : .clientBlocked)
+                return LoginGuardDecision(allowed: false, reason: reason, refusedBy: .client, retryAfter: Self.seconds(nr.retryAfterMs),
+                                          remaining: 0, failureRetryAfter: 0, ticket: 0, degraded: cr.degraded || nr.degraded,
+                                          newlyBlocked: nr.newlyBlocked, tableFull: nr.tableFull)
+            }
+            networkReserved = true
+        }
+        /// Takes back the client's and the network's reservations of a refused attempt.
+        func refundEarlier() {
+            _ = try? self.client.refund(key: c, ticketMs: cr.ticketMs, at: at)
+            if networkReserved, let network, let n { _ = try? network.refund(key: n, ticketMs: cr.ticketMs, at: at) }
+        }
         let ar: FailureReservation
         do {
             ar = try self.account.reserve(key: a, at: at, nowMs: cr.ticketMs)
         } catch {
-            _ = try? self.client.refund(key: c, ticketMs: cr.ticketMs, at: at)
-            refundNetwork(cr.ticketMs)
+            refundEarlier()
             throw error
         }
         if !ar.allowed {
-            _ = try? self.client.refund(key: c, ticketMs: cr.ticketMs, at: at)
-            refundNetwork(cr.ticketMs)
+            refundEarlier()
             let reason: LoginGuardReason = ar.tableFull ? .tableFull
                 : (ar.degraded && self.account.policy.failurePolicy == .deny ? .backendDeny
                    : (ar.atLimit ? .accountLimit : .accountBackoff))
@@ -295,9 +308,11 @@ public final class LoginGuard: Sendable {
         let a = try accountKey(account)
         let c = try clientKeyChecked(client)
         guard ticket >= 0 else { throw .invalid("ticket must be >= 0") }
-        if ticket > 0 {
-            try self.client.refund(key: c, ticketMs: ticket, at: at)
-            if let network, let n = networkKey(client, clientKey: c) { _ = try network.refund(key: n, ticketMs: ticket, at: at) }
+        // The network's reservation is taken back only when the client's was there: a repeated
+        // or forged ticket must not remove another client's failure of the same instant.
+        if ticket > 0, try self.client.refund(key: c, ticketMs: ticket, at: at).refunded,
+           let network, let n = networkKey(client, clientKey: c) {
+            _ = try network.refund(key: n, ticketMs: ticket, at: at)
         }
         try self.account.clear(key: a, at: at)
     }
@@ -310,7 +325,9 @@ public final class LoginGuard: Sendable {
         let c = try clientKeyChecked(client)
         guard ticket >= 0 else { throw .invalid("ticket must be >= 0") }
         guard ticket > 0 else { return }
-        try self.client.refund(key: c, ticketMs: ticket, at: at)
+        // The account's and the network's reservations only when the client's was there (a
+        // repeated or forged ticket takes nothing back from anyone else).
+        guard try self.client.refund(key: c, ticketMs: ticket, at: at).refunded else { return }
         if let network, let n = networkKey(client, clientKey: c) { _ = try network.refund(key: n, ticketMs: ticket, at: at) }
         try self.account.refund(key: a, ticketMs: ticket, at: at)
     }
