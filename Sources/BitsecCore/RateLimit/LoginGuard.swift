@@ -309,8 +309,9 @@ public final class LoginGuard: Sendable {
         let c = try clientKeyChecked(client)
         guard ticket >= 0 else { throw .invalid("ticket must be >= 0") }
         // The network's reservation is taken back only when the client's was there: a repeated
-        // or forged ticket must not remove another client's failure of the same instant.
-        if ticket > 0, try self.client.refund(key: c, ticketMs: ticket, at: at).refunded,
+        // or forged ticket must not remove another client's failure of the same instant. (When
+        // the client's store could not say, during an outage, the network's is taken back.)
+        if ticket > 0, Self.confirmed(try self.client.refund(key: c, ticketMs: ticket, at: at)),
            let network, let n = networkKey(client, clientKey: c) {
             _ = try network.refund(key: n, ticketMs: ticket, at: at)
         }
@@ -327,10 +328,14 @@ public final class LoginGuard: Sendable {
         guard ticket > 0 else { return }
         // The account's and the network's reservations only when the client's was there (a
         // repeated or forged ticket takes nothing back from anyone else).
-        guard try self.client.refund(key: c, ticketMs: ticket, at: at).refunded else { return }
+        guard Self.confirmed(try self.client.refund(key: c, ticketMs: ticket, at: at)) else { return }
         if let network, let n = networkKey(client, clientKey: c) { _ = try network.refund(key: n, ticketMs: ticket, at: at) }
         try self.account.refund(key: a, ticketMs: ticket, at: at)
     }
+
+    /// Whether a client refund lets the network's and the account's go ahead: it took the
+    /// ticket back, or its store was unavailable and could not tell.
+    private static func confirmed(_ r: FailureReservation) -> Bool { r.refunded || r.degraded }
 
     private static func seconds(_ ms: Int64) -> Int64 { max(1, TokenBucket.ceilDiv(ms, 1000)) }
 
