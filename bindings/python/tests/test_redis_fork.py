@@ -23,13 +23,13 @@ def test_a_forked_child_opens_its_own_connections(mode: str, request: pytest.Fix
         assert rt.rate_limit_take(key, "default").remaining == 99  # an idle connection is pooled now
         pid = os.fork()
         if pid == 0:  # the child: its own connection, the same shared state
-            code = 1
+            exit_status = 1
             try:
                 signal.alarm(20)  # a hang fails the test instead of holding it
                 d = rt.rate_limit_take(key, "default")
-                code = 0 if d and d.remaining == 98 and rt.redis_ping() >= 0 else 2
+                exit_status = 0 if d and d.remaining == 98 and rt.redis_ping() >= 0 else 2
             finally:
-                os._exit(code)
+                os._exit(exit_status)
         _, status = os.waitpid(pid, 0)
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
         # the parent's pooled connection is still its own and still works
