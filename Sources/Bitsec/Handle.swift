@@ -27,10 +27,10 @@ final class RuntimeHandle: @unchecked Sendable {
 
     init(_ runtime: Runtime) {
         self.runtime = Unmanaged.passRetained(runtime)
-        // weak, not unowned: a handle another parent thread was destroying at the fork is
-        // gone in the child, and an unowned load of it would trap there.
-        forkHook = ForkChildHook { [weak self] in
-            guard let self else { return }
+        // unowned is safe here, in the child too: a handle is never freed (a call on a closed
+        // handle must read a valid object), and a weak reference would allocate a side table
+        // that LeakSanitizer reports.
+        forkHook = ForkChildHook { [unowned self] in
             let s = self.state.load(ordering: .relaxed)
             self.state.store(s & Self.closedBit, ordering: .relaxed)
         }
