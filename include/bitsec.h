@@ -346,7 +346,7 @@ typedef struct bitsec_runtime bitsec_runtime;
 /* A reason field of a step that did not run. */
 #define BITSEC_GUARD_NOT_CHECKED (-1)
 /* Flags of bitsec_guard_check. */
-#define BITSEC_GUARD_FLAG_KEY_BY_SUBJECT 1u /* rate-limit key "user:<sub>" when the token verified */
+#define BITSEC_GUARD_FLAG_KEY_BY_SUBJECT 1u /* rate-limit key: the user's ("user:<sub>", with a tenant "tenant:<n>:<tenant>:user:<sub>") when the token verified */
 #define BITSEC_GUARD_FLAG_TOKEN_ADVISORY 2u /* an invalid token is no refusal (it only keys the rate limit) */
 /* sizeof(bitsec_guard_result). */
 #define BITSEC_GUARD_RESULT_BYTES 64

@@ -1738,7 +1738,7 @@ int32_t bitsec_backup_codes_generate(bitsec_runtime *rt, int32_t count, char *ou
 /// Each step decides exactly as its own function (bitsec_verify_token, bitsec_rate_limit_take,
 /// bitsec_check_permission_claims), with the same audit events. Every request with a category
 /// counts against its bucket, refused ones included: a request refused for its token, a scope
-/// or the permission takes too (from key; from "user:<sub>" with
+/// or the permission takes too (from key; from the user's key with
 /// BITSEC_GUARD_FLAG_KEY_BY_SUBJECT and a verified token), so a caller cannot send refused
 /// requests, each leaving an audit record, without limit. The answer's precedence: rate
 /// limited (429), a refused token (401), a missing scope or a denied permission (403), an
@@ -1758,9 +1758,11 @@ int32_t bitsec_backup_codes_generate(bitsec_runtime *rt, int32_t count, char *ou
 /// category, category_len: the rate-limit category; NULL/0: no rate limit (unlike
 /// bitsec_rate_limit_take, where it means "default"). An unknown one: BITSEC_E_NOT_FOUND.
 /// key, key_len: the rate-limit key (1 to BITSEC_RATE_LIMIT_MAX_KEY_BYTES bytes of UTF-8),
-/// required with a category; with BITSEC_GUARD_FLAG_KEY_BY_SUBJECT the key is
-/// "user:<sub>" instead when the token verified with a non-empty sub (its SHA-256 as
-/// "sha256:<hex>" when that is longer than a key may be).
+/// required with a category; with BITSEC_GUARD_FLAG_KEY_BY_SUBJECT the key is the user's
+/// instead when the token verified with a non-empty sub: "user:<sub>", or
+/// "tenant:<n>:<tenant>:user:<sub>" when the token names a tenant (tenant_id, else tenant;
+/// n: its length in UTF-8 bytes), so that namesakes in two tenants have two buckets (its
+/// SHA-256 as "sha256:<hex>" when that is longer than a key may be).
 /// cost: tokens to take, 1 to the category's capacity (ignored without a category).
 /// at: Unix seconds for the token's time claims and the bucket; 0 means now.
 /// flags: BITSEC_GUARD_FLAG_KEY_BY_SUBJECT, BITSEC_GUARD_FLAG_TOKEN_ADVISORY (the token only

@@ -253,7 +253,7 @@ public enum BitsecABI {
     //: A reason field of a step that did not run.
     public static let BITSEC_GUARD_NOT_CHECKED: Int32 = -1
     //: Flags of bitsec_guard_check.
-    public static let BITSEC_GUARD_FLAG_KEY_BY_SUBJECT: UInt32 = 1 // rate-limit key "user:<sub>" when the token verified
+    public static let BITSEC_GUARD_FLAG_KEY_BY_SUBJECT: UInt32 = 1 // rate-limit key: the user's ("user:<sub>", with a tenant "tenant:<n>:<tenant>:user:<sub>") when the token verified
     public static let BITSEC_GUARD_FLAG_TOKEN_ADVISORY: UInt32 = 2 // an invalid token is no refusal (it only keys the rate limit)
     //: sizeof(bitsec_guard_result).
     public static let BITSEC_GUARD_RESULT_BYTES: Int32 = 64

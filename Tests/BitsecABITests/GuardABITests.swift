@@ -202,6 +202,42 @@ private func bothWays(_ a: OpaquePointer, _ b: OpaquePointer, token: String?, sc
         #expect(check("not.a.token", "docs:read", key: "ip:2") == (BitsecABI.BITSEC_GUARD_TOKEN_REFUSED, 401, 2))
     }
 
+    /// With BITSEC_GUARD_FLAG_KEY_BY_SUBJECT a token that names a tenant takes from
+    /// "tenant:<n>:<tenant>:user:<sub>": namesakes in two tenants have two buckets (before, both
+    /// took from "user:<sub>", and one tenant's user could hold the other's at 429). The
+    /// tenant's length keeps a tenant that looks like the rest of a key from meeting another.
+    @Test func namesakesInTwoTenantsHaveTwoBuckets() throws {
+        let config = guardConfig.replacing(#""capacity": 80"#, with: #""capacity": 1"#)
+        let (rc, h) = open(config)
+        #expect(rc == OK, "\(lastError())")
+        let rt = try #require(h)
+        defer { bitsec_runtime_close(rt) }
+        func token(_ sub: String, _ tenant: String?) -> String {
+            let t = tenant.map { #","tenant_id":"\#($0)""# } ?? ""
+            return sign(rt, #"{"sub":"\#(sub)","roles":["reader"],"iss":"iss","aud":"aud","exp":2000000000\#(t)}"#)
+        }
+        func status(_ token: String) -> Int32 {
+            var g = [Int64](repeating: 0, count: 8)
+            var n: UInt = 0
+            let rc = g.withUnsafeMutableBytes { res in
+                bitsec_guard_check(rt, token, UInt(token.utf8.count), nil, 0, nil, 0, nil, 0, "default", 7, "ip:1", 4, 1, AT,
+                                   UInt32(BitsecABI.BITSEC_GUARD_FLAG_KEY_BY_SUBJECT), res.baseAddress, nil, 0, &n)
+            }
+            #expect(rc == OK, "\(lastError())")
+            return g.withUnsafeBytes { $0.load(fromByteOffset: 4, as: Int32.self) }
+        }
+        let users = [token("alice", "t1"), token("alice", "t2"), token("alice", nil), token("b:user:c", "a"),
+                     token("c", "a:user:b")]
+        #expect(users.map(status) == [200, 200, 200, 200, 200])
+        #expect(users.map(status) == [429, 429, 429, 429, 429])
+        for key in ["tenant:2:t1:user:alice", "tenant:2:t2:user:alice", "user:alice", "tenant:1:a:user:b:user:c",
+                    "tenant:8:a:user:b:user:c"] {
+            var d = [Int64](repeating: -1, count: Int(BitsecABI.BITSEC_RATE_LIMIT_DECISION_LEN))
+            #expect(bitsec_rate_limit_take(rt, "default", 7, key, UInt(key.utf8.count), 1, AT, &d) == OK)
+            #expect(d[Int(BitsecABI.BITSEC_RATE_LIMIT_D_ALLOWED)] == 0, "\(key): spent by its token")
+        }
+    }
+
     /// bitsec_guard_check_request decides as bitsec_guard_check with the same values: the
     /// same status, result, document and bucket, case by case on two runtimes.
     @Test func requestStructsDecideAsTheArguments() throws {

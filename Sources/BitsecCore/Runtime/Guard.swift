@@ -95,7 +95,7 @@ public enum RequestGuard {
             let svc = try r.require(r.rateLimits)
             var k = key
             if flags & flagKeyBySubject != 0, let sub = verified?.sub, !sub.isEmpty {
-                k = try subjectKey(sub)
+                k = try subjectKey(sub, tenant: verified?.tenant)
             }
             if let k {
                 do {
@@ -155,10 +155,20 @@ public enum RequestGuard {
         return out
     }
 
-    /// `user:<sub>`, or `sha256:<hex of it>` when longer than a rate-limit key may be (the
-    /// key the Python binding's rate-limit dependencies use for the same user).
-    public static func subjectKey(_ sub: String) throws(BitsecError) -> String {
-        let key = "user:" + sub
+    /// The verified user's rate-limit key: `user:<sub>` without a tenant, and
+    /// `tenant:<n>:<tenant>:user:<sub>` with one (`n`: the tenant's length in UTF-8 bytes), so
+    /// that the same subject in two tenants has two buckets: a user of one tenant cannot
+    /// spend the budget of a namesake in another. The two forms never meet (their prefixes
+    /// differ, and the length makes the tenant's end unambiguous). `sha256:<hex of it>` when
+    /// longer than a rate-limit key may be. The Python binding's rate-limit dependencies and
+    /// cookie routes use the same key for the same user (`bitsec.fastapi`).
+    public static func subjectKey(_ sub: String, tenant: String? = nil) throws(BitsecError) -> String {
+        let key: String
+        if let tenant, !tenant.isEmpty {
+            key = "tenant:\(tenant.utf8.count):" + tenant + ":user:" + sub
+        } else {
+            key = "user:" + sub
+        }
         if key.utf8.count <= RateLimitLimits.maxKeyBytes { return key }
         var md = [UInt8](repeating: 0, count: 32)
         var n: UInt32 = 0

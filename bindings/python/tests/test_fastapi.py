@@ -74,7 +74,7 @@ def bearer(t: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {t}"}
 
 
-def make_app(cfg: dict, *, proxies: tuple[str, ...] = (), middleware: bool = True,
+def make_app(cfg: dict, *, proxies: Any = (), middleware: bool = True,
              headers: dict | None = None, on_backend_error: str = "deny") -> FastAPI:
     auth = BearerAuth(realm="erp")
     optional = BearerAuth(auto_error=False)
@@ -403,6 +403,58 @@ def test_client_ip_resolver() -> None:
     assert ClientIP()(scope) == "10.0.0.5"
     assert r({"client": ("10.0.0.5", 1), "headers": [(b"x-forwarded-for", b"junk")]}) == "10.0.0.5"
     assert r({"client": ("198.51.100.3", 1), "headers": [(b"x-forwarded-for", b"1.1.1.1")]}) == "198.51.100.3"
+
+
+def test_forwarded_header_names_the_client_behind_a_proxy_that_writes_it() -> None:
+    """A proxy that writes RFC 7239's ``Forwarded`` (Envoy, HAProxy, nginx configured so)
+    instead of ``X-Forwarded-For``: with ``header="forwarded"`` its ``for=`` nodes name the
+    client, read right to left past trusted proxies, and the other header is not read (the
+    proxy passes a client's own copy of it through). Before, only ``X-Forwarded-For`` was
+    read: every client behind such a proxy was the proxy (one bucket, one login-guard client,
+    everyone locked out by one client's failed logins)."""
+    r = ClientIP(["10.0.0.0/8"], header="forwarded")
+
+    def client(*forwarded: str, xff: str | None = None) -> str:
+        headers = [(b"forwarded", f.encode()) for f in forwarded]
+        if xff is not None:
+            headers.append((b"x-forwarded-for", xff.encode()))
+        return r({"client": ("10.0.0.5", 1), "headers": headers})
+
+    assert client("for=203.0.113.1;proto=https;by=10.0.0.5") == "203.0.113.1"
+    assert client('For="[2001:db8:cafe::17]:4711"') == "2001:db8:cafe::17"
+    assert client('for="[2001:db8::1]"', "for=10.0.0.9") == "2001:db8::1"  # (two headers: one list)
+    assert client("for=198.51.100.7, for=203.0.113.1, for=10.0.0.9") == "203.0.113.1"  # rightmost untrusted
+    assert client('for="a,b;c";by=x, for=203.0.113.2') == "203.0.113.2"  # (quoted: no split)
+    assert client("for=203.0.113.1", xff="198.51.100.1") == "203.0.113.1"  # X-Forwarded-For not read
+    assert client(xff="198.51.100.1") == "10.0.0.5"
+    # what names no address is the proxy's: unknown, obfuscated, none, garbage, too long a chain
+    for sent in ("for=unknown", 'for="_hidden"', "proto=https", "", "for=[junk", "for=1.2.3.4:5:6"):
+        assert client(sent) == "10.0.0.5", sent
+    assert client(", ".join(["for=10.0.0.9"] * 64 + ["for=203.0.113.1"])) == "203.0.113.1"
+    assert client(", ".join(["for=203.0.113.1"] + ["for=10.0.0.9"] * 64)) == "10.0.0.5"
+    # from a peer that is no trusted proxy the header is ignored
+    assert r({"client": ("192.0.2.9", 1), "headers": [(b"forwarded", b"for=203.0.113.1")]}) == "192.0.2.9"
+    # the default reads X-Forwarded-For only; a component takes the resolver as trusted_proxies
+    assert ClientIP(["10.0.0.0/8"])({"client": ("10.0.0.5", 1),
+                                     "headers": [(b"forwarded", b"for=203.0.113.1")]}) == "10.0.0.5"
+    assert ClientIP.of(r) is r and ClientIP.of(["10.0.0.0/8"]).header == "x-forwarded-for"
+    assert RateLimit(trusted_proxies=r).client_ip is r
+    with pytest.raises(ValueError):
+        ClientIP(["10.0.0.0/8"], header="x-real-ip")
+    with pytest.raises(TypeError):  # one string, not a list (was a ValueError about ".")
+        ClientIP("10.0.0.0/8")
+    assert r.state_key != ClientIP(["10.0.0.0/8"]).state_key  # (each its own answer per request)
+
+
+def test_forwarded_header_keys_the_rate_limit_per_client(tmp_path: Path) -> None:
+    cfg = base_config(tmp_path, default_capacity=2)
+    app = make_app(cfg, proxies=ClientIP([PROXY], header="forwarded"))
+    with TestClient(app, client=(PROXY, 1234)) as c:
+        one = {"Forwarded": "for=198.51.100.1;proto=http"}
+        assert [c.get("/maybe", headers=one).status_code for _ in range(3)] == [200, 200, 429]
+        assert c.get("/maybe", headers={"Forwarded": 'for="[2001:db8::5]:80"'}).status_code == 200
+        # a client's own X-Forwarded-For changes nothing: it is not the header the proxy writes
+        assert c.get("/maybe", headers={**one, "X-Forwarded-For": "203.0.113.9"}).status_code == 429
 
 
 def test_redis_outage_never_500(tmp_path: Path, fresh_redis: Any) -> None:

@@ -23,7 +23,7 @@ with warnings.catch_warnings():  # starlette's TestClient announces a move to ht
 from redis_modes import REDIS_MODES, redis_section
 
 import bitsec
-from bitsec.fastapi import (GUARD_SCOPE_KEY, BearerAuth, GuardMiddleware, GuardResult, Requirement,
+from bitsec.fastapi import (GUARD_SCOPE_KEY, BearerAuth, GuardMiddleware, GuardResult, RateLimit, Requirement,
                             RequirePermission, bitsec_lifespan, compile_routes, guard, guard_claims,
                             guard_result, public)
 
@@ -213,6 +213,32 @@ def test_rate_limit_of_the_declared_category(rt: Counting) -> None:
         assert int(r.headers["retry-after"]) >= 1 and r.headers["x-ratelimit-remaining"] == "0"
         # another user has its own bucket (the key is the verified subject)
         assert c.delete("/equipment/4", headers=bearer(token(rt, "root2", ["admin"]))).status_code == 200
+
+
+def test_namesakes_in_two_tenants_have_two_buckets(tmp_path: Path) -> None:
+    """Where user names are only unique within a tenant, the owner of an account in one
+    tenant must not spend the budget of the same name in another: before, both took from
+    ``user:alice``, and one tenant's alice held every other tenant's alice at 429. The guard
+    and the ``RateLimit`` dependency key the same user alike (``tenant:<n>:<tenant>:user:<sub>``)."""
+    with Counting(config(tmp_path, capacity=3)) as rt:
+        app = make_app(rt)
+
+        @app.get("/limited")
+        @guard(auth="none", rate="")  # (the dependency alone takes)
+        def limited(_: Any = Depends(RateLimit())) -> dict:
+            return {}
+
+        with TestClient(app) as c:
+            mine = bearer(token(rt, "alice", ["viewer"], tenant_id="evil"))
+            assert [c.get("/equipment", headers=mine).status_code for _ in range(4)] == [200, 200, 200, 429]
+            theirs = bearer(token(rt, "alice", ["viewer"], tenant_id="t1"))
+            r = c.get("/equipment", headers=theirs)
+            assert r.status_code == 200 and r.headers["x-ratelimit-remaining"] == "2"
+            # the dependency's key is the guard's: the same two buckets
+            assert c.get("/limited", headers=mine).status_code == 429
+            assert c.get("/limited", headers=theirs).status_code == 200
+        assert not rt.rate_limit_take("tenant:4:evil:user:alice", "default")
+        assert rt.rate_limit_take("tenant:2:t1:user:alice", "default").remaining == 0  # its last one
 
 
 def test_refused_requests_count_against_the_callers_bucket(tmp_path: Path) -> None:

@@ -25,8 +25,8 @@ def session_app(rt: bitsec.Runtime) -> tuple[FastAPI, CookieSession]:
 
     @app.post("/login")
     @public
-    def login(user: str, request: Request, response: Response) -> dict[str, str]:
-        created = sessions.login(request, response, user, "t1")
+    def login(user: str, request: Request, response: Response, tenant: str = "t1") -> dict[str, str]:
+        created = sessions.login(request, response, user, tenant)
         return {"csrf": get_runtime(request).csrf_token_issue(created.session_id), "token": created.token}
 
     @app.get("/ui/export")
@@ -67,6 +67,35 @@ def test_a_session_does_not_spread_over_addresses_with_sec_fetch_site(tmp_path: 
                           for _ in range(3))
     # its second bucket (xsite:user:alice, 3): was 15, three per address
     assert served == 3
+
+
+def test_a_session_user_of_another_tenant_has_its_own_buckets(tmp_path: Path) -> None:
+    """Where user names are only unique within a tenant, one tenant's alice must not spend
+    another tenant's alice's budget (before, both sessions took from ``user:alice`` and
+    ``xsite:user:alice``): the session's tenant is part of its user's key, as a token's."""
+    with bitsec.Runtime(config(tmp_path, capacity=3)) as rt:
+        app, sessions = session_app(rt)
+
+        with TestClient(app, base_url="https://testserver", headers={"User-Agent": UA}) as c:
+            tokens = {}
+            for tenant in ("evil", "t1"):
+                c.cookies.clear()  # (a login with a session cookie ends that session)
+                tokens[tenant] = c.post("/login", params={"user": "alice", "tenant": tenant},
+                                        headers={"Origin": ORIGIN}).json()["token"]
+
+            clients = {tenant: TestClient(app, base_url="https://testserver", headers={"User-Agent": UA},
+                                          cookies={sessions.cookie_name: token}) for tenant, token in tokens.items()}
+
+            def export(tenant: str, **headers: str) -> int:
+                return clients[tenant].get("/ui/export", headers=headers).status_code
+
+            assert [export("evil") for _ in range(4)] == [200, 200, 200, 429]
+            cross = {"Sec-Fetch-Site": "cross-site"}
+            assert [export("evil", **cross) for _ in range(4)] == [200, 200, 200, 429]
+            assert [export("t1") for _ in range(3)] == [200, 200, 200]
+            assert export("t1", **cross) == 200
+        assert not rt.rate_limit_take("tenant:4:evil:user:alice", "default")
+        assert not rt.rate_limit_take("xsite:tenant:4:evil:user:alice", "default")
 
 
 def test_a_trusted_proxy_in_ipv4_mapped_form_is_trusted(tmp_path: Path) -> None:

@@ -71,7 +71,7 @@ SCOPES: list[tuple[str, ...]] = [(), ("read",), ("read", "admin")]
 def separate(rt: bitsec.Runtime, tok: str, permission: str | None, ctx: Any, scopes: tuple[str, ...],
              category: str | None, key: str) -> tuple[str, Any, Any, Any]:
     """The decision of the three separate calls, in the guard's order: the token, the take
-    (every request, refused ones too: ``user:<sub>`` for a verified token, else ``key``), the
+    (every request, refused ones too: the user's key for a verified token, else ``key``), the
     scopes, the permission; rate limited first, then a refused token, then a 403."""
     claims = None
     refused = None
@@ -82,7 +82,10 @@ def separate(rt: bitsec.Runtime, tok: str, permission: str | None, ctx: Any, sco
             refused = e.reason
     rate = None
     if category is not None:
-        k = "user:" + claims.subject if claims is not None and claims.subject else key
+        k = key
+        if claims is not None and claims.subject:  # the user's key (docs/fastapi.md, "Rate limits")
+            t = claims.tenant_id
+            k = f"tenant:{len(t.encode())}:{t}:user:{claims.subject}" if t else "user:" + claims.subject
         d = rt.rate_limit_take(k, category, 1, at=AT)
         rate = (d.allowed, d.limit, d.remaining, d.reset_after, d.retry_after)
         if not d:
@@ -201,6 +204,31 @@ def test_advisory_token_only_keys_the_rate_limit() -> None:
         assert rt.guard_check(None, category="default", key="ip:1", at=AT).decision == "rate_limited"
         with pytest.raises(InvalidArgumentError):
             rt.guard_check(t, permission="equipment:read", token_advisory=True)
+
+
+def test_namesakes_in_two_tenants_have_two_buckets() -> None:
+    """The user's bucket is keyed by the token's tenant too: where user names are only unique
+    within a tenant, a user of one tenant must not spend the budget of the same name in
+    another (before, both took from ``user:<sub>``: one tenant's alice could hold every other
+    tenant's alice at 429). A tenant that looks like the rest of a key cannot meet another
+    user's key: its length is part of it. The Python layer derives the same keys."""
+    from bitsec.fastapi.ratelimit import _user_key
+    with bitsec.Runtime(config(capacity=1)) as rt:
+        def tok(sub: str, **c: Any) -> str:
+            return rt.sign_token({"sub": sub, "iss": ISS, "aud": AUD, "exp": AT + 600, **c})
+        users = [(tok("alice", tenant_id="t1"), "alice", "t1"), (tok("alice", tenant="t2"), "alice", "t2"),
+                 (tok("alice"), "alice", None), (tok("alice", tenant_id="\u00e9"), "alice", "\u00e9"),
+                 (tok("b:user:c", tenant_id="a"), "b:user:c", "a"), (tok("c", tenant_id="a:user:b"), "c", "a:user:b")]
+        for t, _, _ in users:  # six buckets of one: each served once
+            assert rt.guard_check(t, category="default", key="ip:1", at=AT, key_by_subject=True)
+        for t, _, _ in users:
+            assert rt.guard_check(t, category="default", key="ip:1", at=AT, key_by_subject=True).decision == "rate_limited"
+        keys = ["tenant:2:t1:user:alice", "tenant:2:t2:user:alice", "user:alice", "tenant:2:\u00e9:user:alice",
+                "tenant:1:a:user:b:user:c", "tenant:8:a:user:b:user:c"]
+        assert [_user_key(sub, tenant) for _, sub, tenant in users] == keys
+        for k in keys:  # the same buckets, spent
+            assert not rt.rate_limit_take(k, "default", 1, at=AT), k
+        assert rt.rate_limit_take("ip:1", "default", 1, at=AT)  # (none of them took from the address)
 
 
 def test_long_subject_keys_by_its_hash() -> None:

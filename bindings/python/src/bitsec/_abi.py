@@ -397,7 +397,7 @@ BITSEC_GUARD_RATE_UNAVAILABLE: Final = 5
 # A reason field of a step that did not run.
 BITSEC_GUARD_NOT_CHECKED: Final = -1
 # Flags of bitsec_guard_check.
-#: rate-limit key "user:<sub>" when the token verified
+#: rate-limit key: the user's ("user:<sub>", with a tenant "tenant:<n>:<tenant>:user:<sub>") when the token verified
 BITSEC_GUARD_FLAG_KEY_BY_SUBJECT: Final = 1
 #: an invalid token is no refusal (it only keys the rate limit)
 BITSEC_GUARD_FLAG_TOKEN_ADVISORY: Final = 2

@@ -243,8 +243,8 @@ class GuardCheckMixin:
         with ``key_by_subject``), so refused requests meet the limit too; the answer is
         ``rate_limited`` first, then ``token_refused``, then ``scope_missing`` /
         ``permission_denied``, then ``rate_unavailable`` (only for an otherwise allowed
-        request). ``key_by_subject``: the key is ``user:<sub>`` when the
-        token verified; ``token_advisory``: an invalid token is no refusal (it only keys the
+        request). ``key_by_subject``: the key is the user's when the token
+        verified (``user:<sub>``; ``tenant:<n>:<tenant>:user:<sub>`` when it names a tenant); ``token_advisory``: an invalid token is no refusal (it only keys the
         rate limit). Decisions are results (``GuardCheck``); errors raise ``BitsecError``
         (``BackendUnavailableError`` when the revocation store cannot answer).
 

@@ -68,25 +68,44 @@ def _unavailable(retry_after: int = 1) -> HTTPException:
 # ---- client address ------------------------------------------------------------------------
 
 class ClientIP:
-    """The client's address: the peer's, unless the peer is a trusted proxy; then
-    ``X-Forwarded-For`` is read right to left and the first address that is not a trusted
-    proxy is the client (so a client cannot forge its address by sending its own header).
+    """The client's address: the peer's, unless the peer is a trusted proxy; then the
+    proxy's header is read right to left and the first address that is not a trusted proxy
+    is the client (so a client cannot forge its address by sending its own header).
     ``trusted_proxies``: addresses or networks (``"10.0.0.0/8"``), and ``"unix"`` for a proxy
     that connects over a Unix socket (``uvicorn --uds``: the server reports no peer address,
-    so without it every client would be the same unknown one); empty (the default):
-    ``X-Forwarded-For`` is never trusted."""
+    so without it every client would be the same unknown one); empty (the default): no
+    header is ever trusted. ``header``: the one header the proxies write,
+    ``"x-forwarded-for"`` (the default) or ``"forwarded"`` (RFC 7239, its ``for=``
+    parameters). Only that one is read: a proxy that writes one passes a client's own copy
+    of the other through untouched, so trusting both would let a client choose its address.
+    Components that take ``trusted_proxies`` also take a ``ClientIP``."""
 
-    def __init__(self, trusted_proxies: Iterable[str] = ()) -> None:
+    #: The most ``Forwarded`` elements read, from the right (RFC 7239 hops): a longer chain
+    #: of trusted proxies is no deployment, and the peer is kept instead.
+    MAX_FORWARDED_ELEMENTS = 64
+
+    def __init__(self, trusted_proxies: Iterable[str] = (), header: str = "x-forwarded-for") -> None:
+        if header not in ("x-forwarded-for", "forwarded"):
+            raise ValueError(f"header must be 'x-forwarded-for' or 'forwarded', not {header!r}")
+        if isinstance(trusted_proxies, str):
+            raise TypeError("trusted_proxies is a list of addresses or networks, not one string")
         proxies = list(trusted_proxies)
         self.unix = "unix" in proxies
         self.networks = [ipaddress.ip_network(p, strict=False) for p in proxies if p != "unix"]
+        self.header = header
+        self._name = header.encode("ascii")
         #: No proxy is trusted: the peer is the client.
         self.direct = not self.networks and not self.unix
         #: Where the address is kept for the rest of the request (``_client_ip``): one place per
-        #: list of trusted proxies, so that a component trusting none (the peer is the client)
-        #: and one trusting a proxy each get their own answer, whichever reads it first.
+        #: list of trusted proxies and header, so that a component trusting none (the peer is
+        #: the client) and one trusting a proxy each get their own answer, whichever reads it first.
         self.state_key = (_CLIENT_IP + "".join(sorted("@" + str(n) for n in self.networks))
-                          + ("@unix" if self.unix else ""))
+                          + ("@unix" if self.unix else "") + ("@forwarded" if header == "forwarded" else ""))
+
+    @classmethod
+    def of(cls, trusted_proxies: "Iterable[str] | ClientIP") -> "ClientIP":
+        """``trusted_proxies`` as a component takes it: a ``ClientIP``, or the list for one."""
+        return trusted_proxies if isinstance(trusted_proxies, ClientIP) else cls(trusted_proxies)
 
     def _trusted(self, addr: str) -> bool:
         try:
@@ -106,19 +125,72 @@ class ClientIP:
         if not (self.unix and not peer) and (not self.networks or not self._trusted(peer)):
             return peer
         forwarded: list[str] = []
-        for name, value in scope.get("headers", ()):
-            if name == b"x-forwarded-for":
-                forwarded.extend(v.strip() for v in value.decode("latin-1").split(","))
+        name = self._name
+        for n, value in scope.get("headers", ()):
+            if n == name:
+                if name == b"forwarded":
+                    forwarded.extend(_forwarded_for(value.decode("latin-1")))
+                else:
+                    forwarded.extend(v.strip() for v in value.decode("latin-1").split(","))
+        if name == b"forwarded" and len(forwarded) > self.MAX_FORWARDED_ELEMENTS:
+            forwarded = [""] + forwarded[-self.MAX_FORWARDED_ELEMENTS:]  # (past them: the peer, below)
         for addr in reversed(forwarded):
             if not addr:
+                if name == b"forwarded":
+                    return peer  # an element without for=, "unknown", or over the limit
                 continue
             addr = _without_port(addr)
             if not self._trusted(addr):
                 try:
                     return _without_zone(str(ipaddress.ip_address(addr)))
                 except ValueError:
-                    return peer  # garbage from a trusted proxy's upstream: do not key on it
+                    return peer  # garbage from a trusted proxy's upstream (or "_hidden"): do not key on it
         return peer
+
+
+def _forwarded_for(value: str) -> list[str]:
+    """The ``for=`` node of each element of a ``Forwarded`` header (RFC 7239 section 4), left to
+    right, unquoted (``"[2001:db8::1]:443"`` stays bracketed for ``_without_port``); "" for an
+    element without one or with ``unknown``. Commas and semicolons inside quoted strings
+    do not split; a backslash escapes the next character."""
+    out: list[str] = []
+    node: str | None = None
+    i, n = 0, len(value)
+    while i <= n:
+        # one pair: name = token / quoted-string, up to ";" (next pair) or "," (next element)
+        j = i
+        while j < n and value[j] not in "=;,":
+            j += 1
+        key = value[i:j].strip().lower()
+        val = ""
+        if j < n and value[j] == "=":
+            j += 1
+            while j < n and value[j] in " \t":
+                j += 1
+            if j < n and value[j] == '"':
+                j += 1
+                chars: list[str] = []
+                while j < n and value[j] != '"':
+                    if value[j] == "\\" and j + 1 < n:
+                        j += 1
+                    chars.append(value[j])
+                    j += 1
+                j += 1  # (the closing quote)
+                val = "".join(chars)
+                while j < n and value[j] not in ";,":
+                    j += 1
+            else:
+                k = j
+                while j < n and value[j] not in ";,":
+                    j += 1
+                val = value[k:j].strip()
+        if key == "for" and node is None:
+            node = "" if val.lower() == "unknown" else val
+        if j >= n or value[j] == ",":
+            out.append(node or "")
+            node = None
+        i = j + 1
+    return out
 
 
 def _without_zone(addr: str) -> str:

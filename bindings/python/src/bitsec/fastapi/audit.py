@@ -116,13 +116,13 @@ class AuditMiddleware:
     thread and refused is also logged (``bitsec.fastapi`` logger).
     """
 
-    def __init__(self, app: Any, *, trusted_proxies: Iterable[str] = (),
+    def __init__(self, app: Any, *, trusted_proxies: Iterable[str] | ClientIP = (),
                  methods: Iterable[str] = ("POST", "PUT", "PATCH", "DELETE"),
                  sensitive: Callable[[str], bool] | None = None, attr: str = STATE_ATTR,
                  offload: str = "auto") -> None:
         self.app = app
         self.offload = _check_offload(offload)
-        self.client_ip = ClientIP(trusted_proxies)
+        self.client_ip = ClientIP.of(trusted_proxies)
         self.methods = frozenset(m.upper() for m in methods)
         self.sensitive = sensitive
         self.attr = attr

@@ -17,7 +17,8 @@ Permission checks that need data from the database (the owner of a row, its depa
 dependencies (``RequirePermission(..., context=...)``), which read the guard's claims.
 
 Every request to a rate-limited route takes from a bucket, refused ones included: the
-bucket of ``user:<sub>`` (a cookie route: ``user:<session user>``) when the credential is
+bucket of the user's key (``user:<sub>``, ``tenant:<n>:<tenant>:user:<sub>`` when the
+credential names a tenant; a cookie route: the session's user and tenant) when the credential is
 valid, even when the permission, a scope or the CSRF token then refuses; else the client
 address's (no token, an invalid one, no valid session cookie; on a cookie route also a
 request from another origin, and a safe request another site or a sibling origin started,
@@ -28,7 +29,7 @@ once over its limit, which comes before any other answer.
 A route declared with ``cookies=True`` is a browser's: the guard authenticates it by the
 session cookie (``CookieSession``) instead of a bearer token, checks CSRF on its unsafe
 methods (the ``Origin``/``Sec-Fetch-Site`` check and the ``X-CSRF-Token`` header bound to the
-session; the token after taking from the bucket of ``user:<session user>``, a request from
+session; the token after taking from the bucket of the session's user, a request from
 another origin taking from its address's instead), then decides the permission for the
 session's principal (``session_principal``).
 """
@@ -61,7 +62,7 @@ from .config import DEFAULT_PATH_CATEGORIES
 from .csrf import _STATE as _CSRF_STATE
 from .csrf import CSRF_COOKIE, CSRF_HEADER, SAFE_METHODS
 from .offload import offload_plan
-from .ratelimit import _address_key, _bounded_key, _RateLimiting
+from .ratelimit import _address_key, _bounded_key, _RateLimiting, _user_key
 from .sessions import _SESSION, _SESSION_COOKIE, _SESSION_ENDED, SESSION_DETAILS, CookieSession
 from .sessions import _offloads as _sessions_offload
 
@@ -541,7 +542,8 @@ class GuardMiddleware(AuditMiddleware):
       403 "Insufficient permissions: <resource>:<action>" (``insufficient_scope`` for a missing
       scope), 429 "Rate limit exceeded" with ``Retry-After``, 503 with ``Retry-After`` when a
       backend is unreachable. Allowed responses carry ``X-RateLimit-*`` and ``X-Request-ID``.
-    - The rate-limit key is ``user:<sub>`` when the token verified, else ``ip:<client>``
+    - The rate-limit key is the user's (``user:<sub>``; with the token's tenant
+      ``tenant:<n>:<tenant>:user:<sub>``) when the token verified, else ``ip:<client>``
       (``trusted_proxies`` as ``ClientIP``).
     - One audit record per request, of the response's start (status known): emitted then
       when the emit may wait, else written and handed to bitsec at the end of the event
@@ -569,7 +571,7 @@ class GuardMiddleware(AuditMiddleware):
     while such routes have declarations the table refuses, every request is answered 503.
     """
 
-    def __init__(self, app: Any, *, trusted_proxies: Iterable[str] = (), default: Requirement = PUBLIC,
+    def __init__(self, app: Any, *, trusted_proxies: Iterable[str] | ClientIP = (), default: Requirement = PUBLIC,
                  strict: bool = False, requirements: Mapping[str, Requirement] | None = None,
                  categorize: Callable[[str, str], str | None] = DEFAULT_PATH_CATEGORIES,
                  methods: Iterable[str] = ("POST", "PUT", "PATCH", "DELETE"),
@@ -1149,8 +1151,8 @@ class GuardMiddleware(AuditMiddleware):
                         category_path: str | None = None) -> GuardResult:
         """A cookie route's decision (sync, as ``decide``): the session cookie validated (client
         binding checked, idle timer touched), on an unsafe method the Origin / Sec-Fetch-Site
-        check, the take from ``user:<user>``'s bucket, on an unsafe method the token of the
-        ``csrf_header`` bound to the session, the permission for ``session_principal(session)``.
+        check, the take from the session user's bucket (with its tenant), on an unsafe method
+        the token of the ``csrf_header`` bound to the session, the permission for ``session_principal(session)``.
         The take comes before the CSRF token and the permission, so refused requests count too;
         a request without a valid session or from another origin takes from its address's
         bucket (``_refused_counted``). One native call per step: 2 for a safe method, 4 for an
@@ -1206,7 +1208,7 @@ class GuardMiddleware(AuditMiddleware):
         # session's refused requests count against its user's bucket too. A safe request the
         # browser marks as started by another site or a sibling origin (Sec-Fetch-Site
         # cross-site / same-site: a link, an image, a frame; the SameSite=Lax cookie goes with
-        # some of them) takes from a second bucket of the user's, ``xsite:user:<user>``: another
+        # some of them) takes from a second bucket of the user's, ``xsite:<the user's key>``: another
         # page must not be able to spend the user's own budget, and a client that sends the
         # header itself gets at most the two budgets, from however many addresses (it was the
         # address's bucket, one more per address). (An unsafe one passed the Origin check.)
@@ -1214,9 +1216,9 @@ class GuardMiddleware(AuditMiddleware):
         unavailable = False
         if category:
             if not unsafe and fetch_site is not None and fetch_site.lower() in ("cross-site", "same-site"):
-                bucket = _bounded_key("xsite:user:" + session.user)
+                bucket = _bounded_key("xsite:" + _user_key(session.user, session.tenant))
             else:
-                bucket = _bounded_key("user:" + session.user)
+                bucket = _user_key(session.user, session.tenant)
             try:
                 r = rt.rate_limit_take(bucket, category, req.cost)
             except BackendUnavailableError:  # the store did not answer: as the bearer path

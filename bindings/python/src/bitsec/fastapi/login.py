@@ -103,8 +103,8 @@ class LoginGuard:
     ``ClientIP``). Use a ``def`` endpoint: with Redis, the guard's calls wait on the network.
     """
 
-    def __init__(self, *, trusted_proxies: Iterable[str] = (), attr: str = STATE_ATTR) -> None:
-        self.client_ip = ClientIP(trusted_proxies)
+    def __init__(self, *, trusted_proxies: Iterable[str] | ClientIP = (), attr: str = STATE_ATTR) -> None:
+        self.client_ip = ClientIP.of(trusted_proxies)
         self.attr = attr
 
     def __call__(self, request: Request) -> LoginAttempts:

@@ -20,8 +20,9 @@ from .offload import _check_offload, offload_plan
 
 
 def _identity(rt: Runtime, scope: Any, resolver: ClientIP) -> str:
-    """``user:<sub>`` for a request whose bearer token verifies (never an unverified
-    claim), else ``ip:<client address>``."""
+    """The user's key (``_user_key``: ``user:<sub>``, with a tenant
+    ``tenant:<n>:<tenant>:user:<sub>``) for a request whose bearer token verifies (never an
+    unverified claim), else ``ip:<client address>``."""
     state = _request_state(scope)
     claims = state.get(_CLAIMS)
     if claims is None:
@@ -39,7 +40,7 @@ def _identity(rt: Runtime, scope: Any, resolver: ClientIP) -> str:
             except BitsecError:  # refused, or the revocation store is down: not a verified user
                 claims = None
     if claims is not None and claims.subject:
-        return _bounded_key("user:" + claims.subject)
+        return _user_key(claims.subject, claims.tenant_id)
     return _address_key(rt, scope, resolver)
 
 
@@ -49,9 +50,22 @@ def _address_key(rt: Runtime, scope: Any, resolver: ClientIP) -> str:
     return _bounded_key("ip:" + (_grouped_client(rt, ip) if ip else "unknown"))
 
 
+def _user_key(user: str, tenant: Any = None) -> str:
+    """A verified user's rate-limit key, as the library's guard derives it
+    (``BITSEC_GUARD_FLAG_KEY_BY_SUBJECT``): ``user:<user>`` without a tenant,
+    ``tenant:<n>:<tenant>:user:<user>`` with one (``n``: the tenant's length in UTF-8 bytes),
+    so that namesakes in two tenants have two buckets: a user of one tenant cannot spend
+    the budget of the same name in another. The two forms never meet (their prefixes
+    differ; the length ends the tenant unambiguously). Bounded (``_bounded_key``)."""
+    if tenant and type(tenant) is str:
+        n = len(tenant) if tenant.isascii() else len(tenant.encode("utf-8", "surrogatepass"))
+        return _bounded_key(f"tenant:{n}:{tenant}:user:{user}")
+    return _bounded_key("user:" + user)
+
+
 def _bounded_key(key: str) -> str:
     """The key, or ``sha256:<hex>`` of it when longer than a rate-limit key may be (the
-    library's guard derives ``user:<sub>`` keys the same way)."""
+    library's guard derives a user's key the same way)."""
     if len(key) > 128 and len(key.encode("utf-8")) > _MAX_KEY_BYTES:
         return "sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()
     return key
@@ -85,11 +99,11 @@ def _grouped_client(rt: Runtime, ip: str) -> str:
 class _RateLimiting:
     """The decision shared by the dependency and the middleware."""
 
-    def __init__(self, trusted_proxies: Iterable[str], on_backend_error: str, attr: str,
+    def __init__(self, trusted_proxies: Iterable[str] | ClientIP, on_backend_error: str, attr: str,
                  offload: str = "auto") -> None:
         if on_backend_error not in ("deny", "allow"):
             raise ValueError("on_backend_error must be 'deny' or 'allow'")
-        self.client_ip = ClientIP(trusted_proxies)
+        self.client_ip = ClientIP.of(trusted_proxies)
         self.on_backend_error = on_backend_error
         self.attr = attr
         self.offload = _check_offload(offload)
@@ -130,14 +144,15 @@ class _RateLimiting:
 class RateLimit(_RateLimiting):
     """A rate-limit dependency: ``Depends(RateLimit("auth"))`` takes ``cost`` tokens from
     the caller's bucket in ``category`` (the caller: ``user:<sub>`` when a bearer token
-    verifies, else ``ip:<client address>``). Allowed: ``X-RateLimit-Limit/Remaining/Reset``
+    verifies, ``tenant:<n>:<tenant>:user:<sub>`` when it also names a tenant, else
+    ``ip:<client address>``). Allowed: ``X-RateLimit-Limit/Remaining/Reset``
     on the response; denied: 429 "Rate limit exceeded" with ``Retry-After`` and the same
     headers. A Redis outage is decided by the category's ``failure_policy`` (bitsec); should
     the library still report the backend unavailable, ``on_backend_error="deny"`` (default)
     answers 503 with ``Retry-After``, ``"allow"`` lets the request through. Inline with the
     local store, in the thread pool with Redis (``offload_plan``; ``offload="always"``)."""
 
-    def __init__(self, category: str = "default", cost: int = 1, *, trusted_proxies: Iterable[str] = (),
+    def __init__(self, category: str = "default", cost: int = 1, *, trusted_proxies: Iterable[str] | ClientIP = (),
                  on_backend_error: str = "deny", attr: str = STATE_ATTR, offload: str = "auto") -> None:
         super().__init__(trusted_proxies, on_backend_error, attr, offload)
         self.category = category
@@ -162,7 +177,7 @@ class RateLimitMiddleware(_RateLimiting):
     behaviour as ``RateLimit``. ``app.add_middleware(RateLimitMiddleware, trusted_proxies=[...])``."""
 
     def __init__(self, app: Any, *, categorize: Callable[[str, str], str | None] = DEFAULT_PATH_CATEGORIES,
-                 trusted_proxies: Iterable[str] = (), on_backend_error: str = "deny",
+                 trusted_proxies: Iterable[str] | ClientIP = (), on_backend_error: str = "deny",
                  exempt: Sequence[str] = (), attr: str = STATE_ATTR, offload: str = "auto") -> None:
         super().__init__(trusted_proxies, on_backend_error, attr, offload)
         self.app = app
