@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 
 import pytest
@@ -226,6 +227,27 @@ def test_client_key_agrees_with_the_documented_rule() -> None:
         with bitsec.Runtime({"rate_limits": {"login_guard": {"ipv4_prefix": v4, "ipv6_prefix": v6}}}) as r:
             for s in samples:
                 assert r.client_key(s) == _reference_client_key(s, v4, v6), s
+
+
+def test_a_login_attempt_is_refunded_once() -> None:
+    """``LoginAttempt.cancel()`` twice (or ``cancel()`` then ``succeeded()``) refunds the
+    attempt once. A ticket is the attempt's instant in milliseconds: two attempts of one
+    client in the same millisecond share it, and a second refund took back the other
+    attempt's failure (the client then had a guess more than its limit)."""
+    from bitsec.fastapi import LoginAttempt
+    with bitsec.Runtime({"rate_limits": {"login_guard": {"client": {"max_failures": 3}}}}) as r:
+        ip, account, now = "10.9.9.9", "victim", int(time.time())
+        d1, d2 = r.login_guard_begin(account, ip, at=now), r.login_guard_begin(account, ip, at=now)
+        assert d1 and d2 and d1.ticket == d2.ticket
+        attempt = LoginAttempt(r, account, ip, d1)
+        attempt.cancel()
+        attempt.cancel()
+        attempt.succeeded()  # (clears the account; refunds nothing more)
+        d3 = r.login_guard_begin(account, ip, at=now)
+        assert d3 and d3.remaining == 1  # d2 and d3 count (was 2: d2's failure was taken back too)
+        d4 = r.login_guard_begin(account, ip, at=now)
+        assert d4 and d4.remaining == 0  # the client's third failure (max_failures: 3) blocks it
+        assert not r.login_guard_begin(account, ip, at=now)
 
 
 @pytest.mark.parametrize("mode", [None, *REDIS_MODES])

@@ -19,21 +19,31 @@ class LoginAttempt:
     raise) after a wrong password or second factor, or ``cancel()`` when it was neither (the
     password was right and the second factor is still due)."""
 
-    __slots__ = ("rt", "account", "client", "decision")
+    __slots__ = ("rt", "account", "client", "decision", "_refunded")
 
     def __init__(self, rt: Runtime, account: str, client: str, decision: LoginGuardDecision) -> None:
         self.rt = rt
         self.account = account
         self.client = client
         self.decision = decision
+        self._refunded = False
 
     def succeeded(self) -> None:
         """Refunds the attempt and clears the account's failures (the client's failures
-        against other accounts stay)."""
-        self.rt.login_guard_succeeded(self.account, self.client, self.decision)
+        against other accounts stay). The attempt is refunded once: after ``cancel()`` (or a
+        first ``succeeded()``) only the account is cleared."""
+        ticket = 0 if self._refunded else self.decision.ticket
+        self._refunded = True
+        self.rt.login_guard_succeeded(self.account, self.client, ticket)
 
     def cancel(self) -> None:
-        """Refunds the attempt on both keys without clearing anything."""
+        """Refunds the attempt on both keys without clearing anything; once (a second call,
+        or one after ``succeeded()``, does nothing). A ticket is the attempt's instant in
+        milliseconds: refunding one twice would take back a second failure of the same
+        client from the same millisecond, another attempt's."""
+        if self._refunded:
+            return
+        self._refunded = True
         self.rt.login_guard_cancel(self.account, self.client, self.decision)
 
     def failed(self, detail: str = "Invalid credentials", realm: str = "Bearer") -> HTTPException:
