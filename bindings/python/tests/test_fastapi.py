@@ -424,12 +424,28 @@ def test_forwarded_header_names_the_client_behind_a_proxy_that_writes_it() -> No
     assert client('For="[2001:db8:cafe::17]:4711"') == "2001:db8:cafe::17"
     assert client('for="[2001:db8::1]"', "for=10.0.0.9") == "2001:db8::1"  # (two headers: one list)
     assert client("for=198.51.100.7, for=203.0.113.1, for=10.0.0.9") == "203.0.113.1"  # rightmost untrusted
-    assert client('for="a,b;c";by=x, for=203.0.113.2') == "203.0.113.2"  # (quoted: no split)
+    assert client('by="a,b;c";for=198.51.100.9, for=203.0.113.2') == "203.0.113.2"
+    assert client('by="x, for=203.0.113.2";for=198.51.100.9') == "198.51.100.9"  # (quoted: no split)
+    assert client('for="\\[2001:db8::\\9]"') == "2001:db8::9"  # (a quoted-pair is its character)
     assert client("for=203.0.113.1", xff="198.51.100.1") == "203.0.113.1"  # X-Forwarded-For not read
     assert client(xff="198.51.100.1") == "10.0.0.5"
     # what names no address is the proxy's: unknown, obfuscated, none, garbage, too long a chain
-    for sent in ("for=unknown", 'for="_hidden"', "proto=https", "", "for=[junk", "for=1.2.3.4:5:6"):
+    for sent in ("for=unknown", 'for="_hidden"', "proto=https", "", 'for="[junk"', 'for="1.2.3.4:5:6"'):
         assert client(sent) == "10.0.0.5", sent
+    # A proxy may append its element to the client's own line: a line off the grammar (an
+    # unterminated quoted string swallowing the proxy's element, text after a quoted string,
+    # a parameter twice, an IPv6 address or a port outside quotes) names nobody, not the
+    # client's pick. Before, 'for=198.51.100.1;x=", for=203.0.113.7' was 198.51.100.1.
+    for forged in ('for=198.51.100.1;x=", for=203.0.113.7', 'for=198.51.100.1;x="\\", for=203.0.113.7',
+                   'for=198.51.100.1;x=", for="[2001:db8::7]:4711"', 'for="198.51.100.1"x, for=203.0.113.7',
+                   "for=198.51.100.1;for=198.51.100.2, for=203.0.113.7", "for=2001:db8::1, for=203.0.113.7",
+                   "for=198.51.100.1:80, for=203.0.113.7", "for=198.51.100.1 x, for=203.0.113.7"):
+        assert client(forged) == "10.0.0.5", forged
+    assert client('for=198.51.100.1;x="', "for=203.0.113.7") == "10.0.0.5"  # (one bad line spoils the header)
+    assert client("for=203.0.113.7 ;  proto=https ,for=10.0.0.9") == "203.0.113.7"  # (whitespace is fine)
+    assert client("for=203.0.113.7,, for=10.0.0.9,") == "203.0.113.7"  # (empty elements are none)
+    # the header's size is bounded (the parse runs on the event loop)
+    assert client("for=203.0.113.7;" + "x=y;" * 2100) == "10.0.0.5"
     assert client(", ".join(["for=10.0.0.9"] * 64 + ["for=203.0.113.1"])) == "203.0.113.1"
     assert client(", ".join(["for=203.0.113.1"] + ["for=10.0.0.9"] * 64)) == "10.0.0.5"
     # from a peer that is no trusted proxy the header is ignored

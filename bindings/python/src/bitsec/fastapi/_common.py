@@ -126,10 +126,15 @@ class ClientIP:
             return peer
         forwarded: list[str] = []
         name = self._name
+        size = 0
         for n, value in scope.get("headers", ()):
             if n == name:
                 if name == b"forwarded":
-                    forwarded.extend(_forwarded_for(value.decode("latin-1")))
+                    size += len(value)
+                    nodes = _forwarded_for(value.decode("latin-1")) if size <= FORWARDED_MAX_BYTES else None
+                    if nodes is None:
+                        return peer  # (a line off the grammar, or too long a header: nothing in it is sure)
+                    forwarded.extend(nodes)
                 else:
                     forwarded.extend(v.strip() for v in value.decode("latin-1").split(","))
         if name == b"forwarded" and len(forwarded) > self.MAX_FORWARDED_ELEMENTS:
@@ -148,49 +153,55 @@ class ClientIP:
         return peer
 
 
-def _forwarded_for(value: str) -> list[str]:
-    """The ``for=`` node of each element of a ``Forwarded`` header (RFC 7239 section 4), left to
-    right, unquoted (``"[2001:db8::1]:443"`` stays bracketed for ``_without_port``); "" for an
-    element without one or with ``unknown``. Commas and semicolons inside quoted strings
-    do not split; a backslash escapes the next character."""
+# RFC 7239 section 4 (with RFC 7230's token, quoted-string and optional whitespace around
+# the list's commas and the element's semicolons): a pair is token "=" (token / quoted-string).
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_QUOTED = r'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
+_PAIR = re.compile(rf"({_TOKEN})=({_TOKEN}|{_QUOTED})")
+#: An element's pairs (after the list's whitespace): tried once per element, never backtracked
+#: into from outside, so its cost is linear in the line (a header of spaces cost seconds with
+#: the whitespace on both sides of one pattern).
+_ELEMENT = re.compile(rf"(?:{_TOKEN}=(?:{_TOKEN}|{_QUOTED}))?(?:[ \t]*;[ \t]*(?:{_TOKEN}=(?:{_TOKEN}|{_QUOTED}))?)*")
+_WS = re.compile(r"[ \t]*")
+_UNQUOTE = re.compile(r"\\(.)")
+#: The most bytes of ``Forwarded`` read (all its lines): a longer header keeps the peer.
+FORWARDED_MAX_BYTES = 8192
+
+
+def _forwarded_for(value: str) -> list[str] | None:
+    """The ``for=`` node of each element of a ``Forwarded`` header line (RFC 7239 section 4),
+    left to right, unquoted (``"[2001:db8::1]:443"`` stays bracketed for ``_without_port``);
+    "" for an element without one or with ``unknown``; empty elements are skipped. None when the line does not follow
+    the grammar (an unterminated quoted string, text after one, a parameter twice in one
+    element, an IPv6 address or a port outside quotes): then no element of it can be told
+    apart from what a client wrote, since a proxy may append its element to the client's own
+    line, and the caller keeps the peer."""
     out: list[str] = []
-    node: str | None = None
-    i, n = 0, len(value)
-    while i <= n:
-        # one pair: name = token / quoted-string, up to ";" (next pair) or "," (next element)
-        j = i
-        while j < n and value[j] not in "=;,":
-            j += 1
-        key = value[i:j].strip().lower()
-        val = ""
-        if j < n and value[j] == "=":
-            j += 1
-            while j < n and value[j] in " \t":
-                j += 1
-            if j < n and value[j] == '"':
-                j += 1
-                chars: list[str] = []
-                while j < n and value[j] != '"':
-                    if value[j] == "\\" and j + 1 < n:
-                        j += 1
-                    chars.append(value[j])
-                    j += 1
-                j += 1  # (the closing quote)
-                val = "".join(chars)
-                while j < n and value[j] not in ";,":
-                    j += 1
-            else:
-                k = j
-                while j < n and value[j] not in ";,":
-                    j += 1
-                val = value[k:j].strip()
-        if key == "for" and node is None:
-            node = "" if val.lower() == "unknown" else val
-        if j >= n or value[j] == ",":
-            out.append(node or "")
-            node = None
-        i = j + 1
-    return out
+    pos, n = 0, len(value)
+    while True:
+        pos = _WS.match(value, pos).end()  # type: ignore[union-attr]
+        m = _ELEMENT.match(value, pos)
+        assert m is not None  # (every part of the pattern is optional)
+        node = ""
+        seen: set[str] = set()
+        for pair in _PAIR.finditer(m.group(0)):
+            name = pair.group(1).lower()
+            if name in seen:
+                return None  # (RFC 7239: a parameter at most once per element)
+            seen.add(name)
+            if name == "for":
+                v = pair.group(2)
+                if v[:1] == '"':
+                    v = _UNQUOTE.sub(r"\1", v[1:-1])
+                node = "" if v.lower() == "unknown" else v
+        if m.end() > pos:  # (an empty element, as ",," or a final ",", is none: RFC 7230 section 7)
+            out.append(node)
+        pos = _WS.match(value, m.end()).end()  # type: ignore[union-attr]
+        if pos >= n:
+            return out
+        if value[pos] != ",":
+            return None  # (anything else after an element: off the grammar)
+        pos += 1
 
 
 def _without_zone(addr: str) -> str:
