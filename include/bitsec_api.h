@@ -368,7 +368,8 @@ int32_t bitsec_token_revoke_session(bitsec_runtime *rt, char const *session_id, 
 
 /// Revokes a subject: every token whose sub claim is this and whose iat is at or before
 /// not_before (that whole second included; a token without iat is revoked too) verifies as
-/// BITSEC_TOKEN_REVOKED. Used when an account is disabled, deleted or anonymised, or all its
+/// BITSEC_TOKEN_REVOKED, in every tenant (bitsec_token_revoke_subject_in_tenant revokes one
+/// tenant's). Used when an account is disabled, deleted or anonymised, or all its
 /// sessions must end. Lasts until every token issued up to then has expired (not_before +
 /// the longer of access_ttl_seconds and refresh_ttl_seconds + the leeway). In process, when
 /// tokens.revocation.max_subjects live subjects are recorded, every token issued up to
@@ -382,6 +383,22 @@ int32_t bitsec_token_revoke_session(bitsec_runtime *rt, char const *session_id, 
 /// Thread safety: safe from any thread.
 /// Since: 0.2.0
 int32_t bitsec_token_revoke_subject(bitsec_runtime *rt, char const *subject, size_t subject_len, int64_t not_before, int64_t at, int32_t *out_newly) BITSEC_NODISCARD;
+
+/// bitsec_token_revoke_subject for one tenant's subject: every token with that sub whose
+/// tenant (its tenant_id claim, else tenant) is tenant, issued at or before not_before,
+/// becomes BITSEC_TOKEN_REVOKED; the same subject in other tenants is untouched (where user
+/// names are only unique within a tenant, one tenant's revocation must not end another's
+/// namesake's sessions). bitsec_token_revoke_subject, without a tenant, revokes the subject
+/// in every tenant. Revoking a token that has neither jti nor session_id
+/// (bitsec_token_revoke_token) revokes its subject in its own tenant, the same way.
+/// subject, subject_len: the sub claim, 1 to 512 bytes of UTF-8; caller-owned.
+/// tenant, tenant_len: the tenant, 1 to 512 bytes of UTF-8; caller-owned.
+/// not_before, at, out_newly: as bitsec_token_revoke_subject.
+/// Returns BITSEC_OK; BITSEC_E_INVALID_ARGUMENT; BITSEC_E_TOO_LARGE;
+/// BITSEC_E_BACKEND_UNAVAILABLE; BITSEC_E_NOT_CONFIGURED; BITSEC_E_CLOSED.
+/// Thread safety: safe from any thread.
+/// Since: 0.3.0
+int32_t bitsec_token_revoke_subject_in_tenant(bitsec_runtime *rt, char const *subject, size_t subject_len, char const *tenant, size_t tenant_len, int64_t not_before, int64_t at, int32_t *out_newly) BITSEC_NODISCARD;
 
 /// Whether a bare jti is revoked at instant at (as recorded by bitsec_token_revoke; in
 /// Redis that is the place of tokens without a sub claim). Session and subject revocations

@@ -243,6 +243,9 @@ private let table: [Entry] = [
     Entry("bitsec_token_revoke_subject", inputs: ["u1"], ints: [0, 0]) { a in
         bitsec_token_revoke_subject(a.rt, a.p(0), a.l(0), a.n[0], a.n[1], a.i32)
     },
+    Entry("bitsec_token_revoke_subject_in_tenant", inputs: ["u1", "t1"], ints: [0, 0]) { a in
+        bitsec_token_revoke_subject_in_tenant(a.rt, a.p(0), a.l(0), a.p(1), a.l(1), a.n[0], a.n[1], a.i32)
+    },
     Entry("bitsec_token_is_revoked", inputs: ["jti-1"], ints: [0]) { a in
         bitsec_token_is_revoked(a.rt, a.p(0), a.l(0), a.n[0], a.i32)
     },

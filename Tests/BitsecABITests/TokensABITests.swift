@@ -256,6 +256,13 @@ private func revokeToken(_ rt: OpaquePointer, _ token: String, at: Int64) -> (In
         // Empty or missing arguments are errors, not decisions.
         #expect(bitsec_token_revoke_session(rt, a.session, UInt(a.session.utf8.count), "", 0, at, nil) == E_INVALID)
         #expect(bitsec_token_revoke_subject(rt, nil, 2, 0, at, nil) == E_INVALID)
+        // One tenant's subject: the same sub in another tenant keeps its tokens.
+        let t1 = issuePair(rt, #"{"sub":"u2","tenant_id":"t1"}"#, at: at)
+        let t2 = issuePair(rt, #"{"sub":"u2","tenant_id":"t2"}"#, at: at)
+        #expect(bitsec_token_revoke_subject_in_tenant(rt, "u2", 2, "t2", 2, 0, at + 10, &newly) == OK && newly == 1)
+        #expect(verify(rt, t1.access, at: at + 11).1 == TOKEN_VALID)
+        #expect(verify(rt, t2.access, at: at + 11).1 == TOKEN_REVOKED)
+        #expect(bitsec_token_revoke_subject_in_tenant(rt, "u2", 2, "", 0, 0, at, nil) == E_INVALID)
         // Revoking a refused token revokes nothing and says why.
         let (rc, reason, n) = revokeToken(rt, "x.y.z", at: at)
         #expect(rc == OK && reason == TOKEN_MALFORMED && n == 0)

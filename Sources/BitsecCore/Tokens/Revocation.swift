@@ -1,19 +1,26 @@
-/// What the revocation checks read of a verified token: its `jti`, `sub`, `session_id` and
-/// `iat` (whole seconds; a fractional `iat` rounded down, towards revoking).
+/// What the revocation checks read of a verified token: its `jti`, `sub`, `session_id`,
+/// `iat` (whole seconds; a fractional `iat` rounded down, towards revoking) and tenant
+/// (`tenant_id`, else `tenant`). A subject's revocation is its tenant's: revoking a token of
+/// one tenant's `alice` that has no `jti` (and no session) never revokes another tenant's
+/// `alice`. A revocation of the subject without a tenant (`bitsec_token_revoke_subject`)
+/// covers it in every tenant.
 public struct TokenIdentity: Sendable, Equatable {
     public var jti: String?
     public var sub: String?
     public var sid: String?
     public var iat: Int64?
+    /// nil or empty: no tenant.
+    public var tenant: String?
 
-    public init(jti: String? = nil, sub: String? = nil, sid: String? = nil, iat: Int64? = nil) {
+    public init(jti: String? = nil, sub: String? = nil, sid: String? = nil, iat: Int64? = nil, tenant: String? = nil) {
         self.jti = jti; self.sub = sub; self.sid = sid; self.iat = iat
+        self.tenant = tenant?.isEmpty == true ? nil : tenant
     }
 
     /// The token's identity for the revocation checks. Its `iat` is the claim's whole second
     /// rounded down (`revocationIat`), not up as for the "issued in the future" check: an
     /// epoch recorded in the second a token with a fractional `iat` was issued covers it.
-    init(_ c: VerifiedClaims) { self.init(jti: c.jti, sub: c.sub, sid: c.sessionId, iat: c.revocationIat) }
+    init(_ c: VerifiedClaims) { self.init(jti: c.jti, sub: c.sub, sid: c.sessionId, iat: c.revocationIat, tenant: c.tenant) }
 }
 
 /// The outcome of revoking one token.
@@ -44,9 +51,9 @@ public protocol RevocationStore: Sendable {
     /// Revokes the tokens of a session issued at or before `epoch`; true when this moved the
     /// epoch forward (false when an equal or later one was already recorded).
     func revokeSession(sub: String, sid: String, epoch: Int64, until: Int64, now: Int64) throws(BitsecError) -> Bool
-    /// Revokes every token of `sub` issued at or before `notBefore`; true when this moved
-    /// the subject's epoch forward.
-    func revokeSubject(sub: String, notBefore: Int64, until: Int64, now: Int64) throws(BitsecError) -> Bool
+    /// Revokes every token of `sub` issued at or before `notBefore` (of `tenant` only, or in
+    /// every tenant when it is nil); true when this moved the subject's epoch forward.
+    func revokeSubject(sub: String, tenant: String?, notBefore: Int64, until: Int64, now: Int64) throws(BitsecError) -> Bool
     /// Whether any revocation covers the token.
     func isRevoked(_ id: TokenIdentity, now: Int64) throws(BitsecError) -> Bool
     /// Whether a single `jti` is revoked (a token without `sub` in Redis; any token in process).
@@ -191,6 +198,19 @@ public final class MemoryRevocationStore: RevocationStore {
     /// (sub, sid) pairs share one).
     private static func sessionKey(sub: String, sid: String) -> String { "\(sub.utf8.count):\(sub)\(sid)" }
 
+    /// A subject's key in its tenant: NUL, the tenant's length, the tenant, NUL, the subject
+    /// (the subject alone, as before tenants, for a revocation in every tenant).
+    private static func tenantSubjectKey(sub: String, tenant: String) -> String { "\u{0}\(tenant.utf8.count):\(tenant)\u{0}\(sub)" }
+
+    /// The subject epoch covering `id`: its tenant's, or the subject's in every tenant.
+    private func subjectCovers(_ id: TokenIdentity, _ sub: String, now: Int64) -> Bool {
+        if let e = Self.liveEpoch(subjects, sub, now: now), id.coveredBy(e) { return true }
+        if let t = id.tenant, let e = Self.liveEpoch(subjects, Self.tenantSubjectKey(sub: sub, tenant: t), now: now), id.coveredBy(e) {
+            return true
+        }
+        return false
+    }
+
     private func epochUntil(_ epoch: Int64, _ until: Int64) -> Int64 {
         max(until, epoch.addingReportingOverflow(epochLifetime).overflow ? Int64.max : epoch + epochLifetime)
     }
@@ -210,7 +230,7 @@ public final class MemoryRevocationStore: RevocationStore {
         if let jti = id.jti, jtiStats.entryCount > 0, isRevoked(jti: jti, now: now) { return true }
         if let sid = id.sid, sessions.stats.entryCount > 0,
            let e = Self.liveEpoch(sessions, Self.sessionKey(sub: id.sub ?? "", sid: sid), now: now), id.coveredBy(e) { return true }
-        if let sub = id.sub, subjects.stats.entryCount > 0, let e = Self.liveEpoch(subjects, sub, now: now), id.coveredBy(e) { return true }
+        if let sub = id.sub, subjects.stats.entryCount > 0, subjectCovers(id, sub, now: now) { return true }
         return false
     }
 
@@ -238,16 +258,17 @@ public final class MemoryRevocationStore: RevocationStore {
         }
     }
 
-    private func setSession(sub: String, sid: String, epoch: Int64, until: Int64, now: Int64) -> Bool {
+    private func setSession(sub: String, tenant: String?, sid: String, epoch: Int64, until: Int64, now: Int64) -> Bool {
         Self.raise(sessions, Self.sessionKey(sub: sub, sid: sid), epoch: epoch, until: until, now: now) {
-            // Full of live sessions: the subject (or everything) takes over.
-            if !sub.isEmpty { return setSubject(sub: sub, epoch: epoch, until: until, now: now) }
+            // Full of live sessions: the subject in its tenant (or everything) takes over.
+            if !sub.isEmpty { return setSubject(sub: sub, tenant: tenant, epoch: epoch, until: until, now: now) }
             return setGlobal(epoch: epoch, until: until, now: now)
         }
     }
 
-    private func setSubject(sub: String, epoch: Int64, until: Int64, now: Int64) -> Bool {
-        Self.raise(subjects, sub, epoch: epoch, until: until, now: now) {
+    private func setSubject(sub: String, tenant: String?, epoch: Int64, until: Int64, now: Int64) -> Bool {
+        let key = tenant.map { Self.tenantSubjectKey(sub: sub, tenant: $0) } ?? sub
+        return Self.raise(subjects, key, epoch: epoch, until: until, now: now) {
             setGlobal(epoch: epoch, until: until, now: now)
         }
     }
@@ -262,8 +283,8 @@ public final class MemoryRevocationStore: RevocationStore {
     private func widen(_ id: TokenIdentity, until: Int64, now: Int64) -> Bool {
         let epoch = id.iat ?? now
         let u = epochUntil(epoch, until)
-        if let sid = id.sid { return setSession(sub: id.sub ?? "", sid: sid, epoch: epoch, until: u, now: now) }
-        if let sub = id.sub { return setSubject(sub: sub, epoch: epoch, until: u, now: now) }
+        if let sid = id.sid { return setSession(sub: id.sub ?? "", tenant: id.tenant, sid: sid, epoch: epoch, until: u, now: now) }
+        if let sub = id.sub { return setSubject(sub: sub, tenant: id.tenant, epoch: epoch, until: u, now: now) }
         return setGlobal(epoch: epoch, until: u, now: now)
     }
 
@@ -281,9 +302,7 @@ public final class MemoryRevocationStore: RevocationStore {
             if global.stats.entryCount > 0, let g = Self.liveEpoch(global, Self.globalKey, now: now), id.coveredBy(g) { return .already }
             if let sid = id.sid, sessions.stats.entryCount > 0,
                let s = Self.liveEpoch(sessions, Self.sessionKey(sub: id.sub ?? "", sid: sid), now: now), id.coveredBy(s) { return .already }
-            if let sub = id.sub, subjects.stats.entryCount > 0, let s = Self.liveEpoch(subjects, sub, now: now), id.coveredBy(s) {
-                return .already
-            }
+            if let sub = id.sub, subjects.stats.entryCount > 0, subjectCovers(id, sub, now: now) { return .already }
             if e != nil || makeRoom() {
                 e = Until(until: until)
                 return .newly
@@ -294,11 +313,12 @@ public final class MemoryRevocationStore: RevocationStore {
     }
 
     public func revokeSession(sub: String, sid: String, epoch: Int64, until: Int64, now: Int64) -> Bool {
-        setSession(sub: sub, sid: sid, epoch: epoch, until: epochUntil(epoch, until), now: now)
+        setSession(sub: sub, tenant: nil, sid: sid, epoch: epoch, until: epochUntil(epoch, until), now: now)
     }
 
-    public func revokeSubject(sub: String, notBefore: Int64, until: Int64, now: Int64) -> Bool {
-        setSubject(sub: sub, epoch: notBefore, until: epochUntil(notBefore, until), now: now)
+    public func revokeSubject(sub: String, tenant: String?, notBefore: Int64, until: Int64, now: Int64) -> Bool {
+        setSubject(sub: sub, tenant: tenant?.isEmpty == true ? nil : tenant, epoch: notBefore,
+                   until: epochUntil(notBefore, until), now: now)
     }
 
     public func isRevoked(_ id: TokenIdentity, now: Int64) -> Bool {
@@ -389,6 +409,11 @@ public final class RedisRevocationStore: RevocationStore {
     public func jtiKey(jti: String, sub: String?) -> [UInt8] { base(sub: sub, jti: jti) + Array("j:".utf8) + Array(jti.utf8) }
     public func sessionKey(sub: String, sid: String) -> [UInt8] { base(sub: sub, jti: "") + Array("s:".utf8) + Array(sid.utf8) }
     public func subjectKey(sub: String) -> [UInt8] { base(sub: sub, jti: "") + Array("nb".utf8) }
+    /// The subject's not-before epoch in one tenant: `t:<tenant's length>:<tenant>:nb` in the
+    /// subject's slot (the subject's `nb` key, for every tenant, is checked beside it).
+    public func subjectKey(sub: String, tenant: String) -> [UInt8] {
+        base(sub: sub, jti: "") + Array("t:\(tenant.utf8.count):".utf8) + Array(tenant.utf8) + Array(":nb".utf8)
+    }
 
     private func ttl(_ until: Int64, _ now: Int64) -> Int64 { max(until &- now, 1) }
 
@@ -403,7 +428,7 @@ public final class RedisRevocationStore: RevocationStore {
             let u = epochUntil(epoch, until)
             if let sub = id.sub {
                 if let sid = id.sid { _ = try revokeSession(sub: sub, sid: sid, epoch: epoch, until: u, now: now) }
-                else { _ = try revokeSubject(sub: sub, notBefore: epoch, until: u, now: now) }
+                else { _ = try revokeSubject(sub: sub, tenant: id.tenant, notBefore: epoch, until: u, now: now) }
                 return .widened
             }
             throw .invalid("a token without jti and sub cannot be revoked in Redis")
@@ -440,8 +465,9 @@ public final class RedisRevocationStore: RevocationStore {
         try raise(sessionKey(sub: sub, sid: sid), epoch: epoch, until: epochUntil(epoch, until), now: now)
     }
 
-    public func revokeSubject(sub: String, notBefore: Int64, until: Int64, now: Int64) throws(BitsecError) -> Bool {
-        try raise(subjectKey(sub: sub), epoch: notBefore, until: epochUntil(notBefore, until), now: now)
+    public func revokeSubject(sub: String, tenant: String?, notBefore: Int64, until: Int64, now: Int64) throws(BitsecError) -> Bool {
+        let key = tenant.flatMap { $0.isEmpty ? nil : subjectKey(sub: sub, tenant: $0) } ?? subjectKey(sub: sub)
+        return try raise(key, epoch: notBefore, until: epochUntil(notBefore, until), now: now)
     }
 
     private static let mget = Array("MGET".utf8)
@@ -456,6 +482,7 @@ public final class RedisRevocationStore: RevocationStore {
             if let jti = id.jti { keys.append(jtiKey(jti: jti, sub: sub)) }
             if let sid = id.sid { keys.append(sessionKey(sub: sub, sid: sid)) }
             keys.append(subjectKey(sub: sub))
+            if let t = id.tenant { keys.append(subjectKey(sub: sub, tenant: t)) }
         } else if let jti = id.jti {
             keys.append(jtiKey(jti: jti, sub: nil))
         } else {

@@ -297,14 +297,16 @@ public final class TokenService: Capability {
         return try revocations.revokeSession(sub: sub, sid: sid, epoch: now, until: until(exp: 0, now: now), now: now)
     }
 
-    /// Revokes every token of subject `sub` issued at or before `notBefore` (0 = `at`).
-    /// Returns true when this moved the subject's epoch forward.
+    /// Revokes every token of subject `sub` issued at or before `notBefore` (0 = `at`): of
+    /// `tenant` only (its tokens' `tenant_id`, else `tenant`), or in every tenant when it is
+    /// nil. Returns true when this moved the subject's epoch forward.
     @discardableResult
-    public func revokeSubject(_ sub: String, notBefore: Int64 = 0, at: Int64 = 0) throws(BitsecError) -> Bool {
+    public func revokeSubject(_ sub: String, tenant: String? = nil, notBefore: Int64 = 0, at: Int64 = 0) throws(BitsecError) -> Bool {
         guard !sub.isEmpty, sub.utf8.count <= 512 else { throw .invalid("subject must be 1 to 512 bytes") }
+        if let tenant { guard !tenant.isEmpty, tenant.utf8.count <= 512 else { throw .invalid("tenant must be 1 to 512 bytes") } }
         let now = Clock.resolve(at)
         let nb = notBefore > 0 ? notBefore : now
-        return try revocations.revokeSubject(sub: sub, notBefore: nb, until: until(exp: 0, now: now), now: now)
+        return try revocations.revokeSubject(sub: sub, tenant: tenant, notBefore: nb, until: until(exp: 0, now: now), now: now)
     }
 
     public func isRevoked(jti: String, at: Int64 = 0) throws(BitsecError) -> Bool {

@@ -264,7 +264,7 @@ def test_refused_requests_count_against_the_bucket(tmp_path: Path) -> None:
             assert r.json() == {"detail": "origin_not_allowed"}
             assert c.get("/ui/equipment/1").headers["X-RateLimit-Remaining"] == "2"  # vic's
             # a GET another site or a sibling starts (a link, an image): vic's second bucket,
-            # xsite:user:vic (not vic's own, and not the address's: a client sending the header
+            # xsite:tenant:2:t1:user:vic (not vic's own, and not the address's: a client sending the header
             # from many addresses would get a bucket per address)
             for site, left in (("cross-site", "4"), ("same-site", "3")):
                 r = c.get("/ui/equipment/1", headers={"Sec-Fetch-Site": site})

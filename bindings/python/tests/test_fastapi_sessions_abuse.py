@@ -65,7 +65,7 @@ def test_a_session_does_not_spread_over_addresses_with_sec_fetch_site(tmp_path: 
                                client=(f"2001:db8:0:{i:x}::1", 1), cookies={sessions.cookie_name: token})
                 served += sum(c.get("/ui/export", headers={"Sec-Fetch-Site": "cross-site"}).status_code == 200
                           for _ in range(3))
-    # its second bucket (xsite:user:alice, 3): was 15, three per address
+    # its second bucket (xsite:tenant:2:t1:user:alice, 3): was 15, three per address
     assert served == 3
 
 

@@ -62,6 +62,32 @@ def test_session_and_subject(rt: bitsec.Runtime) -> None:
         rt.revoke_subject("", at=now)
 
 
+def test_a_subject_is_revoked_in_its_own_tenant(rt: bitsec.Runtime) -> None:
+    """Where user names are only unique within a tenant, revoking one tenant's alice must not
+    end another tenant's alice's tokens. Revoking a token without ``jti`` or session revokes
+    its subject, now in the token's tenant (``tenant_id``, else ``tenant``) only; before, in
+    every tenant: a user who logged out of their own account logged every namesake out.
+    ``revoke_subject(tenant=...)`` revokes one tenant's; without a tenant, every tenant's."""
+    now = int(time.time())
+
+    def tok(**claims: Any) -> str:
+        return rt.sign_token({"sub": "alice", "iss": "iss", "aud": "aud", "iat": now, "exp": now + 600, **claims})
+
+    evil, t1, t2, untenanted = tok(tenant_id="evil"), tok(tenant_id="t1"), tok(tenant="t2"), tok()
+    assert rt.revoke_token(evil, at=now + 1) is True  # (no jti: its subject, in its tenant)
+    assert revoked(rt, evil, now + 2)
+    assert [revoked(rt, t, now + 2) for t in (t1, t2, untenanted)] == [False, False, False]
+    assert rt.revoke_subject("alice", at=now + 3, tenant="t2") is True
+    assert rt.revoke_subject("alice", at=now + 3, tenant="t2") is False
+    assert [revoked(rt, t, now + 4) for t in (t1, t2, untenanted)] == [False, True, False]
+    assert rt.revoke_subject("alice", at=now + 5) is True  # every tenant's, and the untenanted
+    assert [revoked(rt, t, now + 6) for t in (t1, t2, untenanted)] == [True, True, True]
+    later = tok(tenant_id="t1", iat=now + 7)
+    assert not revoked(rt, later, now + 8)
+    with pytest.raises(bitsec.InvalidArgumentError):
+        rt.revoke_subject("alice", tenant="")
+
+
 def test_a_fractional_iat_is_covered_by_a_revocation_in_its_second(rt: bitsec.Runtime) -> None:
     # An IdP that writes time.time() as iat: the token is issued at now+0.25, the account is
     # disabled (or the session ended) later in that same second. Epochs are whole seconds

@@ -496,6 +496,7 @@ PROTOTYPES: Final[dict[str, tuple[Any, list[Any]]]] = {
     "bitsec_token_revoke": (c_int32, [c_void_p, c_char_p, c_size_t, c_int64, c_int64, POINTER(c_int32)]),
     "bitsec_token_revoke_session": (c_int32, [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, POINTER(c_int32)]),
     "bitsec_token_revoke_subject": (c_int32, [c_void_p, c_char_p, c_size_t, c_int64, c_int64, POINTER(c_int32)]),
+    "bitsec_token_revoke_subject_in_tenant": (c_int32, [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, c_int64, POINTER(c_int32)]),
     "bitsec_token_revoke_token": (c_int32, [c_void_p, c_char_p, c_size_t, c_int64, POINTER(c_int32), POINTER(c_int32)]),
     "bitsec_token_sign": (c_int32, [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t, POINTER(c_size_t)]),
     "bitsec_totp_check": (c_int32, [c_char_p, c_size_t, c_char_p, c_size_t, c_int32, c_int32, c_int64, c_int64, c_int32, c_int64, POINTER(c_int32), POINTER(c_int64)]),

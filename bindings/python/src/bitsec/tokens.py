@@ -34,6 +34,7 @@ _revoke = N.declare("bitsec_token_revoke")
 _revoke_tok = N.declare("bitsec_token_revoke_token")
 _revoke_session = N.declare("bitsec_token_revoke_session")
 _revoke_subject = N.declare("bitsec_token_revoke_subject")
+_revoke_subject_in_tenant = N.declare("bitsec_token_revoke_subject_in_tenant")
 _is_revoked = N.declare("bitsec_token_is_revoked")
 _keys_reload = N.declare("bitsec_token_keys_reload")
 # The verify hot path skips ctypes' per-argument conversion (N.unconverted): it passes only
@@ -484,13 +485,21 @@ class TokensMixin:
         return bool(newly.value)
 
     def revoke_subject(self, subject: str, not_before: float | int | None = None,
-                       at: float | int | None = None) -> bool:
+                       at: float | int | None = None, *, tenant: str | None = None) -> bool:
         """Revokes every token with this ``sub`` issued at or before ``not_before`` (default
         ``at``, default now; that whole second included): for a disabled, deleted or
-        anonymised account. Returns True when this moved the subject's epoch forward."""
+        anonymised account. ``tenant``: only the tokens of that tenant (their ``tenant_id``,
+        else ``tenant`` claim), where user names are only unique within a tenant; None (the
+        default): the subject in every tenant. Returns True when this moved the subject's
+        epoch forward."""
         u = _text(subject, "subject")
         newly = c_int32(0)
-        N.check(_revoke_subject(self.handle, u, len(u), int(not_before or 0), _instant(at), byref(newly)))
+        if tenant is None:
+            N.check(_revoke_subject(self.handle, u, len(u), int(not_before or 0), _instant(at), byref(newly)))
+        else:
+            t = _text(tenant, "tenant")
+            N.check(_revoke_subject_in_tenant(self.handle, u, len(u), t, len(t), int(not_before or 0), _instant(at),
+                                              byref(newly)))
         return bool(newly.value)
 
     def is_token_revoked(self, jti: str, at: float | int | None = None) -> bool:
