@@ -265,9 +265,11 @@ public func bitsec_token_revoke_token(_ rt: OpaquePointer?, _ token: UnsafePoint
 /// issued later in the same session (in a later second) stay valid. The revocation lasts
 /// until every token of the session issued up to then has expired: at + the longer of
 /// access_ttl_seconds and refresh_ttl_seconds + the leeway. In process, when
-/// tokens.revocation.max_sessions live sessions are recorded, the subject is revoked instead
-/// (then, when max_subjects is reached too, every token issued up to at): wider, never
-/// narrower, never an error.
+/// tokens.revocation.max_sessions live sessions are recorded, the subject is revoked instead,
+/// in every tenant since this call does not know the session's (then, when max_subjects is
+/// reached too, every token issued up to at): wider, never narrower, never an error.
+/// (Revoking one of the session's tokens, bitsec_token_revoke_token, or ending a server-side
+/// session, widens within the tenant.)
 ///
 /// session_id, session_id_len: the session_id claim, 1 to 512 bytes of UTF-8; caller-owned.
 /// subject, subject_len: the sub claim of the session's tokens, 1 to 512 bytes of UTF-8.

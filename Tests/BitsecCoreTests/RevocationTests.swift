@@ -107,7 +107,7 @@ private func sessionAndSubject(_ t: TokenService, sub: String) throws {
         let sub = "noiat\(Clock.nowMicros())"
         let bare = TokenIdentity(jti: "j-\(sub)", sub: sub, sid: "s-\(sub)", iat: nil)
         #expect(try !r.isRevoked(bare, now: T0))
-        #expect(try r.revokeSession(sub: sub, sid: "s-\(sub)", epoch: T0, until: T0 + 1000, now: T0))
+        #expect(try r.revokeSession(sub: sub, tenant: nil, sid: "s-\(sub)", epoch: T0, until: T0 + 1000, now: T0))
         #expect(try r.isRevoked(bare, now: T0 + 1))
         #expect(try !r.isRevoked(TokenIdentity(jti: "j2-\(sub)", sub: sub, sid: "other", iat: nil), now: T0 + 1))
         #expect(try r.revokeSubject(sub: sub, tenant: nil, notBefore: T0, until: T0 + 1000, now: T0))

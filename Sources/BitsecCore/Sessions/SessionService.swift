@@ -115,7 +115,7 @@ public final class SessionService: Capability {
         let r = SessionRecord(user: u, tenant: t, created: now, lastSeen: now, expires: expires, idle: idleTimeout,
                               binding: digest, kind: binding.code)
         let ended = try store.create(id: id, record: r, maxPerUser: maxPerUser, now: now)
-        for old in ended { try revokeTokens(id: old, user: user, now: now) }
+        for old in ended { try revokeTokens(id: old, user: user, tenant: tenant, now: now) }
         return Created(token: token, id: id, expires: expires)
     }
 
@@ -149,7 +149,7 @@ public final class SessionService: Capability {
                         tenant: r.tenant.isEmpty ? nil : String(decoding: r.tenant, as: UTF8.self),
                         details: [("session_id", .string(id)), ("binding", .string(bindingName(r.kind)))]))
                 }
-                try revokeTokens(id: id, user: user, now: now)
+                try revokeTokens(id: id, user: user, tenant: String(decoding: r.tenant, as: UTF8.self), now: now)
             }
             return Validation(reason: reason, id: nil, record: nil)
         }
@@ -188,7 +188,8 @@ public final class SessionService: Capability {
         }
         let now = Clock.resolve(at)
         guard let r = try store.revoke(id: id, now: now) else { return false }
-        try revokeTokens(id: id, user: String(decoding: r.user, as: UTF8.self), now: now)
+        try revokeTokens(id: id, user: String(decoding: r.user, as: UTF8.self), tenant: String(decoding: r.tenant, as: UTF8.self),
+                         now: now)
         return true
     }
 
@@ -202,7 +203,7 @@ public final class SessionService: Capability {
         let (u, t) = try checkUser(user, tenant)
         let now = Clock.resolve(at)
         let ids = try store.revokeUser(user: u, tenant: t, now: now)
-        for id in ids { try revokeTokens(id: id, user: user, now: now) }
+        for id in ids { try revokeTokens(id: id, user: user, tenant: tenant, now: now) }
         return ids.count
     }
 
@@ -219,10 +220,11 @@ public final class SessionService: Capability {
         return (u, t)
     }
 
-    /// Revokes the tokens carrying `session_id` = id and `sub` = user, issued until now.
-    private func revokeTokens(id: String, user: String, now: Int64) throws(BitsecError) {
+    /// Revokes the tokens carrying `session_id` = id and `sub` = user, issued until now (a
+    /// full in-process table widens it to the user in `tenant`, empty: none).
+    private func revokeTokens(id: String, user: String, tenant: String, now: Int64) throws(BitsecError) {
         guard let tokens else { return }
-        _ = try tokens.revokeSession(id, subject: user, at: now)
+        _ = try tokens.revokeSession(id, subject: user, tenant: tenant.isEmpty ? nil : tenant, at: now)
     }
 
     /// Called by the token service when a refresh token of session `id` was replayed.

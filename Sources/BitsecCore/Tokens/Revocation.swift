@@ -49,8 +49,10 @@ public protocol RevocationStore: Sendable {
     /// exchange relies on it.
     func revoke(_ id: TokenIdentity, until: Int64, now: Int64) throws(BitsecError) -> RevokeOutcome
     /// Revokes the tokens of a session issued at or before `epoch`; true when this moved the
-    /// epoch forward (false when an equal or later one was already recorded).
-    func revokeSession(sub: String, sid: String, epoch: Int64, until: Int64, now: Int64) throws(BitsecError) -> Bool
+    /// epoch forward (false when an equal or later one was already recorded). `tenant`: the
+    /// session's (where a full in-process table widens it: the subject in that tenant; nil:
+    /// in every tenant).
+    func revokeSession(sub: String, tenant: String?, sid: String, epoch: Int64, until: Int64, now: Int64) throws(BitsecError) -> Bool
     /// Revokes every token of `sub` issued at or before `notBefore` (of `tenant` only, or in
     /// every tenant when it is nil); true when this moved the subject's epoch forward.
     func revokeSubject(sub: String, tenant: String?, notBefore: Int64, until: Int64, now: Int64) throws(BitsecError) -> Bool
@@ -198,13 +200,16 @@ public final class MemoryRevocationStore: RevocationStore {
     /// (sub, sid) pairs share one).
     private static func sessionKey(sub: String, sid: String) -> String { "\(sub.utf8.count):\(sub)\(sid)" }
 
-    /// A subject's key in its tenant: NUL, the tenant's length, the tenant, NUL, the subject
-    /// (the subject alone, as before tenants, for a revocation in every tenant).
+    /// A subject's key in its tenant: NUL, the tenant's length, the tenant, NUL, the subject.
+    /// A revocation in every tenant keys the subject alone, as before tenants
+    /// (`plainSubjectKey`: a subject that itself starts with NUL gets a second one, so no
+    /// subject's key is another tenant's).
     private static func tenantSubjectKey(sub: String, tenant: String) -> String { "\u{0}\(tenant.utf8.count):\(tenant)\u{0}\(sub)" }
+    private static func plainSubjectKey(_ sub: String) -> String { sub.utf8.first == 0 ? "\u{0}\u{0}" + sub : sub }
 
     /// The subject epoch covering `id`: its tenant's, or the subject's in every tenant.
     private func subjectCovers(_ id: TokenIdentity, _ sub: String, now: Int64) -> Bool {
-        if let e = Self.liveEpoch(subjects, sub, now: now), id.coveredBy(e) { return true }
+        if let e = Self.liveEpoch(subjects, Self.plainSubjectKey(sub), now: now), id.coveredBy(e) { return true }
         if let t = id.tenant, let e = Self.liveEpoch(subjects, Self.tenantSubjectKey(sub: sub, tenant: t), now: now), id.coveredBy(e) {
             return true
         }
@@ -267,7 +272,7 @@ public final class MemoryRevocationStore: RevocationStore {
     }
 
     private func setSubject(sub: String, tenant: String?, epoch: Int64, until: Int64, now: Int64) -> Bool {
-        let key = tenant.map { Self.tenantSubjectKey(sub: sub, tenant: $0) } ?? sub
+        let key = tenant.map { Self.tenantSubjectKey(sub: sub, tenant: $0) } ?? Self.plainSubjectKey(sub)
         return Self.raise(subjects, key, epoch: epoch, until: until, now: now) {
             setGlobal(epoch: epoch, until: until, now: now)
         }
@@ -312,8 +317,9 @@ public final class MemoryRevocationStore: RevocationStore {
         }
     }
 
-    public func revokeSession(sub: String, sid: String, epoch: Int64, until: Int64, now: Int64) -> Bool {
-        setSession(sub: sub, tenant: nil, sid: sid, epoch: epoch, until: epochUntil(epoch, until), now: now)
+    public func revokeSession(sub: String, tenant: String?, sid: String, epoch: Int64, until: Int64, now: Int64) -> Bool {
+        setSession(sub: sub, tenant: tenant?.isEmpty == true ? nil : tenant, sid: sid, epoch: epoch,
+                   until: epochUntil(epoch, until), now: now)
     }
 
     public func revokeSubject(sub: String, tenant: String?, notBefore: Int64, until: Int64, now: Int64) -> Bool {
@@ -427,7 +433,7 @@ public final class RedisRevocationStore: RevocationStore {
             let epoch = id.iat ?? now
             let u = epochUntil(epoch, until)
             if let sub = id.sub {
-                if let sid = id.sid { _ = try revokeSession(sub: sub, sid: sid, epoch: epoch, until: u, now: now) }
+                if let sid = id.sid { _ = try revokeSession(sub: sub, tenant: id.tenant, sid: sid, epoch: epoch, until: u, now: now) }
                 else { _ = try revokeSubject(sub: sub, tenant: id.tenant, notBefore: epoch, until: u, now: now) }
                 return .widened
             }
@@ -461,7 +467,7 @@ public final class RedisRevocationStore: RevocationStore {
         return n == 1
     }
 
-    public func revokeSession(sub: String, sid: String, epoch: Int64, until: Int64, now: Int64) throws(BitsecError) -> Bool {
+    public func revokeSession(sub: String, tenant: String?, sid: String, epoch: Int64, until: Int64, now: Int64) throws(BitsecError) -> Bool {
         try raise(sessionKey(sub: sub, sid: sid), epoch: epoch, until: epochUntil(epoch, until), now: now)
     }
 

@@ -174,7 +174,7 @@ extension TokenService {
                 actor: c.sub, tenant: c.tenant, details: details))
         }
         guard let sid = c.sessionId, let sub = c.sub, !sid.isEmpty, sid.utf8.count <= 512, !sub.isEmpty, sub.utf8.count <= 512 else { return }
-        _ = try revokeSession(sid, subject: sub, at: now)
+        _ = try revokeSession(sid, subject: sub, tenant: c.tenant, at: now)
         familyHook.withLock { $0 }?(sid, now)
     }
 }

@@ -290,11 +290,11 @@ public final class TokenService: Capability {
     /// Revokes the tokens of session `sid` of subject `sub` issued at or before `at` (the
     /// second of `at` included). Returns true when this moved the session's epoch forward.
     @discardableResult
-    public func revokeSession(_ sid: String, subject sub: String, at: Int64 = 0) throws(BitsecError) -> Bool {
+    public func revokeSession(_ sid: String, subject sub: String, tenant: String? = nil, at: Int64 = 0) throws(BitsecError) -> Bool {
         guard !sid.isEmpty, sid.utf8.count <= 512 else { throw .invalid("session_id must be 1 to 512 bytes") }
         guard !sub.isEmpty, sub.utf8.count <= 512 else { throw .invalid("subject must be 1 to 512 bytes") }
         let now = Clock.resolve(at)
-        return try revocations.revokeSession(sub: sub, sid: sid, epoch: now, until: until(exp: 0, now: now), now: now)
+        return try revocations.revokeSession(sub: sub, tenant: tenant, sid: sid, epoch: now, until: until(exp: 0, now: now), now: now)
     }
 
     /// Revokes every token of subject `sub` issued at or before `notBefore` (0 = `at`): of

@@ -88,6 +88,26 @@ def test_a_subject_is_revoked_in_its_own_tenant(rt: bitsec.Runtime) -> None:
         rt.revoke_subject("alice", tenant="")
 
 
+def test_a_widened_revocation_stays_in_its_tenant() -> None:
+    """In process, a revocation that finds its table full widens to the subject, in the
+    token's tenant. Review of the first version: a refresh-token replay (and the end of a
+    server-side session) widened to the subject in every tenant, and a subject starting with
+    NUL could be keyed like another tenant's subject."""
+    now = int(time.time())
+    with bitsec.Runtime(config(max_entries=64, max_sessions=1)) as rt:
+        t1 = rt.issue_token_pair({"sub": "alice", "tenant_id": "t1"}, at=now)
+        t2 = rt.issue_token_pair({"sub": "alice", "tenant_id": "t2"}, at=now)
+        assert rt.revoke_session("elsewhere", "bob", at=now)  # the session table's one entry
+        rt.refresh_token_pair(t1["refresh_token"], at=now + 1)
+        with pytest.raises(RevokedTokenError):  # a replay: its family is revoked, widened (table full)
+            rt.refresh_token_pair(t1["refresh_token"], at=now + 2)
+        assert revoked(rt, t1["access_token"], now + 3)
+        assert not revoked(rt, t2["access_token"], now + 3)  # was revoked: the subject in every tenant
+        # a subject that starts with NUL is its own, not t2's alice's
+        assert rt.revoke_subject("\x002:t2\x00alice", at=now + 4) is True
+        assert not revoked(rt, t2["access_token"], now + 5)
+
+
 def test_a_fractional_iat_is_covered_by_a_revocation_in_its_second(rt: bitsec.Runtime) -> None:
     # An IdP that writes time.time() as iat: the token is issued at now+0.25, the account is
     # disabled (or the session ended) later in that same second. Epochs are whole seconds
