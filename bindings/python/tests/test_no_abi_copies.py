@@ -54,6 +54,8 @@ NOT_ABI = {
     "MAX_BYTES": "the JWKS fetcher's HTTP response limit",
     "MAX_KEYS": "a test's configured rate_limits.max_keys",
     "_MAX_VALUE": "the alert webhook's longest label value (characters)",
+    "FORWARDED_MAX_BYTES": "ClientIP's bound on a Forwarded header (bytes of all its lines)",
+    "MAX_FORWARDED_ELEMENTS": "ClientIP's bound on a Forwarded chain (elements read from the right)",
 }
 
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.LShift: operator.lshift,
