@@ -462,6 +462,36 @@ private func uniqueUser(_ tag: String) -> String { "\(tag)-\(getpid())-\(Clock.n
         #expect(try verifyBackup(b, user, batch.codes[1], batch.hashes).reason == .replayed)
     }
 
+    /// A guess is counted before its code is looked at, so guesses sent at once never get past
+    /// the throttle. Counted after the code check (the defect this fixed), every request in
+    /// flight passed the check and had its code evaluated: here, with one attempt left,
+    /// sixteen arrive at once (released together, each code a slow PBKDF2 match), one of them
+    /// right. Before, the right one was accepted although the user was blocked by then, and a
+    /// wrong one was reported too: two evaluated where one attempt was left. Now exactly one
+    /// attempt is evaluated (the right one or a wrong one) and the others are throttled.
+    @Test(arguments: TestStores.kinds) func guessesAtOnceNeverGetPastTheThrottle(kind: TestStore) throws {
+        guard let t = try service(kind, #"{"backup_codes": {"iterations": 20000}, "throttle": {"max_failures": 3}}"#) else { return }
+        let batch = try t.generateBackupCodes(count: 2)
+        let wrongCode = try t.generateBackupCodes(count: 1).codes[0]
+        let user = uniqueUser("guess-race")
+        for _ in 0..<2 { #expect(try verifyBackup(t, user, wrongCode, batch.hashes).reason == .wrongCode) }
+        let right = Int.random(in: 0..<16)
+        let ready = Atomic<Int>(0), accepted = Atomic<Int>(0), wrong = Atomic<Int>(0), throttled = Atomic<Int>(0)
+        let me = self
+        let threads = ThreadBox(count: 16) { i in
+            ready.add(1, ordering: .acquiringAndReleasing)
+            while ready.load(ordering: .acquiring) < 16 { sched_yield() }
+            let d = try? me.verifyBackup(t, user, i == right ? batch.codes[0] : wrongCode, batch.hashes)
+            if d?.accepted == true { accepted.add(1, ordering: .relaxed) }
+            if d?.reason == .wrongCode { wrong.add(1, ordering: .relaxed) }
+            if d?.reason == .throttled { throttled.add(1, ordering: .relaxed) }
+        }
+        threads.join()
+        let a = accepted.load(ordering: .relaxed), w = wrong.load(ordering: .relaxed)
+        #expect(a + w == 1, "\(kind): \(a) accepted and \(w) wrong codes evaluated with one attempt left")
+        #expect(throttled.load(ordering: .relaxed) == 15, "\(kind)")
+    }
+
     @Test(arguments: TestStores.kinds) func concurrentUseSucceedsOnce(kind: TestStore) throws {
         guard let t = try service(kind, #"{"backup_codes": {"iterations": 1000}, "throttle": {"max_failures": 100}}"#) else { return }
         let batch = try t.generateBackupCodes(count: 3)

@@ -16,10 +16,11 @@ internal import COpenSSL
 ///   section, `host` needs `store.host.name`. The older field `state` (`memory` = process,
 ///   `redis`) is still read; giving both is an error;
 /// - `throttle`: `max_failures` (1–1000, default 5), `window_s` (1–86400, default 300):
-///   failed attempts are counted by the rate limiter's `FailureWindow` (name `totp`, in
-///   the same store); at `max_failures` failures within `window_s`
-///   the user is refused until `window_s` after the oldest of them; a success clears the
-///   count. With Redis state an outage is an error (`backendUnavailable`), never an acceptance;
+///   attempts are counted by the rate limiter's `FailureWindow` (name `totp`, in the same
+///   store), each one as a failure before its code is looked at (one atomic step, so
+///   concurrent guesses never get past the limit); at `max_failures` failures within
+///   `window_s` the user is refused until `window_s` after the oldest of them; a success
+///   clears the count. With Redis state an outage is an error (`backendUnavailable`), never an acceptance;
 /// - `backup_codes`: `count` (1–64, default 10), `length` (8–16, default 10), `iterations`
 ///   (PBKDF2, 1000–1000000, default 10000), `pepper` (a secret, optional), `used_ttl_s`
 ///   (how long a used code stays refused without the caller deleting it, default 30 days);
@@ -195,9 +196,11 @@ public final class TOTPService: Capability {
 
     // MARK: - TOTP
 
-    /// Verifies a code for a user at `at` (resolved Unix seconds): syntax, throttle, the
+    /// Verifies a code for a user at `at` (resolved Unix seconds): syntax, then the attempt
+    /// reserved on the throttle (counted as a failure before the code is looked at), the
     /// window, then the replay check (an atomic compare-and-set of the user's last step).
-    /// A success resets the user's failures; a wrong or replayed code counts as a failure.
+    /// A success clears the user's failures (its own reservation with them); a wrong or
+    /// replayed code stays counted.
     public func verify(secret: UnsafeRawBufferPointer, code: UnsafeRawBufferPointer, user: String?, at: Int64) throws(BitsecError) -> OTPDecision {
         guard OTPGenerator.isWellFormed(code, digits: params.digits) else {
             emit("totp_failed", .malformedCode, user: user)
@@ -205,24 +208,18 @@ public final class TOTPService: Capability {
         }
         return try OTP.withSecret(secret, minBits: minSecretBits) { (key) throws(BitsecError) -> OTPDecision in
             let id = try Self.identity(user: user, key: key)
-            let before = try throttleCheck(id, at: at)
-            if before.blocked {
-                emit("throttled", .throttled, user: user, retryAfter: before.retryAfter)
-                return OTPDecision(.throttled, retryAfter: before.retryAfter)
+            if let wait = try throttleReserve(id, at: at) {
+                emit("throttled", .throttled, user: user, retryAfter: wait)
+                return OTPDecision(.throttled, retryAfter: wait)
             }
             let d = try OTP.checkTOTP(key: key, code: code, params: params, window: window, at: at)
             if d.accepted {
                 if try replay.accept(id, step: d.step, ttlSeconds: replayTTL) {
-                    if before.failures > 0 { try throttleSuccess(id, at: at) }
+                    try throttleSuccess(id, at: at)
                     return d
                 }
-                _ = try throttleFailure(id, at: at)
                 emit("totp_replayed", .replayed, user: user)
                 return OTPDecision(.replayed, step: d.step)
-            }
-            if let r = try throttleFailure(id, at: at) {
-                emit("throttled", .throttled, user: user, retryAfter: r)
-                return OTPDecision(.throttled, retryAfter: r)
             }
             emit("totp_failed", .wrongCode, user: user)
             return OTPDecision(.wrongCode)
@@ -257,23 +254,17 @@ public final class TOTPService: Capability {
         }
         defer { wipe(&code) }
         let id = "u:" + user
-        let before = try throttleCheck(id, at: at)
-        if before.blocked {
-            emit("throttled", .throttled, user: user, retryAfter: before.retryAfter, factor: "backup_code")
-            return OTPDecision(.throttled, retryAfter: before.retryAfter)
+        if let wait = try throttleReserve(id, at: at) {
+            emit("throttled", .throttled, user: user, retryAfter: wait, factor: "backup_code")
+            return OTPDecision(.throttled, retryAfter: wait)
         }
         if let m = try BackupCodes.match(code, stored: stored, pepper: pepper) {
             if try usedBackupCodes.claim(user + "\n" + m.hash, ttlSeconds: backupUsedTTL) {
-                if before.failures > 0 { try throttleSuccess(id, at: at) }
+                try throttleSuccess(id, at: at)
                 return OTPDecision(.ok, step: Int64(m.index))
             }
-            _ = try throttleFailure(id, at: at)
             emit("totp_replayed", .replayed, user: user, factor: "backup_code")
             return OTPDecision(.replayed, step: Int64(m.index))
-        }
-        if let r = try throttleFailure(id, at: at) {
-            emit("throttled", .throttled, user: user, retryAfter: r, factor: "backup_code")
-            return OTPDecision(.throttled, retryAfter: r)
         }
         emit("totp_failed", .wrongCode, user: user, factor: "backup_code")
         return OTPDecision(.wrongCode)
@@ -281,31 +272,25 @@ public final class TOTPService: Capability {
 
     // MARK: - Throttle (the rate limiter's FailureWindow)
 
-    /// Refuses to decide while Redis is unavailable: the window's `deny` answer during an
-    /// outage is not the user's doing, so it is an error rather than `throttled`.
-    private func failClosed(_ s: FailureStatus) throws(BitsecError) -> FailureStatus {
-        if s.degraded {
+    /// Reserves the attempt before the code is looked at: refuses a user who is blocked, or
+    /// counts the attempt as a failure, in one atomic step of the store (`FailureWindow.reserve`,
+    /// as the login guard reserves a login). So N concurrent guesses never get past
+    /// `max_failures`: checking first and counting after the code check let every request in
+    /// flight pass the check before any of them was counted. Returns the seconds to wait when
+    /// refused (blocked, or a new user while the table is full of live entries: the safe
+    /// side), nil when the attempt may go ahead. While Redis is unavailable the window's
+    /// `deny` answer is not the user's doing, so it is an error rather than `throttled`.
+    private func throttleReserve(_ id: String, at: Int64) throws(BitsecError) -> Int64? {
+        let r = try failures.reserve(key: id, at: at)
+        if r.degraded {
             throw .backend("redis unavailable: the totp failure count could not be read or updated; nothing was accepted")
         }
-        return s
+        return r.allowed ? nil : max(1, TokenBucket.ceilDiv(r.retryAfterMs, 1000))
     }
 
-    /// The user's standing before the code is looked at.
-    private func throttleCheck(_ id: String, at: Int64) throws(BitsecError) -> FailureStatus {
-        try failClosed(try failures.check(key: id, at: at))
-    }
-
-    /// Counts a failure. Returns the seconds to wait when the user was already blocked (a
-    /// concurrent failure blocked them since the check), nil otherwise: the failure that
-    /// completes the window is still reported as what it was (wrong code, replay).
-    private func throttleFailure(_ id: String, at: Int64) throws(BitsecError) -> Int64? {
-        let s = try failClosed(try failures.recordFailure(key: id, at: at))
-        return s.blocked && !s.newlyBlocked ? s.retryAfter : nil
-    }
-
-    /// Clears the user's failures after a success. The code is already accepted (its step
-    /// recorded), so a Redis outage here leaves the failures counted (the safe side) rather
-    /// than turning the acceptance into an error.
+    /// Clears the user's failures after a success (this attempt's reservation with them). The
+    /// code is already accepted (its step recorded), so a Redis outage here leaves the
+    /// failures counted (the safe side) rather than turning the acceptance into an error.
     private func throttleSuccess(_ id: String, at: Int64) throws(BitsecError) {
         _ = try failures.recordSuccess(key: id, at: at)
     }
