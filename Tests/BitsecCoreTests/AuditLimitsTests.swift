@@ -58,6 +58,52 @@ import BitsecCore
         #expect(a.stats().metrics.rejected == 0)
     }
 
+    /// The longest record the writer can produce is still read by the verifier: `details` up
+    /// to the largest `max_event_bytes`, and beside it every text member at its limit, all of
+    /// DEL (one byte as received, six as written). The verifier read lines of at most the
+    /// event limit plus 4 KiB and reported this accepted record as edited, and every record
+    /// after it as unverified.
+    @Test func theLongestRecordTheWriterAcceptsIsVerified() throws {
+        let dir = auditTempDir()
+        defer { removeTree(dir) }
+        let (rt, a) = try auditRuntime(fileSection("\(dir)/a.log", #", "max_event_bytes": 1048576"#))
+        // (DEL raw in the event's JSON text, as JSON allows: one byte each as received)
+        let del = "\u{7F}"
+        let limits: [(String, Int)] = [("reason", 1024), ("actor", 256), ("tenant", 256), ("user_agent", 1024),
+                                       ("session_id", 256), ("resource", 1024), ("resource_id", 256),
+                                       ("action", 64), ("data_classification", 64)]
+        var head = #"{"type":"data_access""#
+        for (name, n) in limits { head += ",\"\(name)\":\"" + String(repeating: del, count: n) + "\"" }
+        head += #","details":{"x":""#
+        // details: as much as the event may carry as received (1 MiB in all), in plain text
+        let room = 1_048_576 - head.utf8.count - 3
+        let event = head + String(repeating: "a", count: room) + "\"}}"
+        #expect(event.utf8.count == 1_048_576)
+        #expect(try a.emit(event) > 0)
+        #expect(try a.emit(#"{"type": "session", "subtype": "after"}"#) > 0)
+        try a.flush()
+        rt.shutdown()
+        let longest = try fileLines("\(dir)/a.log").map(\.count).max() ?? 0
+        #expect(longest > 1_048_576 + 4096, "the record is \(longest) bytes: no longer than the old limit")
+        let report = try verify(["\(dir)/a.log"])
+        #expect(report.intact, "\(report)")
+        #expect(report.records == 4)
+    }
+
+    /// `ip` holds an address and nothing else: a NUL ended the C string the address check read,
+    /// so "10.0.0.1" followed by a NUL and any text was accepted and written as the address.
+    @Test func anAddressWithANulIsNotAnAddress() throws {
+        let dir = auditTempDir()
+        defer { removeTree(dir) }
+        let (rt, a) = try auditRuntime(fileSection("\(dir)/a.log", ""))
+        expectError(.invalidArgument) { _ = try a.emit(#"{"type": "session", "subtype": "login", "ip": "10.0.0.1\u0000 evil"}"#) }
+        #expect(try a.emit(#"{"type": "session", "subtype": "login", "ip": "10.0.0.1"}"#) > 0)
+        try a.flush()
+        rt.shutdown()
+        let recs = try records("\(dir)/a.log")
+        #expect(!recs.contains { str($0["ip"])?.contains("evil") == true })
+    }
+
     @Test func aRefusedEventLeavesARecordWithoutItsContent() throws {
         let dir = auditTempDir()
         defer { removeTree(dir) }

@@ -8,6 +8,15 @@
 public enum AuditRecord {
     /// `,"hash":"` + 64 hex + `"}`
     static let hashSuffixCount = 9 + 64 + 2
+    /// The longest record the writer can produce, and so the most a reader parses per line:
+    /// `details` serialized is at most `max_event_bytes` (at most `maxEventBytesLimit`), but
+    /// the text members beside it (`reason`, `user_agent`, `resource` up to 1,024 bytes
+    /// each; `actor`, `tenant`, `session_id`, `resource_id` up to 256; `action`,
+    /// `data_classification` up to 64) are bounded as received, and a control character or
+    /// DEL in them is written as six bytes (`\u007f`): up to about 25 KiB more, plus the
+    /// record's own members and `truncated`. 64 KiB covers that with room to spare, so a
+    /// record the writer accepted is never reported as edited for its length.
+    static let maxRecordBytes = AuditConfig.maxEventBytesLimit + (64 << 10)
     static let hashMarker: [UInt8] = Array(",\"hash\":\"".utf8)
 
     /// A record's id: a UUID (version 8, RFC 9562) made of the writer instance's 8 random
@@ -75,7 +84,7 @@ public enum AuditRecord {
         canonical.append(0x7D)
         let doc: JSONValue
         do {
-            doc = try JSONReader.parse(canonical, options: .init(maxBytes: AuditConfig.maxEventBytesLimit + 4096,
+            doc = try JSONReader.parse(canonical, options: .init(maxBytes: maxRecordBytes,
                                                                  maxDepth: AuditConfig.maxDepthLimit + 2))
         } catch {
             return (nil, "not valid JSON (\(error.detail))")

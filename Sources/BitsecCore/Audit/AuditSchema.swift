@@ -68,7 +68,8 @@ public enum AuditSchema {
     }
 
     static func isIP(_ s: String) -> Bool {
-        guard s.utf8.count <= 45 else { return false }
+        // (a NUL would end the C string inet_pton reads: "10.0.0.1\0 text" must not pass)
+        guard s.utf8.count <= 45, !s.utf8.contains(0) else { return false }
         var buf = [UInt8](repeating: 0, count: 16)
         return s.withCString { p in inet_pton(AF_INET, p, &buf) == 1 || inet_pton(AF_INET6, p, &buf) == 1 }
     }

@@ -133,7 +133,7 @@ final class FileSink {
 
     /// The last complete line of a file and the length of a torn (unterminated) tail.
     private static func lastLine(fd: Int32, size: Int64, path: String) throws(BitsecError) -> ([UInt8]?, Int64) {
-        let want = Int(min(size, Int64(AuditConfig.maxEventBytesLimit + 8192) * 2))
+        let want = Int(min(size, Int64(AuditRecord.maxRecordBytes + 8192) * 2))
         var buf = [UInt8](repeating: 0, count: want)
         var got = 0
         while got < want {
