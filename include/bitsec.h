@@ -178,6 +178,7 @@ typedef struct bitsec_runtime bitsec_runtime;
 #define BITSEC_LOGIN_GUARD_KEY_NONE 0
 #define BITSEC_LOGIN_GUARD_KEY_CLIENT 1
 #define BITSEC_LOGIN_GUARD_KEY_ACCOUNT 2
+#define BITSEC_LOGIN_GUARD_MAX_ACCOUNT_BYTES 4096   /* an account name as typed: folded first, hashed when its fold is 512 bytes or more */
 #define BITSEC_LOGIN_GUARD_REASON_OK 0
 #define BITSEC_LOGIN_GUARD_REASON_CLIENT_BLOCKED 1  /* the client's address group is blocked */
 #define BITSEC_LOGIN_GUARD_REASON_ACCOUNT_BACKOFF 2 /* the account's next attempt must wait */

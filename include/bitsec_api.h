@@ -680,7 +680,9 @@ int32_t bitsec_rate_limit_reset(bitsec_runtime *rt, char const *category, size_t
 /// reserved; when one refuses, the earlier reservations are refunded. A newly blocked key emits a "blocked" audit event.
 /// rt: the runtime (rate_limits section; its login_guard part, or the defaults).
 /// account, account_len: the account name as typed (UTF-8, 1 to
-/// BITSEC_RATE_LIMIT_MAX_KEY_BYTES bytes).
+/// BITSEC_LOGIN_GUARD_MAX_ACCOUNT_BYTES bytes); it is folded, then hashed when its fold is
+/// BITSEC_RATE_LIMIT_MAX_KEY_BYTES or more, so characters the fold removes cannot make a
+/// padded spelling of a name a counter of its own.
 /// client, client_len: the client's address (UTF-8, 1 to BITSEC_RATE_LIMIT_MAX_KEY_BYTES
 /// bytes); a string that is not an IP address is used as is.
 /// at: the instant, Unix seconds; 0 means now (with Redis: the Redis server's clock).

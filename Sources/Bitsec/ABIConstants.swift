@@ -124,6 +124,7 @@ public enum BitsecABI {
     public static let BITSEC_LOGIN_GUARD_KEY_NONE: Int32 = 0
     public static let BITSEC_LOGIN_GUARD_KEY_CLIENT: Int32 = 1
     public static let BITSEC_LOGIN_GUARD_KEY_ACCOUNT: Int32 = 2
+    public static let BITSEC_LOGIN_GUARD_MAX_ACCOUNT_BYTES: Int32 = 4096 // an account name as typed: folded first, hashed when its fold is 512 bytes or more
     public static let BITSEC_LOGIN_GUARD_REASON_OK: Int32 = 0
     public static let BITSEC_LOGIN_GUARD_REASON_CLIENT_BLOCKED: Int32 = 1 // the client's address group is blocked
     public static let BITSEC_LOGIN_GUARD_REASON_ACCOUNT_BACKOFF: Int32 = 2 // the account's next attempt must wait

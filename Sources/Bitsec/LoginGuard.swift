@@ -23,7 +23,9 @@ internal import BitsecCore
 ///
 /// rt: the runtime (rate_limits section; its login_guard part, or the defaults).
 /// account, account_len: the account name as typed (UTF-8, 1 to
-/// BITSEC_RATE_LIMIT_MAX_KEY_BYTES bytes).
+/// BITSEC_LOGIN_GUARD_MAX_ACCOUNT_BYTES bytes); it is folded, then hashed when its fold is
+/// BITSEC_RATE_LIMIT_MAX_KEY_BYTES or more, so characters the fold removes cannot make a
+/// padded spelling of a name a counter of its own.
 /// client, client_len: the client's address (UTF-8, 1 to BITSEC_RATE_LIMIT_MAX_KEY_BYTES
 /// bytes); a string that is not an IP address is used as is.
 /// at: the instant, Unix seconds; 0 means now (with Redis: the Redis server's clock).
@@ -49,7 +51,7 @@ public func bitsec_login_guard_begin(_ rt: OpaquePointer?, _ account: UnsafePoin
     withRuntime(rt, timed: .loginGuard) { (r) throws(BitsecError) in
         let out_decision = try requiredOut(out_decision, "out_decision")
         let g = try r.require(r.rateLimits).loginGuard
-        let d = try g.begin(account: try keyArg(account, account_len, "account"),
+        let d = try g.begin(account: try keyArg(account, account_len, "account", max: LoginGuard.maxAccountBytes),
                             client: try keyArg(client, client_len, "client"), at: at)
         for (i, v) in d.packed.enumerated() { out_decision[i] = v }
     }
@@ -75,7 +77,7 @@ public func bitsec_login_guard_succeeded(_ rt: OpaquePointer?, _ account: Unsafe
     withRuntime(rt, timed: .loginGuard) { (r) throws(BitsecError) in
         let g = try r.require(r.rateLimits).loginGuard
         _ = try RateLimitLimits.instantMs(at)
-        try g.succeeded(account: try keyArg(account, account_len, "account"),
+        try g.succeeded(account: try keyArg(account, account_len, "account", max: LoginGuard.maxAccountBytes),
                         client: try keyArg(client, client_len, "client"), ticket: ticket, at: at)
     }
 }
@@ -98,7 +100,7 @@ public func bitsec_login_guard_cancel(_ rt: OpaquePointer?, _ account: UnsafePoi
     withRuntime(rt) { (r) throws(BitsecError) in
         let g = try r.require(r.rateLimits).loginGuard
         _ = try RateLimitLimits.instantMs(at)
-        try g.cancel(account: try keyArg(account, account_len, "account"),
+        try g.cancel(account: try keyArg(account, account_len, "account", max: LoginGuard.maxAccountBytes),
                      client: try keyArg(client, client_len, "client"), ticket: ticket, at: at)
     }
 }

@@ -220,10 +220,11 @@ func sealedArg(_ p: UnsafePointer<CChar>?, _ len: UInt) throws(BitsecError) -> U
 /// most account names): a specialised scan decides those, and only other input goes through
 /// the generic validator, whose unspecialised call from this module costs more than a take.
 @inline(__always)
-func keyArg(_ p: UnsafePointer<CChar>?, _ len: UInt, _ name: StaticString = "key") throws(BitsecError) -> String {
+func keyArg(_ p: UnsafePointer<CChar>?, _ len: UInt, _ name: StaticString = "key",
+            max: Int = RateLimitLimits.maxKeyBytes) throws(BitsecError) -> String {
     guard len > 0 else { throw .invalid("\(name) is empty") }
-    guard len <= UInt(RateLimitLimits.maxKeyBytes) else {
-        throw .tooLarge("\(name): \(len) bytes exceeds the limit of \(RateLimitLimits.maxKeyBytes)")
+    guard len <= UInt(max) else {
+        throw .tooLarge("\(name): \(len) bytes exceeds the limit of \(max)")
     }
     guard let p else { throw .invalid("\(name) is NULL") }
     let bytes = UnsafeBufferPointer(start: UnsafeRawPointer(p).assumingMemoryBound(to: UInt8.self), count: Int(len))

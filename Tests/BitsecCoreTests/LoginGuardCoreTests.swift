@@ -177,6 +177,27 @@ private func unique(_ s: String) -> String { "\(s)-\(getpid())-\(Clock.nowMicros
         #expect(try !g.begin(account: unique("owner"), client: "\(net):ff::1", at: t0 + 3602).allowed, "\(kind.rawValue)")
     }
 
+    /// A name is folded before it is bounded: padding it with characters the fold removes
+    /// (a zero-width space is three bytes and folds to nothing) past the key's 512 bytes is
+    /// still the same account. Before, such a name was refused as too large (and the Python
+    /// binding then counted it under a hash of the raw name: a fresh counter per padding).
+    @Test(arguments: TestStores.kinds) func aPaddedNameIsStillTheSameAccount(kind: TestStore) throws {
+        let name = kind.rawValue
+        guard let g = try limits(kind, #"{"login_guard": {"account": {"free_failures": 0, "max_failures": 1, "max_delay_seconds": 60}}}"#)?.loginGuard else { return }
+        let account = unique("alice")
+        let padded = account + String(repeating: "\u{200B}", count: 300)  // 900 bytes more
+        #expect(padded.utf8.count > 512 && padded.utf8.count <= LoginGuard.maxAccountBytes)
+        #expect(try g.accountKey(padded) == g.accountKey(account), "\(name)")
+        #expect(try g.begin(account: account, client: "198.51.100.1", at: t0).allowed, "\(name)")
+        let d = try g.begin(account: padded, client: "198.51.100.2", at: t0)
+        #expect(!d.allowed && d.refusedBy == .account, "\(name): \(d)")
+        // A fold of 512 bytes or more is hashed: every padding of it is one key too.
+        let long = String(repeating: "b", count: 600)
+        #expect(try g.accountKey(long + "\u{200B}") == g.accountKey(long.uppercased()))
+        #expect(try g.accountKey(long).hasPrefix("#"))
+        expectError(.tooLarge) { _ = try g.accountKey(String(repeating: "c", count: LoginGuard.maxAccountBytes + 1)) }
+    }
+
     /// A repeated or forged ticket takes nothing back from the network (or the account): only
     /// a refund the client's own list confirms reaches them.
     @Test(arguments: TestStores.kinds) func aRepeatedCancelTakesNothingFromTheNetwork(kind: TestStore) throws {

@@ -190,12 +190,19 @@ public final class LoginGuard: Sendable {
         LoginKeys.client(client, ipv4Prefix: ipv4Prefix, ipv6Prefix: ipv6Prefix)
     }
 
+    /// The most an account name may be as typed (BITSEC_LOGIN_GUARD_MAX_ACCOUNT_BYTES). Far
+    /// above a key's 512 bytes: the name is folded first and bounded after, so that characters
+    /// the fold removes (a zero-width space is three bytes and folds to nothing) cannot push a
+    /// name past the bound and make it a key of its own, a fresh account counter per padding.
+    public static let maxAccountBytes = 4096
+
     /// The account's key: `=` and its NFKC_Casefold form, or `#` and the SHA-256 (hex) of that
-    /// form when it is longer than a key may be.
+    /// form when it is longer than a key may be. The name is bounded as typed by
+    /// `maxAccountBytes` and as folded by the key's bound, in that order.
     public func accountKey(_ account: String) throws(BitsecError) -> String {
         guard !account.isEmpty else { throw .invalid("account is empty") }
-        guard account.utf8.count <= RateLimitLimits.maxKeyBytes else {
-            throw .tooLarge("account: \(account.utf8.count) bytes exceeds the limit of \(RateLimitLimits.maxKeyBytes)")
+        guard account.utf8.count <= Self.maxAccountBytes else {
+            throw .tooLarge("account: \(account.utf8.count) bytes exceeds the limit of \(Self.maxAccountBytes)")
         }
         let folded = LoginKeys.account(account)
         if folded.utf8.count < RateLimitLimits.maxKeyBytes { return "=" + folded }

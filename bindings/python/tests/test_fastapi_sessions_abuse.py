@@ -4,6 +4,7 @@ rotation that must still be attributed, headers over the library's limits. Each 
 before its fix."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -315,6 +316,41 @@ def test_a_login_name_the_library_cannot_key_is_counted_not_a_500(tmp_path: Path
                                      '{"user": ""}', '{"user": "\\ud800vera"}', '{"user": "vera"}')]
         # each counted against the client: the fourth failure blocks it, the fifth is refused
         assert statuses == [401, 401, 401, 429, 429]
+    finally:
+        rt.close()
+
+
+def test_a_padded_account_name_is_still_the_account(tmp_path: Path) -> None:
+    # The library folds a name (case, compatibility forms, default-ignorable characters)
+    # before it bounds it; the binding hashed a name over 512 bytes itself, before any fold,
+    # so "vera" padded with zero-width spaces (three bytes each, folding to nothing) was a
+    # fresh account counter per padding: unlimited guesses at one account, from clients each
+    # under their own limit. Now it is vera's counter, and a name over 4,096 bytes counts
+    # under its first 4,096.
+    rt = bitsec.Runtime(base_config(tmp_path, limits={"store": "local", "categories": {
+        "default": {"capacity": 1000, "period_seconds": 60}},
+        "login_guard": {"account": {"free_failures": 0, "max_failures": 1, "max_delay_seconds": 60}}}))
+    app = FastAPI(lifespan=bitsec_lifespan(rt), openapi_url=None)
+    lg = LoginGuard()
+
+    @app.post("/login")
+    async def login(request: Request, attempts: LoginAttempts = Depends(lg)) -> None:
+        raise attempts.begin((await request.json())["user"]).failed()
+
+    def post(c: TestClient, user: str) -> int:
+        # (one client: a refusal by the account costs the client nothing, and its two
+        # failures stay under the client rule's five)
+        return c.post("/login", content=json.dumps({"user": user}),
+                      headers={"Content-Type": "application/json"}).status_code
+
+    try:
+        with TestClient(app) as c:
+            assert post(c, "vera") == 401  # the account's one failure
+            assert post(c, "vera" + "\u200b" * 200) == 429  # 604 bytes: still vera
+            assert post(c, "VERA" + "\u200b" * 2000) == 429  # over 4,096: cut, still vera
+            long = "w" * 4096
+            assert post(c, long + "x") == 401
+            assert post(c, long + "y") == 429  # the same first 4,096 bytes
     finally:
         rt.close()
 

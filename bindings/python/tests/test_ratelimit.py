@@ -277,4 +277,4 @@ def test_login_guard_begin_and_succeeded(mode: str | None, request: pytest.Fixtu
         with pytest.raises(bitsec.InvalidArgumentError):
             r.login_guard_begin("", ip)
         with pytest.raises(bitsec.TooLargeError):
-            r.login_guard_begin("a" * 513, ip)
+            r.login_guard_begin("a" * 4097, ip)  # (BITSEC_LOGIN_GUARD_MAX_ACCOUNT_BYTES: 4096)

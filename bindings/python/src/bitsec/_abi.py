@@ -203,6 +203,8 @@ BITSEC_LOGIN_GUARD_D_FLAGS: Final = 7
 BITSEC_LOGIN_GUARD_KEY_NONE: Final = 0
 BITSEC_LOGIN_GUARD_KEY_CLIENT: Final = 1
 BITSEC_LOGIN_GUARD_KEY_ACCOUNT: Final = 2
+#: an account name as typed: folded first, hashed when its fold is 512 bytes or more
+BITSEC_LOGIN_GUARD_MAX_ACCOUNT_BYTES: Final = 4096
 BITSEC_LOGIN_GUARD_REASON_OK: Final = 0
 #: the client's address group is blocked
 BITSEC_LOGIN_GUARD_REASON_CLIENT_BLOCKED: Final = 1

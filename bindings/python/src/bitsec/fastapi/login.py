@@ -77,21 +77,28 @@ class LoginAttempts:
 
 
 def _account_key(account: str) -> str:
-    """The name the login guard counts the attempt under: the name as typed, or, for a name
-    the library cannot take as a key (empty, over ``BITSEC_RATE_LIMIT_MAX_KEY_BYTES`` in
-    UTF-8, a lone surrogate, which JSON can carry), ``sha256:`` and the hex digest of it. No
-    account has such a name, and the attempt still counts against the client (these were a
-    500, which counted nothing)."""
+    """The name the login guard counts the attempt under: the name as typed (the library
+    folds it, then hashes a long fold), with two exceptions the library cannot take. A lone
+    surrogate (JSON can carry one) becomes U+FFFD. A name over
+    ``BITSEC_LOGIN_GUARD_MAX_ACCOUNT_BYTES`` in UTF-8 is cut there, so every longer name
+    counts under the account of its first 4,096 bytes: padding a name (with characters the
+    fold removes, or any others) never makes a fresh account counter. An empty name is
+    ``sha256:`` and the digest of nothing: one counter, no account has that name. These
+    names were a 500, which counted nothing; they still count against the client."""
     try:
-        n = len(account.encode("utf-8"))
+        data = account.encode("utf-8")
     except UnicodeEncodeError:
-        n = 0
-    if 0 < n <= _MAX_KEY_BYTES:
-        return account
-    return "sha256:" + hashlib.sha256(account.encode("utf-8", "surrogatepass")).hexdigest()
+        account = "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in account)
+        data = account.encode("utf-8")
+    if not data:
+        return "sha256:" + hashlib.sha256(b"").hexdigest()
+    if len(data) > _MAX_ACCOUNT_BYTES:
+        # (at a character boundary: the bytes of a character the cut splits are dropped)
+        return data[:_MAX_ACCOUNT_BYTES].decode("utf-8", "ignore")
+    return account
 
 
-_MAX_KEY_BYTES: int = _abi.BITSEC_RATE_LIMIT_MAX_KEY_BYTES
+_MAX_ACCOUNT_BYTES: int = _abi.BITSEC_LOGIN_GUARD_MAX_ACCOUNT_BYTES
 
 
 class LoginGuard:
