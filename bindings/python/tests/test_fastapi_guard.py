@@ -1150,6 +1150,32 @@ def test_record_parts_are_bounded_under_a_flood_of_addresses_and_user_agents(tmp
         assert len(entry.heads) <= 16
 
 
+def test_a_method_a_client_makes_up_is_the_action_other(tmp_path: Path) -> None:
+    # A record's action is its method's for HTTP's own methods, ``other`` for any other (the
+    # method as sent stays in ``details.method``): a ``data_access`` record's action is its
+    # subtype, a label of the metrics, whose label sets are capped at 2048 -- a client sending
+    # that many made-up methods pushed every later subtype (``unauthorized``,
+    # ``failed_login``...) into ``_other``, where the alerts never look.
+    with bitsec.Runtime(config(tmp_path)) as plain:
+        app = make_app(plain, default=Requirement(auth="none", audit=True, rate=""))
+        with TestClient(app) as c:
+            methods = [f"X{i:05d}" for i in range(60)] + ["PURGE", "OPTIONS"]
+            assert {c.request(m, "/nowhere").status_code for m in methods} == {404}
+        records = [r for r in audit_records(tmp_path, plain) if r["details"]["path"] == "/nowhere"]
+        assert [r["details"]["method"] for r in records] == methods
+        assert [(r["type"], r["subtype"], r["action"]) for r in records] == (
+            [("data_access", "other", "other")] * 61 + [("data_access", "options", "options")])
+        series = [line for line in plain.metrics_text().splitlines() if line.startswith("data_access_events_total{")]
+        assert len(series) == 2, series  # other and options, not one per method
+        # a compiled route's record (its parts kept per method), and a 403's and a 500's action
+        mw = GuardMiddleware(app)
+        entry = next(e for e in mw.compile(app, plain).entries if e.template == "/me")
+        for status in (200, 403, 500):
+            scope = {"type": "http", "method": "X1", "path": "/me", "headers": [], "client": None, "state": {}}
+            text = mw._record_text(entry, scope, scope["state"], status, "r", None, {})
+            assert text is not None and json.loads(text)["action"] == "other", text
+
+
 @pytest.mark.parametrize("value,status", [
     ("Bearer {t}", 200), ("Bearer   {t}  ", 200), ("Bearer \t{t}", 200), ("bearer {t}", 200),
     ("BEARER\t{t}", 401), ("Bearer ", 400), ("Bearer", 400), ("Basic {t}", 401), ("Bearer x\u00e9", 401)])

@@ -298,6 +298,12 @@ def _adding_headers(send: Any, headers: Mapping[str, str], replace: bool) -> Any
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _ACTIONS = {"POST": "create", "PUT": "update", "PATCH": "update", "DELETE": "delete"}
+#: A record's action for a method of HTTP's own (RFC 9110's and PATCH): its name in lower
+#: case. Any other method a client sends is the action ``other`` (``details.method`` keeps it
+#: as sent): a ``data_access`` record's action is its subtype, a label of the metrics, whose
+#: label sets are capped -- made-up methods would fill them and push the real subtypes (the
+#: alerts' ``failed_login``, ``unauthorized``) into ``_other``.
+_VERBS = {m: m.lower() for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")}
 #: The resource of an event whose path matches no route of the application.
 UNMATCHED_RESOURCE = "(no route)"
 

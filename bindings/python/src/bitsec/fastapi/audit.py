@@ -9,7 +9,7 @@ import anyio
 
 from ..errors import BitsecError, NotConfiguredError
 from ..runtime import Runtime
-from ._common import (_ACTIONS, _AUTH_FAILURE, _CLAIMS, _DENIED, STATE_ATTR, UNMATCHED_RESOURCE, ClientIP,
+from ._common import (_ACTIONS, _AUTH_FAILURE, _CLAIMS, _DENIED, _VERBS, STATE_ATTR, UNMATCHED_RESOURCE, ClientIP,
                       _adding_headers, _client_ip, _ensure_request_id, _request_state, _route_of, _route_template,
                       _runtime_of_scope, _text, _valid_ip, log, routed_path)
 from .offload import _check_offload, offload_plan
@@ -191,9 +191,9 @@ class AuditMiddleware:
             if denied:
                 out += (',"resource":', _j(denied[0]), ',"action":', _j(denied[1]), ',"reason":', _j(denied[2]))
             else:
-                out += (',"resource":', _j(resource), ',"action":', _j(method.lower()))
+                out += (',"resource":', _j(resource), ',"action":', _j(_VERBS.get(method, "other")))
         elif data_access or (data_access is None and method in self.methods):
-            action = _ACTIONS.get(method) or ("read" if method in ("GET", "HEAD") else method.lower())
+            action = _ACTIONS.get(method) or ("read" if method in ("GET", "HEAD") else _VERBS.get(method, "other"))
             out = ['{"type":"data_access","action":', _j(action), ',"resource":', _j(resource),
                    ',"result":"success"' if status < 400 else ',"result":"failure"']
             if self.sensitive is not None:
@@ -201,7 +201,7 @@ class AuditMiddleware:
                            else ',"sensitive_data_accessed":false')
         elif status == 500:
             out = ['{"type":"application","subtype":"server_error","result":"error","resource":', _j(resource),
-                   ',"action":', _j(method.lower())]
+                   ',"action":', _j(_VERBS.get(method, "other"))]
         else:
             return None
         pp = ""

@@ -53,9 +53,10 @@ from ..permissions import Principal
 from ..runtime import Runtime
 from ..sessions import Session
 from ..tokens import TokenClaims
-from ._common import (_ACTIONS, _AUTH_FAILURE, _CLAIMS, _CLIENT_IP, _DENIED, _REQUEST_ID, STATE_ATTR, UNMATCHED_RESOURCE,
-                      ClientIP, _client_ip, _ensure_request_id, _runtime_of_scope, _send_json, _text, _valid_ip, log,
-                      RUNTIME_SCOPE_KEY, _catch_all, _walk_routes, _without_zone, new_request_id, routed_path)
+from ._common import (_ACTIONS, _AUTH_FAILURE, _CLAIMS, _CLIENT_IP, _DENIED, _REQUEST_ID, _VERBS, STATE_ATTR,
+                      UNMATCHED_RESOURCE, ClientIP, _client_ip, _ensure_request_id, _runtime_of_scope, _send_json,
+                      _text, _valid_ip, log, RUNTIME_SCOPE_KEY, _catch_all, _walk_routes, _without_zone,
+                      new_request_id, routed_path)
 from .audit import _PARAMS_CUT, _PATH_CUT, _TEXT_CUT, _UNREAD, AuditMiddleware, _claims_members, _j, _session_members
 from .bearer import _bearer_challenge
 from .config import DEFAULT_PATH_CATEGORIES
@@ -996,10 +997,10 @@ class GuardMiddleware(AuditMiddleware):
         flag = entry.requirement.audit
         data = ""
         if flag or (flag is None and m in self.methods):
-            action = _ACTIONS.get(m) or ("read" if m in ("GET", "HEAD") else m.lower())
+            action = _ACTIONS.get(m) or ("read" if m in ("GET", "HEAD") else _VERBS.get(m, "other"))
             data = '{"type":"data_access","action":' + _j(action) + ',"resource":' + resource
         heads = (data, '{"type":"application","subtype":"server_error","result":"error","resource":' + resource
-                 + ',"action":' + _j(m.lower()), ',"method":' + _j(m) + ',"path":',
+                 + ',"action":' + _j(_VERBS.get(m, "other")), ',"method":' + _j(m) + ',"path":',
                  data and data + ',"result":"success"', data and data + ',"result":"failure"')
         if len(entry.heads) < 16:  # the route's methods, and a few a client sent (bounded)
             entry.heads[method] = heads
@@ -1270,7 +1271,7 @@ class GuardMiddleware(AuditMiddleware):
     def _csrf_refused(state: dict[str, Any], req: Requirement, template: str | None, method: str, d: Any,
                       session: Session) -> GuardResult:
         state[_CSRF_STATE] = d.reason
-        state[_DENIED] = (req.resource or template or method, req.action or method.lower(), d.reason)
+        state[_DENIED] = (req.resource or template or method, req.action or _VERBS.get(method, "other"), d.reason)
         return GuardResult(False, 403, d.reason, req, template, auth_error="csrf", session=session)
 
     def _plan_of(self, rt: Runtime, scope: Any, entry: _Entry,
