@@ -112,6 +112,59 @@ def test_submit_hands_over_many_events_in_order(tmp_path: Path) -> None:
     assert audit_verify([p]).intact
 
 
+SURROGATE_VALUES = {  # value sent -> value recorded
+    "alice\ud800": "alice\ufffd",                   # a lone high surrogate
+    "\udc80bob": "\ufffdbob",                       # a lone low one
+    "x\udc00\ud800y": "x\ufffd\ufffdy",             # a pair the wrong way round
+    "\ud800\ud800\udc00": "\ufffd\U00010000",       # a lone one, then a pair (JSON reads its character)
+    "\U0001f600 ok": "\U0001f600 ok",               # an emoji (a pair in JSON): kept
+    "C:\\ud800": "C:\\ud800",                       # a backslash, then text: kept as is
+    "\\\ud800\\\\ud800": "\\\ufffd\\\\ud800",       # a backslash, then a lone surrogate
+}
+
+
+def test_a_lone_surrogate_in_a_mapping_event_is_replaced_not_the_event_lost(tmp_path: Path) -> None:
+    # A lone surrogate in a mapping's text (a key or a value, at any depth) is recorded as
+    # U+FFFD: encoded as the escape \udXXX, bitsec's JSON reader refused the whole event (a
+    # failed_login with a crafted user name was never recorded); valid pairs stay as they are.
+    p = tmp_path / "a.log"
+    sent = list(SURROGATE_VALUES)
+    with runtime(p) as rt:
+        for v in sent:
+            rt.audit_emit({"type": "authentication", "subtype": "failed_login", "result": "failure", "actor": v,
+                           "details": {"nested": [{"v": v}], v: 1}})
+        rt.audit_submit([{"type": "authentication", "subtype": "failed_login", "result": "failure", "actor": v}
+                         for v in sent])
+        rt.audit_flush()
+        assert rt.audit_stats()["rejected"] == 0
+    recs = [r for r in records(p) if r.get("subtype") == "failed_login"]
+    want = [SURROGATE_VALUES[v] for v in sent]
+    assert [r["actor"] for r in recs] == want + want
+    assert [r["details"] for r in recs[:len(sent)]] == [{"nested": [{"v": w}], w: 1} for w in want]
+    assert audit_verify([p]).intact
+
+
+def test_a_lone_surrogate_in_a_log_records_extras_is_replaced(tmp_path: Path) -> None:
+    p = tmp_path / "a.log"
+    errors: list[logging.LogRecord] = []
+    with runtime(p) as rt:
+        h = AuditHandler(rt)
+        h.handleError = errors.append  # type: ignore[method-assign]
+        for v in SURROGATE_VALUES:
+            h.emit(logging.makeLogRecord({"msg": "login " + v, "event_type": "authentication",
+                                          "event_subtype": "failed_login", "success": False, "user_id": v,
+                                          "form": {v: [v]}}))
+        h.emit(logging.makeLogRecord({"msg": "m", "audit": {"type": "mfa", "subtype": "totp_failed",
+                                                            "actor": "\ud800"}}))
+        rt.audit_flush()
+    assert errors == []
+    recs = records(p)[1:-1]
+    want = list(SURROGATE_VALUES.values())
+    assert [r["actor"] for r in recs] == want + ["\ufffd"]
+    assert [(r["subtype"], r["details"]["message"], r["details"]["form"]) for r in recs[:-1]] == [
+        ("failed_login", "login " + w, {w: [w]}) for w in want]
+
+
 def test_submit_splits_long_lists_and_refuses_modes_that_wait(tmp_path: Path) -> None:
     from bitsec import UnsupportedError
     from bitsec.audit import SUBMIT_MAX_EVENTS

@@ -431,11 +431,12 @@ def test_refused_events_are_recorded_and_counted(tmp_path: Path) -> None:
     log = tmp_path / "a.log"
     with bitsec.Runtime({"audit": {"sinks": [{"type": "file", "path": str(log)}], "rejected_interval_ms": 3600000}}) as rt:
         for bad in ('{"type": "session", "actor": "\udc80"}',  # a lone surrogate: invalid UTF-8
-                    {"type": "session", "actor": "\udc80"},    # escaped: a lone surrogate escape
                     {"type": "session", "details": {"request_id": "r-1", "a": {"b": {"c": {"d": {"e": {"f": {"g": {}}}}}}}}},
                     {"type": "session", "colour": "hunter2"}, {"type": "nonsense"}, {"type": "session", "result": "x" * 5000}):
             with pytest.raises(bitsec.BitsecError):
                 rt.audit_emit(bad)
+        # (a mapping's lone surrogate is U+FFFD: recorded, not refused)
+        replaced = rt.audit_emit({"type": "session", "actor": "\udc80"})
         # Every text member over its limit, with control characters and non-ASCII text.
         text = "\x00\x1f\u2028\u00e9\U0001d11e" * 1000
         seq = rt.audit_emit({"type": "authentication", "subtype": "s" * 100, "reason": text, "actor": text, "tenant": text,
@@ -445,14 +446,15 @@ def test_refused_events_are_recorded_and_counted(tmp_path: Path) -> None:
         rt.audit_flush()
         recs = records(log)
         rejected = [x for x in recs if x.get("subtype") == "event_rejected"]
-        assert [x["details"]["count"] for x in rejected] == [1, 5]
+        assert [x["details"]["count"] for x in rejected] == [1, 4]
         assert rejected[0]["details"]["status"] == "BITSEC_E_MALFORMED"
         assert "hunter2" not in json.dumps(rejected) and "\\udc80" not in json.dumps(rejected)
+        assert next(x for x in recs if x["seq"] == replaced)["actor"] == "\ufffd"
         ok = next(x for x in recs if x["seq"] == seq)
         assert set(ok["truncated"]) == {"subtype", "reason", "actor", "tenant", "user_agent", "session_id", "resource",
                                         "resource_id", "action", "data_classification", "details.k"}
         for name, limit in (("reason", 1024), ("actor", 256), ("action", 64), ("user_agent", 1024)):
             assert len(ok[name].encode()) <= limit and text.startswith(ok[name])
-        assert rt.audit_stats()["rejected"] == 6
+        assert rt.audit_stats()["rejected"] == 5
     report = bitsec.audit_verify([log])
-    assert report.intact and report.events_rejected == 6
+    assert report.intact and report.events_rejected == 5

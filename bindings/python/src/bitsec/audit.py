@@ -12,6 +12,7 @@ import ctypes
 import json
 import logging
 import os
+import re
 import threading
 import weakref
 from ctypes import c_size_t, c_uint64, c_void_p
@@ -56,16 +57,36 @@ log = logging.getLogger("bitsec")
 _running_loop = asyncio.get_running_loop
 
 
+# In ASCII JSON text: an escaped backslash (so that the text after it is never read as an
+# escape), a surrogate pair (one character beyond the BMP: kept), or a lone surrogate.
+_SURROGATE_ESCAPE = re.compile(r"\\\\|\\ud[89ab][0-9a-f]{2}\\ud[c-f][0-9a-f]{2}|\\ud[89a-f][0-9a-f]{2}")
+
+
+def _no_lone_surrogate(m: re.Match[str]) -> str:
+    t = m.group()
+    return t if len(t) != 6 else "\\ufffd"
+
+
+def _ascii_json(text: str) -> bytes:
+    """``json``'s ASCII text of a mapping as the bytes bitsec reads: a lone surrogate in one
+    of its strings (keys too), which ``json`` writes as an escape bitsec's reader refuses --
+    the whole event with it, a failed login lost for a crafted user name -- is U+FFFD."""
+    if "\\ud" in text:  # (a surrogate escape, or a backslash before "ud": rare, looked at closer)
+        text = _SURROGATE_ESCAPE.sub(_no_lone_surrogate, text)
+    return text.encode("ascii")
+
+
 def _event_bytes(event: Event) -> bytes:
-    """An event as the bytes bitsec reads: JSON text as given, a mapping encoded."""
+    """An event as the bytes bitsec reads: JSON text as given, a mapping encoded (a lone
+    surrogate in its text replaced by U+FFFD)."""
     if isinstance(event, bytes):
         return event
     if isinstance(event, str):
         return event.encode("utf-8", "surrogatepass")  # lone surrogates: refused (and recorded) by bitsec
     if type(event) is dict:
-        return _encode(event).encode("ascii")
+        return _ascii_json(_encode(event))
     # another Mapping (or anything else: the library says what is wrong with it)
-    return _encode(dict(event) if isinstance(event, Mapping) else event).encode("ascii")
+    return _ascii_json(_encode(dict(event) if isinstance(event, Mapping) else event))
 
 
 class _Soon:
@@ -428,7 +449,7 @@ class AuditHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             event = self.to_event(record)
-            data = json.dumps(event, separators=(",", ":"), default=str).encode("ascii")
+            data = _ascii_json(json.dumps(event, separators=(",", ":"), default=str))
             self.runtime.audit_emit(data)
         except Exception:
             self.handleError(record)
