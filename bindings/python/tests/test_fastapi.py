@@ -723,6 +723,21 @@ def test_mfa_enrol_verify_replay_throttle(client: TestClient) -> None:
     assert client.get("/mfa/sensitive", headers=bearer(token(rt, "dave"))).status_code == 403  # not enrolled
 
 
+def test_an_mfa_code_with_a_lone_surrogate_is_a_malformed_code(client: TestClient, tmp_path: Path) -> None:
+    # JSON may carry a lone surrogate (\ud800) that no UTF-8 encodes: the code is malformed,
+    # a 401 and the library's malformed_code record as for any other; it was a 500
+    # (UnicodeEncodeError) with no record.
+    rt = rt_of(client)
+    h = bearer(token(rt, "frank"))
+    assert client.post("/mfa/enroll", headers=h).status_code == 200
+    for body in ('{"code": "\\ud800"}', '{"code": "12\\udc0034"}', '{"code": "123456\\ud800"}'):
+        r = client.post("/mfa/verify", headers={**h, "content-type": "application/json"}, content=body)
+        assert r.status_code == 401 and r.json() == {"detail": "Invalid MFA code"}, body
+        assert 'error="insufficient_user_authentication"' in r.headers["WWW-Authenticate"]
+    mfa = [(e["subtype"], e["reason"], e["actor"]) for e in audit_events(client, tmp_path) if e["type"] == "mfa"]
+    assert mfa == [("totp_failed", "malformed_code", "frank")] * 3
+
+
 def test_mfa_helpers_direct(tmp_path: Path) -> None:
     with bitsec.Runtime(base_config(tmp_path, audit=False)) as rt:
         e = mfa_enroll(rt, "erin", "erin@example.com", qr=False)

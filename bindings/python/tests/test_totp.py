@@ -89,6 +89,51 @@ def test_malformed_codes_are_decisions() -> None:
         rt.totp_verify(s, "1" * 300, "mallory")
 
 
+def test_text_no_utf_8_encodes_is_a_decision_or_a_bitsec_error(tmp_path: Path) -> None:
+    # A str with a lone surrogate (JSON's \ud800 gives one) has no UTF-8 form: a code is
+    # malformed (the decision, and its record, of any other malformed code), a user, secret,
+    # sealed secret or stored hash an error of bitsec's own -- never UnicodeEncodeError, which
+    # a caller catching BitsecError let through as a 500.
+    audit_path = tmp_path / "audit.jsonl"
+    rt = bitsec.Runtime(sealed_config(audit={"sinks": [{"type": "file", "path": str(audit_path)}]}))
+    s, u = bitsec.totp_generate_secret(), user()
+    sealed = rt.totp_seal_secret(s, u)
+    batch = rt.backup_codes_generate(2)
+    for code in ("\ud800", "12\udc0034", "123456\ud800"):
+        assert bitsec.totp_check(s, code).reason == "malformed_code"
+        assert bitsec.hotp_check(s, code, 0).reason == "malformed_code"
+        assert rt.totp_verify(s, code, u).reason == "malformed_code"
+        assert rt.totp_verify(s, code).reason == "malformed_code"
+        assert rt.totp_verify_sealed(sealed, code, u).reason == "malformed_code"
+        assert rt.backup_code_verify(u, code, batch.hashes).reason == "malformed_code"
+    rt.audit_flush()
+    events = [json.loads(line) for line in audit_path.read_text().splitlines() if line.strip()]
+    assert [(e["subtype"], e["reason"]) for e in events if e.get("type") == "mfa"] == [
+        ("totp_failed", "malformed_code")] * 12
+    bad_user = "eve\ud800"
+    for call in (lambda: rt.totp_verify(s, "123456", bad_user), lambda: rt.totp_seal_secret(s, bad_user),
+                 lambda: rt.totp_verify_sealed(sealed, "123456", bad_user),
+                 lambda: rt.backup_code_verify(bad_user, batch.codes[0], batch.hashes)):
+        with pytest.raises(InvalidArgumentError, match="user is not valid UTF-8"):
+            call()
+    bad_secret = s[:-1] + "\ud800"
+    for call in (lambda: rt.totp_verify(bad_secret, "123456", u), lambda: rt.totp_seal_secret(bad_secret, u),
+                 lambda: bitsec.totp_check(bad_secret, "123456"), lambda: bitsec.totp_now(bad_secret),
+                 lambda: bitsec.hotp(bad_secret, 0), lambda: rt.totp_now(bad_secret)):
+        with pytest.raises(MalformedError, match="base32"):
+            call()
+    with pytest.raises(MalformedError):
+        rt.totp_verify_sealed(sealed[:-1] + "\ud800", "123456", u)
+    with pytest.raises(bitsec.BitsecError):
+        rt.backup_code_verify(u, batch.codes[0], [batch.hashes[0][:-1] + "\ud800"])
+    for call in (lambda: rt.totp_provisioning_uri(s, bad_user),
+                 lambda: bitsec.totp_provisioning_uri(s, bad_user, "Bitcorp"),
+                 lambda: bitsec.totp_provisioning_uri(s, "u", "Bit\udc00corp")):
+        with pytest.raises(InvalidArgumentError):
+            call()
+    assert rt.totp_verify(s, rt.totp_now(s), u)  # the runtime still decides
+
+
 def test_bad_secrets_are_errors_that_do_not_echo_them() -> None:
     rt = bitsec.Runtime({"totp": {}})
     for bad in ["NOT-BASE32-AT-ALL", "JBSWY3DPEHPK3PX1", "JBSWY3DPEHPK3PXP=", "A"]:

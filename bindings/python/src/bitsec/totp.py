@@ -118,7 +118,12 @@ class BackupCodes(NamedTuple):
 
 def _b(v: Text, name: str) -> bytes:
     if isinstance(v, str):
-        return v.encode("utf-8")
+        # A lone surrogate (JSON's \ud800 gives one) has no UTF-8 form: passed on as the bytes
+        # it would be, which bitsec refuses as it refuses any other invalid UTF-8 -- a code is
+        # then malformed (a decision, recorded), a user an InvalidArgumentError, a secret a
+        # MalformedError -- never a UnicodeEncodeError, which escapes ``except BitsecError``
+        # (a 500). Never replaced: "eve\ud800" must not become another user's name.
+        return v.encode("utf-8", "surrogatepass")
     if isinstance(v, (bytes, bytearray, memoryview)):
         return bytes(v)
     raise TypeError(f"{name} must be str or bytes, not {type(v).__name__}")
@@ -193,8 +198,11 @@ def totp_check(secret: Text, code: Text, *, algorithm: str = "SHA1", digits: int
                window: int = 1, at: float | int | None = None) -> TOTPDecision:
     """Stateless check of a TOTP code within ``window`` steps: NO replay protection and no
     throttling (use ``Runtime.totp_verify`` for logins)."""
-    s = secret.encode() if type(secret) is str else _b(secret, "secret")
-    c = code.encode() if type(code) is str else _b(code, "code")
+    try:
+        s = secret.encode() if type(secret) is str else _b(secret, "secret")
+        c = code.encode() if type(code) is str else _b(code, "code")
+    except UnicodeEncodeError:  # (a lone surrogate: _b's)
+        s, c = _b(secret, "secret"), _b(code, "code")
     r, st, _ = _outs()
     rc = _totp_check(s, len(s), c, len(c), _ALG.get(algorithm) if algorithm in _ALG else _alg(algorithm), digits, period, t0,
                      window, 0 if at is None else int(at), r, st)
@@ -243,14 +251,13 @@ class TOTPMixin:
         accepted once for ``user`` and every earlier one) and throttling failures. Truthy when
         accepted; ``.reason`` says why not. Without ``user`` the state is keyed by a hash of
         the secret. One C call."""
-        s = secret.encode() if type(secret) is str else _b(secret, "secret")
-        c = code.encode() if type(code) is str else _b(code, "code")
-        if user is None:
-            u = None
-            ul = 0
-        else:
-            u = user.encode() if type(user) is str else _b(user, "user")
-            ul = len(u)
+        try:
+            s = secret.encode() if type(secret) is str else _b(secret, "secret")
+            c = code.encode() if type(code) is str else _b(code, "code")
+            u = None if user is None else user.encode() if type(user) is str else _b(user, "user")
+        except UnicodeEncodeError:  # (a lone surrogate: _b's)
+            s, c, u = _b(secret, "secret"), _b(code, "code"), None if user is None else _b(user, "user")
+        ul = 0 if u is None else len(u)
         r, st, ra = _outs()
         rc = _totp_verify(self.handle, s, len(s), c, len(c), u, ul, 0 if at is None else int(at), r, st, ra)
         if rc:
@@ -270,9 +277,12 @@ class TOTPMixin:
         for ``user`` and wiped after use; same decisions, replay and throttle state. A sealed
         secret that does not open (altered, or sealed for another user) raises
         ``MalformedError``, never returns a decision."""
-        s = sealed.encode() if type(sealed) is str else _b(sealed, "sealed")
-        c = code.encode() if type(code) is str else _b(code, "code")
-        u = user.encode() if type(user) is str else _b(user, "user")
+        try:
+            s = sealed.encode() if type(sealed) is str else _b(sealed, "sealed")
+            c = code.encode() if type(code) is str else _b(code, "code")
+            u = user.encode() if type(user) is str else _b(user, "user")
+        except UnicodeEncodeError:  # (a lone surrogate: _b's)
+            s, c, u = _b(sealed, "sealed"), _b(code, "code"), _b(user, "user")
         r, st, ra = _outs()
         rc = _totp_verify_sealed(self.handle, s, len(s), c, len(c), u, len(u), 0 if at is None else int(at), r, st, ra)
         if rc:
@@ -321,7 +331,7 @@ class TOTPMixin:
         accepted, delete ``hashes[decision.index]``; a code already used answers
         ``replayed``."""
         u, c = _b(user, "user"), _b(code, "code")
-        stored = "\n".join(hashes).encode("ascii")
+        stored = "\n".join(hashes).encode("utf-8", "surrogatepass")  # (not bitsec's hashes: refused by bitsec)
         reason, index, retry = c_int32(), c_int32(), c_int64()
         N.check(_backup_code_verify(self.handle, u, len(u), c, len(c), stored, len(stored), _at(at),
                                     byref(reason), byref(index), byref(retry)))
