@@ -144,6 +144,20 @@ private let t0: Int64 = 1_800_000_000
         #expect(try s.take(category: "default", key: "k2", cost: 3).remaining == 0)
     }
 
+    /// Keys are compared by their bytes in every store: "jos\u{E9}" and "jose\u{301}" (two
+    /// users a host keeps apart) are two buckets. The in-process table compared keys as Swift
+    /// strings, up to Unicode canonical equivalence, and made them one: one user could empty
+    /// the other's bucket there, while the host store and Redis kept them apart.
+    @Test(arguments: TestStores.kinds) func canonicallyEquivalentKeysAreTwoKeys(kind: TestStore) throws {
+        guard let s = try service(kind, cfg) else { return }
+        let tail = uniqueKey("-k")
+        let composed = "user:jos\u{E9}" + tail, decomposed = "user:jose\u{301}" + tail
+        #expect(composed == decomposed && Array(composed.utf8) != Array(decomposed.utf8))  // (Swift's == is canonical)
+        for _ in 0..<3 { #expect(try s.take(category: "default", key: composed, at: t0).allowed, "\(kind)") }
+        #expect(try !s.take(category: "default", key: composed, at: t0).allowed, "\(kind)")
+        #expect(try s.take(category: "default", key: decomposed, at: t0).allowed, "\(kind): one bucket for two keys")
+    }
+
     @Test(arguments: TestStores.kinds) func keysAreIndependentAndCategoriesToo(kind: TestStore) throws {
         guard let s = try service(kind, cfg) else { return }
         for _ in 0..<3 { #expect(try s.take(category: "default", key: "a", at: t0).allowed) }

@@ -281,6 +281,24 @@ private func uniqueUser(_ tag: String) -> String { "\(tag)-\(getpid())-\(Clock.n
         #expect(try verify(t, s2, c2, nil, at: at).reason == .replayed)
     }
 
+    /// Users are told apart by their bytes: "jos\u{E9}" and "jose\u{301}" each have their own
+    /// last step and failure count. In process they were one user (Swift compares strings up
+    /// to canonical equivalence): one's accepted code made the other's code of the same step
+    /// a replay, and one's failures throttled the other.
+    @Test(arguments: TestStores.kinds) func canonicallyEquivalentUsersAreTwoUsers(kind: TestStore) throws {
+        guard let t = try service(kind, #"{"throttle": {"max_failures": 2}}"#) else { return }
+        let s = try secret()
+        let tail = uniqueUser("-u")
+        let composed = "jos\u{E9}" + tail, decomposed = "jose\u{301}" + tail
+        let at: Int64 = 1_755_000_000
+        let c = try code(t, s, at: at)
+        #expect(try verify(t, s, c, composed, at: at).accepted, "\(kind)")
+        #expect(try verify(t, s, c, decomposed, at: at).accepted, "\(kind): the other user's code was a replay")
+        let wrong = try wrongCode(t, s, at: at)
+        for _ in 0..<2 { _ = try verify(t, s, wrong, composed, at: at + 1) }
+        #expect(try verify(t, s, wrong, decomposed, at: at + 1).reason == .wrongCode, "\(kind): throttled by the other user")
+    }
+
     @Test(arguments: TestStores.kinds) func replay(kind: TestStore) throws {
         guard let t = try service(kind, "{}") else { return }
         try replayScenario(t)

@@ -37,10 +37,14 @@ internal import Synchronization
 /// it since the last sweep, drops its idle entries.
 public final class ShardedTable<Value: Sendable>: Sendable {
     struct Contents {
-        var map: [String: Value] = [:]
+        /// Keyed by exact bytes (`ExactText`): a `String` key is equal and hashed up to Unicode
+        /// canonical equivalence, which made "jos\u{E9}" and "jose\u{301}" (two users, two
+        /// tenants' subjects, two account ids a host keeps apart) one entry in this store
+        /// while the host store and Redis, which compare bytes, kept them apart.
+        var map: [ExactText: Value] = [:]
         var ops: UInt32 = 0
         /// The key where the next eviction sample of this shard starts (nil: the start).
-        var cursor: String? = nil
+        var cursor: ExactText? = nil
         /// The shard is swept when an insert brings it to this many entries (then twice what
         /// the sweep left): memory follows the live entries even while the table is far from
         /// full, at amortised O(1) per insert.
@@ -97,7 +101,7 @@ public final class ShardedTable<Value: Sendable>: Sendable {
         var h = Hasher()
         h.combine(secret.k0)
         h.combine(secret.k1)
-        h.combine(key)
+        ExactText(key).hash(into: &h)  // (its bytes: as the map compares keys)
         return h.finalize() & shardMask
     }
 
@@ -144,12 +148,12 @@ public final class ShardedTable<Value: Sendable>: Sendable {
             if own.dropped * 2 >= own.examined { _ = dropIdle(&c, nowMs: nowMs) }
             return true
         }
-        var best: (shard: Int, key: String, rank: Int64)? = own.best.map { (index, $0.key, $0.rank) }
+        var best: (shard: Int, key: ExactText, rank: Int64)? = own.best.map { (index, $0.key, $0.rank) }
         // Neighbours only when the own shard has nothing that may go (or is empty): the
         // common flood case costs one shard's sample.
         for j in 0..<min(Self.neighbourShards, shardMask) where best == nil || best?.shard != index {
             let n = (index + j + 1) & shardMask
-            let got: (dropped: Int, examined: Int, best: (key: String, rank: Int64)?)? = shards[n].m.withLockIfAvailable { (d: inout Contents) in
+            let got: (dropped: Int, examined: Int, best: (key: ExactText, rank: Int64)?)? = shards[n].m.withLockIfAvailable { (d: inout Contents) in
                 sample(&d, nowMs: nowMs)
             }
             guard let got else { continue }
@@ -196,12 +200,12 @@ public final class ShardedTable<Value: Sendable>: Sendable {
 
     /// Examines up to `sampleSize` entries of a locked shard from its cursor, drops the idle
     /// ones and returns how many it dropped and the examined entry of lowest rank.
-    private func sample(_ c: inout Contents, nowMs: Int64) -> (dropped: Int, examined: Int, best: (key: String, rank: Int64)?) {
+    private func sample(_ c: inout Contents, nowMs: Int64) -> (dropped: Int, examined: Int, best: (key: ExactText, rank: Int64)?) {
         let n = min(Self.sampleSize, c.map.count)
         guard n > 0 else { return (0, 0, nil) }
         var i = c.cursor.flatMap { c.map.index(forKey: $0) } ?? c.map.startIndex
-        var idleKeys: [String] = []
-        var best: (key: String, rank: Int64)? = nil
+        var idleKeys: [ExactText] = []
+        var best: (key: ExactText, rank: Int64)? = nil
         for _ in 0..<n {
             if i == c.map.endIndex { i = c.map.startIndex }
             let (k, v) = c.map[i]
@@ -227,7 +231,7 @@ public final class ShardedTable<Value: Sendable>: Sendable {
     /// no reallocation and regrowth after each sweep); returns how many. The global count is
     /// the caller's business.
     private func dropIdle(_ c: inout Contents, nowMs: Int64) -> Int {
-        var gone: [String] = []
+        var gone: [ExactText] = []
         for (k, v) in c.map where idle(v, nowMs) { gone.append(k) }
         for k in gone { c.map.removeValue(forKey: k) }
         if !gone.isEmpty { c.cursor = nil }
@@ -236,7 +240,7 @@ public final class ShardedTable<Value: Sendable>: Sendable {
 
     /// Removes a key's entry.
     func remove(_ key: String) {
-        let removed = shards[shardIndex(key)].m.withLock { $0.map.removeValue(forKey: key) != nil }
+        let removed = shards[shardIndex(key)].m.withLock { $0.map.removeValue(forKey: ExactText(key)) != nil }
         if removed { stats.entries.wrappingSubtract(1, ordering: .relaxed) }
     }
 

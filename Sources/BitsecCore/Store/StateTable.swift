@@ -68,8 +68,9 @@ public enum StateTable<Value: FixedLayoutValue>: Sendable {
     public func update<R: Sendable>(_ key: String, nowMs: Int64, _ body: (inout Value?, () -> Bool) -> R) -> R {
         switch self {
         case .process(let t):
+            let exact = ExactText(key)  // (by its bytes, as the host store and Redis compare keys)
             return t.withShard(for: key, nowMs: nowMs) { (c, makeRoom) -> R in
-                if let i = c.map.index(forKey: key) {
+                if let i = c.map.index(forKey: exact) {
                     var v: Value? = c.map.values[i]
                     let r = body(&v) { false }
                     if let v { c.map.values[i] = v } else { c.map.remove(at: i) }
@@ -77,7 +78,7 @@ public enum StateTable<Value: FixedLayoutValue>: Sendable {
                 }
                 var v: Value? = nil
                 let r = withoutActuallyEscaping(makeRoom) { mr in body(&v) { mr(&c) } }
-                if let v { c.map[key] = v }
+                if let v { c.map[exact] = v }
                 return r
             }
         case .host(let t):

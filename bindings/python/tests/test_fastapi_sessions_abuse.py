@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.testclient import TestClient
 
 import bitsec
@@ -329,13 +329,16 @@ def test_a_padded_account_name_is_still_the_account(tmp_path: Path) -> None:
     # under its first 4,096.
     rt = bitsec.Runtime(base_config(tmp_path, limits={"store": "local", "categories": {
         "default": {"capacity": 1000, "period_seconds": 60}},
+        # (one failure per account an hour: a second attempt at the account is refused when it
+        # begins)
         "login_guard": {"account": {"free_failures": 0, "max_failures": 1, "max_delay_seconds": 60}}}))
     app = FastAPI(lifespan=bitsec_lifespan(rt), openapi_url=None)
     lg = LoginGuard()
 
     @app.post("/login")
     async def login(request: Request, attempts: LoginAttempts = Depends(lg)) -> None:
-        raise attempts.begin((await request.json())["user"]).failed()
+        attempts.begin((await request.json())["user"])  # 429 when the guard refuses the attempt
+        raise HTTPException(status_code=401, detail="Invalid credentials")  # a wrong password
 
     def post(c: TestClient, user: str) -> int:
         # (one client: a refusal by the account costs the client nothing, and its two
