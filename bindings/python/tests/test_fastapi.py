@@ -24,7 +24,7 @@ with warnings.catch_warnings():  # starlette's TestClient announces a move to ht
 import bitsec
 from bitsec.fastapi import (
     DEFAULT_SECURITY_HEADERS, AuditMiddleware, BearerAuth, ClientIP, MFACode, RateLimit, RateLimitMiddleware,
-    SecurityHeadersMiddleware, adr007_category, bitsec_lifespan, get_runtime, mfa_enroll, request_id,
+    SecurityHeadersMiddleware, adr007_category, bitsec_lifespan, get_runtime, mfa_enroll, mfa_user, request_id,
     require_permission, verify_mfa_code,
 )
 
@@ -148,17 +148,17 @@ def make_app(cfg: dict, *, proxies: Any = (), middleware: bool = True,
 
     @app.post("/mfa/enroll")
     def enroll(request: Request, claims=Depends(auth)) -> dict:
-        e = mfa_enroll(get_runtime(request), claims.subject)
-        sealed[claims.subject] = e.sealed
+        e = mfa_enroll(get_runtime(request), mfa_user(claims), claims.subject)
+        sealed[mfa_user(claims)] = e.sealed
         return {"uri": e.uri, "qr": e.qr_data_uri}
 
     @app.post("/mfa/verify")
     def verify(request: Request, code: str = Body(embed=True), claims=Depends(auth)) -> dict:
-        d = verify_mfa_code(get_runtime(request), sealed[claims.subject], code, claims.subject)
+        d = verify_mfa_code(get_runtime(request), sealed[mfa_user(claims)], code, mfa_user(claims))
         return {"step": d.step}
 
     @app.get("/mfa/sensitive")
-    def sensitive(claims=Depends(MFACode(lambda r, c: sealed.get(c.subject), bearer=auth))) -> dict:
+    def sensitive(claims=Depends(MFACode(lambda r, c: sealed.get(mfa_user(c)), bearer=auth))) -> dict:
         return {"ok": True}
 
     @app.get("/rid")
@@ -714,7 +714,7 @@ def test_mfa_enrol_verify_replay_throttle(client: TestClient) -> None:
     assert r.status_code == 401 and r.json()["detail"] == "MFA code already used"
     assert 'error="insufficient_user_authentication"' in r.headers["WWW-Authenticate"]
     r = client.get("/mfa/sensitive", headers={**h, "X-MFA-Code": code})
-    assert r.status_code == 401 and "WWW-Authenticate" in r.headers
+    assert r.status_code == 401 and r.json()["detail"] == "MFA code already used" and "WWW-Authenticate" in r.headers
     wrong = "000000" if code != "000000" else "111111"
     statuses = [client.post("/mfa/verify", headers=h, json={"code": wrong}).status_code for _ in range(6)]
     assert statuses[0] == 401 and statuses[-1] == 429
@@ -735,7 +735,8 @@ def test_an_mfa_code_with_a_lone_surrogate_is_a_malformed_code(client: TestClien
         assert r.status_code == 401 and r.json() == {"detail": "Invalid MFA code"}, body
         assert 'error="insufficient_user_authentication"' in r.headers["WWW-Authenticate"]
     mfa = [(e["subtype"], e["reason"], e["actor"]) for e in audit_events(client, tmp_path) if e["type"] == "mfa"]
-    assert mfa == [("totp_failed", "malformed_code", "frank")] * 3
+    # (the actor is the MFA user: the sub qualified by the token's tenant, mfa_user)
+    assert mfa == [("totp_failed", "malformed_code", "tenant:2:t1:user:frank")] * 3
 
 
 def test_mfa_helpers_direct(tmp_path: Path) -> None:
@@ -749,6 +750,47 @@ def test_mfa_helpers_direct(tmp_path: Path) -> None:
         with pytest.raises(HTTPException) as ei:
             verify_mfa_code(rt, e.sealed, "123456", "mallory")  # sealed for another user
         assert ei.value.status_code == 401
+
+
+def test_mfa_namesakes_in_two_tenants_are_two_users(tmp_path: Path) -> None:
+    # MFACode verified with the token's plain sub: alice of tenant t2 and alice of tenant t1
+    # shared one last step and one failure count. t2's alice, passing her own step-up, made
+    # t1's alice's correct code of that step "already used" (401), and five wrong codes of
+    # her own throttled t1's alice (429). mfa_user qualifies the sub with the token's tenant.
+    cfg = base_config(tmp_path, audit=False)
+    secrets = {"t1": bitsec.totp_generate_secret(), "t2": bitsec.totp_generate_secret()}
+    auth = BearerAuth()
+    app = FastAPI(lifespan=bitsec_lifespan(cfg))
+    sealed: dict[str, str] = {}
+
+    @app.get("/sensitive")
+    def sensitive(claims: Any = Depends(MFACode(lambda r, c: sealed.get(mfa_user(c)), bearer=auth))) -> dict:
+        return {"tenant": claims.tenant_id}
+
+    with TestClient(app, client=CLIENT) as c:
+        rt = rt_of(c)
+        headers = {}
+        for tenant in ("t1", "t2"):
+            t = token(rt, "alice", tenant_id=tenant)
+            user = mfa_user(rt.verify_token(t))
+            assert user == f"tenant:2:{tenant}:user:alice"
+            sealed[user] = rt.totp_seal_secret(secrets[tenant], user)
+            headers[tenant] = {"Authorization": "Bearer " + t}
+        now = int(time.time())
+        code = {t: rt.totp_now(secrets[t], at=now) for t in secrets}
+        assert c.get("/sensitive", headers={**headers["t2"], "X-MFA-Code": code["t2"]}).json() == {"tenant": "t2"}
+        r = c.get("/sensitive", headers={**headers["t1"], "X-MFA-Code": code["t1"]})
+        assert r.status_code == 200 and r.json() == {"tenant": "t1"}, r.text
+        wrong = "000000" if "000000" not in (code["t2"], rt.totp_now(secrets["t2"], at=now + 30)) else "111111"
+        for _ in range(5):
+            assert c.get("/sensitive", headers={**headers["t2"], "X-MFA-Code": wrong}).status_code in (401, 429)
+        r = c.get("/sensitive", headers={**headers["t1"], "X-MFA-Code": rt.totp_now(secrets["t1"], at=now + 30)})
+        assert r.status_code == 200, r.text  # (the next step: this one's was just used)
+    # A token without a tenant is its sub; a long qualified name is hashed to fit.
+    with bitsec.Runtime(cfg) as rt:
+        assert mfa_user(rt.verify_token(token(rt, "bob", tenant_id=""))) == "bob"
+        long = mfa_user(rt.verify_token(token(rt, "b" * 200, tenant_id="t" * 100)))
+        assert long.startswith("sha256:") and len(long) == 71
 
 
 # ---- a real server --------------------------------------------------------------------------

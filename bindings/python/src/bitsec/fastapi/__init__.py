@@ -23,7 +23,7 @@ In FastAPI's own idiom:
   that carries them;
 - ``RequestLimitsMiddleware`` (ASGI) bounds request bodies (413 before buffering; default
   1 MiB, per route with ``body_limit`` or a dict) and the time to receive them (408);
-- ``mfa_enroll`` / ``verify_mfa_code`` / ``MFACode`` are the MFA building blocks.
+- ``mfa_enroll`` / ``verify_mfa_code`` / ``MFACode`` / ``mfa_user`` are the MFA building blocks.
 
 Native calls that can wait never run on the event loop; calls that cannot wait do (docs/
 fastapi.md, "Which calls run on the event loop"): ``offload_plan(rt)`` decides once per
@@ -49,7 +49,7 @@ from .headers import SecurityHeadersMiddleware
 from .lifespan import bitsec_lifespan
 from .limits import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_BYTES, RequestLimitsMiddleware, body_limit
 from .login import LoginAttempt, LoginAttempts, LoginGuard
-from .mfa import MFACode, MFAEnrollment, mfa_enroll, verify_mfa_code
+from .mfa import MFACode, MFAEnrollment, mfa_enroll, mfa_user, verify_mfa_code
 from .offload import OFFLOAD_MODES, OPERATIONS, SLOW_VERIFY_ALGS, OffloadPlan, offload_plan, run_native
 from .permissions import ContextFn, RequirePermission, require_permission
 from .ratelimit import RateLimit, RateLimitMiddleware, _RateLimiting
@@ -61,7 +61,7 @@ from .metrics import PROMETHEUS_TEXT_CONTENT_TYPE, metrics_router
 __all__ = [
     "STATE_ATTR", "bitsec_lifespan", "get_runtime", "BearerAuth", "RequirePermission", "require_permission",
     "ClientIP", "RateLimit", "RateLimitMiddleware", "adr007_category", "AuditMiddleware",
-    "SecurityHeadersMiddleware", "DEFAULT_SECURITY_HEADERS", "MFAEnrollment", "mfa_enroll", "verify_mfa_code",
+    "SecurityHeadersMiddleware", "DEFAULT_SECURITY_HEADERS", "MFAEnrollment", "mfa_enroll", "mfa_user", "verify_mfa_code",
     "MFACode", "request_id", "OffloadPlan", "offload_plan", "run_native", "OFFLOAD_MODES",
     "RequestLimitsMiddleware", "body_limit", "DEFAULT_MAX_BODY_BYTES", "DEFAULT_BODY_TIMEOUT",
     "LoginGuard", "LoginAttempts", "LoginAttempt",

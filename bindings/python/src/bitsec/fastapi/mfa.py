@@ -1,11 +1,13 @@
 """MFA building blocks: ``mfa_enroll``, ``verify_mfa_code`` and the ``MFACode`` step-up dependency."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Callable
 
 from fastapi import HTTPException, Request
 
+from .. import _abi
 from ..errors import BackendUnavailableError, BitsecError
 from ..runtime import Runtime
 from ..tokens import TokenClaims
@@ -30,6 +32,30 @@ class MFAEnrollment:
             return None
         import base64
         return "data:image/png;base64," + base64.b64encode(self.qr_png).decode("ascii")
+
+
+def mfa_user(claims: TokenClaims) -> str:
+    """The user a token's TOTP secret is sealed for and its MFA state (the last accepted step,
+    the failure count) is kept under: the token's ``sub``, or, when the token names a tenant
+    (``tenant_id``, else ``tenant``), ``tenant:<n>:<tenant>:user:<sub>`` (``n``: the tenant's
+    length in UTF-8 bytes, as the rate limits key a user), so that namesakes in two tenants
+    are two users: one cannot make the other's code a replay or throttle the other with
+    their own failures. ``sha256:<hex>`` of that when over ``BITSEC_TOTP_MAX_USER_BYTES``.
+    Enrol with the same value (``mfa_enroll(rt, mfa_user(claims), claims.subject)``: the
+    account named in the authenticator app is the third argument, which may not contain
+    ``:``); ``MFACode`` verifies with it by default."""
+    sub = claims.subject or ""
+    tenant = claims.tenant_id
+    if not tenant or type(tenant) is not str:
+        return sub
+    user = f"tenant:{len(tenant.encode('utf-8', 'surrogatepass'))}:{tenant}:user:{sub}"
+    data = user.encode("utf-8", "surrogatepass")
+    if len(data) > _MAX_USER_BYTES:
+        return "sha256:" + hashlib.sha256(data).hexdigest()
+    return user
+
+
+_MAX_USER_BYTES: int = _abi.BITSEC_TOTP_MAX_USER_BYTES
 
 
 def mfa_enroll(rt: Runtime, user: str, account: str | None = None, *, qr: bool = True) -> MFAEnrollment:
@@ -74,14 +100,18 @@ class MFACode:
     """A step-up dependency: the authenticated user (``bearer``) must send a valid TOTP code
     in the ``header`` (default ``X-MFA-Code``); ``sealed_secret(request, claims)`` returns the
     user's sealed secret (or None when the user has not enrolled: 403 "MFA not enrolled").
-    Returns the claims. A plain ``def`` dependency (FastAPI's thread pool): ``sealed_secret``
-    is your code and may query a database."""
+    ``user(claims)`` is the user the secret was sealed for (default ``mfa_user``: the ``sub``,
+    qualified by the token's tenant when it names one). Returns the claims. A plain ``def``
+    dependency (FastAPI's thread pool): ``sealed_secret`` is your code and may query a
+    database."""
 
     def __init__(self, sealed_secret: Callable[[Request, TokenClaims], str | None], *,
-                 bearer: BearerAuth | None = None, header: str = "X-MFA-Code") -> None:
+                 bearer: BearerAuth | None = None, header: str = "X-MFA-Code",
+                 user: Callable[[TokenClaims], str] = mfa_user) -> None:
         self.sealed_secret = sealed_secret
         self.bearer = bearer or BearerAuth()
         self.header = header
+        self.user = user
 
     def __call__(self, request: Request) -> TokenClaims:
         claims = self.bearer.verify(request)
@@ -95,7 +125,7 @@ class MFACode:
             setattr(request.state, _AUTH_FAILURE, "mfa_required")
             raise _mfa_failed("MFA code required", self.bearer.realm)
         try:
-            verify_mfa_code(get_runtime(request, self.bearer.attr), sealed, code, claims.subject)
+            verify_mfa_code(get_runtime(request, self.bearer.attr), sealed, code, self.user(claims))
         except HTTPException as e:
             if e.status_code == 401:
                 setattr(request.state, _AUTH_FAILURE, "mfa_failed")
