@@ -229,6 +229,32 @@ private func report(_ table: String, _ what: String, _ bad: Int, _ of: Int) {
         #expect(later == 0)
     }
 
+    /// One user who keeps regenerating and using backup codes makes a claim per code, kept 30
+    /// days: before, once they filled the table every other user's valid code was refused
+    /// (as used) for those 30 days. A claim only has to outlive the moment before its caller
+    /// deletes the used code's hash: one younger than ten minutes is never evicted, older ones
+    /// go oldest first when the table is full.
+    @Test func oneUsersBackupCodeClaimsDoNotRefuseOthersForAMonth() {
+        let ttl: Int64 = 30 * 86_400
+        let s = InProcessUseOnceSet(maxEntries: bound, ttlSeconds: ttl)
+        let now: Int64 = 7_000_000
+        for i in 0..<bound { #expect(s.claim("attacker\nhash-\(i)", ttlSeconds: ttl, nowMs: now)) }
+        // Within ten minutes the table is full of claims that must be kept: refused, counted.
+        #expect(!s.claim("victim\nhash-a", ttlSeconds: ttl, nowMs: now + 1000))
+        #expect(s.stats.evictionCount == 0)
+        // Eleven minutes on, the victim's code is claimed (the oldest claim goes) ...
+        let later = now + 660_000
+        #expect(s.claim("victim\nhash-a", ttlSeconds: ttl, nowMs: later))
+        #expect(s.stats.evictionCount == 1 && s.trackedClaims <= bound)
+        // ... and a claim is still single use, and young claims are never evicted: the
+        // attacker's next flood takes the old claims' room, then is refused.
+        #expect(!s.claim("victim\nhash-a", ttlSeconds: ttl, nowMs: later + 1))
+        var refused = 0
+        for i in 0..<(2 * bound) where !s.claim("attacker\nnew-\(i)", ttlSeconds: ttl, nowMs: later + 2) { refused += 1 }
+        #expect(refused >= bound, "\(refused)")
+        #expect(!s.claim("victim\nhash-a", ttlSeconds: ttl, nowMs: later + 3), "a young claim was evicted")
+    }
+
     @Test func verifiedTokenCacheUnderAFlood() throws {
         let cache = VerifiedTokenCache(capacity: bound)
         func claims(_ i: Int) throws -> VerifiedClaims {

@@ -115,12 +115,20 @@ public protocol UseOnceSet: Sendable {
 }
 
 /// In memory: a bounded `StateTable` (see there), in this process (store `process`) or in
-/// the host's shared region (store `host`). A claim is kept for `ttlSeconds` of real time
-/// and is never evicted while it lives (that would let the code be used again). When
-/// `maxEntries` claims are live, a new claim is refused (the code is answered as used, the
-/// safe side) and counted in `stats`
+/// the host's shared region (store `host`). A claim is kept for `ttlSeconds` of real time.
+/// What it must cover is the moment between a code's acceptance and the caller deleting its
+/// hash (two concurrent uses of one code): a claim younger than `minKeepSeconds` (ten
+/// minutes) is never evicted. Older ones only guard against a caller that never deletes,
+/// and when the table is full a new claim evicts the oldest of them: one user who keeps
+/// regenerating and using codes (each claim kept 30 days by default) could otherwise fill
+/// the table and have every other user's valid code refused for as long. When the table is
+/// full of claims younger than ten minutes, a new claim is refused (the code is answered as
+/// used, the safe side) and counted in `stats`
 /// (`bitsec_table_full_refusals_total{table="totp_backup_codes"}`).
 public final class InProcessUseOnceSet: UseOnceSet {
+    /// How long a claim is never evicted, whatever the table's load (seconds).
+    public static let minKeepSeconds: Int64 = 600
+
     /// A claim: the instant (ms, monotonic clock) it lapses.
     struct Claim: Sendable, FixedLayoutValue {
         var expiresMs: Int64
@@ -136,18 +144,27 @@ public final class InProcessUseOnceSet: UseOnceSet {
 
     private let table: StateTable<Claim>
 
-    /// In this process.
-    public init(maxEntries: Int = 100_000) {
-        table = .process(ShardedTable(name: "totp_backup_codes", maxKeys: maxEntries, idle: Self.idle, rank: Self.rank))
+    /// In this process. `ttlSeconds`: the time-to-live the claims are made with (the
+    /// service's `used_ttl_s`), from which a claim's age is known (its expiry less that).
+    public init(maxEntries: Int = 100_000, ttlSeconds: Int64 = 30 * 86_400) {
+        table = .process(ShardedTable(name: "totp_backup_codes", maxKeys: maxEntries, idle: Self.idle,
+                                      rank: Self.rank(ttlSeconds: ttlSeconds)))
     }
 
     /// At `placement` (this process, or the host's shared region).
-    init(maxEntries: Int = 100_000, placement: TablePlacement) throws(BitsecError) {
-        table = try StateTable.make(placement, name: "totp_backup_codes", maxKeys: maxEntries, idle: Self.idle, rank: Self.rank)
+    init(maxEntries: Int = 100_000, ttlSeconds: Int64, placement: TablePlacement) throws(BitsecError) {
+        table = try StateTable.make(placement, name: "totp_backup_codes", maxKeys: maxEntries, idle: Self.idle,
+                                    rank: Self.rank(ttlSeconds: ttlSeconds))
     }
 
     private static let idle: @Sendable (Claim, Int64) -> Bool = { c, now in c.expiresMs <= now }
-    private static let rank: @Sendable (Claim, Int64) -> Int64? = { _, _ in nil }
+
+    /// Never for a claim younger than `minKeepSeconds`; else its expiry, so the oldest goes
+    /// first.
+    private static func rank(ttlSeconds: Int64) -> @Sendable (Claim, Int64) -> Int64? {
+        let ttlMs = min(max(0, ttlSeconds), 1 << 40) &* 1000, keepMs = minKeepSeconds * 1000
+        return { c, now in c.expiresMs &- ttlMs > now &- keepMs ? nil : c.expiresMs }
+    }
 
     public func claim(_ id: String, ttlSeconds: Int64) -> Bool {
         claim(id, ttlSeconds: ttlSeconds, nowMs: Clock.monotonicMillis())

@@ -26,9 +26,10 @@ internal import COpenSSL
 ///   (how long a used code stays refused without the caller deleting it, default 30 days);
 /// - `max_keys` (64–100000000, default 100000): the bound of each in-memory table of the
 ///   `process` and `host` stores (users' last accepted steps, used backup codes, failure counts). A live
-///   step or claim is never evicted; when one of these tables is full of live entries a
-///   user not in it is refused (a code answered as replayed or used, the safe side) and
-///   `bitsec_table_full_refusals_total` counts it.
+///   step is never evicted, nor a backup-code claim younger than ten minutes (older ones go
+///   oldest first when the table is full: `InProcessUseOnceSet`); when one of these tables is
+///   full of entries that must be kept a user not in it is refused (a code answered as
+///   replayed or used, the safe side) and `bitsec_table_full_refusals_total` counts it.
 public final class TOTPService: Capability {
     public static let sectionName = "totp"
 
@@ -82,7 +83,7 @@ public final class TOTPService: Capability {
             memoryTables = []
         } else {
             let r = try InProcessReplayGuard(maxEntries: maxKeys, placement: placement)
-            let u = try InProcessUseOnceSet(maxEntries: maxKeys, placement: placement)
+            let u = try InProcessUseOnceSet(maxEntries: maxKeys, ttlSeconds: backupUsedTTL, placement: placement)
             replay = r
             usedBackupCodes = u
             memoryTables = [r.stats, u.stats, failures.tableStats]
