@@ -480,6 +480,20 @@ private func uniqueUser(_ tag: String) -> String { "\(tag)-\(getpid())-\(Clock.n
         #expect(try verifyBackup(b, user, batch.codes[1], batch.hashes).reason == .replayed)
     }
 
+    /// An attempt that ends in an error decided nothing, so it is not left counted: the
+    /// attempt is reserved before the code is looked at, and given back when a later step
+    /// fails (here a stored hash that does not parse). Three errors with a limit of two, and
+    /// the right code is still accepted.
+    @Test(arguments: TestStores.kinds) func anErrorAfterTheReservationIsNotAFailure(kind: TestStore) throws {
+        guard let t = try service(kind, #"{"backup_codes": {"iterations": 1000}, "throttle": {"max_failures": 2}}"#) else { return }
+        let batch = try t.generateBackupCodes(count: 2)
+        let user = uniqueUser("backup-error")
+        for _ in 0..<3 {
+            expectError(.malformed, "stored backup code hash 1") { _ = try verifyBackup(t, user, batch.codes[0], [batch.hashes[1], "bc1$x"]) }
+        }
+        #expect(try verifyBackup(t, user, batch.codes[0], batch.hashes).accepted, "\(kind)")
+    }
+
     /// A guess is counted before its code is looked at, so guesses sent at once never get past
     /// the throttle. Counted after the code check (the defect this fixed), every request in
     /// flight passed the check and had its code evaluated: here, with one attempt left,

@@ -200,10 +200,7 @@ public final class LoginGuard: Sendable {
     /// form when it is longer than a key may be. The name is bounded as typed by
     /// `maxAccountBytes` and as folded by the key's bound, in that order.
     public func accountKey(_ account: String) throws(BitsecError) -> String {
-        guard !account.isEmpty else { throw .invalid("account is empty") }
-        guard account.utf8.count <= Self.maxAccountBytes else {
-            throw .tooLarge("account: \(account.utf8.count) bytes exceeds the limit of \(Self.maxAccountBytes)")
-        }
+        try Self.checkAccount(account)
         let folded = LoginKeys.account(account)
         if folded.utf8.count < RateLimitLimits.maxKeyBytes { return "=" + folded }
         var md = [UInt8](repeating: 0, count: 32)
@@ -216,6 +213,14 @@ public final class LoginGuard: Sendable {
         }
         guard ok == 1 else { throw .internalError("sha-256 of a long account name failed") }
         return "#" + Hex.encode(md)
+    }
+
+    /// The account name's bounds as typed (cheap: before anything is counted or folded).
+    static func checkAccount(_ account: String) throws(BitsecError) {
+        guard !account.isEmpty else { throw .invalid("account is empty") }
+        guard account.utf8.count <= maxAccountBytes else {
+            throw .tooLarge("account: \(account.utf8.count) bytes exceeds the limit of \(maxAccountBytes)")
+        }
     }
 
     /// The network key of an IPv6 client (`networkPrefix` bits), nil for anything else.
@@ -236,7 +241,9 @@ public final class LoginGuard: Sendable {
     /// Reserves one login attempt of `account` from `client` before the password check, or
     /// refuses it. `at`: Unix seconds, 0 = now.
     public func begin(account: String, client: String, at: Int64 = 0) throws(BitsecError) -> LoginGuardDecision {
-        let a = try accountKey(account)
+        // The name is folded only once the client may make the attempt: a fold of 4 KiB of
+        // some scripts costs milliseconds, which a blocked client must not get for free.
+        try Self.checkAccount(account)
         let c = try clientKeyChecked(client)
         _ = try RateLimitLimits.instantMs(at)
         let n = networkKey(client, clientKey: c)
@@ -288,6 +295,7 @@ public final class LoginGuard: Sendable {
         }
         let ar: FailureReservation
         do {
+            let a = try accountKey(account)
             ar = try self.account.reserve(key: a, at: at, nowMs: cr.ticketMs)
         } catch {
             refundEarlier()

@@ -209,13 +209,21 @@ public final class TOTPService: Capability {
         }
         return try OTP.withSecret(secret, minBits: minSecretBits) { (key) throws(BitsecError) -> OTPDecision in
             let id = try Self.identity(user: user, key: key)
-            if let wait = try throttleReserve(id, at: at) {
+            let ticket: Int64
+            switch try throttleReserve(id, at: at) {
+            case .refused(let wait):
                 emit("throttled", .throttled, user: user, retryAfter: wait)
                 return OTPDecision(.throttled, retryAfter: wait)
+            case .reserved(let t):
+                ticket = t
             }
-            let d = try OTP.checkTOTP(key: key, code: code, params: params, window: window, at: at)
+            let d = try unreservedOnError(id, ticket, at) { () throws(BitsecError) in
+                try OTP.checkTOTP(key: key, code: code, params: params, window: window, at: at)
+            }
             if d.accepted {
-                if try replay.accept(id, step: d.step, ttlSeconds: replayTTL) {
+                if try unreservedOnError(id, ticket, at, { () throws(BitsecError) in
+                    try replay.accept(id, step: d.step, ttlSeconds: replayTTL)
+                }) {
                     try throttleSuccess(id, at: at)
                     return d
                 }
@@ -255,12 +263,21 @@ public final class TOTPService: Capability {
         }
         defer { wipe(&code) }
         let id = "u:" + user
-        if let wait = try throttleReserve(id, at: at) {
+        let ticket: Int64
+        switch try throttleReserve(id, at: at) {
+        case .refused(let wait):
             emit("throttled", .throttled, user: user, retryAfter: wait, factor: "backup_code")
             return OTPDecision(.throttled, retryAfter: wait)
+        case .reserved(let t):
+            ticket = t
         }
-        if let m = try BackupCodes.match(code, stored: stored, pepper: pepper) {
-            if try usedBackupCodes.claim(user + "\n" + m.hash, ttlSeconds: backupUsedTTL) {
+        let match = try unreservedOnError(id, ticket, at) { () throws(BitsecError) in
+            try BackupCodes.match(code, stored: stored, pepper: pepper)
+        }
+        if let m = match {
+            if try unreservedOnError(id, ticket, at, { () throws(BitsecError) in
+                try usedBackupCodes.claim(user + "\n" + m.hash, ttlSeconds: backupUsedTTL)
+            }) {
                 try throttleSuccess(id, at: at)
                 return OTPDecision(.ok, step: Int64(m.index))
             }
@@ -281,12 +298,29 @@ public final class TOTPService: Capability {
     /// refused (blocked, or a new user while the table is full of live entries: the safe
     /// side), nil when the attempt may go ahead. While Redis is unavailable the window's
     /// `deny` answer is not the user's doing, so it is an error rather than `throttled`.
-    private func throttleReserve(_ id: String, at: Int64) throws(BitsecError) -> Int64? {
+    private func throttleReserve(_ id: String, at: Int64) throws(BitsecError) -> Reservation {
         let r = try failures.reserve(key: id, at: at)
         if r.degraded {
             throw .backend("redis unavailable: the totp failure count could not be read or updated; nothing was accepted")
         }
-        return r.allowed ? nil : max(1, TokenBucket.ceilDiv(r.retryAfterMs, 1000))
+        return r.allowed ? .reserved(r.ticketMs) : .refused(max(1, TokenBucket.ceilDiv(r.retryAfterMs, 1000)))
+    }
+
+    /// What `throttleReserve` answered: the attempt's ticket, or the seconds to wait.
+    private enum Reservation { case reserved(Int64), refused(Int64) }
+
+    /// Runs a step after the reservation; when it fails with an error (a stored hash that does
+    /// not parse, Redis unreachable between two calls) nothing was decided, so the attempt is
+    /// given back (best effort) rather than left counted as a failure: errors are not
+    /// guesses, and five in a row would otherwise block a user who holds a valid code.
+    private func unreservedOnError<R>(_ id: String, _ ticket: Int64, _ at: Int64,
+                                      _ body: () throws(BitsecError) -> R) throws(BitsecError) -> R {
+        do {
+            return try body()
+        } catch {
+            _ = try? failures.refund(key: id, ticketMs: ticket, at: at)
+            throw error
+        }
     }
 
     /// Clears the user's failures after a success (this attempt's reservation with them). The

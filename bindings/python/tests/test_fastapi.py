@@ -789,6 +789,9 @@ def test_mfa_namesakes_in_two_tenants_are_two_users(tmp_path: Path) -> None:
     # A token without a tenant is its sub; a long qualified name is hashed to fit.
     with bitsec.Runtime(cfg) as rt:
         assert mfa_user(rt.verify_token(token(rt, "bob", tenant_id=""))) == "bob"
+        # a sub without a tenant that reads as a qualified name is not one
+        assert mfa_user(rt.verify_token(token(rt, "tenant:2:t1:user:alice", tenant_id=""))) == \
+            "user:tenant:2:t1:user:alice"
         long = mfa_user(rt.verify_token(token(rt, "b" * 200, tenant_id="t" * 100)))
         assert long.startswith("sha256:") and len(long) == 71
 

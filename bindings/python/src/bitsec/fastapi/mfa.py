@@ -41,13 +41,16 @@ def mfa_user(claims: TokenClaims) -> str:
     length in UTF-8 bytes, as the rate limits key a user), so that namesakes in two tenants
     are two users: one cannot make the other's code a replay or throttle the other with
     their own failures. ``sha256:<hex>`` of that when over ``BITSEC_TOTP_MAX_USER_BYTES``.
+    A token without a tenant whose ``sub`` starts with ``tenant:``, ``sha256:`` or ``user:``
+    is ``user:<sub>``, so that no ``sub`` can be another user's qualified name.
     Enrol with the same value (``mfa_enroll(rt, mfa_user(claims), claims.subject)``: the
     account named in the authenticator app is the third argument, which may not contain
     ``:``); ``MFACode`` verifies with it by default."""
     sub = claims.subject or ""
     tenant = claims.tenant_id
     if not tenant or type(tenant) is not str:
-        return sub
+        # (a sub that reads as the other forms is kept apart from them: "user:" before it)
+        return "user:" + sub if sub.startswith(("tenant:", "sha256:", "user:")) else sub
     user = f"tenant:{len(tenant.encode('utf-8', 'surrogatepass'))}:{tenant}:user:{sub}"
     data = user.encode("utf-8", "surrogatepass")
     if len(data) > _MAX_USER_BYTES:
