@@ -358,6 +358,35 @@ def test_a_padded_account_name_is_still_the_account(tmp_path: Path) -> None:
         rt.close()
 
 
+def test_login_namesakes_in_two_tenants_have_two_account_counters(tmp_path: Path) -> None:
+    # Where account names are only unique within a tenant, alice of t2 failing her own logins
+    # must not throttle alice of t1: begin(name, tenant=...) counts the name in its tenant.
+    rt = bitsec.Runtime(base_config(tmp_path, limits={"store": "local", "categories": {
+        "default": {"capacity": 1000, "period_seconds": 60}},
+        "login_guard": {"account": {"free_failures": 0, "max_failures": 1, "max_delay_seconds": 60}}}))
+    app = FastAPI(lifespan=bitsec_lifespan(rt), openapi_url=None)
+    lg = LoginGuard()
+
+    @app.post("/login")
+    async def login(request: Request, attempts: LoginAttempts = Depends(lg)) -> None:
+        body = await request.json()
+        attempts.begin(body["user"], tenant=body["tenant"])  # 429 when the guard refuses it
+        raise HTTPException(status_code=401, detail="Invalid credentials")
+
+    def post(c: TestClient, user: str, tenant: str) -> int:
+        return c.post("/login", json={"user": user, "tenant": tenant}).status_code
+
+    try:
+        with TestClient(app) as c:
+            assert post(c, "alice", "t2") == 401  # t2's alice: her account's one failure
+            assert post(c, "ALICE", "t2") == 429  # folded: the same account of t2
+            assert post(c, "alice", "t1") == 401  # t1's alice: an account of her own
+            assert post(c, "alice", "T1") == 429  # (a tenant is folded with the name)
+            assert post(c, "alice", "t1/x") == 401  # the tenant's length ends it: no overlap
+    finally:
+        rt.close()
+
+
 def test_a_proxy_on_a_unix_socket_can_be_trusted(tmp_path: Path) -> None:
     # Behind a proxy that connects over a Unix socket (uvicorn --uds) the server reports no
     # peer address: every client was "" (the login guard's "unknown", the rate limits'

@@ -66,10 +66,17 @@ class LoginAttempts:
         self.rt = rt
         self.client = client
 
-    def begin(self, account: str) -> LoginAttempt:
+    def begin(self, account: str, tenant: str | None = None) -> LoginAttempt:
         """Reserves the attempt BEFORE the password check; raises 429 "Too many failed login
-        attempts" with ``Retry-After`` when the client or the account is refused."""
-        account = _account_key(account)
+        attempts" with ``Retry-After`` when the client or the account is refused. ``tenant``:
+        where account names are only unique within a tenant, the tenant the name is looked up
+        in, so that namesakes in two tenants have two account counters (the name is counted as
+        ``tenant:<n>:<tenant>:<name>``, ``n`` the tenant's length in UTF-8 bytes, folded by the
+        library as a whole: case makes no difference in the tenant either). Pass it on every
+        call or on none: a name typed as ``tenant:2:t1:alice`` on a call without a tenant is
+        counted as alice of t1."""
+        account = _account_key(account if not tenant else
+                               f"tenant:{len(tenant.encode('utf-8', 'surrogatepass'))}:{tenant}:{account}")
         d = self.rt.login_guard_begin(account, self.client)
         if not d.allowed:
             raise HTTPException(status_code=429, detail="Too many failed login attempts", headers=d.headers())
