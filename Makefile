@@ -14,14 +14,15 @@ LIB       := $(LIBDIR)/libbitsec.so.1
 VERSION   := $(shell sed -n 's/^#define BITSEC_VERSION_STRING "\(.*\)"/\1/p' include/bitsec.h)
 ABI       := $(shell sed -n 's/^#define BITSEC_ABI_VERSION \([0-9]*\)/\1/p' include/bitsec.h)
 PREFIX    ?= /usr/local
-APT_PKGS  := libssl-dev libhiredis-dev redis-server pkg-config openssl
+# python3-dev: Python.h, for the Python package's optional compiled guard steps (bitsec._speedups).
+APT_PKGS  := libssl-dev libhiredis-dev redis-server pkg-config openssl python3-dev
 FIXTURE   := $(PYTHON) $(ROOT)/tools/redis_fixture.py run --
 # Recursive (=): pkg-config is only installed by the apt step, so evaluate at use.
 SWIFT_HDR_FLAGS = -parse-as-library -swift-version 6 -enable-upcoming-feature InternalImportsByDefault \
 	-module-name Bitsec -I $(BUILD)/Modules -I Sources/COpenSSL -I Sources/CHiredis \
 	$(addprefix -Xcc ,$(shell pkg-config --cflags-only-I hiredis openssl 2>/dev/null))
 
-.PHONY: all deps apt venv browser-deps build lib header header-check check-generated check-symbols mypy check-self-contained test test-swift test-c test-python alerts-deps test-alerts \
+.PHONY: all deps apt venv browser-deps build lib speedups header header-check check-generated check-symbols mypy check-self-contained test test-swift test-c test-python alerts-deps test-alerts \
 	demo install bench clean serve sanitize sanitize-address sanitize-thread \
 	fuzz fuzz-build fuzz-smoke dist test-wheel
 
@@ -57,6 +58,16 @@ lib:
 	@cp -f $(BUILD)/libbitsec.so $(LIB).tmp && mv -f $(LIB).tmp $(LIB)
 	@ln -sf libbitsec.so.1 $(LIBDIR)/libbitsec.so
 	@mkdir -p bindings/python/src/bitsec/_lib && cp -f $(LIB) bindings/python/src/bitsec/_lib/libbitsec.so.1
+	@$(MAKE) --no-print-directory speedups
+
+# The Python package's compiled guard steps (bindings/python/src/bitsec/_speedups.c, CPython's
+# limited API: one file for Python 3.10 and later), next to the sources the venv imports; the
+# wheel builds its own through setup.py. docs/packaging.md says why it exists.
+SPEEDUPS := bindings/python/src/bitsec/_speedups.abi3.so
+PY_INCLUDE = $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+speedups: $(SPEEDUPS)
+$(SPEEDUPS): bindings/python/src/bitsec/_speedups.c
+	$(CC) -O2 -g -std=c11 -Wall -Wextra -Werror -shared -fPIC -I$(PY_INCLUDE) $< -o $@.tmp && mv -f $@.tmp $@
 
 # The public header: the Swift compiler prints the @c declarations, gen_header.py cleans them.
 header: build
@@ -142,6 +153,10 @@ browser-deps:
 
 test-python: deps build browser-deps alerts-deps
 	cd bindings/python && BITSEC_LIBRARY=$(LIB) $(VPY) -m pytest -q -p no:cacheprovider tests 2>&1 | tee $(ROOT)/build/python-test.log
+	@echo "test-python: the guard's suites again without the compiled steps (BITSEC_SPEEDUPS=0)"
+	cd bindings/python && BITSEC_SPEEDUPS=0 BITSEC_LIBRARY=$(LIB) $(VPY) -m pytest -q -p no:cacheprovider \
+		tests/test_speedups.py tests/test_fastapi_guard.py tests/test_fastapi_guard_cookies.py \
+		tests/test_fastapi_guard_routes.py tests/test_guard_check.py 2>&1 | tee -a $(ROOT)/build/python-test.log
 
 # The distribution (docs/packaging.md): an sdist (Python sources, no library) and a platform
 # wheel with libbitsec.so.1, repaired by auditwheel: it bundles hiredis into bitsec.libs/,

@@ -9,9 +9,12 @@ sources (`make build`, which copies it into src/bitsec/_lib/). This file:
   tree once `make build` has put it there, or from BITSEC_LIBRARY);
 - takes the library from BITSEC_BUNDLE_LIBRARY=/path/libbitsec.so.1 when that is set (an
   sdist built elsewhere);
-- tags the wheel for the platform (py3-none-linux_x86_64: the package holds native code
-  but no CPython extension, so any Python 3 of that platform can load it), which
-  `auditwheel repair` turns into a manylinux tag (`make dist`).
+- builds bitsec._speedups, the guard's optional compiled steps (src/bitsec/_speedups.c),
+  against CPython's limited API, so one file serves Python 3.10 and later; optional: without
+  a C compiler or Python.h the package installs without it and does the same in Python;
+- tags the wheel for the platform (cp310-abi3-linux_x86_64: native code, and one extension
+  built for the limited API), which `auditwheel repair` turns into a manylinux tag
+  (`make dist`).
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import os
 import shutil
 from pathlib import Path
 
-from setuptools import Distribution, setup
+from setuptools import Distribution, Extension, setup
 from setuptools.command.bdist_wheel import bdist_wheel
 from setuptools.command.build_py import build_py
 
@@ -66,7 +69,12 @@ class BinaryDistribution(Distribution):
 class PlatformWheel(bdist_wheel):
     def get_tag(self) -> tuple[str, str, str]:
         _, _, plat = super().get_tag()
-        return "py3", "none", plat
+        return "cp310", "abi3", plat
 
 
-setup(distclass=BinaryDistribution, cmdclass={"build_py": BuildPy, "bdist_wheel": PlatformWheel})
+SPEEDUPS = Extension(
+    "bitsec._speedups", sources=["src/bitsec/_speedups.c"], py_limited_api=True, optional=True,
+    define_macros=[("Py_LIMITED_API", "0x030A0000")], extra_compile_args=["-std=c11", "-O2", "-Wall"])
+
+setup(distclass=BinaryDistribution, ext_modules=[SPEEDUPS],
+      cmdclass={"build_py": BuildPy, "bdist_wheel": PlatformWheel})

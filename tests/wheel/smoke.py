@@ -12,6 +12,10 @@ import bitsec  # noqa: E402
 
 here = os.path.dirname(bitsec.__file__)
 assert bitsec.library_path() == os.path.join(here, "_lib", "libbitsec.so.1"), bitsec.library_path()
+# the guard's compiled steps, built by the wheel for CPython's limited API, load from the wheel
+from bitsec import _accel  # noqa: E402
+
+assert _accel.SPEEDUPS is not None and _accel.SPEEDUPS.__file__.startswith(here), "bitsec._speedups did not load"
 assert "site-packages" in here, here
 for p in sys.path:
     assert not os.path.exists(os.path.join(p, "Package.swift")), f"the repository is on sys.path: {p}"

@@ -23,7 +23,8 @@ def fresh_copy(tmp_path: Path) -> Path:
     """bindings/python as a fresh clone has it: no library in src/bitsec/_lib."""
     dst = tmp_path / "python"
     shutil.copytree(PKG, dst, symlinks=False,
-                    ignore=shutil.ignore_patterns("_lib", "build", "*.egg-info", ".mypy_cache", "__pycache__", "tests"))
+                    ignore=shutil.ignore_patterns("_lib", "build", "*.egg-info", ".mypy_cache", "__pycache__", "tests",
+                                                  "_speedups*.so"))
     assert not (dst / "src" / "bitsec" / "_lib").exists()
     return dst
 
@@ -51,9 +52,11 @@ def test_wheel_with_the_library_is_a_platform_wheel_with_licences(tmp_path: Path
     r = build_wheel(fresh_copy(tmp_path), tmp_path / "out", {"BITSEC_BUNDLE_LIBRARY": bitsec.library_path()})
     assert r.returncode == 0, r.stdout + r.stderr
     (whl,) = (tmp_path / "out").glob("*.whl")
-    assert whl.name == f"bitsec-{bitsec.__version__}-py3-none-linux_x86_64.whl"
+    # one wheel for CPython 3.10 and later: the guard's compiled steps use the limited API only
+    assert whl.name == f"bitsec-{bitsec.__version__}-cp310-abi3-linux_x86_64.whl"
     names = zipfile.ZipFile(whl).namelist()
     assert "bitsec/_lib/libbitsec.so.1" in names  # platlib, where auditwheel expects it
+    assert "bitsec/_speedups.abi3.so" in names and "bitsec/_speedups.pyi" in names
     assert "bitsec/cli.py" in names
     lic = f"bitsec-{bitsec.__version__}.dist-info/licenses/"
     for f in ("LICENSE", "licenses/hiredis-COPYING", "licenses/swift-runtime-LICENSE.txt", "licenses/NOTICE"):
@@ -78,3 +81,14 @@ def test_pyproject_licence_and_extras(repo_root: Path) -> None:
     assert "Apache License" in (repo_root / "LICENSE").read_text()
     changelog = (repo_root / "CHANGELOG.md").read_text()
     assert changelog.startswith("# Changelog") and "## [Unreleased]" in changelog
+
+
+def test_a_build_without_a_c_compiler_installs_without_the_compiled_steps(tmp_path: Path) -> None:
+    # bitsec._speedups is optional: without a working C compiler the wheel is built without
+    # it (setuptools' optional extension), and the package does the same steps in Python.
+    r = build_wheel(fresh_copy(tmp_path), tmp_path / "out",
+                    {"BITSEC_BUNDLE_LIBRARY": bitsec.library_path(), "CC": "/bin/false"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    (whl,) = (tmp_path / "out").glob("*.whl")
+    names = zipfile.ZipFile(whl).namelist()
+    assert "bitsec/_lib/libbitsec.so.1" in names and not [n for n in names if "_speedups" in n and n.endswith(".so")]

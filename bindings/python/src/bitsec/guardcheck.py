@@ -8,7 +8,7 @@ import threading
 from ctypes import byref, c_int64, c_size_t, c_uint32, c_void_p
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from . import _abi
+from . import _abi, _accel
 from . import _native as N
 from .errors import InvalidArgumentError
 from .permissions import REASONS as PERMISSION_REASONS
@@ -24,6 +24,9 @@ _guard_fast = N.unconverted(_guard)
 #: The hot path's call: two structs (bitsec_guard_route, bitsec_guard_request) instead of
 #: nineteen arguments, each of which ctypes would handle on every call.
 _guard_request = N.unconverted(N.declare("bitsec_guard_check_request"))
+#: The same call from compiled code (bitsec._speedups), for a token whose claims are known: the
+#: request struct on the C stack instead of packed into the thread's buffer; None without it.
+_compiled_request = _accel.bind(_guard_request)
 
 #: Decision names by code (``BITSEC_GUARD_*``).
 GUARD_DECISIONS = N.names_by_value("BITSEC_GUARD_", exclude=("NOT_CHECKED", "FLAG_", "RESULT_", "ROUTE_", "REQUEST_"))
@@ -168,7 +171,7 @@ class GuardArgs:
     two forms only); a copy or an unpickled one is built again from the same requirement."""
 
     __slots__ = ("scopes", "scopes_len", "permission", "permission_len", "category", "category_len", "cost",
-                 "flags", "route", "_held", "_given")
+                 "flags", "route", "route_at", "_held", "_given")
 
     def __init__(self, *, permission: str | None = None, scopes: tuple[str, ...] | list[str] = (),
                  category: str | None = None, cost: int = 1, key_by_subject: bool = False,
@@ -189,7 +192,9 @@ class GuardArgs:
         # the same as a bitsec_guard_route, over copies this object holds
         held = tuple(ctypes.create_string_buffer(b, max(len(b), 1)) for b in (self.scopes, self.permission, self.category))
         self._held = held
-        self.route = ctypes.create_string_buffer(_ROUTE.size)
+        route = ctypes.create_string_buffer(_ROUTE.size)
+        self.route_at = ctypes.addressof(route)
+        self.route = route  # (last: the object is immutable from here)
         _ROUTE.pack_into(self.route, 0, ctypes.addressof(held[0]), len(self.scopes), ctypes.addressof(held[1]),
                          len(self.permission), ctypes.addressof(held[2]), len(self.category), cost, self.flags.value, 0)
 
@@ -279,6 +284,17 @@ class GuardCheckMixin:
         else:
             memo = known = None
         want = known is None and bool(data)  # else the claims of this exact token are known: the decision alone
+        if known is not None and _compiled_request is not None and not ctx and not at and type(data) is bytes \
+                and type(k) is bytes:
+            # (the same call from compiled code: the common request of a protected endpoint)
+            hp = self._tokens_hp_cache
+            if hp is None or self._h is None:
+                hp = self._tokens_hp()  # (ClosedError after close())
+            r = _compiled_request(hp.value, args.route_at, data, k)
+            if type(r) is tuple:
+                return r, (known if r[2] == 0 else None)
+            N.check(r)  # (r is a nonzero status here: raises)
+            raise RuntimeError(f"bitsec_guard_check_request returned {r}")
         n, kn, cn = len(data), len(k), len(ctx)
         if n <= _TOKEN_ROOM and kn <= _KEY_ROOM and cn <= _CONTEXT_ROOM:  # (the thread's buffers)
             token_mv, key_mv, context_mv, request_mv, request, token_at, key_at, context_at, buf_at, cap = b.fast

@@ -47,6 +47,7 @@ from fastapi import HTTPException, Request
 
 from ..errors import BackendUnavailableError, BitsecError, InvalidArgumentError, TooLargeError
 from .. import _abi
+from .._accel import SPEEDUPS as _SPEEDUPS
 from ..guardcheck import GUARD_DECISIONS, GuardArgs, GuardCheck, GuardCheckMixin
 from ..permissions import _packed_context
 from ..permissions import Principal
@@ -715,16 +716,20 @@ class GuardMiddleware(AuditMiddleware):
         if state is None:
             state = scope["state"] = {}
         # The headers the guard reads, in one pass (the first of each).
-        auth = ua = xrid = None
-        for name, value in scope.get("headers", ()):
-            if name == b"authorization":
-                if auth is None:
-                    auth = value
-            elif name == b"user-agent":
-                if ua is None:
-                    ua = value
-            elif name == b"x-request-id" and xrid is None:
-                xrid = value
+        found = _scan(scope.get("headers", ())) if _scan is not None else None
+        if found is not None:
+            auth, ua, xrid = found
+        else:
+            auth = ua = xrid = None
+            for name, value in scope.get("headers", ()):
+                if name == b"authorization":
+                    if auth is None:
+                        auth = value
+                elif name == b"user-agent":
+                    if ua is None:
+                        ua = value
+                elif name == b"x-request-id" and xrid is None:
+                    xrid = value
         rid = state.get(_REQUEST_ID)
         if not rid:  # (as _ensure_request_id, without its call when the client sent no id)
             rid = _ensure_request_id(scope, xrid) if xrid is not None else new_request_id()
@@ -815,10 +820,27 @@ class GuardMiddleware(AuditMiddleware):
         own_names = wire is not None  # the guard's own rate headers (a subclass may return others)
         if wire is None:
             wire = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in result.rate_headers.items()]
+        extra = [*wire, (b"x-request-id", rid.encode("latin-1"))]
+        if inline_audit and _Sender is not None and type(self.disabled) is set:
+            # The wrapper below in compiled code (bitsec._speedups.Sender, the same steps): the
+            # response's start gets ``extra`` and is recorded (``_audit_soon``, as below).
+            if where is not None and self._own_event:
+                # (the common record written in compiled code too, else by _record_text)
+                sender = _Sender(send, extra, own_names, rt._audit_soon,
+                                 (_compiled_record, self._record_text, self, entry, scope, state, 0, rid, ua, params),
+                                 6, self.disabled, id(rt))
+            else:
+                sender = _Sender(send, extra, own_names, rt._audit_soon,
+                                 (self._event, scope, state, 0, rid, req.audit, ua, where), 3, self.disabled, id(rt))
+            try:
+                await self.app(scope, receive, sender)
+            finally:
+                if not sender.started:
+                    await self._record(rt, scope, state, 500, rid, req.audit, ua, where)
+            return
         # What the wrapper reads, in one list (whether the record is written, then the rest):
         # every variable a closure reads is a cell, made on each call of this method.
-        box: list[Any] = [False, [*wire, (b"x-request-id", rid.encode("latin-1"))], own_names, inline_audit, rt,
-                          entry, scope, state, rid, ua, params, where]
+        box: list[Any] = [False, extra, own_names, inline_audit, rt, entry, scope, state, rid, ua, params, where]
 
         def send_wrapper(message: Any) -> Any:
             # (not a coroutine function: it returns the inner send's awaitable, one coroutine and
@@ -1468,6 +1490,14 @@ def _rate_headers(fields: tuple[int, ...], limited: bool) -> dict[str, str]:
 
 
 _NOT_CHECKED = _abi.BITSEC_GUARD_NOT_CHECKED
+#: The guard's send wrapper in compiled code (bitsec._speedups), or None: the Python one.
+_Sender: Any = _SPEEDUPS.sender if _SPEEDUPS is not None else None
+#: The header pass of ``__call__`` in compiled code (bitsec._speedups.scan), or None.
+_scan: Any = _SPEEDUPS.scan if _SPEEDUPS is not None else None
+#: ``_record_text``'s common record in compiled code (bitsec._speedups.record), or None.
+_compiled_record: Any = _SPEEDUPS.record if _SPEEDUPS is not None else None
+if _SPEEDUPS is not None:
+    _SPEEDUPS.record_setup(_CLAIMS, _PATH_CUT, _TEXT_CUT)
 #: The response headers the guard adds (lower case, as ASGI sends them).
 _name, _lower = operator.itemgetter(0), operator.methodcaller("lower")
 _GUARD_HEADERS = frozenset({b"x-ratelimit-limit", b"x-ratelimit-remaining", b"x-ratelimit-reset", b"retry-after",
