@@ -40,6 +40,7 @@ def test_the_compiled_steps_are_loaded_unless_turned_off() -> None:
     # guard's suites again without it: a build that lost the module fails here, not silently.
     if PURE:
         assert not _accel.active() and guard_mod._Sender is None and guardcheck._compiled_request is None
+        assert guard_mod._guard_known is None and guard_mod._allowed is None and guard_mod._scan is None
         return
     assert _accel.active(), "bitsec._speedups did not load (make speedups)"
     sp = _accel.SPEEDUPS
@@ -47,6 +48,7 @@ def test_the_compiled_steps_are_loaded_unless_turned_off() -> None:
     assert Path(sp.__file__).name.endswith(".abi3.so")
     assert guard_mod._Sender is sp.sender and guard_mod._compiled_record is sp.record
     assert guardcheck._compiled_request is sp.guard_request
+    assert guard_mod._guard_known is sp.guard_known and guard_mod._allowed is sp.allowed and guard_mod._scan is sp.scan
 
 
 @pytest.fixture()
@@ -56,6 +58,8 @@ def python_only(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
         monkeypatch.setattr(guard_mod, "_Sender", None)
         monkeypatch.setattr(guard_mod, "_scan", None)
         monkeypatch.setattr(guard_mod, "_compiled_record", None)
+        monkeypatch.setattr(guard_mod, "_guard_known", None)
+        monkeypatch.setattr(guard_mod, "_allowed", None)
         monkeypatch.setattr(guardcheck, "_compiled_request", None)
     return off
 
@@ -437,7 +441,9 @@ def test_the_compiled_steps_leak_no_reference(tmp_path: Path) -> None:
         tok = token(rt, "bob", ["viewer"]).encode()
         rt._guard_call(tok, args, b"k")
         hp = rt._tokens_hp().value
-        watched = [entry, scope, state, params, ua, headers, extra, sink, message, clash, claims, tok, args, mw]
+        memo = rt._token_memo()
+        watched = [entry, scope, state, params, ua, headers, extra, sink, message, clash, claims, tok, args, mw, memo,
+                   memo.get(tok), entry.requirement]
 
         def once() -> None:
             assert sp.record(mw._record_text, mw, entry, scope, state, 200, "r", ua, params) is not None
@@ -453,6 +459,12 @@ def test_the_compiled_steps_leak_no_reference(tmp_path: Path) -> None:
             except KeyError:
                 pass
             assert type(sp.guard_request(hp, args.route_at, tok, b"k")) is tuple
+            fields, _ = sp.guard_known(memo, hp, args.route_at, tok, b"k")
+            sp.guard_known(memo, hp, args.route_at, b"unknown", b"k")
+            sp.guard_known(memo, hp, args.route_at, tok, b"k" * 5000)
+            sp.allowed(guard_mod.GuardResult, entry.requirement, entry.template, claims, fields)
+            sp.allowed(guard_mod.GuardResult, entry.requirement, entry.template, claims,
+                       fields[:5] + (_abi.BITSEC_GUARD_NOT_CHECKED,) + fields[6:])
             try:
                 sp.guard_request(hp, args.route_at, "t", b"k")
             except TypeError:
@@ -505,3 +517,34 @@ def test_an_application_answers_and_records_the_same_both_ways(tmp_path: Path,
     assert run(tmp_path / "py") == compiled
     assert {200, 401, 403, 429} <= {s for s, *_ in compiled[:-1]}  # allowed, and refused each way
     assert len(compiled[-1]) >= 4 and any(e["details"]["status"] == 200 for e in compiled[-1])
+
+
+@needs_speedups
+def test_the_compiled_known_token_call_and_outcome_are_pythons(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # guard_known is _guard_call for a token whose claims the runtime keeps (None for any other
+    # token: the caller makes the full call), allowed is _outcome of an allowed decision.
+    sp = _accel.SPEEDUPS
+    assert sp is not None
+    with bitsec.Runtime(config(tmp_path, capacity=50)) as rt:
+        app = make_app(rt)
+        mw = GuardMiddleware(app)
+        table = mw.compile(app, rt)
+        entry = next(e for e in table.entries if e.template == "/equipment")
+        args = guardcheck.GuardArgs(permission="equipment:read", category="default")
+        tok = token(rt, "alice", ["viewer"]).encode()
+        hp = rt._tokens_hp().value
+        memo = rt._token_memo()
+        assert sp.guard_known(memo, hp, args.route_at, tok, b"k") is None  # not kept yet: no call made
+        fields_py, claims_py = rt._guard_call(tok, args, b"k")
+        fields_c, claims_c = sp.guard_known(memo, hp, args.route_at, tok, b"k")
+        assert claims_c is claims_py and fields_c[:7] == fields_py[:7] and fields_c[7] == fields_py[7] - 1
+        assert type(sp.guard_known(memo, hp, args.route_at, tok, b"k" * 100_000)) is int  # the status of an error
+        for fields in (fields_c, fields_c[:5] + (_abi.BITSEC_GUARD_NOT_CHECKED, 0, 0, 0, 0, 0),
+                       fields_c[:6] + (2 ** 62, 0, 7, 0, 0)):
+            want = mw._outcome({}, entry.requirement, entry.template, fields, claims_c, "default")
+            got = sp.allowed(guard_mod.GuardResult, entry.requirement, entry.template, claims_c, fields)
+            assert got == want and got._wire == want._wire and got.rate_headers == want.rate_headers
+        with pytest.raises(TypeError):
+            sp.allowed(guard_mod.GuardResult, entry.requirement, entry.template, claims_c, fields_c[:5])
+        with pytest.raises(TypeError):
+            sp.guard_known([], hp, args.route_at, tok, b"k")

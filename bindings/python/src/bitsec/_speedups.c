@@ -2,27 +2,26 @@
  * bitsec._speedups: the guard's per-request steps in compiled code (optional).
  *
  * bitsec's Python package reaches libbitsec through ctypes, and everything it does works
- * without this module. This module only makes two steps of bitsec.fastapi's GuardMiddleware
- * cheaper, because on a protected FastAPI endpoint they are paid on every request
- * (BENCHMARKS.md, HTTP):
+ * without this module. This module only makes bitsec.fastapi's GuardMiddleware cheaper on
+ * the request path, where its Python was most of a protected endpoint's cost (BENCHMARKS.md,
+ * HTTP). Each function does what a piece of guard.py or guardcheck.py does, and the tests
+ * compare the two (tests/test_speedups.py):
  *
- *   guard_request(handle, route, token, key)
- *       bitsec_guard_check_request for a token whose claims the caller already holds: the
- *       request struct on the C stack, pointing at the bytes objects themselves, the GIL
- *       released during the call as ctypes releases it. Returns the result's 11 fields as a
- *       tuple, or the call's nonzero status as an int. The caller (guardcheck.py) passes the
- *       function's address once (bind_guard), taken from the ctypes library it loaded.
+ *   scan(headers)              the header pass: Authorization, User-Agent, X-Request-ID
+ *   guard_request(...)         bitsec_guard_check_request for a token whose claims are known:
+ *                              the request struct on the C stack, the GIL released as ctypes
+ *                              releases it (the function's address comes from the ctypes
+ *                              library once: bind_guard)
+ *   guard_known(memo, ...)     _guard_call for a token in the runtime's claims memo
+ *   allowed(GuardResult, ...)  _outcome of an allowed decision
+ *   sender(send, ...)          the ASGI send wrapper: the guard's headers on the response's
+ *                              start (the application's own names win), and its record
+ *   record(fallback, ...)      _record_text's common record (any other: fallback's, Python's)
  *
- *   sender(send, extra, own_names, audit_soon, args, status_at, disabled, runtime_id)
- *       The guard's ASGI send wrapper: on the first http.response.start it adds the guard's
- *       response headers (extra) unless the application set one of them itself, and, unless
- *       runtime_id is in the set disabled, calls audit_soon(*args) with the response's status
- *       at args[status_at]; every message then goes to send. .started says whether a start
- *       went through. guard.py's Python wrapper does the same, step for step.
- *
- * Built against CPython's limited API (3.10 and later: one binary for every version). The
- * package works without it (BITSEC_SPEEDUPS=0, or a source install without a C compiler);
- * tests/test_speedups.py compares the two ways.
+ * None of them decides anything: the library decides, and Python writes every record this
+ * module does not. Built against CPython's limited API (3.10 and later: one binary for every
+ * version). The package works without it (BITSEC_SPEEDUPS=0, or a source install without a C
+ * compiler); `make test` runs the guard's suites both ways.
  */
 #ifndef Py_LIMITED_API
 #define Py_LIMITED_API 0x030A0000
@@ -183,6 +182,112 @@ static PyObject *scan(PyObject *module, PyObject *headers) {
         PyTuple_SetItem(out, k, v);
     }
     return out;
+}
+
+
+/* guard_known(memo, handle, route, token, key) -> (fields, claims), None, or a nonzero status:
+ * guardcheck.py's _guard_call for a token in memo (the verified claims the runtime keeps per
+ * token): the call of guard_request, and the claims when the token was accepted. None when
+ * the token is not in memo (the caller makes the full call, which reads the claims). */
+static PyObject *guard_known(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "guard_known(memo, handle, route, token, key)");
+        return NULL;
+    }
+    if (!PyDict_Check(args[0]) || !PyBytes_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "guard_known: memo must be a dict, token bytes");
+        return NULL;
+    }
+    PyObject *claims = PyDict_GetItemWithError(args[0], args[3]);
+    if (claims == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(claims); /* (held across the call, which releases the GIL) */
+    PyObject *call_args[4] = {args[1], args[2], args[3], args[4]};
+    PyObject *fields = guard_request(module, call_args, 4);
+    if (fields == NULL || !PyTuple_Check(fields)) {
+        Py_DECREF(claims);
+        return fields; /* an error, or the nonzero status */
+    }
+    PyObject *reason = PyTuple_GetItem(fields, 2); /* token_reason: 0 when the token was accepted */
+    long ok = PyLong_AsLong(reason) == 0;
+    PyObject *out = PyTuple_New(2);
+    if (out == NULL) {
+        Py_DECREF(claims);
+        Py_DECREF(fields);
+        return NULL;
+    }
+    PyTuple_SetItem(out, 0, fields);
+    if (ok) {
+        PyTuple_SetItem(out, 1, claims);
+    } else {
+        Py_DECREF(claims);
+        Py_INCREF(Py_None);
+        PyTuple_SetItem(out, 1, Py_None);
+    }
+    return out;
+}
+
+static PyObject *str_ok, *str_limit, *str_remaining, *str_reset, *bytes_limit, *bytes_remaining, *bytes_reset, *str_wire;
+
+/* allowed(GuardResult, requirement, template, claims, fields): guard.py's _outcome of an
+ * allowed decision on a route that takes a token (reason "ok"): GuardResult(True, 200, "ok",
+ * requirement, template, claims, rate headers, _wire=the same as response header pairs). */
+static PyObject *allowed(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 5 || !PyTuple_Check(args[4]) || PyTuple_Size(args[4]) != 11) {
+        PyErr_SetString(PyExc_TypeError, "allowed(GuardResult, requirement, template, claims, fields)");
+        return NULL;
+    }
+    PyObject *fields = args[4];
+    PyObject *result = NULL, *call_args = NULL, *kwargs = NULL, *headers = NULL, *wire = NULL;
+    long rate_reason = PyLong_AsLong(PyTuple_GetItem(fields, 5));
+    if (rate_reason == -1 && PyErr_Occurred())
+        return NULL;
+    PyObject *ok = str_ok;
+    if (rate_reason == -1) { /* BITSEC_GUARD_NOT_CHECKED: no take, no headers */
+        call_args = Py_BuildValue("(OiOOOO)", Py_True, 200, ok, args[1], args[2], args[3]);
+        if (call_args != NULL)
+            result = PyObject_Call(args[0], call_args, NULL);
+        goto done;
+    }
+    headers = PyDict_New();
+    wire = PyList_New(3);
+    if (headers == NULL || wire == NULL)
+        goto done;
+    PyObject *const names[3] = {str_limit, str_remaining, str_reset};
+    PyObject *const raw[3] = {bytes_limit, bytes_remaining, bytes_reset};
+    for (int i = 0; i < 3; i++) {
+        long long v = PyLong_AsLongLong(PyTuple_GetItem(fields, 6 + i));
+        if (v == -1 && PyErr_Occurred())
+            goto done;
+        char num[32];
+        snprintf(num, sizeof num, "%lld", v);
+        PyObject *text = PyUnicode_FromString(num);
+        if (text == NULL)
+            goto done;
+        int rc = PyDict_SetItem(headers, names[i], text);
+        Py_DECREF(text);
+        if (rc < 0)
+            goto done;
+        PyObject *pair = Py_BuildValue("(Oy)", raw[i], num);
+        if (pair == NULL)
+            goto done;
+        PyList_SetItem(wire, i, pair);
+    }
+    call_args = Py_BuildValue("(OiOOOOO)", Py_True, 200, ok, args[1], args[2], args[3], headers);
+    kwargs = call_args == NULL ? NULL : PyDict_New();
+    if (kwargs == NULL || PyDict_SetItem(kwargs, str_wire, wire) < 0)
+        goto done;
+    result = PyObject_Call(args[0], call_args, kwargs);
+done:
+    Py_XDECREF(call_args);
+    Py_XDECREF(kwargs);
+    Py_XDECREF(headers);
+    Py_XDECREF(wire);
+    return result;
 }
 
 /* ---- Sender ------------------------------------------------------------------------------ */
@@ -827,6 +932,10 @@ static PyMethodDef methods[] = {
     {"sender", (PyCFunction)(void (*)(void))new_sender, METH_FASTCALL,
      "sender(send, extra, own_names, audit_soon, args, status_at, disabled, runtime_id): a new Sender."},
     {"scan", scan, METH_O, "scan(headers) -> (authorization, user_agent, x_request_id), or None: Python's loop."},
+    {"guard_known", (PyCFunction)(void (*)(void))guard_known, METH_FASTCALL,
+     "guard_known(memo, handle, route, token, key) -> (fields, claims), None (not in memo), or a nonzero status."},
+    {"allowed", (PyCFunction)(void (*)(void))allowed, METH_FASTCALL,
+     "allowed(GuardResult, requirement, template, claims, fields) -> an allowed GuardResult."},
     {"bind_guard", bind_guard, METH_O, "bind_guard(address): bitsec_guard_check_request's address."},
     {"guard_request", (PyCFunction)(void (*)(void))guard_request, METH_FASTCALL,
      "guard_request(handle, route, token, key) -> fields tuple, or a nonzero status."},
@@ -860,6 +969,16 @@ PyMODINIT_FUNC PyInit__speedups(void) {
         str_client_ip = PyUnicode_InternFromString("client_ip");
         str_state_key = PyUnicode_InternFromString("state_key");
         str_audit_members = PyUnicode_InternFromString("_audit_members");
+        str_ok = PyUnicode_InternFromString("ok");
+        str_limit = PyUnicode_InternFromString("X-RateLimit-Limit");
+        str_remaining = PyUnicode_InternFromString("X-RateLimit-Remaining");
+        str_reset = PyUnicode_InternFromString("X-RateLimit-Reset");
+        bytes_limit = PyBytes_FromString("x-ratelimit-limit");
+        bytes_remaining = PyBytes_FromString("x-ratelimit-remaining");
+        bytes_reset = PyBytes_FromString("x-ratelimit-reset");
+        str_wire = PyUnicode_InternFromString("_wire");
+        if (!str_ok || !str_limit || !str_remaining || !str_reset || !bytes_limit || !bytes_remaining || !bytes_reset || !str_wire)
+            return NULL;
         if (!str_type || !str_start || !str_headers || !str_status || !str_get || !str_lower || !str_path
             || !str_method || !str_heads || !str_sensitive || !str_param_members || !str_ip_members
             || !str_ua_members || !str_client_ip || !str_state_key || !str_audit_members)

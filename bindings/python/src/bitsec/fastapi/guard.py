@@ -47,7 +47,9 @@ from fastapi import HTTPException, Request
 
 from ..errors import BackendUnavailableError, BitsecError, InvalidArgumentError, TooLargeError
 from .. import _abi
+from .. import guardcheck as _guardcheck
 from .._accel import SPEEDUPS as _SPEEDUPS
+from .._native import check as _status_check
 from ..guardcheck import GUARD_DECISIONS, GuardArgs, GuardCheck, GuardCheckMixin
 from ..permissions import _packed_context
 from ..permissions import Principal
@@ -786,7 +788,19 @@ class GuardMiddleware(AuditMiddleware):
                     args = entry.args(category, False)
                 kb = self._address_key_bytes(rt, scope) if category else b""
                 try:
-                    fields, claims = rt._guard_call(token, args, kb)
+                    # (a token whose claims the runtime keeps: the call in compiled code, else
+                    # _guard_call's; both the same call of the library)
+                    memo = rt.__dict__.get("_tokens_memo") if _guard_known is not None else None
+                    hp = rt._tokens_hp_cache
+                    known = (_guard_known(memo, hp.value, args.route_at, token, kb)
+                             if memo is not None and hp is not None and rt._h is not None else None)
+                    if known is None:
+                        fields, claims = rt._guard_call(token, args, kb)
+                    elif type(known) is tuple:
+                        fields, claims = known
+                    else:
+                        _status_check(known)  # (a nonzero status: raises its BitsecError)
+                        raise RuntimeError(f"bitsec_guard_check_request returned {known}")
                 except (TooLargeError, InvalidArgumentError) as e:  # (as decide: refused, and counted)
                     state[_AUTH_FAILURE] = type(e).__name__
                     result = self._refused_counted(rt, scope, category, GuardResult(
@@ -796,7 +810,9 @@ class GuardMiddleware(AuditMiddleware):
                 else:
                     if claims is not None:
                         state[_CLAIMS] = claims
-                    result = self._outcome(state, req, entry.template, fields, claims, category)
+                    result = (_allowed(GuardResult, req, entry.template, claims, fields)
+                              if fields[0] == _ALLOWED and _allowed is not None  # (_outcome's, compiled)
+                              else self._outcome(state, req, entry.template, fields, claims, category))
             elif self._cookie_offloads(rt, req) if req.cookies else (self._plan.reasons and
                                                                      self._offloads(rt, req, scope, token)):
                 result = await anyio.to_thread.run_sync(self.decide, rt, scope, state, entry, req, params, token)
@@ -1318,7 +1334,7 @@ class GuardMiddleware(AuditMiddleware):
         return (self._own_steps and req.auth != "none" and not req.cookies
                 and not (req.resource is not None and bool(req.owner_param or req.tenant_param or req.department_param))
                 and self._table_of is rt and self._plan is not None and not self._plan.reasons
-                and type(rt).guard_check is _GUARD_CHECK)
+                and type(rt).guard_check is _GUARD_CHECK and type(rt)._guard_call is _GUARD_CALL)
 
     def _category(self, rt: Runtime, scope: Any, req: Requirement, template: str | None = None) -> str | None:
         """The route's rate category as the runtime defines it (``req.rate``, else
@@ -1479,6 +1495,7 @@ def _token_bytes(token: str | bytes | None) -> bytes:
 
 
 _GUARD_CHECK = GuardCheckMixin.guard_check
+_GUARD_CALL = GuardCheckMixin._guard_call
 
 
 def _rate_headers(fields: tuple[int, ...], limited: bool) -> dict[str, str]:
@@ -1492,6 +1509,10 @@ def _rate_headers(fields: tuple[int, ...], limited: bool) -> dict[str, str]:
 _NOT_CHECKED = _abi.BITSEC_GUARD_NOT_CHECKED
 #: The guard's send wrapper in compiled code (bitsec._speedups), or None: the Python one.
 _Sender: Any = _SPEEDUPS.sender if _SPEEDUPS is not None else None
+#: ``_guard_call`` for a token whose claims are kept, and ``_outcome`` of an allowed decision,
+#: in compiled code (bitsec._speedups.guard_known, .allowed), or None.
+_guard_known: Any = _SPEEDUPS.guard_known if _SPEEDUPS is not None and _guardcheck._compiled_request is not None else None
+_allowed: Any = _SPEEDUPS.allowed if _SPEEDUPS is not None else None
 #: The header pass of ``__call__`` in compiled code (bitsec._speedups.scan), or None.
 _scan: Any = _SPEEDUPS.scan if _SPEEDUPS is not None else None
 #: ``_record_text``'s common record in compiled code (bitsec._speedups.record), or None.
