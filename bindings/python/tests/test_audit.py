@@ -144,6 +144,25 @@ def test_a_lone_surrogate_in_a_mapping_event_is_replaced_not_the_event_lost(tmp_
     assert audit_verify([p]).intact
 
 
+def test_keys_that_differ_only_in_lone_surrogates_stay_distinct(tmp_path: Path) -> None:
+    # Two keys of one object that differ only in a lone surrogate (a form's field names,
+    # echoed into details) both became "field\ufffd": a duplicate key, for which bitsec
+    # refused the whole event (recorded only as event_rejected). Each is kept, the later one
+    # with a suffix; a key already spelled with U+FFFD keeps its place too.
+    p = tmp_path / "a.log"
+    with runtime(p) as rt:
+        rt.audit_emit({"type": "authentication", "subtype": "failed_login", "result": "failure", "actor": "a\ud800",
+                       "details": {"field\udc80": 1, "field\udc81": 2, "field\ufffd": 3,
+                                   "nested": {"k\ud800": "x\ud800", "k\udbff": [{"\udc00": 0, "\udc01": 1}]}}})
+        rt.audit_flush()
+        assert rt.audit_stats()["rejected"] == 0
+    (rec,) = [r for r in records(p) if r.get("subtype") == "failed_login"]
+    assert rec["actor"] == "a\ufffd"
+    assert rec["details"] == {"field\ufffd": 1, "field\ufffd~2": 2, "field\ufffd~3": 3,
+                              "nested": {"k\ufffd": "x\ufffd", "k\ufffd~2": [{"\ufffd": 0, "\ufffd~2": 1}]}}
+    assert audit_verify([p]).intact
+
+
 def test_a_lone_surrogate_in_a_log_records_extras_is_replaced(tmp_path: Path) -> None:
     p = tmp_path / "a.log"
     errors: list[logging.LogRecord] = []

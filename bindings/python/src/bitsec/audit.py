@@ -67,12 +67,38 @@ def _no_lone_surrogate(m: re.Match[str]) -> str:
     return t if len(t) != 6 else "\\ufffd"
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _distinct_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's members with each lone surrogate of a key as U+FFFD, and a key that
+    then equals an earlier one given a suffix (``~2``, ``~3``, ...): two keys that differ only
+    in lone surrogates (a form's field names, echoed into ``details``) stay two members, and
+    the event is not refused for a duplicate key."""
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if _LONE_SURROGATE.search(k):
+            k = _LONE_SURROGATE.sub("\ufffd", k)
+        if k in out:
+            n, base = 2, k
+            while k in out:
+                k = f"{base}~{n}"
+                n += 1
+        out[k] = v
+    return out
+
+
 def _ascii_json(text: str) -> bytes:
     """``json``'s ASCII text of a mapping as the bytes bitsec reads: a lone surrogate in one
     of its strings (keys too), which ``json`` writes as an escape bitsec's reader refuses --
-    the whole event with it, a failed login lost for a crafted user name -- is U+FFFD."""
+    the whole event with it, a failed login lost for a crafted user name -- is U+FFFD (a key
+    that then repeats another gets a suffix: ``_distinct_keys``)."""
     if "\\ud" in text:  # (a surrogate escape, or a backslash before "ud": rare, looked at closer)
-        text = _SURROGATE_ESCAPE.sub(_no_lone_surrogate, text)
+        replaced = _SURROGATE_ESCAPE.sub(_no_lone_surrogate, text)
+        if replaced != text:  # (a lone surrogate was there: its keys written again, distinct)
+            replaced = _SURROGATE_ESCAPE.sub(_no_lone_surrogate,
+                                             _encode(json.loads(text, object_pairs_hook=_distinct_keys)))
+        text = replaced
     return text.encode("ascii")
 
 
