@@ -548,3 +548,68 @@ def test_the_compiled_known_token_call_and_outcome_are_pythons(tmp_path: Path, m
             sp.allowed(guard_mod.GuardResult, entry.requirement, entry.template, claims_c, fields_c[:5])
         with pytest.raises(TypeError):
             sp.guard_known([], hp, args.route_at, tok, b"k")
+
+
+@needs_speedups
+def test_odd_values_give_the_python_record_not_an_error(tmp_path: Path) -> None:
+    # A value with no UTF-8 form (a lone surrogate in the path, the request id or a path
+    # parameter: a server other than uvicorn, or a middleware, can give one) and a status
+    # beyond a C long: the compiled record is the Python one, never an exception (the record
+    # was lost: the writer logged the error and dropped it).
+    record = guard_mod._compiled_record
+    assert record is not None
+    with bitsec.Runtime(config(tmp_path)) as plain:
+        app = make_app(plain)
+
+        @app.get("/one/{q}")
+        @guard(audit=True)
+        def one(q: str) -> dict:
+            return {}
+
+        mw = GuardMiddleware(app)
+        entry = next(e for e in mw.compile(app, plain).entries if e.template == "/one/{q}")
+        claims = plain.verify_token(token(plain, "alice"))
+        for path, rid, q, status in (("/one/\ud800", "r", "7", 200), ("/one/7", "r\ud800", "7", 200),
+                                     ("/one/7", "r", "\udc80", 200), ("/one/7", "r", "7", 2 ** 64),
+                                     ("/one/7", "r", "7", -(2 ** 70))):
+            for _ in range(2):
+                scope = {"type": "http", "method": "GET", "path": path, "headers": [], "client": ("10.0.0.1", 1),
+                         "state": {"bitsec_claims": claims}}
+                want = mw._record_text(entry, scope, scope["state"], status, rid, b"ua", {"q": q})
+                scope["state"] = dict(scope["state"])
+                got = record(mw._record_text, mw, entry, scope, scope["state"], status, rid, b"ua", {"q": q})
+                assert got == want and want is not None, (path, rid, q, status)
+
+
+@needs_speedups
+def test_the_header_pass_leaves_odd_containers_to_the_loop() -> None:
+    # What no server sends but the loop reads: a bytearray name (equal to bytes), a first
+    # value that is None (the loop takes the next), a list subclass: the same answers.
+    class Headers(list):  # type: ignore[type-arg]
+        def __len__(self) -> int:
+            return 0
+
+    for headers in ([(bytearray(b"authorization"), b"Bearer t")],
+                    [(b"authorization", None), (b"authorization", b"Bearer t")],
+                    Headers([(b"authorization", b"Bearer t")]),
+                    [(b"authorization", b"Bearer t"), (memoryview(b"user-agent"), b"ua")]):
+        found = guard_mod._scan(headers)
+        assert (found if found is not None else _python_scan(headers)) == _python_scan(headers), headers
+
+
+@needs_speedups
+def test_a_subclass_that_writes_its_own_records_is_not_bypassed(tmp_path: Path) -> None:
+    # A GuardMiddleware subclass that overrides _record_text has its records written by it,
+    # also where the compiled record could write the common one.
+    class Marked(GuardMiddleware):
+        def _record_text(self, *a: Any) -> str | None:
+            text = super()._record_text(*a)
+            return None if text is None else text[:-2] + ',"marked":true}}'
+
+    with bitsec.Runtime(config(tmp_path)) as rt:
+        app = make_app(rt, middleware=Marked)
+        with TestClient(app) as c:
+            for _ in range(3):  # (the second on: every part of the record kept)
+                assert c.get("/me", headers={"Authorization": f"Bearer {token(rt, 'alice')}"}).status_code == 200
+        recs = [r for r in audit_records(tmp_path, rt) if r["details"]["path"] == "/me"]
+        assert len(recs) == 3 and all(r["details"].get("marked") is True for r in recs), recs

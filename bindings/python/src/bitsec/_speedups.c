@@ -140,35 +140,45 @@ static PyObject *guard_request(PyObject *module, PyObject *const *args, Py_ssize
  * a list or tuple of pairs: guard.py's loop then reads it (and raises what Python raises). */
 static PyObject *scan(PyObject *module, PyObject *headers) {
     (void)module;
-    if (!PyList_Check(headers) && !PyTuple_Check(headers))
+    /* Only what a server sends (exact lists and tuples of exact pairs, names bytes or str);
+     * anything else is the loop's, which compares with == and unpacks as Python does. */
+    int is_list = PyList_CheckExact(headers);
+    if (!is_list && !PyTuple_CheckExact(headers))
         Py_RETURN_NONE;
     PyObject *found[3] = {NULL, NULL, NULL};
     static char const *const names[3] = {"authorization", "user-agent", "x-request-id"};
     static size_t const lengths[3] = {13, 10, 12};
-    Py_ssize_t n = PySequence_Size(headers);
+    Py_ssize_t n = is_list ? PyList_Size(headers) : PyTuple_Size(headers);
     if (n < 0)
         return NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *pair = PyList_Check(headers) ? PyList_GetItem(headers, i) : PyTuple_GetItem(headers, i);
+        PyObject *pair = is_list ? PyList_GetItem(headers, i) : PyTuple_GetItem(headers, i);
         if (pair == NULL)
             return NULL;
-        Py_ssize_t size = PyTuple_Check(pair) ? PyTuple_Size(pair) : PyList_Check(pair) ? PyList_Size(pair) : -1;
-        if (size != 2)
+        int pair_list = PyList_CheckExact(pair);
+        if (!pair_list && !PyTuple_CheckExact(pair))
             Py_RETURN_NONE;
-        PyObject *name = PyTuple_Check(pair) ? PyTuple_GetItem(pair, 0) : PyList_GetItem(pair, 0);
+        if ((pair_list ? PyList_Size(pair) : PyTuple_Size(pair)) != 2)
+            Py_RETURN_NONE;
+        PyObject *name = pair_list ? PyList_GetItem(pair, 0) : PyTuple_GetItem(pair, 0);
         if (name == NULL)
             return NULL;
-        if (!PyBytes_Check(name))
-            continue;
+        if (PyUnicode_CheckExact(name))
+            continue; /* (a str never equals bytes) */
+        if (!PyBytes_CheckExact(name))
+            Py_RETURN_NONE;
         char *p;
         Py_ssize_t pn;
         if (PyBytes_AsStringAndSize(name, &p, &pn) < 0)
             return NULL;
         for (int k = 0; k < 3; k++) {
-            if (found[k] == NULL && (size_t)pn == lengths[k] && memcmp(p, names[k], lengths[k]) == 0) {
-                found[k] = PyTuple_Check(pair) ? PyTuple_GetItem(pair, 1) : PyList_GetItem(pair, 1);
-                if (found[k] == NULL)
-                    return NULL;
+            if ((size_t)pn == lengths[k] && memcmp(p, names[k], lengths[k]) == 0) {
+                /* (as the loop: the first value that is not None) */
+                if (found[k] == NULL || found[k] == Py_None) {
+                    found[k] = pair_list ? PyList_GetItem(pair, 1) : PyTuple_GetItem(pair, 1);
+                    if (found[k] == NULL)
+                        return NULL;
+                }
                 break;
             }
         }
@@ -691,10 +701,24 @@ static int buf_add(text_buf *b, char const *s, size_t n) {
 }
 
 /* A str's UTF-8 bytes appended as they are (the record's parts guard.py wrote as JSON). */
+/* A str with no UTF-8 form (a lone surrogate): 0 with no error set, the record is Python's
+ * (which replaces it); another error: -1. */
+static int no_utf8(void) {
+    if (PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
+        PyErr_Clear();
+        return 0;
+    }
+    return -1;
+}
+
+/* A str's UTF-8 bytes appended as they are (the record's parts guard.py wrote as JSON): 1
+ * written, 0 no UTF-8 form (Python's), -1 error. */
 static int buf_add_str(text_buf *b, PyObject *s) {
     Py_ssize_t n;
     char const *p = PyUnicode_AsUTF8AndSize(s, &n);
-    return p == NULL ? -1 : buf_add(b, p, (size_t)n);
+    if (p == NULL)
+        return no_utf8();
+    return buf_add(b, p, (size_t)n) < 0 ? -1 : 1;
 }
 
 /* json.encoder.encode_basestring_ascii of an ASCII str: 1 written, 0 not ASCII (the record
@@ -703,7 +727,7 @@ static int buf_add_quoted(text_buf *b, PyObject *s) {
     Py_ssize_t n;
     char const *p = PyUnicode_AsUTF8AndSize(s, &n);
     if (p == NULL)
-        return -1;
+        return no_utf8();
     if (buf_reserve(b, (size_t)n * 6 + 2) < 0)
         return -1;
     char *o = b->p + b->n;
@@ -769,9 +793,10 @@ static PyObject *record(PyObject *module, PyObject *const *args, Py_ssize_t narg
     PyObject *fallback = args[0], *self = args[1], *entry = args[2], *scope = args[3], *state = args[4],
              *status = args[5], *rid = args[6], *ua = args[7], *params = args[8];
     /* Every borrowed value this keeps across a call that may run Python code (an attribute
-     * read) is held: path, method, heads, pk, pv, claims. */
+     * read) is held: path, method, heads, pk, pv, claims, addr. */
     PyObject *heads_map = NULL, *sensitive = NULL, *members = NULL, *claims = NULL, *cm = NULL, *resolver = NULL,
-             *skey = NULL, *result = NULL, *path = NULL, *method = NULL, *heads = NULL, *pk = NULL, *pv = NULL;
+             *skey = NULL, *result = NULL, *path = NULL, *method = NULL, *heads = NULL, *pk = NULL, *pv = NULL,
+             *addr = NULL;
     text_buf b;
     b.p = b.local;
     b.n = 0;
@@ -779,10 +804,11 @@ static PyObject *record(PyObject *module, PyObject *const *args, Py_ssize_t narg
     if (claims_key == NULL || !PyDict_Check(scope) || !PyDict_Check(state) || !PyLong_CheckExact(status)
         || !PyUnicode_Check(rid) || !PyDict_Check(params))
         goto fallback;
-    long st = PyLong_AsLong(status);
+    int overflow = 0;
+    long st = PyLong_AsLongAndOverflow(status, &overflow);
     if (st == -1 && PyErr_Occurred())
         return NULL;
-    if (st == 401 || st == 403 || st == 400 || st < 100 || st > 999)
+    if (overflow || st == 401 || st == 403 || st == 400 || st < 100 || st > 999)
         goto fallback;
     if (ua != Py_None && (!PyBytes_Check(ua) || PyBytes_Size(ua) > text_cut))
         goto fallback;
@@ -809,8 +835,8 @@ static PyObject *record(PyObject *module, PyObject *const *args, Py_ssize_t narg
         goto fallback;
     PyObject *out = PyTuple_GetItem(heads, st < 400 ? 3 : 4);
     PyObject *method_member = PyTuple_GetItem(heads, 2);
-    if (!PyUnicode_Check(out) || !PyUnicode_Check(method_member) || buf_add_str(&b, out) < 0)
-        goto error;
+    if (!PyUnicode_Check(out) || !PyUnicode_Check(method_member) || buf_add_str(&b, out) <= 0)
+        goto fallback_or_error;
     /* ,"resource_id":..., and the path_params member (written at the end) */
     Py_ssize_t np = PyDict_Size(params);
     if (np == 1) {
@@ -847,7 +873,7 @@ static PyObject *record(PyObject *module, PyObject *const *args, Py_ssize_t narg
     if (claims == NULL || claims == Py_None)
         goto fallback; /* (a session's record: Python's) */
     cm = attr(claims, str_audit_members);
-    if (cm == NULL || !PyUnicode_Check(cm) || buf_add_str(&b, cm) < 0)
+    if (cm == NULL || !PyUnicode_Check(cm) || buf_add_str(&b, cm) <= 0)
         goto fallback_or_error;
     /* the ip member, per address; the user agent's, per header value */
     resolver = attr(self, str_client_ip);
@@ -856,7 +882,8 @@ static PyObject *record(PyObject *module, PyObject *const *args, Py_ssize_t narg
     skey = attr(resolver, str_state_key);
     if (skey == NULL)
         goto fallback;
-    PyObject *addr = dict_get(state, skey);
+    addr = dict_get(state, skey);
+    Py_XINCREF(addr);
     if (addr == NULL)
         goto fallback;
     Py_CLEAR(members);
@@ -864,7 +891,7 @@ static PyObject *record(PyObject *module, PyObject *const *args, Py_ssize_t narg
     if (members == NULL)
         goto fallback;
     PyObject *ipm = dict_get(members, addr);
-    if (ipm == NULL || !PyUnicode_Check(ipm) || buf_add_str(&b, ipm) < 0)
+    if (ipm == NULL || !PyUnicode_Check(ipm) || buf_add_str(&b, ipm) <= 0)
         goto fallback_or_error;
     if (ua != Py_None) {
         Py_CLEAR(members);
@@ -872,7 +899,7 @@ static PyObject *record(PyObject *module, PyObject *const *args, Py_ssize_t narg
         if (members == NULL)
             goto fallback;
         PyObject *uam = dict_get(members, ua);
-        if (uam == NULL || !PyUnicode_Check(uam) || buf_add_str(&b, uam) < 0)
+        if (uam == NULL || !PyUnicode_Check(uam) || buf_add_str(&b, uam) <= 0)
             goto fallback_or_error;
     }
     if (buf_add(&b, ",\"details\":{\"request_id\":", 25) < 0)
@@ -880,8 +907,8 @@ static PyObject *record(PyObject *module, PyObject *const *args, Py_ssize_t narg
     int q = buf_add_quoted(&b, rid);
     if (q <= 0)
         goto fallback_or_error;
-    if (buf_add_str(&b, method_member) < 0)
-        goto error;
+    if (buf_add_str(&b, method_member) <= 0)
+        goto fallback_or_error;
     q = buf_add_quoted(&b, path);
     if (q <= 0)
         goto fallback_or_error;
@@ -890,7 +917,7 @@ static PyObject *record(PyObject *module, PyObject *const *args, Py_ssize_t narg
     if (buf_add(&b, num, (size_t)nn) < 0)
         goto error;
     if (pk != NULL) {
-        if (buf_add_str(&b, pk) < 0 || buf_add_quoted(&b, pv) <= 0 || buf_add(&b, "}", 1) < 0)
+        if (buf_add_str(&b, pk) <= 0 || buf_add_quoted(&b, pv) <= 0 || buf_add(&b, "}", 1) < 0)
             goto fallback_or_error;
     }
     if (buf_add(&b, "}}", 2) < 0)
@@ -915,6 +942,7 @@ done:
     Py_XDECREF(pk);
     Py_XDECREF(pv);
     Py_XDECREF(claims);
+    Py_XDECREF(addr);
     Py_XDECREF(heads_map);
     Py_XDECREF(sensitive);
     Py_XDECREF(members);
@@ -953,36 +981,48 @@ static struct PyModuleDef module_def = {
 
 PyMODINIT_FUNC PyInit__speedups(void) {
     if (str_type == NULL) {
-        str_type = PyUnicode_InternFromString("type");
-        str_start = PyUnicode_InternFromString("http.response.start");
-        str_headers = PyUnicode_InternFromString("headers");
-        str_status = PyUnicode_InternFromString("status");
-        str_get = PyUnicode_InternFromString("get");
-        str_lower = PyUnicode_InternFromString("lower");
-        str_path = PyUnicode_InternFromString("path");
-        str_method = PyUnicode_InternFromString("method");
-        str_heads = PyUnicode_InternFromString("heads");
-        str_sensitive = PyUnicode_InternFromString("sensitive");
-        str_param_members = PyUnicode_InternFromString("_param_members");
-        str_ip_members = PyUnicode_InternFromString("_ip_members");
-        str_ua_members = PyUnicode_InternFromString("_ua_members");
-        str_client_ip = PyUnicode_InternFromString("client_ip");
-        str_state_key = PyUnicode_InternFromString("state_key");
-        str_audit_members = PyUnicode_InternFromString("_audit_members");
-        str_ok = PyUnicode_InternFromString("ok");
-        str_limit = PyUnicode_InternFromString("X-RateLimit-Limit");
-        str_remaining = PyUnicode_InternFromString("X-RateLimit-Remaining");
-        str_reset = PyUnicode_InternFromString("X-RateLimit-Reset");
-        bytes_limit = PyBytes_FromString("x-ratelimit-limit");
-        bytes_remaining = PyBytes_FromString("x-ratelimit-remaining");
-        bytes_reset = PyBytes_FromString("x-ratelimit-reset");
-        str_wire = PyUnicode_InternFromString("_wire");
-        if (!str_ok || !str_limit || !str_remaining || !str_reset || !bytes_limit || !bytes_remaining || !bytes_reset || !str_wire)
-            return NULL;
-        if (!str_type || !str_start || !str_headers || !str_status || !str_get || !str_lower || !str_path
-            || !str_method || !str_heads || !str_sensitive || !str_param_members || !str_ip_members
-            || !str_ua_members || !str_client_ip || !str_state_key || !str_audit_members)
-            return NULL;
+        /* (made together, kept only when all were made: a failed import leaves none) */
+        PyObject *made[24] = {
+            PyUnicode_InternFromString("type"),
+            PyUnicode_InternFromString("http.response.start"),
+            PyUnicode_InternFromString("headers"),
+            PyUnicode_InternFromString("status"),
+            PyUnicode_InternFromString("get"),
+            PyUnicode_InternFromString("lower"),
+            PyUnicode_InternFromString("path"),
+            PyUnicode_InternFromString("method"),
+            PyUnicode_InternFromString("heads"),
+            PyUnicode_InternFromString("sensitive"),
+            PyUnicode_InternFromString("_param_members"),
+            PyUnicode_InternFromString("_ip_members"),
+            PyUnicode_InternFromString("_ua_members"),
+            PyUnicode_InternFromString("client_ip"),
+            PyUnicode_InternFromString("state_key"),
+            PyUnicode_InternFromString("_audit_members"),
+            PyUnicode_InternFromString("ok"),
+            PyUnicode_InternFromString("X-RateLimit-Limit"),
+            PyUnicode_InternFromString("X-RateLimit-Remaining"),
+            PyUnicode_InternFromString("X-RateLimit-Reset"),
+            PyBytes_FromString("x-ratelimit-limit"),
+            PyBytes_FromString("x-ratelimit-remaining"),
+            PyBytes_FromString("x-ratelimit-reset"),
+            PyUnicode_InternFromString("_wire"),
+        };
+        for (size_t i = 0; i < sizeof made / sizeof made[0]; i++) {
+            if (made[i] == NULL) {
+                for (size_t j = 0; j < sizeof made / sizeof made[0]; j++)
+                    Py_XDECREF(made[j]);
+                return NULL;
+            }
+        }
+        PyObject **const targets[] = {
+            &str_type, &str_start, &str_headers, &str_status, &str_get, &str_lower, &str_path, &str_method,
+            &str_heads, &str_sensitive, &str_param_members, &str_ip_members, &str_ua_members, &str_client_ip,
+            &str_state_key, &str_audit_members, &str_ok, &str_limit, &str_remaining, &str_reset,
+            &bytes_limit, &bytes_remaining, &bytes_reset, &str_wire
+        };
+        for (size_t i = 0; i < sizeof made / sizeof made[0]; i++)
+            *targets[i] = made[i];
     }
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL)

@@ -637,6 +637,10 @@ class GuardMiddleware(AuditMiddleware):
         #: (decided here, from the class; the options it reads, such as ``methods``, are read
         #: when a route's parts are first written)
         self._own_event = type(self)._event is AuditMiddleware._event
+        #: whether the compiled record (bitsec._speedups.record) may stand in for ``_record_text``:
+        #: not when a subclass writes its records its own way
+        self._own_record = (self._own_event and type(self)._record_text is GuardMiddleware._record_text
+                            and type(self)._heads is GuardMiddleware._heads)
         #: whether ``decide`` and the steps ``__call__``'s fused path does in its place are
         #: this class's own (``_fast_route``)
         self._own_steps = all(getattr(type(self), n) is getattr(GuardMiddleware, n)
@@ -840,11 +844,14 @@ class GuardMiddleware(AuditMiddleware):
         if inline_audit and _Sender is not None and type(self.disabled) is set:
             # The wrapper below in compiled code (bitsec._speedups.Sender, the same steps): the
             # response's start gets ``extra`` and is recorded (``_audit_soon``, as below).
-            if where is not None and self._own_event:
+            if where is not None and self._own_record:
                 # (the common record written in compiled code too, else by _record_text)
                 sender = _Sender(send, extra, own_names, rt._audit_soon,
                                  (_compiled_record, self._record_text, self, entry, scope, state, 0, rid, ua, params),
                                  6, self.disabled, id(rt))
+            elif where is not None and self._own_event:
+                sender = _Sender(send, extra, own_names, rt._audit_soon,
+                                 (self._record_text, entry, scope, state, 0, rid, ua, params), 4, self.disabled, id(rt))
             else:
                 sender = _Sender(send, extra, own_names, rt._audit_soon,
                                  (self._event, scope, state, 0, rid, req.audit, ua, where), 3, self.disabled, id(rt))
