@@ -23,7 +23,7 @@ SWIFT_HDR_FLAGS = -parse-as-library -swift-version 6 -enable-upcoming-feature In
 	$(addprefix -Xcc ,$(shell pkg-config --cflags-only-I hiredis openssl 2>/dev/null))
 
 .PHONY: all deps apt venv browser-deps build lib speedups header header-check check-generated check-symbols mypy check-self-contained test test-swift test-c test-python alerts-deps test-alerts \
-	demo install bench clean serve sanitize sanitize-address sanitize-thread \
+	demo install bench clean serve sanitize sanitize-address sanitize-thread sanitize-speedups \
 	fuzz fuzz-build fuzz-smoke dist test-wheel
 
 all: build
@@ -218,8 +218,26 @@ SAN_CHECK    = if grep -qE "ERROR: (Address|Leak)Sanitizer|WARNING: ThreadSaniti
 	  echo "$(2): sanitizer report(s) in $(1); the first three:"; $(call SAN_REPORTS,$(1)); exit 1; fi; \
 	grep -Eq "Test run with [1-9][0-9]* tests? .*passed" $(1) || { echo "$(2): the suite did not pass"; exit 1; }
 
-sanitize: sanitize-address sanitize-thread
+sanitize: sanitize-address sanitize-thread sanitize-speedups
 	@echo "make sanitize: ASan+LSan and TSan clean"
+
+# The Python package's compiled guard steps (bitsec._speedups) built with ASan and UBSan into
+# a copy of the package, and their tests run against that build (CPython itself is not
+# instrumented: leaks are not checked, only the module's memory accesses and undefined behaviour).
+SPEEDUPS_SAN := $(ROOT)/build/speedups-san
+sanitize-speedups: deps build
+	@rm -rf $(SPEEDUPS_SAN) && mkdir -p $(SPEEDUPS_SAN) && cp -r bindings/python/src/bitsec $(SPEEDUPS_SAN)/
+	@rm -f $(SPEEDUPS_SAN)/bitsec/_speedups*.so
+	$(CC) -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined -std=c11 \
+		-Wall -Wextra -Werror -shared -fPIC -I$(PY_INCLUDE) bindings/python/src/bitsec/_speedups.c \
+		-o $(SPEEDUPS_SAN)/bitsec/_speedups.abi3.so
+	cd bindings/python && PYTHONPATH=$(SPEEDUPS_SAN) BITSEC_LIBRARY=$(LIB) ASAN_OPTIONS=detect_leaks=0:halt_on_error=1 \
+		LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+		$(VPY) -c 'import bitsec, bitsec._accel as a, sys; assert bitsec.__file__.startswith("$(SPEEDUPS_SAN)") and a.active(), bitsec.__file__' \
+		&& PYTHONPATH=$(SPEEDUPS_SAN) BITSEC_LIBRARY=$(LIB) ASAN_OPTIONS=detect_leaks=0:halt_on_error=1 \
+		LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+		$(VPY) -m pytest -q -p no:cacheprovider tests/test_speedups.py tests/test_fastapi_guard.py 2>&1 | tee $(ROOT)/build/speedups-san.log
+	@echo "sanitize-speedups: bitsec._speedups clean under ASan and UBSan"
 
 sanitize-address: apt
 	@mkdir -p build
