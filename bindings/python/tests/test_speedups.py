@@ -228,18 +228,7 @@ def test_the_wrapper_refuses_wrong_arguments() -> None:
 
 # ---- the header pass -------------------------------------------------------------------------
 
-def _python_scan(headers: Any) -> tuple[Any, Any, Any]:
-    auth = ua = xrid = None
-    for name, value in headers:
-        if name == b"authorization":
-            if auth is None:
-                auth = value
-        elif name == b"user-agent":
-            if ua is None:
-                ua = value
-        elif name == b"x-request-id" and xrid is None:
-            xrid = value
-    return auth, ua, xrid
+_python_scan = guard_mod._scan_headers  # (the loop the guard runs without the module)
 
 
 @needs_speedups
@@ -406,6 +395,21 @@ def test_the_compiled_record_is_the_python_record(tmp_path: Path) -> None:
         assert got == first and json.loads(got)["resource_id"] == "7"
 
 
+
+def _audited_route(rt: bitsec.Runtime) -> tuple[GuardMiddleware, Any]:
+    """The guard's app with one more route, ``GET /one/{q}``, recorded on every request: its
+    middleware (routes compiled) and that route's entry."""
+    app = make_app(rt)
+
+    @app.get("/one/{q}")
+    @guard(audit=True)
+    def one(q: str) -> dict:
+        return {}
+
+    mw = GuardMiddleware(app)
+    return mw, next(e for e in mw.compile(app, rt).entries if e.template == "/one/{q}")
+
+
 # ---- references --------------------------------------------------------------------------------
 
 @needs_speedups
@@ -415,21 +419,12 @@ def test_the_compiled_steps_leak_no_reference(tmp_path: Path) -> None:
     sp = _accel.SPEEDUPS
     assert sp is not None
     with bitsec.Runtime(config(tmp_path)) as rt:
-        app = make_app(rt)
-
-        @app.get("/one/{owner}")
-        @guard(audit=True)
-        def one(owner: str) -> dict:
-            return {}
-
-        mw = GuardMiddleware(app)
-        table = mw.compile(app, rt)
-        entry = next(e for e in table.entries if e.template == "/one/{owner}")
+        mw, entry = _audited_route(rt)
         claims = rt.verify_token(token(rt, "alice"))
         state = {"bitsec_claims": claims}
         scope = {"type": "http", "method": "GET", "path": "/one/x", "headers": [], "client": ("10.0.0.1", 1),
                  "state": state}
-        params = {"owner": "x"}
+        params = {"q": "x"}
         ua = b"ua/1"
         mw._record_text(entry, scope, state, 200, "r", ua, params)  # the kept parts
         headers = [(b"authorization", b"Bearer x"), (b"user-agent", ua)]
@@ -559,15 +554,7 @@ def test_odd_values_give_the_python_record_not_an_error(tmp_path: Path) -> None:
     record = guard_mod._compiled_record
     assert record is not None
     with bitsec.Runtime(config(tmp_path)) as plain:
-        app = make_app(plain)
-
-        @app.get("/one/{q}")
-        @guard(audit=True)
-        def one(q: str) -> dict:
-            return {}
-
-        mw = GuardMiddleware(app)
-        entry = next(e for e in mw.compile(app, plain).entries if e.template == "/one/{q}")
+        mw, entry = _audited_route(plain)
         claims = plain.verify_token(token(plain, "alice"))
         for path, rid, q, status in (("/one/\ud800", "r", "7", 200), ("/one/7", "r\ud800", "7", 200),
                                      ("/one/7", "r", "\udc80", 200), ("/one/7", "r", "7", 2 ** 64),

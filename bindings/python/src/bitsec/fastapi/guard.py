@@ -723,19 +723,7 @@ class GuardMiddleware(AuditMiddleware):
             state = scope["state"] = {}
         # The headers the guard reads, in one pass (the first of each).
         found = _scan(scope.get("headers", ())) if _scan is not None else None
-        if found is not None:
-            auth, ua, xrid = found
-        else:
-            auth = ua = xrid = None
-            for name, value in scope.get("headers", ()):
-                if name == b"authorization":
-                    if auth is None:
-                        auth = value
-                elif name == b"user-agent":
-                    if ua is None:
-                        ua = value
-                elif name == b"x-request-id" and xrid is None:
-                    xrid = value
+        auth, ua, xrid = found if found is not None else _scan_headers(scope.get("headers", ()))
         rid = state.get(_REQUEST_ID)
         if not rid:  # (as _ensure_request_id, without its call when the client sent no id)
             rid = _ensure_request_id(scope, xrid) if xrid is not None else new_request_id()
@@ -1452,6 +1440,23 @@ class GuardMiddleware(AuditMiddleware):
         if r.status == 503:
             return {"Retry-After": r.rate_headers.get("Retry-After", "1")}
         return dict(r.rate_headers)
+
+
+def _scan_headers(headers: Any) -> tuple[Any, Any, Any]:
+    """The headers the guard reads, in one pass: ``Authorization``, ``User-Agent`` and
+    ``X-Request-ID``, the first (not None) value of each, names as ASGI sends them (lower-case
+    bytes). (bitsec._speedups.scan does the same for a server's list of pairs.)"""
+    auth = ua = xrid = None
+    for name, value in headers:
+        if name == b"authorization":
+            if auth is None:
+                auth = value
+        elif name == b"user-agent":
+            if ua is None:
+                ua = value
+        elif name == b"x-request-id" and xrid is None:
+            xrid = value
+    return auth, ua, xrid
 
 
 async def _record_then_send(record: Any, send: Any, message: Any) -> None:
