@@ -209,3 +209,34 @@ def test_cookie_session_options() -> None:
     r = Response()
     s.set_cookie(r, "tok")
     assert "samesite=strict" in r.headers["set-cookie"].lower()
+
+
+def test_rate_limit_after_a_cookie_session_keys_its_user(config: dict[str, Any]) -> None:
+    # RateLimit placed after CookieSession takes from the session user's bucket, as the guard
+    # does on its cookie routes: two users behind one address are limited apart, and one user
+    # is one bucket. Before, a cookie-only request was keyed by its address alone.
+    from bitsec.fastapi import RateLimit
+
+    cfg = dict(config)
+    cfg["rate_limits"] = {"store": "local", "categories": {"default": {"capacity": 3, "period_seconds": 60}}}
+    app, sessions = _app(cfg)
+
+    @app.get("/limited", dependencies=[Depends(sessions), Depends(RateLimit("default"))])
+    def limited() -> dict[str, bool]:
+        return {"ok": True}
+
+    with TestClient(app, base_url="https://testserver", headers={"User-Agent": UA}) as client:
+        cookies = {}
+        for user in ("alice", "bob"):
+            client.cookies.clear()
+            assert client.post("/login", params={"user": user}).status_code == 200
+            cookies[user] = client.cookies.get("__Host-session")
+
+        def get(user: str) -> Any:
+            client.cookies.clear()
+            client.cookies.set("__Host-session", cookies[user])
+            return client.get("/limited")
+
+        assert [get("alice").status_code for _ in range(4)] == [200, 200, 200, 429]
+        assert get("bob").status_code == 200  # the same address, another user's bucket
+        assert int(get("bob").headers["x-ratelimit-remaining"]) == 1

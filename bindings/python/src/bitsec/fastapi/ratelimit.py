@@ -11,9 +11,11 @@ from fastapi import HTTPException, Request, Response
 from .. import _abi
 from ..errors import BackendUnavailableError, BitsecError, NotFoundError
 from ..runtime import Runtime
+from ..sessions import Session
 from ._common import (_CLAIMS, STATE_ATTR, ClientIP, _adding_headers, _client_ip, _request_state, _runtime_of_scope,
                       _send_json, _unavailable, get_runtime, log, routed_path, _category_path, _route_of)
 from .config import DEFAULT_PATH_CATEGORIES
+from .sessions import _SESSION
 from .offload import _check_offload, offload_plan
 
 # ---- rate limits ---------------------------------------------------------------------------
@@ -22,7 +24,8 @@ from .offload import _check_offload, offload_plan
 def _identity(rt: Runtime, scope: Any, resolver: ClientIP) -> str:
     """The user's key (``_user_key``: ``user:<sub>``, with a tenant
     ``tenant:<n>:<tenant>:user:<sub>``) for a request whose bearer token verifies (never an
-    unverified claim), else ``ip:<client address>``."""
+    unverified claim), or whose cookie session was validated before (by ``CookieSession`` or
+    the guard), else ``ip:<client address>``."""
     state = _request_state(scope)
     claims = state.get(_CLAIMS)
     if claims is None:
@@ -41,6 +44,11 @@ def _identity(rt: Runtime, scope: Any, resolver: ClientIP) -> str:
                 claims = None
     if claims is not None and claims.subject:
         return _user_key(claims.subject, claims.tenant_id)
+    # a cookie session this request's CookieSession (or the guard's cookie route) validated
+    # earlier: its user's bucket, with its tenant, as the guard keys it (never the raw cookie)
+    session = state.get(_SESSION)
+    if type(session) is Session and session.user:
+        return _user_key(session.user, session.tenant)
     return _address_key(rt, scope, resolver)
 
 
