@@ -123,12 +123,15 @@ test: deps
 	sw=$$(count build/swift-test.log); \
 	c=$$(sed -n 's/^c tests: \([0-9]*\) passed.*/\1/p' build/c-test.log | tail -1); \
 	py=$$(sed -n 's/^\([0-9]*\) passed.*/\1/p' build/python-test.log | tail -1); \
-	if [ "$(SANITIZE)" = 1 ]; then asan=$$(count build/asan-test.log); tsan=$$(count build/tsan-test.log); san=", swift+asan $$asan, swift+tsan $$tsan"; \
-	else asan=0; tsan=0; san=" (sanitizer runs skipped: SANITIZE=0)"; fi; \
-	echo "make test: swift $$sw, c $$c, python $$py$$san"; \
+	pure=$$(sed -n 's/^\([0-9]*\) passed.*/\1/p' build/python-pure-test.log | tail -1); \
+	if [ "$(SANITIZE)" = 1 ]; then asan=$$(count build/asan-test.log); tsan=$$(count build/tsan-test.log); \
+	  spsan=$$(sed -n 's/^\([0-9]*\) passed.*/\1/p' build/speedups-san.log | tail -1); \
+	  san=", swift+asan $$asan, swift+tsan $$tsan, python+asan+ubsan (bitsec._speedups) $$spsan"; \
+	else asan=0; tsan=0; spsan=0; san=" (sanitizer runs skipped: SANITIZE=0)"; fi; \
+	echo "make test: swift $$sw, c $$c, python $$py, python without bitsec._speedups $$pure$$san"; \
 	if [ "$(SANITIZE)" = 1 ]; then fz=$$(grep -c ' ok$$' build/fuzz/summary.txt || true); \
 	  echo "fuzz smoke: $$fz targets ran $(FUZZ_SMOKE_SECONDS) s each from their seed corpora, no crash, leak or timeout"; fi; \
-	echo "$$(( sw + c + py + asan + tsan )) passed, 0 failed"
+	echo "$$(( sw + c + py + pure + asan + tsan + spsan )) passed, 0 failed"
 
 # Swift suites (core and ABI), with a real redis-server from the shared fixture.
 test-swift: build
@@ -156,7 +159,7 @@ test-python: deps build browser-deps alerts-deps
 	@echo "test-python: the guard's suites again without the compiled steps (BITSEC_SPEEDUPS=0)"
 	cd bindings/python && BITSEC_SPEEDUPS=0 BITSEC_LIBRARY=$(LIB) $(VPY) -m pytest -q -p no:cacheprovider \
 		tests/test_speedups.py tests/test_fastapi_guard.py tests/test_fastapi_guard_cookies.py \
-		tests/test_fastapi_guard_routes.py tests/test_guard_check.py 2>&1 | tee -a $(ROOT)/build/python-test.log
+		tests/test_fastapi_guard_routes.py tests/test_guard_check.py 2>&1 | tee $(ROOT)/build/python-pure-test.log
 
 # The distribution (docs/packaging.md): an sdist (Python sources, no library) and a platform
 # wheel with libbitsec.so.1, repaired by auditwheel: it bundles hiredis into bitsec.libs/,
