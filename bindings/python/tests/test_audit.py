@@ -163,6 +163,43 @@ def test_keys_that_differ_only_in_lone_surrogates_stay_distinct(tmp_path: Path) 
     assert audit_verify([p]).intact
 
 
+def test_colliding_keys_from_surrogates_are_all_kept_and_nothing_is_lost(tmp_path: Path) -> None:
+    # Keys a client controls that collapse onto one name: many lone surrogates (each gets
+    # the next suffix, also past keys already spelled with one), a pair written as two
+    # characters next to the character itself (json writes both as the same escape), and an
+    # event nested too deep for Python to read back (the library refuses it and records the
+    # refusal; the batch's other event is recorded). Never an exception, never a lost batch.
+    p = tmp_path / "a.log"
+    many = {"k\ufffd\ufffd~2": "taken", **{"k" + chr(0xDC00 + i % 16) + chr(0xDC00 + i // 16): i for i in range(300)}}
+    deep: Any = {"\ud800": 1}
+    for _ in range(100):  # beyond the library's depth, within what Python reads
+        deep = {"d": deep}
+    deeper: Any = deep
+    for _ in range(5000):  # beyond what Python's encoder can write at all
+        deeper = {"d": deeper}
+    with runtime(p) as rt:
+        rt.audit_emit({"type": "authentication", "subtype": "failed_login", "result": "failure", "actor": "m",
+                       "details": many})
+        rt.audit_emit({"type": "authentication", "subtype": "failed_login", "result": "failure", "actor": "e",
+                       "details": {"\ud83d\ude00": 1, "\U0001f600": 2}})
+        rt.audit_submit([{"type": "authentication", "subtype": "failed_login", "result": "failure", "actor": "deep",
+                          "details": deep},
+                         {"type": "authentication", "subtype": "failed_login", "result": "failure", "actor": "deeper",
+                          "details": deeper},
+                         {"type": "authentication", "subtype": "failed_login", "result": "failure", "actor": "next"}])
+        rt.audit_flush()
+        assert rt.audit_stats()["rejected"] == 2  # the deep ones, refused by the library (and recorded)
+    recs = {r.get("actor"): r for r in records(p) if r.get("subtype") == "failed_login"}
+    details = recs["m"]["details"]
+    assert len(details) == 301 and details["k\ufffd\ufffd~2"] == "taken" and details["k\ufffd\ufffd"] == 0
+    assert sorted(v for k, v in details.items() if k != "k\ufffd\ufffd~2") == list(range(300))
+    assert recs["e"]["details"] == {"\U0001f600": 1, "\U0001f600~2": 2}
+    assert "next" in recs and "deep" not in recs and "deeper" not in recs
+    rejected = [r for r in records(p) if r.get("subtype") == "event_rejected"]
+    assert len(rejected) == 2 and all("nesting" in r["reason"] for r in rejected), rejected
+    assert audit_verify([p]).intact
+
+
 def test_a_lone_surrogate_in_a_log_records_extras_is_replaced(tmp_path: Path) -> None:
     p = tmp_path / "a.log"
     errors: list[logging.LogRecord] = []

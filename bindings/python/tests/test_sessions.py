@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from typing import Any, Iterator
 
@@ -240,3 +241,19 @@ def test_rate_limit_after_a_cookie_session_keys_its_user(config: dict[str, Any])
         assert [get("alice").status_code for _ in range(4)] == [200, 200, 200, 429]
         assert get("bob").status_code == 200  # the same address, another user's bucket
         assert int(get("bob").headers["x-ratelimit-remaining"]) == 1
+        # the session comes first, as on the guard's cookie routes: bob sending carol's valid
+        # token spends his own budget, not hers
+        rt = app.state.bitsec
+        carol = rt.sign_token({"sub": "carol", "exp": int(time.time()) + 600})
+        client.cookies.clear()
+        client.cookies.set("__Host-session", cookies["bob"])
+        assert client.get("/limited", headers={"Authorization": f"Bearer {carol}"}).status_code == 200
+        assert client.get("/limited", headers={"Authorization": f"Bearer {carol}"}).status_code == 429
+        # a request another site started (Sec-Fetch-Site cross-site / same-site) takes from the
+        # user's second bucket: another page cannot spend the user's own budget
+        client.cookies.clear()
+        client.cookies.set("__Host-session", cookies["alice"])
+        for site in ("cross-site", "same-site", "cross-site"):
+            assert client.get("/limited", headers={"Sec-Fetch-Site": site}).status_code == 200
+        assert client.get("/limited", headers={"Sec-Fetch-Site": "cross-site"}).status_code == 429
+        assert client.get("/limited", headers={"Sec-Fetch-Site": "same-origin"}).status_code == 429  # her own: spent

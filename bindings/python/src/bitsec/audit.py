@@ -68,22 +68,30 @@ def _no_lone_surrogate(m: re.Match[str]) -> str:
 
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+#: A surrogate pair's escape in ASCII JSON text (one character beyond the BMP).
+_PAIR_ESCAPE = re.compile(r"\\ud[89ab][0-9a-f]{2}\\ud[c-f][0-9a-f]{2}")
 
 
 def _distinct_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """A JSON object's members with each lone surrogate of a key as U+FFFD, and a key that
     then equals an earlier one given a suffix (``~2``, ``~3``, ...): two keys that differ only
-    in lone surrogates (a form's field names, echoed into ``details``) stay two members, and
-    the event is not refused for a duplicate key."""
+    in lone surrogates (a form's field names, echoed into ``details``), or a surrogate pair
+    written as two characters and the character itself, stay two members, and the event is
+    not refused for a duplicate key. Linear in the members: each base key keeps its next
+    suffix."""
     out: dict[str, Any] = {}
+    next_suffix: dict[str, int] = {}
     for k, v in pairs:
         if _LONE_SURROGATE.search(k):
             k = _LONE_SURROGATE.sub("\ufffd", k)
         if k in out:
-            n, base = 2, k
+            base = k
+            n = next_suffix.get(base, 2)
+            k = f"{base}~{n}"
             while k in out:
-                k = f"{base}~{n}"
                 n += 1
+                k = f"{base}~{n}"
+            next_suffix[base] = n + 1
         out[k] = v
     return out
 
@@ -91,15 +99,25 @@ def _distinct_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _ascii_json(text: str) -> bytes:
     """``json``'s ASCII text of a mapping as the bytes bitsec reads: a lone surrogate in one
     of its strings (keys too), which ``json`` writes as an escape bitsec's reader refuses --
-    the whole event with it, a failed login lost for a crafted user name -- is U+FFFD (a key
-    that then repeats another gets a suffix: ``_distinct_keys``)."""
+    the whole event with it, a failed login lost for a crafted user name -- is U+FFFD; a key
+    that then repeats another gets a suffix (``_distinct_keys``). Text over the library's
+    event limit, or nested beyond what Python reads back, is left for the library to refuse
+    (and record as refused)."""
     if "\\ud" in text:  # (a surrogate escape, or a backslash before "ud": rare, looked at closer)
         replaced = _SURROGATE_ESCAPE.sub(_no_lone_surrogate, text)
-        if replaced != text:  # (a lone surrogate was there: its keys written again, distinct)
-            replaced = _SURROGATE_ESCAPE.sub(_no_lone_surrogate,
-                                             _encode(json.loads(text, object_pairs_hook=_distinct_keys)))
+        if (replaced != text or _PAIR_ESCAPE.search(text)) and len(text) <= _MAX_EVENT_TEXT:
+            # (a lone surrogate, or a pair a key may spell as two characters: keys written again, distinct)
+            try:
+                replaced = _SURROGATE_ESCAPE.sub(_no_lone_surrogate,
+                                                 _encode(json.loads(text, object_pairs_hook=_distinct_keys)))
+            except (RecursionError, ValueError):
+                pass
         text = replaced
     return text.encode("ascii")
+
+
+#: The longest event text bitsec reads (BITSEC_AUDIT_MAX_EVENT_BYTES).
+_MAX_EVENT_TEXT = _abi.BITSEC_AUDIT_MAX_EVENT_BYTES
 
 
 def _event_bytes(event: Event) -> bytes:
@@ -109,10 +127,20 @@ def _event_bytes(event: Event) -> bytes:
         return event
     if isinstance(event, str):
         return event.encode("utf-8", "surrogatepass")  # lone surrogates: refused (and recorded) by bitsec
-    if type(event) is dict:
-        return _ascii_json(_encode(event))
-    # another Mapping (or anything else: the library says what is wrong with it)
-    return _ascii_json(_encode(dict(event) if isinstance(event, Mapping) else event))
+    try:
+        if type(event) is dict:
+            return _ascii_json(_encode(event))
+        # another Mapping (or anything else: the library says what is wrong with it)
+        return _ascii_json(_encode(dict(event) if isinstance(event, Mapping) else event))
+    except RecursionError:
+        # nested deeper than Python can encode (the library reads BITSEC_MAX_JSON_DEPTH
+        # levels): a stand-in just as deep for the library to refuse, so that the refusal is
+        # recorded (event_rejected) and a batch's other events are not lost with it
+        return _TOO_DEEP
+
+
+#: Valid JSON nested one level deeper than the library reads (``_event_bytes``).
+_TOO_DEEP = (b'{"nested":' * (_abi.BITSEC_MAX_JSON_DEPTH + 1) + b"0" + b"}" * (_abi.BITSEC_MAX_JSON_DEPTH + 1))
 
 
 class _Soon:

@@ -23,10 +23,27 @@ from .offload import _check_offload, offload_plan
 
 def _identity(rt: Runtime, scope: Any, resolver: ClientIP) -> str:
     """The user's key (``_user_key``: ``user:<sub>``, with a tenant
-    ``tenant:<n>:<tenant>:user:<sub>``) for a request whose bearer token verifies (never an
-    unverified claim), or whose cookie session was validated before (by ``CookieSession`` or
-    the guard), else ``ip:<client address>``."""
+    ``tenant:<n>:<tenant>:user:<sub>``) for a request whose cookie session was validated
+    before (by ``CookieSession``, or the guard's cookie route) or whose bearer token verifies
+    (never an unverified claim), else ``ip:<client address>``.
+
+    A session comes first, as on the guard's cookie routes (which never read
+    ``Authorization``): a session user sending someone else's valid token must not spend that
+    account's budget instead of their own. A request the browser marks as started by another
+    site or a sibling origin (``Sec-Fetch-Site: cross-site`` or ``same-site``: a link, an
+    image, a form of another page, which the session cookie may go with) takes from the
+    user's second bucket, ``xsite:<the user's key>``, as the guard does: another page must
+    not be able to spend the user's own budget."""
     state = _request_state(scope)
+    session = state.get(_SESSION)
+    if type(session) is Session and session.user:
+        key = _user_key(session.user, session.tenant)
+        for name, value in scope.get("headers", ()):
+            if name == b"sec-fetch-site":
+                if value.lower() in (b"cross-site", b"same-site"):
+                    return _bounded_key("xsite:" + key)
+                break
+        return key
     claims = state.get(_CLAIMS)
     if claims is None:
         token = None
@@ -44,11 +61,6 @@ def _identity(rt: Runtime, scope: Any, resolver: ClientIP) -> str:
                 claims = None
     if claims is not None and claims.subject:
         return _user_key(claims.subject, claims.tenant_id)
-    # a cookie session this request's CookieSession (or the guard's cookie route) validated
-    # earlier: its user's bucket, with its tenant, as the guard keys it (never the raw cookie)
-    session = state.get(_SESSION)
-    if type(session) is Session and session.user:
-        return _user_key(session.user, session.tenant)
     return _address_key(rt, scope, resolver)
 
 
