@@ -158,7 +158,8 @@ test-python: deps build browser-deps alerts-deps
 	cd bindings/python && BITSEC_LIBRARY=$(LIB) $(VPY) -m pytest -q -p no:cacheprovider tests 2>&1 | tee $(ROOT)/build/python-test.log
 	@echo "test-python: the guard's suites again without the compiled steps (BITSEC_SPEEDUPS=0)"
 	cd bindings/python && BITSEC_SPEEDUPS=0 BITSEC_LIBRARY=$(LIB) $(VPY) -m pytest -q -p no:cacheprovider \
-		tests/test_speedups.py tests/test_fastapi_guard.py tests/test_fastapi_guard_cookies.py \
+		tests/test_speedups.py::test_the_compiled_steps_are_loaded_unless_turned_off \
+		tests/test_fastapi_guard.py tests/test_fastapi_guard_cookies.py \
 		tests/test_fastapi_guard_routes.py tests/test_guard_check.py 2>&1 | tee $(ROOT)/build/python-pure-test.log
 
 # The distribution (docs/packaging.md): an sdist (Python sources, no library) and a platform

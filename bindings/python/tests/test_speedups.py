@@ -32,7 +32,14 @@ from bitsec.fastapi import GuardMiddleware, bitsec_lifespan, guard
 
 guard_mod = importlib.import_module("bitsec.fastapi.guard")  # (the module: the package names a function guard)
 PURE = os.environ.get("BITSEC_SPEEDUPS", "1").strip() == "0"
-needs_speedups = pytest.mark.skipif(PURE, reason="the Python-only run (BITSEC_SPEEDUPS=0) of make test")
+
+
+@pytest.fixture(autouse=True)
+def _compiled(request: pytest.FixtureRequest) -> None:
+    """Every test here but the first compares the compiled steps with Python's: they must be
+    loaded (make test's Python-only run, BITSEC_SPEEDUPS=0, runs the first test alone)."""
+    if request.node.name != "test_the_compiled_steps_are_loaded_unless_turned_off":
+        assert _accel.SPEEDUPS is not None, "bitsec._speedups did not load (make speedups; BITSEC_SPEEDUPS=0?)"
 
 
 def test_the_compiled_steps_are_loaded_unless_turned_off() -> None:
@@ -153,7 +160,6 @@ def _drive(tmp_path: Path, kind: str) -> tuple[list[Any], str | None, list[dict]
     return sent, raised, records
 
 
-@needs_speedups
 @pytest.mark.parametrize("kind", KINDS)
 def test_the_compiled_wrapper_sends_and_records_as_python_does(tmp_path: Path, kind: str,
                                                                python_only: Callable[[], None]) -> None:
@@ -186,7 +192,6 @@ def test_the_compiled_wrapper_sends_and_records_as_python_does(tmp_path: Path, k
         assert [r["details"]["status"] for r in records] == [500] and sent == []
 
 
-@needs_speedups
 def test_a_disabled_audit_is_seen_at_the_response_start(tmp_path: Path) -> None:
     # The wrapper reads the guard's set of runtimes without audit when the response starts,
     # as the Python wrapper does (a runtime disabled while the request ran writes nothing).
@@ -199,7 +204,6 @@ def test_a_disabled_audit_is_seen_at_the_response_start(tmp_path: Path) -> None:
         assert sender.started
 
 
-@needs_speedups
 def test_the_wrapper_refuses_wrong_arguments() -> None:
     sp = _accel.SPEEDUPS
     assert sp is not None
@@ -231,7 +235,6 @@ def test_the_wrapper_refuses_wrong_arguments() -> None:
 _python_scan = guard_mod._scan_headers  # (the loop the guard runs without the module)
 
 
-@needs_speedups
 def test_the_compiled_header_pass_is_the_python_loop() -> None:
     # guard.py's loop reads what the compiled pass returns; the pass returns None for what it
     # does not read (not a list or tuple of pairs), and the loop then raises as before.
@@ -255,7 +258,6 @@ def test_the_compiled_header_pass_is_the_python_loop() -> None:
 
 # ---- the native call -------------------------------------------------------------------------
 
-@needs_speedups
 def test_the_compiled_guard_call_decides_as_the_ctypes_call(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # For a token whose claims are known (the common request), the call goes through the
     # compiled module: the same fields as the ctypes call, one take from the bucket each.
@@ -301,7 +303,6 @@ def test_the_compiled_guard_call_decides_as_the_ctypes_call(tmp_path: Path, monk
         rt._guard_call(tokens[0], args, b"ip:10.0.0.1")
 
 
-@needs_speedups
 def test_the_native_call_refuses_wrong_arguments_and_an_unbound_module(tmp_path: Path) -> None:
     sp = _accel.SPEEDUPS
     assert sp is not None
@@ -321,7 +322,6 @@ def test_the_native_call_refuses_wrong_arguments_and_an_unbound_module(tmp_path:
 
 # ---- the record ------------------------------------------------------------------------------
 
-@needs_speedups
 def test_the_compiled_record_is_the_python_record(tmp_path: Path) -> None:
     # For every kind of record, method, status, parameter, principal, address, user agent and
     # path, the compiled record is byte for byte the Python one; the odd ones (a refusal, a
@@ -412,7 +412,6 @@ def _audited_route(rt: bitsec.Runtime) -> tuple[GuardMiddleware, Any]:
 
 # ---- references --------------------------------------------------------------------------------
 
-@needs_speedups
 def test_the_compiled_steps_leak_no_reference(tmp_path: Path) -> None:
     # Each compiled step, run many times with the same objects (including its error paths),
     # leaves every object's reference count where it was.
@@ -479,7 +478,6 @@ def test_the_compiled_steps_leak_no_reference(tmp_path: Path) -> None:
 
 # ---- an application's requests, both ways ------------------------------------------------------
 
-@needs_speedups
 def test_an_application_answers_and_records_the_same_both_ways(tmp_path: Path,
                                                                python_only: Callable[[], None]) -> None:
     # The reference requests of the guard's suite (allowed, refused by permission, by token,
@@ -514,7 +512,6 @@ def test_an_application_answers_and_records_the_same_both_ways(tmp_path: Path,
     assert len(compiled[-1]) >= 4 and any(e["details"]["status"] == 200 for e in compiled[-1])
 
 
-@needs_speedups
 def test_the_compiled_known_token_call_and_outcome_are_pythons(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # guard_known is _guard_call for a token whose claims the runtime keeps (None for any other
     # token: the caller makes the full call), allowed is _outcome of an allowed decision.
@@ -545,7 +542,6 @@ def test_the_compiled_known_token_call_and_outcome_are_pythons(tmp_path: Path, m
             sp.guard_known([], hp, args.route_at, tok, b"k")
 
 
-@needs_speedups
 def test_odd_values_give_the_python_record_not_an_error(tmp_path: Path) -> None:
     # A value with no UTF-8 form (a lone surrogate in the path, the request id or a path
     # parameter: a server other than uvicorn, or a middleware, can give one) and a status
@@ -568,7 +564,6 @@ def test_odd_values_give_the_python_record_not_an_error(tmp_path: Path) -> None:
                 assert got == want and want is not None, (path, rid, q, status)
 
 
-@needs_speedups
 def test_the_header_pass_leaves_odd_containers_to_the_loop() -> None:
     # What no server sends but the loop reads: a bytearray name (equal to bytes), a first
     # value that is None (the loop takes the next), a list subclass: the same answers.
@@ -584,7 +579,6 @@ def test_the_header_pass_leaves_odd_containers_to_the_loop() -> None:
         assert (found if found is not None else _python_scan(headers)) == _python_scan(headers), headers
 
 
-@needs_speedups
 def test_a_subclass_that_writes_its_own_records_is_not_bypassed(tmp_path: Path) -> None:
     # A GuardMiddleware subclass that overrides _record_text has its records written by it,
     # also where the compiled record could write the common one.

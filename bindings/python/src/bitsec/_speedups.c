@@ -19,7 +19,9 @@
  *   record(fallback, ...)      _record_text's common record (any other: fallback's, Python's)
  *
  * None of them decides anything: the library decides, and Python writes every record this
- * module does not. Built against CPython's limited API (3.10 and later: one binary for every
+ * module does not. The module is private: guard_request and guard_known take the runtime's
+ * handle and a route's address as integers from the binding's own objects, as ctypes would,
+ * and trust them (they are never a client's input); every other argument is checked. Built against CPython's limited API (3.10 and later: one binary for every
  * version). The package works without it (BITSEC_SPEEDUPS=0, or a source install without a C
  * compiler); `make test` runs the guard's suites both ways.
  */
