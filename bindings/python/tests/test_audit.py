@@ -200,6 +200,23 @@ def test_colliding_keys_from_surrogates_are_all_kept_and_nothing_is_lost(tmp_pat
     assert audit_verify([p]).intact
 
 
+def test_an_emoji_in_a_value_is_not_parsed_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Keys are written again (parsed, deduplicated) only when one can collide: a lone
+    # surrogate, or a pair in a key. A character beyond the BMP in a value (an emoji in a
+    # name) is the common case and leaves the text as json wrote it.
+    import bitsec.audit as audit_mod
+
+    parsed: list[str] = []
+    real = audit_mod.json.loads
+    monkeypatch.setattr(audit_mod.json, "loads", lambda t, **k: parsed.append(t) or real(t, **k))
+    assert audit_mod._ascii_json(audit_mod._encode({"actor": "\U0001f600", "d": {"k\\": "x\":\U0001f600"}})) \
+        == b'{"actor":"\\ud83d\\ude00","d":{"k\\\\":"x\\":\\ud83d\\ude00"}}'
+    assert parsed == []
+    assert audit_mod._ascii_json(audit_mod._encode({"\U0001f600": 1, "\ud83d\ude00": 2})) \
+        == b'{"\\ud83d\\ude00":1,"\\ud83d\\ude00~2":2}'
+    assert len(parsed) == 1
+
+
 def test_a_lone_surrogate_in_a_log_records_extras_is_replaced(tmp_path: Path) -> None:
     p = tmp_path / "a.log"
     errors: list[logging.LogRecord] = []

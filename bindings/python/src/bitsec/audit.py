@@ -70,6 +70,19 @@ def _no_lone_surrogate(m: re.Match[str]) -> str:
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 #: A surrogate pair's escape in ASCII JSON text (one character beyond the BMP).
 _PAIR_ESCAPE = re.compile(r"\\ud[89ab][0-9a-f]{2}\\ud[c-f][0-9a-f]{2}")
+#: Every string of JSON text, in order (outside strings JSON has no quote), with the colon
+#: that makes it a key.
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"(:?)')
+
+
+def _pair_in_a_key(text: str) -> bool:
+    """Whether a key of the JSON text holds a surrogate pair's escape (a character beyond the
+    BMP, which a key may also spell as two separate surrogates: then two keys collide). A
+    value's pair, the common case of an emoji, leaves the text as it is, not parsed again."""
+    for m in _JSON_STRING.finditer(text):
+        if m.group(1) and "\\ud" in m.group() and _PAIR_ESCAPE.search(m.group()):
+            return True
+    return False
 
 
 def _distinct_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -105,8 +118,10 @@ def _ascii_json(text: str) -> bytes:
     (and record as refused)."""
     if "\\ud" in text:  # (a surrogate escape, or a backslash before "ud": rare, looked at closer)
         replaced = _SURROGATE_ESCAPE.sub(_no_lone_surrogate, text)
-        if (replaced != text or _PAIR_ESCAPE.search(text)) and len(text) <= _MAX_EVENT_TEXT:
-            # (a lone surrogate, or a pair a key may spell as two characters: keys written again, distinct)
+        if ((replaced != text or (_PAIR_ESCAPE.search(text) and _pair_in_a_key(text)))
+                and len(text) <= _MAX_EVENT_TEXT):
+            # (a lone surrogate, or a key's pair, which a key may spell as two characters: keys written
+            # again, distinct)
             try:
                 replaced = _SURROGATE_ESCAPE.sub(_no_lone_surrogate,
                                                  _encode(json.loads(text, object_pairs_hook=_distinct_keys)))
